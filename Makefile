@@ -1,0 +1,48 @@
+# Two commands matter: `make site` and `make test`. The rest are steps of them.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: site test serve record chains pin render regen check bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+site: $(STAMP)
+	$(BIN)/dispel render
+	$(BIN)/mkdocs build --strict --quiet
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+	$(BIN)/dispel check
+
+serve: site
+	$(BIN)/mkdocs serve -a 127.0.0.1:8000
+
+# Regeneration after an upgrade: record → chains → render (pin when versions change).
+record: $(STAMP)
+	$(BIN)/dispel record
+
+chains: $(STAMP)
+	$(BIN)/dispel chains
+
+pin: $(STAMP)
+	$(BIN)/dispel pin $(PIN_ARGS)
+
+render: $(STAMP)
+	$(BIN)/dispel render
+
+regen: record chains render
+
+check: $(STAMP)
+	$(BIN)/dispel check
+
+bench: $(STAMP)
+	$(BIN)/dispel bench
+
+clean:
+	rm -rf site .pytest_cache

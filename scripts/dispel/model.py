@@ -1,0 +1,166 @@
+"""Frozen values that flow between the stages: trace events, hops, chains, pins."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Version of the on-disk JSON formats (trace files, chain files); checked on load.
+TRACE_SCHEMA = 1
+CHAIN_SCHEMA = 1
+LOCK_SCHEMA = 1
+
+
+class DispelError(Exception):
+    """A problem the user can fix; the CLI prints it as one line and exits non-zero."""
+
+
+@dataclass(frozen=True, order=True)
+class Source:
+    """Where a function's code lives, independent of this machine.
+
+    ``dist`` is a distribution name (``python-engineio``), ``python`` for the
+    standard library, ``sample_app`` for the traced app, or ``builtin`` for C code.
+    ``path`` is relative to the distribution's install root (``engineio/socket.py``)
+    or, for the standard library, CPython's ``Lib/`` path (``Lib/socketserver.py``).
+    """
+
+    dist: str
+    version: str
+    path: str
+
+
+@dataclass(frozen=True, order=True)
+class Func:
+    """A function identity: module + qualname, and where its definition sits."""
+
+    module: str
+    qualname: str
+    source: Source
+    first_line: int  # line of ``def`` (after decorators); 0 for C functions
+    last_line: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.module}:{self.qualname}"
+
+    @property
+    def is_c(self) -> bool:
+        return self.source.dist == "builtin"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One recorded call, detached from live frames (a row of a trace file).
+
+    ``parent`` is the index of the nearest recorded caller on the same thread
+    (-1 for a thread's root); ``call_line`` is the line in the parent that was
+    executing when this call started. ``args`` and ``ret`` hold normalized
+    values (``None`` when nothing was worth keeping); ``arg_ids``/``ret_id``
+    are stable object tokens used to join threads by object identity.
+    """
+
+    index: int
+    func: str  # Func.key; resolved through TraceFile.funcs
+    thread: str
+    parent: int
+    call_line: int
+    depth: int
+    end: int  # index of the last event inside this call (itself when a leaf)
+    args: tuple[tuple[str, str], ...] = ()
+    ret: str | None = None
+    arg_ids: tuple[tuple[str, int], ...] = ()
+    ret_id: int = 0
+    raised: bool = False
+    count: int = 1  # >1 when identical repeated subtrees were folded
+
+
+@dataclass(frozen=True)
+class ThreadInfo:
+    name: str  # logical, stable: main, server, request-1, ws-reader-1 ...
+    started_by: int  # index of the Thread.start event that started it, -1 if unknown
+    root: int  # index of its first recorded event
+
+
+@dataclass(frozen=True)
+class TraceFile:
+    scenario: str
+    python: str
+    versions: tuple[tuple[str, str], ...]  # (distribution, version), sorted
+    steps: tuple[tuple[str, int, int], ...]  # (step name, first event, last event)
+    funcs: dict[str, Func] = field(hash=False, compare=True)
+    threads: tuple[ThreadInfo, ...]
+    events: tuple[Event, ...]
+
+
+# Edges a chain can take from one hop to the next.
+EDGE_ENTRY = "entry"  # the first hop, in the user's code
+EDGE_CALL = "call"  # the previous hop called this one
+EDGE_RETURN = "return"  # this hop ran after the previous one returned (a sibling)
+EDGE_THREAD_START = "thread-start"  # Thread.start() in the previous hop's thread
+EDGE_WAKE = "wake-up"  # Condition.notify() woke the wait() in this thread
+EDGE_DATA = "data"  # the value this hop receives was produced by the previous one
+EDGES = (EDGE_ENTRY, EDGE_CALL, EDGE_RETURN, EDGE_THREAD_START, EDGE_WAKE, EDGE_DATA)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One link of a chain: a function that ran, on a thread, reached by an edge.
+
+    ``line`` is the executed line inside ``func`` that leads on to the next hop
+    (the call site); for the last hop it is the function's first line.
+    """
+
+    func: Func
+    line: int
+    thread: str
+    edge: str
+    event: int  # index of the event in the trace it came from
+    value: str | None = None  # the observed value that explains the step
+    line_text: str = ""  # the executed line's source text, stripped
+
+
+@dataclass(frozen=True)
+class WireField:
+    name: str
+    value: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class WireLayer:
+    """One protocol layer of a captured message, decoded (WebSocket, Engine.IO …)."""
+
+    layer: str
+    raw: str  # printable form of the bytes of this layer
+    fields: tuple[WireField, ...]
+
+
+@dataclass(frozen=True)
+class Chain:
+    journey: str
+    title: str
+    scenario: str
+    hops: tuple[Hop, ...]
+    wire: tuple[WireLayer, ...] = ()
+
+
+@dataclass(frozen=True)
+class FilePin:
+    """An installed file and the upstream blob it was proven identical to."""
+
+    installed: str  # path inside the distribution's install root
+    path: str  # path inside the repository
+    blob: str  # git blob SHA-1 of the file's bytes
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A distribution pinned to its upstream repository at an exact commit."""
+
+    dist: str
+    version: str
+    forge: str  # "github"
+    repo: str  # OWNER/NAME
+    tag: str
+    commit: str  # 40-hex; "" when only the tag could be resolved
+    pinned: str  # "commit" or "tag" (tag-only pins are marked on the page)
+    files: tuple[FilePin, ...]
