@@ -1,0 +1,240 @@
+"""Hand-written annotations: parse the YAML files, fingerprint functions, find missing/orphaned/stale prose."""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import yaml
+
+from .model import Chain, DispelError, Func, Source
+
+JOURNEY_PREFIX = "journey:"
+FINGERPRINT_RE = re.compile(r"[0-9a-f]{12}")
+# module:qualname, e.g. engineio.socket:Socket.send or flask_socketio:SocketIO.on.<locals>.decorator
+KEY_RE = re.compile(r"[A-Za-z_][\w.]*:[\w.<>]+")
+FIELDS = {"fingerprint", "text"}
+
+
+@dataclass(frozen=True)
+class Annotation:
+    key: str  # "module:qualname" or "journey:<name>"
+    text: str  # Markdown
+    fingerprint: str  # "" for journey intros and C functions (no source to fingerprint)
+    file: str
+    line: int  # where the key stands in the file (1-based)
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # "missing", "orphaned" or "stale"
+    key: str
+    where: str  # file:line of the annotation, or the journeys/hops the function is on
+    message: str
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def source_lines(text: str | bytes) -> list[bytes]:
+    """The file's lines as bytes, each keeping its own line ending.
+
+    Split on b"\\n" only: str.splitlines would also split on form feeds and other
+    separators that Python's own line numbers do not count.
+    """
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    lines = data.split(b"\n")
+    out = [line + b"\n" for line in lines[:-1]]
+    if lines[-1]:
+        out.append(lines[-1])
+    return out
+
+
+def fingerprint(text: str | bytes, first_line: int, last_line: int) -> str:
+    """First 12 hex digits of the SHA-1 of lines ``first_line..last_line`` (1-based, inclusive), as bytes."""
+    lines = source_lines(text)
+    if first_line < 1 or last_line < first_line or last_line > len(lines):
+        raise DispelError(f"lines {first_line}-{last_line} are not inside a {len(lines)}-line file")
+    return hashlib.sha1(b"".join(lines[first_line - 1 : last_line])).hexdigest()[:12]
+
+
+def func_fingerprint(func: Func, sources: Mapping[Source, str | bytes]) -> str | None:
+    """The current fingerprint of ``func``, or None when it has no source (C code, unreadable file)."""
+    if func.is_c or func.source not in sources:
+        return None
+    return fingerprint(sources[func.source], func.first_line, max(func.first_line, func.last_line))
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _fail(file: str, node: yaml.Node, message: str) -> DispelError:
+    return DispelError(f"{file}:{node.start_mark.line + 1}: {message}")
+
+
+def _scalar(file: str, node: yaml.Node, what: str) -> str:
+    if not isinstance(node, yaml.ScalarNode):
+        raise _fail(file, node, f"{what} must be a string")
+    return str(node.value)
+
+
+def parse_annotations(text: str, file: str) -> dict[str, Annotation]:
+    """One annotations file -> {key: Annotation}. Any mistake is a DispelError naming file and line.
+
+    Format::
+
+        journey:emit:
+          text: |
+            Markdown …
+        engineio.socket:Socket.send:
+          fingerprint: 0123456789ab
+          text: |
+            Markdown …
+    """
+    try:
+        # compose, not load: the node tree keeps line numbers and shows duplicate keys,
+        # which a plain load would silently merge.
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise DispelError(f"{file}:{line}: not valid YAML: {problem}") from None
+    if root is None:
+        return {}
+    if not isinstance(root, yaml.MappingNode):
+        raise _fail(file, root, "an annotations file must be a mapping of module:qualname to {fingerprint, text}")
+    out: dict[str, Annotation] = {}
+    for key_node, value_node in root.value:
+        key = _scalar(file, key_node, "a key")
+        if key in out:
+            raise _fail(file, key_node, f"{key!r} is annotated twice (first at line {out[key].line})")
+        is_journey = key.startswith(JOURNEY_PREFIX)
+        if not is_journey and not KEY_RE.fullmatch(key):
+            raise _fail(file, key_node, f"{key!r} is not a function identity module:qualname nor journey:<name>")
+        if not isinstance(value_node, yaml.MappingNode):
+            raise _fail(file, value_node, f"{key}: expected a mapping with 'text' (and 'fingerprint')")
+        fields: dict[str, str] = {}
+        for f_node, v_node in value_node.value:
+            name = _scalar(file, f_node, "a field name")
+            if name not in FIELDS:
+                raise _fail(file, f_node, f"{key}: unknown field {name!r} (expected: {', '.join(sorted(FIELDS))})")
+            fields[name] = _scalar(file, v_node, f"{key}: {name}")
+        if not fields.get("text", "").strip():
+            raise _fail(file, key_node, f"{key}: 'text' is missing or empty")
+        fp = fields.get("fingerprint", "")
+        if fp and not FINGERPRINT_RE.fullmatch(fp):
+            raise _fail(file, key_node, f"{key}: fingerprint {fp!r} is not 12 lowercase hex digits")
+        if is_journey and fp:
+            raise _fail(file, key_node, f"{key}: a journey summary has no fingerprint")
+        out[key] = Annotation(key, fields["text"], fp, file, key_node.start_mark.line + 1)
+    return out
+
+
+def merge_annotations(files: Iterable[tuple[str, str]]) -> dict[str, Annotation]:
+    """All annotations files (name, text) -> one mapping; a key in two files is an error."""
+    merged: dict[str, Annotation] = {}
+    for file, text in files:
+        for key, ann in parse_annotations(text, file).items():
+            if key in merged:
+                raise DispelError(f"{ann.where}: {key!r} is already annotated at {merged[key].where}")
+            merged[key] = ann
+    return merged
+
+
+def texts(annotations: Mapping[str, Annotation]) -> dict[str, str]:
+    """The key -> Markdown mapping that render takes."""
+    return {key: ann.text for key, ann in annotations.items()}
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def chain_funcs(chains: Iterable[Chain]) -> dict[str, tuple[Func, list[str]]]:
+    """Every function on the chains -> (Func, ["journey#hop", …]) in first-seen order."""
+    out: dict[str, tuple[Func, list[str]]] = {}
+    for chain in chains:
+        for i, hop in enumerate(chain.hops, 1):
+            out.setdefault(hop.func.key, (hop.func, []))[1].append(f"{chain.journey}#{i}")
+    return out
+
+
+def missing(chains: Iterable[Chain], annotations: Mapping[str, Annotation]) -> list[Problem]:
+    """Journeys without a summary and hops whose function has no annotation."""
+    chains = list(chains)
+    out = [
+        Problem("missing", f"{JOURNEY_PREFIX}{c.journey}", c.journey, f"journey {c.journey!r} has no summary")
+        for c in chains
+        if f"{JOURNEY_PREFIX}{c.journey}" not in annotations
+    ]
+    for key, (_, places) in chain_funcs(chains).items():
+        if key not in annotations:
+            out.append(Problem("missing", key, ", ".join(places), f"{key} (hop {', '.join(places)}) has no annotation"))
+    return out
+
+
+def orphaned(
+    chains: Iterable[Chain], annotations: Mapping[str, Annotation], journeys: Iterable[str] = ()
+) -> list[Problem]:
+    """Annotations whose function is on no chain, or whose journey is unknown.
+
+    ``journeys`` names journeys that exist even if not recorded yet, so their summaries
+    are not reported while a chain is missing.
+    """
+    chains = list(chains)
+    known = chain_funcs(chains)
+    names = {c.journey for c in chains} | set(journeys)
+    out = []
+    for key, ann in sorted(annotations.items(), key=lambda kv: (kv[1].file, kv[1].line)):
+        if key.startswith(JOURNEY_PREFIX):
+            if key[len(JOURNEY_PREFIX) :] not in names:
+                out.append(Problem("orphaned", key, ann.where, f"{ann.where}: {key} is not a journey"))
+        elif key not in known:
+            out.append(Problem("orphaned", key, ann.where, f"{ann.where}: {key} is not on any chain"))
+    return out
+
+
+def stale(
+    chains: Iterable[Chain], annotations: Mapping[str, Annotation], sources: Mapping[Source, str | bytes]
+) -> list[Problem]:
+    """Annotations written for another version of their function's source (fingerprints differ)."""
+    out = []
+    for key, (func, _) in chain_funcs(chains).items():
+        ann = annotations.get(key)
+        current = func_fingerprint(func, sources)
+        if ann is None or current is None or ann.fingerprint == current:
+            continue
+        was = ann.fingerprint or "none"
+        out.append(
+            Problem(
+                "stale",
+                key,
+                ann.where,
+                f"{ann.where}: {key} changed since it was annotated (fingerprint {was}, now {current}); "
+                "re-read the code, update the text, then the fingerprint",
+            )
+        )
+    return out
+
+
+def audit(
+    chains: Iterable[Chain],
+    annotations: Mapping[str, Annotation],
+    sources: Mapping[Source, str | bytes],
+    journeys: Iterable[str] = (),
+) -> list[Problem]:
+    """Missing, orphaned and stale annotations, in that order."""
+    chains = list(chains)
+    return missing(chains, annotations) + orphaned(chains, annotations, journeys) + stale(chains, annotations, sources)
+
+
+def stub(func: Func, sources: Mapping[Source, str | bytes]) -> str:
+    """A YAML entry to paste into an annotations file for an unannotated function."""
+    fp = func_fingerprint(func, sources)
+    head = f"{func.key}:\n" + (f"  fingerprint: {fp}\n" if fp else "")
+    return head + "  text: |\n    TODO: what this function does on this journey, from reading its code.\n"
