@@ -87,7 +87,187 @@ def cmd_chains(args: argparse.Namespace) -> int:
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
-    raise DispelError("`dispel pin` is not implemented yet")
+    """Pin each distribution to the upstream commit of its release tag; write the lock (all or nothing).
+
+    Facts are gathered here (installed files, metadata, git); every decision is in dispel.pins.
+    Any problem raises DispelError before the lock is written, so a failed run leaves it untouched.
+    """
+    import platform
+
+    from . import gitinfo, pins
+    from .model import Pin
+
+    mirrors = _parse_git_dirs(args.git_dir)
+    overrides = {}
+    for spec in args.repo:
+        dist, sep, repo = spec.partition("=")
+        if not sep or not dist:
+            raise DispelError(f"--repo {spec!r} is not DIST=OWNER/REPO")
+        overrides[pins.normalize_dist(dist)] = pins.check_repo(repo.strip(), f"--repo {spec}")
+    names = sorted({pins.normalize_dist(n) for n in (args.dists or pins.DISTS)})
+    site = args.site or None
+    found = _distributions(names, site)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise DispelError(f"not installed here: {', '.join(missing)} (pip install -r requirements.lock)")
+
+    repos: dict[str, tuple[str, str]] = {}
+    for name in names:
+        meta = found[name].metadata
+        if name in overrides:
+            forge, repo = "github", overrides[name]
+        else:
+            urls = meta.get_all("Project-URL") or []
+            forge, repo = pins.repo_from_metadata(name, urls, meta.get("Home-page"))
+        repos[name] = (forge, mirrors[repo.lower()][0] if repo.lower() in mirrors else repo)
+    unknown = sorted(mirrors[k][0] for k in set(mirrors) - {r.lower() for _, r in repos.values()})
+    if unknown:
+        known = ", ".join(sorted({r for _, r in repos.values()}))
+        raise DispelError(
+            f"--git-dir names {', '.join(unknown)}, the repository of no distribution being pinned "
+            f"(they are: {known}); fix the OWNER/REPO spelling or drop it"
+        )
+
+    installed = installed_blobs(names, pins.STDLIB_FILES, site)
+    absent = sorted(set(pins.STDLIB_FILES) - set(installed[pins.PYTHON].blobs))
+    if absent:
+        raise DispelError(f"standard-library files not found in this interpreter: {', '.join(absent)}")
+    locked: list[Pin] = []
+    with tempfile.TemporaryDirectory(prefix="dispel-pin-") as tmp:
+        for name in names:
+            forge, repo = repos[name]
+            mirror = mirrors.get(repo.lower(), ("", None))[1]
+            git_dir, tag, commit = _resolve_tag(name, installed[name].version, forge, repo, mirror, Path(tmp))
+            version, tree = installed[name].version, gitinfo.tree_blobs(git_dir, commit)
+            files = pins.map_files(name, version, tag, installed[name].blobs, tree)
+            locked.append(Pin(name, version, forge, repo, tag, commit, "commit", files))
+    python = pins.stdlib_pin(platform.python_version(), installed[pins.PYTHON].blobs)
+    lock = pins.Lock(python, tuple(locked))
+    write_atomic(args.lock, dump_json(pins.lock_to_json(lock)))
+
+    for p in lock.dists:
+        print(f"{p.dist} {p.version}: {p.repo} {p.tag} -> {p.commit[:12]} ({len(p.files)} files)")
+        if pins.unpinned(p):
+            generated = ", ".join(pins.unpinned(p))
+            print(f"  note: not in git at {p.tag} (generated at build time), left unpinned: {generated}")
+    print(f"python {python.version}: {python.repo} {python.tag} (tag-pinned, {len(python.files)} files)")
+    print(f"wrote {args.lock}")
+    return 0
+
+
+def _parse_git_dirs(specs: list[str]) -> dict[str, tuple[str, Path]]:
+    """``OWNER/REPO=PATH`` arguments -> {owner/repo lowercased: (OWNER/REPO, git dir)}; paths checked now."""
+    from . import gitinfo, pins
+
+    mirrors: dict[str, tuple[str, Path]] = {}
+    for spec in specs:
+        repo, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise DispelError(f"--git-dir {spec!r} is not OWNER/REPO=PATH")
+        pins.check_repo(repo, f"--git-dir {spec}")
+        if repo.lower() in mirrors:
+            raise DispelError(f"--git-dir names {repo} twice")
+        mirrors[repo.lower()] = (repo, gitinfo.open_repo(Path(path)))
+    return mirrors
+
+
+def _resolve_tag(
+    dist: str, version: str, forge: str, repo: str, mirror: Path | None, tmp: Path
+) -> tuple[Path, str, str]:
+    """(git dir, tag, peeled commit) of a release, from a local mirror or else the network."""
+    from . import gitinfo, pins, permalinks
+
+    if mirror is not None:
+        tag = pins.choose_tag(dist, version, repo, gitinfo.local_tags(mirror))
+        return mirror, tag, gitinfo.peel(mirror, tag)
+    url = permalinks.forge(forge).clone.format(repo=repo)
+    try:
+        tags = gitinfo.remote_tags(url)
+    except gitinfo.GitError as exc:
+        raise gitinfo.GitError(f"{exc} (offline? pass --git-dir {repo}=PATH to a local mirror)") from None
+    tag = pins.choose_tag(dist, version, repo, tags)
+    git_dir = gitinfo.clone_blobless(url, tmp / repo.replace("/", "+"))
+    return git_dir, tag, gitinfo.peel(git_dir, tag)
+
+
+def _distributions(names: Iterable[str], site: list[Path] | None = None) -> dict[str, metadata.Distribution]:
+    """Installed distributions by normalized name, from ``site`` dirs or else this environment.
+
+    Absent ones are left out.
+    """
+    from importlib import metadata
+
+    from . import pins
+
+    found = {}
+    for name in names:
+        norm = pins.normalize_dist(name)
+        kwargs: dict[str, object] = {"name": norm}
+        if site:
+            kwargs["path"] = [str(p) for p in site]
+        dist = next(iter(metadata.distributions(**kwargs)), None)
+        if dist is not None:
+            found[norm] = dist
+    return found
+
+
+def installed_blobs(
+    dists: Iterable[str] = (), stdlib: Iterable[str] = (), site: list[Path] | None = None
+) -> dict[str, pins.Installed]:
+    """Blob hashes of what is installed now, for ``pins.verify(lock, installed_blobs(...))``.
+
+    ``dists``: distribution names; each installed one maps to its version and the blob of every
+    ``.py`` file it installed (keyed by path inside site-packages). Absent ones are left out.
+    ``stdlib``: CPython ``Lib/...`` paths, hashed from this interpreter under key ``"python"``.
+    ``site``: directories to look for distributions in instead of this environment (tests).
+    """
+    import platform
+    import sysconfig
+
+    from . import pins
+
+    out: dict[str, pins.Installed] = {}
+    for name, dist in _distributions(dists, site).items():
+        if dist.files is None:
+            raise DispelError(f"{name} {dist.version} has no file list (RECORD); reinstall it with pip")
+        blobs = {}
+        for f in dist.files:
+            rel = f.as_posix()
+            if rel.endswith(".py") and not rel.startswith("../"):
+                path = Path(dist.locate_file(f))
+                if path.is_file():
+                    blobs[rel] = pins.blob_sha(path.read_bytes())
+        out[name] = pins.Installed(name, dist.version, blobs)
+    stdlib = list(stdlib)
+    if stdlib:
+        root = Path(sysconfig.get_paths()["stdlib"])
+        blobs = {}
+        for rel in stdlib:
+            path = root / rel.removeprefix("Lib/")
+            if path.is_file():
+                blobs[rel] = pins.blob_sha(path.read_bytes())
+        out[pins.PYTHON] = pins.Installed(pins.PYTHON, platform.python_version(), blobs)
+    return out
+
+
+def load_lock(path: Path = LOCK) -> pins.Lock:
+    """The committed lock, validated; DispelError (one line: what is wrong, how to fix) otherwise."""
+    from . import pins
+
+    if not path.is_file():
+        raise DispelError(f"lock file not found: {path} (create it with `make pin PIN_ARGS=...`)")
+    try:
+        return pins.lock_from_json(read_json(path, "lock file"))
+    except DispelError as exc:
+        raise DispelError(f"lock file {path} is not a valid lock: {exc}; regenerate it: `make pin`") from None
+
+
+def verify_installed(lock: pins.Lock, site: list[Path] | None = None) -> list[str]:
+    """Recompute every locked file's blob from this environment; the problems, [] when all match."""
+    from . import pins
+
+    stdlib = [f.installed for f in lock.python.files]
+    return pins.verify(lock, installed_blobs([p.dist for p in lock.dists], stdlib, site))
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -120,12 +300,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_chains)
 
     p = sub.add_parser("pin", help="pin distributions to upstream commits; write traces/pins.lock.json")
+    p.add_argument("dists", nargs="*", help="distribution names (default: the eight the chains run through)")
     p.add_argument(
         "--git-dir",
         action="append",
         default=[],
         metavar="OWNER/REPO=PATH",
-        help="a local git mirror of a repository (repeatable)",
+        help="a local git mirror of a repository (repeatable); repositories without one are fetched"
+        " over the network (git ls-remote + a blobless partial clone)",
+    )
+    p.add_argument(
+        "--repo",
+        action="append",
+        default=[],
+        metavar="DIST=OWNER/REPO",
+        help="the GitHub repository of a distribution whose metadata names none (repeatable)",
+    )
+    p.add_argument(
+        "--site",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="look for installed distributions in DIR instead of this environment (repeatable)",
     )
     p.add_argument("--lock", type=Path, default=LOCK)
     p.set_defaults(func=cmd_pin)
