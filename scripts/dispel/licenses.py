@@ -135,8 +135,11 @@ def spdx_id(facts: DistFacts) -> tuple[str, str]:
             member = family_member(family, facts.license_text)
             if member:
                 return member, "license file"
-        if "permission is hereby granted, free of charge" in _squash(facts.license_text):
+        text = _squash(facts.license_text)
+        if "permission is hereby granted, free of charge" in text:
             return "MIT", "license file"
+        if "python software foundation license version 2" in text:
+            return "PSF-2.0", "license file"
     return "not stated", "none"
 
 

@@ -9,6 +9,7 @@ from html import escape
 import markdown
 
 from .diagram import CROSS_EDGES, Message, sequence_svg
+from .licenses import LicenseRow
 from .model import EDGE_ENTRY, Chain, DispelError, Func, Hop, Source, WireLayer
 
 RENDER_COMMAND = "dispel render"
@@ -404,5 +405,33 @@ def render_versions(versions: Sequence[tuple[str, str]], python: str, recorded: 
     if recorded:
         out.append("Journeys recorded: " + ", ".join(f"[{j}](chains/{j}.md)" for j in recorded) + ".")
     else:
-        out.append("No journey has been recorded yet: the versions above are those installed when the site was rendered.")
+        out.append("No journey has been recorded yet.")
     return "\n".join(out) + "\n"
+
+
+def render_licensing(rows: Sequence[LicenseRow]) -> str:
+    """The General Information & Licensing page: the course template's table, one row per library."""
+    out = [
+        generated_header(),
+        "# General Information & Licensing\n",
+        "The libraries whose code runs on the journeys of this report, as installed when it was rendered. "
+        "The license type is read from each distribution's own metadata (its `License-Expression`, else "
+        "its `License` field, else its trove classifiers, checked against the license file it ships); "
+        "the *Read from* column says which. The short descriptions are this project's own summaries, "
+        "not legal advice: the license file of each library is the authority.\n",
+        "| Library | Code repository | License type | What sets it apart | Restrictions | Read from |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        repo = f"[{md_text(_repo_label(row.repository))}](<{row.repository}>)" if row.repository else "*not stated*"
+        out.append(
+            f"| {md_text(row.library)} {md_text(row.version)} | {repo} | **{md_text(row.spdx)}** "
+            f"| {md_text(row.summary)} | {md_text(row.restrictions)} | {md_text(row.source)} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def _repo_label(url: str) -> str:
+    """``OWNER/NAME`` for a forge URL, the URL itself otherwise."""
+    m = re.match(r"https://(?:github\.com|gitlab\.com|bitbucket\.org)/([^/]+/[^/#?]+)", url)
+    return m.group(1) if m else url
