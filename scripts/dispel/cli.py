@@ -271,7 +271,218 @@ def verify_installed(lock: pins.Lock, site: list[Path] | None = None) -> list[st
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    raise DispelError("`dispel render` is not implemented yet")
+    """Chains + lock + annotations + installed sources -> the generated pages of docs/ (all or none).
+
+    Facts are read here; every page is made by the pure functions of dispel.render. A journey
+    whose chain file (traces/chains/<journey>.json) does not exist yet gets a placeholder page.
+    """
+    from . import annotations, render
+
+    out: Path = args.out
+    chains = _load_chains(args.chains)
+    lock = load_lock(LOCK) if LOCK.is_file() else None
+    notes = _load_annotations(out / "annotations")
+    if set(render.JOURNEYS) <= set(chains):
+        # Only once every journey is recorded can an annotation be known to be on no chain.
+        orphans = annotations.orphaned(chains.values(), notes, render.JOURNEYS)
+        if orphans:
+            raise DispelError(orphans[0].message + (f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""))
+    sources = _hop_sources(chains.values())
+    excerpts = {src: [line.decode("utf-8").rstrip("\r\n") for line in annotations.source_lines(data)] for src, data in sources.items()}
+    texts = annotations.texts(notes)
+
+    files: dict[Path, str] = {}
+    for journey in render.JOURNEYS:
+        chain = chains.get(journey)
+        page = out / "chains" / f"{journey}.md"
+        if chain is None:
+            files[page] = render.render_placeholder(journey)
+        else:
+            files[page] = render.render_journey(chain, _hop_linker(lock), excerpts, texts)
+    files[out / "sample_app.md"] = render.render_sample_app(_sample_app_files())
+    files[out / "licensing.md"] = render.render_licensing(_license_rows(chains.values(), lock))
+    versions, python = _version_set(lock)
+    files[out / "snippets" / "versions.md"] = render.render_versions(versions, python, sorted(chains, key=render.JOURNEYS.index))
+    write_all_atomic(files)
+
+    for problem in annotations.missing(chains.values(), notes) + annotations.stale(chains.values(), notes, sources):
+        print(f"note: {problem.message}", file=sys.stderr)
+    absent = [j for j in render.JOURNEYS if j not in chains]
+    if absent:
+        print(f"note: not recorded yet, placeholder pages: {', '.join(absent)} (run `make regen`)", file=sys.stderr)
+    print(f"wrote {len(files)} generated pages under {out}")
+    return 0
+
+
+def _load_chains(folder: Path) -> dict[str, "Chain"]:
+    """traces/chains/*.json -> {journey: Chain}; {} while none has been written."""
+    paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not paths:
+        return {}
+    from . import tracefile
+
+    if not hasattr(tracefile, "chain_from_dict"):
+        raise DispelError("chain files exist but dispel.tracefile.chain_from_dict is not available yet")
+    chains = {}
+    for path in paths:
+        try:
+            chain = tracefile.chain_from_dict(read_json(path, "chain file"))
+        except DispelError as exc:
+            raise DispelError(f"{path}: {exc}") from None
+        chains[chain.journey] = chain
+    return chains
+
+
+def _load_annotations(folder: Path) -> dict[str, "annotations.Annotation"]:
+    from . import annotations
+
+    paths = sorted(folder.glob("*.yml")) if folder.is_dir() else []
+    return annotations.merge_annotations((_shown(p), read_text(p, "annotations file")) for p in paths)
+
+
+def _shown(path: Path) -> str:
+    """A path as error messages show it: relative to the project when inside it."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _installed_file(source: "Source") -> Path | None:
+    """Where a hop's file is installed here; None for C code or a distribution not installed."""
+    import sysconfig
+
+    from . import pins
+
+    if source.dist == "builtin":
+        return None
+    if source.dist == "python":
+        return Path(sysconfig.get_paths()["stdlib"]) / source.path.removeprefix("Lib/")
+    if source.dist == "sample_app":
+        return ROOT / "scripts" / source.path
+    dist = _distributions([source.dist]).get(pins.normalize_dist(source.dist))
+    return Path(dist.locate_file(source.path)) if dist is not None else None
+
+
+def _hop_sources(chains: Iterable["Chain"]) -> dict["Source", bytes]:
+    """The installed bytes of every file a hop lives in (the same files the lock proves)."""
+    out = {}
+    for chain in chains:
+        for hop in chain.hops:
+            src = hop.func.source
+            if src in out:
+                continue
+            path = _installed_file(src)
+            if path is None:
+                continue
+            try:
+                out[src] = path.read_bytes()
+            except OSError as exc:
+                raise DispelError(f"cannot read {src.dist} {src.path} for {hop.func.key}: {exc}") from None
+    return out
+
+
+def _hop_linker(lock: "pins.Lock | None") -> "Callable[[Hop], render.HopLinks | None]":
+    """Permalinks of a hop from the lock; no links at all while there is no lock."""
+    from . import permalinks, render
+
+    def links(hop: "Hop") -> render.HopLinks | None:
+        if lock is None:
+            return None
+        line = permalinks.link(lock, hop.func, hop.line if hop.line > 0 else 0)
+        if line is None:
+            return None
+        definition = line if hop.func.is_c else permalinks.link(lock, hop.func)
+        return render.HopLinks(line.url, definition.url if definition else "", line.pinned)
+
+    return links
+
+
+def _sample_app_files() -> list[tuple[str, str]]:
+    """The sample app's source files as (path relative to scripts/, text), sorted."""
+    root = ROOT / "scripts"
+    paths = sorted(
+        p
+        for p in (root / "sample_app").rglob("*")
+        if p.is_file() and p.suffix in {".py", ".html", ".js", ".css"} and "__pycache__" not in p.parts and p.stat().st_size
+    )
+    return [(p.relative_to(root).as_posix(), read_text(p, "sample app file")) for p in paths]
+
+
+def _license_rows(chains: Iterable["Chain"], lock: "pins.Lock | None") -> list["licenses.LicenseRow"]:
+    """Licensing facts of every distribution on the chains (or, before any chain, of the pinned set)."""
+    import platform
+    import re
+    import sysconfig
+
+    from . import licenses, pins
+
+    names = {pins.normalize_dist(h.func.source.dist) for c in chains for h in c.hops}
+    names -= {"builtin", "sample_app", pins.PYTHON}
+    facts = []
+    for name, dist in sorted(_distributions(sorted(names) or pins.DISTS).items()):
+        meta = dist.metadata
+        pin = _lock_pin(lock, name)
+        if pin is not None:
+            repo = _repo_url(pin.forge, pin.repo, pin.commit or pin.tag)
+        else:
+            forge, repo_name = pins.repo_from_metadata(name, meta.get_all("Project-URL") or [], meta.get("Home-page"))
+            repo = _repo_url(forge, repo_name, "")
+        license_files = [f for f in dist.files or () if re.search(r"LICEN[CS]E|COPYING", f.name, re.I) and ".dist-info" in f.as_posix()]
+        text = "\n".join(Path(dist.locate_file(f)).read_text(encoding="utf-8", errors="replace") for f in license_files)
+        facts.append(
+            licenses.DistFacts(
+                meta["Name"],
+                dist.version,
+                repo,
+                license_expression=meta.get("License-Expression") or "",
+                license=meta.get("License") or "",
+                classifiers=tuple(meta.get_all("Classifier") or ()),
+                license_text=text,
+            )
+        )
+    version = lock.python.version if lock else platform.python_version()
+    cpython = Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt"
+    facts.append(
+        licenses.DistFacts(
+            "Python standard library (CPython)",
+            version,
+            _repo_url("github", pins.PYTHON_REPO, lock.python.commit or lock.python.tag if lock else f"v{version}"),
+            license_text=cpython.read_text(encoding="utf-8", errors="replace") if cpython.is_file() else "",
+        )
+    )
+    return licenses.license_rows(facts)
+
+
+def _lock_pin(lock: "pins.Lock | None", name: str) -> "Pin | None":
+    if lock is None:
+        return None
+    return next((p for p in lock.dists if p.dist == name), None)
+
+
+def _repo_url(forge: str, repo: str, ref: str) -> str:
+    """The code of ``repo`` at ``ref`` (its home page when there is no ref)."""
+    from . import permalinks
+
+    home = f"https://{permalinks.forge(forge).host}/{repo}"
+    if ref and forge == "github":
+        return f"{home}/tree/{ref}"
+    return home
+
+
+def _version_set(lock: "pins.Lock | None") -> tuple[list[tuple[str, str]], str]:
+    """(distribution, version) pairs for the home page, and the Python version."""
+    import platform
+
+    from . import pins
+
+    if lock is not None:
+        # The lock keys distributions by normalized name; show them as their metadata spells them.
+        found = _distributions([p.dist for p in lock.dists])
+        names = {p.dist: found[p.dist].metadata["Name"] if p.dist in found else p.dist for p in lock.dists}
+        return sorted(((names[p.dist], p.version) for p in lock.dists), key=lambda nv: nv[0].lower()), lock.python.version
+    found = _distributions(pins.DISTS)
+    return sorted(((d.metadata["Name"], d.version) for d in found.values()), key=lambda nv: nv[0].lower()), platform.python_version()
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -328,6 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pin)
 
     p = sub.add_parser("render", help="chains + pins + annotations -> docs/")
+    p.add_argument("--chains", type=Path, default=TRACES / "chains", help="folder of chain files")
+    p.add_argument("--out", type=Path, default=DOCS, help="docs folder (reads its annotations/, writes its generated pages)")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("check", help="prove every link, annotation and generated file")
