@@ -321,14 +321,9 @@ def _load_chains(folder: Path) -> dict[str, "Chain"]:
         return {}
     from . import tracefile
 
-    if not hasattr(tracefile, "chain_from_dict"):
-        raise DispelError("chain files exist but dispel.tracefile.chain_from_dict is not available yet")
     chains = {}
     for path in paths:
-        try:
-            chain = tracefile.chain_from_dict(read_json(path, "chain file"))
-        except DispelError as exc:
-            raise DispelError(f"{path}: {exc}") from None
+        chain = tracefile.chain_from_dict(read_json(path, "chain file"), origin=f"chain file {_shown(path)}")
         chains[chain.journey] = chain
     return chains
 

@@ -13,6 +13,7 @@ HEAD = 44  # height of a lifeline's name box
 ROW = 30  # vertical distance between two messages
 LEGEND = 34
 MIN_WIDTH = 480
+LABEL_OVERHANG = 120  # room right of the last column for the labels of its steps
 LABEL_CHARS = 34  # longer labels are cut (the full text stays in a <title> tooltip)
 
 # How each kind of edge looks. Cross-thread edges must stand out from the calls within a
@@ -69,7 +70,7 @@ def sequence_svg(lifelines: list[str] | tuple[str, ...], messages: list[Message]
             if end not in column:
                 raise DispelError(f"diagram message {m.label!r} names unknown lifeline {end!r}")
     # Never narrower than the legend, which is one row of fixed width.
-    width = max(MARGIN * 2 + COLUMN * len(lifelines), MIN_WIDTH)
+    width = max(MARGIN * 2 + COLUMN * len(lifelines) + LABEL_OVERHANG, MIN_WIDTH)
     top = MARGIN + HEAD + ROW
     bottom = top + ROW * max(len(messages), 1)
     height = bottom + LEGEND + MARGIN
@@ -116,9 +117,9 @@ def sequence_svg(lifelines: list[str] | tuple[str, ...], messages: list[Message]
             )
             out.append(_linked(arrow, "", f"{m.edge}: {m.source} → {m.target}"))
         dot = f'<circle cx="{x2:g}" cy="{y:g}" r="4" fill="currentColor"/>'
-        # Labels sit right of the dot, or left of it on the last lifeline so they stay inside.
-        last = column[m.target] == len(lifelines) - 1 and len(lifelines) > 1
-        tx, anchor = (x2 - 8, "end") if last else (x2 + 8, "start")
+        # A label sits on the side of its dot that no arrow comes from: right, unless the arrow
+        # arrives from the right.
+        tx, anchor = (x2 - 8, "end") if x1 > x2 else (x2 + 8, "start")
         out.append(_linked(dot + _text(tx, y + 4, label, anchor=anchor), m.href, m.label))
     ly = bottom + LEGEND / 2 + 6
     out.append(_text(MARGIN, ly, "edges:"))
