@@ -288,7 +288,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         if orphans:
             raise DispelError(orphans[0].message + (f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""))
     sources = _hop_sources(chains.values())
-    excerpts = {src: [line.decode("utf-8").rstrip("\r\n") for line in annotations.source_lines(data)] for src, data in sources.items()}
+    excerpts = {
+        src: [line.decode("utf-8", errors="replace").rstrip("\r\n") for line in annotations.source_lines(data)]
+        for src, data in sources.items()
+    }
     texts = annotations.texts(notes)
 
     files: dict[Path, str] = {}
