@@ -27,6 +27,7 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; generated files are for everyone to read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -42,6 +43,7 @@ def write_all_atomic(files: dict[Path, str]) -> None:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(text)
+            os.chmod(tmp, 0o644)
             staged.append((tmp, path))
         for tmp, path in staged:
             os.replace(tmp, path)
@@ -78,8 +80,199 @@ def dump_json(data: object) -> str:
 # --------------------------------------------------------------------------- commands
 
 
+# The distributions whose code is traced and pinned.
+TRACED_DISTS = (
+    "flask-socketio",
+    "python-socketio",
+    "python-engineio",
+    "simple-websocket",
+    "wsproto",
+    "h11",
+    "werkzeug",
+    "flask",
+)
+PYTHON_VERSION = "%d.%d.%d" % sys.version_info[:3]
+
+
+def code_roots() -> list:
+    """Where each traced distribution's files live on this machine (facts for tracefile.locate)."""
+    import sysconfig
+    from importlib import metadata
+
+    from .tracefile import Root
+
+    roots = []
+    for dist in TRACED_DISTS:
+        try:
+            d = metadata.distribution(dist)
+        except metadata.PackageNotFoundError:
+            raise DispelError(f"distribution {dist!r} is not installed; run `make site` to install the pinned set") from None
+        base = str(Path(d.locate_file("")).resolve())
+        tops = sorted({f.parts[0] for f in d.files or () if f.suffix == ".py" and len(f.parts) > 1})
+        for top in tops:
+            roots.append(Root(os.path.join(base, top, ""), base, dist, d.version))
+    stdlib = sysconfig.get_paths()["stdlib"]
+    roots.append(Root(os.path.join(stdlib, ""), stdlib, "python", PYTHON_VERSION, "Lib/"))
+    roots.append(Root(str(ROOT / "scripts" / "sample_app") + "/", str(ROOT / "scripts"), "sample_app", "local", "scripts/"))
+    return roots
+
+
+def resolve_funcs(codes, probe_codes: dict, roots: list) -> dict:
+    """code object -> Func, reading source lines to find def lines (decorators skipped)."""
+    import linecache
+
+    from .model import Func, Source
+    from .tracefile import def_line, locate
+
+    out = {}
+    qualnames: dict[str, dict[str, int]] = {}
+    for code in codes:
+        if code in probe_codes:
+            name = probe_codes[code]
+            out[code] = Func("socket", f"socket.{name}", Source("builtin", PYTHON_VERSION, "Modules/socketmodule.c"), 0, 0)
+            continue
+        found = locate(roots, code.co_filename)
+        if found is None:
+            raise DispelError(f"traced code in {code.co_filename} belongs to no known distribution")
+        source, module = found
+        lines = linecache.getlines(code.co_filename)
+        first = def_line(lines, code.co_firstlineno)
+        last = max((ln for _, _, ln in code.co_lines() if ln), default=first)
+        if code.co_filename not in qualnames:
+            qualnames[code.co_filename] = qualname_counts("".join(lines), code.co_filename)
+        overloaded = qualnames[code.co_filename].get(code.co_qualname, 1) > 1
+        out[code] = Func(module, code.co_qualname, source, first, max(first, last), overloaded)
+    return out
+
+
+def qualname_counts(source: str, filename: str) -> dict[str, int]:
+    """How many code objects of each qualname a file defines (compiled, not imported)."""
+    counts: dict[str, int] = {}
+    stack = [compile(source, filename, "exec")]
+    while stack:
+        code = stack.pop()
+        counts[code.co_qualname] = counts.get(code.co_qualname, 0) + 1
+        stack.extend(c for c in code.co_consts if hasattr(c, "co_qualname"))
+    return counts
+
+
+class ClientProcess:
+    """The scenario client (dispel.client) in a subprocess, answering one line per step."""
+
+    def __init__(self, port: int) -> None:
+        import selectors
+        import subprocess
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dispel.client", str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        # One selector for the whole run: opening one per step would take a file
+        # descriptor at a random moment and shift the server's numbers.
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
+
+    def step(self, name: str, timeout: float) -> None:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(f"{name} {timeout:.3f}\n")
+        self.proc.stdin.flush()
+        if not self.sel.select(timeout):
+            raise DispelError(f"step {name!r} did not finish within {timeout:.1f}s (raise it with --timeout)")
+        answer = self.proc.stdout.readline().strip()
+        if answer != f"ok {name}":
+            detail = answer.split(" ", 2)[2] if answer.startswith("error ") else (answer or "the client exited")
+            raise DispelError(f"step {name!r} failed in the client: {detail}")
+
+    def close(self) -> None:
+        import subprocess
+
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self.sel.close()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+def record_scenario(name: str, timeout: float, app: str, port: int | None = None):
+    """Run one scenario under the recorder and return its normalized TraceFile."""
+    from importlib import metadata
+
+    from . import scenarios
+    from .record import SettraceRecorder
+    from .tracefile import Normalizer, RawCall, normalize
+
+    scenarios.scenario(name)  # unknown names fail before anything runs
+    recorder = SettraceRecorder(scenarios.wanted_code())
+    port = port or scenarios.free_port()
+    scenarios.run(name, recorder, ClientProcess, app_module=app, timeout=timeout, port=port)
+    if recorder.errors:
+        raise DispelError(f"the recorder disabled itself: {recorder.errors[0]}")
+    raw = recorder.rows()
+    funcs_by_code = resolve_funcs({c[0] for c in raw.calls}, recorder.probe_codes, code_roots())
+    calls = []
+    observed: dict[int, tuple] = {}
+    for row, (code, serial, parent, line, args) in enumerate(raw.calls):
+        func = funcs_by_code[code]
+        if func.qualname == "socket.observed":
+            # the bytes recv_into wrote into its caller's buffer: they become its value
+            observed[parent] = raw.returns.get(parent, (0,))[:1] + args[0][1:]
+            continue
+        calls.append(RawCall(row, func.key, serial, parent, line, args, raw.returns.get(row)))
+    calls = [RawCall(c.row, c.func, c.serial, c.parent, c.line, c.args, observed.get(c.row, c.ret)) for c in calls]
+    secrets: dict[str, str] = {}
+    for c in calls:
+        if c.func.endswith(":BaseServer.generate_id") and c.ret and isinstance(c.ret[2], str):
+            secrets.setdefault(c.ret[2], f"<sid-{len(secrets) + 1}>")
+    funcs = {f.key: f for f in funcs_by_code.values()}
+    versions = {d: metadata.version(d) for d in TRACED_DISTS}
+    return normalize(
+        name,
+        PYTHON_VERSION,
+        versions,
+        raw.steps,
+        calls,
+        funcs,
+        {s: start for s, (start, _) in raw.threads.items()},
+        Normalizer(port, secrets, machine_paths()),
+    )
+
+
+def machine_paths() -> dict[str, str]:
+    """This machine's folders, as they may appear in traced values -> stable placeholders."""
+    import sysconfig
+
+    paths = {
+        str(ROOT): "<project>",
+        sysconfig.get_paths()["purelib"]: "<site-packages>",
+        sysconfig.get_paths()["stdlib"]: "<stdlib>",
+        sys.prefix: "<venv>",
+        sys.base_prefix: "<python>",
+    }
+    return {k: v for k, v in paths.items() if len(k) > 1}
+
+
 def cmd_record(args: argparse.Namespace) -> int:
-    raise DispelError("`dispel record` is not implemented yet")
+    from . import scenarios
+    from .tracefile import trace_to_json
+
+    names = args.scenarios or sorted(scenarios.SCENARIOS)
+    for name in names:
+        scenarios.scenario(name)
+    for name in names:
+        trace = record_scenario(name, args.timeout, args.app, args.port)
+        out = args.out / f"{name}.json"
+        write_atomic(out, trace_to_json(trace))
+        print(f"recorded {name}: {len(trace.events)} calls on {len(trace.threads)} threads -> {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
 
 
 def cmd_chains(args: argparse.Namespace) -> int:
@@ -502,6 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=30.0, help="deadline for a whole scenario, seconds")
     p.add_argument("--app", default="sample_app.app", help="module of the app to trace")
     p.add_argument("--out", type=Path, default=TRACES, help="folder for trace files")
+    p.add_argument("--port", type=int, default=None, help="port for the app (default: a free one)")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("chains", help="trace files -> traces/chains/<journey>.json")

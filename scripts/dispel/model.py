@@ -37,14 +37,32 @@ class Func:
     source: Source
     first_line: int  # line of ``def`` (after decorators); 0 for C functions
     last_line: int
+    # True when the file has several functions of this qualname (a property's
+    # getter and setter, two comprehensions): the key then carries the line.
+    overloaded: bool = False
 
     @property
     def key(self) -> str:
-        return f"{self.module}:{self.qualname}"
+        base = f"{self.module}:{self.qualname}"
+        return f"{base}@{self.first_line}" if self.overloaded else base
 
     @property
     def is_c(self) -> bool:
         return self.source.dist == "builtin"
+
+
+@dataclass(frozen=True)
+class Value:
+    """An observed argument or return value, normalized.
+
+    ``text`` is a repr-like rendering (``'42["chat"]'``, ``b'\\x81\\x05'``,
+    ``<list len=2>``); ``token`` names the object's identity within one trace
+    (0 when identity carries nothing: the object was seen in one event only).
+    """
+
+    name: str
+    text: str
+    token: int = 0
 
 
 @dataclass(frozen=True)
@@ -53,9 +71,9 @@ class Event:
 
     ``parent`` is the index of the nearest recorded caller on the same thread
     (-1 for a thread's root); ``call_line`` is the line in the parent that was
-    executing when this call started. ``args`` and ``ret`` hold normalized
-    values (``None`` when nothing was worth keeping); ``arg_ids``/``ret_id``
-    are stable object tokens used to join threads by object identity.
+    executing when this call started; ``end`` is the index of the last event
+    inside this call (itself for a leaf). Events of one thread are contiguous
+    and in the order they ran.
     """
 
     index: int
@@ -64,13 +82,19 @@ class Event:
     parent: int
     call_line: int
     depth: int
-    end: int  # index of the last event inside this call (itself when a leaf)
-    args: tuple[tuple[str, str], ...] = ()
-    ret: str | None = None
-    arg_ids: tuple[tuple[str, int], ...] = ()
-    ret_id: int = 0
+    end: int
+    step: str
+    args: tuple[Value, ...] = ()
+    ret: Value | None = None
     raised: bool = False
-    count: int = 1  # >1 when identical repeated subtrees were folded
+
+
+@dataclass(frozen=True)
+class WakeUp:
+    """A happens-before edge: ``notify`` (a Condition.notify call) ended ``wait`` on another thread."""
+
+    notify: int
+    wait: int
 
 
 @dataclass(frozen=True)
@@ -85,10 +109,11 @@ class TraceFile:
     scenario: str
     python: str
     versions: tuple[tuple[str, str], ...]  # (distribution, version), sorted
-    steps: tuple[tuple[str, int, int], ...]  # (step name, first event, last event)
+    steps: tuple[str, ...]  # the scenario's steps, in order
     funcs: dict[str, Func] = field(hash=False, compare=True)
     threads: tuple[ThreadInfo, ...]
     events: tuple[Event, ...]
+    wakeups: tuple[WakeUp, ...]
 
 
 # Edges a chain can take from one hop to the next.

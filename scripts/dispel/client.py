@@ -1,0 +1,115 @@
+"""The scenario's Socket.IO client, run as a separate process (`python -m dispel.client PORT`), one step per stdin line.
+
+A separate process keeps the client's threads, sockets and file descriptors
+out of the traced server: what the server does no longer depends on them.
+Each line read names a step; the answer is ``ok STEP`` or ``error STEP MESSAGE``.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+
+# RFC 6455's own example values, so that the traced bytes repeat run to run:
+# the handshake key of section 1.3 and the masking key of section 5.7.
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+MASK_KEY = bytes.fromhex("37fa213d")
+CHAT_PAYLOAD = '<b>hi</b> & "quotes"'
+ROOM = "room-1"
+
+
+# Frames are sent this far apart, so that each arrives in a read of its own:
+# TCP would otherwise coalesce some of them at random, and the server's reads
+# (and so its trace) would change from run to run.
+PACE_SECONDS = 0.05
+
+
+def _fixed_mask(length: int) -> bytes:
+    return MASK_KEY
+
+
+def main(argv: list[str]) -> int:
+    import socketio
+    import websocket
+
+    import time
+
+    original_init = websocket.WebSocket.__init__
+    original_send_frame = websocket.WebSocket.send_frame
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.get_mask_key = _fixed_mask
+
+    def send_frame(self, frame):
+        try:
+            return original_send_frame(self, frame)
+        finally:
+            time.sleep(PACE_SECONDS)
+
+    websocket.WebSocket.__init__ = init
+    websocket.WebSocket.send_frame = send_frame
+
+    port = int(argv[0])
+    url = f"http://127.0.0.1:{port}"
+    got: dict[str, list] = {"welcome": [], "reply": [], "joined": []}
+    arrived = threading.Condition()
+    # No "t=" cache-buster in the URL: it only matters to long-polling and
+    # would put the clock into the request line.
+    client = socketio.Client(reconnection=False, timestamp_requests=False)
+
+    def on(event: str):
+        def handler(data):
+            with arrived:
+                got[event].append(data)
+                arrived.notify_all()
+
+        client.on(event, handler)
+
+    for event in got:
+        on(event)
+
+    def wait_for(event: str, count: int, timeout: float) -> None:
+        with arrived:
+            if not arrived.wait_for(lambda: len(got[event]) >= count, timeout):
+                raise TimeoutError(f"no {event!r} event from the server")
+
+    def step(name: str, timeout: float) -> None:
+        if name == "connect":
+            client.connect(url, transports=["websocket"], headers={"Sec-WebSocket-Key": WS_KEY}, wait_timeout=timeout)
+            wait_for("welcome", 1, timeout)
+        elif name == "chat":
+            n = len(got["reply"])
+            client.emit("chat", CHAT_PAYLOAD)
+            wait_for("reply", n + 1, timeout)
+        elif name == "join":
+            client.emit("join", ROOM)
+            wait_for("joined", 1, timeout)
+        elif name == "ack":
+            answer = client.call("shout", "hello", timeout=timeout)
+            if answer != {"upper": "HELLO"}:
+                raise ValueError(f"wrong acknowledgement {answer!r}")
+        elif name == "disconnect":
+            client.disconnect()
+        else:
+            raise ValueError(f"unknown step {name!r}")
+
+    for line in sys.stdin:
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "quit":
+            break
+        name, timeout = parts[0], float(parts[1]) if len(parts) > 1 else 10.0
+        try:
+            step(name, timeout)
+        except Exception as exc:  # reported to the driver, which names the step
+            print(f"error {name} {type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
+            continue
+        print(f"ok {name}", flush=True)
+    if client.connected:
+        client.disconnect()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,312 @@
+"""The recorder: the only user of sys.settrace; it keeps primitive rows and resolves nothing while the program runs."""
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+from dataclasses import dataclass, field
+from types import CodeType, FrameType
+from typing import Callable, Protocol
+
+# Values of these types are rendered as they are; others by their type (and
+# size), since a mutable object's later state is not what the program saw.
+IMMUTABLE = (str, bytes, int, float, bool, type(None))
+
+# Socket methods implemented in C: invisible to settrace, so they are wrapped in
+# tiny Python functions (probes) while recording. They end most chains.
+SOCKET_SINKS = ("bind", "listen", "_accept", "recv", "recv_into", "send", "sendall")
+
+
+class Tracer(Protocol):
+    """What every recorder offers (a sys.monitoring one can join for Python >= 3.12)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def rows(self) -> "RawTrace": ...
+
+
+@dataclass
+class RawTrace:
+    """Everything a run left behind, still holding code objects and values."""
+
+    # (code, thread serial, parent row, line in parent, args) per call;
+    # args is a tuple of (name, id, value-or-type) triples.
+    calls: list = field(default_factory=list)
+    # row -> (calls recorded so far, id, value-or-type) of the return value;
+    # value "raise" with id 0 when the frame was left by an exception
+    returns: dict = field(default_factory=dict)
+    # thread serial -> (row of the Thread.start that launched it or -1, id of the Thread object)
+    threads: dict = field(default_factory=dict)
+    # (step name, first row, end row)
+    steps: list = field(default_factory=list)
+    errors: list = field(default_factory=list)  # why the recorder disabled itself
+
+
+class _ThreadState:
+    __slots__ = ("serial", "stack")
+
+    def __init__(self, serial: int) -> None:
+        self.serial = serial
+        self.stack: list[tuple[int, FrameType]] = []
+
+
+def _arg_names(code: CodeType) -> tuple[str, ...]:
+    n = code.co_argcount + code.co_kwonlyargcount
+    n += bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)  # *args, **kwargs
+    return code.co_varnames[:n]
+
+
+def _keep(value: object) -> tuple[int, object]:
+    # The object itself is kept until the trace is normalized: a live object's
+    # id() is never reused by another, so identity joins stay exact.
+    return (id(value), value)
+
+
+# ---------------------------------------------------------------- socket probes
+# Each probe calls the C method it replaces; the recorder sees the probe's call
+# and return like any Python function. ``_observed`` reports the bytes that
+# recv_into wrote into a caller's buffer, which its return value (a count) hides.
+
+
+def _observed(data):  # noqa: ARG001 - the argument is what gets recorded
+    return None
+
+
+def _make_probe(name: str, original: Callable) -> Callable:
+    if name == "recv_into":
+
+        def recv_into(self, buffer, nbytes=0, flags=0):
+            n = original(self, buffer, nbytes, flags)
+            _observed(bytes(memoryview(buffer)[:n]))
+            return n
+
+        return recv_into
+    if name == "send":
+
+        def send(self, data, flags=0):
+            return original(self, data, flags)
+
+        return send
+    if name == "sendall":
+
+        def sendall(self, data, flags=0):
+            return original(self, data, flags)
+
+        return sendall
+    if name == "recv":
+
+        def recv(self, bufsize, flags=0):
+            return original(self, bufsize, flags)
+
+        return recv
+    if name == "_accept":
+
+        def _accept(self):
+            return original(self)
+
+        return _accept
+    if name == "bind":
+
+        def bind(self, address):
+            return original(self, address)
+
+        return bind
+
+    def listen(self, *backlog):
+        return original(self, *backlog)
+
+    return listen
+
+
+class SettraceRecorder:
+    """Records calls and returns of wanted code on this thread and the threads it starts.
+
+    ``want(code) -> bool`` decides, once per code object, whether its calls are
+    recorded. A thread is traced when a traced thread started it, so a driver
+    can keep its own client threads out of the trace by pausing itself.
+    """
+
+    def __init__(self, want: Callable[[CodeType], bool]) -> None:
+        self._want = want
+        self._decisions: dict[CodeType, tuple[str, ...] | None] = {}
+        self._states: dict[int, _ThreadState] = {}
+        self._pending_threads: dict[int, int] = {}  # id(Thread) -> row of its start()
+        self._serials = 0
+        self._raw = RawTrace()
+        self._raised: set[int] = set()
+        self._active = False
+        self._saved_socket: dict[str, Callable] = {}
+        self.probe_codes: dict[CodeType, str] = {}
+        self._thread_start_code = threading.Thread.start.__code__
+
+    # ------------------------------------------------------------ control
+
+    def start(self) -> None:
+        self._install_probes()
+        self._active = True
+        self._attach(threading.get_ident(), -1, 0)
+        threading.settrace(self._thread_hook)
+        sys.settrace(self._trace)
+
+    def stop(self) -> None:
+        self._active = False
+        sys.settrace(None)
+        threading.settrace(None)  # type: ignore[arg-type]
+        self._remove_probes()
+
+    def __enter__(self) -> "SettraceRecorder":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def pause(self) -> "_Paused":
+        """A context in which the calling thread (and threads it starts) is not traced."""
+        return _Paused(self)
+
+    def rows(self) -> RawTrace:
+        return self._raw
+
+    def mark(self, step: str) -> "_Step":
+        """A context naming the rows recorded while a scenario step runs."""
+        return _Step(self, step)
+
+    @property
+    def errors(self) -> list[str]:
+        return self._raw.errors
+
+    # ------------------------------------------------------------ probes
+
+    def _install_probes(self) -> None:
+        cls = socket.socket
+        for name in SOCKET_SINKS:
+            original = getattr(cls, name)
+            self._saved_socket[name] = cls.__dict__.get(name)  # None: inherited from _socket
+            probe = _make_probe(name, original)
+            self.probe_codes[probe.__code__] = name.lstrip("_")
+            setattr(cls, name, probe)
+        self.probe_codes[_observed.__code__] = "observed"
+
+    def _remove_probes(self) -> None:
+        cls = socket.socket
+        for name, saved in self._saved_socket.items():
+            if saved is None:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, saved)
+        self._saved_socket.clear()
+
+    # ------------------------------------------------------------ hot path
+
+    def _attach(self, ident: int, start_row: int, thread_obj: int) -> _ThreadState:
+        self._serials += 1
+        state = _ThreadState(self._serials)
+        self._states[ident] = state
+        self._raw.threads[state.serial] = (start_row, thread_obj)
+        return state
+
+    def _thread_hook(self, frame: FrameType, event: str, arg: object):
+        # First event of a thread launched while threading.settrace was on:
+        # frame is Thread.run (or an override). Trace it only if a traced thread
+        # started it; idents are reused, so always start a fresh state.
+        try:
+            thread_obj = frame.f_locals.get("self")
+            start_row = self._pending_threads.pop(id(thread_obj), None)
+            if start_row is None or not self._active:
+                sys.settrace(None)
+                return None
+            self._attach(threading.get_ident(), start_row, id(thread_obj))
+            sys.settrace(self._trace)
+            return self._trace(frame, event, arg)
+        except Exception as exc:  # never let the recorder break the program
+            self._disable(exc)
+            return None
+
+    def _trace(self, frame: FrameType, event: str, arg: object):
+        try:
+            code = frame.f_code
+            try:
+                names = self._decisions[code]
+            except KeyError:
+                names = self._decisions[code] = _arg_names(code) if self._want(code) else None
+            if names is None:
+                return None
+            frame.f_trace_lines = False
+            state = self._states.get(threading.get_ident())
+            if state is None:
+                return None
+            stack = state.stack
+            row = len(self._raw.calls)
+            if stack:
+                parent, parent_frame = stack[-1]
+                line = parent_frame.f_lineno
+            else:
+                parent, line = -1, 0
+            loc = frame.f_locals  # CPython has built this dict for the trace call anyway
+            args = tuple((n, *_keep(loc[n])) for n in names if n in loc)
+            self._raw.calls.append((code, state.serial, parent, line, args))
+            if code is self._thread_start_code:
+                self._pending_threads[id(loc["self"])] = row
+            stack.append((row, frame))
+            return self._local
+        except Exception as exc:
+            self._disable(exc)
+            return None
+
+    def _local(self, frame: FrameType, event: str, arg: object):
+        try:
+            if event == "return":
+                stack = self._states[threading.get_ident()].stack
+                while stack:
+                    row, f = stack.pop()
+                    if f is frame:
+                        # len(calls) places the return in the global order of
+                        # calls: what wake-up edges are matched by.
+                        if arg is None and row in self._raised:
+                            self._raw.returns[row] = (len(self._raw.calls), 0, "raise")
+                        else:
+                            self._raw.returns[row] = (len(self._raw.calls), *_keep(arg))
+                        break
+            elif event == "exception":
+                stack = self._states[threading.get_ident()].stack
+                if stack and stack[-1][1] is frame:
+                    self._raised.add(stack[-1][0])
+            return self._local
+        except Exception as exc:
+            self._disable(exc)
+            return None
+
+    def _disable(self, exc: BaseException) -> None:
+        self._active = False
+        sys.settrace(None)
+        threading.settrace(None)  # type: ignore[arg-type]
+        self._raw.errors.append(f"{type(exc).__name__}: {exc}")
+
+
+class _Paused:
+    def __init__(self, recorder: SettraceRecorder) -> None:
+        self._recorder = recorder
+
+    # threading.settrace is process-wide: it stays on, and the thread hook
+    # leaves alone the threads that this (untraced) thread starts.
+    def __enter__(self) -> None:
+        sys.settrace(None)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._recorder._active:
+            sys.settrace(self._recorder._trace)
+
+
+class _Step:
+    def __init__(self, recorder: SettraceRecorder, name: str) -> None:
+        self._recorder = recorder
+        self._name = name
+
+    def __enter__(self) -> None:
+        self._first = len(self._recorder._raw.calls)
+
+    def __exit__(self, *exc: object) -> None:
+        self._recorder._raw.steps.append((self._name, self._first, len(self._recorder._raw.calls)))

@@ -1,0 +1,208 @@
+"""Scenarios: run the sample app in-process under a recorder and drive it with a real Socket.IO client, step by step, each with a deadline."""
+from __future__ import annotations
+
+import gc
+import importlib
+import importlib.util
+import logging
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from types import CodeType
+from typing import Callable, Protocol
+
+from .model import DispelError
+from .record import SettraceRecorder
+
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    steps: tuple[str, ...]
+
+
+SCENARIOS = {
+    "chat": Scenario(
+        "chat",
+        "One Python Socket.IO client over the websocket transport: connect, chat, join + broadcast, ack, disconnect.",
+        ("connect", "chat", "join", "ack", "disconnect"),
+    ),
+}
+
+
+def scenario(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        known = ", ".join(sorted(SCENARIOS))
+        raise DispelError(f"unknown scenario {name!r}; choose one of: {known}") from None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Deadline:
+    def __init__(self, scenario_name: str, seconds: float) -> None:
+        self.scenario = scenario_name
+        self.end = time.monotonic() + seconds
+        self.seconds = seconds
+
+    def left(self, step: str) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise DispelError(
+                f"scenario {self.scenario!r}: step {step!r} did not finish within the "
+                f"{self.seconds:g}s deadline (raise it with --timeout)"
+            )
+        return left
+
+    def wait_for(self, step: str, done: Callable[[], bool], poll: float = 0.005) -> None:
+        while not done():
+            self.left(step)
+            time.sleep(poll)
+
+
+def _find_server(port: int):
+    """The werkzeug server listening on ``port`` (it offers no handle of its own)."""
+    from werkzeug.serving import BaseWSGIServer
+
+    for obj in gc.get_objects():
+        if isinstance(obj, BaseWSGIServer) and obj.port == port:
+            return obj
+    return None
+
+
+class StepClient(Protocol):
+    """A real Socket.IO client in another process, driven one named step at a time."""
+
+    def step(self, name: str, timeout: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def run(
+    name: str,
+    recorder: SettraceRecorder,
+    start_client: Callable[[int], StepClient],
+    app_module: str = "sample_app.app",
+    timeout: float = 30.0,
+    port: int | None = None,
+) -> None:
+    """Run scenario ``name`` with ``recorder`` tracing the server side only.
+
+    ``start_client(port)`` starts the client (the CLI runs it as a subprocess);
+    this thread drives it with tracing paused. Raises DispelError naming the
+    step that failed or ran past the deadline. Leaves no thread or socket behind.
+    """
+    sc = scenario(name)
+    deadline = _Deadline(name, timeout)
+    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
+    # With a long switch interval a thread keeps the GIL until it blocks, so each
+    # thread's sequence of calls no longer depends on preemption: traces repeat.
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(5.0)
+    port = port or free_port()
+    server_errors: list[BaseException] = []
+    client = None
+    server = None
+    thread = None
+    # The libraries are imported before tracing starts: their module bodies are
+    # not part of any journey, while the app's own import (the decorators that
+    # register its handlers) is.
+    for lib in ("flask", "flask_socketio", "socketio", "engineio", "simple_websocket", "wsproto", "werkzeug.serving"):
+        importlib.import_module(lib)
+    sys.modules.pop(app_module, None)
+    try:
+        recorder.start()
+        with recorder.mark("import"):
+            try:
+                module = importlib.import_module(app_module)
+            except Exception as exc:
+                raise DispelError(
+                    f"cannot import app module {app_module!r}: {type(exc).__name__}: {exc}"
+                ) from None
+
+        def serve() -> None:
+            try:
+                module.main(port)
+            except BaseException as exc:  # reported by the driver, which names the step
+                server_errors.append(exc)
+
+        with recorder.mark("start"):
+            thread = threading.Thread(target=serve, name="dispel-server", daemon=True)
+            thread.start()
+        with recorder.pause():
+            deadline.wait_for("start", lambda: server_errors or _find_server(port) is not None)
+            if server_errors:
+                exc = server_errors[0]
+                if isinstance(exc, OSError) and exc.errno == 98:
+                    raise DispelError(
+                        f"port {port} is already in use; choose another with --port or stop what holds it"
+                    )
+                raise DispelError(f"the app failed to start: {type(exc).__name__}: {exc}")
+            server = _find_server(port)
+            client = start_client(port)
+            for step in sc.steps:
+                with recorder.mark(step):
+                    try:
+                        client.step(step, deadline.left(step))
+                    except Exception as exc:
+                        raise DispelError(f"scenario {name!r}: {exc}") from None
+                    # The server may still be finishing what the step caused.
+                    deadline.wait_for(step, lambda: _server_settled(port, step))
+    finally:
+        try:
+            with recorder.pause():
+                if client is not None:
+                    client.close()
+                if server is None:
+                    server = _find_server(port)
+                if server is not None:
+                    server.shutdown()
+                if thread is not None:
+                    thread.join(timeout=5)
+        finally:
+            recorder.stop()
+            sys.setswitchinterval(old_interval)
+
+
+# Names the server's per-connection threads carry (targets appear in thread names).
+_SERVER_WORK = ("process_request_thread", "simple_websocket", "_handle_event_internal", "writer", "run_handler")
+
+
+def _server_settled(port: int, step: str) -> bool:
+    """Every thread a step started has finished (after disconnect: every per-connection thread)."""
+    work = _SERVER_WORK if step == "disconnect" else ("_handle_event_internal", "run_handler")
+    return not any(t.is_alive() and any(w in t.name for w in work) for t in threading.enumerate())
+
+
+def wanted_code(extra_dirs: tuple[str, ...] = ()) -> Callable[[CodeType], bool]:
+    """The filter for the recorder: the Socket.IO stack, werkzeug, flask, the app, and the stdlib on the path."""
+    import os
+    import sysconfig
+
+    roots: list[str] = []
+    for pkg in ("flask_socketio", "socketio", "engineio", "simple_websocket", "wsproto", "h11", "werkzeug", "flask"):
+        spec = importlib.util.find_spec(pkg)
+        for loc in spec.submodule_search_locations or ():
+            roots.append(os.path.join(loc, ""))
+    here = os.path.dirname(os.path.abspath(importlib.util.find_spec("sample_app").origin))
+    roots.append(os.path.join(here, ""))
+    roots.extend(os.path.join(d, "") for d in extra_dirs)
+    stdlib = sysconfig.get_paths()["stdlib"]
+    for rel in ("socketserver.py", "http/server.py", "http/client.py", "email/", "socket.py",
+                "queue.py", "threading.py", "selectors.py"):
+        roots.append(os.path.join(stdlib, rel))
+    prefixes = tuple(roots)
+
+    def want(code: CodeType) -> bool:
+        return code.co_filename.startswith(prefixes)
+
+    return want

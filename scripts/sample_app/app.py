@@ -1,0 +1,48 @@
+"""A small Flask-SocketIO chat app, written as a course project would write it."""
+from flask import Flask, render_template, request
+from flask_socketio import SocketIO, emit, join_room
+
+app = Flask(__name__)
+app.config["SECRET_KEY"] = "change-me-in-production"
+# threading mode: no eventlet/gevent, so the WebSocket runs on simple-websocket.
+socketio = SocketIO(app, async_mode="threading")
+
+
+@app.route("/")
+def index():
+    return render_template("index.html")
+
+
+@socketio.on("connect")
+def on_connect(auth=None):
+    emit("welcome", {"sid": request.sid})
+
+
+@socketio.on("chat")
+def on_chat(message):
+    emit("reply", {"echo": message})
+
+
+@socketio.on("join")
+def on_join(room):
+    join_room(room)
+    emit("joined", {"room": room}, to=room)
+
+
+@socketio.on("shout")
+def on_shout(text):
+    # Answered through the client's acknowledgement callback.
+    return {"upper": text.upper()}
+
+
+@socketio.on("disconnect")
+def on_disconnect(reason=None):
+    pass
+
+
+def main(port: int = 5000) -> None:
+    socketio.run(app, host="127.0.0.1", port=port, allow_unsafe_werkzeug=True)
+
+
+if __name__ == "__main__":
+    main()
