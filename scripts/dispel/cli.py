@@ -113,7 +113,7 @@ def code_roots() -> list:
             roots.append(Root(os.path.join(base, top, ""), base, dist, d.version))
     stdlib = sysconfig.get_paths()["stdlib"]
     roots.append(Root(os.path.join(stdlib, ""), stdlib, "python", PYTHON_VERSION, "Lib/"))
-    roots.append(Root(str(ROOT / "scripts" / "sample_app") + "/", str(ROOT / "scripts"), "sample_app", "local", "scripts/"))
+    roots.append(Root(str(ROOT / "scripts" / "sample_app") + "/", str(ROOT / "scripts"), "sample_app", "local"))
     return roots
 
 
@@ -129,7 +129,7 @@ def resolve_funcs(codes, probe_codes: dict, roots: list) -> dict:
     for code in codes:
         if code in probe_codes:
             name = probe_codes[code]
-            out[code] = Func("socket", f"socket.{name}", Source("builtin", PYTHON_VERSION, "Modules/socketmodule.c"), 0, 0)
+            out[code] = Func("_socket", f"socket.{name}", Source("builtin", PYTHON_VERSION, "Modules/socketmodule.c"), 0, 0)
             continue
         found = locate(roots, code.co_filename)
         if found is None:
@@ -222,7 +222,7 @@ def record_scenario(name: str, timeout: float, app: str, port: int | None = None
     observed: dict[int, tuple] = {}
     for row, (code, serial, parent, line, args) in enumerate(raw.calls):
         func = funcs_by_code[code]
-        if func.qualname == "socket.observed":
+        if func.key == "_socket:socket.observed":
             # the bytes recv_into wrote into its caller's buffer: they become its value
             observed[parent] = raw.returns.get(parent, (0,))[:1] + args[0][1:]
             continue
@@ -275,8 +275,66 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def traced_stdlib_files(folder: Path = TRACES) -> set[str]:
+    """The standard-library files the recorded traces ran code from (they all get pinned)."""
+    try:
+        traces = load_traces(folder)
+    except DispelError:
+        return set()
+    return {f.source.path for t in traces.values() for f in t.funcs.values() if f.source.dist == "python"}
+
+
+def load_traces(folder: Path = TRACES) -> dict:
+    """Every trace file in ``folder`` (scenario name -> TraceFile)."""
+    from .tracefile import trace_from_json
+
+    out = {}
+    for path in sorted(folder.glob("*.json")):
+        if path.name.endswith(".lock.json"):
+            continue
+        out[path.stem] = trace_from_json(read_text(path, "trace file"), f"trace file {_rel(path)}")
+    return out
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def source_lines(traces: dict) -> dict:
+    """Source -> lines of the installed file, for every function a trace saw (for line texts)."""
+    out = {}
+    for trace in traces.values():
+        for func in trace.funcs.values():
+            if func.source in out:
+                continue
+            path = _installed_file(func.source)
+            if path is not None and path.exists():
+                out[func.source] = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    return out
+
+
+def build_chains(traces: dict, only=()) -> dict:
+    from . import chains
+
+    return chains.build_all(traces, source_lines(traces), only)
+
+
+def chain_files(built: dict, folder: Path = TRACES / "chains") -> dict[Path, str]:
+    from .tracefile import chain_to_dict
+
+    return {folder / f"{name}.json": dump_json(chain_to_dict(chain)) for name, chain in built.items()}
+
+
 def cmd_chains(args: argparse.Namespace) -> int:
-    raise DispelError("`dispel chains` is not implemented yet")
+    traces = load_traces(args.traces)
+    if not traces:
+        raise DispelError(f"no trace files in {_rel(args.traces)}; record them first with `dispel record`")
+    built = build_chains(traces, args.journeys)
+    write_all_atomic(chain_files(built, args.traces / "chains"))
+    for name, chain in built.items():
+        threads = len({h.thread for h in chain.hops})
+        print(f"chain {name}: {len(chain.hops)} hops on {threads} threads -> {_rel(args.traces / 'chains' / (name + '.json'))}")
+    return 0
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
@@ -321,8 +379,9 @@ def cmd_pin(args: argparse.Namespace) -> int:
             f"(they are: {known}); fix the OWNER/REPO spelling or drop it"
         )
 
-    installed = installed_blobs(names, pins.STDLIB_FILES, site)
-    absent = sorted(set(pins.STDLIB_FILES) - set(installed[pins.PYTHON].blobs))
+    stdlib_files = sorted(set(pins.STDLIB_FILES) | traced_stdlib_files())
+    installed = installed_blobs(names, stdlib_files, site)
+    absent = sorted(set(stdlib_files) - set(installed[pins.PYTHON].blobs))
     if absent:
         raise DispelError(f"standard-library files not found in this interpreter: {', '.join(absent)}")
     locked: list[Pin] = []
@@ -700,6 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("chains", help="trace files -> traces/chains/<journey>.json")
     p.add_argument("journeys", nargs="*", help="journey names (default: all)")
+    p.add_argument("--traces", type=Path, default=TRACES, help="folder of trace files (chains go to its chains/)")
     p.set_defaults(func=cmd_chains)
 
     p = sub.add_parser("pin", help="pin distributions to upstream commits; write traces/pins.lock.json")

@@ -186,7 +186,7 @@ class SettraceRecorder:
             original = getattr(cls, name)
             self._saved_socket[name] = cls.__dict__.get(name)  # None: inherited from _socket
             probe = _make_probe(name, original)
-            self.probe_codes[probe.__code__] = name.lstrip("_")
+            self.probe_codes[probe.__code__] = name
             setattr(cls, name, probe)
         self.probe_codes[_observed.__code__] = "observed"
 
@@ -231,7 +231,8 @@ class SettraceRecorder:
             try:
                 names = self._decisions[code]
             except KeyError:
-                names = self._decisions[code] = _arg_names(code) if self._want(code) else None
+                wanted = code in self.probe_codes or self._want(code)
+                names = self._decisions[code] = _arg_names(code) if wanted else None
             if names is None:
                 return None
             frame.f_trace_lines = False

@@ -209,7 +209,7 @@ def normalize(
     """
     for c in calls:
         # An accepted connection's peer port is chosen by the OS: learn it first.
-        if c.func == "socket:socket.accept" and c.ret and isinstance(c.ret[2], tuple):
+        if c.func == "_socket:socket._accept" and c.ret and isinstance(c.ret[2], tuple):
             addr = c.ret[2][1] if len(c.ret[2]) > 1 else None
             if isinstance(addr, tuple) and len(addr) > 1 and isinstance(addr[1], int):
                 normalizer.learn_client_port(addr[1])

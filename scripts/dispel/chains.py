@@ -1,0 +1,500 @@
+"""Chains: pure functions from a trace to one ordered chain of hops per journey, joined across threads by happens-before edges."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable, Iterable, Mapping, Sequence
+
+from . import wire
+from .model import (
+    EDGE_CALL,
+    EDGE_DATA,
+    EDGE_ENTRY,
+    EDGE_RETURN,
+    EDGE_THREAD_START,
+    EDGE_WAKE,
+    Chain,
+    DispelError,
+    Event,
+    Hop,
+    Source,
+    TraceFile,
+)
+from .tracefile import value_text_to_python
+
+SOCKET_C = "_socket:socket."  # the probes of the C socket methods: where chains end
+
+
+class JourneyError(DispelError):
+    """A journey could not be followed to its sink; names the last hop reached."""
+
+
+# ------------------------------------------------------------------ the trace as a graph
+
+
+class TraceGraph:
+    """Lookups over one TraceFile: the call tree per thread and the cross-thread edges."""
+
+    def __init__(self, trace: TraceFile) -> None:
+        self.trace = trace
+        self.events = trace.events
+        self.children: dict[int, list[int]] = {}
+        self.by_thread: dict[str, list[int]] = {}
+        for e in self.events:
+            self.by_thread.setdefault(e.thread, []).append(e.index)
+            if e.parent >= 0:
+                self.children.setdefault(e.parent, []).append(e.index)
+        # Cross-thread edges (from, to): Thread.start -> the new thread's root,
+        # and Condition.notify -> the Condition.wait it ended.
+        self.cross: list[tuple[int, int, str]] = []
+        for t in trace.threads:
+            if t.started_by >= 0:
+                self.cross.append((t.started_by, t.root, EDGE_THREAD_START))
+        for w in trace.wakeups:
+            self.cross.append((w.notify, w.wait, EDGE_WAKE))
+        self.cross.sort()
+
+    def ev(self, i: int) -> Event:
+        return self.events[i]
+
+    def ancestors(self, i: int) -> list[int]:
+        """i, its parent, ... up to its thread's root."""
+        out = []
+        while i >= 0:
+            out.append(i)
+            i = self.events[i].parent
+        return out
+
+    def find(self, pred: Callable[[Event], bool], thread: str | None = None, after: int = -1, before: int | None = None) -> list[int]:
+        idx = self.by_thread[thread] if thread else range(len(self.events))
+        return [i for i in idx if i > after and (before is None or i < before) and pred(self.events[i])]
+
+    @cached_property
+    def thread_names(self) -> list[str]:
+        return [t.name for t in self.trace.threads]
+
+
+def mentions(e: Event, needles: Sequence[str]) -> bool:
+    """Does any value of ``e`` contain one of ``needles``?"""
+    texts = [a.text for a in e.args]
+    if e.ret is not None:
+        texts.append(e.ret.text)
+    return any(n in t for t in texts for n in needles)
+
+
+def is_func(key: str) -> Callable[[Event], bool]:
+    return lambda e: e.func == key
+
+
+def is_sink(*names: str) -> Callable[[Event], bool]:
+    keys = {SOCKET_C + n for n in names}
+    return lambda e: e.func in keys
+
+
+# ------------------------------------------------------------------ connecting waypoints
+
+Step = tuple[int, str]  # (event index, edge that reached it)
+
+
+def tree_path(g: TraceGraph, a: int, b: int) -> list[Step]:
+    """From a to b in one thread's call tree: up to their common ancestor, then down."""
+    up = g.ancestors(a)
+    down = g.ancestors(b)
+    common = next((x for x in up if x in set(down)), None)
+    if common is None:
+        raise JourneyError(f"{g.ev(a).func} and {g.ev(b).func} share no caller on thread {g.ev(a).thread}")
+    steps: list[Step] = []
+    for x in up[1 : up.index(common) + 1]:
+        steps.append((x, EDGE_RETURN))
+    for x in reversed(down[: down.index(common)]):
+        steps.append((x, EDGE_CALL))
+    return steps
+
+
+def data_link(g: TraceGraph, a: int, b: int) -> bool:
+    """Does b receive (as an argument) the very object a returned?"""
+    ret = g.ev(a).ret
+    return bool(ret and ret.token and any(x.token == ret.token for x in g.ev(b).args))
+
+
+def same_thread(g: TraceGraph, a: int, b: int) -> list[Step]:
+    """a to b on one thread: when b receives an object that a (or a caller a returned
+    to) produced, the object is followed (returns, then a data edge); else the call tree."""
+    down = set(g.ancestors(b))
+    if a in down or g.ev(a).parent in down:
+        # b is below a, or a's own caller leads down to b: the calls say it all.
+        return tree_path(g, a, b)
+    steps: list[Step] = []
+    for x in g.ancestors(a):
+        if x in down:
+            break
+        if x != a:
+            steps.append((x, EDGE_RETURN))
+        if data_link(g, x, b):
+            return steps + [(b, EDGE_DATA)]
+    return tree_path(g, a, b)
+
+
+def producer(g: TraceGraph, sink: int, arg: str = "data") -> int | None:
+    """The call that built the bytes ``sink`` received: the first earlier call on its
+    thread that returned that very object, then down through the callees that
+    returned bytes, to the deepest (it is no longer on the stack at the sink)."""
+    token = next((a.token for a in g.ev(sink).args if a.name == arg), 0)
+    if not token:
+        return None
+    above = set(g.ancestors(sink))
+    found = g.find(lambda e: e.ret is not None and e.ret.token == token, g.ev(sink).thread, before=sink)
+    found = [i for i in found if i not in above]
+    if not found:
+        return None
+    here = found[0]
+    while True:
+        kids = [c for c in g.children.get(here, []) if _bytes_like(g.ev(c))]
+        if not kids:
+            return here
+        here = kids[-1]
+
+
+def consumer(g: TraceGraph, source: int) -> int | None:
+    """Where the object ``source`` returned went next on its thread: the first later call
+    that took it as an argument, then down through the callees that took it too."""
+    ret = g.ev(source).ret
+    if ret is None or not ret.token:
+        return None
+    takes = lambda e: any(a.token == ret.token for a in e.args)  # noqa: E731
+    after = g.ev(source).end
+    found = g.find(takes, g.ev(source).thread, after=after)
+    if not found:
+        return None
+    here = found[0]
+    while True:
+        kids = [c for c in g.children.get(here, []) if takes(g.ev(c))]
+        if not kids:
+            return here
+        here = kids[-1]
+
+
+def object_producer(g: TraceGraph, after: int, handoff: int) -> int | None:
+    """The last object a thread made before a hand-off (under the hand-off's caller),
+    followed down to the deepest call that returned it."""
+    top = g.ancestors(handoff)
+    scope = top[2] if len(top) > 2 else top[-1]  # the caller of what notifies
+    made = [i for i in range(max(after, scope) + 1, handoff) if i not in top and _object(g.ev(i)) and g.ev(i).parent == scope]
+    if not made:
+        return None
+    here = made[-1]
+    token = g.ev(here).ret.token
+    while True:
+        kids = [c for c in g.children.get(here, []) if g.ev(c).ret is not None and g.ev(c).ret.token == token]
+        if not kids:
+            return here
+        here = kids[-1]
+
+
+def _object(e: Event) -> bool:
+    return bool(e.ret and e.ret.token and e.ret.text.startswith("<"))
+
+
+def _bytes_like(e: Event) -> bool:
+    t = e.ret.text if e.ret else ""
+    return t.startswith(("b'", 'b"', "<bytearray>", "<bytes>", "<memoryview>"))
+
+
+def thread_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
+    """The cross-thread edges that lead from event a to event b (breadth-first over threads).
+
+    From a position in a thread, the earliest hand-off at or after it to each
+    other thread is taken: what a thread hands on next is what it just did.
+    """
+    target = g.ev(b).thread
+    frontier = [(g.ev(a).thread, a, [])]
+    seen = {g.ev(a).thread}
+    while frontier:
+        nxt = []
+        for thread, pos, route in frontier:
+            if thread == target and pos <= b:
+                return route
+            first: dict[str, tuple[int, int, str]] = {}
+            for x, y, kind in g.cross:
+                if x >= pos and g.ev(x).thread == thread and g.ev(y).thread not in first:
+                    first[g.ev(y).thread] = (x, y, kind)
+            for to, edge in sorted(first.items(), key=lambda kv: kv[1]):
+                if to == target and edge[1] > b:
+                    continue
+                if to not in seen or to == target:
+                    seen.add(to)
+                    nxt.append((to, edge[1], route + [edge]))
+        frontier = nxt
+    raise JourneyError(f"no hand-off leads from thread {g.ev(a).thread} to thread {target}")
+
+
+def connect(g: TraceGraph, a: int, b: int) -> list[Step]:
+    """Steps from waypoint a (excluded) to waypoint b (included)."""
+    if a == b:
+        return []
+    if g.ev(a).thread == g.ev(b).thread:
+        return same_thread(g, a, b)
+    steps: list[Step] = []
+    here = a
+    for x, y, kind in thread_route(g, a, b):
+        steps += connect(g, here, x)
+        steps.append((y, kind))
+        here = y
+    return steps + connect(g, here, b)
+
+
+def walk(g: TraceGraph, parts: Sequence[Sequence[int]]) -> list[Step]:
+    """The chain's steps: each part starts at an entry and follows its waypoints."""
+    steps: list[Step] = []
+    for waypoints in parts:
+        steps.append((waypoints[0], EDGE_ENTRY))
+        for a, b in zip(waypoints, waypoints[1:]):
+            steps += connect(g, a, b)
+    # A waypoint reached twice in a row (a trail point that is also on the path) is kept once.
+    out: list[Step] = []
+    for s in steps:
+        if not out or out[-1][0] != s[0]:
+            out.append(s)
+    return out
+
+
+def value_trail(g: TraceGraph, start: int, end: int, needles: Sequence[str]) -> list[int]:
+    """Waypoints that follow a value from start to end: in every thread the route
+    passes through, the first call after arriving whose values show it."""
+    points = [start]
+    here = start
+    legs = [(g.ev(start).thread, start)] + [(g.ev(y).thread, y) for _, y, _ in thread_route(g, start, end)]
+    for i, (thread, arrive) in enumerate(legs):
+        stop = end if thread == g.ev(end).thread and i == len(legs) - 1 else None
+        if i + 1 < len(legs):
+            # leave this thread no later than its hand-off to the next
+            nxt_arrive = legs[i + 1][1]
+            hand = [x for x, y, _ in g.cross if y == nxt_arrive]
+            stop = hand[0] if hand else stop
+        after = max(arrive, here) if g.ev(here).thread == thread else arrive
+        if i == 0:
+            used = consumer(g, start)
+            if used is not None:
+                points.append(used)
+                here = after = used
+        hits = g.find(lambda e: mentions(e, needles), thread=thread, after=after, before=stop)
+        if hits:
+            points.append(hits[0])
+            here = hits[0]
+        elif i + 1 < len(legs) and stop is not None:
+            # The value is not visible here (held in objects): show what this thread
+            # made right before handing off, the object it then passed on.
+            made = object_producer(g, after, stop)
+            if made is not None:
+                points.append(made)
+                here = made
+    points.append(end)
+    return points
+
+
+# ------------------------------------------------------------------ journeys
+
+
+@dataclass(frozen=True)
+class Journey:
+    name: str
+    title: str
+    scenario: str
+    # -> parts (each a list of waypoints, the first an entry), values worth showing
+    find: Callable[[TraceGraph], tuple[list[list[int]], tuple[str, ...]]]
+    wire: Callable[[TraceGraph, list[list[int]]], tuple] = lambda g, parts: ()
+
+
+def _one(found: list[int], what: str, last: str) -> int:
+    if not found:
+        raise JourneyError(f"{what} never happened in the trace (last hop reached: {last})")
+    return found[0]
+
+
+def find_run(g: TraceGraph):
+    app = _one(g.find(lambda e: e.func.startswith("sample_app.") and e.func.endswith(":main")), "the app's main()", "none")
+    thread = g.ev(app).thread
+    bind = _one(g.find(is_sink("bind"), thread, after=app), "socket.bind", g.ev(app).func)
+    listen = _one(g.find(is_sink("listen"), thread, after=bind), "socket.listen", "socket.bind")
+    accept = _one(g.find(is_sink("_accept"), thread, after=listen), "socket.accept", "socket.listen")
+    return [[app, bind, listen, accept]], ()
+
+
+_UPGRADE = "Upgrade: websocket"
+
+
+def _header(data: bytes, name: str) -> str | None:
+    m = re.search(rb"(?im)^" + re.escape(name.encode()) + rb":\s*(\S+)\r?$", data)
+    return m.group(1).decode("latin-1") if m else None
+
+
+def find_handshake(g: TraceGraph):
+    sink = _one(g.find(lambda e: e.func in (SOCKET_C + "send", SOCKET_C + "sendall") and any("101 Switching Protocols" in a.text for a in e.args)), "the 101 Switching Protocols response", "none")
+    thread = g.ev(sink).thread
+    info = next(t for t in g.trace.threads if t.name == thread)
+    if info.started_by < 0:
+        raise JourneyError(f"thread {thread} has no recorded start (last hop reached: {g.ev(sink).func})")
+    starter = g.ev(info.started_by).thread
+    accept = [i for i in g.find(is_sink("_accept"), starter, before=info.started_by)]
+    entry = _one(accept[-1:], "the accept of the upgraded connection", "none")
+    request = _one(g.find(lambda e: is_sink("recv_into")(e) and e.ret is not None and _UPGRADE in e.ret.text, thread), "the recv_into of the upgrade request", g.ev(entry).func)
+    raw = value_text_to_python(g.ev(request).ret.text)
+    key = _header(raw, "Sec-WebSocket-Key")
+    if key is None:
+        raise JourneyError("the upgrade request carries no Sec-WebSocket-Key (last hop reached: socket.recv_into)")
+    accepted = _header(value_text_to_python(next(a.text for a in g.ev(sink).args if a.name == "data")), "Sec-WebSocket-Accept") or key
+    # Follow the key (then the accept value computed from it) call by call: the first
+    # call of each function that shows it is a waypoint.
+    seen: set[str] = set()
+    trail = []
+    for i in g.find(lambda e: mentions(e, (key, accepted)), thread, after=request, before=sink):
+        if g.ev(i).func not in seen:
+            seen.add(g.ev(i).func)
+            trail.append(i)
+    return [with_producer(g, [entry, request, *trail, sink])], (key, accepted, _UPGRADE, "101")
+
+
+def find_on(g: TraceGraph):
+    handler = _one(g.find(lambda e: e.func.startswith("sample_app.") and e.func.endswith(":on_chat")), "the chat handler", "none")
+    needles = ('"chat"',)
+    first = _one(g.find(lambda e: mentions(e, needles) and e.thread != g.ev(handler).thread), "the chat message reaching the server", "none")
+    # The text is in what it returned: it showed when the call ended.
+    recv = happened_before(g, g.ev(first).end, is_sink("recv", "recv_into"))
+    if recv is None:
+        raise JourneyError("no socket read happened before the chat message (last hop reached: none)")
+    return [register_part(g), value_trail(g, recv, handler, needles)], needles + ("'chat'", "<b>hi</b>")
+
+
+def happened_before(g: TraceGraph, e: int, pred: Callable[[Event], bool]) -> int | None:
+    """The latest call matching pred that happens-before position e: on e's thread before it,
+    else before the hand-off that led into e's thread, and so on back."""
+    while True:
+        thread = g.ev(e).thread
+        arrivals = [(y, x) for x, y, _ in g.cross if g.ev(y).thread == thread and y < e]
+        start = max(arrivals)[0] if arrivals else -1
+        hits = g.find(pred, thread, after=start, before=e)
+        if hits:
+            return hits[-1]
+        if not arrivals:
+            return None
+        e = max(arrivals)[1]
+
+
+def with_producer(g: TraceGraph, waypoints: list[int]) -> list[int]:
+    """Waypoints with the builder of the sink's bytes put before the sink (see producer)."""
+    sink = waypoints[-1]
+    made = producer(g, sink)
+    if made is None:
+        return waypoints
+    thread = g.ev(sink).thread
+    kept = [w for w in waypoints[:-1] if g.ev(w).thread != thread or w < made]
+    return kept + [made, sink]
+
+
+def register_part(g: TraceGraph) -> list[int]:
+    module = _one(g.find(lambda e: e.func.startswith("sample_app.app:") and e.func.endswith("<module>")), "the app's import", "none")
+    thread = g.ev(module).thread
+    named = g.find(lambda e: any(a.text == "'chat'" for a in e.args), thread, after=module)
+    first = _one(named, "the registration of 'chat'", g.ev(module).func)
+    last = named[-1] if len(named) > 1 else first
+    # where the handler ends up: the deepest call under the last one that names the event
+    stored = last
+    while g.children.get(stored):
+        stored = g.children[stored][-1]
+    return [module, first, last, stored]
+
+
+def find_emit(g: TraceGraph):
+    handler = _one(g.find(lambda e: e.func.startswith("sample_app.") and e.func.endswith(":on_chat")), "the chat handler", "none")
+    needles = ('"reply"',)
+    sink = _one(g.find(lambda e: is_sink("send")(e) and mentions(e, needles)), "the socket.send of the reply frame", "on_chat")
+    return [with_producer(g, value_trail(g, handler, sink, needles))], needles + ("<b>hi</b>",)
+
+
+def _wire_of(g: TraceGraph, parts: list[list[int]], sink_arg: str) -> tuple:
+    sink = g.ev(parts[-1][-1])
+    data = next((a.text for a in sink.args if a.name == sink_arg), None)
+    return wire.decode_frame(value_text_to_python(data)) if data else ()
+
+
+def _wire_on(g: TraceGraph, parts: list[list[int]]) -> tuple:
+    recv = g.ev(parts[-1][0])
+    return wire.decode_frame(value_text_to_python(recv.ret.text)) if recv.ret else ()
+
+
+def _wire_handshake(g: TraceGraph, parts: list[list[int]]) -> tuple:
+    request = value_text_to_python(g.ev(parts[0][1]).ret.text)
+    sink = g.ev(parts[0][-1])
+    response = value_text_to_python(next(a.text for a in sink.args if a.name == "data"))
+    return wire.decode_http(request, "request") + wire.decode_http(response, "response")
+
+
+JOURNEYS: tuple[Journey, ...] = (
+    Journey("run", "socketio.run(app): from the app to a listening socket", "chat", find_run),
+    Journey("handshake", "The WebSocket handshake: from the accepted connection to 101 Switching Protocols", "chat", find_handshake, _wire_handshake),
+    Journey("on", "@socketio.on('chat'): where the handler is stored, and how a frame reaches it", "chat", find_on, _wire_on),
+    Journey("emit", "emit('reply'): from the handler to the frame on the socket", "chat", find_emit, lambda g, w: _wire_of(g, w, "data")),
+)
+
+
+def journey_names() -> list[str]:
+    return [j.name for j in JOURNEYS]
+
+
+def build(trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[str]] | None = None) -> Chain:
+    """One journey's chain from a trace (pure). ``lines`` gives source text for line_text."""
+    g = TraceGraph(trace)
+    parts, shown = journey.find(g)
+    steps = walk(g, parts)
+    hops = []
+    for n, (i, edge) in enumerate(steps):
+        e = g.ev(i)
+        func = trace.funcs[e.func]
+        nxt = steps[n + 1] if n + 1 < len(steps) else None
+        if nxt is not None and nxt[1] == EDGE_CALL:
+            line = g.ev(nxt[0]).call_line
+        elif n > 0 and edge == EDGE_RETURN:
+            line = g.ev(steps[n - 1][0]).call_line  # where it called the hop that returned
+        else:
+            line = func.first_line
+        if func.is_c:
+            line = 0
+        text = ""
+        if lines is not None and line and func.source in lines:
+            src = lines[func.source]
+            text = src[line - 1].strip() if 0 < line <= len(src) else ""
+        hops.append(Hop(func, line, e.thread, edge, i, _shown_value(e, shown), text))
+    return Chain(journey.name, journey.title, trace.scenario, tuple(hops), journey.wire(g, parts))
+
+
+def _shown_value(e: Event, needles: Sequence[str]) -> str | None:
+    """The value that explains a hop: the one showing what the journey follows, or a sink's bytes."""
+    values = list(e.args) + ([e.ret] if e.ret else [])
+    for v in values:
+        if needles and any(n in v.text for n in needles):
+            return f"{v.name} = {v.text}"
+    if e.func.startswith(SOCKET_C):
+        for v in values:
+            if v.text.startswith(("b'", 'b"')):
+                return f"{v.name} = {v.text}"
+    return None
+
+
+def build_all(traces: Mapping[str, TraceFile], lines: Mapping[Source, Sequence[str]] | None = None, only: Iterable[str] = ()) -> dict[str, Chain]:
+    """Every journey (or those in ``only``) from the traces of their scenarios."""
+    wanted = list(only) or journey_names()
+    unknown = [n for n in wanted if n not in journey_names()]
+    if unknown:
+        raise DispelError(f"unknown journey {unknown[0]!r}; choose from: {', '.join(journey_names())}")
+    out = {}
+    for j in JOURNEYS:
+        if j.name not in wanted:
+            continue
+        if j.scenario not in traces:
+            raise DispelError(f"journey {j.name!r} needs the trace of scenario {j.scenario!r}: run `dispel record {j.scenario}`")
+        try:
+            out[j.name] = build(traces[j.scenario], j, lines)
+        except JourneyError as exc:
+            raise JourneyError(f"journey {j.name!r}: {exc}") from None
+    return out

@@ -1,0 +1,119 @@
+"""Wire bytes decoded layer by layer: HTTP, WebSocket frames (RFC 6455), Engine.IO v4 and Socket.IO v5 packets (pure)."""
+from __future__ import annotations
+
+import json
+
+from .model import WireField, WireLayer
+
+OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
+EIO_TYPES = {"0": "open", "1": "close", "2": "ping", "3": "pong", "4": "message", "5": "upgrade", "6": "noop"}
+SIO_TYPES = {
+    "0": "CONNECT",
+    "1": "DISCONNECT",
+    "2": "EVENT",
+    "3": "ACK",
+    "4": "CONNECT_ERROR",
+    "5": "BINARY_EVENT",
+    "6": "BINARY_ACK",
+}
+
+
+def printable(data: bytes) -> str:
+    """Bytes as text a reader can see: ASCII as is, the rest as \\xNN."""
+    return "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in data)
+
+
+def decode_frame(data: bytes) -> tuple[WireLayer, ...]:
+    """A WebSocket frame and what it carries (Engine.IO, Socket.IO, JSON)."""
+    if len(data) < 2:
+        return ()
+    b0, b1 = data[0], data[1]
+    fin, opcode, masked, length = b0 >> 7, b0 & 0x0F, b1 >> 7, b1 & 0x7F
+    pos = 2
+    if length == 126:
+        length, pos = int.from_bytes(data[2:4], "big"), 4
+    elif length == 127:
+        length, pos = int.from_bytes(data[2:10], "big"), 10
+    fields = [
+        WireField("FIN", str(fin), "final fragment of the message" if fin else "more fragments follow"),
+        WireField("RSV1-3", str((b0 >> 4) & 0x7), "no extension in use" if not (b0 >> 4) & 0x7 else "set by a negotiated extension"),
+        WireField("opcode", f"0x{opcode:x}", OPCODES.get(opcode, "reserved") + " frame"),
+        WireField("MASK", str(masked), "masked: client-to-server frames always are" if masked else "not masked: server-to-client frames never are"),
+        WireField("payload length", str(length), "bytes of payload (7-bit length field)" if pos == 2 else f"bytes of payload (extended {8 * (pos - 2)}-bit length)"),
+    ]
+    payload = data[pos:]
+    if masked:
+        key = data[pos : pos + 4]
+        fields.append(WireField("masking key", key.hex(" "), "XORed with the payload, byte i with key[i % 4]"))
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(data[pos + 4 :]))
+    layers = [WireLayer("WebSocket frame (RFC 6455)", printable(data[:pos + (4 if masked else 0)]), tuple(fields))]
+    if opcode == 8:
+        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+        layers.append(WireLayer("WebSocket close", printable(payload), (WireField("status code", str(code), "1000 = normal closure" if code == 1000 else "see RFC 6455 section 7.4"),)))
+        return tuple(layers)
+    if opcode == 1:
+        layers.extend(decode_engineio(payload.decode("utf-8", "replace")))
+    return tuple(layers)
+
+
+def decode_engineio(text: str) -> list[WireLayer]:
+    if not text:
+        return []
+    kind = text[0]
+    layers = [WireLayer("Engine.IO packet (v4)", text, (WireField("type", kind, EIO_TYPES.get(kind, "unknown")), WireField("data", text[1:], "the rest of the packet")))]
+    if kind == "4" and text[1:]:
+        layers.extend(decode_socketio(text[1:]))
+    elif kind == "0":
+        layers.append(WireLayer("JSON", text[1:], (WireField("handshake", text[1:], "session id, upgrades, ping interval and timeout"),)))
+    return layers
+
+
+def decode_socketio(text: str) -> list[WireLayer]:
+    kind, rest = text[0], text[1:]
+    fields = [WireField("type", kind, SIO_TYPES.get(kind, "unknown"))]
+    namespace = "/"
+    if rest.startswith("/"):
+        namespace, _, rest = rest.partition(",")
+    fields.append(WireField("namespace", namespace, "the default namespace" if namespace == "/" else "a custom namespace"))
+    ack = ""
+    while rest[:1].isdigit():
+        ack, rest = ack + rest[0], rest[1:]
+    if ack:
+        fields.append(WireField("ack id", ack, "the sender waits for an ACK packet with this id"))
+    layers = [WireLayer("Socket.IO packet (v5)", text, tuple(fields))]
+    if rest:
+        try:
+            value = json.loads(rest)
+        except ValueError:
+            return layers
+        jfields = []
+        if isinstance(value, list) and value and kind in "25":
+            jfields.append(WireField("event", json.dumps(value[0], ensure_ascii=False), "the event name"))
+            for n, arg in enumerate(value[1:], 1):
+                jfields.append(WireField(f"argument {n}", json.dumps(arg, ensure_ascii=False), "passed to the handler"))
+        else:
+            jfields.append(WireField("data", rest, "the packet's JSON data"))
+        layers.append(WireLayer("JSON payload", rest, tuple(jfields)))
+    return layers
+
+
+def decode_http(data: bytes, role: str) -> tuple[WireLayer, ...]:
+    """An HTTP/1.1 request or response head: the start line and each header."""
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    lines = head.split("\r\n")
+    fields = [WireField("start line", lines[0], "method, target and version" if role == "request" else "version, status code and reason")]
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields.append(WireField(name.strip(), value.strip(), _HEADER_MEANINGS.get(name.strip().lower(), "")))
+    return (WireLayer(f"HTTP {role}", head, tuple(fields)),)
+
+
+_HEADER_MEANINGS = {
+    "upgrade": "asks to switch this connection to another protocol",
+    "connection": "Upgrade: this hop's connection changes protocol",
+    "sec-websocket-key": "a random nonce from the client (base64 of 16 bytes)",
+    "sec-websocket-version": "the WebSocket protocol version (13 = RFC 6455)",
+    "sec-websocket-accept": "base64(SHA-1(key + 258EAFA5-E914-47DA-95CA-C5AB0DC85B11)): proves the server read the key",
+    "sec-websocket-extensions": "extensions offered or accepted (permessage-deflate compresses messages)",
+    "host": "the server's name and port",
+}
