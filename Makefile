@@ -1,4 +1,4 @@
-# Two commands matter: `make site` and `make test`. The rest are steps of them.
+# Two commands matter: `make site` and `make test`. The rest are their steps.
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -6,12 +6,14 @@ STAMP   := $(VENV)/.installed
 
 .PHONY: site test serve record chains pin render regen check bench clean
 
+# The pinned environment: every package at the exact version of requirements.lock.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The site, from the committed traces, chains, lock and annotations.
 site: $(STAMP)
 	$(BIN)/dispel render
 	$(BIN)/mkdocs build --strict --quiet
@@ -20,10 +22,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/dispel check
 
-serve: site
+serve: $(STAMP)
 	$(BIN)/mkdocs serve -a 127.0.0.1:8000
 
-# Regeneration after an upgrade: record → chains → render (pin when versions change).
+# Regeneration after an upgrade: record -> chains -> render. When a library version
+# changes, re-pin first: make pin PIN_ARGS="--git-dir OWNER/REPO=PATH ...".
 record: $(STAMP)
 	$(BIN)/dispel record
 
@@ -45,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/dispel bench
 
 clean:
-	rm -rf site .pytest_cache
+	rm -rf site .pytest_cache test-output
