@@ -229,15 +229,34 @@ def thread_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
     raise JourneyError(f"no hand-off leads from thread {g.ev(a).thread} to thread {target}")
 
 
+def data_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
+    """A hand-off by identity: a later call on a's thread passes on an object of a's,
+    and a call on b's thread before b returned that very object (a queue's put and get).
+    Used when no wake-up leads there: the receiver was already awake when it took it."""
+    ea = g.ev(a)
+    tokens = {v.token for v in (*ea.args, *([ea.ret] if ea.ret else ())) if v.token}
+    target = g.ev(b).thread
+    for x in g.find(lambda e: any(v.token in tokens for v in e.args), ea.thread, after=a - 1):
+        passed = {v.token for v in g.ev(x).args if v.token in tokens}
+        got = g.find(lambda e: e.ret is not None and e.ret.token in passed, target, before=b + 1)
+        if got:
+            return [(x, got[-1], EDGE_DATA)]
+    raise JourneyError(f"no hand-off leads from thread {ea.thread} to thread {target}")
+
+
 def connect(g: TraceGraph, a: int, b: int) -> list[Step]:
     """Steps from waypoint a (excluded) to waypoint b (included)."""
     if a == b:
         return []
     if g.ev(a).thread == g.ev(b).thread:
         return same_thread(g, a, b)
+    try:
+        route = thread_route(g, a, b)
+    except JourneyError:
+        route = data_route(g, a, b)
     steps: list[Step] = []
     here = a
-    for x, y, kind in thread_route(g, a, b):
+    for x, y, kind in route:
         steps += connect(g, here, x)
         steps.append((y, kind))
         here = y

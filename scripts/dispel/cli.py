@@ -208,16 +208,23 @@ def record_scenario(name: str, timeout: float, app: str, port: int | None = None
 
     from . import scenarios
     from .record import SettraceRecorder
-    from .tracefile import Normalizer, RawCall, normalize
 
     scenarios.scenario(name)  # unknown names fail before anything runs
     recorder = SettraceRecorder(scenarios.wanted_code())
     port = port or scenarios.free_port()
     scenarios.run(name, recorder, ClientProcess, app_module=app, timeout=timeout, port=port)
+    versions = {d: metadata.version(d) for d in TRACED_DISTS}
+    return trace_from_recording(recorder, name, port, code_roots(), versions)
+
+
+def trace_from_recording(recorder, name: str, port: int, roots: list, versions: dict[str, str]):
+    """A recorder's rows -> normalized TraceFile: code resolved to functions, values made stable."""
+    from .tracefile import Normalizer, RawCall, normalize
+
     if recorder.errors:
         raise DispelError(f"the recorder disabled itself: {recorder.errors[0]}")
     raw = recorder.rows()
-    funcs_by_code = resolve_funcs({c[0] for c in raw.calls}, recorder.probe_codes, code_roots())
+    funcs_by_code = resolve_funcs({c[0] for c in raw.calls}, recorder.probe_codes, roots)
     calls = []
     observed: dict[int, tuple] = {}
     for row, (code, serial, parent, line, args) in enumerate(raw.calls):
@@ -233,7 +240,6 @@ def record_scenario(name: str, timeout: float, app: str, port: int | None = None
         if c.func.endswith(":BaseServer.generate_id") and c.ret and isinstance(c.ret[2], str):
             secrets.setdefault(c.ret[2], f"<sid-{len(secrets) + 1}>")
     funcs = {f.key: f for f in funcs_by_code.values()}
-    versions = {d: metadata.version(d) for d in TRACED_DISTS}
     return normalize(
         name,
         PYTHON_VERSION,
@@ -736,7 +742,334 @@ def _version_set(lock: "pins.Lock | None") -> tuple[list[tuple[str, str]], str]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    raise DispelError("`dispel check` is not implemented yet")
+    """Prove the site: links and anchors, permalinks (offline, and online with --online), annotations, drift.
+
+    Facts are read here; every verdict comes from dispel.check. Each failure is printed as one line;
+    the exit status is 1 when there is any.
+    """
+    import time
+
+    started = time.perf_counter()
+    fetcher = _fetcher(args) if args.online else None
+    result = run_check(args.root, fetcher=fetcher, raw_base=args.raw_base, rerecord=args.rerecord)
+    for line in result.failures:
+        print(line)
+    for line in result.notes:
+        print(f"note: {line}", file=sys.stderr)
+    phases = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.timings.items())
+    print(f"{len(result.failures)} problem(s); {phases}; total {time.perf_counter() - started:.2f}s")
+    print(result.summary.line(result.timings["links"]))
+    return 1 if result.failures else 0
+
+
+class CheckResult:
+    """What `dispel check` found: one line per failure, notes, link counts and the time of each phase."""
+
+    def __init__(self) -> None:
+        from . import check
+
+        self.failures: list[str] = []
+        self.notes: list[str] = []
+        self.timings: dict[str, float] = {}
+        self.summary = check.Summary(0, 0, 0)
+
+
+def run_check(root: Path, fetcher: "fetch.Fetcher | None" = None, raw_base: str = "", rerecord: bool = False) -> CheckResult:
+    """Every check of `dispel check` against the project at ``root`` (tests point it at a copy)."""
+    import time
+
+    from . import check
+
+    result = CheckResult()
+    lock_path = root / "traces" / "pins.lock.json"
+    lock = load_lock(lock_path) if lock_path.is_file() else None
+    chains = _load_chains(root / "traces" / "chains")
+
+    clock = time.perf_counter()
+    links = check_links(root, lock, chains, fetcher, raw_base)
+    result.summary = check.summarize(links)
+    result.failures += [p for r in links for p in r.problems]
+    result.timings["links"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    result.failures += check_annotations(root, chains)
+    result.timings["annotations"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    drift, why = check_drift(root, chains)
+    result.failures += drift
+    result.notes += [f"drift may come from: {w}" for w in why] if drift else []
+    result.timings["drift"] = time.perf_counter() - clock
+
+    if rerecord:
+        clock = time.perf_counter()
+        result.failures += check_rerecord(root)
+        result.timings["re-record"] = time.perf_counter() - clock
+    if lock is None:
+        result.notes.append(f"no lock at {lock_path}: permalinks cannot be checked")
+    return result
+
+
+def _docs_files(docs: Path) -> dict[str, Path]:
+    """Every file under docs/ by its path relative to docs/ (POSIX), dot-files left out."""
+    if not docs.is_dir():
+        raise DispelError(f"no docs folder at {docs}")
+    return {
+        p.relative_to(docs).as_posix(): p
+        for p in sorted(docs.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(docs).parts)
+    }
+
+
+def check_links(
+    root: Path, lock: "pins.Lock | None", chains: dict, fetcher: "fetch.Fetcher | None" = None, raw_base: str = ""
+) -> list["check.LinkResult"]:
+    """Internal links and anchors of every page, then every GitHub permalink (offline, then online)."""
+    from . import check
+
+    files = _docs_files(root / "docs")
+    # annotations/ and snippets/ are inputs, not pages (mkdocs.yml: exclude_docs).
+    pages = {
+        rel: read_text(p, "page")
+        for rel, p in files.items()
+        if rel.endswith(".md") and not rel.startswith(("annotations/", "snippets/"))
+    }
+    snippets = {rel.removeprefix("snippets/"): read_text(p, "snippet") for rel, p in files.items() if rel.startswith("snippets/")}
+    results = check.check_internal(pages, files, snippets)
+    links = [link for page, text in pages.items() for link in check.page_links(page, check.expand_snippets(text, snippets)[0])]
+    wanted = check.permalink_files(links, lock) if lock else {}
+    offline = check.check_permalinks(links, lock, chains, _installed_contents(wanted))
+    if fetcher is not None and lock is not None:
+        online = check.check_permalinks(links, lock, chains, _online_contents(links, lock, fetcher, raw_base), f"fetched from {raw_base}")
+        offline = check.merge_results(offline, online)
+    return results + offline
+
+
+def _installed_contents(keys: "Iterable[tuple[str, str]]") -> dict[tuple[str, str], bytes | str]:
+    """(distribution, installed path) -> the installed file's bytes, or why it cannot be read."""
+    from .model import Source
+
+    out: dict[tuple[str, str], bytes | str] = {}
+    for dist, installed in keys:
+        path = _installed_file(Source(dist, "", installed))
+        try:
+            out[(dist, installed)] = path.read_bytes() if path is not None else f"{dist} is not installed"
+        except OSError as exc:
+            out[(dist, installed)] = f"{path}: {exc.strerror or exc}"
+    return out
+
+
+def _online_contents(links: list, lock: "pins.Lock", fetcher: "fetch.Fetcher", raw_base: str) -> dict[tuple[str, str], bytes | str]:
+    """(distribution, installed path) -> the bytes at the pinned ref on the raw-content host, or why not."""
+    from . import check, fetch
+
+    urls: dict[tuple[str, str], str] = {}
+    for link in links:
+        sl = check.parse_source_url(link.target)
+        found = check.lock_file(lock, sl.repo, sl.ref, sl.path) if sl else None
+        if isinstance(found, tuple):
+            pin, fpin = found
+            urls[(pin.dist, fpin.installed)] = fetch.raw_url(raw_base, pin.repo, sl.ref, fpin.path)
+    got = _fetch_all(fetcher, urls.values(), raw_base)
+    return {key: got[url].data if got[url].data is not None else f"{url}: {got[url].error}" for key, url in urls.items()}
+
+
+def _fetch_all(fetcher: "fetch.Fetcher", urls: "Iterable[str]", raw_base: str) -> dict:
+    """Fetch URLs; DispelError when no answer came from the host at all (it is down or unreachable)."""
+    urls = list(urls)
+    got = fetcher.get_all(urls)
+    if urls and all(r.unreachable for r in got.values()):
+        raise DispelError(f"--online: cannot reach {raw_base}: {got[urls[0]].error} (check the address and the network)")
+    return got
+
+
+def _online_options(p: argparse.ArgumentParser, time_limit: float) -> None:
+    """The options of --online, shared by check and audit."""
+    from .fetch import RAW_BASE
+
+    p.add_argument("--raw-base", default=RAW_BASE, help=f"raw-content host for --online (default: {RAW_BASE})")
+    p.add_argument("--cache-dir", type=Path, default=None, help="keep fetched files here between runs (--online)")
+    p.add_argument("--workers", type=int, default=8, help="concurrent requests (--online)")
+    p.add_argument("--time-limit", type=float, default=time_limit, help="seconds for all online requests together")
+
+
+def _fetcher(args: argparse.Namespace) -> "fetch.Fetcher":
+    from . import fetch
+
+    return fetch.Fetcher(workers=args.workers, total=args.time_limit, cache_dir=args.cache_dir)
+
+
+def check_annotations(root: Path, chains: dict) -> list[str]:
+    """Missing, orphaned (once every journey is recorded) and stale annotations, one line each."""
+    from . import annotations, render
+
+    notes = _load_annotations(root / "docs" / "annotations")
+    problems = annotations.missing(chains.values(), notes)
+    if set(render.JOURNEYS) <= set(chains):
+        problems += annotations.orphaned(chains.values(), notes, render.JOURNEYS)
+    problems += annotations.stale(chains.values(), notes, _hop_sources(chains.values()))
+    return [f"annotation {p.kind}: {p.message}" for p in problems]
+
+
+def check_drift(root: Path, committed: dict, build: "Callable[[dict], dict] | None" = build_chains) -> tuple[list[str], list[str]]:
+    """Regenerate chains (with ``build``, from the committed traces) and pages in a temp dir and
+    compare them with the committed files. Returns (differences, possible reasons from the
+    environment); ``build`` None renders the committed chains as they are."""
+    import contextlib
+    import io
+    import shutil
+    from importlib import metadata
+
+    from . import check
+
+    traces = load_traces(root / "traces")
+    problems: list[str] = []
+    chains = committed
+    if build is not None and traces:
+        try:
+            chains = build(traces)
+        except DispelError as exc:
+            return [f"drift: the chains cannot be regenerated from the traces: {exc}"], []
+        folder = root / "traces" / "chains"
+        fresh = chain_files(chains, folder)
+        for journey in sorted(set(committed) | set(chains)):
+            path = folder / f"{journey}.json"
+            if path in fresh and path.is_file() and read_text(path, "chain file") == fresh[path]:
+                continue
+            why = check.diff_chains(journey, committed.get(journey), chains.get(journey)) or ["the file's layout differs"]
+            problems += [f"drift: traces/chains/{journey}.json: {d}" for d in why]
+    notes = _load_annotations(root / "docs" / "annotations")
+    with tempfile.TemporaryDirectory(prefix="dispel-check-") as tmp:
+        out, chain_dir = Path(tmp) / "docs", Path(tmp) / "chains"
+        if (root / "docs" / "annotations").is_dir():
+            shutil.copytree(root / "docs" / "annotations", out / "annotations")
+        chain_dir.mkdir()
+        for path, text in chain_files(chains, chain_dir).items():
+            path.write_text(text, encoding="utf-8")
+        try:
+            # render's own progress lines are not check's output
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                cmd_render(argparse.Namespace(out=out, chains=chain_dir))
+        except DispelError as exc:
+            return problems + [f"drift: the pages cannot be regenerated: {exc}"], []
+        texts = {k: a.text for k, a in notes.items()}
+        for rel, path in _docs_files(out).items():
+            if rel.startswith("annotations/"):
+                continue
+            mine = root / "docs" / rel
+            if not mine.is_file():
+                problems.append(f"drift: docs/{rel} is generated but not committed")
+                continue
+            chain = chains.get(rel.removeprefix("chains/").removesuffix(".md")) if rel.startswith("chains/") else None
+            problems += [f"drift: docs/{d}" for d in check.diff_page(rel, read_text(mine, "page"), read_text(path, "page"), chain, texts)]
+    installed = {}
+    for dist in {d for t in traces.values() for d, _ in t.versions}:
+        try:
+            installed[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    why = check.environment_reasons({s: (t.python, t.versions) for s, t in traces.items()}, PYTHON_VERSION, installed)
+    return problems, why
+
+
+def check_rerecord(root: Path, timeout: float = 60.0) -> list[str]:
+    """Record every scenario again and compare with traces/<scenario>.json; a differing recording is kept."""
+    from . import check, scenarios
+    from .tracefile import trace_to_json
+
+    problems = []
+    keep = Path(tempfile.mkdtemp(prefix="dispel-rerecord-"))
+    for name in sorted(scenarios.SCENARIOS):
+        fresh = trace_to_json(record_scenario(name, timeout, "sample_app.app"))
+        committed = root / "traces" / f"{name}.json"
+        old = read_text(committed, "trace file") if committed.is_file() else ""
+        if fresh != old:
+            write_atomic(keep / f"{name}.json", fresh)
+            problems.append(
+                f"re-record: traces/{name}.json differs from a fresh recording at {check.first_difference(old, fresh)} "
+                f"(the new one is {keep / (name + '.json')})"
+            )
+    if not problems:
+        keep.rmdir()
+    return problems
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Grade a hand-written report's GitHub source links; exit 1 when any is broken."""
+    from . import audit, render
+
+    try:
+        text = args.report.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DispelError(f"cannot read the report {args.report}: {exc.strerror or exc}") from None
+    links = audit.find_links(text)
+    mirrors = _parse_git_dirs(args.git_dir)
+    stray = sorted(name for key, (name, _) in mirrors.items() if key not in {link.repo.lower() for link in links})
+    if stray:
+        linked = ", ".join(sorted({link.repo for link in links})) or "none"
+        raise DispelError(f"--git-dir names {', '.join(stray)}, which no link of {args.report} points to (it links: {linked})")
+    lock = load_lock(LOCK) if LOCK.is_file() else None
+    chains = _load_chains(args.chains)
+    fetcher = _fetcher(args) if args.online else None
+    facts = _audit_facts(audit.wanted_files(links), lock, mirrors, fetcher, args.raw_base)
+    facts.update(_audit_facts(audit.wanted_files(links, facts), lock, mirrors, fetcher, args.raw_base))
+    ordered = [chains[j] for j in render.JOURNEYS if j in chains] + [c for j, c in sorted(chains.items()) if j not in render.JOURNEYS]
+    verdicts, linked = audit.grade(links, facts, ordered)
+    coverage = audit.coverage(ordered, linked)
+    if args.json:
+        print(dump_json(audit.json_report(verdicts, coverage)), end="")
+    else:
+        print(audit.markdown_report(verdicts, coverage, bool(chains)), end="")
+    return 1 if any(v.broken for v in verdicts) else 0
+
+
+def _audit_facts(
+    wanted: list[tuple[str, str, str]], lock: "pins.Lock | None", mirrors: dict, fetcher: "fetch.Fetcher | None", raw_base: str
+) -> dict:
+    """What is known of each (repo, ref, path): from the lock (installed file, blob proven), else a
+    --git-dir mirror, else the raw-content host; files none of them knows are left out (unknown)."""
+    from . import audit, check, fetch, gitinfo, pins
+
+    facts: dict = {}
+    commits: dict[tuple[str, str], tuple[str, dict[str, str]] | str] = {}
+    online: dict[tuple[str, str, str], str] = {}
+    for repo, ref, path in wanted:
+        key = (repo.lower(), ref, path)
+        found = check.lock_file(lock, repo, ref, path) if lock else None
+        if isinstance(found, tuple):
+            pin, fpin = found
+            data = _installed_contents([(pin.dist, fpin.installed)])[(pin.dist, fpin.installed)]
+            if isinstance(data, bytes) and pins.blob_sha(data) == fpin.blob:
+                facts[key] = audit.FileFact("lock", data.decode("utf-8", errors="replace"), pin.commit)
+                continue
+        if repo.lower() in mirrors:
+            git_dir = mirrors[repo.lower()][1]
+            if (repo.lower(), ref) not in commits:
+                try:
+                    commit = gitinfo.run(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], git_dir).strip()
+                    commits[(repo.lower(), ref)] = (commit, gitinfo.tree_blobs(git_dir, commit))
+                except gitinfo.GitError:
+                    commits[(repo.lower(), ref)] = f"{ref} is no commit, branch or tag of the mirror {git_dir}"
+            known = commits[(repo.lower(), ref)]
+            if isinstance(known, str):
+                facts[key] = audit.FileFact("git", None, note=known)
+            else:
+                commit, tree = known
+                text = gitinfo.run(["cat-file", "blob", tree[path]], git_dir) if path in tree else None
+                facts[key] = audit.FileFact("git", text, commit)
+            continue
+        if fetcher is not None:
+            online[key] = fetch.raw_url(raw_base, repo, ref, path)
+    if online:
+        got = _fetch_all(fetcher, online.values(), raw_base)
+        for key, url in online.items():
+            answer = got[url]
+            commit = key[1] if audit.SHA40.fullmatch(key[1]) else ""
+            if answer.data is not None:
+                facts[key] = audit.FileFact("online", answer.data.decode("utf-8", errors="replace"), commit)
+            elif answer.status == 404:
+                facts[key] = audit.FileFact("online", None, commit)
+    return facts
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -796,7 +1129,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("check", help="prove every link, annotation and generated file")
+    p.add_argument("--root", type=Path, default=ROOT, help="the project to check (default: this checkout)")
+    p.add_argument("--online", action="store_true", help="also fetch every linked file at its pinned ref and compare the lines")
+    _online_options(p, time_limit=120.0)
+    p.add_argument("--rerecord", action="store_true", help="also record every scenario again and compare with traces/*.json (slow)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("audit", help="grade the GitHub source links of a hand-written report")
+    p.add_argument("report", type=Path, help="the report: Markdown, HTML or plain text")
+    p.add_argument(
+        "--git-dir", action="append", default=[], metavar="OWNER/REPO=PATH", help="a local git mirror to resolve links to REPO (repeatable)"
+    )
+    p.add_argument("--online", action="store_true", help="resolve links that neither the lock nor a mirror knows by fetching them")
+    _online_options(p, time_limit=60.0)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    p.add_argument("--chains", type=Path, default=TRACES / "chains", help="folder of chain files to match functions against")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("bench", help="measure tracing overhead and regeneration time")
     p.set_defaults(func=cmd_bench)

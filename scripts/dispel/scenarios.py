@@ -69,6 +69,15 @@ class _Deadline:
             time.sleep(poll)
 
 
+def _check_port_free(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug binds
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise DispelError(f"port {port} is already in use; choose another with --port or stop what holds it") from None
+
+
 def _find_server(port: int):
     """The werkzeug server listening on ``port`` (it offers no handle of its own)."""
     from werkzeug.serving import BaseWSGIServer
@@ -109,6 +118,7 @@ def run(
     old_interval = sys.getswitchinterval()
     sys.setswitchinterval(5.0)
     port = port or free_port()
+    _check_port_free(port)
     server_errors: list[BaseException] = []
     client = None
     server = None
@@ -162,9 +172,10 @@ def run(
             with recorder.pause():
                 if client is not None:
                     client.close()
-                if server is None:
+                if server is None and not server_errors:
                     server = _find_server(port)
-                if server is not None:
+                # shutdown() waits for serve_forever to end: only a running server has one.
+                if server is not None and thread is not None and thread.is_alive():
                     server.shutdown()
                 if thread is not None:
                     thread.join(timeout=5)

@@ -1,0 +1,99 @@
+"""Tiny programs with the hand-offs the joiner must see: queues, thread starts, a buffer + Event."""
+import queue
+import threading
+import time
+
+# A hand-off is a wake-up only when the receiver waits first: the senders below
+# give it that long to get there.
+HEAD_START = 0.05
+
+
+class Payload:
+    def __init__(self, name):
+        self.name = name
+
+
+def produce(q, name):
+    item = Payload(name)
+    q.put(item)
+    return item
+
+
+def consume(item):
+    return item.name.upper()
+
+
+def produce_later(q, name):
+    time.sleep(HEAD_START)
+    return produce(q, name)
+
+
+def producer_consumer():
+    q = queue.Queue()
+    t = threading.Thread(target=produce_later, args=(q, "hello"))
+    t.start()
+    got = q.get(timeout=5)
+    t.join()
+    return consume(got)
+
+
+def work(n):
+    return n * 2
+
+
+def launch():
+    t = threading.Thread(target=work, args=(21,))
+    t.start()
+    t.join()
+
+
+def handle(data):
+    return len(data)
+
+
+def reader(buffer, event):
+    time.sleep(HEAD_START)
+    data = "frame-bytes-" + "x" * 8
+    buffer.append(data)
+    event.set()
+
+
+def buffer_event():
+    buffer, event = [], threading.Event()
+    t = threading.Thread(target=reader, args=(buffer, event))
+    t.start()
+    event.wait(timeout=5)
+    t.join()
+    return handle(buffer.pop(0))
+
+
+def consumer_loop(q, done):
+    item = q.get(timeout=5)
+    consume(item)
+    done.wait(timeout=5)
+
+
+def two_consumers():
+    q = queue.Queue()
+    done = threading.Event()
+    workers = [threading.Thread(target=consumer_loop, args=(q, done)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    time.sleep(HEAD_START)
+    first = produce(q, "first")
+    second = produce(q, "second")
+    done.set()
+    for w in workers:
+        w.join()
+    return first, second
+
+
+def fails():
+    raise ValueError("inside traced code")
+
+
+def catches():
+    try:
+        fails()
+    except ValueError:
+        return "caught"

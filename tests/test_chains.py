@@ -1,0 +1,248 @@
+"""The joiner on tiny programs and the chains of the committed trace: edges, continuity, required hops, bad input."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from dispel import chains, cli
+from dispel.model import EDGE_CALL, EDGE_DATA, EDGE_ENTRY, EDGE_RETURN, EDGE_THREAD_START, EDGE_WAKE, DispelError
+from dispel.tracefile import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json
+
+from programs import threads as prog
+from test_record import trace_of
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def first(trace, func, **arg_text):
+    return next(
+        e.index
+        for e in trace.events
+        if e.func == func and all(any(a.name == k and v in a.text for a in e.args) for k, v in arg_text.items())
+    )
+
+
+# ------------------------------------------------------------------ joiner on tiny programs
+
+
+def test_queue_producer_to_consumer_crosses_by_wake_up():
+    trace = trace_of(prog.producer_consumer)
+    g = chains.TraceGraph(trace)
+    put = first(trace, "programs.threads:produce")
+    got = first(trace, "programs.threads:consume")
+    steps = chains.connect(g, put, got)
+    edges = [e for _, e in steps]
+    assert EDGE_WAKE in edges, edges
+    woken = g.ev(steps[edges.index(EDGE_WAKE)][0])
+    assert woken.func == "threading:Condition.wait" and woken.thread == "main"
+
+
+def test_thread_started_by_a_function():
+    trace = trace_of(prog.launch)
+    g = chains.TraceGraph(trace)
+    steps = chains.connect(g, first(trace, "programs.threads:launch"), first(trace, "programs.threads:work"))
+    assert [g.ev(i).func for i, e in steps if e == EDGE_THREAD_START] == ["threading:Thread.run"]
+    assert g.ev(steps[-1][0]).func == "programs.threads:work"
+
+
+def test_buffer_and_event_hand_off():
+    trace = trace_of(prog.buffer_event)
+    g = chains.TraceGraph(trace)
+    steps = chains.connect(g, first(trace, "programs.threads:reader"), first(trace, "programs.threads:handle"))
+    kinds = [(g.ev(i).func, e) for i, e in steps]
+    assert ("threading:Condition.wait", EDGE_WAKE) in kinds
+    assert kinds[-1] == ("programs.threads:handle", EDGE_CALL)
+
+
+def test_two_consumers_identity_decides():
+    trace = trace_of(prog.two_consumers)
+    g = chains.TraceGraph(trace)
+    for name in ("first", "second"):
+        made = first(trace, "programs.threads:Payload.__init__", name=name)
+        token = g.ev(made).args[0].token  # self: the Payload object
+        used = next(e.index for e in trace.events if e.func == "programs.threads:consume" and e.args[0].token == token)
+        steps = chains.connect(g, made, used)
+        assert steps[-1][0] == used
+        # The chain enters the consumer's thread by a wake-up of that consumer, or
+        # (when it was already awake) by the get that returned this very object.
+        entered = next((i, e) for i, e in steps if g.ev(i).thread == g.ev(used).thread)
+        assert entered[1] in (EDGE_WAKE, EDGE_DATA)
+        if entered[1] == EDGE_DATA:
+            assert g.ev(entered[0]).ret.token == token
+
+
+# ------------------------------------------------------------------ the committed trace
+
+
+@pytest.fixture(scope="module")
+def trace():
+    return trace_from_json((ROOT / "traces" / "chat.json").read_text(), "traces/chat.json")
+
+
+@pytest.fixture(scope="module")
+def built(trace):
+    return chains.build_all({"chat": trace}, cli.source_lines({"chat": trace}))
+
+
+def connected(g: chains.TraceGraph, prev: int, cur: int, edge: str) -> bool:
+    a, b = g.ev(prev), g.ev(cur)
+    if edge == EDGE_CALL:
+        return b.parent == prev
+    if edge == EDGE_RETURN:
+        return a.parent == cur
+    if edge == EDGE_THREAD_START:
+        return any(t.started_by == prev and t.root == cur for t in g.trace.threads)
+    if edge == EDGE_WAKE:
+        return any(w.notify == prev and w.wait == cur for w in g.trace.wakeups)
+    if edge == EDGE_DATA:
+        tokens = {x.token for x in b.args if x.token}
+        return any(x.ret is not None and x.ret.token in tokens for x in map(g.ev, g.ancestors(prev)))
+    return edge == EDGE_ENTRY
+
+
+def test_every_hop_is_in_the_trace_and_consecutive_hops_are_connected(trace, built):
+    g = chains.TraceGraph(trace)
+    for name, chain in built.items():
+        assert chain.hops[0].edge == EDGE_ENTRY
+        for prev, cur in zip(chain.hops, chain.hops[1:]):
+            ev = trace.events[cur.event]
+            assert (ev.func, ev.thread) == (cur.func.key, cur.thread), f"{name}: hop {cur.func.key} not in the trace"
+            assert connected(g, prev.event, cur.event, cur.edge), f"{name}: {prev.func.key} -{cur.edge}-> {cur.func.key}"
+
+
+def keys(chain):
+    return [h.func.key for h in chain.hops]
+
+
+def in_order(chain, *wanted):
+    """Each wanted function appears on the chain, in this order."""
+    ks = keys(chain)
+    pos = -1
+    for w in wanted:
+        assert w in ks[pos + 1 :], f"{chain.journey}: {w} missing after position {pos}"
+        pos = ks.index(w, pos + 1)
+
+
+def test_run_goes_from_the_app_to_bind_listen_accept(built):
+    # socketio.run -> Flask.run -> werkzeug's server -> socketserver -> the socket calls.
+    in_order(
+        built["run"],
+        "sample_app.app:main",
+        "flask_socketio:SocketIO.run",
+        "flask.app:Flask.run",
+        "werkzeug.serving:run_simple",
+        "socketserver:TCPServer.server_bind",
+        "_socket:socket.bind",
+        "socketserver:TCPServer.server_activate",
+        "_socket:socket.listen",
+        "socketserver:BaseServer.serve_forever",
+        "_socket:socket._accept",
+    )
+
+
+def test_handshake_follows_the_key_to_the_101(built):
+    chain = built["handshake"]
+    # Parsed from the TCP socket by http.server/email, rebuilt for wsproto, answered by h11.
+    in_order(
+        chain,
+        "_socket:socket._accept",
+        "_socket:socket.recv_into",
+        "http.client:parse_headers",
+        "werkzeug.serving:WSGIRequestHandler.make_environ",
+        "engineio.server:Server.handle_request",
+        "simple_websocket.ws:Server.handshake",
+        "wsproto.utilities:generate_accept_token",
+        "_socket:socket.send",
+    )
+    assert {h.thread for h in chain.hops} == {"server", "request-1"}
+    assert any(h.edge == EDGE_THREAD_START for h in chain.hops)
+    fields = {f.name: f.value for layer in chain.wire for f in layer.fields}
+    assert fields["Sec-WebSocket-Accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455's worked example
+
+
+def test_on_registers_then_dispatches_across_three_threads(built):
+    chain = built["on"]
+    assert [h.edge for h in chain.hops].count(EDGE_ENTRY) == 2  # registration, then dispatch
+    in_order(chain, "sample_app.app:<module>", "flask_socketio:SocketIO.on", "socketio.base_server:BaseServer.on")
+    in_order(
+        chain,
+        "_socket:socket.recv",
+        "simple_websocket.ws:Base._handle_events",
+        "threading:Condition.notify_all",
+        "threading:Condition.wait",
+        "engineio.socket:Socket.receive",
+        "socketio.server:Server._handle_eio_message",
+        "threading:Thread.start",
+        "sample_app.app:on_chat",
+    )
+    threads = [h.thread for h in chain.hops if h.edge in (EDGE_WAKE, EDGE_THREAD_START)]
+    assert threads == ["request-1", "handler-1"]
+
+
+def test_emit_crosses_to_the_writer_and_ends_on_the_frame(built):
+    chain = built["emit"]
+    in_order(
+        chain,
+        "sample_app.app:on_chat",
+        "flask_socketio:emit",
+        "socketio.server:Server.emit",
+        "socketio.packet:Packet.encode",
+        "engineio.socket:Socket.send",
+        "queue:Queue.put",
+        "threading:Condition.wait",
+        "simple_websocket.ws:Base.send",
+        "wsproto.frame_protocol:FrameProtocol._serialize_frame",
+        "_socket:socket.send",
+    )
+    sink = chain.hops[-1]
+    assert sink.thread.startswith("eio-writer") and '"reply"' in sink.value
+    layers = [w.layer for w in chain.wire]
+    assert layers[:3] == ["WebSocket frame (RFC 6455)", "Engine.IO packet (v4)", "Socket.IO packet (v5)"]
+
+
+def test_committed_chains_are_what_the_committed_trace_gives(built):
+    for name, chain in built.items():
+        committed = json.loads((ROOT / "traces" / "chains" / f"{name}.json").read_text())
+        assert chain_to_dict(chain) == committed, f"traces/chains/{name}.json is stale: run `dispel chains`"
+        assert chain_from_dict(committed) == chain
+
+
+def test_building_twice_gives_the_same_chains(trace, built):
+    again = chains.build_all({"chat": trace}, cli.source_lines({"chat": trace}))
+    assert {k: chain_to_dict(v) for k, v in again.items()} == {k: chain_to_dict(v) for k, v in built.items()}
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_truncated_trace_is_one_clear_error():
+    text = (ROOT / "traces" / "chat.json").read_text()
+    with pytest.raises(DispelError, match="not valid JSON.*re-record"):
+        trace_from_json(text[: len(text) // 2], "chat.json")
+
+
+def test_other_schema_version_is_refused(trace):
+    data = json.loads(trace_to_json(trace))
+    data["schema"] = 99
+    with pytest.raises(DispelError, match="schema 99"):
+        trace_from_json(json.dumps(data), "chat.json")
+
+
+def test_a_sink_that_never_happened_names_the_last_hop(trace):
+    without_sends = dataclasses.replace(
+        trace,
+        events=tuple(
+            dataclasses.replace(e, func="socketserver:BaseServer.serve_forever") if e.func == "_socket:socket.send" else e
+            for e in trace.events
+        ),
+    )
+    with pytest.raises(chains.JourneyError, match="journey 'emit'.*never happened.*last hop reached: on_chat"):
+        chains.build_all({"chat": without_sends}, only=["emit"])
+
+
+def test_unknown_journey_is_refused(trace):
+    with pytest.raises(DispelError, match="unknown journey 'nope'"):
+        chains.build_all({"chat": trace}, only=["nope"])

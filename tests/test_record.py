@@ -1,0 +1,122 @@
+"""The recorder on tiny programs: threads, queues, exceptions in traced code and in the recorder itself."""
+from __future__ import annotations
+
+import sys
+import sysconfig
+import threading
+from pathlib import Path
+
+import pytest
+
+from dispel import cli
+from dispel.model import EDGE_THREAD_START
+from dispel.record import SettraceRecorder
+from dispel.tracefile import Root
+
+from programs import threads as prog
+
+PROGRAMS = str(Path(prog.__file__).parent) + "/"
+STDLIB = sysconfig.get_paths()["stdlib"]
+
+
+def want(code) -> bool:
+    return code.co_filename.startswith((PROGRAMS, f"{STDLIB}/threading.py", f"{STDLIB}/queue.py"))
+
+
+ROOTS = [
+    Root(PROGRAMS, str(Path(PROGRAMS).parent), "tests", "0"),
+    Root(STDLIB + "/", STDLIB, "python", cli.PYTHON_VERSION, "Lib/"),
+]
+
+
+def record(fn, recorder=None):
+    recorder = recorder or SettraceRecorder(want)
+    with recorder:
+        result = fn()
+    return result, recorder
+
+
+def trace_of(fn):
+    _, rec = record(fn)
+    return cli.trace_from_recording(rec, fn.__name__, 0, ROOTS, {})
+
+
+def funcs_on(trace, thread):
+    return [e.func for e in trace.events if e.thread == thread]
+
+
+def test_records_calls_with_parent_and_call_line():
+    trace = trace_of(prog.catches)
+    by_func = {e.func: e for e in trace.events}
+    outer, inner = by_func["programs.threads:catches"], by_func["programs.threads:fails"]
+    assert inner.parent == outer.index
+    assert inner.call_line == prog.catches.__code__.co_firstlineno + 2  # the `fails()` line
+    assert inner.raised and not outer.raised
+    assert outer.ret.text == "'caught'"
+
+
+def test_two_threads_named_and_joined_by_thread_start():
+    trace = trace_of(prog.launch)
+    names = [t.name for t in trace.threads]
+    assert names[0] == "main" and len(names) == 2
+    worker = trace.threads[1]
+    start = trace.events[worker.started_by]
+    assert start.func == "threading:Thread.start" and start.thread == "main"
+    assert "programs.threads:work" in funcs_on(trace, worker.name)
+
+
+def test_queue_hand_off_is_a_wake_up_and_keeps_identity():
+    trace = trace_of(prog.producer_consumer)
+    put = next(e for e in trace.events if e.func == "queue:Queue.put")
+    get = next(e for e in trace.events if e.func == "queue:Queue.get")
+    item = next(a for a in put.args if a.name == "item")
+    assert item.token and get.ret.token == item.token, "the object put is the object got"
+    wakes = [(trace.events[w.notify], trace.events[w.wait]) for w in trace.wakeups]
+    assert any(n.thread != w.thread and w.func == "threading:Condition.wait" for n, w in wakes)
+
+
+def test_untraced_threads_stay_untraced():
+    recorder = SettraceRecorder(want)
+    with recorder:
+        with recorder.pause():
+            prog.launch()  # started by a paused thread: not traced
+        prog.work(1)
+    trace = cli.trace_from_recording(recorder, "pause", 0, ROOTS, {})
+    assert [t.name for t in trace.threads] == ["main"]
+    assert "programs.threads:launch" not in funcs_on(trace, "main")
+
+
+def test_exception_in_the_recorder_disables_it_and_spares_the_program():
+    calls = []
+
+    def exploding(code):
+        calls.append(code)
+        if code.co_name == "work":
+            raise RuntimeError("recorder bug")
+        return want(code)
+
+    recorder = SettraceRecorder(exploding)
+    result, _ = record(lambda: prog.work(2) + prog.work(3), recorder)
+    assert result == 10
+    assert recorder.errors and "recorder bug" in recorder.errors[0]
+    assert sys.gettrace() is None and threading.gettrace() is None
+    with pytest.raises(cli.DispelError, match="recorder disabled itself"):
+        cli.trace_from_recording(recorder, "broken", 0, ROOTS, {})
+
+
+def test_socket_methods_restored_after_recording():
+    import socket
+
+    before = {n: socket.socket.__dict__.get(n) for n in ("send", "recv", "bind")}
+    record(prog.launch)
+    assert {n: socket.socket.__dict__.get(n) for n in before} == before
+
+
+def test_folding_keeps_one_of_repeated_idle_iterations():
+    def idle_loop():
+        for _ in range(50):
+            prog.work(1)
+        return prog.consume(prog.Payload("x"))
+
+    trace = trace_of(idle_loop)
+    assert funcs_on(trace, "main").count("programs.threads:work") == 1

@@ -1,0 +1,130 @@
+"""The real app under the recorder, driven by the real Socket.IO client: what the trace must hold, and bad input."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from dispel import cli, scenarios
+from dispel.model import DispelError
+from dispel.tracefile import trace_from_json, trace_to_json
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.app
+
+
+def record_fresh(out: Path):
+    """Record in a new process, as `make regen` does: an interpreter that has already
+    run the app would skip imports and setup that a first run traces."""
+    proc = run_cli("record", "chat", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return trace_from_json((out / "chat.json").read_text(), "chat.json")
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    return record_fresh(tmp_path_factory.mktemp("rec1"))
+
+
+def events_of(trace, func):
+    return [e for e in trace.events if e.func == func]
+
+
+@pytest.mark.parametrize(
+    "func, thread",
+    [
+        ("flask_socketio:SocketIO.run", "server"),
+        ("socketio.server:Server.emit", "handler-"),
+        ("engineio.socket:Socket.send", "handler-"),
+        ("simple_websocket.ws:Base.send", "eio-writer-"),
+    ],
+)
+def test_trace_holds_the_stack_on_the_thread_it_ran_on(trace, func, thread):
+    found = events_of(trace, func)
+    assert found, f"{func} is not in the trace"
+    assert any(e.thread.startswith(thread) for e in found), {e.thread for e in found}
+
+
+def test_c_level_send_carries_the_reply_frame(trace):
+    sends = [e for e in events_of(trace, "_socket:socket.send") if any('"reply"' in a.text for a in e.args)]
+    assert len(sends) == 1 and sends[0].thread.startswith("eio-writer")
+    data = next(a.text for a in sends[0].args if a.name == "data")
+    assert data.startswith("b'\\x81") and "<b>hi</b> &" in data  # FIN + text opcode, payload unescaped on the wire
+
+
+def test_trace_has_no_machine_specific_values(trace):
+    text = trace_to_json(trace)
+    assert str(ROOT) not in text and sys.prefix not in text
+    assert "<sid-1>" in text and "<port>" in text
+
+
+def test_recording_twice_gives_byte_identical_traces(trace, tmp_path):
+    again = record_fresh(tmp_path)
+    assert trace_to_json(again) == trace_to_json(trace)
+
+
+def test_committed_trace_matches_a_fresh_recording(trace):
+    committed = (ROOT / "traces" / "chat.json").read_text()
+    assert trace_to_json(trace) == committed, "traces/chat.json is stale: run `make regen`"
+
+
+def test_no_threads_or_listening_sockets_left():
+    # In-process, so that what the run leaves behind can be seen.
+    port = scenarios.free_port()
+    cli.record_scenario("chat", timeout=30, app="sample_app.app", port=port)
+    left = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+    server_like = [n for n in left if any(w in n for w in scenarios._SERVER_WORK + ("dispel-server",))]
+    assert not server_like, left
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the app's port still accepts connections"
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dispel", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("dispel: error:")]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_unknown_scenario(tmp_path):
+    proc = run_cli("record", "nope", "--out", str(tmp_path))
+    assert_one_line_error(proc, "unknown scenario 'nope'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_app_that_fails_to_import(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        with pytest.raises(DispelError, match="cannot import app module 'programs.broken_app'.*broken on purpose"):
+            cli.record_scenario("chat", timeout=10, app="programs.broken_app")
+    finally:
+        sys.path.remove(str(Path(__file__).parent))
+
+
+def test_port_already_in_use(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = run_cli("record", "chat", "--port", str(port), "--out", str(tmp_path))
+    assert_one_line_error(proc, f"port {port} is already in use")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_client_that_cannot_connect_names_the_step():
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        with pytest.raises(DispelError, match="step 'connect'"):
+            cli.record_scenario("chat", timeout=15, app="programs.plain_app")
+    finally:
+        sys.path.remove(str(Path(__file__).parent))
