@@ -1,0 +1,223 @@
+"""`dispel check` offline: site links and anchors, permalinks, annotations and drift, each broken on purpose in a copy."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import re
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from dispel import check, cli
+
+ROOT = cli.ROOT
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project's committed docs/ and traces/ to break.
+
+    Taken from git HEAD when there is one, so work in progress in the checkout does not leak in.
+    """
+    copy = tmp_path / "project"
+    copy.mkdir()
+    if (ROOT / ".git").exists():
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD", "docs", "traces"], capture_output=True, check=True).stdout
+        tarfile.open(fileobj=io.BytesIO(archive)).extractall(copy, filter="data")
+    else:
+        shutil.copytree(ROOT / "docs", copy / "docs")
+        shutil.copytree(ROOT / "traces", copy / "traces")
+    return copy
+
+
+def chains_of(root: Path) -> dict:
+    chains = cli._load_chains(root / "traces" / "chains")
+    if "emit" not in chains:
+        pytest.skip("traces/chains/emit.json is not committed yet (`make chains`)")
+    return chains
+
+
+def lock_of(root: Path):
+    return cli.load_lock(root / "traces" / "pins.lock.json")
+
+
+def problems(results) -> list[str]:
+    return [p for r in results for p in r.problems]
+
+
+def link_problems(project: Path, chains: dict | None = None) -> list[str]:
+    """The permalink and link failures of a (broken) copy."""
+    return problems(cli.check_links(project, lock_of(project), chains if chains is not None else cli._load_chains(project / "traces" / "chains")))
+
+
+def emit_hop(project: Path) -> tuple[dict, int, object]:
+    """The committed chains and the first emit hop with a GitHub permalink (a library function with a line text)."""
+    chains = chains_of(project)
+    for n, hop in enumerate(chains["emit"].hops, 1):
+        if not hop.func.is_c and hop.func.source.dist != "sample_app" and hop.line_text:
+            return chains, n, hop
+    pytest.skip("no library hop with a line text on the emit chain")
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} is not in {path}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- internal links (pure)
+
+
+def test_internal_links_anchors_and_code_are_told_apart():
+    pages = {
+        "index.md": "# Home\n\n## The four journeys\n\n[ok](chains/emit.md#hop-1) [slug](#the-four-journeys)\n"
+        "[bad anchor](chains/emit.md#hop-9) [gone](missing.md)\n\n```text\n[in code](nowhere.md)\n```\n"
+        "`[span](nowhere.md)`\n--8<-- \"versions.md\"\n",
+        "chains/emit.md": "### 1 · `f` { #hop-1 }\n[app](../sample_app.md#__codelineno-sample-app-app-py-3)\n"
+        "[app bad](../sample_app.md#__codelineno-sample-app-app-py-99)\n",
+        "sample_app.md": '<a id="__codelineno-sample-app-app-py-3" name="__codelineno-sample-app-app-py-3"></a>\n',
+    }
+    results = check.check_internal(pages, set(pages) | {"stylesheets/x.css"}, {"versions.md": "[run](chains/run.md)\n"})
+    found = problems(results)
+    assert found == [
+        "index.md:6: link 'chains/emit.md#hop-9': no anchor #hop-9 in chains/emit.md",
+        "index.md:6: link 'missing.md': missing.md does not exist",
+        "index.md:12: link 'chains/run.md': chains/run.md does not exist",
+        "chains/emit.md:3: link '../sample_app.md#__codelineno-sample-app-app-py-99': no anchor #__codelineno-sample-app-app-py-99 in sample_app.md",
+    ]
+    assert len(results) == 7  # the links inside code are not links
+
+
+def test_repeated_headings_get_toc_suffixes():
+    assert {"notes", "notes_1", "a-b"} <= check.page_anchors("## Notes\n## Notes\n## A `b`\n")
+
+
+def test_the_committed_site_links_all_verify(project):
+    results = cli.check_links(project, lock_of(project), cli._load_chains(project / "traces" / "chains"))
+    assert problems(results) == []
+    assert check.summarize(results).checked > 0
+
+
+# --------------------------------------------------------------------------- permalinks in a broken copy
+
+
+def test_a_permalink_whose_line_no_longer_matches_the_chain(project):
+    chains, n, hop = emit_hop(project)
+    path = project / "traces" / "chains" / "emit.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["hops"][n - 1]["line_text"] = "return something_else()"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    found = link_problems(project)
+    assert len(found) == 1
+    assert re.fullmatch(
+        rf"chains/emit\.md:\d+: https://github\.com/\S+#L{hop.line}: line {hop.line} reads {re.escape(repr(hop.line_text))}, "
+        rf"the chain recorded 'return something_else\(\)' for hop {n} \({re.escape(hop.func.key)}\)",
+        found[0],
+    )
+
+
+def test_a_permalink_moved_to_another_line(project):
+    chains, n, hop = emit_hop(project)
+    replace_in(project / "docs" / "chains" / "emit.md", f"#L{hop.line}>)", f"#L{hop.line + 1}>)")
+    found = link_problems(project, chains)
+    assert any(f"links line {hop.line + 1}, hop {n} ({hop.func.key}) ran line {hop.line}" in p for p in found), found
+
+
+def test_a_hop_file_that_differs_from_its_pinned_blob(project):
+    chains, _, hop = emit_hop(project)
+    lock_path = project / "traces" / "pins.lock.json"
+    data = json.loads(lock_path.read_text(encoding="utf-8"))
+    entry = next(f for f in data["dists"][hop.func.source.dist]["files"] if f["installed"] == hop.func.source.path)
+    entry["blob"] = "0" * 40
+    lock_path.write_text(json.dumps(data), encoding="utf-8")
+    found = link_problems(project, chains)
+    assert found, "a changed blob must fail"
+    assert all(f"not the pinned blob {'0' * 40} of {hop.func.source.dist}" in p for p in found)
+
+
+def test_a_permalink_to_an_unlocked_commit(project):
+    chains, _, hop = emit_hop(project)
+    commit = lock_of(project).pin(hop.func.source.dist).commit
+    replace_in(project / "docs" / "chains" / "emit.md", commit, "f" * 40)
+    found = link_problems(project, chains)
+    assert any(f"at {'f' * 40} is not pinned: the lock pins {commit}" in p for p in found), found
+
+
+# --------------------------------------------------------------------------- annotations
+
+
+def test_missing_and_stale_annotations_are_failures(project):
+    chains, _, hop = emit_hop(project)
+    notes = project / "docs" / "annotations"
+    notes.mkdir(exist_ok=True)
+    (notes / "emit.yml").write_text(f"{hop.func.key}:\n  fingerprint: 000000000000\n  text: Old prose.\n", encoding="utf-8")
+    found = cli.check_annotations(project, chains)
+    assert "annotation missing: journey 'emit' has no summary" in found
+    stale = [p for p in found if p.startswith("annotation stale: ")]
+    assert len(stale) == 1 and f"emit.yml:1: {hop.func.key} changed since it was annotated (fingerprint 000000000000, now " in stale[0]
+    assert not any(hop.func.key + " (hop" in p for p in found), "an annotated function is not missing"
+
+
+# --------------------------------------------------------------------------- drift
+
+
+def test_the_committed_files_are_a_regeneration(project):
+    chains = chains_of(project)
+    drift, _ = cli.check_drift(project, chains)
+    assert drift == []
+
+
+def test_an_edited_page_is_drift_named_by_hop(project):
+    chains, n, hop = emit_hop(project)
+    page = project / "docs" / "chains" / "emit.md"
+    text = page.read_text(encoding="utf-8")
+    text = text.replace("*No annotation has been written for this function yet.*", "Hand-edited.", n)
+    page.write_text(text, encoding="utf-8")
+    drift, _ = cli.check_drift(project, chains, build=None)
+    assert drift and drift[0].startswith("drift: docs/chains/emit.md: hop 1 (")
+    assert "differs from a regeneration: line " in drift[0] and "'Hand-edited.'" in drift[0]
+
+
+def test_a_changed_annotation_is_named_as_the_reason(project):
+    chains, n, hop = emit_hop(project)
+    notes = project / "docs" / "annotations"
+    notes.mkdir(exist_ok=True)
+    (notes / "new.yml").write_text(f"{hop.func.key}:\n  text: Freshly written prose.\n", encoding="utf-8")
+    drift, _ = cli.check_drift(project, chains, build=None)
+    assert f"drift: docs/chains/emit.md: hop {n} ({hop.func.key}) differs from a regeneration: the annotation of {hop.func.key} changed" in drift
+
+
+def test_a_regenerated_chain_that_differs_names_its_hops(project):
+    chains, n, hop = emit_hop(project)
+    hops = list(chains["emit"].hops)
+    hops[n - 1] = dataclasses.replace(hop, line=hop.line + 1, line_text="x = 1")
+    changed = dataclasses.replace(chains["emit"], hops=tuple(hops))
+    drift, _ = cli.check_drift(project, chains, build=lambda traces: chains | {"emit": changed})
+    assert f"drift: traces/chains/emit.json: emit: hop {n} {hop.func.key} line {hop.line} became hop {n} {hop.func.key} line {hop.line + 1}" in drift
+    assert any(d.startswith("drift: docs/chains/emit.md: hop ") for d in drift)
+
+
+def test_environment_reasons_name_python_and_library_versions():
+    reasons = check.environment_reasons({"chat": ("3.11.7", [("flask", "3.1.3"), ("h11", "0.16.0")])}, "3.12.1", {"flask": "3.1.3", "h11": "0.17.0"})
+    assert reasons == [
+        "trace chat was recorded with Python 3.11.7, this is Python 3.12.1",
+        "trace chat was recorded with h11 0.16.0, installed here: 0.17.0",
+    ]
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_check_command_prints_one_line_per_failure_and_the_summary(project, capsys):
+    chains_of(project)
+    replace_in(project / "docs" / "index.md", "# ", "[broken](nowhere.md#x)\n\n# ")
+    assert cli.main(["check", "--root", str(project)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("index.md:") and "nowhere.md does not exist" in line for line in out)
+    assert re.fullmatch(r"links checked: (\d+), verified: (\d+), failed: 1 in \d+\.\d\ds", out[-1])
+    checked, verified = map(int, re.findall(r"\d+", out[-1])[:2])
+    assert checked == verified + 1
