@@ -34,6 +34,15 @@ def project(tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.fixture
+def rendered(project: Path) -> Path:
+    """The copy with no annotations and its pages rendered from its own chains: a clean baseline for drift."""
+    shutil.rmtree(project / "docs" / "annotations", ignore_errors=True)
+    (project / "docs" / "annotations").mkdir()
+    assert cli.main(["render", "--out", str(project / "docs"), "--chains", str(project / "traces" / "chains")]) == 0
+    return project
+
+
 def chains_of(root: Path) -> dict:
     chains = cli._load_chains(root / "traces" / "chains")
     if "emit" not in chains:
@@ -150,12 +159,10 @@ def test_a_permalink_to_an_unlocked_commit(project):
 # --------------------------------------------------------------------------- annotations
 
 
-def test_missing_and_stale_annotations_are_failures(project):
-    chains, _, hop = emit_hop(project)
-    notes = project / "docs" / "annotations"
-    notes.mkdir(exist_ok=True)
-    (notes / "emit.yml").write_text(f"{hop.func.key}:\n  fingerprint: 000000000000\n  text: Old prose.\n", encoding="utf-8")
-    found = cli.check_annotations(project, chains)
+def test_missing_and_stale_annotations_are_failures(rendered):
+    chains, _, hop = emit_hop(rendered)
+    (rendered / "docs" / "annotations" / "emit.yml").write_text(f"{hop.func.key}:\n  fingerprint: 000000000000\n  text: Old prose.\n", encoding="utf-8")
+    found = cli.check_annotations(rendered, chains)
     assert "annotation missing: journey 'emit' has no summary" in found
     stale = [p for p in found if p.startswith("annotation stale: ")]
     assert len(stale) == 1 and f"emit.yml:1: {hop.func.key} changed since it was annotated (fingerprint 000000000000, now " in stale[0]
@@ -165,38 +172,34 @@ def test_missing_and_stale_annotations_are_failures(project):
 # --------------------------------------------------------------------------- drift
 
 
-def test_the_committed_files_are_a_regeneration(project):
-    chains = chains_of(project)
-    drift, _ = cli.check_drift(project, chains)
+def test_a_rendered_copy_has_no_drift(rendered):
+    drift, _ = cli.check_drift(rendered, chains_of(rendered), build=None)
     assert drift == []
 
 
-def test_an_edited_page_is_drift_named_by_hop(project):
-    chains, n, hop = emit_hop(project)
-    page = project / "docs" / "chains" / "emit.md"
-    text = page.read_text(encoding="utf-8")
-    text = text.replace("*No annotation has been written for this function yet.*", "Hand-edited.", n)
+def test_an_edited_page_is_drift_named_by_hop(rendered):
+    chains, n, hop = emit_hop(rendered)
+    page = rendered / "docs" / "chains" / "emit.md"
+    text = page.read_text(encoding="utf-8").replace("*No annotation has been written for this function yet.*", "Hand-edited.", n)
     page.write_text(text, encoding="utf-8")
-    drift, _ = cli.check_drift(project, chains, build=None)
+    drift, _ = cli.check_drift(rendered, chains, build=None)
     assert drift and drift[0].startswith("drift: docs/chains/emit.md: hop 1 (")
     assert "differs from a regeneration: line " in drift[0] and "'Hand-edited.'" in drift[0]
 
 
-def test_a_changed_annotation_is_named_as_the_reason(project):
-    chains, n, hop = emit_hop(project)
-    notes = project / "docs" / "annotations"
-    notes.mkdir(exist_ok=True)
-    (notes / "new.yml").write_text(f"{hop.func.key}:\n  text: Freshly written prose.\n", encoding="utf-8")
-    drift, _ = cli.check_drift(project, chains, build=None)
+def test_a_changed_annotation_is_named_as_the_reason(rendered):
+    chains, n, hop = emit_hop(rendered)
+    (rendered / "docs" / "annotations" / "new.yml").write_text(f"{hop.func.key}:\n  text: Freshly written prose.\n", encoding="utf-8")
+    drift, _ = cli.check_drift(rendered, chains, build=None)
     assert f"drift: docs/chains/emit.md: hop {n} ({hop.func.key}) differs from a regeneration: the annotation of {hop.func.key} changed" in drift
 
 
-def test_a_regenerated_chain_that_differs_names_its_hops(project):
-    chains, n, hop = emit_hop(project)
+def test_a_regenerated_chain_that_differs_names_its_hops(rendered):
+    chains, n, hop = emit_hop(rendered)
     hops = list(chains["emit"].hops)
     hops[n - 1] = dataclasses.replace(hop, line=hop.line + 1, line_text="x = 1")
     changed = dataclasses.replace(chains["emit"], hops=tuple(hops))
-    drift, _ = cli.check_drift(project, chains, build=lambda traces: chains | {"emit": changed})
+    drift, _ = cli.check_drift(rendered, chains, build=lambda traces: chains | {"emit": changed})
     assert f"drift: traces/chains/emit.json: emit: hop {n} {hop.func.key} line {hop.line} became hop {n} {hop.func.key} line {hop.line + 1}" in drift
     assert any(d.startswith("drift: docs/chains/emit.md: hop ") for d in drift)
 

@@ -13,7 +13,7 @@ from .model import Chain, DispelError, Func, Source
 JOURNEY_PREFIX = "journey:"
 FINGERPRINT_RE = re.compile(r"[0-9a-f]{12}")
 # module:qualname, e.g. engineio.socket:Socket.send or flask_socketio:SocketIO.on.<locals>.decorator
-KEY_RE = re.compile(r"[A-Za-z_][\w.]*:[\w.<>]+")
+KEY_RE = re.compile(r"[A-Za-z_][\w.]*:[\w.<>]+(?:@\d+)?")  # @line: overloaded qualnames
 FIELDS = {"fingerprint", "text"}
 
 

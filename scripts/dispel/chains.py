@@ -119,20 +119,8 @@ def data_link(g: TraceGraph, a: int, b: int) -> bool:
 
 
 def same_thread(g: TraceGraph, a: int, b: int) -> list[Step]:
-    """a to b on one thread: when b receives an object that a (or a caller a returned
-    to) produced, the object is followed (returns, then a data edge); else the call tree."""
-    down = set(g.ancestors(b))
-    if a in down or g.ev(a).parent in down:
-        # b is below a, or a's own caller leads down to b: the calls say it all.
-        return tree_path(g, a, b)
-    steps: list[Step] = []
-    for x in g.ancestors(a):
-        if x in down:
-            break
-        if x != a:
-            steps.append((x, EDGE_RETURN))
-        if data_link(g, x, b):
-            return steps + [(b, EDGE_DATA)]
+    """a to b on one thread: through the call tree, every caller and callee on the way
+    (objects that pass from one to the other show in the hops' values)."""
     return tree_path(g, a, b)
 
 
@@ -186,10 +174,14 @@ def object_producer(g: TraceGraph, after: int, handoff: int) -> int | None:
     here = made[-1]
     token = g.ev(here).ret.token
     while True:
-        kids = [c for c in g.children.get(here, []) if g.ev(c).ret is not None and g.ev(c).ret.token == token]
+        # down through the calls that returned this object, then through the last
+        # callee that returned any object or bytes: where it was made from
+        same = [c for c in g.children.get(here, []) if g.ev(c).ret is not None and g.ev(c).ret.token == token]
+        kids = same or [c for c in g.children.get(here, []) if _object(g.ev(c)) or _bytes_like(g.ev(c))]
         if not kids:
             return here
         here = kids[-1]
+        token = g.ev(here).ret.token
 
 
 def _object(e: Event) -> bool:
@@ -472,9 +464,9 @@ def build(trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[st
         func = trace.funcs[e.func]
         nxt = steps[n + 1] if n + 1 < len(steps) else None
         if nxt is not None and nxt[1] == EDGE_CALL:
-            line = g.ev(nxt[0]).call_line
-        elif n > 0 and edge == EDGE_RETURN:
-            line = g.ev(steps[n - 1][0]).call_line  # where it called the hop that returned
+            line = g.ev(nxt[0]).call_line  # the call that leads on
+        elif nxt is not None and e.return_line:
+            line = e.return_line  # it returned (or handed off) from here
         else:
             line = func.first_line
         if func.is_c:

@@ -231,7 +231,8 @@ def trace_from_recording(recorder, name: str, port: int, roots: list, versions: 
         func = funcs_by_code[code]
         if func.key == "_socket:socket.observed":
             # the bytes recv_into wrote into its caller's buffer: they become its value
-            observed[parent] = raw.returns.get(parent, (0,))[:1] + args[0][1:]
+            seq, _, _, line = raw.returns.get(parent, (0, 0, None, 0))
+            observed[parent] = (seq, *args[0][1:], line)
             continue
         calls.append(RawCall(row, func.key, serial, parent, line, args, raw.returns.get(row)))
     calls = [RawCall(c.row, c.func, c.serial, c.parent, c.line, c.args, observed.get(c.row, c.ret)) for c in calls]

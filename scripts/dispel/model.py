@@ -87,6 +87,7 @@ class Event:
     args: tuple[Value, ...] = ()
     ret: Value | None = None
     raised: bool = False
+    return_line: int = 0  # the line it returned (or raised) from; 0 if it never did
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ class RawTrace:
     # (code, thread serial, parent row, line in parent, args) per call;
     # args is a tuple of (name, id, value-or-type) triples.
     calls: list = field(default_factory=list)
-    # row -> (calls recorded so far, id, value-or-type) of the return value;
+    # row -> (calls recorded so far, id, value, line it returned from);
     # value "raise" with id 0 when the frame was left by an exception
     returns: dict = field(default_factory=dict)
     # thread serial -> (row of the Thread.start that launched it or -1, id of the Thread object)
@@ -267,9 +267,9 @@ class SettraceRecorder:
                         # len(calls) places the return in the global order of
                         # calls: what wake-up edges are matched by.
                         if arg is None and row in self._raised:
-                            self._raw.returns[row] = (len(self._raw.calls), 0, "raise")
+                            self._raw.returns[row] = (len(self._raw.calls), 0, "raise", frame.f_lineno)
                         else:
-                            self._raw.returns[row] = (len(self._raw.calls), *_keep(arg))
+                            self._raw.returns[row] = (len(self._raw.calls), *_keep(arg), frame.f_lineno)
                         break
             elif event == "exception":
                 stack = self._states[threading.get_ident()].stack

@@ -171,7 +171,7 @@ class RawCall:
     parent: int
     line: int
     args: tuple[tuple[str, int, object], ...]
-    ret: tuple[int, int, object] | None  # (calls-so-far, id, value-or-type)
+    ret: tuple[int, int, object, int] | None  # (calls-so-far, id, value, return line)
 
 
 def thread_role(root_children: list[str]) -> str:
@@ -352,7 +352,10 @@ def normalize(
         if c.ret and not raised:
             ret = Value("return", normalizer.value(c.func, "return", c.ret[2]), token(c.ret[1], c.ret[2]))
         events.append(
-            Event(idx, c.func, thread_name[c.serial], parent, c.line, depth, idx, thread_step[c.serial], args, ret, raised)
+            Event(
+                idx, c.func, thread_name[c.serial], parent, c.line, depth, idx, thread_step[c.serial],
+                args, ret, raised, c.ret[3] if c.ret else 0,
+            )
         )
     events = _with_ends(events)
 
@@ -476,6 +479,7 @@ def trace_to_json(trace: TraceFile) -> str:
             [[a.name, a.text, a.token] for a in e.args],
             None if e.ret is None else [e.ret.text, e.ret.token],
             int(e.raised),
+            e.return_line,
         ]
         rows.append("  " + json.dumps(row, ensure_ascii=False))
     out.append(",\n".join(rows))
@@ -506,7 +510,7 @@ def trace_from_json(text: str, origin: str = "trace file") -> TraceFile:
         steps = tuple(data["steps"])
         events = []
         depth: dict[int, int] = {}
-        for i, (t, parent, line, fi, si, args, ret, raised) in enumerate(data["events"]):
+        for i, (t, parent, line, fi, si, args, ret, raised, return_line) in enumerate(data["events"]):
             depth[i] = depth[parent] + 1 if parent >= 0 else 0
             events.append(
                 Event(
@@ -521,6 +525,7 @@ def trace_from_json(text: str, origin: str = "trace file") -> TraceFile:
                     tuple(Value(n, v, tok) for n, v, tok in args),
                     None if ret is None else Value("return", ret[0], ret[1]),
                     bool(raised),
+                    return_line,
                 )
             )
         wakeups = tuple(WakeUp(a, b) for a, b in data["wakeups"])
