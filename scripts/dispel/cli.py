@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -202,7 +203,7 @@ class ClientProcess:
             self.proc.stdout.close()
 
 
-def record_scenario(name: str, timeout: float, app: str, port: int | None = None):
+def record_scenario(name: str, timeout: float, app: str, port: int | None = None, deny: tuple[str, ...] = ()):
     """Run one scenario under the recorder and return its normalized TraceFile."""
     from importlib import metadata
 
@@ -212,14 +213,27 @@ def record_scenario(name: str, timeout: float, app: str, port: int | None = None
     scenarios.scenario(name)  # unknown names fail before anything runs
     recorder = SettraceRecorder(scenarios.wanted_code())
     port = port or scenarios.free_port()
-    scenarios.run(name, recorder, ClientProcess, app_module=app, timeout=timeout, port=port)
+    module = scenarios.run(name, recorder, ClientProcess, app_module=app, timeout=timeout, port=port)
     versions = {d: metadata.version(d) for d in TRACED_DISTS}
-    return trace_from_recording(recorder, name, port, code_roots(), versions)
+    return trace_from_recording(recorder, name, port, code_roots(), versions, app_settings(module), deny)
 
 
-def trace_from_recording(recorder, name: str, port: int, roots: list, versions: dict[str, str]):
+def app_settings(module) -> dict[str, object]:
+    """The config of every Flask app a module defines (where SECRET_KEY and friends live)."""
+    from flask import Flask
+
+    out: dict[str, object] = {}
+    for obj in vars(module).values():
+        if isinstance(obj, Flask):
+            out.update(obj.config)
+    return out
+
+
+def trace_from_recording(
+    recorder, name: str, port: int, roots: list, versions: dict[str, str], settings: dict | None = None, deny: tuple[str, ...] = ()
+):
     """A recorder's rows -> normalized TraceFile: code resolved to functions, values made stable."""
-    from .tracefile import Normalizer, RawCall, normalize
+    from .tracefile import Normalizer, RawCall, learn_secrets, normalize
 
     if recorder.errors:
         raise DispelError(f"the recorder disabled itself: {recorder.errors[0]}")
@@ -240,6 +254,9 @@ def trace_from_recording(recorder, name: str, port: int, roots: list, versions: 
     for c in calls:
         if c.func.endswith(":BaseServer.generate_id") and c.ret and isinstance(c.ret[2], str):
             secrets.setdefault(c.ret[2], f"<sid-{len(secrets) + 1}>")
+    values = [v for c in calls for v in [*(a[2] for a in c.args), c.ret[2] if c.ret else None]]
+    for text, label in learn_secrets(values, settings or {}).items():
+        secrets.setdefault(text, label)
     funcs = {f.key: f for f in funcs_by_code.values()}
     return normalize(
         name,
@@ -249,7 +266,7 @@ def trace_from_recording(recorder, name: str, port: int, roots: list, versions: 
         calls,
         funcs,
         {s: start for s, (start, _) in raw.threads.items()},
-        Normalizer(port, secrets, machine_paths()),
+        Normalizer(port, secrets, machine_paths(), deny),
     )
 
 
@@ -274,8 +291,13 @@ def cmd_record(args: argparse.Namespace) -> int:
     names = args.scenarios or sorted(scenarios.SCENARIOS)
     for name in names:
         scenarios.scenario(name)
+    for pattern in args.redact:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise DispelError(f"--redact {pattern!r} is not a valid regular expression ({exc}); fix or quote it") from None
     for name in names:
-        trace = record_scenario(name, args.timeout, args.app, args.port)
+        trace = record_scenario(name, args.timeout, args.app, args.port, tuple(args.redact))
         out = args.out / f"{name}.json"
         write_atomic(out, trace_to_json(trace))
         print(f"recorded {name}: {len(trace.events)} calls on {len(trace.threads)} threads -> {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
@@ -1089,6 +1111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app", default="sample_app.app", help="module of the app to trace")
     p.add_argument("--out", type=Path, default=TRACES, help="folder for trace files")
     p.add_argument("--port", type=int, default=None, help="port for the app (default: a free one)")
+    p.add_argument(
+        "--redact", action="append", default=[], metavar="REGEX",
+        help="also replace traced values matching REGEX with <redacted> (repeatable)",
+    )
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("chains", help="trace files -> traces/chains/<journey>.json")

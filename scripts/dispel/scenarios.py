@@ -103,8 +103,8 @@ def run(
     app_module: str = "sample_app.app",
     timeout: float = 30.0,
     port: int | None = None,
-) -> None:
-    """Run scenario ``name`` with ``recorder`` tracing the server side only.
+):
+    """Run scenario ``name`` with ``recorder`` tracing the server side only; returns the app module.
 
     ``start_client(port)`` starts the client (the CLI runs it as a subprocess);
     this thread drives it with tracing paused. Raises DispelError naming the
@@ -182,6 +182,7 @@ def run(
         finally:
             recorder.stop()
             sys.setswitchinterval(old_interval)
+    return module
 
 
 # Names the server's per-connection threads carry (targets appear in thread names).

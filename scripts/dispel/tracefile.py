@@ -80,7 +80,9 @@ _FD_FUNC = re.compile(r"(fd|fileno)\b|_fd$|_fileobj_lookup$")
 class Normalizer:
     """Turns live values into stable text: no ports, session ids, times or addresses."""
 
-    def __init__(self, port: int, secrets: dict[str, str], paths: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, port: int, secrets: dict[str, str], paths: dict[str, str] | None = None, deny: tuple[str, ...] = ()
+    ) -> None:
         self.port = port
         # literal -> placeholder (session ids, this machine's folders), longest first
         self.secrets = {**(paths or {}), **secrets}
@@ -92,6 +94,9 @@ class Normalizer:
             (re.compile(r"\bt=\d{6,}(\.\d+)?"), "t=<time>"),
             (re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT"), "<date>"),
             (re.compile(r"\d\d/[A-Z][a-z]{2}/\d{4} \d\d:\d\d:\d\d"), "<date>"),
+            # credentials in HTTP headers are never the subject of a page
+            (re.compile(r"(?im)^((?:set-)?cookie|(?:proxy-)?authorization):[ \t]*[^\r\n]*"), r"\1: <redacted>"),
+            *((re.compile(d), "<redacted>") for d in deny),
         ]
         self._secret_re = re.compile("|".join(k for k, _ in self._subs)) if self._subs else None
         self.client_ports: dict[int, str] = {}
@@ -139,6 +144,30 @@ class Normalizer:
             except Exception:  # pragma: no cover - latin-1 decodes anything
                 return repr(kept)
         return repr(self.scrub(str(kept)[:limit]))
+
+
+SECRET_NAME = re.compile(r"(?i)secret|password|passwd|token|api_?key|private_?key|credential")
+_CREDENTIAL_HEADER = re.compile(r"(?im)^(?:(?:set-)?cookie|(?:proxy-)?authorization):[ \t]*([^\r\n]+)")
+
+
+def learn_secrets(values: Iterable[object], named: dict[str, object]) -> dict[str, str]:
+    """Secret literals -> placeholders, so they are scrubbed wherever they show up.
+
+    ``named`` maps setting names to values (an app's config): those whose name
+    says secret are learned. Credential headers seen in any value are learned
+    too, so that a cookie's value is also hidden where it travels alone.
+    """
+    out: dict[str, str] = {}
+    for name, value in sorted(named.items()):
+        if SECRET_NAME.search(name) and isinstance(value, (str, bytes)) and len(value) >= 4:
+            text = value.decode("latin-1") if isinstance(value, bytes) else value
+            out.setdefault(text, f"<secret:{name}>")
+    for value in values:
+        if isinstance(value, (str, bytes)):
+            text = value.decode("latin-1") if isinstance(value, bytes) else value
+            for m in _CREDENTIAL_HEADER.finditer(text):
+                out.setdefault(m.group(1).strip(), "<redacted>")
+    return out
 
 
 def value_text_to_python(text: str) -> object:

@@ -1,9 +1,11 @@
 """A small Flask-SocketIO chat app, written as a course project would write it."""
+import os
+
 from flask import Flask, render_template, request
 from flask_socketio import SocketIO, emit, join_room
 
 app = Flask(__name__)
-app.config["SECRET_KEY"] = "change-me-in-production"
+app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", "change-me-in-production")
 # threading mode: no eventlet/gevent, so the WebSocket runs on simple-websocket.
 socketio = SocketIO(app, async_mode="threading")
 
