@@ -105,8 +105,8 @@ def test_repeated_headings_get_toc_suffixes():
     assert {"notes", "notes_1", "a-b"} <= check.page_anchors("## Notes\n## Notes\n## A `b`\n")
 
 
-def test_the_committed_site_links_all_verify(project):
-    results = cli.check_links(project, lock_of(project), cli._load_chains(project / "traces" / "chains"))
+def test_the_committed_site_links_all_verify(rendered):
+    results = cli.check_links(rendered, lock_of(rendered), cli._load_chains(rendered / "traces" / "chains"))
     assert problems(results) == []
     assert check.summarize(results).checked > 0
 
@@ -114,13 +114,13 @@ def test_the_committed_site_links_all_verify(project):
 # --------------------------------------------------------------------------- permalinks in a broken copy
 
 
-def test_a_permalink_whose_line_no_longer_matches_the_chain(project):
-    chains, n, hop = emit_hop(project)
-    path = project / "traces" / "chains" / "emit.json"
+def test_a_permalink_whose_line_no_longer_matches_the_chain(rendered):
+    chains, n, hop = emit_hop(rendered)
+    path = rendered / "traces" / "chains" / "emit.json"
     data = json.loads(path.read_text(encoding="utf-8"))
     data["hops"][n - 1]["line_text"] = "return something_else()"
     path.write_text(json.dumps(data), encoding="utf-8")
-    found = link_problems(project)
+    found = link_problems(rendered)
     assert len(found) == 1
     assert re.fullmatch(
         rf"chains/emit\.md:\d+: https://github\.com/\S+#L{hop.line}: line {hop.line} reads {re.escape(repr(hop.line_text))}, "
@@ -129,30 +129,30 @@ def test_a_permalink_whose_line_no_longer_matches_the_chain(project):
     )
 
 
-def test_a_permalink_moved_to_another_line(project):
-    chains, n, hop = emit_hop(project)
-    replace_in(project / "docs" / "chains" / "emit.md", f"#L{hop.line}>)", f"#L{hop.line + 1}>)")
-    found = link_problems(project, chains)
+def test_a_permalink_moved_to_another_line(rendered):
+    chains, n, hop = emit_hop(rendered)
+    replace_in(rendered / "docs" / "chains" / "emit.md", f"#L{hop.line}>)", f"#L{hop.line + 1}>)")
+    found = link_problems(rendered, chains)
     assert any(f"links line {hop.line + 1}, hop {n} ({hop.func.key}) ran line {hop.line}" in p for p in found), found
 
 
-def test_a_hop_file_that_differs_from_its_pinned_blob(project):
-    chains, _, hop = emit_hop(project)
-    lock_path = project / "traces" / "pins.lock.json"
+def test_a_hop_file_that_differs_from_its_pinned_blob(rendered):
+    chains, _, hop = emit_hop(rendered)
+    lock_path = rendered / "traces" / "pins.lock.json"
     data = json.loads(lock_path.read_text(encoding="utf-8"))
     entry = next(f for f in data["dists"][hop.func.source.dist]["files"] if f["installed"] == hop.func.source.path)
     entry["blob"] = "0" * 40
     lock_path.write_text(json.dumps(data), encoding="utf-8")
-    found = link_problems(project, chains)
+    found = link_problems(rendered, chains)
     assert found, "a changed blob must fail"
     assert all(f"not the pinned blob {'0' * 40} of {hop.func.source.dist}" in p for p in found)
 
 
-def test_a_permalink_to_an_unlocked_commit(project):
-    chains, _, hop = emit_hop(project)
-    commit = lock_of(project).pin(hop.func.source.dist).commit
-    replace_in(project / "docs" / "chains" / "emit.md", commit, "f" * 40)
-    found = link_problems(project, chains)
+def test_a_permalink_to_an_unlocked_commit(rendered):
+    chains, _, hop = emit_hop(rendered)
+    commit = lock_of(rendered).pin(hop.func.source.dist).commit
+    replace_in(rendered / "docs" / "chains" / "emit.md", commit, "f" * 40)
+    found = link_problems(rendered, chains)
     assert any(f"at {'f' * 40} is not pinned: the lock pins {commit}" in p for p in found), found
 
 
@@ -215,10 +215,10 @@ def test_environment_reasons_name_python_and_library_versions():
 # --------------------------------------------------------------------------- the command
 
 
-def test_check_command_prints_one_line_per_failure_and_the_summary(project, capsys):
-    chains_of(project)
-    replace_in(project / "docs" / "index.md", "# ", "[broken](nowhere.md#x)\n\n# ")
-    assert cli.main(["check", "--root", str(project)]) == 1
+def test_check_command_prints_one_line_per_failure_and_the_summary(rendered, capsys):
+    chains_of(rendered)
+    replace_in(rendered / "docs" / "index.md", "# ", "[broken](nowhere.md#x)\n\n# ")
+    assert cli.main(["check", "--root", str(rendered)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert any(line.startswith("index.md:") and "nowhere.md does not exist" in line for line in out)
     assert re.fullmatch(r"links checked: (\d+), verified: (\d+), failed: 1 in \d+\.\d\ds", out[-1])
