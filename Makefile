@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: site test serve record chains pin render regen check bench clean
+.PHONY: site test serve record chains pin render regen check check-online bench clean
 
 # The pinned environment: every package at the exact version of requirements.lock.
 $(STAMP): requirements.lock pyproject.toml
@@ -18,9 +18,11 @@ site: $(STAMP)
 	$(BIN)/dispel render
 	$(BIN)/mkdocs build --strict --quiet
 
+# pytest, then the checks; --rerecord also records the scenarios afresh and
+# compares them with the committed traces.
 test: $(STAMP)
 	$(BIN)/python -m pytest
-	$(BIN)/dispel check
+	$(BIN)/dispel check --rerecord
 
 serve: $(STAMP)
 	$(BIN)/mkdocs serve -a 127.0.0.1:8000
@@ -43,6 +45,10 @@ regen: record chains render
 
 check: $(STAMP)
 	$(BIN)/dispel check
+
+# The only target that uses the network: fetch every linked file at its pinned commit.
+check-online: $(STAMP)
+	$(BIN)/dispel check --online --cache-dir .cache/raw
 
 bench: $(STAMP)
 	$(BIN)/dispel bench

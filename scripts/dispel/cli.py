@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -160,12 +161,12 @@ def qualname_counts(source: str, filename: str) -> dict[str, int]:
 class ClientProcess:
     """The scenario client (dispel.client) in a subprocess, answering one line per step."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, pace: float | None = None) -> None:
         import selectors
         import subprocess
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dispel.client", str(port)],
+            [sys.executable, "-m", "dispel.client", str(port), *([] if pace is None else [str(pace)])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -176,9 +177,9 @@ class ClientProcess:
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.proc.stdout, selectors.EVENT_READ)
 
-    def step(self, name: str, timeout: float) -> None:
+    def step(self, name: str, timeout: float, count: int = 1) -> None:
         assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(f"{name} {timeout:.3f}\n")
+        self.proc.stdin.write(f"{name} {timeout:.3f} {count}\n")
         self.proc.stdin.flush()
         if not self.sel.select(timeout):
             raise DispelError(f"step {name!r} did not finish within {timeout:.1f}s (raise it with --timeout)")
@@ -213,7 +214,8 @@ def record_scenario(name: str, timeout: float, app: str, port: int | None = None
     scenarios.scenario(name)  # unknown names fail before anything runs
     recorder = SettraceRecorder(scenarios.wanted_code())
     port = port or scenarios.free_port()
-    module = scenarios.run(name, recorder, ClientProcess, app_module=app, timeout=timeout, port=port)
+    start_client = (lambda p: ClientProcess(p, 0.0)) if name in scenarios.UNPACED else ClientProcess
+    module = scenarios.run(name, recorder, start_client, app_module=app, timeout=timeout, port=port)
     versions = {d: metadata.version(d) for d in TRACED_DISTS}
     return trace_from_recording(recorder, name, port, code_roots(), versions, app_settings(module), deny)
 
@@ -1095,8 +1097,78 @@ def _audit_facts(
     return facts
 
 
+def cmd_bench_run(args: argparse.Namespace) -> int:
+    """One run of the bench scenario, traced or not; prints its figures as JSON."""
+    import resource
+    import time
+
+    from . import scenarios
+    from .record import NullRecorder, SettraceRecorder
+
+    recorder = SettraceRecorder(scenarios.wanted_code()) if args.mode == "traced" else NullRecorder()
+    port = scenarios.free_port()
+    steps: dict[str, float] = {}
+    scenarios.run("bench", recorder, lambda p: ClientProcess(p, 0.0), timeout=args.timeout, port=port, timings=steps)
+    seconds = sum(steps.values())  # the workload itself: not interpreter or server start-up
+    if recorder.errors:
+        raise DispelError(f"the recorder disabled itself: {recorder.errors[0]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "peak_kb": peak_kb, "calls": len(recorder.rows().calls)}))
+    return 0
+
+
+def _timed(argv: list[str], what: str, must_pass: bool = True) -> tuple[float, str]:
+    import subprocess
+    import time
+
+    begin = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
+    took = time.perf_counter() - begin
+    if proc.returncode != 0 and must_pass:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise DispelError(f"bench: {what} failed: {tail}")
+    return took, proc.stdout
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    raise DispelError("`dispel bench` is not implemented yet")
+    """Tracing overhead (alternating untraced/traced runs), regeneration and check times."""
+    import statistics
+
+    if args.reps < 1:
+        raise DispelError("--reps must be at least 1")
+    me = [sys.executable, "-m", "dispel"]
+    runs: dict[str, list[dict]] = {"untraced": [], "traced": []}
+    print(f"bench: {os.cpu_count()} cores, Python {PYTHON_VERSION}, scenario 'bench' (connect, 200 chat round trips, disconnect)")
+    for rep in range(args.reps):
+        for mode in ("untraced", "traced"):  # alternating, so drift in the machine hits both alike
+            _, out = _timed(me + ["bench-run", mode], f"the {mode} run")
+            runs[mode].append(json.loads(out.strip().splitlines()[-1]))
+        print(f"  rep {rep + 1}: untraced {runs['untraced'][-1]['seconds']:.3f}s, traced {runs['traced'][-1]['seconds']:.3f}s")
+    med = {m: statistics.median(r["seconds"] for r in runs[m]) for m in runs}
+    peak = {m: max(r["peak_kb"] for r in runs[m]) for m in runs}
+    print(f"median wall time: untraced {med['untraced']:.3f}s, traced {med['traced']:.3f}s ({runs['traced'][-1]['calls']} calls recorded)")
+    print(f"peak memory (max RSS): untraced {peak['untraced'] / 1024:.1f} MiB, traced {peak['traced'] / 1024:.1f} MiB, ratio {peak['traced'] / peak['untraced']:.2f}")
+    if not args.skip_regen:
+        with tempfile.TemporaryDirectory(prefix="dispel-bench-") as tmp:
+            t = Path(tmp)
+            shutil.copytree(DOCS, t / "docs", ignore=shutil.ignore_patterns("chains"))
+            steps = [
+                ("record", me + ["record", "chat", "--out", str(t / "traces")]),
+                ("chains", me + ["chains", "--traces", str(t / "traces")]),
+                ("pin verification", [sys.executable, "-c", "from dispel import cli; import sys; sys.exit(bool(cli.verify_installed(cli.load_lock())))"]),
+                ("render", me + ["render", "--chains", str(t / "traces" / "chains"), "--out", str(t / "docs")]),
+                ("mkdocs build", [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(t / "site")]),
+            ]
+            total = 0.0
+            for what, argv in steps:
+                took, _ = _timed(argv, what)
+                total += took
+                print(f"  {what}: {took:.2f}s")
+            print(f"full regeneration: {total:.2f}s")
+        took, out = _timed(me + ["check"], "dispel check", must_pass=False)
+        print(f"offline check: {took:.2f}s ({(out.strip().splitlines() or [''])[-1]})")
+    print(f"overhead ratio: {med['traced'] / med['untraced']:.2f}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1174,7 +1246,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("bench", help="measure tracing overhead and regeneration time")
+    p.add_argument("--reps", type=int, default=5, help="repetitions of each of untraced and traced")
+    p.add_argument("--skip-regen", action="store_true", help="only the overhead figures")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("bench-run", help=argparse.SUPPRESS)  # one measured run, in its own process
+    p.add_argument("mode", choices=("traced", "untraced"))
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.set_defaults(func=cmd_bench_run)
     return parser
 
 

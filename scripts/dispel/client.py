@@ -1,8 +1,8 @@
-"""The scenario's Socket.IO client, run as a separate process (`python -m dispel.client PORT`), one step per stdin line.
+"""The scenario's Socket.IO client, run as a separate process (`python -m dispel.client PORT [PACE]`), one step per stdin line.
 
 A separate process keeps the client's threads, sockets and file descriptors
 out of the traced server: what the server does no longer depends on them.
-Each line read names a step; the answer is ``ok STEP`` or ``error STEP MESSAGE``.
+Each line read is ``STEP TIMEOUT [COUNT]``; the answer is ``ok STEP`` or ``error STEP MESSAGE``.
 """
 from __future__ import annotations
 
@@ -44,12 +44,14 @@ def main(argv: list[str]) -> int:
         try:
             return original_send_frame(self, frame)
         finally:
-            time.sleep(PACE_SECONDS)
+            if pace:
+                time.sleep(pace)
 
     websocket.WebSocket.__init__ = init
     websocket.WebSocket.send_frame = send_frame
 
     port = int(argv[0])
+    pace = float(argv[1]) if len(argv) > 1 else PACE_SECONDS
     url = f"http://127.0.0.1:{port}"
     got: dict[str, list] = {"welcome": [], "reply": [], "joined": []}
     arrived = threading.Condition()
@@ -73,14 +75,15 @@ def main(argv: list[str]) -> int:
             if not arrived.wait_for(lambda: len(got[event]) >= count, timeout):
                 raise TimeoutError(f"no {event!r} event from the server")
 
-    def step(name: str, timeout: float) -> None:
+    def step(name: str, timeout: float, count: int) -> None:
         if name == "connect":
             client.connect(url, transports=["websocket"], headers={"Sec-WebSocket-Key": WS_KEY}, wait_timeout=timeout)
             wait_for("welcome", 1, timeout)
         elif name == "chat":
-            n = len(got["reply"])
-            client.emit("chat", CHAT_PAYLOAD)
-            wait_for("reply", n + 1, timeout)
+            for _ in range(count):
+                n = len(got["reply"])
+                client.emit("chat", CHAT_PAYLOAD)
+                wait_for("reply", n + 1, timeout)
         elif name == "join":
             client.emit("join", ROOM)
             wait_for("joined", 1, timeout)
@@ -99,9 +102,11 @@ def main(argv: list[str]) -> int:
             continue
         if parts[0] == "quit":
             break
-        name, timeout = parts[0], float(parts[1]) if len(parts) > 1 else 10.0
+        name = parts[0]
+        timeout = float(parts[1]) if len(parts) > 1 else 10.0
+        count = int(parts[2]) if len(parts) > 2 else 1
         try:
-            step(name, timeout)
+            step(name, timeout, count)
         except Exception as exc:  # reported to the driver, which names the step
             print(f"error {name} {type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
             continue

@@ -1,6 +1,7 @@
 """The recorder: the only user of sys.settrace; it keeps primitive rows and resolves nothing while the program runs."""
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import threading
@@ -285,6 +286,34 @@ class SettraceRecorder:
         sys.settrace(None)
         threading.settrace(None)  # type: ignore[arg-type]
         self._raw.errors.append(f"{type(exc).__name__}: {exc}")
+
+
+class NullRecorder:
+    """The Tracer that traces nothing: the untraced side of `dispel bench`."""
+
+    probe_codes: dict = {}
+
+    def __init__(self) -> None:
+        self._raw = RawTrace()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def pause(self):
+        return contextlib.nullcontext()
+
+    def mark(self, step: str):
+        return contextlib.nullcontext()
+
+    def rows(self) -> RawTrace:
+        return self._raw
+
+    @property
+    def errors(self) -> list[str]:
+        return []
 
 
 class _Paused:

@@ -31,7 +31,14 @@ SCENARIOS = {
         "One Python Socket.IO client over the websocket transport: connect, chat, join + broadcast, ack, disconnect.",
         ("connect", "chat", "join", "ack", "disconnect"),
     ),
+    "bench": Scenario(
+        "bench",
+        "The benchmark's workload: connect, 200 chat round trips, disconnect (client frames not paced).",
+        ("connect", "chat*200", "disconnect"),
+    ),
 }
+# Scenarios that only measure: their client sends as fast as it can.
+UNPACED = {"bench"}
 
 
 def scenario(name: str) -> Scenario:
@@ -91,7 +98,7 @@ def _find_server(port: int):
 class StepClient(Protocol):
     """A real Socket.IO client in another process, driven one named step at a time."""
 
-    def step(self, name: str, timeout: float) -> None: ...
+    def step(self, name: str, timeout: float, count: int = 1) -> None: ...
 
     def close(self) -> None: ...
 
@@ -103,6 +110,7 @@ def run(
     app_module: str = "sample_app.app",
     timeout: float = 30.0,
     port: int | None = None,
+    timings: dict[str, float] | None = None,
 ):
     """Run scenario ``name`` with ``recorder`` tracing the server side only; returns the app module.
 
@@ -159,14 +167,18 @@ def run(
                 raise DispelError(f"the app failed to start: {type(exc).__name__}: {exc}")
             server = _find_server(port)
             client = start_client(port)
-            for step in sc.steps:
+            for spec in sc.steps:
+                step, _, count = spec.partition("*")
+                began = time.perf_counter()
                 with recorder.mark(step):
                     try:
-                        client.step(step, deadline.left(step))
+                        client.step(step, deadline.left(step), int(count or 1))
                     except Exception as exc:
                         raise DispelError(f"scenario {name!r}: {exc}") from None
                     # The server may still be finishing what the step caused.
                     deadline.wait_for(step, lambda: _server_settled(port, step))
+                if timings is not None:
+                    timings[step] = time.perf_counter() - began
     finally:
         try:
             with recorder.pause():
