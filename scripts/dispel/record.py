@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 # Values of these types are rendered as they are; others by their type (and
 # size), since a mutable object's later state is not what the program saw.
 IMMUTABLE = (str, bytes, int, float, bool, type(None))
+SIZED = frozenset({list, tuple, dict, set})
 
 # Socket methods implemented in C: invisible to settrace, so they are wrapped in
 # tiny Python functions (probes) while recording. They end most chains.
@@ -35,7 +36,7 @@ class RawTrace:
     # (code, thread serial, parent row, line in parent, args) per call;
     # args is a tuple of (name, id, value-or-type) triples.
     calls: list = field(default_factory=list)
-    # row -> (calls recorded so far, id, value, line it returned from);
+    # row -> (calls recorded so far, id, value, line it returned from, size or -1);
     # value "raise" with id 0 when the frame was left by an exception
     returns: dict = field(default_factory=dict)
     # thread serial -> (row of the Thread.start that launched it or -1, id of the Thread object)
@@ -268,9 +269,11 @@ class SettraceRecorder:
                         # len(calls) places the return in the global order of
                         # calls: what wake-up edges are matched by.
                         if arg is None and row in self._raised:
-                            self._raw.returns[row] = (len(self._raw.calls), 0, "raise", frame.f_lineno)
+                            self._raw.returns[row] = (len(self._raw.calls), 0, "raise", frame.f_lineno, -1)
                         else:
-                            self._raw.returns[row] = (len(self._raw.calls), *_keep(arg), frame.f_lineno)
+                            # a container's size now is what the caller got (empty polls are idle)
+                            size = len(arg) if type(arg) in SIZED else -1
+                            self._raw.returns[row] = (len(self._raw.calls), *_keep(arg), frame.f_lineno, size)
                         break
             elif event == "exception":
                 stack = self._states[threading.get_ident()].stack

@@ -200,7 +200,7 @@ class RawCall:
     parent: int
     line: int
     args: tuple[tuple[str, int, object], ...]
-    ret: tuple[int, int, object, int] | None  # (calls-so-far, id, value, return line)
+    ret: tuple[int, int, object, int, int] | None  # (calls-so-far, id, value, return line, size or -1)
 
 
 def thread_role(root_children: list[str]) -> str:
@@ -250,6 +250,11 @@ def normalize(
         children[c.parent].append(c.row)
     row_of = {c.row: c for c in calls}
 
+    def ret_text(c: RawCall) -> str:
+        text = normalizer.value(c.func, "return", c.ret[2])
+        # the size a container had when it was returned, which the caller saw
+        return f"{text[:-1]} len={c.ret[4]}>" if c.ret[4] >= 0 and text.startswith("<") else text
+
     # --- fold: consecutive siblings with the same signature are kept once.
     sig_cache: dict[int, tuple] = {}
 
@@ -259,18 +264,42 @@ def normalize(
         c = row_of[row]
         kids = tuple(signature(k) for k in _folded(children.get(row, [])))
         args = tuple((n, normalizer.value(c.func, n, v)) for n, _, v in c.args)
-        ret = normalizer.value(c.func, "return", c.ret[2]) if c.ret else None
+        ret = ret_text(c) if c.ret else None
         sig_cache[row] = sig = (c.func, c.line, args, ret, kids)
         return sig
 
     alias: dict[int, int] = {}  # dropped row -> the kept row it duplicates
+    idle: set[int] = set()  # rows of idle poll iterations, dropped with their subtrees
+
+    def _busy(kids: list[int]) -> list[int]:
+        # An idle iteration of a poll loop: a call that returned an empty container
+        # and is made again, from the same line, later among the same siblings. It and
+        # what follows it, up to that next call, happen as often as the clock allows.
+        out: list[int] = []
+        # only calls that sometimes return something: an always-empty result is no poll
+        busy_sites = {(row_of[k].func, row_of[k].line) for k in kids if (row_of[k].ret or (0, 0, 0, 0, -1))[4] > 0}
+        i = 0
+        while i < len(kids):
+            c = row_of[kids[i]]
+            again = next(
+                (j for j in range(i + 1, len(kids)) if (row_of[kids[j]].func, row_of[kids[j]].line) == (c.func, c.line)),
+                None,
+            )
+            if c.ret is not None and c.ret[4] == 0 and again is not None and (c.func, c.line) in busy_sites:
+                for k in kids[i:again]:
+                    idle.add(k)
+                i = again
+                continue
+            out.append(kids[i])
+            i += 1
+        return out
 
     def _folded(kids: list[int]) -> list[int]:
         # A block of up to MAX_PERIOD siblings that repeats the block just before
         # it is dropped: idle loops (select, service_actions, select, ...) run
         # as often as the clock allows, and only their shape matters.
         kept: list[int] = []
-        for k in kids:
+        for k in _busy(kids):
             kept.append(k)
             for period in range(1, MAX_PERIOD + 1):
                 if len(kept) >= 2 * period and all(
@@ -379,7 +408,7 @@ def normalize(
         raised = bool(c.ret and c.ret[2] == "raise" and c.ret[1] == 0)
         ret = None
         if c.ret and not raised:
-            ret = Value("return", normalizer.value(c.func, "return", c.ret[2]), token(c.ret[1], c.ret[2]))
+            ret = Value("return", ret_text(c), token(c.ret[1], c.ret[2]))
         events.append(
             Event(
                 idx, c.func, thread_name[c.serial], parent, c.line, depth, idx, thread_step[c.serial],
