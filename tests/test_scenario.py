@@ -102,13 +102,14 @@ def test_unknown_scenario(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_app_that_fails_to_import(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        with pytest.raises(DispelError, match="cannot import app module 'programs.broken_app'.*broken on purpose"):
-            cli.record_scenario("chat", timeout=10, app="programs.broken_app")
-    finally:
-        sys.path.remove(str(Path(__file__).parent))
+@pytest.fixture
+def test_programs_importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+
+
+def test_app_that_fails_to_import(test_programs_importable):
+    with pytest.raises(DispelError, match="cannot import app module 'programs.broken_app'.*broken on purpose"):
+        cli.record_scenario("chat", timeout=10, app="programs.broken_app")
 
 
 def test_port_already_in_use(tmp_path):
@@ -121,10 +122,6 @@ def test_port_already_in_use(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_client_that_cannot_connect_names_the_step():
-    sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        with pytest.raises(DispelError, match="step 'connect'"):
-            cli.record_scenario("chat", timeout=15, app="programs.plain_app")
-    finally:
-        sys.path.remove(str(Path(__file__).parent))
+def test_client_that_cannot_connect_names_the_step(test_programs_importable):
+    with pytest.raises(DispelError, match="step 'connect'"):
+        cli.record_scenario("chat", timeout=15, app="programs.plain_app")

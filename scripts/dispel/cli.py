@@ -82,17 +82,14 @@ def dump_json(data: object) -> str:
 # --------------------------------------------------------------------------- commands
 
 
-# The distributions whose code is traced and pinned.
-TRACED_DISTS = (
-    "flask-socketio",
-    "python-socketio",
-    "python-engineio",
-    "simple-websocket",
-    "wsproto",
-    "h11",
-    "werkzeug",
-    "flask",
-)
+def _traced_dists() -> tuple[str, ...]:
+    from .pins import DISTS
+
+    return DISTS
+
+
+# The distributions whose code is traced and pinned (one list, in pins).
+TRACED_DISTS = _traced_dists()
 PYTHON_VERSION = "%d.%d.%d" % sys.version_info[:3]
 
 
