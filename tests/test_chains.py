@@ -78,13 +78,18 @@ def test_two_consumers_identity_decides():
 
 
 @pytest.fixture(scope="module")
-def trace():
-    return trace_from_json((ROOT / "traces" / "chat.json").read_text(), "traces/chat.json")
+def traces():
+    return {n: trace_from_json((ROOT / "traces" / f"{n}.json").read_text(), f"traces/{n}.json") for n in ("chat", "rooms")}
 
 
 @pytest.fixture(scope="module")
-def built(trace):
-    return chains.build_all({"chat": trace}, cli.source_lines({"chat": trace}))
+def trace(traces):
+    return traces["chat"]
+
+
+@pytest.fixture(scope="module")
+def built(traces):
+    return chains.build_all(traces, cli.source_lines(traces))
 
 
 def connected(g: chains.TraceGraph, prev: int, cur: int, edge: str) -> bool:
@@ -103,9 +108,10 @@ def connected(g: chains.TraceGraph, prev: int, cur: int, edge: str) -> bool:
     return edge == EDGE_ENTRY
 
 
-def test_every_hop_is_in_the_trace_and_consecutive_hops_are_connected(trace, built):
-    g = chains.TraceGraph(trace)
+def test_every_hop_is_in_the_trace_and_consecutive_hops_are_connected(traces, built):
     for name, chain in built.items():
+        trace = traces[chain.scenario]
+        g = chains.TraceGraph(trace)
         assert chain.hops[0].edge == EDGE_ENTRY
         for prev, cur in zip(chain.hops, chain.hops[1:]):
             ev = trace.events[cur.event]
@@ -203,6 +209,49 @@ def test_emit_crosses_to_the_writer_and_ends_on_the_frame(built):
     assert layers[:3] == ["WebSocket frame (RFC 6455)", "Engine.IO packet (v4)", "Socket.IO packet (v5)"]
 
 
+def test_ack_carries_the_id_and_answers_with_the_return_value(built):
+    chain = built["ack"]
+    in_order(
+        chain,
+        "_socket:socket.recv",
+        "socketio.server:Server._handle_eio_message",
+        "threading:Thread.start",
+        "sample_app.app:on_shout",
+        "socketio.server:Server._handle_event_internal",
+        "socketio.server:Server._send_packet",
+        "queue:Queue.put",
+        "threading:Condition.wait",
+        "_socket:socket.send",
+    )
+    assert "421" in next(h.value for h in chain.hops if h.value and "shout" in h.value)
+    fields = {f.name: f.value for layer in chain.wire for f in layer.fields}
+    assert fields["ack id"] == "1" and fields["type"] == "3"  # ACK, answering id 1
+
+
+def test_broadcast_stores_the_room_and_reaches_both_members(built):
+    chain = built["broadcast"]
+    parts = [i for i, h in enumerate(chain.hops) if h.edge == EDGE_ENTRY]
+    assert len(parts) == 3  # the room kept, then one frame per client in it
+    in_order(chain, "sample_app.app:on_join", "flask_socketio:join_room", "socketio.base_manager:BaseManager.basic_enter_room")
+    sinks = [h for h in chain.hops if h.func.key == "_socket:socket.send"]
+    assert len(sinks) == 2 and len({h.thread for h in sinks}) == 2, "two writer threads, one per member"
+    assert all('"joined"' in h.value for h in sinks)
+
+
+def test_disconnect_reads_the_close_frame_and_cleans_up(built):
+    chain = built["disconnect"]
+    in_order(chain, "_socket:socket.recv", "_socket:socket.send")  # the close frame answered
+    in_order(
+        chain,
+        "threading:Condition.wait",
+        "engineio.socket:Socket.close",
+        "socketio.server:Server._handle_disconnect",
+        "sample_app.app:on_disconnect",
+        "socketio.base_manager:BaseManager.basic_leave_room",
+    )
+    assert chain.wire and chain.wire[0].fields[2].value == "0x8"  # a close frame
+
+
 def test_committed_chains_are_what_the_committed_trace_gives(built):
     for name, chain in built.items():
         committed = json.loads((ROOT / "traces" / "chains" / f"{name}.json").read_text())
@@ -210,8 +259,8 @@ def test_committed_chains_are_what_the_committed_trace_gives(built):
         assert chain_from_dict(committed) == chain
 
 
-def test_building_twice_gives_the_same_chains(trace, built):
-    again = chains.build_all({"chat": trace}, cli.source_lines({"chat": trace}))
+def test_building_twice_gives_the_same_chains(traces, built):
+    again = chains.build_all(traces, cli.source_lines(traces))
     assert {k: chain_to_dict(v) for k, v in again.items()} == {k: chain_to_dict(v) for k, v in built.items()}
 
 

@@ -275,14 +275,12 @@ def value_trail(g: TraceGraph, start: int, end: int, needles: Sequence[str]) -> 
     passes through, the first call after arriving whose values show it."""
     points = [start]
     here = start
-    legs = [(g.ev(start).thread, start)] + [(g.ev(y).thread, y) for _, y, _ in thread_route(g, start, end)]
+    route = thread_route(g, start, end)
+    legs = [(g.ev(start).thread, start)] + [(g.ev(y).thread, y) for _, y, _ in route]
     for i, (thread, arrive) in enumerate(legs):
         stop = end if thread == g.ev(end).thread and i == len(legs) - 1 else None
         if i + 1 < len(legs):
-            # leave this thread no later than its hand-off to the next
-            nxt_arrive = legs[i + 1][1]
-            hand = [x for x, y, _ in g.cross if y == nxt_arrive]
-            stop = hand[0] if hand else stop
+            stop = route[i][0]  # leave this thread no later than its hand-off to the next
         after = max(arrive, here) if g.ev(here).thread == thread else arrive
         if i == 0:
             used = consumer(g, start)
@@ -441,11 +439,89 @@ def _wire_handshake(g: TraceGraph, parts: list[list[int]]) -> tuple:
     return wire.decode_http(request, "request") + wire.decode_http(response, "response")
 
 
+def _user_handler(g: TraceGraph, name: str) -> list[int]:
+    return g.find(lambda e: e.func.startswith("sample_app.") and e.func.endswith(f":{name}"))
+
+
+def _recv_before_text(g: TraceGraph, needles: Sequence[str], not_thread: str = "") -> int:
+    """The socket read that happened-before the first call (off ``not_thread``) showing needles."""
+    first = _one(g.find(lambda e: mentions(e, needles) and e.thread != not_thread), f"a message with {needles[0]}", "none")
+    recv = happened_before(g, g.ev(first).end, is_sink("recv", "recv_into"))
+    if recv is None:
+        raise JourneyError(f"no socket read happened before {needles[0]} (last hop reached: none)")
+    return recv
+
+
+def find_ack(g: TraceGraph):
+    handler = _one(_user_handler(g, "on_shout"), "the shout handler", "none")
+    asked = ('"shout"',)
+    recv = _recv_before_text(g, asked, g.ev(handler).thread)
+    answer = ("HELLO",)
+    sink = _one(
+        g.find(lambda e: is_sink("send")(e) and mentions(e, answer), None), "the socket.send of the ACK packet", "on_shout"
+    )
+    to_handler = value_trail(g, recv, handler, asked)
+    to_sink = value_trail(g, handler, sink, answer)
+    return [with_producer(g, to_handler + to_sink[1:])], asked + answer + ("421", "431")
+
+
+def find_disconnect(g: TraceGraph):
+    closes = g.find(lambda e: is_sink("recv")(e) and e.ret is not None and e.ret.text.startswith(("b'\\x88", 'b"\\x88')))
+    recv = _one(closes[-1:], "the socket.recv of the client's close frame", "none")
+    thread = g.ev(recv).thread
+    reply = _one(
+        g.find(lambda e: is_sink("send")(e) and any(a.text.startswith(("b'\\x88", 'b"\\x88')) for a in e.args), thread, after=recv),
+        "the close frame sent back", "socket.recv",
+    )
+    handler = _one(_user_handler(g, "on_disconnect"), "the disconnect handler", "socket.recv")
+    rooms = ("'room-1'",)
+    left = _one(
+        g.find(lambda e: mentions(e, rooms) and "leave" in e.func, g.ev(handler).thread, after=handler),
+        "the room cleanup", "on_disconnect",
+    )
+    return [with_producer(g, [recv, reply]), [recv, handler, left]], rooms + ("\\x88",)
+
+
+def find_broadcast(g: TraceGraph):
+    joins = _user_handler(g, "on_join")
+    handler = _one(joins[-1:], "the second join", "none")
+    rooms = ("'room-1'",)
+    stored = _one(
+        g.find(lambda e: mentions(e, rooms) and "enter_room" in e.func, g.ev(handler).thread, after=handler),
+        "the room stored by join_room", "on_join",
+    )
+    sent = ('"joined"',)
+    last_by_thread: dict[str, int] = {}
+    for i in g.find(lambda e: is_sink("send")(e) and mentions(e, sent)):
+        last_by_thread[g.ev(i).thread] = i
+    sinks = sorted(last_by_thread.values())
+    if len(sinks) < 2:
+        raise JourneyError(f"the broadcast reached {len(sinks)} client(s), expected two (last hop reached: emit)")
+    while True:  # down to where the room is kept
+        deeper = [c for c in g.children.get(stored, []) if mentions(g.ev(c), rooms)]
+        if not deeper:
+            break
+        stored = deeper[-1]
+    parts = [[handler, stored], with_producer(g, value_trail(g, handler, sinks[0], sent))]
+    first_handoff = thread_route(g, handler, sinks[0])[0][0]
+    for sink in sinks[1:]:
+        # Each further client: from the loop that fans the packet out (the caller both
+        # hand-offs share) down to that client's frame.
+        handoff = thread_route(g, handler, sink)[0][0]
+        mine = g.ancestors(handoff)
+        fork = next(x for x in g.ancestors(first_handoff) if x in mine)
+        parts.append(with_producer(g, value_trail(g, fork, sink, sent)))
+    return parts, rooms + sent
+
+
 JOURNEYS: tuple[Journey, ...] = (
     Journey("run", "socketio.run(app): from the app to a listening socket", "chat", find_run),
     Journey("handshake", "The WebSocket handshake: from the accepted connection to 101 Switching Protocols", "chat", find_handshake, _wire_handshake),
     Journey("on", "@socketio.on('chat'): where the handler is stored, and how a frame reaches it", "chat", find_on, _wire_on),
     Journey("emit", "emit('reply'): from the handler to the frame on the socket", "chat", find_emit, lambda g, w: _wire_of(g, w, "data")),
+    Journey("ack", "An acknowledgement: from the event with an ack id to the ACK packet written back", "chat", find_ack, lambda g, w: _wire_of(g, w, "data")),
+    Journey("broadcast", "join_room and emit(to=room): one emit fanned out to every client in the room", "rooms", find_broadcast, lambda g, w: _wire_of(g, w, "data")),
+    Journey("disconnect", "The client closes: the close frame, the disconnect handler, the cleanup", "chat", find_disconnect, lambda g, w: _wire_of(g, [w[0]], "data")),
 )
 
 

@@ -49,6 +49,19 @@ def main(argv: list[str]) -> int:
 
     websocket.WebSocket.__init__ = init
     websocket.WebSocket.send_frame = send_frame
+    original_close = websocket.WebSocket.close
+
+    def close(self, *args, **kwargs):
+        # Engine.IO's disconnect queues its CLOSE packet for the writer thread and
+        # closes the WebSocket at once, from this thread: let the writer send what it
+        # has first, so the server always reads "41", then "1", then the close frame.
+        queue = getattr(getattr(client, "eio", None), "queue", None)
+        end = time.monotonic() + 5
+        while queue is not None and queue.unfinished_tasks and time.monotonic() < end:
+            time.sleep(0.005)
+        return original_close(self, *args, **kwargs)
+
+    websocket.WebSocket.close = close
 
     port = int(argv[0])
     pace = float(argv[1]) if len(argv) > 1 else PACE_SECONDS

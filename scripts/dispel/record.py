@@ -5,6 +5,7 @@ import contextlib
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Callable, Protocol
@@ -142,6 +143,9 @@ class SettraceRecorder:
         self._saved_socket: dict[str, Callable] = {}
         self.probe_codes: dict[CodeType, str] = {}
         self._thread_start_code = threading.Thread.start.__code__
+        self._notify_code = threading.Condition.notify.__code__
+        self._wait_code = threading.Condition.wait.__code__
+        self._turns = _WakeTurns()
 
     # ------------------------------------------------------------ control
 
@@ -253,6 +257,8 @@ class SettraceRecorder:
             self._raw.calls.append((code, state.serial, parent, line, args))
             if code is self._thread_start_code:
                 self._pending_threads[id(loc["self"])] = row
+            elif code is self._notify_code:
+                self._turns.notified(loc["self"])
             stack.append((row, frame))
             return self._local
         except Exception as exc:
@@ -266,6 +272,8 @@ class SettraceRecorder:
                 while stack:
                     row, f = stack.pop()
                     if f is frame:
+                        if frame.f_code is self._wait_code:
+                            self._turns.woken(frame.f_locals.get("self"))
                         # len(calls) places the return in the global order of
                         # calls: what wake-up edges are matched by.
                         if arg is None and row in self._raised:
@@ -289,6 +297,47 @@ class SettraceRecorder:
         sys.settrace(None)
         threading.settrace(None)  # type: ignore[arg-type]
         self._raw.errors.append(f"{type(exc).__name__}: {exc}")
+
+
+class _WakeTurns:
+    """Woken threads go on in the order they were notified.
+
+    When one thread notifies two others (a broadcast wakes a writer per client),
+    both are runnable and the OS picks who runs first: what each then sees (who
+    encodes a shared packet, who finds it cached) would change run to run. A
+    woken thread therefore waits, at the end of its Condition.wait, until every
+    thread notified before it has got past its own wait. It only orders threads
+    that could run in either order anyway, and never waits longer than MAX_WAIT.
+    """
+
+    MAX_WAIT = 0.2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ticket = 0
+        self._open: set[int] = set()  # tickets whose woken thread has not gone on yet
+        self._by_condition: dict[int, list[int]] = {}
+
+    def notified(self, condition) -> None:
+        waiters = len(getattr(condition, "_waiters", ()))
+        if not waiters:
+            return  # a notify that wakes nobody hands nothing on
+        with self._lock:
+            self._ticket += 1
+            self._open.add(self._ticket)
+            self._by_condition.setdefault(id(condition), []).append(self._ticket)
+
+    def woken(self, condition) -> None:
+        with self._lock:
+            tickets = self._by_condition.get(id(condition))
+            if not tickets:
+                return
+            mine = tickets.pop(0)
+        end = time.monotonic() + self.MAX_WAIT
+        while any(t < mine for t in self._open) and time.monotonic() < end:
+            time.sleep(0.0005)
+        with self._lock:
+            self._open.discard(mine)
 
 
 class NullRecorder:

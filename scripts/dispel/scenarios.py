@@ -31,6 +31,11 @@ SCENARIOS = {
         "One Python Socket.IO client over the websocket transport: connect, chat, join + broadcast, ack, disconnect.",
         ("connect", "chat", "join", "ack", "disconnect"),
     ),
+    "rooms": Scenario(
+        "rooms",
+        "Three Python clients: a and b join room-1, c stays outside; b's join is broadcast to the room.",
+        ("a:connect", "b:connect", "c:connect", "a:join", "b:join", "c:disconnect", "b:disconnect", "a:disconnect"),
+    ),
     "bench": Scenario(
         "bench",
         "The benchmark's workload: connect, 200 chat round trips, disconnect (client frames not paced).",
@@ -130,7 +135,8 @@ def run(
     port = port or free_port()
     _check_port_free(port)
     server_errors: list[BaseException] = []
-    client = None
+    clients: dict[str, StepClient] = {}
+    connected: set[str] = set()
     server = None
     thread = None
     # The libraries are imported before tracing starts: their module bodies are
@@ -168,9 +174,15 @@ def run(
                     )
                 raise DispelError(f"the app failed to start: {type(exc).__name__}: {exc}")
             server = _find_server(port)
-            client = start_client(port)
             for spec in sc.steps:
-                step, _, count = spec.partition("*")
+                # "b:join*2": client b (default a) does step join twice; each client is
+                # started before its first step, so its connection comes when the step says.
+                who, _, rest = spec.rpartition(":")
+                who = who or "a"
+                step, _, count = rest.partition("*")
+                if who not in clients:
+                    clients[who] = start_client(port)
+                client = clients[who]
                 began = time.perf_counter()
                 with recorder.mark(step):
                     try:
@@ -178,13 +190,17 @@ def run(
                     except Exception as exc:
                         raise DispelError(f"scenario {name!r}: {exc}") from None
                     # The server may still be finishing what the step caused.
-                    deadline.wait_for(step, lambda: _server_settled(port, step))
+                    if step == "connect":
+                        connected.add(who)
+                    elif step == "disconnect":
+                        connected.discard(who)
+                    deadline.wait_for(step, lambda: _server_settled(len(connected)))
                 if timings is not None:
                     timings[step] = time.perf_counter() - began
     finally:
         try:
             with recorder.pause():
-                if client is not None:
+                for client in clients.values():
                     client.close()
                 if server is None and not server_errors:
                     server = _find_server(port)
@@ -203,10 +219,13 @@ def run(
 _SERVER_WORK = ("process_request_thread", "simple_websocket", "_handle_event_internal", "writer", "run_handler")
 
 
-def _server_settled(port: int, step: str) -> bool:
-    """Every thread a step started has finished (after disconnect: every per-connection thread)."""
-    work = _SERVER_WORK if step == "disconnect" else ("_handle_event_internal", "run_handler")
-    return not any(t.is_alive() and any(w in t.name for w in work) for t in threading.enumerate())
+def _server_settled(connected: int) -> bool:
+    """Every event handler has finished, and the server holds no more connections
+    (each has a request thread, a reader and a writer) than clients are connected."""
+    alive = [t.name for t in threading.enumerate() if t.is_alive()]
+    handlers = [n for n in alive if "_handle_event_internal" in n or "run_handler" in n]
+    per_connection = [n for n in alive if any(w in n for w in _SERVER_WORK[:2] + ("writer",))]
+    return not handlers and len(per_connection) <= 3 * connected
 
 
 def wanted_code(extra_dirs: tuple[str, ...] = ()) -> Callable[[CodeType], bool]:
