@@ -79,7 +79,7 @@ def test_two_consumers_identity_decides():
 
 @pytest.fixture(scope="module")
 def traces():
-    return {n: trace_from_json((ROOT / "traces" / f"{n}.json").read_text(), f"traces/{n}.json") for n in ("chat", "rooms")}
+    return {n: trace_from_json((ROOT / "traces" / f"{n}.json").read_text(), f"traces/{n}.json") for n in ("chat", "rooms", "upgrade")}
 
 
 @pytest.fixture(scope="module")
@@ -250,6 +250,16 @@ def test_disconnect_reads_the_close_frame_and_cleans_up(built):
         "socketio.base_manager:BaseManager.basic_leave_room",
     )
     assert chain.wire and chain.wire[0].fields[2].value == "0x8"  # a close frame
+
+
+def test_upgrade_probes_then_hands_the_socket_to_a_writer(built):
+    chain = built["upgrade"]
+    values = [h.value or "" for h in chain.hops]
+    assert any("2probe" in v for v in values) and any("3probe" in v for v in values)
+    in_order(chain, "_socket:socket.recv", "engineio.socket:Socket._websocket_handler", "_socket:socket.send")
+    starts = [h for h in chain.hops if h.edge == EDGE_THREAD_START]
+    assert len(starts) == 1 and starts[0].thread.startswith("eio-writer"), "the writer starts only after the UPGRADE packet"
+    assert chain.hops[-1].thread == starts[0].thread and chain.hops[-1].func.key == "_socket:socket.send"
 
 
 def test_committed_chains_are_what_the_committed_trace_gives(built):

@@ -514,6 +514,23 @@ def find_broadcast(g: TraceGraph):
     return parts, rooms + sent
 
 
+def find_upgrade(g: TraceGraph):
+    probe = ("2probe",)
+    recv = _recv_before_text(g, probe)
+    answer = _one(g.find(lambda e: is_sink("send")(e) and mentions(e, ("3probe",))), "the 3probe answer", "socket.recv")
+    probing = with_producer(g, value_trail(g, recv, answer, ("probe",)))
+    # The client's UPGRADE packet ("5"): the server switches this connection to websocket
+    # and starts the writer thread that from now on sends what the socket's queue holds.
+    thread = g.ev(answer).thread
+    upgraded = _one(g.find(lambda e: any(a.text == "'5'" for a in e.args), thread, after=answer), "the UPGRADE packet", "3probe")
+    recv5 = happened_before(g, upgraded, is_sink("recv", "recv_into"))
+    started = [t for t in g.trace.threads if t.started_by > upgraded and g.ev(t.started_by).thread == thread]
+    writer = _one([t.root for t in started[:1]], "the writer thread started after the upgrade", "UPGRADE")
+    first_frame = _one(g.find(is_sink("send"), g.ev(writer).thread), "the writer's first frame", "Thread.start")
+    switching = with_producer(g, [recv5, upgraded, first_frame])
+    return [probing, switching], probe + ("3probe", "'5'", "\\x81")
+
+
 JOURNEYS: tuple[Journey, ...] = (
     Journey("run", "socketio.run(app): from the app to a listening socket", "chat", find_run),
     Journey("handshake", "The WebSocket handshake: from the accepted connection to 101 Switching Protocols", "chat", find_handshake, _wire_handshake),
@@ -521,6 +538,7 @@ JOURNEYS: tuple[Journey, ...] = (
     Journey("emit", "emit('reply'): from the handler to the frame on the socket", "chat", find_emit, lambda g, w: _wire_of(g, w, "data")),
     Journey("ack", "An acknowledgement: from the event with an ack id to the ACK packet written back", "chat", find_ack, lambda g, w: _wire_of(g, w, "data")),
     Journey("broadcast", "join_room and emit(to=room): one emit fanned out to every client in the room", "rooms", find_broadcast, lambda g, w: _wire_of(g, w, "data")),
+    Journey("upgrade", "Long-polling to WebSocket: the probe, the UPGRADE packet, the writer taking over", "upgrade", find_upgrade, lambda g, w: _wire_of(g, w, "data")),
     Journey("disconnect", "The client closes: the close frame, the disconnect handler, the cleanup", "chat", find_disconnect, lambda g, w: _wire_of(g, [w[0]], "data")),
 )
 

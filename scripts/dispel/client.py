@@ -47,8 +47,20 @@ def main(argv: list[str]) -> int:
             if pace:
                 time.sleep(pace)
 
+    original_connect = websocket.WebSocket.connect
+
+    def connect(self, *args, **kwargs):
+        # After the 101, the server sets up its reader thread; the first frame
+        # waits until it is listening, as later frames do.
+        try:
+            return original_connect(self, *args, **kwargs)
+        finally:
+            if pace:
+                time.sleep(pace)
+
     websocket.WebSocket.__init__ = init
     websocket.WebSocket.send_frame = send_frame
+    websocket.WebSocket.connect = connect
     original_close = websocket.WebSocket.close
 
     def close(self, *args, **kwargs):
@@ -89,9 +101,17 @@ def main(argv: list[str]) -> int:
                 raise TimeoutError(f"no {event!r} event from the server")
 
     def step(name: str, timeout: float, count: int) -> None:
-        if name == "connect":
-            client.connect(url, transports=["websocket"], headers={"Sec-WebSocket-Key": WS_KEY}, wait_timeout=timeout)
+        if name in ("connect", "connect-polling"):
+            # connect-polling: Engine.IO's default, long-polling first, then the upgrade
+            transports = ["websocket"] if name == "connect" else ["polling", "websocket"]
+            client.connect(url, transports=transports, headers={"Sec-WebSocket-Key": WS_KEY}, wait_timeout=timeout)
             wait_for("welcome", 1, timeout)
+            if name == "connect-polling":
+                end = time.monotonic() + timeout
+                while client.transport() != "websocket" and time.monotonic() < end:
+                    time.sleep(0.01)
+                if client.transport() != "websocket":
+                    raise TimeoutError("the client never upgraded to websocket")
         elif name == "chat":
             for _ in range(count):
                 n = len(got["reply"])

@@ -36,6 +36,11 @@ SCENARIOS = {
         "Three Python clients: a and b join room-1, c stays outside; b's join is broadcast to the room.",
         ("a:connect", "b:connect", "c:connect", "a:join", "b:join", "c:disconnect", "b:disconnect", "a:disconnect"),
     ),
+    "upgrade": Scenario(
+        "upgrade",
+        "One Python client on Engine.IO's default transports: long-polling first, then the upgrade to websocket.",
+        ("connect-polling", "chat", "disconnect"),
+    ),
     "bench": Scenario(
         "bench",
         "The benchmark's workload: connect, 200 chat round trips, disconnect (client frames not paced).",
@@ -190,7 +195,7 @@ def run(
                     except Exception as exc:
                         raise DispelError(f"scenario {name!r}: {exc}") from None
                     # The server may still be finishing what the step caused.
-                    if step == "connect":
+                    if step.startswith("connect"):
                         connected.add(who)
                     elif step == "disconnect":
                         connected.discard(who)
