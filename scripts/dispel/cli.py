@@ -295,6 +295,17 @@ def cmd_record(args: argparse.Namespace) -> int:
             re.compile(pattern)
         except re.error as exc:
             raise DispelError(f"--redact {pattern!r} is not a valid regular expression ({exc}); fix or quote it") from None
+    if len(names) > 1:
+        # One interpreter per scenario: a second run in the same process would find
+        # the app and its drivers imported already, and its trace would differ.
+        import subprocess
+
+        for name in names:
+            argv = [sys.executable, "-m", "dispel", "record", name, "--out", str(args.out), "--timeout", str(args.timeout), "--app", args.app]
+            argv += [a for pattern in args.redact for a in ("--redact", pattern)]
+            if subprocess.run(argv, cwd=ROOT).returncode != 0:
+                return 2
+        return 0
     for name in names:
         trace = record_scenario(name, args.timeout, args.app, args.port, tuple(args.redact))
         out = args.out / f"{name}.json"
