@@ -1,0 +1,72 @@
+"""Bad input to every command: one clear error line, a non-zero exit, nothing half-written."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def work(tmp_path):
+    """A scratch copy of what commands read: traces (with chains), docs (with annotations), the lock."""
+    shutil.copytree(ROOT / "traces", tmp_path / "traces")
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "not-git").mkdir()
+    (tmp_path / "report.md").write_text("see https://github.com/a/b/blob/main/x.py#L1\n")
+    return tmp_path
+
+
+def breaks(work: Path, what: str) -> None:
+    if what == "corrupt-trace":
+        (work / "traces" / "chat.json").write_text('{"schema": 1, "events": [')
+    elif what == "old-schema":
+        text = (work / "traces" / "chat.json").read_text().replace('"schema": 1', '"schema": 0', 1)
+        (work / "traces" / "chat.json").write_text(text)
+    elif what == "corrupt-chain":
+        (work / "traces" / "chains" / "emit.json").write_text("[1, 2")
+    elif what == "bad-annotation":
+        with (work / "docs" / "annotations" / "journeys.yml").open("a") as fh:
+            fh.write("\nbroken: [unclosed\n")
+
+
+CASES = [
+    # (id, how to break the copy, argv (WORK is replaced), what the error line must say)
+    ("unknown scenario", None, ["record", "nope", "--out", "WORK/out"], "unknown scenario 'nope'"),
+    ("bad redact regex", None, ["record", "chat", "--redact", "(", "--out", "WORK/out"], "--redact '(' is not a valid regular expression"),
+    ("no traces", None, ["chains", "--traces", "WORK/empty"], "no trace files"),
+    ("truncated trace", "corrupt-trace", ["chains", "--traces", "WORK/traces"], "is not valid JSON"),
+    ("other schema", "old-schema", ["chains", "--traces", "WORK/traces"], "schema 0"),
+    ("unknown journey", None, ["chains", "nope", "--traces", "WORK/traces"], "unknown journey 'nope'"),
+    ("git-dir not a repository", None, ["pin", "--git-dir", "pallets/flask=WORK/not-git", "--lock", "WORK/out/lock.json"], "not a git repository"),
+    ("git-dir malformed", None, ["pin", "--git-dir", "no-equals-sign", "--lock", "WORK/out/lock.json"], "OWNER/REPO=PATH"),
+    ("corrupt chain", "corrupt-chain", ["render", "--chains", "WORK/traces/chains", "--out", "WORK/docs"], "emit"),
+    ("annotation syntax error", "bad-annotation", ["render", "--chains", "WORK/traces/chains", "--out", "WORK/docs"], "journeys.yml"),
+    ("unreadable report", None, ["audit", "WORK/no-such-report.md"], "no-such-report.md"),
+    ("audit unknown git-dir", None, ["audit", "WORK/report.md", "--git-dir", "x=WORK/not-git"], "--git-dir"),
+    ("bench zero reps", None, ["bench", "--reps", "0"], "--reps"),
+]
+
+
+@pytest.mark.parametrize("case, broken, argv, needle", CASES, ids=[c[0] for c in CASES])
+def test_one_clear_line_and_nothing_written(work, case, broken, argv, needle):
+    if broken:
+        breaks(work, broken)
+    before = snapshot(work)
+    argv = [a.replace("WORK", str(work)) for a in argv]
+    proc = subprocess.run([sys.executable, "-m", "dispel", *argv], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode != 0, proc.stdout
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("dispel: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert needle in errors[0], errors[0]
+    assert "Traceback" not in proc.stderr
+    assert snapshot(work) == before, "a failing command must leave every file as it was"
