@@ -693,7 +693,11 @@ def _sample_app_files() -> list[tuple[str, str]]:
     paths = sorted(
         p
         for p in (root / "sample_app").rglob("*")
-        if p.is_file() and p.suffix in {".py", ".html", ".js", ".css"} and "__pycache__" not in p.parts and p.stat().st_size
+        if p.is_file()
+        and p.suffix in {".py", ".html", ".js", ".css"}
+        # the app's own files: not installed packages or caches
+        and not {"__pycache__", "node_modules"} & set(p.parts)
+        and p.stat().st_size
     )
     return [(p.relative_to(root).as_posix(), read_text(p, "sample app file")) for p in paths]
 
