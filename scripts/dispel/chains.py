@@ -466,20 +466,37 @@ def find_ack(g: TraceGraph):
 
 
 def find_disconnect(g: TraceGraph):
-    closes = g.find(lambda e: is_sink("recv")(e) and e.ret is not None and e.ret.text.startswith(("b'\\x88", 'b"\\x88')))
-    recv = _one(closes[-1:], "the socket.recv of the client's close frame", "none")
-    thread = g.ev(recv).thread
-    reply = _one(
-        g.find(lambda e: is_sink("send")(e) and any(a.text.startswith(("b'\\x88", 'b"\\x88')) for a in e.args), thread, after=recv),
-        "the close frame sent back", "socket.recv",
-    )
-    handler = _one(_user_handler(g, "on_disconnect"), "the disconnect handler", "socket.recv")
+    """Three parts, in the order the client sends them: Socket.IO's DISCONNECT ("41") to
+    the app's handler and the room cleanup; Engine.IO's CLOSE ("1"), which stops the
+    writer thread and makes it send the server's close frame; the client's close frame,
+    after which the reader thread closes the socket."""
+    handler = _one(_user_handler(g, "on_disconnect"), "the disconnect handler", "none")
+    thread = g.ev(handler).thread
+    said = ("'41'",)
+    recv41 = _recv_before_text(g, said)
     rooms = ("'room-1'",)
     left = _one(
-        g.find(lambda e: mentions(e, rooms) and "leave" in e.func, g.ev(handler).thread, after=handler),
-        "the room cleanup", "on_disconnect",
+        g.find(lambda e: mentions(e, rooms) and "leave" in e.func, thread, after=handler), "the room cleanup", "on_disconnect"
     )
-    return [with_producer(g, [recv, reply]), [recv, handler, left]], rooms + ("\\x88",)
+    farewell = [recv41, *value_trail(g, recv41, handler, said)[1:], left]
+    closed = _one(
+        g.find(lambda e: e.ret is not None and e.ret.text == "'1'", thread, after=left), "Engine.IO's CLOSE packet", "room cleanup"
+    )
+    recv1 = happened_before(g, g.ev(closed).end, is_sink("recv", "recv_into"))
+    close_frame = (CLOSE_FRAME, CLOSE_FRAME.replace("'", '"'))
+    sent = _one(
+        g.find(lambda e: is_sink("send")(e) and any(a.text.startswith(close_frame) for a in e.args) and e.thread != thread),
+        "the server's close frame", "CLOSE",
+    )
+    closing = with_producer(g, [recv1, *value_trail(g, recv1, sent, ("'1'",))[1:]])
+    # The client's own close frame, read last: the reader thread ends and closes the socket.
+    frames = g.find(lambda e: is_sink("recv")(e) and e.ret is not None and e.ret.text.startswith(close_frame))
+    recv = _one(frames[-1:], "the socket.recv of the client's close frame", "the server's close frame")
+    shut = _one(g.find(lambda e: e.func == "socket:socket.close", g.ev(recv).thread, after=recv), "the socket's close", "socket.recv")
+    return [farewell, closing, [recv, shut]], rooms + said + ("'1'", CLOSE_FRAME[2:])
+
+
+CLOSE_FRAME = "b'\\x88"  # how a close frame's bytes begin in a trace value
 
 
 def find_broadcast(g: TraceGraph):
@@ -510,7 +527,8 @@ def find_broadcast(g: TraceGraph):
         handoff = thread_route(g, handler, sink)[0][0]
         mine = g.ancestors(handoff)
         fork = next(x for x in g.ancestors(first_handoff) if x in mine)
-        parts.append(with_producer(g, value_trail(g, fork, sink, sent)))
+        branch = mine[mine.index(fork) - 1]  # the fork's call that leads to this client
+        parts.append(with_producer(g, value_trail(g, branch, sink, sent)))
     return parts, rooms + sent
 
 
@@ -539,7 +557,7 @@ JOURNEYS: tuple[Journey, ...] = (
     Journey("ack", "An acknowledgement: from the event with an ack id to the ACK packet written back", "chat", find_ack, lambda g, w: _wire_of(g, w, "data")),
     Journey("broadcast", "join_room and emit(to=room): one emit fanned out to every client in the room", "rooms", find_broadcast, lambda g, w: _wire_of(g, w, "data")),
     Journey("upgrade", "Long-polling to WebSocket: the probe, the UPGRADE packet, the writer taking over", "upgrade", find_upgrade, lambda g, w: _wire_of(g, w, "data")),
-    Journey("disconnect", "The client closes: the close frame, the disconnect handler, the cleanup", "chat", find_disconnect, lambda g, w: _wire_of(g, [w[0]], "data")),
+    Journey("disconnect", "The client leaves: DISCONNECT, the handler and the rooms, CLOSE, the close frame", "chat", find_disconnect, lambda g, w: _wire_of(g, w, "data")),
 )
 
 

@@ -64,9 +64,9 @@ def main(argv: list[str]) -> int:
     original_close = websocket.WebSocket.close
 
     def close(self, *args, **kwargs):
-        # Engine.IO's disconnect queues its CLOSE packet for the writer thread and
-        # closes the WebSocket at once, from this thread: let the writer send what it
-        # has first, so the server always reads "41", then "1", then the close frame.
+        # Engine.IO's disconnect queues its last packets for the writer thread and
+        # closes the WebSocket at once, from this thread: let the writer finish with
+        # its queue first, so the close frame is always the last thing sent.
         queue = getattr(getattr(client, "eio", None), "queue", None)
         end = time.monotonic() + 5
         while queue is not None and queue.unfinished_tasks and time.monotonic() < end:
@@ -100,6 +100,31 @@ def main(argv: list[str]) -> int:
             if not arrived.wait_for(lambda: len(got[event]) >= count, timeout):
                 raise TimeoutError(f"no {event!r} event from the server")
 
+    def drained(timeout: float) -> None:
+        queue = client.eio.queue
+        end = time.monotonic() + timeout
+        while queue.unfinished_tasks and time.monotonic() < end:
+            time.sleep(0.005)
+
+    def disconnect(timeout: float) -> None:
+        # What client.disconnect() sends, one packet at a time: its own version
+        # queues them all and flags the writer thread to stop at once, so which of
+        # them left before the close frame varied from run to run.
+        import engineio
+        from socketio import packet as sio_packet
+
+        if client.eio.current_transport == "websocket":
+            for namespace in list(client.namespaces):
+                client._send_packet(client.packet_class(sio_packet.DISCONNECT, namespace=namespace))
+                drained(timeout)
+            client.eio._send_packet(engineio.packet.Packet(engineio.packet.CLOSE))
+            drained(timeout)
+            writer = client.eio.write_loop_task
+            client.eio.queue.put(None)  # the writer stops; nothing more is sent but the close frame
+            if writer is not None:
+                writer.join(timeout)
+        client.disconnect()
+
     def step(name: str, timeout: float, count: int) -> None:
         if name in ("connect", "connect-polling"):
             # connect-polling: Engine.IO's default, long-polling first, then the upgrade
@@ -125,7 +150,7 @@ def main(argv: list[str]) -> int:
             if answer != {"upper": "HELLO"}:
                 raise ValueError(f"wrong acknowledgement {answer!r}")
         elif name == "disconnect":
-            client.disconnect()
+            disconnect(timeout)
         else:
             raise ValueError(f"unknown step {name!r}")
 

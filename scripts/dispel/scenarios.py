@@ -23,6 +23,14 @@ class Scenario:
     name: str
     description: str
     steps: tuple[str, ...]
+    # Which client drives it: "python" (dispel.client in a subprocess) or
+    # "browser" (the official JavaScript client in headless Chromium).
+    client: str = "python"
+    # seconds the client waits after each frame (None: its default, which makes every
+    # frame arrive in a read of its own); measuring scenarios send faster
+    pace: float | None = None
+    # recorded by `dispel record` without names and compared by `dispel check --rerecord`
+    default: bool = True
 
 
 SCENARIOS = {
@@ -45,12 +53,29 @@ SCENARIOS = {
         "bench",
         "The benchmark's workload: connect, 200 chat round trips, disconnect (client frames not paced).",
         ("connect", "chat*200", "disconnect"),
+        pace=0.0,
+        default=False,
+    ),
+    "scale": Scenario(
+        "scale",
+        "Twenty clients connected at once, 1,000 chat messages between them (50 each), then all disconnect.",
+        tuple(f"c{i}:connect" for i in range(1, 21))
+        + tuple(f"c{i}:chat*50" for i in range(1, 21))
+        + tuple(f"c{i}:disconnect" for i in range(1, 21)),
+        pace=0.002,
+        default=False,
+    ),
+    # Not repeatable byte for byte (the browser picks its own WebSocket keys, masks,
+    # headers and polling timing): recorded on demand, never committed.
+    "browser": Scenario(
+        "browser",
+        "The official Socket.IO JavaScript client in headless Chromium: connect (long-polling, then the upgrade), chat, join + broadcast, ack, disconnect.",
+        ("connect", "chat", "join", "ack", "disconnect"),
+        client="browser",
+        default=False,
     ),
 }
-# Scenarios that only measure: their client sends as fast as it can, and
-# `dispel record` without names leaves them out (no journey reads them).
-UNPACED = {"bench"}
-DEFAULT = tuple(sorted(set(SCENARIOS) - UNPACED))
+DEFAULT = tuple(sorted(name for name, sc in SCENARIOS.items() if sc.default))
 
 
 def scenario(name: str) -> Scenario:
@@ -253,6 +278,7 @@ def wanted_code(extra_dirs: tuple[str, ...] = ()) -> Callable[[CodeType], bool]:
     prefixes = tuple(roots)
 
     def want(code: CodeType) -> bool:
-        return code.co_filename.startswith(prefixes)
+        # .py only: the app's Jinja templates compile to code named after the .html file
+        return code.co_filename.startswith(prefixes) and code.co_filename.endswith(".py")
 
     return want

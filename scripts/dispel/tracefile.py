@@ -331,9 +331,21 @@ def normalize(
     role_count: dict[str, int] = defaultdict(int)
     started_by: dict[int, int] = {}
 
+    thread_sigs: dict[tuple, int] = {}
+
     def place(serial: int) -> None:
+        kept_roots = _folded(roots[serial])
+        sig = tuple(signature(r) for r in kept_roots)
+        twin = thread_sigs.get(sig)
+        if twin is not None and serial != serials[0]:
+            # A thread that did exactly what an earlier one did (the handler of the
+            # 50th identical message) is kept once, like repeated calls are.
+            for mine, theirs in zip(kept_roots, _folded(roots[twin])):
+                _alias_tree(mine, theirs)
+            return
+        thread_sigs.setdefault(sig, serial)
         order.append(serial)
-        rows = [r for root in _folded(roots[serial]) for r in preorder(root)]
+        rows = [r for root in kept_roots for r in preorder(root)]
         if serial == serials[0]:
             name = "main"
         else:
@@ -420,6 +432,8 @@ def normalize(
     threads = []
     for s in order:
         start_row = thread_starts.get(s, -1)
+        if start_row >= 0 and canon(start_row) < 0:
+            start_row = -1
         first = next(i for i, e in enumerate(events) if e.thread == thread_name[s])
         threads.append(ThreadInfo(thread_name[s], canon(start_row) if start_row >= 0 else -1, first))
 
