@@ -201,6 +201,76 @@ class ClientProcess:
             self.proc.stdout.close()
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+BROWSER_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-quic",
+)
+
+
+class BrowserClient:
+    """The official Socket.IO JavaScript client on the app's /chat page, in headless Chromium
+    (Debian's chromium and chromedriver, through selenium). A step is the page's
+    ``window.dispelStep(name, done)``, which calls ``done("ok")`` or ``done("error: ...")``."""
+
+    def __init__(self, port: int) -> None:
+        missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
+        if missing:
+            raise DispelError(f"{' and '.join(missing)} not found: the browser scenario needs `apt-get install chromium chromium-driver`")
+        from selenium import webdriver
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.chrome.service import Service
+
+        self.driver = None
+        self.profile = tempfile.mkdtemp(prefix="dispel-chromium-")
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for flag in (*BROWSER_FLAGS, f"--user-data-dir={self.profile}"):
+            options.add_argument(flag)
+        try:
+            self.driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+            self.driver.get(f"http://127.0.0.1:{port}/chat")
+            if not self.driver.execute_script("return typeof io === 'function' && typeof window.dispelStep === 'function'"):
+                raise DispelError(
+                    "the app's /chat page has no Socket.IO client: install it with `npm ci --prefix scripts/sample_app`"
+                )
+        except WebDriverException as exc:
+            self.close()
+            raise DispelError(f"headless Chromium failed: {_first_line(exc)}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def step(self, name: str, timeout: float, count: int = 1) -> None:
+        from selenium.common.exceptions import TimeoutException, WebDriverException
+
+        assert self.driver is not None
+        self.driver.set_script_timeout(timeout)
+        for _ in range(count):
+            try:
+                answer = self.driver.execute_async_script("window.dispelStep(arguments[0], arguments[arguments.length-1])", name)
+            except TimeoutException:
+                raise DispelError(f"step {name!r} did not finish within {timeout:.1f}s (raise it with --timeout)") from None
+            except WebDriverException as exc:
+                raise DispelError(f"step {name!r} failed in the browser: {_first_line(exc)}") from None
+            if answer != "ok":
+                raise DispelError(f"step {name!r} failed in the browser: {str(answer).removeprefix('error: ')}")
+
+    def close(self) -> None:
+        try:
+            if self.driver is not None:
+                self.driver.quit()  # ends chromium, then chromedriver
+        finally:
+            self.driver = None
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def _first_line(exc: Exception) -> str:
+    text = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
+    return text.strip().splitlines()[0]
+
+
 def record_scenario(name: str, timeout: float, app: str, port: int | None = None, deny: tuple[str, ...] = ()):
     """Run one scenario under the recorder and return its normalized TraceFile."""
     from importlib import metadata
@@ -211,7 +281,8 @@ def record_scenario(name: str, timeout: float, app: str, port: int | None = None
     scenarios.scenario(name)  # unknown names fail before anything runs
     recorder = SettraceRecorder(scenarios.wanted_code())
     port = port or scenarios.free_port()
-    start_client = (lambda p: ClientProcess(p, 0.0)) if name in scenarios.UNPACED else ClientProcess
+    sc = scenarios.scenario(name)
+    start_client = BrowserClient if sc.client == "browser" else (lambda p: ClientProcess(p, sc.pace))
     module = scenarios.run(name, recorder, start_client, app_module=app, timeout=timeout, port=port)
     versions = {d: metadata.version(d) for d in TRACED_DISTS}
     return trace_from_recording(recorder, name, port, code_roots(), versions, app_settings(module), deny)
@@ -1189,6 +1260,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"full regeneration: {total:.2f}s")
         took, out = _timed(me + ["check"], "dispel check", must_pass=False)
         print(f"offline check: {took:.2f}s ({(out.strip().splitlines() or [''])[-1]})")
+    if not args.skip_scale:
+        import resource
+
+        with tempfile.TemporaryDirectory(prefix="dispel-bench-scale-") as tmp:
+            took, out = _timed(me + ["record", "scale", "--out", tmp, "--timeout", "600"], "the scale recording")
+            size = (Path(tmp) / "scale.json").stat().st_size
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            print(f"scale (20 clients, 1,000 messages): {took:.1f}s, {out.strip().splitlines()[-1].split(': ', 1)[-1].split(' ->')[0]}, "
+                  f"trace {size / 2**20:.1f} MiB, peak memory of any run so far {peak:.1f} MiB")
     print(f"overhead ratio: {med['traced'] / med['untraced']:.2f}")
     return 0
 
@@ -1269,7 +1349,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure tracing overhead and regeneration time")
     p.add_argument("--reps", type=int, default=5, help="repetitions of each of untraced and traced")
-    p.add_argument("--skip-regen", action="store_true", help="only the overhead figures")
+    p.add_argument("--skip-regen", action="store_true", help="leave out regeneration and check times")
+    p.add_argument("--skip-scale", action="store_true", help="leave out the 20-client scale recording (about two minutes)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("bench-run", help=argparse.SUPPRESS)  # one measured run, in its own process
