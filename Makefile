@@ -11,6 +11,7 @@ $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	if command -v npm >/dev/null; then npm ci --prefix scripts/sample_app --no-audit --no-fund --silent; else echo "note: npm not found, skipping scripts/sample_app's JavaScript client (the browser scenario needs it)"; fi
 	touch $(STAMP)
 
 # The site, from the committed traces, chains, lock and annotations.

@@ -1,7 +1,7 @@
 """A small Flask-SocketIO chat app, written as a course project would write it."""
 import os
 
-from flask import Flask, render_template, request
+from flask import Flask, render_template, request, send_from_directory
 from flask_socketio import SocketIO, emit, join_room
 
 app = Flask(__name__)
@@ -40,6 +40,19 @@ def on_shout(text):
 @socketio.on("disconnect")
 def on_disconnect(reason=None):
     pass
+
+
+# The same chat in a browser, with the official Socket.IO client (npm's
+# socket.io-client, installed next to this file): the app serves it itself.
+@app.route("/chat")
+def chat_page():
+    return render_template("chat.html")
+
+
+@app.route("/vendor/socket.io.min.js")
+def socketio_client():
+    dist = os.path.join(app.root_path, "node_modules", "socket.io-client", "dist")
+    return send_from_directory(dist, "socket.io.min.js")
 
 
 def main(port: int = 5000) -> None:

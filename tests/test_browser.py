@@ -1,0 +1,177 @@
+"""The official Socket.IO JavaScript client in headless Chromium (scenario "browser"): its
+chains for the steps it shares with the Python client agree with those of traces/chat.json,
+hop by hop, modulo transport; it long-polls before it upgrades; and it leaves no browser behind."""
+from __future__ import annotations
+
+import difflib
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dispel import chains, cli
+from dispel.chains import TraceGraph, mentions
+from dispel.tracefile import trace_from_json
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENT_JS = ROOT / "scripts" / "sample_app" / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
+TIMEOUT = 60  # the scenario's --timeout; the subprocess gets a little more for start-up and writing
+
+# Where a chain may differ by transport: the WebSocket frame codec. Chromium offers
+# permessage-deflate (RFC 7692) and the server accepts it, while the Python client
+# (websocket-client) does not offer it, so on the reader thread the payload first shows
+# in clear inside the inflating extension instead of the message decoder.
+TRANSPORT_MODULES = {"wsproto.frame_protocol", "wsproto.extensions"}
+
+pytestmark = pytest.mark.browser
+
+
+def chromium_pids() -> set[str]:
+    proc = subprocess.run(["pgrep", "-f", "chromium"], capture_output=True, text=True)
+    return set(proc.stdout.split())
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """The browser scenario recorded in a fresh interpreter; (trace, seconds it took)."""
+    if not (cli.CHROMIUM.is_file() and cli.CHROMEDRIVER.is_file()):
+        pytest.skip(f"no {cli.CHROMIUM} / {cli.CHROMEDRIVER}: apt-get install chromium chromium-driver")
+    if not CLIENT_JS.is_file():
+        pytest.skip("no socket.io-client in scripts/sample_app/node_modules: npm ci --prefix scripts/sample_app")
+    out = tmp_path_factory.mktemp("browser")
+    before = chromium_pids()
+    began = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "dispel", "record", "browser", "--out", str(out), "--timeout", str(TIMEOUT)],
+        capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT + 30,
+    )
+    took = time.monotonic() - began
+    assert proc.returncode == 0, proc.stderr
+    # Orphaned helpers are reaped a moment after the browser quits.
+    end = time.monotonic() + 10
+    while chromium_pids() - before and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not chromium_pids() - before, "chromium processes left behind"
+    return trace_from_json((out / "browser.json").read_text(encoding="utf-8"), "browser.json"), took
+
+
+@pytest.fixture(scope="module")
+def python_trace():
+    return trace_from_json((ROOT / "traces" / "chat.json").read_text(encoding="utf-8"), "traces/chat.json")
+
+
+def test_bounded_in_time(recorded):
+    _, took = recorded
+    print(f"browser scenario recorded in {took:.1f}s")
+    assert took < TIMEOUT
+
+
+# ------------------------------------------------------------------ finders for both clients
+# The committed finders look for the payload in clear text: the page that carries the
+# JavaScript client also says "chat", and the browser's frames are compressed. These look
+# for the Engine.IO + Socket.IO packets instead; on the Python trace they give the same chains.
+
+
+def find_on(g: TraceGraph):
+    handler = chains._one(chains._user_handler(g, "on_chat"), "the chat handler", "none")
+    recv = chains._recv_before_text(g, ('42["chat"',), g.ev(handler).thread)
+    needles = ('"chat"',)
+    return [chains.register_part(g), chains.value_trail(g, recv, handler, needles)], needles + ("'chat'", "<b>hi</b>")
+
+
+def find_emit(g: TraceGraph):
+    handler = chains._one(chains._user_handler(g, "on_chat"), "the chat handler", "none")
+    packet = chains._one(
+        g.find(lambda e: mentions(e, ('42["reply"',)) and e.thread != g.ev(handler).thread), "the encoded reply packet", "on_chat"
+    )
+    # the frame that carries it: the next socket.send on the thread that holds the packet
+    sink = chains._one(g.find(chains.is_sink("send"), g.ev(packet).thread, after=packet), "the socket.send of the reply frame", "on_chat")
+    return [chains.with_producer(g, chains.value_trail(g, handler, sink, ('"reply"',)))], ('"reply"', "<b>hi</b>")
+
+
+FINDERS = {"on": find_on, "emit": find_emit}
+
+
+def journey(name: str) -> chains.Journey:
+    committed = next(j for j in chains.JOURNEYS if j.name == name)
+    return chains.Journey(name, committed.title, committed.scenario, FINDERS[name], committed.wire)
+
+
+def hop_key(hop) -> tuple[str, str, str]:
+    """A hop as compared across clients: function, thread role (its name without the number), edge."""
+    return hop.func.key, re.sub(r"\d+$", "", hop.thread), hop.edge
+
+
+@pytest.mark.parametrize("name", sorted(FINDERS))
+def test_generalized_finder_matches_the_committed_one_on_the_python_trace(python_trace, name):
+    committed = next(j for j in chains.JOURNEYS if j.name == name)
+    assert chains.build(python_trace, journey(name)).hops == chains.build(python_trace, committed).hops
+
+
+@pytest.mark.parametrize("name", sorted(FINDERS))
+def test_browser_chain_agrees_with_the_python_clients(recorded, python_trace, name):
+    trace, _ = recorded
+    python = [hop_key(h) for h in chains.build(python_trace, journey(name)).hops]
+    browser = [hop_key(h) for h in chains.build(trace, journey(name)).hops]
+    matcher = difflib.SequenceMatcher(a=python, b=browser, autojunk=False)
+    differ = [(python[i1:i2], browser[j1:j2]) for op, i1, i2, j1, j2 in matcher.get_opcodes() if op != "equal"]
+    for py_hops, br_hops in differ:
+        print(f"{name}: python {[k[0] for k in py_hops]} / browser {[k[0] for k in br_hops]}")
+        outside = [k for k in py_hops + br_hops if k[0].partition(":")[0] not in TRANSPORT_MODULES]
+        assert not outside, f"{name}: the chains differ outside the transport modules: python {py_hops}, browser {br_hops}"
+    if differ:
+        assert "permessage-deflate" in upgrade_response(trace), "the frame codec differs, yet no compression was negotiated"
+    # Both chains keep the agreed hops in the same order, and most of the chain is shared.
+    same = sum(size for *_, size in matcher.get_matching_blocks())
+    assert same >= 0.9 * len(python), f"{name}: only {same} of {len(python)} hops agree"
+
+
+def upgrade_response(trace) -> str:
+    return next(
+        a.text for e in trace.events if e.func.startswith(chains.SOCKET_C + "send")
+        for a in e.args if "101 Switching Protocols" in a.text
+    )
+
+
+# ------------------------------------------------------------------ long-polling first
+
+
+def request_line(trace, thread: str) -> str:
+    """The first request line a server thread read."""
+    for e in trace.events:
+        if e.thread == thread and e.func in (chains.SOCKET_C + "recv", chains.SOCKET_C + "recv_into") and e.ret:
+            return e.ret.text.split("\\r\\n", 1)[0]
+    return ""
+
+
+def test_the_browser_long_polled_before_the_upgrade(recorded):
+    trace, _ = recorded
+    started = {t.name: t.started_by for t in trace.threads}
+    upgraded = next(e.thread for e in trace.events if e.func.startswith(chains.SOCKET_C + "send") and any("101 Switching" in a.text for a in e.args))
+    assert "transport=websocket" in request_line(trace, upgraded)
+    polling = {t for t in started if "transport=polling" in request_line(trace, t)}
+    gets = {e.thread for e in trace.events if e.func == "engineio.socket:Socket.handle_get_request"} & polling
+    posts = {e.thread for e in trace.events if e.func == "engineio.socket:Socket.handle_post_request"} & polling
+    assert gets and posts, "no long-poll GET or POST was handled"
+    # Engine.IO's OPEN packet went out in a polling payload, on a connection accepted
+    # before the one that upgraded (the server thread starts request threads in order).
+    opened = [
+        e.thread for e in trace.events
+        if e.func == "engineio.payload:Payload.encode" and e.ret and e.ret.text.startswith("'0{")
+    ]
+    assert opened and opened[0] in polling and started[opened[0]] < started[upgraded], opened
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_missing_chromium_is_one_line_saying_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(cli, "CHROMIUM", Path("/nonexistent/chromium"))
+    with pytest.raises(cli.DispelError) as err:
+        cli.BrowserClient(1)
+    message = str(err.value)
+    assert "\n" not in message and "/nonexistent/chromium" in message
+    assert "apt-get install chromium chromium-driver" in message
