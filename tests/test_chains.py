@@ -238,18 +238,25 @@ def test_broadcast_stores_the_room_and_reaches_both_members(built):
     assert all('"joined"' in h.value for h in sinks)
 
 
-def test_disconnect_reads_the_close_frame_and_cleans_up(built):
+def test_disconnect_in_the_order_the_client_leaves(built):
     chain = built["disconnect"]
-    in_order(chain, "_socket:socket.recv", "_socket:socket.send")  # the close frame answered
+    assert [h.edge for h in chain.hops].count(EDGE_ENTRY) == 3  # DISCONNECT, CLOSE, the close frame
     in_order(
         chain,
-        "threading:Condition.wait",
-        "engineio.socket:Socket.close",
+        "_socket:socket.recv",
+        "socketio.server:Server._handle_eio_message",
         "socketio.server:Server._handle_disconnect",
         "sample_app.app:on_disconnect",
         "socketio.base_manager:BaseManager.basic_leave_room",
+        "engineio.socket:Socket.close",
+        "threading:Condition.wait",
+        "simple_websocket.ws:Base.close",
+        "_socket:socket.send",
+        "_socket:socket.recv",
+        "socket:socket.close",
     )
-    assert chain.wire and chain.wire[0].fields[2].value == "0x8"  # a close frame
+    frames = {f.name: f.value for layer in chain.wire for f in layer.fields}
+    assert frames["opcode"] == "0x8" and frames["status code"] == "1000"  # the server's close frame
 
 
 def test_upgrade_probes_then_hands_the_socket_to_a_writer(built):

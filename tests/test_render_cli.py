@@ -9,7 +9,7 @@ from test_render_samples import EMIT, PAYLOAD
 
 from dispel import cli, render
 
-GENERATED = ["chains/emit.md", "chains/handshake.md", "chains/on.md", "chains/run.md", "licensing.md", "sample_app.md", "snippets/versions.md"]
+GENERATED = sorted([f"chains/{j}.md" for j in render.JOURNEYS] + ["licensing.md", "sample_app.md", "snippets/versions.md"])
 
 
 def run_render(tmp_path, chains_dir=None):
@@ -38,7 +38,7 @@ def test_without_chains_every_journey_is_a_placeholder(tmp_path, capsys):
         first = (tmp_path / "docs" / path).read_text(encoding="utf-8").splitlines()[0]
         assert first.startswith("<!--") and "dispel render" in first
     assert "Not recorded yet" in (tmp_path / "docs" / "chains" / "on.md").read_text(encoding="utf-8")
-    assert "placeholder pages: run, handshake, on, emit" in capsys.readouterr().err
+    assert f"placeholder pages: {', '.join(render.JOURNEYS)}" in capsys.readouterr().err
 
 
 def test_a_chain_file_becomes_its_page(tmp_path):

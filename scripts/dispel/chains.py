@@ -557,7 +557,7 @@ JOURNEYS: tuple[Journey, ...] = (
     Journey("ack", "An acknowledgement: from the event with an ack id to the ACK packet written back", "chat", find_ack, lambda g, w: _wire_of(g, w, "data")),
     Journey("broadcast", "join_room and emit(to=room): one emit fanned out to every client in the room", "rooms", find_broadcast, lambda g, w: _wire_of(g, w, "data")),
     Journey("upgrade", "Long-polling to WebSocket: the probe, the UPGRADE packet, the writer taking over", "upgrade", find_upgrade, lambda g, w: _wire_of(g, w, "data")),
-    Journey("disconnect", "The client leaves: DISCONNECT, the handler and the rooms, CLOSE, the close frame", "chat", find_disconnect, lambda g, w: _wire_of(g, w, "data")),
+    Journey("disconnect", "The client leaves: DISCONNECT, the handler and the rooms, CLOSE, the close frame", "chat", find_disconnect, lambda g, w: _wire_of(g, [w[1]], "data")),
 )
 
 
