@@ -1246,7 +1246,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             t = Path(tmp)
             shutil.copytree(DOCS, t / "docs", ignore=shutil.ignore_patterns("chains"))
             steps = [
-                ("record", me + ["record", "chat", "--out", str(t / "traces")]),
+                ("record", me + ["record", "--out", str(t / "traces")]),
                 ("chains", me + ["chains", "--traces", str(t / "traces")]),
                 ("pin verification", [sys.executable, "-c", "from dispel import cli; import sys; sys.exit(bool(cli.verify_installed(cli.load_lock())))"]),
                 ("render", me + ["render", "--chains", str(t / "traces" / "chains"), "--out", str(t / "docs")]),

@@ -48,11 +48,12 @@ class RawTrace:
 
 
 class _ThreadState:
-    __slots__ = ("serial", "stack")
+    __slots__ = ("serial", "stack", "trace")
 
     def __init__(self, serial: int) -> None:
         self.serial = serial
         self.stack: list[tuple[int, FrameType]] = []
+        self.trace: Callable | None = None
 
 
 def _arg_names(code: CodeType) -> tuple[str, ...]:
@@ -152,9 +153,9 @@ class SettraceRecorder:
     def start(self) -> None:
         self._install_probes()
         self._active = True
-        self._attach(threading.get_ident(), -1, 0)
+        state = self._attach(threading.get_ident(), -1, 0)
         threading.settrace(self._thread_hook)
-        sys.settrace(self._trace)
+        sys.settrace(state.trace)
 
     def stop(self) -> None:
         self._active = False
@@ -210,6 +211,7 @@ class SettraceRecorder:
     def _attach(self, ident: int, start_row: int, thread_obj: int) -> _ThreadState:
         self._serials += 1
         state = _ThreadState(self._serials)
+        state.trace = self._tracers(state)
         self._states[ident] = state
         self._raw.threads[state.serial] = (start_row, thread_obj)
         return state
@@ -224,73 +226,89 @@ class SettraceRecorder:
             if start_row is None or not self._active:
                 sys.settrace(None)
                 return None
-            self._attach(threading.get_ident(), start_row, id(thread_obj))
-            sys.settrace(self._trace)
-            return self._trace(frame, event, arg)
+            state = self._attach(threading.get_ident(), start_row, id(thread_obj))
+            sys.settrace(state.trace)
+            return state.trace(frame, event, arg)
         except Exception as exc:  # never let the recorder break the program
             self._disable(exc)
             return None
 
-    def _trace(self, frame: FrameType, event: str, arg: object):
-        try:
-            code = frame.f_code
-            try:
-                names = self._decisions[code]
-            except KeyError:
-                wanted = code in self.probe_codes or self._want(code)
-                names = self._decisions[code] = _arg_names(code) if wanted else None
-            if names is None:
-                return None
-            frame.f_trace_lines = False
-            state = self._states.get(threading.get_ident())
-            if state is None:
-                return None
-            stack = state.stack
-            row = len(self._raw.calls)
-            if stack:
-                parent, parent_frame = stack[-1]
-                line = parent_frame.f_lineno
-            else:
-                parent, line = -1, 0
-            loc = frame.f_locals  # CPython has built this dict for the trace call anyway
-            args = tuple((n, *_keep(loc[n])) for n in names if n in loc)
-            self._raw.calls.append((code, state.serial, parent, line, args))
-            if code is self._thread_start_code:
-                self._pending_threads[id(loc["self"])] = row
-            elif code is self._notify_code:
-                self._turns.notified(loc["self"])
-            stack.append((row, frame))
-            return self._local
-        except Exception as exc:
-            self._disable(exc)
-            return None
+    def _tracers(self, state: _ThreadState):
+        """The trace functions of one thread: closures, so the hot path looks nothing up
+        by thread id or attribute (coverage.py's CTracer does the same in C)."""
+        raw = self._raw
+        calls = raw.calls
+        append = calls.append
+        returns = raw.returns
+        raised = self._raised
+        decisions = self._decisions
+        want = self._want
+        probes = self.probe_codes
+        stack = state.stack
+        push = stack.append
+        pop = stack.pop
+        serial = state.serial
+        start_code, notify_code, wait_code = self._thread_start_code, self._notify_code, self._wait_code
+        pending = self._pending_threads
+        turns = self._turns
+        sized = SIZED
+        disable = self._disable
 
-    def _local(self, frame: FrameType, event: str, arg: object):
-        try:
-            if event == "return":
-                stack = self._states[threading.get_ident()].stack
-                while stack:
-                    row, f = stack.pop()
-                    if f is frame:
-                        if frame.f_code is self._wait_code:
-                            self._turns.woken(frame.f_locals.get("self"))
-                        # len(calls) places the return in the global order of
-                        # calls: what wake-up edges are matched by.
-                        if arg is None and row in self._raised:
-                            self._raw.returns[row] = (len(self._raw.calls), 0, "raise", frame.f_lineno, -1)
-                        else:
-                            # a container's size now is what the caller got (empty polls are idle)
-                            size = len(arg) if type(arg) in SIZED else -1
-                            self._raw.returns[row] = (len(self._raw.calls), *_keep(arg), frame.f_lineno, size)
-                        break
-            elif event == "exception":
-                stack = self._states[threading.get_ident()].stack
-                if stack and stack[-1][1] is frame:
-                    self._raised.add(stack[-1][0])
-            return self._local
-        except Exception as exc:
-            self._disable(exc)
-            return None
+        def trace(frame, event, arg):
+            try:
+                code = frame.f_code
+                names = decisions.get(code, False)
+                if names is False:
+                    names = decisions[code] = _arg_names(code) if (code in probes or want(code)) else None
+                if names is None:
+                    return None
+                frame.f_trace_lines = False
+                row = len(calls)
+                if stack:
+                    parent, parent_frame = stack[-1]
+                    line = parent_frame.f_lineno
+                else:
+                    parent, line = -1, 0
+                loc = frame.f_locals  # CPython has built this dict for the trace call anyway
+                args = tuple([(n, id(loc[n]), loc[n]) for n in names if n in loc])
+                append((code, serial, parent, line, args))
+                if code is start_code:
+                    pending[id(loc["self"])] = row
+                elif code is notify_code:
+                    turns.notified(loc["self"])
+                push((row, frame))
+                return local
+            except Exception as exc:
+                disable(exc)
+                return None
+
+        def local(frame, event, arg):
+            try:
+                if event == "return":
+                    while stack:
+                        row, f = pop()
+                        if f is frame:
+                            if frame.f_code is wait_code:
+                                turns.woken(frame.f_locals.get("self"))
+                            # len(calls) places the return in the global order of
+                            # calls: what wake-up edges are matched by.
+                            if arg is None and row in raised:
+                                returns[row] = (len(calls), 0, "raise", frame.f_lineno, -1)
+                            else:
+                                # a container's size now is what the caller got (empty polls are idle)
+                                returns[row] = (
+                                    len(calls), id(arg), arg, frame.f_lineno, len(arg) if type(arg) in sized else -1
+                                )
+                            break
+                elif event == "exception":
+                    if stack and stack[-1][1] is frame:
+                        raised.add(stack[-1][0])
+                return local
+            except Exception as exc:
+                disable(exc)
+                return None
+
+        return trace
 
     def _disable(self, exc: BaseException) -> None:
         self._active = False
@@ -378,8 +396,9 @@ class _Paused:
         sys.settrace(None)
 
     def __exit__(self, *exc: object) -> None:
-        if self._recorder._active:
-            sys.settrace(self._recorder._trace)
+        state = self._recorder._states.get(threading.get_ident())
+        if self._recorder._active and state is not None:
+            sys.settrace(state.trace)
 
 
 class _Step:

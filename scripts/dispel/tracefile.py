@@ -424,7 +424,8 @@ def normalize(
         events.append(
             Event(
                 idx, c.func, thread_name[c.serial], parent, c.line, depth, idx, thread_step[c.serial],
-                args, ret, raised, c.ret[3] if c.ret else 0,
+                # a probe's lines are the recorder's own, not the C function's
+                args, ret, raised, c.ret[3] if c.ret and funcs[c.func].source.dist != "builtin" else 0,
             )
         )
     events = _with_ends(events)
