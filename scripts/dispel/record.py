@@ -62,16 +62,12 @@ def _arg_names(code: CodeType) -> tuple[str, ...]:
     return code.co_varnames[:n]
 
 
-def _keep(value: object) -> tuple[int, object]:
-    # The object itself is kept until the trace is normalized: a live object's
-    # id() is never reused by another, so identity joins stay exact.
-    return (id(value), value)
-
-
 # ---------------------------------------------------------------- socket probes
 # Each probe calls the C method it replaces; the recorder sees the probe's call
-# and return like any Python function. ``_observed`` reports the bytes that
-# recv_into wrote into a caller's buffer, which its return value (a count) hides.
+# and return like any Python function. Each is written out with the C method's own
+# argument names, so that the bytes passed and returned are recorded by name.
+# ``_observed`` reports the bytes that recv_into wrote into a caller's buffer,
+# which its return value (a count) hides.
 
 
 def _observed(data):  # noqa: ARG001 - the argument is what gets recorded
@@ -270,6 +266,8 @@ class SettraceRecorder:
                 else:
                     parent, line = -1, 0
                 loc = frame.f_locals  # CPython has built this dict for the trace call anyway
+                # The objects themselves are kept until the trace is normalized: a live
+                # object's id() is never reused by another, so identity joins stay exact.
                 args = tuple([(n, id(loc[n]), loc[n]) for n in names if n in loc])
                 append((code, serial, parent, line, args))
                 if code is start_code:
