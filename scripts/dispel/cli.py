@@ -1223,6 +1223,40 @@ def _timed(argv: list[str], what: str, must_pass: bool = True) -> tuple[float, s
     return took, proc.stdout
 
 
+def _per_call_costs(n: int = 100_000) -> dict[str, float]:
+    """Microseconds per call: untraced, under an empty local tracer, and under the recorder."""
+    import time
+
+    from .record import SettraceRecorder
+
+    def add(a, b):
+        return a + b
+
+    def loop() -> float:
+        begin = time.perf_counter()
+        total = 0
+        for i in range(n):
+            total = add(total, i)
+        return (time.perf_counter() - begin) / n * 1e6
+
+    def empty(frame, event, arg):
+        return empty
+
+    out = {"untraced": loop()}
+    sys.settrace(empty)
+    try:
+        out["empty tracer"] = loop()
+    finally:
+        sys.settrace(None)
+    recorder = SettraceRecorder(lambda code: code is add.__code__)
+    recorder.start()
+    try:
+        out["dispel recorder"] = loop()
+    finally:
+        recorder.stop()
+    return out
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Tracing overhead (alternating untraced/traced runs), regeneration and check times."""
     import statistics
@@ -1230,6 +1264,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.reps < 1:
         raise DispelError("--reps must be at least 1")
     me = [sys.executable, "-m", "dispel"]
+    per_call = _per_call_costs()
+    print("cost per call of a two-argument function: " + ", ".join(f"{k} {v:.2f} us" for k, v in per_call.items()))
     runs: dict[str, list[dict]] = {"untraced": [], "traced": []}
     print(f"bench: {os.cpu_count()} cores, Python {PYTHON_VERSION}, scenario 'bench' (connect, 200 chat round trips, disconnect)")
     for rep in range(args.reps):
