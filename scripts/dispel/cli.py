@@ -1264,8 +1264,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.reps < 1:
         raise DispelError("--reps must be at least 1")
     me = [sys.executable, "-m", "dispel"]
-    per_call = _per_call_costs()
-    print("cost per call of a two-argument function: " + ", ".join(f"{k} {v:.2f} us" for k, v in per_call.items()))
     runs: dict[str, list[dict]] = {"untraced": [], "traced": []}
     print(f"bench: {os.cpu_count()} cores, Python {PYTHON_VERSION}, scenario 'bench' (connect, 200 chat round trips, disconnect)")
     for rep in range(args.reps):
@@ -1305,6 +1303,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             print(f"scale (20 clients, 1,000 messages): {took:.1f}s, {out.strip().splitlines()[-1].split(': ', 1)[-1].split(' ->')[0]}, "
                   f"trace {size / 2**20:.1f} MiB, peak memory of any run so far {peak:.1f} MiB")
+    # Last: the recording it makes grows this process, and children inherit its peak.
+    per_call = _per_call_costs()
+    print("cost per call of a two-argument function: " + ", ".join(f"{k} {v:.2f} us" for k, v in per_call.items()))
     print(f"overhead ratio: {med['traced'] / med['untraced']:.2f}")
     return 0
 
