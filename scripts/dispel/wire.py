@@ -111,7 +111,7 @@ def decode_http(data: bytes, role: str) -> tuple[WireLayer, ...]:
 _HEADER_MEANINGS = {
     "upgrade": "asks to switch this connection to another protocol",
     "connection": "Upgrade: this hop's connection changes protocol",
-    "sec-websocket-key": "a random nonce from the client (base64 of 16 bytes)",
+    "sec-websocket-key": "a nonce from the client: base64 of 16 random bytes (dispel's client sends RFC 6455's example, so that traces repeat)",
     "sec-websocket-version": "the WebSocket protocol version (13 = RFC 6455)",
     "sec-websocket-accept": "base64(SHA-1(key + 258EAFA5-E914-47DA-95CA-C5AB0DC85B11)): proves the server read the key",
     "sec-websocket-extensions": "extensions offered or accepted (permessage-deflate compresses messages)",
