@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Callable, Iterable, Mapping, Sequence
 
 from . import wire
@@ -70,9 +69,14 @@ class TraceGraph:
         idx = self.by_thread[thread] if thread else range(len(self.events))
         return [i for i in idx if i > after and (before is None or i < before) and pred(self.events[i])]
 
-    @cached_property
-    def thread_names(self) -> list[str]:
-        return [t.name for t in self.trace.threads]
+    def descend(self, start: int, pred: Callable[[Event], bool]) -> int:
+        """From ``start`` down through the last callee matching pred, as deep as it goes."""
+        here = start
+        while True:
+            kids = [c for c in self.children.get(here, []) if pred(self.events[c])]
+            if not kids:
+                return here
+            here = kids[-1]
 
 
 def mentions(e: Event, needles: Sequence[str]) -> bool:
@@ -81,10 +85,6 @@ def mentions(e: Event, needles: Sequence[str]) -> bool:
     if e.ret is not None:
         texts.append(e.ret.text)
     return any(n in t for t in texts for n in needles)
-
-
-def is_func(key: str) -> Callable[[Event], bool]:
-    return lambda e: e.func == key
 
 
 def is_sink(*names: str) -> Callable[[Event], bool]:
@@ -112,18 +112,6 @@ def tree_path(g: TraceGraph, a: int, b: int) -> list[Step]:
     return steps
 
 
-def data_link(g: TraceGraph, a: int, b: int) -> bool:
-    """Does b receive (as an argument) the very object a returned?"""
-    ret = g.ev(a).ret
-    return bool(ret and ret.token and any(x.token == ret.token for x in g.ev(b).args))
-
-
-def same_thread(g: TraceGraph, a: int, b: int) -> list[Step]:
-    """a to b on one thread: through the call tree, every caller and callee on the way
-    (objects that pass from one to the other show in the hops' values)."""
-    return tree_path(g, a, b)
-
-
 def producer(g: TraceGraph, sink: int, arg: str = "data") -> int | None:
     """The call that built the bytes ``sink`` received: the first earlier call on its
     thread that returned that very object, then down through the callees that
@@ -136,12 +124,7 @@ def producer(g: TraceGraph, sink: int, arg: str = "data") -> int | None:
     found = [i for i in found if i not in above]
     if not found:
         return None
-    here = found[0]
-    while True:
-        kids = [c for c in g.children.get(here, []) if _bytes_like(g.ev(c))]
-        if not kids:
-            return here
-        here = kids[-1]
+    return g.descend(found[0], _bytes_like)
 
 
 def consumer(g: TraceGraph, source: int) -> int | None:
@@ -155,12 +138,7 @@ def consumer(g: TraceGraph, source: int) -> int | None:
     found = g.find(takes, g.ev(source).thread, after=after)
     if not found:
         return None
-    here = found[0]
-    while True:
-        kids = [c for c in g.children.get(here, []) if takes(g.ev(c))]
-        if not kids:
-            return here
-        here = kids[-1]
+    return g.descend(found[0], takes)
 
 
 def object_producer(g: TraceGraph, after: int, handoff: int) -> int | None:
@@ -241,7 +219,7 @@ def connect(g: TraceGraph, a: int, b: int) -> list[Step]:
     if a == b:
         return []
     if g.ev(a).thread == g.ev(b).thread:
-        return same_thread(g, a, b)
+        return tree_path(g, a, b)
     try:
         route = thread_route(g, a, b)
     except JourneyError:
@@ -408,9 +386,7 @@ def register_part(g: TraceGraph) -> list[int]:
     first = _one(named, "the registration of 'chat'", g.ev(module).func)
     last = named[-1] if len(named) > 1 else first
     # where the handler ends up: the deepest call under the last one that names the event
-    stored = last
-    while g.children.get(stored):
-        stored = g.children[stored][-1]
+    stored = g.descend(last, lambda e: True)
     return [module, first, last, stored]
 
 
@@ -514,11 +490,7 @@ def find_broadcast(g: TraceGraph):
     sinks = sorted(last_by_thread.values())
     if len(sinks) < 2:
         raise JourneyError(f"the broadcast reached {len(sinks)} client(s), expected two (last hop reached: emit)")
-    while True:  # down to where the room is kept
-        deeper = [c for c in g.children.get(stored, []) if mentions(g.ev(c), rooms)]
-        if not deeper:
-            break
-        stored = deeper[-1]
+    stored = g.descend(stored, lambda e: mentions(e, rooms))  # down to where the room is kept
     parts = [[handler, stored], with_producer(g, value_trail(g, handler, sinks[0], sent))]
     first_handoff = thread_route(g, handler, sinks[0])[0][0]
     for sink in sinks[1:]:

@@ -120,10 +120,10 @@ class TraceFile:
 # Edges a chain can take from one hop to the next.
 EDGE_ENTRY = "entry"  # the first hop, in the user's code
 EDGE_CALL = "call"  # the previous hop called this one
-EDGE_RETURN = "return"  # this hop ran after the previous one returned (a sibling)
+EDGE_RETURN = "return"  # the previous hop returned to this one, its caller
 EDGE_THREAD_START = "thread-start"  # Thread.start() in the previous hop's thread
 EDGE_WAKE = "wake-up"  # Condition.notify() woke the wait() in this thread
-EDGE_DATA = "data"  # the value this hop receives was produced by the previous one
+EDGE_DATA = "data"  # another thread took the very object the previous hop passed on (a queue's put and get)
 EDGES = (EDGE_ENTRY, EDGE_CALL, EDGE_RETURN, EDGE_THREAD_START, EDGE_WAKE, EDGE_DATA)
 
 
