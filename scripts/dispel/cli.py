@@ -303,6 +303,7 @@ def trace_from_recording(
     recorder, name: str, port: int, roots: list, versions: dict[str, str], settings: dict | None = None, deny: tuple[str, ...] = ()
 ):
     """A recorder's rows -> normalized TraceFile: code resolved to functions, values made stable."""
+    from .record import line_at
     from .tracefile import Normalizer, RawCall, learn_secrets, normalize
 
     if recorder.errors:
@@ -311,14 +312,18 @@ def trace_from_recording(
     funcs_by_code = resolve_funcs({c[0] for c in raw.calls}, recorder.probe_codes, roots)
     calls = []
     observed: dict[int, tuple] = {}
-    for row, (code, serial, parent, line, args) in enumerate(raw.calls):
+    for row, (code, serial, parent, offset, args) in enumerate(raw.calls):
         func = funcs_by_code[code]
         if func.key == "_socket:socket.observed":
             # the bytes recv_into wrote into its caller's buffer: they become its value
-            seq, _, _, line, _ = raw.returns.get(parent, (0, 0, None, 0, -1))
-            observed[parent] = (seq, *args[0][1:], line, -1)
+            seq = raw.returns.get(parent, (0,))[0]
+            observed[parent] = (seq, *args[0][1:], 0, -1)
             continue
-        calls.append(RawCall(row, func.key, serial, parent, line, args, raw.returns.get(row)))
+        line = line_at(raw.calls[parent][0], offset) if parent >= 0 else 0
+        ret = raw.returns.get(row)
+        if ret is not None:
+            ret = (*ret[:3], line_at(code, ret[3]), ret[4])
+        calls.append(RawCall(row, func.key, serial, parent, line, args, ret))
     calls = [RawCall(c.row, c.func, c.serial, c.parent, c.line, c.args, observed.get(c.row, c.ret)) for c in calls]
     secrets: dict[str, str] = {}
     for c in calls:

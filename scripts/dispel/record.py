@@ -20,6 +20,21 @@ SIZED = frozenset({list, tuple, dict, set})
 SOCKET_SINKS = ("bind", "listen", "_accept", "recv", "recv_into", "send", "sendall")
 
 
+def line_at(code: CodeType, offset: int, _cache: dict = {}) -> int:  # noqa: B006 - a deliberate cache
+    """The source line of the instruction at byte ``offset`` of ``code``.
+
+    The recorder keeps instruction offsets (``f_lasti``, free to read) and turns them
+    into lines after the run (``f_lineno`` searches the line table on every read).
+    """
+    table = _cache.get(code)
+    if table is None:
+        table = _cache[code] = [(start, end, line) for start, end, line in code.co_lines() if line is not None]
+    for start, end, line in table:
+        if start <= offset < end:
+            return line
+    return 0
+
+
 class Tracer(Protocol):
     """What every recorder offers (a sys.monitoring one can join for Python >= 3.12)."""
 
@@ -34,10 +49,10 @@ class Tracer(Protocol):
 class RawTrace:
     """Everything a run left behind, still holding code objects and values."""
 
-    # (code, thread serial, parent row, line in parent, args) per call;
+    # (code, thread serial, parent row, instruction offset in parent, args) per call;
     # args is a tuple of (name, id, value-or-type) triples.
     calls: list = field(default_factory=list)
-    # row -> (calls recorded so far, id, value, line it returned from, size or -1);
+    # row -> (calls recorded so far, id, value, offset it returned from, size or -1);
     # value "raise" with id 0 when the frame was left by an exception
     returns: dict = field(default_factory=dict)
     # thread serial -> (row of the Thread.start that launched it or -1, id of the Thread object)
@@ -262,7 +277,7 @@ class SettraceRecorder:
                 row = len(calls)
                 if stack:
                     parent, parent_frame = stack[-1]
-                    line = parent_frame.f_lineno
+                    line = parent_frame.f_lasti  # an offset; its line is looked up after the run
                 else:
                     parent, line = -1, 0
                 loc = frame.f_locals  # CPython has built this dict for the trace call anyway
@@ -291,11 +306,11 @@ class SettraceRecorder:
                             # len(calls) places the return in the global order of
                             # calls: what wake-up edges are matched by.
                             if arg is None and row in raised:
-                                returns[row] = (len(calls), 0, "raise", frame.f_lineno, -1)
+                                returns[row] = (len(calls), 0, "raise", frame.f_lasti, -1)
                             else:
                                 # a container's size now is what the caller got (empty polls are idle)
                                 returns[row] = (
-                                    len(calls), id(arg), arg, frame.f_lineno, len(arg) if type(arg) in sized else -1
+                                    len(calls), id(arg), arg, frame.f_lasti, len(arg) if type(arg) in sized else -1
                                 )
                             break
                 elif event == "exception":
