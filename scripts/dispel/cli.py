@@ -359,6 +359,18 @@ def machine_paths() -> dict[str, str]:
     return {k: v for k, v in paths.items() if len(k) > 1}
 
 
+def record_in_new_interpreter(
+    name: str, out: Path, timeout: float, app: str = "sample_app.app", redact: Iterable[str] = (), capture: bool = False
+):
+    """`dispel record NAME` in a new interpreter: a second run in the same process would
+    find the app and its drivers imported already, and its trace would differ."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "dispel", "record", name, "--out", str(out), "--timeout", str(timeout), "--app", app]
+    argv += [a for pattern in redact for a in ("--redact", pattern)]
+    return subprocess.run(argv, cwd=ROOT, capture_output=capture, text=True)
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     from . import scenarios
     from .tracefile import trace_to_json
@@ -372,14 +384,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         except re.error as exc:
             raise DispelError(f"--redact {pattern!r} is not a valid regular expression ({exc}); fix or quote it") from None
     if len(names) > 1:
-        # One interpreter per scenario: a second run in the same process would find
-        # the app and its drivers imported already, and its trace would differ.
-        import subprocess
-
         for name in names:
-            argv = [sys.executable, "-m", "dispel", "record", name, "--out", str(args.out), "--timeout", str(args.timeout), "--app", args.app]
-            argv += [a for pattern in args.redact for a in ("--redact", pattern)]
-            if subprocess.run(argv, cwd=ROOT).returncode != 0:
+            if record_in_new_interpreter(name, args.out, args.timeout, args.app, args.redact).returncode != 0:
                 return 2
         return 0
     for name in names:
@@ -1089,17 +1095,10 @@ def check_rerecord(root: Path, timeout: float = 60.0) -> list[str]:
     """Record every scenario again and compare with traces/<scenario>.json; a differing recording is kept."""
     from . import check, scenarios
 
-    import subprocess
-
     problems = []
     keep = Path(tempfile.mkdtemp(prefix="dispel-rerecord-"))
     for name in scenarios.DEFAULT:
-        # A new interpreter, as `make regen` uses: one that has already imported the
-        # app or its drivers would not trace their import, and its trace would differ.
-        proc = subprocess.run(
-            [sys.executable, "-m", "dispel", "record", name, "--out", str(keep), "--timeout", str(timeout)],
-            capture_output=True, text=True, cwd=root,
-        )
+        proc = record_in_new_interpreter(name, keep, timeout, capture=True)
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             problems.append(f"re-record: recording {name!r} failed: {tail}")
