@@ -246,16 +246,20 @@ def run(
 
 
 # Names the server's per-connection threads carry (targets appear in thread names).
-_SERVER_WORK = ("process_request_thread", "simple_websocket", "_handle_event_internal", "writer", "run_handler")
+# What the server's threads are doing, by their names (targets appear in thread names):
+# each connection has a request thread, a reader and a writer; each event a handler.
+_PER_CONNECTION = ("process_request_thread", "simple_websocket", "writer")
+_HANDLERS = ("_handle_event_internal", "run_handler")
+_SERVER_WORK = _PER_CONNECTION + _HANDLERS
 
 
 def _server_settled(connected: int) -> bool:
-    """Every event handler has finished, and the server holds no more connections
-    (each has a request thread, a reader and a writer) than clients are connected."""
+    """Every event handler has finished, and the server holds no more connections than
+    clients are connected."""
     alive = [t.name for t in threading.enumerate() if t.is_alive()]
-    handlers = [n for n in alive if "_handle_event_internal" in n or "run_handler" in n]
-    per_connection = [n for n in alive if any(w in n for w in _SERVER_WORK[:2] + ("writer",))]
-    return not handlers and len(per_connection) <= 3 * connected
+    handlers = [n for n in alive if any(w in n for w in _HANDLERS)]
+    per_connection = [n for n in alive if any(w in n for w in _PER_CONNECTION)]
+    return not handlers and len(per_connection) <= len(_PER_CONNECTION) * connected
 
 
 def wanted_code(extra_dirs: tuple[str, ...] = ()) -> Callable[[CodeType], bool]:
