@@ -245,7 +245,6 @@ def run(
     return module
 
 
-# Names the server's per-connection threads carry (targets appear in thread names).
 # What the server's threads are doing, by their names (targets appear in thread names):
 # each connection has a request thread, a reader and a writer; each event a handler.
 _PER_CONNECTION = ("process_request_thread", "simple_websocket", "writer")
