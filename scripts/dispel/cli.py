@@ -303,7 +303,7 @@ def trace_from_recording(
     recorder, name: str, port: int, roots: list, versions: dict[str, str], settings: dict | None = None, deny: tuple[str, ...] = ()
 ):
     """A recorder's rows -> normalized TraceFile: code resolved to functions, values made stable."""
-    from .record import line_at
+    from .record import RAISED, line_at
     from .tracefile import Normalizer, RawCall, learn_secrets, normalize
 
     if recorder.errors:
@@ -316,13 +316,17 @@ def trace_from_recording(
         func = funcs_by_code[code]
         if func.key == "_socket:socket.observed":
             # the bytes recv_into wrote into its caller's buffer: they become its value
-            seq = raw.returns.get(parent, (0,))[0]
-            observed[parent] = (seq, *args[0][1:], 0, -1)
+            data = args[0][1]
+            observed[parent] = (raw.returns.get(parent, (0,))[0], id(data), data, 0, -1)
             continue
         line = line_at(raw.calls[parent][0], offset) if parent >= 0 else 0
         ret = raw.returns.get(row)
         if ret is not None:
-            ret = (*ret[:3], line_at(code, ret[3]), ret[4])
+            seq, value, ret_offset, size = ret
+            ret = (seq, 0, "raise", line_at(code, ret_offset), -1) if value is RAISED else (
+                seq, id(value), value, line_at(code, ret_offset), size
+            )
+        args = tuple((name, id(value), value) for name, value in args)
         calls.append(RawCall(row, func.key, serial, parent, line, args, ret))
     calls = [RawCall(c.row, c.func, c.serial, c.parent, c.line, c.args, observed.get(c.row, c.ret)) for c in calls]
     secrets: dict[str, str] = {}

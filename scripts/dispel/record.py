@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 # size), since a mutable object's later state is not what the program saw.
 IMMUTABLE = (str, bytes, int, float, bool, type(None))
 SIZED = frozenset({list, tuple, dict, set})
+RAISED = object()  # the "value" of a call left by an exception
 
 # Socket methods implemented in C: invisible to settrace, so they are wrapped in
 # tiny Python functions (probes) while recording. They end most chains.
@@ -50,10 +51,12 @@ class RawTrace:
     """Everything a run left behind, still holding code objects and values."""
 
     # (code, thread serial, parent row, instruction offset in parent, args) per call;
-    # args is a tuple of (name, id, value-or-type) triples.
+    # args is a tuple of (name, value) pairs. The values themselves are kept until the
+    # trace is normalized: a live object's id() is never reused by another, so it can
+    # be read then, off the hot path, and identity joins stay exact.
     calls: list = field(default_factory=list)
-    # row -> (calls recorded so far, id, value, offset it returned from, size or -1);
-    # value "raise" with id 0 when the frame was left by an exception
+    # row -> (calls recorded so far, value, offset it returned from, size or -1);
+    # value RAISED when the frame was left by an exception
     returns: dict = field(default_factory=dict)
     # thread serial -> (row of the Thread.start that launched it or -1, id of the Thread object)
     threads: dict = field(default_factory=dict)
@@ -281,9 +284,7 @@ class SettraceRecorder:
                 else:
                     parent, line = -1, 0
                 loc = frame.f_locals  # CPython has built this dict for the trace call anyway
-                # The objects themselves are kept until the trace is normalized: a live
-                # object's id() is never reused by another, so identity joins stay exact.
-                args = tuple([(n, id(loc[n]), loc[n]) for n in names if n in loc])
+                args = tuple([(n, loc[n]) for n in names if n in loc])
                 append((code, serial, parent, line, args))
                 if code is start_code:
                     pending[id(loc["self"])] = row
@@ -306,11 +307,11 @@ class SettraceRecorder:
                             # len(calls) places the return in the global order of
                             # calls: what wake-up edges are matched by.
                             if arg is None and row in raised:
-                                returns[row] = (len(calls), 0, "raise", frame.f_lasti, -1)
+                                returns[row] = (len(calls), RAISED, frame.f_lasti, -1)
                             else:
                                 # a container's size now is what the caller got (empty polls are idle)
                                 returns[row] = (
-                                    len(calls), id(arg), arg, frame.f_lasti, len(arg) if type(arg) in sized else -1
+                                    len(calls), arg, frame.f_lasti, len(arg) if type(arg) in sized else -1
                                 )
                             break
                 elif event == "exception":
