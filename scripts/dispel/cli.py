@@ -212,7 +212,9 @@ BROWSER_FLAGS = (
 class BrowserClient:
     """The official Socket.IO JavaScript client on the app's /chat page, in headless Chromium
     (Debian's chromium and chromedriver, through selenium). A step is the page's
-    ``window.dispelStep(name, done)``, which calls ``done("ok")`` or ``done("error: ...")``."""
+    ``window.dispelStep(name, done)``, which calls ``done("ok")`` or ``done("error: ...")``.
+    The browser talks to the server through dispel.pacer, which makes what the server
+    reads repeatable (see that module)."""
 
     def __init__(self, port: int) -> None:
         missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
@@ -222,7 +224,17 @@ class BrowserClient:
         from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.chrome.service import Service
 
+        import subprocess
+
         self.driver = None
+        self.pacer = subprocess.Popen(
+            [sys.executable, "-m", "dispel.pacer", str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.pacer.stdout is not None
+        said = self.pacer.stdout.readline().split()
+        if len(said) != 2 or said[0] != "listening":
+            self._stop_pacer()
+            raise DispelError("dispel.pacer did not start: run `python -m dispel.pacer PORT` to see why")
         self.profile = tempfile.mkdtemp(prefix="dispel-chromium-")
         options = webdriver.ChromeOptions()
         options.binary_location = str(CHROMIUM)
@@ -230,7 +242,7 @@ class BrowserClient:
             options.add_argument(flag)
         try:
             self.driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-            self.driver.get(f"http://127.0.0.1:{port}/chat")
+            self.driver.get(f"http://127.0.0.1:{said[1]}/chat")
             if not self.driver.execute_script("return typeof io === 'function' && typeof window.dispelStep === 'function'"):
                 raise DispelError(
                     "the app's /chat page has no Socket.IO client: install it with `npm ci --prefix scripts/sample_app`"
@@ -264,6 +276,20 @@ class BrowserClient:
         finally:
             self.driver = None
             shutil.rmtree(self.profile, ignore_errors=True)
+            self._stop_pacer()
+
+    def _stop_pacer(self) -> None:
+        import subprocess
+
+        try:
+            if self.pacer.stdin:
+                self.pacer.stdin.close()
+            self.pacer.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.pacer.kill()
+            self.pacer.wait()
+        if self.pacer.stdout:
+            self.pacer.stdout.close()
 
 
 def _first_line(exc: Exception) -> str:

@@ -1,0 +1,315 @@
+"""A pacing proxy between a browser and the traced server (`python -m dispel.pacer UPSTREAM_PORT`): whole requests and frames, one at a time, in a canonical order.
+
+The browser is not as obliging as dispel's Python client: it picks a random
+WebSocket key and a random mask per frame, reuses or opens TCP connections as it
+pleases, and sends concurrent requests in whatever order its network stack
+reaches first. Any of these would make the server's trace differ from run to run.
+This proxy, a process of its own so that none of its threads are traced, makes
+what reaches the server repeatable without changing what it means:
+
+* each request, and each WebSocket frame, is forwarded whole in a single send,
+  ``PACE`` seconds after the previous one, so that every one arrives in a read of
+  its own (as the Python client's pacing does);
+* sends that arrive together (within ``GATHER`` seconds of the first) are one batch,
+  forwarded in a fixed order: their bytes, sorted, each connection's own in order;
+* the upstream connection is opened when its first request is forwarded, and HTTP
+  requests carry ``Connection: close``: one connection per request, opened in the
+  forwarding order, whatever the browser's connection pool did;
+* the WebSocket key becomes RFC 6455's example key, and frames are re-masked with
+  its example mask (the browser gets the ``Sec-WebSocket-Accept`` it expects);
+* the proxy's port in ``Host``, ``Origin`` and ``Referer`` becomes the server's.
+
+The byte handling is a pure state machine per connection (``RequestStream``,
+``ResponseStream``); only ``main`` and ``Pacer`` touch sockets.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import sys
+from dataclasses import dataclass
+
+from .client import MASK_KEY, WS_KEY
+
+import os
+_LOG = open(os.environ["DISPEL_PACER_LOG"], "a") if os.environ.get("DISPEL_PACER_LOG") else None
+PACE = 0.05
+GATHER = 0.05
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_HEAD_END = b"\r\n\r\n"
+
+
+def accept_for(key: str) -> str:
+    """The Sec-WebSocket-Accept a server answers to ``key`` (RFC 6455 section 4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key.encode("ascii") + WS_GUID).digest()).decode("ascii")
+
+
+def remask(frame: bytes, new_key: bytes) -> bytes:
+    """A whole masked frame with its payload masked by ``new_key`` instead; unmasked frames as they are."""
+    if len(frame) < 2 or not frame[1] & 0x80:
+        return frame
+    at = _mask_offset(frame[1] & 0x7F)
+    old_key = frame[at:at + 4]
+    payload = frame[at + 4:]
+    clear = bytes(b ^ old_key[i % 4] for i, b in enumerate(payload))
+    return frame[:at] + new_key + bytes(b ^ new_key[i % 4] for i, b in enumerate(clear))
+
+
+def _mask_offset(len7: int) -> int:
+    return 2 + {126: 2, 127: 8}.get(len7, 0)
+
+
+def frame_size(buf: bytes) -> int | None:
+    """The size of the first WebSocket frame in ``buf``, or None while its header is incomplete."""
+    if len(buf) < 2:
+        return None
+    len7 = buf[1] & 0x7F
+    at = _mask_offset(len7)
+    if len(buf) < at:
+        return None
+    length = int.from_bytes(buf[2:at], "big") if at > 2 else len7
+    return at + (4 if buf[1] & 0x80 else 0) + length
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What to forward in one send: a request or a frame (empty: the browser closed its side)."""
+
+    data: bytes
+    # the browser's own Sec-WebSocket-Key, when this unit is its upgrade request
+    browser_key: str | None = None
+
+
+class RequestStream:
+    """Browser-to-server bytes of one connection -> whole, canonical units (sans-IO)."""
+
+    def __init__(self, proxy_port: int, server_port: int) -> None:
+        self._buf = b""
+        self._websocket = False
+        self._ports = (f":{proxy_port}".encode(), f":{server_port}".encode())
+
+    def feed(self, data: bytes) -> list[Unit]:
+        """Units completed by ``data``; ``b""`` means end of stream (what is left goes as it is)."""
+        if not data:
+            rest, self._buf = self._buf, b""
+            return ([Unit(rest)] if rest else []) + [Unit(b"")]
+        self._buf += data
+        out: list[Unit] = []
+        while True:
+            unit = self._next_frame() if self._websocket else self._next_request()
+            if unit is None:
+                return out
+            out.append(unit)
+
+    def _next_frame(self) -> Unit | None:
+        size = frame_size(self._buf)
+        if size is None or len(self._buf) < size:
+            return None
+        frame, self._buf = self._buf[:size], self._buf[size:]
+        return Unit(remask(frame, MASK_KEY))
+
+    def _next_request(self) -> Unit | None:
+        end = self._buf.find(_HEAD_END)
+        if end < 0:
+            return None
+        head = self._buf[:end].decode("latin-1")
+        body_size = int(_header(head, "content-length") or 0)
+        size = end + len(_HEAD_END) + body_size
+        if len(self._buf) < size:
+            return None
+        body, self._buf = self._buf[end + len(_HEAD_END):size], self._buf[size:]
+        browser_key = _header(head, "sec-websocket-key") if (_header(head, "upgrade") or "").lower() == "websocket" else None
+        lines = head.split("\r\n")
+        old, new = self._ports
+        lines = [lines[0]] + [_local_port(line, old, new) for line in lines[1:]]
+        if browser_key is not None:
+            lines = [f"{line.partition(':')[0]}: {WS_KEY}" if _is(line, "sec-websocket-key") else line for line in lines]
+            self._websocket = True
+        else:
+            lines = [line for line in lines if not _is(line, "connection")] + ["Connection: close"]
+        return Unit("\r\n".join(lines).encode("latin-1") + _HEAD_END + body, browser_key)
+
+
+def _is(line: str, name: str) -> bool:
+    return line.partition(":")[0].strip().lower() == name
+
+
+def _header(head: str, name: str) -> str | None:
+    for line in head.split("\r\n")[1:]:
+        if _is(line, name):
+            return line.partition(":")[2].strip()
+    return None
+
+
+def _local_port(line: str, old: bytes, new: bytes) -> str:
+    if not any(_is(line, h) for h in ("host", "origin", "referer")):
+        return line
+    pattern = r"((?:127\.0\.0\.1|localhost))" + re.escape(old.decode())
+    return re.sub(pattern + r"(?!\d)", r"\1" + new.decode(), line)
+
+
+class ResponseStream:
+    """Server-to-browser bytes of one connection (sans-IO): after an upgrade request, the
+    101's Sec-WebSocket-Accept is made to answer the browser's own key; all else passes."""
+
+    def __init__(self) -> None:
+        self._key: str | None = None
+        self._buf = b""
+
+    def expect_upgrade(self, browser_key: str) -> None:
+        self._key = browser_key
+
+    def feed(self, data: bytes) -> bytes:
+        if self._key is None:
+            return data
+        self._buf += data
+        end = self._buf.find(_HEAD_END)
+        if end < 0:
+            return b""
+        head, rest = self._buf[:end].decode("latin-1"), self._buf[end:]
+        accept = accept_for(self._key)
+        lines = [f"{line.partition(':')[0]}: {accept}" if _is(line, "sec-websocket-accept") else line for line in head.split("\r\n")]
+        self._key, self._buf = None, b""
+        return "\r\n".join(lines).encode("latin-1") + rest
+
+
+def next_unit(heads: list[tuple[bytes, int]]) -> int:
+    """Which connection goes next among those with a unit waiting: the smallest bytes
+    (the connection number breaks ties), so the order no longer depends on arrival."""
+    return min(heads)[1]
+
+
+# ------------------------------------------------------------------ the IO shell
+
+
+class Pacer:
+    """Listens on 127.0.0.1 (port chosen by the OS) and forwards to ``server_port``."""
+
+    def __init__(self, server_port: int, pace: float = PACE, gather: float = GATHER) -> None:
+        import socket
+        import threading
+
+        self.server_port = server_port
+        self.pace = pace
+        self.gather = gather
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.ready = threading.Condition()
+        self.conns: dict[int, _Conn] = {}
+
+    def start(self) -> None:
+        import threading
+
+        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=self._forward, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            browser, _ = self.listener.accept()
+            with self.ready:
+                conn = _Conn(len(self.conns), browser, RequestStream(self.port, self.server_port))
+                self.conns[conn.number] = conn
+            threading.Thread(target=self._read_browser, args=(conn,), daemon=True).start()
+
+    def _read_browser(self, conn: _Conn) -> None:
+        while True:
+            try:
+                data = conn.browser.recv(65536)
+            except OSError:
+                data = b""
+            units = conn.requests.feed(data)
+            with self.ready:
+                conn.waiting.extend(units)
+                self.ready.notify()
+            if not data:
+                return
+
+    def _forward(self) -> None:
+        import time
+
+        while True:
+            with self.ready:
+                self.ready.wait_for(lambda: any(c.waiting for c in self.conns.values()))
+            time.sleep(self.gather)
+            # What arrived until now is one batch, forwarded in canonical order; what
+            # arrives meanwhile waits for the next batch (sorting across batches would
+            # let a busy connection starve the others).
+            with self.ready:
+                batch = {c.number: c.waiting for c in self.conns.values() if c.waiting}
+                for c in self.conns.values():
+                    c.waiting = []
+            while batch:
+                number = next_unit([(units[0].data, n) for n, units in batch.items()])
+                unit = batch[number].pop(0)
+                if not batch[number]:
+                    del batch[number]
+                self._send(self.conns[number], unit)
+                if _LOG:
+                    print(f"{time.monotonic():.3f} c{number} {unit.data[:70]!r}", file=_LOG, flush=True)
+                time.sleep(self.pace)
+
+    def _send(self, conn: _Conn, unit: Unit) -> None:
+        import socket
+        import threading
+
+        if not unit.data:
+            if conn.server is not None:
+                try:
+                    conn.server.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+            return
+        if conn.server is None:
+            conn.server = socket.create_connection(("127.0.0.1", self.server_port))
+            threading.Thread(target=self._read_server, args=(conn, conn.server), daemon=True).start()
+        if unit.browser_key is not None:
+            conn.responses.expect_upgrade(unit.browser_key)
+        try:
+            conn.server.sendall(unit.data)
+        except OSError:
+            pass
+
+    def _read_server(self, conn: _Conn, server) -> None:
+        import socket
+
+        while True:
+            try:
+                data = server.recv(65536)
+            except OSError:
+                data = b""
+            try:
+                if data:
+                    conn.browser.sendall(conn.responses.feed(data))
+                else:
+                    conn.browser.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            if not data:
+                server.close()
+                return
+
+
+class _Conn:
+    def __init__(self, number: int, browser, requests: RequestStream) -> None:
+        self.number = number
+        self.browser = browser
+        self.requests = requests
+        self.responses = ResponseStream()
+        self.waiting: list[Unit] = []
+        self.server = None
+
+
+def main(argv: list[str]) -> int:
+    """Prints ``listening PORT`` and forwards until stdin closes."""
+    pacer = Pacer(int(argv[0]))
+    pacer.start()
+    print(f"listening {pacer.port}", flush=True)
+    sys.stdin.read()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
