@@ -505,20 +505,85 @@ def find_broadcast(g: TraceGraph):
 
 
 def find_upgrade(g: TraceGraph):
+    """Three parts: the probe over the new WebSocket ("2probe" -> "3probe"); the NOOP
+    ("6") that ends the polling transport's turn; the client's UPGRADE packet ("5"),
+    after which the writer thread sends what the socket's queue holds over the WebSocket."""
     probe = ("2probe",)
+    if not g.find(lambda e: mentions(e, probe)):
+        raise JourneyError(
+            "the client never upgraded: no 2probe in the trace; record a scenario whose client "
+            "starts on long-polling and upgrades to websocket (last hop reached: none)"
+        )
     recv = _recv_before_text(g, probe)
-    answer = _one(g.find(lambda e: is_sink("send")(e) and mentions(e, ("3probe",))), "the 3probe answer", "socket.recv")
+    # Found by its encoding, not in the frame: a compressed frame (permessage-deflate) hides it.
+    encoded = _one(g.find(lambda e: e.ret is not None and e.ret.text == "'3probe'"), "the 3probe answer", "socket.recv")
+    thread = g.ev(encoded).thread
+    answer = _one(g.find(is_sink("send"), thread, after=encoded)[:1], "the socket.send of the 3probe frame", "3probe")
     probing = with_producer(g, value_trail(g, recv, answer, ("probe",)))
-    # The client's UPGRADE packet ("5"): the server switches this connection to websocket
-    # and starts the writer thread that from now on sends what the socket's queue holds.
-    thread = g.ev(answer).thread
+    flushing = _noop_part(g, thread, answer)
     upgraded = _one(g.find(lambda e: any(a.text == "'5'" for a in e.args), thread, after=answer), "the UPGRADE packet", "3probe")
     recv5 = happened_before(g, upgraded, is_sink("recv", "recv_into"))
     started = [t for t in g.trace.threads if t.started_by > upgraded and g.ev(t.started_by).thread == thread]
     writer = _one([t.root for t in started[:1]], "the writer thread started after the upgrade", "UPGRADE")
     first_frame = _one(g.find(is_sink("send"), g.ev(writer).thread), "the writer's first frame", "Thread.start")
     switching = with_producer(g, [recv5, upgraded, first_frame])
-    return [probing, switching], probe + ("3probe", "'5'", "\\x81")
+    return [probing, flushing, switching], probe + ("3probe", "'5'", "\\x81", "b'6'")
+
+
+def _noop_part(g: TraceGraph, thread: str, answer: int) -> list[int]:
+    """Where the upgrade's NOOP goes. A client that long-polls meanwhile (the browser) gets
+    it as the answer to its poll, so that it stops polling; a client that does not (the
+    Python client) finds it queued, and the new writer thread sends it as a frame."""
+    polled = g.find(lambda e: is_sink("sendall")(e) and any(a.text == "b'6'" for a in e.args) and e.thread != thread)
+    if polled:
+        sink = polled[0]
+        recv = _one(g.find(is_sink("recv", "recv_into"), g.ev(sink).thread)[:1], "the long-poll GET answered by NOOP", "3probe")
+        noop = _one(
+            g.find(lambda e: e.func.endswith("Packet.__init__") and any(a.text == "6" for a in e.args), g.ev(sink).thread),
+            "the NOOP packet", "the long-poll GET",
+        )
+        return with_producer(g, [recv, noop, sink])
+    put = _one(g.find(lambda e: e.func == "queue:Queue.put", thread, after=answer)[:1], "the NOOP put on the queue", "3probe")
+    frame = _one(
+        g.find(lambda e: is_sink("send")(e) and any(a.text == "b'\\x81\\x016'" for a in e.args)), "the NOOP frame", "Queue.put"
+    )
+    return [put, frame]
+
+
+def find_polling(g: TraceGraph):
+    """Three parts: a long-poll GET arrives and waits for packets; a POST carries the
+    client's CONNECT ("40") to the app's connect handler; the handler's emit wakes the
+    waiting GET, which answers with every queued packet joined by the record separator."""
+    post = _one(
+        g.find(lambda e: is_sink("recv", "recv_into")(e) and e.ret is not None and e.ret.text.startswith("b'POST /socket.io/")),
+        "a long-polling POST", "none",
+    )
+    handler = _one(_user_handler(g, "on_connect"), "the connect handler", "POST")
+    joined = ("\\x1e",)
+    sink = _one(
+        g.find(lambda e: is_sink("sendall")(e) and mentions(e, joined)),
+        "a long-poll answer with two packets joined by \\x1e", "on_connect",
+    )
+    get = _one(g.find(is_sink("recv", "recv_into"), g.ev(sink).thread)[:1], "the long-poll GET", "none")
+    poll = _one(g.find(lambda e: e.func.endswith("Socket.poll"), g.ev(sink).thread), "Socket.poll", "the long-poll GET")
+    waiting = [get, g.descend(poll, lambda e: e.func in ("queue:Queue.get", SYNC_WAIT_FUNC))]
+    posted = value_trail(g, post, handler, ("40",))
+    answered = with_producer(g, value_trail(g, handler, sink, ('"welcome"',)))
+    return [waiting, posted, answered], ("40", '"welcome"', "\\x1e")
+
+
+SYNC_WAIT_FUNC = "threading:Condition.wait"
+
+
+def _wire_polling(g: TraceGraph, parts: list[list[int]]) -> tuple:
+    request = value_text_to_python(g.ev(parts[1][0]).ret.text)
+    answer = next(a.text for a in g.ev(parts[2][-1]).args if a.name == "data")
+    head, _, body = request.partition(b"\r\n\r\n")
+    return (
+        wire.decode_http(head, "request")
+        + tuple(wire.decode_payload(body.decode("utf-8", "replace"), "POST body"))
+        + tuple(wire.decode_payload(value_text_to_python(answer).decode("utf-8", "replace"), "GET response body"))
+    )
 
 
 JOURNEYS: tuple[Journey, ...] = (
@@ -528,7 +593,9 @@ JOURNEYS: tuple[Journey, ...] = (
     Journey("emit", "emit('reply'): from the handler to the frame on the socket", "chat", find_emit, lambda g, w: _wire_of(g, w, "data")),
     Journey("ack", "An acknowledgement: from the event with an ack id to the ACK packet written back", "chat", find_ack, lambda g, w: _wire_of(g, w, "data")),
     Journey("broadcast", "join_room and emit(to=room): one emit fanned out to every client in the room", "rooms", find_broadcast, lambda g, w: _wire_of(g, w, "data")),
-    Journey("upgrade", "Long-polling to WebSocket: the probe, the UPGRADE packet, the writer taking over", "upgrade", find_upgrade, lambda g, w: _wire_of(g, w, "data")),
+    Journey("polling", "Long-polling: the GET that waits, the POST that carries packets, the payload joined by \\x1e", "browser", find_polling, _wire_polling),
+    Journey("upgrade", "Long-polling to WebSocket: the probe, the NOOP, the UPGRADE packet, the writer taking over", "browser", find_upgrade, lambda g, w: _wire_of(g, w, "data")),
+    Journey("upgrade-python", "The same upgrade under the Python client, which does not poll while it probes", "upgrade", find_upgrade, lambda g, w: _wire_of(g, w, "data")),
     Journey("disconnect", "The client leaves: DISCONNECT, the handler and the rooms, CLOSE, the close frame", "chat", find_disconnect, lambda g, w: _wire_of(g, [w[1]], "data")),
 )
 

@@ -209,6 +209,18 @@ BROWSER_FLAGS = (
 )
 
 
+def chromium_version() -> str | None:
+    """The installed Chromium's version ("156.0.8078.108"), or None without one."""
+    import subprocess
+
+    try:
+        out = subprocess.run([str(CHROMIUM), "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"\d+(?:\.\d+)+", out)
+    return found.group(0) if found else None
+
+
 class BrowserClient:
     """The official Socket.IO JavaScript client on the app's /chat page, in headless Chromium
     (Debian's chromium and chromedriver, through selenium). A step is the page's
@@ -242,6 +254,7 @@ class BrowserClient:
             options.add_argument(flag)
         try:
             self.driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+            self.version = str(self.driver.capabilities.get("browserVersion", "unknown"))
             self.driver.get(f"http://127.0.0.1:{said[1]}/chat")
             if not self.driver.execute_script("return typeof io === 'function' && typeof window.dispelStep === 'function'"):
                 raise DispelError(
@@ -308,9 +321,19 @@ def record_scenario(name: str, timeout: float, app: str, port: int | None = None
     recorder = SettraceRecorder(scenarios.wanted_code())
     port = port or scenarios.free_port()
     sc = scenarios.scenario(name)
-    start_client = BrowserClient if sc.client == "browser" else (lambda p: ClientProcess(p, sc.pace))
+    browsers: list[BrowserClient] = []
+
+    def start_client(port: int):
+        if sc.client != "browser":
+            return ClientProcess(port, sc.pace)
+        browsers.append(BrowserClient(port))
+        return browsers[-1]
+
     module = scenarios.run(name, recorder, start_client, app_module=app, timeout=timeout, port=port)
     versions = {d: metadata.version(d) for d in TRACED_DISTS}
+    # The browser's version shows in the requests it sends (User-Agent, client hints):
+    # kept with the trace, so that a drift after an upgrade has its reason.
+    versions.update({"chromium": b.version for b in browsers[:1]})
     return trace_from_recording(recorder, name, port, code_roots(), versions, app_settings(module), deny)
 
 
@@ -414,10 +437,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         except re.error as exc:
             raise DispelError(f"--redact {pattern!r} is not a valid regular expression ({exc}); fix or quote it") from None
     if len(names) > 1:
-        for name in names:
-            if record_in_new_interpreter(name, args.out, args.timeout, args.app, args.redact).returncode != 0:
-                return 2
-        return 0
+        # Each in a fresh interpreter; one that fails (say, no chromium for "browser")
+        # has said why, and the others are still recorded.
+        failed = [name for name in names if record_in_new_interpreter(name, args.out, args.timeout, args.app, args.redact).returncode != 0]
+        return 2 if failed else 0
     for name in names:
         trace = record_scenario(name, args.timeout, args.app, args.port, tuple(args.redact))
         out = args.out / f"{name}.json"
@@ -1114,7 +1137,7 @@ def check_drift(root: Path, committed: dict, build: "Callable[[dict], dict] | No
     installed = {}
     for dist in {d for t in traces.values() for d, _ in t.versions}:
         try:
-            installed[dist] = metadata.version(dist)
+            installed[dist] = chromium_version() if dist == "chromium" else metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
     why = check.environment_reasons({s: (t.python, t.versions) for s, t in traces.items()}, PYTHON_VERSION, installed)

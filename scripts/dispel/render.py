@@ -13,7 +13,7 @@ from .licenses import LicenseRow
 from .model import EDGE_ENTRY, Chain, DispelError, Func, Hop, Source, WireLayer
 
 RENDER_COMMAND = "dispel render"
-JOURNEYS = ("run", "handshake", "on", "emit", "ack", "broadcast", "upgrade", "disconnect")
+JOURNEYS = ("run", "handshake", "on", "emit", "ack", "broadcast", "polling", "upgrade", "upgrade-python", "disconnect")
 # Titles of journeys whose chain has not been recorded yet (a recorded chain brings its own).
 JOURNEY_TITLES = {
     "run": "socketio.run(app): from the app to a listening socket",

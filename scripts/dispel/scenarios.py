@@ -65,14 +65,12 @@ SCENARIOS = {
         pace=0.002,
         default=False,
     ),
-    # Not repeatable byte for byte (the browser picks its own WebSocket keys, masks,
-    # headers and polling timing): recorded on demand, never committed.
+    # Repeatable because the browser talks through dispel.pacer (see there).
     "browser": Scenario(
         "browser",
         "The official Socket.IO JavaScript client in headless Chromium: connect (long-polling, then the upgrade), chat, join + broadcast, ack, disconnect.",
         ("connect", "chat", "join", "ack", "disconnect"),
         client="browser",
-        default=False,
     ),
 }
 DEFAULT = tuple(sorted(name for name, sc in SCENARIOS.items() if sc.default))

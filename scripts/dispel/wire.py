@@ -51,9 +51,30 @@ def decode_frame(data: bytes) -> tuple[WireLayer, ...]:
         code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
         layers.append(WireLayer("WebSocket close", printable(payload), (WireField("status code", str(code), "1000 = normal closure" if code == 1000 else "see RFC 6455 section 7.4"),)))
         return tuple(layers)
+    if opcode == 1 and (b0 >> 4) & 0x4:
+        clear = inflate(payload)
+        if clear is None:
+            layers.append(WireLayer("permessage-deflate (RFC 7692)", printable(payload), (
+                WireField("compressed", payload.hex(" "), "refers back to earlier messages of the connection, so it cannot be inflated on its own"),)))
+            return tuple(layers)
+        layers.append(WireLayer("permessage-deflate (RFC 7692)", printable(payload), (
+            WireField("RSV1", "1", "this message is compressed"),
+            WireField("inflated", printable(clear), "raw DEFLATE, with the 00 00 ff ff the sender stripped put back"),
+        )))
+        payload = clear
     if opcode == 1:
         layers.extend(decode_engineio(payload.decode("utf-8", "replace")))
     return tuple(layers)
+
+
+def inflate(payload: bytes) -> bytes | None:
+    """A permessage-deflate message inflated on its own, or None when it refers to earlier ones."""
+    import zlib
+
+    try:
+        return zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
+    except zlib.error:
+        return None
 
 
 def decode_engineio(text: str) -> list[WireLayer]:
@@ -65,6 +86,19 @@ def decode_engineio(text: str) -> list[WireLayer]:
         layers.extend(decode_socketio(text[1:]))
     elif kind == "0":
         layers.append(WireLayer("JSON", text[1:], (WireField("handshake", text[1:], "session id, upgrades, ping interval and timeout"),)))
+    return layers
+
+
+def decode_payload(text: str, where: str) -> list[WireLayer]:
+    """An Engine.IO long-polling payload: packets joined by the record separator \\x1e, each decoded."""
+    packets = text.split("\x1e")
+    fields = tuple(
+        WireField(f"packet {n}", packet, EIO_TYPES.get(packet[:1], "unknown") + (" (then \\x1e, the record separator)" if n < len(packets) else ""))
+        for n, packet in enumerate(packets, 1)
+    )
+    layers = [WireLayer(f"Engine.IO payload ({where})", printable(text.encode("utf-8")), fields)]
+    for packet in packets:
+        layers.extend(decode_engineio(packet))
     return layers
 
 
