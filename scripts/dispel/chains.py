@@ -505,9 +505,10 @@ def find_broadcast(g: TraceGraph):
 
 
 def find_upgrade(g: TraceGraph):
-    """Three parts: the probe over the new WebSocket ("2probe" -> "3probe"); the NOOP
-    ("6") that ends the polling transport's turn; the client's UPGRADE packet ("5"),
-    after which the writer thread sends what the socket's queue holds over the WebSocket."""
+    """The probe over the new WebSocket ("2probe" -> "3probe"); a long-poll answered by
+    NOOP ("6") meanwhile, if the client polls; the client's UPGRADE packet ("5"), after
+    which the writer thread sends what the socket's queue holds over the WebSocket: first
+    the NOOP queued after the probe, to end a poll that might still be waiting."""
     probe = ("2probe",)
     if not g.find(lambda e: mentions(e, probe)):
         raise JourneyError(
@@ -520,34 +521,30 @@ def find_upgrade(g: TraceGraph):
     thread = g.ev(encoded).thread
     answer = _one(g.find(is_sink("send"), thread, after=encoded)[:1], "the socket.send of the 3probe frame", "3probe")
     probing = with_producer(g, value_trail(g, recv, answer, ("probe",)))
-    flushing = _noop_part(g, thread, answer)
+    flushing = _noop_part(g, thread)
     upgraded = _one(g.find(lambda e: any(a.text == "'5'" for a in e.args), thread, after=answer), "the UPGRADE packet", "3probe")
     recv5 = happened_before(g, upgraded, is_sink("recv", "recv_into"))
     started = [t for t in g.trace.threads if t.started_by > upgraded and g.ev(t.started_by).thread == thread]
     writer = _one([t.root for t in started[:1]], "the writer thread started after the upgrade", "UPGRADE")
     first_frame = _one(g.find(is_sink("send"), g.ev(writer).thread), "the writer's first frame", "Thread.start")
     switching = with_producer(g, [recv5, upgraded, first_frame])
-    return [probing, flushing, switching], probe + ("3probe", "'5'", "\\x81", "b'6'")
+    return [probing, *([flushing] if flushing else []), switching], probe + ("3probe", "'5'", "\\x81", "b'6'")
 
 
-def _noop_part(g: TraceGraph, thread: str, answer: int) -> list[int]:
-    """Where the upgrade's NOOP goes. A client that long-polls meanwhile (the browser) gets
-    it as the answer to its poll, so that it stops polling; a client that does not (the
-    Python client) finds it queued, and the new writer thread sends it as a frame."""
+def _noop_part(g: TraceGraph, thread: str) -> list[int] | None:
+    """A long-poll answered during the upgrade. With ``upgrading`` set, Engine.IO answers
+    every poll at once with a NOOP (``6``), so that a client still polling (the browser)
+    stops; None for a client that does not poll meanwhile (the Python client)."""
     polled = g.find(lambda e: is_sink("sendall")(e) and any(a.text == "b'6'" for a in e.args) and e.thread != thread)
-    if polled:
-        sink = polled[0]
-        recv = _one(g.find(is_sink("recv", "recv_into"), g.ev(sink).thread)[:1], "the long-poll GET answered by NOOP", "3probe")
-        noop = _one(
-            g.find(lambda e: e.func.endswith("Packet.__init__") and any(a.text == "6" for a in e.args), g.ev(sink).thread),
-            "the NOOP packet", "the long-poll GET",
-        )
-        return with_producer(g, [recv, noop, sink])
-    put = _one(g.find(lambda e: e.func == "queue:Queue.put", thread, after=answer)[:1], "the NOOP put on the queue", "3probe")
-    frame = _one(
-        g.find(lambda e: is_sink("send")(e) and any(a.text == "b'\\x81\\x016'" for a in e.args)), "the NOOP frame", "Queue.put"
+    if not polled:
+        return None
+    sink = polled[0]
+    recv = _one(g.find(is_sink("recv", "recv_into"), g.ev(sink).thread)[:1], "the long-poll GET answered by NOOP", "3probe")
+    noop = _one(
+        g.find(lambda e: e.func.endswith("Packet.__init__") and any(a.text == "6" for a in e.args), g.ev(sink).thread),
+        "the NOOP packet", "the long-poll GET",
     )
-    return [put, frame]
+    return with_producer(g, [recv, noop, sink])
 
 
 def find_polling(g: TraceGraph):

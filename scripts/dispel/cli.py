@@ -727,7 +727,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         if chain is None:
             files[page] = render.render_placeholder(journey)
         else:
-            files[page] = render.render_journey(chain, _hop_linker(lock), excerpts, texts)
+            label, others = render.COMPARED.get(journey, ("", ()))
+            compared = [(title, chains[j]) for title, j in others if j in chains]
+            files[page] = render.render_journey(chain, _hop_linker(lock), excerpts, texts, compared)
     files[out / "sample_app.md"] = render.render_sample_app(_sample_app_files())
     files[out / "licensing.md"] = render.render_licensing(_license_rows(chains.values(), lock))
     versions, python = _version_set(lock)

@@ -12,9 +12,9 @@ what reaches the server repeatable without changing what it means:
   its own (as the Python client's pacing does);
 * sends that arrive together (within ``GATHER`` seconds of the first) are one batch,
   forwarded in a fixed order: their bytes, sorted, each connection's own in order;
-* the upstream connection is opened when its first request is forwarded, and HTTP
-  requests carry ``Connection: close``: one connection per request, opened in the
-  forwarding order, whatever the browser's connection pool did;
+* the upstream connection is opened when its first request is forwarded, so the
+  server accepts connections in the forwarding order (werkzeug closes each one after
+  its response, so there is one request per connection whatever the browser's pool does);
 * the WebSocket key becomes RFC 6455's example key, and frames are re-masked with
   its example mask (the browser gets the ``Sec-WebSocket-Accept`` it expects);
 * the proxy's port in ``Host``, ``Origin`` and ``Referer`` becomes the server's.
@@ -126,8 +126,6 @@ class RequestStream:
         if browser_key is not None:
             lines = [f"{line.partition(':')[0]}: {WS_KEY}" if _is(line, "sec-websocket-key") else line for line in lines]
             self._websocket = True
-        else:
-            lines = [line for line in lines if not _is(line, "connection")] + ["Connection: close"]
         return Unit("\r\n".join(lines).encode("latin-1") + _HEAD_END + body, browser_key)
 
 

@@ -14,6 +14,16 @@ from .model import EDGE_ENTRY, Chain, DispelError, Func, Hop, Source, WireLayer
 
 RENDER_COMMAND = "dispel render"
 JOURNEYS = ("run", "handshake", "on", "emit", "ack", "broadcast", "polling", "upgrade", "upgrade-python", "disconnect")
+
+# Where the same step runs differently by transport or by client, a page shows the other
+# chains beside its own in content tabs: journey -> (its own tab's label, (label, journey)...).
+COMPARED: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "polling": ("Long-polling (this page)", (("WebSocket, client to server (on)", "on"), ("WebSocket, server to client (emit)", "emit"))),
+    "on": ("WebSocket (this page)", (("Long-polling (polling)", "polling"),)),
+    "emit": ("WebSocket (this page)", (("Long-polling (polling)", "polling"),)),
+    "upgrade": ("Chromium, official client (this page)", (("Python client (upgrade-python)", "upgrade-python"),)),
+    "upgrade-python": ("Python client (this page)", (("Chromium, official client (upgrade)", "upgrade"),)),
+}
 # Titles of journeys whose chain has not been recorded yet (a recorded chain brings its own).
 JOURNEY_TITLES = {
     "run": "socketio.run(app): from the app to a listening socket",
@@ -292,18 +302,37 @@ def render_wire(wire: Sequence[WireLayer]) -> str:
     return "\n".join(out)
 
 
+def render_compared(chain: Chain, label: str, others: Sequence[tuple[str, Chain]]) -> str:
+    """Content tabs with this chain and the chains it is compared with, hop by hop."""
+    out = [
+        "## Side by side { #side-by-side }\n",
+        "The same step, recorded another way: each tab lists a chain's hops, with the thread and the edge "
+        "that reached each one. A row links to that hop on its own page.\n",
+    ]
+    for title, other, page in [(label, chain, ""), *((t, c, f"{c.journey}.md") for t, c in others)]:
+        rows = ["| # | Function | Thread | Reached by |", "|---:|---|---|---|"]
+        for i, hop in enumerate(other.hops, 1):
+            edge = f"**{hop.edge}**" if hop.edge in CROSS_EDGES else hop.edge
+            rows.append(f"| [{i}]({page}#hop-{i}) | {inline_code(hop.func.key)} | {inline_code(hop.thread)} | {edge} |")
+        intro = f"    Scenario {inline_code(other.scenario)}, {len(other.hops)} hops."
+        out.append(f'=== "{_title(title)}"\n\n{intro}\n\n' + "\n".join("    " + r for r in rows) + "\n")
+    return "\n".join(out)
+
+
 def render_journey(
     chain: Chain,
     links: Mapping[Hop, HopLinks] | HopLinker,
     excerpts: Mapping[Source, Sequence[str]],
     annotations: Mapping[str, str],
+    compared: Sequence[tuple[str, Chain]] = (),
 ) -> str:
     """The Markdown page of one journey.
 
     ``links`` maps a hop (or is called with it) to its permalinks; the sample app's hops
     link into this site instead. ``excerpts`` holds the lines (without newlines) of each
     installed source file; ``annotations`` maps ``module:qualname`` and ``journey:<name>``
-    to hand-written Markdown.
+    to hand-written Markdown. ``compared`` holds (tab label, chain) of the chains shown
+    beside this one (see COMPARED).
     """
     if not chain.hops:
         raise DispelError(f"chain {chain.journey!r} has no hops; regenerate it (`make chains`)")
@@ -338,6 +367,8 @@ def render_journey(
         )
     if chain.wire:
         out.append(render_wire(chain.wire))
+    if compared:
+        out.append(render_compared(chain, COMPARED[chain.journey][0], compared))
     return "\n".join(out)
 
 
