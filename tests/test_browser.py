@@ -4,6 +4,7 @@ hop by hop, modulo transport; it long-polls before it upgrades; and it leaves no
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import subprocess
 import sys
@@ -30,7 +31,8 @@ pytestmark = pytest.mark.browser
 
 
 def chromium_pids() -> set[str]:
-    proc = subprocess.run(["pgrep", "-f", "chromium"], capture_output=True, text=True)
+    """Chromium's processes, and dispel.pacer's (the proxy the browser talks through)."""
+    proc = subprocess.run(["pgrep", "-f", "chromium|dispel.pacer"], capture_output=True, text=True)
     return set(proc.stdout.split())
 
 
@@ -54,8 +56,9 @@ def recorded(tmp_path_factory):
     end = time.monotonic() + 10
     while chromium_pids() - before and time.monotonic() < end:
         time.sleep(0.1)
-    assert not chromium_pids() - before, "chromium processes left behind"
-    return trace_from_json((out / "browser.json").read_text(encoding="utf-8"), "browser.json"), took
+    assert not chromium_pids() - before, "chromium or pacer processes left behind"
+    text = (out / "browser.json").read_text(encoding="utf-8")
+    return trace_from_json(text, "browser.json"), took, text
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,7 @@ def python_trace():
 
 
 def test_bounded_in_time(recorded):
-    _, took = recorded
+    _, took, _ = recorded
     print(f"browser scenario recorded in {took:.1f}s")
     assert took < TIMEOUT
 
@@ -113,7 +116,7 @@ def test_generalized_finder_matches_the_committed_one_on_the_python_trace(python
 
 @pytest.mark.parametrize("name", sorted(FINDERS))
 def test_browser_chain_agrees_with_the_python_clients(recorded, python_trace, name):
-    trace, _ = recorded
+    trace, _, _ = recorded
     python = [hop_key(h) for h in chains.build(python_trace, journey(name)).hops]
     browser = [hop_key(h) for h in chains.build(trace, journey(name)).hops]
     matcher = difflib.SequenceMatcher(a=python, b=browser, autojunk=False)
@@ -127,6 +130,34 @@ def test_browser_chain_agrees_with_the_python_clients(recorded, python_trace, na
     # Both chains keep the agreed hops in the same order, and most of the chain is shared.
     same = sum(size for *_, size in matcher.get_matching_blocks())
     assert same >= 0.9 * len(python), f"{name}: only {same} of {len(python)} hops agree"
+
+
+def test_a_fresh_recording_repeats_the_committed_trace_byte_for_byte(recorded):
+    # What the pacer is for: the browser's keys, masks and timing leave no trace.
+    _, _, text = recorded
+    assert text == (ROOT / "traces" / "browser.json").read_text(encoding="utf-8")
+
+
+def test_browser_upgrade_agrees_with_the_python_clients_modulo_transport(recorded):
+    """Same probe, same UPGRADE, same writer: the browser's chain differs only in the frame
+    codec (it compresses) and in the poll it makes meanwhile, answered by NOOP."""
+    trace, _, _ = recorded
+    upgrade = next(j for j in chains.JOURNEYS if j.name == "upgrade")
+    python_trace = trace_from_json((ROOT / "traces" / "upgrade.json").read_text(encoding="utf-8"), "traces/upgrade.json")
+    py_chain, br_chain = chains.build(python_trace, upgrade), chains.build(trace, upgrade)
+    polled = {h.thread for h in br_chain.hops if h.func.key == chains.SOCKET_C + "sendall"}
+    assert len(polled) == 1, "the browser's poll during the upgrade is missing"
+    python = [hop_key(h) for h in py_chain.hops]
+    browser = [hop_key(h) for h in br_chain.hops]
+    matcher = difflib.SequenceMatcher(a=python, b=browser, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        outside = [k for k in python[i1:i2] if k[0].partition(":")[0] not in TRANSPORT_MODULES] + [
+            hop_key(h) for h in br_chain.hops[j1:j2]
+            if h.func.key.partition(":")[0] not in TRANSPORT_MODULES and h.thread not in polled
+        ]
+        assert not outside, f"upgrade: the chains differ outside the transport: {outside}"
 
 
 def upgrade_response(trace) -> str:
@@ -148,7 +179,7 @@ def request_line(trace, thread: str) -> str:
 
 
 def test_the_browser_long_polled_before_the_upgrade(recorded):
-    trace, _ = recorded
+    trace, _, _ = recorded
     started = {t.name: t.started_by for t in trace.threads}
     upgraded = next(e.thread for e in trace.events if e.func.startswith(chains.SOCKET_C + "send") and any("101 Switching" in a.text for a in e.args))
     assert "transport=websocket" in request_line(trace, upgraded)
@@ -175,3 +206,16 @@ def test_missing_chromium_is_one_line_saying_how_to_install_it(monkeypatch):
     message = str(err.value)
     assert "\n" not in message and "/nonexistent/chromium" in message
     assert "apt-get install chromium chromium-driver" in message
+
+
+def test_without_chromium_the_other_scenarios_are_still_recorded(tmp_path):
+    # Not marked as needing a browser: it checks what happens without one.
+    env = {**os.environ, "DISPEL_CHROMIUM": "/nonexistent/chromium"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dispel", "record", "browser", "chat", "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("dispel:")]
+    assert len(errors) == 1 and "apt-get install chromium chromium-driver" in errors[0], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json"]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dispel import chains, cli
+from dispel import chains, cli, scenarios
 from dispel.model import EDGE_CALL, EDGE_DATA, EDGE_ENTRY, EDGE_RETURN, EDGE_THREAD_START, EDGE_WAKE, DispelError
-from dispel.tracefile import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json
+from dispel.tracefile import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json, value_text_to_python
 
 from programs import threads as prog
 from test_record import trace_of
@@ -79,7 +79,7 @@ def test_two_consumers_identity_decides():
 
 @pytest.fixture(scope="module")
 def traces():
-    return {n: trace_from_json((ROOT / "traces" / f"{n}.json").read_text(), f"traces/{n}.json") for n in ("chat", "rooms", "upgrade")}
+    return {n: trace_from_json((ROOT / "traces" / f"{n}.json").read_text(), f"traces/{n}.json") for n in scenarios.DEFAULT}
 
 
 @pytest.fixture(scope="module")
@@ -259,14 +259,60 @@ def test_disconnect_in_the_order_the_client_leaves(built):
     assert frames["opcode"] == "0x8" and frames["status code"] == "1000"  # the server's close frame
 
 
-def test_upgrade_probes_then_hands_the_socket_to_a_writer(built):
-    chain = built["upgrade"]
+@pytest.mark.parametrize("name", ["upgrade", "upgrade-python"])
+def test_upgrade_probes_then_hands_the_socket_to_a_writer(built, name):
+    chain = built[name]
     values = [h.value or "" for h in chain.hops]
     assert any("2probe" in v for v in values) and any("3probe" in v for v in values)
     in_order(chain, "_socket:socket.recv", "engineio.socket:Socket._websocket_handler", "_socket:socket.send")
     starts = [h for h in chain.hops if h.edge == EDGE_THREAD_START]
     assert len(starts) == 1 and starts[0].thread.startswith("eio-writer"), "the writer starts only after the UPGRADE packet"
     assert chain.hops[-1].thread == starts[0].thread and chain.hops[-1].func.key == "_socket:socket.send"
+
+
+def test_browser_upgrade_answers_its_poll_with_noop_and_inflates_its_frames(built):
+    chain = built["upgrade"]
+    # Chromium negotiated permessage-deflate: the probe shows in clear only once inflated.
+    inflated = [h for h in chain.hops if h.func.key.endswith("PerMessageDeflate.frame_inbound_payload_data")]
+    assert inflated and "b'2probe'" in (inflated[0].value or "")
+    # The poll made while `upgrading` is set is answered at once, on its own request thread.
+    noop = [h for h in chain.hops if h.func.key == "_socket:socket.sendall"]
+    assert [h.value for h in noop] == ["data = b'6'"]
+    poll_thread = noop[0].thread
+    assert poll_thread not in {h.thread for h in chain.hops if "probe" in (h.value or "")}
+    in_order(chain, "engineio.socket:Socket.handle_get_request", "engineio.packet:Packet.__init__", "_socket:socket.sendall")
+    # The Python client never polls during the probe: no NOOP answer on its chain.
+    assert not [h for h in built["upgrade-python"].hops if h.func.key == "_socket:socket.sendall"]
+
+
+def test_polling_waits_in_a_get_and_answers_with_the_packets_a_post_caused(built):
+    chain = built["polling"]
+    get_thread = chain.hops[0].thread
+    assert "GET /socket.io/" in chain.hops[0].value and "transport=polling" in chain.hops[0].value
+    post = next(h for h in chain.hops[1:] if h.func.key.startswith("_socket:socket.recv"))
+    assert post.thread != get_thread and "POST /socket.io/" in post.value
+    in_order(
+        chain,
+        "engineio.socket:Socket.handle_get_request", "engineio.socket:Socket.poll",  # the GET waits
+        "engineio.socket:Socket.handle_post_request", "engineio.payload:Payload.__init__", "engineio.socket:Socket.receive",
+        "socketio.server:Server._handle_connect", "sample_app.app:on_connect", "queue:Queue.put",  # the POST's packet
+        "threading:Condition.wait", "engineio.payload:Payload.encode", "_socket:socket.sendall",  # the GET answers
+    )
+    wake = next(i for i, h in enumerate(chain.hops) if h.edge == EDGE_WAKE)
+    assert chain.hops[wake].thread == get_thread and chain.hops[wake - 1].thread == post.thread
+    assert chain.hops[-1].thread == get_thread
+    # Two packets in one body, joined by the record separator.
+    sent = value_text_to_python(chain.hops[-1].value.split(" = ", 1)[1]).decode()
+    assert [p[:3] for p in sent.split("\x1e")] == ['42[', '40{']
+    layers = [layer.layer for layer in chain.wire]
+    assert layers[:2] == ["HTTP request", "Engine.IO payload (POST body)"]
+    assert "Engine.IO payload (GET response body)" in layers
+
+
+def test_a_client_that_never_upgrades_has_no_upgrade_journey(traces):
+    upgrade = next(j for j in chains.JOURNEYS if j.name == "upgrade")
+    with pytest.raises(chains.JourneyError, match="never upgraded: no 2probe"):
+        chains.build(traces["chat"], upgrade)  # the chat client starts on websocket
 
 
 def test_committed_chains_are_what_the_committed_trace_gives(built):

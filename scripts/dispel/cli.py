@@ -201,8 +201,9 @@ class ClientProcess:
             self.proc.stdout.close()
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# Debian's; DISPEL_CHROMIUM and DISPEL_CHROMEDRIVER point elsewhere.
+CHROMIUM = Path(os.environ.get("DISPEL_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("DISPEL_CHROMEDRIVER", "/usr/bin/chromedriver"))
 BROWSER_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-quic",
