@@ -32,8 +32,6 @@ from dataclasses import dataclass
 
 from .client import MASK_KEY, WS_KEY
 
-import os
-_LOG = open(os.environ["DISPEL_PACER_LOG"], "a") if os.environ.get("DISPEL_PACER_LOG") else None
 PACE = 0.05
 GATHER = 0.05
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -184,10 +182,11 @@ def next_unit(heads: list[tuple[bytes, int]]) -> int:
 class Pacer:
     """Listens on 127.0.0.1 (port chosen by the OS) and forwards to ``server_port``."""
 
-    def __init__(self, server_port: int, pace: float = PACE, gather: float = GATHER) -> None:
+    def __init__(self, server_port: int, pace: float = PACE, gather: float = GATHER, log=None) -> None:
         import socket
         import threading
 
+        self.log = log  # a text file: one line per unit forwarded, to see what a batch held
         self.server_port = server_port
         self.pace = pace
         self.gather = gather
@@ -245,8 +244,8 @@ class Pacer:
                 if not batch[number]:
                     del batch[number]
                 self._send(self.conns[number], unit)
-                if _LOG:
-                    print(f"{time.monotonic():.3f} c{number} {unit.data[:70]!r}", file=_LOG, flush=True)
+                if self.log is not None:
+                    print(f"{time.monotonic():.3f} c{number} {unit.data[:70]!r}", file=self.log, flush=True)
                 time.sleep(self.pace)
 
     def _send(self, conn: _Conn, unit: Unit) -> None:
@@ -301,8 +300,12 @@ class _Conn:
 
 
 def main(argv: list[str]) -> int:
-    """Prints ``listening PORT`` and forwards until stdin closes."""
-    pacer = Pacer(int(argv[0]))
+    """Prints ``listening PORT`` and forwards until stdin closes; with DISPEL_PACER_LOG=FILE,
+    logs what it forwards there."""
+    import os
+
+    where = os.environ.get("DISPEL_PACER_LOG")
+    pacer = Pacer(int(argv[0]), log=open(where, "a", encoding="utf-8") if where else None)
     pacer.start()
     print(f"listening {pacer.port}", flush=True)
     sys.stdin.read()
