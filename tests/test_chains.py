@@ -306,7 +306,9 @@ def test_polling_waits_in_a_get_and_answers_with_the_packets_a_post_caused(built
     assert [p[:3] for p in sent.split("\x1e")] == ['42[', '40{']
     layers = [layer.layer for layer in chain.wire]
     assert layers[:2] == ["HTTP request", "Engine.IO payload (POST body)"]
-    assert "Engine.IO payload (GET response body)" in layers
+    assert layers.index("HTTP response") < layers.index("Engine.IO payload (GET response body)")
+    response = chain.wire[layers.index("HTTP response")]
+    assert ("Transfer-Encoding", "chunked") in [(f.name, f.value) for f in response.fields]
 
 
 def test_a_client_that_never_upgrades_has_no_upgrade_journey(traces):

@@ -573,13 +573,22 @@ SYNC_WAIT_FUNC = "threading:Condition.wait"
 
 
 def _wire_polling(g: TraceGraph, parts: list[list[int]]) -> tuple:
+    """The POST as read (head and body), then the GET's answer as written: its head, and the
+    payload that went out as one chunk of the chunked body."""
     request = value_text_to_python(g.ev(parts[1][0]).ret.text)
-    answer = next(a.text for a in g.ev(parts[2][-1]).args if a.name == "data")
-    head, _, body = request.partition(b"\r\n\r\n")
+    sink = g.ev(parts[2][-1])
+    answer = value_text_to_python(next(a.text for a in sink.args if a.name == "data"))
+    head = next(
+        (value_text_to_python(a.text) for i in g.find(is_sink("sendall"), sink.thread, before=parts[2][-1])
+         for a in g.ev(i).args if a.name == "data" and a.text.startswith("b'HTTP/")),
+        b"",
+    )
+    request_head, _, body = request.partition(b"\r\n\r\n")
     return (
-        wire.decode_http(head, "request")
+        wire.decode_http(request_head, "request")
         + tuple(wire.decode_payload(body.decode("utf-8", "replace"), "POST body"))
-        + tuple(wire.decode_payload(value_text_to_python(answer).decode("utf-8", "replace"), "GET response body"))
+        + (wire.decode_http(head, "response") if head else ())
+        + tuple(wire.decode_payload(answer.decode("utf-8", "replace"), "GET response body"))
     )
 
 

@@ -150,4 +150,7 @@ _HEADER_MEANINGS = {
     "sec-websocket-accept": "base64(SHA-1(key + 258EAFA5-E914-47DA-95CA-C5AB0DC85B11)): proves the server read the key",
     "sec-websocket-extensions": "extensions offered or accepted (permessage-deflate compresses messages)",
     "host": "the server's name and port",
+    "content-length": "the size of the body that follows the headers",
+    "transfer-encoding": "chunked: the body follows as chunks, each preceded by its size in hex, ended by a zero-size chunk",
+    "content-type": "the body's media type: Engine.IO payloads are text",
 }
