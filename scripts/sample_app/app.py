@@ -52,7 +52,8 @@ def chat_page():
 @app.route("/vendor/socket.io.min.js")
 def socketio_client():
     dist = os.path.join(app.root_path, "node_modules", "socket.io-client", "dist")
-    return send_from_directory(dist, "socket.io.min.js")
+    # No ETag: werkzeug makes it from the file's mtime and path, which differ per checkout.
+    return send_from_directory(dist, "socket.io.min.js", etag=False)
 
 
 def main(port: int = 5000) -> None:
