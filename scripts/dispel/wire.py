@@ -18,6 +18,9 @@ SIO_TYPES = {
 }
 
 
+_RSV_MEANINGS = {0: "no extension in use", 4: "RSV1: this message is compressed (permessage-deflate, RFC 7692)"}
+
+
 def printable(data: bytes) -> str:
     """Bytes as text a reader can see: ASCII as is, the rest as \\xNN."""
     return "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in data)
@@ -36,7 +39,7 @@ def decode_frame(data: bytes) -> tuple[WireLayer, ...]:
         length, pos = int.from_bytes(data[2:10], "big"), 10
     fields = [
         WireField("FIN", str(fin), "final fragment of the message" if fin else "more fragments follow"),
-        WireField("RSV1-3", str((b0 >> 4) & 0x7), "no extension in use" if not (b0 >> 4) & 0x7 else "set by a negotiated extension"),
+        WireField("RSV1-3", str((b0 >> 4) & 0x7), _RSV_MEANINGS.get((b0 >> 4) & 0x7, "set by a negotiated extension")),
         WireField("opcode", f"0x{opcode:x}", OPCODES.get(opcode, "reserved") + " frame"),
         WireField("MASK", str(masked), "masked: client-to-server frames always are" if masked else "not masked: server-to-client frames never are"),
         WireField("payload length", str(length), "bytes of payload (7-bit length field)" if pos == 2 else f"bytes of payload (extended {8 * (pos - 2)}-bit length)"),
