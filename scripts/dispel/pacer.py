@@ -30,6 +30,7 @@ import re
 import sys
 from dataclasses import dataclass
 
+from . import wire
 from .client import MASK_KEY, WS_KEY
 
 PACE = 0.05
@@ -45,29 +46,18 @@ def accept_for(key: str) -> str:
 
 def remask(frame: bytes, new_key: bytes) -> bytes:
     """A whole masked frame with its payload masked by ``new_key`` instead; unmasked frames as they are."""
-    if len(frame) < 2 or not frame[1] & 0x80:
+    layout = wire.frame_layout(frame)
+    if layout is None or not frame[1] & 0x80:
         return frame
-    at = _mask_offset(frame[1] & 0x7F)
-    old_key = frame[at:at + 4]
-    payload = frame[at + 4:]
-    clear = bytes(b ^ old_key[i % 4] for i, b in enumerate(payload))
-    return frame[:at] + new_key + bytes(b ^ new_key[i % 4] for i, b in enumerate(clear))
-
-
-def _mask_offset(len7: int) -> int:
-    return 2 + {126: 2, 127: 8}.get(len7, 0)
+    start = layout[0]
+    clear = wire.xor_mask(frame[start:], frame[start - 4:start])
+    return frame[:start - 4] + new_key + wire.xor_mask(clear, new_key)
 
 
 def frame_size(buf: bytes) -> int | None:
     """The size of the first WebSocket frame in ``buf``, or None while its header is incomplete."""
-    if len(buf) < 2:
-        return None
-    len7 = buf[1] & 0x7F
-    at = _mask_offset(len7)
-    if len(buf) < at:
-        return None
-    length = int.from_bytes(buf[2:at], "big") if at > 2 else len7
-    return at + (4 if buf[1] & 0x80 else 0) + length
+    layout = wire.frame_layout(buf)
+    return None if layout is None else sum(layout)
 
 
 @dataclass(frozen=True)

@@ -26,17 +26,34 @@ def printable(data: bytes) -> str:
     return "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in data)
 
 
+def frame_layout(data: bytes) -> tuple[int, int] | None:
+    """Where a WebSocket frame's payload begins (after any masking key) and how long it
+    is; None while its header is incomplete."""
+    if len(data) < 2:
+        return None
+    length, pos = data[1] & 0x7F, 2
+    if length >= 126:
+        pos = 4 if length == 126 else 10
+        if len(data) < pos:
+            return None
+        length = int.from_bytes(data[2:pos], "big")
+    return pos + (4 if data[1] & 0x80 else 0), length
+
+
+def xor_mask(data: bytes, key: bytes) -> bytes:
+    """RFC 6455 masking, its own inverse: byte i XOR key[i % 4]."""
+    return bytes(b ^ key[i % 4] for i, b in enumerate(data))
+
+
 def decode_frame(data: bytes) -> tuple[WireLayer, ...]:
     """A WebSocket frame and what it carries (Engine.IO, Socket.IO, JSON)."""
-    if len(data) < 2:
+    layout = frame_layout(data)
+    if layout is None:
         return ()
     b0, b1 = data[0], data[1]
-    fin, opcode, masked, length = b0 >> 7, b0 & 0x0F, b1 >> 7, b1 & 0x7F
-    pos = 2
-    if length == 126:
-        length, pos = int.from_bytes(data[2:4], "big"), 4
-    elif length == 127:
-        length, pos = int.from_bytes(data[2:10], "big"), 10
+    fin, opcode, masked = b0 >> 7, b0 & 0x0F, b1 >> 7
+    start, length = layout
+    pos = start - 4 * masked  # the end of the length fields
     fields = [
         WireField("FIN", str(fin), "final fragment of the message" if fin else "more fragments follow"),
         WireField("RSV1-3", str((b0 >> 4) & 0x7), _RSV_MEANINGS.get((b0 >> 4) & 0x7, "set by a negotiated extension")),
@@ -44,26 +61,25 @@ def decode_frame(data: bytes) -> tuple[WireLayer, ...]:
         WireField("MASK", str(masked), "masked: client-to-server frames always are" if masked else "not masked: server-to-client frames never are"),
         WireField("payload length", str(length), "bytes of payload (7-bit length field)" if pos == 2 else f"bytes of payload (extended {8 * (pos - 2)}-bit length)"),
     ]
-    payload = data[pos:]
+    payload = data[start:]
     if masked:
-        key = data[pos : pos + 4]
+        key = data[pos:start]
         fields.append(WireField("masking key", key.hex(" "), "XORed with the payload, byte i with key[i % 4]"))
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(data[pos + 4 :]))
-    layers = [WireLayer("WebSocket frame (RFC 6455)", printable(data[:pos + (4 if masked else 0)]), tuple(fields))]
+        payload = xor_mask(payload, key)
+    layers = [WireLayer("WebSocket frame (RFC 6455)", printable(data[:start]), tuple(fields))]
     if opcode == 8:
         code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
         layers.append(WireLayer("WebSocket close", printable(payload), (WireField("status code", str(code), "1000 = normal closure" if code == 1000 else "see RFC 6455 section 7.4"),)))
         return tuple(layers)
     if opcode == 1 and (b0 >> 4) & 0x4:
         clear = inflate(payload)
-        if clear is None:
-            layers.append(WireLayer("permessage-deflate (RFC 7692)", printable(payload), (
-                WireField("compressed", payload.hex(" "), "refers back to earlier messages of the connection, so it cannot be inflated on its own"),)))
-            return tuple(layers)
         layers.append(WireLayer("permessage-deflate (RFC 7692)", printable(payload), (
-            WireField("RSV1", "1", "this message is compressed"),
-            WireField("inflated", printable(clear), "raw DEFLATE, with the 00 00 ff ff the sender stripped put back"),
+            WireField("inflated", printable(clear), "raw DEFLATE, with the 00 00 ff ff the sender stripped put back")
+            if clear is not None else
+            WireField("compressed", payload.hex(" "), "refers back to earlier messages of the connection, so it cannot be inflated on its own"),
         )))
+        if clear is None:
+            return tuple(layers)
         payload = clear
     if opcode == 1:
         layers.extend(decode_engineio(payload.decode("utf-8", "replace")))
