@@ -116,7 +116,14 @@ def test_accept_is_rfc_6455s_example():
     ],
 )
 def test_a_batch_goes_in_the_order_of_its_bytes(heads, first):
-    assert pacer.next_unit(heads) == first
+    order = pacer.batch_order({n: [pacer.Unit(data)] for data, n in heads})
+    assert order[0][0] == first
+    assert [u.data for _, u in order] == sorted(data for data, _ in heads)
+
+
+def test_a_connections_own_units_keep_their_order_in_a_batch():
+    batch = {0: [pacer.Unit(b"z-first"), pacer.Unit(b"a-second")], 1: [pacer.Unit(b"m")]}
+    assert [(n, u.data) for n, u in pacer.batch_order(batch)] == [(1, b"m"), (0, b"z-first"), (0, b"a-second")]
 
 
 def test_the_proxy_forwards_to_a_server_on_localhost_and_back():

@@ -20,14 +20,19 @@ what reaches the server repeatable without changing what it means:
 * the proxy's port in ``Host``, ``Origin`` and ``Referer`` becomes the server's.
 
 The byte handling is a pure state machine per connection (``RequestStream``,
-``ResponseStream``); only ``main`` and ``Pacer`` touch sockets.
+``ResponseStream``) and the order a pure function (``batch_order``); only ``main`` and
+``Pacer`` touch sockets.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
+import socket
 import sys
+import threading
+import time
 from dataclasses import dataclass
 
 from . import wire
@@ -75,7 +80,7 @@ class RequestStream:
     def __init__(self, proxy_port: int, server_port: int) -> None:
         self._buf = b""
         self._websocket = False
-        self._ports = (f":{proxy_port}".encode(), f":{server_port}".encode())
+        self._ports = (proxy_port, server_port)
 
     def feed(self, data: bytes) -> list[Unit]:
         """Units completed by ``data``; ``b""`` means end of stream (what is left goes as it is)."""
@@ -109,10 +114,9 @@ class RequestStream:
         body, self._buf = self._buf[end + len(_HEAD_END):size], self._buf[size:]
         browser_key = _header(head, "sec-websocket-key") if (_header(head, "upgrade") or "").lower() == "websocket" else None
         lines = head.split("\r\n")
-        old, new = self._ports
-        lines = [lines[0]] + [_local_port(line, old, new) for line in lines[1:]]
+        lines = [lines[0]] + [_local_port(line, *self._ports) for line in lines[1:]]
         if browser_key is not None:
-            lines = [f"{line.partition(':')[0]}: {WS_KEY}" if _is(line, "sec-websocket-key") else line for line in lines]
+            lines = _set_header(lines, "sec-websocket-key", WS_KEY)
             self._websocket = True
         return Unit("\r\n".join(lines).encode("latin-1") + _HEAD_END + body, browser_key)
 
@@ -128,11 +132,14 @@ def _header(head: str, name: str) -> str | None:
     return None
 
 
-def _local_port(line: str, old: bytes, new: bytes) -> str:
+def _set_header(lines: list[str], name: str, value: str) -> list[str]:
+    return [f"{line.partition(':')[0]}: {value}" if _is(line, name) else line for line in lines]
+
+
+def _local_port(line: str, old: int, new: int) -> str:
     if not any(_is(line, h) for h in ("host", "origin", "referer")):
         return line
-    pattern = r"((?:127\.0\.0\.1|localhost))" + re.escape(old.decode())
-    return re.sub(pattern + r"(?!\d)", r"\1" + new.decode(), line)
+    return re.sub(rf"(127\.0\.0\.1|localhost):{old}(?!\d)", rf"\g<1>:{new}", line)
 
 
 class ResponseStream:
@@ -154,16 +161,23 @@ class ResponseStream:
         if end < 0:
             return b""
         head, rest = self._buf[:end].decode("latin-1"), self._buf[end:]
-        accept = accept_for(self._key)
-        lines = [f"{line.partition(':')[0]}: {accept}" if _is(line, "sec-websocket-accept") else line for line in head.split("\r\n")]
+        lines = _set_header(head.split("\r\n"), "sec-websocket-accept", accept_for(self._key))
         self._key, self._buf = None, b""
         return "\r\n".join(lines).encode("latin-1") + rest
 
 
-def next_unit(heads: list[tuple[bytes, int]]) -> int:
-    """Which connection goes next among those with a unit waiting: the smallest bytes
-    (the connection number breaks ties), so the order no longer depends on arrival."""
-    return min(heads)[1]
+def batch_order(batch: dict[int, list[Unit]]) -> list[tuple[int, Unit]]:
+    """The order to forward one batch in (connection number, unit): each time, the waiting
+    unit with the smallest bytes (the connection number breaks ties), each connection's
+    own units in their order, so the order no longer depends on arrival."""
+    queues = {n: list(units) for n, units in batch.items() if units}
+    out = []
+    while queues:
+        n = min(queues, key=lambda k: (queues[k][0].data, k))
+        out.append((n, queues[n].pop(0)))
+        if not queues[n]:
+            del queues[n]
+    return out
 
 
 # ------------------------------------------------------------------ the IO shell
@@ -173,9 +187,6 @@ class Pacer:
     """Listens on 127.0.0.1 (port chosen by the OS) and forwards to ``server_port``."""
 
     def __init__(self, server_port: int, pace: float = PACE, gather: float = GATHER, log=None) -> None:
-        import socket
-        import threading
-
         self.log = log  # a text file: one line per unit forwarded, to see what a batch held
         self.server_port = server_port
         self.pace = pace
@@ -186,14 +197,10 @@ class Pacer:
         self.conns: dict[int, _Conn] = {}
 
     def start(self) -> None:
-        import threading
-
         threading.Thread(target=self._accept, daemon=True).start()
         threading.Thread(target=self._forward, daemon=True).start()
 
     def _accept(self) -> None:
-        import threading
-
         while True:
             browser, _ = self.listener.accept()
             with self.ready:
@@ -215,8 +222,6 @@ class Pacer:
                 return
 
     def _forward(self) -> None:
-        import time
-
         while True:
             with self.ready:
                 self.ready.wait_for(lambda: any(c.waiting for c in self.conns.values()))
@@ -225,23 +230,16 @@ class Pacer:
             # arrives meanwhile waits for the next batch (sorting across batches would
             # let a busy connection starve the others).
             with self.ready:
-                batch = {c.number: c.waiting for c in self.conns.values() if c.waiting}
+                batch = {c.number: c.waiting for c in self.conns.values()}
                 for c in self.conns.values():
                     c.waiting = []
-            while batch:
-                number = next_unit([(units[0].data, n) for n, units in batch.items()])
-                unit = batch[number].pop(0)
-                if not batch[number]:
-                    del batch[number]
+            for number, unit in batch_order(batch):
                 self._send(self.conns[number], unit)
                 if self.log is not None:
                     print(f"{time.monotonic():.3f} c{number} {unit.data[:70]!r}", file=self.log, flush=True)
                 time.sleep(self.pace)
 
     def _send(self, conn: _Conn, unit: Unit) -> None:
-        import socket
-        import threading
-
         if not unit.data:
             if conn.server is not None:
                 try:
@@ -260,8 +258,6 @@ class Pacer:
             pass
 
     def _read_server(self, conn: _Conn, server) -> None:
-        import socket
-
         while True:
             try:
                 data = server.recv(65536)
@@ -292,8 +288,6 @@ class _Conn:
 def main(argv: list[str]) -> int:
     """Prints ``listening PORT`` and forwards until stdin closes; with DISPEL_PACER_LOG=FILE,
     logs what it forwards there."""
-    import os
-
     where = os.environ.get("DISPEL_PACER_LOG")
     pacer = Pacer(int(argv[0]), log=open(where, "a", encoding="utf-8") if where else None)
     pacer.start()
