@@ -410,8 +410,7 @@ def _wire_on(g: TraceGraph, parts: list[list[int]]) -> tuple:
 
 def _wire_handshake(g: TraceGraph, parts: list[list[int]]) -> tuple:
     request = value_text_to_python(g.ev(parts[0][1]).ret.text)
-    sink = g.ev(parts[0][-1])
-    response = value_text_to_python(next(a.text for a in sink.args if a.name == "data"))
+    response = _sent(g.ev(parts[0][-1]))
     return wire.decode_http(request, "request") + wire.decode_http(response, "response")
 
 
@@ -539,7 +538,7 @@ def _noop_part(g: TraceGraph, thread: str) -> list[int] | None:
     if not polled:
         return None
     sink = polled[0]
-    recv = _one(g.find(is_sink("recv", "recv_into"), g.ev(sink).thread)[:1], "the long-poll GET answered by NOOP", "3probe")
+    recv = _first_read(g, g.ev(sink).thread, "the long-poll GET answered by NOOP", "3probe")
     noop = _one(
         g.find(lambda e: e.func.endswith("Packet.__init__") and any(a.text == "6" for a in e.args), g.ev(sink).thread),
         "the NOOP packet", "the long-poll GET",
@@ -561,35 +560,35 @@ def find_polling(g: TraceGraph):
         g.find(lambda e: is_sink("sendall")(e) and mentions(e, joined)),
         "a long-poll answer with two packets joined by \\x1e", "on_connect",
     )
-    get = _one(g.find(is_sink("recv", "recv_into"), g.ev(sink).thread)[:1], "the long-poll GET", "none")
+    get = _first_read(g, g.ev(sink).thread, "the long-poll GET", "none")
     poll = _one(g.find(lambda e: e.func.endswith("Socket.poll"), g.ev(sink).thread), "Socket.poll", "the long-poll GET")
-    waiting = [get, g.descend(poll, lambda e: e.func in ("queue:Queue.get", SYNC_WAIT_FUNC))]
+    waiting = [get, g.descend(poll, lambda e: e.func == "queue:Queue.get")]
     posted = value_trail(g, post, handler, ("40",))
     answered = with_producer(g, value_trail(g, handler, sink, ('"welcome"',)))
     return [waiting, posted, answered], ("40", '"welcome"', "\\x1e")
 
 
-SYNC_WAIT_FUNC = "threading:Condition.wait"
+def _first_read(g: TraceGraph, thread: str, what: str, last: str) -> int:
+    """The first socket read on a request thread: the request it serves."""
+    return _one(g.find(is_sink("recv", "recv_into"), thread)[:1], what, last)
 
 
 def _wire_polling(g: TraceGraph, parts: list[list[int]]) -> tuple:
     """The POST as read (head and body), then the GET's answer as written: its head, and the
     payload that went out as one chunk of the chunked body."""
     request = value_text_to_python(g.ev(parts[1][0]).ret.text)
-    sink = g.ev(parts[2][-1])
-    answer = value_text_to_python(next(a.text for a in sink.args if a.name == "data"))
-    head = next(
-        (value_text_to_python(a.text) for i in g.find(is_sink("sendall"), sink.thread, before=parts[2][-1])
-         for a in g.ev(i).args if a.name == "data" and a.text.startswith("b'HTTP/")),
-        b"",
-    )
-    request_head, _, body = request.partition(b"\r\n\r\n")
+    written = [_sent(g.ev(i)) for i in g.find(is_sink("sendall"), g.ev(parts[2][-1]).thread, before=parts[2][-1] + 1)]
+    head = next((w for w in written if w.startswith(b"HTTP/")), b"")
     return (
-        wire.decode_http(request_head, "request")
-        + tuple(wire.decode_payload(body.decode("utf-8", "replace"), "POST body"))
+        wire.decode_http(request, "request")
+        + tuple(wire.decode_payload(request.partition(b"\r\n\r\n")[2].decode("utf-8", "replace"), "POST body"))
         + (wire.decode_http(head, "response") if head else ())
-        + tuple(wire.decode_payload(answer.decode("utf-8", "replace"), "GET response body"))
+        + tuple(wire.decode_payload(written[-1].decode("utf-8", "replace"), "GET response body"))
     )
+
+
+def _sent(e: Event) -> bytes:
+    return value_text_to_python(next(a.text for a in e.args if a.name == "data"))
 
 
 JOURNEYS: tuple[Journey, ...] = (
