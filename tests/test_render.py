@@ -176,3 +176,14 @@ def test_hop_heading_escapes_locals_in_qualname():
     page = render.render_hop(1, Hop(func, 3, "main", "entry", 0), None, None, EXCERPTS[func.source], None)
     assert "<code>SocketIO.on.&lt;locals&gt;.decorator</code>" in to_html(page)
 
+
+
+def test_a_compared_journey_gets_side_by_side_tabs_linking_to_the_other_page():
+    polling = dataclasses.replace(RUN, journey="polling", scenario="browser")
+    page = render.render_journey(EMIT, HOP_LINKS, EXCERPTS, ANNOTATIONS, {"polling": polling, "run": RUN})
+    side = page[page.index("## Side by side"):]
+    assert side.count('=== "') == 2 and '=== "WebSocket (this page)"' in side and '=== "Long-polling (polling)"' in side
+    assert "(polling.md#hop-1)" in side and "(#hop-1)" in side and "Scenario `browser`" in side
+    assert "tabbed-set" in to_html(side)
+    # Without the other chain (not recorded yet) there is nothing to show beside it.
+    assert "Side by side" not in render.render_journey(EMIT, HOP_LINKS, EXCERPTS, ANNOTATIONS, {"run": RUN})

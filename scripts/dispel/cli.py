@@ -255,7 +255,6 @@ class BrowserClient:
             options.add_argument(flag)
         try:
             self.driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-            self.version = str(self.driver.capabilities.get("browserVersion", "unknown"))
             self.driver.get(f"http://127.0.0.1:{said[1]}/chat")
             if not self.driver.execute_script("return typeof io === 'function' && typeof window.dispelStep === 'function'"):
                 raise DispelError(
@@ -322,19 +321,13 @@ def record_scenario(name: str, timeout: float, app: str, port: int | None = None
     recorder = SettraceRecorder(scenarios.wanted_code())
     port = port or scenarios.free_port()
     sc = scenarios.scenario(name)
-    browsers: list[BrowserClient] = []
-
-    def start_client(port: int):
-        if sc.client != "browser":
-            return ClientProcess(port, sc.pace)
-        browsers.append(BrowserClient(port))
-        return browsers[-1]
-
+    start_client = BrowserClient if sc.client == "browser" else (lambda p: ClientProcess(p, sc.pace))
     module = scenarios.run(name, recorder, start_client, app_module=app, timeout=timeout, port=port)
     versions = {d: metadata.version(d) for d in TRACED_DISTS}
-    # The browser's version shows in the requests it sends (User-Agent, client hints):
-    # kept with the trace, so that a drift after an upgrade has its reason.
-    versions.update({"chromium": b.version for b in browsers[:1]})
+    if sc.client == "browser":
+        # Its version shows in the requests it sends (User-Agent, client hints): kept
+        # with the trace, so that a drift after a browser upgrade has its reason.
+        versions["chromium"] = chromium_version() or "unknown"
     return trace_from_recording(recorder, name, port, code_roots(), versions, app_settings(module), deny)
 
 
@@ -728,9 +721,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         if chain is None:
             files[page] = render.render_placeholder(journey)
         else:
-            label, others = render.COMPARED.get(journey, ("", ()))
-            compared = [(title, chains[j]) for title, j in others if j in chains]
-            files[page] = render.render_journey(chain, _hop_linker(lock), excerpts, texts, compared)
+            files[page] = render.render_journey(chain, _hop_linker(lock), excerpts, texts, chains)
     files[out / "sample_app.md"] = render.render_sample_app(_sample_app_files())
     files[out / "licensing.md"] = render.render_licensing(_license_rows(chains.values(), lock))
     versions, python = _version_set(lock)

@@ -324,15 +324,15 @@ def render_journey(
     links: Mapping[Hop, HopLinks] | HopLinker,
     excerpts: Mapping[Source, Sequence[str]],
     annotations: Mapping[str, str],
-    compared: Sequence[tuple[str, Chain]] = (),
+    others: Mapping[str, Chain] | None = None,
 ) -> str:
     """The Markdown page of one journey.
 
     ``links`` maps a hop (or is called with it) to its permalinks; the sample app's hops
     link into this site instead. ``excerpts`` holds the lines (without newlines) of each
     installed source file; ``annotations`` maps ``module:qualname`` and ``journey:<name>``
-    to hand-written Markdown. ``compared`` holds (tab label, chain) of the chains shown
-    beside this one (see COMPARED).
+    to hand-written Markdown. ``others`` holds the other journeys' chains, for the ones
+    shown beside this one (see COMPARED).
     """
     if not chain.hops:
         raise DispelError(f"chain {chain.journey!r} has no hops; regenerate it (`make chains`)")
@@ -367,8 +367,10 @@ def render_journey(
         )
     if chain.wire:
         out.append(render_wire(chain.wire))
-    if compared:
-        out.append(render_compared(chain, COMPARED[chain.journey][0], compared))
+    label, compared = COMPARED.get(chain.journey, ("", ()))
+    beside = [(title, others[j]) for title, j in compared if others and j in others]
+    if beside:
+        out.append(render_compared(chain, label, beside))
     return "\n".join(out)
 
 
