@@ -230,18 +230,16 @@ def test_emit_page_diagram_and_payload(served_site, browser):
 def test_polling_page_shows_the_websocket_chains_in_tabs(served_site, browser):
     base, _ = served_site
     browser.get(urljoin(base, "chains/polling/"))
-    # The last tab set is "Side by side": this chain, then the WebSocket chains it is compared with.
-    labels = browser.execute_script(
-        "const sets = document.querySelectorAll('.tabbed-set'); const last = sets[sets.length - 1];"
-        "return Array.from(last.querySelectorAll('.tabbed-labels label')).map(l => l.textContent.trim())"
-    )
-    assert labels[0].startswith("Long-polling") and any(l.startswith("WebSocket") for l in labels[1:]), labels
+    # The last tab set is "Side by side": this chain, then the WebSocket chains it is compared
+    # with. Its second label is clicked, and its second block must then show.
     shown = browser.execute_script(
         "const sets = document.querySelectorAll('.tabbed-set'); const last = sets[sets.length - 1];"
-        "last.querySelectorAll('.tabbed-labels label')[1].click();"
-        "const block = last.querySelectorAll('.tabbed-block')[1];"
-        "return {visible: block.offsetHeight > 0, text: block.innerText,"
+        "const labels = Array.from(last.querySelectorAll('.tabbed-labels label'));"
+        "labels[1].click(); const block = last.querySelectorAll('.tabbed-block')[1];"
+        "return {labels: labels.map(l => l.textContent.trim()), visible: block.offsetHeight > 0, text: block.innerText,"
         " links: Array.from(block.querySelectorAll('a')).map(a => a.getAttribute('href'))}"
     )
+    labels = shown["labels"]
+    assert labels[0].startswith("Long-polling") and any(l.startswith("WebSocket") for l in labels[1:]), labels
     assert shown["visible"] and "ws-reader" in shown["text"], shown["text"][:200]
     assert shown["links"] and all(h.startswith("../on/#hop-") for h in shown["links"]), shown["links"][:3]
