@@ -219,3 +219,15 @@ def test_without_chromium_the_other_scenarios_are_still_recorded(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("dispel:")]
     assert len(errors) == 1 and "apt-get install chromium chromium-driver" in errors[0], proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json"]
+
+
+def test_the_served_js_client_has_no_etag():
+    # werkzeug would build it from the file's mtime and absolute path, which differ per
+    # checkout; its text and length would then make a fresh clone's trace differ.
+    if not CLIENT_JS.is_file():
+        pytest.skip("no socket.io-client in scripts/sample_app/node_modules: npm ci --prefix scripts/sample_app")
+    from sample_app.app import app
+
+    response = app.test_client().get("/vendor/socket.io.min.js")
+    assert response.status_code == 200 and response.data.startswith(b"/*")
+    assert "ETag" not in response.headers

@@ -94,9 +94,6 @@ class Normalizer:
             (re.compile(r"\bt=\d{6,}(\.\d+)?"), "t=<time>"),
             (re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT"), "<date>"),
             (re.compile(r"\d\d/[A-Z][a-z]{2}/\d{4} \d\d:\d\d:\d\d"), "<date>"),
-            # werkzeug's ETag for a static file: its mtime, size and a checksum of its
-            # absolute path, so it changes with the checkout (the app serves the JS client)
-            (re.compile(r"(?<![\d.])\d{9,11}(?:\.\d+)?-\d+-\d+(?![\d-])"), "<etag>"),
             # credentials in HTTP headers are never the subject of a page
             (re.compile(r"(?im)^((?:set-)?cookie|(?:proxy-)?authorization):[ \t]*[^\r\n]*"), r"\1: <redacted>"),
             *((re.compile(d), "<redacted>") for d in deny),
