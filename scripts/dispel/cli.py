@@ -352,18 +352,19 @@ def trace_from_recording(
     if recorder.errors:
         raise DispelError(f"the recorder disabled itself: {recorder.errors[0]}")
     raw = recorder.rows()
-    funcs_by_code = resolve_funcs({c[0] for c in raw.calls}, recorder.probe_codes, roots)
+    funcs_by_code = resolve_funcs(set(raw.codes), recorder.probe_codes, roots)
     calls = []
     observed: dict[int, tuple] = {}
-    for row, (code, serial, parent, offset, args) in enumerate(raw.calls):
+    returns = raw.return_map()
+    for row, (code, serial, parent, offset, args) in enumerate(raw.call_rows()):
         func = funcs_by_code[code]
         if func.key == "_socket:socket.observed":
             # the bytes recv_into wrote into its caller's buffer: they become its value
             data = args[0][1]
-            observed[parent] = (raw.returns.get(parent, (0,))[0], id(data), data, 0, -1)
+            observed[parent] = (returns.get(parent, (0,))[0], id(data), data, 0, -1)
             continue
-        line = line_at(raw.calls[parent][0], offset) if parent >= 0 else 0
-        ret = raw.returns.get(row)
+        line = line_at(raw.codes[parent], offset) if parent >= 0 else 0
+        ret = returns.get(row)
         if ret is not None:
             seq, value, ret_offset, size = ret
             ret = (seq, 0, "raise", line_at(code, ret_offset), -1) if value is RAISED else (
@@ -1257,7 +1258,7 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
     if recorder.errors:
         raise DispelError(f"the recorder disabled itself: {recorder.errors[0]}")
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "peak_kb": peak_kb, "calls": len(recorder.rows().calls)}))
+    print(json.dumps({"seconds": seconds, "peak_kb": peak_kb, "calls": len(recorder.rows())}))
     return 0
 
 

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import dis
+import itertools
+import os
 import socket
 import sys
 import threading
 import time
+from array import array
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Callable, Protocol
@@ -46,23 +50,57 @@ class Tracer(Protocol):
     def rows(self) -> "RawTrace": ...
 
 
+MISSING = object()  # an argument the frame did not have (yet) when it was called
+
+
 @dataclass
 class RawTrace:
-    """Everything a run left behind, still holding code objects and values."""
+    """Everything a run left behind, still holding code objects and values.
 
-    # (code, thread serial, parent row, instruction offset in parent, args) per call;
-    # args is a tuple of (name, value) pairs. The values themselves are kept until the
-    # trace is normalized: a live object's id() is never reused by another, so it can
-    # be read then, off the hot path, and identity joins stay exact.
-    calls: list = field(default_factory=list)
-    # row -> (calls recorded so far, value, offset it returned from, size or -1);
-    # value RAISED when the frame was left by an exception
-    returns: dict = field(default_factory=dict)
+    Kept flat and compact (an int array and two lists, not a tuple per call), since
+    it grows by a row for every recorded call while the program runs. Every core
+    (Python, C, sys.monitoring) fills the same layout.
+    """
+
+    # Row r is the r-th recorded call: codes[r]; ints[3r:3r+3] = thread serial, parent
+    # row (-1 for none), instruction offset in the parent; its argument values follow
+    # the previous row's in ``values``, one per name in names[codes[r]] (MISSING when
+    # absent). The values themselves are kept until the trace is normalized: a live
+    # object's id() is never reused by another, so it can be read then, off the hot
+    # path, and identity joins stay exact.
+    codes: list = field(default_factory=list)
+    ints: array = field(default_factory=lambda: array("q"))
+    values: list = field(default_factory=list)
+    names: dict = field(default_factory=dict)  # code -> argument names, None for unwanted code
+    # per return: rets[4i:4i+4] = row, calls recorded so far, offset it returned from,
+    # size or -1; ret_values[i] its value, RAISED when the frame was left by an exception
+    rets: array = field(default_factory=lambda: array("q"))
+    ret_values: list = field(default_factory=list)
     # thread serial -> (row of the Thread.start that launched it or -1, id of the Thread object)
     threads: dict = field(default_factory=dict)
     # (step name, first row, end row)
     steps: list = field(default_factory=list)
     errors: list = field(default_factory=list)  # why the recorder disabled itself
+    core: str = "py"  # which recorder core filled it (not part of the trace file: every core writes the same bytes)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def call_rows(self):
+        """(code, thread serial, parent row, offset in parent, ((name, value), ...)) per row."""
+        ints, values, names = self.ints, self.values, self.names
+        at = 0
+        for row, code in enumerate(self.codes):
+            args = names[code]
+            got = values[at:at + len(args)]
+            at += len(args)
+            yield (code, ints[3 * row], ints[3 * row + 1], ints[3 * row + 2],
+                   tuple((n, v) for n, v in zip(args, got) if v is not MISSING))
+
+    def return_map(self) -> dict:
+        """row -> (calls recorded so far, value, offset it returned from, size or -1)."""
+        r = self.rets
+        return {r[4 * i]: (r[4 * i + 1], v, r[4 * i + 2], r[4 * i + 3]) for i, v in enumerate(self.ret_values)}
 
 
 class _ThreadState:
@@ -138,22 +176,38 @@ def _make_probe(name: str, original: Callable) -> Callable:
     return listen
 
 
-class SettraceRecorder:
-    """Records calls and returns of wanted code on this thread and the threads it starts.
+# Opcodes a frame leaves by normally: anything else at its last instruction, with
+# None for a value, means it was left by an exception (what the C core is told).
+_LEAVING_OPS = frozenset(dis.opmap[n] for n in ("RETURN_VALUE", "RETURN_CONST", "YIELD_VALUE") if n in dis.opmap)
+
+
+def left_by_exception(code: CodeType, offset: int, _cache: dict = {}) -> bool:  # noqa: B006 - a deliberate cache
+    """Whether a frame of ``code`` whose return event came at ``offset`` with None was unwinding."""
+    raw = _cache.get(code)
+    if raw is None:
+        raw = _cache[code] = code.co_code
+    return offset < 0 or raw[offset] not in _LEAVING_OPS
+
+
+class _Recorder:
+    """What every core shares: the wanted-code decisions, socket probes, threads, pause and steps.
 
     ``want(code) -> bool`` decides, once per code object, whether its calls are
     recorded. A thread is traced when a traced thread started it, so a driver
-    can keep its own client threads out of the trace by pausing itself.
+    can keep its own client threads out of the trace by pausing itself. A core
+    says how a thread is traced (``_trace_thread``, ``_untrace_thread``) and
+    records the first call of a new thread (``_first_call``).
     """
+
+    core = ""
 
     def __init__(self, want: Callable[[CodeType], bool]) -> None:
         self._want = want
-        self._decisions: dict[CodeType, tuple[str, ...] | None] = {}
-        self._states: dict[int, _ThreadState] = {}
+        self._raw = RawTrace(core=self.core)
+        self._decisions = self._raw.names
+        self._states: dict[int, object] = {}
         self._pending_threads: dict[int, int] = {}  # id(Thread) -> row of its start()
         self._serials = 0
-        self._raw = RawTrace()
-        self._raised: set[int] = set()
         self._active = False
         self._saved_socket: dict[str, Callable] = {}
         self.probe_codes: dict[CodeType, str] = {}
@@ -162,6 +216,10 @@ class SettraceRecorder:
         self._wait_code = threading.Condition.wait.__code__
         self._turns = _WakeTurns()
 
+    def _decide(self, code: CodeType) -> tuple[str, ...] | None:
+        names = self._decisions[code] = _arg_names(code) if (code in self.probe_codes or self._want(code)) else None
+        return names
+
     # ------------------------------------------------------------ control
 
     def start(self) -> None:
@@ -169,15 +227,15 @@ class SettraceRecorder:
         self._active = True
         state = self._attach(threading.get_ident(), -1, 0)
         threading.settrace(self._thread_hook)
-        sys.settrace(state.trace)
+        self._trace_thread(state)
 
     def stop(self) -> None:
         self._active = False
-        sys.settrace(None)
+        self._untrace_thread()
         threading.settrace(None)  # type: ignore[arg-type]
         self._remove_probes()
 
-    def __enter__(self) -> "SettraceRecorder":
+    def __enter__(self) -> "_Recorder":
         self.start()
         return self
 
@@ -220,14 +278,13 @@ class SettraceRecorder:
                 setattr(cls, name, saved)
         self._saved_socket.clear()
 
-    # ------------------------------------------------------------ hot path
+    # ------------------------------------------------------------ threads
 
-    def _attach(self, ident: int, start_row: int, thread_obj: int) -> _ThreadState:
+    def _attach(self, ident: int, start_row: int, thread_obj: int):
         self._serials += 1
-        state = _ThreadState(self._serials)
-        state.trace = self._tracers(state)
+        state = self._new_state(self._serials)
         self._states[ident] = state
-        self._raw.threads[state.serial] = (start_row, thread_obj)
+        self._raw.threads[self._serials] = (start_row, thread_obj)
         return state
 
     def _thread_hook(self, frame: FrameType, event: str, arg: object):
@@ -241,29 +298,75 @@ class SettraceRecorder:
                 sys.settrace(None)
                 return None
             state = self._attach(threading.get_ident(), start_row, id(thread_obj))
-            sys.settrace(state.trace)
-            return state.trace(frame, event, arg)
+            return self._first_call(state, frame, event, arg)
         except Exception as exc:  # never let the recorder break the program
             self._disable(exc)
             return None
+
+    def _started(self, loc: dict, row: int) -> None:
+        """Thread.start was called (row): its thread's first event joins it to that row."""
+        self._pending_threads[id(loc["self"])] = row
+
+    def _disable(self, exc: BaseException) -> None:
+        self._active = False
+        self._untrace_thread()
+        threading.settrace(None)  # type: ignore[arg-type]
+        self._raw.errors.append(f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------ a core's part
+
+    def _new_state(self, serial: int):
+        raise NotImplementedError
+
+    def _trace_thread(self, state) -> None:
+        raise NotImplementedError
+
+    def _untrace_thread(self) -> None:
+        raise NotImplementedError
+
+    def _first_call(self, state, frame: FrameType, event: str, arg: object):
+        raise NotImplementedError
+
+
+class SettraceRecorder(_Recorder):
+    """The Python core: a sys.settrace function per thread (the reference the others are tested against)."""
+
+    core = "py"
+
+    def _new_state(self, serial: int) -> _ThreadState:
+        state = _ThreadState(serial)
+        state.trace = self._tracers(state)
+        return state
+
+    def _trace_thread(self, state: _ThreadState) -> None:
+        sys.settrace(state.trace)
+
+    def _untrace_thread(self) -> None:
+        sys.settrace(None)
+
+    def _first_call(self, state: _ThreadState, frame: FrameType, event: str, arg: object):
+        sys.settrace(state.trace)
+        return state.trace(frame, event, arg)
 
     def _tracers(self, state: _ThreadState):
         """The trace functions of one thread: closures, so the hot path looks nothing up
         by thread id or attribute (coverage.py's CTracer does the same in C)."""
         raw = self._raw
-        calls = raw.calls
-        append = calls.append
-        returns = raw.returns
-        raised = self._raised
+        codes = raw.codes
+        add_code = codes.append
+        add_ints = raw.ints.extend
+        add_values = raw.values.extend
+        add_ret = raw.rets.extend
+        add_ret_value = raw.ret_values.append
         decisions = self._decisions
-        want = self._want
-        probes = self.probe_codes
+        decide = self._decide
+        missing = itertools.repeat(MISSING)
         stack = state.stack
         push = stack.append
         pop = stack.pop
         serial = state.serial
         start_code, notify_code, wait_code = self._thread_start_code, self._notify_code, self._wait_code
-        pending = self._pending_threads
+        started = self._started
         turns = self._turns
         sized = SIZED
         disable = self._disable
@@ -273,21 +376,22 @@ class SettraceRecorder:
                 code = frame.f_code
                 names = decisions.get(code, False)
                 if names is False:
-                    names = decisions[code] = _arg_names(code) if (code in probes or want(code)) else None
+                    names = decide(code)
                 if names is None:
                     return None
                 frame.f_trace_lines = False
-                row = len(calls)
+                row = len(codes)
                 if stack:
                     parent, parent_frame = stack[-1]
                     line = parent_frame.f_lasti  # an offset; its line is looked up after the run
                 else:
                     parent, line = -1, 0
                 loc = frame.f_locals  # CPython has built this dict for the trace call anyway
-                args = tuple([(n, loc[n]) for n in names if n in loc])
-                append((code, serial, parent, line, args))
+                add_code(code)
+                add_ints((serial, parent, line))
+                add_values(map(loc.get, names, missing))
                 if code is start_code:
-                    pending[id(loc["self"])] = row
+                    started(loc, row)
                 elif code is notify_code:
                     turns.notified(loc["self"])
                 push((row, frame))
@@ -297,38 +401,31 @@ class SettraceRecorder:
                 return None
 
         def local(frame, event, arg):
+            if event != "return":
+                return local
             try:
-                if event == "return":
-                    while stack:
-                        row, f = pop()
-                        if f is frame:
-                            if frame.f_code is wait_code:
-                                turns.woken(frame.f_locals.get("self"))
-                            # len(calls) places the return in the global order of
-                            # calls: what wake-up edges are matched by.
-                            if arg is None and row in raised:
-                                returns[row] = (len(calls), RAISED, frame.f_lasti, -1)
-                            else:
-                                # a container's size now is what the caller got (empty polls are idle)
-                                returns[row] = (
-                                    len(calls), arg, frame.f_lasti, len(arg) if type(arg) in sized else -1
-                                )
-                            break
-                elif event == "exception":
-                    if stack and stack[-1][1] is frame:
-                        raised.add(stack[-1][0])
+                while stack:
+                    row, f = pop()
+                    if f is frame:
+                        if frame.f_code is wait_code:
+                            turns.woken(frame.f_locals.get("self"))
+                        # len(codes) places the return in the global order of
+                        # calls: what wake-up edges are matched by.
+                        offset = frame.f_lasti
+                        if arg is None and left_by_exception(frame.f_code, offset):
+                            add_ret((row, len(codes), offset, -1))
+                            add_ret_value(RAISED)
+                        else:
+                            # a container's size now is what the caller got (empty polls are idle)
+                            add_ret((row, len(codes), offset, len(arg) if type(arg) in sized else -1))
+                            add_ret_value(arg)
+                        break
                 return local
             except Exception as exc:
                 disable(exc)
                 return None
 
         return trace
-
-    def _disable(self, exc: BaseException) -> None:
-        self._active = False
-        sys.settrace(None)
-        threading.settrace(None)  # type: ignore[arg-type]
-        self._raw.errors.append(f"{type(exc).__name__}: {exc}")
 
 
 class _WakeTurns:
@@ -401,27 +498,27 @@ class NullRecorder:
 
 
 class _Paused:
-    def __init__(self, recorder: SettraceRecorder) -> None:
+    def __init__(self, recorder: _Recorder) -> None:
         self._recorder = recorder
 
     # threading.settrace is process-wide: it stays on, and the thread hook
     # leaves alone the threads that this (untraced) thread starts.
     def __enter__(self) -> None:
-        sys.settrace(None)
+        self._recorder._untrace_thread()
 
     def __exit__(self, *exc: object) -> None:
         state = self._recorder._states.get(threading.get_ident())
         if self._recorder._active and state is not None:
-            sys.settrace(state.trace)
+            self._recorder._trace_thread(state)
 
 
 class _Step:
-    def __init__(self, recorder: SettraceRecorder, name: str) -> None:
+    def __init__(self, recorder: _Recorder, name: str) -> None:
         self._recorder = recorder
         self._name = name
 
     def __enter__(self) -> None:
-        self._first = len(self._recorder._raw.calls)
+        self._first = len(self._recorder._raw)
 
     def __exit__(self, *exc: object) -> None:
-        self._recorder._raw.steps.append((self._name, self._first, len(self._recorder._raw.calls)))
+        self._recorder._raw.steps.append((self._name, self._first, len(self._recorder._raw)))
