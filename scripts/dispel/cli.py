@@ -311,14 +311,14 @@ def _first_line(exc: Exception) -> str:
 
 
 def record_scenario(name: str, timeout: float, app: str, port: int | None = None, deny: tuple[str, ...] = ()):
-    """Run one scenario under the recorder and return its normalized TraceFile."""
+    """Run one scenario under the recorder; its normalized TraceFile and the recorder core that ran."""
     from importlib import metadata
 
     from . import scenarios
-    from .record import SettraceRecorder
+    from .record import recorder_for
 
     scenarios.scenario(name)  # unknown names fail before anything runs
-    recorder = SettraceRecorder(scenarios.wanted_code())
+    recorder = recorder_for(scenarios.wanted_code())
     port = port or scenarios.free_port()
     sc = scenarios.scenario(name)
     start_client = BrowserClient if sc.client == "browser" else (lambda p: ClientProcess(p, sc.pace))
@@ -328,7 +328,8 @@ def record_scenario(name: str, timeout: float, app: str, port: int | None = None
         # Its version shows in the requests it sends (User-Agent, client hints): kept
         # with the trace, so that a drift after a browser upgrade has its reason.
         versions["chromium"] = chromium_version() or "unknown"
-    return trace_from_recording(recorder, name, port, code_roots(), versions, app_settings(module), deny)
+    trace = trace_from_recording(recorder, name, port, code_roots(), versions, app_settings(module), deny)
+    return trace, recorder.rows().core
 
 
 def app_settings(module) -> dict[str, object]:
@@ -437,10 +438,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         failed = [name for name in names if record_in_new_interpreter(name, args.out, args.timeout, args.app, args.redact).returncode != 0]
         return 2 if failed else 0
     for name in names:
-        trace = record_scenario(name, args.timeout, args.app, args.port, tuple(args.redact))
+        trace, core = record_scenario(name, args.timeout, args.app, args.port, tuple(args.redact))
         out = args.out / f"{name}.json"
         write_atomic(out, trace_to_json(trace))
-        print(f"recorded {name}: {len(trace.events)} calls on {len(trace.threads)} threads -> {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+        print(f"recorded {name}: {len(trace.events)} calls on {len(trace.threads)} threads -> {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} (recorder core: {core})")
     return 0
 
 
@@ -1248,9 +1249,9 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
     import time
 
     from . import scenarios
-    from .record import NullRecorder, SettraceRecorder
+    from .record import NullRecorder, recorder_for
 
-    recorder = SettraceRecorder(scenarios.wanted_code()) if args.mode == "traced" else NullRecorder()
+    recorder = recorder_for(scenarios.wanted_code()) if args.mode == "traced" else NullRecorder()
     port = scenarios.free_port()
     steps: dict[str, float] = {}
     scenarios.run("bench", recorder, lambda p: ClientProcess(p, 0.0), timeout=args.timeout, port=port, timings=steps)

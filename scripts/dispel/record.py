@@ -115,7 +115,7 @@ class _ThreadState:
 def _arg_names(code: CodeType) -> tuple[str, ...]:
     n = code.co_argcount + code.co_kwonlyargcount
     n += bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)  # *args, **kwargs
-    return code.co_varnames[:n]
+    return tuple(code.co_varnames[:n])
 
 
 # ---------------------------------------------------------------- socket probes
@@ -176,17 +176,28 @@ def _make_probe(name: str, original: Callable) -> Callable:
     return listen
 
 
-# Opcodes a frame leaves by normally: anything else at its last instruction, with
-# None for a value, means it was left by an exception (what the C core is told).
-_LEAVING_OPS = frozenset(dis.opmap[n] for n in ("RETURN_VALUE", "RETURN_CONST", "YIELD_VALUE") if n in dis.opmap)
+# What a frame's last instruction is when it returns a value or yields one.
+_RETURN_OPS = frozenset(dis.opmap[n] for n in ("RETURN_VALUE", "RETURN_CONST") if n in dis.opmap)
+_YIELD_OP = dis.opmap["YIELD_VALUE"]
 
 
-def left_by_exception(code: CodeType, offset: int, _cache: dict = {}) -> bool:  # noqa: B006 - a deliberate cache
-    """Whether a frame of ``code`` whose return event came at ``offset`` with None was unwinding."""
+def left_by_exception(code: CodeType, offset: int, raised_at: int | None, _cache: dict = {}) -> bool:  # noqa: B006 - a cache
+    """Whether a frame of ``code`` whose return event came with None from ``offset`` was unwinding.
+
+    The C core is told (its return value is NULL); a trace function is not. Only
+    an unwinding frame returns from another instruction than a return or a yield;
+    at a yield, it unwinds when the exception came in there (thrown into the
+    generator, say by close()). ``raised_at``: the offset of the frame's last
+    exception event. Not told apart: a generator that catches what was thrown in
+    at a yield and yields None from that same yield before it is resumed again.
+    """
     raw = _cache.get(code)
     if raw is None:
         raw = _cache[code] = code.co_code
-    return offset < 0 or raw[offset] not in _LEAVING_OPS
+    if offset < 0:
+        return True
+    op = raw[offset]
+    return op not in _RETURN_OPS and (op != _YIELD_OP or raised_at == offset)
 
 
 class _Recorder:
@@ -370,6 +381,7 @@ class SettraceRecorder(_Recorder):
         turns = self._turns
         sized = SIZED
         disable = self._disable
+        raised_at: dict[int, int] = {}
 
         def trace(frame, event, arg):
             try:
@@ -401,9 +413,14 @@ class SettraceRecorder(_Recorder):
                 return None
 
         def local(frame, event, arg):
-            if event != "return":
-                return local
             try:
+                if event == "exception":
+                    # where the exception was raised in (or passed through) the frame
+                    if stack and stack[-1][1] is frame:
+                        raised_at[stack[-1][0]] = frame.f_lasti
+                    return local
+                if event != "return":
+                    return local
                 while stack:
                     row, f = pop()
                     if f is frame:
@@ -412,7 +429,7 @@ class SettraceRecorder(_Recorder):
                         # len(codes) places the return in the global order of
                         # calls: what wake-up edges are matched by.
                         offset = frame.f_lasti
-                        if arg is None and left_by_exception(frame.f_code, offset):
+                        if arg is None and left_by_exception(frame.f_code, offset, raised_at.get(row)):
                             add_ret((row, len(codes), offset, -1))
                             add_ret_value(RAISED)
                         else:
@@ -522,3 +539,75 @@ class _Step:
 
     def __exit__(self, *exc: object) -> None:
         self._recorder._raw.steps.append((self._name, self._first, len(self._recorder._raw)))
+
+
+class CRecorder(_Recorder):
+    """The C core (dispel._ctracer): the Python core's hot path as a profile function in C."""
+
+    core = "c"
+
+    def __init__(self, want: Callable[[CodeType], bool]) -> None:
+        from . import _ctracer
+
+        super().__init__(want)
+        raw = self._raw
+        turns = self._turns
+        self._core = _ctracer.Core(
+            raw.names, self._decide, raw.codes, raw.values, raw.ret_values, MISSING, RAISED,
+            self._thread_start_code, self._notify_code, self._wait_code,
+            self._started, lambda loc: turns.notified(loc["self"]),
+            lambda frame: turns.woken(frame.f_locals.get("self")), self._disable,
+        )
+        self._thread_type = _ctracer.Thread
+
+    def _new_state(self, serial: int):
+        return self._thread_type(self._core, serial)
+
+    def _trace_thread(self, state) -> None:
+        state.install()
+
+    def _untrace_thread(self) -> None:
+        sys.setprofile(None)
+
+    def _first_call(self, state, frame: FrameType, event: str, arg: object):
+        # Called as the new thread's trace function, for its first call: CPython
+        # calls the profile function right after it for the same event
+        # (trace_function_entry), so the C core records that call itself.
+        sys.settrace(None)
+        state.install()
+        return None
+
+    def rows(self) -> RawTrace:
+        raw = self._raw
+        raw.ints = array("q", self._core.ints())
+        raw.rets = array("q", self._core.rets())
+        return raw
+
+
+CORES = {"py": SettraceRecorder, "c": CRecorder}
+
+
+def c_core_missing() -> str:
+    """Why the C core cannot run here ("" when it can)."""
+    try:
+        from . import _ctracer  # noqa: F401
+    except ImportError as exc:
+        return f"the C recorder core is not built ({exc})"
+    return ""
+
+
+def recorder_for(want: Callable[[CodeType], bool], core: str | None = None) -> _Recorder:
+    """A recorder with the core DISPEL_CORE names (py, c or sysmon); by default the fastest available."""
+    from .model import DispelError
+
+    name = core or os.environ.get("DISPEL_CORE", "")
+    if not name:
+        why = c_core_missing()
+        if why:
+            print(f"note: {why}; recording with the Python core (install gcc and the Python headers, then `make .venv/.installed`)", file=sys.stderr)
+        return (SettraceRecorder if why else CRecorder)(want)
+    if name not in CORES:
+        raise DispelError(f"DISPEL_CORE={name!r} is no recorder core; choose one of: {', '.join(CORES)}")
+    if name == "c" and c_core_missing():
+        raise DispelError(f"DISPEL_CORE=c: {c_core_missing()}; run `make .venv/.installed` with gcc and the Python headers, or choose DISPEL_CORE=py")
+    return CORES[name](want)
