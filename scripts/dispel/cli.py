@@ -408,16 +408,32 @@ def machine_paths() -> dict[str, str]:
     return {k: v for k, v in paths.items() if len(k) > 1}
 
 
-def record_in_new_interpreter(
-    name: str, out: Path, timeout: float, app: str = "sample_app.app", redact: Iterable[str] = (), capture: bool = False
-):
-    """`dispel record NAME` in a new interpreter: a second run in the same process would
-    find the app and its drivers imported already, and its trace would differ."""
+def record_in_new_interpreters(
+    names: list[str], out: Path, timeout: float, app: str = "sample_app.app", redact: Iterable[str] = (), capture: bool = False
+) -> dict:
+    """`dispel record NAME` for each name, in new interpreters running side by side: a second
+    run in the same process would find the app and its drivers imported already, and its
+    trace would differ. Each gets a port of its own. Name -> CompletedProcess."""
+    import contextlib
+    import socket
     import subprocess
 
-    argv = [sys.executable, "-m", "dispel", "record", name, "--out", str(out), "--timeout", str(timeout), "--app", app]
-    argv += [a for pattern in redact for a in ("--redact", pattern)]
-    return subprocess.run(argv, cwd=ROOT, capture_output=capture, text=True)
+    with contextlib.ExitStack() as held:  # all bound at once, so the ports differ
+        socks = [held.enter_context(socket.socket()) for _ in names]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        ports = [s.getsockname()[1] for s in socks]
+    procs = {}
+    for name, port in zip(names, ports):
+        argv = [sys.executable, "-m", "dispel", "record", name, "--out", str(out), "--timeout", str(timeout), "--app", app]
+        argv += ["--port", str(port)] + [a for pattern in redact for a in ("--redact", pattern)]
+        pipe = subprocess.PIPE if capture else None
+        procs[name] = (argv, subprocess.Popen(argv, cwd=ROOT, stdout=pipe, stderr=pipe, text=True))
+    done = {}
+    for name, (argv, proc) in procs.items():
+        stdout, stderr = proc.communicate()
+        done[name] = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+    return done
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -435,7 +451,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     if len(names) > 1:
         # Each in a fresh interpreter; one that fails (say, no chromium for "browser")
         # has said why, and the others are still recorded.
-        failed = [name for name in names if record_in_new_interpreter(name, args.out, args.timeout, args.app, args.redact).returncode != 0]
+        done = record_in_new_interpreters(names, args.out, args.timeout, args.app, args.redact)
+        failed = [name for name, proc in done.items() if proc.returncode != 0]
         return 2 if failed else 0
     for name in names:
         trace, core = record_scenario(name, args.timeout, args.app, args.port, tuple(args.redact))
@@ -1146,8 +1163,7 @@ def check_rerecord(root: Path, timeout: float = 60.0) -> list[str]:
 
     problems = []
     keep = Path(tempfile.mkdtemp(prefix="dispel-rerecord-"))
-    for name in scenarios.DEFAULT:
-        proc = record_in_new_interpreter(name, keep, timeout, capture=True)
+    for name, proc in record_in_new_interpreters(list(scenarios.DEFAULT), keep, timeout, capture=True).items():
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             problems.append(f"re-record: recording {name!r} failed: {tail}")
