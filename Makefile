@@ -4,13 +4,14 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: site test serve record chains pin render regen check check-online bench clean
+.PHONY: site test test-fast serve record chains pin render regen check check-online bench clean
 
 # The pinned environment: every package at the exact version of requirements.lock.
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml scripts/dispel/_ctracer.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -c "from dispel.record import c_core_missing as m; m() and print('note: ' + m() + ' (it needs gcc and the Python headers); the Python core records instead')"
 	if command -v npm >/dev/null; then npm ci --prefix scripts/sample_app --no-audit --no-fund --silent; else echo "note: npm not found, skipping scripts/sample_app's JavaScript client (the browser scenario needs it)"; fi
 	touch $(STAMP)
 
@@ -20,10 +21,15 @@ site: $(STAMP)
 	$(BIN)/mkdocs build --strict --quiet
 
 # pytest, then the checks; --rerecord also records the scenarios afresh and
-# compares them with the committed traces.
+# compares them with the committed traces. Without Chromium (or with
+# DISPEL_CHROMIUM=/nonexistent) the browser's tests and re-recording are skipped, saying why.
 test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/dispel check --rerecord
+
+# The pure suite only: no recording, no site build, no subprocess (seconds).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
 
 serve: $(STAMP)
 	$(BIN)/mkdocs serve -a 127.0.0.1:8000
