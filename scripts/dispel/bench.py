@@ -1,12 +1,16 @@
-"""`dispel bench`: tracing overhead measured side by side (untraced and traced runs alternating,
-each in a fresh interpreter), peak memory, regeneration time per stage, and check time.
+"""`dispel bench`: tracing overhead measured side by side (untraced runs, the anchors a user
+would compare with, and each recorder core, alternating, each in a fresh interpreter), peak
+memory, regeneration time per stage, and check time.
 
 Figures are printed, never asserted: on a noisy machine only ratios from one run mean anything.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
+import threading
 import resource
 import shutil
 import statistics
@@ -22,14 +26,76 @@ from .drivers import ClientProcess
 from .installed import PYTHON_VERSION
 from .model import DispelError
 from .project import Project
-from .record import NullRecorder, SettraceRecorder, recorder_for
+from .record import NullRecorder, available_cores, core_missing, recorder_for
 
-MODES = ("untraced", "traced")
+# Anchors: no tracing; a global sys.settrace function that returns None (the floor of
+# any settrace recorder); VizTracer (a C profiler that logs every call with a timestamp,
+# a bench-only extra). Then "core:NAME" for each recorder core.
+ANCHORS = ("untraced", "empty-settrace", "viztracer")
+MODES = (*ANCHORS, "core:py", "core:c", "core:sysmon")
+
+
+class EmptySettrace(NullRecorder):
+    """A global trace function that returns None, on every thread the scenario's server starts."""
+
+    @staticmethod
+    def _nothing(frame, event, arg):
+        return None
+
+    def start(self) -> None:
+        threading.settrace(self._nothing)
+        sys.settrace(self._nothing)
+
+    def stop(self) -> None:
+        sys.settrace(None)
+        threading.settrace(None)  # type: ignore[arg-type]
+
+    def pause(self):
+        return _SettraceOff(self._nothing)
+
+
+class _SettraceOff:
+    def __init__(self, fn) -> None:
+        self._fn = fn
+
+    def __enter__(self) -> None:
+        sys.settrace(None)
+
+    def __exit__(self, *exc: object) -> None:
+        sys.settrace(self._fn)
+
+
+class VizTracerAnchor(NullRecorder):
+    """VizTracer on every thread, entries kept in memory (never saved: that is after the run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from viztracer import VizTracer
+
+        self._tracer = VizTracer(verbose=0, tracer_entries=2_000_000)
+
+    def start(self) -> None:
+        self._tracer.start()
+
+    def stop(self) -> None:
+        self._tracer.stop()
+
+
+def missing(mode: str) -> str:
+    """Why ``mode`` cannot run here ("" when it can)."""
+    if mode == "viztracer" and importlib.util.find_spec("viztracer") is None:
+        return "VizTracer is not installed (a bench-only extra: .venv/bin/pip install viztracer)"
+    if mode.startswith("core:"):
+        return core_missing(mode[5:]) or ("" if mode[5:] in available_cores() else "not built yet")
+    return ""
 
 
 def run_once(mode: str, timeout: float = 120.0) -> dict:
-    """One run of the bench scenario in this interpreter, traced or not: its figures."""
-    recorder = recorder_for(scenarios.wanted_code()) if mode == "traced" else NullRecorder()
+    """One run of the bench scenario in this interpreter under ``mode``: its figures."""
+    if mode.startswith("core:"):
+        recorder = recorder_for(scenarios.wanted_code(), mode[5:])
+    else:
+        recorder = {"untraced": NullRecorder, "empty-settrace": EmptySettrace, "viztracer": VizTracerAnchor}[mode]()
     port = scenarios.free_port()
     steps: dict[str, float] = {}
     scenarios.run("bench", recorder, lambda p: ClientProcess(p, 0.0), timeout=timeout, port=port, timings=steps)
@@ -72,12 +138,13 @@ def per_call_costs(n: int = 100_000) -> dict[str, float]:
         out["empty tracer"] = loop()
     finally:
         sys.settrace(None)
-    recorder = SettraceRecorder(lambda code: code is add.__code__)
-    recorder.start()
-    try:
-        out["dispel recorder"] = loop()
-    finally:
-        recorder.stop()
+    for core in available_cores():
+        recorder = recorder_for(lambda code: code is add.__code__, core)
+        recorder.start()
+        try:
+            out[f"core {core}"] = loop()
+        finally:
+            recorder.stop()
     return out
 
 
@@ -86,17 +153,25 @@ def bench(project: Project, reps: int = 5, skip_regen: bool = False, skip_scale:
     if reps < 1:
         raise DispelError("--reps must be at least 1")
     me = [sys.executable, "-m", "dispel"]
-    runs: dict[str, list[dict]] = {m: [] for m in MODES}
+    modes = [m for m in MODES if not missing(m)]
     say(f"bench: {os.cpu_count()} cores, Python {PYTHON_VERSION}, scenario 'bench' (connect, 200 chat round trips, disconnect)")
+    for m in MODES:
+        if missing(m):
+            say(f"  note: {m} left out: {missing(m)}")
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
     for rep in range(reps):
-        for mode in MODES:  # alternating, so drift in the machine hits both alike
+        for mode in modes:  # alternating, so drift in the machine hits all alike
             _, out = _timed(project, [sys.executable, "-m", "dispel.bench", mode], f"the {mode} run")
             runs[mode].append(json.loads(out.strip().splitlines()[-1]))
-        say(f"  rep {rep + 1}: untraced {runs['untraced'][-1]['seconds']:.3f}s, traced {runs['traced'][-1]['seconds']:.3f}s")
-    med = {m: statistics.median(r["seconds"] for r in runs[m]) for m in runs}
-    peak = {m: max(r["peak_kb"] for r in runs[m]) for m in runs}
-    say(f"median wall time: untraced {med['untraced']:.3f}s, traced {med['traced']:.3f}s ({runs['traced'][-1]['calls']} calls recorded)")
-    say(f"peak memory (max RSS): untraced {peak['untraced'] / 1024:.1f} MiB, traced {peak['traced'] / 1024:.1f} MiB, ratio {peak['traced'] / peak['untraced']:.2f}")
+        say(f"  rep {rep + 1}: " + ", ".join(f"{m} {runs[m][-1]['seconds']:.3f}s" for m in modes))
+    med = {m: statistics.median(r["seconds"] for r in runs[m]) for m in modes}
+    peak = {m: statistics.median(r["peak_kb"] for r in runs[m]) for m in modes}
+    say(f"median of {reps} runs each (ratio to untraced; peak memory as max RSS, ratio to untraced):")
+    for m in modes:
+        calls = f", {runs[m][-1]['calls']} calls recorded" if m.startswith("core:") else ""
+        say(f"  {m:15} {med[m]:.3f}s  x{med[m] / med['untraced']:.2f}   peak {peak[m] / 1024:.1f} MiB  x{peak[m] / peak['untraced']:.2f}{calls}")
+    default = f"core:{available_cores()[0]}"
+    say(f"peak memory ratio ({default}): {peak[default] / peak['untraced']:.2f}")
     if not skip_regen:
         with tempfile.TemporaryDirectory(prefix="dispel-bench-") as tmp:
             t = Path(tmp)
@@ -127,7 +202,7 @@ def bench(project: Project, reps: int = 5, skip_regen: bool = False, skip_scale:
     # Last: the recording it makes grows this process, and children inherit its peak.
     per_call = per_call_costs()
     say("cost per call of a two-argument function: " + ", ".join(f"{k} {v:.2f} us" for k, v in per_call.items()))
-    ratio = med["traced"] / med["untraced"]
+    ratio = med[default] / med["untraced"]
     say(f"overhead ratio: {ratio:.2f}")
     return ratio
 

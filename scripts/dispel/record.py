@@ -606,6 +606,21 @@ def c_core_missing() -> str:
     return ""
 
 
+def available_cores() -> tuple[str, ...]:
+    """The cores this interpreter can run, the default first."""
+    out = [name for name in ("sysmon", "c") if name in CORES and not core_missing(name)]
+    return (*out, "py")
+
+
+def core_missing(name: str) -> str:
+    """Why core ``name`` cannot run here ("" when it can)."""
+    if name == "c":
+        return c_core_missing()
+    if name == "sysmon" and not hasattr(sys, "monitoring"):
+        return f"the sys.monitoring core needs Python 3.12 or later (this is {sys.version.split()[0]})"
+    return ""
+
+
 def recorder_for(want: Callable[[CodeType], bool], core: str | None = None) -> _Recorder:
     """A recorder with the core DISPEL_CORE names (py, c or sysmon); by default the fastest available."""
     from .model import DispelError
@@ -613,11 +628,12 @@ def recorder_for(want: Callable[[CodeType], bool], core: str | None = None) -> _
     name = core or os.environ.get("DISPEL_CORE", "")
     if not name:
         why = c_core_missing()
-        if why:
+        if why and not hasattr(sys, "monitoring"):
             print(f"note: {why}; recording with the Python core (install gcc and the Python headers, then `make .venv/.installed`)", file=sys.stderr)
-        return (SettraceRecorder if why else CRecorder)(want)
+        return CORES[available_cores()[0]](want)
     if name not in CORES:
         raise DispelError(f"DISPEL_CORE={name!r} is no recorder core; choose one of: {', '.join(CORES)}")
-    if name == "c" and c_core_missing():
-        raise DispelError(f"DISPEL_CORE=c: {c_core_missing()}; run `make .venv/.installed` with gcc and the Python headers, or choose DISPEL_CORE=py")
+    why = core_missing(name)
+    if why:
+        raise DispelError(f"DISPEL_CORE={name}: {why}; choose one of: {', '.join(available_cores())}")
     return CORES[name](want)
