@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from dispel import browser, stages
 from dispel.installed import PYTHON_VERSION
-from dispel.record import SettraceRecorder
+from dispel.record import recorder_for
 from dispel.tracefile import Root
 from programs import threads as prog
 
@@ -209,7 +209,7 @@ ROOTS = [
 
 
 def record(fn, recorder=None):
-    recorder = recorder or SettraceRecorder(want)
+    recorder = recorder or recorder_for(want)  # the core DISPEL_CORE names, else the default
     with recorder:
         result = fn()
     return result, recorder

@@ -1,4 +1,4 @@
-"""The recorder on tiny programs: threads, queues, exceptions in traced code and in the recorder itself."""
+"""The recorder on tiny programs, with each core this interpreter has: threads, queues, exceptions in traced code and in the recorder itself."""
 from __future__ import annotations
 
 import sys
@@ -8,8 +8,14 @@ import pytest
 from conftest import ROOTS, record, trace_of, want
 from dispel import stages
 from dispel.model import DispelError
-from dispel.record import SettraceRecorder
+from dispel.record import available_cores, recorder_for
 from programs import threads as prog
+
+
+@pytest.fixture(autouse=True, params=available_cores())
+def core(request, monkeypatch):
+    monkeypatch.setenv("DISPEL_CORE", request.param)
+    return request.param
 
 
 def funcs_on(trace, thread):
@@ -47,7 +53,7 @@ def test_queue_hand_off_is_a_wake_up_and_keeps_identity():
 
 
 def test_untraced_threads_stay_untraced():
-    recorder = SettraceRecorder(want)
+    recorder = recorder_for(want)
     with recorder:
         with recorder.pause():
             prog.launch()  # started by a paused thread: not traced
@@ -66,11 +72,11 @@ def test_exception_in_the_recorder_disables_it_and_spares_the_program():
             raise RuntimeError("recorder bug")
         return want(code)
 
-    recorder = SettraceRecorder(exploding)
+    recorder = recorder_for(exploding)
     result, _ = record(lambda: prog.work(2) + prog.work(3), recorder)
     assert result == 10
     assert recorder.errors and "recorder bug" in recorder.errors[0]
-    assert sys.gettrace() is None and threading.gettrace() is None
+    assert sys.gettrace() is None and threading.gettrace() is None and sys.getprofile() is None
     with pytest.raises(DispelError, match="recorder disabled itself"):
         stages.trace_from_recording(recorder, "broken", 0, ROOTS, {})
 
@@ -91,3 +97,22 @@ def test_folding_keeps_one_of_repeated_idle_iterations():
 
     trace = trace_of(idle_loop)
     assert funcs_on(trace, "main").count("programs.threads:work") == 1
+
+
+def test_rows_say_which_core_recorded_them(core):
+    _, rec = record(prog.launch)
+    assert rec.rows().core == core
+
+
+def test_a_generator_closed_while_suspended_unwinds_and_one_that_caught_returns_none():
+    def closes():
+        gen = prog.counts(3)
+        next(gen)
+        gen.close()  # GeneratorExit at the yield: the resumed frame is left by an exception
+        return prog.swallows()
+
+    trace = trace_of(closes)
+    counts = [e for e in trace.events if e.func == "programs.threads:counts"]
+    assert [e.raised for e in counts] == [False, True]
+    swallows = next(e for e in trace.events if e.func == "programs.threads:swallows")
+    assert not swallows.raised and swallows.ret.text == "None"

@@ -97,3 +97,15 @@ def catches():
         fails()
     except ValueError:
         return "caught"
+
+
+def counts(n):
+    for i in range(n):
+        yield i
+
+
+def swallows():
+    try:
+        fails()
+    except ValueError:
+        pass

@@ -1,0 +1,68 @@
+"""The recorder cores against each other, as coverage.py tests its tracers: on one interpreter,
+every core writes byte-identical trace files for every default scenario; without the C core
+(no compiler), the install step still succeeds and the Python core records."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dispel import stages
+from dispel.project import Project
+from dispel.record import available_cores
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def record_all(core: str, out: Path) -> subprocess.CompletedProcess:
+    names, _ = stages.rerecordable()
+    env = {**os.environ, "DISPEL_CORE": core}
+    return subprocess.run([sys.executable, "-m", "dispel", "record", *names, "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.skipif(len(available_cores()) < 2, reason="only the Python core runs on this interpreter")
+def test_every_core_writes_the_same_bytes_for_every_default_scenario(tmp_path):
+    names, _ = stages.rerecordable()
+    written = {}
+    for core in available_cores():
+        proc = record_all(core, tmp_path / core)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.count(f"(recorder core: {core})") == len(names), proc.stdout
+        written[core] = {n: (tmp_path / core / f"{n}.json").read_bytes() for n in names}
+    reference = written.pop("py")
+    for core, traces in written.items():
+        for name in names:
+            assert traces[name] == reference[name], f"core {core} and the Python core differ on {name}"
+
+
+def test_without_a_compiler_the_install_builds_and_the_python_core_records(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", src)
+    shutil.copytree(ROOT / "scripts", src / "scripts", ignore=shutil.ignore_patterns("*.so", "__pycache__", "*.egg-info"))
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc")}
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "wheel"), str(src)],
+                           env=env, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = (tmp_path / "wheel").glob("dispel-*.whl")
+    assert "_ctracer" not in subprocess.run([sys.executable, "-m", "zipfile", "-l", str(wheel)], capture_output=True, text=True).stdout
+
+    # This checkout without its C core: the import fails as it does when it was never built.
+    blocked = "import sys; sys.modules['dispel._ctracer'] = None; from dispel.cli import main; sys.exit(main())"
+    env = {k: v for k, v in os.environ.items() if k != "DISPEL_CORE"}
+    proc = subprocess.run([sys.executable, "-c", blocked, "record", "chat", "--out", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "(recorder core: py)" in proc.stdout
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "C recorder core is not built" in notes[0]
+    assert (tmp_path / "chat.json").read_bytes() == (Project(ROOT).traces / "chat.json").read_bytes()
+
+    proc = subprocess.run([sys.executable, "-c", blocked, "record", "chat", "--out", str(tmp_path)],
+                          cwd=ROOT, env={**env, "DISPEL_CORE": "c"}, capture_output=True, text=True)
+    assert proc.returncode != 0 and "DISPEL_CORE=c" in proc.stderr.strip().splitlines()[-1]
