@@ -594,7 +594,7 @@ class CRecorder(_Recorder):
         return raw
 
 
-CORES = {"py": SettraceRecorder, "c": CRecorder}
+CORES: dict[str, type] = {"py": SettraceRecorder, "c": CRecorder}
 
 
 def c_core_missing() -> str:
@@ -615,6 +615,8 @@ def available_cores() -> tuple[str, ...]:
 def core_missing(name: str) -> str:
     """Why core ``name`` cannot run here ("" when it can)."""
     if name == "c":
+        if sys.version_info >= (3, 12):  # its profile events come through sys.monitoring there, unwinding returns None
+            return "the C core is for Python 3.11; on 3.12 and later the sys.monitoring core takes its place"
         return c_core_missing()
     if name == "sysmon" and not hasattr(sys, "monitoring"):
         return f"the sys.monitoring core needs Python 3.12 or later (this is {sys.version.split()[0]})"
@@ -637,3 +639,9 @@ def recorder_for(want: Callable[[CodeType], bool], core: str | None = None) -> _
     if why:
         raise DispelError(f"DISPEL_CORE={name}: {why}; choose one of: {', '.join(available_cores())}")
     return CORES[name](want)
+
+
+if hasattr(sys, "monitoring"):
+    from .record_sysmon import SysmonRecorder
+
+    CORES["sysmon"] = SysmonRecorder

@@ -1,0 +1,224 @@
+"""The sys.monitoring core of the recorder (Python >= 3.12), like coverage.py's SysMonitor.
+
+sys.monitoring calls back per code object and instruction, for every thread, and a
+callback that returns DISABLE for code that is not wanted never hears of that code
+again. It sees the events a trace function sees (PY_START, PY_RESUME and PY_THROW
+are its "call"; PY_RETURN and PY_YIELD its "return"; PY_UNWIND a return by an
+exception) and fills the same RawTrace, so it writes the same trace files as the
+Python core on the same interpreter.
+
+Threads: events come from every thread, so each looks up its own state (dropped
+when Thread._bootstrap starts, as idents are reused). A thread is traced from
+its run() on when a traced thread started it: its first wanted call made directly
+by Thread._bootstrap_inner after the thread said it started. (A
+thread whose run() is no wanted code is not traced by this core; the Python core
+would record the wanted calls under it.)
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+from types import CodeType
+
+from .record import MISSING, RAISED, SIZED, _Recorder
+
+TOOL = 2  # sys.monitoring.PROFILER_ID (coverage.py takes COVERAGE_ID, 1)
+
+
+class _SysmonThread:
+    __slots__ = ("serial", "stack", "on")
+
+    def __init__(self, serial: int) -> None:
+        self.serial = serial
+        self.stack: list = []
+        self.on = True
+
+
+class SysmonRecorder(_Recorder):
+    core = "sysmon"
+
+    def _new_state(self, serial: int) -> _SysmonThread:
+        return _SysmonThread(serial)
+
+    def _trace_thread(self, state: _SysmonThread) -> None:
+        state.on = True
+
+    def _untrace_thread(self) -> None:
+        state = self._states.get(threading.get_ident())
+        if state is not None:
+            state.on = False
+
+    def _first_call(self, state, frame, event, arg):  # threads attach in the callbacks instead
+        return None
+
+    def start(self) -> None:
+        mon = sys.monitoring
+        self._install_probes()
+        self._active = True
+        self._attach(threading.get_ident(), -1, 0)
+        mon.use_tool_id(TOOL, "dispel")
+        events = mon.events
+        call, ret, unwind, throw = self._callbacks()
+        for event in (events.PY_START, events.PY_RESUME):
+            mon.register_callback(TOOL, event, call)
+        mon.register_callback(TOOL, events.PY_THROW, throw)
+        for event in (events.PY_RETURN, events.PY_YIELD):
+            mon.register_callback(TOOL, event, ret)
+        mon.register_callback(TOOL, events.PY_UNWIND, unwind)
+        mon.restart_events()  # what an earlier recording disabled is wanted again
+        mon.set_events(TOOL, events.PY_START | events.PY_RESUME | events.PY_THROW | events.PY_RETURN | events.PY_YIELD | events.PY_UNWIND)
+
+    def stop(self) -> None:
+        self._active = False
+        self._off()
+        self._remove_probes()
+
+    def _off(self) -> None:
+        mon = sys.monitoring
+        if mon.get_tool(TOOL) == "dispel":
+            mon.set_events(TOOL, 0)
+            for event in (mon.events.PY_START, mon.events.PY_RESUME, mon.events.PY_THROW,
+                          mon.events.PY_RETURN, mon.events.PY_YIELD, mon.events.PY_UNWIND):
+                mon.register_callback(TOOL, event, None)
+            mon.free_tool_id(TOOL)
+            mon.restart_events()
+
+    def _disable(self, exc: BaseException) -> None:
+        self._active = False
+        self._off()
+        self._raw.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _callbacks(self):
+        """The callbacks, as closures over what they use (the hot path looks nothing up by attribute)."""
+        raw = self._raw
+        codes = raw.codes
+        add_code = codes.append
+        add_ints = raw.ints.extend
+        add_values = raw.values.extend
+        add_ret = raw.rets.extend
+        add_ret_value = raw.ret_values.append
+        decisions = self._decisions
+        decide = self._decide
+        missing = itertools.repeat(MISSING)
+        states = self._states
+        pending = self._pending_threads
+        get_ident = threading.get_ident
+        getframe = sys._getframe
+        start_code, notify_code, wait_code = self._thread_start_code, self._notify_code, self._wait_code
+        bootstrap_code = threading.Thread._bootstrap_inner.__code__
+        outer_bootstrap_code = threading.Thread._bootstrap.__code__
+        started = self._started
+        turns = self._turns
+        sized = SIZED
+        disable = self._disable
+        attach = self._attach
+        DISABLE = sys.monitoring.DISABLE
+
+        def new_thread(frame):
+            # The thread's run(): called by _bootstrap_inner once the thread has started.
+            back = frame.f_back
+            if back is None or back.f_code is not bootstrap_code:
+                return None
+            thread_obj = back.f_locals.get("self")
+            if thread_obj is None or not thread_obj._started._flag or id(thread_obj) not in pending:
+                return None
+            return attach(get_ident(), pending.pop(id(thread_obj)), id(thread_obj))
+
+        def record_call(code, names, frame, state) -> None:
+            stack = state.stack
+            row = len(codes)
+            if stack:
+                parent, parent_frame = stack[-1]
+                line = parent_frame.f_lasti
+            else:
+                parent, line = -1, 0
+            loc = frame.f_locals
+            add_code(code)
+            add_ints((state.serial, parent, line))
+            add_values(map(loc.get, names, missing))
+            if code is start_code:
+                started(loc, row)
+            elif code is notify_code:
+                turns.notified(loc["self"])
+            stack.append((row, frame))
+
+        def enter(code: CodeType, names, frame) -> None:
+            if code is bootstrap_code or code is outer_bootstrap_code:  # a new thread: its ident may be a finished one's
+                states.pop(get_ident(), None)
+                return
+            state = states.get(get_ident())
+            if state is None:
+                state = new_thread(frame)
+                if state is None:
+                    return
+            elif not state.on:
+                return
+            record_call(code, names, frame, state)
+
+        def call(code: CodeType, offset: int):
+            try:
+                names = decisions.get(code, False)
+                if names is False:
+                    names = decide(code)
+                if names is None:
+                    return DISABLE
+                enter(code, names, getframe(1))
+            except Exception as exc:
+                disable(exc)
+            return None
+
+        def throw(code: CodeType, offset: int, exc: BaseException):  # not a local event: no DISABLE
+            try:
+                names = decisions.get(code, False)
+                if names is False:
+                    names = decide(code)
+                if names is not None:
+                    enter(code, names, getframe(1))
+            except Exception as error:
+                disable(error)
+            return None
+
+        def leave(code: CodeType, value) -> None:
+            state = states.get(get_ident())
+            if state is None or not state.on:
+                return
+            frame = getframe(2)
+            stack = state.stack
+            while stack:
+                row, f = stack.pop()
+                if f is frame:
+                    if code is wait_code:
+                        turns.woken(frame.f_locals.get("self"))
+                    offset = frame.f_lasti
+                    if value is RAISED:
+                        add_ret((row, len(codes), offset, -1))
+                    else:
+                        add_ret((row, len(codes), offset, len(value) if type(value) in sized else -1))
+                    add_ret_value(value)
+                    return
+
+        def ret(code: CodeType, offset: int, value):
+            try:
+                names = decisions.get(code, False)
+                if names is False:
+                    names = decide(code)
+                if names is None:
+                    return DISABLE
+                leave(code, value)
+            except Exception as exc:
+                disable(exc)
+            return None
+
+        def unwind(code: CodeType, offset: int, exc: BaseException):  # not a local event: no DISABLE
+            try:
+                names = decisions.get(code, False)
+                if names is False:
+                    names = decide(code)
+                if names is not None:
+                    leave(code, RAISED)
+            except Exception as error:
+                disable(error)
+            return None
+
+        return call, ret, unwind, throw
