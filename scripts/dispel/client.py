@@ -64,10 +64,13 @@ def main(argv: list[str]) -> int:
     def close(self, *args, **kwargs):
         # Engine.IO's disconnect queues its last packets for the writer thread and
         # closes the WebSocket at once, from this thread: let the writer finish with
-        # its queue first, so the close frame is always the last thing sent.
-        queue = getattr(getattr(client, "eio", None), "queue", None)
+        # its queue first, so the close frame is always the last thing sent. A writer
+        # that has ended (the connection closed before it took the stop marker) sends
+        # nothing more: waiting for it would only cost the full five seconds.
+        eio = getattr(client, "eio", None)
+        queue = getattr(eio, "queue", None)
         end = time.monotonic() + 5
-        while queue is not None and queue.unfinished_tasks and time.monotonic() < end:
+        while queue is not None and queue.unfinished_tasks and eio.write_loop_task is not None and time.monotonic() < end:
             time.sleep(0.005)
         return original_close(self, *args, **kwargs)
 

@@ -125,7 +125,22 @@ class SysmonRecorder(_Recorder):
                 return None
             return attach(get_ident(), pending.pop(id(thread_obj)), id(thread_obj))
 
-        def record_call(code, names, frame, state) -> None:
+        def joining(code: CodeType, frame):
+            """The state of this thread when it had none: a new thread's, from its run() on, else None."""
+            if code is bootstrap_code or code is outer_bootstrap_code:  # a new thread: its ident may be a finished one's
+                states.pop(get_ident(), None)
+                return None
+            return new_thread(frame)
+
+        def enter(code: CodeType, names, frame) -> None:
+            """A call of wanted code: the hot path, in one function that looks nothing up by attribute."""
+            state = states.get(get_ident())
+            if state is None or code is bootstrap_code or code is outer_bootstrap_code:
+                state = joining(code, frame)
+                if state is None:
+                    return
+            elif not state.on:
+                return
             stack = state.stack
             row = len(codes)
             if stack:
@@ -142,19 +157,6 @@ class SysmonRecorder(_Recorder):
             elif code is notify_code:
                 turns.notified(loc["self"])
             stack.append((row, frame))
-
-        def enter(code: CodeType, names, frame) -> None:
-            if code is bootstrap_code or code is outer_bootstrap_code:  # a new thread: its ident may be a finished one's
-                states.pop(get_ident(), None)
-                return
-            state = states.get(get_ident())
-            if state is None:
-                state = new_thread(frame)
-                if state is None:
-                    return
-            elif not state.on:
-                return
-            record_call(code, names, frame, state)
 
         def call(code: CodeType, offset: int):
             try:
