@@ -7,7 +7,7 @@
  * the same RawTrace layout as the Python core (record.RawTrace), so the two write
  * byte-identical trace files. Rare events (Thread.start, Condition.notify and
  * Condition.wait) call back into Python; so does the first call of each code
- * object (record._Recorder._decide) and any error (the recorder disables itself).
+ * object (record._Decisions) and any error (the recorder disables itself).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -61,23 +61,27 @@ typedef struct {
     I64Buf rets;           /* row, rows so far, offset, size: per return */
 } Core;
 
+#define CORE_SLOTS 14
+
+/* The object fields of a Core, in the order Core() takes them. */
+static void
+core_slots(Core *self, PyObject **slots[CORE_SLOTS])
+{
+    PyObject **all[CORE_SLOTS] = {&self->decisions, &self->decide, &self->codes, &self->values, &self->ret_values,
+                                  &self->missing, &self->raised, &self->start_code, &self->notify_code,
+                                  &self->wait_code, &self->on_start, &self->on_notify, &self->on_woken,
+                                  &self->on_error};
+    memcpy(slots, all, sizeof(all));
+}
+
 static void
 Core_dealloc(Core *self)
 {
-    Py_XDECREF(self->decisions);
-    Py_XDECREF(self->decide);
-    Py_XDECREF(self->codes);
-    Py_XDECREF(self->values);
-    Py_XDECREF(self->ret_values);
-    Py_XDECREF(self->missing);
-    Py_XDECREF(self->raised);
-    Py_XDECREF(self->start_code);
-    Py_XDECREF(self->notify_code);
-    Py_XDECREF(self->wait_code);
-    Py_XDECREF(self->on_start);
-    Py_XDECREF(self->on_notify);
-    Py_XDECREF(self->on_woken);
-    Py_XDECREF(self->on_error);
+    PyObject **slots[CORE_SLOTS];
+    core_slots(self, slots);
+    for (int i = 0; i < CORE_SLOTS; i++) {
+        Py_CLEAR(*slots[i]);
+    }
     PyMem_Free(self->ints.data);
     PyMem_Free(self->rets.data);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -89,17 +93,15 @@ Core_init(Core *self, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"decisions", "decide", "codes", "values", "ret_values", "missing", "raised",
                              "start_code", "notify_code", "wait_code", "on_start", "on_notify", "on_woken",
                              "on_error", NULL};
-    PyObject *o[14];
+    PyObject *o[CORE_SLOTS];
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO!O!O!OOOOOOOOO", kwlist, &PyDict_Type, &o[0], &o[1],
                                      &PyList_Type, &o[2], &PyList_Type, &o[3], &PyList_Type, &o[4], &o[5],
                                      &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13])) {
         return -1;
     }
-    PyObject **slots[14] = {&self->decisions, &self->decide, &self->codes, &self->values, &self->ret_values,
-                            &self->missing, &self->raised, &self->start_code, &self->notify_code,
-                            &self->wait_code, &self->on_start, &self->on_notify, &self->on_woken,
-                            &self->on_error};
-    for (int i = 0; i < 14; i++) {
+    PyObject **slots[CORE_SLOTS];
+    core_slots(self, slots);
+    for (int i = 0; i < CORE_SLOTS; i++) {
         Py_INCREF(o[i]);
         Py_XSETREF(*slots[i], o[i]);
     }
@@ -390,7 +392,10 @@ static PyTypeObject ThreadType = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "dispel._ctracer", "The C core of dispel's recorder.", -1, NULL,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "dispel._ctracer",
+    .m_doc = "The C core of dispel's recorder.",
+    .m_size = -1,
 };
 
 PyMODINIT_FUNC

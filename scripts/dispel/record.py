@@ -115,6 +115,18 @@ class RawTrace:
         return {r[4 * i]: (r[4 * i + 1], v, r[4 * i + 2], r[4 * i + 3]) for i, v in enumerate(self.ret_values)}
 
 
+class _Decisions(dict):
+    """code -> its argument names when its calls are recorded, else None; decided on first sight."""
+
+    def __init__(self, decide: Callable[[CodeType], tuple[str, ...] | None]) -> None:
+        super().__init__()
+        self._decide = decide
+
+    def __missing__(self, code: CodeType) -> tuple[str, ...] | None:
+        names = self[code] = self._decide(code)
+        return names
+
+
 class _ThreadState:
     __slots__ = ("serial", "stack", "trace")
 
@@ -226,7 +238,7 @@ class _Recorder:
 
     def __init__(self, want: Callable[[CodeType], bool]) -> None:
         self._want = want
-        self._raw = RawTrace(core=self.core)
+        self._raw = RawTrace(names=_Decisions(self._decide), core=self.core)
         self._decisions = self._raw.names
         self._states: dict[int, object] = {}
         self._pending_threads: dict[int, int] = {}  # id(Thread) -> row of its start()
@@ -240,8 +252,12 @@ class _Recorder:
         self._turns = _WakeTurns()
 
     def _decide(self, code: CodeType) -> tuple[str, ...] | None:
-        names = self._decisions[code] = _arg_names(code) if (code in self.probe_codes or self._want(code)) else None
-        return names
+        return _arg_names(code) if (code in self.probe_codes or self._want(code)) else None
+
+    def _appenders(self) -> tuple:
+        """What the hot path adds rows with: codes, and the appenders of codes, ints, values, rets, return values."""
+        raw = self._raw
+        return raw.codes, raw.codes.append, raw.ints.extend, raw.values.extend, raw.rets.extend, raw.ret_values.append
 
     # ------------------------------------------------------------ control
 
@@ -374,15 +390,8 @@ class SettraceRecorder(_Recorder):
     def _tracers(self, state: _ThreadState):
         """The trace functions of one thread: closures, so the hot path looks nothing up
         by thread id or attribute (coverage.py's CTracer does the same in C)."""
-        raw = self._raw
-        codes = raw.codes
-        add_code = codes.append
-        add_ints = raw.ints.extend
-        add_values = raw.values.extend
-        add_ret = raw.rets.extend
-        add_ret_value = raw.ret_values.append
+        codes, add_code, add_ints, add_values, add_ret, add_ret_value = self._appenders()
         decisions = self._decisions
-        decide = self._decide
         missing = itertools.repeat(MISSING)
         stack = state.stack
         push = stack.append
@@ -398,9 +407,7 @@ class SettraceRecorder(_Recorder):
         def trace(frame, event, arg):
             try:
                 code = frame.f_code
-                names = decisions.get(code, False)
-                if names is False:
-                    names = decide(code)
+                names = decisions[code]
                 if names is None:
                     return None
                 frame.f_trace_lines = False
@@ -563,7 +570,7 @@ class CRecorder(_Recorder):
         raw = self._raw
         turns = self._turns
         self._core = _ctracer.Core(
-            raw.names, self._decide, raw.codes, raw.values, raw.ret_values, MISSING, RAISED,
+            raw.names, raw.names.__missing__, raw.codes, raw.values, raw.ret_values, MISSING, RAISED,
             self._thread_start_code, self._notify_code, self._wait_code,
             self._started, lambda loc: turns.notified(loc["self"]),
             lambda frame: turns.woken(frame.f_locals.get("self")), self._disable,

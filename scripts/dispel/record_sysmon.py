@@ -91,15 +91,8 @@ class SysmonRecorder(_Recorder):
 
     def _callbacks(self):
         """The callbacks, as closures over what they use (the hot path looks nothing up by attribute)."""
-        raw = self._raw
-        codes = raw.codes
-        add_code = codes.append
-        add_ints = raw.ints.extend
-        add_values = raw.values.extend
-        add_ret = raw.rets.extend
-        add_ret_value = raw.ret_values.append
+        codes, add_code, add_ints, add_values, add_ret, add_ret_value = self._appenders()
         decisions = self._decisions
-        decide = self._decide
         missing = itertools.repeat(MISSING)
         states = self._states
         pending = self._pending_threads
@@ -160,9 +153,7 @@ class SysmonRecorder(_Recorder):
 
         def call(code: CodeType, offset: int):
             try:
-                names = decisions.get(code, False)
-                if names is False:
-                    names = decide(code)
+                names = decisions[code]
                 if names is None:
                     return DISABLE
                 enter(code, names, getframe(1))
@@ -172,9 +163,7 @@ class SysmonRecorder(_Recorder):
 
         def throw(code: CodeType, offset: int, exc: BaseException):  # not a local event: no DISABLE
             try:
-                names = decisions.get(code, False)
-                if names is False:
-                    names = decide(code)
+                names = decisions[code]
                 if names is not None:
                     enter(code, names, getframe(1))
             except Exception as error:
@@ -202,9 +191,7 @@ class SysmonRecorder(_Recorder):
 
         def ret(code: CodeType, offset: int, value):
             try:
-                names = decisions.get(code, False)
-                if names is False:
-                    names = decide(code)
+                names = decisions[code]
                 if names is None:
                     return DISABLE
                 leave(code, value)
@@ -214,9 +201,7 @@ class SysmonRecorder(_Recorder):
 
         def unwind(code: CodeType, offset: int, exc: BaseException):  # not a local event: no DISABLE
             try:
-                names = decisions.get(code, False)
-                if names is False:
-                    names = decide(code)
+                names = decisions[code]
                 if names is not None:
                     leave(code, RAISED)
             except Exception as error:
