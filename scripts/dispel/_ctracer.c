@@ -12,6 +12,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <frameobject.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -59,6 +60,12 @@ typedef struct {
     PyObject *on_error;    /* on_error(exception) */
     I64Buf ints;           /* serial, parent row, offset in parent: per row */
     I64Buf rets;           /* row, rows so far, offset, size: per return */
+    int profile;           /* a profile function is installed (the 3.11 core), else sys.monitoring calls */
+    /* for sys.monitoring (Core.monitor): */
+    PyObject *states;      /* dict: thread ident -> Thread */
+    PyObject *joining;     /* joining(code, frame) -> the Thread of a thread that had none, or None */
+    PyObject *disable;     /* sys.monitoring.DISABLE */
+    PyObject *boot, *boot_outer;  /* Thread._bootstrap_inner's and Thread._bootstrap's code */
 } Core;
 
 #define CORE_SLOTS 14
@@ -82,6 +89,11 @@ Core_dealloc(Core *self)
     for (int i = 0; i < CORE_SLOTS; i++) {
         Py_CLEAR(*slots[i]);
     }
+    Py_CLEAR(self->states);
+    Py_CLEAR(self->joining);
+    Py_CLEAR(self->disable);
+    Py_CLEAR(self->boot);
+    Py_CLEAR(self->boot_outer);
     PyMem_Free(self->ints.data);
     PyMem_Free(self->rets.data);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -126,7 +138,19 @@ Core_rets(Core *self, PyObject *Py_UNUSED(ignored))
     return int64_bytes(&self->rets);
 }
 
+static PyObject *Core_monitor(Core *self, PyObject *args);
+static PyObject *Core_py_start(Core *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *Core_py_throw(Core *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *Core_py_return(Core *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *Core_py_unwind(Core *self, PyObject *const *args, Py_ssize_t nargs);
+
 static PyMethodDef Core_methods[] = {
+    {"monitor", (PyCFunction)Core_monitor, METH_VARARGS,
+     "monitor(states, joining, DISABLE, bootstrap_inner_code, bootstrap_code): set up the sys.monitoring callbacks."},
+    {"py_start", (PyCFunction)(void (*)(void))Core_py_start, METH_FASTCALL, "PY_START and PY_RESUME: (code, offset)."},
+    {"py_throw", (PyCFunction)(void (*)(void))Core_py_throw, METH_FASTCALL, "PY_THROW: (code, offset, exception)."},
+    {"py_return", (PyCFunction)(void (*)(void))Core_py_return, METH_FASTCALL, "PY_RETURN and PY_YIELD: (code, offset, value)."},
+    {"py_unwind", (PyCFunction)(void (*)(void))Core_py_unwind, METH_FASTCALL, "PY_UNWIND: (code, offset, exception)."},
     {"ints", (PyCFunction)Core_ints, METH_NOARGS, "The per-row ints (serial, parent, offset) as native int64 bytes."},
     {"rets", (PyCFunction)Core_rets, METH_NOARGS, "The per-return ints (row, rows so far, offset, size) as native int64 bytes."},
     {NULL}
@@ -146,6 +170,8 @@ static PyTypeObject CoreType = {
 
 /* ------------------------------------------------------------------ Thread */
 
+static PyTypeObject ThreadType;
+
 typedef struct {
     PyObject_HEAD
     Core *core;
@@ -153,6 +179,7 @@ typedef struct {
     PyObject **frames;     /* the stack of recorded calls still running: frame and row */
     Py_ssize_t *rows;
     Py_ssize_t depth, cap;
+    char on;               /* sys.monitoring: whether this thread is traced now (not paused) */
 } Thread;
 
 static void
@@ -179,18 +206,21 @@ Thread_init(Thread *self, PyObject *args, PyObject *kwds)
     Py_INCREF(core);
     Py_XSETREF(self->core, (Core *)core);
     self->serial = serial;
+    self->on = 1;
     return 0;
 }
 
 /* The recorder must never break the program: report the error and stop tracing. */
 static int
-fail(Thread *t)
+fail(Core *c)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
-    PyEval_SetProfile(NULL, NULL);
-    PyObject *r = PyObject_CallOneArg(t->core->on_error, value ? value : Py_None);
+    if (c->profile) {
+        PyEval_SetProfile(NULL, NULL);
+    }
+    PyObject *r = PyObject_CallOneArg(c->on_error, value ? value : Py_None);
     Py_XDECREF(r);
     Py_XDECREF(type);
     Py_XDECREF(value);
@@ -225,30 +255,50 @@ push(Thread *t, PyObject *frame, Py_ssize_t row)
     return 0;
 }
 
-static int
-on_call(Thread *t, PyFrameObject *frame)
+/* What is recorded of ``code``'s calls: its argument names (a tuple), or None; borrowed.
+ * NULL with an exception set on error. */
+static PyObject *
+decision(Core *c, PyObject *code)
 {
-    Core *c = t->core;
-    PyCodeObject *code = PyFrame_GetCode(frame);
-    PyObject *names = PyDict_GetItemWithError(c->decisions, (PyObject *)code);
+    PyObject *names = PyDict_GetItemWithError(c->decisions, code);
     if (names == NULL) {
         if (PyErr_Occurred()) {
-            goto error;
+            return NULL;
         }
-        names = PyObject_CallOneArg(c->decide, (PyObject *)code);
+        names = PyObject_CallOneArg(c->decide, code);
         if (names == NULL) {
-            goto error;
+            return NULL;
         }
         Py_DECREF(names);  /* decide stored it in decisions, which keeps it */
     }
-    if (names == Py_None) {
-        Py_DECREF(code);
-        return 0;
-    }
-    if (!PyTuple_Check(names)) {
+    if (names != Py_None && !PyTuple_Check(names)) {
         PyErr_SetString(PyExc_TypeError, "a decision is neither a tuple of names nor None");
-        goto error;
+        return NULL;
     }
+    return names;
+}
+
+/* ``loc[name]`` as a new reference, NULL when absent (no error) or on error (set). */
+static PyObject *
+local_value(PyObject *loc, PyObject *name)
+{
+    if (PyDict_Check(loc)) {
+        PyObject *v = PyDict_GetItemWithError(loc, name);
+        Py_XINCREF(v);
+        return v;
+    }
+    PyObject *v = PyObject_GetItem(loc, name);  /* a frame-locals proxy (Python 3.13) */
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear();
+    }
+    return v;
+}
+
+/* A call of wanted code: its row, arguments, and its place on the thread's stack. -1 on error. */
+static int
+record_call(Thread *t, PyFrameObject *frame, PyObject *code, PyObject *names)
+{
+    Core *c = t->core;
     Py_ssize_t row = PyList_GET_SIZE(c->codes);
     int64_t ints[3] = {t->serial, -1, 0};
     if (t->depth > 0) {
@@ -257,57 +307,60 @@ on_call(Thread *t, PyFrameObject *frame)
     }
     PyObject *loc = PyFrame_GetLocals(frame);
     if (loc == NULL) {
-        goto error;
+        return -1;
     }
-    if (PyList_Append(c->codes, (PyObject *)code) < 0 || buf_push(&c->ints, ints, 3) < 0) {
-        Py_DECREF(loc);
+    if (PyList_Append(c->codes, code) < 0 || buf_push(&c->ints, ints, 3) < 0) {
         goto error;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(names);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = PyDict_Check(loc) ? PyDict_GetItemWithError(loc, PyTuple_GET_ITEM(names, i))
-                                        : NULL;
+        PyObject *v = local_value(loc, PyTuple_GET_ITEM(names, i));
         if (v == NULL && PyErr_Occurred()) {
-            Py_DECREF(loc);
             goto error;
         }
-        if (PyList_Append(c->values, v ? v : c->missing) < 0) {
-            Py_DECREF(loc);
+        int err = PyList_Append(c->values, v ? v : c->missing);
+        Py_XDECREF(v);
+        if (err < 0) {
             goto error;
         }
     }
     PyObject *r = NULL;
-    if ((PyObject *)code == c->start_code) {
+    if (code == c->start_code) {
         PyObject *rowobj = PyLong_FromSsize_t(row);
-        if (rowobj != NULL) {
-            r = PyObject_CallFunctionObjArgs(c->on_start, loc, rowobj, NULL);
-            Py_DECREF(rowobj);
-        }
-        if (r == NULL) {
-            Py_DECREF(loc);
+        if (rowobj == NULL) {
             goto error;
         }
-        Py_DECREF(r);
+        r = PyObject_CallFunctionObjArgs(c->on_start, loc, rowobj, NULL);
+        Py_DECREF(rowobj);
     }
-    else if ((PyObject *)code == c->notify_code) {
+    else if (code == c->notify_code) {
         r = PyObject_CallOneArg(c->on_notify, loc);
-        if (r == NULL) {
-            Py_DECREF(loc);
-            goto error;
-        }
-        Py_DECREF(r);
     }
+    else {
+        r = Py_NewRef(Py_None);
+    }
+    if (r == NULL) {
+        goto error;
+    }
+    Py_DECREF(r);
     Py_DECREF(loc);
-    Py_DECREF(code);
-    if (push(t, (PyObject *)frame, row) < 0) {
-        return fail(t);
-    }
-    return 0;
+    return push(t, (PyObject *)frame, row);
 error:
-    Py_DECREF(code);
-    return fail(t);
+    Py_DECREF(loc);
+    return -1;
 }
 
+static int
+on_call(Thread *t, PyFrameObject *frame)
+{
+    PyObject *code = (PyObject *)PyFrame_GetCode(frame);
+    PyObject *names = decision(t->core, code);
+    int err = names == NULL ? -1 : (names == Py_None ? 0 : record_call(t, frame, code, names));
+    Py_DECREF(code);
+    return err < 0 ? fail(t->core) : 0;
+}
+
+/* A return (arg NULL: the frame is left by an exception) of a recorded call. -1 on error. */
 static int
 on_return(Thread *t, PyFrameObject *frame, PyObject *arg)
 {
@@ -333,7 +386,7 @@ on_return(Thread *t, PyFrameObject *frame, PyObject *arg)
         if (r == NULL) {
             Py_DECREF(code);
             Py_DECREF(f);
-            return fail(t);
+            return -1;
         }
         Py_DECREF(r);
     }
@@ -349,7 +402,7 @@ on_return(Thread *t, PyFrameObject *frame, PyObject *arg)
     }
     if (buf_push(&c->rets, rets, 4) < 0 || PyList_Append(c->ret_values, value) < 0) {
         Py_DECREF(f);
-        return fail(t);
+        return -1;
     }
     Py_DECREF(f);
     return 0;
@@ -362,7 +415,7 @@ profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
         return on_call((Thread *)obj, frame);
     }
     if (what == PyTrace_RETURN) {
-        return on_return((Thread *)obj, frame, arg);
+        return on_return((Thread *)obj, frame, arg) < 0 ? fail(((Thread *)obj)->core) : 0;
     }
     return 0;
 }
@@ -370,12 +423,153 @@ profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 static PyObject *
 Thread_install(Thread *self, PyObject *Py_UNUSED(ignored))
 {
+    self->core->profile = 1;
     PyEval_SetProfile(profile, (PyObject *)self);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef Thread_methods[] = {
     {"install", (PyCFunction)Thread_install, METH_NOARGS, "Record the calling thread's calls from now on."},
+    {NULL}
+};
+
+/* ------------------------------------------------------------------ sys.monitoring (3.12+) */
+
+static PyObject *
+Core_monitor(Core *self, PyObject *args)
+{
+    PyObject *states, *joining, *disable, *boot, *boot_outer;
+    if (!PyArg_ParseTuple(args, "O!OOOO", &PyDict_Type, &states, &joining, &disable, &boot, &boot_outer)) {
+        return NULL;
+    }
+    Py_XSETREF(self->states, Py_NewRef(states));
+    Py_XSETREF(self->joining, Py_NewRef(joining));
+    Py_XSETREF(self->disable, Py_NewRef(disable));
+    Py_XSETREF(self->boot, Py_NewRef(boot));
+    Py_XSETREF(self->boot_outer, Py_NewRef(boot_outer));
+    Py_RETURN_NONE;
+}
+
+/* The calling thread's Thread if it is traced now (borrowed), else NULL; NULL with an
+ * exception set on error. ``join``: a thread with none may get one (joining()). */
+static Thread *
+current_thread(Core *c, PyObject *code, PyFrameObject *frame, int join)
+{
+    PyObject *key = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *t = PyDict_GetItemWithError(c->states, key);
+    Py_DECREF(key);
+    if (t == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (join && (t == NULL || code == c->boot || code == c->boot_outer)) {
+        PyObject *r = PyObject_CallFunctionObjArgs(c->joining, code, (PyObject *)frame, NULL);
+        if (r == NULL) {
+            return NULL;
+        }
+        Py_DECREF(r);  /* states keeps a new thread's Thread */
+        t = r == Py_None ? NULL : r;
+    }
+    if (t == NULL || !PyObject_TypeCheck(t, &ThreadType) || !((Thread *)t)->on) {
+        return NULL;
+    }
+    return (Thread *)t;
+}
+
+static PyObject *
+monitor_result(Core *c, PyObject *names, int may_disable)
+{
+    if (names == Py_None && may_disable) {
+        return Py_NewRef(c->disable);  /* never again for this code, on any thread */
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+enter(Core *c, PyObject *const *args, Py_ssize_t nargs, int may_disable)
+{
+    if (nargs < 2 || c->states == NULL) {
+        PyErr_SetString(PyExc_TypeError, "a sys.monitoring call event takes (code, offset, ...), after Core.monitor()");
+        return NULL;
+    }
+    PyObject *code = args[0];
+    PyObject *names = decision(c, code);
+    if (names == NULL) {
+        goto error;
+    }
+    if (names != Py_None) {
+        PyFrameObject *frame = PyEval_GetFrame();  /* the monitored frame: a C callback adds none */
+        if (frame != NULL) {
+            Thread *t = current_thread(c, code, frame, 1);
+            if (t == NULL ? PyErr_Occurred() != NULL : record_call(t, frame, code, names) < 0) {
+                goto error;
+            }
+        }
+    }
+    return monitor_result(c, names, may_disable);
+error:
+    fail(c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+leave(Core *c, PyObject *code, PyObject *value, int may_disable)
+{
+    PyObject *names = decision(c, code);
+    if (names == NULL) {
+        goto error;
+    }
+    if (names != Py_None) {
+        PyFrameObject *frame = PyEval_GetFrame();
+        if (frame != NULL) {
+            Thread *t = current_thread(c, code, frame, 0);
+            if (t == NULL ? PyErr_Occurred() != NULL : on_return(t, frame, value) < 0) {
+                goto error;
+            }
+        }
+    }
+    return monitor_result(c, names, may_disable);
+error:
+    fail(c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Core_py_start(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return enter(self, args, nargs, 1);
+}
+
+static PyObject *
+Core_py_throw(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return enter(self, args, nargs, 0);  /* not a local event: DISABLE is not allowed */
+}
+
+static PyObject *
+Core_py_return(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 3 || self->states == NULL) {
+        PyErr_SetString(PyExc_TypeError, "a sys.monitoring return event takes (code, offset, value), after Core.monitor()");
+        return NULL;
+    }
+    return leave(self, args[0], args[2], 1);
+}
+
+static PyObject *
+Core_py_unwind(Core *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 3 || self->states == NULL) {
+        PyErr_SetString(PyExc_TypeError, "a sys.monitoring unwind event takes (code, offset, exception), after Core.monitor()");
+        return NULL;
+    }
+    return leave(self, args[0], NULL, 0);  /* NULL: left by an exception */
+}
+
+static PyMemberDef Thread_members[] = {
+    {"on", T_BOOL, offsetof(Thread, on), 0, "Whether sys.monitoring events of this thread are recorded now."},
     {NULL}
 };
 
@@ -389,6 +583,7 @@ static PyTypeObject ThreadType = {
     .tp_init = (initproc)Thread_init,
     .tp_dealloc = (destructor)Thread_dealloc,
     .tp_methods = Thread_methods,
+    .tp_members = Thread_members,
 };
 
 static struct PyModuleDef module = {

@@ -32,7 +32,7 @@ from .record import NullRecorder, available_cores, core_missing, recorder_for
 # any settrace recorder); VizTracer (a C profiler that logs every call with a timestamp,
 # a bench-only extra). Then "core:NAME" for each recorder core.
 ANCHORS = ("untraced", "empty-settrace", "viztracer")
-MODES = (*ANCHORS, "core:py", "core:c", "core:sysmon")
+MODES = (*ANCHORS, "core:py", "core:c", "core:sysmon", "core:sysmon-py")
 
 
 class EmptySettrace(NullRecorder):
@@ -86,7 +86,7 @@ def missing(mode: str) -> str:
     if mode == "viztracer" and importlib.util.find_spec("viztracer") is None:
         return "VizTracer is not installed (a bench-only extra: .venv/bin/pip install viztracer)"
     if mode.startswith("core:"):
-        return core_missing(mode[5:]) or ("" if mode[5:] in available_cores() else "not built yet")
+        return core_missing(mode[5:]) or ("" if mode[5:] in available_cores() else "the same core as another mode here")
     return ""
 
 

@@ -558,24 +558,36 @@ class _Step:
         self._recorder._raw.steps.append((self._name, self._first, len(self._recorder._raw)))
 
 
+def c_core(recorder: _Recorder):
+    """The C core's shared state for ``recorder`` (filling its RawTrace), and its Thread type."""
+    from . import _ctracer
+
+    raw = recorder._raw
+    turns = recorder._turns
+    core = _ctracer.Core(
+        raw.names, raw.names.__missing__, raw.codes, raw.values, raw.ret_values, MISSING, RAISED,
+        recorder._thread_start_code, recorder._notify_code, recorder._wait_code,
+        recorder._started, lambda loc: turns.notified(loc["self"]),
+        lambda frame: turns.woken(frame.f_locals.get("self")), recorder._disable,
+    )
+    return core, _ctracer.Thread
+
+
+def c_rows(raw: RawTrace, core) -> RawTrace:
+    """``raw`` with the ints the C core kept in its own buffers."""
+    raw.ints = array("q", core.ints())
+    raw.rets = array("q", core.rets())
+    return raw
+
+
 class CRecorder(_Recorder):
-    """The C core (dispel._ctracer): the Python core's hot path as a profile function in C."""
+    """The C core (dispel._ctracer) for Python 3.11: the Python core's hot path as a profile function in C."""
 
     core = "c"
 
     def __init__(self, want: Callable[[CodeType], bool]) -> None:
-        from . import _ctracer
-
         super().__init__(want)
-        raw = self._raw
-        turns = self._turns
-        self._core = _ctracer.Core(
-            raw.names, raw.names.__missing__, raw.codes, raw.values, raw.ret_values, MISSING, RAISED,
-            self._thread_start_code, self._notify_code, self._wait_code,
-            self._started, lambda loc: turns.notified(loc["self"]),
-            lambda frame: turns.woken(frame.f_locals.get("self")), self._disable,
-        )
-        self._thread_type = _ctracer.Thread
+        self._core, self._thread_type = c_core(self)
 
     def _new_state(self, serial: int):
         return self._thread_type(self._core, serial)
@@ -595,10 +607,7 @@ class CRecorder(_Recorder):
         return None
 
     def rows(self) -> RawTrace:
-        raw = self._raw
-        raw.ints = array("q", self._core.ints())
-        raw.rets = array("q", self._core.rets())
-        return raw
+        return c_rows(self._raw, self._core)
 
 
 CORES: dict[str, type] = {"py": SettraceRecorder, "c": CRecorder}
@@ -614,20 +623,23 @@ def c_core_missing() -> str:
 
 
 def available_cores() -> tuple[str, ...]:
-    """The cores this interpreter can run, the default first."""
-    out = [name for name in ("sysmon", "c") if name in CORES and not core_missing(name)]
-    return (*out, "py")
+    """The cores this interpreter can run, the default first (each kind once)."""
+    out: list[str] = []
+    for name in ("sysmon", "c", "sysmon-py", "py"):
+        if not core_missing(name) and CORES[name] not in [CORES[n] for n in out]:
+            out.append(name)
+    return tuple(out)
 
 
 def core_missing(name: str) -> str:
     """Why core ``name`` cannot run here ("" when it can)."""
+    if name.startswith("sysmon") and not hasattr(sys, "monitoring"):
+        return f"the sys.monitoring core needs Python 3.12 or later (this is {sys.version.split()[0]})"
     if name == "c":
         if sys.version_info >= (3, 12):  # its profile events come through sys.monitoring there, unwinding returns None
             return "the C core is for Python 3.11; on 3.12 and later the sys.monitoring core takes its place"
         return c_core_missing()
-    if name == "sysmon" and not hasattr(sys, "monitoring"):
-        return f"the sys.monitoring core needs Python 3.12 or later (this is {sys.version.split()[0]})"
-    return ""
+    return "" if name in CORES else f"no recorder core is called {name!r}"
 
 
 def recorder_for(want: Callable[[CodeType], bool], core: str | None = None) -> _Recorder:
@@ -649,6 +661,8 @@ def recorder_for(want: Callable[[CodeType], bool], core: str | None = None) -> _
 
 
 if hasattr(sys, "monitoring"):
-    from .record_sysmon import SysmonRecorder
+    from .record_sysmon import CSysmonRecorder, SysmonRecorder
 
-    CORES["sysmon"] = SysmonRecorder
+    # sysmon: its callbacks in C when the extension is built; sysmon-py: always in Python
+    CORES["sysmon"] = SysmonRecorder if c_core_missing() else CSysmonRecorder
+    CORES["sysmon-py"] = SysmonRecorder

@@ -36,7 +36,9 @@ class _SysmonThread:
 
 
 class SysmonRecorder(_Recorder):
-    core = "sysmon"
+    """The sys.monitoring core with its callbacks in Python (the fallback when dispel._ctracer is not built)."""
+
+    core = "sysmon-py"
 
     def _new_state(self, serial: int) -> _SysmonThread:
         return _SysmonThread(serial)
@@ -51,6 +53,25 @@ class SysmonRecorder(_Recorder):
 
     def _first_call(self, state, frame, event, arg):  # threads attach in the callbacks instead
         return None
+
+    _bootstrap_codes = (threading.Thread._bootstrap_inner.__code__, threading.Thread._bootstrap.__code__)
+
+    def _joining(self, code: CodeType, frame):
+        """The state of a thread that has none, from a call of wanted ``code`` in ``frame``:
+        a new thread's from its run() on (its first call made directly by _bootstrap_inner
+        once the thread has started), else None. When a thread starts, its ident may be a
+        finished thread's: its state is dropped."""
+        bootstrap, outer = self._bootstrap_codes
+        if code is bootstrap or code is outer:
+            self._states.pop(threading.get_ident(), None)
+            return None
+        back = frame.f_back
+        if back is None or back.f_code is not bootstrap:
+            return None
+        thread_obj = back.f_locals.get("self")
+        if thread_obj is None or not thread_obj._started._flag or id(thread_obj) not in self._pending_threads:
+            return None
+        return self._attach(threading.get_ident(), self._pending_threads.pop(id(thread_obj)), id(thread_obj))
 
     def start(self) -> None:
         mon = sys.monitoring
@@ -90,7 +111,7 @@ class SysmonRecorder(_Recorder):
         self._raw.errors.append(f"{type(exc).__name__}: {exc}")
 
     def _callbacks(self):
-        """The callbacks, as closures over what they use (the hot path looks nothing up by attribute)."""
+        """The callbacks (PY_START and PY_RESUME, PY_RETURN and PY_YIELD, PY_UNWIND, PY_THROW), as closures over what they use (the hot path looks nothing up by attribute)."""
         codes, add_code, add_ints, add_values, add_ret, add_ret_value = self._appenders()
         decisions = self._decisions
         missing = itertools.repeat(MISSING)
@@ -99,31 +120,13 @@ class SysmonRecorder(_Recorder):
         get_ident = threading.get_ident
         getframe = sys._getframe
         start_code, notify_code, wait_code = self._thread_start_code, self._notify_code, self._wait_code
-        bootstrap_code = threading.Thread._bootstrap_inner.__code__
-        outer_bootstrap_code = threading.Thread._bootstrap.__code__
+        bootstrap_code, outer_bootstrap_code = self._bootstrap_codes
+        joining = self._joining
         started = self._started
         turns = self._turns
         sized = SIZED
         disable = self._disable
-        attach = self._attach
         DISABLE = sys.monitoring.DISABLE
-
-        def new_thread(frame):
-            # The thread's run(): called by _bootstrap_inner once the thread has started.
-            back = frame.f_back
-            if back is None or back.f_code is not bootstrap_code:
-                return None
-            thread_obj = back.f_locals.get("self")
-            if thread_obj is None or not thread_obj._started._flag or id(thread_obj) not in pending:
-                return None
-            return attach(get_ident(), pending.pop(id(thread_obj)), id(thread_obj))
-
-        def joining(code: CodeType, frame):
-            """The state of this thread when it had none: a new thread's, from its run() on, else None."""
-            if code is bootstrap_code or code is outer_bootstrap_code:  # a new thread: its ident may be a finished one's
-                states.pop(get_ident(), None)
-                return None
-            return new_thread(frame)
 
         def enter(code: CodeType, names, frame) -> None:
             """A call of wanted code: the hot path, in one function that looks nothing up by attribute."""
@@ -209,3 +212,28 @@ class SysmonRecorder(_Recorder):
             return None
 
         return call, ret, unwind, throw
+
+
+class CSysmonRecorder(SysmonRecorder):
+    """The sys.monitoring core with its callbacks in C (dispel._ctracer), when that is built."""
+
+    core = "sysmon"
+
+    def __init__(self, want) -> None:
+        from .record import c_core
+
+        super().__init__(want)
+        self._core, self._thread_type = c_core(self)
+        self._core.monitor(self._states, self._joining, sys.monitoring.DISABLE, *self._bootstrap_codes)
+
+    def _new_state(self, serial: int):
+        return self._thread_type(self._core, serial)
+
+    def _callbacks(self):
+        core = self._core
+        return core.py_start, core.py_return, core.py_unwind, core.py_throw
+
+    def rows(self):
+        from .record import c_rows
+
+        return c_rows(self._raw, self._core)
