@@ -128,12 +128,13 @@ class _Decisions(dict):
 
 
 class _ThreadState:
-    __slots__ = ("serial", "stack", "trace")
+    __slots__ = ("serial", "stack", "trace", "last_none")
 
     def __init__(self, serial: int) -> None:
         self.serial = serial
         self.stack: list[tuple[int, FrameType]] = []
         self.trace: Callable | None = None
+        self.last_none: tuple | None = None  # (frame, index of its return) of the last return of None
 
 
 def _arg_names(code: CodeType) -> tuple[str, ...]:
@@ -206,7 +207,8 @@ _YIELD_OP = dis.opmap["YIELD_VALUE"]
 
 
 def left_by_exception(code: CodeType, offset: int, raised_at: int | None, _cache: dict = {}) -> bool:  # noqa: B006 - a cache
-    """Whether a frame of ``code`` whose return event came with None from ``offset`` was unwinding.
+    """Whether a frame of ``code`` whose return event came with None from ``offset`` was unwinding
+    (Python 3.11; later ones say so through sys.monitoring).
 
     The C core is told (its return value is NULL); a trace function is not. Only
     an unwinding frame returns from another instruction than a return or a yield;
@@ -387,6 +389,32 @@ class SettraceRecorder(_Recorder):
         sys.settrace(state.trace)
         return state.trace(frame, event, arg)
 
+    # Python >= 3.12: a trace function's return event does not say whether the frame
+    # unwinds; sys.monitoring's PY_UNWIND, which comes right after it for the same
+    # frame (the settrace tool is called first), does: it turns that None into RAISED.
+    UNWIND_TOOL = 4
+
+    def start(self) -> None:
+        super().start()
+        if hasattr(sys, "monitoring"):
+            mon = sys.monitoring
+            mon.use_tool_id(self.UNWIND_TOOL, "dispel-unwind")
+            mon.register_callback(self.UNWIND_TOOL, mon.events.PY_UNWIND, self._unwound)
+            mon.set_events(self.UNWIND_TOOL, mon.events.PY_UNWIND)
+
+    def stop(self) -> None:
+        super().stop()
+        if hasattr(sys, "monitoring") and sys.monitoring.get_tool(self.UNWIND_TOOL) == "dispel-unwind":
+            sys.monitoring.set_events(self.UNWIND_TOOL, 0)
+            sys.monitoring.register_callback(self.UNWIND_TOOL, sys.monitoring.events.PY_UNWIND, None)
+            sys.monitoring.free_tool_id(self.UNWIND_TOOL)
+
+    def _unwound(self, code: CodeType, offset: int, exc: BaseException) -> None:
+        state = self._states.get(threading.get_ident())
+        if state is not None and state.last_none is not None and state.last_none[0] is sys._getframe(1):
+            self._raw.ret_values[state.last_none[1]] = RAISED
+            state.last_none = None
+
     def _tracers(self, state: _ThreadState):
         """The trace functions of one thread: closures, so the hot path looks nothing up
         by thread id or attribute (coverage.py's CTracer does the same in C)."""
@@ -403,6 +431,8 @@ class SettraceRecorder(_Recorder):
         sized = SIZED
         disable = self._disable
         raised_at: dict[int, int] = {}
+        monitored = hasattr(sys, "monitoring")
+        raw_values = self._raw.ret_values
 
         def trace(frame, event, arg):
             try:
@@ -448,7 +478,9 @@ class SettraceRecorder(_Recorder):
                         # len(codes) places the return in the global order of
                         # calls: what wake-up edges are matched by.
                         offset = frame.f_lasti
-                        if arg is None and left_by_exception(frame.f_code, offset, raised_at.get(row)):
+                        if arg is None and monitored:
+                            state.last_none = (frame, len(raw_values))  # RAISED if a PY_UNWIND follows
+                        if arg is None and not monitored and left_by_exception(frame.f_code, offset, raised_at.get(row)):
                             add_ret((row, len(codes), offset, -1))
                             add_ret_value(RAISED)
                         else:
