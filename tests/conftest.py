@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from dispel import browser, stages
 from dispel.installed import PYTHON_VERSION
-from dispel.record import recorder_for
+from dispel.cores import recorder_for
 from dispel.tracefile import Root
 from programs import threads as prog
 

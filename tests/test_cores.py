@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from dispel import stages
 from dispel.project import Project
-from dispel.record import available_cores
+from dispel.cores import available_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -26,7 +26,8 @@ from .drivers import ClientProcess
 from .installed import PYTHON_VERSION
 from .model import DispelError
 from .project import Project
-from .record import NullRecorder, available_cores, core_missing, recorder_for
+from .cores import available_cores, core_missing, recorder_for
+from .record import NullRecorder
 
 # Anchors: no tracing; a global sys.settrace function that returns None (the floor of
 # any settrace recorder); VizTracer (a C profiler that logs every call with a timestamp,

@@ -21,7 +21,7 @@ import sys
 import threading
 from types import CodeType
 
-from .record import MISSING, RAISED, SIZED, _Recorder
+from .record import MISSING, RAISED, SIZED, _Recorder, c_core, c_rows
 
 TOOL = 2  # sys.monitoring.PROFILER_ID (coverage.py takes COVERAGE_ID, 1)
 
@@ -220,8 +220,6 @@ class CSysmonRecorder(SysmonRecorder):
     core = "sysmon"
 
     def __init__(self, want) -> None:
-        from .record import c_core
-
         super().__init__(want)
         self._core, self._thread_type = c_core(self)
         self._core.monitor(self._states, self._joining, sys.monitoring.DISABLE, *self._bootstrap_codes)
@@ -234,6 +232,4 @@ class CSysmonRecorder(SysmonRecorder):
         return core.py_start, core.py_return, core.py_unwind, core.py_throw
 
     def rows(self):
-        from .record import c_rows
-
         return c_rows(self._raw, self._core)

@@ -41,7 +41,8 @@ from .installed import (
 )
 from .model import PYTHON, Chain, DispelError, Hop, Lock, Pin, TraceFile, normalize_dist
 from .project import Project, dump_json, read_json, read_text, write_all_atomic, write_atomic
-from .record import RAISED, Tracer, line_at, recorder_for
+from .cores import recorder_for
+from .record import RAISED, Tracer, line_at
 from .tracefile import RawCall, chain_from_dict, chain_to_dict, normalize, trace_from_json, trace_to_json
 from .values import Normalizer, learn_secrets
 
