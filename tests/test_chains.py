@@ -12,6 +12,7 @@ from dispel.model import EDGE_CALL, EDGE_DATA, EDGE_ENTRY, EDGE_RETURN, EDGE_THR
 from dispel.tracefile import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json, value_text_to_python
 
 from programs import threads as prog
+from programs import values as pv
 from test_record import trace_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -360,3 +361,33 @@ def test_a_sink_that_never_happened_names_the_last_hop(trace):
 def test_unknown_journey_is_refused(trace):
     with pytest.raises(DispelError, match="unknown journey 'nope'"):
         chains.build_all({"chat": trace}, only=["nope"])
+
+
+# ------------------------------------------------------------------ the right wait
+
+
+def test_a_long_poll_is_woken_in_its_blocking_get_not_in_the_drain():
+    trace = trace_of(pv.long_poll)
+    g = chains.TraceGraph(trace)
+    poll = first(trace, "programs.values:poll")
+    woken = chains.woken_waits(g, poll)
+    assert len(woken) == 1
+    wait = g.ev(woken[0])
+    get = g.ev(wait.parent)
+    assert wait.func == "threading:Condition.wait" and get.func == "queue:Queue.get"
+    assert [a.text for a in get.args if a.name == "block"] == ["True"]  # not get(block=False)
+    # The notify that ended it is the sender's put, and the chain from poll to it goes through that get.
+    steps = chains.connect(g, poll, woken[0])
+    assert [g.ev(i).func for i, _ in steps] == ["queue:Queue.get", "threading:Condition.wait"]
+    assert g.ev(steps[0][0]).call_line == pv.poll.__code__.co_firstlineno + 1
+
+
+def test_polling_part_one_ends_where_the_get_blocks(built):
+    chain = built["polling"]
+    part1 = chain.hops[: [h.edge for h in chain.hops].index(EDGE_ENTRY, 1)]
+    assert part1[-1].func.key == "threading:Condition.wait"
+    get, poll = part1[-2], part1[-3]
+    assert get.func.key == "queue:Queue.get" and poll.func.key == "engineio.socket:Socket.poll"
+    assert "self.queue.get(" in poll.line_text and "block=False" not in poll.line_text
+    woken = next(h for h in chain.hops if h.edge == EDGE_WAKE)
+    assert woken.event == part1[-1].event, "the wake-up ends the very wait part 1 stopped at"

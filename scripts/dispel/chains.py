@@ -353,6 +353,14 @@ def find_on(g: TraceGraph):
     return [register_part(g), value_trail(g, recv, handler, needles)], needles + ("'chat'", "<b>hi</b>")
 
 
+def woken_waits(g: TraceGraph, scope: int) -> list[int]:
+    """The waits under ``scope`` (itself included) that another thread's notify ended, in order:
+    where a thread blocked until a hand-off reached it. A poll that blocks in ``get()`` and then
+    drains without blocking is woken in the first ``get``; the drain is no wait at all."""
+    end = g.ev(scope).end
+    return sorted(w.wait for w in g.trace.wakeups if scope <= w.wait <= end)
+
+
 def happened_before(g: TraceGraph, e: int, pred: Callable[[Event], bool]) -> int | None:
     """The latest call matching pred that happens-before position e: on e's thread before it,
     else before the hand-off that led into e's thread, and so on back."""
@@ -562,7 +570,7 @@ def find_polling(g: TraceGraph):
     )
     get = _first_read(g, g.ev(sink).thread, "the long-poll GET", "none")
     poll = _one(g.find(lambda e: e.func.endswith("Socket.poll"), g.ev(sink).thread), "Socket.poll", "the long-poll GET")
-    waiting = [get, g.descend(poll, lambda e: e.func == "queue:Queue.get")]
+    waiting = [get, _one(woken_waits(g, poll)[:1], "the wait that the emit's notify ended", "Socket.poll")]
     posted = value_trail(g, post, handler, ("40",))
     answered = with_producer(g, value_trail(g, handler, sink, ('"welcome"',)))
     return [waiting, posted, answered], ("40", '"welcome"', "\\x1e")
