@@ -391,3 +391,70 @@ def test_polling_part_one_ends_where_the_get_blocks(built):
     assert "self.queue.get(" in poll.line_text and "block=False" not in poll.line_text
     woken = next(h for h in chain.hops if h.edge == EDGE_WAKE)
     assert woken.event == part1[-1].event, "the wake-up ends the very wait part 1 stopped at"
+
+
+# ------------------------------------------------------------------ producers
+
+
+def graph_of(fn):
+    trace = trace_of(fn)
+    return trace, chains.TraceGraph(trace, cli.source_lines({"t": trace}))
+
+
+def test_a_value_made_in_a_sibling_call_is_joined_to_the_sink():
+    trace, g = graph_of(pv.sibling_producer)
+    sink = first(trace, "programs.values:sink")
+    assert [(g.ev(p).func, u, k) for p, u, k in chains.producers(g, sink)] == [("programs.values:encode", sink, "result")]
+    steps, joins = chains.walk_with_producers(g, [[first(trace, "programs.values:sibling_producer"), sink]])
+    assert [g.ev(i).func.split(":")[1] for i, _ in steps] == ["sibling_producer", "encode", "sibling_producer", "sink"]
+    assert joins == [(first(trace, "programs.values:encode"), sink, "result")]
+
+
+def test_a_generators_yield_feeds_the_loop_that_calls_the_sink():
+    trace, g = graph_of(pv.generator_consumer)
+    sinks = [e.index for e in trace.events if e.func == "programs.values:sink"]
+    yields = [e.index for e in trace.events if e.func == "programs.values:events"]
+    for sink, fed in zip(sinks, yields):
+        found = chains.producers(g, sink)
+        assert (fed, sink, "yield") in found or (fed, sink, "result") in found
+        assert all(p < sink for p, _, _ in found)
+    # The last resume (the generator ending) is no producer: it comes after every sink.
+    assert yields[-1] not in {p for s in sinks for p, _, _ in chains.producers(g, s)}
+
+
+def test_of_two_candidates_the_value_decides_not_the_position():
+    trace, g = graph_of(pv.two_candidates)
+    sink = first(trace, "programs.values:sink")
+    chosen = first(trace, "programs.values:encode", name="chosen")
+    assert chains.producers(g, sink) == [(chosen, sink, "result")]
+    # Swap the texts: the other call becomes the producer.
+    decoy = first(trace, "programs.values:encode", name="decoy")
+    sink_ev = trace.events[sink]
+    swapped = dataclasses.replace(
+        trace,
+        events=tuple(
+            dataclasses.replace(e, args=(dataclasses.replace(e.args[0], text=trace.events[decoy].ret.text),)) if e.index == sink else e
+            for e in trace.events
+        ),
+    )
+    g2 = chains.TraceGraph(swapped, g.lines)
+    assert chains.producers(g2, sink) == [(decoy, sink, "result")]
+    assert sink_ev.args[0].text == "'2chosen'"
+
+
+def test_the_four_producers_of_the_issue_are_hops_joined_to_their_users(built):
+    def joined(journey, producer, kind):
+        chain = built[journey]
+        for j in chain.joins:
+            if chain.hops[j.producer - 1].func.key == producer and j.kind == kind:
+                assert j.producer < j.user <= len(chain.hops)
+                return chain.hops[j.user - 1]
+        raise AssertionError(f"{journey}: {producer} is not joined by {kind}: {chain.joins}")
+
+    for journey in ("emit", "broadcast"):
+        user = joined(journey, "socketio.base_manager:BaseManager.get_participants", "yield")
+        assert user.func.key == "socketio.server:Server._send_eio_packet"
+    assert joined("ack", "socketio.packet:Packet.encode", "result").func.key == "engineio.server:Server.send"
+    assert joined("handshake", "wsproto.handshake:H11Handshake._process_connection_request", "stored").func.key == "wsproto.handshake:H11Handshake.events"
+    assert joined("handshake", "wsproto.handshake:H11Handshake.events", "yield").func.key == "wsproto:WSConnection.send"
+    assert joined("polling", "engineio.packet:Packet.decode", "parsed").func.key == "engineio.socket:Socket.receive"
