@@ -14,7 +14,8 @@ JOURNEY_PREFIX = "journey:"
 FINGERPRINT_RE = re.compile(r"[0-9a-f]{12}")
 # module:qualname, e.g. engineio.socket:Socket.send or flask_socketio:SocketIO.on.<locals>.decorator
 KEY_RE = re.compile(r"[A-Za-z_][\w.]*:[\w.<>]+(?:@\d+)?")  # @line: overloaded qualnames
-FIELDS = {"fingerprint", "text"}
+FIELDS = {"fingerprint", "text", "key"}
+KEY_MARK = "key:"  # texts() marks a function whose annotation says `key: true` as "key:<module:qualname>"
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Annotation:
     fingerprint: str  # "" for journey intros and C functions (no source to fingerprint)
     file: str
     line: int  # where the key stands in the file (1-based)
+    key_hop: bool = False  # `key: true`: this function's hops are key hops, never folded
 
     @property
     def where(self) -> str:
@@ -132,7 +134,9 @@ def parse_annotations(text: str, file: str) -> dict[str, Annotation]:
             raise _fail(file, key_node, f"{key}: fingerprint {fp!r} is not 12 lowercase hex digits")
         if is_journey and fp:
             raise _fail(file, key_node, f"{key}: a journey summary has no fingerprint")
-        out[key] = Annotation(key, fields["text"], fp, file, key_node.start_mark.line + 1)
+        if fields.get("key", "true") not in ("true", "false"):
+            raise _fail(file, key_node, f"{key}: key must be true or false, not {fields['key']!r}")
+        out[key] = Annotation(key, fields["text"], fp, file, key_node.start_mark.line + 1, fields.get("key") == "true")
     return out
 
 
@@ -148,8 +152,10 @@ def merge_annotations(files: Iterable[tuple[str, str]]) -> dict[str, Annotation]
 
 
 def texts(annotations: Mapping[str, Annotation]) -> dict[str, str]:
-    """The key -> Markdown mapping that render takes."""
-    return {key: ann.text for key, ann in annotations.items()}
+    """The key -> Markdown mapping that render takes; ``key:<module:qualname>`` for a hop marked key."""
+    out = {key: ann.text for key, ann in annotations.items()}
+    out.update({KEY_MARK + key: "" for key, ann in annotations.items() if ann.key_hop})
+    return out
 
 
 # --------------------------------------------------------------------------- reports

@@ -29,6 +29,9 @@ _ATTR_ID = re.compile(r"\{[:\s]*[^{}]*?#([\w-]+)[^{}]*\}")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _SNIPPET = re.compile(r"""^\s*--8<--\s+(["'])(.+?)\1\s*$""")
 _HOP_HEADING = re.compile(r"\{\s*#hop-(\d+)\s*\}")
+# A return merged into the entry of its call (dispel.render.render_hop) carries the anchor of
+# its own hop on the line of its link: that line's links belong to that hop.
+_HOP_MARK = re.compile(r"""<a id="hop-(\d+)"></a>""")
 _EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)
 # The bullets of a hop in a journey page (dispel.render.render_hop) that carry its permalinks.
 LINE_LABEL = "**Executed line:**"
@@ -121,12 +124,13 @@ def page_links(page: str, text: str) -> list[PageLink]:
     hop = 0
     for n, line in enumerate(prose_lines(text), 1):
         m = _HOP_HEADING.search(line)
-        if m and line.startswith("#"):
+        if m and line.lstrip().startswith("#"):
             hop = int(m.group(1))
+        mark = _HOP_MARK.search(line)
         role = "line" if LINE_LABEL in line else "definition" if DEF_LABEL in line else ""
         targets = [m.group(1).strip("<>") for m in _MD_LINK.finditer(line)]
         targets += [m.group(2) for m in _HTML_LINK.finditer(line)]
-        out.extend(PageLink(page, n, t, hop, role) for t in targets)
+        out.extend(PageLink(page, n, t, int(mark.group(1)) if mark else hop, role) for t in targets)
     return out
 
 
@@ -396,7 +400,7 @@ def hop_sections(page: str) -> dict[int, str]:
     current = 0
     for line in page.split("\n"):
         m = _HOP_HEADING.search(line)
-        if m and line.startswith("#"):
+        if m and line.lstrip().startswith("#"):
             current = int(m.group(1))
             out[current] = []
         out.setdefault(current, []).append(line)
