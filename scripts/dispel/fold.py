@@ -36,6 +36,10 @@ class Group:
     folded: bool
     title: str = ""
 
+    @property
+    def numbers(self) -> list[int]:
+        return sorted(n for e in self.entries for n in e.numbers)
+
 
 def _dists(chain: Chain) -> list[str]:
     return [h.func.source.dist for h in chain.hops]
@@ -51,7 +55,8 @@ def key_numbers(chain: Chain, marked: frozenset[str] | set[str] = frozenset()) -
         last = n == len(hops) or hops[n].edge == EDGE_ENTRY  # the sink of its part
         entered = hop.func.source.dist not in seen  # the journey's first hop in this distribution
         seen.add(hop.func.source.dist)
-        if hop.edge == EDGE_ENTRY or entered or hop.edge in HAND_OFFS or last or n in joined or hop.func.key in marked:
+        handing = n < len(hops) and hops[n].edge in HAND_OFFS  # the hop that hands off to another thread
+        if hop.edge == EDGE_ENTRY or entered or hop.edge in HAND_OFFS or handing or last or n in joined or hop.func.key in marked:
             out.add(n)
     return out
 
@@ -70,19 +75,35 @@ def entries(chain: Chain, marked: frozenset[str] | set[str] = frozenset()) -> li
     return [Entry(n, tuple(r), n in key or any(x in key for x in r)) for n, r in out]
 
 
-def _what(chain: Chain, numbers: list[int]) -> str:
-    """A run's title: how many calls, in which packages of which distributions."""
-    hops = [chain.hops[n - 1] for n in numbers]
-    by_dist: dict[str, list[str]] = {}
+def hop_ranges(numbers: list[int] | tuple[int, ...]) -> str:
+    """``hops 3–5, 9`` for [3, 4, 5, 9]; ``hop 7`` for one."""
+    runs: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    text = ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+    return f"hop {text}" if len(numbers) == 1 else f"hops {text}"
+
+
+def _what(chain: Chain, calls: list[int]) -> str:
+    """A run's title: how many calls, in which distributions (the standard library by module)."""
+    hops = [chain.hops[n - 1] for n in calls]
+    dists: list[str] = []
+    stdlib: list[str] = []
     for h in hops:
-        label = "the standard library" if h.func.source.dist == "python" else h.func.source.dist
-        top = h.func.module.split(".")[0].lstrip("_") or h.func.module
-        by_dist.setdefault(label, [])
-        if top not in by_dist[label]:
-            by_dist[label].append(top)
-    where = "; ".join(f"{dist}'s {', '.join(mods)}" if dist == "the standard library" else f"{dist} ({', '.join(mods)})" for dist, mods in by_dist.items())
-    calls = sum(1 for h in hops)
-    return f"{calls} {'call' if calls == 1 else 'calls'} in {where}"
+        if h.func.source.dist == "python":
+            top = h.func.module.split(".")[0].lstrip("_")
+            if top not in stdlib:
+                stdlib.append(top)
+            if "python" not in dists:
+                dists.append("python")
+        elif h.func.source.dist not in dists:
+            dists.append(h.func.source.dist)
+    names = [f"the standard library ({', '.join(stdlib)})" if d == "python" else "the C socket" if d == "builtin" else d for d in dists]
+    where = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"{len(hops)} {'call' if len(hops) == 1 else 'calls'} in {where}"
 
 
 def groups(chain: Chain, marked: frozenset[str] | set[str] = frozenset()) -> list[Group]:
@@ -92,8 +113,7 @@ def groups(chain: Chain, marked: frozenset[str] | set[str] = frozenset()) -> lis
 
     def flush() -> None:
         if run:
-            numbers = [n for e in run for n in e.numbers]
-            out.append(Group(tuple(run), True, _what(chain, numbers)))
+            out.append(Group(tuple(run), True, _what(chain, [e.hop for e in run])))
             run.clear()
 
     for e in entries(chain, marked):

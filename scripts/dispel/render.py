@@ -8,10 +8,10 @@ from html import escape
 
 import markdown
 
-from .diagram import CROSS_EDGES, Message, sequence_svg
-from .licenses import LicenseRow
 from . import fold
 from .annotations import KEY_MARK
+from .diagram import CROSS_EDGES, LAYER_ORDER, Link, Row, layer_of, layered_svg
+from .licenses import LicenseRow
 from .model import EDGE_ENTRY, JOIN_PARSED, JOIN_RESULT, JOIN_STORED, JOIN_YIELD, Chain, DispelError, Func, Hop, Join, Source, WireLayer
 
 RENDER_COMMAND = "dispel render"
@@ -318,12 +318,29 @@ def lifelines(chain: Chain) -> list[str]:
     return seen
 
 
-def diagram(chain: Chain) -> str:
-    messages = []
-    for i, hop in enumerate(chain.hops):
-        source = chain.hops[i - 1].thread if i else hop.thread
-        messages.append(Message(source, hop.thread, f"{i + 1} {short_name(hop.func)}", hop.edge, f"#hop-{i + 1}"))
-    svg = sequence_svg(lifelines(chain), messages, title=f"{chain.journey}: {chain.title}")
+def diagram(chain: Chain, groups: Sequence[fold.Group]) -> str:
+    """The layered sequence diagram: one row per key entry, one mark per folded run."""
+    rows: list[Row] = []
+    row_of: dict[int, int] = {}
+    for group in groups:
+        first = chain.hops[group.entries[0].hop - 1]
+        edge = first.edge
+        numbers = [n for e in group.entries for n in e.numbers]
+        if group.folded:
+            layers = sorted({layer_of(chain.hops[n - 1].func.source.dist) for n in numbers}, key=LAYER_ORDER.index)
+            span = fold.hop_ranges(numbers)
+            last = layer_of(chain.hops[group.entries[-1].hop - 1].func.source.dist)
+            start = layer_of(first.func.source.dist)
+            layers = [start, *(x for x in layers if x != start)]
+            rows.append(Row(first.thread, tuple(layers), f"{span}: {group.title}", edge, f"#hop-{group.entries[0].hop}", folded=True, exit=last))
+            continue
+        e = group.entries[0]
+        for n in e.numbers:
+            row_of[n] = len(rows)
+        label = f"{e.hop} {short_name(first.func)}"
+        rows.append(Row(first.thread, (layer_of(first.func.source.dist),), label, edge, f"#hop-{e.hop}"))
+    links = [Link(row_of[j.producer], row_of[j.user], j.kind) for j in chain.joins if j.producer in row_of and j.user in row_of]
+    svg = layered_svg(rows, links, title=f"{chain.journey}: {chain.title}")
     return f'<div class="dispel-diagram" markdown="0">\n{svg}\n</div>\n'
 
 
@@ -332,9 +349,8 @@ def render_hop_table(chain: Chain, groups: Sequence[fold.Group]) -> str:
     rows = ["| # | Function | Thread | Reached by | Distribution |", "|---:|---|---|---|---|"]
     for group in groups:
         if group.folded:
-            numbers = [n for e in group.entries for n in e.numbers]
             first = group.entries[0].hop
-            rows.append(f"| [{first}…](#hop-{first}) | *{md_text(group.title)}* (hops {min(numbers)}–{max(numbers)}, folded) | | | |")
+            rows.append(f"| [{first}…](#hop-{first}) | *{md_text(group.title)}* ({fold.hop_ranges(group.numbers)}, folded) | | | |")
             continue
         i = group.entries[0].hop
         hop = chain.hops[i - 1]
@@ -375,8 +391,7 @@ def render_hop_list(
         if not group.folded:
             out.append(entry(group.entries[0], ""))
             continue
-        numbers = [n for e in group.entries for n in e.numbers]
-        out.append(f'??? note "{_title(group.title)}, hops {min(numbers)}–{max(numbers)}"\n')
+        out.append(f'??? note "{_title(group.title)}: {fold.hop_ranges(group.numbers)}"\n')
         out.extend(entry(e, "    ") for e in group.entries)
     return out
 
@@ -447,11 +462,13 @@ def render_journey(
     )
     out.append("## Sequence { #sequence }\n")
     out.append(
-        "One column per thread, time running downwards. A dot is a hop that stays on its thread; "
-        "an arrow is a hop that crosses to another thread, drawn by the kind of edge that joined them. "
+        "One column per layer of the stack, from the app down to the socket, and time running downwards; "
+        "each thread is a shaded band named on the left. A call is an arrow toward the socket, a return a "
+        "dashed arrow back; a hand-off to another thread is drawn by its kind; a dotted green curve joins a "
+        "value's producer to the hop that used it. A dashed box stands for hops folded on this page. "
         "Click a label to jump to the hop.\n"
     )
-    out.append(diagram(chain))
+    out.append(diagram(chain, groups))
     out.append("## Hops { #hops }\n")
     out.append(
         "The key hops: where a part starts, the first hop in each library, every hand-off between threads, "
