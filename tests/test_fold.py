@@ -115,3 +115,14 @@ def test_folded_blocks_render_as_collapsible_notes():
     assert "    ### 8 · `Lib.deep` { #hop-8 }" in text
     assert '<a id="hop-4"></a>' in text and '<a id="hop-6"></a>' in text
     assert "**Uses a value from:** [hop 5](#hop-5)" in text
+
+
+@pytest.mark.parametrize("journey", JOURNEYS)
+def test_every_hop_keeps_its_linked_executed_line(chains, journey):
+    from dispel import check
+
+    page = (ROOT / "docs" / "chains" / f"{journey}.md").read_text()
+    linked = {link.hop for link in check.page_links(f"chains/{journey}.md", page) if link.role == "line"}
+    chain = chains[journey]
+    wanted = {n for n, h in enumerate(chain.hops, 1) if not h.func.is_c}
+    assert wanted <= linked, f"hops without their executed-line link: {sorted(wanted - linked)[:10]}"
