@@ -120,3 +120,16 @@ def test_stub_is_a_parseable_entry_with_the_current_fingerprint():
 
 def test_texts_is_what_render_takes():
     assert ann.texts(notes())["socket:socket.send"] == "The C sink."
+
+
+def test_key_true_marks_a_function_key_for_render():
+    text = "pkg.mod:f:\n  fingerprint: 0123456789ab\n  key: true\n  text: |\n    Does f.\npkg.mod:g:\n  text: |\n    Does g.\n"
+    parsed = ann.parse_annotations(text, "a.yml")
+    assert parsed["pkg.mod:f"].key_hop and not parsed["pkg.mod:g"].key_hop
+    texts = ann.texts(parsed)
+    assert texts["key:pkg.mod:f"] == "" and "key:pkg.mod:g" not in texts
+    from dispel import render
+
+    assert render.marked_key(texts) == {"pkg.mod:f"}
+    with pytest.raises(DispelError, match="key must be true or false"):
+        ann.parse_annotations("pkg.mod:f:\n  key: maybe\n  text: x\n", "a.yml")

@@ -42,7 +42,7 @@ CHAIN = Chain(
 
 
 def test_key_hops_by_rule():
-    assert fold.key_numbers(CHAIN) == {1, 2, 5, 7, 10, 11, 12}
+    assert fold.key_numbers(CHAIN) == {1, 2, 5, 10, 11, 12}  # 5 is a producer; its user 7 is not key
     assert 8 in fold.key_numbers(CHAIN, {"lib:Lib.deep"})  # an annotation marks it key
 
 
@@ -51,8 +51,8 @@ def test_a_return_joins_the_entry_of_its_call_and_runs_fold():
     assert [e.numbers for e in entries if e.hop == 2] == [(2, 4, 6)]
     groups = fold.groups(CHAIN)
     folded = [g for g in groups if g.folded]
-    assert [g.numbers for g in folded] == [[3], [8, 9]]
-    assert folded[1].title == "2 calls in lib"
+    assert [g.numbers for g in folded] == [[3], [7, 8, 9]]
+    assert folded[1].title == "3 calls in lib"
     # Nothing is lost: every hop is in exactly one entry.
     assert sorted(n for g in groups for n in g.numbers) == list(range(1, 13))
 
@@ -111,10 +111,10 @@ def test_built_html_shows_at_most_30_key_hops_outside_details(tmp_path):
 def test_folded_blocks_render_as_collapsible_notes():
     md = render.render_hop_list(CHAIN, fold.groups(CHAIN), {}, {}, {})
     text = "\n".join(md)
-    assert '??? note "2 calls in lib: hops 8–9"' in text
+    assert '??? note "3 calls in lib: hops 7–9"' in text
     assert "    ### 8 · `Lib.deep` { #hop-8 }" in text
     assert '<a id="hop-4"></a>' in text and '<a id="hop-6"></a>' in text
-    assert "**Uses a value from:** [hop 5](#hop-5)" in text
+    assert "**Uses a value from:** [hop 5](#hop-5)" in text and "**Its value is used by:** [hop 7](#hop-7)" in text
 
 
 @pytest.mark.parametrize("journey", JOURNEYS)

@@ -373,12 +373,15 @@ def producers(g: TraceGraph, c: int, floor: int = -1) -> list[tuple[int, int, st
             continue
         if not v.token:
             continue
-        # An object made earlier and kept (a list, a deque): followed only when it was parsed from text.
+        # An object made earlier and kept (a list, a deque): followed when it was parsed from text,
+        # or built around text (a packet around its encoded payload).
         maker = [m for m in g.find(lambda x: _made(x, v), e.thread, after=floor, before=c) if m not in above]
         if maker:
             p, parsed = _down(g, maker[0], v)
             if parsed:
                 out.append((p, c, JOIN_PARSED))
+            elif g.ev(p).func.endswith(".__init__") and any(_texty(a.text) for a in g.ev(p).args):
+                out.append((p, c, JOIN_STORED))
     loops = [s for s in siblings if _yields(g, s) and _resumed_after(g, s, c)]
     if loops:
         s = loops[-1]
@@ -421,12 +424,11 @@ def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[
     for waypoints in parts:
         part = walk(g, [waypoints])
         floor = part[0][0] if g.ev(part[0][0]).parent < 0 else g.ev(part[0][0]).parent
-        on = {i for i, _ in part}
         found = []
         for k in range(1, len(part)):
             c, edge = part[k]
             if edge == EDGE_CALL and g.ev(c).parent == part[k - 1][0]:
-                found += [x for x in producers(g, c, floor=min(floor, c)) if x[0] not in on]
+                found += producers(g, c, floor=min(floor, c))
         first_use: dict[int, tuple[int, int, str]] = {}
         for x in found:
             first_use.setdefault(x[0], x)  # a value passed on and on is joined to its first user
@@ -438,8 +440,29 @@ def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[
             if longer is not None:
                 part = _dedup(longer)
                 joins.append((p, user, kind))
+        joins += kept_text(g, part, {p for p, _, _ in joins})
         steps += part
     return steps, joins
+
+
+def kept_text(g: TraceGraph, part: Sequence[Step], known: set[int]) -> list[tuple[int, int, str]]:
+    """Joins between hops already on the part: a call received text (by identity) that an
+    earlier hop of the part returned, kept meanwhile in a variable or a list (``stored``)."""
+    on = [i for i, _ in part]
+    out: list[tuple[int, int, str]] = []
+    users: set[int] = set()
+    for c, edge in part:
+        if edge != EDGE_CALL:
+            continue
+        above = set(g.ancestors(c))
+        for v in g.ev(c).args:
+            if not (v.token and _texty(v.text)) or v.name in _RECEIVER:
+                continue
+            made = [m for m in on if m < c and m not in above and g.ev(m).end < c and _same(g.ev(m).ret, v)]
+            if made and made[0] not in known and made[0] not in users and g.ev(made[0]).parent != g.ev(c).parent:
+                out.append((made[0], c, JOIN_STORED))
+                known.add(made[0])
+    return out
 
 
 def _dedup(steps: Sequence[Step]) -> list[Step]:

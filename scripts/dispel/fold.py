@@ -1,7 +1,7 @@
 """Key hops and folded detail (pure): which hops a reader sees first, and how the rest group.
 
 A hop is *key* when it is the entry of a part, the first hop in another distribution, a
-hand-off between threads, a producer or user of a value (a Join), the sink of a part, or
+hand-off between threads (either side), the producer of a value another hop used (a Join), the sink of a part, or
 an annotation marks it key. A return to a function already on the page is no entry of its
 own: it joins the entry of that call, which then shows both lines. Runs of entries that
 are not key fold into one group, titled by what they are.
@@ -49,7 +49,7 @@ def key_numbers(chain: Chain, marked: frozenset[str] | set[str] = frozenset()) -
     """The key hops' numbers (1-based); ``marked``: function keys an annotation marks key."""
     hops = chain.hops
     out: set[int] = set()
-    joined = {n for j in chain.joins for n in (j.producer, j.user)}
+    joined = {j.producer for j in chain.joins}
     seen: set[str] = set()
     for n, hop in enumerate(hops, 1):
         last = n == len(hops) or hops[n].edge == EDGE_ENTRY  # the sink of its part

@@ -332,6 +332,8 @@ def diagram(chain: Chain, groups: Sequence[fold.Group]) -> str:
             last = layer_of(chain.hops[group.entries[-1].hop - 1].func.source.dist)
             start = layer_of(first.func.source.dist)
             layers = [start, *(x for x in layers if x != start)]
+            for n in numbers:
+                row_of[n] = len(rows)
             rows.append(Row(first.thread, tuple(layers), f"{span}: {group.title}", edge, f"#hop-{group.entries[0].hop}", folded=True, exit=last))
             continue
         e = group.entries[0]
