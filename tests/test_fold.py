@@ -126,3 +126,8 @@ def test_every_hop_keeps_its_linked_executed_line(chains, journey):
     chain = chains[journey]
     wanted = {n for n, h in enumerate(chain.hops, 1) if not h.func.is_c}
     assert wanted <= linked, f"hops without their executed-line link: {sorted(wanted - linked)[:10]}"
+
+
+def test_a_run_of_one_call_is_named_by_its_function():
+    (single,) = [g for g in fold.groups(CHAIN) if g.folded and len(g.entries) == 1]
+    assert single.title == "1 call in lib: Lib.inner"

@@ -13,7 +13,19 @@ import re
 from dataclasses import dataclass
 from html import escape
 
-from .model import EDGE_CALL, EDGE_DATA, EDGE_ENTRY, EDGE_RETURN, EDGE_THREAD_START, EDGE_WAKE, DispelError
+from .model import (
+    EDGE_CALL,
+    EDGE_DATA,
+    EDGE_ENTRY,
+    EDGE_RETURN,
+    EDGE_THREAD_START,
+    EDGE_WAKE,
+    JOIN_PARSED,
+    JOIN_RESULT,
+    JOIN_STORED,
+    JOIN_YIELD,
+    DispelError,
+)
 
 # The layers, from the app down to the socket: (column title, distributions drawn in it).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -38,7 +50,7 @@ HEAD = 46
 LINE = 14  # height of one line of label text
 ROW_PAD = 10
 WRAP = 28  # characters per label line
-LEGEND = 70
+LEGEND = 92
 
 # How each kind of edge looks. Cross-thread edges stand out from calls and returns, and from
 # each other even in black and white: dash patterns, not only colours. The colours are mid
@@ -51,7 +63,8 @@ STYLES: dict[str, tuple[str, str]] = {  # edge -> (stroke colour, dash pattern)
 CROSS_EDGES = tuple(STYLES)
 LOCAL = {EDGE_CALL: "", EDGE_RETURN: "5 4"}  # calls solid, returns dashed, in currentColor
 JOIN_COLOUR = "#2e9d4f"
-JOIN_DASH = "3 3"
+# A value's join, green, one dash pattern per kind (see model.JOINS).
+JOIN_DASHES = {JOIN_RESULT: "6 3", JOIN_YIELD: "2 3", JOIN_STORED: "9 3 2 3", JOIN_PARSED: "1 3"}
 
 
 @dataclass(frozen=True)
@@ -142,8 +155,11 @@ def layered_svg(rows: list[Row] | tuple[Row, ...], links: list[Link] | tuple[Lin
     col = {name: i for i, name in enumerate(columns)}
     items = [(EDGE_CALL, "currentColor", LOCAL[EDGE_CALL]), (EDGE_RETURN, "currentColor", LOCAL[EDGE_RETURN])]
     items += [(e, c, d) for e, (c, d) in STYLES.items()]
-    items.append(("value: result, yield, stored, parsed", JOIN_COLOUR, JOIN_DASH))
-    legend_width = MARGIN + 54 + sum(36 + 8 * len(name) + 24 for name, _, _ in items)
+    items += [(f"value: {kind}", JOIN_COLOUR, dash) for kind, dash in JOIN_DASHES.items()]
+    per_row = 5  # legend entries per line
+    legend_width = MARGIN + 54 + max(
+        sum(36 + 8 * len(name) + 24 for name, _, _ in items[i : i + per_row]) for i in range(0, len(items), per_row)
+    )
     # One spare column for the labels of the last one; never narrower than the legend.
     width = max(BAND_LABEL + COLUMN * len(columns) + COLUMN + MARGIN, legend_width)
 
@@ -250,21 +266,22 @@ def layered_svg(rows: list[Row] | tuple[Row, ...], links: list[Link] | tuple[Lin
         bulge = min(x1, x2) - 40 - min(40, (y2 - y1) / 8)
         path = (
             f'<path d="M{x1 - 5:g},{y1:g} C{bulge:g},{y1:g} {bulge:g},{y2:g} {x2 - 6:g},{y2:g}" fill="none" '
-            f'stroke="{JOIN_COLOUR}" stroke-width="2" stroke-dasharray="{JOIN_DASH}" marker-end="url(#arrow-join)" '
-            f'class="join-{escape(link.kind)}"/>'
+            f'stroke="{JOIN_COLOUR}" stroke-width="2" stroke-dasharray="{JOIN_DASHES.get(link.kind, "1 3")}" '
+            f'marker-end="url(#arrow-join)" class="join-{escape(link.kind)}"/>'
         )
-        tag = _text(bulge - 4, (y1 + y2) / 2 + 4, [link.kind], anchor="end", cls="join")
-        out.append(_linked(path + tag, "", f"value ({link.kind}): {a.label} → {b.label}"))
+        out.append(_linked(path, "", f"value ({link.kind}): {a.label} → {b.label}"))
     # Legend.
     ly = bottom + 24
     out.append(_text(MARGIN, ly, ["edges:"], weight="bold"))
-    lx = MARGIN + 54
-    for name, colour, dash in items:
-        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        out.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 30}" y2="{ly - 4}" stroke="{colour}" stroke-width="2"{dash_attr}/>')
-        out.append(_text(lx + 36, ly, [name]))
-        lx += 36 + 8 * len(name) + 24
-    fy = ly + 24
+    for i in range(0, len(items), per_row):
+        lx = MARGIN + 54
+        for name, colour, dash in items[i : i + per_row]:
+            dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+            out.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 30}" y2="{ly - 4}" stroke="{colour}" stroke-width="2"{dash_attr}/>')
+            out.append(_text(lx + 36, ly, [name]))
+            lx += 36 + 8 * len(name) + 24
+        ly += 22
+    fy = ly + 2
     out.append(
         f'<rect x="{MARGIN + 54}" y="{fy - 12}" width="30" height="14" rx="4" fill="currentColor" fill-opacity="0.08" '
         f'stroke="currentColor" stroke-dasharray="4 3"/>'

@@ -103,7 +103,9 @@ def _what(chain: Chain, calls: list[int]) -> str:
             dists.append(h.func.source.dist)
     names = [f"the standard library ({', '.join(stdlib)})" if d == "python" else "the C socket" if d == "builtin" else d for d in dists]
     where = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    return f"{len(hops)} {'call' if len(hops) == 1 else 'calls'} in {where}"
+    if len(hops) == 1:
+        return f"1 call in {where}: {hops[0].func.qualname}"
+    return f"{len(hops)} calls in {where}"
 
 
 def groups(chain: Chain, marked: frozenset[str] | set[str] = frozenset()) -> list[Group]:
