@@ -107,3 +107,32 @@ def test_emit_diagram_draws_five_distributions_and_cuts_no_label():
     assert not any(t.rstrip().endswith("…") for t in texts(root))
     hrefs = {a.get("href") for a in root.iter(SVG + "a")}
     assert {f"#hop-{j.producer}" for j in chain.joins} <= hrefs  # every producer is a row of its own
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("journey, scheme", [(j, s) for j in ("emit", "handshake") for s in ("light", "dark")])
+def test_diagram_screenshot_in_headless_chromium(tmp_path, journey, scheme):
+    """Draw a committed chain's diagram on Material's light or dark background in headless
+    Chromium and keep the screenshot under test-output/ (look at it)."""
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("no chromium")
+    chain = chain_from_dict(json.loads((ROOT / "traces" / "chains" / f"{journey}.json").read_text()))
+    svg = render.diagram(chain, fold.groups(chain))
+    root = parse(svg.split("\n", 1)[1].rsplit("\n</div>", 1)[0])
+    width, height = int(float(root.get("width"))), int(float(root.get("height")))
+    bg, fg = {"light": ("#ffffff", "rgba(0,0,0,0.87)"), "dark": ("#1e2129", "#e2e4e9")}[scheme]
+    page = tmp_path / "diagram.html"
+    page.write_text(f'<!doctype html><body style="margin:0;background:{bg};color:{fg}">{svg}</body>', encoding="utf-8")
+    out = ROOT / "test-output" / f"{journey}-diagram-{scheme}.png"
+    out.parent.mkdir(exist_ok=True)
+    subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
+         f"--window-size={width},{height}", f"--screenshot={out}", page.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+    assert out.stat().st_size > 10_000
