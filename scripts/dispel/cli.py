@@ -728,7 +728,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     files[out / "snippets" / "versions.md"] = render.render_versions(versions, python, sorted(chains, key=render.JOURNEYS.index))
     write_all_atomic(files)
 
-    for problem in annotations.missing(chains.values(), notes) + annotations.stale(chains.values(), notes, sources):
+    for problem in annotations.missing(chains.values(), notes) + annotations.stale(chains.values(), notes, sources) + annotations.unreviewed(chains.values(), notes):
         print(f"note: {problem.message}", file=sys.stderr)
     absent = [j for j in render.JOURNEYS if j not in chains]
     if absent:
@@ -1074,6 +1074,7 @@ def check_annotations(root: Path, chains: dict) -> list[str]:
     if set(render.JOURNEYS) <= set(chains):
         problems += annotations.orphaned(chains.values(), notes, render.JOURNEYS)
     problems += annotations.stale(chains.values(), notes, _hop_sources(chains.values()))
+    problems += annotations.unreviewed(chains.values(), notes)
     return [f"annotation {p.kind}: {p.message}" for p in problems]
 
 

@@ -8,9 +8,11 @@ from html import escape
 
 import markdown
 
+from .annotations import select
 from .diagram import CROSS_EDGES, Message, sequence_svg
 from .licenses import LicenseRow
 from .model import EDGE_ENTRY, Chain, DispelError, Func, Hop, Source, WireLayer
+from .placeholders import fill
 
 RENDER_COMMAND = "dispel render"
 JOURNEYS = ("run", "handshake", "on", "emit", "ack", "broadcast", "polling", "upgrade", "upgrade-python", "disconnect")
@@ -319,6 +321,14 @@ def render_compared(chain: Chain, label: str, others: Sequence[tuple[str, Chain]
     return "\n".join(out)
 
 
+def hop_annotation(chain: Chain, index: int, annotations: Mapping[str, str]) -> str | None:
+    """The most specific text for hop ``index`` (keyed to its journey and line, its journey, or general),
+    its placeholders filled from the chain."""
+    hop = chain.hops[index]
+    found = select(annotations, hop.func.key, chain.journey, hop.line)
+    return fill(found[1], chain, index, found[0], inline_code) if found else None
+
+
 def render_journey(
     chain: Chain,
     links: Mapping[Hop, HopLinks] | HopLinker,
@@ -330,14 +340,16 @@ def render_journey(
 
     ``links`` maps a hop (or is called with it) to its permalinks; the sample app's hops
     link into this site instead. ``excerpts`` holds the lines (without newlines) of each
-    installed source file; ``annotations`` maps ``module:qualname`` and ``journey:<name>``
-    to hand-written Markdown. ``others`` holds the other journeys' chains, for the ones
+    installed source file; ``annotations`` maps ``module:qualname`` (optionally
+    ``@journey`` or ``@journey#L<line>``) and ``journey:<name>`` to hand-written Markdown
+    with placeholders (see placeholders.py). ``others`` holds the other journeys' chains, for the ones
     shown beside this one (see COMPARED).
     """
     if not chain.hops:
         raise DispelError(f"chain {chain.journey!r} has no hops; regenerate it (`make chains`)")
     out = [generated_header(), f"# {md_text(chain.title)}\n"]
     intro = annotations.get(f"journey:{chain.journey}")
+    intro = fill(intro, chain, None, f"journey:{chain.journey}", inline_code) if intro else None
     out.append(intro.strip() + "\n" if intro else f'!!! warning "Summary not written yet"\n    Add `journey:{chain.journey}` to an annotations file.\n')
     out.append(
         f'!!! info "Reading this page"\n'
@@ -362,7 +374,7 @@ def render_journey(
                 chain.hops[i - 1] if i else None,
                 hop_links(hop, links),
                 excerpts.get(hop.func.source),
-                annotations.get(hop.func.key),
+                hop_annotation(chain, i, annotations),
             )
         )
     if chain.wire:
