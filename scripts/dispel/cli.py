@@ -959,6 +959,10 @@ def run_check(root: Path, fetcher: "fetch.Fetcher | None" = None, raw_base: str 
 
     clock = time.perf_counter()
     result.failures += check_annotations(root, chains)
+    from . import prose  # what the pages say, against the chains
+
+    pages = {j: read_text(p, "page") for j in chains if (p := root / "docs" / "chains" / f"{j}.md").is_file()}
+    result.failures += prose.check_site(pages, chains, _hop_sources(chains.values()))
     result.timings["annotations"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
