@@ -32,6 +32,7 @@ POLLING = Chain("polling", "t", "browser", (Hop(SER, 698, "request-4", EDGE_ENTR
     ("text", "chain", "index", "filled"),
     [
         ("on {{thread}}", CHAIN, 1, "on `request-5`"),
+        ("wakes {{nextthread}}", CHAIN, 0, "wakes `request-5`"),
         ("line {{lineno}}: {{line}}", CHAIN, 1, "line 698: `return bytearray(header + payload)`"),
         ("see {{hop:_socket:socket.send}}", CHAIN, None, "see [hop 3](#hop-3)"),
         ("then {{next:_socket:socket.send}}", CHAIN, 1, "then [hop 3](#hop-3)"),
@@ -70,6 +71,7 @@ def test_the_page_wire_counts_as_a_frame():
         ("{{frame:byte9}}", CHAIN, 1, r"names no frame field"),
         ("{{deflate?a|b}}", POLLING, 0, r"cannot be filled: the page has no WebSocket frame to tell"),
         ("{{lineno}}", CHAIN, 2, r"a C function has no source line"),
+        ("{{nextthread}}", CHAIN, 2, r"this is the last hop"),
         ("{{line}}", CHAIN, 0, r"the hop has no executed line text"),
         ("{{thread:x}}", CHAIN, 1, r"is malformed"),
         ("{{hop}}", CHAIN, 1, r"is malformed"),

@@ -6,6 +6,7 @@ page shows the recorded fact. The placeholders (documented in docs/annotations/R
 ``{{thread}}``            the hop's thread, as code: `request-5`
 ``{{line}}``              the executed (highlighted) line's source text, as code
 ``{{lineno}}``            the executed line's number
+``{{nextthread}}``        the next hop's thread, as code (the thread a wake-up or a thread start leads to)
 ``{{hop:KEY}}``           a link to the first hop of function KEY (module:qualname) on the page: [hop 18](#hop-18)
 ``{{next:KEY}}``          a link to the first hop of KEY after this hop
 ``{{frame:FIELD}}``       the WebSocket frame this hop's stretch of its thread received or sent (the bytes
@@ -31,7 +32,7 @@ ANY_BRACES_RE = re.compile(r"\{\{.*?\}\}", re.S)
 FRAME_FIELDS = ("byte0", "byte1", "fin", "rsv1", "mask", "opcode", "length")
 SOCKET_MODULE = "_socket"
 DEFLATE_HOP = ("wsproto.extensions", "PerMessageDeflate.")
-NAMES = ("thread", "line", "lineno", "hop", "next", "frame", "deflate")
+NAMES = ("thread", "nextthread", "line", "lineno", "hop", "next", "frame", "deflate")
 
 
 def value_bytes(value: str | None) -> bytes | None:
@@ -158,6 +159,10 @@ def fill(text: str, chain: Chain, index: int | None, key: str, code: callable = 
             raise fail(whole, "cannot be filled in a journey summary (it needs a hop)")
         if name == "thread":
             return code(hop.thread)
+        if name == "nextthread":
+            if index + 1 >= len(chain.hops):
+                raise fail(whole, "cannot be filled: this is the last hop")
+            return code(chain.hops[index + 1].thread)
         if name == "lineno":
             if hop.func.is_c:
                 raise fail(whole, "cannot be filled: a C function has no source line")
