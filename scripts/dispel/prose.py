@@ -7,7 +7,8 @@ restated by hand:
 - ``thread``: a thread name (request-N, handler-N, eio-writer-N, ws-reader-N, `server`) that is
   not a thread of the page;
 - ``runs-on``: "runs on … writer/reader/request/handler thread" where the hop runs on another;
-- ``highlighted``: code quoted as the highlighted line that is not on the executed line;
+- ``highlighted``: code quoted as the highlighted line (or named as what it calls) that is neither on the
+  executed statement nor the next hop's function;
 - ``byte``: a ``0xNN`` byte that no WebSocket frame header on the page holds;
 - ``hop-ref``: "hop N" beyond the page, `` `X` (hop N) `` where hop N is not X, or `` `X` (not a hop …)``
   where X is a hop of the page;
@@ -25,7 +26,7 @@ from .wire import frame_layout
 
 RULES = ("thread", "runs-on", "highlighted", "byte", "hop-ref", "name")
 THREAD_RE = re.compile(r"(?<![\w-])(?:request|handler|eio-writer|ws-reader|ws-writer)-\d+(?![\w-])|`server`")
-RUNS_ON_RE = re.compile(r"(?i)\bruns? on\b[^.;]*?\b(writer|reader|request|handler)(?:'s)? thread")
+RUNS_ON_RE = re.compile(r"(?i)\bruns? on\b(?:[^.;]|\.(?=\S))*?\b(writer|reader|request|handler)(?:'s)? thread")
 THREAD_ROLES = {"writer": "writer-", "reader": "reader-", "request": "request-", "handler": "handler-"}
 BYTE_RE = re.compile(r"(?<![\w\\])0x([0-9a-fA-F]{2})\b")
 HOP_NUMBER_RE = re.compile(r"\bhops? (\d+)(?:\s*(?:–|-|to|and)\s*(\d+))?")
@@ -37,6 +38,8 @@ CODE_RE = re.compile(r"`([^`]+)`")
 HIGHLIGHTED_RE = re.compile(
     r"`([^`]+)` \((?:is |are )?highlighted(?: here)?\)"
     r"|(?i:highlighted)(?: line| call| statement| lines)?(?:,| is| reads|:)? `([^`]+)`"
+    # "the highlighted line opens a new session with `_handle_connect`", "… dispatches by name to `x`"
+    r"|(?i:highlighted line)(?: [\w'-]+){1,8}? (?:with|to|calls?|into) `([^`]+)`"
 )
 # The inline code a page shows as facts and links: not prose.
 LINK_RE = re.compile(r"\]\([^)]*\)")
@@ -165,6 +168,7 @@ def _in_source(name: str, texts: Sequence[str]) -> bool:
 def _check_sentence(
     page: str, n: int, sentence: str, chain: Chain, hop: Hop | None, stmt: str, headers: set[int], sources: Sequence[str]
 ) -> list[ProseProblem]:
+    nxt = chain.hops[n] if hop is not None and n < len(chain.hops) else None
     out = []
     threads = _threads(chain)
 
@@ -183,8 +187,10 @@ def _check_sentence(
             if THREAD_ROLES[role] not in hop.thread:
                 problem("runs-on", f"says it runs on a {role} thread; the hop runs on {hop.thread}")
         for m in HIGHLIGHTED_RE.finditer(text):
-            code = m.group(1) or m.group(2)
+            code = m.group(1) or m.group(2) or m.group(3)
             quoted = re.sub(r"\s+", " ", code.strip()).removesuffix("()")
+            if nxt is not None and _is_hop_name(quoted, nxt):
+                continue  # the line leads to the next hop: naming it is no quote of the line
             if not all(part.strip() in stmt for part in quoted.split("…")):
                 problem("highlighted", f"`{code}` is quoted as highlighted; the executed line {hop.line} is `{stmt}`")
     for m in BYTE_RE.finditer(text):
