@@ -6,19 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from dispel import cli, prose, wire
+from dispel import prose, stages, wire
+from dispel.project import Project
 
-ROOT = cli.ROOT
+ROOT = Project().root
 
 
 @pytest.fixture(scope="module")
 def site():
     """The committed journey pages, their chains and the lines of the files they link to."""
-    chains = cli._load_chains(ROOT / "traces" / "chains")
+    chains = stages.load_chains(Project(ROOT))
     if not {"polling", "upgrade", "broadcast"} <= set(chains):
         pytest.skip("the chains of polling, upgrade and broadcast are not committed yet")
     pages = {j: (ROOT / "docs" / "chains" / f"{j}.md").read_text(encoding="utf-8") for j in chains}
-    sources = {src: data.decode("utf-8", "replace").split("\n") for src, data in cli._hop_sources(chains.values()).items()}
+    sources = {src: data.decode("utf-8", "replace").split("\n") for src, data in stages.hop_sources(chains.values()).items()}
     return pages, chains, sources
 
 
@@ -110,7 +111,7 @@ def test_the_prose_check_runs_in_dispel_check(tmp_path: Path):
     shutil.copytree(ROOT / "traces", copy / "traces")
     page = copy / "docs" / "chains" / "upgrade.md"
     page.write_text(seeded(page.read_text(encoding="utf-8"), 37, "Runs on Engine.IO's writer thread."), encoding="utf-8")
-    failures = cli.run_check(copy).failures
+    failures = stages.check(Project(copy)).failures
     assert any(f.startswith("prose: docs/chains/upgrade.md: hop 37: says it runs on a writer thread") for f in failures), failures
 
 
