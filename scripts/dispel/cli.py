@@ -552,15 +552,25 @@ def cmd_pin(args: argparse.Namespace) -> int:
     absent = sorted(set(stdlib_files) - set(installed[pins.PYTHON].blobs))
     if absent:
         raise DispelError(f"standard-library files not found in this interpreter: {', '.join(absent)}")
+    before = _previous_lock(args.lock) if not args.refresh else None
     locked: list[Pin] = []
     with tempfile.TemporaryDirectory(prefix="dispel-pin-") as tmp:
         for name in names:
             forge, repo = repos[name]
+            old = next((p for p in before.dists if p.dist == name), None) if before else None
+            why = pins.repin_reason(old, installed[name], repo)
+            if not why:  # installed version and files equal the lock's: keep the entry, no git needed
+                locked.append(old)
+                continue
             mirror = mirrors.get(repo.lower(), ("", None))[1]
-            git_dir, tag, commit = _resolve_tag(name, installed[name].version, forge, repo, mirror, Path(tmp))
+            try:
+                git_dir, tag, commit = _resolve_tag(name, installed[name].version, forge, repo, mirror, Path(tmp))
+            except DispelError as exc:
+                raise DispelError(f"{name} must be pinned afresh ({why}): {exc}") from None
             version, tree = installed[name].version, gitinfo.tree_blobs(git_dir, commit)
             files = pins.map_files(name, version, tag, installed[name].blobs, tree)
             locked.append(Pin(name, version, forge, repo, tag, commit, "commit", files))
+            print(f"{name}: pinned afresh ({why})")
     python = pins.stdlib_pin(platform.python_version(), installed[pins.PYTHON].blobs)
     lock = pins.Lock(python, tuple(locked))
     write_atomic(args.lock, dump_json(pins.lock_to_json(lock)))
@@ -573,6 +583,17 @@ def cmd_pin(args: argparse.Namespace) -> int:
     print(f"python {python.version}: {python.repo} {python.tag} (tag-pinned, {len(python.files)} files)")
     print(f"wrote {args.lock}")
     return 0
+
+
+def _previous_lock(path: Path) -> "pins.Lock | None":
+    """The lock `dispel pin` starts from (its unchanged entries are kept); None when there is none or it is unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return load_lock(path)
+    except DispelError as exc:
+        print(f"note: {exc}; pinning every distribution afresh", file=sys.stderr)
+        return None
 
 
 def _parse_git_dirs(specs: list[str]) -> dict[str, tuple[str, Path]]:
@@ -952,6 +973,10 @@ def run_check(root: Path, fetcher: "fetch.Fetcher | None" = None, raw_base: str 
     chains = _load_chains(root / "traces" / "chains")
 
     clock = time.perf_counter()
+    result.failures += verify_installed(lock) if lock is not None else []
+    result.timings["installed"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
     links = check_links(root, lock, chains, fetcher, raw_base)
     result.summary = check.summarize(links)
     result.failures += [p for r in links for p in r.problems]
@@ -1154,13 +1179,67 @@ def check_rerecord(root: Path, timeout: float = 60.0) -> list[str]:
         committed = root / "traces" / f"{name}.json"
         old = read_text(committed, "trace file") if committed.is_file() else ""
         if fresh != old:
-            problems.append(
-                f"re-record: traces/{name}.json differs from a fresh recording at {check.first_difference(old, fresh)} "
-                f"(the new one is {keep / (name + '.json')})"
-            )
+            problems += [
+                f"re-record: traces/{name}.json differs from a fresh recording: {d} (the new one is {keep / (name + '.json')})"
+                for d in check.trace_drift(old, fresh)
+            ]
     if not problems:
         shutil.rmtree(keep, ignore_errors=True)
     return problems
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    """Installed versions against the lock, from metadata only (quick; `make site` runs it first)."""
+    import platform
+
+    from . import pins
+
+    if not args.lock.is_file():
+        return 0
+    lock = load_lock(args.lock)
+    found = _distributions([p.dist for p in lock.dists])
+    installed = {name: d.version for name, d in found.items()} | {pins.PYTHON: platform.python_version()}
+    problems = pins.version_mismatches(lock, installed)
+    for line in problems:
+        print(f"warning: {line}" if args.warn else line, file=sys.stderr if args.warn else sys.stdout)
+    return 1 if problems and not args.warn else 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Chains and lock of the working tree against those at a git ref, as a short Markdown review."""
+    import json
+
+    from . import annotations, diff, gitinfo, pins, render, tracefile
+
+    root = args.root
+    chains_dir, lock_rel = "traces/chains", "traces/pins.lock.json"
+    then = gitinfo.files_at(root, args.ref, chains_dir, lock_rel)
+    old_chains = {
+        Path(name).stem: tracefile.chain_from_dict(json.loads(text), origin=f"{args.ref}:{name}")
+        for name, text in then.items()
+        if name.startswith(chains_dir + "/") and name.endswith(".json")
+    }
+    old_lock = pins.lock_from_json(json.loads(then[lock_rel])) if lock_rel in then else None
+    new_chains = _load_chains(root / chains_dir)
+    new_lock = load_lock(root / lock_rel) if (root / lock_rel).is_file() else None
+    notes = _load_annotations(root / "docs" / "annotations")
+    problems = annotations.missing(new_chains.values(), notes) + annotations.stale(new_chains.values(), notes, _hop_sources(new_chains.values()))
+    text = diff.report(
+        args.ref,
+        old_chains,
+        new_chains,
+        (old_lock.python, *old_lock.dists) if old_lock else (),
+        (new_lock.python, *new_lock.dists) if new_lock else (),
+        [f"{p.kind}: {p.message}" for p in problems],
+        {k: a.where for k, a in notes.items()},
+        render.JOURNEYS,
+    )
+    if args.out:
+        write_atomic(args.out, text)
+        print(f"{text.splitlines()[2]}\nwrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -1410,7 +1489,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="look for installed distributions in DIR instead of this environment (repeatable)",
     )
     p.add_argument("--lock", type=Path, default=LOCK)
+    p.add_argument("--refresh", action="store_true", help="pin every distribution afresh, even those whose installed files equal the lock's")
     p.set_defaults(func=cmd_pin)
+
+    p = sub.add_parser("versions", help="compare installed versions with the lock (metadata only)")
+    p.add_argument("--lock", type=Path, default=LOCK)
+    p.add_argument("--warn", action="store_true", help="print mismatches as warnings on stderr and exit 0")
+    p.set_defaults(func=cmd_versions)
+
+    p = sub.add_parser("diff", help="what changed in the chains and the lock since a git ref, for review")
+    p.add_argument("ref", nargs="?", default="HEAD", help="branch, tag or commit to compare with (default: HEAD)")
+    p.add_argument("--root", type=Path, default=ROOT, help="the project (default: this checkout)")
+    p.add_argument("--out", type=Path, default=None, help="also write the Markdown summary to FILE")
+    p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("render", help="chains + pins + annotations -> docs/")
     p.add_argument("--chains", type=Path, default=TRACES / "chains", help="folder of chain files")
