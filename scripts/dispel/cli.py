@@ -552,13 +552,13 @@ def cmd_pin(args: argparse.Namespace) -> int:
     absent = sorted(set(stdlib_files) - set(installed[pins.PYTHON].blobs))
     if absent:
         raise DispelError(f"standard-library files not found in this interpreter: {', '.join(absent)}")
-    before = _previous_lock(args.lock) if not args.refresh else None
+    before = _previous_lock(args.lock)
     locked: list[Pin] = []
     with tempfile.TemporaryDirectory(prefix="dispel-pin-") as tmp:
         for name in names:
             forge, repo = repos[name]
             old = next((p for p in before.dists if p.dist == name), None) if before else None
-            why = pins.repin_reason(old, installed[name], repo)
+            why = "--refresh" if args.refresh else pins.repin_reason(old, installed[name], repo)
             if not why:  # installed version and files equal the lock's: keep the entry, no git needed
                 locked.append(old)
                 continue
@@ -1197,7 +1197,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
     if not args.lock.is_file():
         return 0
     lock = load_lock(args.lock)
-    found = _distributions([p.dist for p in lock.dists])
+    found = _distributions([p.dist for p in lock.dists], args.site or None)
     installed = {name: d.version for name, d in found.items()} | {pins.PYTHON: platform.python_version()}
     problems = pins.version_mismatches(lock, installed)
     for line in problems:
@@ -1495,6 +1495,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("versions", help="compare installed versions with the lock (metadata only)")
     p.add_argument("--lock", type=Path, default=LOCK)
     p.add_argument("--warn", action="store_true", help="print mismatches as warnings on stderr and exit 0")
+    p.add_argument("--site", action="append", type=Path, default=[], metavar="DIR", help="look in DIR instead of this environment (repeatable)")
     p.set_defaults(func=cmd_versions)
 
     p = sub.add_parser("diff", help="what changed in the chains and the lock since a git ref, for review")

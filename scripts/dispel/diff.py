@@ -27,7 +27,7 @@ def _field(hop: Hop, name: str) -> str:
         "line text": hop.line_text,
         "edge": hop.edge,
         "value": hop.value or "",
-        "definition": f"lines {f.first_line}-{f.last_line}",
+        "definition": f"{f.first_line}-{f.last_line}",
         "path": f.source.path,
         "version": f"{f.source.dist} {f.source.version}",
         "event": str(hop.event),
@@ -129,6 +129,8 @@ def _field_text(name: str, old: str, new: str) -> str:
         return f"{name} {_short(old)} → {_short(new)}"
     if name == "version":
         return f"version {old} → {new.rsplit(' ', 1)[-1]}"
+    if name == "definition":
+        return f"definition lines {old} → {new}"
     return f"{name} {old} → {new}"
 
 
