@@ -155,6 +155,16 @@ def test_an_upgrade_that_changes_no_traced_line(world, capsys):
     assert lock.pin("other") == locked.pin("other")  # kept as it was, without its mirror
     assert lock.pin("tiny").commit == git(w["tiny"], "rev-parse", "v1.1^{commit}")
     assert [p for p in cli.verify_installed(lock, [w["site"]]) if not p.startswith("python")] == []
+    # pinned, not yet regenerated: one line says so, instead of one per link into tiny's repository
+    chains = cli._load_chains(w["project"] / "traces" / "chains")
+    drift = check.recording_drift(chains.values(), lock)
+    assert drift == {"tiny": ("1.0", "1.1")}
+    into_tiny = check.LinkResult(check.PageLink("chains/greet.md", 9, f"https://github.com/acme/tiny/blob/{locked.pin('tiny').commit}/src/tiny/__init__.py#L2"), ["not pinned"])
+    elsewhere = check.LinkResult(check.PageLink("index.md", 3, "https://github.com/acme/other/blob/x/src/other/__init__.py#L1"), ["broken"])
+    assert check.fold_recording_drift([into_tiny, elsewhere], lock, drift) == (
+        ["tiny: chains recorded with 1.0, lock 1.1: run make pin, then make regen (1 link into its repository fails until then)"],
+        [elsewhere],
+    )
     # regenerate: no hop changed, the links moved to 1.1's commit
     old_chain = cli._load_chains(w["project"] / "traces" / "chains")["greet"]
     regen(w, "1.1")

@@ -12,7 +12,7 @@ from markdown.extensions.toc import slugify
 
 from .annotations import source_lines
 from .diff import compare_chains, describe as describe_chain_diff
-from .model import Chain, FilePin, Hop, Pin
+from .model import Chain, DispelError, FilePin, Hop, Pin
 from .permalinks import PINNED_COMMIT, ref as pin_ref
 from .pins import Lock, blob_sha
 
@@ -318,6 +318,44 @@ def check_permalinks(
         for link in links
         if parse_source_url(link.target)
     ]
+
+
+def recording_drift(chains: Iterable[Chain], lock: Lock) -> dict[str, tuple[str, str]]:
+    """Distributions whose hops ran another version than the lock pins: dist -> (recorded, locked)."""
+    out = {}
+    for chain in chains:
+        for hop in chain.hops:
+            src = hop.func.source
+            if src.dist in ("builtin", "sample_app") or src.dist in out:
+                continue
+            try:
+                pin = lock.pin(src.dist)
+            except DispelError:
+                continue
+            if src.version != pin.version:
+                out[src.dist] = (src.version, pin.version)
+    return dict(sorted(out.items()))
+
+
+def fold_recording_drift(results: Sequence[LinkResult], lock: Lock, drift: Mapping[str, tuple[str, str]]) -> tuple[list[str], list[LinkResult]]:
+    """One line per distribution recorded at another version than the lock's, counting the links
+    into its repository that fail for that reason alone; the other results unchanged."""
+    repos = {lock.pin(d).repo.lower(): d for d in drift}
+    folded: dict[str, int] = {}
+    kept = []
+    for r in results:
+        sl = parse_source_url(r.link.target)
+        dist = repos.get(sl.repo.lower()) if sl and r.problems else None
+        if dist is None:
+            kept.append(r)
+        else:
+            folded[dist] = folded.get(dist, 0) + 1
+    lines = []
+    for dist, (recorded, locked) in drift.items():
+        n = folded.get(dist, 0)
+        links = f" ({n} link{'s' if n != 1 else ''} into its repository fail{'' if n != 1 else 's'} until then)" if n else ""
+        lines.append(f"{dist}: chains recorded with {recorded}, lock {locked}: run make pin, then make regen{links}")
+    return lines, kept
 
 
 @dataclass(frozen=True)
