@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: site test serve record chains pin render regen check check-online bench clean
+.PHONY: site test test-fast serve record chains pin render regen check check-online bench clean
 
 # The pinned environment: every package at the exact version of requirements.lock.
 $(STAMP): requirements.lock pyproject.toml
@@ -22,10 +22,15 @@ site: $(STAMP)
 	$(BIN)/mkdocs build --strict --quiet
 
 # pytest, then the checks; --rerecord also records the scenarios afresh and
-# compares them with the committed traces.
+# compares them with the committed traces. Without Chromium (or with
+# DISPEL_CHROMIUM=/nonexistent) the browser's tests and re-recording are skipped, saying why.
 test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/dispel check --rerecord
+
+# The pure suite only: no recording, no site build, no subprocess (seconds).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
 
 serve: $(STAMP)
 	$(BIN)/mkdocs serve -a 127.0.0.1:8000

@@ -4,10 +4,9 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from test_render_samples import EMIT, EXCERPTS, HOPS, SIO
-
 from dispel import annotations as ann
 from dispel.model import DispelError
+from samples import EMIT, EXCERPTS, HOPS, SIO
 
 SIO_TEXT = "\n".join(EXCERPTS[SIO]) + "\n"
 SIO_FP = ann.fingerprint(SIO_TEXT, 2, 5)

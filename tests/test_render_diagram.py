@@ -4,9 +4,15 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from dispel.diagram import STYLES, Message, sequence_svg
-from dispel.model import EDGE_CALL, EDGE_DATA, EDGE_ENTRY, EDGE_THREAD_START, EDGE_WAKE, DispelError
+from dispel.model import (
+    EDGE_CALL,
+    EDGE_DATA,
+    EDGE_ENTRY,
+    EDGE_THREAD_START,
+    EDGE_WAKE,
+    DispelError,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 MESSAGES = [

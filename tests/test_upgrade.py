@@ -15,11 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_gitinfo import git
-from test_pins import install
-
-from dispel import check, cli, diff, pins, tracefile
+from conftest import git, install
+from dispel import check, cli, diff, pins, stages, tracefile
 from dispel.model import EDGE_CALL, EDGE_ENTRY, Chain, Func, Hop, Pin, Source
+from dispel.project import Project, dump_json, write_atomic
 
 GREET = "def greet(name):\n    return shout({arg})\n\n\ndef shout(name):\n    return name.upper()\n"
 RELEASES = {
@@ -115,7 +114,7 @@ def pin(w: dict[str, Path], *extra: str) -> list[str]:
 
 def regen(w: dict[str, Path], version: str) -> None:
     path = w["project"] / "traces" / "chains" / "greet.json"
-    cli.write_atomic(path, cli.dump_json(tracefile.chain_to_dict(record_greet(w["site"], version))))
+    write_atomic(path, dump_json(tracefile.chain_to_dict(record_greet(w["site"], version))))
 
 
 @pytest.fixture(autouse=True)
@@ -133,12 +132,13 @@ def diff_of(w: dict[str, Path], capsys: pytest.CaptureFixture[str], *extra: str)
 # --------------------------------------------------------------------------- the flow
 
 
+@pytest.mark.slow  # git repositories and dispel commands
 def test_an_upgrade_that_changes_no_traced_line(world, capsys):
     w = world
-    locked = cli.load_lock(w["lock"])
+    locked = stages.load_lock(w["lock"])
     install_release(w["site"], "1.1")
     # the installed version differs from the lock: the check and `make site` say so, naming both
-    assert "tiny: installed 1.1, lock 1.0: run make pin, then make regen" in cli.verify_installed(locked, [w["site"]])
+    assert "tiny: installed 1.1, lock 1.0: run make pin, then make regen" in stages.verify_installed(locked, [w["site"]])
     capsys.readouterr()
     assert cli.main(["versions", "--warn", "--lock", str(w["lock"]), "--site", str(w["site"])]) == 0
     warned = [ln for ln in capsys.readouterr().err.splitlines() if not ln.startswith("warning: python:")]
@@ -151,12 +151,12 @@ def test_an_upgrade_that_changes_no_traced_line(world, capsys):
     assert "--git-dir acme/tiny=PATH" in err and w["lock"].read_bytes() == before
     assert cli.main(pin(w, "--git-dir", f"acme/tiny={w['tiny']}")) == 0
     assert "tiny: pinned afresh (installed 1.1, lock 1.0)" in capsys.readouterr().out
-    lock = cli.load_lock(w["lock"])
+    lock = stages.load_lock(w["lock"])
     assert lock.pin("other") == locked.pin("other")  # kept as it was, without its mirror
     assert lock.pin("tiny").commit == git(w["tiny"], "rev-parse", "v1.1^{commit}")
-    assert [p for p in cli.verify_installed(lock, [w["site"]]) if not p.startswith("python")] == []
+    assert [p for p in stages.verify_installed(lock, [w["site"]]) if not p.startswith("python")] == []
     # pinned, not yet regenerated: one line says so, instead of one per link into tiny's repository
-    chains = cli._load_chains(w["project"] / "traces" / "chains")
+    chains = stages.load_chains(Project(w["project"]))
     drift = check.recording_drift(chains.values(), lock)
     assert drift == {"tiny": ("1.0", "1.1")}
     into_tiny = check.LinkResult(check.PageLink("chains/greet.md", 9, f"https://github.com/acme/tiny/blob/{locked.pin('tiny').commit}/src/tiny/__init__.py#L2"), ["not pinned"])
@@ -166,9 +166,9 @@ def test_an_upgrade_that_changes_no_traced_line(world, capsys):
         [elsewhere],
     )
     # regenerate: no hop changed, the links moved to 1.1's commit
-    old_chain = cli._load_chains(w["project"] / "traces" / "chains")["greet"]
+    old_chain = stages.load_chains(Project(w["project"]))["greet"]
     regen(w, "1.1")
-    new_chain = cli._load_chains(w["project"] / "traces" / "chains")["greet"]
+    new_chain = stages.load_chains(Project(w["project"]))["greet"]
     assert check.diff_chains("greet", old_chain, new_chain) == ["greet: versions: tiny 1.0 → 1.1 (hops 1, 2)"]
     out = diff_of(w, capsys)
     commit = git(w["tiny"], "rev-parse", "v1.1^{commit}")
@@ -178,6 +178,7 @@ def test_an_upgrade_that_changes_no_traced_line(world, capsys):
     assert "| greet | 2 | 0 |" in out and "### greet" not in out
 
 
+@pytest.mark.slow  # git repositories and dispel commands
 def test_an_upgrade_that_changes_the_executed_line(world, capsys, tmp_path):
     w = world
     (w["project"] / "docs" / "annotations").mkdir(parents=True)
@@ -199,12 +200,14 @@ def test_an_upgrade_that_changes_the_executed_line(world, capsys, tmp_path):
     assert "- missing: journey 'greet' has no summary" in text
 
 
+@pytest.mark.slow  # git repositories and dispel commands
 def test_diff_of_an_unknown_ref_is_one_clear_error(world, capsys):
     assert cli.main(["diff", "nope", "--root", str(world["project"])]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'nope' is not a commit of the repository" in err
 
 
+@pytest.mark.slow  # git repositories and dispel commands
 def test_pin_refresh_repins_everything_and_needs_every_mirror(world, capsys):
     assert cli.main(pin(world, "--refresh", "--git-dir", f"acme/tiny={world['tiny']}")) == 2
     assert "dispel: error: other must be pinned afresh (--refresh): " in capsys.readouterr().err

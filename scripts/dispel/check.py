@@ -12,9 +12,10 @@ from markdown.extensions.toc import slugify
 
 from .annotations import source_lines
 from .diff import compare_chains, describe as describe_chain_diff
-from .model import Chain, DispelError, FilePin, Hop, Pin
-from .permalinks import PINNED_COMMIT, ref as pin_ref
-from .pins import Lock, blob_sha
+from .model import PINNED_COMMIT, Chain, DispelError, FilePin, Hop, Lock, Pin
+from .forges import parse_source_url
+from .permalinks import ref as pin_ref
+from .pins import blob_sha
 
 # A file the CLI reads for a link: (distribution, installed path) as the lock names it.
 FileKey = tuple[str, str]
@@ -168,36 +169,6 @@ def check_internal(pages: Mapping[str, str], files: Iterable[str], snippets: Map
 
 
 # --------------------------------------------------------------------------- source permalinks
-
-_BLOB_URL = re.compile(r"https://github\.com/([^/\s]+/[^/\s]+)/blob/([^/\s]+)/([^#?\s]+)(?:\?[^#\s]*)?(?:#L(\d+)(?:-L(\d+))?)?$")
-_RAW_URL = re.compile(r"https://raw\.githubusercontent\.com/([^/\s]+/[^/\s]+)/([^/\s]+)/([^#?\s]+)(?:#L(\d+)(?:-L(\d+))?)?$")
-
-
-@dataclass(frozen=True)
-class SourceLink:
-    """A well-formed GitHub link to a file at a ref, optionally to a line or a range of lines."""
-
-    url: str
-    repo: str  # OWNER/NAME as written
-    ref: str
-    path: str
-    start: int = 0  # 0: no line
-    end: int = 0
-
-    @property
-    def raw_path(self) -> str:
-        """The path under a raw-content host: OWNER/NAME/REF/PATH."""
-        return f"{self.repo}/{self.ref}/{self.path}"
-
-
-def parse_source_url(url: str) -> SourceLink | None:
-    """A github.com blob or raw.githubusercontent.com URL -> SourceLink; None for anything else."""
-    m = _BLOB_URL.match(url) or _RAW_URL.match(url)
-    if not m:
-        return None
-    start = int(m.group(4) or 0)
-    return SourceLink(url, m.group(1), m.group(2), unquote(m.group(3)), start, int(m.group(5) or start))
-
 
 def lock_file(lock: Lock, repo: str, ref: str, path: str) -> tuple[Pin, FilePin] | str:
     """The lock's pin and file behind REPO@REF:PATH, or why there is none (one line)."""

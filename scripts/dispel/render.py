@@ -8,29 +8,12 @@ from html import escape
 
 import markdown
 
+from . import catalog
 from .diagram import CROSS_EDGES, Message, sequence_svg
 from .licenses import LicenseRow
 from .model import EDGE_ENTRY, Chain, DispelError, Func, Hop, Source, WireLayer
 
 RENDER_COMMAND = "dispel render"
-JOURNEYS = ("run", "handshake", "on", "emit", "ack", "broadcast", "polling", "upgrade", "upgrade-python", "disconnect")
-
-# Where the same step runs differently by transport or by client, a page shows the other
-# chains beside its own in content tabs: journey -> (its own tab's label, (label, journey)...).
-COMPARED: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
-    "polling": ("Long-polling (this page)", (("WebSocket, client to server (on)", "on"), ("WebSocket, server to client (emit)", "emit"))),
-    "on": ("WebSocket (this page)", (("Long-polling (polling)", "polling"),)),
-    "emit": ("WebSocket (this page)", (("Long-polling (polling)", "polling"),)),
-    "upgrade": ("Chromium, official client (this page)", (("Python client (upgrade-python)", "upgrade-python"),)),
-    "upgrade-python": ("Python client (this page)", (("Chromium, official client (upgrade)", "upgrade"),)),
-}
-# Titles of journeys whose chain has not been recorded yet (a recorded chain brings its own).
-JOURNEY_TITLES = {
-    "run": "socketio.run(app): from the app to a listening socket",
-    "handshake": "The WebSocket handshake: from the Upgrade request to 101 Switching Protocols",
-    "on": "@socketio.on: from a WebSocket frame to the user's handler",
-    "emit": "emit(): from the user's handler to the frame on the socket",
-}
 SAMPLE_APP_DIST = "sample_app"
 SAMPLE_APP_PAGE = "sample_app.md"  # relative to docs/
 EXCERPT_WHOLE = 30  # functions up to this many lines are shown whole
@@ -332,7 +315,7 @@ def render_journey(
     link into this site instead. ``excerpts`` holds the lines (without newlines) of each
     installed source file; ``annotations`` maps ``module:qualname`` and ``journey:<name>``
     to hand-written Markdown. ``others`` holds the other journeys' chains, for the ones
-    shown beside this one (see COMPARED).
+    shown beside this one (see catalog.Journey.compared).
     """
     if not chain.hops:
         raise DispelError(f"chain {chain.journey!r} has no hops; regenerate it (`make chains`)")
@@ -367,7 +350,8 @@ def render_journey(
         )
     if chain.wire:
         out.append(render_wire(chain.wire))
-    label, compared = COMPARED.get(chain.journey, ("", ()))
+    spec = next((j for j in catalog.JOURNEYS if j.name == chain.journey), None)
+    label, compared = spec.compared if spec and spec.compared else ("", ())
     beside = [(title, others[j]) for title, j in compared if others and j in others]
     if beside:
         out.append(render_compared(chain, label, beside))
@@ -376,7 +360,7 @@ def render_journey(
 
 def render_placeholder(journey: str) -> str:
     """The page of a journey whose chain has not been recorded yet."""
-    title = JOURNEY_TITLES.get(journey, journey)
+    title = next((j.title for j in catalog.JOURNEYS if j.name == journey), journey)
     return (
         generated_header()
         + f"# {md_text(title)}\n\n"

@@ -5,6 +5,11 @@ import json
 
 from .model import WireField, WireLayer
 
+# RFC 6455's own example values, which every client of dispel's uses so that the traced bytes
+# repeat run to run: the handshake key of section 1.3 and the masking key of section 5.7.
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+MASK_KEY = bytes.fromhex("37fa213d")
+
 OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
 EIO_TYPES = {"0": "open", "1": "close", "2": "ping", "3": "pong", "4": "message", "5": "upgrade", "6": "noop"}
 SIO_TYPES = {
