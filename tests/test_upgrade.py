@@ -174,7 +174,7 @@ def test_an_upgrade_that_changes_no_traced_line(world, capsys):
     commit = git(w["tiny"], "rev-parse", "v1.1^{commit}")
     assert out.splitlines()[2] == f"tiny 1.0 → 1.1; 0 hops changed in 1 journeys; links moved to tiny `{commit[:12]}` (v1.1)."
     old_commit = locked.pin("tiny").commit
-    assert f"| tiny | 1.0 → 1.1 | `{old_commit[:12]}` (v1.0) → `{commit[:12]}` (v1.1) | 1 |" in out
+    assert f"| tiny | 1.0 → 1.1 | `{old_commit[:12]}` (v1.0) → `{commit[:12]}` (v1.1) | 1: `tiny/client.py` (none on a chain) |" in out
     assert "| greet | 2 | 0 |" in out and "### greet" not in out
 
 
@@ -190,6 +190,7 @@ def test_an_upgrade_that_changes_the_executed_line(world, capsys, tmp_path):
     assert out.splitlines()[0].startswith("tiny 1.0 → 2.0; 2 hops changed in 1 journeys; links moved to tiny `")
     text = (tmp_path / "review.md").read_text()
     assert "| greet | 2 | 2 |" in text
+    assert "| 2: `tiny/__init__.py`, `tiny/client.py` (1 on a chain) |" in text
     assert (
         "- hop 1 tiny:greet (main): line 2 → 3, line text 'return shout(name)' → 'return shout(name.strip())', "
         "definition lines 1-2 → 2-3, version tiny 1.0 → 2.0"
@@ -361,6 +362,6 @@ def test_summary_of_a_version_only_upgrade():
     bumped = _with(*(dataclasses.replace(h, func=dataclasses.replace(h.func, source=Source("d", "1.1", "d/x.py"))) for h in CHAIN.hops))
     text = diff.report("HEAD", {"j": CHAIN, "k": CHAIN}, {"j": bumped, "k": CHAIN}, [old], [new], order=("k", "j"))
     assert text.splitlines()[2] == "python-engineio 4.13.3 → 4.13.2; 0 hops changed in 2 journeys; links moved to python-engineio `dddddddddddd` (v4.13.2)."
-    assert "| python-engineio | 4.13.3 → 4.13.2 | `cccccccccccc` (v4.13.3) → `dddddddddddd` (v4.13.2) | 1 |" in text
+    assert "| python-engineio | 4.13.3 → 4.13.2 | `cccccccccccc` (v4.13.3) → `dddddddddddd` (v4.13.2) | 1: `engineio/client.py` (none on a chain) |" in text
     assert text.index("| k |") < text.index("| j |")
     assert "No annotation is stale or missing." in text

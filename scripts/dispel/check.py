@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -512,8 +513,6 @@ def diff_traces(old: Mapping[str, object], new: Mapping[str, object]) -> list[st
 def trace_drift(old: str, new: str) -> list[str]:
     """The differences of two trace files' texts, named by field (diff_traces); the first differing
     line only when a side is not JSON or the difference is in layout alone."""
-    import json
-
     try:
         a, b = json.loads(old), json.loads(new)
     except json.JSONDecodeError:

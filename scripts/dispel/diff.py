@@ -192,7 +192,7 @@ class PinChange:
     dist: str
     old: Pin | None
     new: Pin | None
-    files: int  # installed files whose blob changed, or that came or went
+    files: tuple[str, ...]  # installed files whose blob changed, or that came or went, sorted
 
     @property
     def version(self) -> str:
@@ -216,8 +216,18 @@ def compare_locks(old: Iterable[Pin], new: Iterable[Pin]) -> list[PinChange]:
             continue
         fa = {f.installed: f.blob for f in a.files} if a else {}
         fb = {f.installed: f.blob for f in b.files} if b else {}
-        out.append(PinChange(dist, a, b, sum(1 for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))))
+        out.append(PinChange(dist, a, b, tuple(sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k)))))
     return out
+
+
+def _files(files: Sequence[str], on_chains: set[str], limit: int = 4) -> str:
+    """``2: `a.py`, `b.py` (none on a chain)``: how many files changed, which, and whether a hop runs in one."""
+    if not files:
+        return "0"
+    names = ", ".join(f"`{f}`" for f in files[:limit]) + (f" and {len(files) - limit} more" if len(files) > limit else "")
+    hit = on_chains & set(files)
+    where = f"{len(hit)} on a chain" if hit else "none on a chain"
+    return f"{len(files)}: {names} ({where})"
 
 
 def _ref(p: Pin | None) -> str:
@@ -249,13 +259,16 @@ def render_summary(
     pins: Sequence[PinChange],
     annotations: Sequence[str] = (),
     annotated: Mapping[str, str] = {},
+    chain_files: Iterable[tuple[str, str]] = (),
 ) -> str:
     """The Markdown of `dispel diff`: the summary sentence, then versions, journeys, annotations.
 
     ``annotations``: the working tree's stale and missing annotation problems, one line each;
-    ``annotated``: function key -> where its annotation stands, to point at prose over hops that changed.
+    ``annotated``: function key -> where its annotation stands, to point at prose over hops that changed;
+    ``chain_files``: (distribution, installed path) of every file a hop of the working tree lives in.
     """
     out = [f"# dispel diff: {ref} → working tree", "", summary_line(diffs, pins), ""]
+    on_chains = set(chain_files)
     if pins:
         out += ["## Versions and commits", "", "| distribution | version | link ref | files changed |", "|---|---|---|---|"]
         for p in pins:
@@ -263,7 +276,7 @@ def render_summary(
             new_v = p.new.version if p.new else "—"
             version = new_v if old_v == new_v else f"{old_v} → {new_v}"
             ref_text = _ref(p.new) if p.old and p.new and pin_ref(p.old) == pin_ref(p.new) else f"{_ref(p.old)} → {_ref(p.new)}"
-            out.append(f"| {p.dist} | {version} | {ref_text} | {p.files} |")
+            out.append(f"| {p.dist} | {version} | {ref_text} | {_files(p.files, {path for dist, path in on_chains if dist == p.dist})} |")
         out.append("")
     out += ["## Journeys", "", "| journey | hops | hops changed |", "|---|---|---|"]
     for d in diffs:
@@ -307,4 +320,5 @@ def report(
     names = set(old_chains) | set(new_chains)
     journeys = [j for j in order if j in names] + sorted(names - set(order))
     diffs = [compare_chains(j, old_chains.get(j), new_chains.get(j)) for j in journeys]
-    return render_summary(ref, diffs, compare_locks(old_pins, new_pins), annotations, annotated)
+    files = {(h.func.source.dist, h.func.source.path) for c in (*old_chains.values(), *new_chains.values()) for h in c.hops}
+    return render_summary(ref, diffs, compare_locks(old_pins, new_pins), annotations, annotated, files)
