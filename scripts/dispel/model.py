@@ -228,7 +228,7 @@ class Lock:
         p = self.pin(source.dist)
         if source.version and source.version != p.version:
             raise DispelError(
-                f"the trace ran {source.dist} {source.version} but the lock pins {p.version}; "
-                "run `dispel pin`"
+                f"{source.dist}: the chains ran {source.version}, the lock pins {p.version}: "
+                "run make pin, then make regen"
             )
         return p
