@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: site test serve record chains pin render regen check check-online bench clean
+.PHONY: site test test-fast serve record chains pin render regen check check-online bench clean
 
 # The pinned environment: every package at the exact version of requirements.lock.
 $(STAMP): requirements.lock pyproject.toml
@@ -14,22 +14,30 @@ $(STAMP): requirements.lock pyproject.toml
 	if command -v npm >/dev/null; then npm ci --prefix scripts/sample_app --no-audit --no-fund --silent; else echo "note: npm not found, skipping scripts/sample_app's JavaScript client (the browser scenario needs it)"; fi
 	touch $(STAMP)
 
-# The site, from the committed traces, chains, lock and annotations.
+# The site, from the committed traces, chains, lock and annotations; first a warning for
+# every installed version that differs from the lock (the pages would mix the two).
 site: $(STAMP)
+	$(BIN)/dispel versions --warn
 	$(BIN)/dispel render
 	$(BIN)/mkdocs build --strict --quiet
 
 # pytest, then the checks; --rerecord also records the scenarios afresh and
-# compares them with the committed traces.
+# compares them with the committed traces. Without Chromium (or with
+# DISPEL_CHROMIUM=/nonexistent) the browser's tests and re-recording are skipped, saying why.
 test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/dispel check --rerecord
+
+# The pure suite only: no recording, no site build, no subprocess (seconds).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
 
 serve: $(STAMP)
 	$(BIN)/mkdocs serve -a 127.0.0.1:8000
 
 # Regeneration after an upgrade: record -> chains -> render. When a library version
-# changes, re-pin first: make pin PIN_ARGS="--git-dir OWNER/REPO=PATH ...".
+# changes, re-pin first: make pin PIN_ARGS="--git-dir OWNER/REPO=PATH" (only the changed
+# libraries need a mirror or the network), then review with `dispel diff`.
 record: $(STAMP)
 	$(BIN)/dispel record
 

@@ -1,11 +1,58 @@
-"""Shared pytest options and fixtures: `--update-gold` rewrites the golden files under tests/gold/."""
+"""Shared pytest options, fixtures and helpers (test modules import helpers from here, never from each other).
+
+- `--update-gold` rewrites the golden files under tests/gold/;
+- `git`, `make_repo`, `hash_object`: real git repositories under tmp_path;
+- `install`: a fake installed distribution (dist-info METADATA + RECORD) in a site folder;
+- `RepoServer`, `commit_files`: a raw-content host on 127.0.0.1 serving such a repository;
+- `trace_of`: a tiny program of tests/programs/ recorded and normalized;
+- the `slow` marker goes on every test that records, builds the site or starts processes
+  (`make test-fast` runs the others); the browser tests skip with one line without Chromium.
+"""
 from __future__ import annotations
 
+import os
+import subprocess
+import sysconfig
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from dispel import browser, stages
+from dispel.installed import PYTHON_VERSION
+from dispel.record import SettraceRecorder
+from dispel.tracefile import Root
+from programs import threads as prog
 
 GOLD = Path(__file__).parent / "gold"
+
+
+# Modules whose every test records, builds the site or starts processes (git, servers, dispel).
+SLOW_MODULES = {
+    "test_audit", "test_bad_input", "test_browser", "test_check_online", "test_gitinfo",
+    "test_pins", "test_redaction", "test_scale", "test_scenario", "test_site",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the slow tests, and skip the browser's where it cannot run (one reason for all)."""
+    why = browser.unavailable()
+    for item in items:
+        if item.module.__name__ in SLOW_MODULES or item.get_closest_marker("browser") or item.get_closest_marker("scale"):
+            item.add_marker(pytest.mark.slow)
+        if why and item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.skip(reason=f"browser tests skipped: {why}"))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """One line per skip reason, however many tests it skipped."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, n in sorted(reasons.items()):
+        terminalreporter.write_line(f"skipped {n} test(s): {reason}")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -27,3 +74,162 @@ def gold(request: pytest.FixtureRequest):
         assert text == path.read_text(encoding="utf-8"), f"{name} differs from its golden file; review, then pytest --update-gold"
 
     return check
+
+
+# --------------------------------------------------------------------------- git repositories
+
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z",
+    "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(cwd: Path, *args: str, stdin: bytes | None = None) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, input=stdin, capture_output=True, check=True, env=os.environ | GIT_ENV
+    )
+    return done.stdout.decode().strip()
+
+
+def hash_object(path: Path) -> str:
+    """The blob SHA-1 of a file, as git computes it."""
+    return git(path.parent, "hash-object", "--", path.name)
+
+
+def make_repo(
+    root: Path, files: dict[str, str | bytes], tags: dict[str, bool] | None = None
+) -> Path:
+    """A repository at ``root`` with one commit of ``files``; ``tags``: name -> annotated?"""
+    root.mkdir(parents=True, exist_ok=True)
+    git(root, "init", "-q", "-b", "main")
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "release")
+    for tag, annotated in (tags or {}).items():
+        git(root, "tag", *(["-a", "-m", f"release {tag}"] if annotated else []), tag)
+    return root
+
+
+def install(site: Path, name: str, version: str, files: dict[str, str], urls: list[str]) -> None:
+    """A fake installed distribution: files plus a dist-info with METADATA and RECORD."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    meta += [f"Project-URL: {u}" for u in urls]
+    (info / "METADATA").write_text("\n".join(meta) + "\n")
+    for rel, text in files.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(text)
+    record = [f"{rel},," for rel in files] + [f"{info.name}/METADATA,,", f"{info.name}/RECORD,,"]
+    (info / "RECORD").write_text("\n".join(record) + "\n")
+
+
+# --------------------------------------------------------------------------- a raw-content host on 127.0.0.1
+
+
+MODULE = '''"""A module."""
+
+
+class Server:
+    def emit(self, event):
+        packet = encode(event)
+        return send(packet)
+
+
+def encode(event):
+    return str(event)
+'''
+
+
+class RepoServer:
+    """Serves ``/OWNER/NAME/REF/PATH`` from ``files`` {(ref, path): bytes}; ``/flaky/…`` answers 429
+    once per path before the file, ``/hang/…`` never answers until the test ends."""
+
+    def __init__(self, files: dict[tuple[str, str], bytes]) -> None:
+        self.files = files
+        self.hits: dict[str, int] = {}
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_GET(self):
+                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                mode, _, rest = self.path.lstrip("/").partition("/")
+                if mode == "hang":
+                    outer.release.wait(10)
+                    return
+                if mode == "flaky" and outer.hits[self.path] == 1:
+                    self.send_response(429)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                parts = (rest if mode in ("flaky", "repo") else "").split("/", 3)
+                body = outer.files.get((parts[2], parts[3])) if len(parts) == 4 else None
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def base(self, mode: str = "repo") -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{mode}"
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def commit_files(repo: Path) -> dict[tuple[str, str], bytes]:
+    """Every file of every commit (and of branch main) of a test repository, as a server serves them."""
+    files = {}
+    for ref in git(repo, "rev-list", "--all").split() + ["main"]:
+        for path in git(repo, "ls-tree", "-r", "--name-only", ref).split("\n"):
+            files[(ref, path)] = git(repo, "show", f"{ref}:{path}").encode() + b"\n"
+    return files
+
+
+# --------------------------------------------------------------------------- tiny programs under the recorder
+
+
+PROGRAMS = str(Path(prog.__file__).parent) + "/"
+STDLIB = sysconfig.get_paths()["stdlib"]
+
+
+def want(code) -> bool:
+    return code.co_filename.startswith((PROGRAMS, f"{STDLIB}/threading.py", f"{STDLIB}/queue.py"))
+
+
+ROOTS = [
+    Root(PROGRAMS, str(Path(PROGRAMS).parent), "tests", "0"),
+    Root(STDLIB + "/", STDLIB, "python", PYTHON_VERSION, "Lib/"),
+]
+
+
+def record(fn, recorder=None):
+    recorder = recorder or SettraceRecorder(want)
+    with recorder:
+        result = fn()
+    return result, recorder
+
+
+def trace_of(fn):
+    _, rec = record(fn)
+    return stages.trace_from_recording(rec, fn.__name__, 0, ROOTS, {})

@@ -5,9 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_check_online import MODULE, RepoServer, commit_files
-from test_gitinfo import git, make_repo
-
+from conftest import MODULE, RepoServer, commit_files, git, make_repo
 from dispel import audit, cli, tracefile
 from dispel.model import Chain, Func, Hop, Source
 

@@ -4,7 +4,6 @@ hop by hop, modulo transport; it long-polls before it upgrades; and it leaves no
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import subprocess
 import sys
@@ -12,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from dispel import chains, cli
+from dispel import browser, catalog, chains
 from dispel.chains import TraceGraph, mentions
 from dispel.tracefile import trace_from_json
 
@@ -39,8 +37,8 @@ def chromium_pids() -> set[str]:
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     """The browser scenario recorded in a fresh interpreter; (trace, seconds it took)."""
-    if not (cli.CHROMIUM.is_file() and cli.CHROMEDRIVER.is_file()):
-        pytest.skip(f"no {cli.CHROMIUM} / {cli.CHROMEDRIVER}: apt-get install chromium chromium-driver")
+    if not (browser.CHROMIUM.is_file() and browser.CHROMEDRIVER.is_file()):
+        pytest.skip(f"no {browser.CHROMIUM} / {browser.CHROMEDRIVER}: apt-get install chromium chromium-driver")
     if not CLIENT_JS.is_file():
         pytest.skip("no socket.io-client in scripts/sample_app/node_modules: npm ci --prefix scripts/sample_app")
     out = tmp_path_factory.mktemp("browser")
@@ -98,9 +96,9 @@ def find_emit(g: TraceGraph):
 FINDERS = {"on": find_on, "emit": find_emit}
 
 
-def journey(name: str) -> chains.Journey:
-    committed = next(j for j in chains.JOURNEYS if j.name == name)
-    return chains.Journey(name, committed.title, committed.scenario, FINDERS[name], committed.wire)
+def build(trace, name: str):
+    """The journey's chain found by this module's generalized finder."""
+    return chains.build(trace, catalog.journey(name), find=FINDERS[name])
 
 
 def hop_key(hop) -> tuple[str, str, str]:
@@ -110,15 +108,14 @@ def hop_key(hop) -> tuple[str, str, str]:
 
 @pytest.mark.parametrize("name", sorted(FINDERS))
 def test_generalized_finder_matches_the_committed_one_on_the_python_trace(python_trace, name):
-    committed = next(j for j in chains.JOURNEYS if j.name == name)
-    assert chains.build(python_trace, journey(name)).hops == chains.build(python_trace, committed).hops
+    assert build(python_trace, name).hops == chains.build(python_trace, catalog.journey(name)).hops
 
 
 @pytest.mark.parametrize("name", sorted(FINDERS))
 def test_browser_chain_agrees_with_the_python_clients(recorded, python_trace, name):
     trace, _, _ = recorded
-    python = [hop_key(h) for h in chains.build(python_trace, journey(name)).hops]
-    browser = [hop_key(h) for h in chains.build(trace, journey(name)).hops]
+    python = [hop_key(h) for h in build(python_trace, name).hops]
+    browser = [hop_key(h) for h in build(trace, name).hops]
     matcher = difflib.SequenceMatcher(a=python, b=browser, autojunk=False)
     differ = [(python[i1:i2], browser[j1:j2]) for op, i1, i2, j1, j2 in matcher.get_opcodes() if op != "equal"]
     for py_hops, br_hops in differ:
@@ -142,7 +139,7 @@ def test_browser_upgrade_agrees_with_the_python_clients_modulo_transport(recorde
     """Same probe, same UPGRADE, same writer: the browser's chain differs only in the frame
     codec (it compresses) and in the poll it makes meanwhile, answered by NOOP."""
     trace, _, _ = recorded
-    upgrade = next(j for j in chains.JOURNEYS if j.name == "upgrade")
+    upgrade = catalog.journey("upgrade")
     python_trace = trace_from_json((ROOT / "traces" / "upgrade.json").read_text(encoding="utf-8"), "traces/upgrade.json")
     py_chain, br_chain = chains.build(python_trace, upgrade), chains.build(trace, upgrade)
     polled = {h.thread for h in br_chain.hops if h.func.key == chains.SOCKET_C + "sendall"}
@@ -194,31 +191,6 @@ def test_the_browser_long_polled_before_the_upgrade(recorded):
         if e.func == "engineio.payload:Payload.encode" and e.ret and e.ret.text.startswith("'0{")
     ]
     assert opened and opened[0] in polling and started[opened[0]] < started[upgraded], opened
-
-
-# ------------------------------------------------------------------ bad input
-
-
-def test_missing_chromium_is_one_line_saying_how_to_install_it(monkeypatch):
-    monkeypatch.setattr(cli, "CHROMIUM", Path("/nonexistent/chromium"))
-    with pytest.raises(cli.DispelError) as err:
-        cli.BrowserClient(1)
-    message = str(err.value)
-    assert "\n" not in message and "/nonexistent/chromium" in message
-    assert "apt-get install chromium chromium-driver" in message
-
-
-def test_without_chromium_the_other_scenarios_are_still_recorded(tmp_path):
-    # Not marked as needing a browser: it checks what happens without one.
-    env = {**os.environ, "DISPEL_CHROMIUM": "/nonexistent/chromium"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "dispel", "record", "browser", "chat", "--out", str(tmp_path)],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
-    )
-    assert proc.returncode == 2
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("dispel:")]
-    assert len(errors) == 1 and "apt-get install chromium chromium-driver" in errors[0], proc.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json"]
 
 
 def test_the_served_js_client_has_no_etag():

@@ -6,14 +6,26 @@ import json
 from pathlib import Path
 
 import pytest
-
-from dispel import chains, cli, scenarios
-from dispel.model import EDGE_CALL, EDGE_DATA, EDGE_ENTRY, EDGE_RETURN, EDGE_THREAD_START, EDGE_WAKE, DispelError
-from dispel.tracefile import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json, value_text_to_python
-
+from conftest import trace_of
+from dispel import catalog, chains, installed
+from dispel.model import (
+    EDGE_CALL,
+    EDGE_DATA,
+    EDGE_ENTRY,
+    EDGE_RETURN,
+    EDGE_THREAD_START,
+    EDGE_WAKE,
+    DispelError,
+)
+from dispel.tracefile import (
+    chain_from_dict,
+    chain_to_dict,
+    trace_from_json,
+    trace_to_json,
+)
+from dispel.values import value_text_to_python
 from programs import threads as prog
 from programs import values as pv
-from test_record import trace_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +92,7 @@ def test_two_consumers_identity_decides():
 
 @pytest.fixture(scope="module")
 def traces():
-    return {n: trace_from_json((ROOT / "traces" / f"{n}.json").read_text(), f"traces/{n}.json") for n in scenarios.DEFAULT}
+    return {n: trace_from_json((ROOT / "traces" / f"{n}.json").read_text(), f"traces/{n}.json") for n in catalog.DEFAULT_SCENARIOS}
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +102,7 @@ def trace(traces):
 
 @pytest.fixture(scope="module")
 def built(traces):
-    return chains.build_all(traces, cli.source_lines(traces))
+    return chains.build_all(traces, installed.source_lines(traces))
 
 
 def connected(g: chains.TraceGraph, prev: int, cur: int, edge: str) -> bool:
@@ -313,7 +325,7 @@ def test_polling_waits_in_a_get_and_answers_with_the_packets_a_post_caused(built
 
 
 def test_a_client_that_never_upgrades_has_no_upgrade_journey(traces):
-    upgrade = next(j for j in chains.JOURNEYS if j.name == "upgrade")
+    upgrade = catalog.journey("upgrade")
     with pytest.raises(chains.JourneyError, match="never upgraded: no 2probe"):
         chains.build(traces["chat"], upgrade)  # the chat client starts on websocket
 
@@ -326,7 +338,7 @@ def test_committed_chains_are_what_the_committed_trace_gives(built):
 
 
 def test_building_twice_gives_the_same_chains(traces, built):
-    again = chains.build_all(traces, cli.source_lines(traces))
+    again = chains.build_all(traces, installed.source_lines(traces))
     assert {k: chain_to_dict(v) for k, v in again.items()} == {k: chain_to_dict(v) for k, v in built.items()}
 
 
@@ -398,7 +410,7 @@ def test_polling_part_one_ends_where_the_get_blocks(built):
 
 def graph_of(fn):
     trace = trace_of(fn)
-    return trace, chains.TraceGraph(trace, cli.source_lines({"t": trace}))
+    return trace, chains.TraceGraph(trace, installed.source_lines({"t": trace}))
 
 
 def test_a_value_made_in_a_sibling_call_is_joined_to_the_sink():

@@ -1,87 +1,17 @@
 """`--online` against a local HTTP server serving a git repository made in the test: retries, cache, time limit.
 
-``serve_repo`` is shared with test_audit.py. Nothing here reaches the internet.
+The local server (``RepoServer``) lives in conftest.py. Nothing here reaches the internet.
 """
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from test_gitinfo import git, make_repo
-
-from dispel import check, cli, fetch
-from dispel.model import Chain, DispelError, FilePin, Func, Hop, Pin, Source
-from dispel.pins import Lock, blob_sha
-
-MODULE = '''"""A module."""
-
-
-class Server:
-    def emit(self, event):
-        packet = encode(event)
-        return send(packet)
-
-
-def encode(event):
-    return str(event)
-'''
-
-
-class RepoServer:
-    """Serves ``/OWNER/NAME/REF/PATH`` from ``files`` {(ref, path): bytes}; ``/flaky/…`` answers 429
-    once per path before the file, ``/hang/…`` never answers until the test ends."""
-
-    def __init__(self, files: dict[tuple[str, str], bytes]) -> None:
-        self.files = files
-        self.hits: dict[str, int] = {}
-        self.release = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_GET(self):
-                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
-                mode, _, rest = self.path.lstrip("/").partition("/")
-                if mode == "hang":
-                    outer.release.wait(10)
-                    return
-                if mode == "flaky" and outer.hits[self.path] == 1:
-                    self.send_response(429)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                parts = (rest if mode in ("flaky", "repo") else "").split("/", 3)
-                body = outer.files.get((parts[2], parts[3])) if len(parts) == 4 else None
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def base(self, mode: str = "repo") -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{mode}"
-
-    def close(self) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def commit_files(repo: Path) -> dict[tuple[str, str], bytes]:
-    """Every file of every commit (and of branch main) of a test repository, as a server serves them."""
-    files = {}
-    for ref in git(repo, "rev-list", "--all").split() + ["main"]:
-        for path in git(repo, "ls-tree", "-r", "--name-only", ref).split("\n"):
-            files[(ref, path)] = git(repo, "show", f"{ref}:{path}").encode() + b"\n"
-    return files
+from conftest import MODULE, RepoServer, commit_files, git, make_repo
+from dispel import check, fetch, stages
+from dispel.forges import raw_url
+from dispel.model import Chain, DispelError, FilePin, Func, Hop, Lock, Pin, Source
+from dispel.pins import blob_sha
 
 
 @pytest.fixture
@@ -106,7 +36,7 @@ def quick(**kw) -> fetch.Fetcher:
 def test_fetches_files_and_404s(server, repo):
     sha = git(repo, "rev-parse", "HEAD")
     f = quick()
-    ok, missing = fetch.raw_url(server.base(), "o/r", sha, "src/pkg/mod.py"), fetch.raw_url(server.base(), "o/r", sha, "nope.py")
+    ok, missing = raw_url(server.base(), "o/r", sha, "src/pkg/mod.py"), raw_url(server.base(), "o/r", sha, "nope.py")
     got = f.get_all([ok, missing])
     assert got[ok].data == MODULE.encode() and got[ok].status == 200
     assert got[missing].data is None and got[missing].status == 404 and not got[missing].unreachable
@@ -116,7 +46,7 @@ def test_429_is_retried_with_backoff(server, repo):
     sha = git(repo, "rev-parse", "HEAD")
     slept = []
     f = fetch.Fetcher(backoff=0.05, sleep=slept.append)
-    url = fetch.raw_url(server.base("flaky"), "o/r", sha, "src/pkg/mod.py")
+    url = raw_url(server.base("flaky"), "o/r", sha, "src/pkg/mod.py")
     assert f.get_all([url])[url].data == MODULE.encode()
     assert f.requests == 2 and slept == [0.05]
 
@@ -134,7 +64,7 @@ def test_a_hanging_host_is_cut_by_the_time_limit(server):
 
 def test_answers_are_cached_in_memory_and_on_disk(server, repo, tmp_path):
     sha = git(repo, "rev-parse", "HEAD")
-    url = fetch.raw_url(server.base(), "o/r", sha, "src/pkg/mod.py")
+    url = raw_url(server.base(), "o/r", sha, "src/pkg/mod.py")
     f = quick(cache_dir=tmp_path / "cache")
     f.get_all([url])
     f.get_all([url])
@@ -145,7 +75,7 @@ def test_answers_are_cached_in_memory_and_on_disk(server, repo, tmp_path):
 
 def test_an_unreachable_host_is_one_clear_error():
     with pytest.raises(DispelError, match=r"--online: cannot reach http://127\.0\.0\.1:9: .*refused"):
-        cli._fetch_all(quick(retries=1), ["http://127.0.0.1:9/o/r/x/y.py"], "http://127.0.0.1:9")
+        stages.fetch_all(quick(retries=1), ["http://127.0.0.1:9/o/r/x/y.py"], "http://127.0.0.1:9")
 
 
 # --------------------------------------------------------------------------- permalinks checked online
@@ -168,7 +98,7 @@ def pinned_setup(repo: Path, served_sha: str | None = None):
 
 def test_online_pass_verifies_the_served_file_and_its_lines(server, repo):
     lock, chains, links = pinned_setup(repo)
-    contents = cli._online_contents(links, lock, quick(), server.base())
+    contents = stages.online_contents(links, lock, quick(), server.base())
     results = check.check_permalinks(links, lock, chains, contents, "fetched")
     assert [r.problems for r in results] == [[], []]
 
@@ -177,7 +107,7 @@ def test_online_pass_fails_when_the_host_serves_other_bytes(server, repo):
     lock, chains, links = pinned_setup(repo)
     sha = git(repo, "rev-parse", "HEAD")
     server.files[(sha, "src/pkg/mod.py")] = MODULE.replace("encode(event)", "encode(event, 2)").encode()
-    contents = cli._online_contents(links, lock, quick(), server.base())
+    contents = stages.online_contents(links, lock, quick(), server.base())
     found = [p for r in check.check_permalinks(links, lock, chains, contents, "fetched") for p in r.problems]
     assert len(found) == 2 and all("the fetched file pkg/mod.py has blob" in p and "not the pinned blob" in p for p in found)
 

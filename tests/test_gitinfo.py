@@ -1,58 +1,16 @@
 """dispel.gitinfo against real git repositories built under tmp_path (no network).
 
-The helpers at the top (``git``, ``make_repo``, ``hash_object``) are shared with test_pins.py.
+The helpers ``git``, ``make_repo`` and ``hash_object`` live in conftest.py.
 Expected values always come from git itself, never from the code under test.
 """
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
-
+from conftest import git, hash_object, make_repo
 from dispel import gitinfo
 from dispel.model import DispelError
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z",
-    "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
-
-
-def git(cwd: Path, *args: str, stdin: bytes | None = None) -> str:
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, input=stdin, capture_output=True, check=True, env=os.environ | GIT_ENV
-    )
-    return done.stdout.decode().strip()
-
-
-def hash_object(path: Path) -> str:
-    """The blob SHA-1 of a file, as git computes it."""
-    return git(path.parent, "hash-object", "--", path.name)
-
-
-def make_repo(
-    root: Path, files: dict[str, str | bytes], tags: dict[str, bool] | None = None
-) -> Path:
-    """A repository at ``root`` with one commit of ``files``; ``tags``: name -> annotated?"""
-    root.mkdir(parents=True, exist_ok=True)
-    git(root, "init", "-q", "-b", "main")
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content.encode() if isinstance(content, str) else content)
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "release")
-    for tag, annotated in (tags or {}).items():
-        git(root, "tag", *(["-a", "-m", f"release {tag}"] if annotated else []), tag)
-    return root
 
 
 @pytest.fixture

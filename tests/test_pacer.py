@@ -9,9 +9,8 @@ import threading
 import zlib
 
 import pytest
-
 from dispel import pacer, wire
-from dispel.client import MASK_KEY, WS_KEY
+from dispel.wire import MASK_KEY, WS_KEY
 
 BROWSER_KEY = base64.b64encode(bytes(range(16))).decode()
 BROWSER_MASK = bytes.fromhex("a1b2c3d4")

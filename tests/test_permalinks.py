@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import pytest
-
 from dispel import permalinks
-from dispel.model import DispelError, FilePin, Func, Pin, Source
-from dispel.pins import Lock, stdlib_pin
+from dispel.model import DispelError, FilePin, Func, Lock, Pin, Source
+from dispel.pins import stdlib_pin
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"  # an input, not something the code computed
 BLOB = "f" * 40

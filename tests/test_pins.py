@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
-from test_gitinfo import git, hash_object, make_repo
-
-from dispel import cli, pins
-from dispel.model import LOCK_SCHEMA, DispelError, FilePin
+from conftest import git, hash_object, install, make_repo
+from dispel import catalog, cli, pins, stages
+from dispel.model import LOCK_SCHEMA, DispelError, FilePin, Lock
+from dispel.project import Project, dump_json
 
 # --------------------------------------------------------------------------- pure logic
 
@@ -106,8 +106,8 @@ def test_map_files_patched_file_names_the_file_and_both_blobs() -> None:
 # --------------------------------------------------------------------------- lock format
 
 
-def small_lock() -> pins.Lock:
-    dist = pins.Lock(
+def small_lock() -> Lock:
+    dist = Lock(
         pins.stdlib_pin("3.11.7", {"Lib/socket.py": "1" * 40}),
         (
             pins.Pin(
@@ -203,7 +203,7 @@ def test_verify_reports_each_kind_of_drift() -> None:
     assert "d/__init__.py" in problem and "a" * 40 in problem and "e" * 40 in problem
     assert "locked 1.0" in problem and "installed 1.0" in problem
     assert pins.verify(lock, dict(good, d=pins.Installed("d", "1.1", {}))) == [
-        "d: locked 1.0, installed 1.1; run `make pin` after an upgrade"
+        "d: installed 1.1, lock 1.0: run make pin, then make regen"
     ]
     gone = dict(good, d=pins.Installed("d", "1.0", {"d/_version.py": "b" * 40, "d/new.py": "f" * 40}))
     assert pins.verify(lock, gone) == [
@@ -216,20 +216,6 @@ def test_verify_reports_each_kind_of_drift() -> None:
 
 
 # --------------------------------------------------------------------------- `dispel pin` end to end
-
-
-def install(site: Path, name: str, version: str, files: dict[str, str], urls: list[str]) -> None:
-    """A fake installed distribution: files plus a dist-info with METADATA and RECORD."""
-    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
-    meta += [f"Project-URL: {u}" for u in urls]
-    (info / "METADATA").write_text("\n".join(meta) + "\n")
-    for rel, text in files.items():
-        (site / rel).parent.mkdir(parents=True, exist_ok=True)
-        (site / rel).write_text(text)
-    record = [f"{rel},," for rel in files] + [f"{info.name}/METADATA,,", f"{info.name}/RECORD,,"]
-    (info / "RECORD").write_text("\n".join(record) + "\n")
 
 
 SRCLIB = {"srclib/__init__.py": "from .core import run\n", "srclib/core.py": "def run():\n    return 1\n"}
@@ -264,7 +250,7 @@ def test_pin_writes_a_lock_proven_by_git(world: dict[str, Path], capsys: pytest.
     assert cli.main(pin_args(world)) == 0
     out = capsys.readouterr().out
     assert "srclib/_version.py" in out and "unpinned" in out
-    lock = cli.load_lock(world["lock"])
+    lock = stages.load_lock(world["lock"])
     src, flat = lock.pin("srclib"), lock.pin("flatlib")
     # the --git-dir spelling of the repository wins over the metadata's lowercase one
     assert (src.repo, src.tag, src.pinned) == ("acme/SrcLib", "v1.0.0", "commit")
@@ -278,9 +264,9 @@ def test_pin_writes_a_lock_proven_by_git(world: dict[str, Path], capsys: pytest.
         FilePin("srclib/_version.py", "", hash_object(site / "srclib/_version.py")),
     }
     assert {(f.installed, f.path) for f in flat.files} == {(k, k) for k in FLATLIB}
-    assert cli.verify_installed(lock, [site]) == []
+    assert stages.verify_installed(lock, [site]) == []
     text = world["lock"].read_text()
-    assert str(world["site"].parent) not in text and text == cli.dump_json(json.loads(text))
+    assert str(world["site"].parent) not in text and text == dump_json(json.loads(text))
 
 
 def test_file_modified_after_install_is_detected(world: dict[str, Path]) -> None:
@@ -289,7 +275,7 @@ def test_file_modified_after_install_is_detected(world: dict[str, Path]) -> None
     core = world["site"] / "srclib/core.py"
     original = hash_object(core)
     core.write_text("def run():\n    return 2  # patched\n")
-    [problem] = cli.verify_installed(cli.load_lock(world["lock"]), [world["site"]])
+    [problem] = stages.verify_installed(stages.load_lock(world["lock"]), [world["site"]])
     assert "srclib/core.py" in problem and original in problem and hash_object(core) in problem
     assert cli.main(pin_args(world)) == 2  # pinning a patched library refuses ...
     assert world["lock"].read_bytes() == locked  # ... and leaves the lock untouched
@@ -334,7 +320,7 @@ def test_distribution_without_repository_url(world, capsys, tmp_path: Path) -> N
     err = _fail(world, argv, capsys)
     assert "nourl names no repository" in err and "--repo nourl=OWNER/REPO" in err
     assert cli.main(argv + ["--repo", "nourl=acme/nourl"]) == 0
-    assert cli.load_lock(world["lock"]).pin("nourl").files == (
+    assert stages.load_lock(world["lock"]).pin("nourl").files == (
         FilePin("nourl.py", "nourl.py", hash_object(world["site"] / "nourl.py")),
     )
 
@@ -355,24 +341,22 @@ def test_nonsense_lock_file_on_disk(tmp_path: Path, text: str, message: str) -> 
     path = tmp_path / "pins.lock.json"
     path.write_text(text)
     with pytest.raises(DispelError, match=message) as err:
-        cli.load_lock(path)
+        stages.load_lock(path)
     assert "\n" not in str(err.value)
 
 
 def test_missing_lock_file_says_how_to_create_it(tmp_path: Path) -> None:
     with pytest.raises(DispelError, match=r"lock file not found: .*`make pin"):
-        cli.load_lock(tmp_path / "nope.json")
+        stages.load_lock(tmp_path / "nope.json")
 
 
 # --------------------------------------------------------------------------- the committed lock
 
 
 def test_committed_lock_matches_the_installed_environment() -> None:
-    if not cli.LOCK.is_file():
-        pytest.skip(f"{cli.LOCK.relative_to(cli.ROOT)} not generated yet (run `make pin PIN_ARGS=...`)")
-    lock = cli.load_lock(cli.LOCK)
-    assert {p.dist for p in lock.dists} == set(pins.DISTS)
+    lock = stages.load_lock(Project().lock)
+    assert {p.dist for p in lock.dists} == set(catalog.DIST_NAMES)
     assert all(p.pinned == "commit" and len(p.commit) == 40 for p in lock.dists)
     # the standard-library files pinned: the usual ones plus every one a trace ran code from
-    assert {f.installed for f in lock.python.files} == set(pins.STDLIB_FILES) | cli.traced_stdlib_files()
-    assert cli.verify_installed(lock) == []
+    assert {f.installed for f in lock.python.files} == set(catalog.STDLIB_FILES) | stages.traced_stdlib_files(Project())
+    assert stages.verify_installed(lock) == []

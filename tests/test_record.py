@@ -2,43 +2,14 @@
 from __future__ import annotations
 
 import sys
-import sysconfig
 import threading
-from pathlib import Path
 
 import pytest
-
-from dispel import cli
-from dispel.model import EDGE_THREAD_START
+from conftest import ROOTS, record, trace_of, want
+from dispel import stages
+from dispel.model import DispelError
 from dispel.record import SettraceRecorder
-from dispel.tracefile import Root
-
 from programs import threads as prog
-
-PROGRAMS = str(Path(prog.__file__).parent) + "/"
-STDLIB = sysconfig.get_paths()["stdlib"]
-
-
-def want(code) -> bool:
-    return code.co_filename.startswith((PROGRAMS, f"{STDLIB}/threading.py", f"{STDLIB}/queue.py"))
-
-
-ROOTS = [
-    Root(PROGRAMS, str(Path(PROGRAMS).parent), "tests", "0"),
-    Root(STDLIB + "/", STDLIB, "python", cli.PYTHON_VERSION, "Lib/"),
-]
-
-
-def record(fn, recorder=None):
-    recorder = recorder or SettraceRecorder(want)
-    with recorder:
-        result = fn()
-    return result, recorder
-
-
-def trace_of(fn):
-    _, rec = record(fn)
-    return cli.trace_from_recording(rec, fn.__name__, 0, ROOTS, {})
 
 
 def funcs_on(trace, thread):
@@ -81,7 +52,7 @@ def test_untraced_threads_stay_untraced():
         with recorder.pause():
             prog.launch()  # started by a paused thread: not traced
         prog.work(1)
-    trace = cli.trace_from_recording(recorder, "pause", 0, ROOTS, {})
+    trace = stages.trace_from_recording(recorder, "pause", 0, ROOTS, {})
     assert [t.name for t in trace.threads] == ["main"]
     assert "programs.threads:launch" not in funcs_on(trace, "main")
 
@@ -100,8 +71,8 @@ def test_exception_in_the_recorder_disables_it_and_spares_the_program():
     assert result == 10
     assert recorder.errors and "recorder bug" in recorder.errors[0]
     assert sys.gettrace() is None and threading.gettrace() is None
-    with pytest.raises(cli.DispelError, match="recorder disabled itself"):
-        cli.trace_from_recording(recorder, "broken", 0, ROOTS, {})
+    with pytest.raises(DispelError, match="recorder disabled itself"):
+        stages.trace_from_recording(recorder, "broken", 0, ROOTS, {})
 
 
 def test_socket_methods_restored_after_recording():

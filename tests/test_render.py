@@ -6,11 +6,10 @@ import re
 
 import markdown
 import pytest
-from test_render_samples import ANNOTATIONS, APP, C, EMIT, EXCERPTS, HOP_LINKS, HOPS, PAYLOAD, RUN
-
 from dispel import render
 from dispel.licenses import LicenseRow
 from dispel.model import DispelError, Func, Hop
+from samples import ANNOTATIONS, APP, EMIT, EXCERPTS, HOP_LINKS, HOPS, RUN
 
 # The Markdown extensions of mkdocs.yml that matter for escaping, to turn pages into HTML here.
 EXTENSIONS = ["admonition", "attr_list", "md_in_html", "tables", "pymdownx.details", "pymdownx.superfences", "pymdownx.tabbed"]

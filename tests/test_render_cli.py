@@ -4,12 +4,11 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import pytest
-from test_render_samples import EMIT, PAYLOAD
+from dispel import catalog, cli
+from dispel.tracefile import chain_to_dict
+from samples import EMIT, PAYLOAD
 
-from dispel import cli, render
-
-GENERATED = sorted([f"chains/{j}.md" for j in render.JOURNEYS] + ["licensing.md", "sample_app.md", "snippets/versions.md"])
+GENERATED = sorted([f"chains/{j}.md" for j in catalog.JOURNEY_NAMES] + ["licensing.md", "sample_app.md", "snippets/versions.md"])
 
 
 def run_render(tmp_path, chains_dir=None):
@@ -23,12 +22,9 @@ def written(tmp_path):
 
 
 def write_chains(folder, chains):
-    tracefile = pytest.importorskip("dispel.tracefile")
-    if not hasattr(tracefile, "chain_to_dict"):
-        pytest.skip("dispel.tracefile.chain_to_dict is not there yet")
     folder.mkdir()
     for chain in chains:
-        (folder / f"{chain.journey}.json").write_text(json.dumps(tracefile.chain_to_dict(chain)), encoding="utf-8")
+        (folder / f"{chain.journey}.json").write_text(json.dumps(chain_to_dict(chain)), encoding="utf-8")
 
 
 def test_without_chains_every_journey_is_a_placeholder(tmp_path, capsys):
@@ -38,7 +34,7 @@ def test_without_chains_every_journey_is_a_placeholder(tmp_path, capsys):
         first = (tmp_path / "docs" / path).read_text(encoding="utf-8").splitlines()[0]
         assert first.startswith("<!--") and "dispel render" in first
     assert "Not recorded yet" in (tmp_path / "docs" / "chains" / "on.md").read_text(encoding="utf-8")
-    assert f"placeholder pages: {', '.join(render.JOURNEYS)}" in capsys.readouterr().err
+    assert f"placeholder pages: {', '.join(catalog.JOURNEY_NAMES)}" in capsys.readouterr().err
 
 
 def test_a_chain_file_becomes_its_page(tmp_path):
@@ -62,7 +58,7 @@ def test_bad_annotations_file_names_file_and_line_and_writes_nothing(tmp_path, c
 
 
 def test_annotation_on_no_chain_is_an_error_once_all_journeys_exist(tmp_path, capsys):
-    write_chains(tmp_path / "chains", [dataclasses.replace(EMIT, journey=j) for j in render.JOURNEYS])
+    write_chains(tmp_path / "chains", [dataclasses.replace(EMIT, journey=j) for j in catalog.JOURNEY_NAMES])
     notes = tmp_path / "docs" / "annotations"
     notes.mkdir(parents=True)
     (notes / "old.yml").write_text("gone.module:Old.func:\n  text: x\n", encoding="utf-8")

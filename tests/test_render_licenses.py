@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from dispel.licenses import LICENSE_TEXTS, DistFacts, license_row, license_rows, spdx_id
 
 BSD3 = """Redistribution and use in source and binary forms, with or without modification, are

@@ -6,12 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from dispel import chains
+from dispel import catalog, chains
 from dispel.tracefile import trace_from_json
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.app, pytest.mark.scale]
+pytestmark = [pytest.mark.slow, pytest.mark.scale]
 SHARED = ("run", "handshake", "on", "emit")
 
 
@@ -35,7 +34,7 @@ def scale_trace(tmp_path_factory):
 @pytest.mark.parametrize("journey", SHARED)
 def test_same_chains_as_one_client(scale_trace, journey):
     small = trace_from_json((ROOT / "traces" / "chat.json").read_text(), "chat.json")
-    spec = next(j for j in chains.JOURNEYS if j.name == journey)
+    spec = catalog.journey(journey)
     assert shape(chains.build(scale_trace[0], spec)) == shape(chains.build(small, spec))
 
 

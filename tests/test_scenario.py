@@ -1,6 +1,7 @@
 """The real app under the recorder, driven by the real Socket.IO client: what the trace must hold, and bad input."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -8,13 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from dispel import cli, scenarios
+from dispel import browser, catalog, scenarios, stages
 from dispel.model import DispelError
 from dispel.tracefile import trace_from_json, trace_to_json
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.app
+pytestmark = pytest.mark.slow
 
 
 def record_fresh(out: Path):
@@ -75,9 +75,9 @@ def test_committed_trace_matches_a_fresh_recording(trace):
 def test_no_threads_or_listening_sockets_left():
     # In-process, so that what the run leaves behind can be seen.
     port = scenarios.free_port()
-    cli.record_scenario("chat", timeout=30, app="sample_app.app", port=port)
+    stages.record_scenario("chat", timeout=30, app="sample_app.app", port=port)
     left = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
-    server_like = [n for n in left if any(w in n for w in scenarios._SERVER_WORK + ("dispel-server",))]
+    server_like = [n for n in left if any(w in n for w in catalog.PER_CONNECTION_THREADS + catalog.HANDLER_THREADS + ("dispel-server",))]
     assert not server_like, left
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "the app's port still accepts connections"
@@ -109,7 +109,7 @@ def test_programs_importable(monkeypatch):
 
 def test_app_that_fails_to_import(test_programs_importable):
     with pytest.raises(DispelError, match="cannot import app module 'programs.broken_app'.*broken on purpose"):
-        cli.record_scenario("chat", timeout=10, app="programs.broken_app")
+        stages.record_scenario("chat", timeout=10, app="programs.broken_app")
 
 
 def test_port_already_in_use(tmp_path):
@@ -124,4 +124,28 @@ def test_port_already_in_use(tmp_path):
 
 def test_client_that_cannot_connect_names_the_step(test_programs_importable):
     with pytest.raises(DispelError, match="step 'connect'"):
-        cli.record_scenario("chat", timeout=15, app="programs.plain_app")
+        stages.record_scenario("chat", timeout=15, app="programs.plain_app")
+
+
+# ------------------------------------------------------------------ without a browser
+
+
+def test_missing_chromium_is_one_line_saying_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(browser, "CHROMIUM", Path("/nonexistent/chromium"))
+    with pytest.raises(DispelError) as err:
+        browser.BrowserClient(1)
+    message = str(err.value)
+    assert "\n" not in message and "/nonexistent/chromium" in message
+    assert "apt-get install chromium chromium-driver" in message
+
+
+def test_without_chromium_the_other_scenarios_are_still_recorded(tmp_path):
+    env = {**os.environ, "DISPEL_CHROMIUM": "/nonexistent/chromium"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dispel", "record", "browser", "chat", "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("dispel:")]
+    assert len(errors) == 1 and "apt-get install chromium chromium-driver" in errors[0], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json"]

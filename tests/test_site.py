@@ -14,15 +14,15 @@ from pathlib import Path
 from urllib.parse import urldefrag, urljoin
 
 import pytest
-from test_render_samples import ANNOTATIONS, EMIT, EXCERPTS, HOP_LINKS, PAYLOAD
-
+from dispel import browser as browser_driver
 from dispel import render
+from samples import ANNOTATIONS, EMIT, EXCERPTS, HOP_LINKS, PAYLOAD
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 OUTPUT = ROOT / "test-output"
-CHROMIUM = os.environ.get("DISPEL_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("DISPEL_CHROMEDRIVER", "/usr/bin/chromedriver")
+CHROMIUM = str(browser_driver.CHROMIUM)
+CHROMEDRIVER = str(browser_driver.CHROMEDRIVER)
 PLACEHOLDER = "Not recorded yet"
 
 

@@ -8,10 +8,9 @@ from dataclasses import asdict, dataclass, field, replace
 from urllib.parse import unquote
 
 from . import fold
+from .forges import SHA_RE, SHORT_SHA_RE
 from .model import Chain
 
-SHA40 = re.compile(r"[0-9a-f]{40}")
-SHORT_SHA = re.compile(r"[0-9a-f]{7,39}")
 PINNED, SHORT, UNPINNED = "commit", "short commit", "branch/tag"
 YES, NO, UNKNOWN = "yes", "no", "unknown"
 
@@ -276,7 +275,7 @@ def linkable(chain: Chain) -> list[tuple[int, tuple[str, str], str]]:
 
 
 def _pinned(ref: str) -> str:
-    return PINNED if SHA40.fullmatch(ref) else SHORT if SHORT_SHA.fullmatch(ref) else UNPINNED
+    return PINNED if SHA_RE.fullmatch(ref) else SHORT if SHORT_SHA_RE.fullmatch(ref) else UNPINNED
 
 
 def _url_with(link: ReportLink, path: str) -> str:

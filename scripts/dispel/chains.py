@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
-from . import wire
+from . import catalog, wire
+from .catalog import Journey
 from .model import (
     EDGE_CALL,
     EDGE_DATA,
@@ -25,7 +25,7 @@ from .model import (
     Source,
     TraceFile,
 )
-from .tracefile import value_text_to_python
+from .values import value_text_to_python
 
 SOCKET_C = "_socket:socket."  # the probes of the C socket methods: where chains end
 
@@ -476,16 +476,6 @@ def _dedup(steps: Sequence[Step]) -> list[Step]:
 # ------------------------------------------------------------------ journeys
 
 
-@dataclass(frozen=True)
-class Journey:
-    name: str
-    title: str
-    scenario: str
-    # -> parts (each a list of waypoints, the first an entry), values worth showing
-    find: Callable[[TraceGraph], tuple[list[list[int]], tuple[str, ...]]]
-    wire: Callable[[TraceGraph, list[list[int]]], tuple] = lambda g, parts: ()
-
-
 def _one(found: list[int], what: str, last: str) -> int:
     if not found:
         raise JourneyError(f"{what} never happened in the trace (last hop reached: {last})")
@@ -792,28 +782,37 @@ def _sent(e: Event) -> bytes:
     return value_text_to_python(next(a.text for a in e.args if a.name == "data"))
 
 
-JOURNEYS: tuple[Journey, ...] = (
-    Journey("run", "socketio.run(app): from the app to a listening socket", "chat", find_run),
-    Journey("handshake", "The WebSocket handshake: from the accepted connection to 101 Switching Protocols", "chat", find_handshake, _wire_handshake),
-    Journey("on", "@socketio.on('chat'): where the handler is stored, and how a frame reaches it", "chat", find_on, _wire_on),
-    Journey("emit", "emit('reply'): from the handler to the frame on the socket", "chat", find_emit, lambda g, w: _wire_of(g, w, "data")),
-    Journey("ack", "An acknowledgement: from the event with an ack id to the ACK packet written back", "chat", find_ack, lambda g, w: _wire_of(g, w, "data")),
-    Journey("broadcast", "join_room and emit(to=room): one emit fanned out to every client in the room", "rooms", find_broadcast, lambda g, w: _wire_of(g, w, "data")),
-    Journey("polling", "Long-polling: the GET that waits, the POST that carries packets, the payload joined by \\x1e", "browser", find_polling, _wire_polling),
-    Journey("upgrade", "Long-polling to WebSocket: the probe, the NOOP, the UPGRADE packet, the writer taking over", "browser", find_upgrade, lambda g, w: _wire_of(g, w, "data")),
-    Journey("upgrade-python", "The same upgrade under the Python client, which does not poll while it probes", "upgrade", find_upgrade, lambda g, w: _wire_of(g, w, "data")),
-    Journey("disconnect", "The client leaves: DISCONNECT, the handler and the rooms, CLOSE, the close frame", "chat", find_disconnect, lambda g, w: _wire_of(g, [w[1]], "data")),
-)
+# How each journey is found in its trace (catalog.Journey.finder) and which wire bytes its
+# page decodes (catalog.Journey.wire): parts (each a list of waypoints, the first an entry)
+# and the values worth showing.
+Finder = Callable[[TraceGraph], tuple[list[list[int]], tuple[str, ...]]]
+FINDERS: dict[str, Finder] = {
+    "run": find_run,
+    "handshake": find_handshake,
+    "on": find_on,
+    "emit": find_emit,
+    "ack": find_ack,
+    "broadcast": find_broadcast,
+    "polling": find_polling,
+    "upgrade": find_upgrade,
+    "disconnect": find_disconnect,
+}
+WIRES: dict[str, Callable[[TraceGraph, list[list[int]]], tuple]] = {
+    "": lambda g, parts: (),
+    "handshake": _wire_handshake,
+    "on": _wire_on,
+    "sent": lambda g, parts: _wire_of(g, parts, "data"),
+    "disconnect": lambda g, parts: _wire_of(g, [parts[1]], "data"),
+    "polling": _wire_polling,
+}
 
 
-def journey_names() -> list[str]:
-    return [j.name for j in JOURNEYS]
-
-
-def build(trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[str]] | None = None) -> Chain:
-    """One journey's chain from a trace (pure). ``lines`` gives source text for line_text."""
+def build(trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[str]] | None = None, find: Finder | None = None) -> Chain:
+    """One journey's chain from a trace (pure). ``lines`` gives source text for line_text (and
+    tells a generator's yield); ``find`` replaces the journey's finder (tests try other finders
+    on the same trace)."""
     g = TraceGraph(trace, lines)
-    parts, shown = journey.find(g)
+    parts, shown = (find or FINDERS[journey.finder])(g)
     steps, made = walk_with_producers(g, parts)
     hops = []
     for n, (i, edge) in enumerate(steps):
@@ -837,7 +836,7 @@ def build(trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[st
     for n, (i, _) in enumerate(steps, 1):
         number.setdefault(i, n)
     joins = tuple(sorted({Join(number[p], number[u], kind) for p, u, kind in made if p in number and u in number}, key=lambda j: (j.user, j.producer)))
-    return Chain(journey.name, journey.title, trace.scenario, tuple(hops), journey.wire(g, parts), joins)
+    return Chain(journey.name, journey.title, trace.scenario, tuple(hops), WIRES[journey.wire](g, parts), joins)
 
 
 def _shown_value(e: Event, needles: Sequence[str]) -> str | None:
@@ -854,14 +853,12 @@ def _shown_value(e: Event, needles: Sequence[str]) -> str | None:
 
 
 def build_all(traces: Mapping[str, TraceFile], lines: Mapping[Source, Sequence[str]] | None = None, only: Iterable[str] = ()) -> dict[str, Chain]:
-    """Every journey (or those in ``only``) from the traces of their scenarios."""
-    wanted = list(only) or journey_names()
-    unknown = [n for n in wanted if n not in journey_names()]
-    if unknown:
-        raise DispelError(f"unknown journey {unknown[0]!r}; choose from: {', '.join(journey_names())}")
+    """Every journey of the catalogue (or those in ``only``) from the traces of their scenarios."""
+    for name in only:
+        catalog.journey(name)  # unknown names fail first
     out = {}
-    for j in JOURNEYS:
-        if j.name not in wanted:
+    for j in catalog.JOURNEYS:
+        if only and j.name not in only:
             continue
         if j.scenario not in traces:
             raise DispelError(f"journey {j.name!r} needs the trace of scenario {j.scenario!r}: run `dispel record {j.scenario}`")

@@ -9,10 +9,8 @@ from __future__ import annotations
 import sys
 import threading
 
-# RFC 6455's own example values, so that the traced bytes repeat run to run:
-# the handshake key of section 1.3 and the masking key of section 5.7.
-WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-MASK_KEY = bytes.fromhex("37fa213d")
+from .wire import MASK_KEY, WS_KEY
+
 CHAT_PAYLOAD = '<b>hi</b> & "quotes"'
 ROOM = "room-1"
 

@@ -10,9 +10,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
-RAW_BASE = "https://raw.githubusercontent.com"
 GRACE = 1.0  # seconds past the deadline to collect answers of requests that stopped at it
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "dispel-check (+https://github.com)"
@@ -110,8 +108,3 @@ class Fetcher:
         for f in pending:
             self.memory[futures[f]] = Fetched(futures[f], None, 0, f"time limit of {self.total:g}s reached")
         return {u: self.memory[u] for u in dict.fromkeys(urls)}
-
-
-def raw_url(base: str, repo: str, ref: str, path: str) -> str:
-    """``BASE/OWNER/NAME/REF/PATH``, the raw-content address of a file at a ref."""
-    return f"{base.rstrip('/')}/{repo}/{ref}/{quote(path)}"

@@ -1,6 +1,7 @@
 """Frozen values that flow between the stages: trace events, hops, chains, pins."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 # Version of the on-disk JSON formats (trace files, chain files); checked on load.
@@ -11,6 +12,18 @@ LOCK_SCHEMA = 1
 
 class DispelError(Exception):
     """A problem the user can fix; the CLI prints it as one line and exits non-zero."""
+
+
+# How a pin names its revision: a commit (the rule), a tag (marked on the page), or docs (C code).
+PINNED_COMMIT = "commit"
+PINNED_TAG = "tag"
+PINNED_DOCS = "docs"
+PYTHON = "python"  # the lock's name for CPython's standard library
+
+
+def normalize_dist(name: str) -> str:
+    """PEP 503 name: ``Flask_SocketIO`` -> ``flask-socketio``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass(frozen=True, order=True)
@@ -208,3 +221,32 @@ class Pin:
     commit: str  # 40-hex; "" when only the tag could be resolved
     pinned: str  # "commit" or "tag" (tag-only pins are marked on the page)
     files: tuple[FilePin, ...]
+
+
+@dataclass(frozen=True)
+class Lock:
+    """The committed lock: CPython's pin plus one pin per distribution (sorted by name)."""
+
+    python: Pin
+    dists: tuple[Pin, ...]
+
+    def pin(self, dist: str) -> Pin:
+        name = normalize_dist(dist)
+        if name == PYTHON:
+            return self.python
+        for p in self.dists:
+            if p.dist == name:
+                return p
+        raise DispelError(f"{dist} is not in the lock; add it to `dispel pin` and run it")
+
+    def pin_for(self, source: Source) -> Pin:
+        """The pin of a hop's source; DispelError when the lock pins another version."""
+        if source.dist in ("builtin", "sample_app"):
+            raise DispelError(f"{source.dist} code has no upstream pin ({source.path})")
+        p = self.pin(source.dist)
+        if source.version and source.version != p.version:
+            raise DispelError(
+                f"{source.dist}: the chains ran {source.version}, the lock pins {p.version}: "
+                "run make pin, then make regen"
+            )
+        return p

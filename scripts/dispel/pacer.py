@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 
 from . import wire
-from .client import MASK_KEY, WS_KEY
+from .wire import MASK_KEY, WS_KEY
 
 PACE = 0.05
 GATHER = 0.05

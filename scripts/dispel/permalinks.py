@@ -7,45 +7,10 @@ are not part of the lock.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from .model import DispelError, Func, Pin
-
-if TYPE_CHECKING:  # pins imports this module; only the type is needed here
-    from .pins import Lock
-
-PINNED_COMMIT = "commit"
-PINNED_TAG = "tag"
-PINNED_DOCS = "docs"
-
-SHA_RE = re.compile(r"[0-9a-f]{40}")
-
-
-@dataclass(frozen=True)
-class Forge:
-    """URL templates of one code host (the same idea as griffe's / mkdocstrings' table)."""
-
-    host: str
-    file: str  # after https://HOST: {repo} {ref} {path}
-    line: str  # {line}
-    range: str  # {start} {end}
-
-    @property
-    def clone(self) -> str:  # {repo}
-        return f"https://{self.host}/{{repo}}.git"
-
-    @property
-    def blob(self) -> str:  # {repo} {ref} {path}
-        return f"https://{self.host}{self.file}"
-
-
-FORGES: dict[str, Forge] = {
-    "github": Forge("github.com", "/{repo}/blob/{ref}/{path}", "#L{line}", "#L{start}-L{end}"),
-    "gitlab": Forge("gitlab.com", "/{repo}/-/blob/{ref}/{path}", "#L{line}", "#L{start}-{end}"),
-    "bitbucket": Forge("bitbucket.org", "/{repo}/src/{ref}/{path}", "#lines-{line}", "#lines-{start}:{end}"),
-}
+from .forges import SHA_RE, forge
+from .model import PINNED_COMMIT, PINNED_DOCS, PINNED_TAG, DispelError, Func, Lock, Pin
 
 # C-level functions of the socket module -> the documented name (the anchor on docs.python.org).
 PY_DOCS = "https://docs.python.org/{minor}/library/{page}.html#{anchor}"
@@ -65,13 +30,6 @@ C_DOCS: dict[str, str] = {
 class Link:
     url: str
     pinned: str  # PINNED_COMMIT, PINNED_TAG (mark it on the page) or PINNED_DOCS
-
-
-def forge(name: str) -> Forge:
-    try:
-        return FORGES[name]
-    except KeyError:
-        raise DispelError(f"unknown forge {name!r}; known: {', '.join(sorted(FORGES))}") from None
 
 
 def ref(pin: Pin) -> str:

@@ -10,44 +10,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .model import LOCK_SCHEMA, DispelError, FilePin, Pin, Source
-from .permalinks import FORGES, PINNED_COMMIT, PINNED_TAG, SHA_RE
+from .forges import FORGES, REPO_RE, SHA_RE, repo_from_url
+from .model import LOCK_SCHEMA, PINNED_COMMIT, PINNED_TAG, PYTHON, DispelError, FilePin, Lock, Pin
 
-# The distributions the chains run through, in the order a request flows.
-DISTS = (
-    "flask-socketio",
-    "python-socketio",
-    "python-engineio",
-    "simple-websocket",
-    "wsproto",
-    "h11",
-    "werkzeug",
-    "flask",
-)
-
-# Standard-library files that may appear on a chain (CPython repository paths).
-STDLIB_FILES = (
-    "Lib/base64.py",
-    "Lib/email/_policybase.py",
-    "Lib/email/feedparser.py",
-    "Lib/email/message.py",
-    "Lib/email/parser.py",
-    "Lib/hashlib.py",
-    "Lib/http/client.py",
-    "Lib/http/server.py",
-    "Lib/queue.py",
-    "Lib/selectors.py",
-    "Lib/socket.py",
-    "Lib/socketserver.py",
-    "Lib/threading.py",
-)
-PYTHON = "python"
 PYTHON_REPO = "python/cpython"
 
-_REPO_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?/[A-Za-z0-9._-]+")
 # Project-URL labels, most trustworthy first; anything else on the forge comes after them.
 _URL_LABELS = ("source", "source code", "repository", "code", "github", "homepage", "home")
-_NOT_OWNERS = {"sponsors", "orgs", "users", "apps", "marketplace", "settings"}
 
 
 def blob_sha(data: bytes) -> str:
@@ -55,34 +24,7 @@ def blob_sha(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def normalize_dist(name: str) -> str:
-    """PEP 503 name: ``Flask_SocketIO`` -> ``flask-socketio``."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def check_repo(repo: str, what: str) -> str:
-    if not _REPO_RE.fullmatch(repo) or repo.endswith((".git", ".")):
-        raise DispelError(f"{what}: {repo!r} is not OWNER/REPO")
-    return repo
-
-
 # --------------------------------------------------------------------------- repository URL
-
-
-def repo_from_url(url: str) -> tuple[str, str] | None:
-    """``(forge, OWNER/REPO)`` of a URL on a known forge; None when it names no repository."""
-    for name, f in FORGES.items():
-        m = re.match(
-            rf"^(?:git\+)?(?:https?://|ssh://git@|git@)(?:www\.)?{re.escape(f.host)}[/:]([^/?#]+)/([^/?#]+)",
-            url.strip(),
-        )
-        if not m:
-            continue
-        owner, repo = m.group(1), m.group(2).removesuffix(".git")
-        if owner.lower() in _NOT_OWNERS or not _REPO_RE.fullmatch(f"{owner}/{repo}"):
-            return None
-        return name, f"{owner}/{repo}"
-    return None
 
 
 def repo_from_metadata(dist: str, project_urls: Iterable[str], home_page: str | None) -> tuple[str, str]:
@@ -188,35 +130,6 @@ def stdlib_pin(version: str, blobs: Mapping[str, str]) -> Pin:
 # --------------------------------------------------------------------------- the lock
 
 
-@dataclass(frozen=True)
-class Lock:
-    """The committed lock: CPython's pin plus one pin per distribution (sorted by name)."""
-
-    python: Pin
-    dists: tuple[Pin, ...]
-
-    def pin(self, dist: str) -> Pin:
-        name = normalize_dist(dist)
-        if name == PYTHON:
-            return self.python
-        for p in self.dists:
-            if p.dist == name:
-                return p
-        raise DispelError(f"{dist} is not in the lock; add it to `dispel pin` and run it")
-
-    def pin_for(self, source: Source) -> Pin:
-        """The pin of a hop's source; DispelError when the lock pins another version."""
-        if source.dist in ("builtin", "sample_app"):
-            raise DispelError(f"{source.dist} code has no upstream pin ({source.path})")
-        p = self.pin(source.dist)
-        if source.version and source.version != p.version:
-            raise DispelError(
-                f"the trace ran {source.dist} {source.version} but the lock pins {p.version}; "
-                "run `dispel pin`"
-            )
-        return p
-
-
 def _by_installed(f: FilePin) -> str:
     return f.installed
 
@@ -299,7 +212,7 @@ def _pin_from(name: str, r: dict[str, _Reader], files: tuple[FilePin, ...]) -> P
         dist=name,
         version=r["version"].str(_NONEMPTY, "a version"),
         forge=r["forge"].str(re.compile("|".join(FORGES)), f"a known forge ({', '.join(FORGES)})"),
-        repo=r["repo"].str(_REPO_RE, "OWNER/REPO"),
+        repo=r["repo"].str(REPO_RE, "OWNER/REPO"),
         tag=r["tag"].str(_NONEMPTY, "a tag"),
         commit=r["commit"].str(commit_re, "a 40-hex SHA-1" if pinned == PINNED_COMMIT else '"" (tag-pinned)'),
         pinned=pinned,
@@ -360,6 +273,46 @@ class Installed:
     blobs: Mapping[str, str] = field(hash=False)  # installed path (or Lib/ path) -> blob
 
 
+def version_mismatch(dist: str, installed: str, locked: str) -> str:
+    """The one line for a distribution whose installed version is not the lock's, and what to do."""
+    return f"{dist}: installed {installed}, lock {locked}: run make pin, then make regen"
+
+
+def version_mismatches(lock: Lock, installed: Mapping[str, str | None]) -> list[str]:
+    """Versions only (no file is read): ``installed`` maps each pinned name to its version or None."""
+    out = []
+    for pin in (lock.python, *lock.dists):
+        now = installed.get(pin.dist)
+        if now is None:
+            out.append(f"{pin.dist}: not installed, lock {pin.version}: run make site (pip install -r requirements.lock)")
+        elif now != pin.version:
+            out.append(version_mismatch(pin.dist, now, pin.version))
+    return out
+
+
+def repin_reason(old: Pin | None, now: Installed, repo: str) -> str:
+    """Why a distribution must be pinned afresh, or "" when its lock entry still holds as it is.
+
+    An entry holds when the installed version, the repository and every installed file's blob
+    equal the lock's: then the commit the lock names is still the one those files came from,
+    and no git repository (mirror or network) is needed to keep it.
+    """
+    if old is None:
+        return "not in the lock"
+    if old.version != now.version:
+        return f"installed {now.version}, lock {old.version}"
+    if old.repo.lower() != repo.lower():
+        return f"repository {repo}, lock {old.repo}"
+    if old.pinned != PINNED_COMMIT:
+        return "tag-pinned in the lock"
+    locked = {f.installed: f.blob for f in old.files}
+    changed = sorted(k for k in set(locked) | set(now.blobs) if locked.get(k) != now.blobs.get(k))
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        return f"{len(changed)} installed file(s) differ from the lock: {shown}"
+    return ""
+
+
 def verify(lock: Lock, installed_blobs: Mapping[str, Installed]) -> list[str]:
     """Compare recomputed blob hashes to the lock; one line per problem, [] when all is proven."""
     problems: list[str] = []
@@ -371,9 +324,7 @@ def verify(lock: Lock, installed_blobs: Mapping[str, Installed]) -> list[str]:
             )
             continue
         if now.version != pin.version:
-            problems.append(
-                f"{pin.dist}: locked {pin.version}, installed {now.version}; run `make pin` after an upgrade"
-            )
+            problems.append(version_mismatch(pin.dist, now.version, pin.version))
             continue
         for f in pin.files:
             blob = now.blobs.get(f.installed)

@@ -10,9 +10,6 @@ from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Callable, Protocol
 
-# Values of these types are rendered as they are; others by their type (and
-# size), since a mutable object's later state is not what the program saw.
-IMMUTABLE = (str, bytes, int, float, bool, type(None))
 SIZED = frozenset({list, tuple, dict, set})
 RAISED = object()  # the "value" of a call left by an exception
 
@@ -37,11 +34,24 @@ def line_at(code: CodeType, offset: int, _cache: dict = {}) -> int:  # noqa: B00
 
 
 class Tracer(Protocol):
-    """What every recorder offers (a sys.monitoring one can join for Python >= 3.12)."""
+    """What every recorder core offers; scenarios and the stages see recorders only through it.
+
+    ``start``/``stop`` trace this thread and the threads it starts; ``pause()`` and
+    ``mark(step)`` are contexts (the calling thread untraced; rows named by a scenario
+    step); ``errors`` says why the recorder disabled itself (it never raises into the
+    traced program); ``rows()`` is everything recorded, resolved after the run.
+    """
 
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+    def pause(self) -> contextlib.AbstractContextManager: ...
+
+    def mark(self, step: str) -> contextlib.AbstractContextManager: ...
+
+    @property
+    def errors(self) -> list[str]: ...
 
     def rows(self) -> "RawTrace": ...
 
@@ -63,6 +73,8 @@ class RawTrace:
     # (step name, first row, end row)
     steps: list = field(default_factory=list)
     errors: list = field(default_factory=list)  # why the recorder disabled itself
+    # the probes' code objects -> the C socket method each stands for
+    probe_codes: dict = field(default_factory=dict)
 
 
 class _ThreadState:
@@ -153,10 +165,10 @@ class SettraceRecorder:
         self._pending_threads: dict[int, int] = {}  # id(Thread) -> row of its start()
         self._serials = 0
         self._raw = RawTrace()
+        self.probe_codes: dict[CodeType, str] = self._raw.probe_codes
         self._raised: set[int] = set()
         self._active = False
         self._saved_socket: dict[str, Callable] = {}
-        self.probe_codes: dict[CodeType, str] = {}
         self._thread_start_code = threading.Thread.start.__code__
         self._notify_code = threading.Condition.notify.__code__
         self._wait_code = threading.Condition.wait.__code__
@@ -374,8 +386,6 @@ class _WakeTurns:
 
 class NullRecorder:
     """The Tracer that traces nothing: the untraced side of `dispel bench`."""
-
-    probe_codes: dict = {}
 
     def __init__(self) -> None:
         self._raw = RawTrace()

@@ -8,31 +8,14 @@ from html import escape
 
 import markdown
 
-from . import fold
-from .annotations import KEY_MARK
+from . import catalog, fold
+from .annotations import KEY_MARK, select
 from .diagram import CROSS_EDGES, LAYER_ORDER, Link, Row, layer_of, layered_svg
 from .licenses import LicenseRow
 from .model import EDGE_ENTRY, JOIN_PARSED, JOIN_RESULT, JOIN_STORED, JOIN_YIELD, Chain, DispelError, Func, Hop, Join, Source, WireLayer
+from .placeholders import fill
 
 RENDER_COMMAND = "dispel render"
-JOURNEYS = ("run", "handshake", "on", "emit", "ack", "broadcast", "polling", "upgrade", "upgrade-python", "disconnect")
-
-# Where the same step runs differently by transport or by client, a page shows the other
-# chains beside its own in content tabs: journey -> (its own tab's label, (label, journey)...).
-COMPARED: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
-    "polling": ("Long-polling (this page)", (("WebSocket, client to server (on)", "on"), ("WebSocket, server to client (emit)", "emit"))),
-    "on": ("WebSocket (this page)", (("Long-polling (polling)", "polling"),)),
-    "emit": ("WebSocket (this page)", (("Long-polling (polling)", "polling"),)),
-    "upgrade": ("Chromium, official client (this page)", (("Python client (upgrade-python)", "upgrade-python"),)),
-    "upgrade-python": ("Python client (this page)", (("Chromium, official client (upgrade)", "upgrade"),)),
-}
-# Titles of journeys whose chain has not been recorded yet (a recorded chain brings its own).
-JOURNEY_TITLES = {
-    "run": "socketio.run(app): from the app to a listening socket",
-    "handshake": "The WebSocket handshake: from the Upgrade request to 101 Switching Protocols",
-    "on": "@socketio.on: from a WebSocket frame to the user's handler",
-    "emit": "emit(): from the user's handler to the frame on the socket",
-}
 SAMPLE_APP_DIST = "sample_app"
 SAMPLE_APP_PAGE = "sample_app.md"  # relative to docs/
 EXCERPT_WHOLE = 30  # functions up to this many lines are shown whole
@@ -233,6 +216,7 @@ class Return:
     hop: Hop
     previous: Hop
     links: HopLinks | None
+    annotation: str | None = None  # shown when it differs from the call's (a text keyed to this line)
 
 
 def render_hop(
@@ -286,6 +270,9 @@ def render_hop(
         out.append(annotation.strip() + "\n")
     else:
         out.append("*No annotation has been written for this function yet.*\n")
+    for r in returns:
+        if r.annotation and r.annotation.strip() != (annotation or "").strip():
+            out.append(f"When the chain came back ([hop {r.number}](#hop-{r.number})): {r.annotation.strip()}\n")
     out.append(render_excerpt(hop, lines, [r.hop.line for r in returns if not r.hop.func.is_c]))
     for h in (hop, *(r.hop for r in returns)):
         if h.value is not None:
@@ -376,14 +363,17 @@ def render_hop_list(
 
     def entry(e: fold.Entry, indent: str) -> str:
         hop = chain.hops[e.hop - 1]
-        returns = [Return(n, chain.hops[n - 1], chain.hops[n - 2], hop_links(chain.hops[n - 1], links)) for n in e.returns]
+        returns = [
+            Return(n, chain.hops[n - 1], chain.hops[n - 2], hop_links(chain.hops[n - 1], links), hop_annotation(chain, n - 1, annotations))
+            for n in e.returns
+        ]
         return render_hop(
             e.hop,
             hop,
             chain.hops[e.hop - 2] if e.hop > 1 else None,
             hop_links(hop, links),
             excerpts.get(hop.func.source),
-            annotations.get(hop.func.key),
+            hop_annotation(chain, e.hop - 1, annotations),
             returns=returns,
             joins=chain.joins,
             indent=indent,
@@ -434,6 +424,14 @@ def render_compared(chain: Chain, label: str, others: Sequence[tuple[str, Chain]
     return "\n".join(out)
 
 
+def hop_annotation(chain: Chain, index: int, annotations: Mapping[str, str]) -> str | None:
+    """The most specific text for hop ``index`` (keyed to its journey and line, its journey, or general),
+    its placeholders filled from the chain."""
+    hop = chain.hops[index]
+    found = select(annotations, hop.func.key, chain.journey, hop.line)
+    return fill(found[1], chain, index, found[0], inline_code) if found else None
+
+
 def render_journey(
     chain: Chain,
     links: Mapping[Hop, HopLinks] | HopLinker,
@@ -445,9 +443,10 @@ def render_journey(
 
     ``links`` maps a hop (or is called with it) to its permalinks; the sample app's hops
     link into this site instead. ``excerpts`` holds the lines (without newlines) of each
-    installed source file; ``annotations`` maps ``module:qualname`` and ``journey:<name>``
-    to hand-written Markdown. ``others`` holds the other journeys' chains, for the ones
-    shown beside this one (see COMPARED).
+    installed source file; ``annotations`` maps ``module:qualname`` (optionally
+    ``@journey`` or ``@journey#L<line>``) and ``journey:<name>`` to hand-written Markdown
+    with placeholders (see placeholders.py). ``others`` holds the other journeys' chains, for the ones
+    shown beside this one (see catalog.Journey.compared).
     """
     if not chain.hops:
         raise DispelError(f"chain {chain.journey!r} has no hops; regenerate it (`make chains`)")
@@ -455,6 +454,7 @@ def render_journey(
     groups = fold.groups(chain, marked_key(annotations))
     shown = sum(1 for g in groups if not g.folded)
     intro = annotations.get(f"journey:{chain.journey}")
+    intro = fill(intro, chain, None, f"journey:{chain.journey}", inline_code) if intro else None
     out.append(intro.strip() + "\n" if intro else f'!!! warning "Summary not written yet"\n    Add `journey:{chain.journey}` to an annotations file.\n')
     out.append(
         f'!!! info "Reading this page"\n'
@@ -482,13 +482,12 @@ def render_journey(
     out.extend(render_hop_list(chain, groups, links, excerpts, annotations))
     if chain.wire:
         out.append(render_wire(chain.wire))
-    label, compared = COMPARED.get(chain.journey, ("", ()))
+    spec = next((j for j in catalog.JOURNEYS if j.name == chain.journey), None)
+    label, compared = spec.compared if spec and spec.compared else ("", ())
     beside = [(title, others[j]) for title, j in compared if others and j in others]
     if beside:
         out.append(render_compared(chain, label, beside, marked_key(annotations)))
     return "\n".join(out)
-
-
 
 
 def marked_key(annotations: Mapping[str, str]) -> frozenset[str]:
@@ -498,7 +497,7 @@ def marked_key(annotations: Mapping[str, str]) -> frozenset[str]:
 
 def render_placeholder(journey: str) -> str:
     """The page of a journey whose chain has not been recorded yet."""
-    title = JOURNEY_TITLES.get(journey, journey)
+    title = next((j.title for j in catalog.JOURNEYS if j.name == journey), journey)
     return (
         generated_header()
         + f"# {md_text(title)}\n\n"

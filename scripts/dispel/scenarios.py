@@ -9,79 +9,13 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from types import CodeType
 from typing import Callable, Protocol
 
+from .catalog import DISTS, HANDLER_THREADS, PER_CONNECTION_THREADS, STDLIB_TRACED, scenario
 from .model import DispelError
-from .record import SettraceRecorder
+from .record import Tracer
 
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    description: str
-    steps: tuple[str, ...]
-    # Which client drives it: "python" (dispel.client in a subprocess) or
-    # "browser" (the official JavaScript client in headless Chromium).
-    client: str = "python"
-    # seconds the client waits after each frame (None: its default, which makes every
-    # frame arrive in a read of its own); measuring scenarios send faster
-    pace: float | None = None
-    # recorded by `dispel record` without names and compared by `dispel check --rerecord`
-    default: bool = True
-
-
-SCENARIOS = {
-    "chat": Scenario(
-        "chat",
-        "One Python Socket.IO client over the websocket transport: connect, chat, join + broadcast, ack, disconnect.",
-        ("connect", "chat", "join", "ack", "disconnect"),
-    ),
-    "rooms": Scenario(
-        "rooms",
-        "Three Python clients: a and b join room-1, c stays outside; b's join is broadcast to the room.",
-        ("a:connect", "b:connect", "c:connect", "a:join", "b:join", "c:disconnect", "b:disconnect", "a:disconnect"),
-    ),
-    "upgrade": Scenario(
-        "upgrade",
-        "One Python client on Engine.IO's default transports: long-polling first, then the upgrade to websocket.",
-        ("connect-polling", "chat", "disconnect"),
-    ),
-    "bench": Scenario(
-        "bench",
-        "The benchmark's workload: connect, 200 chat round trips, disconnect (client frames not paced).",
-        ("connect", "chat*200", "disconnect"),
-        pace=0.0,
-        default=False,
-    ),
-    "scale": Scenario(
-        "scale",
-        "Twenty clients connected at once, 1,000 chat messages between them (50 each), then all disconnect.",
-        tuple(f"c{i}:connect" for i in range(1, 21))
-        + tuple(f"c{i}:chat*50" for i in range(1, 21))
-        + tuple(f"c{i}:disconnect" for i in range(1, 21)),
-        pace=0.002,
-        default=False,
-    ),
-    # Repeatable because the browser talks through dispel.pacer (see there).
-    "browser": Scenario(
-        "browser",
-        "The official Socket.IO JavaScript client in headless Chromium: connect (long-polling, then the upgrade), chat, join + broadcast, ack, disconnect.",
-        ("connect", "chat", "join", "ack", "disconnect"),
-        client="browser",
-    ),
-}
-DEFAULT = tuple(sorted(name for name, sc in SCENARIOS.items() if sc.default))
-
-
-def scenario(name: str) -> Scenario:
-    try:
-        return SCENARIOS[name]
-    except KeyError:
-        known = ", ".join(sorted(SCENARIOS))
-        raise DispelError(f"unknown scenario {name!r}; choose one of: {known}") from None
 
 
 def free_port() -> int:
@@ -140,7 +74,7 @@ class StepClient(Protocol):
 
 def run(
     name: str,
-    recorder: SettraceRecorder,
+    recorder: Tracer,
     start_client: Callable[[int], StepClient],
     app_module: str = "sample_app.app",
     timeout: float = 30.0,
@@ -170,7 +104,7 @@ def run(
     # The libraries are imported before tracing starts: their module bodies are
     # not part of any journey, while the app's own import (the decorators that
     # register its handlers) is.
-    for lib in ("flask", "flask_socketio", "socketio", "engineio", "simple_websocket", "wsproto", "werkzeug.serving"):
+    for lib in (*(d.package for d in DISTS), "werkzeug.serving"):
         importlib.import_module(lib)
     sys.modules.pop(app_module, None)
     try:
@@ -243,20 +177,15 @@ def run(
     return module
 
 
-# What the server's threads are doing, by their names (targets appear in thread names):
-# each connection has a request thread, a reader and a writer; each event a handler.
-_PER_CONNECTION = ("process_request_thread", "simple_websocket", "writer")
-_HANDLERS = ("_handle_event_internal", "run_handler")
-_SERVER_WORK = _PER_CONNECTION + _HANDLERS
 
 
 def _server_settled(connected: int) -> bool:
     """Every event handler has finished, and the server holds no more connections than
     clients are connected."""
     alive = [t.name for t in threading.enumerate() if t.is_alive()]
-    handlers = [n for n in alive if any(w in n for w in _HANDLERS)]
-    per_connection = [n for n in alive if any(w in n for w in _PER_CONNECTION)]
-    return not handlers and len(per_connection) <= len(_PER_CONNECTION) * connected
+    handlers = [n for n in alive if any(w in n for w in HANDLER_THREADS)]
+    per_connection = [n for n in alive if any(w in n for w in PER_CONNECTION_THREADS)]
+    return not handlers and len(per_connection) <= len(PER_CONNECTION_THREADS) * connected
 
 
 def wanted_code(extra_dirs: tuple[str, ...] = ()) -> Callable[[CodeType], bool]:
@@ -265,7 +194,7 @@ def wanted_code(extra_dirs: tuple[str, ...] = ()) -> Callable[[CodeType], bool]:
     import sysconfig
 
     roots: list[str] = []
-    for pkg in ("flask_socketio", "socketio", "engineio", "simple_websocket", "wsproto", "h11", "werkzeug", "flask"):
+    for pkg in (d.package for d in DISTS):
         spec = importlib.util.find_spec(pkg)
         for loc in spec.submodule_search_locations or ():
             roots.append(os.path.join(loc, ""))
@@ -273,8 +202,7 @@ def wanted_code(extra_dirs: tuple[str, ...] = ()) -> Callable[[CodeType], bool]:
     roots.append(os.path.join(here, ""))
     roots.extend(os.path.join(d, "") for d in extra_dirs)
     stdlib = sysconfig.get_paths()["stdlib"]
-    for rel in ("socketserver.py", "http/server.py", "http/client.py", "email/", "socket.py",
-                "queue.py", "threading.py", "selectors.py"):
+    for rel in STDLIB_TRACED:
         roots.append(os.path.join(stdlib, rel))
     prefixes = tuple(roots)
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from .record import IMMUTABLE
+from .catalog import THREAD_ROLES
+from .values import IMMUTABLE, Normalizer
 from .model import (
     CHAIN_SCHEMA,
     TRACE_SCHEMA,
@@ -71,119 +71,6 @@ def def_line(lines: list[str], first: int) -> int:
     return first
 
 
-# ------------------------------------------------------------------ value rendering
-
-# Argument names and function names that carry file descriptors.
-FD_NAMES = frozenset({"fd", "fileno"})
-_FD_FUNC = re.compile(r"(fd|fileno)\b|_fd$|_fileobj_lookup$")
-
-
-class Normalizer:
-    """Turns live values into stable text: no ports, session ids, times or addresses."""
-
-    def __init__(
-        self, port: int, secrets: dict[str, str], paths: dict[str, str] | None = None, deny: tuple[str, ...] = ()
-    ) -> None:
-        self.port = port
-        # literal -> placeholder (session ids, this machine's folders), longest first
-        self.secrets = {**(paths or {}), **secrets}
-        secrets = self.secrets
-        subs = sorted(secrets.items(), key=lambda kv: -len(kv[0]))
-        self._subs = [(re.escape(k), v) for k, v in subs]
-        self._patterns = [
-            (re.compile(rf"(?<!\d){port}(?!\d)"), "<port>"),
-            (re.compile(r"\bt=\d{6,}(\.\d+)?"), "t=<time>"),
-            (re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT"), "<date>"),
-            (re.compile(r"\d\d/[A-Z][a-z]{2}/\d{4} \d\d:\d\d:\d\d"), "<date>"),
-            # credentials in HTTP headers are never the subject of a page
-            (re.compile(r"(?im)^((?:set-)?cookie|(?:proxy-)?authorization):[ \t]*[^\r\n]*"), r"\1: <redacted>"),
-            *((re.compile(d), "<redacted>") for d in deny),
-        ]
-        self._secret_re = re.compile("|".join(k for k, _ in self._subs)) if self._subs else None
-        self.client_ports: dict[int, str] = {}
-
-    def learn_client_port(self, port: int) -> None:
-        """A peer's ephemeral port (from an accept): replaced wherever it shows."""
-        if port not in self.client_ports:
-            label = f"<client-port-{len(self.client_ports) + 1}>"
-            self.client_ports[port] = label
-            self._patterns.append((re.compile(rf"(?<!\d){port}(?!\d)"), label))
-
-    def scrub(self, text: str) -> str:
-        if self._secret_re is not None:
-            text = self._secret_re.sub(lambda m: self.secrets[m.group(0)], text)
-        for pattern, repl in self._patterns:
-            text = pattern.sub(repl, text)
-        return text
-
-    def value(self, func: str, name: str, kept: object) -> str:
-        """Like text, knowing whose value it is: file descriptors are numbered by the OS as it pleases."""
-        if type(kept) is int and (name in FD_NAMES or (name == "return" and _FD_FUNC.search(func))):
-            return "<fd>"
-        return self.text(kept)
-
-    def text(self, kept: object, limit: int = 4096) -> str:
-        """Stable text for a value: immutable ones as they are, others by type."""
-        if type(kept) not in IMMUTABLE:
-            # Only the type: a mutable object's state now is not what the program saw.
-            return f"<{type(kept).__name__}>"
-        if isinstance(kept, bool) or kept is None:
-            return repr(kept)
-        if isinstance(kept, int):
-            if kept == self.port:
-                return "<port>"
-            if kept in self.client_ports:
-                return self.client_ports[kept]
-            return repr(kept) if abs(kept) < 2**31 else "<int>"
-        if isinstance(kept, float):
-            # Durations computed from the clock differ run to run; round ones are settings.
-            return repr(kept) if kept * 8 == int(kept * 8) and abs(kept) < 1e6 else "<float>"
-        if isinstance(kept, bytes):
-            kept = kept[:limit]
-            try:
-                return "b" + repr(self.scrub(kept.decode("latin-1")))
-            except Exception:  # pragma: no cover - latin-1 decodes anything
-                return repr(kept)
-        return repr(self.scrub(str(kept)[:limit]))
-
-
-SECRET_NAME = re.compile(r"(?i)secret|password|passwd|token|api_?key|private_?key|credential")
-_CREDENTIAL_HEADER = re.compile(r"(?im)^(?:(?:set-)?cookie|(?:proxy-)?authorization):[ \t]*([^\r\n]+)")
-
-
-def learn_secrets(values: Iterable[object], named: dict[str, object]) -> dict[str, str]:
-    """Secret literals -> placeholders, so they are scrubbed wherever they show up.
-
-    ``named`` maps setting names to values (an app's config): those whose name
-    says secret are learned. Credential headers seen in any value are learned
-    too, so that a cookie's value is also hidden where it travels alone.
-    """
-    out: dict[str, str] = {}
-    for name, value in sorted(named.items()):
-        if SECRET_NAME.search(name) and isinstance(value, (str, bytes)) and len(value) >= 4:
-            text = value.decode("latin-1") if isinstance(value, bytes) else value
-            out.setdefault(text, f"<secret:{name}>")
-    for value in values:
-        if isinstance(value, (str, bytes)):
-            text = value.decode("latin-1") if isinstance(value, bytes) else value
-            for m in _CREDENTIAL_HEADER.finditer(text):
-                out.setdefault(m.group(1).strip(), "<redacted>")
-    return out
-
-
-def value_text_to_python(text: str) -> object:
-    """Undo Normalizer.text for str and bytes values (used to decode wire bytes)."""
-    if text.startswith("b'") or text.startswith('b"'):
-        import ast
-
-        return ast.literal_eval(text[1:]).encode("latin-1")
-    if text[:1] in "'\"":
-        import ast
-
-        return ast.literal_eval(text)
-    return text
-
-
 # ------------------------------------------------------------------ normalization
 
 SYNC_NOTIFY = ("Condition.notify", "Condition.notify_all")
@@ -207,16 +94,7 @@ class RawCall:
 def thread_role(root_children: list[str]) -> str:
     """A logical role from what a thread ran first (the target of Thread.run)."""
     first = root_children[0] if root_children else ""
-    table = (
-        ("process_request_thread", "request"),
-        ("Base._thread", "ws-reader"),
-        ("<locals>.writer", "eio-writer"),
-        ("_handle_event_internal", "handler"),
-        ("run_handler", "handler"),
-        ("_service_task", "eio-service"),
-        ("sample_app", "server"),
-    )
-    for needle, role in table:
+    for needle, role in THREAD_ROLES:
         if needle in first:
             return role
     return "thread"
@@ -330,7 +208,6 @@ def normalize(
     position: dict[int, int] = {}  # raw row -> canonical index
     thread_name: dict[int, str] = {}
     role_count: dict[str, int] = defaultdict(int)
-    started_by: dict[int, int] = {}
 
     thread_sigs: dict[tuple, int] = {}
 

@@ -1,0 +1,210 @@
+"""The one catalogue: scenarios, journeys, traced distributions, standard-library files, thread roles.
+
+Data only (a leaf: it imports nothing of dispel but DispelError). Every other module reads
+what it needs from here, so that adding a journey or a traced library is one edit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import DispelError
+
+# --------------------------------------------------------------------------- traced code
+
+
+@dataclass(frozen=True)
+class Dist:
+    """A distribution whose code is traced and pinned: its PyPI name and its import package."""
+
+    name: str
+    package: str
+
+
+# In the order a request flows through them.
+DISTS: tuple[Dist, ...] = (
+    Dist("flask-socketio", "flask_socketio"),
+    Dist("python-socketio", "socketio"),
+    Dist("python-engineio", "engineio"),
+    Dist("simple-websocket", "simple_websocket"),
+    Dist("wsproto", "wsproto"),
+    Dist("h11", "h11"),
+    Dist("werkzeug", "werkzeug"),
+    Dist("flask", "flask"),
+)
+DIST_NAMES = tuple(d.name for d in DISTS)
+
+# Standard-library code the recorder traces (files, or folders ending in "/"), relative to Lib/.
+STDLIB_TRACED = (
+    "socketserver.py", "http/server.py", "http/client.py", "email/", "socket.py",
+    "queue.py", "threading.py", "selectors.py",
+)
+# Standard-library files that may appear on a chain (CPython repository paths); the lock pins
+# them, and every other standard-library file a recorded trace ran code from.
+STDLIB_FILES = (
+    "Lib/base64.py",
+    "Lib/email/_policybase.py",
+    "Lib/email/feedparser.py",
+    "Lib/email/message.py",
+    "Lib/email/parser.py",
+    "Lib/hashlib.py",
+    "Lib/http/client.py",
+    "Lib/http/server.py",
+    "Lib/queue.py",
+    "Lib/selectors.py",
+    "Lib/socket.py",
+    "Lib/socketserver.py",
+    "Lib/threading.py",
+)
+
+# --------------------------------------------------------------------------- threads
+
+# A thread's logical role, from what it ran first (the target of Thread.run): the first
+# needle found in that function's key names the role. Names in traces are role-N.
+THREAD_ROLES: tuple[tuple[str, str], ...] = (
+    ("process_request_thread", "request"),
+    ("Base._thread", "ws-reader"),
+    ("<locals>.writer", "eio-writer"),
+    ("_handle_event_internal", "handler"),
+    ("run_handler", "handler"),
+    ("_service_task", "eio-service"),
+    ("sample_app", "server"),
+)
+# The server's working threads by what their Python thread names contain (targets appear in
+# thread names): each connection has a request thread, a reader and a writer; each event a handler.
+PER_CONNECTION_THREADS = ("process_request_thread", "simple_websocket", "writer")
+HANDLER_THREADS = ("_handle_event_internal", "run_handler")
+
+# --------------------------------------------------------------------------- scenarios
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    steps: tuple[str, ...]
+    # Which client drives it: "python" (dispel.client in a subprocess) or
+    # "browser" (the official JavaScript client in headless Chromium).
+    client: str = "python"
+    # seconds the client waits after each frame (None: its default, which makes every
+    # frame arrive in a read of its own); measuring scenarios send faster
+    pace: float | None = None
+    # recorded by `dispel record` without names and compared by `dispel check --rerecord`
+    default: bool = True
+
+
+SCENARIOS = {
+    "chat": Scenario(
+        "chat",
+        "One Python Socket.IO client over the websocket transport: connect, chat, join + broadcast, ack, disconnect.",
+        ("connect", "chat", "join", "ack", "disconnect"),
+    ),
+    "rooms": Scenario(
+        "rooms",
+        "Three Python clients: a and b join room-1, c stays outside; b's join is broadcast to the room.",
+        ("a:connect", "b:connect", "c:connect", "a:join", "b:join", "c:disconnect", "b:disconnect", "a:disconnect"),
+    ),
+    "upgrade": Scenario(
+        "upgrade",
+        "One Python client on Engine.IO's default transports: long-polling first, then the upgrade to websocket.",
+        ("connect-polling", "chat", "disconnect"),
+    ),
+    "bench": Scenario(
+        "bench",
+        "The benchmark's workload: connect, 200 chat round trips, disconnect (client frames not paced).",
+        ("connect", "chat*200", "disconnect"),
+        pace=0.0,
+        default=False,
+    ),
+    "scale": Scenario(
+        "scale",
+        "Twenty clients connected at once, 1,000 chat messages between them (50 each), then all disconnect.",
+        tuple(f"c{i}:connect" for i in range(1, 21))
+        + tuple(f"c{i}:chat*50" for i in range(1, 21))
+        + tuple(f"c{i}:disconnect" for i in range(1, 21)),
+        pace=0.002,
+        default=False,
+    ),
+    # Repeatable because the browser talks through dispel.pacer (see there).
+    "browser": Scenario(
+        "browser",
+        "The official Socket.IO JavaScript client in headless Chromium: connect (long-polling, then the upgrade), chat, join + broadcast, ack, disconnect.",
+        ("connect", "chat", "join", "ack", "disconnect"),
+        client="browser",
+    ),
+}
+DEFAULT_SCENARIOS = tuple(sorted(name for name, sc in SCENARIOS.items() if sc.default))
+
+
+def scenario(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        known = ", ".join(sorted(SCENARIOS))
+        raise DispelError(f"unknown scenario {name!r}; choose one of: {known}") from None
+
+
+# --------------------------------------------------------------------------- journeys
+
+
+@dataclass(frozen=True)
+class Journey:
+    """A journey: its page's name and title, the scenario whose trace it is found in, how
+    (``finder`` and ``wire`` name functions of dispel.chains' FINDERS and WIRES), and
+    the other journeys its page shows beside it in content tabs."""
+
+    name: str
+    title: str
+    scenario: str
+    finder: str
+    wire: str = ""
+    # Where the same step runs differently by transport or by client: (this page's tab label,
+    # ((label, journey), ...)).
+    compared: tuple[str, tuple[tuple[str, str], ...]] | None = None
+
+
+JOURNEYS: tuple[Journey, ...] = (
+    Journey("run", "socketio.run(app): from the app to a listening socket", "chat", "run"),
+    Journey(
+        "handshake", "The WebSocket handshake: from the accepted connection to 101 Switching Protocols",
+        "chat", "handshake", "handshake",
+    ),
+    Journey(
+        "on", "@socketio.on('chat'): where the handler is stored, and how a frame reaches it", "chat", "on", "on",
+        ("WebSocket (this page)", (("Long-polling (polling)", "polling"),)),
+    ),
+    Journey(
+        "emit", "emit('reply'): from the handler to the frame on the socket", "chat", "emit", "sent",
+        ("WebSocket (this page)", (("Long-polling (polling)", "polling"),)),
+    ),
+    Journey("ack", "An acknowledgement: from the event with an ack id to the ACK packet written back", "chat", "ack", "sent"),
+    Journey(
+        "broadcast", "join_room and emit(to=room): one emit fanned out to every client in the room", "rooms", "broadcast", "sent"
+    ),
+    Journey(
+        "polling", "Long-polling: the GET that waits, the POST that carries packets, the payload joined by \\x1e",
+        "browser", "polling", "polling",
+        ("Long-polling (this page)", (("WebSocket, client to server (on)", "on"), ("WebSocket, server to client (emit)", "emit"))),
+    ),
+    Journey(
+        "upgrade", "Long-polling to WebSocket: the probe, the NOOP, the UPGRADE packet, the writer taking over",
+        "browser", "upgrade", "sent",
+        ("Chromium, official client (this page)", (("Python client (upgrade-python)", "upgrade-python"),)),
+    ),
+    Journey(
+        "upgrade-python", "The same upgrade under the Python client, which does not poll while it probes",
+        "upgrade", "upgrade", "sent",
+        ("Python client (this page)", (("Chromium, official client (upgrade)", "upgrade"),)),
+    ),
+    Journey(
+        "disconnect", "The client leaves: DISCONNECT, the handler and the rooms, CLOSE, the close frame",
+        "chat", "disconnect", "disconnect",
+    ),
+)
+JOURNEY_NAMES = tuple(j.name for j in JOURNEYS)
+
+
+def journey(name: str) -> Journey:
+    for j in JOURNEYS:
+        if j.name == name:
+            return j
+    raise DispelError(f"unknown journey {name!r}; choose from: {', '.join(JOURNEY_NAMES)}")

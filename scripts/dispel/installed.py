@@ -1,0 +1,279 @@
+"""Facts about what is installed here: the traced distributions' files and blobs, this
+interpreter's standard library, the sample app's sources and every package's licensing.
+
+A shell module: it reads installed files and metadata and hands plain values to the pure core.
+"""
+from __future__ import annotations
+
+import linecache
+import os
+import platform
+import re
+import sys
+import sysconfig
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+
+from . import licenses, pins
+from .catalog import DIST_NAMES
+from .forges import repo_url
+from .model import PYTHON, Chain, DispelError, Func, Lock, Pin, Source, normalize_dist
+from .project import HERE, read_text
+from .tracefile import Root, def_line, locate
+
+PYTHON_VERSION = "%d.%d.%d" % sys.version_info[:3]
+
+
+def code_roots() -> list:
+    """Where each traced distribution's files live on this machine (facts for tracefile.locate)."""
+    roots = []
+    for dist in DIST_NAMES:
+        try:
+            d = metadata.distribution(dist)
+        except metadata.PackageNotFoundError:
+            raise DispelError(f"distribution {dist!r} is not installed; run `make site` to install the pinned set") from None
+        base = str(Path(d.locate_file("")).resolve())
+        tops = sorted({f.parts[0] for f in d.files or () if f.suffix == ".py" and len(f.parts) > 1})
+        for top in tops:
+            roots.append(Root(os.path.join(base, top, ""), base, dist, d.version))
+    stdlib = sysconfig.get_paths()["stdlib"]
+    roots.append(Root(os.path.join(stdlib, ""), stdlib, "python", PYTHON_VERSION, "Lib/"))
+    roots.append(Root(str(HERE / "scripts" / "sample_app") + "/", str(HERE / "scripts"), "sample_app", "local"))
+    return roots
+
+
+def resolve_funcs(codes, probe_codes: dict, roots: list) -> dict:
+    """code object -> Func, reading source lines to find def lines (decorators skipped)."""
+    out = {}
+    qualnames: dict[str, dict[str, int]] = {}
+    for code in codes:
+        if code in probe_codes:
+            name = probe_codes[code]
+            out[code] = Func("_socket", f"socket.{name}", Source("builtin", PYTHON_VERSION, "Modules/socketmodule.c"), 0, 0)
+            continue
+        found = locate(roots, code.co_filename)
+        if found is None:
+            raise DispelError(f"traced code in {code.co_filename} belongs to no known distribution")
+        source, module = found
+        lines = linecache.getlines(code.co_filename)
+        first = def_line(lines, code.co_firstlineno)
+        last = max((ln for _, _, ln in code.co_lines() if ln), default=first)
+        if code.co_filename not in qualnames:
+            qualnames[code.co_filename] = qualname_counts("".join(lines), code.co_filename)
+        overloaded = qualnames[code.co_filename].get(code.co_qualname, 1) > 1
+        out[code] = Func(module, code.co_qualname, source, first, max(first, last), overloaded)
+    return out
+
+
+def qualname_counts(source: str, filename: str) -> dict[str, int]:
+    """How many code objects of each qualname a file defines (compiled, not imported)."""
+    counts: dict[str, int] = {}
+    stack = [compile(source, filename, "exec")]
+    while stack:
+        code = stack.pop()
+        counts[code.co_qualname] = counts.get(code.co_qualname, 0) + 1
+        stack.extend(c for c in code.co_consts if hasattr(c, "co_qualname"))
+    return counts
+
+
+def app_settings(module) -> dict[str, object]:
+    """The config of every Flask app a module defines (where SECRET_KEY and friends live)."""
+    from flask import Flask  # only a recording needs flask, and it has imported it already
+
+    out: dict[str, object] = {}
+    for obj in vars(module).values():
+        if isinstance(obj, Flask):
+            out.update(obj.config)
+    return out
+
+
+def machine_paths() -> dict[str, str]:
+    """This machine's folders, as they may appear in traced values -> stable placeholders."""
+    paths = {
+        str(HERE): "<project>",
+        sysconfig.get_paths()["purelib"]: "<site-packages>",
+        sysconfig.get_paths()["stdlib"]: "<stdlib>",
+        sys.prefix: "<venv>",
+        sys.base_prefix: "<python>",
+    }
+    return {k: v for k, v in paths.items() if len(k) > 1}
+
+
+def distributions(names: Iterable[str], site: list[Path] | None = None) -> dict[str, metadata.Distribution]:
+    """Installed distributions by normalized name, from ``site`` dirs or else this environment.
+
+    Absent ones are left out.
+    """
+    found = {}
+    for name in names:
+        norm = normalize_dist(name)
+        kwargs: dict[str, object] = {"name": norm}
+        if site:
+            kwargs["path"] = [str(p) for p in site]
+        dist = next(iter(metadata.distributions(**kwargs)), None)
+        if dist is not None:
+            found[norm] = dist
+    return found
+
+
+def installed_blobs(
+    dists: Iterable[str] = (), stdlib: Iterable[str] = (), site: list[Path] | None = None
+) -> dict[str, pins.Installed]:
+    """Blob hashes of what is installed now, for ``pins.verify(lock, installed_blobs(...))``.
+
+    ``dists``: distribution names; each installed one maps to its version and the blob of every
+    ``.py`` file it installed (keyed by path inside site-packages). Absent ones are left out.
+    ``stdlib``: CPython ``Lib/...`` paths, hashed from this interpreter under key ``"python"``.
+    ``site``: directories to look for distributions in instead of this environment (tests).
+    """
+
+
+    out: dict[str, pins.Installed] = {}
+    for name, dist in distributions(dists, site).items():
+        if dist.files is None:
+            raise DispelError(f"{name} {dist.version} has no file list (RECORD); reinstall it with pip")
+        blobs = {}
+        for f in dist.files:
+            rel = f.as_posix()
+            if rel.endswith(".py") and not rel.startswith("../"):
+                path = Path(dist.locate_file(f))
+                if path.is_file():
+                    blobs[rel] = pins.blob_sha(path.read_bytes())
+        out[name] = pins.Installed(name, dist.version, blobs)
+    stdlib = list(stdlib)
+    if stdlib:
+        root = Path(sysconfig.get_paths()["stdlib"])
+        blobs = {}
+        for rel in stdlib:
+            path = root / rel.removeprefix("Lib/")
+            if path.is_file():
+                blobs[rel] = pins.blob_sha(path.read_bytes())
+        out[PYTHON] = pins.Installed(PYTHON, platform.python_version(), blobs)
+    return out
+
+
+def installed_file(source: Source) -> Path | None:
+    """Where a hop's file is installed here; None for C code or a distribution not installed."""
+    if source.dist == "builtin":
+        return None
+    if source.dist == "python":
+        return Path(sysconfig.get_paths()["stdlib"]) / source.path.removeprefix("Lib/")
+    if source.dist == "sample_app":
+        return HERE / "scripts" / source.path
+    dist = distributions([source.dist]).get(normalize_dist(source.dist))
+    return Path(dist.locate_file(source.path)) if dist is not None else None
+
+
+def hop_sources(chains: Iterable[Chain]) -> dict[Source, bytes]:
+    """The installed bytes of every file a hop lives in (the same files the lock proves)."""
+    out = {}
+    for chain in chains:
+        for hop in chain.hops:
+            src = hop.func.source
+            if src in out:
+                continue
+            path = installed_file(src)
+            if path is None:
+                continue
+            try:
+                out[src] = path.read_bytes()
+            except OSError as exc:
+                raise DispelError(f"cannot read {src.dist} {src.path} for {hop.func.key}: {exc}") from None
+    return out
+
+
+def source_lines(traces: dict) -> dict:
+    """Source -> lines of the installed file, for every function a trace saw (for line texts)."""
+    out = {}
+    for trace in traces.values():
+        for func in trace.funcs.values():
+            if func.source in out:
+                continue
+            path = installed_file(func.source)
+            if path is not None and path.exists():
+                out[func.source] = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    return out
+
+
+def sample_app_files() -> list[tuple[str, str]]:
+    """The sample app's source files as (path relative to scripts/, text), sorted."""
+    root = HERE / "scripts"
+    paths = sorted(
+        p
+        for p in (root / "sample_app").rglob("*")
+        if p.is_file()
+        and p.suffix in {".py", ".html", ".js", ".css"}
+        # the app's own files: not installed packages or caches
+        and not {"__pycache__", "node_modules"} & set(p.parts)
+        and p.stat().st_size
+    )
+    return [(p.relative_to(root).as_posix(), read_text(p, "sample app file")) for p in paths]
+
+
+def license_rows(chains: Iterable[Chain], lock: Lock | None) -> list[licenses.LicenseRow]:
+    """Licensing facts of every distribution on the chains (or, before any chain, of the pinned set)."""
+    names = {normalize_dist(h.func.source.dist) for c in chains for h in c.hops}
+    names -= {"builtin", "sample_app", PYTHON}
+    facts = []
+    for name, dist in sorted(distributions(sorted(names) or DIST_NAMES).items()):
+        meta = dist.metadata
+        pin = _lock_pin(lock, name)
+        if pin is not None:
+            repo = repo_url(pin.forge, pin.repo, pin.commit or pin.tag)
+        else:
+            forge, repo_name = pins.repo_from_metadata(name, meta.get_all("Project-URL") or [], meta.get("Home-page"))
+            repo = repo_url(forge, repo_name, "")
+        license_files = [f for f in dist.files or () if re.search(r"LICEN[CS]E|COPYING", f.name, re.I) and ".dist-info" in f.as_posix()]
+        text = "\n".join(Path(dist.locate_file(f)).read_text(encoding="utf-8", errors="replace") for f in license_files)
+        facts.append(
+            licenses.DistFacts(
+                meta["Name"],
+                dist.version,
+                repo,
+                license_expression=meta.get("License-Expression") or "",
+                license=meta.get("License") or "",
+                classifiers=tuple(meta.get_all("Classifier") or ()),
+                license_text=text,
+            )
+        )
+    version = lock.python.version if lock else platform.python_version()
+    cpython = Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt"
+    facts.append(
+        licenses.DistFacts(
+            "Python standard library (CPython)",
+            version,
+            repo_url("github", pins.PYTHON_REPO, lock.python.commit or lock.python.tag if lock else f"v{version}"),
+            license_text=cpython.read_text(encoding="utf-8", errors="replace") if cpython.is_file() else "",
+        )
+    )
+    return licenses.license_rows(facts)
+
+
+def _lock_pin(lock: Lock | None, name: str) -> Pin | None:
+    if lock is None:
+        return None
+    return next((p for p in lock.dists if p.dist == name), None)
+
+
+def version_set(lock: Lock | None) -> tuple[list[tuple[str, str]], str]:
+    """(distribution, version) pairs for the home page, and the Python version."""
+    if lock is not None:
+        # The lock keys distributions by normalized name; show them as their metadata spells them.
+        found = distributions([p.dist for p in lock.dists])
+        names = {p.dist: found[p.dist].metadata["Name"] if p.dist in found else p.dist for p in lock.dists}
+        return sorted(((names[p.dist], p.version) for p in lock.dists), key=lambda nv: nv[0].lower()), lock.python.version
+    found = distributions(DIST_NAMES)
+    return sorted(((d.metadata["Name"], d.version) for d in found.values()), key=lambda nv: nv[0].lower()), platform.python_version()
+
+
+def installed_contents(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bytes | str]:
+    """(distribution, installed path) -> the installed file's bytes, or why it cannot be read."""
+    out: dict[tuple[str, str], bytes | str] = {}
+    for dist, installed in keys:
+        path = installed_file(Source(dist, "", installed))
+        try:
+            out[(dist, installed)] = path.read_bytes() if path is not None else f"{dist} is not installed"
+        except OSError as exc:
+            out[(dist, installed)] = f"{path}: {exc.strerror or exc}"
+    return out

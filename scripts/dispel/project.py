@@ -1,0 +1,98 @@
+"""A Project: where a dispel checkout keeps its inputs and outputs, and the only way they are read and written.
+
+Every write is atomic (a temp file in the same folder, then a rename), so a failed run leaves
+the old file or the new one, never half of either. Generated JSON has one layout: ``dump_json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .model import DispelError
+
+# dispel lives in <root>/scripts/dispel/.
+HERE = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Project:
+    """A checkout of dispel (or a copy of one, in tests): its root and the paths under it."""
+
+    root: Path = HERE
+
+    @property
+    def traces(self) -> Path:
+        return self.root / "traces"
+
+    @property
+    def chains(self) -> Path:
+        return self.traces / "chains"
+
+    @property
+    def lock(self) -> Path:
+        return self.traces / "pins.lock.json"
+
+    @property
+    def docs(self) -> Path:
+        return self.root / "docs"
+
+    @property
+    def annotations(self) -> Path:
+        return self.docs / "annotations"
+
+    @property
+    def scripts(self) -> Path:
+        return self.root / "scripts"
+
+    def shown(self, path: Path) -> str:
+        """A path as messages show it: relative to the project when inside it."""
+        return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+    write_all_atomic({path: text})
+
+
+def write_all_atomic(files: dict[Path, str]) -> None:
+    """Write several files, all or none: every temp file is complete before the first rename."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, text in sorted(files.items()):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            staged.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                fh.write(text)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; generated files are for everyone to read
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DispelError(f"{what} not found: {path} (run `make regen` to create it)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DispelError(f"cannot read {what} {path}: {exc}") from None
+
+
+def read_json(path: Path, what: str) -> object:
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DispelError(f"{what} {path} is not valid JSON (line {exc.lineno}: {exc.msg}); regenerate it") from None
+
+
+def dump_json(data: object) -> str:
+    """The one JSON layout of every generated file: sorted keys, 1-space indent, newline at end."""
+    return json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"

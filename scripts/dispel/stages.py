@@ -1,0 +1,769 @@
+"""The stages of dispel, each a function over a Project: record, chains, pin, build_site, check, audit.
+
+Data flows one way: record -> chains -> pin -> build_site -> check. Each stage gathers facts
+(installed files, git, the network, a recording), hands them to the pure core (chains, pins,
+render, check, audit) and writes what it made atomically. None of them prints: they return
+what happened, and the CLI says it.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from . import annotations, audit as audit_core, catalog, chains as chains_core, check as check_core, diff, fetch, gitinfo, permalinks, pins, prose, render
+from .browser import chromium_version, unavailable
+from .drivers import client_starter
+from .forges import SHA_RE, check_repo, forge, parse_source_url, raw_url
+from .installed import (
+    PYTHON_VERSION,
+    app_settings,
+    code_roots,
+    distributions,
+    hop_sources,
+    installed_blobs,
+    installed_contents,
+    license_rows,
+    machine_paths,
+    resolve_funcs,
+    sample_app_files,
+    source_lines,
+    version_set,
+)
+from .model import PYTHON, Chain, DispelError, Hop, Lock, Pin, TraceFile, normalize_dist
+from .project import Project, dump_json, read_json, read_text, write_all_atomic, write_atomic
+from .record import RAISED, SettraceRecorder, Tracer, line_at
+from .tracefile import RawCall, chain_from_dict, chain_to_dict, normalize, trace_from_json, trace_to_json
+from .values import Normalizer, learn_secrets
+
+# --------------------------------------------------------------------------- record
+
+
+def record_scenario(name: str, timeout: float, app: str, port: int | None = None, deny: tuple[str, ...] = ()) -> TraceFile:
+    """Run one scenario under the recorder and return its normalized TraceFile."""
+    from . import scenarios  # imports the traced libraries: only a recording needs them
+
+    sc = catalog.scenario(name)  # unknown names fail before anything runs
+    recorder = SettraceRecorder(scenarios.wanted_code())
+    port = port or scenarios.free_port()
+    module = scenarios.run(name, recorder, client_starter(sc), app_module=app, timeout=timeout, port=port)
+    versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
+    if sc.client == "browser":
+        # Its version shows in the requests it sends (User-Agent, client hints): kept
+        # with the trace, so that a drift after a browser upgrade has its reason.
+        versions["chromium"] = chromium_version() or "unknown"
+    return trace_from_recording(recorder, name, port, code_roots(), versions, app_settings(module), deny)
+
+
+def trace_from_recording(
+    recorder: Tracer, name: str, port: int, roots: list, versions: dict[str, str], settings: dict | None = None, deny: tuple[str, ...] = ()
+) -> TraceFile:
+    """A recorder's rows -> normalized TraceFile: code resolved to functions, values made stable."""
+    if recorder.errors:
+        raise DispelError(f"the recorder disabled itself: {recorder.errors[0]}")
+    raw = recorder.rows()
+    funcs_by_code = resolve_funcs({c[0] for c in raw.calls}, raw.probe_codes, roots)
+    calls = []
+    observed: dict[int, tuple] = {}
+    for row, (code, serial, parent, offset, args) in enumerate(raw.calls):
+        func = funcs_by_code[code]
+        if func.key == "_socket:socket.observed":
+            # the bytes recv_into wrote into its caller's buffer: they become its value
+            data = args[0][1]
+            observed[parent] = (raw.returns.get(parent, (0,))[0], id(data), data, 0, -1)
+            continue
+        line = line_at(raw.calls[parent][0], offset) if parent >= 0 else 0
+        ret = raw.returns.get(row)
+        if ret is not None:
+            seq, value, ret_offset, size = ret
+            ret = (seq, 0, "raise", line_at(code, ret_offset), -1) if value is RAISED else (
+                seq, id(value), value, line_at(code, ret_offset), size
+            )
+        args = tuple((name, id(value), value) for name, value in args)
+        calls.append(RawCall(row, func.key, serial, parent, line, args, ret))
+    calls = [RawCall(c.row, c.func, c.serial, c.parent, c.line, c.args, observed.get(c.row, c.ret)) for c in calls]
+    secrets: dict[str, str] = {}
+    for c in calls:
+        if c.func.endswith(":BaseServer.generate_id") and c.ret and isinstance(c.ret[2], str):
+            secrets.setdefault(c.ret[2], f"<sid-{len(secrets) + 1}>")
+    values = [v for c in calls for v in [*(a[2] for a in c.args), c.ret[2] if c.ret else None]]
+    for text, label in learn_secrets(values, settings or {}).items():
+        secrets.setdefault(text, label)
+    funcs = {f.key: f for f in funcs_by_code.values()}
+    return normalize(
+        name,
+        PYTHON_VERSION,
+        versions,
+        raw.steps,
+        calls,
+        funcs,
+        {s: start for s, (start, _) in raw.threads.items()},
+        Normalizer(port, secrets, machine_paths(), deny),
+    )
+
+
+def record_in_new_interpreter(
+    project: Project, name: str, out: Path, timeout: float, app: str = "sample_app.app", redact: Iterable[str] = (), capture: bool = False
+) -> subprocess.CompletedProcess:
+    """`dispel record NAME` in a new interpreter: a second run in the same process would
+    find the app and its drivers imported already, and its trace would differ."""
+    argv = [sys.executable, "-m", "dispel", "record", name, "--out", str(out), "--timeout", str(timeout), "--app", app]
+    argv += [a for pattern in redact for a in ("--redact", pattern)]
+    return subprocess.run(argv, cwd=project.root, capture_output=capture, text=True)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    scenario: str
+    path: Path
+    calls: int
+    threads: int
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What `record` did: the traces it wrote itself, and the scenarios whose child failed."""
+
+    recorded: tuple[Recorded, ...] = ()
+    failed: tuple[str, ...] = ()
+
+
+def record(
+    project: Project, names: Iterable[str], out: Path, timeout: float = 30.0, app: str = "sample_app.app",
+    port: int | None = None, redact: Iterable[str] = (),
+) -> Recording:
+    """Record scenarios into ``out``/<scenario>.json. One scenario runs here; several run each
+    in a fresh interpreter, which says what it recorded or why it failed."""
+    names = list(names) or list(catalog.DEFAULT_SCENARIOS)
+    for name in names:
+        catalog.scenario(name)
+    redact = tuple(redact)
+    for pattern in redact:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise DispelError(f"--redact {pattern!r} is not a valid regular expression ({exc}); fix or quote it") from None
+    if len(names) > 1:
+        # Each in a fresh interpreter; one that fails (say, no chromium for "browser")
+        # has said why, and the others are still recorded.
+        runs = {name: record_in_new_interpreter(project, name, out, timeout, app, redact) for name in names}
+        return Recording(failed=tuple(name for name, proc in runs.items() if proc.returncode != 0))
+    done = []
+    for name in names:
+        trace = record_scenario(name, timeout, app, port, redact)
+        path = out / f"{name}.json"
+        write_atomic(path, trace_to_json(trace))
+        done.append(Recorded(name, path, len(trace.events), len(trace.threads)))
+    return Recording(tuple(done))
+
+
+def load_traces(project: Project, folder: Path | None = None) -> dict[str, TraceFile]:
+    """Every trace file in ``folder`` (default: the project's traces/): scenario name -> TraceFile."""
+    out = {}
+    for path in sorted((folder or project.traces).glob("*.json")):
+        if path.name.endswith(".lock.json"):
+            continue
+        out[path.stem] = trace_from_json(read_text(path, "trace file"), f"trace file {project.shown(path)}")
+    return out
+
+
+def traced_stdlib_files(project: Project) -> set[str]:
+    """The standard-library files the recorded traces ran code from (they all get pinned)."""
+    try:
+        traces = load_traces(project)
+    except DispelError:
+        return set()
+    return {f.source.path for t in traces.values() for f in t.funcs.values() if f.source.dist == PYTHON}
+
+
+# --------------------------------------------------------------------------- chains
+
+
+def build_chains(traces: Mapping[str, TraceFile], only: Iterable[str] = ()) -> dict[str, Chain]:
+    return chains_core.build_all(traces, source_lines(traces), only)
+
+
+def chain_files(built: Mapping[str, Chain], folder: Path) -> dict[Path, str]:
+    return {folder / f"{name}.json": dump_json(chain_to_dict(chain)) for name, chain in built.items()}
+
+
+def chains(project: Project, journeys: Iterable[str] = (), traces: Path | None = None) -> dict[str, Chain]:
+    """Trace files -> <traces>/chains/<journey>.json, all or none; returns the chains built."""
+    folder = traces or project.traces
+    found = load_traces(project, folder)
+    if not found:
+        raise DispelError(f"no trace files in {project.shown(folder)}; record them first with `dispel record`")
+    built = build_chains(found, tuple(journeys))
+    write_all_atomic(chain_files(built, folder / "chains"))
+    return built
+
+
+def load_chains(project: Project, folder: Path | None = None) -> dict[str, Chain]:
+    """<folder>/*.json (default: the project's chains) -> {journey: Chain}; {} while none has been written."""
+    folder = folder or project.chains
+    paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    out = {}
+    for path in paths:
+        chain = chain_from_dict(read_json(path, "chain file"), origin=f"chain file {project.shown(path)}")
+        out[chain.journey] = chain
+    return out
+
+
+# --------------------------------------------------------------------------- pin
+
+
+def parse_git_dirs(specs: Iterable[str]) -> dict[str, tuple[str, Path]]:
+    """``OWNER/REPO=PATH`` arguments -> {owner/repo lowercased: (OWNER/REPO, git dir)}; paths checked now."""
+    mirrors: dict[str, tuple[str, Path]] = {}
+    for spec in specs:
+        repo, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise DispelError(f"--git-dir {spec!r} is not OWNER/REPO=PATH")
+        check_repo(repo, f"--git-dir {spec}")
+        if repo.lower() in mirrors:
+            raise DispelError(f"--git-dir names {repo} twice")
+        mirrors[repo.lower()] = (repo, gitinfo.open_repo(Path(path)))
+    return mirrors
+
+
+def _resolve_tag(dist: str, version: str, forge_name: str, repo: str, mirror: Path | None, tmp: Path) -> tuple[Path, str, str]:
+    """(git dir, tag, peeled commit) of a release, from a local mirror or else the network."""
+    if mirror is not None:
+        tag = pins.choose_tag(dist, version, repo, gitinfo.local_tags(mirror))
+        return mirror, tag, gitinfo.peel(mirror, tag)
+    url = forge(forge_name).clone.format(repo=repo)
+    try:
+        tags = gitinfo.remote_tags(url)
+    except gitinfo.GitError as exc:
+        raise gitinfo.GitError(f"{exc} (offline? pass --git-dir {repo}=PATH to a local mirror)") from None
+    tag = pins.choose_tag(dist, version, repo, tags)
+    git_dir = gitinfo.clone_blobless(url, tmp / repo.replace("/", "+"))
+    return git_dir, tag, gitinfo.peel(git_dir, tag)
+
+
+@dataclass(frozen=True)
+class PinRun:
+    """What `dispel pin` wrote: the lock, which entries it kept as they were, why it pinned the others afresh."""
+
+    lock: Lock
+    kept: frozenset[str]
+    afresh: dict[str, str]  # dist -> why
+    notes: tuple[str, ...] = ()
+
+
+def _previous_lock(path: Path) -> tuple[Lock | None, str | None]:
+    """The lock `dispel pin` starts from, or None and why (there is none, or it is unreadable)."""
+    if not path.is_file():
+        return None, None
+    try:
+        return load_lock(path), None
+    except DispelError as exc:
+        return None, f"{exc}; every distribution was pinned afresh"
+
+
+def pin(
+    project: Project, dists: Iterable[str] = (), git_dirs: Iterable[str] = (), repos: Iterable[str] = (),
+    site: list[Path] | None = None, lock_path: Path | None = None, refresh: bool = False,
+) -> PinRun:
+    """Pin each distribution to the upstream commit of its release tag; write the lock (all or nothing).
+
+    Incremental: an entry of the existing lock whose installed version, repository and files are
+    unchanged is kept as it is, without git (so offline, only changed distributions need a mirror);
+    ``refresh`` pins every one afresh. Facts are gathered here (installed files, metadata, git);
+    every decision is in dispel.pins. Any problem raises DispelError before the lock is written,
+    so a failed run leaves it untouched.
+    """
+    mirrors = parse_git_dirs(git_dirs)
+    overrides = {}
+    for spec in repos:
+        dist, sep, repo = spec.partition("=")
+        if not sep or not dist:
+            raise DispelError(f"--repo {spec!r} is not DIST=OWNER/REPO")
+        overrides[normalize_dist(dist)] = check_repo(repo.strip(), f"--repo {spec}")
+    names = sorted({normalize_dist(n) for n in (list(dists) or catalog.DIST_NAMES)})
+    site = site or None
+    found = distributions(names, site)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise DispelError(f"not installed here: {', '.join(missing)} (pip install -r requirements.lock)")
+
+    located: dict[str, tuple[str, str]] = {}
+    for name in names:
+        meta = found[name].metadata
+        if name in overrides:
+            forge_name, repo = "github", overrides[name]
+        else:
+            urls = meta.get_all("Project-URL") or []
+            forge_name, repo = pins.repo_from_metadata(name, urls, meta.get("Home-page"))
+        located[name] = (forge_name, mirrors[repo.lower()][0] if repo.lower() in mirrors else repo)
+    unknown = sorted(mirrors[k][0] for k in set(mirrors) - {r.lower() for _, r in located.values()})
+    if unknown:
+        known = ", ".join(sorted({r for _, r in located.values()}))
+        raise DispelError(
+            f"--git-dir names {', '.join(unknown)}, the repository of no distribution being pinned "
+            f"(they are: {known}); fix the OWNER/REPO spelling or drop it"
+        )
+
+    stdlib_files = sorted(set(catalog.STDLIB_FILES) | traced_stdlib_files(project))
+    installed = installed_blobs(names, stdlib_files, site)
+    absent = sorted(set(stdlib_files) - set(installed[PYTHON].blobs))
+    if absent:
+        raise DispelError(f"standard-library files not found in this interpreter: {', '.join(absent)}")
+    lock_path = lock_path or project.lock
+    before, note = _previous_lock(lock_path)
+    locked: list[Pin] = []
+    afresh: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="dispel-pin-") as tmp:
+        for name in names:
+            forge_name, repo = located[name]
+            old = next((p for p in before.dists if p.dist == name), None) if before else None
+            why = "--refresh" if refresh else pins.repin_reason(old, installed[name], repo)
+            if not why:
+                locked.append(old)
+                continue
+            mirror = mirrors.get(repo.lower(), ("", None))[1]
+            try:
+                git_dir, tag, commit = _resolve_tag(name, installed[name].version, forge_name, repo, mirror, Path(tmp))
+            except DispelError as exc:
+                raise DispelError(f"{name} must be pinned afresh ({why}): {exc}") from None
+            version, tree = installed[name].version, gitinfo.tree_blobs(git_dir, commit)
+            files = pins.map_files(name, version, tag, installed[name].blobs, tree)
+            locked.append(Pin(name, version, forge_name, repo, tag, commit, "commit", files))
+            afresh[name] = why
+    python = pins.stdlib_pin(installed[PYTHON].version, installed[PYTHON].blobs)
+    lock = Lock(python, tuple(locked))
+    write_atomic(lock_path, dump_json(pins.lock_to_json(lock)))
+    return PinRun(lock, frozenset(set(names) - set(afresh)), afresh, (note,) if note else ())
+
+
+def load_lock(path: Path) -> Lock:
+    """The committed lock, validated; DispelError (one line: what is wrong, how to fix) otherwise."""
+    if not path.is_file():
+        raise DispelError(f"lock file not found: {path} (create it with `make pin PIN_ARGS=...`)")
+    try:
+        return pins.lock_from_json(read_json(path, "lock file"))
+    except DispelError as exc:
+        raise DispelError(f"lock file {path} is not a valid lock: {exc}; regenerate it: `make pin`") from None
+
+
+def project_lock(project: Project) -> Lock | None:
+    """The project's lock, or None before the first `dispel pin`."""
+    return load_lock(project.lock) if project.lock.is_file() else None
+
+
+def verify_installed(lock: Lock, site: list[Path] | None = None) -> list[str]:
+    """Recompute every locked file's blob from this environment; the problems, [] when all match."""
+    stdlib = [f.installed for f in lock.python.files]
+    return pins.verify(lock, installed_blobs([p.dist for p in lock.dists], stdlib, site))
+
+
+def version_drift(lock_path: Path, site: list[Path] | None = None) -> list[str]:
+    """Installed versions against the lock, from metadata only (quick: `make site` asks first); [] without a lock."""
+    if not lock_path.is_file():
+        return []
+    lock = load_lock(lock_path)
+    found = distributions([p.dist for p in lock.dists], site or None)
+    return pins.version_mismatches(lock, {name: d.version for name, d in found.items()} | {PYTHON: PYTHON_VERSION})
+
+
+# --------------------------------------------------------------------------- review an upgrade
+
+
+def review(project: Project, ref: str = "HEAD") -> str:
+    """The chains and lock of the working tree against those at git ``ref``, as `dispel diff`'s Markdown."""
+    chains_rel, lock_rel = (p.relative_to(project.root).as_posix() for p in (project.chains, project.lock))
+    then = gitinfo.files_at(project.root, ref, chains_rel, lock_rel)
+    old_chains = {}
+    for name, text in then.items():
+        if name.startswith(chains_rel + "/") and name.endswith(".json"):
+            chain = chain_from_dict(json.loads(text), origin=f"{ref}:{name}")
+            old_chains[chain.journey] = chain
+    old_lock = pins.lock_from_json(json.loads(then[lock_rel])) if lock_rel in then else None
+    new_chains = load_chains(project)
+    new_lock = project_lock(project)
+    notes = load_annotations(project)
+    problems = annotations.missing(new_chains.values(), notes) + annotations.stale(new_chains.values(), notes, hop_sources(new_chains.values()))
+    return diff.report(
+        ref,
+        old_chains,
+        new_chains,
+        (old_lock.python, *old_lock.dists) if old_lock else (),
+        (new_lock.python, *new_lock.dists) if new_lock else (),
+        [f"{p.kind}: {p.message}" for p in problems],
+        {k: a.where for k, a in notes.items()},
+        catalog.JOURNEY_NAMES,
+    )
+
+
+# --------------------------------------------------------------------------- build the site
+
+
+def load_annotations(project: Project, folder: Path | None = None) -> dict[str, annotations.Annotation]:
+    folder = folder or project.annotations
+    paths = sorted(folder.glob("*.yml")) if folder.is_dir() else []
+    return annotations.merge_annotations((project.shown(p), read_text(p, "annotations file")) for p in paths)
+
+
+def hop_linker(lock: Lock | None) -> Callable[[Hop], render.HopLinks | None]:
+    """Permalinks of a hop from the lock; no links at all while there is no lock."""
+
+    def links(hop: Hop) -> render.HopLinks | None:
+        if lock is None:
+            return None
+        line = permalinks.link(lock, hop.func, hop.line if hop.line > 0 else 0)
+        if line is None:
+            return None
+        definition = line if hop.func.is_c else permalinks.link(lock, hop.func)
+        return render.HopLinks(line.url, definition.url if definition else "", line.pinned)
+
+    return links
+
+
+@dataclass(frozen=True)
+class Site:
+    """What build_site wrote, and the notes for its author."""
+
+    files: tuple[Path, ...]
+    notes: tuple[str, ...]
+
+
+def build_site(project: Project, chains_dir: Path | None = None, docs: Path | None = None) -> Site:
+    """Chains + lock + annotations + installed sources -> the generated pages of docs/ (all or none).
+
+    Facts are read here; every page is made by the pure functions of dispel.render. A journey
+    whose chain file does not exist yet gets a placeholder page.
+    """
+    out = docs or project.docs
+    found = load_chains(project, chains_dir)
+    lock = project_lock(project)
+    notes = load_annotations(project, out / "annotations")
+    if set(catalog.JOURNEY_NAMES) <= set(found):
+        # Only once every journey is recorded can an annotation be known to be on no chain.
+        orphans = annotations.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
+        if orphans:
+            raise DispelError(orphans[0].message + (f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""))
+    sources = hop_sources(found.values())
+    excerpts = {
+        src: [line.decode("utf-8", errors="replace").rstrip("\r\n") for line in annotations.source_lines(data)]
+        for src, data in sources.items()
+    }
+    texts = annotations.texts(notes)
+
+    files: dict[Path, str] = {}
+    for journey in catalog.JOURNEY_NAMES:
+        chain = found.get(journey)
+        page = out / "chains" / f"{journey}.md"
+        if chain is None:
+            files[page] = render.render_placeholder(journey)
+        else:
+            files[page] = render.render_journey(chain, hop_linker(lock), excerpts, texts, found)
+    files[out / "sample_app.md"] = render.render_sample_app(sample_app_files())
+    files[out / "licensing.md"] = render.render_licensing(license_rows(found.values(), lock))
+    versions, python = version_set(lock)
+    files[out / "snippets" / "versions.md"] = render.render_versions(versions, python, sorted(found, key=catalog.JOURNEY_NAMES.index))
+    write_all_atomic(files)
+
+    said = [p.message for p in annotations.missing(found.values(), notes) + annotations.stale(found.values(), notes, sources) + annotations.unreviewed(found.values(), notes)]
+    absent = [j for j in catalog.JOURNEY_NAMES if j not in found]
+    if absent:
+        said.append(f"not recorded yet, placeholder pages: {', '.join(absent)} (run `make regen`)")
+    return Site(tuple(files), tuple(said))
+
+
+# --------------------------------------------------------------------------- check
+
+
+@dataclass
+class CheckResult:
+    """What `dispel check` found: one line per failure, notes, link counts and the time of each phase."""
+
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    summary: check_core.Summary = field(default_factory=lambda: check_core.Summary(0, 0, 0))
+
+
+def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str = "", rerecord: bool = False) -> CheckResult:
+    """Every check of `dispel check` against ``project`` (tests point it at a copy)."""
+    result = CheckResult()
+    lock = project_lock(project)
+    found = load_chains(project)
+
+    clock = time.perf_counter()
+    result.failures += verify_installed(lock) if lock is not None else []
+    result.timings["installed"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    links = check_links(project, lock, found, fetcher, raw_base)
+    result.summary = check_core.summarize(links)
+    if lock is not None:  # links that fail only because the chains predate the lock: one line per library
+        folded, links = check_core.fold_recording_drift(links, lock, check_core.recording_drift(found.values(), lock))
+        result.failures += folded
+    result.failures += [p for r in links for p in r.problems]
+    result.timings["links"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    result.failures += check_annotations(project, found)
+    pages = {j: read_text(p, "page") for j in found if (p := project.docs / "chains" / f"{j}.md").is_file()}
+    result.failures += prose.check_site(pages, found, hop_sources(found.values()))  # what the pages say, against the chains
+    result.timings["annotations"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    drift, why = check_drift(project, found)
+    result.failures += drift
+    result.notes += [f"drift may come from: {w}" for w in why] if drift else []
+    result.timings["drift"] = time.perf_counter() - clock
+
+    if rerecord:
+        clock = time.perf_counter()
+        names, why = rerecordable()
+        result.notes += [why] if why else []
+        result.failures += check_rerecord(project, names=names)
+        result.timings["re-record"] = time.perf_counter() - clock
+    if lock is None:
+        result.notes.append(f"no lock at {project.lock}: permalinks cannot be checked")
+    return result
+
+
+def docs_files(docs: Path) -> dict[str, Path]:
+    """Every file under docs/ by its path relative to docs/ (POSIX), dot-files left out."""
+    if not docs.is_dir():
+        raise DispelError(f"no docs folder at {docs}")
+    return {
+        p.relative_to(docs).as_posix(): p
+        for p in sorted(docs.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(docs).parts)
+    }
+
+
+def check_links(
+    project: Project, lock: Lock | None, found: Mapping[str, Chain], fetcher: fetch.Fetcher | None = None, raw_base: str = ""
+) -> list[check_core.LinkResult]:
+    """Internal links and anchors of every page, then every GitHub permalink (offline, then online)."""
+    files = docs_files(project.docs)
+    # annotations/ and snippets/ are inputs, not pages (mkdocs.yml: exclude_docs).
+    pages = {
+        rel: read_text(p, "page")
+        for rel, p in files.items()
+        if rel.endswith(".md") and not rel.startswith(("annotations/", "snippets/"))
+    }
+    snippets = {rel.removeprefix("snippets/"): read_text(p, "snippet") for rel, p in files.items() if rel.startswith("snippets/")}
+    results = check_core.check_internal(pages, files, snippets)
+    links = [link for page, text in pages.items() for link in check_core.page_links(page, check_core.expand_snippets(text, snippets)[0])]
+    wanted = check_core.permalink_files(links, lock) if lock else {}
+    offline = check_core.check_permalinks(links, lock, found, installed_contents(wanted))
+    if fetcher is not None and lock is not None:
+        online = check_core.check_permalinks(links, lock, found, online_contents(links, lock, fetcher, raw_base), f"fetched from {raw_base}")
+        offline = check_core.merge_results(offline, online)
+    return results + offline
+
+
+def online_contents(links: list, lock: Lock, fetcher: fetch.Fetcher, raw_base: str) -> dict[tuple[str, str], bytes | str]:
+    """(distribution, installed path) -> the bytes at the pinned ref on the raw-content host, or why not."""
+    urls: dict[tuple[str, str], str] = {}
+    for link in links:
+        sl = parse_source_url(link.target)
+        found = check_core.lock_file(lock, sl.repo, sl.ref, sl.path) if sl else None
+        if isinstance(found, tuple):
+            pin_, fpin = found
+            urls[(pin_.dist, fpin.installed)] = raw_url(raw_base, pin_.repo, sl.ref, fpin.path)
+    got = fetch_all(fetcher, urls.values(), raw_base)
+    return {key: got[url].data if got[url].data is not None else f"{url}: {got[url].error}" for key, url in urls.items()}
+
+
+def fetch_all(fetcher: fetch.Fetcher, urls: Iterable[str], raw_base: str) -> dict:
+    """Fetch URLs; DispelError when no answer came from the host at all (it is down or unreachable)."""
+    urls = list(urls)
+    got = fetcher.get_all(urls)
+    if urls and all(r.unreachable for r in got.values()):
+        raise DispelError(f"--online: cannot reach {raw_base}: {got[urls[0]].error} (check the address and the network)")
+    return got
+
+
+def check_annotations(project: Project, found: Mapping[str, Chain]) -> list[str]:
+    """Missing, orphaned (once every journey is recorded) and stale annotations, one line each."""
+    notes = load_annotations(project)
+    problems = annotations.missing(found.values(), notes)
+    if set(catalog.JOURNEY_NAMES) <= set(found):
+        problems += annotations.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
+    problems += annotations.stale(found.values(), notes, hop_sources(found.values()))
+    problems += annotations.unreviewed(found.values(), notes)
+    return [f"annotation {p.kind}: {p.message}" for p in problems]
+
+
+def check_drift(
+    project: Project, committed: Mapping[str, Chain], build: Callable[[dict], dict] | None = build_chains
+) -> tuple[list[str], list[str]]:
+    """Regenerate chains (with ``build``, from the committed traces) and pages in a temp dir and
+    compare them with the committed files. Returns (differences, possible reasons from the
+    environment); ``build`` None renders the committed chains as they are."""
+    traces = load_traces(project)
+    problems: list[str] = []
+    found = dict(committed)
+    if build is not None and traces:
+        try:
+            found = build(traces)
+        except DispelError as exc:
+            return [f"drift: the chains cannot be regenerated from the traces: {exc}"], []
+        fresh = chain_files(found, project.chains)
+        for journey in sorted(set(committed) | set(found)):
+            path = project.chains / f"{journey}.json"
+            if path in fresh and path.is_file() and read_text(path, "chain file") == fresh[path]:
+                continue
+            why = check_core.diff_chains(journey, committed.get(journey), found.get(journey)) or ["the file's layout differs"]
+            problems += [f"drift: traces/chains/{journey}.json: {d}" for d in why]
+    notes = load_annotations(project)
+    with tempfile.TemporaryDirectory(prefix="dispel-check-") as tmp:
+        out, chain_dir = Path(tmp) / "docs", Path(tmp) / "chains"
+        if project.annotations.is_dir():
+            shutil.copytree(project.annotations, out / "annotations")
+        chain_dir.mkdir()
+        for path, text in chain_files(found, chain_dir).items():
+            path.write_text(text, encoding="utf-8")
+        try:
+            build_site(project, chain_dir, out)
+        except DispelError as exc:
+            return problems + [f"drift: the pages cannot be regenerated: {exc}"], []
+        texts = {k: a.text for k, a in notes.items()}
+        for rel, path in docs_files(out).items():
+            if rel.startswith("annotations/"):
+                continue
+            mine = project.docs / rel
+            if not mine.is_file():
+                problems.append(f"drift: docs/{rel} is generated but not committed")
+                continue
+            chain = found.get(rel.removeprefix("chains/").removesuffix(".md")) if rel.startswith("chains/") else None
+            problems += [f"drift: docs/{d}" for d in check_core.diff_page(rel, read_text(mine, "page"), read_text(path, "page"), chain, texts)]
+    installed = {}
+    for dist in {d for t in traces.values() for d, _ in t.versions}:
+        try:
+            installed[dist] = chromium_version() if dist == "chromium" else metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    why = check_core.environment_reasons({s: (t.python, t.versions) for s, t in traces.items()}, PYTHON_VERSION, installed)
+    return problems, why
+
+
+def rerecordable() -> tuple[tuple[str, ...], str | None]:
+    """The default scenarios this machine can record, and why the others cannot (None: all can)."""
+    why = unavailable()
+    names = tuple(n for n in catalog.DEFAULT_SCENARIOS if not (why and catalog.scenario(n).client == "browser"))
+    return names, (f"the browser scenario is not re-recorded: {why}" if why else None)
+
+
+def check_rerecord(project: Project, timeout: float = 60.0, names: Iterable[str] | None = None) -> list[str]:
+    """Record scenarios again (default: every default one) and compare with traces/<scenario>.json;
+    a differing recording is kept."""
+    problems = []
+    keep = Path(tempfile.mkdtemp(prefix="dispel-rerecord-"))
+    for name in catalog.DEFAULT_SCENARIOS if names is None else names:
+        proc = record_in_new_interpreter(project, name, keep, timeout, capture=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            problems.append(f"re-record: recording {name!r} failed: {tail}")
+            continue
+        fresh = read_text(keep / f"{name}.json", "trace file")
+        committed = project.traces / f"{name}.json"
+        old = read_text(committed, "trace file") if committed.is_file() else ""
+        if fresh != old:
+            problems += [
+                f"re-record: traces/{name}.json differs from a fresh recording: {d} (the new one is {keep / (name + '.json')})"
+                for d in check_core.trace_drift(old, fresh)
+            ]
+    if not problems:
+        shutil.rmtree(keep, ignore_errors=True)
+    return problems
+
+
+# --------------------------------------------------------------------------- audit
+
+
+@dataclass(frozen=True)
+class Audit:
+    verdicts: list
+    coverage: list[str]
+    chains_known: bool
+
+    @property
+    def broken(self) -> bool:
+        return any(v.broken for v in self.verdicts)
+
+
+def audit(
+    project: Project, report: Path, git_dirs: Iterable[str] = (), chains_dir: Path | None = None,
+    fetcher: fetch.Fetcher | None = None, raw_base: str = "",
+) -> Audit:
+    """Grade a hand-written report's GitHub source links against the lock, mirrors or the network."""
+    try:
+        text = report.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DispelError(f"cannot read the report {report}: {exc.strerror or exc}") from None
+    links = audit_core.find_links(text)
+    mirrors = parse_git_dirs(git_dirs)
+    stray = sorted(name for key, (name, _) in mirrors.items() if key not in {link.repo.lower() for link in links})
+    if stray:
+        linked = ", ".join(sorted({link.repo for link in links})) or "none"
+        raise DispelError(f"--git-dir names {', '.join(stray)}, which no link of {report} points to (it links: {linked})")
+    lock = project_lock(project)
+    found = load_chains(project, chains_dir)
+    facts = _audit_facts(audit_core.wanted_files(links), lock, mirrors, fetcher, raw_base)
+    facts.update(_audit_facts(audit_core.wanted_files(links, facts), lock, mirrors, fetcher, raw_base))
+    names = catalog.JOURNEY_NAMES
+    ordered = [found[j] for j in names if j in found] + [c for j, c in sorted(found.items()) if j not in names]
+    verdicts, linked = audit_core.grade(links, facts, ordered)
+    return Audit(verdicts, audit_core.coverage(ordered, linked), bool(found))
+
+
+def _audit_facts(
+    wanted: list[tuple[str, str, str]], lock: Lock | None, mirrors: dict, fetcher: fetch.Fetcher | None, raw_base: str
+) -> dict:
+    """What is known of each (repo, ref, path): from the lock (installed file, blob proven), else a
+    --git-dir mirror, else the raw-content host; files none of them knows are left out (unknown)."""
+    facts: dict = {}
+    commits: dict[tuple[str, str], tuple[str, dict[str, str]] | str] = {}
+    online: dict[tuple[str, str, str], str] = {}
+    for repo, ref, path in wanted:
+        key = (repo.lower(), ref, path)
+        found = check_core.lock_file(lock, repo, ref, path) if lock else None
+        if isinstance(found, tuple):
+            pin_, fpin = found
+            data = installed_contents([(pin_.dist, fpin.installed)])[(pin_.dist, fpin.installed)]
+            if isinstance(data, bytes) and pins.blob_sha(data) == fpin.blob:
+                facts[key] = audit_core.FileFact("lock", data.decode("utf-8", errors="replace"), pin_.commit)
+                continue
+        if repo.lower() in mirrors:
+            git_dir = mirrors[repo.lower()][1]
+            if (repo.lower(), ref) not in commits:
+                try:
+                    commit = gitinfo.run(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], git_dir).strip()
+                    commits[(repo.lower(), ref)] = (commit, gitinfo.tree_blobs(git_dir, commit))
+                except gitinfo.GitError:
+                    commits[(repo.lower(), ref)] = f"{ref} is no commit, branch or tag of the mirror {git_dir}"
+            known = commits[(repo.lower(), ref)]
+            if isinstance(known, str):
+                facts[key] = audit_core.FileFact("git", None, note=known)
+            else:
+                commit, tree = known
+                text = gitinfo.run(["cat-file", "blob", tree[path]], git_dir) if path in tree else None
+                facts[key] = audit_core.FileFact("git", text, commit)
+            continue
+        if fetcher is not None:
+            online[key] = raw_url(raw_base, repo, ref, path)
+    if online:
+        got = fetch_all(fetcher, online.values(), raw_base)
+        for key, url in online.items():
+            answer = got[url]
+            commit = key[1] if SHA_RE.fullmatch(key[1]) else ""
+            if answer.data is not None:
+                facts[key] = audit_core.FileFact("online", answer.data.decode("utf-8", errors="replace"), commit)
+            elif answer.status == 404:
+                facts[key] = audit_core.FileFact("online", None, commit)
+    return facts

@@ -1,0 +1,104 @@
+"""The shape of the package: one catalogue that every page, chain file and finder agrees with,
+no import cycle, and a CLI that only parses and dispatches."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+from dispel import catalog, chains, cli, render
+from dispel.project import Project
+
+PACKAGE = Path(cli.__file__).parent
+
+
+def imports(path: Path) -> set[str]:
+    """The dispel modules a module imports, anywhere in it (lazy imports count too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    return {p.stem: imports(p) for p in PACKAGE.glob("*.py")}
+
+
+def cycle(g: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of ``g`` (as a path that ends where it starts), or None."""
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(g.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [node, nxt] if nxt in path else [node, nxt]
+            if nxt not in state and (found := visit(nxt, path + [node])):
+                return found
+        state[node] = 2
+        return None
+
+    for node in sorted(g):
+        if node not in state and (found := visit(node, [])):
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_one():
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) is not None
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_package_has_no_import_cycle():
+    found = cycle(graph())
+    assert found is None, "import cycle: " + " -> ".join(found)
+
+
+def test_only_main_imports_the_cli():
+    importers = sorted(m for m, deps in graph().items() if "cli" in deps)
+    assert importers == ["__main__"]
+
+
+def test_the_cli_only_parses_and_dispatches():
+    source = (PACKAGE / "cli.py").read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= 300
+    tree = ast.parse(source)
+    nested = [n for f in tree.body if isinstance(f, ast.FunctionDef) for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert not nested, "imports belong at the top of cli.py"
+
+
+def test_help_lists_only_real_commands(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "SUPPRESS" not in out
+    listed = {line.split()[0] for line in out.splitlines() if re.match(r"    \w", line)}
+    assert listed == {"record", "chains", "pin", "versions", "render", "check", "diff", "audit", "bench"}
+
+
+def test_every_journey_has_a_finder_a_page_a_chain_file_and_a_title():
+    project = Project()
+    names = set(catalog.JOURNEY_NAMES)
+    assert len(names) == len(catalog.JOURNEYS), "a journey is catalogued twice"
+    assert {j.finder for j in catalog.JOURNEYS} <= set(chains.FINDERS)
+    assert {j.wire for j in catalog.JOURNEYS} <= set(chains.WIRES)
+    assert {p.stem for p in (project.docs / "chains").glob("*.md")} == names
+    assert {p.stem for p in project.chains.glob("*.json")} == names
+    for j in catalog.JOURNEYS:
+        assert j.title and j.scenario in catalog.SCENARIOS
+        page = (project.docs / "chains" / f"{j.name}.md").read_text(encoding="utf-8")
+        assert f"# {render.md_text(j.title)}" in page.splitlines(), f"the page of {j.name} has not its catalogued title"
+        for _, other in (j.compared or ("", ()))[1]:
+            assert other in names, f"{j.name} is compared with {other}, which is no journey"
+
+
+def test_nothing_else_lists_the_journeys_or_the_traced_packages():
+    """The catalogue is the one list: no other module spells out the journey names or the traced packages."""
+    for path in PACKAGE.glob("*.py"):
+        if path.stem == "catalog":
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert '"upgrade-python"' not in text, f"{path.name} lists journeys"
+        assert '"simple_websocket", "wsproto"' not in text and '"simple-websocket",\n' not in text, f"{path.name} lists traced packages"
