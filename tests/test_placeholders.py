@@ -2,9 +2,18 @@
 from __future__ import annotations
 
 import pytest
-
 from dispel import placeholders as ph
-from dispel.model import EDGE_CALL, EDGE_ENTRY, EDGE_WAKE, Chain, DispelError, Func, Hop, Source, WireLayer
+from dispel.model import (
+    EDGE_CALL,
+    EDGE_ENTRY,
+    EDGE_WAKE,
+    Chain,
+    DispelError,
+    Func,
+    Hop,
+    Source,
+    WireLayer,
+)
 from dispel.render import hop_annotation, inline_code
 
 WS = Source("wsproto", "1.3.2", "wsproto/frame_protocol.py")

@@ -5,7 +5,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from dispel import prose, stages, wire
 from dispel.project import Project
 

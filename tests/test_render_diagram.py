@@ -7,10 +7,17 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
 from dispel import fold, render
 from dispel.diagram import LAYERS, STYLES, Link, Row, layer_of, layered_svg, wrap
-from dispel.model import EDGE_CALL, EDGE_DATA, EDGE_ENTRY, EDGE_RETURN, EDGE_THREAD_START, EDGE_WAKE, DispelError
+from dispel.model import (
+    EDGE_CALL,
+    EDGE_DATA,
+    EDGE_ENTRY,
+    EDGE_RETURN,
+    EDGE_THREAD_START,
+    EDGE_WAKE,
+    DispelError,
+)
 from dispel.tracefile import chain_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
