@@ -15,8 +15,10 @@ $(STAMP): requirements.lock pyproject.toml scripts/dispel/_ctracer.c
 	if command -v npm >/dev/null; then npm ci --prefix scripts/sample_app --no-audit --no-fund --silent; else echo "note: npm not found, skipping scripts/sample_app's JavaScript client (the browser scenario needs it)"; fi
 	touch $(STAMP)
 
-# The site, from the committed traces, chains, lock and annotations.
+# The site, from the committed traces, chains, lock and annotations; first a warning for
+# every installed version that differs from the lock (the pages would mix the two).
 site: $(STAMP)
+	$(BIN)/dispel versions --warn
 	$(BIN)/dispel render
 	$(BIN)/mkdocs build --strict --quiet
 
@@ -35,7 +37,8 @@ serve: $(STAMP)
 	$(BIN)/mkdocs serve -a 127.0.0.1:8000
 
 # Regeneration after an upgrade: record -> chains -> render. When a library version
-# changes, re-pin first: make pin PIN_ARGS="--git-dir OWNER/REPO=PATH ...".
+# changes, re-pin first: make pin PIN_ARGS="--git-dir OWNER/REPO=PATH" (only the changed
+# libraries need a mirror or the network), then review with `dispel diff`.
 record: $(STAMP)
 	$(BIN)/dispel record
 

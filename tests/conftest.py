@@ -2,6 +2,7 @@
 
 - `--update-gold` rewrites the golden files under tests/gold/;
 - `git`, `make_repo`, `hash_object`: real git repositories under tmp_path;
+- `install`: a fake installed distribution (dist-info METADATA + RECORD) in a site folder;
 - `RepoServer`, `commit_files`: a raw-content host on 127.0.0.1 serving such a repository;
 - `trace_of`: a tiny program of tests/programs/ recorded and normalized;
 - the `slow` marker goes on every test that records, builds the site or starts processes
@@ -117,6 +118,20 @@ def make_repo(
     for tag, annotated in (tags or {}).items():
         git(root, "tag", *(["-a", "-m", f"release {tag}"] if annotated else []), tag)
     return root
+
+
+def install(site: Path, name: str, version: str, files: dict[str, str], urls: list[str]) -> None:
+    """A fake installed distribution: files plus a dist-info with METADATA and RECORD."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    meta += [f"Project-URL: {u}" for u in urls]
+    (info / "METADATA").write_text("\n".join(meta) + "\n")
+    for rel, text in files.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(text)
+    record = [f"{rel},," for rel in files] + [f"{info.name}/METADATA,,", f"{info.name}/RECORD,,"]
+    (info / "RECORD").write_text("\n".join(record) + "\n")
 
 
 # --------------------------------------------------------------------------- a raw-content host on 127.0.0.1

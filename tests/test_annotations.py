@@ -17,8 +17,10 @@ journey:emit:
     How an **emit** reaches the socket.
 socketio.server:Server.emit:
   fingerprint: {SIO_FP}
+  reviewed: [emit]
   text: Encodes the packet.
 socket:socket.send:
+  reviewed: [emit]
   text: The C sink.
 """
 
@@ -41,6 +43,7 @@ def test_parse_good_file():
     assert list(parsed) == ["journey:emit", "socketio.server:Server.emit", "socket:socket.send"]
     entry = parsed["socketio.server:Server.emit"]
     assert (entry.fingerprint, entry.text, entry.where) == (SIO_FP, "Encodes the packet.", "docs/annotations/emit.yml:4")
+    assert entry.reviewed == ("emit",)
     assert parsed["journey:emit"].text == "How an **emit** reaches the socket.\n"
     assert ann.parse_annotations("", "empty.yml") == {}
 
@@ -57,6 +60,10 @@ def test_parse_good_file():
         ("m:f:\n  fingerprint: 0123456789ab\n", r"^f\.yml:1: m:f: 'text' is missing or empty"),
         ("m:f:\n  fingerprint: XYZ\n  text: t\n", r"^f\.yml:1: m:f: fingerprint 'XYZ' is not 12"),
         ("journey:on:\n  fingerprint: 0123456789ab\n  text: t\n", r"^f\.yml:1: journey:on: a journey summary has no fingerprint"),
+        ("m:f:\n  reviewed: on\n  text: t\n", r"^f\.yml:2: m:f: reviewed must be a list of journeys"),
+        ("m:f:\n  reviewed: [On_x]\n  text: t\n", r"^f\.yml:2: m:f: 'On_x' in reviewed is not a journey name"),
+        ("m:f@on:\n  reviewed: [on]\n  text: t\n", r"^f\.yml:1: m:f@on: a text keyed to a journey is reviewed on that journey only"),
+        ("m:f@On:\n  text: t\n", r"^f\.yml:1: 'm:f@On' is not a function identity"),
         ("m:f:\n  text: [a, b]\n", r"^f\.yml:2: m:f: text must be a string"),
     ],
 )
@@ -89,8 +96,8 @@ def test_missing_lists_unannotated_hops_and_summaries():
 def test_orphaned_lists_annotations_on_no_chain():
     extra = GOOD + "gone.module:Old.func:\n  text: x\njourney:nope:\n  text: y\njourney:run:\n  text: z\n"
     problems = ann.orphaned([EMIT], notes(extra), journeys=["run", "emit"])
-    assert [(p.key, p.where) for p in problems] == [("gone.module:Old.func", "emit.yml:9"), ("journey:nope", "emit.yml:11")]
-    assert problems[0].message == "emit.yml:9: gone.module:Old.func is not on any chain"
+    assert [(p.key, p.where) for p in problems] == [("gone.module:Old.func", "emit.yml:11"), ("journey:nope", "emit.yml:13")]
+    assert problems[0].message == "emit.yml:11: gone.module:Old.func is not on any chain"
 
 
 def test_stale_compares_fingerprints_with_the_installed_source():
@@ -119,3 +126,59 @@ def test_stub_is_a_parseable_entry_with_the_current_fingerprint():
 
 def test_texts_is_what_render_takes():
     assert ann.texts(notes())["socket:socket.send"] == "The C sink."
+
+
+def test_key_true_marks_a_function_key_for_render():
+    text = "pkg.mod:f:\n  fingerprint: 0123456789ab\n  key: true\n  text: |\n    Does f.\npkg.mod:g:\n  text: |\n    Does g.\n"
+    parsed = ann.parse_annotations(text, "a.yml")
+    assert parsed["pkg.mod:f"].key_hop and not parsed["pkg.mod:g"].key_hop
+    texts = ann.texts(parsed)
+    assert texts["key:pkg.mod:f"] == "" and "key:pkg.mod:g" not in texts
+    from dispel import render
+
+    assert render.marked_key(texts) == {"pkg.mod:f"}
+    with pytest.raises(DispelError, match="key must be true or false"):
+        ann.parse_annotations("pkg.mod:f:\n  key: maybe\n  text: x\n", "a.yml")
+
+
+@pytest.mark.parametrize(
+    ("key", "parts"),
+    [
+        ("engineio.socket:Socket.send", ("engineio.socket:Socket.send", None, None)),
+        ("m:C.f@12", ("m:C.f@12", None, None)),  # an overloaded qualname keeps its line
+        ("m:C.f@upgrade-python", ("m:C.f", "upgrade-python", None)),
+        ("m:C.f@12@polling#L308", ("m:C.f@12", "polling", 308)),
+        ("journey:emit", ("journey:emit", None, None)),
+    ],
+)
+def test_split_key(key, parts):
+    assert ann.split_key(key) == parts
+
+
+def test_select_prefers_the_most_specific_text():
+    texts = {"m:f": "general", "m:f@on": "on", "m:f@on#L7": "on, line 7"}
+    assert ann.select(texts, "m:f", "on", 7) == ("m:f@on#L7", "on, line 7")
+    assert ann.select(texts, "m:f", "on", 8) == ("m:f@on", "on")
+    assert ann.select(texts, "m:f", "emit", 7) == ("m:f", "general")
+    assert ann.select(texts, "m:g", "on", 7) is None
+
+
+def test_a_keyed_text_covers_its_journey_and_is_orphaned_elsewhere():
+    keyed = notes(GOOD + "sample_app.app:on_chat@emit:\n  text: x\nsample_app.app:on_chat@on:\n  text: y\n"
+                  "sample_app.app:on_chat@emit#L9:\n  text: z\n")
+    assert "sample_app.app:on_chat" not in [p.key for p in ann.missing([EMIT], keyed)]
+    assert [p.message for p in ann.orphaned([EMIT], keyed)] == [
+        "emit.yml:13: sample_app.app:on_chat@on: sample_app.app:on_chat is not on journey 'on'",
+        "emit.yml:15: sample_app.app:on_chat@emit#L9: no hop of sample_app.app:on_chat on 'emit' executes line 9",
+    ]
+
+
+def test_a_general_text_is_unreviewed_on_a_journey_not_in_its_list():
+    assert ann.unreviewed([EMIT], notes()) == []
+    other = EMIT.__class__("broadcast", EMIT.title, EMIT.scenario, EMIT.hops)
+    problems = ann.unreviewed([EMIT, other], notes())
+    assert [(p.kind, p.key) for p in problems] == [("unreviewed", "socketio.server:Server.emit"), ("unreviewed", "socket:socket.send")]
+    assert problems[0].message.startswith("emit.yml:4: socketio.server:Server.emit is unreviewed on broadcast (hop 2);")
+    # a text keyed to the journey is reviewed there; confirming adds the journey to the list
+    keyed = notes(GOOD.replace("reviewed: [emit]", "reviewed: [emit, broadcast]") + "sample_app.app:on_chat@broadcast:\n  text: x\n")
+    assert ann.unreviewed([EMIT, other], keyed) == []

@@ -110,7 +110,8 @@ def test_a_good_pinned_report_links_the_chain(tmp_path, capsys, repo, chains_dir
     (v,) = data["links"]
     assert (v["pinned"], v["resolves"], v["via"], v["function"], v["on_chain"], v["broken"]) == ("commit", "yes", "git", "pkg.mod:Server.emit", "emit#1", False)
     # the C hop cannot be linked on GitHub, so two hops count
-    assert data["coverage"] == ["links 1 of 2 hops of emit; missing: send (#2)"]
+    # graded against the key hops: the entry and the sink (C, not linkable); send is detail
+    assert data["coverage"] == ["links 1 of 1 key hops of emit (1 of 2 hops in all); none missing"]
 
 
 def test_an_older_release_still_matches_by_qualname(tmp_path, capsys, repo, chains_dir):
@@ -167,7 +168,7 @@ def test_markdown_table_has_a_row_per_link_and_coverage(tmp_path, capsys, repo, 
     assert code == 0
     assert out.splitlines()[0] == "| Line | Link | Pinned | Resolves | Function | On chain | Notes |"
     assert f"| 1 | <https://github.com/o/r/blob/{sha}/src/pkg/mod.py#L14> | commit | yes (git) | pkg.mod:send | emit#2 | — |" in out
-    assert "- links 1 of 2 hops of emit; missing: Server.emit (#1)" in out
+    assert "- links 0 of 1 key hops of emit (1 of 2 hops in all); missing: Server.emit (#1)" in out
     assert out.rstrip().endswith("1 source links: 0 broken, 0 unpinned, 0 unresolved, 0 off-chain")
 
 
@@ -215,3 +216,50 @@ def test_an_unreachable_online_host(tmp_path, capsys):
     report = write_report(tmp_path, "https://github.com/o/r/blob/main/x.py#L1\n")
     code, _, err = run_audit(capsys, report, "--online", "--raw-base", "http://127.0.0.1:9", "--time-limit", "2")
     assert code == 2 and err.startswith("dispel: error: --online: cannot reach http://127.0.0.1:9")
+
+
+# --------------------------------------------------------------------------- PDF-mangled paths
+
+INIT = '"""A package."""\n\n\ndef start(app):\n    return app.run()\n'
+INIT_CHAIN = Chain(
+    "run",
+    "run",
+    "chat",
+    (
+        Hop(Func("sample_app.app", "main", Source("sample_app", "0", "sample_app/app.py"), 1, 2), 1, "main", "entry", 0),
+        Hop(Func("pkg", "start", Source("pkg", "2.0", "pkg/__init__.py"), 4, 5), 5, "main", "call", 1),
+        Hop(Func("_socket", "socket.bind", Source("builtin", "3.11.7", ""), 0, 0), 0, "main", "call", 2),
+    ),
+)
+
+
+@pytest.mark.parametrize("mangled", ["%20init%20.py", "_init_.py", "init .py"])
+def test_a_pdf_mangled_init_is_repaired_and_named(tmp_path, capsys, mangled):
+    repo = make_repo(tmp_path / "repo", {"src/pkg/__init__.py": INIT})
+    sha = git(repo, "rev-parse", "HEAD")
+    folder = tmp_path / "chains"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps(tracefile.chain_to_dict(INIT_CHAIN)), encoding="utf-8")
+    sep = "/ " if mangled == "init .py" else "/"  # copied from a PDF: "pkg/ init .py"
+    report = write_report(tmp_path, f"Start: https://github.com/o/r/blob/{sha}/src/pkg{sep}{mangled}#L5 in the text.\n")
+    code, data = verdicts(capsys, report, "--git-dir", f"o/r={repo}", "--chains", str(folder))
+    (v,) = data["links"]
+    assert code == 0 and v["resolves"] == "yes" and not v["broken"], v
+    assert (v["function"], v["on_chain"]) == ("pkg:start", "run#2")
+    assert v["notes"][0].startswith("repaired ") and "'__init__.py'" in v["notes"][0]
+    assert f"https://github.com/o/r/blob/{sha}/src/pkg/__init__.py#L5" in v["notes"][0]
+
+
+def test_a_mangled_name_is_not_repaired_into_a_file_that_is_not_there(tmp_path, capsys, repo, chains_dir):
+    sha = git(repo, "rev-parse", "HEAD")
+    report = write_report(tmp_path, f"https://github.com/o/r/blob/{sha}/src/pkg/_init_.py#L1\n")
+    code, data = verdicts(capsys, report, "--git-dir", f"o/r={repo}", "--chains", str(chains_dir))
+    (v,) = data["links"]
+    assert code == 1 and v["broken"] and not any(n.startswith("repaired") for n in v["notes"])
+    assert any("mangled by a PDF copy" in n for n in v["notes"])
+
+
+def test_pdf_repair_only_touches_mangled_dunders():
+    assert audit.pdf_repair("src/pkg/ init .py") == ("src/pkg/__init__.py", " init .py", "__init__.py")
+    assert audit.pdf_repair("pkg/_init_.py")[0] == "pkg/__init__.py"
+    assert audit.pdf_repair("pkg/__init__.py") is None and audit.pdf_repair("pkg/init.py") is None

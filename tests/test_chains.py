@@ -25,6 +25,7 @@ from dispel.tracefile import (
 )
 from dispel.values import value_text_to_python
 from programs import threads as prog
+from programs import values as pv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -372,3 +373,100 @@ def test_a_sink_that_never_happened_names_the_last_hop(trace):
 def test_unknown_journey_is_refused(trace):
     with pytest.raises(DispelError, match="unknown journey 'nope'"):
         chains.build_all({"chat": trace}, only=["nope"])
+
+
+# ------------------------------------------------------------------ the right wait
+
+
+def test_a_long_poll_is_woken_in_its_blocking_get_not_in_the_drain():
+    trace = trace_of(pv.long_poll)
+    g = chains.TraceGraph(trace)
+    poll = first(trace, "programs.values:poll")
+    woken = chains.woken_waits(g, poll)
+    assert len(woken) == 1
+    wait = g.ev(woken[0])
+    get = g.ev(wait.parent)
+    assert wait.func == "threading:Condition.wait" and get.func == "queue:Queue.get"
+    assert [a.text for a in get.args if a.name == "block"] == ["True"]  # not get(block=False)
+    # The notify that ended it is the sender's put, and the chain from poll to it goes through that get.
+    steps = chains.connect(g, poll, woken[0])
+    assert [g.ev(i).func for i, _ in steps] == ["queue:Queue.get", "threading:Condition.wait"]
+    assert g.ev(steps[0][0]).call_line == pv.poll.__code__.co_firstlineno + 1
+
+
+def test_polling_part_one_ends_where_the_get_blocks(built):
+    chain = built["polling"]
+    part1 = chain.hops[: [h.edge for h in chain.hops].index(EDGE_ENTRY, 1)]
+    assert part1[-1].func.key == "threading:Condition.wait"
+    get, poll = part1[-2], part1[-3]
+    assert get.func.key == "queue:Queue.get" and poll.func.key == "engineio.socket:Socket.poll"
+    assert "self.queue.get(" in poll.line_text and "block=False" not in poll.line_text
+    woken = next(h for h in chain.hops if h.edge == EDGE_WAKE)
+    assert woken.event == part1[-1].event, "the wake-up ends the very wait part 1 stopped at"
+
+
+# ------------------------------------------------------------------ producers
+
+
+def graph_of(fn):
+    trace = trace_of(fn)
+    return trace, chains.TraceGraph(trace, installed.source_lines({"t": trace}))
+
+
+def test_a_value_made_in_a_sibling_call_is_joined_to_the_sink():
+    trace, g = graph_of(pv.sibling_producer)
+    sink = first(trace, "programs.values:sink")
+    assert [(g.ev(p).func, u, k) for p, u, k in chains.producers(g, sink)] == [("programs.values:encode", sink, "result")]
+    steps, joins = chains.walk_with_producers(g, [[first(trace, "programs.values:sibling_producer"), sink]])
+    assert [g.ev(i).func.split(":")[1] for i, _ in steps] == ["sibling_producer", "encode", "sibling_producer", "sink"]
+    assert joins == [(first(trace, "programs.values:encode"), sink, "result")]
+
+
+def test_a_generators_yield_feeds_the_loop_that_calls_the_sink():
+    trace, g = graph_of(pv.generator_consumer)
+    sinks = [e.index for e in trace.events if e.func == "programs.values:sink"]
+    yields = [e.index for e in trace.events if e.func == "programs.values:events"]
+    for sink, fed in zip(sinks, yields):
+        found = chains.producers(g, sink)
+        assert (fed, sink, "yield") in found or (fed, sink, "result") in found
+        assert all(p < sink for p, _, _ in found)
+    # The last resume (the generator ending) is no producer: it comes after every sink.
+    assert yields[-1] not in {p for s in sinks for p, _, _ in chains.producers(g, s)}
+
+
+def test_of_two_candidates_the_value_decides_not_the_position():
+    trace, g = graph_of(pv.two_candidates)
+    sink = first(trace, "programs.values:sink")
+    chosen = first(trace, "programs.values:encode", name="chosen")
+    assert chains.producers(g, sink) == [(chosen, sink, "result")]
+    # Swap the texts: the other call becomes the producer.
+    decoy = first(trace, "programs.values:encode", name="decoy")
+    sink_ev = trace.events[sink]
+    swapped = dataclasses.replace(
+        trace,
+        events=tuple(
+            dataclasses.replace(e, args=(dataclasses.replace(e.args[0], text=trace.events[decoy].ret.text),)) if e.index == sink else e
+            for e in trace.events
+        ),
+    )
+    g2 = chains.TraceGraph(swapped, g.lines)
+    assert chains.producers(g2, sink) == [(decoy, sink, "result")]
+    assert sink_ev.args[0].text == "'2chosen'"
+
+
+def test_the_four_producers_of_the_issue_are_hops_joined_to_their_users(built):
+    def joined(journey, producer, kind):
+        chain = built[journey]
+        for j in chain.joins:
+            if chain.hops[j.producer - 1].func.key == producer and j.kind == kind:
+                assert j.producer < j.user <= len(chain.hops)
+                return chain.hops[j.user - 1]
+        raise AssertionError(f"{journey}: {producer} is not joined by {kind}: {chain.joins}")
+
+    for journey in ("emit", "broadcast"):
+        user = joined(journey, "socketio.base_manager:BaseManager.get_participants", "yield")
+        assert user.func.key == "socketio.server:Server._send_eio_packet"
+    assert joined("ack", "socketio.packet:Packet.encode", "result").func.key == "engineio.server:Server.send"
+    assert joined("handshake", "wsproto.handshake:H11Handshake._process_connection_request", "stored").func.key == "wsproto.handshake:H11Handshake.events"
+    assert joined("handshake", "wsproto.handshake:H11Handshake.events", "yield").func.key == "wsproto:WSConnection.send"
+    assert joined("polling", "engineio.packet:Packet.decode", "parsed").func.key == "engineio.socket:Socket.receive"

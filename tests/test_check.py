@@ -197,7 +197,10 @@ def test_a_regenerated_chain_that_differs_names_its_hops(rendered):
     hops[n - 1] = dataclasses.replace(hop, line=hop.line + 1, line_text="x = 1")
     changed = dataclasses.replace(chains["emit"], hops=tuple(hops))
     drift, _ = stages.check_drift(Project(rendered), chains, build=lambda traces: chains | {"emit": changed})
-    assert f"drift: traces/chains/emit.json: emit: hop {n} {hop.func.key} line {hop.line} became hop {n} {hop.func.key} line {hop.line + 1}" in drift
+    assert (
+        f"drift: traces/chains/emit.json: emit: hop {n} {hop.func.key} ({hop.thread}): "
+        f"line {hop.line} → {hop.line + 1}, line text {hop.line_text!r} → 'x = 1'"
+    ) in drift
     assert any(d.startswith("drift: docs/chains/emit.md: hop ") for d in drift)
 
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import git, hash_object, make_repo
+from conftest import git, hash_object, install, make_repo
 from dispel import catalog, cli, pins, stages
 from dispel.model import LOCK_SCHEMA, DispelError, FilePin, Lock
 from dispel.project import Project, dump_json
@@ -203,7 +203,7 @@ def test_verify_reports_each_kind_of_drift() -> None:
     assert "d/__init__.py" in problem and "a" * 40 in problem and "e" * 40 in problem
     assert "locked 1.0" in problem and "installed 1.0" in problem
     assert pins.verify(lock, dict(good, d=pins.Installed("d", "1.1", {}))) == [
-        "d: locked 1.0, installed 1.1; run `make pin` after an upgrade"
+        "d: installed 1.1, lock 1.0: run make pin, then make regen"
     ]
     gone = dict(good, d=pins.Installed("d", "1.0", {"d/_version.py": "b" * 40, "d/new.py": "f" * 40}))
     assert pins.verify(lock, gone) == [
@@ -216,20 +216,6 @@ def test_verify_reports_each_kind_of_drift() -> None:
 
 
 # --------------------------------------------------------------------------- `dispel pin` end to end
-
-
-def install(site: Path, name: str, version: str, files: dict[str, str], urls: list[str]) -> None:
-    """A fake installed distribution: files plus a dist-info with METADATA and RECORD."""
-    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
-    meta += [f"Project-URL: {u}" for u in urls]
-    (info / "METADATA").write_text("\n".join(meta) + "\n")
-    for rel, text in files.items():
-        (site / rel).parent.mkdir(parents=True, exist_ok=True)
-        (site / rel).write_text(text)
-    record = [f"{rel},," for rel in files] + [f"{info.name}/METADATA,,", f"{info.name}/RECORD,,"]
-    (info / "RECORD").write_text("\n".join(record) + "\n")
 
 
 SRCLIB = {"srclib/__init__.py": "from .core import run\n", "srclib/core.py": "def run():\n    return 1\n"}

@@ -5,6 +5,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import yaml
 
@@ -12,18 +13,35 @@ from .model import Chain, DispelError, Func, Source
 
 JOURNEY_PREFIX = "journey:"
 FINGERPRINT_RE = re.compile(r"[0-9a-f]{12}")
-# module:qualname, e.g. engineio.socket:Socket.send or flask_socketio:SocketIO.on.<locals>.decorator
-KEY_RE = re.compile(r"[A-Za-z_][\w.]*:[\w.<>]+(?:@\d+)?")  # @line: overloaded qualnames
-FIELDS = {"fingerprint", "text"}
+# module:qualname, e.g. engineio.socket:Socket.send or flask_socketio:SocketIO.on.<locals>.decorator;
+# @line after it: overloaded qualnames (Func.key). Then, optionally, the context the text is written
+# for: @journey (one journey), @journey#L<n> (the hops of that journey whose executed line is n).
+KEY_RE = re.compile(r"(?P<func>[A-Za-z_][\w.]*:[\w.<>]+(?:@\d+)?)(?:@(?P<journey>[a-z][a-z0-9-]*)(?:#L(?P<line>\d+))?)?")
+FIELDS = {"fingerprint", "key", "reviewed", "text"}
+KEY_MARK = "key:"  # texts() marks a function whose annotation says `key: true` as "key:<module:qualname>"
+T = TypeVar("T")
+JOURNEY_NAME_RE = re.compile(r"[a-z][a-z0-9-]*")
 
 
 @dataclass(frozen=True)
 class Annotation:
-    key: str  # "module:qualname" or "journey:<name>"
-    text: str  # Markdown
+    key: str  # "module:qualname", "module:qualname@journey[#L<line>]" or "journey:<name>"
+    text: str  # Markdown, with {{placeholders}} (see placeholders.py)
     fingerprint: str  # "" for journey intros and C functions (no source to fingerprint)
     file: str
     line: int  # where the key stands in the file (1-based)
+    reviewed: tuple[str, ...] = ()  # journeys a general text was read against (a keyed text: its own)
+    key_hop: bool = False  # `key: true`: this function's hops are key hops, never folded
+
+    @property
+    def func_key(self) -> str:
+        """The function the text is about (Func.key), without its context."""
+        return split_key(self.key)[0]
+
+    @property
+    def journey(self) -> str | None:
+        """The journey the text is keyed to, None for a general text."""
+        return split_key(self.key)[1]
 
     @property
     def where(self) -> str:
@@ -32,7 +50,7 @@ class Annotation:
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # "missing", "orphaned" or "stale"
+    kind: str  # "missing", "orphaned", "stale" or "unreviewed"
     key: str
     where: str  # file:line of the annotation, or the journeys/hops the function is on
     message: str
@@ -83,6 +101,33 @@ def _scalar(file: str, node: yaml.Node, what: str) -> str:
     return str(node.value)
 
 
+def split_key(key: str) -> tuple[str, str | None, int | None]:
+    """``module:qualname[@line][@journey[#L<n>]]`` -> (Func.key, journey or None, executed line or None)."""
+    m = KEY_RE.fullmatch(key)
+    if m is None or key.startswith(JOURNEY_PREFIX):
+        return key, None, None
+    return m.group("func"), m.group("journey"), int(m.group("line")) if m.group("line") else None
+
+
+def select(texts: Mapping[str, T], func_key: str, journey: str, line: int) -> tuple[str, T] | None:
+    """The most specific text for a hop: ``key@journey#L<line>``, else ``key@journey``, else ``key``."""
+    for key in (f"{func_key}@{journey}#L{line}", f"{func_key}@{journey}", func_key):
+        if key in texts:
+            return key, texts[key]
+    return None
+
+
+def _reviewed(file: str, key: str, node: yaml.Node) -> tuple[str, ...]:
+    """``reviewed: [on, emit]``: the journeys a text was read against."""
+    if not isinstance(node, yaml.SequenceNode):
+        raise _fail(file, node, f"{key}: reviewed must be a list of journeys, e.g. [on, emit]")
+    names = tuple(_scalar(file, n, f"{key}: reviewed") for n in node.value)
+    for name in names:
+        if not JOURNEY_NAME_RE.fullmatch(name):
+            raise _fail(file, node, f"{key}: {name!r} in reviewed is not a journey name")
+    return names
+
+
 def parse_annotations(text: str, file: str) -> dict[str, Annotation]:
     """One annotations file -> {key: Annotation}. Any mistake is a DispelError naming file and line.
 
@@ -93,8 +138,13 @@ def parse_annotations(text: str, file: str) -> dict[str, Annotation]:
             Markdown …
         engineio.socket:Socket.send:
           fingerprint: 0123456789ab
+          reviewed: [on, emit]
           text: |
             Markdown …
+        engineio.socket:Socket.send@upgrade:
+          fingerprint: 0123456789ab
+          text: |
+            Markdown true on the upgrade journey only …
     """
     try:
         # compose, not load: the node tree keeps line numbers and shows duplicate keys,
@@ -120,19 +170,27 @@ def parse_annotations(text: str, file: str) -> dict[str, Annotation]:
         if not isinstance(value_node, yaml.MappingNode):
             raise _fail(file, value_node, f"{key}: expected a mapping with 'text' (and 'fingerprint')")
         fields: dict[str, str] = {}
+        reviewed: tuple[str, ...] = ()
         for f_node, v_node in value_node.value:
             name = _scalar(file, f_node, "a field name")
             if name not in FIELDS:
                 raise _fail(file, f_node, f"{key}: unknown field {name!r} (expected: {', '.join(sorted(FIELDS))})")
+            if name == "reviewed":
+                reviewed = _reviewed(file, key, v_node)
+                continue
             fields[name] = _scalar(file, v_node, f"{key}: {name}")
         if not fields.get("text", "").strip():
             raise _fail(file, key_node, f"{key}: 'text' is missing or empty")
         fp = fields.get("fingerprint", "")
         if fp and not FINGERPRINT_RE.fullmatch(fp):
             raise _fail(file, key_node, f"{key}: fingerprint {fp!r} is not 12 lowercase hex digits")
-        if is_journey and fp:
-            raise _fail(file, key_node, f"{key}: a journey summary has no fingerprint")
-        out[key] = Annotation(key, fields["text"], fp, file, key_node.start_mark.line + 1)
+        if is_journey and (fp or reviewed):
+            raise _fail(file, key_node, f"{key}: a journey summary has no fingerprint nor reviewed list")
+        if reviewed and split_key(key)[1]:
+            raise _fail(file, key_node, f"{key}: a text keyed to a journey is reviewed on that journey only; drop 'reviewed'")
+        if fields.get("key", "true") not in ("true", "false"):
+            raise _fail(file, key_node, f"{key}: key must be true or false, not {fields['key']!r}")
+        out[key] = Annotation(key, fields["text"], fp, file, key_node.start_mark.line + 1, reviewed, fields.get("key") == "true")
     return out
 
 
@@ -148,8 +206,10 @@ def merge_annotations(files: Iterable[tuple[str, str]]) -> dict[str, Annotation]
 
 
 def texts(annotations: Mapping[str, Annotation]) -> dict[str, str]:
-    """The key -> Markdown mapping that render takes."""
-    return {key: ann.text for key, ann in annotations.items()}
+    """The key -> Markdown mapping that render takes; ``key:<module:qualname>`` for a hop marked key."""
+    out = {key: ann.text for key, ann in annotations.items()}
+    out.update({KEY_MARK + ann.func_key: "" for ann in annotations.values() if ann.key_hop})
+    return out
 
 
 # --------------------------------------------------------------------------- reports
@@ -165,23 +225,28 @@ def chain_funcs(chains: Iterable[Chain]) -> dict[str, tuple[Func, list[str]]]:
 
 
 def missing(chains: Iterable[Chain], annotations: Mapping[str, Annotation]) -> list[Problem]:
-    """Journeys without a summary and hops whose function has no annotation."""
+    """Journeys without a summary and hops that no text (general or keyed to their journey) covers."""
     chains = list(chains)
     out = [
         Problem("missing", f"{JOURNEY_PREFIX}{c.journey}", c.journey, f"journey {c.journey!r} has no summary")
         for c in chains
         if f"{JOURNEY_PREFIX}{c.journey}" not in annotations
     ]
-    for key, (_, places) in chain_funcs(chains).items():
-        if key not in annotations:
-            out.append(Problem("missing", key, ", ".join(places), f"{key} (hop {', '.join(places)}) has no annotation"))
+    uncovered: dict[str, list[str]] = {}
+    for chain in chains:
+        for i, hop in enumerate(chain.hops, 1):
+            if select(annotations, hop.func.key, chain.journey, hop.line) is None:
+                uncovered.setdefault(hop.func.key, []).append(f"{chain.journey}#{i}")
+    for key, places in uncovered.items():
+        out.append(Problem("missing", key, ", ".join(places), f"{key} (hop {', '.join(places)}) has no annotation"))
     return out
 
 
 def orphaned(
     chains: Iterable[Chain], annotations: Mapping[str, Annotation], journeys: Iterable[str] = ()
 ) -> list[Problem]:
-    """Annotations whose function is on no chain, or whose journey is unknown.
+    """Annotations whose function is on no chain (or not on the journey, or never at the line, they are keyed to),
+    or whose journey is unknown.
 
     ``journeys`` names journeys that exist even if not recorded yet, so their summaries
     are not reported while a chain is missing.
@@ -189,13 +254,21 @@ def orphaned(
     chains = list(chains)
     known = chain_funcs(chains)
     names = {c.journey for c in chains} | set(journeys)
+    hops_at = {(c.journey, h.func.key, h.line) for c in chains for h in c.hops}
+    on_journey = {(j, key) for j, key, _ in hops_at}
     out = []
     for key, ann in sorted(annotations.items(), key=lambda kv: (kv[1].file, kv[1].line)):
         if key.startswith(JOURNEY_PREFIX):
             if key[len(JOURNEY_PREFIX) :] not in names:
                 out.append(Problem("orphaned", key, ann.where, f"{ann.where}: {key} is not a journey"))
-        elif key not in known:
+            continue
+        func_key, journey, line = split_key(key)
+        if func_key not in known:
             out.append(Problem("orphaned", key, ann.where, f"{ann.where}: {key} is not on any chain"))
+        elif journey is not None and (journey, func_key) not in on_journey:
+            out.append(Problem("orphaned", key, ann.where, f"{ann.where}: {key}: {func_key} is not on journey {journey!r}"))
+        elif line is not None and (journey, func_key, line) not in hops_at:
+            out.append(Problem("orphaned", key, ann.where, f"{ann.where}: {key}: no hop of {func_key} on {journey!r} executes line {line}"))
     return out
 
 
@@ -203,11 +276,13 @@ def stale(
     chains: Iterable[Chain], annotations: Mapping[str, Annotation], sources: Mapping[Source, str | bytes]
 ) -> list[Problem]:
     """Annotations written for another version of their function's source (fingerprints differ)."""
+    funcs = chain_funcs(chains)
     out = []
-    for key, (func, _) in chain_funcs(chains).items():
-        ann = annotations.get(key)
-        current = func_fingerprint(func, sources)
-        if ann is None or current is None or ann.fingerprint == current:
+    for key, ann in annotations.items():
+        if key.startswith(JOURNEY_PREFIX) or ann.func_key not in funcs:
+            continue
+        current = func_fingerprint(funcs[ann.func_key][0], sources)
+        if current is None or ann.fingerprint == current:
             continue
         was = ann.fingerprint or "none"
         out.append(
@@ -222,15 +297,49 @@ def stale(
     return out
 
 
+def unreviewed(chains: Iterable[Chain], annotations: Mapping[str, Annotation]) -> list[Problem]:
+    """General texts shown on a journey they were not reviewed on (not in their ``reviewed`` list).
+
+    A text keyed to a journey is reviewed there by being written for it. An author confirms a
+    general text on a new journey by reading it against that journey's hops (the linked lines,
+    the trace around them) and adding the journey to ``reviewed``, or by writing a keyed text.
+    """
+    seen: dict[tuple[str, str], list[str]] = {}
+    for chain in chains:
+        for i, hop in enumerate(chain.hops, 1):
+            found = select(annotations, hop.func.key, chain.journey, hop.line)
+            if found is None or found[1].journey is not None or chain.journey in found[1].reviewed:
+                continue
+            seen.setdefault((found[0], chain.journey), []).append(str(i))
+    out = []
+    for (key, journey), hops in seen.items():
+        ann = annotations[key]
+        out.append(
+            Problem(
+                "unreviewed",
+                key,
+                ann.where,
+                f"{ann.where}: {key} is unreviewed on {journey} (hop {', '.join(hops)}); read it against those hops, "
+                f"then add {journey} to its reviewed list or write {key}@{journey}",
+            )
+        )
+    return out
+
+
 def audit(
     chains: Iterable[Chain],
     annotations: Mapping[str, Annotation],
     sources: Mapping[Source, str | bytes],
     journeys: Iterable[str] = (),
 ) -> list[Problem]:
-    """Missing, orphaned and stale annotations, in that order."""
+    """Missing, orphaned, stale and unreviewed annotations, in that order."""
     chains = list(chains)
-    return missing(chains, annotations) + orphaned(chains, annotations, journeys) + stale(chains, annotations, sources)
+    return (
+        missing(chains, annotations)
+        + orphaned(chains, annotations, journeys)
+        + stale(chains, annotations, sources)
+        + unreviewed(chains, annotations)
+    )
 
 
 def stub(func: Func, sources: Mapping[Source, str | bytes]) -> str:

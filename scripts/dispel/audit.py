@@ -4,9 +4,10 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from urllib.parse import unquote
 
+from . import fold
 from .forges import SHA_RE, SHORT_SHA_RE
 from .model import Chain
 
@@ -26,7 +27,9 @@ _SOURCE = re.compile(
 )
 _LINE_FRAG = re.compile(r"L(\d+)(?:C\d+)?(?:-L(\d+)(?:C\d+)?)?")
 _JUNK = ")]>\"',;`"
-_BROKEN_TAIL = re.compile(r" ([\w.-]*\.py\b[^\s<>\"'`]*)")
+_BROKEN_TAIL = re.compile(r" ([\w.-]*(?: ?\.py)\b[^\s<>\"'`]*)")
+# A dunder file name whose underscores a PDF copy turned into spaces or halved: " init .py", "_init_.py".
+_PDF_DUNDER = re.compile(r"(?:^|(?<=/))(?:[ _]{1,2})(init|main)(?:[ _]{1,2})\.py$")
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,10 @@ def _fragment(frag: str | None) -> tuple[int, int, list[str]]:
 def _path_fixes(path: str) -> tuple[list[str], list[str]]:
     """(problems, fixed spellings) of a path mangled by an editor or a careless copy."""
     problems, fixes = [], []
+    pdf = pdf_repair(path)
+    if pdf:
+        problems.append(f"{pdf[1]!r} is {pdf[2]!r} mangled by a PDF copy (its underscores lost)")
+        fixes.append(pdf[0])
     if " " in path:
         problems.append("a space in the path (written as %20 or a space)")
         fixes += [path.replace(" ", "_"), path.replace(" ", "")]
@@ -140,6 +147,19 @@ def _path_fixes(path: str) -> tuple[list[str], list[str]]:
     if not path.startswith("src/"):
         fixes += ["src/" + f for f in [path, *fixes]]  # the src layout most projects moved to
     return problems, [f for f in dict.fromkeys(fixes) if f and f != path]
+
+
+def pdf_repair(path: str) -> tuple[str, str, str] | None:
+    """(repaired path, name as written, real name) when the file name is a dunder module a PDF
+    mangled (`` init .py``, ``_init_.py``); None otherwise, and for a name already right."""
+    m = _PDF_DUNDER.search(path)
+    if not m:
+        return None
+    real = f"__{m.group(1)}__.py"
+    written = m.group(0)
+    if written == real:
+        return None
+    return path[: m.start()] + real, written, real
 
 
 def parse_link(line: int, written: str) -> ReportLink | None:
@@ -278,7 +298,15 @@ def grade(
         v = Verdict(link.line, link.written, _pinned(link.ref), UNKNOWN)
         v.notes += link.problems
         fact = facts.get((link.repo.lower(), link.ref, link.path)) if link.path else None
-        if fact is None and link.misspelt:
+        pdf = pdf_repair(link.path) if link.path else None
+        repaired = facts.get((link.repo.lower(), link.ref, pdf[0])) if pdf else None
+        if repaired is not None and repaired.text is not None and (fact is None or fact.text is None):
+            # A PDF copy lost the underscores of a dunder file that exists at that commit: grade the repair.
+            v.notes = [n for n in v.notes if "mangled by a PDF copy" not in n and "space in the path" not in n]
+            v.notes.insert(0, f"repaired {pdf[1]!r} to {pdf[2]!r} (a PDF copy lost its underscores): {_url_with(link, pdf[0])}")
+            link = replace(link, path=pdf[0])
+            fact = repaired
+        elif fact is None and link.misspelt:
             # Misspelt as written (a space, a stray bracket): GitHub cannot serve it, whatever the ref.
             fact = FileFact("", None, note=f"the path {link.path!r} is misspelt")
         if fact is not None:
@@ -357,16 +385,20 @@ def _name_function(
 
 
 def coverage(chains: Sequence[Chain], linked: Mapping[tuple[str, str], str]) -> list[str]:
-    """Per journey: "links 4 of 27 hops of emit; missing: #3 Queue.put, …"."""
+    """Per journey, graded against its key hops (see dispel.fold):
+    "links 3 of 14 key hops of emit (9 of 27 hops in all); missing: #3 Queue.put, …"."""
     out = []
     for chain in chains:
         hops = linkable(chain)
+        key = fold.key_numbers(chain)
+        keyed = [h for h in hops if h[0] in key]
         missing: dict[str, list[str]] = {}  # a function on several hops is listed once, with its hops
-        for n, key, qualname in hops:
-            if key not in linked:
+        for n, k, qualname in keyed:
+            if k not in linked:
                 missing.setdefault(qualname, []).append(f"#{n}")
         count = sum(len(v) for v in missing.values())
-        line = f"links {len(hops) - count} of {len(hops)} hops of {chain.journey}"
+        in_all = sum(1 for _, k, _ in hops if k in linked)
+        line = f"links {len(keyed) - count} of {len(keyed)} key hops of {chain.journey} ({in_all} of {len(hops)} hops in all)"
         shown = ", ".join(f"{q} ({' '.join(ns)})" for q, ns in missing.items())
         out.append(line + (f"; missing: {shown}" if missing else "; none missing"))
     return out

@@ -13,10 +13,15 @@ from .model import (
     EDGE_RETURN,
     EDGE_THREAD_START,
     EDGE_WAKE,
+    JOIN_PARSED,
+    JOIN_RESULT,
+    JOIN_STORED,
+    JOIN_YIELD,
     Chain,
     DispelError,
     Event,
     Hop,
+    Join,
     Source,
     TraceFile,
 )
@@ -35,8 +40,9 @@ class JourneyError(DispelError):
 class TraceGraph:
     """Lookups over one TraceFile: the call tree per thread and the cross-thread edges."""
 
-    def __init__(self, trace: TraceFile) -> None:
+    def __init__(self, trace: TraceFile, lines: Mapping[Source, Sequence[str]] | None = None) -> None:
         self.trace = trace
+        self.lines = lines or {}  # source text, where known: tells a generator's yield
         self.events = trace.events
         self.children: dict[int, list[int]] = {}
         self.by_thread: dict[str, list[int]] = {}
@@ -280,6 +286,193 @@ def value_trail(g: TraceGraph, start: int, end: int, needles: Sequence[str]) -> 
     return points
 
 
+# ------------------------------------------------------------------ producers: where a passed-on value was made
+
+_RECEIVER = ("self", "cls")
+
+
+def _texty(text: str) -> bool:
+    """A string or bytes value long enough to say something (not '/', not b'')."""
+    body = text[1:] if text.startswith("b") else text
+    return body[:1] in ("'", '"') and len(body) >= 4
+
+
+def _same(a, b) -> bool:
+    """Two observed values are the same object (token), or equal text worth comparing."""
+    if a is None or b is None:
+        return False
+    if a.token and a.token == b.token:
+        return True
+    return _texty(a.text) and a.text == b.text
+
+
+def _decides(v) -> bool:
+    """Values that decide what is sent or where: text, bytes, and objects seen more than once."""
+    return v.name not in _RECEIVER and (_texty(v.text) or bool(v.token and v.text.startswith("<")))
+
+
+def _made(e: Event, v) -> bool:
+    """Did call e make the value v: returned it, or built it as the object its __init__ set up?"""
+    if _same(e.ret, v):
+        return True
+    return bool(v.token) and e.func.endswith(".__init__") and any(a.name == "self" and a.token == v.token for a in e.args)
+
+
+def _down(g: TraceGraph, p: int, v) -> tuple[int, bool]:
+    """From a producer down to where the value is computed, no deeper: through the callees that
+    returned the same value; for an object's __init__, into the last callee that filled it from
+    text (then True: the object was parsed)."""
+    parsed = False
+    while True:
+        kids = g.children.get(p, [])
+        same = [c for c in kids if _same(g.ev(c).ret, v)]
+        if not same and g.ev(p).func.endswith(".__init__") and v.token:
+            same = [c for c in kids if any(a.token == v.token for a in g.ev(c).args) and any(_texty(a.text) for a in g.ev(c).args)]
+            parsed = parsed or bool(same)
+        if not same:
+            return p, parsed
+        p = same[-1]
+
+
+def _yields(g: TraceGraph, s: int) -> bool:
+    """Did call s end at a ``yield`` (a generator handing its loop a value)? Read from the source line."""
+    e = g.ev(s)
+    src = g.lines.get(g.trace.funcs[e.func].source) if e.func in g.trace.funcs else None
+    return bool(src and 0 < e.return_line <= len(src) and re.search(r"\byield\b", src[e.return_line - 1]))
+
+
+def _resumed_after(g: TraceGraph, s: int, c: int) -> bool:
+    """Is s a generator's resume: the same call (function and arguments) runs again under the same caller after c?"""
+    e = g.ev(s)
+    sig = [(a.name, a.text, a.token) for a in e.args]
+    return any(
+        g.ev(x).func == e.func and [(a.name, a.text, a.token) for a in g.ev(x).args] == sig
+        for x in g.children.get(e.parent, []) if x > c
+    )
+
+
+def producers(g: TraceGraph, c: int, floor: int = -1) -> list[tuple[int, int, str]]:
+    """The calls that made the values a call c received from its caller: (producer, user, kind).
+
+    A sibling that returned the very value (by identity, or equal text) is its producer
+    (``result``); two candidates are told apart by the value, not by position. A generator
+    resumed before c and again after it fed the loop that called c (``yield``). An object
+    made earlier elsewhere and taken out of a container is followed to the call that made it
+    (``stored``), or that parsed it from text (``parsed``). ``floor``: no producer before it."""
+    e = g.ev(c)
+    if e.parent < 0:
+        return []
+    siblings = [s for s in g.children.get(e.parent, []) if s < c]
+    above = set(g.ancestors(c))
+    out: list[tuple[int, int, str]] = []
+    for v in (a for a in e.args if _decides(a)):
+        made = [s for s in siblings if _made(g.ev(s), v)]
+        if made:
+            p, parsed = _down(g, made[-1], v)
+            out.append((p, c, JOIN_PARSED if parsed else JOIN_RESULT))
+            continue
+        if not v.token:
+            continue
+        # An object made earlier and kept (a list, a deque): followed when it was parsed from text,
+        # or built around text (a packet around its encoded payload).
+        maker = [m for m in g.find(lambda x: _made(x, v), e.thread, after=floor, before=c) if m not in above]
+        if maker:
+            p, parsed = _down(g, maker[0], v)
+            if parsed:
+                out.append((p, c, JOIN_PARSED))
+            elif g.ev(p).func.endswith(".__init__") and any(_texty(a.text) for a in g.ev(p).args):
+                out.append((p, c, JOIN_STORED))
+    loops = [s for s in siblings if _yields(g, s) and _resumed_after(g, s, c)]
+    if loops:
+        s = loops[-1]
+        v = g.ev(s).ret
+        fed = _down(g, s, v)[0]
+        out.append((fed, c, JOIN_YIELD))
+        if v.token:
+            inside = range(s, g.ev(s).end + 1)
+            maker = [m for m in g.find(lambda x: _made(x, v), e.thread, after=floor, before=s) if m not in inside]
+            if maker:
+                out.append((_down(g, maker[0], v)[0], fed, JOIN_STORED))
+    seen: set[int] = set()
+    return [p for p in out if not (p[0] in seen or seen.add(p[0]))]
+
+
+def _step_time(g: TraceGraph, steps: Sequence[Step], k: int) -> int:
+    """When a step happened on its thread: a call's start, or for a return the end of the call it left."""
+    i, edge = steps[k]
+    return g.ev(steps[k - 1][0]).end if edge == EDGE_RETURN and k else i
+
+
+def insert_producer(g: TraceGraph, steps: list[Step], p: int, start: int, stop: int) -> list[Step] | None:
+    """Steps with a detour through producer p, at the point of the part (steps[start:stop]) where it ran:
+    between two steps of its thread that happened before and after it. None when no such point."""
+    thread = g.ev(p).thread
+    for j in range(stop - 2, start - 1, -1):
+        a, b = steps[j][0], steps[j + 1][0]
+        if g.ev(a).thread != thread or g.ev(b).thread != thread or steps[j + 1][1] not in (EDGE_CALL, EDGE_RETURN):
+            continue
+        if _step_time(g, steps, j) <= p < _step_time(g, steps, j + 1):
+            return steps[: j + 1] + tree_path(g, a, p) + tree_path(g, p, b) + steps[j + 2 :]
+    return None
+
+
+def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[list[Step], list[tuple[int, int, str]]]:
+    """The chain's steps with, for every call on it, the producers of the values it received
+    put on it where they ran; and the joins (producer event, user event, kind)."""
+    steps: list[Step] = []
+    joins: list[tuple[int, int, str]] = []
+    for waypoints in parts:
+        part = walk(g, [waypoints])
+        floor = part[0][0] if g.ev(part[0][0]).parent < 0 else g.ev(part[0][0]).parent
+        found = []
+        for k in range(1, len(part)):
+            c, edge = part[k]
+            if edge == EDGE_CALL and g.ev(c).parent == part[k - 1][0]:
+                found += producers(g, c, floor=min(floor, c))
+        first_use: dict[int, tuple[int, int, str]] = {}
+        for x in found:
+            first_use.setdefault(x[0], x)  # a value passed on and on is joined to its first user
+        for p, user, kind in first_use.values():
+            if p in {i for i, _ in part}:
+                joins.append((p, user, kind))
+                continue
+            longer = insert_producer(g, part, p, 0, len(part))
+            if longer is not None:
+                part = _dedup(longer)
+                joins.append((p, user, kind))
+        joins += kept_text(g, part, {p for p, _, _ in joins})
+        steps += part
+    return steps, joins
+
+
+def kept_text(g: TraceGraph, part: Sequence[Step], known: set[int]) -> list[tuple[int, int, str]]:
+    """Joins between hops already on the part: a call received text (by identity) that an
+    earlier hop of the part returned, kept meanwhile in a variable or a list (``stored``)."""
+    on = [i for i, _ in part]
+    out: list[tuple[int, int, str]] = []
+    users: set[int] = set()
+    for c, edge in part:
+        if edge != EDGE_CALL:
+            continue
+        above = set(g.ancestors(c))
+        for v in g.ev(c).args:
+            if not (v.token and _texty(v.text)) or v.name in _RECEIVER:
+                continue
+            made = [m for m in on if m < c and m not in above and g.ev(m).end < c and _same(g.ev(m).ret, v)]
+            if made and made[0] not in known and made[0] not in users and g.ev(made[0]).parent != g.ev(c).parent:
+                out.append((made[0], c, JOIN_STORED))
+                known.add(made[0])
+    return out
+
+
+def _dedup(steps: Sequence[Step]) -> list[Step]:
+    out: list[Step] = []
+    for s in steps:
+        if not out or out[-1][0] != s[0]:
+            out.append(s)
+    return out
+
+
 # ------------------------------------------------------------------ journeys
 
 
@@ -341,6 +534,14 @@ def find_on(g: TraceGraph):
     if recv is None:
         raise JourneyError("no socket read happened before the chat message (last hop reached: none)")
     return [register_part(g), value_trail(g, recv, handler, needles)], needles + ("'chat'", "<b>hi</b>")
+
+
+def woken_waits(g: TraceGraph, scope: int) -> list[int]:
+    """The waits under ``scope`` (itself included) that another thread's notify ended, in order:
+    where a thread blocked until a hand-off reached it. A poll that blocks in ``get()`` and then
+    drains without blocking is woken in the first ``get``; the drain is no wait at all."""
+    end = g.ev(scope).end
+    return sorted(w.wait for w in g.trace.wakeups if scope <= w.wait <= end)
 
 
 def happened_before(g: TraceGraph, e: int, pred: Callable[[Event], bool]) -> int | None:
@@ -552,7 +753,7 @@ def find_polling(g: TraceGraph):
     )
     get = _first_read(g, g.ev(sink).thread, "the long-poll GET", "none")
     poll = _one(g.find(lambda e: e.func.endswith("Socket.poll"), g.ev(sink).thread), "Socket.poll", "the long-poll GET")
-    waiting = [get, g.descend(poll, lambda e: e.func == "queue:Queue.get")]
+    waiting = [get, _one(woken_waits(g, poll)[:1], "the wait that the emit's notify ended", "Socket.poll")]
     posted = value_trail(g, post, handler, ("40",))
     answered = with_producer(g, value_trail(g, handler, sink, ('"welcome"',)))
     return [waiting, posted, answered], ("40", '"welcome"', "\\x1e")
@@ -607,11 +808,12 @@ WIRES: dict[str, Callable[[TraceGraph, list[list[int]]], tuple]] = {
 
 
 def build(trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[str]] | None = None, find: Finder | None = None) -> Chain:
-    """One journey's chain from a trace (pure). ``lines`` gives source text for line_text;
-    ``find`` replaces the journey's finder (tests try other finders on the same trace)."""
-    g = TraceGraph(trace)
+    """One journey's chain from a trace (pure). ``lines`` gives source text for line_text (and
+    tells a generator's yield); ``find`` replaces the journey's finder (tests try other finders
+    on the same trace)."""
+    g = TraceGraph(trace, lines)
     parts, shown = (find or FINDERS[journey.finder])(g)
-    steps = walk(g, parts)
+    steps, made = walk_with_producers(g, parts)
     hops = []
     for n, (i, edge) in enumerate(steps):
         e = g.ev(i)
@@ -630,7 +832,11 @@ def build(trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[st
             src = lines[func.source]
             text = src[line - 1].strip() if 0 < line <= len(src) else ""
         hops.append(Hop(func, line, e.thread, edge, i, _shown_value(e, shown), text))
-    return Chain(journey.name, journey.title, trace.scenario, tuple(hops), WIRES[journey.wire](g, parts))
+    number = {}
+    for n, (i, _) in enumerate(steps, 1):
+        number.setdefault(i, n)
+    joins = tuple(sorted({Join(number[p], number[u], kind) for p, u, kind in made if p in number and u in number}, key=lambda j: (j.user, j.producer)))
+    return Chain(journey.name, journey.title, trace.scenario, tuple(hops), WIRES[journey.wire](g, parts), joins)
 
 
 def _shown_value(e: Event, needles: Sequence[str]) -> str | None:

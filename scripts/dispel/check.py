@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -11,7 +12,8 @@ from urllib.parse import unquote
 from markdown.extensions.toc import slugify
 
 from .annotations import source_lines
-from .model import PINNED_COMMIT, Chain, FilePin, Hop, Lock, Pin
+from .diff import compare_chains, describe as describe_chain_diff
+from .model import PINNED_COMMIT, Chain, DispelError, FilePin, Hop, Lock, Pin
 from .forges import parse_source_url
 from .permalinks import ref as pin_ref
 from .pins import blob_sha
@@ -30,6 +32,9 @@ _ATTR_ID = re.compile(r"\{[:\s]*[^{}]*?#([\w-]+)[^{}]*\}")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _SNIPPET = re.compile(r"""^\s*--8<--\s+(["'])(.+?)\1\s*$""")
 _HOP_HEADING = re.compile(r"\{\s*#hop-(\d+)\s*\}")
+# A return merged into the entry of its call (dispel.render.render_hop) carries the anchor of
+# its own hop on the line of its link: that line's links belong to that hop.
+_HOP_MARK = re.compile(r"""<a id="hop-(\d+)"></a>""")
 _EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)
 # The bullets of a hop in a journey page (dispel.render.render_hop) that carry its permalinks.
 LINE_LABEL = "**Executed line:**"
@@ -122,12 +127,13 @@ def page_links(page: str, text: str) -> list[PageLink]:
     hop = 0
     for n, line in enumerate(prose_lines(text), 1):
         m = _HOP_HEADING.search(line)
-        if m and line.startswith("#"):
+        if m and line.lstrip().startswith("#"):
             hop = int(m.group(1))
+        mark = _HOP_MARK.search(line)
         role = "line" if LINE_LABEL in line else "definition" if DEF_LABEL in line else ""
         targets = [m.group(1).strip("<>") for m in _MD_LINK.finditer(line)]
         targets += [m.group(2) for m in _HTML_LINK.finditer(line)]
-        out.extend(PageLink(page, n, t, hop, role) for t in targets)
+        out.extend(PageLink(page, n, t, int(mark.group(1)) if mark else hop, role) for t in targets)
     return out
 
 
@@ -290,6 +296,44 @@ def check_permalinks(
     ]
 
 
+def recording_drift(chains: Iterable[Chain], lock: Lock) -> dict[str, tuple[str, str]]:
+    """Distributions whose hops ran another version than the lock pins: dist -> (recorded, locked)."""
+    out = {}
+    for chain in chains:
+        for hop in chain.hops:
+            src = hop.func.source
+            if src.dist in ("builtin", "sample_app") or src.dist in out:
+                continue
+            try:
+                pin = lock.pin(src.dist)
+            except DispelError:
+                continue
+            if src.version != pin.version:
+                out[src.dist] = (src.version, pin.version)
+    return dict(sorted(out.items()))
+
+
+def fold_recording_drift(results: Sequence[LinkResult], lock: Lock, drift: Mapping[str, tuple[str, str]]) -> tuple[list[str], list[LinkResult]]:
+    """One line per distribution recorded at another version than the lock's, counting the links
+    into its repository that fail for that reason alone; the other results unchanged."""
+    repos = {lock.pin(d).repo.lower(): d for d in drift}
+    folded: dict[str, int] = {}
+    kept = []
+    for r in results:
+        sl = parse_source_url(r.link.target)
+        dist = repos.get(sl.repo.lower()) if sl and r.problems else None
+        if dist is None:
+            kept.append(r)
+        else:
+            folded[dist] = folded.get(dist, 0) + 1
+    lines = []
+    for dist, (recorded, locked) in drift.items():
+        n = folded.get(dist, 0)
+        links = f" ({n} link{'s' if n != 1 else ''} into its repository fail{'' if n != 1 else 's'} until then)" if n else ""
+        lines.append(f"{dist}: chains recorded with {recorded}, lock {locked}: run make pin, then make regen{links}")
+    return lines, kept
+
+
 @dataclass(frozen=True)
 class Summary:
     checked: int
@@ -318,47 +362,9 @@ def merge_results(first: Sequence[LinkResult], second: Sequence[LinkResult]) -> 
 # --------------------------------------------------------------------------- drift
 
 
-def _hop_sig(hop: Hop) -> tuple:
-    return (hop.func.key, hop.line, hop.thread, hop.edge)
-
-
-def _hop_name(n: int, hop: Hop) -> str:
-    return f"hop {n} {hop.func.key} line {hop.line}"
-
-
 def diff_chains(journey: str, old: Chain | None, new: Chain | None) -> list[str]:
-    """How the committed chain of a journey differs from the regenerated one, hop by hop."""
-    if old is None and new is None:
-        return []
-    if old is None:
-        return [f"{journey}: the regeneration has a chain of {len(new.hops)} hops; none is committed"]
-    if new is None:
-        return [f"{journey}: a chain is committed, the regeneration has none"]
-    out = []
-    if old.title != new.title or old.scenario != new.scenario:
-        out.append(f"{journey}: title or scenario changed: {old.title!r} ({old.scenario}) -> {new.title!r} ({new.scenario})")
-    a, b = [_hop_sig(h) for h in old.hops], [_hop_sig(h) for h in new.hops]
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        if op == "equal":
-            for i, j in zip(range(i1, i2), range(j1, j2)):
-                o, n = old.hops[i], new.hops[j]
-                changed = [f for f in ("line_text", "value", "event") if getattr(o, f) != getattr(n, f)]
-                if o.func != n.func:
-                    changed.append("function lines")
-                if changed:
-                    out.append(f"{journey}: {_hop_name(j + 1, n)}: {', '.join(changed)} changed")
-            continue
-        gone = [_hop_name(i + 1, old.hops[i]) for i in range(i1, i2)]
-        came = [_hop_name(j + 1, new.hops[j]) for j in range(j1, j2)]
-        if gone and came:
-            out.append(f"{journey}: {'; '.join(gone)} became {'; '.join(came)}")
-        elif gone:
-            out.append(f"{journey}: no longer on the chain: {'; '.join(gone)}")
-        else:
-            out.append(f"{journey}: new on the chain: {'; '.join(came)}")
-    if old.wire != new.wire:
-        out.append(f"{journey}: the bytes on the wire changed")
-    return out
+    """How the committed chain of a journey differs from the regenerated one: per hop, the field that changed."""
+    return [f"{journey}: {line}" for line in describe_chain_diff(compare_chains(journey, old, new))]
 
 
 def hop_sections(page: str) -> dict[int, str]:
@@ -367,24 +373,49 @@ def hop_sections(page: str) -> dict[int, str]:
     current = 0
     for line in page.split("\n"):
         m = _HOP_HEADING.search(line)
-        if m and line.startswith("#"):
+        if m and line.lstrip().startswith("#"):
             current = int(m.group(1))
             out[current] = []
         out.setdefault(current, []).append(line)
     return {n: "\n".join(lines) for n, lines in out.items()}
 
 
+_TOKEN = re.compile(r"\s+|\||[^\s|]+")
+
+
+def changed_words(old: str, new: str) -> str:
+    """``'old words' → 'new words'``: the first run of words that differs between two lines."""
+    a, b = _TOKEN.findall(old), _TOKEN.findall(new)
+    ops = [op for op in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes() if op[0] != "equal"]
+    if not ops:
+        return f"{_shown(old)} → {_shown(new)}"
+    _, i1, i2, j1, j2 = ops[0]
+    more = f" (and {len(ops) - 1} more change{'s' if len(ops) > 2 else ''} on the line)" if len(ops) > 1 else ""
+    return f"{_shown(''.join(a[i1:i2]).strip())} → {_shown(''.join(b[j1:j2]).strip())}{more}"
+
+
 def first_difference(old: str, new: str) -> str:
-    """``line N: 'old' -> 'new'`` for the first line two texts differ in."""
+    """``line N: 'old words' → 'new words'`` for the first line two texts differ in."""
     a, b = old.split("\n"), new.split("\n")
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
-            return f"line {i + 1}: {_shown(x)} -> {_shown(y)}"
-    return f"line {min(len(a), len(b)) + 1}: {len(a)} lines -> {len(b)} lines"
+            return f"line {i + 1}: {changed_words(x, y)}"
+    longer, what = (b, "added") if len(b) > len(a) else (a, "removed")
+    return f"line {min(len(a), len(b)) + 1}: {len(a)} lines → {len(b)} lines, {what} {_shown(longer[min(len(a), len(b))])}"
+
+
+def _section_of(text: str, line: int) -> str:
+    """The heading (without #s and attributes) of the section a 1-based line stands in; "" before any."""
+    heading = ""
+    for n, ln in enumerate(prose_lines(text)[:line], 1):
+        m = _HEADING.match(ln)
+        if m:
+            heading = re.sub(r"\s*\{[^{}]*\}\s*$", "", m.group(2))
+    return heading
 
 
 def diff_page(path: str, old: str, new: str, chain: Chain | None, notes: Mapping[str, str]) -> list[str]:
-    """Why a committed generated page differs from its regeneration, per hop when it is a journey page.
+    """Why a committed generated page differs from its regeneration, named by hop or by section.
 
     ``chain``: the regenerated chain of the page (None for other pages); ``notes``: annotation
     key -> current text, to tell a changed annotation from other changes.
@@ -392,7 +423,11 @@ def diff_page(path: str, old: str, new: str, chain: Chain | None, notes: Mapping
     if old == new:
         return []
     if chain is None:
-        return [f"{path} differs from a regeneration at {first_difference(old, new)}"]
+        why = first_difference(old, new)
+        line = int(why.split(":", 1)[0].removeprefix("line "))
+        section = _section_of(new, line) or _section_of(old, line)
+        where = f"section {section!r}" if section else "the page head"
+        return [f"{path}: {where} differs from a regeneration: {why}"]
     out = []
     before, after = hop_sections(old), hop_sections(new)
     for n in sorted(set(before) | set(after)):
@@ -408,6 +443,116 @@ def diff_page(path: str, old: str, new: str, chain: Chain | None, notes: Mapping
             why = f"the annotation of {key} changed"
         out.append(f"{path}: {where} differs from a regeneration: {why}")
     return out
+
+
+# A trace file's rows (traces/README.md, schema 1), column by column.
+TRACE_ROWS = {
+    "funcs": ("module", "qualname", "dist", "version", "path", "first_line", "last_line", "overloaded"),
+    "threads": ("name", "started_by", "root"),
+    "wakeups": ("notify", "wait"),
+    "events": ("thread", "parent", "call_line", "func", "step", "args", "ret", "raised", "return_line"),
+}
+
+
+def _func_key(row: Sequence[object]) -> str:
+    module, qualname, first, overloaded = row[0], row[1], row[5], row[7]
+    return f"{module}:{qualname}" + (f"@{first}" if overloaded else "")
+
+
+def _rows(data: Mapping[str, object], name: str) -> list[list[object]]:
+    rows = data.get(name)
+    return [r for r in rows if isinstance(r, list)] if isinstance(rows, list) else []
+
+
+def _names(items: Iterable[str], limit: int = 3) -> str:
+    items = list(items)
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def diff_traces(old: Mapping[str, object], new: Mapping[str, object]) -> list[str]:
+    """How a fresh recording differs from the committed trace, field by field (parsed JSON of both).
+
+    Versions are named per distribution (``versions: python-engineio 4.13.3 → 4.13.2``); functions
+    by key and the column that changed; events by index, thread, function and the column. A
+    function whose only change is the version a changed ``versions`` entry explains is not repeated.
+    """
+    out = []
+    for key in ("schema", "scenario", "python"):
+        if old.get(key) != new.get(key):
+            out.append(f"{key}: {old.get(key)} → {new.get(key)}")
+    va = old.get("versions") if isinstance(old.get("versions"), dict) else {}
+    vb = new.get("versions") if isinstance(new.get("versions"), dict) else {}
+    versions = [f"{d} {va.get(d, '(none)')} → {vb.get(d, '(none)')}" for d in sorted(set(va) | set(vb)) if va.get(d) != vb.get(d)]
+    if versions:
+        out.append(f"versions: {', '.join(versions)}")
+    if old.get("steps") != new.get("steps"):
+        out.append(f"steps: {old.get('steps')} → {new.get('steps')}")
+    fa = {_func_key(r): r for r in _rows(old, "funcs") if len(r) >= 8}
+    fb = {_func_key(r): r for r in _rows(new, "funcs") if len(r) >= 8}
+    if set(fa) - set(fb):
+        out.append(f"funcs: no longer called: {_names(sorted(set(fa) - set(fb)))}")
+    if set(fb) - set(fa):
+        out.append(f"funcs: newly called: {_names(sorted(set(fb) - set(fa)))}")
+    for key in sorted(set(fa) & set(fb)):
+        a, b = fa[key], fb[key]
+        cols = [c for c, x, y in zip(TRACE_ROWS["funcs"], a, b) if x != y]
+        if cols == ["version"] and va.get(a[2]) == a[3] and vb.get(b[2]) == b[3]:
+            continue  # explained by the versions line
+        if "first_line" in cols or "last_line" in cols:
+            out.append(f"funcs: {key} lines {a[5]}-{a[6]} → {b[5]}-{b[6]}")
+            cols = [c for c in cols if c not in ("first_line", "last_line")]
+        out += [f"funcs: {key} {c} {x} → {y}" for c, x, y in zip(TRACE_ROWS["funcs"], a, b) if c in cols]
+    for name in ("threads", "wakeups"):
+        ra, rb = _rows(old, name), _rows(new, name)
+        if ra != rb:
+            i = next((i for i, (x, y) in enumerate(zip(ra, rb)) if x != y), min(len(ra), len(rb)))
+            at = f"first at row {i + 1}: {ra[i] if i < len(ra) else '(none)'} → {rb[i] if i < len(rb) else '(none)'}"
+            out.append(f"{name}: {len(ra)} → {len(rb)} rows, {at}" if len(ra) != len(rb) else f"{name}: {at}")
+    out += _diff_events(old, new)
+    known = {"schema", "scenario", "python", "versions", "steps", *TRACE_ROWS}
+    out += [f"{k}: changed" for k in sorted((set(old) | set(new)) - known) if old.get(k) != new.get(k)]
+    return out
+
+
+def trace_drift(old: str, new: str) -> list[str]:
+    """The differences of two trace files' texts, named by field (diff_traces); the first differing
+    line only when a side is not JSON or the difference is in layout alone."""
+    try:
+        a, b = json.loads(old), json.loads(new)
+    except json.JSONDecodeError:
+        a = b = None
+    found = diff_traces(a, b) if isinstance(a, dict) and isinstance(b, dict) else []
+    return found or [f"layout at {first_difference(old, new)}"]
+
+
+def _diff_events(old: Mapping[str, object], new: Mapping[str, object]) -> list[str]:
+    """The first event that differs, by index, thread and function, naming the columns that changed."""
+    def resolve(data: Mapping[str, object]) -> list[tuple[object, ...]]:
+        funcs = [_func_key(r) if len(r) >= 8 else "?" for r in _rows(data, "funcs")]
+        threads = [r[0] if r else "?" for r in _rows(data, "threads")]
+        steps = data.get("steps") if isinstance(data.get("steps"), list) else []
+
+        def name(seq: list, i: object) -> object:
+            return seq[i] if isinstance(i, int) and 0 <= i < len(seq) else i
+
+        out = []
+        for r in _rows(data, "events"):
+            r = list(r) + [None] * (len(TRACE_ROWS["events"]) - len(r))
+            out.append((name(threads, r[0]), r[1], r[2], name(funcs, r[3]), name(steps, r[4]), *r[5:]))
+        return out
+
+    ea, eb = resolve(old), resolve(new)
+    if ea == eb:
+        return []
+    i = next((i for i, (x, y) in enumerate(zip(ea, eb)) if x != y), min(len(ea), len(eb)))
+    differ = sum(1 for x, y in zip(ea, eb) if x != y)
+    count = f"{len(ea)} → {len(eb)} calls, " if len(ea) != len(eb) else f"{differ} of {len(ea)} differ, "
+    if i >= len(ea) or i >= len(eb):
+        extra = (eb if len(eb) > len(ea) else ea)[i]
+        return [f"events: {count}from event {i}: {extra[0]} {extra[3]}"]
+    a, b = ea[i], eb[i]
+    cols = [f"{c} {_shown(str(x), 40)} → {_shown(str(y), 40)}" for c, x, y in zip(TRACE_ROWS["events"], a, b) if x != y]
+    return [f"events: {count}first at event {i} ({b[0]}, {b[3]}): {', '.join(cols)}"]
 
 
 def environment_reasons(

@@ -9,7 +9,7 @@ from pathlib import Path
 from . import audit, bench, catalog, fetch, pins, stages
 from .forges import RAW_BASE
 from .model import DispelError
-from .project import Project, dump_json
+from .project import Project, dump_json, write_atomic
 
 PROJECT = Project()
 
@@ -30,13 +30,36 @@ def cmd_chains(args: argparse.Namespace) -> int:
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
-    lock = stages.pin(PROJECT, args.dists, args.git_dir, args.repo, args.site, args.lock)
+    run = stages.pin(PROJECT, args.dists, args.git_dir, args.repo, args.site, args.lock, args.refresh)
+    lock = run.lock
+    for name, why in run.afresh.items():
+        print(f"{name}: pinned afresh ({why})")
     for p in lock.dists:
-        print(f"{p.dist} {p.version}: {p.repo} {p.tag} -> {p.commit[:12]} ({len(p.files)} files)")
+        kept = ", unchanged: kept without git" if p.dist in run.kept else ""
+        print(f"{p.dist} {p.version}: {p.repo} {p.tag} -> {p.commit[:12]} ({len(p.files)} files{kept})")
         if pins.unpinned(p):
             print(f"  note: not in git at {p.tag} (generated at build time), left unpinned: {', '.join(pins.unpinned(p))}")
     print(f"python {lock.python.version}: {lock.python.repo} {lock.python.tag} (tag-pinned, {len(lock.python.files)} files)")
+    for note in run.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"wrote {args.lock}")
+    return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    problems = stages.version_drift(args.lock, args.site)
+    for line in problems:
+        print(f"warning: {line}" if args.warn else line, file=sys.stderr if args.warn else sys.stdout)
+    return 1 if problems and not args.warn else 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    text = stages.review(Project(args.root), args.ref)
+    if args.out:
+        write_atomic(args.out, text)
+        print(f"{text.splitlines()[2]}\nwrote {args.out}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -116,7 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", action="append", default=[], metavar="DIST=OWNER/REPO", help="the GitHub repository of a distribution whose metadata names none (repeatable)")
     p.add_argument("--site", action="append", type=Path, default=[], metavar="DIR", help="look for installed distributions in DIR instead of this environment (repeatable)")
     p.add_argument("--lock", type=Path, default=PROJECT.lock)
+    p.add_argument("--refresh", action="store_true", help="pin every distribution afresh, even those whose installed files equal the lock's")
     p.set_defaults(func=cmd_pin)
+
+    p = sub.add_parser("versions", help="compare installed versions with the lock (metadata only; make site runs it)")
+    p.add_argument("--lock", type=Path, default=PROJECT.lock)
+    p.add_argument("--warn", action="store_true", help="print mismatches as warnings on stderr and exit 0")
+    p.add_argument("--site", action="append", type=Path, default=[], metavar="DIR", help="look in DIR instead of this environment (repeatable)")
+    p.set_defaults(func=cmd_versions)
+
+    p = sub.add_parser("diff", help="what changed in the chains and the lock since a git ref, for review")
+    p.add_argument("ref", nargs="?", default="HEAD", help="branch, tag or commit to compare with (default: HEAD)")
+    p.add_argument("--root", type=Path, default=PROJECT.root, help="the project (default: this checkout)")
+    p.add_argument("--out", type=Path, default=None, help="also write the Markdown summary to FILE")
+    p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("render", help="chains + pins + annotations -> docs/")
     p.add_argument("--chains", type=Path, default=PROJECT.chains, help="folder of chain files")

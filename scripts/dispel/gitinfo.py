@@ -108,3 +108,18 @@ def tree_blobs(git_dir: Path, commit: str) -> dict[str, str]:
         if kind == "blob":
             blobs[path] = sha
     return blobs
+
+
+def files_at(work_tree: Path, ref: str, *paths: str) -> dict[str, str]:
+    """Path -> text of every file at or under ``paths`` (relative to the work tree's top) at commit ``ref``.
+
+    GitError naming the ref when it is not a commit of that repository; paths that did not
+    exist at that commit are left out.
+    """
+    where = ["-C", str(work_tree)]
+    try:
+        commit = run([*where, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"]).strip()
+    except GitError:
+        raise GitError(f"{ref!r} is not a commit of the repository at {work_tree}; name a branch, tag or commit (default HEAD)") from None
+    names = run([*where, "ls-tree", "-r", "-z", "--name-only", "--full-tree", commit, "--", *paths]).split("\0")
+    return {name: run([*where, "show", f"{commit}:{name}"]) for name in names if name}

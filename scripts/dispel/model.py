@@ -157,6 +157,23 @@ class Hop:
     line_text: str = ""  # the executed line's source text, stripped
 
 
+# How a producer's value reached the hop that used it (a Join between two hops of a chain).
+JOIN_RESULT = "result"  # the producer returned the value, and the user received it as an argument
+JOIN_YIELD = "yield"  # a generator yielded the value to the loop that then called the user
+JOIN_STORED = "stored"  # the producer made an object, kept in a container, that the user took out later
+JOIN_PARSED = "parsed"  # the producer parsed received text into the object the user received
+JOINS = (JOIN_RESULT, JOIN_YIELD, JOIN_STORED, JOIN_PARSED)
+
+
+@dataclass(frozen=True)
+class Join:
+    """A value's producer and the hop that used it, both hops of the same chain (1-based numbers)."""
+
+    producer: int
+    user: int
+    kind: str  # one of JOINS
+
+
 @dataclass(frozen=True)
 class WireField:
     name: str
@@ -180,6 +197,7 @@ class Chain:
     scenario: str
     hops: tuple[Hop, ...]
     wire: tuple[WireLayer, ...] = ()
+    joins: tuple[Join, ...] = ()  # producers joined to the hops that used their values
 
 
 @dataclass(frozen=True)
@@ -228,7 +246,7 @@ class Lock:
         p = self.pin(source.dist)
         if source.version and source.version != p.version:
             raise DispelError(
-                f"the trace ran {source.dist} {source.version} but the lock pins {p.version}; "
-                "run `dispel pin`"
+                f"{source.dist}: the chains ran {source.version}, the lock pins {p.version}: "
+                "run make pin, then make regen"
             )
         return p

@@ -273,6 +273,46 @@ class Installed:
     blobs: Mapping[str, str] = field(hash=False)  # installed path (or Lib/ path) -> blob
 
 
+def version_mismatch(dist: str, installed: str, locked: str) -> str:
+    """The one line for a distribution whose installed version is not the lock's, and what to do."""
+    return f"{dist}: installed {installed}, lock {locked}: run make pin, then make regen"
+
+
+def version_mismatches(lock: Lock, installed: Mapping[str, str | None]) -> list[str]:
+    """Versions only (no file is read): ``installed`` maps each pinned name to its version or None."""
+    out = []
+    for pin in (lock.python, *lock.dists):
+        now = installed.get(pin.dist)
+        if now is None:
+            out.append(f"{pin.dist}: not installed, lock {pin.version}: run make site (pip install -r requirements.lock)")
+        elif now != pin.version:
+            out.append(version_mismatch(pin.dist, now, pin.version))
+    return out
+
+
+def repin_reason(old: Pin | None, now: Installed, repo: str) -> str:
+    """Why a distribution must be pinned afresh, or "" when its lock entry still holds as it is.
+
+    An entry holds when the installed version, the repository and every installed file's blob
+    equal the lock's: then the commit the lock names is still the one those files came from,
+    and no git repository (mirror or network) is needed to keep it.
+    """
+    if old is None:
+        return "not in the lock"
+    if old.version != now.version:
+        return f"installed {now.version}, lock {old.version}"
+    if old.repo.lower() != repo.lower():
+        return f"repository {repo}, lock {old.repo}"
+    if old.pinned != PINNED_COMMIT:
+        return "tag-pinned in the lock"
+    locked = {f.installed: f.blob for f in old.files}
+    changed = sorted(k for k in set(locked) | set(now.blobs) if locked.get(k) != now.blobs.get(k))
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        return f"{len(changed)} installed file(s) differ from the lock: {shown}"
+    return ""
+
+
 def verify(lock: Lock, installed_blobs: Mapping[str, Installed]) -> list[str]:
     """Compare recomputed blob hashes to the lock; one line per problem, [] when all is proven."""
     problems: list[str] = []
@@ -284,9 +324,7 @@ def verify(lock: Lock, installed_blobs: Mapping[str, Installed]) -> list[str]:
             )
             continue
         if now.version != pin.version:
-            problems.append(
-                f"{pin.dist}: locked {pin.version}, installed {now.version}; run `make pin` after an upgrade"
-            )
+            problems.append(version_mismatch(pin.dist, now.version, pin.version))
             continue
         for f in pin.files:
             blob = now.blobs.get(f.installed)

@@ -8,10 +8,12 @@ from html import escape
 
 import markdown
 
-from . import catalog
-from .diagram import CROSS_EDGES, Message, sequence_svg
+from . import catalog, fold
+from .annotations import KEY_MARK, select
+from .diagram import CROSS_EDGES, LAYER_ORDER, Link, Row, layer_of, layered_svg
 from .licenses import LicenseRow
-from .model import EDGE_ENTRY, Chain, DispelError, Func, Hop, Source, WireLayer
+from .model import EDGE_ENTRY, JOIN_PARSED, JOIN_RESULT, JOIN_STORED, JOIN_YIELD, Chain, DispelError, Func, Hop, Join, Source, WireLayer
+from .placeholders import fill
 
 RENDER_COMMAND = "dispel render"
 SAMPLE_APP_DIST = "sample_app"
@@ -155,8 +157,9 @@ def excerpt_range(func: Func, line: int) -> tuple[int, int]:
     return start, max(start, end)
 
 
-def render_excerpt(hop: Hop, lines: Sequence[str] | None) -> str:
-    """The hop's code from the installed file, real line numbers, the executed line highlighted."""
+def render_excerpt(hop: Hop, lines: Sequence[str] | None, also: Sequence[int] = ()) -> str:
+    """The hop's code from the installed file, real line numbers, the executed line highlighted
+    (and ``also``: the lines the same call ran when the chain came back to it)."""
     func = hop.func
     if func.is_c:
         return (
@@ -167,6 +170,9 @@ def render_excerpt(hop: Hop, lines: Sequence[str] | None) -> str:
     if lines is None:
         return '!!! warning "Source not available"\n    The installed file could not be read when this page was rendered.\n'
     start, end = excerpt_range(func, hop.line)
+    for other in also:
+        more = excerpt_range(func, other)
+        start, end = min(start, more[0]), max(end, more[1])
     if end > len(lines) or start < 1:
         raise DispelError(
             f"{func.key}: lines {start}-{end} are outside {func.source.path} ({len(lines)} lines); "
@@ -174,9 +180,10 @@ def render_excerpt(hop: Hop, lines: Sequence[str] | None) -> str:
         )
     body = "\n".join(lines[start - 1 : end])
     info = f'{{ .{language(func.source.path)} linenums="{start}"'
-    if start <= hop.line <= end:
+    marked = sorted({n for n in (hop.line, *also) if start <= n <= end})
+    if marked:
         # hl_lines counts from the block's first line, whatever linenums says.
-        info += f' hl_lines="{hop.line - start + 1}"'
+        info += f' hl_lines="{" ".join(str(n - start + 1) for n in marked)}"'
     info += f' title="{escape(func.source.path)}" }}'
     return fenced(body, info)
 
@@ -194,6 +201,24 @@ def _link(text: str, url: str | None) -> str:
     return f"[{text}](<{url}>)" if url else text
 
 
+def _reached(number: int, hop: Hop, previous: Hop | None) -> str:
+    if previous is None or hop.edge == EDGE_ENTRY:
+        return f"{inline_code(hop.edge)} (where the journey starts)"
+    cross = f", from thread {inline_code(previous.thread)}" if previous.thread != hop.thread else ""
+    return f"{inline_code(hop.edge)} from [hop {number - 1}](#hop-{number - 1}){cross}"
+
+
+@dataclass(frozen=True)
+class Return:
+    """A later hop that came back to the same call: it joins that call's entry."""
+
+    number: int
+    hop: Hop
+    previous: Hop
+    links: HopLinks | None
+    annotation: str | None = None  # shown when it differs from the call's (a text keyed to this line)
+
+
 def render_hop(
     number: int,
     hop: Hop,
@@ -201,7 +226,13 @@ def render_hop(
     links: HopLinks | None,
     lines: Sequence[str] | None,
     annotation: str | None,
+    *,
+    returns: Sequence[Return] = (),
+    joins: Sequence[Join] = (),
+    indent: str = "",
 ) -> str:
+    """One hop entry: the call, the returns to it (each with its own anchor and line), the values
+    it took from or gave to other hops, its annotation, code and observed value."""
     func = hop.func
     out = [f"### {number} · {inline_code(func.qualname)} {{ #hop-{number} }}\n"]
     facts = [f"- **Function:** {inline_code(func.module)} · {inline_code(func.qualname)}"]
@@ -213,26 +244,53 @@ def render_hop(
         facts.append(f"- **Executed line:** {_link(where, links.line if links else None)}{tag_note}")
         if hop.line_text:
             facts.append(f"    {inline_code(hop.line_text)}")
+        for r in returns:
+            back = f"{inline_code(func.source.path)} line {r.hop.line}"
+            facts.append(
+                f'- **Executed line:** {_link(back, r.links.line if r.links else None)} when the chain came back '
+                f'<a id="hop-{r.number}"></a>(hop {r.number}, by {_reached(r.number, r.hop, r.previous)})'
+            )
+            if r.hop.line_text:
+                facts.append(f"    {inline_code(r.hop.line_text)}")
         span = f"lines {func.first_line}–{func.last_line}"
         facts.append(f"- **Definition:** {_link(span, links.definition if links else None)}")
         if links is None:
             facts.append("- **Permalink:** *none: this file is not pinned in the lock*")
     facts.append(f"- **Distribution:** {md_text(dist_label(func.source))}")
     facts.append(f"- **Thread:** {inline_code(hop.thread)}")
-    if previous is None or hop.edge == EDGE_ENTRY:
-        facts.append(f"- **Reached by:** {inline_code(hop.edge)} (where the journey starts)")
-    else:
-        cross = f", from thread {inline_code(previous.thread)}" if previous.thread != hop.thread else ""
-        facts.append(f"- **Reached by:** {inline_code(hop.edge)} from [hop {number - 1}](#hop-{number - 1}){cross}")
+    facts.append(f"- **Reached by:** {_reached(number, hop, previous)}")
+    mine = {number, *(r.number for r in returns)}
+    for j in joins:
+        if j.user in mine:
+            facts.append(f"- **Uses a value from:** [hop {j.producer}](#hop-{j.producer}) ({inline_code(j.kind)}: {JOIN_MEANINGS[j.kind]})")
+        if j.producer in mine:
+            facts.append(f"- **Its value is used by:** [hop {j.user}](#hop-{j.user}) ({inline_code(j.kind)}: {JOIN_MEANINGS[j.kind]})")
     out.append("\n".join(facts) + "\n")
     if annotation:
         out.append(annotation.strip() + "\n")
     else:
         out.append("*No annotation has been written for this function yet.*\n")
-    out.append(render_excerpt(hop, lines))
-    if hop.value is not None:
-        out.append(render_value(hop.value))
-    return "\n".join(out)
+    for r in returns:
+        if r.annotation and r.annotation.strip() != (annotation or "").strip():
+            out.append(f"When the chain came back ([hop {r.number}](#hop-{r.number})): {r.annotation.strip()}\n")
+    out.append(render_excerpt(hop, lines, [r.hop.line for r in returns if not r.hop.func.is_c]))
+    for h in (hop, *(r.hop for r in returns)):
+        if h.value is not None:
+            out.append(render_value(h.value))
+    text = "\n".join(out)
+    return _indented(text, indent) if indent else text
+
+
+JOIN_MEANINGS = {
+    JOIN_RESULT: "the producer returned it and this call received it",
+    JOIN_YIELD: "a generator yielded it to the loop that made the call",
+    JOIN_STORED: "the producer made it, a container kept it, and it was taken out later",
+    JOIN_PARSED: "the producer parsed it from received text",
+}
+
+
+def _indented(text: str, indent: str) -> str:
+    return "\n".join(indent + line if line.strip() else "" for line in text.split("\n"))
 
 
 # --------------------------------------------------------------------------- a journey page
@@ -247,24 +305,87 @@ def lifelines(chain: Chain) -> list[str]:
     return seen
 
 
-def diagram(chain: Chain) -> str:
-    messages = []
-    for i, hop in enumerate(chain.hops):
-        source = chain.hops[i - 1].thread if i else hop.thread
-        messages.append(Message(source, hop.thread, f"{i + 1} {short_name(hop.func)}", hop.edge, f"#hop-{i + 1}"))
-    svg = sequence_svg(lifelines(chain), messages, title=f"{chain.journey}: {chain.title}")
+def diagram(chain: Chain, groups: Sequence[fold.Group]) -> str:
+    """The layered sequence diagram: one row per key entry, one mark per folded run."""
+    rows: list[Row] = []
+    row_of: dict[int, int] = {}
+    for group in groups:
+        first = chain.hops[group.entries[0].hop - 1]
+        edge = first.edge
+        numbers = [n for e in group.entries for n in e.numbers]
+        if group.folded:
+            layers = sorted({layer_of(chain.hops[n - 1].func.source.dist) for n in numbers}, key=LAYER_ORDER.index)
+            span = fold.hop_ranges(numbers)
+            last = layer_of(chain.hops[group.entries[-1].hop - 1].func.source.dist)
+            start = layer_of(first.func.source.dist)
+            layers = [start, *(x for x in layers if x != start)]
+            for n in numbers:
+                row_of[n] = len(rows)
+            rows.append(Row(first.thread, tuple(layers), f"{span}: {group.title}", edge, f"#hop-{group.entries[0].hop}", folded=True, exit=last))
+            continue
+        e = group.entries[0]
+        for n in e.numbers:
+            row_of[n] = len(rows)
+        label = f"{e.hop} {short_name(first.func)}"
+        rows.append(Row(first.thread, (layer_of(first.func.source.dist),), label, edge, f"#hop-{e.hop}"))
+    links = [Link(row_of[j.producer], row_of[j.user], j.kind) for j in chain.joins if j.producer in row_of and j.user in row_of]
+    svg = layered_svg(rows, links, title=f"{chain.journey}: {chain.title}")
     return f'<div class="dispel-diagram" markdown="0">\n{svg}\n</div>\n'
 
 
-def render_hop_table(chain: Chain) -> str:
+def render_hop_table(chain: Chain, groups: Sequence[fold.Group]) -> str:
+    """The key hops, one row each, and one row per folded run of the others."""
     rows = ["| # | Function | Thread | Reached by | Distribution |", "|---:|---|---|---|---|"]
-    for i, hop in enumerate(chain.hops, 1):
+    for group in groups:
+        if group.folded:
+            first = group.entries[0].hop
+            rows.append(f"| [{first}…](#hop-{first}) | *{md_text(group.title)}* ({fold.hop_ranges(group.numbers)}, folded) | | | |")
+            continue
+        i = group.entries[0].hop
+        hop = chain.hops[i - 1]
         edge = f"**{hop.edge}**" if hop.edge in CROSS_EDGES else hop.edge
         rows.append(
             f"| [{i}](#hop-{i}) | {inline_code(hop.func.key)} | {inline_code(hop.thread)} | {edge} "
             f"| {md_text(dist_label(hop.func.source))} |"
         )
     return "\n".join(rows) + "\n"
+
+
+def render_hop_list(
+    chain: Chain,
+    groups: Sequence[fold.Group],
+    links: Mapping[Hop, HopLinks] | HopLinker,
+    excerpts: Mapping[Source, Sequence[str]],
+    annotations: Mapping[str, str],
+) -> list[str]:
+    """Every hop entry: key entries in the open, each folded run in one collapsible block."""
+    out = []
+
+    def entry(e: fold.Entry, indent: str) -> str:
+        hop = chain.hops[e.hop - 1]
+        returns = [
+            Return(n, chain.hops[n - 1], chain.hops[n - 2], hop_links(chain.hops[n - 1], links), hop_annotation(chain, n - 1, annotations))
+            for n in e.returns
+        ]
+        return render_hop(
+            e.hop,
+            hop,
+            chain.hops[e.hop - 2] if e.hop > 1 else None,
+            hop_links(hop, links),
+            excerpts.get(hop.func.source),
+            hop_annotation(chain, e.hop - 1, annotations),
+            returns=returns,
+            joins=chain.joins,
+            indent=indent,
+        )
+
+    for group in groups:
+        if not group.folded:
+            out.append(entry(group.entries[0], ""))
+            continue
+        out.append(f'??? note "{_title(group.title)}: {fold.hop_ranges(group.numbers)}"\n')
+        out.extend(entry(e, "    ") for e in group.entries)
+    return out
 
 
 def render_wire(wire: Sequence[WireLayer]) -> str:
@@ -285,7 +406,7 @@ def render_wire(wire: Sequence[WireLayer]) -> str:
     return "\n".join(out)
 
 
-def render_compared(chain: Chain, label: str, others: Sequence[tuple[str, Chain]]) -> str:
+def render_compared(chain: Chain, label: str, others: Sequence[tuple[str, Chain]], marked: frozenset[str] = frozenset()) -> str:
     """Content tabs with this chain and the chains it is compared with, hop by hop."""
     out = [
         "## Side by side { #side-by-side }\n",
@@ -294,12 +415,21 @@ def render_compared(chain: Chain, label: str, others: Sequence[tuple[str, Chain]
     ]
     for title, other, page in [(label, chain, ""), *((t, c, f"{c.journey}.md") for t, c in others)]:
         rows = ["| # | Function | Thread | Reached by |", "|---:|---|---|---|"]
-        for i, hop in enumerate(other.hops, 1):
+        key = [g.entries[0].hop for g in fold.groups(other, marked) if not g.folded]
+        for i, hop in ((n, other.hops[n - 1]) for n in key):
             edge = f"**{hop.edge}**" if hop.edge in CROSS_EDGES else hop.edge
             rows.append(f"| [{i}]({page}#hop-{i}) | {inline_code(hop.func.key)} | {inline_code(hop.thread)} | {edge} |")
-        intro = f"    Scenario {inline_code(other.scenario)}, {len(other.hops)} hops."
+        intro = f"    Scenario {inline_code(other.scenario)}, {len(other.hops)} hops; its {len(key)} key hops below."
         out.append(f'=== "{_title(title)}"\n\n{intro}\n\n' + "\n".join("    " + r for r in rows) + "\n")
     return "\n".join(out)
+
+
+def hop_annotation(chain: Chain, index: int, annotations: Mapping[str, str]) -> str | None:
+    """The most specific text for hop ``index`` (keyed to its journey and line, its journey, or general),
+    its placeholders filled from the chain."""
+    hop = chain.hops[index]
+    found = select(annotations, hop.func.key, chain.journey, hop.line)
+    return fill(found[1], chain, index, found[0], inline_code) if found else None
 
 
 def render_journey(
@@ -313,49 +443,56 @@ def render_journey(
 
     ``links`` maps a hop (or is called with it) to its permalinks; the sample app's hops
     link into this site instead. ``excerpts`` holds the lines (without newlines) of each
-    installed source file; ``annotations`` maps ``module:qualname`` and ``journey:<name>``
-    to hand-written Markdown. ``others`` holds the other journeys' chains, for the ones
+    installed source file; ``annotations`` maps ``module:qualname`` (optionally
+    ``@journey`` or ``@journey#L<line>``) and ``journey:<name>`` to hand-written Markdown
+    with placeholders (see placeholders.py). ``others`` holds the other journeys' chains, for the ones
     shown beside this one (see catalog.Journey.compared).
     """
     if not chain.hops:
         raise DispelError(f"chain {chain.journey!r} has no hops; regenerate it (`make chains`)")
     out = [generated_header(), f"# {md_text(chain.title)}\n"]
+    groups = fold.groups(chain, marked_key(annotations))
+    shown = sum(1 for g in groups if not g.folded)
     intro = annotations.get(f"journey:{chain.journey}")
+    intro = fill(intro, chain, None, f"journey:{chain.journey}", inline_code) if intro else None
     out.append(intro.strip() + "\n" if intro else f'!!! warning "Summary not written yet"\n    Add `journey:{chain.journey}` to an annotations file.\n')
     out.append(
         f'!!! info "Reading this page"\n'
         f"    Recorded by scenario {inline_code(chain.scenario)}: {len(chain.hops)} hops across "
-        f"{len(lifelines(chain))} thread(s). Each hop below is a function that really ran, with the line that "
+        f"{len(lifelines(chain))} thread(s), {shown} of them key hops shown in the open. Each hop below is a function that really ran, with the line that "
         "led on to the next hop highlighted in its source. See [how to read a chain](../index.md#how-to-read-a-chain).\n"
     )
     out.append("## Sequence { #sequence }\n")
     out.append(
-        "One column per thread, time running downwards. A dot is a hop that stays on its thread; "
-        "an arrow is a hop that crosses to another thread, drawn by the kind of edge that joined them. "
+        "One column per layer of the stack, from the app down to the socket, and time running downwards; "
+        "each thread is a shaded band named on the left. A call is an arrow toward the socket, a return a "
+        "dashed arrow back; a hand-off to another thread is drawn by its kind; a dotted green curve joins a "
+        "value's producer to the hop that used it. A dashed box stands for hops folded on this page. "
         "Click a label to jump to the hop.\n"
     )
-    out.append(diagram(chain))
+    out.append(diagram(chain, groups))
     out.append("## Hops { #hops }\n")
-    out.append(render_hop_table(chain))
-    for i, hop in enumerate(chain.hops):
-        out.append(
-            render_hop(
-                i + 1,
-                hop,
-                chain.hops[i - 1] if i else None,
-                hop_links(hop, links),
-                excerpts.get(hop.func.source),
-                annotations.get(hop.func.key),
-            )
-        )
+    out.append(
+        "The key hops: where a part starts, the first hop in each library, every hand-off between threads, "
+        "the calls that made a value another hop used, and the sinks. The hops between them are folded "
+        "into collapsible blocks, titled by what they are; a return to a call already listed is shown in "
+        "that call's entry, with both lines.\n"
+    )
+    out.append(render_hop_table(chain, groups))
+    out.extend(render_hop_list(chain, groups, links, excerpts, annotations))
     if chain.wire:
         out.append(render_wire(chain.wire))
     spec = next((j for j in catalog.JOURNEYS if j.name == chain.journey), None)
     label, compared = spec.compared if spec and spec.compared else ("", ())
     beside = [(title, others[j]) for title, j in compared if others and j in others]
     if beside:
-        out.append(render_compared(chain, label, beside))
+        out.append(render_compared(chain, label, beside, marked_key(annotations)))
     return "\n".join(out)
+
+
+def marked_key(annotations: Mapping[str, str]) -> frozenset[str]:
+    """Function keys an annotation marks key (``key: true``; see annotations.texts)."""
+    return frozenset(k[len(KEY_MARK):] for k in annotations if k.startswith(KEY_MARK))
 
 
 def render_placeholder(journey: str) -> str:

@@ -8,6 +8,7 @@ what happened, and the CLI says it.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import socket
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from . import annotations, audit as audit_core, catalog, chains as chains_core, check as check_core, fetch, gitinfo, permalinks, pins, render
+from . import annotations, audit as audit_core, catalog, chains as chains_core, check as check_core, diff, fetch, gitinfo, permalinks, pins, prose, render
 from .browser import chromium_version, unavailable
 from .drivers import client_starter
 from .forges import SHA_RE, check_repo, forge, parse_source_url, raw_url
@@ -273,14 +274,37 @@ def _resolve_tag(dist: str, version: str, forge_name: str, repo: str, mirror: Pa
     return git_dir, tag, gitinfo.peel(git_dir, tag)
 
 
+@dataclass(frozen=True)
+class PinRun:
+    """What `dispel pin` wrote: the lock, which entries it kept as they were, why it pinned the others afresh."""
+
+    lock: Lock
+    kept: frozenset[str]
+    afresh: dict[str, str]  # dist -> why
+    notes: tuple[str, ...] = ()
+
+
+def _previous_lock(path: Path) -> tuple[Lock | None, str | None]:
+    """The lock `dispel pin` starts from, or None and why (there is none, or it is unreadable)."""
+    if not path.is_file():
+        return None, None
+    try:
+        return load_lock(path), None
+    except DispelError as exc:
+        return None, f"{exc}; every distribution was pinned afresh"
+
+
 def pin(
     project: Project, dists: Iterable[str] = (), git_dirs: Iterable[str] = (), repos: Iterable[str] = (),
-    site: list[Path] | None = None, lock_path: Path | None = None,
-) -> Lock:
+    site: list[Path] | None = None, lock_path: Path | None = None, refresh: bool = False,
+) -> PinRun:
     """Pin each distribution to the upstream commit of its release tag; write the lock (all or nothing).
 
-    Facts are gathered here (installed files, metadata, git); every decision is in dispel.pins.
-    Any problem raises DispelError before the lock is written, so a failed run leaves it untouched.
+    Incremental: an entry of the existing lock whose installed version, repository and files are
+    unchanged is kept as it is, without git (so offline, only changed distributions need a mirror);
+    ``refresh`` pins every one afresh. Facts are gathered here (installed files, metadata, git);
+    every decision is in dispel.pins. Any problem raises DispelError before the lock is written,
+    so a failed run leaves it untouched.
     """
     mirrors = parse_git_dirs(git_dirs)
     overrides = {}
@@ -318,19 +342,31 @@ def pin(
     absent = sorted(set(stdlib_files) - set(installed[PYTHON].blobs))
     if absent:
         raise DispelError(f"standard-library files not found in this interpreter: {', '.join(absent)}")
+    lock_path = lock_path or project.lock
+    before, note = _previous_lock(lock_path)
     locked: list[Pin] = []
+    afresh: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="dispel-pin-") as tmp:
         for name in names:
             forge_name, repo = located[name]
+            old = next((p for p in before.dists if p.dist == name), None) if before else None
+            why = "--refresh" if refresh else pins.repin_reason(old, installed[name], repo)
+            if not why:
+                locked.append(old)
+                continue
             mirror = mirrors.get(repo.lower(), ("", None))[1]
-            git_dir, tag, commit = _resolve_tag(name, installed[name].version, forge_name, repo, mirror, Path(tmp))
+            try:
+                git_dir, tag, commit = _resolve_tag(name, installed[name].version, forge_name, repo, mirror, Path(tmp))
+            except DispelError as exc:
+                raise DispelError(f"{name} must be pinned afresh ({why}): {exc}") from None
             version, tree = installed[name].version, gitinfo.tree_blobs(git_dir, commit)
             files = pins.map_files(name, version, tag, installed[name].blobs, tree)
             locked.append(Pin(name, version, forge_name, repo, tag, commit, "commit", files))
+            afresh[name] = why
     python = pins.stdlib_pin(installed[PYTHON].version, installed[PYTHON].blobs)
     lock = Lock(python, tuple(locked))
-    write_atomic(lock_path or project.lock, dump_json(pins.lock_to_json(lock)))
-    return lock
+    write_atomic(lock_path, dump_json(pins.lock_to_json(lock)))
+    return PinRun(lock, frozenset(set(names) - set(afresh)), afresh, (note,) if note else ())
 
 
 def load_lock(path: Path) -> Lock:
@@ -352,6 +388,44 @@ def verify_installed(lock: Lock, site: list[Path] | None = None) -> list[str]:
     """Recompute every locked file's blob from this environment; the problems, [] when all match."""
     stdlib = [f.installed for f in lock.python.files]
     return pins.verify(lock, installed_blobs([p.dist for p in lock.dists], stdlib, site))
+
+
+def version_drift(lock_path: Path, site: list[Path] | None = None) -> list[str]:
+    """Installed versions against the lock, from metadata only (quick: `make site` asks first); [] without a lock."""
+    if not lock_path.is_file():
+        return []
+    lock = load_lock(lock_path)
+    found = distributions([p.dist for p in lock.dists], site or None)
+    return pins.version_mismatches(lock, {name: d.version for name, d in found.items()} | {PYTHON: PYTHON_VERSION})
+
+
+# --------------------------------------------------------------------------- review an upgrade
+
+
+def review(project: Project, ref: str = "HEAD") -> str:
+    """The chains and lock of the working tree against those at git ``ref``, as `dispel diff`'s Markdown."""
+    chains_rel, lock_rel = (p.relative_to(project.root).as_posix() for p in (project.chains, project.lock))
+    then = gitinfo.files_at(project.root, ref, chains_rel, lock_rel)
+    old_chains = {}
+    for name, text in then.items():
+        if name.startswith(chains_rel + "/") and name.endswith(".json"):
+            chain = chain_from_dict(json.loads(text), origin=f"{ref}:{name}")
+            old_chains[chain.journey] = chain
+    old_lock = pins.lock_from_json(json.loads(then[lock_rel])) if lock_rel in then else None
+    new_chains = load_chains(project)
+    new_lock = project_lock(project)
+    notes = load_annotations(project)
+    problems = annotations.missing(new_chains.values(), notes) + annotations.stale(new_chains.values(), notes, hop_sources(new_chains.values()))
+    return diff.report(
+        ref,
+        old_chains,
+        new_chains,
+        (old_lock.python, *old_lock.dists) if old_lock else (),
+        (new_lock.python, *new_lock.dists) if new_lock else (),
+        [f"{p.kind}: {p.message}" for p in problems],
+        {k: a.where for k, a in notes.items()},
+        catalog.JOURNEY_NAMES,
+    )
 
 
 # --------------------------------------------------------------------------- build the site
@@ -422,7 +496,7 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     files[out / "snippets" / "versions.md"] = render.render_versions(versions, python, sorted(found, key=catalog.JOURNEY_NAMES.index))
     write_all_atomic(files)
 
-    said = [p.message for p in annotations.missing(found.values(), notes) + annotations.stale(found.values(), notes, sources)]
+    said = [p.message for p in annotations.missing(found.values(), notes) + annotations.stale(found.values(), notes, sources) + annotations.unreviewed(found.values(), notes)]
     absent = [j for j in catalog.JOURNEY_NAMES if j not in found]
     if absent:
         said.append(f"not recorded yet, placeholder pages: {', '.join(absent)} (run `make regen`)")
@@ -449,13 +523,22 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
     found = load_chains(project)
 
     clock = time.perf_counter()
+    result.failures += verify_installed(lock) if lock is not None else []
+    result.timings["installed"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
     links = check_links(project, lock, found, fetcher, raw_base)
     result.summary = check_core.summarize(links)
+    if lock is not None:  # links that fail only because the chains predate the lock: one line per library
+        folded, links = check_core.fold_recording_drift(links, lock, check_core.recording_drift(found.values(), lock))
+        result.failures += folded
     result.failures += [p for r in links for p in r.problems]
     result.timings["links"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     result.failures += check_annotations(project, found)
+    pages = {j: read_text(p, "page") for j in found if (p := project.docs / "chains" / f"{j}.md").is_file()}
+    result.failures += prose.check_site(pages, found, hop_sources(found.values()))  # what the pages say, against the chains
     result.timings["annotations"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -537,6 +620,7 @@ def check_annotations(project: Project, found: Mapping[str, Chain]) -> list[str]
     if set(catalog.JOURNEY_NAMES) <= set(found):
         problems += annotations.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
     problems += annotations.stale(found.values(), notes, hop_sources(found.values()))
+    problems += annotations.unreviewed(found.values(), notes)
     return [f"annotation {p.kind}: {p.message}" for p in problems]
 
 
@@ -615,10 +699,10 @@ def check_rerecord(project: Project, timeout: float = 60.0, names: Iterable[str]
         committed = project.traces / f"{name}.json"
         old = read_text(committed, "trace file") if committed.is_file() else ""
         if fresh != old:
-            problems.append(
-                f"re-record: traces/{name}.json differs from a fresh recording at {check_core.first_difference(old, fresh)} "
-                f"(the new one is {keep / (name + '.json')})"
-            )
+            problems += [
+                f"re-record: traces/{name}.json differs from a fresh recording: {d} (the new one is {keep / (name + '.json')})"
+                for d in check_core.trace_drift(old, fresh)
+            ]
     if not problems:
         shutil.rmtree(keep, ignore_errors=True)
     return problems

@@ -16,6 +16,7 @@ from .model import (
     Event,
     Func,
     Hop,
+    Join,
     Source,
     ThreadInfo,
     TraceFile,
@@ -530,6 +531,7 @@ def chain_to_dict(chain: Chain) -> dict:
             {"layer": w.layer, "raw": w.raw, "fields": [[f.name, f.value, f.meaning] for f in w.fields]}
             for w in chain.wire
         ],
+        "joins": [[j.producer, j.user, j.kind] for j in chain.joins],
     }
 
 
@@ -546,6 +548,7 @@ def chain_from_dict(data: dict, origin: str = "chain file") -> Chain:
         wire = tuple(
             WireLayer(w["layer"], w["raw"], tuple(WireField(*fl) for fl in w["fields"])) for w in data["wire"]
         )
-        return Chain(data["journey"], data["title"], data["scenario"], tuple(hops), wire)
+        joins = tuple(Join(int(a), int(b), str(k)) for a, b, k in data.get("joins", ()))
+        return Chain(data["journey"], data["title"], data["scenario"], tuple(hops), wire, joins)
     except (KeyError, TypeError, ValueError) as exc:
         raise DispelError(f"{origin} is malformed ({type(exc).__name__}: {exc}); regenerate it with `dispel chains`") from None

@@ -137,7 +137,7 @@ def decode_socketio(text: str) -> list[WireLayer]:
     while rest[:1].isdigit():
         ack, rest = ack + rest[0], rest[1:]
     if ack:
-        fields.append(WireField("ack id", ack, "the sender waits for an ACK packet with this id"))
+        fields.append(WireField("ack id", ack, ACK_ID_MEANINGS.get(kind, ACK_ID_MEANINGS["2"])))
     layers = [WireLayer("Socket.IO packet (v5)", text, tuple(fields))]
     if rest:
         try:
@@ -162,13 +162,36 @@ def decode_http(data: bytes, role: str) -> tuple[WireLayer, ...]:
     fields = [WireField("start line", lines[0], "method, target and version" if role == "request" else "version, status code and reason")]
     for line in lines[1:]:
         name, _, value = line.partition(":")
-        fields.append(WireField(name.strip(), value.strip(), _HEADER_MEANINGS.get(name.strip().lower(), "")))
+        fields.append(WireField(name.strip(), value.strip(), header_meaning(name, value)))
     return (WireLayer(f"HTTP {role}", head, tuple(fields)),)
+
+
+# What an ack id says depends on the packet: an EVENT asks for an answer, an ACK (or BINARY_ACK) gives it.
+ACK_ID_MEANINGS = {
+    "2": "the sender waits for an ACK packet with this id",
+    "5": "the sender waits for an ACK packet with this id",
+    "3": "the id of the event this ACK answers",
+    "6": "the id of the event this ACK answers",
+}
+# The Connection header's meaning depends on its value (a comma-separated list of options).
+_CONNECTION_MEANINGS = {
+    "upgrade": "Upgrade: this connection is to change protocol",
+    "close": "the sender closes the connection after this message",
+    "keep-alive": "the sender would keep the connection open for further requests",
+}
+
+
+def header_meaning(name: str, value: str) -> str:
+    """What an HTTP header says; for Connection, what its options say."""
+    key = name.strip().lower()
+    if key == "connection":
+        options = [o.strip().lower() for o in value.split(",")]
+        return "; ".join(_CONNECTION_MEANINGS[o] for o in options if o in _CONNECTION_MEANINGS)
+    return _HEADER_MEANINGS.get(key, "")
 
 
 _HEADER_MEANINGS = {
     "upgrade": "asks to switch this connection to another protocol",
-    "connection": "Upgrade: this hop's connection changes protocol",
     "sec-websocket-key": "a nonce from the client: base64 of 16 random bytes (dispel's client sends RFC 6455's example, so that traces repeat)",
     "sec-websocket-version": "the WebSocket protocol version (13 = RFC 6455)",
     "sec-websocket-accept": "base64(SHA-1(key + 258EAFA5-E914-47DA-95CA-C5AB0DC85B11)): proves the server read the key",
