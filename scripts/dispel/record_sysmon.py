@@ -154,30 +154,10 @@ class SysmonRecorder(_Recorder):
                 turns.notified(loc["self"])
             stack.append((row, frame))
 
-        def call(code: CodeType, offset: int):
-            try:
-                names = decisions[code]
-                if names is None:
-                    return DISABLE
-                enter(code, names, getframe(1))
-            except Exception as exc:
-                disable(exc)
-            return None
-
-        def throw(code: CodeType, offset: int, exc: BaseException):  # not a local event: no DISABLE
-            try:
-                names = decisions[code]
-                if names is not None:
-                    enter(code, names, getframe(1))
-            except Exception as error:
-                disable(error)
-            return None
-
-        def leave(code: CodeType, value) -> None:
+        def leave(code: CodeType, value, frame) -> None:
             state = states.get(get_ident())
             if state is None or not state.on:
                 return
-            frame = getframe(2)
             stack = state.stack
             while stack:
                 row, f = stack.pop()
@@ -192,25 +172,25 @@ class SysmonRecorder(_Recorder):
                     add_ret_value(value)
                     return
 
-        def ret(code: CodeType, offset: int, value):
-            try:
-                names = decisions[code]
-                if names is None:
-                    return DISABLE
-                leave(code, value)
-            except Exception as exc:
-                disable(exc)
-            return None
+        def guarded(act, local: bool):
+            """A callback: ``act(code, names, arg, frame)`` for wanted code, errors disable the
+            recorder. Only a local event's callback may return DISABLE."""
+            def callback(code: CodeType, offset: int, arg=None):
+                try:
+                    names = decisions[code]
+                    if names is None:
+                        return DISABLE if local else None
+                    act(code, names, arg, getframe(1))
+                except Exception as exc:
+                    disable(exc)
+                return None
 
-        def unwind(code: CodeType, offset: int, exc: BaseException):  # not a local event: no DISABLE
-            try:
-                names = decisions[code]
-                if names is not None:
-                    leave(code, RAISED)
-            except Exception as error:
-                disable(error)
-            return None
+            return callback
 
+        call = guarded(lambda code, names, arg, frame: enter(code, names, frame), True)
+        throw = guarded(lambda code, names, exc, frame: enter(code, names, frame), False)
+        ret = guarded(lambda code, names, value, frame: leave(code, value, frame), True)
+        unwind = guarded(lambda code, names, exc, frame: leave(code, RAISED, frame), False)
         return call, ret, unwind, throw
 
 
