@@ -43,13 +43,14 @@ def core_missing(name: str) -> str:
 
 
 def recorder_for(want: Callable[[CodeType], bool], core: str | None = None) -> _Recorder:
-    """A recorder with the core DISPEL_CORE names (py, c or sysmon); by default the fastest available."""
+    """A recorder with the core DISPEL_CORE names (py, c, sysmon or sysmon-py); by default the fastest available."""
     name = core or os.environ.get("DISPEL_CORE", "")
     if not name:
         why = c_core_missing()
-        if why and not hasattr(sys, "monitoring"):
-            print(f"note: {why}; recording with the Python core (install gcc and the Python headers, then `make .venv/.installed`)", file=sys.stderr)
-        return CORES[available_cores()[0]](want)
+        recorder = CORES[available_cores()[0]](want)
+        if why:
+            print(f"note: {why}; recording with the {recorder.core} core (install gcc and the Python headers, then `make .venv/.installed`)", file=sys.stderr)
+        return recorder
     if name not in CORES:
         raise DispelError(f"DISPEL_CORE={name!r} is no recorder core; choose one of: {', '.join(CORES)}")
     why = core_missing(name)
