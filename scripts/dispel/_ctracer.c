@@ -278,20 +278,25 @@ decision(Core *c, PyObject *code)
     return names;
 }
 
-/* ``loc[name]`` as a new reference, NULL when absent (no error) or on error (set). */
+/* The frame's variable ``name`` as a new reference; NULL when unbound (no error) or on
+ * error (set). Python 3.12+ reads it from the frame (PyFrame_GetVar); 3.11 from its
+ * locals dict, which the profile function has built for ``loc``. */
 static PyObject *
-local_value(PyObject *loc, PyObject *name)
+frame_var(PyFrameObject *frame, PyObject *loc, PyObject *name)
 {
-    if (PyDict_Check(loc)) {
-        PyObject *v = PyDict_GetItemWithError(loc, name);
-        Py_XINCREF(v);
-        return v;
-    }
-    PyObject *v = PyObject_GetItem(loc, name);  /* a frame-locals proxy (Python 3.13) */
-    if (v == NULL && PyErr_ExceptionMatches(PyExc_KeyError)) {
+#if PY_VERSION_HEX >= 0x030C0000
+    (void)loc;
+    PyObject *v = PyFrame_GetVar(frame, name);
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_NameError)) {
         PyErr_Clear();
     }
     return v;
+#else
+    (void)frame;
+    PyObject *v = PyDict_GetItemWithError(loc, name);
+    Py_XINCREF(v);
+    return v;
+#endif
 }
 
 /* A call of wanted code: its row, arguments, and its place on the thread's stack. -1 on error. */
@@ -305,16 +310,26 @@ record_call(Thread *t, PyFrameObject *frame, PyObject *code, PyObject *names)
         ints[1] = t->rows[t->depth - 1];
         ints[2] = PyFrame_GetLasti((PyFrameObject *)t->frames[t->depth - 1]);
     }
-    PyObject *loc = PyFrame_GetLocals(frame);
-    if (loc == NULL) {
-        return -1;
+    int special = code == c->start_code || code == c->notify_code;
+    /* The locals mapping: on 3.11 the values are read from it; on 3.12+ it is built only
+     * for the rare calls whose callback wants it (the frame's variables are read directly). */
+    PyObject *loc = NULL;
+    if (PY_VERSION_HEX < 0x030C0000 || special) {
+        loc = PyFrame_GetLocals(frame);
+        if (loc == NULL) {
+            return -1;
+        }
+        if (PY_VERSION_HEX < 0x030C0000 && !PyDict_Check(loc)) {
+            PyErr_SetString(PyExc_TypeError, "a frame's locals are no dict");
+            goto error;
+        }
     }
     if (PyList_Append(c->codes, code) < 0 || buf_push(&c->ints, ints, 3) < 0) {
         goto error;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(names);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = local_value(loc, PyTuple_GET_ITEM(names, i));
+        PyObject *v = frame_var(frame, loc, PyTuple_GET_ITEM(names, i));
         if (v == NULL && PyErr_Occurred()) {
             goto error;
         }
@@ -324,29 +339,28 @@ record_call(Thread *t, PyFrameObject *frame, PyObject *code, PyObject *names)
             goto error;
         }
     }
-    PyObject *r = NULL;
-    if (code == c->start_code) {
-        PyObject *rowobj = PyLong_FromSsize_t(row);
-        if (rowobj == NULL) {
+    if (special) {
+        PyObject *r;
+        if (code == c->start_code) {
+            PyObject *rowobj = PyLong_FromSsize_t(row);
+            if (rowobj == NULL) {
+                goto error;
+            }
+            r = PyObject_CallFunctionObjArgs(c->on_start, loc, rowobj, NULL);
+            Py_DECREF(rowobj);
+        }
+        else {
+            r = PyObject_CallOneArg(c->on_notify, loc);
+        }
+        if (r == NULL) {
             goto error;
         }
-        r = PyObject_CallFunctionObjArgs(c->on_start, loc, rowobj, NULL);
-        Py_DECREF(rowobj);
+        Py_DECREF(r);
     }
-    else if (code == c->notify_code) {
-        r = PyObject_CallOneArg(c->on_notify, loc);
-    }
-    else {
-        r = Py_NewRef(Py_None);
-    }
-    if (r == NULL) {
-        goto error;
-    }
-    Py_DECREF(r);
-    Py_DECREF(loc);
+    Py_XDECREF(loc);
     return push(t, (PyObject *)frame, row);
 error:
-    Py_DECREF(loc);
+    Py_XDECREF(loc);
     return -1;
 }
 
