@@ -1,0 +1,372 @@
+"""Scenario files: a TOML text (read with the standard library's tomllib) -> frozen values.
+
+Pure: no IO, no import of the app. ``parse(text, source)`` returns a ``ScenarioFile`` or
+raises ``ScenarioError`` with one line that names the place: the TOML's line and column for
+a syntax error, the table or the step (``steps[3] (emit 'chat')``) for a wrong value.
+
+A file holds top-level tables, each read by the parser registered for it in ``SECTIONS``
+(name -> function of the raw table). A later format adds a table (a redis server, several
+processes) by adding a field with a default to ``ScenarioFile`` and an entry to ``SECTIONS``;
+files written for this version stay valid. An unknown table is an error naming the known
+ones, so a typo is never silently ignored.
+
+Example (the README has the complete one)::
+
+    title = "My chat"
+    timeout = 30                     # the whole run's deadline, seconds
+
+    [app]
+    import = "app:socketio"          # module:attribute, a SocketIO object or a factory
+    # factory = true                 # call the attribute (no arguments) to get the SocketIO
+
+    [clients.a]
+    transport = "websocket"          # or "polling"
+    namespace = "/"                  # or namespaces = ["/", "/chat"]
+    headers = { "X-Team" = "blue" }
+    query = { token = "abc" }
+
+    [[steps]]
+    client = "a"                     # may be left out when there is one client
+    do = "connect"
+
+    [[steps]]
+    do = "emit"
+    event = "chat"
+    data = "hello"
+    ack = true                       # wait for the handler's return value
+    timeout = 5                      # every step has a deadline (default 10 s)
+
+    [[steps]]
+    do = "expect"
+    event = "reply"
+    count = 1
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from .model import DispelError
+
+STEP_KINDS = ("connect", "emit", "expect", "join", "leave", "sleep", "disconnect")
+TRANSPORTS = ("websocket", "polling")
+DEFAULT_STEP_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = 60.0
+_IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class ScenarioError(DispelError):
+    """A scenario file that cannot be read: the message names the file and the place."""
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """The app to trace: ``module:attribute`` of a SocketIO object (or of a factory returning one)."""
+
+    module: str
+    attribute: str
+    factory: bool = False
+    # the Flask app, when the SocketIO object was made without one (init_app later): module:attribute
+    flask: str = ""
+
+    @property
+    def target(self) -> str:
+        return f"{self.module}:{self.attribute}"
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    name: str
+    transport: str = "websocket"
+    namespaces: tuple[str, ...] = ("/",)
+    headers: tuple[tuple[str, str], ...] = ()
+    query: tuple[tuple[str, str], ...] = ()
+    auth: object = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of one client. ``data`` is any TOML value (JSON-like); ``args`` several arguments."""
+
+    index: int  # 1-based, as messages name it
+    do: str
+    client: str
+    timeout: float = DEFAULT_STEP_TIMEOUT
+    event: str = ""
+    data: object = None
+    has_data: bool = False
+    ack: bool = False
+    namespace: str = ""  # empty: the client's first namespace
+    count: int = 1  # expect: how many of the event must have arrived (counting from this step)
+    seconds: float = 0.0  # sleep
+
+    @property
+    def label(self) -> str:
+        """How messages and the trace's step marks name it: ``steps[3] (emit 'chat')``."""
+        what = f"{self.do} {self.event!r}" if self.event else self.do
+        return f"steps[{self.index}] ({what}, client {self.client})"
+
+    @property
+    def mark(self) -> str:
+        """The step's name in the trace: ``3-a-emit-chat``."""
+        parts = [str(self.index), self.client, self.do] + ([self.event] if self.event else [])
+        return "-".join(parts)
+
+    def to_json(self) -> dict:
+        return {
+            "index": self.index, "do": self.do, "client": self.client, "timeout": self.timeout, "event": self.event,
+            "data": self.data, "has_data": self.has_data, "ack": self.ack, "namespace": self.namespace,
+            "count": self.count, "seconds": self.seconds,
+        }
+
+    @staticmethod
+    def from_json(d: Mapping) -> "Step":
+        return Step(**{k: d[k] for k in Step.__dataclass_fields__ if k in d})
+
+
+@dataclass(frozen=True)
+class ScenarioFile:
+    source: str
+    app: AppSpec
+    clients: tuple[ClientSpec, ...]
+    steps: tuple[Step, ...]
+    title: str = ""
+    timeout: float = DEFAULT_TIMEOUT
+    # tables a later version reads (SECTIONS), kept as parsed: name -> value
+    extra: tuple[tuple[str, object], ...] = field(default=())
+
+    def client(self, name: str) -> ClientSpec:
+        return next(c for c in self.clients if c.name == name)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _err(source: str, where: str, message: str) -> ScenarioError:
+    return ScenarioError(f"{source}: {where}: {message}")
+
+
+def _take(table: Mapping, allowed: tuple[str, ...], source: str, where: str) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise _err(source, where, f"unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+
+
+def _string(table: Mapping, key: str, source: str, where: str, default: str | None = None) -> str:
+    if key not in table:
+        if default is None:
+            raise _err(source, where, f"missing {key!r}")
+        return default
+    value = table[key]
+    if not isinstance(value, str) or not value:
+        raise _err(source, where, f"{key!r} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _number(table: Mapping, key: str, source: str, where: str, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise _err(source, where, f"{key!r} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _string_table(table: Mapping, key: str, source: str, where: str) -> tuple[tuple[str, str], ...]:
+    value = table.get(key, {})
+    if not isinstance(value, dict) or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value.values()):
+        raise _err(source, where, f"{key!r} must be a table of strings, like {key} = {{ name = \"value\" }}")
+    return tuple(sorted((k, str(v)) for k, v in value.items()))
+
+
+def _namespace(value: object, source: str, where: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise _err(source, where, f"a namespace starts with '/', not {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _app(raw: object, source: str) -> AppSpec:
+    if isinstance(raw, str):
+        raw = {"import": raw}
+    if not isinstance(raw, dict):
+        raise _err(source, "[app]", 'must be a table, like [app] import = "app:socketio"')
+    _take(raw, ("import", "factory", "flask"), source, "[app]")
+    target = _string(raw, "import", source, "[app]")
+    if not _IMPORT_RE.match(target):
+        raise _err(source, "[app]", f"import = {target!r} must be module:attribute, like \"app:socketio\"")
+    module, _, attribute = target.partition(":")
+    factory = raw.get("factory", False)
+    if not isinstance(factory, bool):
+        raise _err(source, "[app]", f"factory must be true or false, not {factory!r}")
+    flask = raw.get("flask", "")
+    if flask and (not isinstance(flask, str) or not _IMPORT_RE.match(flask)):
+        raise _err(source, "[app]", f"flask = {flask!r} must be module:attribute of the Flask app")
+    return AppSpec(module, attribute, factory, flask)
+
+
+def _clients(raw: object, source: str) -> tuple[ClientSpec, ...]:
+    if not isinstance(raw, dict) or not raw:
+        raise _err(source, "[clients]", "must hold at least one client, like [clients.a] transport = \"websocket\"")
+    out = []
+    for name, table in raw.items():
+        where = f"[clients.{name}]"
+        if not _NAME_RE.match(name):
+            raise _err(source, where, "a client's name is letters, digits, '-' or '_'")
+        if not isinstance(table, dict):
+            raise _err(source, where, "must be a table")
+        _take(table, ("transport", "namespace", "namespaces", "headers", "query", "auth"), source, where)
+        transport = _string(table, "transport", source, where, "websocket")
+        if transport not in TRANSPORTS:
+            raise _err(source, where, f"transport {transport!r} is not one of: {', '.join(TRANSPORTS)}")
+        if "namespace" in table and "namespaces" in table:
+            raise _err(source, where, "give namespace or namespaces, not both")
+        if "namespaces" in table:
+            spaces = table["namespaces"]
+            if not isinstance(spaces, list) or not spaces:
+                raise _err(source, where, "namespaces must be a non-empty list, like [\"/\", \"/chat\"]")
+            namespaces = tuple(_namespace(s, source, where) for s in spaces)
+        else:
+            namespaces = (_namespace(table.get("namespace", "/"), source, where),)
+        out.append(ClientSpec(
+            name, transport, namespaces, _string_table(table, "headers", source, where),
+            _string_table(table, "query", source, where), table.get("auth"),
+        ))
+    return tuple(out)
+
+
+_STEP_KEYS = {
+    "connect": ("timeout",),
+    "emit": ("event", "data", "ack", "namespace", "timeout"),
+    "expect": ("event", "count", "namespace", "timeout"),
+    "join": ("event", "data", "room", "ack", "namespace", "timeout"),
+    "leave": ("event", "data", "room", "ack", "namespace", "timeout"),
+    "sleep": ("seconds", "timeout"),
+    "disconnect": ("timeout",),
+}
+
+
+def _steps(raw: object, source: str, clients: tuple[ClientSpec, ...]) -> tuple[Step, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise _err(source, "[[steps]]", "must hold at least one step, like [[steps]] do = \"connect\"")
+    names = [c.name for c in clients]
+    out: list[Step] = []
+    for i, table in enumerate(raw, 1):
+        if not isinstance(table, dict):
+            raise _err(source, f"steps[{i}]", "must be a table")
+        do = table.get("do")
+        where = f"steps[{i}]"
+        if do not in STEP_KINDS:
+            raise _err(source, where, f"do = {do!r} is not one of: {', '.join(STEP_KINDS)}")
+        client = table.get("client")
+        if client is None:
+            if len(names) != 1:
+                raise _err(source, where, f"{do}: which client? give client = one of: {', '.join(names)}")
+            client = names[0]
+        if client not in names:
+            raise _err(source, where, f"{do}: unknown client {client!r}; the file's clients: {', '.join(names)}")
+        where = f"steps[{i}] ({do}, client {client})"
+        _take(table, ("do", "client", *_STEP_KEYS[do]), source, where)
+        timeout = _number(table, "timeout", source, where, DEFAULT_STEP_TIMEOUT)
+        event = ""
+        data: object = None
+        has_data = False
+        if do in ("emit", "expect"):
+            event = _string(table, "event", source, where)
+        elif do in ("join", "leave"):
+            # through the app's own event: emit(event, room)
+            event = _string(table, "event", source, where, do)
+            if "room" in table and "data" in table:
+                raise _err(source, where, "give room or data, not both")
+            if "room" not in table and "data" not in table:
+                raise _err(source, where, f"missing 'room' (the data the app's {event!r} handler receives)")
+        if "data" in table or "room" in table:
+            data, has_data = table.get("data", table.get("room")), True
+        ack = table.get("ack", False)
+        if not isinstance(ack, bool):
+            raise _err(source, where, f"ack must be true or false, not {ack!r}")
+        namespace = table.get("namespace", "")
+        if namespace:
+            namespace = _namespace(namespace, source, where)
+            if namespace not in clients[names.index(client)].namespaces:
+                raise _err(source, where, f"client {client} does not connect to namespace {namespace!r}")
+        count = table.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise _err(source, where, f"count must be a whole number >= 1, not {count!r}")
+        seconds = _number(table, "seconds", source, where, 1.0) if do == "sleep" else 0.0
+        if do == "sleep" and seconds >= timeout:
+            timeout = seconds + DEFAULT_STEP_TIMEOUT
+        out.append(Step(i, do, client, timeout, event, data, has_data, ack, namespace, count, seconds))
+    _check_order(out, source)
+    return tuple(out)
+
+
+def _check_order(steps: list[Step], source: str) -> None:
+    """A client connects before anything else, and does nothing after it disconnects."""
+    connected: dict[str, bool] = {}
+    for s in steps:
+        state = connected.get(s.client)
+        if s.do == "connect":
+            if state:
+                raise _err(source, s.label, "the client is already connected")
+            connected[s.client] = True
+        elif s.do != "sleep" and not state:
+            raise _err(source, s.label, "the client is not connected: add a connect step before it")
+        elif s.do == "disconnect":
+            connected[s.client] = False
+
+
+# name -> (parser of the raw table, required). Later versions add entries here.
+SECTIONS: dict[str, tuple[Callable[..., object], bool]] = {
+    "app": (_app, True),
+    "clients": (_clients, True),
+    "steps": (_steps, True),
+}
+_SCALARS = ("title", "timeout")
+
+
+# --------------------------------------------------------------------------- parse
+
+
+def _syntax_error(source: str, exc: tomllib.TOMLDecodeError) -> ScenarioError:
+    # tomllib's message ends with "(at line L, column C)"; put the place first, as compilers do
+    text = str(exc)
+    m = re.search(r"\(at line (\d+), column (\d+)\)$", text)
+    if m:
+        return ScenarioError(f"{source}:{m[1]}:{m[2]}: not valid TOML: {text[:m.start()].strip()} (line {m[1]}, column {m[2]})")
+    m = re.search(r"\(at end of document\)$", text)
+    if m:
+        return ScenarioError(f"{source}: not valid TOML: {text[:m.start()].strip()} (at the end of the file)")
+    return ScenarioError(f"{source}: not valid TOML: {text}")
+
+
+def parse(text: str, source: str = "scenario.toml") -> ScenarioFile:
+    """A scenario file's text -> ScenarioFile; ScenarioError names the line/column or the step."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(source, exc) from None
+    unknown = sorted(set(raw) - set(SECTIONS) - set(_SCALARS))
+    if unknown:
+        known = ", ".join([*SECTIONS, *_SCALARS])
+        raise _err(source, repr(unknown[0]), f"unknown top-level key or table; known: {known}")
+    for name, (_, required) in SECTIONS.items():
+        if required and name not in raw:
+            example = {"app": '[app] import = "app:socketio"', "clients": '[clients.a] transport = "websocket"',
+                       "steps": '[[steps]] do = "connect"'}.get(name, f"[{name}]")
+            raise _err(source, f"[{name}]", f"missing; add it, like {example}")
+    title = raw.get("title", "")
+    if not isinstance(title, str):
+        raise _err(source, "title", f"must be a string, not {title!r}")
+    timeout = _number(raw, "timeout", source, "timeout", DEFAULT_TIMEOUT)
+    app = _app(raw["app"], source)
+    clients = _clients(raw["clients"], source)
+    steps = _steps(raw["steps"], source, clients)
+    extra = tuple(
+        (name, parse_section(raw[name], source)) for name, (parse_section, _) in SECTIONS.items()
+        if name not in ("app", "clients", "steps") and name in raw
+    )
+    return ScenarioFile(source, app, clients, steps, title, timeout, extra)
