@@ -25,11 +25,13 @@ def _fixed_mask(length: int) -> bytes:
     return MASK_KEY
 
 
-def main(argv: list[str]) -> int:
-    import socketio
-    import websocket
-
+def patch_websocket(pace: float, current_client) -> None:
+    """The websocket-client changes every scenario client makes: a fixed mask key, frames sent
+    ``pace`` seconds apart, and the close frame sent only after the writer's queue is empty
+    (``current_client()`` is the socketio.Client whose Engine.IO queue that is)."""
     import time
+
+    import websocket
 
     original_init = websocket.WebSocket.__init__
     original_send_frame = websocket.WebSocket.send_frame
@@ -67,7 +69,7 @@ def main(argv: list[str]) -> int:
         # its queue first, so the close frame is always the last thing sent. A writer
         # that has ended (the connection closed before it took the stop marker) sends
         # nothing more: waiting for it would only cost the full five seconds.
-        eio = getattr(client, "eio", None)
+        eio = getattr(current_client(), "eio", None)
         queue = getattr(eio, "queue", None)
         end = time.monotonic() + 5
         while queue is not None and queue.unfinished_tasks and eio.write_loop_task is not None and time.monotonic() < end:
@@ -76,8 +78,44 @@ def main(argv: list[str]) -> int:
 
     websocket.WebSocket.close = close
 
+
+def drained(client, timeout: float) -> None:
+    """Wait until the client's Engine.IO writer has sent everything queued."""
+    import time
+
+    queue = client.eio.queue
+    end = time.monotonic() + timeout
+    while queue.unfinished_tasks and time.monotonic() < end:
+        time.sleep(0.005)
+
+
+def disconnect_cleanly(client, timeout: float) -> None:
+    # What client.disconnect() sends, one packet at a time: its own version
+    # queues them all and flags the writer thread to stop at once, so which of
+    # them left before the close frame varied from run to run.
+    import engineio
+    from socketio import packet as sio_packet
+
+    if client.eio.current_transport == "websocket":
+        for namespace in list(client.namespaces):
+            client._send_packet(client.packet_class(sio_packet.DISCONNECT, namespace=namespace))
+            drained(client, timeout)
+        client.eio._send_packet(engineio.packet.Packet(engineio.packet.CLOSE))
+        drained(client, timeout)
+        writer = client.eio.write_loop_task
+        client.eio.queue.put(None)  # the writer stops; nothing more is sent but the close frame
+        if writer is not None:
+            writer.join(timeout)
+    client.disconnect()
+
+
+def main(argv: list[str]) -> int:
+    import socketio
+    import time
+
     port = int(argv[0])
     pace = float(argv[1]) if len(argv) > 1 else PACE_SECONDS
+    patch_websocket(pace, lambda: client)
     url = f"http://127.0.0.1:{port}"
     got: dict[str, list] = {"welcome": [], "reply": [], "joined": []}
     arrived = threading.Condition()
@@ -100,31 +138,6 @@ def main(argv: list[str]) -> int:
         with arrived:
             if not arrived.wait_for(lambda: len(got[event]) >= count, timeout):
                 raise TimeoutError(f"no {event!r} event from the server")
-
-    def drained(timeout: float) -> None:
-        queue = client.eio.queue
-        end = time.monotonic() + timeout
-        while queue.unfinished_tasks and time.monotonic() < end:
-            time.sleep(0.005)
-
-    def disconnect(timeout: float) -> None:
-        # What client.disconnect() sends, one packet at a time: its own version
-        # queues them all and flags the writer thread to stop at once, so which of
-        # them left before the close frame varied from run to run.
-        import engineio
-        from socketio import packet as sio_packet
-
-        if client.eio.current_transport == "websocket":
-            for namespace in list(client.namespaces):
-                client._send_packet(client.packet_class(sio_packet.DISCONNECT, namespace=namespace))
-                drained(timeout)
-            client.eio._send_packet(engineio.packet.Packet(engineio.packet.CLOSE))
-            drained(timeout)
-            writer = client.eio.write_loop_task
-            client.eio.queue.put(None)  # the writer stops; nothing more is sent but the close frame
-            if writer is not None:
-                writer.join(timeout)
-        client.disconnect()
 
     def step(name: str, timeout: float, count: int) -> None:
         if name in ("connect", "connect-polling"):
@@ -151,7 +164,7 @@ def main(argv: list[str]) -> int:
             if answer != {"upper": "HELLO"}:
                 raise ValueError(f"wrong acknowledgement {answer!r}")
         elif name == "disconnect":
-            disconnect(timeout)
+            disconnect_cleanly(client, timeout)
         else:
             raise ValueError(f"unknown step {name!r}")
 

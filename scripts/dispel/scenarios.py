@@ -9,6 +9,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from types import CodeType
 from typing import Callable, Protocol
 
@@ -72,6 +73,18 @@ class StepClient(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class DriveStep:
+    """One step of a drive: which client does it, its mark in the trace, how it is done."""
+
+    who: str
+    mark: str
+    perform: Callable[[StepClient, float], None]  # (the client, seconds left) -> None
+    connects: bool = False
+    disconnects: bool = False
+    label: str = ""  # how errors name it (default: the mark)
+
+
 def run(
     name: str,
     recorder: Tracer,
@@ -81,13 +94,45 @@ def run(
     port: int | None = None,
     timings: dict[str, float] | None = None,
 ):
-    """Run scenario ``name`` with ``recorder`` tracing the server side only; returns the app module.
+    """Run catalogue scenario ``name`` with ``recorder`` tracing the server side only; returns the app module.
 
     ``start_client(port)`` starts the client (the CLI runs it as a subprocess);
     this thread drives it with tracing paused. Raises DispelError naming the
     step that failed or ran past the deadline. Leaves no thread or socket behind.
     """
     sc = scenario(name)
+    steps = []
+    for spec in sc.steps:
+        # "b:join*2": client b (default a) does step join twice; each client is
+        # started before its first step, so its connection comes when the step says.
+        who, _, rest = spec.rpartition(":")
+        step, _, count = rest.partition("*")
+
+        def perform(client: StepClient, left: float, step: str = step, n: int = int(count or 1)) -> None:
+            client.step(step, left, n)
+
+        steps.append(DriveStep(who or "a", step, perform, step.startswith("connect"), step == "disconnect"))
+    return drive(
+        name, recorder, lambda who, port: start_client(port), lambda: importlib.import_module(app_module),
+        lambda module, port: module.main(port), steps, app_module, timeout, port, timings,
+    )
+
+
+def drive(
+    name: str,
+    recorder: Tracer,
+    start_client: Callable[[str, int], StepClient],
+    load_app: Callable[[], object],
+    serve_app: Callable[[object, int], None],
+    steps: list[DriveStep],
+    app_module: str,
+    timeout: float = 30.0,
+    port: int | None = None,
+    timings: dict[str, float] | None = None,
+):
+    """Import the app (``load_app``, traced under the mark "import"), serve it on a thread
+    (``serve_app(app, port)``, mark "start"), then do ``steps`` one by one, each client
+    started before its first step; returns what ``load_app`` returned."""
     deadline = _Deadline(name, timeout)
     logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
     # With a long switch interval a thread keeps the GIL until it blocks, so each
@@ -111,7 +156,9 @@ def run(
         recorder.start()
         with recorder.mark("import"):
             try:
-                module = importlib.import_module(app_module)
+                module = load_app()
+            except DispelError:
+                raise
             except Exception as exc:
                 raise DispelError(
                     f"cannot import app module {app_module!r}: {type(exc).__name__}: {exc}"
@@ -119,7 +166,7 @@ def run(
 
         def serve() -> None:
             try:
-                module.main(port)
+                serve_app(module, port)
             except BaseException as exc:  # reported by the driver, which names the step
                 server_errors.append(exc)
 
@@ -136,29 +183,25 @@ def run(
                     )
                 raise DispelError(f"the app failed to start: {type(exc).__name__}: {exc}")
             server = _find_server(port)
-            for spec in sc.steps:
-                # "b:join*2": client b (default a) does step join twice; each client is
-                # started before its first step, so its connection comes when the step says.
-                who, _, rest = spec.rpartition(":")
-                who = who or "a"
-                step, _, count = rest.partition("*")
-                if who not in clients:
-                    clients[who] = start_client(port)
-                client = clients[who]
+            for st in steps:
+                if st.who not in clients:
+                    clients[st.who] = start_client(st.who, port)
+                client = clients[st.who]
                 began = time.perf_counter()
-                with recorder.mark(step):
+                label = st.label or st.mark
+                with recorder.mark(st.mark):
                     try:
-                        client.step(step, deadline.left(step), int(count or 1))
+                        st.perform(client, deadline.left(label))
                     except Exception as exc:
                         raise DispelError(f"scenario {name!r}: {exc}") from None
                     # The server may still be finishing what the step caused.
-                    if step.startswith("connect"):
-                        connected.add(who)
-                    elif step == "disconnect":
-                        connected.discard(who)
-                    deadline.wait_for(step, lambda: _server_settled(len(connected)))
+                    if st.connects:
+                        connected.add(st.who)
+                    elif st.disconnects:
+                        connected.discard(st.who)
+                    deadline.wait_for(label, lambda: _server_settled(len(connected)))
                 if timings is not None:
-                    timings[step] = time.perf_counter() - began
+                    timings[st.mark] = time.perf_counter() - began
     finally:
         try:
             with recorder.pause():
@@ -175,8 +218,6 @@ def run(
             recorder.stop()
             sys.setswitchinterval(old_interval)
     return module
-
-
 
 
 def _server_settled(connected: int) -> bool:
