@@ -15,6 +15,10 @@ PROJECT = Project()
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    if args.scenario:
+        r = stages.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact))
+        print(f"recorded {r.scenario}: {r.calls} calls on {r.threads} threads -> {PROJECT.shown(r.path)} (recorder core: {r.core})")
+        return 0
     run = stages.record(PROJECT, args.scenarios, args.out, args.timeout, args.app, args.port, args.redact)
     for r in run.recorded:
         print(f"recorded {r.scenario}: {r.calls} calls on {r.threads} threads -> {PROJECT.shown(r.path)} (recorder core: {r.core})")
@@ -125,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=PROJECT.traces, help="folder for trace files")
     p.add_argument("--port", type=int, default=None, help="port for the app (default: a free one)")
     p.add_argument("--redact", action="append", default=[], metavar="REGEX", help="also replace traced values matching REGEX with <redacted> (repeatable)")
+    p.add_argument("--scenario", type=Path, default=None, metavar="FILE", help="record the app and steps of a scenario file (TOML) instead")
+    p.add_argument("--timeout-file", type=float, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("chains", help="trace files -> traces/chains/<journey>.json")

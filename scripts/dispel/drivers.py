@@ -58,3 +58,42 @@ def client_starter(sc: Scenario) -> Callable[[int], object]:
 
         return BrowserClient
     return lambda port: ClientProcess(port, sc.pace)
+
+
+class FileClientProcess:
+    """A scenario file's client (dispel.scenario_client) in a subprocess, answering one line per step."""
+
+    def __init__(self, port: int, spec: dict, pace: float | None = None) -> None:
+        import json
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dispel.scenario_client", str(port), *([] if pace is None else [str(pace)])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
+        self._send(json.dumps(spec, sort_keys=True))
+
+    def _send(self, line: str) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def run_step(self, step, label: str, timeout: float) -> None:
+        """Do one step (a dispel.scenario_file.Step); DispelError names ``label`` and what went wrong."""
+        import json
+
+        assert self.proc.stdout
+        self._send(json.dumps(step.to_json(), sort_keys=True))
+        # the client has the step's own deadline; a little more here for its answer to arrive
+        if not self.sel.select(min(timeout, step.timeout) + 2.0):
+            raise DispelError(f"{label} did not finish within {min(timeout, step.timeout):g}s")
+        answer = self.proc.stdout.readline().strip()
+        if answer != "ok":
+            detail = answer.removeprefix("error ") if answer else "the client exited"
+            raise DispelError(f"{label} failed: {detail}")
+
+    close = ClientProcess.close

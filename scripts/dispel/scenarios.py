@@ -220,6 +220,86 @@ def drive(
     return module
 
 
+def app_location(module: str) -> tuple[str, str]:
+    """(what to trace, the folder module paths start from) of the app's top-level module or
+    package, found on sys.path without importing it: a module file is traced alone, a
+    package as its folder (never the whole folder a module sits in: it may hold a venv)."""
+    import os
+
+    top = module.partition(".")[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        raise DispelError(
+            f"cannot import app module {module!r}: no module named {top!r} in the scenario's folder or the "
+            f"working directory; check [app] import"
+        )
+    if spec.submodule_search_locations:
+        folder = os.path.join(os.path.dirname(os.path.abspath(spec.origin)), "")
+        return folder, os.path.dirname(folder.rstrip("/"))
+    return os.path.abspath(spec.origin), os.path.dirname(os.path.abspath(spec.origin))
+
+
+def load_socketio(spec):
+    """Import the app of a scenario file's [app] (an AppSpec) -> (module, SocketIO object, Flask app)."""
+    import gc
+
+    from flask import Flask
+    from flask_socketio import SocketIO
+
+    try:
+        module = importlib.import_module(spec.module)
+    except Exception as exc:
+        raise DispelError(f"cannot import app module {spec.module!r}: {type(exc).__name__}: {exc}") from None
+    obj = module
+    for part in spec.attribute.split("."):
+        if not hasattr(obj, part):
+            raise DispelError(f"app module {spec.module!r} has no attribute {spec.attribute!r}; check [app] import = {spec.target!r}")
+        obj = getattr(obj, part)
+    if spec.factory:
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise DispelError(f"the factory {spec.target} raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(obj, SocketIO):
+        hint = "set factory = true to call it" if callable(obj) and not spec.factory else "point [app] import at the SocketIO object"
+        raise DispelError(f"{spec.target} is a {type(obj).__name__}, not a flask_socketio.SocketIO; {hint}")
+    if spec.flask:
+        mod, _, attr = spec.flask.partition(":")
+        flask_app = getattr(importlib.import_module(mod), attr, None)
+    else:
+        flask_app = next(
+            (o for o in gc.get_objects() if isinstance(o, Flask) and getattr(o, "extensions", {}).get("socketio") is obj), None
+        )
+    if not isinstance(flask_app, Flask):
+        raise DispelError(f"no Flask app uses {spec.target}; name it with [app] flask = \"module:attribute\"")
+    return module, obj, flask_app
+
+
+def run_file(sf, recorder: Tracer, start_client: Callable[[str, int], StepClient], timeout: float, port: int | None = None):
+    """Run scenario file ``sf`` (a dispel.scenario_file.ScenarioFile) with ``recorder`` tracing the
+    app; returns the app's module. Each step's error names the step (steps[3] (emit 'chat', client a))."""
+    steps = []
+    for s in sf.steps:
+        def perform(client, left: float, s=s) -> None:
+            client.run_step(s, s.label, left)
+
+        steps.append(DriveStep(s.client, s.mark, perform, s.do == "connect", s.do == "disconnect", s.label))
+    loaded: list = []
+
+    def load():
+        loaded.extend(load_socketio(sf.app))
+        return loaded[0]
+
+    def serve(module, port: int) -> None:
+        _, sio, flask_app = loaded
+        sio.run(flask_app, host="127.0.0.1", port=port, allow_unsafe_werkzeug=True)
+
+    return drive(sf.source, recorder, start_client, load, serve, steps, sf.app.module, timeout, port)
+
+
 def _server_settled(connected: int) -> bool:
     """Every event handler has finished, and the server holds no more connections than
     clients are connected."""
@@ -229,8 +309,9 @@ def _server_settled(connected: int) -> bool:
     return not handlers and len(per_connection) <= len(PER_CONNECTION_THREADS) * connected
 
 
-def wanted_code(extra_dirs: tuple[str, ...] = ()) -> Callable[[CodeType], bool]:
-    """The filter for the recorder: the Socket.IO stack, werkzeug, flask, the app, and the stdlib on the path."""
+def wanted_code(extra: tuple[str, ...] = ()) -> Callable[[CodeType], bool]:
+    """The filter for the recorder: the Socket.IO stack, werkzeug, flask, the app, and the stdlib on the path;
+    ``extra``: more files, or folders ending in "/" (a scenario file's app)."""
     import os
     import sysconfig
 
@@ -241,7 +322,7 @@ def wanted_code(extra_dirs: tuple[str, ...] = ()) -> Callable[[CodeType], bool]:
             roots.append(os.path.join(loc, ""))
     here = os.path.dirname(os.path.abspath(importlib.util.find_spec("sample_app").origin))
     roots.append(os.path.join(here, ""))
-    roots.extend(os.path.join(d, "") for d in extra_dirs)
+    roots.extend(extra)
     stdlib = sysconfig.get_paths()["stdlib"]
     for rel in STDLIB_TRACED:
         roots.append(os.path.join(stdlib, rel))

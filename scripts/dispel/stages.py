@@ -69,7 +69,8 @@ def record_scenario(
 
 
 def trace_from_recording(
-    recorder: Tracer, name: str, port: int, roots: list, versions: dict[str, str], settings: dict | None = None, deny: tuple[str, ...] = ()
+    recorder: Tracer, name: str, port: int, roots: list, versions: dict[str, str], settings: dict | None = None, deny: tuple[str, ...] = (),
+    paths: Mapping[str, str] | None = None,
 ) -> TraceFile:
     """A recorder's rows -> normalized TraceFile: code resolved to functions, values made stable."""
     if recorder.errors:
@@ -112,8 +113,44 @@ def trace_from_recording(
         calls,
         funcs,
         {s: start for s, (start, _) in raw.threads.items()},
-        Normalizer(port, secrets, machine_paths(), deny),
+        Normalizer(port, secrets, {**machine_paths(), **(paths or {})}, deny),
     )
+
+
+def record_file(path: Path, out: Path, timeout: float | None = None, port: int | None = None, deny: tuple[str, ...] = ()) -> Recorded:
+    """Record a scenario file's app (here: run it in a fresh interpreter) into ``out``/<file stem>.json.
+
+    The app is imported with the scenario file's folder and the working directory on sys.path;
+    its own code is traced as the app (dist ``sample_app``, the traced app's marker), its
+    folder shown as ``<app>``."""
+    import os
+
+    from . import scenario_file, scenarios
+    from .drivers import FileClientProcess
+    from .tracefile import Root
+
+    sf = scenario_file.parse(read_text(path, "scenario file"), path.name)
+    folder = str(path.resolve().parent)
+    for d in dict.fromkeys((folder, os.getcwd())):
+        if d not in sys.path:
+            sys.path.insert(0, d)
+    traced, base = scenarios.app_location(sf.app.module)
+    recorder = recorder_for(scenarios.wanted_code((traced,)))
+    port = port or scenarios.free_port()
+
+    def start(who: str, port: int) -> FileClientProcess:
+        c = sf.client(who)
+        spec = {"transport": c.transport, "namespaces": list(c.namespaces), "headers": dict(c.headers),
+                "query": list(c.query), "auth": c.auth}
+        return FileClientProcess(port, spec)
+
+    module = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port)
+    versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
+    roots = [*code_roots(), Root(traced, base, "sample_app", "local")]
+    trace = trace_from_recording(recorder, path.stem, port, roots, versions, app_settings(module), deny, {base: "<app>"})
+    target = out / f"{path.stem}.json"
+    write_atomic(target, trace_to_json(trace))
+    return Recorded(path.stem, target, len(trace.events), len(trace.threads), recorder.rows().core)
 
 
 def record_in_new_interpreters(
