@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import audit, bench, catalog, fetch, pins, stages
+from . import audit, bench, catalog, fetch, pins, report, stages
 from .forges import RAW_BASE
 from .model import DispelError
 from .project import Project, dump_json, write_atomic
@@ -23,6 +23,18 @@ def cmd_record(args: argparse.Namespace) -> int:
     for r in run.recorded:
         print(f"recorded {r.scenario}: {r.calls} calls on {r.threads} threads -> {PROJECT.shown(r.path)} (recorder core: {r.core})")
     return 2 if run.failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    done = report.report(args.scenario, args.out, PROJECT, args.git_dir, args.timeout, site=not args.no_site)
+    for name, hops, threads in done.journeys:
+        print(f"journey {name}: {hops} hops on {threads} threads")
+    for line in done.skipped:
+        print(f"not derived: {line}")
+    if done.unannotated:
+        print(f"not annotated: {len(done.unannotated)} functions (listed on the report's home page)")
+    print(f"report -> {done.out}" + ("" if args.no_site else f" (site: {done.out / 'site'})"))
+    return 0
 
 
 def cmd_chains(args: argparse.Namespace) -> int:
@@ -132,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", type=Path, default=None, metavar="FILE", help="record the app and steps of a scenario file (TOML) instead")
     p.add_argument("--timeout-file", type=float, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("report", help="record, chain, pin, render and build a report on your own app from a scenario file")
+    p.add_argument("--scenario", type=Path, required=True, metavar="FILE", help="the scenario file (TOML; see README)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the report (replaced only if dispel built it)")
+    _git_dirs(p, "a local git mirror for a distribution the lock does not pin at its installed version (repeatable)")
+    p.add_argument("--timeout", type=float, default=None, help="deadline for the whole run, seconds (default: the file's timeout)")
+    p.add_argument("--no-site", action="store_true", help="write traces, chains and pages but do not run mkdocs")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("chains", help="trace files -> traces/chains/<journey>.json")
     p.add_argument("journeys", nargs="*", help="journey names (default: all)")

@@ -269,7 +269,7 @@ def derive(trace: TraceFile) -> list[Derived]:
             event = message
             if message == "*":
                 event = _text(g.ev(handler), "event") or next((_text(g.ev(handler), a.name) for a in g.ev(handler).args), None) or "*"
-            out.append(Derived(Journey(name, title, sc, "derived", "on" if websocket else ""), find_on(event, handler), "on", message, namespace))
+            out.append(Derived(Journey(name, title, sc, "derived", "on" if websocket else ""), find_on(event, handler), "on", event, namespace))
         internal = next((a for a in g.ancestors(i) if g.ev(a).func == "socketio.server:Server._handle_event_internal"), None)
         ack_id = next((a.text for a in g.ev(internal).args if a.name == "id"), "None") if internal is not None else "None"
         if ack_id.isdigit():

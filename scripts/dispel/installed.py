@@ -153,19 +153,20 @@ def installed_blobs(
     return out
 
 
-def installed_file(source: Source) -> Path | None:
-    """Where a hop's file is installed here; None for C code or a distribution not installed."""
+def installed_file(source: Source, app_root: Path | None = None) -> Path | None:
+    """Where a hop's file is installed here; None for C code or a distribution not installed.
+    ``app_root``: the folder of a scenario file's app (default: the sample app's scripts/)."""
     if source.dist == "builtin":
         return None
     if source.dist == "python":
         return Path(sysconfig.get_paths()["stdlib"]) / source.path.removeprefix("Lib/")
     if source.dist == "sample_app":
-        return HERE / "scripts" / source.path
+        return (app_root or HERE / "scripts") / source.path
     dist = distributions([source.dist]).get(normalize_dist(source.dist))
     return Path(dist.locate_file(source.path)) if dist is not None else None
 
 
-def hop_sources(chains: Iterable[Chain]) -> dict[Source, bytes]:
+def hop_sources(chains: Iterable[Chain], app_root: Path | None = None) -> dict[Source, bytes]:
     """The installed bytes of every file a hop lives in (the same files the lock proves)."""
     out = {}
     for chain in chains:
@@ -173,7 +174,7 @@ def hop_sources(chains: Iterable[Chain]) -> dict[Source, bytes]:
             src = hop.func.source
             if src in out:
                 continue
-            path = installed_file(src)
+            path = installed_file(src, app_root)
             if path is None:
                 continue
             try:
@@ -183,14 +184,14 @@ def hop_sources(chains: Iterable[Chain]) -> dict[Source, bytes]:
     return out
 
 
-def source_lines(traces: dict) -> dict:
+def source_lines(traces: dict, app_root: Path | None = None) -> dict:
     """Source -> lines of the installed file, for every function a trace saw (for line texts)."""
     out = {}
     for trace in traces.values():
         for func in trace.funcs.values():
             if func.source in out:
                 continue
-            path = installed_file(func.source)
+            path = installed_file(func.source, app_root)
             if path is not None and path.exists():
                 out[func.source] = path.read_text(encoding="utf-8", errors="replace").split("\n")
     return out

@@ -1,0 +1,217 @@
+"""`dispel report`: a scenario file -> a report on the user's own app, built into a folder of its own.
+
+The stages of the project, over a Project rooted at a temporary folder next to ``--out``:
+record (in a child interpreter, in the user's working directory), derived chains
+(dispel.derive), pins (the project's lock, re-pinned incrementally: only versions it does not
+pin need ``--git-dir`` mirrors or the network), pages (dispel.render, with the libraries'
+annotations and generated texts for the app, dispel.app_notes) and the MkDocs site. Only when
+everything is built is the folder renamed to ``--out``: a failed run leaves nothing half-written,
+and the project's own traces/ and docs/ are only read.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from . import annotations, app_notes, chains as chains_core, derive, render, scenario_file
+from .chains import JourneyError
+from .installed import hop_sources, license_rows, source_lines
+from .model import Chain, DispelError, TraceFile
+from .project import Project, read_text, write_all_atomic
+from .stages import chain_files, hop_linker, load_annotations, load_lock, load_traces, pin
+
+MARKER = ".dispel-report"  # in a folder dispel report built (it may replace only such a folder)
+COMMAND = "dispel report"
+SITE_EPOCH = "0"  # SOURCE_DATE_EPOCH for mkdocs: the sitemap's dates do not change between builds
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `dispel report` built: its folder, the journeys (name, hops, threads), what it left out and why."""
+
+    out: Path
+    journeys: tuple[tuple[str, int, int], ...]
+    skipped: tuple[str, ...]
+    unannotated: tuple[str, ...]
+
+
+def _record(scenario: Path, traces: Path, timeout: float | None) -> None:
+    """`dispel record --scenario` in a fresh interpreter in the working directory: the app is
+    imported there with that folder (and the scenario's) on sys.path."""
+    argv = [sys.executable, "-m", "dispel", "record", "--scenario", str(scenario), "--out", str(traces)]
+    if timeout:
+        argv += ["--timeout-file", str(timeout)]
+    proc = subprocess.run(argv, cwd=os.getcwd(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        said = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        error = next((ln for ln in reversed(said) if ln.startswith("dispel: error: ")), said[-1] if said else "no message")
+        raise DispelError(error.removeprefix("dispel: error: "))
+
+
+def app_root(trace: TraceFile, folders: Sequence[Path]) -> Path | None:
+    """The folder the app's files (trace paths) are found in: the first of ``folders`` holding them all."""
+    paths = {f.source.path for f in trace.funcs.values() if f.source.dist == derive.APP_DIST}
+    for folder in folders:
+        if paths and all((folder / p).is_file() for p in paths):
+            return folder
+    return None
+
+
+def build_chains(trace: TraceFile, lines: Mapping) -> tuple[list[derive.Derived], dict[str, Chain], list[str]]:
+    """The derived journeys and their chains; a journey that cannot be followed is left out, with why."""
+    found = derive.derive(trace)
+    built: dict[str, Chain] = {}
+    skipped = []
+    for d in found:
+        try:
+            built[d.journey.name] = chains_core.build(trace, d.journey, lines, d.find)
+        except JourneyError as exc:
+            skipped.append(f"{d.journey.name}: {exc}")
+    return [d for d in found if d.journey.name in built], built, skipped
+
+
+def unannotated(chains: Iterable[Chain], texts: Mapping[str, str]) -> list[str]:
+    """``module:qualname (journey#hop, ...)`` for every function no text covers."""
+    where: dict[str, list[str]] = {}
+    for c in chains:
+        for i, hop in enumerate(c.hops, 1):
+            if annotations.select(texts, hop.func.key, c.journey, hop.line) is None:
+                where.setdefault(hop.func.key, []).append(f"{c.journey}#{i}")
+    return [f"{k} ({', '.join(v[:3])}{', …' if len(v) > 3 else ''})" for k, v in sorted(where.items())]
+
+
+def _reading_guide(project_index: str) -> str:
+    """The project's "How to read a chain" section, without its paragraph about the sample's scenarios."""
+    m = re.search(r"^## How to read a chain.*?(?=^## |\Z)", project_index, re.S | re.M)
+    text = m.group(0) if m else "## How to read a chain { #how-to-read-a-chain }\n"
+    return re.sub(r"\*\*The summary\*\*.*?\n\n", "", text, count=1, flags=re.S)
+
+
+def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Sequence[derive.Derived], built: Mapping[str, Chain],
+                 skipped: Sequence[str], missing: Sequence[str], guide: str) -> str:
+    title = sf.title or f"{sf.app.target}, traced"
+    out = [render.generated_header(COMMAND), f"# {render.md_text(title)}\n",
+           f"dispel ran {render.inline_code(sf.app.target)} under its tracer while the clients of the scenario file "
+           f"{render.inline_code(sf.source)} talked to it, and derived one chain of calls per journey from the trace: "
+           "from the socket or the app's own line to the library code that did the work. The app's source as it ran "
+           "is [on its own page](sample_app.md).\n",
+           "## The journeys\n", "| Journey | Hops | Threads | What |", "|---|---|---|---|"]
+    for d in derived:
+        c = built[d.journey.name]
+        out.append(f"| [{d.journey.name}](chains/{d.journey.name}.md) | {len(c.hops)} | {len(render.lifelines(c))} | {render.md_text(c.title)} |")
+    out.append("")
+    if skipped:
+        out.append("## Journeys not derived\n")
+        out += [f"- {render.md_text(s)}" for s in skipped] + [""]
+    out.append("## Not annotated\n")
+    if missing:
+        out.append("No text covers these functions yet (a general text in an annotations file would):\n")
+        out += [f"- {render.inline_code(m)}" for m in missing] + [""]
+    else:
+        out.append("Every hop has a text.\n")
+    out.append("## The scenario\n")
+    out.append(render.fenced(scenario_text.rstrip("\n"), "toml"))
+    out.append("")
+    out.append(guide.rstrip("\n") + "\n")
+    return "\n".join(out)
+
+
+def mkdocs_config(project_config: str, title: str, journeys: Sequence[str]) -> str:
+    cfg = yaml.safe_load(project_config)
+    cfg["site_name"] = title
+    cfg["site_description"] = "A Flask-SocketIO app's call chains, traced by dispel."
+    cfg["nav"] = [{"Home": "index.md"}, {"Journeys": [{j: f"chains/{j}.md"} for j in journeys]},
+                  {"The app's source": "sample_app.md"}, {"Licensing": "licensing.md"}]
+    return "# Generated by `dispel report`. Do not edit: regenerate instead.\n" + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
+
+
+def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] = (), timeout: float | None = None, site: bool = True) -> Report:
+    """Build the report of ``scenario`` into ``out`` (replacing a report built there before)."""
+    text = read_text(scenario, "scenario file")
+    sf = scenario_file.parse(text, scenario.name)
+    scenario = scenario.resolve()
+    out = out.resolve()
+    if out.exists() and not (out / MARKER).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise DispelError(f"--out {out} exists and is not a report dispel built; choose another folder or remove it")
+    for inside in (project.traces, project.docs):
+        if out == inside or out.is_relative_to(inside):
+            raise DispelError(f"--out {out} is inside the project's {inside.name}/; choose a folder of its own")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        rp = Project(tmp)
+        _record(scenario, rp.traces, timeout)
+        trace = load_traces(rp)[scenario.stem]
+        root = app_root(trace, [scenario.parent, Path.cwd()])
+        lines = source_lines({trace.scenario: trace}, root)
+        derived, built, skipped = build_chains(trace, lines)
+        if not built:
+            raise DispelError(f"no journey could be derived from the trace of {scenario.name}: {'; '.join(skipped) or 'nothing happened'}")
+        write_all_atomic(chain_files(built, rp.chains))
+        if project.lock.is_file():
+            shutil.copyfile(project.lock, rp.lock)
+        pin(rp, git_dirs=git_dirs)
+        lock = load_lock(rp.lock)
+        texts = app_notes.library_texts(annotations.texts(load_annotations(project)))
+        texts.update(app_notes.app_texts(trace, built, lines))
+        texts.update(app_notes.summaries(derived, built))
+        excerpts = {
+            src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotations.source_lines(data)]
+            for src, data in hop_sources(built.values(), root).items()
+        }
+        missing = unannotated(built.values(), texts)
+        header = render.generated_header(COMMAND)
+        files: dict[Path, str] = {}
+        for name, chain in built.items():
+            page = render.render_journey(chain, hop_linker(lock), excerpts, texts, built)
+            files[rp.docs / "chains" / f"{name}.md"] = header + page.split("\n", 1)[1]
+        app_files = sorted({(f.source.path, (root / f.source.path).read_text(encoding="utf-8")) for f in trace.funcs.values()
+                            if f.source.dist == derive.APP_DIST and root is not None})
+        files[rp.docs / "sample_app.md"] = render.render_sample_app(
+            app_files, "The app's source", f"The app {render.inline_code(sf.app.target)} that the journeys trace, exactly as it ran.", COMMAND)
+        files[rp.docs / "licensing.md"] = header + render.render_licensing(license_rows(built.values(), lock)).split("\n", 1)[1]
+        guide = _reading_guide(read_text(project.docs / "index.md", "the project's index page"))
+        files[rp.docs / "index.md"] = render_index(sf, text, derived, built, skipped, missing, guide)
+        files[rp.docs / "stylesheets" / "dispel.css"] = read_text(project.docs / "stylesheets" / "dispel.css", "the site's stylesheet")
+        files[tmp / "mkdocs.yml"] = mkdocs_config(read_text(project.root / "mkdocs.yml", "mkdocs.yml"), sf.title or sf.app.target, list(built))
+        files[tmp / MARKER] = "A report built by `dispel report`; it may replace this folder.\n"
+        write_all_atomic(files)
+        if site:
+            _mkdocs(tmp)
+        _swap(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    hops = tuple((n, len(c.hops), len(render.lifelines(c))) for n, c in built.items())
+    return Report(out, hops, tuple(skipped), tuple(missing))
+
+
+def _mkdocs(root: Path) -> None:
+    env = {**os.environ, "SOURCE_DATE_EPOCH": SITE_EPOCH}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--quiet", "--strict", "-f", str(root / "mkdocs.yml"), "-d", str(root / "site")],
+        cwd=root, capture_output=True, text=True, env=env,
+    )
+    if proc.returncode != 0:
+        said = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        raise DispelError(f"mkdocs could not build the report's site: {said[-1] if said else 'no message'}")
+
+
+def _swap(new: Path, out: Path) -> None:
+    """``new`` becomes ``out``; an earlier report there is removed only after the rename."""
+    if not out.exists():
+        os.rename(new, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.rename(out, old / "report")
+    os.rename(new, out)
+    shutil.rmtree(old, ignore_errors=True)
