@@ -821,8 +821,8 @@ def build(trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[st
         nxt = steps[n + 1] if n + 1 < len(steps) else None
         if nxt is not None and nxt[1] == EDGE_CALL:
             line = g.ev(nxt[0]).call_line  # the call that leads on
-        elif nxt is not None and e.return_line:
-            line = e.return_line  # it returned (or handed off) from here
+        elif (nxt is not None or e.raised) and e.return_line:
+            line = e.return_line  # it returned (or handed off, or raised: the journey ends there) from here
         else:
             line = func.first_line
         if func.is_c:
@@ -831,7 +831,10 @@ def build(trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[st
         if lines is not None and line and func.source in lines:
             src = lines[func.source]
             text = src[line - 1].strip() if 0 < line <= len(src) else ""
-        hops.append(Hop(func, line, e.thread, edge, i, _shown_value(e, shown), text))
+        value = _shown_value(e, shown)
+        if nxt is None and e.raised:
+            value = "raised an exception: the call ended here, at the highlighted line"
+        hops.append(Hop(func, line, e.thread, edge, i, value, text))
     number = {}
     for n, (i, _) in enumerate(steps, 1):
         number.setdefault(i, n)

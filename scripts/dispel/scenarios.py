@@ -264,7 +264,8 @@ def load_socketio(spec):
         except Exception as exc:
             raise DispelError(f"the factory {spec.target} raised {type(exc).__name__}: {exc}") from None
     if not isinstance(obj, SocketIO):
-        hint = "set factory = true to call it" if callable(obj) and not spec.factory else "point [app] import at the SocketIO object"
+        hint = ("set factory = true to call it" if callable(obj) and not spec.factory and not isinstance(obj, Flask)
+                else "point [app] import at the SocketIO object (its Flask app is found from it)")
         raise DispelError(f"{spec.target} is a {type(obj).__name__}, not a flask_socketio.SocketIO; {hint}")
     if spec.flask:
         mod, _, attr = spec.flask.partition(":")
