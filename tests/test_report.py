@@ -1,0 +1,181 @@
+"""`dispel report` on the example apps of tests/programs/apps: derived journeys hop by hop, the
+site built, regeneration byte-identical, bad input one line and a non-zero exit."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dispel.model import EDGE_ENTRY, EDGE_THREAD_START, EDGE_WAKE
+from dispel.tracefile import chain_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+APPS = ROOT / "tests" / "programs" / "apps"
+
+
+def dispel(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dispel", *argv], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def build(tmp: Path, name: str, out: str = "report") -> Path:
+    """Build the report of an example app as a new user would: from the app's folder."""
+    proc = dispel("report", "--scenario", f"{name}.toml", "--out", str(tmp / out), cwd=APPS)
+    assert proc.returncode == 0, proc.stderr
+    return tmp / out
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def chains_of(report: Path) -> dict:
+    return {p.stem: chain_from_dict(json.loads(p.read_text())) for p in sorted((report / "traces" / "chains").glob("*.json"))}
+
+
+def funcs(chain) -> list[str]:
+    return [h.func.key for h in chain.hops]
+
+
+def sent(chain) -> str:
+    """The observed value of the chain's last hop (a socket send's bytes)."""
+    return chain.hops[-1].value or ""
+
+
+@pytest.fixture(scope="module")
+def ns_chat(tmp_path_factory) -> Path:
+    return build(tmp_path_factory.mktemp("ns_chat"), "ns_chat")
+
+
+@pytest.fixture(scope="module")
+def ticker(tmp_path_factory) -> Path:
+    return build(tmp_path_factory.mktemp("ticker"), "ticker")
+
+
+def test_namespace_app_journeys(ns_chat):
+    found = chains_of(ns_chat)
+    assert list(found) == sorted(
+        ["run", "handshake", "connect", "on-message-chat", "on-any", "emit-hello-chat", "emit-message-chat", "emit-seen", "disconnect"]
+    )
+    # on:message on /chat: from the socket read to the class's method, through the Namespace's dispatch
+    on = funcs(found["on-message-chat"])
+    assert on[0] == "_socket:socket.recv" and on[-1] == "ns_chat:ChatNamespace.on_message"
+    assert on.index("socketio.server:Server._trigger_event") < on.index("flask_socketio.namespace:Namespace.trigger_event") \
+        < on.index("flask_socketio:SocketIO._handle_event") < len(on) - 1
+    hops = found["on-message-chat"].hops
+    assert hops[0].thread.startswith("ws-reader") and hops[-1].thread.startswith("handler")
+    assert EDGE_WAKE in {h.edge for h in hops}
+    # the catch-all on /: python-socketio found no handler of 'mood', so '*' got it
+    anyh = funcs(found["on-any"])
+    assert anyh[-2:] == ["flask_socketio:SocketIO._handle_event", "ns_chat:anything_else"]
+    assert "flask_socketio:SocketIO.on.<locals>.decorator.<locals>._handler" in anyh
+    assert "flask_socketio.namespace:Namespace.trigger_event" not in anyh
+    # send() on /chat is an emit of 'message' to the sender, written by the writer thread
+    emit = funcs(found["emit-message-chat"])
+    assert emit[:4] == ["ns_chat:ChatNamespace.on_message", "flask_socketio:send", "flask_socketio:SocketIO.send", "flask_socketio:SocketIO.emit"]
+    assert emit[-1] == "_socket:socket.send" and '42/chat,["message","echo: hi there"]' in sent(found["emit-message-chat"])
+    assert found["emit-message-chat"].hops[-1].thread.startswith("eio-writer")
+    assert '42["seen",{"data":"sunny","event":"mood"}]' in sent(found["emit-seen"]) or '"seen"' in sent(found["emit-seen"])
+    # connect on /chat: the class's on_connect runs before the CONNECT answer is sent
+    conn = funcs(found["connect"])
+    assert "ns_chat:ChatNamespace.on_connect" in conn and conn[-1] == "_socket:socket.send"
+    assert "40/chat," in sent(found["connect"])
+    # every journey starts with an entry and has one part per entry at most a few
+    for name, chain in found.items():
+        assert chain.hops[0].edge == EDGE_ENTRY, name
+
+
+def test_background_task_journeys(ticker):
+    found = chains_of(ticker)
+    assert list(found) == sorted(
+        ["run", "handshake", "connect", "on-join", "on-leave", "ack-join", "emit-left", "broadcast-tick", "disconnect"]
+    )
+    tick = found["broadcast-tick"]
+    keys = funcs(tick)
+    # start_background_task in the join handler's thread, then the task's own thread
+    assert keys[0] == "flask_socketio:SocketIO.start_background_task"
+    assert "ticker:ticker" in keys and keys.index("ticker:ticker") < keys.index("flask_socketio:SocketIO.emit")
+    assert EDGE_THREAD_START in {h.edge for h in tick.hops}
+    task = tick.hops[keys.index("ticker:ticker")]
+    assert task.thread != tick.hops[0].thread
+    # to a room: the manager's emit fans out over the room's members
+    assert "socketio.base_manager:BaseManager.get_participants" in keys
+    assert '"tick"' in sent(tick) and '{"n":1}' in sent(tick)
+    # the join's return value goes back as the ACK packet (the client's first ack id, 1)
+    ack = found["ack-join"]
+    assert funcs(ack)[0] == "_socket:socket.recv" and "ticker:on_join" in funcs(ack)
+    assert '431[{"joined":"ticks"}]' in sent(ack)
+
+
+def test_report_site_and_pages(ns_chat):
+    pages = {p.stem for p in (ns_chat / "docs" / "chains").glob("*.md")}
+    assert pages == set(chains_of(ns_chat))
+    for page in pages:
+        assert (ns_chat / "site" / "chains" / page / "index.html").is_file()
+    emit = (ns_chat / "docs" / "chains" / "emit-message-chat.md").read_text()
+    # the app's own hop: a generated text naming the handler's event, namespace and the line that emits
+    assert "*Generated from the trace, not written by hand.* The app's handler of 'message' on namespace `/chat`" in emit
+    assert "It emits 'message' at line 17: `send(f\"echo: {text}\")`" in emit
+    index = (ns_chat / "docs" / "index.md").read_text()
+    assert "## Not annotated" in index and "## How to read a chain" in index
+
+
+def test_regenerating_a_report_is_byte_identical(ticker, tmp_path):
+    again = build(tmp_path, "ticker")
+    assert snapshot(again) == snapshot(ticker)
+
+
+def test_report_replaces_only_its_own_folder(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("mine")
+    proc = dispel("report", "--scenario", "ticker.toml", "--out", str(tmp_path / "mine"), cwd=APPS)
+    assert proc.returncode == 2 and "is not a report dispel built" in proc.stderr
+    assert (tmp_path / "mine" / "keep.txt").read_text() == "mine"
+
+
+RAISING = '''from flask import Flask
+from flask_socketio import SocketIO
+
+app = Flask(__name__)
+socketio = SocketIO(app, async_mode="threading")
+
+
+@socketio.on("boom")
+def on_boom(data):
+    raise ValueError(f"cannot handle {data!r}")
+'''
+STEPS = '[clients.a]\n[[steps]]\ndo = "connect"\n[[steps]]\ndo = "emit"\nevent = "boom"\ndata = "x"\n'
+BAD = [
+    ("missing module", '[app]\nimport = "nope:socketio"\n' + STEPS, "cannot import app module 'nope'"),
+    ("missing attribute", '[app]\nimport = "raising:sockets"\n' + STEPS, "app module 'raising' has no attribute 'sockets'"),
+    ("unhandled event", '[app]\nimport = "raising:socketio"\n' + STEPS.replace('"boom"', '"hello"')
+     + '[[steps]]\ndo = "expect"\nevent = "hello-back"\ntimeout = 1\n',
+     "steps[3] (expect 'hello-back', client a) failed: TimeoutError: expected 1 'hello-back' event(s)"),
+    ("malformed TOML", '[app]\nimport = "raising:socketio"\n[clients.a]\ntransport = websocket\n', "scenario.toml:4:13: not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("text, needle", [(t, n) for _, t, n in BAD], ids=[c[0] for c in BAD])
+def test_bad_input_one_line_nonzero_nothing_written(tmp_path, text, needle):
+    (tmp_path / "raising.py").write_text(RAISING)
+    (tmp_path / "scenario.toml").write_text(text)
+    proc = dispel("report", "--scenario", "scenario.toml", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == ["raising.py", "scenario.toml"]
+
+
+def test_a_handler_that_raises_still_builds_and_shows_where(tmp_path):
+    (tmp_path / "raising.py").write_text(RAISING)
+    (tmp_path / "scenario.toml").write_text('[app]\nimport = "raising:socketio"\n' + STEPS + '[[steps]]\ndo = "disconnect"\n')
+    proc = dispel("report", "--scenario", "scenario.toml", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    chain = chains_of(tmp_path / "out")["on-boom"]
+    last = chain.hops[-1]
+    assert last.func.key == "raising:on_boom" and last.line == 10 and "raised an exception" in (last.value or "")
+    assert "raise ValueError" in last.line_text
+    assert (tmp_path / "out" / "site" / "chains" / "on-boom" / "index.html").is_file()
+    shutil.rmtree(tmp_path / "out")
