@@ -681,17 +681,22 @@ def find_broadcast(g: TraceGraph):
     if len(sinks) < 2:
         raise JourneyError(f"the broadcast reached {len(sinks)} client(s), expected two (last hop reached: emit)")
     stored = g.descend(stored, lambda e: mentions(e, rooms))  # down to where the room is kept
-    parts = [[handler, stored], with_producer(g, value_trail(g, handler, sinks[0], sent))]
-    first_handoff = thread_route(g, handler, sinks[0])[0][0]
+    return [[handler, stored], *fan_out(g, handler, sinks, sent)], rooms + sent
+
+
+def fan_out(g: TraceGraph, source: int, sinks: Sequence[int], sent: Sequence[str]) -> list[list[int]]:
+    """One emit reaching several sockets: from ``source`` to the first sink, then for each further
+    client, from the loop that fans the packet out (the caller both hand-offs share) down to
+    that client's frame."""
+    parts = [with_producer(g, value_trail(g, source, sinks[0], sent))]
+    first_handoff = thread_route(g, source, sinks[0])[0][0]
     for sink in sinks[1:]:
-        # Each further client: from the loop that fans the packet out (the caller both
-        # hand-offs share) down to that client's frame.
-        handoff = thread_route(g, handler, sink)[0][0]
+        handoff = thread_route(g, source, sink)[0][0]
         mine = g.ancestors(handoff)
         fork = next(x for x in g.ancestors(first_handoff) if x in mine)
         branch = mine[mine.index(fork) - 1]  # the fork's call that leads to this client
         parts.append(with_producer(g, value_trail(g, branch, sink, sent)))
-    return parts, rooms + sent
+    return parts
 
 
 def find_upgrade(g: TraceGraph):
@@ -785,6 +790,15 @@ def _sent(e: Event) -> bytes:
 # How each journey is found in its trace (catalog.Journey.finder) and which wire bytes its
 # page decodes (catalog.Journey.wire): parts (each a list of waypoints, the first an entry)
 # and the values worth showing.
+#
+# dispel.derive finds journeys in any app's trace by what Flask-SocketIO calls; on the sample
+# app's traces its run, handshake, on-chat, emit-reply, ack-shout, disconnect and
+# broadcast-joined equal the chains of run, handshake, on, emit, ack, disconnect and broadcast
+# here, hop for hop (tests/test_derive.py). These finders stay for the catalogue's pages, whose
+# names and annotations are keyed to them. polling and upgrade stay hand-written because the
+# derivation cannot express them yet: they are the transport's journeys (a long-poll GET
+# answered by NOOP, the probe and the UPGRADE packet), which no handler, emit or ack marks,
+# and their waypoints are Engine.IO packets ('2probe', '5', '6') rather than the app's events.
 Finder = Callable[[TraceGraph], tuple[list[list[int]], tuple[str, ...]]]
 FINDERS: dict[str, Finder] = {
     "run": find_run,

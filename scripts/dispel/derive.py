@@ -35,6 +35,7 @@ from .chains import (
     TraceGraph,
     _one,
     _recv_before_text,
+    fan_out,
     find_handshake,
     happened_before,
     is_sink,
@@ -108,6 +109,19 @@ def _packet_needle(event: str) -> tuple[str, ...]:
     return (f'"{event}"',)
 
 
+def _payload(g: TraceGraph, i: int) -> tuple[str, ...]:
+    """What a page shows of the strings call i received (a handler's message): each up to its
+    first quote or backslash, which JSON and repr write differently, when 3 characters remain."""
+    out = []
+    for a in g.ev(i).args:
+        if a.name in ("self", "cls") or a.text[:1] not in ("'", '"'):
+            continue
+        head = re.split(r"[\\'\"]", a.text[1:], maxsplit=1)[0]
+        if len(head) >= 3:
+            out.append(head)
+    return tuple(out)
+
+
 # ------------------------------------------------------------------ finders
 
 
@@ -146,7 +160,19 @@ def _sent_bytes(e: Event) -> bytes:
     return value if isinstance(value, bytes) else b""
 
 
-def find_on(event: str, handler: int) -> Callable:
+def registration(g: TraceGraph, message: str) -> list[int] | None:
+    """Where the app's import stored the handler of ``message`` (as the catalogue's register_part):
+    the module body, the first and last calls that name the event, the deepest call under the last.
+    None when no call names it (a class-based Namespace registers its methods by the class)."""
+    for module in g.find(lambda e: e.func.endswith(":<module>") and _is_app(g, e.index) and e.parent < 0):
+        named = g.find(lambda e: any(a.text == repr(message) for a in e.args), g.ev(module).thread, after=module, before=g.ev(module).end + 1)
+        if named:
+            first, last = named[0], named[-1]
+            return [module, first, last, g.descend(last, lambda e: True)]
+    return None
+
+
+def find_on(event: str, handler: int, message: str = "") -> Callable:
     def find(g: TraceGraph):
         needles = _packet_needle(event)
         first = happened_before(g, handler, lambda e: mentions(e, needles))
@@ -155,19 +181,33 @@ def find_on(event: str, handler: int) -> Callable:
         recv = happened_before(g, g.ev(first).end, is_sink("recv", "recv_into"))
         if recv is None:
             raise JourneyError(f"no socket read happened before {needles[0]} (last hop reached: none)")
-        return [value_trail(g, recv, handler, needles)], needles + (f"'{event}'",)
+        stored = registration(g, message or event)
+        return [*([stored] if stored else []), value_trail(g, recv, handler, needles)], needles + (f"'{event}'",) + _payload(g, handler)
 
     return find
 
 
+def recipients(g: TraceGraph, emit: int, needles: tuple[str, ...]) -> list[int]:
+    """The socket sends an emit led to: per thread, the first send showing the event that a
+    hand-off from the emit reaches (an earlier send of the same event on that thread does not)."""
+    first: dict[str, int] = {}
+    for s in _sends(g, needles):
+        if g.ev(s).thread not in first and _reaches(g, emit, s):
+            first[g.ev(s).thread] = s
+    return sorted(first.values())
+
+
 def find_emit(event: str, emit: int) -> Callable:
+    """From the app's code that emitted (a background task: from start_background_task) to the
+    socket sends; a broadcast also shows the join_room before it (as the catalogue's broadcast
+    does) and fans out to every client it reached."""
     def find(g: TraceGraph):
         needles = _packet_needle(event)
         source = _app_caller(g, emit)
         if source is None:
             raise JourneyError(f"no app code called emit({event!r}) (last hop reached: SocketIO.emit)")
-        sinks = [s for s in _sends(g, needles) if _reaches(g, source, s)]
-        sink = _one(sinks, f"the socket send of {needles[0]}", "SocketIO.emit")
+        sinks = recipients(g, source, needles)
+        _one(sinks, f"the socket send of {needles[0]}", "SocketIO.emit")
         parts = []
         root = g.ancestors(source)[-1]
         info = next(t for t in g.trace.threads if t.name == g.ev(source).thread)
@@ -175,10 +215,48 @@ def find_emit(event: str, emit: int) -> Callable:
         if starts:
             # a background task: from start_background_task to the task's thread
             parts.append([starts[0], root, source] if root != source else [starts[0], source])
-        parts.append(with_producer(g, value_trail(g, source, sink, needles)))
-        return parts, needles
+        rooms: tuple[str, ...] = ()
+        joins = g.find(lambda e: e.func == "flask_socketio:join_room", g.ev(source).thread, after=source, before=emit)
+        room = _text(g.ev(joins[0]), "room") if joins else None
+        if room:
+            rooms = (repr(room),)
+            stored = g.find(lambda e: mentions(e, rooms) and "enter_room" in e.func, g.ev(source).thread, after=source, before=emit)
+            if stored:
+                parts.append([source, g.descend(stored[0], lambda e: mentions(e, rooms))])
+        parts += fan_out(g, source, sinks, needles)
+        return parts, rooms + needles + _payload(g, source)
 
     return find
+
+
+def _strings(frame: bytes, prefix: str) -> tuple[str, ...]:
+    """The string values (of 3 characters or more) in the JSON after ``prefix`` in a frame."""
+    import json
+
+    text = frame.decode("utf-8", errors="replace")
+    at = text.find(prefix + "[")
+    if at < 0:
+        return ()
+    try:
+        data = json.loads(text[at + len(prefix):])
+    except ValueError:
+        return ()
+    out: list[str] = []
+    stack = [data]
+    while stack:
+        v = stack.pop(0)
+        if isinstance(v, str) and len(v) >= 3:
+            out.append(v)
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+    return tuple(dict.fromkeys(out))
+
+
+def _fanned(g: TraceGraph, emit: int) -> int:
+    """How many Engine.IO sockets one emit queued its packet for."""
+    return sum(1 for c in range(emit, g.ev(emit).end + 1) if g.ev(c).func == "socketio.server:Server._send_eio_packet")
 
 
 def _reaches(g: TraceGraph, a: int, b: int) -> bool:
@@ -203,33 +281,54 @@ def find_ack(event: str, handle: int, internal: int, ack_id: int, namespace: str
         if recv is None:
             raise JourneyError(f"no socket read happened before {asked[0]} (last hop reached: none)")
         prefix = "43" + ("" if namespace == "/" else f"{namespace},") + str(ack_id)
-        answer = (prefix + "[",)
-        sinks = [s for s in _sends(g, answer) if _reaches(g, internal, s)]
+        sinks = [s for s in _sends(g, (prefix + "[",)) if _reaches(g, internal, s)]
         sink = _one(sinks, f"the socket send of the ACK packet {prefix}[...]", "the handler")
+        # the handler's return value is an object in the trace; the strings it carried, as the
+        # ACK packet shows them, are what the trail follows (else the packet's prefix)
+        answer = _strings(_sent_bytes(g.ev(sink)), prefix) or (prefix + "[",)
         to_handler = value_trail(g, recv, handler, asked)
         to_sink = value_trail(g, handler, sink, answer)
-        return [with_producer(g, to_handler + to_sink[1:])], asked + answer
+        return [with_producer(g, to_handler + to_sink[1:])], asked + answer + (prefix + "[",)
 
     return find
 
 
-def find_disconnect(g: TraceGraph):
+def find_disconnect(g: TraceGraph, websocket: bool = True):
+    """As the catalogue's finder, with what it knows of the sample app taken from the trace: the
+    app's disconnect handler is the one ``_handle_event`` called for 'disconnect', and the room
+    whose cleanup is shown is the first one the app joined (``join_room``), if any."""
     done = _one(g.find(lambda e: e.func == "socketio.server:Server._handle_disconnect"), "Server._handle_disconnect", "none")
     thread = g.ev(done).thread
-    said = ("'41",)
+    said = ("'41'",)
     recv41 = _recv_before_text(g, said)
     handles = g.find(lambda e: e.func == HANDLE_EVENT and _text(e, "message") == "disconnect", thread, after=done, before=g.ev(done).end + 1)
     handler = _handler_of(g, handles[0]) if handles else None
-    farewell = value_trail(g, recv41, handler if handler is not None else done, said)
+    target = handler if handler is not None else done
+    farewell = [recv41, *value_trail(g, recv41, target, said)[1:]]
+    joined = [_text(g.ev(i), "room") for i in g.find(lambda e: e.func == "flask_socketio:join_room")]
+    rooms = tuple(repr(r) for r in joined[:1] if r)
+    after = target
+    if rooms:
+        left = g.find(lambda e: mentions(e, rooms) and "leave" in e.func, thread, after=target)
+        if left:
+            farewell.append(left[0])
+            after = left[0]
     parts = [farewell]
     close_frame = (CLOSE_FRAME, CLOSE_FRAME.replace("'", '"'))
+    closed = g.find(lambda e: e.ret is not None and e.ret.text == "'1'", thread, after=after)
     sent = g.find(lambda e: is_sink("send")(e) and any(a.text.startswith(close_frame) for a in e.args) and e.thread != thread)
-    closed = g.find(lambda e: e.ret is not None and e.ret.text == "'1'", thread, after=done)
-    if sent and closed:
-        recv1 = happened_before(g, g.ev(closed[0]).end, is_sink("recv", "recv_into"))
-        if recv1 is not None and _reaches(g, recv1, sent[0]):
-            parts.append(with_producer(g, [recv1, *value_trail(g, recv1, sent[0], ("'1'",))[1:]]))
-    return parts, said + ("'1'", CLOSE_FRAME[2:])
+    recv1 = happened_before(g, g.ev(closed[0]).end, is_sink("recv", "recv_into")) if closed and sent else None
+    if recv1 is not None and _reaches(g, recv1, sent[0]):
+        parts.append(with_producer(g, [recv1, *value_trail(g, recv1, sent[0], ("'1'",))[1:]]))
+    elif websocket:  # the page decodes the close frame of this part
+        raise JourneyError("Engine.IO's CLOSE never led to the server's close frame (last hop reached: the disconnect handler)")
+    # The client's own close frame, read last: the reader thread ends and closes the socket.
+    frames = g.find(lambda e: is_sink("recv")(e) and e.ret is not None and e.ret.text.startswith(close_frame))
+    if frames:
+        shut = g.find(lambda e: e.func == "socket:socket.close", g.ev(frames[-1]).thread, after=frames[-1])
+        if shut:
+            parts.append([frames[-1], shut[0]])
+    return parts, rooms + said + ("'1'", CLOSE_FRAME[2:])
 
 
 # ------------------------------------------------------------------ what happened
@@ -253,6 +352,7 @@ def derive(trace: TraceFile) -> list[Derived]:
             "connect", "Connect: the CONNECT packet, the connect handler, the answer with the session id", sc, "derived", "sent" if websocket else "",
         ), find_connect, "connect"))
     seen: set[str] = set()
+    chosen: dict[str, int] = {}
     later: list[Derived] = []
     for i in g.find(lambda e: e.func == HANDLE_EVENT):
         e = g.ev(i)
@@ -269,7 +369,7 @@ def derive(trace: TraceFile) -> list[Derived]:
             event = message
             if message == "*":
                 event = _text(g.ev(handler), "event") or next((_text(g.ev(handler), a.name) for a in g.ev(handler).args), None) or "*"
-            out.append(Derived(Journey(name, title, sc, "derived", "on" if websocket else ""), find_on(event, handler), "on", event, namespace))
+            out.append(Derived(Journey(name, title, sc, "derived", "on" if websocket else ""), find_on(event, handler, message), "on", event, namespace))
         internal = next((a for a in g.ancestors(i) if g.ev(a).func == "socketio.server:Server._handle_event_internal"), None)
         ack_id = next((a.text for a in g.ev(internal).args if a.name == "id"), "None") if internal is not None else "None"
         if ack_id.isdigit():
@@ -291,8 +391,15 @@ def derive(trace: TraceFile) -> list[Derived]:
         kind = "emit" if to is not None and to.startswith("<sid-") else "broadcast"
         name = slug(kind, event, namespace)
         if name in seen:
+            if kind == "broadcast":
+                # the broadcast that reached the most clients is the one worth showing
+                k, d = next((k, d) for k, d in enumerate(later) if d.journey.name == name)
+                if _fanned(g, i) > _fanned(g, chosen[name]):
+                    later[k] = Derived(d.journey, find_emit(event, i), kind, event, namespace)
+                    chosen[name] = i
             continue
         seen.add(name)
+        chosen[name] = i
         caller = trace.funcs[g.ev(_app_caller(g, i)).func].qualname
         title = (f"emit({event!r}) from {caller}: to the frame on the socket" if kind == "emit"
                  else f"emit({event!r}, to={to!r}) from {caller}: one emit fanned out to the room" if to
@@ -302,5 +409,6 @@ def derive(trace: TraceFile) -> list[Derived]:
     if g.find(lambda e: e.func == "socketio.server:Server._handle_disconnect"):
         out.append(Derived(Journey(
             "disconnect", "The client leaves: DISCONNECT, the handler, CLOSE, the close frame", sc, "derived",
-        ), find_disconnect, "disconnect"))
+            "disconnect" if websocket else "",
+        ), lambda g: find_disconnect(g, websocket), "disconnect"))
     return out

@@ -1,0 +1,51 @@
+"""Derived journeys on the sample app's committed traces: the same chains as the catalogue's
+hand-written finders, hop for hop (function, event, edge, line), with the same joins, values and wire."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from dispel import chains, derive, installed
+from dispel.tracefile import chain_from_dict, trace_from_json
+
+ROOT = Path(__file__).resolve().parents[1]
+# derived journey -> the catalogue's journey it must equal, per scenario
+SAME = {
+    "chat": {"run": "run", "handshake": "handshake", "on-chat": "on", "emit-reply": "emit", "ack-shout": "ack", "disconnect": "disconnect"},
+    "rooms": {"broadcast-joined": "broadcast"},
+}
+CASES = [(sc, d, c) for sc, m in SAME.items() for d, c in m.items()]
+
+
+@pytest.fixture(scope="module")
+def traces():
+    return {sc: trace_from_json((ROOT / "traces" / f"{sc}.json").read_text()) for sc in SAME}
+
+
+@pytest.mark.parametrize("scenario, derived, committed", CASES, ids=[c[1] for c in CASES])
+def test_derived_equals_the_catalogues_chain(traces, scenario, derived, committed):
+    trace = traces[scenario]
+    found = {d.journey.name: d for d in derive.derive(trace)}
+    d = found[derived]
+    chain = chains.build(trace, d.journey, installed.source_lines({scenario: trace}), d.find)
+    old = chain_from_dict(json.loads((ROOT / "traces" / "chains" / f"{committed}.json").read_text()))
+    assert [(h.func.key, h.event, h.edge, h.line) for h in chain.hops] == [(h.func.key, h.event, h.edge, h.line) for h in old.hops]
+    assert [h.value for h in chain.hops] == [h.value for h in old.hops]
+    assert chain.joins == old.joins and chain.wire == old.wire
+
+
+def test_what_is_derived_from_the_chat_trace(traces):
+    names = [d.journey.name for d in derive.derive(traces["chat"])]
+    assert names == [
+        "run", "handshake", "connect", "on-chat", "on-join", "on-shout", "ack-shout",
+        "emit-welcome", "emit-reply", "broadcast-joined", "disconnect",
+    ]
+
+
+@pytest.mark.parametrize("kind, event, namespace, name", [
+    ("on", "message", "/chat", "on-message-chat"), ("on", "*", "/", "on-any"), ("emit", "a b/c", "/", "emit-a_b_c"),
+    ("disconnect", "", "/", "disconnect"),
+])
+def test_slug(kind, event, namespace, name):
+    assert derive.slug(kind, event, namespace) == name
