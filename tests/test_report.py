@@ -61,6 +61,7 @@ def test_namespace_app_journeys(ns_chat):
     )
     # on:message on /chat: from the socket read to the class's method, through the Namespace's dispatch
     on = funcs(found["on-message-chat"])
+    # a class-based Namespace registers no event by name: no registration part
     assert on[0] == "_socket:socket.recv" and on[-1] == "ns_chat:ChatNamespace.on_message"
     assert on.index("socketio.server:Server._trigger_event") < on.index("flask_socketio.namespace:Namespace.trigger_event") \
         < on.index("flask_socketio:SocketIO._handle_event") < len(on) - 1
@@ -69,6 +70,8 @@ def test_namespace_app_journeys(ns_chat):
     assert EDGE_WAKE in {h.edge for h in hops}
     # the catch-all on /: python-socketio found no handler of 'mood', so '*' got it
     anyh = funcs(found["on-any"])
+    # its registration first: the module body's @socketio.on('*') down to where the handler is stored
+    assert anyh[:2] == ["ns_chat:<module>", "flask_socketio:SocketIO.on"]
     assert anyh[-2:] == ["flask_socketio:SocketIO._handle_event", "ns_chat:anything_else"]
     assert "flask_socketio:SocketIO.on.<locals>.decorator.<locals>._handler" in anyh
     assert "flask_socketio.namespace:Namespace.trigger_event" not in anyh

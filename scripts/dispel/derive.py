@@ -166,6 +166,9 @@ def registration(g: TraceGraph, message: str) -> list[int] | None:
     None when no call names it (a class-based Namespace registers its methods by the class)."""
     for module in g.find(lambda e: e.func.endswith(":<module>") and _is_app(g, e.index) and e.parent < 0):
         named = g.find(lambda e: any(a.text == repr(message) for a in e.args), g.ev(module).thread, after=module, before=g.ev(module).end + 1)
+        # from the app's own call that names it (@socketio.on('chat'), on_event): a library
+        # registering a handler of the same name for itself (Engine.IO's 'message') is not it
+        named = named[next((k for k, i in enumerate(named) if g.ev(i).parent == module), len(named)):]
         if named:
             first, last = named[0], named[-1]
             return [module, first, last, g.descend(last, lambda e: True)]
@@ -299,7 +302,8 @@ def find_disconnect(g: TraceGraph, websocket: bool = True):
     whose cleanup is shown is the first one the app joined (``join_room``), if any."""
     done = _one(g.find(lambda e: e.func == "socketio.server:Server._handle_disconnect"), "Server._handle_disconnect", "none")
     thread = g.ev(done).thread
-    said = ("'41'",)
+    namespace = _text(g.ev(done), "namespace") or "/"
+    said = ("'41'",) if namespace == "/" else (f"'41{namespace},",)
     recv41 = _recv_before_text(g, said)
     handles = g.find(lambda e: e.func == HANDLE_EVENT and _text(e, "message") == "disconnect", thread, after=done, before=g.ev(done).end + 1)
     handler = _handler_of(g, handles[0]) if handles else None
