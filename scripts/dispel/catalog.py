@@ -68,6 +68,8 @@ THREAD_ROLES: tuple[tuple[str, str], ...] = (
     ("run_handler", "handler"),
     ("_service_task", "eio-service"),
     ("sample_app", "server"),
+    # a scenario file's app is served by dispel calling socketio.run itself
+    ("SocketIO.run", "server"),
 )
 # The server's working threads by what their Python thread names contain (targets appear in
 # thread names): each connection has a request thread, a reader and a writer; each event a handler.
