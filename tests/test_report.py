@@ -3,6 +3,7 @@ site built, regeneration byte-identical, bad input one line and a non-zero exit.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -182,3 +183,21 @@ def test_a_handler_that_raises_still_builds_and_shows_where(tmp_path):
     assert "raise ValueError" in last.line_text
     assert (tmp_path / "out" / "site" / "chains" / "on-boom" / "index.html").is_file()
     shutil.rmtree(tmp_path / "out")
+
+
+def test_the_readme_example_builds_as_a_new_user_would(tmp_path):
+    """The README's chat.py and chat.toml, written out as given, then its command, run from that folder."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Your own app: `dispel report`"):]
+    app = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scenario = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    command = re.search(r"```sh\n(.*?)```", section, re.S).group(1).split()
+    assert command[1:] == ["report", "--scenario", "chat.toml", "--out", "chat-report"]
+    (tmp_path / "chat.py").write_text(app)
+    (tmp_path / "chat.toml").write_text(scenario)
+    proc = dispel(*command[1:], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    pages = sorted(p.stem for p in (tmp_path / "chat-report" / "docs" / "chains").glob("*.md"))
+    assert {"on-message-chat", "on-any", "emit-message-chat", "emit-seen", "connect", "disconnect"} <= set(pages)
+    for page in pages:
+        assert (tmp_path / "chat-report" / "site" / "chains" / page / "index.html").is_file()
