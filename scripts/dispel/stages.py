@@ -21,8 +21,23 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from . import annotations, audit as audit_core, catalog, chains as chains_core, check as check_core, diff, fetch, gitinfo, permalinks, pins, prose, render
+from . import (
+    annotations,
+    catalog,
+    diff,
+    fetch,
+    gitinfo,
+    normalize,
+    permalinks,
+    pins,
+    prose,
+    render,
+)
+from . import audit as audit_core
+from . import chains as chains_core
+from . import check as check_core
 from .browser import chromium_version, unavailable
+from .cores import recorder_for
 from .drivers import client_starter
 from .forges import SHA_RE, check_repo, forge, parse_source_url, raw_url
 from .installed import (
@@ -41,10 +56,16 @@ from .installed import (
     version_set,
 )
 from .model import PYTHON, Chain, DispelError, Hop, Lock, Pin, TraceFile, normalize_dist
-from .project import Project, dump_json, read_json, read_text, write_all_atomic, write_atomic
-from .cores import recorder_for
+from .project import (
+    Project,
+    dump_json,
+    read_json,
+    read_text,
+    write_all_atomic,
+    write_atomic,
+)
 from .record import RAISED, Tracer, line_at
-from .tracefile import RawCall, chain_from_dict, chain_to_dict, normalize, trace_from_json, trace_to_json
+from .tracefile import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json
 from .values import Normalizer, learn_secrets
 
 # --------------------------------------------------------------------------- record
@@ -77,35 +98,12 @@ def trace_from_recording(
         raise DispelError(f"the recorder disabled itself: {recorder.errors[0]}")
     raw = recorder.rows()
     funcs_by_code = resolve_funcs(set(raw.codes), raw.probe_codes, roots)
-    calls = []
-    observed: dict[int, tuple] = {}
-    returns = raw.return_map()
-    for row, (code, serial, parent, offset, args) in enumerate(raw.call_rows()):
-        func = funcs_by_code[code]
-        if func.key == "_socket:socket.observed":
-            # the bytes recv_into wrote into its caller's buffer: they become its value
-            data = args[0][1]
-            observed[parent] = (returns.get(parent, (0,))[0], id(data), data, 0, -1)
-            continue
-        line = line_at(raw.codes[parent], offset) if parent >= 0 else 0
-        ret = returns.get(row)
-        if ret is not None:
-            seq, value, ret_offset, size = ret
-            ret = (seq, 0, "raise", line_at(code, ret_offset), -1) if value is RAISED else (
-                seq, id(value), value, line_at(code, ret_offset), size
-            )
-        args = tuple((name, id(value), value) for name, value in args)
-        calls.append(RawCall(row, func.key, serial, parent, line, args, ret))
-    calls = [RawCall(c.row, c.func, c.serial, c.parent, c.line, c.args, observed.get(c.row, c.ret)) for c in calls]
-    secrets: dict[str, str] = {}
-    for c in calls:
-        if c.func.endswith(":BaseServer.generate_id") and c.ret and isinstance(c.ret[2], str):
-            secrets.setdefault(c.ret[2], f"<sid-{len(secrets) + 1}>")
-    values = [v for c in calls for v in [*(a[2] for a in c.args), c.ret[2] if c.ret else None]]
-    for text, label in learn_secrets(values, settings or {}).items():
+    calls = normalize.raw_calls(raw.call_rows(), raw.codes, raw.return_map(), funcs_by_code.__getitem__, line_at, RAISED)
+    secrets = normalize.session_ids(calls)
+    for text, label in learn_secrets(normalize.values_seen(calls), settings or {}).items():
         secrets.setdefault(text, label)
     funcs = {f.key: f for f in funcs_by_code.values()}
-    return normalize(
+    return normalize.normalize(
         name,
         PYTHON_VERSION,
         versions,
