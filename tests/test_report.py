@@ -201,3 +201,19 @@ def test_the_readme_example_builds_as_a_new_user_would(tmp_path):
     assert {"on-message-chat", "on-any", "emit-message-chat", "emit-seen", "connect", "disconnect"} <= set(pages)
     for page in pages:
         assert (tmp_path / "chat-report" / "site" / "chains" / page / "index.html").is_file()
+
+
+def test_dispel_check_verifies_every_link_of_a_report(ns_chat, tmp_path):
+    proc = dispel("check", "--root", str(ns_chat), cwd=ROOT)
+    assert proc.returncode == 0 and "0 problem(s)" in proc.stdout, proc.stdout + proc.stderr
+    verified = re.search(r"links checked: (\d+), verified: (\d+), failed: 0", proc.stdout)
+    assert verified and verified.group(1) == verified.group(2) and int(verified.group(1)) > 100
+    # a permalink moved off its line is found
+    copy = tmp_path / "copy"
+    shutil.copytree(ns_chat, copy)
+    page = copy / "docs" / "chains" / "emit-message-chat.md"
+    text = page.read_text()
+    m = re.search(r"(https://github\.com/[^>\s]+/flask_socketio/__init__\.py#L)(\d+)>", text)
+    page.write_text(text.replace(m.group(0), f"{m.group(1)}{int(m.group(2)) + 1}>", 1))
+    proc = dispel("check", "--root", str(copy), cwd=ROOT)
+    assert proc.returncode == 1 and "emit-message-chat" in proc.stdout, proc.stdout

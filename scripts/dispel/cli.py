@@ -93,7 +93,10 @@ def _fetcher(args: argparse.Namespace) -> fetch.Fetcher | None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    result = stages.check(Project(args.root), fetcher=_fetcher(args), raw_base=args.raw_base, rerecord=args.rerecord)
+    if report.is_report(args.root):  # a folder `dispel report` built
+        result = report.check(args.root, fetcher=_fetcher(args), raw_base=args.raw_base)
+    else:
+        result = stages.check(Project(args.root), fetcher=_fetcher(args), raw_base=args.raw_base, rerecord=args.rerecord)
     for line in result.failures:
         print(line)
     for line in result.notes:
@@ -186,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("check", help="prove every link, annotation and generated file")
-    p.add_argument("--root", type=Path, default=PROJECT.root, help="the project to check (default: this checkout)")
+    p.add_argument("--root", type=Path, default=PROJECT.root, help="the project, or a report `dispel report` built, to check (default: this checkout)")
     p.add_argument("--online", action="store_true", help="also fetch every linked file at its pinned ref and compare the lines")
     _online_options(p, time_limit=120.0)
     p.add_argument("--rerecord", action="store_true", help="also record every scenario again and compare with traces/*.json (slow)")

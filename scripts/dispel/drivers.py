@@ -13,9 +13,11 @@ from .model import DispelError
 class ClientProcess:
     """The scenario client (dispel.client) in a subprocess, answering one line per step."""
 
+    module = "dispel.client"
+
     def __init__(self, port: int, pace: float | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dispel.client", str(port), *([] if pace is None else [str(pace)])],
+            [sys.executable, "-m", self.module, str(port), *([] if pace is None else [str(pace)])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -60,21 +62,16 @@ def client_starter(sc: Scenario) -> Callable[[int], object]:
     return lambda port: ClientProcess(port, sc.pace)
 
 
-class FileClientProcess:
-    """A scenario file's client (dispel.scenario_client) in a subprocess, answering one line per step."""
+class FileClientProcess(ClientProcess):
+    """A scenario file's client (dispel.scenario_client) in a subprocess, answering one line per step;
+    its first line is the client's spec."""
+
+    module = "dispel.scenario_client"
 
     def __init__(self, port: int, spec: dict, pace: float | None = None) -> None:
         import json
 
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dispel.scenario_client", str(port), *([] if pace is None else [str(pace)])],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
+        super().__init__(port, pace)
         self._send(json.dumps(spec, sort_keys=True))
 
     def _send(self, line: str) -> None:
@@ -95,5 +92,3 @@ class FileClientProcess:
         if answer != "ok":
             detail = answer.removeprefix("error ") if answer else "the client exited"
             raise DispelError(f"{label} failed: {detail}")
-
-    close = ClientProcess.close
