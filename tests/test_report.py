@@ -217,3 +217,14 @@ def test_dispel_check_verifies_every_link_of_a_report(ns_chat, tmp_path):
     page.write_text(text.replace(m.group(0), f"{m.group(1)}{int(m.group(2)) + 1}>", 1))
     proc = dispel("check", "--root", str(copy), cwd=ROOT)
     assert proc.returncode == 1 and "emit-message-chat" in proc.stdout, proc.stdout
+
+
+def test_render_report_again_from_its_trace(ticker, tmp_path):
+    """`dispel render --report DIR`: the same files again, from the report's own trace, app files and lock."""
+    copy = tmp_path / "ticker"
+    shutil.copytree(ticker, copy)
+    proc = dispel("render", "--report", str(copy), cwd=tmp_path)
+    assert proc.returncode == 0 and "journey broadcast-tick" in proc.stdout, proc.stderr
+    assert snapshot(copy) == snapshot(ticker)
+    proc = dispel("render", "--report", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2 and "is not a folder `dispel report` built" in proc.stderr

@@ -27,13 +27,17 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     done = report.report(args.scenario, args.out, PROJECT, args.git_dir, args.timeout, site=not args.no_site)
+    return _said(done, args.no_site)
+
+
+def _said(done: report.Report, no_site: bool) -> int:
     for name, hops, threads in done.journeys:
         print(f"journey {name}: {hops} hops on {threads} threads")
     for line in done.skipped:
         print(f"not derived: {line}")
     if done.unannotated:
         print(f"not annotated: {len(done.unannotated)} functions (listed on the report's home page)")
-    print(f"report -> {done.out}" + ("" if args.no_site else f" (site: {done.out / 'site'})"))
+    print(f"report -> {done.out}" + ("" if no_site else f" (site: {done.out / 'site'})"))
     return 0
 
 
@@ -80,6 +84,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    if args.report:
+        return _said(report.rerender(args.report, PROJECT, args.git_dir, site=not args.no_site), args.no_site)
     site = stages.build_site(PROJECT, args.chains, args.out)
     for note in site.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -186,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="chains + pins + annotations -> docs/")
     p.add_argument("--chains", type=Path, default=PROJECT.chains, help="folder of chain files")
     p.add_argument("--out", type=Path, default=PROJECT.docs, help="docs folder (reads its annotations/, writes its generated pages)")
+    p.add_argument("--report", type=Path, default=None, metavar="DIR", help="instead: render a report `dispel report` built again from its trace (lists what is unannotated)")
+    _git_dirs(p, "with --report: a local git mirror for a distribution the report's lock does not pin (repeatable)")
+    p.add_argument("--no-site", action="store_true", help="with --report: do not run mkdocs")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("check", help="prove every link, annotation and generated file")
