@@ -108,3 +108,9 @@ def test_bad_file_names_the_place(text, needle):
     message = str(info.value)
     assert needle in message, message
     assert "\n" not in message
+
+
+def test_a_file_cut_short_names_its_last_line():
+    with pytest.raises(ScenarioError) as info:
+        parse('[app]\nimport = "app:socketio"\nx = [1,', "cut.toml")
+    assert str(info.value).startswith("cut.toml:3: not valid TOML:") and "line 3" in str(info.value)

@@ -331,16 +331,17 @@ _SCALARS = ("title", "timeout")
 # --------------------------------------------------------------------------- parse
 
 
-def _syntax_error(source: str, exc: tomllib.TOMLDecodeError) -> ScenarioError:
+def _syntax_error(source: str, exc: tomllib.TOMLDecodeError, text: str = "") -> ScenarioError:
     # tomllib's message ends with "(at line L, column C)"; put the place first, as compilers do
-    text = str(exc)
-    m = re.search(r"\(at line (\d+), column (\d+)\)$", text)
+    message = str(exc)
+    m = re.search(r"\(at line (\d+), column (\d+)\)$", message)
     if m:
-        return ScenarioError(f"{source}:{m[1]}:{m[2]}: not valid TOML: {text[:m.start()].strip()} (line {m[1]}, column {m[2]})")
-    m = re.search(r"\(at end of document\)$", text)
+        return ScenarioError(f"{source}:{m[1]}:{m[2]}: not valid TOML: {message[:m.start()].strip()} (line {m[1]}, column {m[2]})")
+    m = re.search(r"\(at end of document\)$", message)
     if m:
-        return ScenarioError(f"{source}: not valid TOML: {text[:m.start()].strip()} (at the end of the file)")
-    return ScenarioError(f"{source}: not valid TOML: {text}")
+        last = max(1, len(text.splitlines()))
+        return ScenarioError(f"{source}:{last}: not valid TOML: {message[:m.start()].strip()} (at the end of the file, line {last})")
+    return ScenarioError(f"{source}: not valid TOML: {message}")
 
 
 def parse(text: str, source: str = "scenario.toml") -> ScenarioFile:
@@ -348,7 +349,7 @@ def parse(text: str, source: str = "scenario.toml") -> ScenarioFile:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise _syntax_error(source, exc) from None
+        raise _syntax_error(source, exc, text) from None
     unknown = sorted(set(raw) - set(SECTIONS) - set(_SCALARS))
     if unknown:
         known = ", ".join([*SECTIONS, *_SCALARS])
