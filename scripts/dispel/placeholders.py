@@ -12,9 +12,9 @@ page shows the recorded fact. The placeholders (documented in docs/annotations/R
 ``{{frame:FIELD}}``       the WebSocket frame this hop's stretch of its thread received or sent (the bytes
                           of the socket call among the consecutive hops on the hop's thread): FIELD is
                           byte0, byte1 (as 0xNN), fin, rsv1, mask (0 or 1), opcode (0xN), length
-``{{deflate?YES|NO}}``    YES when permessage-deflate was negotiated on the page's connection (a frame
-                          on the page has RSV1 set, or wsproto's PerMessageDeflate is a hop), NO when
-                          the page has WebSocket frames and none shows it
+``{{deflate?YES|NO}}``    YES when permessage-deflate was negotiated on the page's connection (wsproto's
+                          PerMessageDeflate is a hop, the page's 101 response accepts it, or a frame on
+                          the page has RSV1 set), NO when the page's 101 response or frames tell otherwise
 
 A placeholder that is unknown, or that cannot be filled where it stands (no such hop, no frame,
 a hop fact in a journey summary), is a DispelError naming the annotation, the journey and the hop.
@@ -32,6 +32,8 @@ ANY_BRACES_RE = re.compile(r"\{\{.*?\}\}", re.S)
 FRAME_FIELDS = ("byte0", "byte1", "fin", "rsv1", "mask", "opcode", "length")
 SOCKET_MODULE = "_socket"
 DEFLATE_HOP = ("wsproto.extensions", "PerMessageDeflate.")
+SWITCHING = b"HTTP/1.1 101 "
+DEFLATE_HEADER = b"sec-websocket-extensions: permessage-deflate"
 NAMES = ("thread", "nextthread", "line", "lineno", "hop", "next", "frame", "deflate")
 
 
@@ -92,10 +94,19 @@ def page_frames(chain: Chain) -> list[bytes]:
     return frames
 
 
+def handshake_responses(chain: Chain) -> list[bytes]:
+    """The ``101 Switching Protocols`` responses the page's socket calls sent."""
+    sent = [value_bytes(h.value) for h in chain.hops if h.func.module == SOCKET_MODULE]
+    return [data for data in sent if data and data.startswith(SWITCHING)]
+
+
 def deflate_negotiated(chain: Chain) -> bool | None:
     """Whether permessage-deflate was negotiated on the page's connection; None when the page cannot tell."""
     if any(h.func.module == DEFLATE_HOP[0] and h.func.qualname.startswith(DEFLATE_HOP[1]) for h in chain.hops):
         return True
+    accepted = handshake_responses(chain)
+    if accepted:  # the server's 101 names the extensions it accepted
+        return any(DEFLATE_HEADER in r.lower() for r in accepted)
     frames = page_frames(chain)
     if not frames:
         return None
