@@ -12,6 +12,9 @@ page shows the recorded fact. The placeholders (documented in docs/annotations/R
 ``{{frame:FIELD}}``       the WebSocket frame this hop's stretch of its thread received or sent (the bytes
                           of the socket call among the consecutive hops on the hop's thread): FIELD is
                           byte0, byte1 (as 0xNN), fin, rsv1, mask (0 or 1), opcode (0xN), length
+                          (the payload's), size (the socket call's bytes)
+``{{frame:FIELD@KEY}}``   the same for the frame of the first hop of function KEY on the page (``@KEY#N``:
+                          its N-th hop); also in a journey summary
 ``{{deflate?YES|NO}}``    YES when permessage-deflate was negotiated on the page's connection (wsproto's
                           PerMessageDeflate is a hop, the page's 101 response accepts it, or a frame on
                           the page has RSV1 set), NO when the page's 101 response or frames tell otherwise
@@ -29,7 +32,7 @@ from .wire import OPCODES, frame_layout
 
 PLACEHOLDER_RE = re.compile(r"\{\{\s*(?P<name>[a-z]+)(?::(?P<arg>[^{}|?]+?)|\?(?P<yes>[^{}|]*)\|(?P<no>[^{}|]*))?\s*\}\}")
 ANY_BRACES_RE = re.compile(r"\{\{.*?\}\}", re.S)
-FRAME_FIELDS = ("byte0", "byte1", "fin", "rsv1", "mask", "opcode", "length")
+FRAME_FIELDS = ("byte0", "byte1", "fin", "rsv1", "mask", "opcode", "length", "size")
 SOCKET_MODULE = "_socket"
 DEFLATE_HOP = ("wsproto.extensions", "PerMessageDeflate.")
 SWITCHING = b"HTTP/1.1 101 "
@@ -124,6 +127,7 @@ def frame_field(data: bytes, field: str) -> str:
         "mask": str(b1 >> 7),
         "opcode": f"0x{b0 & 0x0F:x}",
         "length": str(layout[1]) if layout else "",
+        "size": str(len(data)),
     }[field]
 
 
@@ -195,7 +199,29 @@ def fill(text: str, chain: Chain, index: int | None, key: str, code: callable = 
             raise fail(whole, "cannot be filled: no socket call on this stretch of the thread carries a WebSocket frame")
         return frame_field(data, field)
 
-    filled = PLACEHOLDER_RE.sub(one, text)
+    def frame_of(m: re.Match, field: str, where: str) -> str:
+        """``{{frame:FIELD@KEY}}`` / ``{{frame:FIELD@KEY#N}}``: the frame of the first (N-th) hop of KEY."""
+        key, _, nth = where.partition("#")
+        found = [i for i, h in enumerate(chain.hops) if h.func.key == key.strip()]
+        n = int(nth) if nth.isdigit() else 1
+        if not nth.isdigit() and nth or not 1 <= n <= len(found):
+            raise fail(m.group(0), f"cannot be filled: the page has {len(found)} hop(s) of {key.strip()}")
+        if field not in FRAME_FIELDS:
+            raise fail(m.group(0), f"names no frame field (known: {', '.join(FRAME_FIELDS)})")
+        at = found[n - 1]
+        own = value_bytes(chain.hops[at].value) if chain.hops[at].func.module == SOCKET_MODULE else None
+        data = own if is_frame(own) else hop_frame(chain, at)
+        if data is None:
+            raise fail(m.group(0), f"cannot be filled: hop {at + 1} carries no WebSocket frame")
+        return frame_field(data, field)
+
+    def any_one(m: re.Match) -> str:
+        if m.group("name") == "frame" and m.group("arg") and "@" in m.group("arg"):
+            field, _, where = m.group("arg").partition("@")
+            return frame_of(m, field.strip(), where)
+        return one(m)
+
+    filled = PLACEHOLDER_RE.sub(any_one, text)
     leftover = ANY_BRACES_RE.search(filled)
     if leftover:
         raise fail(leftover.group(0), "is not a placeholder")
