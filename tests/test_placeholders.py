@@ -55,6 +55,7 @@ POLLING = Chain("polling", "t", "browser", (Hop(SER, 698, "request-4", EDGE_ENTR
         ("`{{frame:byte0@_socket:socket.send}}`, {{frame:length@_socket:socket.send}} bytes", CHAIN, None, "`0xc1`, 8 bytes"),
         ("{{frame:byte1@_socket:socket.recv#1}} of {{frame:size@_socket:socket.recv}}", PLAIN, None, "0x86 of 6"),
         ("{{frame:size}}", PLAIN, 2, "8"),
+        ("{{thread:_socket:socket.send}} after {{thread:_socket:socket.recv#1}}", CHAIN, None, "`request-5` after `ws-reader-1`"),
     ],
 )
 def test_fill(text, chain, index, filled):
@@ -97,7 +98,8 @@ def test_the_page_wire_counts_as_a_frame():
         ("{{lineno}}", CHAIN, 2, r"a C function has no source line"),
         ("{{nextthread}}", CHAIN, 2, r"this is the last hop"),
         ("{{line}}", CHAIN, 0, r"the hop has no executed line text"),
-        ("{{thread:x}}", CHAIN, 1, r"is malformed"),
+        ("{{thread:x}}", CHAIN, 1, r"cannot be filled: the page has 0 hop\(s\) of x"),
+        ("{{thread:_socket:socket.send#x}}", CHAIN, None, r"cannot be filled: the page has 1 hop\(s\) of _socket:socket.send"),
         ("{{frame:byte0@_socket:socket.send#2}}", CHAIN, None, r"\(summary\): \{\{frame:byte0@_socket:socket.send#2\}\} cannot be filled: the page has 1 hop\(s\) of _socket:socket.send"),
         ("{{frame:byte0@m:nothere}}", CHAIN, None, r"the page has 0 hop\(s\) of m:nothere"),
         ("{{frame:byte9@_socket:socket.send}}", CHAIN, None, r"names no frame field"),

@@ -4,6 +4,8 @@ An annotation never types a fact the generator knows; it writes a placeholder, a
 page shows the recorded fact. The placeholders (documented in docs/annotations/README.md):
 
 ``{{thread}}``            the hop's thread, as code: `request-5`
+``{{thread:KEY}}``        the thread of the first hop of function KEY on the page (``KEY#N``: its N-th hop);
+                          also in a journey summary
 ``{{line}}``              the executed (highlighted) line's source text, as code
 ``{{lineno}}``            the executed line's number
 ``{{nextthread}}``        the next hop's thread, as code (the thread a wake-up or a thread start leads to)
@@ -158,6 +160,8 @@ def fill(text: str, chain: Chain, index: int | None, key: str, code: callable = 
         if name not in NAMES:
             raise fail(whole, f"is not a placeholder (known: {', '.join(NAMES)})")
         takes_arg = name in ("hop", "next", "frame")
+        if name == "thread" and arg is not None:  # {{thread:KEY}}: the thread of a function's hop
+            return code(chain.hops[nth_hop(m, arg)].thread)
         if takes_arg != (arg is not None) or (name == "deflate") != (m.group("yes") is not None):
             raise fail(whole, "is malformed")
         if name == "deflate":
@@ -199,16 +203,20 @@ def fill(text: str, chain: Chain, index: int | None, key: str, code: callable = 
             raise fail(whole, "cannot be filled: no socket call on this stretch of the thread carries a WebSocket frame")
         return frame_field(data, field)
 
-    def frame_of(m: re.Match, field: str, where: str) -> str:
-        """``{{frame:FIELD@KEY}}`` / ``{{frame:FIELD@KEY#N}}``: the frame of the first (N-th) hop of KEY."""
+    def nth_hop(m: re.Match, where: str) -> int:
+        """``KEY`` or ``KEY#N``: the index of the first (N-th) hop of function KEY on the page."""
         key, _, nth = where.partition("#")
         found = [i for i, h in enumerate(chain.hops) if h.func.key == key.strip()]
         n = int(nth) if nth.isdigit() else 1
         if not nth.isdigit() and nth or not 1 <= n <= len(found):
             raise fail(m.group(0), f"cannot be filled: the page has {len(found)} hop(s) of {key.strip()}")
+        return found[n - 1]
+
+    def frame_of(m: re.Match, field: str, where: str) -> str:
+        """``{{frame:FIELD@KEY}}`` / ``{{frame:FIELD@KEY#N}}``: the frame of the first (N-th) hop of KEY."""
         if field not in FRAME_FIELDS:
             raise fail(m.group(0), f"names no frame field (known: {', '.join(FRAME_FIELDS)})")
-        at = found[n - 1]
+        at = nth_hop(m, where)
         own = value_bytes(chain.hops[at].value) if chain.hops[at].func.module == SOCKET_MODULE else None
         data = own if is_frame(own) else hop_frame(chain, at)
         if data is None:
