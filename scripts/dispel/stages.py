@@ -656,7 +656,8 @@ def check_annotations(project: Project, found: Mapping[str, Chain]) -> list[str]
         problems += annotations.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
     problems += annotations.stale(found.values(), notes, hop_sources(found.values()))
     problems += annotations.unreviewed(found.values(), notes)
-    return [f"annotation {p.kind}: {p.message}" for p in problems]
+    typed = prose.typed_lines({key: a.text for key, a in notes.items()}, found)  # facts typed instead of filled
+    return [f"annotation {p.kind}: {p.message}" for p in problems] + typed
 
 
 def check_drift(
