@@ -83,12 +83,29 @@ def build_chains(trace: TraceFile, lines: Mapping) -> tuple[list[derive.Derived]
     return [d for d in found if d.journey.name in built], built, skipped
 
 
-def unannotated(chains: Iterable[Chain], texts: Mapping[str, str]) -> list[str]:
-    """``module:qualname (journey#hop, ...)`` for every function no text covers."""
+def fillable(chain: Chain, texts: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The texts that fill on ``chain``: a general text whose placeholder names what this app's
+    journey does not have (a hop that is not there) is left out for it, with why."""
+    mine = dict(texts)
+    dropped = []
+    for i, hop in enumerate(chain.hops):
+        while True:
+            try:
+                render.hop_annotation(chain, i, mine)
+                break
+            except DispelError as exc:
+                key = annotations.select(mine, hop.func.key, chain.journey, hop.line)[0]
+                dropped.append(f"{key} on {chain.journey}: {exc}")
+                del mine[key]
+    return mine, dropped
+
+
+def unannotated(chains: Iterable[Chain], texts: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """``module:qualname (journey#hop, ...)`` for every function no text covers (``texts`` per journey)."""
     where: dict[str, list[str]] = {}
     for c in chains:
         for i, hop in enumerate(c.hops, 1):
-            if annotations.select(texts, hop.func.key, c.journey, hop.line) is None:
+            if annotations.select(texts[c.journey], hop.func.key, c.journey, hop.line) is None:
                 where.setdefault(hop.func.key, []).append(f"{c.journey}#{i}")
     return [f"{k} ({', '.join(v[:3])}{', …' if len(v) > 3 else ''})" for k, v in sorted(where.items())]
 
@@ -220,11 +237,15 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
         src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotations.source_lines(data)]
         for src, data in hop_sources(built.values(), root).items()
     }
-    missing = unannotated(built.values(), texts)
+    per_journey, dropped = {}, []
+    for name, chain in built.items():
+        per_journey[name], left_out = fillable(chain, texts)
+        dropped += left_out
+    missing = unannotated(built.values(), per_journey) + [f"left out: {d}" for d in dropped]
     header = render.generated_header(COMMAND)
     files: dict[Path, str] = {}
     for name, chain in built.items():
-        page = render.render_journey(chain, hop_linker(lock), excerpts, texts, built)
+        page = render.render_journey(chain, hop_linker(lock), excerpts, per_journey[name], built)
         files[rp.docs / "chains" / f"{name}.md"] = header + page.split("\n", 1)[1]
     app_files = sorted({(f.source.path, (root / f.source.path).read_text(encoding="utf-8")) for f in trace.funcs.values()
                         if f.source.dist == derive.APP_DIST and root is not None})
