@@ -35,6 +35,8 @@ class ScenarioClient:
         self.taken: dict[tuple[str, str], int] = {}  # how many earlier expect steps consumed
         for ns in self.namespaces:
             self.client.on("*", self._catch(ns), namespace=ns)
+        if spec.get("transport") == "polling":
+            _order_polling(pace)
 
     def _catch(self, ns: str):
         def handler(event, *args):
@@ -92,6 +94,50 @@ class ScenarioClient:
     def close(self) -> None:
         if self.client.connected:
             self.client.disconnect()
+
+
+def _order_polling(pace: float) -> None:
+    """Long-polling in a repeatable order: a POST is sent only once the client's waiting GET has
+    been out for ``pace`` seconds (so it reached the server first), and each request is paced.
+    Without it, the read loop's next GET and the write loop's POST race, and which request
+    thread of the server carries which packet changes from run to run."""
+    import engineio.client
+
+    original = engineio.client.Client._send_request
+    state = {"get_since": None}
+
+    def send_request(self, method, url, headers=None, body=None, timeout=None):
+        if method == "POST" and self.state == "connected":
+            end = time.monotonic() + 5
+            while time.monotonic() < end and (state["get_since"] is None or time.monotonic() - state["get_since"] < pace):
+                time.sleep(0.005)
+        reading = method == "GET" and self.state == "connected"
+        if reading:
+            state["get_since"] = time.monotonic()
+        try:
+            return original(self, method, url, headers=headers, body=body, timeout=timeout)
+        finally:
+            if reading:
+                state["get_since"] = None
+            if pace:
+                time.sleep(pace)
+
+    engineio.client.Client._send_request = send_request
+
+    import urllib3.connection
+
+    original_endheaders = urllib3.connection.HTTPConnection.endheaders
+
+    def endheaders(self, *args, **kwargs):
+        # urllib3 sends a POST's body in a write of its own: wait, so that the server always
+        # reads the headers alone first (else how its reads split the request varies)
+        try:
+            return original_endheaders(self, *args, **kwargs)
+        finally:
+            if pace and getattr(self, "_method", "") == "POST":
+                time.sleep(pace)
+
+    urllib3.connection.HTTPConnection.endheaders = endheaders
 
 
 def main(argv: list[str]) -> int:
