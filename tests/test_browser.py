@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dispel import browser, catalog, chains
+from dispel import browser, catalog, chains, finders
 from dispel.chains import TraceGraph, mentions
 from dispel.tracefile import trace_from_json
 
@@ -108,7 +108,7 @@ def hop_key(hop) -> tuple[str, str, str]:
 
 @pytest.mark.parametrize("name", sorted(FINDERS))
 def test_generalized_finder_matches_the_committed_one_on_the_python_trace(python_trace, name):
-    assert build(python_trace, name).hops == chains.build(python_trace, catalog.journey(name)).hops
+    assert build(python_trace, name).hops == finders.build(python_trace, catalog.journey(name)).hops
 
 
 @pytest.mark.parametrize("name", sorted(FINDERS))
@@ -141,7 +141,7 @@ def test_browser_upgrade_agrees_with_the_python_clients_modulo_transport(recorde
     trace, _, _ = recorded
     upgrade = catalog.journey("upgrade")
     python_trace = trace_from_json((ROOT / "traces" / "upgrade.json").read_text(encoding="utf-8"), "traces/upgrade.json")
-    py_chain, br_chain = chains.build(python_trace, upgrade), chains.build(trace, upgrade)
+    py_chain, br_chain = finders.build(python_trace, upgrade), finders.build(trace, upgrade)
     polled = {h.thread for h in br_chain.hops if h.func.key == chains.SOCKET_C + "sendall"}
     assert len(polled) == 1, "the browser's poll during the upgrade is missing"
     python = [hop_key(h) for h in py_chain.hops]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import trace_of
-from dispel import catalog, chains, installed
+from dispel import catalog, chains, finders, installed
 from dispel.model import (
     EDGE_CALL,
     EDGE_DATA,
@@ -102,7 +102,7 @@ def trace(traces):
 
 @pytest.fixture(scope="module")
 def built(traces):
-    return chains.build_all(traces, installed.source_lines(traces))
+    return finders.build_all(traces, installed.source_lines(traces))
 
 
 def connected(g: chains.TraceGraph, prev: int, cur: int, edge: str) -> bool:
@@ -327,7 +327,7 @@ def test_polling_waits_in_a_get_and_answers_with_the_packets_a_post_caused(built
 def test_a_client_that_never_upgrades_has_no_upgrade_journey(traces):
     upgrade = catalog.journey("upgrade")
     with pytest.raises(chains.JourneyError, match="never upgraded: no 2probe"):
-        chains.build(traces["chat"], upgrade)  # the chat client starts on websocket
+        finders.build(traces["chat"], upgrade)  # the chat client starts on websocket
 
 
 def test_committed_chains_are_what_the_committed_trace_gives(built):
@@ -338,7 +338,7 @@ def test_committed_chains_are_what_the_committed_trace_gives(built):
 
 
 def test_building_twice_gives_the_same_chains(traces, built):
-    again = chains.build_all(traces, installed.source_lines(traces))
+    again = finders.build_all(traces, installed.source_lines(traces))
     assert {k: chain_to_dict(v) for k, v in again.items()} == {k: chain_to_dict(v) for k, v in built.items()}
 
 
@@ -367,12 +367,12 @@ def test_a_sink_that_never_happened_names_the_last_hop(trace):
         ),
     )
     with pytest.raises(chains.JourneyError, match="journey 'emit'.*never happened.*last hop reached: on_chat"):
-        chains.build_all({"chat": without_sends}, only=["emit"])
+        finders.build_all({"chat": without_sends}, only=["emit"])
 
 
 def test_unknown_journey_is_refused(trace):
     with pytest.raises(DispelError, match="unknown journey 'nope'"):
-        chains.build_all({"chat": trace}, only=["nope"])
+        finders.build_all({"chat": trace}, only=["nope"])
 
 
 # ------------------------------------------------------------------ the right wait

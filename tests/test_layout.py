@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from dispel import catalog, chains, cli, render
+from dispel import catalog, chains, cli, finders, render
 from dispel.project import Project
 
 PACKAGE = Path(cli.__file__).parent
@@ -82,7 +82,7 @@ def test_every_journey_has_a_finder_a_page_a_chain_file_and_a_title():
     project = Project()
     names = set(catalog.JOURNEY_NAMES)
     assert len(names) == len(catalog.JOURNEYS), "a journey is catalogued twice"
-    assert {j.finder for j in catalog.JOURNEYS} <= set(chains.FINDERS)
+    assert {j.finder for j in catalog.JOURNEYS} <= set(finders.FINDERS)
     assert {j.wire for j in catalog.JOURNEYS} <= set(chains.WIRES)
     assert {p.stem for p in (project.docs / "chains").glob("*.md")} == names
     assert {p.stem for p in project.chains.glob("*.json")} == names

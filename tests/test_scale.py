@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel import catalog, chains
+from dispel import catalog, chains, finders
 from dispel.tracefile import trace_from_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def scale_trace(tmp_path_factory):
 def test_same_chains_as_one_client(scale_trace, journey):
     small = trace_from_json((ROOT / "traces" / "chat.json").read_text(), "chat.json")
     spec = catalog.journey(journey)
-    assert shape(chains.build(scale_trace[0], spec)) == shape(chains.build(small, spec))
+    assert shape(finders.build(scale_trace[0], spec)) == shape(finders.build(small, spec))
 
 
 def test_the_trace_stays_small(scale_trace):

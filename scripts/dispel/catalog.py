@@ -151,7 +151,7 @@ def scenario(name: str) -> Scenario:
 @dataclass(frozen=True)
 class Journey:
     """A journey: its page's name and title, the scenario whose trace it is found in, how
-    (``finder`` and ``wire`` name functions of dispel.chains' FINDERS and WIRES), and
+    (``finder`` and ``wire`` name functions of dispel.finders' FINDERS and dispel.chains' WIRES), and
     the other journeys its page shows beside it in content tabs."""
 
     name: str

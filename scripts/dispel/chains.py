@@ -482,15 +482,6 @@ def _one(found: list[int], what: str, last: str) -> int:
     return found[0]
 
 
-def find_run(g: TraceGraph):
-    app = _one(g.find(lambda e: e.func.startswith("sample_app.") and e.func.endswith(":main")), "the app's main()", "none")
-    thread = g.ev(app).thread
-    bind = _one(g.find(is_sink("bind"), thread, after=app), "socket.bind", g.ev(app).func)
-    listen = _one(g.find(is_sink("listen"), thread, after=bind), "socket.listen", "socket.bind")
-    accept = _one(g.find(is_sink("_accept"), thread, after=listen), "socket.accept", "socket.listen")
-    return [[app, bind, listen, accept]], ()
-
-
 _UPGRADE = "Upgrade: websocket"
 
 
@@ -523,17 +514,6 @@ def find_handshake(g: TraceGraph):
             seen.add(g.ev(i).func)
             trail.append(i)
     return [with_producer(g, [entry, request, *trail, sink])], (key, accepted, _UPGRADE, "101")
-
-
-def find_on(g: TraceGraph):
-    handler = _one(g.find(lambda e: e.func.startswith("sample_app.") and e.func.endswith(":on_chat")), "the chat handler", "none")
-    needles = ('"chat"',)
-    first = _one(g.find(lambda e: mentions(e, needles) and e.thread != g.ev(handler).thread), "the chat message reaching the server", "none")
-    # The text is in what it returned: it showed when the call ended.
-    recv = happened_before(g, g.ev(first).end, is_sink("recv", "recv_into"))
-    if recv is None:
-        raise JourneyError("no socket read happened before the chat message (last hop reached: none)")
-    return [register_part(g), value_trail(g, recv, handler, needles)], needles + ("'chat'", "<b>hi</b>")
 
 
 def woken_waits(g: TraceGraph, scope: int) -> list[int]:
@@ -581,13 +561,6 @@ def register_part(g: TraceGraph) -> list[int]:
     return [module, first, last, stored]
 
 
-def find_emit(g: TraceGraph):
-    handler = _one(g.find(lambda e: e.func.startswith("sample_app.") and e.func.endswith(":on_chat")), "the chat handler", "none")
-    needles = ('"reply"',)
-    sink = _one(g.find(lambda e: is_sink("send")(e) and mentions(e, needles)), "the socket.send of the reply frame", "on_chat")
-    return [with_producer(g, value_trail(g, handler, sink, needles))], needles + ("<b>hi</b>",)
-
-
 def _wire_of(g: TraceGraph, parts: list[list[int]], sink_arg: str) -> tuple:
     sink = g.ev(parts[-1][-1])
     data = next((a.text for a in sink.args if a.name == sink_arg), None)
@@ -618,70 +591,7 @@ def _recv_before_text(g: TraceGraph, needles: Sequence[str], not_thread: str = "
     return recv
 
 
-def find_ack(g: TraceGraph):
-    handler = _one(_user_handler(g, "on_shout"), "the shout handler", "none")
-    asked = ('"shout"',)
-    recv = _recv_before_text(g, asked, g.ev(handler).thread)
-    answer = ("HELLO",)
-    sink = _one(
-        g.find(lambda e: is_sink("send")(e) and mentions(e, answer), None), "the socket.send of the ACK packet", "on_shout"
-    )
-    to_handler = value_trail(g, recv, handler, asked)
-    to_sink = value_trail(g, handler, sink, answer)
-    return [with_producer(g, to_handler + to_sink[1:])], asked + answer + ("421", "431")
-
-
-def find_disconnect(g: TraceGraph):
-    """Three parts, in the order the client sends them: Socket.IO's DISCONNECT ("41") to
-    the app's handler and the room cleanup; Engine.IO's CLOSE ("1"), which stops the
-    writer thread and makes it send the server's close frame; the client's close frame,
-    after which the reader thread closes the socket."""
-    handler = _one(_user_handler(g, "on_disconnect"), "the disconnect handler", "none")
-    thread = g.ev(handler).thread
-    said = ("'41'",)
-    recv41 = _recv_before_text(g, said)
-    rooms = ("'room-1'",)
-    left = _one(
-        g.find(lambda e: mentions(e, rooms) and "leave" in e.func, thread, after=handler), "the room cleanup", "on_disconnect"
-    )
-    farewell = [recv41, *value_trail(g, recv41, handler, said)[1:], left]
-    closed = _one(
-        g.find(lambda e: e.ret is not None and e.ret.text == "'1'", thread, after=left), "Engine.IO's CLOSE packet", "room cleanup"
-    )
-    recv1 = happened_before(g, g.ev(closed).end, is_sink("recv", "recv_into"))
-    close_frame = (CLOSE_FRAME, CLOSE_FRAME.replace("'", '"'))
-    sent = _one(
-        g.find(lambda e: is_sink("send")(e) and any(a.text.startswith(close_frame) for a in e.args) and e.thread != thread),
-        "the server's close frame", "CLOSE",
-    )
-    closing = with_producer(g, [recv1, *value_trail(g, recv1, sent, ("'1'",))[1:]])
-    # The client's own close frame, read last: the reader thread ends and closes the socket.
-    frames = g.find(lambda e: is_sink("recv")(e) and e.ret is not None and e.ret.text.startswith(close_frame))
-    recv = _one(frames[-1:], "the socket.recv of the client's close frame", "the server's close frame")
-    shut = _one(g.find(lambda e: e.func == "socket:socket.close", g.ev(recv).thread, after=recv), "the socket's close", "socket.recv")
-    return [farewell, closing, [recv, shut]], rooms + said + ("'1'", CLOSE_FRAME[2:])
-
-
 CLOSE_FRAME = "b'\\x88"  # how a close frame's bytes begin in a trace value
-
-
-def find_broadcast(g: TraceGraph):
-    joins = _user_handler(g, "on_join")
-    handler = _one(joins[-1:], "the second join", "none")
-    rooms = ("'room-1'",)
-    stored = _one(
-        g.find(lambda e: mentions(e, rooms) and "enter_room" in e.func, g.ev(handler).thread, after=handler),
-        "the room stored by join_room", "on_join",
-    )
-    sent = ('"joined"',)
-    last_by_thread: dict[str, int] = {}
-    for i in g.find(lambda e: is_sink("send")(e) and mentions(e, sent)):
-        last_by_thread[g.ev(i).thread] = i
-    sinks = sorted(last_by_thread.values())
-    if len(sinks) < 2:
-        raise JourneyError(f"the broadcast reached {len(sinks)} client(s), expected two (last hop reached: emit)")
-    stored = g.descend(stored, lambda e: mentions(e, rooms))  # down to where the room is kept
-    return [[handler, stored], *fan_out(g, handler, sinks, sent)], rooms + sent
 
 
 def fan_out(g: TraceGraph, source: int, sinks: Sequence[int], sent: Sequence[str]) -> list[list[int]]:
@@ -787,29 +697,20 @@ def _sent(e: Event) -> bytes:
     return value_text_to_python(next(a.text for a in e.args if a.name == "data"))
 
 
-# How each journey is found in its trace (catalog.Journey.finder) and which wire bytes its
-# page decodes (catalog.Journey.wire): parts (each a list of waypoints, the first an entry)
-# and the values worth showing.
+# How the journeys whose finders live here are found in their trace (catalog.Journey.finder;
+# dispel.finders.FINDERS holds them all) and which wire bytes a page decodes
+# (catalog.Journey.wire): parts (each a list of waypoints, the first an entry) and the values
+# worth showing.
 #
-# dispel.derive finds journeys in any app's trace by what Flask-SocketIO calls; on the sample
-# app's traces its run, handshake, on-chat, emit-reply, ack-shout, disconnect and
-# broadcast-joined equal the chains of run, handshake, on, emit, ack, disconnect and broadcast
-# here, hop for hop (tests/test_derive.py). These finders stay for the catalogue's pages, whose
-# names and annotations are keyed to them. polling and upgrade stay hand-written because the
+# run, handshake, on, emit, ack, broadcast and disconnect are derived (dispel.derive, by what
+# Flask-SocketIO calls, for any app); polling and upgrade stay hand-written here because the
 # derivation cannot express them yet: they are the transport's journeys (a long-poll GET
 # answered by NOOP, the probe and the UPGRADE packet), which no handler, emit or ack marks,
 # and their waypoints are Engine.IO packets ('2probe', '5', '6') rather than the app's events.
 Finder = Callable[[TraceGraph], tuple[list[list[int]], tuple[str, ...]]]
 FINDERS: dict[str, Finder] = {
-    "run": find_run,
-    "handshake": find_handshake,
-    "on": find_on,
-    "emit": find_emit,
-    "ack": find_ack,
-    "broadcast": find_broadcast,
     "polling": find_polling,
     "upgrade": find_upgrade,
-    "disconnect": find_disconnect,
 }
 WIRES: dict[str, Callable[[TraceGraph, list[list[int]]], tuple]] = {
     "": lambda g, parts: (),
@@ -826,7 +727,10 @@ def build(trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[st
     tells a generator's yield); ``find`` replaces the journey's finder (tests try other finders
     on the same trace)."""
     g = TraceGraph(trace, lines)
-    parts, shown = (find or FINDERS[journey.finder])(g)
+    find = find or FINDERS.get(journey.finder)
+    if find is None:
+        raise DispelError(f"journey {journey.name!r}: its finder {journey.finder!r} is in dispel.finders; build it with finders.build")
+    parts, shown = find(g)
     steps, made = walk_with_producers(g, parts)
     hops = []
     for n, (i, edge) in enumerate(steps):
@@ -867,20 +771,3 @@ def _shown_value(e: Event, needles: Sequence[str]) -> str | None:
             if v.text.startswith(("b'", 'b"')):
                 return f"{v.name} = {v.text}"
     return None
-
-
-def build_all(traces: Mapping[str, TraceFile], lines: Mapping[Source, Sequence[str]] | None = None, only: Iterable[str] = ()) -> dict[str, Chain]:
-    """Every journey of the catalogue (or those in ``only``) from the traces of their scenarios."""
-    for name in only:
-        catalog.journey(name)  # unknown names fail first
-    out = {}
-    for j in catalog.JOURNEYS:
-        if only and j.name not in only:
-            continue
-        if j.scenario not in traces:
-            raise DispelError(f"journey {j.name!r} needs the trace of scenario {j.scenario!r}: run `dispel record {j.scenario}`")
-        try:
-            out[j.name] = build(traces[j.scenario], j, lines)
-        except JourneyError as exc:
-            raise JourneyError(f"journey {j.name!r}: {exc}") from None
-    return out

@@ -210,7 +210,7 @@ def find_emit(event: str, emit: int) -> Callable:
         if source is None:
             raise JourneyError(f"no app code called emit({event!r}) (last hop reached: SocketIO.emit)")
         sinks = recipients(g, source, needles)
-        _one(sinks, f"the socket send of {needles[0]}", "SocketIO.emit")
+        _one(sinks, f"the socket send of {needles[0]}", g.trace.funcs[g.ev(source).func].qualname)
         parts = []
         root = g.ancestors(source)[-1]
         info = next(t for t in g.trace.threads if t.name == g.ev(source).thread)

@@ -26,6 +26,7 @@ from . import (
     catalog,
     diff,
     fetch,
+    finders,
     gitinfo,
     normalize,
     permalinks,
@@ -34,7 +35,6 @@ from . import (
     render,
 )
 from . import audit as audit_core
-from . import chains as chains_core
 from . import check as check_core
 from .browser import chromium_version, unavailable
 from .cores import recorder_for
@@ -248,7 +248,7 @@ def traced_stdlib_files(project: Project) -> set[str]:
 
 
 def build_chains(traces: Mapping[str, TraceFile], only: Iterable[str] = ()) -> dict[str, Chain]:
-    return chains_core.build_all(traces, source_lines(traces), only)
+    return finders.build_all(traces, source_lines(traces), only)
 
 
 def chain_files(built: Mapping[str, Chain], folder: Path) -> dict[Path, str]:

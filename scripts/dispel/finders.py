@@ -1,0 +1,61 @@
+"""How each journey of the catalogue is found (catalog.Journey.finder -> a finder), and the catalogue's chains (pure).
+
+The sample app's run, handshake, on, emit, ack, broadcast and disconnect come out of the same
+derivation as any app's journeys (dispel.derive): each is the derived journey of that name in
+its scenario's trace (on is the handler of 'chat', emit the emit of 'reply', ...). The
+long-polling and upgrade journeys keep the hand-written finders of dispel.chains, which says why.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from . import catalog, chains, derive
+from .catalog import Journey
+from .chains import Finder, JourneyError, TraceGraph
+from .model import Chain, DispelError, Source, TraceFile
+
+
+def derived(name: str) -> Finder:
+    """The finder of the derived journey ``name`` (a page name of dispel.derive)."""
+
+    def find(g: TraceGraph):
+        found = {d.journey.name: d for d in derive.derive(g.trace)}
+        if name not in found:
+            raise JourneyError(f"no {name!r} journey is derived from the trace (derived: {', '.join(found)}; last hop reached: none)")
+        return found[name].find(g)
+
+    return find
+
+
+FINDERS: dict[str, Finder] = {
+    "run": derived("run"),
+    "handshake": derived("handshake"),
+    "on": derived("on-chat"),
+    "emit": derived("emit-reply"),
+    "ack": derived("ack-shout"),
+    "broadcast": derived("broadcast-joined"),
+    "disconnect": derived("disconnect"),
+    **chains.FINDERS,  # polling, upgrade
+}
+
+
+def build(trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[str]] | None = None) -> Chain:
+    """One catalogue journey's chain from a trace (see chains.build)."""
+    return chains.build(trace, journey, lines, FINDERS[journey.finder])
+
+
+def build_all(traces: Mapping[str, TraceFile], lines: Mapping[Source, Sequence[str]] | None = None, only: Iterable[str] = ()) -> dict[str, Chain]:
+    """Every journey of the catalogue (or those in ``only``) from the traces of their scenarios."""
+    for name in only:
+        catalog.journey(name)  # unknown names fail first
+    out = {}
+    for j in catalog.JOURNEYS:
+        if only and j.name not in only:
+            continue
+        if j.scenario not in traces:
+            raise DispelError(f"journey {j.name!r} needs the trace of scenario {j.scenario!r}: run `dispel record {j.scenario}`")
+        try:
+            out[j.name] = build(traces[j.scenario], j, lines)
+        except JourneyError as exc:
+            raise JourneyError(f"journey {j.name!r}: {exc}") from None
+    return out
