@@ -1,5 +1,6 @@
-"""Derived journeys on the sample app's committed traces: the same chains as the catalogue's
-hand-written finders, hop for hop (function, event, edge, line), with the same joins, values and wire."""
+"""Derived journeys on the sample app's committed traces: the committed chain files (written by the
+hand-written finders these replaced), hop for hop (function, event, edge, line), with the same joins,
+values and wire; the names derived; the generated texts."""
 from __future__ import annotations
 
 import json
