@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from . import annotations, app_notes, chains as chains_core, check as check_core, derive, fetch, prose, render, scenario_file
+from . import annotations, app_notes, chains as chains_core, check as check_core, derive, fetch, fold, prose, render, scenario_file
 from .chains import JourneyError
 from .installed import hop_sources, license_rows, source_lines
 from .model import Chain, DispelError, TraceFile
@@ -98,6 +98,31 @@ def fillable(chain: Chain, texts: Mapping[str, str]) -> tuple[dict[str, str], li
                 dropped.append(f"{key} on {chain.journey}: {exc}")
                 del mine[key]
     return mine, dropped
+
+
+def checked_page(chain: Chain, texts: dict[str, str], render_page, lines: Mapping) -> tuple[str, list[str]]:
+    """The page of ``chain`` with only texts whose sentences hold on it (dispel.prose): a general
+    text written for the sample's journeys that names what this journey does not have is left
+    out for it, with why. ``render_page(texts)`` renders the page."""
+    texts = dict(texts)
+    left_out: list[str] = []
+    returns = {e.hop: e.returns for e in fold.entries(chain)}
+    for _ in range(len(chain.hops) + 1):
+        page = render_page(texts)
+        problems = prose.check_page(f"docs/chains/{chain.journey}.md", page, chain, lines)
+        if not problems:
+            return page, left_out
+        for p in problems:
+            for n in (p.hop, *returns.get(p.hop, ())) if p.hop else ():
+                hop = chain.hops[n - 1]
+                found = annotations.select(texts, hop.func.key, chain.journey, hop.line)
+                if found:
+                    left_out.append(f"{found[0]} on {chain.journey}: {p.why}")
+                    del texts[found[0]]
+                    break
+            else:
+                raise DispelError(f"the page of {chain.journey} says what its chain does not: {p.line}")
+    raise DispelError(f"the page of {chain.journey} could not be made true to its chain")
 
 
 def unannotated(chains: Iterable[Chain], texts: Mapping[str, Mapping[str, str]]) -> list[str]:
@@ -233,9 +258,10 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     texts = app_notes.library_texts(annotations.texts(load_annotations(project)))
     texts.update(app_notes.app_texts(trace, built, lines))
     texts.update(app_notes.summaries(derived, built))
+    sources = hop_sources(built.values(), root)
     excerpts = {
         src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotations.source_lines(data)]
-        for src, data in hop_sources(built.values(), root).items()
+        for src, data in sources.items()
     }
     per_journey, dropped = {}, []
     for name, chain in built.items():
@@ -244,8 +270,10 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     missing = unannotated(built.values(), per_journey) + [f"left out: {d}" for d in dropped]
     header = render.generated_header(COMMAND)
     files: dict[Path, str] = {}
+    prose_lines = {src: data.decode("utf-8", errors="replace").split("\n") for src, data in sources.items()}
     for name, chain in built.items():
-        page = render.render_journey(chain, hop_linker(lock), excerpts, per_journey[name], built)
+        page, left_out = checked_page(chain, per_journey[name], lambda t, c=chain: render.render_journey(c, hop_linker(lock), excerpts, t, built), prose_lines)
+        missing += [f"left out: {d}" for d in left_out]
         files[rp.docs / "chains" / f"{name}.md"] = header + page.split("\n", 1)[1]
     app_files = sorted({(f.source.path, (root / f.source.path).read_text(encoding="utf-8")) for f in trace.funcs.values()
                         if f.source.dist == derive.APP_DIST and root is not None})
