@@ -128,6 +128,8 @@ class TraceFile:
     threads: tuple[ThreadInfo, ...]
     events: tuple[Event, ...]
     wakeups: tuple[WakeUp, ...]
+    # the process's role in a scenario of several processes ("server-a", "emitter"); "" for one
+    process: str = ""
 
 
 # Edges a chain can take from one hop to the next.

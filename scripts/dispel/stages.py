@@ -8,6 +8,7 @@ what happened, and the CLI says it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import shutil
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from . import annotations, audit as audit_core, catalog, chains as chains_core, check as check_core, diff, fetch, gitinfo, permalinks, pins, prose, render
+from . import annotations, audit as audit_core, catalog, processes, chains as chains_core, check as check_core, diff, fetch, gitinfo, permalinks, pins, prose, render
 from .browser import chromium_version, unavailable
 from .drivers import client_starter
 from .forges import SHA_RE, check_repo, forge, parse_source_url, raw_url
@@ -68,10 +69,8 @@ def record_scenario(
     return trace_from_recording(recorder, name, port, code_roots(), versions, app_settings(module), deny)
 
 
-def trace_from_recording(
-    recorder: Tracer, name: str, port: int, roots: list, versions: dict[str, str], settings: dict | None = None, deny: tuple[str, ...] = ()
-) -> TraceFile:
-    """A recorder's rows -> normalized TraceFile: code resolved to functions, values made stable."""
+def recorded_calls(recorder: Tracer, roots: list) -> tuple[list[RawCall], dict]:
+    """A recorder's rows -> RawCalls (code resolved to functions) and the functions by key."""
     if recorder.errors:
         raise DispelError(f"the recorder disabled itself: {recorder.errors[0]}")
     raw = recorder.rows()
@@ -96,15 +95,41 @@ def trace_from_recording(
         args = tuple((name, id(value), value) for name, value in args)
         calls.append(RawCall(row, func.key, serial, parent, line, args, ret))
     calls = [RawCall(c.row, c.func, c.serial, c.parent, c.line, c.args, observed.get(c.row, c.ret)) for c in calls]
-    secrets: dict[str, str] = {}
+    return calls, {f.key: f for f in funcs_by_code.values()}
+
+
+def random_ids(calls: list[RawCall], suffix: str = "") -> dict[str, str]:
+    """Random ids the program made -> placeholders, in the order they were made: session ids
+    (<sid-N>) and redis-py's connection pool ids (<redis-pool-N>). ``suffix`` (``@server-b``)
+    names the process, where the ids of several show in one trace."""
+    ids: dict[str, str] = {}
+    pools = 0
     for c in calls:
         if c.func.endswith(":BaseServer.generate_id") and c.ret and isinstance(c.ret[2], str):
-            secrets.setdefault(c.ret[2], f"<sid-{len(secrets) + 1}>")
+            ids.setdefault(c.ret[2], f"<sid-{len(ids) - pools + 1}{suffix}>")
+        elif c.func.endswith(":get_pool_name") and c.ret and isinstance(c.ret[2], str) and "_" in c.ret[2]:
+            # redis-py names each connection pool "host:port_" + a random hex id
+            pool = c.ret[2].rpartition("_")[2]
+            if pool not in ids:
+                pools += 1
+                ids[pool] = f"<redis-pool-{pools}{suffix}>"
+    return ids
+
+
+def trace_from_recording(
+    recorder: Tracer, name: str, port: int | None, roots: list, versions: dict[str, str], settings: dict | None = None, deny: tuple[str, ...] = (),
+    process: str = "", ports: dict[int, str] | None = None, ids: dict[str, str] | None = None,
+    recorded: tuple[list[RawCall], dict] | None = None, patterns: tuple[tuple[str, str], ...] = (),
+) -> TraceFile:
+    """A recorder's rows -> normalized TraceFile: code resolved to functions, values made stable.
+    ``ids``: the random ids to replace (default: this recording's, by random_ids)."""
+    calls, funcs = recorded or recorded_calls(recorder, roots)
+    secrets = dict(random_ids(calls) if ids is None else ids)
     values = [v for c in calls for v in [*(a[2] for a in c.args), c.ret[2] if c.ret else None]]
     for text, label in learn_secrets(values, settings or {}).items():
         secrets.setdefault(text, label)
-    funcs = {f.key: f for f in funcs_by_code.values()}
-    return normalize(
+    raw = recorder.rows()
+    trace = normalize(
         name,
         PYTHON_VERSION,
         versions,
@@ -112,8 +137,9 @@ def trace_from_recording(
         calls,
         funcs,
         {s: start for s, (start, _) in raw.threads.items()},
-        Normalizer(port, secrets, machine_paths(), deny),
+        Normalizer(port, secrets, machine_paths(), deny, ports, patterns),
     )
+    return dataclasses.replace(trace, process=process) if process else trace
 
 
 def record_in_new_interpreters(
@@ -164,9 +190,10 @@ def record(
 ) -> Recording:
     """Record scenarios into ``out``/<scenario>.json. One scenario runs here; several run each
     in a fresh interpreter, which says what it recorded or why it failed."""
-    names = list(names) or list(catalog.DEFAULT_SCENARIOS)
+    names = list(names) or [*catalog.DEFAULT_SCENARIOS, *catalog.DEFAULT_PROCESS_SCENARIOS]
     for name in names:
-        catalog.scenario(name)
+        if name not in catalog.PROCESS_SCENARIOS:
+            catalog.scenario(name)
     redact = tuple(redact)
     for pattern in redact:
         try:
@@ -182,6 +209,11 @@ def record(
 
     done = []
     for name in names:
+        if name in catalog.PROCESS_SCENARIOS:
+            for stem, path in processes.run(catalog.PROCESS_SCENARIOS[name], out, timeout).items():
+                trace = trace_from_json(read_text(path, "trace file"), stem)
+                done.append(Recorded(stem, path, len(trace.events), len(trace.threads), recorder_for(lambda code: False).rows().core))
+            continue
         recorder = recorder_for(scenarios.wanted_code())
         trace = record_scenario(name, timeout, app, port, redact, recorder)
         path = out / f"{name}.json"
@@ -552,6 +584,12 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
         names, why = rerecordable()
         result.notes += [why] if why else []
         result.failures += check_rerecord(project, names=names)
+        missing = processes.redis_missing()
+        if missing:
+            result.notes.append(f"the scenarios of several processes are not re-recorded: {missing}")
+        else:
+            for name in catalog.DEFAULT_PROCESS_SCENARIOS:
+                result.failures += check_rerecord_processes(project, catalog.PROCESS_SCENARIOS[name])
         result.timings["re-record"] = time.perf_counter() - clock
     if lock is None:
         result.notes.append(f"no lock at {project.lock}: permalinks cannot be checked")
@@ -701,6 +739,30 @@ def check_rerecord(project: Project, timeout: float = 60.0, names: Iterable[str]
         if fresh != old:
             problems += [
                 f"re-record: traces/{name}.json differs from a fresh recording: {d} (the new one is {keep / (name + '.json')})"
+                for d in check_core.trace_drift(old, fresh)
+            ]
+    if not problems:
+        shutil.rmtree(keep, ignore_errors=True)
+    return problems
+
+
+def check_rerecord_processes(project: Project, sc: catalog.ProcessScenario, timeout: float = 120.0) -> list[str]:
+    """Record a scenario of several processes again and compare each process's trace with
+    traces/<scenario>.<role>.json; a differing recording is kept."""
+    keep = Path(tempfile.mkdtemp(prefix="dispel-rerecord-"))
+    try:
+        processes.run(sc, keep, timeout)
+    except DispelError as exc:
+        shutil.rmtree(keep, ignore_errors=True)
+        return [f"re-record: recording {sc.name!r} failed: {exc}"]
+    problems = []
+    for stem in sc.trace_names():
+        fresh = read_text(keep / f"{stem}.json", "trace file")
+        committed = project.traces / f"{stem}.json"
+        old = read_text(committed, "trace file") if committed.is_file() else ""
+        if fresh != old:
+            problems += [
+                f"re-record: traces/{stem}.json differs from a fresh recording: {d} (the new one is {keep / (stem + '.json')})"
                 for d in check_core.trace_drift(old, fresh)
             ]
     if not problems:

@@ -398,6 +398,7 @@ def trace_to_json(trace: TraceFile) -> str:
     head = {
         "schema": TRACE_SCHEMA,
         "scenario": trace.scenario,
+        **({"process": trace.process} if trace.process else {}),
         "python": trace.python,
         "versions": dict(trace.versions),
         "steps": list(trace.steps),
@@ -489,6 +490,7 @@ def trace_from_json(text: str, origin: str = "trace file") -> TraceFile:
             threads=threads,
             events=tuple(_with_ends(events)),
             wakeups=wakeups,
+            process=data.get("process", ""),
         )
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise DispelError(f"{origin} is malformed ({type(exc).__name__}: {exc}); re-record it with `dispel record`") from None
