@@ -261,6 +261,14 @@ JOURNEYS: tuple[Journey, ...] = (
         ("Python client (this page)", (("Chromium, official client (upgrade)", "upgrade"),)),
     ),
     Journey(
+        "emit-external", "An emit from a process with no server: PUBLISH, Redis, another server's listener, the frame",
+        "queue", "emit-external", "queue",
+    ),
+    Journey(
+        "broadcast-across-servers", "emit(to=room) on one of two servers: its own client's frame, and the other server's through Redis",
+        "queue", "across-servers", "queue",
+    ),
+    Journey(
         "disconnect", "The client leaves: DISCONNECT, the handler and the rooms, CLOSE, the close frame",
         "chat", "disconnect", "disconnect",
     ),
