@@ -34,6 +34,8 @@ DISTS: tuple[Dist, ...] = (
 DIST_NAMES = tuple(d.name for d in DISTS)
 # Traced only in the scenarios of several processes joined by a message queue.
 QUEUE_DISTS: tuple[Dist, ...] = (Dist("redis", "redis"),)
+# Every distribution the lock pins.
+PINNED_DIST_NAMES = DIST_NAMES + tuple(d.name for d in QUEUE_DISTS)
 
 # Standard-library code the recorder traces (files, or folders ending in "/"), relative to Lib/.
 STDLIB_TRACED = (

@@ -345,7 +345,7 @@ def pin(
         if not sep or not dist:
             raise DispelError(f"--repo {spec!r} is not DIST=OWNER/REPO")
         overrides[normalize_dist(dist)] = check_repo(repo.strip(), f"--repo {spec}")
-    names = sorted({normalize_dist(n) for n in (list(dists) or catalog.DIST_NAMES)})
+    names = sorted({normalize_dist(n) for n in (list(dists) or catalog.PINNED_DIST_NAMES)})
     site = site or None
     found = distributions(names, site)
     missing = [n for n in names if n not in found]
