@@ -19,6 +19,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Callable
 
 from .catalog import ProcessScenario
 from .drivers import ClientProcess
@@ -195,10 +196,11 @@ class _Deadline:
 
 
 def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str, float] | None = None,
-        traced: bool = True) -> dict[str, Path]:
+        traced: bool = True, after_step: Callable[[str, RedisServer], None] | None = None) -> dict[str, Path]:
     """Run scenario ``sc``; write traces/<scenario>.<role>.json into ``out`` (all or none) and
     return them by trace name. ``traced`` False runs the same processes without recording
-    (for the benchmark) and writes nothing. Raises DispelError naming the step and the process."""
+    (for the benchmark) and writes nothing; ``after_step(step, redis)`` runs after each step
+    (tests stop Redis there). Raises DispelError naming the step and the process."""
     deadline = _Deadline(timeout)
     redis_port, *server_ports = _free_ports(1 + len(sc.processes))
     queue = f"redis://127.0.0.1:{redis_port}/0"
@@ -225,7 +227,7 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
             who, _, rest = spec.partition(":")
             step, _, count = rest.partition("*")
             if not redis.alive():
-                raise DispelError(f"scenario {sc.name!r}: step {spec!r}: the Redis server died (exit {redis.proc.returncode})")
+                raise DispelError(f"scenario {sc.name!r}: step {spec!r}: process redis-server died (exit {redis.proc.returncode})")
             for child in children.values():
                 child.ask(spec, f"begin {spec}", deadline.left())
             if who in server_of:
@@ -250,6 +252,8 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
                 children[who].ask(spec, f"run {spec}", deadline.left())
             else:
                 raise DispelError(f"scenario {sc.name!r}: step {spec!r}: no client or process {who!r}")
+            if not redis.alive():
+                raise DispelError(f"scenario {sc.name!r}: step {spec!r}: process redis-server died (exit {redis.proc.returncode})")
             # handlers first, everywhere (what they publish is then in every listener's socket),
             # then each listener, until it waits on its socket with nothing left to read
             for role, child in children.items():
@@ -257,9 +261,11 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
             for child in children.values():
                 child.ask(spec, f"end {spec} {deadline.left():.3f}", deadline.left())
             if not redis.alive():
-                raise DispelError(f"scenario {sc.name!r}: step {spec!r}: the Redis server died (exit {redis.proc.returncode})")
+                raise DispelError(f"scenario {sc.name!r}: step {spec!r}: process redis-server died (exit {redis.proc.returncode})")
             if timings is not None:
                 timings[spec] = time.perf_counter() - t0
+            if after_step is not None:
+                after_step(spec, redis)
         for client in clients.values():
             client.close()
         clients.clear()
