@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel import catalog, chains, joins, processes, wire
+from dispel import catalog, chains, joins, processes, render, wire
 from dispel.model import EDGE_QUEUE, DispelError
 from dispel.tracefile import trace_from_json
 
@@ -166,3 +166,17 @@ def test_recording_twice_gives_the_committed_bytes(tmp_path):
     processes.run(SC, tmp_path, 120)
     for name in SC.trace_names():
         assert (tmp_path / f"{name}.json").read_text() == (ROOT / "traces" / f"{name}.json").read_text(), name
+
+
+def test_relays_say_what_each_server_did_with_each_message():
+    relays = joins.relays(joins.merge(committed()))
+    did = {(r.publisher, r.event, r.reader): (r.handled, r.sent) for r in relays}
+    # its own message comes back and is skipped; the other server's room event is handled
+    # locally and finds no client of the room on server-a when client 1 has not joined yet
+    assert did[("server-a", "joined", "server-a")] == (False, 0)
+    assert did[("server-b", "joined", "server-a")] == (True, 0)
+    assert did[("server-a", "joined", "server-b")] == (True, 1)
+    assert did[("emitter", "news", "server-a")] == did[("emitter", "news", "server-b")] == (True, 1)
+    assert "emitter" not in {r.reader for r in relays}
+    page = render.render_relays(relays)
+    assert "`emitter` published and read nothing" in page and "no client of the room on this server" in page

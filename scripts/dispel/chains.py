@@ -4,12 +4,14 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterable, Mapping, Sequence
 
-from . import catalog, joins, wire
+from . import catalog, wire
+from . import joins as across  # across processes
 from .catalog import Journey
 from .model import (
     EDGE_CALL,
     EDGE_DATA,
     EDGE_ENTRY,
+    EDGE_QUEUE,
     EDGE_RETURN,
     EDGE_THREAD_START,
     EDGE_WAKE,
@@ -790,7 +792,7 @@ def _sent(e: Event) -> bytes:
 
 
 def _in(process: str) -> Callable[[Event], bool]:
-    return lambda e: joins.process_of(e.thread) == process
+    return lambda e: across.process_of(e.thread) == process
 
 
 def _publishes(g: TraceGraph, process: str, needles: Sequence[str]) -> list[int]:
@@ -801,7 +803,7 @@ def _publishes(g: TraceGraph, process: str, needles: Sequence[str]) -> list[int]
 def _queue_leg(g: TraceGraph, publish: int, process: str, needles: Sequence[str], what: str) -> list[int]:
     """From a PUBLISH (found by data in the subscriber, joins.delivery) to the frame
     ``process`` wrote for it: the read, the listener's _handle_emit, the socket.send."""
-    read = joins.delivery(g.trace, publish, process)
+    read = across.delivery(g.trace, publish, process)
     reader = g.ev(read).thread
     handled = _one(
         g.find(lambda e: e.func.endswith(":PubSubManager._handle_emit"), reader, after=read)[:1],
@@ -854,7 +856,7 @@ def _wire_queue(g: TraceGraph, parts: list[list[int]]) -> tuple:
     publish = next(i for i in last if is_sink("sendall")(g.ev(i)) and mentions(g.ev(i), ("PUBLISH",)))
     read = next(i for i in last if is_sink("recv", "recv_into")(g.ev(i)) and g.ev(i).thread != g.ev(publish).thread)
     written = _sent(g.ev(publish))
-    channel, message = joins.published_at(g.trace, publish)
+    channel, message = across.published_at(g.trace, publish)
     return (
         wire.decode_publish(written)
         + wire.decode_delivery(value_text_to_python(g.ev(read).ret.text), message)
@@ -922,7 +924,8 @@ def build(
     for n, (i, _) in enumerate(steps, 1):
         number.setdefault(i, n)
     joins = tuple(sorted({Join(number[p], number[u], kind) for p, u, kind in made if p in number and u in number}, key=lambda j: (j.user, j.producer)))
-    return Chain(journey.name, journey.title, trace.scenario, tuple(hops), WIRES[journey.wire](g, parts), joins)
+    relayed = across.relays(trace) if any(kind == EDGE_QUEUE for _, _, kind in links) else ()
+    return Chain(journey.name, journey.title, trace.scenario, tuple(hops), WIRES[journey.wire](g, parts), joins, relayed)
 
 
 def _shown_value(e: Event, needles: Sequence[str]) -> str | None:
@@ -964,5 +967,5 @@ def scenario_trace(traces: Mapping[str, TraceFile], name: str) -> tuple[TraceFil
     sc = catalog.PROCESS_SCENARIOS.get(name)
     if sc is None or not all(n in traces for n in sc.trace_names()):
         return None, []
-    merged = joins.merge({n: traces[n] for n in sc.trace_names()})
-    return merged, joins.cross_edges(merged)
+    merged = across.merge({n: traces[n] for n in sc.trace_names()})
+    return merged, across.cross_edges(merged)

@@ -11,7 +11,9 @@ import dataclasses
 from typing import Mapping
 
 from . import wire
-from .model import EDGE_QUEUE, DispelError, Event, ThreadInfo, TraceFile, Value, WakeUp
+import json
+
+from .model import EDGE_QUEUE, DispelError, Event, Relay, ThreadInfo, TraceFile, Value, WakeUp
 from .values import value_text_to_python
 
 SEP = "/"  # a merged trace's thread names are "<process role>/<thread>"
@@ -159,3 +161,31 @@ def delivery(merged: TraceFile, publish: int, reader_process: str) -> int:
         f"{process_of(merged.events[publish].thread) or 'a process'} published on {channel.decode('utf-8', 'replace')!r} "
         f"(event {publish}: {shown}): the traces do not join; re-record the scenario"
     )
+
+
+def relays(merged: TraceFile) -> tuple[Relay, ...]:
+    """For every message read from the queue, in the order of the reads: who published it,
+    which process read it, whether its listener handled it (or skipped it as its own), and
+    how many packets that process then handed to its clients (calls of Server._send_eio_packet
+    under its _handle_emit)."""
+    out = []
+    events = merged.events
+    for q in sorted(queue_edges(merged), key=lambda q: q.read):
+        read = events[q.read]
+        later = [i for i in range(q.read + 1, len(events)) if events[i].thread == read.thread]
+        nxt = next((i for i in later if _read(events[i]) is not None), None)
+        handled = next(
+            (i for i in later if (nxt is None or i < nxt) and events[i].func.endswith(":PubSubManager._handle_emit")), None
+        )
+        sent = 0
+        if handled is not None:
+            sent = sum(1 for e in events[handled:events[handled].end + 1] if e.func.endswith(":Server._send_eio_packet"))
+        try:
+            message = json.loads(q.message)
+        except ValueError:
+            message = {}
+        out.append(Relay(
+            process_of(events[q.publish].thread), str(message.get("event", "")), json.dumps(message.get("room")),
+            process_of(read.thread), handled is not None, sent,
+        ))
+    return tuple(out)

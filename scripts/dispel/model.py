@@ -194,6 +194,19 @@ class WireLayer:
 
 
 @dataclass(frozen=True)
+class Relay:
+    """What one process did with one message it read from the message queue (facts of the
+    merged traces of a scenario of several processes; see joins.relays)."""
+
+    publisher: str  # the process role that published it
+    event: str  # the event it carries
+    room: str  # its room as JSON ("null": every client of the namespace)
+    reader: str  # the process role whose listener read it
+    handled: bool  # its listener passed it to _handle_emit (False: its own host id, skipped)
+    sent: int  # packets handed to this process's clients for it
+
+
+@dataclass(frozen=True)
 class Chain:
     journey: str
     title: str
@@ -201,6 +214,7 @@ class Chain:
     hops: tuple[Hop, ...]
     wire: tuple[WireLayer, ...] = ()
     joins: tuple[Join, ...] = ()  # producers joined to the hops that used their values
+    relays: tuple[Relay, ...] = ()  # a scenario of several processes: every message through the queue
 
 
 @dataclass(frozen=True)
