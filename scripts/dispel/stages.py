@@ -733,17 +733,23 @@ def check_rerecord(project: Project, timeout: float = 60.0, names: Iterable[str]
             tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             problems.append(f"re-record: recording {name!r} failed: {tail}")
             continue
-        fresh = read_text(keep / f"{name}.json", "trace file")
-        committed = project.traces / f"{name}.json"
-        old = read_text(committed, "trace file") if committed.is_file() else ""
-        if fresh != old:
-            problems += [
-                f"re-record: traces/{name}.json differs from a fresh recording: {d} (the new one is {keep / (name + '.json')})"
-                for d in check_core.trace_drift(old, fresh)
-            ]
+        problems += _rerecord_drift(project, keep, name)
     if not problems:
         shutil.rmtree(keep, ignore_errors=True)
     return problems
+
+
+def _rerecord_drift(project: Project, keep: Path, name: str) -> list[str]:
+    """How <keep>/<name>.json, a fresh recording, differs from traces/<name>.json."""
+    fresh = read_text(keep / f"{name}.json", "trace file")
+    committed = project.traces / f"{name}.json"
+    old = read_text(committed, "trace file") if committed.is_file() else ""
+    if fresh == old:
+        return []
+    return [
+        f"re-record: traces/{name}.json differs from a fresh recording: {d} (the new one is {keep / (name + '.json')})"
+        for d in check_core.trace_drift(old, fresh)
+    ]
 
 
 def check_rerecord_processes(project: Project, sc: catalog.ProcessScenario, timeout: float = 120.0) -> list[str]:
@@ -757,14 +763,7 @@ def check_rerecord_processes(project: Project, sc: catalog.ProcessScenario, time
         return [f"re-record: recording {sc.name!r} failed: {exc}"]
     problems = []
     for stem in sc.trace_names():
-        fresh = read_text(keep / f"{stem}.json", "trace file")
-        committed = project.traces / f"{stem}.json"
-        old = read_text(committed, "trace file") if committed.is_file() else ""
-        if fresh != old:
-            problems += [
-                f"re-record: traces/{stem}.json differs from a fresh recording: {d} (the new one is {keep / (stem + '.json')})"
-                for d in check_core.trace_drift(old, fresh)
-            ]
+        problems += _rerecord_drift(project, keep, stem)
     if not problems:
         shutil.rmtree(keep, ignore_errors=True)
     return problems
