@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 from dispel import browser, stages
-from dispel.installed import PYTHON_VERSION
 from dispel.cores import recorder_for
+from dispel.installed import PYTHON_VERSION
 from dispel.tracefile import Root
 from programs import threads as prog
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from dispel import stages
-from dispel.project import Project
 from dispel.cores import available_cores
+from dispel.project import Project
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -51,6 +51,11 @@ POLLING = Chain("polling", "t", "browser", (Hop(SER, 698, "request-4", EDGE_ENTR
         ("deflate {{deflate?was|was not}} negotiated", CHAIN, None, "deflate was negotiated"),
         ("deflate {{deflate?was|was not}} negotiated", PLAIN, 2, "deflate was not negotiated"),
         ("{{ thread }} and {{thread}}", PLAIN, 0, "`ws-reader-1` and `ws-reader-1`"),
+        # a frame named by the function of its socket call: also in a summary
+        ("`{{frame:byte0@_socket:socket.send}}`, {{frame:length@_socket:socket.send}} bytes", CHAIN, None, "`0xc1`, 8 bytes"),
+        ("{{frame:byte1@_socket:socket.recv#1}} of {{frame:size@_socket:socket.recv}}", PLAIN, None, "0x86 of 6"),
+        ("{{frame:size}}", PLAIN, 2, "8"),
+        ("{{thread:_socket:socket.send}} after {{thread:_socket:socket.recv#1}}", CHAIN, None, "`request-5` after `ws-reader-1`"),
     ],
 )
 def test_fill(text, chain, index, filled):
@@ -61,6 +66,17 @@ def test_a_deflate_hop_proves_negotiation_even_without_rsv1():
     chain = Chain("x", "t", "s", PLAIN.hops + (Hop(PMD, 230, "ws-reader-1", EDGE_CALL, 4),))
     assert ph.deflate_negotiated(chain) is True
     assert ph.deflate_negotiated(POLLING) is None
+
+
+def test_the_101_response_tells_whether_deflate_was_accepted():
+    def sent(response: bytes) -> Chain:
+        return Chain("handshake", "t", "s", (Hop(SEND, 0, "request-1", EDGE_ENTRY, 1, value=f"data = b{response.decode('latin-1')!r}"),))
+
+    plain = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    deflate = plain[:-2] + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+    assert ph.deflate_negotiated(sent(plain)) is False
+    assert ph.deflate_negotiated(sent(deflate)) is True
+    assert ph.fill("{{deflate?did|did not}}", sent(plain), 0, "m:f") == "did not"
 
 
 def test_the_page_wire_counts_as_a_frame():
@@ -82,7 +98,13 @@ def test_the_page_wire_counts_as_a_frame():
         ("{{lineno}}", CHAIN, 2, r"a C function has no source line"),
         ("{{nextthread}}", CHAIN, 2, r"this is the last hop"),
         ("{{line}}", CHAIN, 0, r"the hop has no executed line text"),
-        ("{{thread:x}}", CHAIN, 1, r"is malformed"),
+        ("{{thread:x}}", CHAIN, 1, r"cannot be filled: the page has 0 hop\(s\) of x"),
+        ("{{thread:_socket:socket.send#x}}", CHAIN, None, r"cannot be filled: the page has 1 hop\(s\) of _socket:socket.send"),
+        ("{{frame:byte0@_socket:socket.send#2}}", CHAIN, None, r"\(summary\): \{\{frame:byte0@_socket:socket.send#2\}\} cannot be filled: the page has 1 hop\(s\) of _socket:socket.send"),
+        ("{{frame:byte0@m:nothere}}", CHAIN, None, r"the page has 0 hop\(s\) of m:nothere"),
+        ("{{frame:byte9@_socket:socket.send}}", CHAIN, None, r"names no frame field"),
+        ("{{frame:byte0@_socket:socket.send}}", POLLING, None, r"the page has 0 hop"),
+        ("{{frame:byte0@wsproto.frame_protocol:FrameProtocol._serialize_frame}}", POLLING, None, r"hop 1 carries no WebSocket frame"),
         ("{{hop}}", CHAIN, 1, r"is malformed"),
         ("{{deflate}}", CHAIN, 1, r"is malformed"),
         ("{{ thread", CHAIN, 1, None),  # not a placeholder at all: left as written

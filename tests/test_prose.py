@@ -101,6 +101,26 @@ def test_sentences(text, parts):
     assert prose.sentences(text) == parts
 
 
+def test_an_annotation_that_types_the_executed_line_fails(site):
+    """Rule typed-line: a general or keyed text that types the number of a line its hop executed."""
+    _, chains, _ = site
+    texts = {key: a.text for key, a in stages.load_annotations(Project(ROOT)).items()}
+    assert prose.typed_lines(texts, chains) == []
+    key = "engineio.socket:Socket.send"  # executes line 77 wherever it runs
+    found = prose.typed_lines(dict(texts, **{key: texts[key] + " Line 77 queues it."}), chains)
+    assert found == [
+        f"prose: annotation {key}: types 'Line 77', the executed line of ack hop 77: "
+        "write line {{lineno}}, quote {{line}} or say the highlighted line [typed-line]"
+    ]
+    keyed = "threading:Thread.run@upgrade"
+    assert prose.typed_lines(dict(texts, **{keyed: "At line 982 it runs the target."}), chains) == [
+        f"prose: annotation {keyed}: types 'line 982', the executed line of upgrade hop 90: "
+        "write line {{lineno}}, quote {{line}} or say the highlighted line [typed-line]"
+    ]
+    # the placeholder, and a line the hop did not execute, pass
+    assert prose.typed_lines(dict(texts, **{key: texts[key] + " Line {{lineno}} queues it; line 76 logs."}), chains) == []
+
+
 def test_the_prose_check_runs_in_dispel_check(tmp_path: Path):
     """A copy of the project whose upgrade page says a false thread: `dispel check` names page, hop and sentence."""
     import shutil
@@ -112,8 +132,12 @@ def test_the_prose_check_runs_in_dispel_check(tmp_path: Path):
     shutil.copytree(ROOT / "traces", copy / "traces")
     page = copy / "docs" / "chains" / "upgrade.md"
     page.write_text(seeded(page.read_text(encoding="utf-8"), 36, "Runs on Engine.IO's writer thread."), encoding="utf-8")
+    notes = copy / "docs" / "annotations" / "socketio_stack.yml"
+    text = notes.read_text(encoding="utf-8")
+    notes.write_text(text.replace("with {{line}}, and logs it.", "with line 77, and logs it."), encoding="utf-8")
     failures = stages.check(Project(copy)).failures
     assert any(f.startswith("prose: docs/chains/upgrade.md: hop 36: says it runs on a writer thread") for f in failures), failures
+    assert any(f.startswith("prose: annotation engineio.socket:Socket.send: types 'line 77'") for f in failures), failures
 
 
 @pytest.mark.parametrize(

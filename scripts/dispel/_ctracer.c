@@ -16,6 +16,15 @@
 #include <stdint.h>
 #include <string.h>
 
+#if PY_VERSION_HEX < 0x030C0000
+/* 3.11 has no public way to read one variable of a frame: its arguments are read from the
+ * frame's fast locals (the first slots of localsplus), which needs the internal frame layout. */
+#define Py_BUILD_CORE 1
+#include <internal/pycore_code.h>
+#include <internal/pycore_frame.h>
+#undef Py_BUILD_CORE
+#endif
+
 typedef struct {
     int64_t *data;
     Py_ssize_t len, cap;
@@ -278,22 +287,27 @@ decision(Core *c, PyObject *code)
     return names;
 }
 
-/* The frame's variable ``name`` as a new reference; NULL when unbound (no error) or on
- * error (set). Python 3.12+ reads it from the frame (PyFrame_GetVar); 3.11 from its
- * locals dict, which the profile function has built for ``loc``. */
+/* Argument ``i`` (named ``name``) of the frame as a new reference; NULL when unbound (no
+ * error) or on error (set). Python 3.12+ reads it with PyFrame_GetVar; 3.11 from the frame's
+ * fast locals, where the arguments are the first slots (record._arg_names), a captured one
+ * possibly already in its cell. */
 static PyObject *
-frame_var(PyFrameObject *frame, PyObject *loc, PyObject *name)
+frame_arg(PyFrameObject *frame, Py_ssize_t i, PyObject *name)
 {
 #if PY_VERSION_HEX >= 0x030C0000
-    (void)loc;
+    (void)i;
     PyObject *v = PyFrame_GetVar(frame, name);
     if (v == NULL && PyErr_ExceptionMatches(PyExc_NameError)) {
         PyErr_Clear();
     }
     return v;
 #else
-    (void)frame;
-    PyObject *v = PyDict_GetItemWithError(loc, name);
+    (void)name;
+    _PyInterpreterFrame *f = frame->f_frame;
+    PyObject *v = f->localsplus[i];
+    if (v != NULL && (_PyLocals_GetKind(f->f_code->co_localspluskinds, (int)i) & CO_FAST_CELL) && PyCell_Check(v)) {
+        v = PyCell_GET(v);
+    }
     Py_XINCREF(v);
     return v;
 #endif
@@ -311,17 +325,13 @@ record_call(Thread *t, PyFrameObject *frame, PyObject *code, PyObject *names)
         ints[2] = PyFrame_GetLasti((PyFrameObject *)t->frames[t->depth - 1]);
     }
     int special = code == c->start_code || code == c->notify_code;
-    /* The locals mapping: on 3.11 the values are read from it; on 3.12+ it is built only
-     * for the rare calls whose callback wants it (the frame's variables are read directly). */
+    /* The locals mapping is built only for the rare calls whose callback wants it; the
+     * arguments are read from the frame directly. */
     PyObject *loc = NULL;
-    if (PY_VERSION_HEX < 0x030C0000 || special) {
+    if (special) {
         loc = PyFrame_GetLocals(frame);
         if (loc == NULL) {
             return -1;
-        }
-        if (PY_VERSION_HEX < 0x030C0000 && !PyDict_Check(loc)) {
-            PyErr_SetString(PyExc_TypeError, "a frame's locals are no dict");
-            goto error;
         }
     }
     if (PyList_Append(c->codes, code) < 0 || buf_push(&c->ints, ints, 3) < 0) {
@@ -329,7 +339,7 @@ record_call(Thread *t, PyFrameObject *frame, PyObject *code, PyObject *names)
     }
     Py_ssize_t n = PyTuple_GET_SIZE(names);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = frame_var(frame, loc, PyTuple_GET_ITEM(names, i));
+        PyObject *v = frame_arg(frame, i, PyTuple_GET_ITEM(names, i));
         if (v == NULL && PyErr_Occurred()) {
             goto error;
         }

@@ -6,7 +6,6 @@ Figures are printed, never asserted: on a noisy machine only ratios from one run
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os

@@ -103,6 +103,15 @@ class Event:
     return_line: int = 0  # the line it returned (or raised) from; 0 if it never did
 
 
+def with_ends(events: list[Event]) -> list[Event]:
+    """Events with ``end`` set: the index of each one's last descendant (itself when a leaf)."""
+    end = [e.index for e in events]
+    for e in reversed(events):
+        if e.parent >= 0:
+            end[e.parent] = max(end[e.parent], end[e.index])
+    return [Event(**{**e.__dict__, "end": end[e.index]}) for e in events]
+
+
 @dataclass(frozen=True)
 class WakeUp:
     """A happens-before edge: ``notify`` (a Condition.notify call) ended ``wait`` on another thread."""

@@ -4,6 +4,8 @@ An annotation never types a fact the generator knows; it writes a placeholder, a
 page shows the recorded fact. The placeholders (documented in docs/annotations/README.md):
 
 ``{{thread}}``            the hop's thread, as code: `request-5`
+``{{thread:KEY}}``        the thread of the first hop of function KEY on the page (``KEY#N``: its N-th hop);
+                          also in a journey summary
 ``{{line}}``              the executed (highlighted) line's source text, as code
 ``{{lineno}}``            the executed line's number
 ``{{nextthread}}``        the next hop's thread, as code (the thread a wake-up or a thread start leads to)
@@ -12,9 +14,12 @@ page shows the recorded fact. The placeholders (documented in docs/annotations/R
 ``{{frame:FIELD}}``       the WebSocket frame this hop's stretch of its thread received or sent (the bytes
                           of the socket call among the consecutive hops on the hop's thread): FIELD is
                           byte0, byte1 (as 0xNN), fin, rsv1, mask (0 or 1), opcode (0xN), length
-``{{deflate?YES|NO}}``    YES when permessage-deflate was negotiated on the page's connection (a frame
-                          on the page has RSV1 set, or wsproto's PerMessageDeflate is a hop), NO when
-                          the page has WebSocket frames and none shows it
+                          (the payload's), size (the socket call's bytes)
+``{{frame:FIELD@KEY}}``   the same for the frame of the first hop of function KEY on the page (``@KEY#N``:
+                          its N-th hop); also in a journey summary
+``{{deflate?YES|NO}}``    YES when permessage-deflate was negotiated on the page's connection (wsproto's
+                          PerMessageDeflate is a hop, the page's 101 response accepts it, or a frame on
+                          the page has RSV1 set), NO when the page's 101 response or frames tell otherwise
 
 A placeholder that is unknown, or that cannot be filled where it stands (no such hop, no frame,
 a hop fact in a journey summary), is a DispelError naming the annotation, the journey and the hop.
@@ -29,9 +34,11 @@ from .wire import OPCODES, frame_layout
 
 PLACEHOLDER_RE = re.compile(r"\{\{\s*(?P<name>[a-z]+)(?::(?P<arg>[^{}|?]+?)|\?(?P<yes>[^{}|]*)\|(?P<no>[^{}|]*))?\s*\}\}")
 ANY_BRACES_RE = re.compile(r"\{\{.*?\}\}", re.S)
-FRAME_FIELDS = ("byte0", "byte1", "fin", "rsv1", "mask", "opcode", "length")
+FRAME_FIELDS = ("byte0", "byte1", "fin", "rsv1", "mask", "opcode", "length", "size")
 SOCKET_MODULE = "_socket"
 DEFLATE_HOP = ("wsproto.extensions", "PerMessageDeflate.")
+SWITCHING = b"HTTP/1.1 101 "
+DEFLATE_HEADER = b"sec-websocket-extensions: permessage-deflate"
 NAMES = ("thread", "nextthread", "line", "lineno", "hop", "next", "frame", "deflate")
 
 
@@ -92,10 +99,19 @@ def page_frames(chain: Chain) -> list[bytes]:
     return frames
 
 
+def handshake_responses(chain: Chain) -> list[bytes]:
+    """The ``101 Switching Protocols`` responses the page's socket calls sent."""
+    sent = [value_bytes(h.value) for h in chain.hops if h.func.module == SOCKET_MODULE]
+    return [data for data in sent if data and data.startswith(SWITCHING)]
+
+
 def deflate_negotiated(chain: Chain) -> bool | None:
     """Whether permessage-deflate was negotiated on the page's connection; None when the page cannot tell."""
     if any(h.func.module == DEFLATE_HOP[0] and h.func.qualname.startswith(DEFLATE_HOP[1]) for h in chain.hops):
         return True
+    accepted = handshake_responses(chain)
+    if accepted:  # the server's 101 names the extensions it accepted
+        return any(DEFLATE_HEADER in r.lower() for r in accepted)
     frames = page_frames(chain)
     if not frames:
         return None
@@ -113,6 +129,7 @@ def frame_field(data: bytes, field: str) -> str:
         "mask": str(b1 >> 7),
         "opcode": f"0x{b0 & 0x0F:x}",
         "length": str(layout[1]) if layout else "",
+        "size": str(len(data)),
     }[field]
 
 
@@ -143,6 +160,8 @@ def fill(text: str, chain: Chain, index: int | None, key: str, code: callable = 
         if name not in NAMES:
             raise fail(whole, f"is not a placeholder (known: {', '.join(NAMES)})")
         takes_arg = name in ("hop", "next", "frame")
+        if name == "thread" and arg is not None:  # {{thread:KEY}}: the thread of a function's hop
+            return code(chain.hops[nth_hop(m, arg)].thread)
         if takes_arg != (arg is not None) or (name == "deflate") != (m.group("yes") is not None):
             raise fail(whole, "is malformed")
         if name == "deflate":
@@ -184,7 +203,33 @@ def fill(text: str, chain: Chain, index: int | None, key: str, code: callable = 
             raise fail(whole, "cannot be filled: no socket call on this stretch of the thread carries a WebSocket frame")
         return frame_field(data, field)
 
-    filled = PLACEHOLDER_RE.sub(one, text)
+    def nth_hop(m: re.Match, where: str) -> int:
+        """``KEY`` or ``KEY#N``: the index of the first (N-th) hop of function KEY on the page."""
+        key, _, nth = where.partition("#")
+        found = [i for i, h in enumerate(chain.hops) if h.func.key == key.strip()]
+        n = int(nth) if nth.isdigit() else 1
+        if not nth.isdigit() and nth or not 1 <= n <= len(found):
+            raise fail(m.group(0), f"cannot be filled: the page has {len(found)} hop(s) of {key.strip()}")
+        return found[n - 1]
+
+    def frame_of(m: re.Match, field: str, where: str) -> str:
+        """``{{frame:FIELD@KEY}}`` / ``{{frame:FIELD@KEY#N}}``: the frame of the first (N-th) hop of KEY."""
+        if field not in FRAME_FIELDS:
+            raise fail(m.group(0), f"names no frame field (known: {', '.join(FRAME_FIELDS)})")
+        at = nth_hop(m, where)
+        own = value_bytes(chain.hops[at].value) if chain.hops[at].func.module == SOCKET_MODULE else None
+        data = own if is_frame(own) else hop_frame(chain, at)
+        if data is None:
+            raise fail(m.group(0), f"cannot be filled: hop {at + 1} carries no WebSocket frame")
+        return frame_field(data, field)
+
+    def any_one(m: re.Match) -> str:
+        if m.group("name") == "frame" and m.group("arg") and "@" in m.group("arg"):
+            field, _, where = m.group("arg").partition("@")
+            return frame_of(m, field.strip(), where)
+        return one(m)
+
+    filled = PLACEHOLDER_RE.sub(any_one, text)
     leftover = ANY_BRACES_RE.search(filled)
     if leftover:
         raise fail(leftover.group(0), "is not a placeholder")

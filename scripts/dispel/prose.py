@@ -12,7 +12,10 @@ restated by hand:
 - ``byte``: a ``0xNN`` byte that no WebSocket frame header on the page holds;
 - ``hop-ref``: "hop N" beyond the page, `` `X` (hop N) `` where hop N is not X, or `` `X` (not a hop …)``
   where X is a hop of the page;
-- ``name``: a backticked ``Class.method`` that is neither on the chain nor in a source file the page links to.
+- ``name``: a backticked ``Class.method`` that is neither on the chain nor in a source file the page links to;
+- ``typed-line``: an annotation that types the number of the line a hop showing it executed
+  ("line 1094") instead of writing ``{{lineno}}`` or quoting ``{{line}}`` (read in the annotation
+  files, since a page cannot tell a typed number from a filled one).
 """
 from __future__ import annotations
 
@@ -21,11 +24,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from . import fold
+from .annotations import select
 from .model import Chain, Hop, Source
-from .placeholders import SOCKET_MODULE, is_frame, printable_bytes, value_bytes
+from .placeholders import ANY_BRACES_RE, SOCKET_MODULE, is_frame, printable_bytes, value_bytes
 from .wire import frame_layout
 
-RULES = ("thread", "runs-on", "highlighted", "byte", "hop-ref", "name")
+RULES = ("thread", "runs-on", "highlighted", "byte", "hop-ref", "name", "typed-line")
 THREAD_RE = re.compile(r"(?<![\w-])(?:request|handler|eio-writer|ws-reader|ws-writer)-\d+(?![\w-])|`server`")
 RUNS_ON_RE = re.compile(r"(?i)\bruns? on\b(?:[^.;]|\.(?=\S))*?\b(writer|reader|request|handler)(?:'s)? thread")
 THREAD_ROLES = {"writer": "writer-", "reader": "reader-", "request": "request-", "handler": "handler-"}
@@ -44,6 +48,7 @@ HIGHLIGHTED_RE = re.compile(
 )
 # The inline code a page shows as facts and links: not prose.
 LINK_RE = re.compile(r"\]\([^)]*\)")
+LINE_NUMBER_RE = re.compile(r"\b[Ll]ines? (\d+)\b")
 STATEMENT_LINES = 8  # an executed statement spans at most this many lines after the executed one
 
 
@@ -276,3 +281,26 @@ def check_site(
         if journey in chains:
             out += [p.line for p in check_page(f"docs/chains/{journey}.md", text, chains[journey], lines)]
     return out
+
+
+def typed_lines(texts: Mapping[str, str], chains: Mapping[str, Chain]) -> list[str]:
+    """Annotations (key -> raw text) that type the executed line of a hop they are shown on, one line each.
+
+    The page shows that number already, and a typed one goes stale or false when the text is shown
+    on another hop: write ``line {{lineno}}``, quote ``{{line}}`` or say "the highlighted line"."""
+    out: dict[tuple[str, int], str] = {}
+    for journey, chain in sorted(chains.items()):
+        for n, hop in enumerate(chain.hops, 1):
+            if hop.func.is_c:
+                continue
+            found = select(texts, hop.func.key, journey, hop.line)
+            if found is None:
+                continue
+            key, text = found
+            for m in LINE_NUMBER_RE.finditer(ANY_BRACES_RE.sub("", text)):
+                if int(m.group(1)) == hop.line and (key, hop.line) not in out:
+                    out[(key, hop.line)] = (
+                        f"prose: annotation {key}: types {m.group(0)!r}, the executed line of {journey} hop {n}: "
+                        f"write line {{{{lineno}}}}, quote {{{{line}}}} or say the highlighted line [typed-line]"
+                    )
+    return list(out.values())

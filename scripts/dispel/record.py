@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import dis
 import itertools
-import os
 import socket
 import sys
 import threading

@@ -116,7 +116,6 @@ class SysmonRecorder(_Recorder):
         decisions = self._decisions
         missing = itertools.repeat(MISSING)
         states = self._states
-        pending = self._pending_threads
         get_ident = threading.get_ident
         getframe = sys._getframe
         start_code, notify_code, wait_code = self._thread_start_code, self._notify_code, self._wait_code

@@ -22,8 +22,24 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from . import annotations, audit as audit_core, catalog, processes, chains as chains_core, check as check_core, diff, fetch, gitinfo, permalinks, pins, prose, render
+from . import (
+    annotations,
+    catalog,
+    diff,
+    fetch,
+    gitinfo,
+    normalize,
+    permalinks,
+    pins,
+    processes,
+    prose,
+    render,
+)
+from . import audit as audit_core
+from . import chains as chains_core
+from . import check as check_core
 from .browser import chromium_version, unavailable
+from .cores import recorder_for
 from .drivers import client_starter
 from .forges import SHA_RE, check_repo, forge, parse_source_url, raw_url
 from .installed import (
@@ -42,10 +58,17 @@ from .installed import (
     version_set,
 )
 from .model import PYTHON, Chain, DispelError, Hop, Lock, Pin, TraceFile, normalize_dist
-from .project import Project, dump_json, read_json, read_text, write_all_atomic, write_atomic
-from .cores import recorder_for
+from .project import (
+    Project,
+    dump_json,
+    read_json,
+    read_text,
+    write_all_atomic,
+    write_atomic,
+)
 from .record import RAISED, Tracer, line_at
-from .tracefile import RawCall, chain_from_dict, chain_to_dict, normalize, trace_from_json, trace_to_json
+from .normalize import RawCall
+from .tracefile import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json
 from .values import Normalizer, learn_secrets
 
 # --------------------------------------------------------------------------- record
@@ -75,41 +98,20 @@ def recorded_calls(recorder: Tracer, roots: list) -> tuple[list[RawCall], dict]:
         raise DispelError(f"the recorder disabled itself: {recorder.errors[0]}")
     raw = recorder.rows()
     funcs_by_code = resolve_funcs(set(raw.codes), raw.probe_codes, roots)
-    calls = []
-    observed: dict[int, tuple] = {}
-    returns = raw.return_map()
-    for row, (code, serial, parent, offset, args) in enumerate(raw.call_rows()):
-        func = funcs_by_code[code]
-        if func.key == "_socket:socket.observed":
-            # the bytes recv_into wrote into its caller's buffer: they become its value
-            data = args[0][1]
-            observed[parent] = (returns.get(parent, (0,))[0], id(data), data, 0, -1)
-            continue
-        line = line_at(raw.codes[parent], offset) if parent >= 0 else 0
-        ret = returns.get(row)
-        if ret is not None:
-            seq, value, ret_offset, size = ret
-            ret = (seq, 0, "raise", line_at(code, ret_offset), -1) if value is RAISED else (
-                seq, id(value), value, line_at(code, ret_offset), size
-            )
-        args = tuple((name, id(value), value) for name, value in args)
-        calls.append(RawCall(row, func.key, serial, parent, line, args, ret))
-    calls = [RawCall(c.row, c.func, c.serial, c.parent, c.line, c.args, observed.get(c.row, c.ret)) for c in calls]
+    calls = normalize.raw_calls(raw.call_rows(), raw.codes, raw.return_map(), funcs_by_code.__getitem__, line_at, RAISED)
     return calls, {f.key: f for f in funcs_by_code.values()}
 
 
 def random_ids(calls: list[RawCall], suffix: str = "") -> dict[str, str]:
     """Random ids the program made -> placeholders, in the order they were made: session ids
-    (<sid-N>) and redis-py's connection pool ids (<redis-pool-N>). ``suffix`` (``@server-b``)
-    names the process, where the ids of several show in one trace."""
-    ids: dict[str, str] = {}
+    (normalize.session_ids) and redis-py's connection pool ids (<redis-pool-N>). ``suffix``
+    (``@server-b``) names the process, where the ids of several show in one trace."""
+    ids = {k: f"{v[:-1]}{suffix}>" for k, v in normalize.session_ids(calls).items()}
     pools = 0
     for c in calls:
-        if c.func.endswith(":BaseServer.generate_id") and c.ret and isinstance(c.ret[2], str):
-            ids.setdefault(c.ret[2], f"<sid-{len(ids) - pools + 1}{suffix}>")
-        elif c.func.endswith(":get_pool_name") and c.ret and isinstance(c.ret[2], str) and "_" in c.ret[2]:
+        if c.func.endswith(":get_pool_name") and c.ret and isinstance(c.ret.value, str) and "_" in c.ret.value:
             # redis-py names each connection pool "host:port_" + a random hex id
-            pool = c.ret[2].rpartition("_")[2]
+            pool = c.ret.value.rpartition("_")[2]
             if pool not in ids:
                 pools += 1
                 ids[pool] = f"<redis-pool-{pools}{suffix}>"
@@ -125,11 +127,10 @@ def trace_from_recording(
     ``ids``: the random ids to replace (default: this recording's, by random_ids)."""
     calls, funcs = recorded or recorded_calls(recorder, roots)
     secrets = dict(random_ids(calls) if ids is None else ids)
-    values = [v for c in calls for v in [*(a[2] for a in c.args), c.ret[2] if c.ret else None]]
-    for text, label in learn_secrets(values, settings or {}).items():
+    for text, label in learn_secrets(normalize.values_seen(calls), settings or {}).items():
         secrets.setdefault(text, label)
     raw = recorder.rows()
-    trace = normalize(
+    trace = normalize.normalize(
         name,
         PYTHON_VERSION,
         versions,
@@ -659,7 +660,8 @@ def check_annotations(project: Project, found: Mapping[str, Chain]) -> list[str]
         problems += annotations.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
     problems += annotations.stale(found.values(), notes, hop_sources(found.values()))
     problems += annotations.unreviewed(found.values(), notes)
-    return [f"annotation {p.kind}: {p.message}" for p in problems]
+    typed = prose.typed_lines({key: a.text for key, a in notes.items()}, found)  # facts typed instead of filled
+    return [f"annotation {p.kind}: {p.message}" for p in problems] + typed
 
 
 def check_drift(
