@@ -11,6 +11,7 @@ from dispel import catalog, chains, finders, installed
 from dispel.model import (
     EDGE_CALL,
     EDGE_DATA,
+    EDGE_QUEUE,
     EDGE_ENTRY,
     EDGE_RETURN,
     EDGE_THREAD_START,
@@ -92,7 +93,8 @@ def test_two_consumers_identity_decides():
 
 @pytest.fixture(scope="module")
 def traces():
-    return {n: trace_from_json((ROOT / "traces" / f"{n}.json").read_text(), f"traces/{n}.json") for n in catalog.DEFAULT_SCENARIOS}
+    names = [*catalog.DEFAULT_SCENARIOS, *(n for sc in catalog.PROCESS_SCENARIOS.values() for n in sc.trace_names())]
+    return {n: trace_from_json((ROOT / "traces" / f"{n}.json").read_text(), f"traces/{n}.json") for n in names}
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +120,15 @@ def connected(g: chains.TraceGraph, prev: int, cur: int, edge: str) -> bool:
     if edge == EDGE_DATA:
         tokens = {x.token for x in b.args if x.token}
         return any(x.ret is not None and x.ret.token in tokens for x in map(g.ev, g.ancestors(prev)))
+    if edge == EDGE_QUEUE:
+        return (prev, cur, EDGE_QUEUE) in g.cross
     return edge == EDGE_ENTRY
 
 
 def test_every_hop_is_in_the_trace_and_consecutive_hops_are_connected(traces, built):
     for name, chain in built.items():
-        trace = traces[chain.scenario]
-        g = chains.TraceGraph(trace)
+        trace, links = chains.scenario_trace(traces, chain.scenario)
+        g = chains.TraceGraph(trace, None, links)
         assert chain.hops[0].edge == EDGE_ENTRY
         for prev, cur in zip(chain.hops, chain.hops[1:]):
             ev = trace.events[cur.event]

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import scenarios
+from . import catalog, scenarios
 from .drivers import ClientProcess
 from .installed import PYTHON_VERSION
 from .model import DispelError
@@ -148,7 +148,35 @@ def per_call_costs(n: int = 100_000) -> dict[str, float]:
     return out
 
 
-def bench(project: Project, reps: int = 5, skip_regen: bool = False, skip_scale: bool = False, say: Callable[[str], None] = print) -> float:
+def bench_queue(reps: int, say: Callable[[str], None] = print) -> None:
+    """The scenario of several processes, untraced and traced (three traced processes), alternating:
+    the whole run (Redis, three processes, two clients, traces written) and its steps alone."""
+    from . import processes
+
+    why = processes.redis_missing()
+    if why:
+        say(f"queue: left out: {why}")
+        return
+    sc = catalog.process_scenario("queue")
+    runs: dict[str, list[tuple[float, float]]] = {"untraced": [], "traced": []}
+    for rep in range(reps):
+        for mode in runs:
+            with tempfile.TemporaryDirectory(prefix="dispel-bench-queue-") as tmp:
+                timings: dict[str, float] = {}
+                processes.run(sc, Path(tmp), 120, timings, traced=mode == "traced")
+                steps = sum(v for k, v in timings.items() if k != "total")
+                runs[mode].append((timings["total"], steps))
+        say(f"  queue rep {rep + 1}: " + ", ".join(f"{m} {runs[m][-1][0]:.2f}s (steps {runs[m][-1][1]:.2f}s)" for m in runs))
+    total = {m: statistics.median(t for t, _ in r) for m, r in runs.items()}
+    steps = {m: statistics.median(s for _, s in r) for m, r in runs.items()}
+    say(f"queue ({len(sc.processes)} processes, {len(sc.steps)} steps), median of {reps}: "
+        f"whole run untraced {total['untraced']:.2f}s, traced {total['traced']:.2f}s (x{total['traced'] / total['untraced']:.2f}); "
+        f"steps alone untraced {steps['untraced']:.2f}s, traced {steps['traced']:.2f}s (x{steps['traced'] / steps['untraced']:.2f})")
+    say(f"queue recording time (Redis, {len(sc.processes)} traced processes, traces written): {total['traced']:.2f}s")
+
+
+def bench(project: Project, reps: int = 5, skip_regen: bool = False, skip_scale: bool = False, say: Callable[[str], None] = print,
+          skip_queue: bool = False) -> float:
     """Measure and ``say`` every figure as it comes; returns the overhead ratio (said last)."""
     if reps < 1:
         raise DispelError("--reps must be at least 1")
@@ -192,6 +220,8 @@ def bench(project: Project, reps: int = 5, skip_regen: bool = False, skip_scale:
             say(f"full regeneration: {total:.2f}s")
         took, out = _timed(project, me + ["check"], "dispel check", must_pass=False)
         say(f"offline check: {took:.2f}s ({(out.strip().splitlines() or [''])[-1]})")
+    if not skip_queue:
+        bench_queue(reps, say)
     if not skip_scale:
         with tempfile.TemporaryDirectory(prefix="dispel-bench-scale-") as tmp:
             took, out = _timed(project, me + ["record", "scale", "--out", tmp, "--timeout", "600"], "the scale recording")

@@ -32,6 +32,10 @@ DISTS: tuple[Dist, ...] = (
     Dist("flask", "flask"),
 )
 DIST_NAMES = tuple(d.name for d in DISTS)
+# Traced only in the scenarios of several processes joined by a message queue.
+QUEUE_DISTS: tuple[Dist, ...] = (Dist("redis", "redis"),)
+# Every distribution the lock pins.
+PINNED_DIST_NAMES = DIST_NAMES + tuple(d.name for d in QUEUE_DISTS)
 
 # Standard-library code the recorder traces (files, or folders ending in "/"), relative to Lib/.
 STDLIB_TRACED = (
@@ -61,6 +65,7 @@ STDLIB_FILES = (
 # A thread's logical role, from what it ran first (the target of Thread.run): the first
 # needle found in that function's key names the role. Names in traces are role-N.
 THREAD_ROLES: tuple[tuple[str, str], ...] = (
+    ("PubSubManager._thread", "queue-listener"),
     ("process_request_thread", "request"),
     ("Base._thread", "ws-reader"),
     ("<locals>.writer", "eio-writer"),
@@ -137,6 +142,68 @@ SCENARIOS = {
 DEFAULT_SCENARIOS = tuple(sorted(name for name, sc in SCENARIOS.items() if sc.default))
 
 
+@dataclass(frozen=True)
+class Process:
+    """A traced process of a scenario of several: its role (the trace file is
+    traces/<scenario>.<role>.json) and its kind: "server" (the sample app as one of several
+    servers joined by the message queue, sample_app.cluster) or "emitter" (sample_app.emitter,
+    which has no Socket.IO server of its own)."""
+
+    role: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ProcessScenario:
+    """Several traced processes joined by a message queue (a Redis server the scenario starts
+    and stops; it is not traced). Each step is "WHO:STEP[*COUNT]": WHO is a client (its
+    server in ``clients``) doing one of dispel.client's steps, or the emitter (``emit``).
+
+    Defined here in the catalogue's style until the own-app scenario-file format (issue 16)
+    lands; dispel.processes runs it from these values only, so a file can describe it later."""
+
+    name: str
+    description: str
+    processes: tuple[Process, ...]
+    clients: tuple[tuple[str, str], ...]  # (client, role of the server it connects to)
+    steps: tuple[str, ...]
+    broker: str = "redis"
+    default: bool = True
+
+    def roles(self) -> tuple[str, ...]:
+        return tuple(p.role for p in self.processes)
+
+    def trace_names(self) -> tuple[str, ...]:
+        """The trace files' stems, as load_traces keys them."""
+        return tuple(f"{self.name}.{role}" for role in self.roles())
+
+
+PROCESS_SCENARIOS = {
+    "queue": ProcessScenario(
+        "queue",
+        "Two servers of the app joined by Redis, a client on each in one room, and an emitter process: "
+        "client 2 joins (its server publishes, the other filters by room), client 1 joins (both servers write), "
+        "the emitter emits to everyone, the clients disconnect.",
+        (Process("server-a", "server"), Process("server-b", "server"), Process("emitter", "emitter")),
+        (("1", "server-a"), ("2", "server-b")),
+        (
+            "1:connect", "2:connect", "2:join", "1:join", "2:expect-joined*2",
+            "emitter:emit", "1:expect-news", "2:expect-news", "2:disconnect", "1:disconnect",
+        ),
+    ),
+}
+
+
+DEFAULT_PROCESS_SCENARIOS = tuple(sorted(name for name, sc in PROCESS_SCENARIOS.items() if sc.default))
+
+
+def process_scenario(name: str) -> ProcessScenario:
+    try:
+        return PROCESS_SCENARIOS[name]
+    except KeyError:
+        raise DispelError(f"unknown scenario of several processes {name!r}; choose one of: {', '.join(sorted(PROCESS_SCENARIOS))}") from None
+
+
 def scenario(name: str) -> Scenario:
     try:
         return SCENARIOS[name]
@@ -196,6 +263,14 @@ JOURNEYS: tuple[Journey, ...] = (
         "upgrade-python", "The same upgrade under the Python client, which does not poll while it probes",
         "upgrade", "upgrade", "sent",
         ("Python client (this page)", (("Chromium, official client (upgrade)", "upgrade"),)),
+    ),
+    Journey(
+        "emit-external", "An emit from a process with no server: PUBLISH, Redis, another server's listener, the frame",
+        "queue", "emit-external", "queue",
+    ),
+    Journey(
+        "broadcast-across-servers", "emit(to=room) on one of two servers: its own client's frame, and the other server's through Redis",
+        "queue", "across-servers", "queue",
     ),
     Journey(
         "disconnect", "The client leaves: DISCONNECT, the handler and the rooms, CLOSE, the close frame",

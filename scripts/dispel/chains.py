@@ -5,11 +5,13 @@ import re
 from typing import Callable, Iterable, Mapping, Sequence
 
 from . import catalog, wire
+from . import joins as across  # across processes
 from .catalog import Journey
 from .model import (
     EDGE_CALL,
     EDGE_DATA,
     EDGE_ENTRY,
+    EDGE_QUEUE,
     EDGE_RETURN,
     EDGE_THREAD_START,
     EDGE_WAKE,
@@ -40,7 +42,9 @@ class JourneyError(DispelError):
 class TraceGraph:
     """Lookups over one TraceFile: the call tree per thread and the cross-thread edges."""
 
-    def __init__(self, trace: TraceFile, lines: Mapping[Source, Sequence[str]] | None = None) -> None:
+    def __init__(
+        self, trace: TraceFile, lines: Mapping[Source, Sequence[str]] | None = None, links: Sequence[tuple[int, int, str]] = ()
+    ) -> None:
         self.trace = trace
         self.lines = lines or {}  # source text, where known: tells a generator's yield
         self.events = trace.events
@@ -58,6 +62,8 @@ class TraceGraph:
                 self.cross.append((t.started_by, t.root, EDGE_THREAD_START))
         for w in trace.wakeups:
             self.cross.append((w.notify, w.wait, EDGE_WAKE))
+        # edges between processes (a merged trace's, joins.cross_edges)
+        self.cross.extend(links)
         self.cross.sort()
 
     def ev(self, i: int) -> Event:
@@ -697,6 +703,82 @@ def _sent(e: Event) -> bytes:
     return value_text_to_python(next(a.text for a in e.args if a.name == "data"))
 
 
+# ------------------------------------------------------------------ across processes (a merged trace, joins.py)
+
+
+def _in(process: str) -> Callable[[Event], bool]:
+    return lambda e: across.process_of(e.thread) == process
+
+
+def _publishes(g: TraceGraph, process: str, needles: Sequence[str]) -> list[int]:
+    """The PUBLISH writes of ``process`` whose message shows needles."""
+    return g.find(lambda e: _in(process)(e) and is_sink("sendall")(e) and mentions(e, ("PUBLISH",)) and mentions(e, needles))
+
+
+def _queue_leg(g: TraceGraph, publish: int, process: str, needles: Sequence[str], what: str) -> list[int]:
+    """From a PUBLISH (found by data in the subscriber, joins.delivery) to the frame
+    ``process`` wrote for it: the read, the listener's _handle_emit, the socket.send."""
+    read = across.delivery(g.trace, publish, process)
+    reader = g.ev(read).thread
+    handled = _one(
+        g.find(lambda e: e.func.endswith(":PubSubManager._handle_emit"), reader, after=read)[:1],
+        f"{process}'s _handle_emit of the message", "the read from Redis",
+    )
+    sink = _one(_frame_after(g, handled, process, needles)[:1], f"the frame {process} wrote for {what}", "_handle_emit")
+    trail = value_trail(g, handled, sink, needles)
+    return [read, *trail]
+
+
+def _frame_after(g: TraceGraph, call: int, process: str, needles: Sequence[str]) -> list[int]:
+    """The frames showing needles that ``call`` had written: on the thread its first hand-off
+    (inside it) woke, after the wake-up."""
+    woken = [(x, y) for x, y, _ in g.cross if call <= x <= g.ev(call).end and _in(process)(g.ev(y))]
+    if not woken:
+        return []
+    _, y = min(woken)
+    return g.find(lambda e: is_sink("send")(e) and mentions(e, needles), g.ev(y).thread, after=y)
+
+
+def find_emit_external(g: TraceGraph):
+    """From the emitter's emit, through its PUBLISH and Redis, to server-b's listener and the
+    frame it writes to its client."""
+    needles = ('"news"',)
+    main = _one(g.find(lambda e: e.func == "sample_app.emitter:main"), "the emitter's main", "none")
+    publish = _one(_publishes(g, "emitter", needles), "the emitter's PUBLISH", "emit")
+    to_publish = value_trail(g, main, publish, needles)
+    return [with_producer(g, to_publish + _queue_leg(g, publish, "server-b", needles, "the news"))], needles + ("PUBLISH",)
+
+
+def find_across_servers(g: TraceGraph):
+    """Client 1's join on server-a: its frame written by server-a itself, and its PUBLISH,
+    read by server-b's listener, which writes the frame to its own client."""
+    needles = ('"joined"',)
+    handler = _one(g.find(lambda e: _in("server-a")(e) and e.func == "sample_app.app:on_join"), "server-a's join handler", "none")
+    local = _one(_frame_after(g, handler, "server-a", needles)[:1], "the frame server-a wrote to its client", "on_join")
+    publish = _one(
+        [i for i in _publishes(g, "server-a", needles) if g.ev(i).thread == g.ev(handler).thread],
+        "server-a's PUBLISH of the room's event", "on_join",
+    )
+    parts = [with_producer(g, value_trail(g, handler, local, needles))]
+    remote = value_trail(g, handler, publish, needles)
+    parts.append(with_producer(g, remote + _queue_leg(g, publish, "server-b", needles, "the room's event")))
+    return parts, needles + ("'room-1'", "PUBLISH")
+
+
+def _wire_queue(g: TraceGraph, parts: list[list[int]]) -> tuple:
+    """The last part's PUBLISH as written, the push the subscriber read, and the frame."""
+    last = parts[-1]
+    publish = next(i for i in last if is_sink("sendall")(g.ev(i)) and mentions(g.ev(i), ("PUBLISH",)))
+    read = next(i for i in last if is_sink("recv", "recv_into")(g.ev(i)) and g.ev(i).thread != g.ev(publish).thread)
+    written = _sent(g.ev(publish))
+    channel, message = across.published_at(g.trace, publish)
+    return (
+        wire.decode_publish(written)
+        + wire.decode_delivery(value_text_to_python(g.ev(read).ret.text), message)
+        + _wire_of(g, [last], "data")
+    )
+
+
 # How the journeys whose finders live here are found in their trace (catalog.Journey.finder;
 # dispel.finders.FINDERS holds them all) and which wire bytes a page decodes
 # (catalog.Journey.wire): parts (each a list of waypoints, the first an entry) and the values
@@ -707,10 +789,15 @@ def _sent(e: Event) -> bytes:
 # derivation cannot express them yet: they are the transport's journeys (a long-poll GET
 # answered by NOOP, the probe and the UPGRADE packet), which no handler, emit or ack marks,
 # and their waypoints are Engine.IO packets ('2probe', '5', '6') rather than the app's events.
+# emit-external and across-servers stay hand-written too: they follow a message through Redis
+# between processes (a merged trace, joins.py), which the derivation over one app's trace does
+# not know.
 Finder = Callable[[TraceGraph], tuple[list[list[int]], tuple[str, ...]]]
 FINDERS: dict[str, Finder] = {
     "polling": find_polling,
     "upgrade": find_upgrade,
+    "emit-external": find_emit_external,
+    "across-servers": find_across_servers,
 }
 WIRES: dict[str, Callable[[TraceGraph, list[list[int]]], tuple]] = {
     "": lambda g, parts: (),
@@ -719,14 +806,18 @@ WIRES: dict[str, Callable[[TraceGraph, list[list[int]]], tuple]] = {
     "sent": lambda g, parts: _wire_of(g, parts, "data"),
     "disconnect": lambda g, parts: _wire_of(g, [parts[1]], "data"),
     "polling": _wire_polling,
+    "queue": _wire_queue,
 }
 
 
-def build(trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[str]] | None = None, find: Finder | None = None) -> Chain:
+def build(
+    trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[str]] | None = None, find: Finder | None = None,
+    links: Sequence[tuple[int, int, str]] = (),
+) -> Chain:
     """One journey's chain from a trace (pure). ``lines`` gives source text for line_text (and
     tells a generator's yield); ``find`` replaces the journey's finder (tests try other finders
-    on the same trace)."""
-    g = TraceGraph(trace, lines)
+    on the same trace); ``links``: edges between processes of a merged trace."""
+    g = TraceGraph(trace, lines, links)
     find = find or FINDERS.get(journey.finder)
     if find is None:
         raise DispelError(f"journey {journey.name!r}: its finder {journey.finder!r} is in dispel.finders; build it with finders.build")
@@ -757,7 +848,8 @@ def build(trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[st
     for n, (i, _) in enumerate(steps, 1):
         number.setdefault(i, n)
     joins = tuple(sorted({Join(number[p], number[u], kind) for p, u, kind in made if p in number and u in number}, key=lambda j: (j.user, j.producer)))
-    return Chain(journey.name, journey.title, trace.scenario, tuple(hops), WIRES[journey.wire](g, parts), joins)
+    relayed = across.relays(trace) if any(kind == EDGE_QUEUE for _, _, kind in links) else ()
+    return Chain(journey.name, journey.title, trace.scenario, tuple(hops), WIRES[journey.wire](g, parts), joins, relayed)
 
 
 def _shown_value(e: Event, needles: Sequence[str]) -> str | None:
@@ -771,3 +863,15 @@ def _shown_value(e: Event, needles: Sequence[str]) -> str | None:
             if v.text.startswith(("b'", 'b"')):
                 return f"{v.name} = {v.text}"
     return None
+
+
+def scenario_trace(traces: Mapping[str, TraceFile], name: str) -> tuple[TraceFile | None, list[tuple[int, int, str]]]:
+    """A scenario's trace: its own file, or its processes' traces merged (joins.merge) with
+    the edges the message queue makes between them; (None, []) when a trace is missing."""
+    if name in traces:
+        return traces[name], []
+    sc = catalog.PROCESS_SCENARIOS.get(name)
+    if sc is None or not all(n in traces for n in sc.trace_names()):
+        return None, []
+    merged = across.merge({n: traces[n] for n in sc.trace_names()})
+    return merged, across.cross_edges(merged)

@@ -123,7 +123,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    bench.bench(PROJECT, args.reps, args.skip_regen, args.skip_scale)
+    bench.bench(PROJECT, args.reps, args.skip_regen, args.skip_scale, skip_queue=args.skip_queue)
     return 0
 
 
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("record", help="run scenarios under the tracer; write traces/<scenario>.json")
-    p.add_argument("scenarios", nargs="*", help=f"scenario names (default: {', '.join(catalog.DEFAULT_SCENARIOS)})")
+    p.add_argument("scenarios", nargs="*", help=f"scenario names (default: {', '.join((*catalog.DEFAULT_SCENARIOS, *catalog.DEFAULT_PROCESS_SCENARIOS))})")
     p.add_argument("--timeout", type=float, default=30.0, help="deadline for a whole scenario, seconds")
     p.add_argument("--app", default="sample_app.app", help="module of the app to trace")
     p.add_argument("--out", type=Path, default=PROJECT.traces, help="folder for trace files")
@@ -217,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=5, help="repetitions of each of untraced and traced")
     p.add_argument("--skip-regen", action="store_true", help="leave out regeneration and check times")
     p.add_argument("--skip-scale", action="store_true", help="leave out the 20-client scale recording (about two minutes)")
+    p.add_argument("--skip-queue", action="store_true", help="leave out the three-process Redis scenario, untraced and traced")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -117,7 +117,7 @@ def main(argv: list[str]) -> int:
     pace = float(argv[1]) if len(argv) > 1 else PACE_SECONDS
     patch_websocket(pace, lambda: client)
     url = f"http://127.0.0.1:{port}"
-    got: dict[str, list] = {"welcome": [], "reply": [], "joined": []}
+    got: dict[str, list] = {"welcome": [], "reply": [], "joined": [], "news": []}
     arrived = threading.Condition()
     # No "t=" cache-buster in the URL: it only matters to long-polling and
     # would put the clock into the request line.
@@ -165,6 +165,9 @@ def main(argv: list[str]) -> int:
                 raise ValueError(f"wrong acknowledgement {answer!r}")
         elif name == "disconnect":
             disconnect_cleanly(client, timeout)
+        elif name.startswith("expect-") and name[7:] in got:
+            # an event some other client's step (or another process) made the server send
+            wait_for(name[7:], count, timeout)
         else:
             raise ValueError(f"unknown step {name!r}")
 

@@ -19,6 +19,7 @@ from .model import (
     EDGE_ENTRY,
     EDGE_RETURN,
     EDGE_THREAD_START,
+    EDGE_QUEUE,
     EDGE_WAKE,
     JOIN_PARSED,
     JOIN_RESULT,
@@ -33,6 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Flask-SocketIO", ("flask-socketio",)),
     ("python-socketio", ("python-socketio",)),
     ("python-engineio", ("python-engineio",)),
+    ("redis-py", ("redis",)),
     ("simple-websocket", ("simple-websocket",)),
     ("wsproto / h11", ("wsproto", "h11")),
     ("Flask / Werkzeug", ("flask", "werkzeug")),
@@ -60,7 +62,9 @@ STYLES: dict[str, tuple[str, str]] = {  # edge -> (stroke colour, dash pattern)
     EDGE_WAKE: ("#1e88e5", "7 4"),
     EDGE_DATA: ("#f4511e", "2 3"),
 }
-CROSS_EDGES = tuple(STYLES)
+# Drawn (and in the legend) only on the pages of several processes that have one.
+OPTIONAL_STYLES: dict[str, tuple[str, str]] = {EDGE_QUEUE: ("#8e24aa", "10 3 2 3")}
+CROSS_EDGES = tuple(STYLES) + tuple(OPTIONAL_STYLES)
 LOCAL = {EDGE_CALL: "", EDGE_RETURN: "5 4"}  # calls solid, returns dashed, in currentColor
 JOIN_COLOUR = "#2e9d4f"
 # A value's join, green, one dash pattern per kind (see model.JOINS).
@@ -154,7 +158,8 @@ def layered_svg(rows: list[Row] | tuple[Row, ...], links: list[Link] | tuple[Lin
     columns = [t for t in LAYER_ORDER if t in used]
     col = {name: i for i, name in enumerate(columns)}
     items = [(EDGE_CALL, "currentColor", LOCAL[EDGE_CALL]), (EDGE_RETURN, "currentColor", LOCAL[EDGE_RETURN])]
-    items += [(e, c, d) for e, (c, d) in STYLES.items()]
+    styles = {**STYLES, **{e: v for e, v in OPTIONAL_STYLES.items() if any(r.edge == e for r in rows)}}
+    items += [(e, c, d) for e, (c, d) in styles.items()]
     items += [(f"value: {kind}", JOIN_COLOUR, dash) for kind, dash in JOIN_DASHES.items()]
     per_row = 5  # legend entries per line
     legend_width = MARGIN + 54 + max(
@@ -183,7 +188,7 @@ def layered_svg(rows: list[Row] | tuple[Row, ...], links: list[Link] | tuple[Lin
         f'font-family="sans-serif" font-size="12">',
         "<defs>",
     ]
-    markers = [(f"arrow-{e}", c) for e, (c, _) in sorted(STYLES.items())]
+    markers = [(f"arrow-{e}", c) for e, (c, _) in sorted(styles.items())]
     markers += [("arrow-local", "currentColor"), ("arrow-join", JOIN_COLOUR)]
     for name, colour in markers:
         out.append(
@@ -205,7 +210,12 @@ def layered_svg(rows: list[Row] | tuple[Row, ...], links: list[Link] | tuple[Lin
                 f'<rect x="0" y="{top:g}" width="{width:g}" height="{bot - top:g}" fill="currentColor" '
                 f'fill-opacity="{opacity}" class="band"/>'
             )
-            out.append(_text(8, top + LINE + 2, ["thread", *wrap(rows[band_start].thread, 16)], cls="thread", weight="bold"))
+            process, _, name = rows[band_start].thread.rpartition("/")
+            if process and (band_start == 0 or rows[band_start - 1].thread.rpartition("/")[0] != process):
+                # a process swimlane begins: a rule across, and the process named above the thread
+                out.append(f'<line x1="0" y1="{top:g}" x2="{width:g}" y2="{top:g}" stroke="currentColor" stroke-width="2" class="process"/>')
+            head = ["process " + process, "thread"] if process else ["thread"]
+            out.append(_text(8, top + LINE + 2, [*head, *wrap(name, 16)], cls="thread", weight="bold"))
             shade += 1
             band_start = i
     # Column heads and lifelines.
@@ -229,8 +239,8 @@ def layered_svg(rows: list[Row] | tuple[Row, ...], links: list[Link] | tuple[Lin
         prev = rows[i - 1] if i else None
         px = x_of(prev.end) if prev is not None else x
         if prev is not None and r.edge != EDGE_ENTRY:
-            if r.edge in STYLES:
-                colour, dash = STYLES[r.edge]
+            if r.edge in styles:
+                colour, dash = styles[r.edge]
                 dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
                 arrow = (
                     f'<line x1="{px:g}" y1="{mid[i - 1]:g}" x2="{x:g}" y2="{y:g}" stroke="{colour}" stroke-width="2"'

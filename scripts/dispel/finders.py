@@ -3,7 +3,8 @@
 The sample app's run, handshake, on, emit, ack, broadcast and disconnect come out of the same
 derivation as any app's journeys (dispel.derive): each is the derived journey of that name in
 its scenario's trace (on is the handler of 'chat', emit the emit of 'reply', ...). The
-long-polling and upgrade journeys keep the hand-written finders of dispel.chains, which says why.
+long-polling and upgrade journeys, and those across processes, keep the hand-written finders
+of dispel.chains, which says why.
 """
 from __future__ import annotations
 
@@ -35,13 +36,15 @@ FINDERS: dict[str, Finder] = {
     "ack": derived("ack-shout"),
     "broadcast": derived("broadcast-joined"),
     "disconnect": derived("disconnect"),
-    **chains.FINDERS,  # polling, upgrade
+    **chains.FINDERS,  # polling, upgrade, and the journeys across processes
 }
 
 
-def build(trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[str]] | None = None) -> Chain:
-    """One catalogue journey's chain from a trace (see chains.build)."""
-    return chains.build(trace, journey, lines, FINDERS[journey.finder])
+def build(
+    trace: TraceFile, journey: Journey, lines: Mapping[Source, Sequence[str]] | None = None, links: Sequence[tuple[int, int, str]] = (),
+) -> Chain:
+    """One catalogue journey's chain from a trace (see chains.build; ``links``: edges between processes)."""
+    return chains.build(trace, journey, lines, FINDERS[journey.finder], links)
 
 
 def build_all(traces: Mapping[str, TraceFile], lines: Mapping[Source, Sequence[str]] | None = None, only: Iterable[str] = ()) -> dict[str, Chain]:
@@ -52,10 +55,11 @@ def build_all(traces: Mapping[str, TraceFile], lines: Mapping[Source, Sequence[s
     for j in catalog.JOURNEYS:
         if only and j.name not in only:
             continue
-        if j.scenario not in traces:
+        trace, links = chains.scenario_trace(traces, j.scenario)
+        if trace is None:
             raise DispelError(f"journey {j.name!r} needs the trace of scenario {j.scenario!r}: run `dispel record {j.scenario}`")
         try:
-            out[j.name] = build(traces[j.scenario], j, lines)
+            out[j.name] = build(trace, j, lines, links)
         except JourneyError as exc:
             raise JourneyError(f"journey {j.name!r}: {exc}") from None
     return out

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import EDGE_DATA, EDGE_ENTRY, EDGE_RETURN, EDGE_THREAD_START, EDGE_WAKE, Chain
+from .model import EDGE_DATA, EDGE_ENTRY, EDGE_QUEUE, EDGE_RETURN, EDGE_THREAD_START, EDGE_WAKE, Chain
 
-HAND_OFFS = (EDGE_THREAD_START, EDGE_WAKE, EDGE_DATA)
+HAND_OFFS = (EDGE_THREAD_START, EDGE_WAKE, EDGE_DATA, EDGE_QUEUE)
 
 
 @dataclass(frozen=True)

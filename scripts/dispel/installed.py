@@ -25,10 +25,11 @@ from .tracefile import Root, def_line, locate
 PYTHON_VERSION = "%d.%d.%d" % sys.version_info[:3]
 
 
-def code_roots() -> list:
-    """Where each traced distribution's files live on this machine (facts for tracefile.locate)."""
+def code_roots(extra: tuple[str, ...] = ()) -> list:
+    """Where each traced distribution's files live on this machine (facts for tracefile.locate);
+    ``extra``: more distributions traced in one scenario only (redis)."""
     roots = []
-    for dist in DIST_NAMES:
+    for dist in (*DIST_NAMES, *extra):
         try:
             d = metadata.distribution(dist)
         except metadata.PackageNotFoundError:

@@ -137,6 +137,8 @@ class TraceFile:
     threads: tuple[ThreadInfo, ...]
     events: tuple[Event, ...]
     wakeups: tuple[WakeUp, ...]
+    # the process's role in a scenario of several processes ("server-a", "emitter"); "" for one
+    process: str = ""
 
 
 # Edges a chain can take from one hop to the next.
@@ -146,7 +148,8 @@ EDGE_RETURN = "return"  # the previous hop returned to this one, its caller
 EDGE_THREAD_START = "thread-start"  # Thread.start() in the previous hop's thread
 EDGE_WAKE = "wake-up"  # Condition.notify() woke the wait() in this thread
 EDGE_DATA = "data"  # another thread took the very object the previous hop passed on (a queue's put and get)
-EDGES = (EDGE_ENTRY, EDGE_CALL, EDGE_RETURN, EDGE_THREAD_START, EDGE_WAKE, EDGE_DATA)
+EDGE_QUEUE = "via-redis"  # a message published in one process, read by another's listener (joins.py)
+EDGES = (EDGE_ENTRY, EDGE_CALL, EDGE_RETURN, EDGE_THREAD_START, EDGE_WAKE, EDGE_DATA, EDGE_QUEUE)
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,19 @@ class WireLayer:
 
 
 @dataclass(frozen=True)
+class Relay:
+    """What one process did with one message it read from the message queue (facts of the
+    merged traces of a scenario of several processes; see joins.relays)."""
+
+    publisher: str  # the process role that published it
+    event: str  # the event it carries
+    room: str  # its room as JSON ("null": every client of the namespace)
+    reader: str  # the process role whose listener read it
+    handled: bool  # its listener passed it to _handle_emit (False: its own host id, skipped)
+    sent: int  # packets handed to this process's clients for it
+
+
+@dataclass(frozen=True)
 class Chain:
     journey: str
     title: str
@@ -207,6 +223,7 @@ class Chain:
     hops: tuple[Hop, ...]
     wire: tuple[WireLayer, ...] = ()
     joins: tuple[Join, ...] = ()  # producers joined to the hops that used their values
+    relays: tuple[Relay, ...] = ()  # a scenario of several processes: every message through the queue
 
 
 @dataclass(frozen=True)

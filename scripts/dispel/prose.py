@@ -133,7 +133,10 @@ def sentences(text: str) -> list[str]:
 
 
 def _threads(chain: Chain) -> set[str]:
-    return {h.thread for h in chain.hops}
+    """The page's threads; a thread of a scenario of several processes ("server-a/handler-1")
+    also by its name within its process."""
+    names = {h.thread for h in chain.hops}
+    return names | {n.split("/", 1)[1] for n in names if "/" in n}
 
 
 def frame_headers(chain: Chain) -> set[int]:

@@ -12,7 +12,7 @@ from . import catalog, fold
 from .annotations import KEY_MARK, select
 from .diagram import CROSS_EDGES, LAYER_ORDER, Link, Row, layer_of, layered_svg
 from .licenses import LicenseRow
-from .model import EDGE_ENTRY, JOIN_PARSED, JOIN_RESULT, JOIN_STORED, JOIN_YIELD, Chain, DispelError, Func, Hop, Join, Source, WireLayer
+from .model import EDGE_ENTRY, JOIN_PARSED, JOIN_RESULT, JOIN_STORED, JOIN_YIELD, Chain, DispelError, Func, Hop, Join, Relay, Source, WireLayer
 from .placeholders import fill
 
 RENDER_COMMAND = "dispel render"
@@ -407,6 +407,45 @@ def render_wire(wire: Sequence[WireLayer]) -> str:
     return "\n".join(out)
 
 
+REDIS_PUBSUB = "https://redis.io/docs/latest/develop/pubsub/"
+
+
+def render_relays(relays: Sequence[Relay]) -> str:
+    """Every message through the queue in the scenario, and what each process that read it did."""
+    out = [
+        "## Through Redis { #redis }\n",
+        "The Redis server is not traced: it relays each `PUBLISH` to every connection subscribed to the "
+        f"channel ([Redis Pub/Sub]({REDIS_PUBSUB})). Each row is one message read by one process's listener "
+        "thread, as the traces of the scenario show it: by the process that read it, then in the order of its reads.\n",
+        "| published by | event | room | read by | what the reader did |",
+        "|---|---|---|---|---|",
+    ]
+    for r in relays:
+        if not r.handled:
+            did = "skipped it: its own message (same host id), handled before it was published"
+        elif r.sent:
+            did = f"handled it: {r.sent} packet(s) for its own clients"
+        else:
+            did = "handled it: no client of the room on this server, nothing sent"
+        room = "every client" if r.room == "null" else inline_code(r.room)
+        out.append(f"| {inline_code(r.publisher)} | {inline_code(r.event)} | {room} | {inline_code(r.reader)} | {did} |")
+    readers = sorted({r.reader for r in relays})
+    silent = sorted({r.publisher for r in relays} - set(readers))
+    by_message: dict[tuple[str, str, str], set[str]] = {}
+    for r in relays:
+        by_message.setdefault((r.publisher, r.event, r.room), set()).add(r.reader)
+    everywhere = sum(1 for who in by_message.values() if who == set(readers))
+    text = (
+        f"\n{everywhere} of the {len(by_message)} messages were read by every server ({', '.join(inline_code(x) for x in readers)}): "
+        "a server's listener reads every message on the channel, whatever its room, and the server decides against its own "
+        "rooms whom it concerns."
+    )
+    if silent:
+        text += f" {', '.join(inline_code(x) for x in silent)} published and read nothing: a `write_only` manager starts no listener."
+    out.append(text + "\n")
+    return "\n".join(out)
+
+
 def render_compared(chain: Chain, label: str, others: Sequence[tuple[str, Chain]], marked: frozenset[str] = frozenset()) -> str:
     """Content tabs with this chain and the chains it is compared with, hop by hop."""
     out = [
@@ -483,6 +522,8 @@ def render_journey(
     out.extend(render_hop_list(chain, groups, links, excerpts, annotations))
     if chain.wire:
         out.append(render_wire(chain.wire))
+    if chain.relays:
+        out.append(render_relays(chain.relays))
     spec = next((j for j in catalog.JOURNEYS if j.name == chain.journey), None)
     label, compared = spec.compared if spec and spec.compared else ("", ())
     beside = [(title, others[j]) for title, j in compared if others and j in others]

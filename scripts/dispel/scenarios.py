@@ -310,6 +310,17 @@ def _server_settled(connected: int) -> bool:
     return not handlers and len(per_connection) <= len(PER_CONNECTION_THREADS) * connected
 
 
+def package_dirs(packages) -> list[str]:
+    """The folders of import packages (to trace more code than the catalogue's DISTS)."""
+    import os
+
+    dirs: list[str] = []
+    for pkg in packages:
+        spec = importlib.util.find_spec(pkg)
+        dirs.extend(os.path.join(loc, "") for loc in (spec.submodule_search_locations or ()) if spec)
+    return dirs
+
+
 def wanted_code(extra: tuple[str, ...] = ()) -> Callable[[CodeType], bool]:
     """The filter for the recorder: the Socket.IO stack, werkzeug, flask, the app, and the stdlib on the path;
     ``extra``: more files, or folders ending in "/" (a scenario file's app)."""

@@ -8,6 +8,7 @@ what happened, and the CLI says it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import shutil
@@ -31,6 +32,7 @@ from . import (
     normalize,
     permalinks,
     pins,
+    processes,
     prose,
     render,
 )
@@ -65,6 +67,7 @@ from .project import (
     write_atomic,
 )
 from .record import RAISED, Tracer, line_at
+from .normalize import RawCall
 from .tracefile import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json
 from .values import Normalizer, learn_secrets
 
@@ -89,21 +92,46 @@ def record_scenario(
     return trace_from_recording(recorder, name, port, code_roots(), versions, app_settings(module), deny)
 
 
-def trace_from_recording(
-    recorder: Tracer, name: str, port: int, roots: list, versions: dict[str, str], settings: dict | None = None, deny: tuple[str, ...] = (),
-    paths: Mapping[str, str] | None = None,
-) -> TraceFile:
-    """A recorder's rows -> normalized TraceFile: code resolved to functions, values made stable."""
+def recorded_calls(recorder: Tracer, roots: list) -> tuple[list[RawCall], dict]:
+    """A recorder's rows -> RawCalls (code resolved to functions) and the functions by key."""
     if recorder.errors:
         raise DispelError(f"the recorder disabled itself: {recorder.errors[0]}")
     raw = recorder.rows()
     funcs_by_code = resolve_funcs(set(raw.codes), raw.probe_codes, roots)
     calls = normalize.raw_calls(raw.call_rows(), raw.codes, raw.return_map(), funcs_by_code.__getitem__, line_at, RAISED)
-    secrets = normalize.session_ids(calls)
+    return calls, {f.key: f for f in funcs_by_code.values()}
+
+
+def random_ids(calls: list[RawCall], suffix: str = "") -> dict[str, str]:
+    """Random ids the program made -> placeholders, in the order they were made: session ids
+    (normalize.session_ids) and redis-py's connection pool ids (<redis-pool-N>). ``suffix``
+    (``@server-b``) names the process, where the ids of several show in one trace."""
+    ids = {k: f"{v[:-1]}{suffix}>" for k, v in normalize.session_ids(calls).items()}
+    pools = 0
+    for c in calls:
+        if c.func.endswith(":get_pool_name") and c.ret and isinstance(c.ret.value, str) and "_" in c.ret.value:
+            # redis-py names each connection pool "host:port_" + a random hex id
+            pool = c.ret.value.rpartition("_")[2]
+            if pool not in ids:
+                pools += 1
+                ids[pool] = f"<redis-pool-{pools}{suffix}>"
+    return ids
+
+
+def trace_from_recording(
+    recorder: Tracer, name: str, port: int | None, roots: list, versions: dict[str, str], settings: dict | None = None, deny: tuple[str, ...] = (),
+    process: str = "", ports: dict[int, str] | None = None, ids: dict[str, str] | None = None,
+    recorded: tuple[list[RawCall], dict] | None = None, patterns: tuple[tuple[str, str], ...] = (),
+    paths: Mapping[str, str] | None = None,
+) -> TraceFile:
+    """A recorder's rows -> normalized TraceFile: code resolved to functions, values made stable.
+    ``ids``: the random ids to replace (default: this recording's, by random_ids)."""
+    calls, funcs = recorded or recorded_calls(recorder, roots)
+    secrets = dict(random_ids(calls) if ids is None else ids)
     for text, label in learn_secrets(normalize.values_seen(calls), settings or {}).items():
         secrets.setdefault(text, label)
-    funcs = {f.key: f for f in funcs_by_code.values()}
-    return normalize.normalize(
+    raw = recorder.rows()
+    trace = normalize.normalize(
         name,
         PYTHON_VERSION,
         versions,
@@ -111,8 +139,9 @@ def trace_from_recording(
         calls,
         funcs,
         {s: start for s, (start, _) in raw.threads.items()},
-        Normalizer(port, secrets, {**machine_paths(), **(paths or {})}, deny),
+        Normalizer(port, secrets, {**machine_paths(), **(paths or {})}, deny, ports, patterns),
     )
+    return dataclasses.replace(trace, process=process) if process else trace
 
 
 def record_file(path: Path, out: Path, timeout: float | None = None, port: int | None = None, deny: tuple[str, ...] = ()) -> Recorded:
@@ -145,7 +174,7 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
     module = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port)
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
     roots = [*code_roots(), Root(traced, base, "sample_app", "local")]
-    trace = trace_from_recording(recorder, path.stem, port, roots, versions, app_settings(module), deny, {base: "<app>"})
+    trace = trace_from_recording(recorder, path.stem, port, roots, versions, app_settings(module), deny, paths={base: "<app>"})
     target = out / f"{path.stem}.json"
     write_atomic(target, trace_to_json(trace))
     return Recorded(path.stem, target, len(trace.events), len(trace.threads), recorder.rows().core)
@@ -199,9 +228,10 @@ def record(
 ) -> Recording:
     """Record scenarios into ``out``/<scenario>.json. One scenario runs here; several run each
     in a fresh interpreter, which says what it recorded or why it failed."""
-    names = list(names) or list(catalog.DEFAULT_SCENARIOS)
+    names = list(names) or [*catalog.DEFAULT_SCENARIOS, *catalog.DEFAULT_PROCESS_SCENARIOS]
     for name in names:
-        catalog.scenario(name)
+        if name not in catalog.PROCESS_SCENARIOS:
+            catalog.scenario(name)
     redact = tuple(redact)
     for pattern in redact:
         try:
@@ -217,6 +247,11 @@ def record(
 
     done = []
     for name in names:
+        if name in catalog.PROCESS_SCENARIOS:
+            for stem, path in processes.run(catalog.PROCESS_SCENARIOS[name], out, timeout).items():
+                trace = trace_from_json(read_text(path, "trace file"), stem)
+                done.append(Recorded(stem, path, len(trace.events), len(trace.threads), recorder_for(lambda code: False).rows().core))
+            continue
         recorder = recorder_for(scenarios.wanted_code())
         trace = record_scenario(name, timeout, app, port, redact, recorder)
         path = out / f"{name}.json"
@@ -348,7 +383,7 @@ def pin(
         if not sep or not dist:
             raise DispelError(f"--repo {spec!r} is not DIST=OWNER/REPO")
         overrides[normalize_dist(dist)] = check_repo(repo.strip(), f"--repo {spec}")
-    names = sorted({normalize_dist(n) for n in (list(dists) or catalog.DIST_NAMES)})
+    names = sorted({normalize_dist(n) for n in (list(dists) or catalog.PINNED_DIST_NAMES)})
     site = site or None
     found = distributions(names, site)
     missing = [n for n in names if n not in found]
@@ -587,6 +622,12 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
         names, why = rerecordable()
         result.notes += [why] if why else []
         result.failures += check_rerecord(project, names=names)
+        missing = processes.redis_missing()
+        if missing:
+            result.notes.append(f"the scenarios of several processes are not re-recorded: {missing}")
+        else:
+            for name in catalog.DEFAULT_PROCESS_SCENARIOS:
+                result.failures += check_rerecord_processes(project, catalog.PROCESS_SCENARIOS[name])
         result.timings["re-record"] = time.perf_counter() - clock
     if lock is None:
         result.notes.append(f"no lock at {project.lock}: permalinks cannot be checked")
@@ -731,14 +772,37 @@ def check_rerecord(project: Project, timeout: float = 60.0, names: Iterable[str]
             tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             problems.append(f"re-record: recording {name!r} failed: {tail}")
             continue
-        fresh = read_text(keep / f"{name}.json", "trace file")
-        committed = project.traces / f"{name}.json"
-        old = read_text(committed, "trace file") if committed.is_file() else ""
-        if fresh != old:
-            problems += [
-                f"re-record: traces/{name}.json differs from a fresh recording: {d} (the new one is {keep / (name + '.json')})"
-                for d in check_core.trace_drift(old, fresh)
-            ]
+        problems += _rerecord_drift(project, keep, name)
+    if not problems:
+        shutil.rmtree(keep, ignore_errors=True)
+    return problems
+
+
+def _rerecord_drift(project: Project, keep: Path, name: str) -> list[str]:
+    """How <keep>/<name>.json, a fresh recording, differs from traces/<name>.json."""
+    fresh = read_text(keep / f"{name}.json", "trace file")
+    committed = project.traces / f"{name}.json"
+    old = read_text(committed, "trace file") if committed.is_file() else ""
+    if fresh == old:
+        return []
+    return [
+        f"re-record: traces/{name}.json differs from a fresh recording: {d} (the new one is {keep / (name + '.json')})"
+        for d in check_core.trace_drift(old, fresh)
+    ]
+
+
+def check_rerecord_processes(project: Project, sc: catalog.ProcessScenario, timeout: float = 120.0) -> list[str]:
+    """Record a scenario of several processes again and compare each process's trace with
+    traces/<scenario>.<role>.json; a differing recording is kept."""
+    keep = Path(tempfile.mkdtemp(prefix="dispel-rerecord-"))
+    try:
+        processes.run(sc, keep, timeout)
+    except DispelError as exc:
+        shutil.rmtree(keep, ignore_errors=True)
+        return [f"re-record: recording {sc.name!r} failed: {exc}"]
+    problems = []
+    for stem in sc.trace_names():
+        problems += _rerecord_drift(project, keep, stem)
     if not problems:
         shutil.rmtree(keep, ignore_errors=True)
     return problems

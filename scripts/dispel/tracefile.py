@@ -9,6 +9,7 @@ from .model import (
     CHAIN_SCHEMA,
     TRACE_SCHEMA,
     Chain,
+    Relay,
     DispelError,
     Event,
     Func,
@@ -83,6 +84,7 @@ def trace_to_json(trace: TraceFile) -> str:
     head = {
         "schema": TRACE_SCHEMA,
         "scenario": trace.scenario,
+        **({"process": trace.process} if trace.process else {}),
         "python": trace.python,
         "versions": dict(trace.versions),
         "steps": list(trace.steps),
@@ -174,6 +176,7 @@ def trace_from_json(text: str, origin: str = "trace file") -> TraceFile:
             threads=threads,
             events=tuple(with_ends(events)),
             wakeups=wakeups,
+            process=data.get("process", ""),
         )
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise DispelError(f"{origin} is malformed ({type(exc).__name__}: {exc}); re-record it with `dispel record`") from None
@@ -217,6 +220,7 @@ def chain_to_dict(chain: Chain) -> dict:
             for w in chain.wire
         ],
         "joins": [[j.producer, j.user, j.kind] for j in chain.joins],
+        **({"relays": [[r.publisher, r.event, r.room, r.reader, int(r.handled), r.sent] for r in chain.relays]} if chain.relays else {}),
     }
 
 
@@ -234,6 +238,7 @@ def chain_from_dict(data: dict, origin: str = "chain file") -> Chain:
             WireLayer(w["layer"], w["raw"], tuple(WireField(*fl) for fl in w["fields"])) for w in data["wire"]
         )
         joins = tuple(Join(int(a), int(b), str(k)) for a, b, k in data.get("joins", ()))
-        return Chain(data["journey"], data["title"], data["scenario"], tuple(hops), wire, joins)
+        relays = tuple(Relay(str(p), str(e), str(r), str(who), bool(h), int(n)) for p, e, r, who, h, n in data.get("relays", ()))
+        return Chain(data["journey"], data["title"], data["scenario"], tuple(hops), wire, joins, relays)
     except (KeyError, TypeError, ValueError) as exc:
         raise DispelError(f"{origin} is malformed ({type(exc).__name__}: {exc}); regenerate it with `dispel chains`") from None

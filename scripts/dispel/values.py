@@ -22,22 +22,27 @@ class Normalizer:
     """Turns live values into stable text: no ports, session ids, times or addresses."""
 
     def __init__(
-        self, port: int, secrets: dict[str, str], paths: dict[str, str] | None = None, deny: tuple[str, ...] = ()
+        self, port: int | None, secrets: dict[str, str], paths: dict[str, str] | None = None, deny: tuple[str, ...] = (),
+        ports: dict[int, str] | None = None, patterns: tuple[tuple[str, str], ...] = (),
     ) -> None:
+        # port None: a process that serves nothing; ``ports``: other known ports -> their
+        # placeholders; ``patterns``: more (regex, replacement) pairs, such as a protocol's ids
         self.port = port
+        self.ports = dict(ports or {})
         # literal -> placeholder (session ids, this machine's folders), longest first
         self.secrets = {**(paths or {}), **secrets}
         secrets = self.secrets
         subs = sorted(secrets.items(), key=lambda kv: -len(kv[0]))
         self._subs = [(re.escape(k), v) for k, v in subs]
         self._patterns = [
-            (re.compile(rf"(?<!\d){port}(?!\d)"), "<port>"),
+            *((re.compile(rf"(?<!\d){p}(?!\d)"), label) for p, label in ([(port, "<port>")] if port is not None else []) + sorted(self.ports.items())),
             (re.compile(r"\bt=\d{6,}(\.\d+)?"), "t=<time>"),
             (re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT"), "<date>"),
             (re.compile(r"\d\d/[A-Z][a-z]{2}/\d{4} \d\d:\d\d:\d\d"), "<date>"),
             # credentials in HTTP headers are never the subject of a page
             (re.compile(r"(?im)^((?:set-)?cookie|(?:proxy-)?authorization):[ \t]*[^\r\n]*"), r"\1: <redacted>"),
             *((re.compile(d), "<redacted>") for d in deny),
+            *((re.compile(p), repl) for p, repl in patterns),
         ]
         self._secret_re = re.compile("|".join(k for k, _ in self._subs)) if self._subs else None
         self.client_ports: dict[int, str] = {}
@@ -72,6 +77,8 @@ class Normalizer:
         if isinstance(kept, int):
             if kept == self.port:
                 return "<port>"
+            if kept in self.ports:
+                return self.ports[kept]
             if kept in self.client_ports:
                 return self.client_ports[kept]
             return repr(kept) if abs(kept) < 2**31 else "<int>"

@@ -201,3 +201,122 @@ _HEADER_MEANINGS = {
     "transfer-encoding": "chunked: the body follows as chunks, each preceded by its size in hex, ended by a zero-size chunk",
     "content-type": "the body's media type: Engine.IO payloads are text",
 }
+
+
+# ------------------------------------------------------------------ Redis (RESP2 / RESP3)
+
+RESP_LINKS = "https://redis.io/docs/latest/develop/reference/protocol-spec/"
+_RESP_AGGREGATES = {"*": "array", ">": "push", "%": "map", "~": "set"}
+
+
+def parse_resp(data: bytes, pos: int = 0) -> tuple[object, int]:
+    """One RESP value at ``pos``: (value, position after it). Bulk strings stay bytes; arrays
+    and pushes are lists (a push is ("push", [...])). Raises ValueError on incomplete input."""
+    end = data.index(b"\r\n", pos)
+    kind, line = chr(data[pos]), data[pos + 1:end]
+    pos = end + 2
+    if kind in "+-":
+        return line, pos
+    if kind == ":":
+        return int(line), pos
+    if kind == "$":
+        n = int(line)
+        if n < 0:
+            return None, pos
+        if data[pos + n:pos + n + 2] != b"\r\n":
+            # a trace's placeholders (<host-id@server-a>) changed the string's length: it
+            # ends at the next CRLF (JSON messages hold none)
+            end = data.find(b"\r\n", pos)
+            if end < 0:
+                raise ValueError("incomplete bulk string")
+            return data[pos:end], end + 2
+        return data[pos:pos + n], pos + n + 2
+    if kind in _RESP_AGGREGATES:
+        n = int(line) * (2 if kind == "%" else 1)
+        items = []
+        for _ in range(max(n, 0)):
+            item, pos = parse_resp(data, pos)
+            items.append(item)
+        return (("push", items) if kind == ">" else items), pos
+    raise ValueError(f"unknown RESP type {kind!r}")
+
+
+def resp_values(data: bytes) -> list[object]:
+    """Every complete RESP value in ``data`` (a read may hold several pushes)."""
+    out, pos = [], 0
+    while pos < len(data):
+        try:
+            value, pos = parse_resp(data, pos)
+        except (ValueError, IndexError):
+            break
+        out.append(value)
+    return out
+
+
+def published(data: bytes) -> tuple[bytes, bytes] | None:
+    """(channel, message) of a PUBLISH command written to Redis, or None."""
+    values = resp_values(data)
+    if len(values) == 1 and isinstance(values[0], list) and len(values[0]) == 3 and values[0][0] in (b"PUBLISH", b"publish"):
+        return values[0][1], values[0][2]
+    return None
+
+
+def delivered(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(channel, message) of each ``message`` push (RESP3) or array (RESP2) a subscriber read."""
+    out = []
+    for v in resp_values(data):
+        items = v[1] if isinstance(v, tuple) else v
+        if isinstance(items, list) and len(items) == 3 and items[0] == b"message":
+            out.append((items[1], items[2]))
+    return out
+
+
+def _json_layer(payload: bytes) -> list[WireLayer]:
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return []
+    if not isinstance(value, dict):
+        return []
+    fields = tuple(WireField(k, json.dumps(v, ensure_ascii=False), "") for k, v in value.items())
+    return [WireLayer("JSON message (python-socketio's PubSubManager)", payload.decode("utf-8", "replace"), fields)]
+
+
+def decode_publish(data: bytes) -> tuple[WireLayer, ...]:
+    """A PUBLISH command as the publisher wrote it (RESP array of bulk strings), and its JSON."""
+    found = published(data)
+    if found is None:
+        return ()
+    channel, message = found
+    layer = WireLayer(
+        "Redis command (RESP)",
+        printable(data),
+        (
+            WireField("*3", "array of 3", "a command is an array of bulk strings"),
+            WireField("command", "PUBLISH", "post a message to a channel; Redis answers with how many subscribers got it"),
+            WireField("channel", channel.decode("utf-8", "replace"), "Flask-SocketIO's default channel"),
+            WireField("message", data.split(b"\r\n")[5].decode("latin-1") if data.count(b"\r\n") > 5 else "", "a bulk string: its length in bytes (counted before the trace put placeholders in), then the bytes"),
+        ),
+    )
+    return (layer, *_json_layer(message))
+
+
+def decode_delivery(data: bytes, message: bytes) -> tuple[WireLayer, ...]:
+    """The ``message`` push a subscriber read (RESP3 ``>``) carrying ``message``, and its JSON."""
+    for v in resp_values(data):
+        items = v[1] if isinstance(v, tuple) else v
+        if isinstance(items, list) and len(items) == 3 and items[0] == b"message" and items[2] == message:
+            raw = data[data.index(b"\r\n$7\r\nmessage") - 2:]
+            layer = WireLayer(
+                "Redis push (RESP3)" if isinstance(v, tuple) else "Redis reply (RESP2)",
+                printable(raw),
+                (
+                    WireField(">3" if isinstance(v, tuple) else "*3", "push of 3" if isinstance(v, tuple) else "array of 3",
+                              "out-of-band data a subscribed connection receives"),
+                    WireField("kind", "message", "a message published on a channel this connection subscribed to"),
+                    WireField("channel", items[1].decode("utf-8", "replace"), "the channel it was published on"),
+                    WireField("message", message.decode("utf-8", "replace")[:60] + ("…" if len(message) > 60 else ""), "the bytes the publisher sent, unchanged"),
+                ),
+            )
+            return (layer,)
+    return ()
