@@ -102,3 +102,9 @@ def test_nothing_else_lists_the_journeys_or_the_traced_packages():
         text = path.read_text(encoding="utf-8")
         assert '"upgrade-python"' not in text, f"{path.name} lists journeys"
         assert '"simple_websocket", "wsproto"' not in text and '"simple-websocket",\n' not in text, f"{path.name} lists traced packages"
+
+
+def test_every_journey_is_in_the_site_navigation():
+    nav = (Project().root / "mkdocs.yml").read_text(encoding="utf-8")
+    missing = [j.name for j in catalog.JOURNEYS if f"chains/{j.name}.md" not in nav]
+    assert not missing, f"mkdocs.yml's nav lacks the pages of {missing}"

@@ -355,7 +355,7 @@ def test_missing_lock_file_says_how_to_create_it(tmp_path: Path) -> None:
 
 def test_committed_lock_matches_the_installed_environment() -> None:
     lock = stages.load_lock(Project().lock)
-    assert {p.dist for p in lock.dists} == set(catalog.DIST_NAMES)
+    assert {p.dist for p in lock.dists} == set(catalog.PINNED_DIST_NAMES)
     assert all(p.pinned == "commit" and len(p.commit) == 40 for p in lock.dists)
     # the standard-library files pinned: the usual ones plus every one a trace ran code from
     assert {f.installed for f in lock.python.files} == set(catalog.STDLIB_FILES) | stages.traced_stdlib_files(Project())
