@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from dispel.scenario_file import ScenarioError, Step, parse
+from dispel.scenario_file import PROCESS_EVENTS, PROCESS_ROOM, ScenarioError, Step, parse
 
 GOOD = """
 title = "Chat"
@@ -114,3 +114,129 @@ def test_a_file_cut_short_names_its_last_line():
     with pytest.raises(ScenarioError) as info:
         parse('[app]\nimport = "app:socketio"\nx = [1,', "cut.toml")
     assert str(info.value).startswith("cut.toml:3: not valid TOML:") and "line 3" in str(info.value)
+
+
+# ------------------------------------------------------------------ several processes ([broker], [processes])
+
+SEVERAL = """
+title = "Two servers"
+
+[broker]
+kind = "redis"
+
+[processes.server-a]
+import = "sample_app.cluster"
+kind = "server"
+
+[processes.emitter]
+import = "sample_app.emitter"
+kind = "emitter"
+
+[clients.1]
+process = "server-a"
+
+[[steps]]
+client = "1"
+do = "connect"
+
+[[steps]]
+client = "1"
+do = "join"
+room = "room-1"
+
+[[steps]]
+process = "emitter"
+do = "emit"
+
+[[steps]]
+client = "1"
+do = "expect"
+event = "news"
+count = 2
+
+[[steps]]
+client = "1"
+do = "disconnect"
+"""
+
+
+def test_several_processes():
+    sf = parse(SEVERAL, "q.toml")
+    assert sf.app is None and sf.broker is not None and sf.broker.kind == "redis"
+    assert [(p.role, p.kind, p.module) for p in sf.processes] == [
+        ("server-a", "server", "sample_app.cluster"), ("emitter", "emitter", "sample_app.emitter")]
+    assert [(c.name, c.process) for c in sf.clients] == [("1", "server-a")]
+    assert [(s.do, s.client, s.process, s.event, s.count) for s in sf.steps] == [
+        ("connect", "1", "", "", 1), ("join", "1", "", "join", 1), ("emit", "", "emitter", "", 1),
+        ("expect", "1", "", "news", 2), ("disconnect", "1", "", "", 1)]
+    assert sf.steps[2].label == "steps[3] (emit, process emitter)"
+    # a file of one app has none of it
+    one = parse(GOOD, "chat.toml")
+    assert one.broker is None and one.processes == () and one.clients[0].process == ""
+
+
+def several(old: str, new: str) -> str:
+    assert old in SEVERAL
+    return SEVERAL.replace(old, new, 1)
+
+
+BAD_SEVERAL = [
+    ("app and processes", '[app]\nimport = "app:socketio"\n' + SEVERAL, "[app]: give [app] (one server) or [processes]"),
+    ("no broker", several('[broker]\nkind = "redis"\n', ""), "[broker]: missing"),
+    ("broker without processes", GOOD + '\n[broker]\nkind = "redis"\n', "[broker]: a broker joins several processes"),
+    ("unknown broker", several('kind = "redis"', 'kind = "kafka"'), "[broker]: kind = 'kafka' is not one of: redis"),
+    ("unknown process kind", several('kind = "emitter"', 'kind = "worker"'), "[processes.emitter]: kind = 'worker'"),
+    ("bad module", several('"sample_app.emitter"', '"sample_app:emitter"'), "[processes.emitter]: import = 'sample_app:emitter' must be a module"),
+    ("unknown process key", several('kind = "server"', 'knd = "server"'), "[processes.server-a]: unknown key 'knd'"),
+    ("no server", several('kind = "server"', 'kind = "emitter"'), "[processes]: needs a server process"),
+    ("client on no server", several('process = "server-a"', 'process = "emitter"'), "[clients.1]: process = 'emitter' is not a server process"),
+    ("client without process", several('process = "server-a"', ''), "[clients.1]: missing 'process'"),
+    ("client transport", several('process = "server-a"', 'process = "server-a"\ntransport = "polling"'), "[clients.1]: unknown key 'transport'"),
+    ("step on a server", several('process = "emitter"\ndo = "emit"', 'process = "server-a"\ndo = "emit"'), "steps[3]: process = 'server-a' is not an emitter"),
+    ("emitter connects", several('process = "emitter"\ndo = "emit"', 'process = "emitter"\ndo = "connect"'), "steps[3] (connect, process emitter): do = 'connect'"),
+    ("client emits", several('client = "1"\ndo = "join"', 'client = "1"\ndo = "emit"'), "steps[2]: do = 'emit': a client's step of several processes"),
+    ("other room", several('room = "room-1"', 'room = "room-2"'), "steps[2] (join, client 1): room = 'room-2'"),
+    ("unheard event", several('event = "news"', 'event = "tick"'), "steps[4] (expect, client 1): event = 'tick'"),
+    ("step timeout", several('count = 2', 'count = 2\ntimeout = 3'), "steps[4] (expect, client 1): unknown key 'timeout'"),
+    ("expect before connect", several('client = "1"\ndo = "connect"', 'process = "emitter"\ndo = "emit"'), "steps[2] (join 'join', client 1): the client is not connected"),
+]
+
+
+@pytest.mark.parametrize("text, needle", [(t, n) for _, t, n in BAD_SEVERAL], ids=[c[0] for c in BAD_SEVERAL])
+def test_bad_file_of_several_processes_names_the_place(text, needle):
+    test_bad_file_names_the_place(text, needle)
+
+
+def test_the_process_client_can_do_what_the_format_allows():
+    from dispel import client
+    import inspect
+
+    assert client.ROOM == PROCESS_ROOM
+    source = inspect.getsource(client.main)
+    for event in PROCESS_EVENTS:
+        assert f'"{event}": []' in source, event
+
+
+def test_the_queue_scenario_is_its_file():
+    """The catalogue's queue scenario is read from scripts/sample_app/queue.toml: the file's
+    steps are the runner's steps, its processes and clients the runner's."""
+    from pathlib import Path
+
+    from dispel import catalog
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "sample_app" / "queue.toml"
+    sf = parse(path.read_text(), "queue.toml")
+    sc = catalog.PROCESS_SCENARIOS["queue"]
+    assert catalog.PROCESS_SCENARIO_FILES["queue"].resolve() == path
+    assert [(p.role, p.kind, p.module) for p in sc.processes] == [(p.role, p.kind, p.module) for p in sf.processes]
+    assert sc.clients == (("1", "server-a"), ("2", "server-b")) and sc.broker == "redis"
+    assert len(sc.steps) == len(sf.steps)
+    assert sc.steps[4] == "2:expect-joined*2" and sc.steps[5] == "emitter:emit"
+
+
+def test_a_file_of_several_processes_is_not_run_as_one_app():
+    from dispel.scenario_file import one_app
+
+    with pytest.raises(ScenarioError, match=r"q.toml: \[processes\]: .*dispel record queue"):
+        one_app(parse(SEVERAL, "q.toml"))
+    assert one_app(parse(GOOD, "chat.toml")).app is not None

@@ -1,12 +1,16 @@
 """The one catalogue: scenarios, journeys, traced distributions, standard-library files, thread roles.
 
-Data only (a leaf: it imports nothing of dispel but DispelError). Every other module reads
-what it needs from here, so that adding a journey or a traced library is one edit.
+Data only (a leaf: it imports nothing of dispel but DispelError and the pure parser of
+scenario files, which reads the scenarios of several processes from scripts/sample_app/*.toml).
+Every other module reads what it needs from here, so that adding a journey or a traced library
+is one edit.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from . import scenario_file
 from .model import DispelError
 
 # --------------------------------------------------------------------------- traced code
@@ -145,12 +149,13 @@ DEFAULT_SCENARIOS = tuple(sorted(name for name, sc in SCENARIOS.items() if sc.de
 @dataclass(frozen=True)
 class Process:
     """A traced process of a scenario of several: its role (the trace file is
-    traces/<scenario>.<role>.json) and its kind: "server" (the sample app as one of several
-    servers joined by the message queue, sample_app.cluster) or "emitter" (sample_app.emitter,
-    which has no Socket.IO server of its own)."""
+    traces/<scenario>.<role>.json), its kind: "server" (an app served as one of several servers
+    joined by the message queue, like sample_app.cluster) or "emitter" (like sample_app.emitter,
+    which has no Socket.IO server of its own), and the module it runs."""
 
     role: str
     kind: str
+    module: str
 
 
 @dataclass(frozen=True)
@@ -159,8 +164,8 @@ class ProcessScenario:
     and stops; it is not traced). Each step is "WHO:STEP[*COUNT]": WHO is a client (its
     server in ``clients``) doing one of dispel.client's steps, or the emitter (``emit``).
 
-    Defined here in the catalogue's style until the own-app scenario-file format (issue 16)
-    lands; dispel.processes runs it from these values only, so a file can describe it later."""
+    Read from a scenario file with [broker] and [processes] tables (``from_file``);
+    dispel.processes runs it from these values only."""
 
     name: str
     description: str
@@ -178,19 +183,33 @@ class ProcessScenario:
         return tuple(f"{self.name}.{role}" for role in self.roles())
 
 
+def _step_spec(step: scenario_file.Step) -> str:
+    """A scenario file's step as the runner's "WHO:STEP[*COUNT]" (the trace's step mark)."""
+    if step.process:
+        return f"{step.process}:{step.do}"
+    what = f"expect-{step.event}" if step.do == "expect" else step.do
+    return f"{step.client}:{what}" + (f"*{step.count}" if step.count > 1 else "")
+
+
+def from_file(sf: scenario_file.ScenarioFile, name: str) -> ProcessScenario:
+    """A parsed scenario file of several processes -> the ProcessScenario ``name`` (its title is
+    the description)."""
+    if not sf.processes or sf.broker is None:
+        raise DispelError(f"{sf.source}: not a scenario of several processes: it has no [processes] and [broker]")
+    return ProcessScenario(
+        name, sf.title,
+        tuple(Process(p.role, p.kind, p.module) for p in sf.processes),
+        tuple((c.name, c.process) for c in sf.clients),
+        tuple(_step_spec(s) for s in sf.steps),
+        broker=sf.broker.kind,
+    )
+
+
+# The scenario files of several processes, beside the sample app.
+PROCESS_SCENARIO_FILES = {"queue": Path(__file__).resolve().parents[1] / "sample_app" / "queue.toml"}
 PROCESS_SCENARIOS = {
-    "queue": ProcessScenario(
-        "queue",
-        "Two servers of the app joined by Redis, a client on each in one room, and an emitter process: "
-        "client 2 joins (its server publishes, the other filters by room), client 1 joins (both servers write), "
-        "the emitter emits to everyone, the clients disconnect.",
-        (Process("server-a", "server"), Process("server-b", "server"), Process("emitter", "emitter")),
-        (("1", "server-a"), ("2", "server-b")),
-        (
-            "1:connect", "2:connect", "2:join", "1:join", "2:expect-joined*2",
-            "emitter:emit", "1:expect-news", "2:expect-news", "2:disconnect", "1:disconnect",
-        ),
-    ),
+    name: from_file(scenario_file.parse(path.read_text(encoding="utf-8"), f"scripts/sample_app/{path.name}"), name)
+    for name, path in PROCESS_SCENARIO_FILES.items()
 }
 
 

@@ -215,7 +215,7 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
     try:
         redis = RedisServer(redis_port, time.monotonic() + min(10.0, deadline.left()))
         for p in sc.processes:
-            argv = [sys.executable, "-m", "dispel.traced_process", p.role, p.kind, queue, str(ports[p.role]),
+            argv = [sys.executable, "-m", "dispel.traced_process", p.role, p.kind, p.module, queue, str(ports[p.role]),
                     str(tmp / f"{sc.name}.{p.role}.json"), str(redis_port)]
             if not traced:
                 argv.append("--untraced")

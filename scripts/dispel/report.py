@@ -197,7 +197,7 @@ def _checked_out(out: Path, project: Project) -> Path:
 def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] = (), timeout: float | None = None, site: bool = True) -> Report:
     """Build the report of ``scenario`` into ``out`` (replacing a report built there before)."""
     text = read_text(scenario, "scenario file")
-    scenario_file.parse(text, scenario.name)  # a bad file fails before anything runs
+    scenario_file.one_app(scenario_file.parse(text, scenario.name))  # a bad file fails before anything runs
     scenario = scenario.resolve()
     out = _checked_out(out, project)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

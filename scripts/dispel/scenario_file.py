@@ -40,6 +40,32 @@ Example (the README has the complete one)::
     do = "expect"
     event = "reply"
     count = 1
+
+Several processes joined by a message queue (scripts/sample_app/queue.toml) replace ``[app]``
+by a ``[broker]`` and ``[processes.<role>]`` tables; each client names the server process it
+connects to, and a step names a client or an emitter process::
+
+    [broker]
+    kind = "redis"                   # a Redis server the run starts and stops (not traced)
+
+    [processes.server-a]
+    import = "sample_app.cluster"    # a module whose main(port, message_queue) serves
+    kind = "server"
+
+    [processes.emitter]
+    import = "sample_app.emitter"    # a module whose main(message_queue) emits
+    kind = "emitter"
+
+    [clients.1]
+    process = "server-a"
+
+    [[steps]]
+    process = "emitter"              # the emitter runs its main(message_queue)
+    do = "emit"
+
+A client of several processes is dispel.client (websocket, namespace "/"): its steps are
+connect, join (the room ``PROCESS_ROOM``), expect (one of ``PROCESS_EVENTS``, with a count)
+and disconnect.
 """
 from __future__ import annotations
 
@@ -52,6 +78,13 @@ from .model import DispelError
 
 STEP_KINDS = ("connect", "emit", "expect", "join", "leave", "sleep", "disconnect")
 TRANSPORTS = ("websocket", "polling")
+BROKERS = ("redis",)
+PROCESS_KINDS = ("server", "emitter")
+# What dispel.client (the client of a scenario of several processes) can do: the events it
+# listens to, and the room its join step joins (tests/test_scenario_file.py checks both).
+PROCESS_EVENTS = ("welcome", "reply", "joined", "news")
+PROCESS_ROOM = "room-1"
+_MODULE_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 DEFAULT_STEP_TIMEOUT = 10.0
 DEFAULT_TIMEOUT = 60.0
 _IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -85,6 +118,25 @@ class ClientSpec:
     headers: tuple[tuple[str, str], ...] = ()
     query: tuple[tuple[str, str], ...] = ()
     auth: object = None
+    process: str = ""  # with [processes]: the role of the server process it connects to
+
+
+@dataclass(frozen=True)
+class BrokerSpec:
+    """The message queue joining several processes: a server the run starts and stops."""
+
+    kind: str = "redis"
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One traced process: its role (traces/<scenario>.<role>.json), its kind (server|emitter)
+    and the module it runs (``main(port, message_queue)`` for a server, ``main(message_queue)``
+    for an emitter)."""
+
+    role: str
+    kind: str
+    module: str
 
 
 @dataclass(frozen=True)
@@ -102,12 +154,14 @@ class Step:
     namespace: str = ""  # empty: the client's first namespace
     count: int = 1  # expect: how many of the event must have arrived (counting from this step)
     seconds: float = 0.0  # sleep
+    process: str = ""  # with [processes]: the emitter process whose step it is (client is then "")
 
     @property
     def label(self) -> str:
         """How messages and the trace's step marks name it: ``steps[3] (emit 'chat')``."""
         what = f"{self.do} {self.event!r}" if self.event else self.do
-        return f"steps[{self.index}] ({what}, client {self.client})"
+        who = f"process {self.process}" if self.process else f"client {self.client}"
+        return f"steps[{self.index}] ({what}, {who})"
 
     @property
     def mark(self) -> str:
@@ -130,13 +184,15 @@ class Step:
 @dataclass(frozen=True)
 class ScenarioFile:
     source: str
-    app: AppSpec
+    app: AppSpec | None  # None when the file has [processes] instead
     clients: tuple[ClientSpec, ...]
     steps: tuple[Step, ...]
     title: str = ""
     timeout: float = DEFAULT_TIMEOUT
     # tables a later version reads (SECTIONS), kept as parsed: name -> value
     extra: tuple[tuple[str, object], ...] = field(default=())
+    broker: BrokerSpec | None = None
+    processes: tuple[ProcessSpec, ...] = ()
 
     def client(self, name: str) -> ClientSpec:
         return next(c for c in self.clients if c.name == name)
@@ -208,7 +264,7 @@ def _app(raw: object, source: str) -> AppSpec:
     return AppSpec(module, attribute, factory, flask)
 
 
-def _clients(raw: object, source: str) -> tuple[ClientSpec, ...]:
+def _clients(raw: object, source: str, processes: tuple[ProcessSpec, ...] = ()) -> tuple[ClientSpec, ...]:
     if not isinstance(raw, dict) or not raw:
         raise _err(source, "[clients]", "must hold at least one client, like [clients.a] transport = \"websocket\"")
     out = []
@@ -218,6 +274,9 @@ def _clients(raw: object, source: str) -> tuple[ClientSpec, ...]:
             raise _err(source, where, "a client's name is letters, digits, '-' or '_'")
         if not isinstance(table, dict):
             raise _err(source, where, "must be a table")
+        if processes:
+            out.append(_process_client(name, table, source, where, processes))
+            continue
         _take(table, ("transport", "namespace", "namespaces", "headers", "query", "auth"), source, where)
         transport = _string(table, "transport", source, where, "websocket")
         if transport not in TRANSPORTS:
@@ -238,6 +297,15 @@ def _clients(raw: object, source: str) -> tuple[ClientSpec, ...]:
     return tuple(out)
 
 
+def _process_client(name: str, table: Mapping, source: str, where: str, processes: tuple[ProcessSpec, ...]) -> ClientSpec:
+    _take(table, ("process",), source, where)
+    servers = [p.role for p in processes if p.kind == "server"]
+    process = _string(table, "process", source, where)
+    if process not in servers:
+        raise _err(source, where, f"process = {process!r} is not a server process; the file's servers: {', '.join(servers)}")
+    return ClientSpec(name, process=process)
+
+
 _STEP_KEYS = {
     "connect": ("timeout",),
     "emit": ("event", "data", "ack", "namespace", "timeout"),
@@ -249,7 +317,7 @@ _STEP_KEYS = {
 }
 
 
-def _steps(raw: object, source: str, clients: tuple[ClientSpec, ...]) -> tuple[Step, ...]:
+def _steps(raw: object, source: str, clients: tuple[ClientSpec, ...], processes: tuple[ProcessSpec, ...] = ()) -> tuple[Step, ...]:
     if not isinstance(raw, list) or not raw:
         raise _err(source, "[[steps]]", "must hold at least one step, like [[steps]] do = \"connect\"")
     names = [c.name for c in clients]
@@ -257,6 +325,9 @@ def _steps(raw: object, source: str, clients: tuple[ClientSpec, ...]) -> tuple[S
     for i, table in enumerate(raw, 1):
         if not isinstance(table, dict):
             raise _err(source, f"steps[{i}]", "must be a table")
+        if processes:
+            out.append(_process_step(i, table, source, names, processes))
+            continue
         do = table.get("do")
         where = f"steps[{i}]"
         if do not in STEP_KINDS:
@@ -304,10 +375,58 @@ def _steps(raw: object, source: str, clients: tuple[ClientSpec, ...]) -> tuple[S
     return tuple(out)
 
 
+# with [processes]: what a client step may hold (dispel.client's steps), and an emitter's
+_PROCESS_STEP_KEYS = {"connect": (), "join": ("room",), "expect": ("event", "count"), "disconnect": ()}
+_EMITTER_STEPS = ("emit",)
+
+
+def _process_step(i: int, table: Mapping, source: str, names: list[str], processes: tuple[ProcessSpec, ...]) -> Step:
+    """A step of a file with [processes]: a client's (connect, join, expect, disconnect) or an
+    emitter process's (emit: it runs its module's main(message_queue))."""
+    do = table.get("do")
+    if "process" in table:
+        emitters = [p.role for p in processes if p.kind == "emitter"]
+        role = table["process"]
+        if role not in emitters:
+            raise _err(source, f"steps[{i}]", f"process = {role!r} is not an emitter process; the file's emitters: {', '.join(emitters) or 'none'}")
+        where = f"steps[{i}] ({do}, process {role})"
+        if "client" in table:
+            raise _err(source, where, "give client or process, not both")
+        if do not in _EMITTER_STEPS:
+            raise _err(source, where, f"do = {do!r}: an emitter process's step is one of: {', '.join(_EMITTER_STEPS)}")
+        _take(table, ("do", "process"), source, where)
+        return Step(i, do, "", process=role)
+    if do not in _PROCESS_STEP_KEYS:
+        raise _err(source, f"steps[{i}]", f"do = {do!r}: a client's step of several processes is one of: {', '.join(_PROCESS_STEP_KEYS)}")
+    client = table.get("client")
+    if client is None and len(names) == 1:
+        client = names[0]
+    if client not in names:
+        raise _err(source, f"steps[{i}]", f"{do}: give client = one of: {', '.join(names)} (or process = an emitter), not {client!r}")
+    where = f"steps[{i}] ({do}, client {client})"
+    _take(table, ("do", "client", *_PROCESS_STEP_KEYS[do]), source, where)
+    event, data, has_data, count = "", None, False, 1
+    if do == "join":
+        room = _string(table, "room", source, where)
+        if room != PROCESS_ROOM:
+            raise _err(source, where, f"room = {room!r}: the client of several processes joins {PROCESS_ROOM!r} only")
+        event, data, has_data = "join", room, True
+    elif do == "expect":
+        event = _string(table, "event", source, where)
+        if event not in PROCESS_EVENTS:
+            raise _err(source, where, f"event = {event!r}: the client of several processes listens to: {', '.join(PROCESS_EVENTS)}")
+        count = table.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise _err(source, where, f"count must be a whole number >= 1, not {count!r}")
+    return Step(i, do, client, event=event, data=data, has_data=has_data, count=count)
+
+
 def _check_order(steps: list[Step], source: str) -> None:
     """A client connects before anything else, and does nothing after it disconnects."""
     connected: dict[str, bool] = {}
     for s in steps:
+        if s.process:
+            continue
         state = connected.get(s.client)
         if s.do == "connect":
             if state:
@@ -319,12 +438,48 @@ def _check_order(steps: list[Step], source: str) -> None:
             connected[s.client] = False
 
 
+def _broker(raw: object, source: str) -> BrokerSpec:
+    if not isinstance(raw, dict):
+        raise _err(source, "[broker]", 'must be a table, like [broker] kind = "redis"')
+    _take(raw, ("kind",), source, "[broker]")
+    kind = _string(raw, "kind", source, "[broker]", "redis")
+    if kind not in BROKERS:
+        raise _err(source, "[broker]", f"kind = {kind!r} is not one of: {', '.join(BROKERS)}")
+    return BrokerSpec(kind)
+
+
+def _processes(raw: object, source: str) -> tuple[ProcessSpec, ...]:
+    if not isinstance(raw, dict) or not raw:
+        raise _err(source, "[processes]", 'must hold at least one process, like [processes.server-a] import = "app" kind = "server"')
+    out = []
+    for role, table in raw.items():
+        where = f"[processes.{role}]"
+        if not _NAME_RE.match(role):
+            raise _err(source, where, "a process's role is letters, digits, '-' or '_'")
+        if not isinstance(table, dict):
+            raise _err(source, where, "must be a table")
+        _take(table, ("import", "kind"), source, where)
+        module = _string(table, "import", source, where)
+        if not _MODULE_RE.match(module):
+            raise _err(source, where, f"import = {module!r} must be a module, like \"sample_app.cluster\"")
+        kind = _string(table, "kind", source, where, "server")
+        if kind not in PROCESS_KINDS:
+            raise _err(source, where, f"kind = {kind!r} is not one of: {', '.join(PROCESS_KINDS)}")
+        out.append(ProcessSpec(role, kind, module))
+    if not any(p.kind == "server" for p in out):
+        raise _err(source, "[processes]", 'needs a server process for the clients, like [processes.server-a] kind = "server"')
+    return tuple(out)
+
+
 # name -> (parser of the raw table, required). Later versions add entries here.
 SECTIONS: dict[str, tuple[Callable[..., object], bool]] = {
-    "app": (_app, True),
+    "app": (_app, True),  # not with [processes]
     "clients": (_clients, True),
     "steps": (_steps, True),
+    "broker": (_broker, False),  # with [processes] only
+    "processes": (_processes, False),
 }
+_READ_HERE = ("app", "clients", "steps", "broker", "processes")
 _SCALARS = ("title", "timeout")
 
 
@@ -354,8 +509,9 @@ def parse(text: str, source: str = "scenario.toml") -> ScenarioFile:
     if unknown:
         known = ", ".join([*SECTIONS, *_SCALARS])
         raise _err(source, repr(unknown[0]), f"unknown top-level key or table; known: {known}")
+    several = "processes" in raw
     for name, (_, required) in SECTIONS.items():
-        if required and name not in raw:
+        if required and name not in raw and not (several and name == "app"):
             example = {"app": '[app] import = "app:socketio"', "clients": '[clients.a] transport = "websocket"',
                        "steps": '[[steps]] do = "connect"'}.get(name, f"[{name}]")
             raise _err(source, f"[{name}]", f"missing; add it, like {example}")
@@ -363,11 +519,27 @@ def parse(text: str, source: str = "scenario.toml") -> ScenarioFile:
     if not isinstance(title, str):
         raise _err(source, "title", f"must be a string, not {title!r}")
     timeout = _number(raw, "timeout", source, "timeout", DEFAULT_TIMEOUT)
-    app = _app(raw["app"], source)
-    clients = _clients(raw["clients"], source)
-    steps = _steps(raw["steps"], source, clients)
+    processes = _processes(raw["processes"], source) if several else ()
+    broker = _broker(raw["broker"], source) if "broker" in raw else None
+    if several and "app" in raw:
+        raise _err(source, "[app]", "give [app] (one server) or [processes] (several), not both")
+    if several and broker is None:
+        raise _err(source, "[broker]", 'missing: several processes are joined by a message queue; add [broker] kind = "redis"')
+    if broker is not None and not several:
+        raise _err(source, "[broker]", "a broker joins several processes: add [processes.<role>] tables, or remove it")
+    app = None if several else _app(raw["app"], source)
+    clients = _clients(raw["clients"], source, processes)
+    steps = _steps(raw["steps"], source, clients, processes)
     extra = tuple(
         (name, parse_section(raw[name], source)) for name, (parse_section, _) in SECTIONS.items()
-        if name not in ("app", "clients", "steps") and name in raw
+        if name not in _READ_HERE and name in raw
     )
-    return ScenarioFile(source, app, clients, steps, title, timeout, extra)
+    return ScenarioFile(source, app, clients, steps, title, timeout, extra, broker, processes)
+
+
+def one_app(sf: ScenarioFile) -> ScenarioFile:
+    """``sf`` if it has one app to serve; a file of several processes is recorded by `dispel record NAME`."""
+    if sf.app is None:
+        raise ScenarioError(f"{sf.source}: [processes]: a file of several processes is not run on its own yet; "
+                            "it is recorded as a catalogued scenario (`dispel record queue`)")
+    return sf

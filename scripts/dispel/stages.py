@@ -156,7 +156,7 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
     from .drivers import FileClientProcess
     from .tracefile import Root
 
-    sf = scenario_file.parse(read_text(path, "scenario file"), path.name)
+    sf = scenario_file.one_app(scenario_file.parse(read_text(path, "scenario file"), path.name))
     folder = str(path.resolve().parent)
     for d in dict.fromkeys((folder, os.getcwd())):
         if d not in sys.path:

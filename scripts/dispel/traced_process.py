@@ -1,7 +1,8 @@
-"""One traced process of a scenario of several (`python -m dispel.traced_process ROLE KIND QUEUE PORT OUT REDIS_PORT`).
+"""One traced process of a scenario of several (`python -m dispel.traced_process ROLE KIND MODULE QUEUE PORT OUT REDIS_PORT`).
 
-KIND is ``server`` (the sample app, one of several servers joined by the message queue) or
-``emitter`` (a process with no Socket.IO server of its own). Under the recorder it imports
+KIND is ``server`` (MODULE's ``main(port, message_queue)`` serves the app, one of several
+servers joined by the message queue) or ``emitter`` (MODULE's ``main(message_queue)`` emits
+from a process with no Socket.IO server of its own). Under the recorder it imports
 its app module, starts what it runs, says ``ready`` and then obeys one line at a time:
 
 - ``begin STEP``: the rows recorded from now on belong to STEP;
@@ -60,11 +61,11 @@ def _listener_idle(manager) -> bool:
 
 
 class _Child:
-    def __init__(self, role: str, kind: str, queue: str, port: int, out: str, redis_port: int, traced: bool = True) -> None:
+    def __init__(self, role: str, kind: str, module: str, queue: str, port: int, out: str, redis_port: int, traced: bool = True) -> None:
         from . import scenarios
         from .cores import recorder_for
 
-        self.role, self.kind, self.queue, self.port, self.out = role, kind, queue, port, out
+        self.role, self.kind, self.module_name, self.queue, self.port, self.out = role, kind, module, queue, port, out
         self.redis_port = redis_port
         self.scenarios = scenarios
         extra = tuple(scenarios.package_dirs(d.package for d in catalog.QUEUE_DISTS))
@@ -86,10 +87,9 @@ class _Child:
 
         logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
         sys.setswitchinterval(5.0)  # as scenarios.run: each thread keeps the GIL until it blocks
-        name = "sample_app.cluster" if self.kind == "server" else "sample_app.emitter"
         self.recorder.start()
         with self.recorder.mark("import"):
-            self.module = importlib.import_module(name)
+            self.module = importlib.import_module(self.module_name)
         if self.kind != "server":
             return
 
@@ -194,8 +194,8 @@ class _Child:
 
 
 def main(argv: list[str]) -> int:
-    role, kind, queue, port, out, redis_port = argv[0], argv[1], argv[2], int(argv[3]), argv[4], int(argv[5])
-    child = _Child(role, kind, queue, port, out, redis_port, traced="--untraced" not in argv[6:])
+    role, kind, module, queue, port, out, redis_port = argv[0], argv[1], argv[2], argv[3], int(argv[4]), argv[5], int(argv[6])
+    child = _Child(role, kind, module, queue, port, out, redis_port, traced="--untraced" not in argv[7:])
 
     # The protocol keeps the real stdout; what the app prints (Flask's banner) goes to stderr.
     proto = os.fdopen(os.dup(1), "w")
