@@ -229,6 +229,13 @@ def _number(table: Mapping, key: str, source: str, where: str, default: float) -
     return float(value)
 
 
+def _count(table: Mapping, source: str, where: str) -> int:
+    count = table.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise _err(source, where, f"count must be a whole number >= 1, not {count!r}")
+    return count
+
+
 def _string_table(table: Mapping, key: str, source: str, where: str) -> tuple[tuple[str, str], ...]:
     value = table.get(key, {})
     if not isinstance(value, dict) or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value.values()):
@@ -364,9 +371,7 @@ def _steps(raw: object, source: str, clients: tuple[ClientSpec, ...], processes:
             namespace = _namespace(namespace, source, where)
             if namespace not in clients[names.index(client)].namespaces:
                 raise _err(source, where, f"client {client} does not connect to namespace {namespace!r}")
-        count = table.get("count", 1)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise _err(source, where, f"count must be a whole number >= 1, not {count!r}")
+        count = _count(table, source, where)
         seconds = _number(table, "seconds", source, where, 1.0) if do == "sleep" else 0.0
         if do == "sleep" and seconds >= timeout:
             timeout = seconds + DEFAULT_STEP_TIMEOUT
@@ -415,9 +420,7 @@ def _process_step(i: int, table: Mapping, source: str, names: list[str], process
         event = _string(table, "event", source, where)
         if event not in PROCESS_EVENTS:
             raise _err(source, where, f"event = {event!r}: the client of several processes listens to: {', '.join(PROCESS_EVENTS)}")
-        count = table.get("count", 1)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise _err(source, where, f"count must be a whole number >= 1, not {count!r}")
+        count = _count(table, source, where)
     return Step(i, do, client, event=event, data=data, has_data=has_data, count=count)
 
 
