@@ -215,6 +215,7 @@ def test_environment_reasons_name_python_and_library_versions():
 # --------------------------------------------------------------------------- the command
 
 
+@pytest.mark.slow  # a whole `dispel check` of a copy of the project
 def test_check_command_prints_one_line_per_failure_and_the_summary(rendered, capsys):
     chains_of(rendered)
     replace_in(rendered / "docs" / "index.md", "# ", "[broken](nowhere.md#x)\n\n# ")

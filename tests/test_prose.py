@@ -121,6 +121,7 @@ def test_an_annotation_that_types_the_executed_line_fails(site):
     assert prose.typed_lines(dict(texts, **{key: texts[key] + " Line {{lineno}} queues it; line 76 logs."}), chains) == []
 
 
+@pytest.mark.slow  # a whole `dispel check` of a copy of the project
 def test_the_prose_check_runs_in_dispel_check(tmp_path: Path):
     """A copy of the project whose upgrade page says a false thread: `dispel check` names page, hop and sentence."""
     import shutil
