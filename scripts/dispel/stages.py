@@ -57,7 +57,7 @@ from .installed import (
     source_lines,
     version_set,
 )
-from .model import PYTHON, Chain, DispelError, Hop, Lock, Pin, TraceFile, normalize_dist
+from .model import PYTHON, Chain, DispelError, Hop, Lock, Pin, Source, TraceFile, normalize_dist
 from .project import (
     Project,
     dump_json,
@@ -606,13 +606,14 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
     result.timings["links"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    result.failures += check_annotations(project, found)
+    notes, sources = load_annotations(project), hop_sources(found.values())  # read once, used by both checks
+    result.failures += check_annotations(project, found, notes, sources)
     pages = {j: read_text(p, "page") for j in found if (p := project.docs / "chains" / f"{j}.md").is_file()}
-    result.failures += prose.check_site(pages, found, hop_sources(found.values()))  # what the pages say, against the chains
+    result.failures += prose.check_site(pages, found, sources)  # what the pages say, against the chains
     result.timings["annotations"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    drift, why = check_drift(project, found)
+    drift, why = check_drift(project, found, notes=notes)
     result.failures += drift
     result.notes += [f"drift may come from: {w}" for w in why] if drift else []
     result.timings["drift"] = time.perf_counter() - clock
@@ -689,20 +690,25 @@ def fetch_all(fetcher: fetch.Fetcher, urls: Iterable[str], raw_base: str) -> dic
     return got
 
 
-def check_annotations(project: Project, found: Mapping[str, Chain]) -> list[str]:
-    """Missing, orphaned (once every journey is recorded) and stale annotations, one line each."""
-    notes = load_annotations(project)
+def check_annotations(
+    project: Project, found: Mapping[str, Chain], notes: Mapping[str, annotations.Annotation] | None = None,
+    sources: Mapping[Source, bytes] | None = None,
+) -> list[str]:
+    """Missing, orphaned (once every journey is recorded) and stale annotations, one line each.
+    ``notes`` and ``sources`` are read here unless the caller has read them already."""
+    notes = load_annotations(project) if notes is None else notes
     problems = annotations.missing(found.values(), notes)
     if set(catalog.JOURNEY_NAMES) <= set(found):
         problems += annotations.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
-    problems += annotations.stale(found.values(), notes, hop_sources(found.values()))
+    problems += annotations.stale(found.values(), notes, hop_sources(found.values()) if sources is None else sources)
     problems += annotations.unreviewed(found.values(), notes)
     typed = prose.typed_lines({key: a.text for key, a in notes.items()}, found)  # facts typed instead of filled
     return [f"annotation {p.kind}: {p.message}" for p in problems] + typed
 
 
 def check_drift(
-    project: Project, committed: Mapping[str, Chain], build: Callable[[dict], dict] | None = build_chains
+    project: Project, committed: Mapping[str, Chain], build: Callable[[dict], dict] | None = build_chains,
+    notes: Mapping[str, annotations.Annotation] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Regenerate chains (with ``build``, from the committed traces) and pages in a temp dir and
     compare them with the committed files. Returns (differences, possible reasons from the
@@ -722,7 +728,7 @@ def check_drift(
                 continue
             why = check_core.diff_chains(journey, committed.get(journey), found.get(journey)) or ["the file's layout differs"]
             problems += [f"drift: traces/chains/{journey}.json: {d}" for d in why]
-    notes = load_annotations(project)
+    notes = load_annotations(project) if notes is None else notes
     with tempfile.TemporaryDirectory(prefix="dispel-check-") as tmp:
         out, chain_dir = Path(tmp) / "docs", Path(tmp) / "chains"
         if project.annotations.is_dir():
