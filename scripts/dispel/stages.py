@@ -7,12 +7,10 @@ what happened, and the CLI says it.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +38,7 @@ from . import audit as audit_core
 from . import check as check_core
 from .browser import chromium_version, unavailable
 from .cores import recorder_for
-from .drivers import client_starter
+from .drivers import client_starter, free_ports
 from .forges import SHA_RE, check_repo, forge, parse_source_url, raw_url
 from .installed import (
     PYTHON_VERSION,
@@ -57,7 +55,18 @@ from .installed import (
     source_lines,
     version_set,
 )
-from .model import PYTHON, Chain, DispelError, Hop, Lock, Pin, Source, TraceFile, normalize_dist
+from .model import (
+    PYTHON,
+    Chain,
+    DispelError,
+    Hop,
+    Lock,
+    Pin,
+    Source,
+    TraceFile,
+    normalize_dist,
+)
+from .normalize import RawCall
 from .project import (
     Project,
     dump_json,
@@ -67,7 +76,6 @@ from .project import (
     write_atomic,
 )
 from .record import RAISED, Tracer, line_at
-from .normalize import RawCall
 from .tracefile import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json
 from .values import Normalizer, learn_secrets
 
@@ -187,11 +195,7 @@ def record_in_new_interpreters(
     run in the same process would find the app and its drivers imported already, and its
     trace would differ. Each gets a port of its own. Name -> its finished process."""
     names = list(names)
-    with contextlib.ExitStack() as held:  # all bound at once, so the ports differ
-        socks = [held.enter_context(socket.socket()) for _ in names]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        ports = [sock.getsockname()[1] for sock in socks]
+    ports = free_ports(len(names))
     pipe = subprocess.PIPE if capture else None
     procs = {}
     for name, port in zip(names, ports):
