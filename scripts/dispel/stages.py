@@ -595,19 +595,7 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
     result = CheckResult()
     lock = project_lock(project)
     found = load_chains(project)
-
-    clock = time.perf_counter()
-    result.failures += verify_installed(lock) if lock is not None else []
-    result.timings["installed"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    links = check_links(project, lock, found, fetcher, raw_base)
-    result.summary = check_core.summarize(links)
-    if lock is not None:  # links that fail only because the chains predate the lock: one line per library
-        folded, links = check_core.fold_recording_drift(links, lock, check_core.recording_drift(found.values(), lock))
-        result.failures += folded
-    result.failures += [p for r in links for p in r.problems]
-    result.timings["links"] = time.perf_counter() - clock
+    check_proofs(project, lock, found, result, fetcher, raw_base)
 
     clock = time.perf_counter()
     notes, sources = load_annotations(project), hop_sources(found.values())  # read once, used by both checks
@@ -637,6 +625,26 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
     if lock is None:
         result.notes.append(f"no lock at {project.lock}: permalinks cannot be checked")
     return result
+
+
+def check_proofs(
+    project: Project, lock: Lock | None, found: Mapping[str, Chain], result: CheckResult,
+    fetcher: fetch.Fetcher | None = None, raw_base: str = "",
+) -> None:
+    """The first phases of every check, of the project or of a report: installed files against
+    the lock, then every link and permalink of the pages; into ``result``."""
+    clock = time.perf_counter()
+    result.failures += verify_installed(lock) if lock is not None else []
+    result.timings["installed"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    links = check_links(project, lock, found, fetcher, raw_base)
+    result.summary = check_core.summarize(links)
+    if lock is not None:  # links that fail only because the chains predate the lock: one line per library
+        folded, links = check_core.fold_recording_drift(links, lock, check_core.recording_drift(found.values(), lock))
+        result.failures += folded
+    result.failures += [p for r in links for p in r.problems]
+    result.timings["links"] = time.perf_counter() - clock
 
 
 def docs_files(docs: Path) -> dict[str, Path]:
