@@ -37,7 +37,7 @@ from . import (
 from . import audit as audit_core
 from . import check as check_core
 from .browser import chromium_version, unavailable
-from .cores import recorder_for
+from .cores import CORES, core_name, recorder_for
 from .drivers import client_starter, free_ports
 from .forges import SHA_RE, check_repo, forge, parse_source_url, raw_url
 from .installed import (
@@ -254,7 +254,7 @@ def record(
         if name in catalog.PROCESS_SCENARIOS:
             for stem, path in processes.run(catalog.PROCESS_SCENARIOS[name], out, timeout).items():
                 trace = trace_from_json(read_text(path, "trace file"), stem)
-                done.append(Recorded(stem, path, len(trace.events), len(trace.threads), recorder_for(lambda code: False).rows().core))
+                done.append(Recorded(stem, path, len(trace.events), len(trace.threads), CORES[core_name()].core))
             continue
         recorder = recorder_for(scenarios.wanted_code())
         trace = record_scenario(name, timeout, app, port, redact, recorder)
