@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel import catalog, chains, finders, joins, processes, render, wire
+from dispel import catalog, finders, joins, processes, render, wire
 from dispel.model import EDGE_QUEUE, DispelError
 from dispel.tracefile import trace_from_json
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel import catalog, chains, finders
+from dispel import catalog, finders
 from dispel.tracefile import trace_from_json
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from . import catalog, wire
 from . import joins as across  # across processes

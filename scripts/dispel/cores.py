@@ -42,20 +42,26 @@ def core_missing(name: str) -> str:
     return "" if name in CORES else f"no recorder core is called {name!r}"
 
 
-def recorder_for(want: Callable[[CodeType], bool], core: str | None = None) -> _Recorder:
-    """A recorder with the core DISPEL_CORE names (py, c, sysmon or sysmon-py); by default the fastest available."""
+def core_name(core: str | None = None) -> str:
+    """The core that records here: ``core``, else the one DISPEL_CORE names, else the fastest
+    available; DispelError when the named one is unknown or cannot run."""
     name = core or os.environ.get("DISPEL_CORE", "")
     if not name:
-        why = c_core_missing()
-        recorder = CORES[available_cores()[0]](want)
-        if why:
-            print(f"note: {why}; recording with the {recorder.core} core (install gcc and the Python headers, then `make .venv/.installed`)", file=sys.stderr)
-        return recorder
+        return available_cores()[0]
     if name not in CORES:
         raise DispelError(f"DISPEL_CORE={name!r} is no recorder core; choose one of: {', '.join(CORES)}")
     why = core_missing(name)
     if why:
         raise DispelError(f"DISPEL_CORE={name}: {why}; choose one of: {', '.join(available_cores())}")
+    return name
+
+
+def recorder_for(want: Callable[[CodeType], bool], core: str | None = None) -> _Recorder:
+    """A recorder with the core DISPEL_CORE names (py, c, sysmon or sysmon-py); by default the fastest available."""
+    name = core_name(core)
+    why = c_core_missing()
+    if why and not (core or os.environ.get("DISPEL_CORE")):
+        print(f"note: {why}; recording with the {CORES[name].core} core (install gcc and the Python headers, then `make .venv/.installed`)", file=sys.stderr)
     return CORES[name](want)
 
 

@@ -2,12 +2,23 @@
 from __future__ import annotations
 
 import selectors
+import socket
 import subprocess
 import sys
+from contextlib import ExitStack
 from typing import Callable
 
 from .catalog import Scenario
 from .model import DispelError
+
+
+def free_ports(n: int = 1) -> list[int]:
+    """``n`` distinct free ports on 127.0.0.1: all are bound at once, so no two are the same."""
+    with ExitStack() as held:
+        socks = [held.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
 
 
 class ClientProcess:

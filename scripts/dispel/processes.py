@@ -17,12 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
 from .catalog import ProcessScenario
 from .drivers import ClientProcess
+from .drivers import (
+    free_ports as _free_ports,  # a module name of its own: tests pin the ports
+)
 from .model import DispelError
 from .project import write_all_atomic
 
@@ -47,14 +49,6 @@ def redis_missing() -> str | None:
     except ImportError:
         return "the redis Python client is not installed: run `make .venv/.installed` (it is pinned in requirements.lock)"
     return None
-
-
-def _free_ports(n: int) -> list[int]:
-    with ExitStack() as held:  # all bound at once, so they differ
-        socks = [held.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
 
 
 def _resp(*words: str) -> bytes:

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import yaml
 
-from . import annotations, app_notes, chains as chains_core, check as check_core, derive, fetch, fold, prose, render, scenario_file
+from . import annotations, app_notes, chains as chains_core, derive, fetch, fold, prose, render, scenario_file
 from .chains import JourneyError
 from .installed import hop_sources, license_rows, source_lines
 from .model import Chain, DispelError, TraceFile
 from .project import Project, read_text, write_all_atomic
 from .stages import (
-    CheckResult, chain_files, check_links, hop_linker, load_annotations, load_chains, load_lock, load_traces, pin, verify_installed,
+    CheckResult, chain_files, check_proofs, hop_linker, load_annotations, load_chains, load_lock, load_traces, pin,
 )
 
 MARKER = ".dispel-report"
@@ -328,14 +328,7 @@ def check(root: Path, fetcher: fetch.Fetcher | None = None, raw_base: str = "") 
     result = CheckResult()
     lock = load_lock(project.lock)
     found = load_chains(project)
-    clock = time.perf_counter()
-    result.failures += verify_installed(lock)
-    result.timings["installed"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    links = check_links(project, lock, found, fetcher, raw_base)
-    result.summary = check_core.summarize(links)
-    result.failures += [p for r in links for p in r.problems]
-    result.timings["links"] = time.perf_counter() - clock
+    check_proofs(project, lock, found, result, fetcher, raw_base)
     clock = time.perf_counter()
     pages = {j: read_text(p, "page") for j in found if (p := project.docs / "chains" / f"{j}.md").is_file()}
     result.failures += [f"{j}: page missing" for j in found if j not in pages]

@@ -271,16 +271,22 @@ def _app(raw: object, source: str) -> AppSpec:
     return AppSpec(module, attribute, factory, flask)
 
 
-def _clients(raw: object, source: str, processes: tuple[ProcessSpec, ...] = ()) -> tuple[ClientSpec, ...]:
+def _named_tables(raw: object, source: str, section: str, naming: str, example: str):
+    """(name, table, where) of each ``[section.NAME]`` table, the names and tables checked."""
     if not isinstance(raw, dict) or not raw:
-        raise _err(source, "[clients]", "must hold at least one client, like [clients.a] transport = \"websocket\"")
-    out = []
+        raise _err(source, f"[{section}]", f"must hold at least one {example}")
     for name, table in raw.items():
-        where = f"[clients.{name}]"
+        where = f"[{section}.{name}]"
         if not _NAME_RE.match(name):
-            raise _err(source, where, "a client's name is letters, digits, '-' or '_'")
+            raise _err(source, where, f"a {naming} is letters, digits, '-' or '_'")
         if not isinstance(table, dict):
             raise _err(source, where, "must be a table")
+        yield name, table, where
+
+
+def _clients(raw: object, source: str, processes: tuple[ProcessSpec, ...] = ()) -> tuple[ClientSpec, ...]:
+    out = []
+    for name, table, where in _named_tables(raw, source, "clients", "client's name", 'client, like [clients.a] transport = "websocket"'):
         if processes:
             out.append(_process_client(name, table, source, where, processes))
             continue
@@ -452,15 +458,8 @@ def _broker(raw: object, source: str) -> BrokerSpec:
 
 
 def _processes(raw: object, source: str) -> tuple[ProcessSpec, ...]:
-    if not isinstance(raw, dict) or not raw:
-        raise _err(source, "[processes]", 'must hold at least one process, like [processes.server-a] import = "app" kind = "server"')
     out = []
-    for role, table in raw.items():
-        where = f"[processes.{role}]"
-        if not _NAME_RE.match(role):
-            raise _err(source, where, "a process's role is letters, digits, '-' or '_'")
-        if not isinstance(table, dict):
-            raise _err(source, where, "must be a table")
+    for role, table, where in _named_tables(raw, source, "processes", "process's role", 'process, like [processes.server-a] import = "app" kind = "server"'):
         _take(table, ("import", "kind"), source, where)
         module = _string(table, "import", source, where)
         if not _MODULE_RE.match(module):

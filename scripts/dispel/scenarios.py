@@ -13,16 +13,20 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Callable, Protocol
 
-from .catalog import DISTS, HANDLER_THREADS, PER_CONNECTION_THREADS, STDLIB_TRACED, scenario
+from .catalog import (
+    DISTS,
+    HANDLER_THREADS,
+    PER_CONNECTION_THREADS,
+    STDLIB_TRACED,
+    scenario,
+)
+from .drivers import free_ports
 from .model import DispelError
 from .record import Tracer
 
 
-
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 class _Deadline:

@@ -7,12 +7,10 @@ what happened, and the CLI says it.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,8 +37,8 @@ from . import (
 from . import audit as audit_core
 from . import check as check_core
 from .browser import chromium_version, unavailable
-from .cores import recorder_for
-from .drivers import client_starter
+from .cores import CORES, core_name, recorder_for
+from .drivers import client_starter, free_ports
 from .forges import SHA_RE, check_repo, forge, parse_source_url, raw_url
 from .installed import (
     PYTHON_VERSION,
@@ -57,7 +55,18 @@ from .installed import (
     source_lines,
     version_set,
 )
-from .model import PYTHON, Chain, DispelError, Hop, Lock, Pin, TraceFile, normalize_dist
+from .model import (
+    PYTHON,
+    Chain,
+    DispelError,
+    Hop,
+    Lock,
+    Pin,
+    Source,
+    TraceFile,
+    normalize_dist,
+)
+from .normalize import RawCall
 from .project import (
     Project,
     dump_json,
@@ -67,7 +76,6 @@ from .project import (
     write_atomic,
 )
 from .record import RAISED, Tracer, line_at
-from .normalize import RawCall
 from .tracefile import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json
 from .values import Normalizer, learn_secrets
 
@@ -187,11 +195,7 @@ def record_in_new_interpreters(
     run in the same process would find the app and its drivers imported already, and its
     trace would differ. Each gets a port of its own. Name -> its finished process."""
     names = list(names)
-    with contextlib.ExitStack() as held:  # all bound at once, so the ports differ
-        socks = [held.enter_context(socket.socket()) for _ in names]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        ports = [sock.getsockname()[1] for sock in socks]
+    ports = free_ports(len(names))
     pipe = subprocess.PIPE if capture else None
     procs = {}
     for name, port in zip(names, ports):
@@ -250,7 +254,7 @@ def record(
         if name in catalog.PROCESS_SCENARIOS:
             for stem, path in processes.run(catalog.PROCESS_SCENARIOS[name], out, timeout).items():
                 trace = trace_from_json(read_text(path, "trace file"), stem)
-                done.append(Recorded(stem, path, len(trace.events), len(trace.threads), recorder_for(lambda code: False).rows().core))
+                done.append(Recorded(stem, path, len(trace.events), len(trace.threads), CORES[core_name()].core))
             continue
         recorder = recorder_for(scenarios.wanted_code())
         trace = record_scenario(name, timeout, app, port, redact, recorder)
@@ -591,28 +595,17 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
     result = CheckResult()
     lock = project_lock(project)
     found = load_chains(project)
+    check_proofs(project, lock, found, result, fetcher, raw_base)
 
     clock = time.perf_counter()
-    result.failures += verify_installed(lock) if lock is not None else []
-    result.timings["installed"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    links = check_links(project, lock, found, fetcher, raw_base)
-    result.summary = check_core.summarize(links)
-    if lock is not None:  # links that fail only because the chains predate the lock: one line per library
-        folded, links = check_core.fold_recording_drift(links, lock, check_core.recording_drift(found.values(), lock))
-        result.failures += folded
-    result.failures += [p for r in links for p in r.problems]
-    result.timings["links"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    result.failures += check_annotations(project, found)
+    notes, sources = load_annotations(project), hop_sources(found.values())  # read once, used by both checks
+    result.failures += check_annotations(project, found, notes, sources)
     pages = {j: read_text(p, "page") for j in found if (p := project.docs / "chains" / f"{j}.md").is_file()}
-    result.failures += prose.check_site(pages, found, hop_sources(found.values()))  # what the pages say, against the chains
+    result.failures += prose.check_site(pages, found, sources)  # what the pages say, against the chains
     result.timings["annotations"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    drift, why = check_drift(project, found)
+    drift, why = check_drift(project, found, notes=notes)
     result.failures += drift
     result.notes += [f"drift may come from: {w}" for w in why] if drift else []
     result.timings["drift"] = time.perf_counter() - clock
@@ -632,6 +625,26 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
     if lock is None:
         result.notes.append(f"no lock at {project.lock}: permalinks cannot be checked")
     return result
+
+
+def check_proofs(
+    project: Project, lock: Lock | None, found: Mapping[str, Chain], result: CheckResult,
+    fetcher: fetch.Fetcher | None = None, raw_base: str = "",
+) -> None:
+    """The first phases of every check, of the project or of a report: installed files against
+    the lock, then every link and permalink of the pages; into ``result``."""
+    clock = time.perf_counter()
+    result.failures += verify_installed(lock) if lock is not None else []
+    result.timings["installed"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    links = check_links(project, lock, found, fetcher, raw_base)
+    result.summary = check_core.summarize(links)
+    if lock is not None:  # links that fail only because the chains predate the lock: one line per library
+        folded, links = check_core.fold_recording_drift(links, lock, check_core.recording_drift(found.values(), lock))
+        result.failures += folded
+    result.failures += [p for r in links for p in r.problems]
+    result.timings["links"] = time.perf_counter() - clock
 
 
 def docs_files(docs: Path) -> dict[str, Path]:
@@ -689,20 +702,25 @@ def fetch_all(fetcher: fetch.Fetcher, urls: Iterable[str], raw_base: str) -> dic
     return got
 
 
-def check_annotations(project: Project, found: Mapping[str, Chain]) -> list[str]:
-    """Missing, orphaned (once every journey is recorded) and stale annotations, one line each."""
-    notes = load_annotations(project)
+def check_annotations(
+    project: Project, found: Mapping[str, Chain], notes: Mapping[str, annotations.Annotation] | None = None,
+    sources: Mapping[Source, bytes] | None = None,
+) -> list[str]:
+    """Missing, orphaned (once every journey is recorded) and stale annotations, one line each.
+    ``notes`` and ``sources`` are read here unless the caller has read them already."""
+    notes = load_annotations(project) if notes is None else notes
     problems = annotations.missing(found.values(), notes)
     if set(catalog.JOURNEY_NAMES) <= set(found):
         problems += annotations.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
-    problems += annotations.stale(found.values(), notes, hop_sources(found.values()))
+    problems += annotations.stale(found.values(), notes, hop_sources(found.values()) if sources is None else sources)
     problems += annotations.unreviewed(found.values(), notes)
     typed = prose.typed_lines({key: a.text for key, a in notes.items()}, found)  # facts typed instead of filled
     return [f"annotation {p.kind}: {p.message}" for p in problems] + typed
 
 
 def check_drift(
-    project: Project, committed: Mapping[str, Chain], build: Callable[[dict], dict] | None = build_chains
+    project: Project, committed: Mapping[str, Chain], build: Callable[[dict], dict] | None = build_chains,
+    notes: Mapping[str, annotations.Annotation] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Regenerate chains (with ``build``, from the committed traces) and pages in a temp dir and
     compare them with the committed files. Returns (differences, possible reasons from the
@@ -722,7 +740,7 @@ def check_drift(
                 continue
             why = check_core.diff_chains(journey, committed.get(journey), found.get(journey)) or ["the file's layout differs"]
             problems += [f"drift: traces/chains/{journey}.json: {d}" for d in why]
-    notes = load_annotations(project)
+    notes = load_annotations(project) if notes is None else notes
     with tempfile.TemporaryDirectory(prefix="dispel-check-") as tmp:
         out, chain_dir = Path(tmp) / "docs", Path(tmp) / "chains"
         if project.annotations.is_dir():
