@@ -51,6 +51,93 @@ buf_push(I64Buf *b, const int64_t *vals, Py_ssize_t n)
     return 0;
 }
 
+/* ------------------------------------------------------------------ decisions by address */
+
+/* What is recorded of each code object seen (its argument names or None), found by the
+ * object's address. The decisions dict hashes a code object by its contents (names,
+ * constants, bytecode: code_hash recomputes that on every lookup), which was the largest
+ * single cost of an event; this open-addressing table hashes the pointer. It holds
+ * references to both, so an address is never reused while it is in the table. */
+typedef struct {
+    PyObject *code, *names;
+} Decision;
+
+typedef struct {
+    Decision *slots;
+    Py_ssize_t used, cap;  /* cap: a power of two, or 0 */
+} DecisionTable;
+
+static inline size_t
+address_hash(PyObject *code)
+{
+    return (size_t)(((uintptr_t)code >> 4) * (uintptr_t)0x9E3779B97F4A7C15ULL);
+}
+
+/* ``code``'s names (borrowed), or NULL when it is not in the table. */
+static inline PyObject *
+table_get(DecisionTable *t, PyObject *code)
+{
+    if (t->cap == 0) {
+        return NULL;
+    }
+    size_t mask = (size_t)t->cap - 1;
+    for (size_t i = address_hash(code) & mask;; i = (i + 1) & mask) {
+        if (t->slots[i].code == code) {
+            return t->slots[i].names;
+        }
+        if (t->slots[i].code == NULL) {
+            return NULL;
+        }
+    }
+}
+
+static void
+table_place(Decision *slots, size_t mask, Decision d)
+{
+    size_t i = address_hash(d.code) & mask;
+    while (slots[i].code != NULL) {
+        i = (i + 1) & mask;
+    }
+    slots[i] = d;
+}
+
+/* Add ``code`` (not in the table yet) -> ``names``. -1 with an exception set on error. */
+static int
+table_add(DecisionTable *t, PyObject *code, PyObject *names)
+{
+    if (2 * (t->used + 1) > t->cap) {
+        Py_ssize_t cap = t->cap ? 2 * t->cap : 1024;
+        Decision *slots = PyMem_Calloc((size_t)cap, sizeof(Decision));
+        if (slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < t->cap; i++) {
+            if (t->slots[i].code != NULL) {
+                table_place(slots, (size_t)cap - 1, t->slots[i]);
+            }
+        }
+        PyMem_Free(t->slots);
+        t->slots = slots;
+        t->cap = cap;
+    }
+    table_place(t->slots, (size_t)t->cap - 1, (Decision){Py_NewRef(code), Py_NewRef(names)});
+    t->used++;
+    return 0;
+}
+
+static void
+table_clear(DecisionTable *t)
+{
+    for (Py_ssize_t i = 0; i < t->cap; i++) {
+        Py_XDECREF(t->slots[i].code);
+        Py_XDECREF(t->slots[i].names);
+    }
+    PyMem_Free(t->slots);
+    t->slots = NULL;
+    t->used = t->cap = 0;
+}
+
 /* ------------------------------------------------------------------ Core */
 
 typedef struct {
@@ -75,6 +162,7 @@ typedef struct {
     PyObject *joining;     /* joining(code, frame) -> the Thread of a thread that had none, or None */
     PyObject *disable;     /* sys.monitoring.DISABLE */
     PyObject *boot, *boot_outer;  /* Thread._bootstrap_inner's and Thread._bootstrap's code */
+    DecisionTable seen;    /* the decisions again, by code object address (see DecisionTable) */
 } Core;
 
 #define CORE_SLOTS 14
@@ -103,6 +191,7 @@ Core_dealloc(Core *self)
     Py_CLEAR(self->disable);
     Py_CLEAR(self->boot);
     Py_CLEAR(self->boot_outer);
+    table_clear(&self->seen);
     PyMem_Free(self->ints.data);
     PyMem_Free(self->rets.data);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -126,6 +215,7 @@ Core_init(Core *self, PyObject *args, PyObject *kwds)
         Py_INCREF(o[i]);
         Py_XSETREF(*slots[i], o[i]);
     }
+    table_clear(&self->seen);  /* the decisions of another dict */
     return 0;
 }
 
@@ -269,7 +359,11 @@ push(Thread *t, PyObject *frame, Py_ssize_t row)
 static PyObject *
 decision(Core *c, PyObject *code)
 {
-    PyObject *names = PyDict_GetItemWithError(c->decisions, code);
+    PyObject *names = table_get(&c->seen, code);
+    if (names != NULL) {
+        return names;
+    }
+    names = PyDict_GetItemWithError(c->decisions, code);
     if (names == NULL) {
         if (PyErr_Occurred()) {
             return NULL;
@@ -284,7 +378,7 @@ decision(Core *c, PyObject *code)
         PyErr_SetString(PyExc_TypeError, "a decision is neither a tuple of names nor None");
         return NULL;
     }
-    return names;
+    return table_add(&c->seen, code, names) < 0 ? NULL : names;
 }
 
 /* Argument ``i`` (named ``name``) of the frame as a new reference; NULL when unbound (no
