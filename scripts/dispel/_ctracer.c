@@ -16,13 +16,24 @@
 #include <stdint.h>
 #include <string.h>
 
-#if PY_VERSION_HEX < 0x030C0000
-/* 3.11 has no public way to read one variable of a frame: its arguments are read from the
- * frame's fast locals (the first slots of localsplus), which needs the internal frame layout. */
+/* A call's arguments are read from the frame's fast locals (the first slots of localsplus),
+ * which needs the internal frame layout: 3.11 has no public way to read one variable of a
+ * frame, and 3.12's PyFrame_GetVar compares every name up to it and, for a captured
+ * argument, scans the bytecode up to the current instruction. */
 #define Py_BUILD_CORE 1
 #include <internal/pycore_code.h>
 #include <internal/pycore_frame.h>
 #undef Py_BUILD_CORE
+/* Core.monitor's states dicts: how many changes they have seen (see current_thread) */
+static uint64_t states_version = 1;
+#if PY_VERSION_HEX >= 0x030C0000
+static int states_watcher = -1;
+#endif
+
+#if PY_VERSION_HEX >= 0x030D0000
+#define FRAME_CODE(f) _PyFrame_GetCode(f)
+#else
+#define FRAME_CODE(f) ((f)->f_code)
 #endif
 
 typedef struct {
@@ -192,6 +203,7 @@ Core_dealloc(Core *self)
     Py_CLEAR(self->boot);
     Py_CLEAR(self->boot_outer);
     table_clear(&self->seen);
+    states_version++;  /* no thread-local slot may name this core any more */
     PyMem_Free(self->ints.data);
     PyMem_Free(self->rets.data);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -381,30 +393,19 @@ decision(Core *c, PyObject *code)
     return table_add(&c->seen, code, names) < 0 ? NULL : names;
 }
 
-/* Argument ``i`` (named ``name``) of the frame as a new reference; NULL when unbound (no
- * error) or on error (set). Python 3.12+ reads it with PyFrame_GetVar; 3.11 from the frame's
- * fast locals, where the arguments are the first slots (record._arg_names), a captured one
- * possibly already in its cell. */
+/* Argument ``i`` of the frame as a new reference; NULL when unbound. The arguments are the
+ * first slots of the frame's fast locals (record._arg_names); a captured one is in its cell
+ * by the time of a call event (MAKE_CELL comes before RESUME, where PY_START fires). */
 static PyObject *
-frame_arg(PyFrameObject *frame, Py_ssize_t i, PyObject *name)
+frame_arg(PyFrameObject *frame, Py_ssize_t i)
 {
-#if PY_VERSION_HEX >= 0x030C0000
-    (void)i;
-    PyObject *v = PyFrame_GetVar(frame, name);
-    if (v == NULL && PyErr_ExceptionMatches(PyExc_NameError)) {
-        PyErr_Clear();
-    }
-    return v;
-#else
-    (void)name;
     _PyInterpreterFrame *f = frame->f_frame;
     PyObject *v = f->localsplus[i];
-    if (v != NULL && (_PyLocals_GetKind(f->f_code->co_localspluskinds, (int)i) & CO_FAST_CELL) && PyCell_Check(v)) {
+    if (v != NULL && (_PyLocals_GetKind(FRAME_CODE(f)->co_localspluskinds, (int)i) & CO_FAST_CELL) && PyCell_Check(v)) {
         v = PyCell_GET(v);
     }
     Py_XINCREF(v);
     return v;
-#endif
 }
 
 /* A call of wanted code: its row, arguments, and its place on the thread's stack. -1 on error. */
@@ -433,10 +434,7 @@ record_call(Thread *t, PyFrameObject *frame, PyObject *code, PyObject *names)
     }
     Py_ssize_t n = PyTuple_GET_SIZE(names);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = frame_arg(frame, i, PyTuple_GET_ITEM(names, i));
-        if (v == NULL && PyErr_Occurred()) {
-            goto error;
-        }
+        PyObject *v = frame_arg(frame, i);
         int err = PyList_Append(c->values, v ? v : c->missing);
         Py_XDECREF(v);
         if (err < 0) {
@@ -553,6 +551,28 @@ static PyMethodDef Thread_methods[] = {
 
 /* ------------------------------------------------------------------ sys.monitoring (3.12+) */
 
+/* Which Thread a thread has is looked up once and then kept in a thread-local slot until
+ * the states dict changes: a dict watcher counts every change of a watched states dict
+ * (the callback runs, with the GIL held, before the change is made), so a slot of an older
+ * version is looked up again. Without it every event allocated the thread ident as an int
+ * and looked it up in the dict. A new OS thread starts with an empty slot, so a reused
+ * ident finds nothing stale. */
+static _Thread_local struct {
+    uint64_t version;  /* states_version when looked up (0: never) */
+    Core *core;        /* whose states dict */
+    PyObject *thread;  /* the Thread (borrowed: the dict holds it) or NULL */
+} here;
+
+#if PY_VERSION_HEX >= 0x030C0000
+static int
+states_changed(PyDict_WatchEvent event, PyObject *dict, PyObject *key, PyObject *new_value)
+{
+    (void)event, (void)dict, (void)key, (void)new_value;
+    states_version++;
+    return 0;
+}
+#endif
+
 static PyObject *
 Core_monitor(Core *self, PyObject *args)
 {
@@ -565,7 +585,32 @@ Core_monitor(Core *self, PyObject *args)
     Py_XSETREF(self->disable, Py_NewRef(disable));
     Py_XSETREF(self->boot, Py_NewRef(boot));
     Py_XSETREF(self->boot_outer, Py_NewRef(boot_outer));
+#if PY_VERSION_HEX >= 0x030C0000
+    if (states_watcher < 0 && (states_watcher = PyDict_AddWatcher(states_changed)) < 0) {
+        return NULL;
+    }
+    if (PyDict_Watch(states_watcher, states) < 0) {
+        return NULL;
+    }
+#endif
+    states_version++;
     Py_RETURN_NONE;
+}
+
+/* Whether ``frame`` was called by Thread._bootstrap_inner: the first call of a new thread's
+ * run(), the only call joining() may attach a thread at (besides the bootstrap codes). */
+static int
+called_by_bootstrap(Core *c, PyFrameObject *frame)
+{
+    PyFrameObject *back = PyFrame_GetBack(frame);
+    if (back == NULL) {
+        return 0;
+    }
+    PyCodeObject *code = PyFrame_GetCode(back);
+    int is = (PyObject *)code == c->boot;
+    Py_DECREF(code);
+    Py_DECREF(back);
+    return is;
 }
 
 /* The calling thread's Thread if it is traced now (borrowed), else NULL; NULL with an
@@ -573,16 +618,23 @@ Core_monitor(Core *self, PyObject *args)
 static Thread *
 current_thread(Core *c, PyObject *code, PyFrameObject *frame, int join)
 {
-    PyObject *key = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
-    if (key == NULL) {
-        return NULL;
+    PyObject *t = here.thread;
+    if (here.version != states_version || here.core != c || PY_VERSION_HEX < 0x030C0000) {  /* 3.11: no watcher */
+        PyObject *key = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+        if (key == NULL) {
+            return NULL;
+        }
+        t = PyDict_GetItemWithError(c->states, key);
+        Py_DECREF(key);
+        if (t == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
+        here.version = states_version;
+        here.core = c;
+        here.thread = t;
     }
-    PyObject *t = PyDict_GetItemWithError(c->states, key);
-    Py_DECREF(key);
-    if (t == NULL && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (join && (t == NULL || code == c->boot || code == c->boot_outer)) {
+    int bootstrap = code == c->boot || code == c->boot_outer;
+    if (join && (bootstrap || (t == NULL && called_by_bootstrap(c, frame)))) {
         PyObject *r = PyObject_CallFunctionObjArgs(c->joining, code, (PyObject *)frame, NULL);
         if (r == NULL) {
             return NULL;
