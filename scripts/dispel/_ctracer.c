@@ -161,9 +161,9 @@ typedef struct {
     PyObject *missing;     /* record.MISSING */
     PyObject *raised;      /* record.RAISED */
     PyObject *start_code, *notify_code, *wait_code;
-    PyObject *on_start;    /* on_start(locals, row) */
-    PyObject *on_notify;   /* on_notify(locals) */
-    PyObject *on_woken;    /* on_woken(frame) */
+    PyObject *on_start;    /* on_start(thread, row): Thread.start(thread) was called */
+    PyObject *on_notify;   /* on_notify(condition): Condition.notify was called */
+    PyObject *on_woken;    /* on_woken(condition): Condition.wait returns */
     PyObject *on_error;    /* on_error(exception) */
     I64Buf ints;           /* serial, parent row, offset in parent: per row */
     I64Buf rets;           /* row, rows so far, offset, size: per return */
@@ -419,18 +419,8 @@ record_call(Thread *t, PyFrameObject *frame, PyObject *code, PyObject *names)
         ints[1] = t->rows[t->depth - 1];
         ints[2] = PyFrame_GetLasti((PyFrameObject *)t->frames[t->depth - 1]);
     }
-    int special = code == c->start_code || code == c->notify_code;
-    /* The locals mapping is built only for the rare calls whose callback wants it; the
-     * arguments are read from the frame directly. */
-    PyObject *loc = NULL;
-    if (special) {
-        loc = PyFrame_GetLocals(frame);
-        if (loc == NULL) {
-            return -1;
-        }
-    }
     if (PyList_Append(c->codes, code) < 0 || buf_push(&c->ints, ints, 3) < 0) {
-        goto error;
+        return -1;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(names);
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -438,32 +428,29 @@ record_call(Thread *t, PyFrameObject *frame, PyObject *code, PyObject *names)
         int err = PyList_Append(c->values, v ? v : c->missing);
         Py_XDECREF(v);
         if (err < 0) {
-            goto error;
+            return -1;
         }
     }
-    if (special) {
-        PyObject *r;
+    if ((code == c->start_code || code == c->notify_code) && n > 0) {
+        /* their first argument (self: the Thread, the Condition) is what the callback needs */
+        PyObject *self_arg = PyList_GET_ITEM(c->values, PyList_GET_SIZE(c->values) - n), *r;
         if (code == c->start_code) {
             PyObject *rowobj = PyLong_FromSsize_t(row);
             if (rowobj == NULL) {
-                goto error;
+                return -1;
             }
-            r = PyObject_CallFunctionObjArgs(c->on_start, loc, rowobj, NULL);
+            r = PyObject_CallFunctionObjArgs(c->on_start, self_arg, rowobj, NULL);
             Py_DECREF(rowobj);
         }
         else {
-            r = PyObject_CallOneArg(c->on_notify, loc);
+            r = PyObject_CallOneArg(c->on_notify, self_arg);
         }
         if (r == NULL) {
-            goto error;
+            return -1;
         }
         Py_DECREF(r);
     }
-    Py_XDECREF(loc);
     return push(t, (PyObject *)frame, row);
-error:
-    Py_XDECREF(loc);
-    return -1;
 }
 
 static int
@@ -498,7 +485,9 @@ on_return(Thread *t, PyFrameObject *frame, PyObject *arg)
     PyObject *f = t->frames[i];  /* our reference, dropped at the end */
     PyCodeObject *code = PyFrame_GetCode(frame);
     if ((PyObject *)code == c->wait_code) {
-        PyObject *r = PyObject_CallOneArg(c->on_woken, (PyObject *)frame);
+        PyObject *self_arg = frame_arg(frame, 0);  /* the Condition */
+        PyObject *r = PyObject_CallOneArg(c->on_woken, self_arg ? self_arg : Py_None);
+        Py_XDECREF(self_arg);
         if (r == NULL) {
             Py_DECREF(code);
             Py_DECREF(f);
@@ -597,20 +586,34 @@ Core_monitor(Core *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* Whether ``frame`` was called by Thread._bootstrap_inner: the first call of a new thread's
- * run(), the only call joining() may attach a thread at (besides the bootstrap codes). */
+static PyObject *str_started, *str_flag;  /* "_started", "_flag" */
+
+/* Whether joining() may attach the thread of ``frame``, a wanted call on a thread without
+ * a Thread: only when it is called by Thread._bootstrap_inner once the Thread has said it
+ * started (thread._started._flag). A filter in front of joining(), which decides, so that
+ * the calls _bootstrap_inner makes before that do not each call into Python; whatever it
+ * cannot read is left to joining(). */
 static int
-called_by_bootstrap(Core *c, PyFrameObject *frame)
+may_join(Core *c, PyFrameObject *frame)
 {
     PyFrameObject *back = PyFrame_GetBack(frame);
     if (back == NULL) {
         return 0;
     }
+    int may = 0;
     PyCodeObject *code = PyFrame_GetCode(back);
-    int is = (PyObject *)code == c->boot;
+    if ((PyObject *)code == c->boot) {
+        PyObject *thread = frame_arg(back, 0), *started = NULL, *flag = NULL;
+        may = thread == NULL || (started = PyObject_GetAttr(thread, str_started)) == NULL ||
+              (flag = PyObject_GetAttr(started, str_flag)) == NULL || flag != Py_False;
+        PyErr_Clear();
+        Py_XDECREF(flag);
+        Py_XDECREF(started);
+        Py_XDECREF(thread);
+    }
     Py_DECREF(code);
     Py_DECREF(back);
-    return is;
+    return may;
 }
 
 /* The calling thread's Thread if it is traced now (borrowed), else NULL; NULL with an
@@ -634,7 +637,7 @@ current_thread(Core *c, PyObject *code, PyFrameObject *frame, int join)
         here.thread = t;
     }
     int bootstrap = code == c->boot || code == c->boot_outer;
-    if (join && (bootstrap || (t == NULL && called_by_bootstrap(c, frame)))) {
+    if (join && (bootstrap || (t == NULL && may_join(c, frame)))) {
         PyObject *r = PyObject_CallFunctionObjArgs(c->joining, code, (PyObject *)frame, NULL);
         if (r == NULL) {
             return NULL;
@@ -766,6 +769,10 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__ctracer(void)
 {
+    if ((str_started = PyUnicode_InternFromString("_started")) == NULL ||
+        (str_flag = PyUnicode_InternFromString("_flag")) == NULL) {
+        return NULL;
+    }
     if (PyType_Ready(&CoreType) < 0 || PyType_Ready(&ThreadType) < 0) {
         return NULL;
     }

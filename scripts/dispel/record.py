@@ -343,9 +343,9 @@ class _Recorder:
             self._disable(exc)
             return None
 
-    def _started(self, loc: dict, row: int) -> None:
+    def _started(self, thread_obj: threading.Thread, row: int) -> None:
         """Thread.start was called (row): its thread's first event joins it to that row."""
-        self._pending_threads[id(loc["self"])] = row
+        self._pending_threads[id(thread_obj)] = row
 
     def _disable(self, exc: BaseException) -> None:
         self._active = False
@@ -451,7 +451,7 @@ class SettraceRecorder(_Recorder):
                 add_ints((serial, parent, line))
                 add_values(map(loc.get, names, missing))
                 if code is start_code:
-                    started(loc, row)
+                    started(loc["self"], row)
                 elif code is notify_code:
                     turns.notified(loc["self"])
                 push((row, frame))
@@ -529,9 +529,10 @@ class _WakeTurns:
             if not tickets:
                 return
             mine = tickets.pop(0)
-        end = time.monotonic() + self.MAX_WAIT
-        while any(t < mine for t in self._open) and time.monotonic() < end:
-            time.sleep(0.0005)
+        if min(self._open) < mine:  # mine is open: a thread notified earlier has not gone on
+            end = time.monotonic() + self.MAX_WAIT
+            while min(self._open) < mine and time.monotonic() < end:
+                time.sleep(0.0005)
         with self._lock:
             self._open.discard(mine)
 
@@ -598,8 +599,7 @@ def c_core(recorder: _Recorder):
     core = _ctracer.Core(
         raw.names, raw.names.__missing__, raw.codes, raw.values, raw.ret_values, MISSING, RAISED,
         recorder._thread_start_code, recorder._notify_code, recorder._wait_code,
-        recorder._started, lambda loc: turns.notified(loc["self"]),
-        lambda frame: turns.woken(frame.f_locals.get("self")), recorder._disable,
+        recorder._started, turns.notified, turns.woken, recorder._disable,
     )
     return core, _ctracer.Thread
 

@@ -148,7 +148,7 @@ class SysmonRecorder(_Recorder):
             add_ints((state.serial, parent, line))
             add_values(map(loc.get, names, missing))
             if code is start_code:
-                started(loc, row)
+                started(loc["self"], row)
             elif code is notify_code:
                 turns.notified(loc["self"])
             stack.append((row, frame))
