@@ -11,6 +11,11 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#ifdef Py_GIL_DISABLED
+/* Its caches (decisions by address, each thread's Thread) count on the GIL: without it, the
+ * build fails and the Python cores record (the extension is optional). */
+#error "dispel._ctracer needs a Python with the GIL"
+#endif
 #include <frameobject.h>
 #include <structmember.h>
 #include <stdint.h>
