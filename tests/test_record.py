@@ -52,6 +52,20 @@ def test_queue_hand_off_is_a_wake_up_and_keeps_identity():
     assert any(n.thread != w.thread and w.func == "threading:Condition.wait" for n, w in wakes)
 
 
+def test_threads_in_turn_are_each_their_own_and_a_second_recording_starts_afresh():
+    # A reused thread ident must not find the finished thread's state, nor a recording
+    # the threads of the recording before it in this process (the C cores cache both).
+    for _ in range(2):
+        _, rec = record(prog.launch_in_turn)
+        raw = rec.rows()
+        calls = list(raw.call_rows())
+        starts = [row for row, c in enumerate(calls) if c[0] is threading.Thread.start.__code__]
+        assert len(starts) == 3 and all(calls[row][1] == 1 for row in starts)  # by the main thread, serial 1
+        assert sorted(start for serial, (start, _) in raw.threads.items() if serial != 1) == starts
+        workers = [c[1] for c in calls if c[0] is prog.work.__code__]
+        assert len(workers) == 3 and len(set(workers)) == 3 and 1 not in workers
+
+
 def test_untraced_threads_stay_untraced():
     recorder = recorder_for(want)
     with recorder:

@@ -47,6 +47,12 @@ def launch():
     t.join()
 
 
+def launch_in_turn():
+    # each thread ends before the next starts: the next one often gets the same ident
+    for _ in range(3):
+        launch()
+
+
 def handle(data):
     return len(data)
 
