@@ -6,7 +6,6 @@ import socket
 import subprocess
 import sys
 from contextlib import ExitStack
-from typing import Callable
 
 from .catalog import Scenario
 from .model import DispelError
@@ -64,13 +63,35 @@ class ClientProcess:
             self.proc.stdout.close()
 
 
-def client_starter(sc: Scenario) -> Callable[[int], object]:
-    """What starts a client of scenario ``sc`` on a port: the browser, or dispel.client."""
-    if sc.client == "browser":
-        from .browser import BrowserClient  # selenium is imported only for the browser
+class ClientStarter:
+    """What starts a client of scenario ``sc`` on a port: the browser, or dispel.client.
+    The browser is launched at once, ahead of its page (browser.Launch); close() stops it
+    if no client took it."""
 
-        return BrowserClient
-    return lambda port: ClientProcess(port, sc.pace)
+    def __init__(self, sc: Scenario) -> None:
+        self.sc = sc
+        self.launch = None
+        if sc.client == "browser":
+            from .browser import Launch  # selenium is imported only for the browser
+
+            self.launch = Launch()
+
+    def __call__(self, port: int) -> object:
+        if self.launch is not None:
+            from .browser import BrowserClient
+
+            launch, self.launch = self.launch, None  # one browser, for the first client
+            return BrowserClient(port, launch)
+        if self.sc.client == "browser":
+            from .browser import BrowserClient
+
+            return BrowserClient(port)
+        return ClientProcess(port, self.sc.pace)
+
+    def close(self) -> None:
+        if self.launch is not None:
+            self.launch.close()
+            self.launch = None
 
 
 class FileClientProcess(ClientProcess):

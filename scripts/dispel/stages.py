@@ -38,7 +38,7 @@ from . import audit as audit_core
 from . import check as check_core
 from .browser import chromium_version, unavailable
 from .cores import CORES, core_name, recorder_for
-from .drivers import client_starter, free_ports
+from .drivers import ClientStarter, free_ports
 from .forges import SHA_RE, check_repo, forge, parse_source_url, raw_url
 from .installed import (
     PYTHON_VERSION,
@@ -91,7 +91,11 @@ def record_scenario(
     sc = catalog.scenario(name)  # unknown names fail before anything runs
     recorder = recorder or recorder_for(scenarios.wanted_code())
     port = port or scenarios.free_port()
-    module = scenarios.run(name, recorder, client_starter(sc), app_module=app, timeout=timeout, port=port)
+    starter = ClientStarter(sc)  # the browser, if any, starts now, beside the app's import
+    try:
+        module = scenarios.run(name, recorder, starter, app_module=app, timeout=timeout, port=port)
+    finally:
+        starter.close()
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
     if sc.client == "browser":
         # Its version shows in the requests it sends (User-Agent, client hints): kept
