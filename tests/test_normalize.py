@@ -148,3 +148,23 @@ def test_qualname_counts_read_the_current_source_whether_or_not_its_bytecode_is_
     later = time.time() + 5
     os.utime(path, (later, later))
     assert qualname_counts(two, str(path))["f"] == 2
+
+
+def test_line_at_finds_the_line_of_every_instruction_offset():
+    import json.decoder
+    import types
+
+    from dispel.record import line_at
+
+    def by_scan(code, offset):
+        return next((ln for start, end, ln in code.co_lines() if ln is not None and start <= offset < end), 0)
+
+    stack = [compile(open(json.decoder.__file__, encoding="utf-8").read(), json.decoder.__file__, "exec")]
+    checked = 0
+    while stack:
+        code = stack.pop()
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+        for offset in range(0, len(code.co_code) + 4, 2):  # and past the end: 0
+            assert line_at(code, offset) == by_scan(code, offset), (code.co_qualname, offset)
+            checked += 1
+    assert checked > 500
