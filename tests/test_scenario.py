@@ -149,3 +149,36 @@ def test_without_chromium_the_other_scenarios_are_still_recorded(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("dispel:")]
     assert len(errors) == 1 and "apt-get install chromium chromium-driver" in errors[0], proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json"]
+
+
+@pytest.mark.parametrize("spec, parsed", [
+    ("connect", ("a", "connect", 1)),
+    ("b:join", ("b", "join", 1)),
+    ("c3:chat*50", ("c3", "chat", 50)),
+    ("chat*200", ("a", "chat", 200)),
+])
+def test_a_step_names_its_client_step_and_count(spec, parsed):
+    assert catalog.split_step(spec) == parsed
+
+
+def test_clients_are_named_in_the_order_of_their_first_step():
+    assert catalog.client_names(catalog.scenario("rooms")) == ["a", "b", "c"]
+    assert catalog.client_names(catalog.scenario("chat")) == ["a"]
+
+
+def test_clients_started_ahead_are_handed_out_in_order_and_the_others_stopped():
+    from dispel.drivers import ClientStarter, free_ports
+
+    port = free_ports(1)[0]
+    starter = ClientStarter(catalog.scenario("rooms"), port)
+    ahead = [c.proc for c in starter.ready]
+    assert len(ahead) == 3 and all(p.poll() is None for p in ahead)
+    first = starter(port)
+    assert first.proc is ahead[0]
+    elsewhere = starter(port + 1)  # another port: a client of its own, not one started ahead
+    assert elsewhere.proc not in ahead
+    starter.close()
+    assert all(p.poll() is not None for p in ahead[1:]), "a client started ahead was left running"
+    assert first.proc.poll() is None  # taken: its scenario closes it
+    first.close()
+    elsewhere.close()

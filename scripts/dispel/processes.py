@@ -218,6 +218,9 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
             if not traced:
                 argv.append("--untraced")
             children[p.role] = TracedProcess(sc.name, p.role, argv)
+        # the clients' processes start beside the servers' (each connects only at its step)
+        for who, role in sc.clients:
+            clients[who] = ClientProcess(ports[role])
         for role, child in children.items():
             child.expect("start", "ready", deadline.left())
         if timings is not None:
@@ -231,8 +234,6 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
             for child in children.values():
                 child.ask(spec, f"begin {spec}", deadline.left())
             if who in server_of:
-                if who not in clients:
-                    clients[who] = ClientProcess(ports[server_of[who]])
                 try:
                     clients[who].step(step, deadline.left(), int(count or 1))
                 except DispelError as exc:

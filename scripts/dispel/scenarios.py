@@ -19,6 +19,7 @@ from .catalog import (
     PER_CONNECTION_THREADS,
     STDLIB_TRACED,
     scenario,
+    split_step,
 )
 from .drivers import free_ports
 from .model import DispelError
@@ -109,13 +110,12 @@ def run(
     for spec in sc.steps:
         # "b:join*2": client b (default a) does step join twice; each client is
         # started before its first step, so its connection comes when the step says.
-        who, _, rest = spec.rpartition(":")
-        step, _, count = rest.partition("*")
+        who, step, count = split_step(spec)
 
-        def perform(client: StepClient, left: float, step: str = step, n: int = int(count or 1)) -> None:
+        def perform(client: StepClient, left: float, step: str = step, n: int = count) -> None:
             client.step(step, left, n)
 
-        steps.append(DriveStep(who or "a", step, perform, step.startswith("connect"), step == "disconnect"))
+        steps.append(DriveStep(who, step, perform, step.startswith("connect"), step == "disconnect"))
     return drive(
         name, recorder, lambda who, port: start_client(port), lambda: importlib.import_module(app_module),
         lambda module, port: module.main(port), steps, app_module, timeout, port, timings,

@@ -91,7 +91,7 @@ def record_scenario(
     sc = catalog.scenario(name)  # unknown names fail before anything runs
     recorder = recorder or recorder_for(scenarios.wanted_code())
     port = port or scenarios.free_port()
-    starter = ClientStarter(sc)  # the browser, if any, starts now, beside the app's import
+    starter = ClientStarter(sc, port)  # the clients start now, beside the app's import
     try:
         module = scenarios.run(name, recorder, starter, app_module=app, timeout=timeout, port=port)
     finally:
