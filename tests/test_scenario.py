@@ -182,3 +182,23 @@ def test_clients_started_ahead_are_handed_out_in_order_and_the_others_stopped():
     assert first.proc.poll() is None  # taken: its scenario closes it
     first.close()
     elsewhere.close()
+
+
+def test_a_server_is_found_only_once_it_listens():
+    # werkzeug sets the server's port before it binds and listens: a client let in on
+    # the port alone would be refused
+    from werkzeug.serving import BaseWSGIServer
+
+    port = scenarios.free_port()
+    server = BaseWSGIServer.__new__(BaseWSGIServer)
+    server.port = port
+    server.socket = socket.socket()
+    try:
+        assert scenarios._find_server(port) is None
+        assert scenarios._find_server(port, listening=False) is server
+        server.socket.bind(("127.0.0.1", port))
+        assert scenarios._find_server(port) is None
+        server.socket.listen()
+        assert scenarios._find_server(port) is server
+    finally:
+        server.socket.close()

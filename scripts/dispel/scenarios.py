@@ -60,14 +60,23 @@ def _check_port_free(port: int) -> None:
             raise DispelError(f"port {port} is already in use; choose another with --port or stop what holds it") from None
 
 
-def _find_server(port: int):
-    """The werkzeug server listening on ``port`` (it offers no handle of its own)."""
+def _find_server(port: int, listening: bool = True):
+    """The werkzeug server on ``port`` (it offers no handle of its own); with ``listening``,
+    only once it listens: werkzeug sets the port before it binds, and a client let in then is refused."""
     from werkzeug.serving import BaseWSGIServer
 
     for obj in gc.get_objects():
         if isinstance(obj, BaseWSGIServer) and obj.port == port:
-            return obj
+            return obj if not listening or _listening(obj) else None
     return None
+
+
+def _listening(server) -> bool:
+    sock = getattr(server, "socket", None)
+    try:
+        return sock is not None and sock.fileno() >= 0 and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+    except OSError:
+        return False
 
 
 class StepClient(Protocol):
@@ -212,7 +221,7 @@ def drive(
                 for client in clients.values():
                     client.close()
                 if server is None and not server_errors:
-                    server = _find_server(port)
+                    server = _find_server(port, listening=False)
                 # shutdown() waits for serve_forever to end: only a running server has one.
                 if server is not None and thread is not None and thread.is_alive():
                     server.shutdown()
