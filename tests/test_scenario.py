@@ -202,3 +202,35 @@ def test_a_server_is_found_only_once_it_listens():
         assert scenarios._find_server(port) is server
     finally:
         server.socket.close()
+
+
+def test_the_client_closes_a_polling_connection_only_after_the_server(monkeypatch):
+    # werkzeug waits 10 ms for more from the client before it closes: a client that
+    # closed first, or not, as the machine's load decided, changed the server's trace
+    import http.client
+    import select
+
+    from dispel.client import patch_http_close
+
+    monkeypatch.setattr(http.client.HTTPResponse, "_close_conn", http.client.HTTPResponse._close_conn)
+    patch_http_close(timeout=5.0)
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: dict[str, bool] = {}
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            readable, _, _ = select.select([conn], [], [], 0.3)  # the client's end, if it came first
+            seen["client closed first"] = bool(readable) and conn.recv(1) == b""
+            conn.shutdown(socket.SHUT_WR)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    client = http.client.HTTPConnection("127.0.0.1", listener.getsockname()[1], timeout=5)
+    client.request("GET", "/")
+    assert client.getresponse().read() == b"ok"
+    thread.join(5)
+    listener.close()
+    assert seen == {"client closed first": False}
