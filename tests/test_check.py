@@ -225,3 +225,28 @@ def test_check_command_prints_one_line_per_failure_and_the_summary(rendered, cap
     assert re.fullmatch(r"links checked: (\d+), verified: (\d+), failed: 1 in \d+\.\d\ds", out[-1])
     checked, verified = map(int, re.findall(r"\d+", out[-1])[:2])
     assert checked == verified + 1
+
+
+@pytest.mark.parametrize("second, failed", [("same", False), ("other", True)])
+def test_a_scenario_that_differs_beside_the_others_is_recorded_again_alone(tmp_path, monkeypatch, second, failed):
+    committed = (Project(ROOT).traces / "chat.json").read_text(encoding="utf-8")
+    project = Project(tmp_path)
+    project.traces.mkdir()
+    (project.traces / "chat.json").write_text(committed, encoding="utf-8")
+    other = committed.replace('"disconnect"', '"hang-up"', 1)
+    calls = []
+
+    def fake(project, names, out, timeout, capture=False):
+        calls.append(list(names))
+        text = other if len(calls) == 1 or second == "other" else committed
+        for name in names:
+            (out / f"{name}.json").write_text(text, encoding="utf-8")
+        return {name: subprocess.CompletedProcess([], 0, "", "") for name in names}
+
+    monkeypatch.setattr(stages, "record_in_new_interpreters", fake)
+    problems, notes = stages.check_rerecord(project, names=["chat"])
+    assert calls == [["chat"], ["chat"]]  # side by side, then alone
+    if failed:
+        assert problems and all("traces/chat.json differs" in p for p in problems) and not notes
+    else:
+        assert not problems and len(notes) == 1 and "recorded again alone, it matched" in notes[0]

@@ -618,13 +618,14 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
         clock = time.perf_counter()
         names, why = rerecordable()
         result.notes += [why] if why else []
-        result.failures += check_rerecord(project, names=names)
         missing = processes.redis_missing()
         if missing:
             result.notes.append(f"the scenarios of several processes are not re-recorded: {missing}")
         else:
-            for name in catalog.DEFAULT_PROCESS_SCENARIOS:
-                result.failures += check_rerecord_processes(project, catalog.PROCESS_SCENARIOS[name])
+            names += catalog.DEFAULT_PROCESS_SCENARIOS
+        failures, notes = check_rerecord(project, names=names)
+        result.failures += failures
+        result.notes += notes
         result.timings["re-record"] = time.perf_counter() - clock
     if lock is None:
         result.notes.append(f"no lock at {project.lock}: permalinks cannot be checked")
@@ -783,21 +784,41 @@ def rerecordable() -> tuple[tuple[str, ...], str | None]:
     return names, (f"the browser scenario is not re-recorded: {why}" if why else None)
 
 
-def check_rerecord(project: Project, timeout: float = 60.0, names: Iterable[str] | None = None) -> list[str]:
-    """Record scenarios again (default: every default one) and compare with traces/<scenario>.json;
-    a differing recording is kept."""
-    problems = []
+def check_rerecord(project: Project, timeout: float = 120.0, names: Iterable[str] | None = None) -> tuple[list[str], list[str]]:
+    """Record scenarios again, side by side (default: every default one), and compare each
+    trace with traces/<trace>.json (a scenario of several processes has one per process);
+    a differing recording is kept. A scenario that differs is recorded once more, alone: on
+    a loaded machine the recordings side by side can reach a race the scenario does not
+    pin down, and that is said as a note when the second recording matches. (problems, notes)."""
+    problems, notes = [], []
     keep = Path(tempfile.mkdtemp(prefix="dispel-rerecord-"))
-    runs = record_in_new_interpreters(project, catalog.DEFAULT_SCENARIOS if names is None else names, keep, timeout, capture=True)
-    for name, proc in runs.items():
+    names = list(catalog.DEFAULT_SCENARIOS if names is None else names)
+    runs = record_in_new_interpreters(project, names, keep, timeout, capture=True)
+    for name in names:
+        proc = runs[name]
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             problems.append(f"re-record: recording {name!r} failed: {tail}")
             continue
-        problems += _rerecord_drift(project, keep, name)
+        drift = _scenario_drift(project, keep, name)
+        if drift:
+            again = keep / f"again-{name}"
+            again.mkdir()
+            proc = record_in_new_interpreters(project, [name], again, timeout, capture=True)[name]
+            if proc.returncode == 0 and not _scenario_drift(project, again, name):
+                notes.append(f"re-record: {name!r} differed when recorded beside the others ({drift[0].split(': ', 1)[-1]}); "
+                             f"recorded again alone, it matched")
+                continue
+            problems += drift
     if not problems:
         shutil.rmtree(keep, ignore_errors=True)
-    return problems
+    return problems, notes
+
+
+def _scenario_drift(project: Project, keep: Path, name: str) -> list[str]:
+    """How a fresh recording of scenario ``name`` in ``keep`` differs from the committed traces."""
+    sc = catalog.PROCESS_SCENARIOS.get(name)
+    return [d for stem in (sc.trace_names() if sc else (name,)) for d in _rerecord_drift(project, keep, stem)]
 
 
 def _rerecord_drift(project: Project, keep: Path, name: str) -> list[str]:
@@ -811,23 +832,6 @@ def _rerecord_drift(project: Project, keep: Path, name: str) -> list[str]:
         f"re-record: traces/{name}.json differs from a fresh recording: {d} (the new one is {keep / (name + '.json')})"
         for d in check_core.trace_drift(old, fresh)
     ]
-
-
-def check_rerecord_processes(project: Project, sc: catalog.ProcessScenario, timeout: float = 120.0) -> list[str]:
-    """Record a scenario of several processes again and compare each process's trace with
-    traces/<scenario>.<role>.json; a differing recording is kept."""
-    keep = Path(tempfile.mkdtemp(prefix="dispel-rerecord-"))
-    try:
-        processes.run(sc, keep, timeout)
-    except DispelError as exc:
-        shutil.rmtree(keep, ignore_errors=True)
-        return [f"re-record: recording {sc.name!r} failed: {exc}"]
-    problems = []
-    for stem in sc.trace_names():
-        problems += _rerecord_drift(project, keep, stem)
-    if not problems:
-        shutil.rmtree(keep, ignore_errors=True)
-    return problems
 
 
 # --------------------------------------------------------------------------- audit
