@@ -13,6 +13,9 @@ $(STAMP): requirements.lock pyproject.toml scripts/dispel/_ctracer.c
 	# the C core is rebuilt from its source, never kept from an earlier build that now fails
 	rm -f scripts/dispel/_ctracer*.so
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	# bytecode for dispel's own modules too (pip compiled the others): every dispel process
+	# would otherwise compile them again where PYTHONDONTWRITEBYTECODE is set
+	$(BIN)/python -m compileall -q scripts/dispel scripts/sample_app
 	$(BIN)/python -c "from dispel.cores import c_core_missing as m; m() and print('note: ' + m() + ' (it needs gcc and the Python headers); the Python cores record instead')"
 	if command -v npm >/dev/null; then npm ci --prefix scripts/sample_app --no-audit --no-fund --silent; else echo "note: npm not found, skipping scripts/sample_app's JavaScript client (the browser scenario needs it)"; fi
 	touch $(STAMP)

@@ -203,3 +203,24 @@ def test_the_served_js_client_has_no_etag():
     response = app.test_client().get("/vendor/socket.io.min.js")
     assert response.status_code == 200 and response.data.startswith(b"/*")
     assert "ETag" not in response.headers
+
+
+def test_a_browser_launched_ahead_and_never_taken_is_stopped():
+    # record_scenario starts the browser beside the app's import; when the scenario fails
+    # before its first step, nothing takes it, and closing the starter must end it
+    from dispel.drivers import ClientStarter
+
+    if not (browser.CHROMIUM.is_file() and browser.CHROMEDRIVER.is_file()):
+        pytest.skip(f"no {browser.CHROMIUM} / {browser.CHROMEDRIVER}: apt-get install chromium chromium-driver")
+    before = chromium_pids()
+    starter = ClientStarter(catalog.scenario("browser"))
+    launch = starter.launch
+    assert launch is not None
+    launch._thread.join()
+    assert chromium_pids() - before, "the browser was not started ahead"
+    starter.close()
+    end = time.monotonic() + 10
+    while chromium_pids() - before and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not chromium_pids() - before, "chromium left behind"
+    assert not Path(launch.profile).exists()

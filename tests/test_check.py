@@ -11,7 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from dispel import check, cli, stages
+from dispel import check, cli, stages, verify
 from dispel.project import Project
 
 ROOT = Project().root
@@ -57,7 +57,7 @@ def problems(results) -> list[str]:
 
 def link_problems(project: Path, chains: dict | None = None) -> list[str]:
     """The permalink and link failures of a (broken) copy."""
-    return problems(stages.check_links(Project(project), lock_of(project), chains if chains is not None else stages.load_chains(Project(), project / "traces" / "chains")))
+    return problems(verify.check_links(Project(project), lock_of(project), chains if chains is not None else stages.load_chains(Project(), project / "traces" / "chains")))
 
 
 def emit_hop(project: Path) -> tuple[dict, int, object]:
@@ -103,7 +103,7 @@ def test_repeated_headings_get_toc_suffixes():
 
 
 def test_the_committed_site_links_all_verify(rendered):
-    results = stages.check_links(Project(rendered), lock_of(rendered), stages.load_chains(Project(), rendered / "traces" / "chains"))
+    results = verify.check_links(Project(rendered), lock_of(rendered), stages.load_chains(Project(), rendered / "traces" / "chains"))
     assert problems(results) == []
     assert check.summarize(results).checked > 0
 
@@ -159,7 +159,7 @@ def test_a_permalink_to_an_unlocked_commit(rendered):
 def test_missing_and_stale_annotations_are_failures(rendered):
     chains, _, hop = emit_hop(rendered)
     (rendered / "docs" / "annotations" / "emit.yml").write_text(f"{hop.func.key}:\n  fingerprint: 000000000000\n  text: Old prose.\n", encoding="utf-8")
-    found = stages.check_annotations(Project(rendered), chains)
+    found = verify.check_annotations(Project(rendered), chains)
     assert "annotation missing: journey 'emit' has no summary" in found
     stale = [p for p in found if p.startswith("annotation stale: ")]
     assert len(stale) == 1 and f"emit.yml:1: {hop.func.key} changed since it was annotated (fingerprint 000000000000, now " in stale[0]
@@ -170,7 +170,7 @@ def test_missing_and_stale_annotations_are_failures(rendered):
 
 
 def test_a_rendered_copy_has_no_drift(rendered):
-    drift, _ = stages.check_drift(Project(rendered), chains_of(rendered), build=None)
+    drift, _ = verify.check_drift(Project(rendered), chains_of(rendered), build=None)
     assert drift == []
 
 
@@ -179,7 +179,7 @@ def test_an_edited_page_is_drift_named_by_hop(rendered):
     page = rendered / "docs" / "chains" / "emit.md"
     text = page.read_text(encoding="utf-8").replace("*No annotation has been written for this function yet.*", "Hand-edited.", n)
     page.write_text(text, encoding="utf-8")
-    drift, _ = stages.check_drift(Project(rendered), chains, build=None)
+    drift, _ = verify.check_drift(Project(rendered), chains, build=None)
     assert drift and drift[0].startswith("drift: docs/chains/emit.md: hop 1 (")
     assert "differs from a regeneration: line " in drift[0] and "'Hand-edited.'" in drift[0]
 
@@ -187,7 +187,7 @@ def test_an_edited_page_is_drift_named_by_hop(rendered):
 def test_a_changed_annotation_is_named_as_the_reason(rendered):
     chains, n, hop = emit_hop(rendered)
     (rendered / "docs" / "annotations" / "new.yml").write_text(f"{hop.func.key}:\n  text: Freshly written prose.\n", encoding="utf-8")
-    drift, _ = stages.check_drift(Project(rendered), chains, build=None)
+    drift, _ = verify.check_drift(Project(rendered), chains, build=None)
     assert f"drift: docs/chains/emit.md: hop {n} ({hop.func.key}) differs from a regeneration: the annotation of {hop.func.key} changed" in drift
 
 
@@ -196,7 +196,7 @@ def test_a_regenerated_chain_that_differs_names_its_hops(rendered):
     hops = list(chains["emit"].hops)
     hops[n - 1] = dataclasses.replace(hop, line=hop.line + 1, line_text="x = 1")
     changed = dataclasses.replace(chains["emit"], hops=tuple(hops))
-    drift, _ = stages.check_drift(Project(rendered), chains, build=lambda traces: chains | {"emit": changed})
+    drift, _ = verify.check_drift(Project(rendered), chains, build=lambda traces: chains | {"emit": changed})
     assert (
         f"drift: traces/chains/emit.json: emit: hop {n} {hop.func.key} ({hop.thread}): "
         f"line {hop.line} → {hop.line + 1}, line text {hop.line_text!r} → 'x = 1'"
@@ -225,3 +225,28 @@ def test_check_command_prints_one_line_per_failure_and_the_summary(rendered, cap
     assert re.fullmatch(r"links checked: (\d+), verified: (\d+), failed: 1 in \d+\.\d\ds", out[-1])
     checked, verified = map(int, re.findall(r"\d+", out[-1])[:2])
     assert checked == verified + 1
+
+
+@pytest.mark.parametrize("second, failed", [("same", False), ("other", True)])
+def test_a_scenario_that_differs_beside_the_others_is_recorded_again_alone(tmp_path, monkeypatch, second, failed):
+    committed = (Project(ROOT).traces / "chat.json").read_text(encoding="utf-8")
+    project = Project(tmp_path)
+    project.traces.mkdir()
+    (project.traces / "chat.json").write_text(committed, encoding="utf-8")
+    other = committed.replace('"disconnect"', '"hang-up"', 1)
+    calls = []
+
+    def fake(project, names, out, timeout, capture=False):
+        calls.append(list(names))
+        text = other if len(calls) == 1 or second == "other" else committed
+        for name in names:
+            (out / f"{name}.json").write_text(text, encoding="utf-8")
+        return {name: subprocess.CompletedProcess([], 0, "", "") for name in names}
+
+    monkeypatch.setattr(verify, "record_in_new_interpreters", fake)
+    problems, notes = verify.check_rerecord(project, names=["chat"])
+    assert calls == [["chat"], ["chat"]]  # side by side, then alone
+    if failed:
+        assert problems and all("traces/chat.json differs" in p for p in problems) and not notes
+    else:
+        assert not problems and len(notes) == 1 and "recorded again alone, it matched" in notes[0]

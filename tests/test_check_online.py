@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MODULE, RepoServer, commit_files, git, make_repo
-from dispel import check, fetch, stages
+from dispel import check, fetch, stages, verify
 from dispel.forges import raw_url
 from dispel.model import Chain, DispelError, FilePin, Func, Hop, Lock, Pin, Source
 from dispel.pins import blob_sha
@@ -98,7 +98,7 @@ def pinned_setup(repo: Path, served_sha: str | None = None):
 
 def test_online_pass_verifies_the_served_file_and_its_lines(server, repo):
     lock, chains, links = pinned_setup(repo)
-    contents = stages.online_contents(links, lock, quick(), server.base())
+    contents = verify.online_contents(links, lock, quick(), server.base())
     results = check.check_permalinks(links, lock, chains, contents, "fetched")
     assert [r.problems for r in results] == [[], []]
 
@@ -107,7 +107,7 @@ def test_online_pass_fails_when_the_host_serves_other_bytes(server, repo):
     lock, chains, links = pinned_setup(repo)
     sha = git(repo, "rev-parse", "HEAD")
     server.files[(sha, "src/pkg/mod.py")] = MODULE.replace("encode(event)", "encode(event, 2)").encode()
-    contents = stages.online_contents(links, lock, quick(), server.base())
+    contents = verify.online_contents(links, lock, quick(), server.base())
     found = [p for r in check.check_permalinks(links, lock, chains, contents, "fetched") for p in r.problems]
     assert len(found) == 2 and all("the fetched file pkg/mod.py has blob" in p and "not the pinned blob" in p for p in found)
 

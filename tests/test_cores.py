@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel import stages
+from dispel import verify
 from dispel.cores import available_cores
 from dispel.project import Project
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def record_all(core: str, out: Path) -> subprocess.CompletedProcess:
-    names, _ = stages.rerecordable()
+    names, _ = verify.rerecordable()
     env = {**os.environ, "DISPEL_CORE": core}
     return subprocess.run([sys.executable, "-m", "dispel", "record", *names, "--out", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True)
@@ -28,7 +28,7 @@ def record_all(core: str, out: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(len(available_cores()) < 2, reason="only the Python core runs on this interpreter")
 def test_every_core_writes_the_same_bytes_for_every_default_scenario(tmp_path):
-    names, _ = stages.rerecordable()
+    names, _ = verify.rerecordable()
     written = {}
     for core in available_cores():
         proc = record_all(core, tmp_path / core)

@@ -128,3 +128,43 @@ def test_raw_rows_become_calls_with_a_raised_flag_and_observed_bytes():
     assert [c.func for c in calls] == ["m:f", "m:g", "_socket:socket.recv_into"]
     assert calls[1].ret.raised and calls[1].ret.value is None and calls[1].line == 3
     assert calls[2].ret.value == buffer and not calls[2].ret.raised
+
+
+def test_qualname_counts_read_the_current_source_whether_or_not_its_bytecode_is_cached(tmp_path):
+    import os
+    import py_compile
+    import time
+
+    from dispel.installed import qualname_counts
+
+    path = tmp_path / "mod.py"
+    one = "def f():\n    pass\n\nclass C:\n    def m(self):\n        pass\n"
+    two = one + "\nif True:\n    def f():\n        return 1\n"
+    path.write_text(one)
+    assert qualname_counts(one, str(path)) == {"<module>": 1, "f": 1, "C": 1, "C.m": 1}
+    py_compile.compile(str(path))  # a current cached bytecode is read instead of compiling
+    assert qualname_counts(one, str(path)) == {"<module>": 1, "f": 1, "C": 1, "C.m": 1}
+    path.write_text(two)  # the cache is now stale: the source counts
+    later = time.time() + 5
+    os.utime(path, (later, later))
+    assert qualname_counts(two, str(path))["f"] == 2
+
+
+def test_line_at_finds_the_line_of_every_instruction_offset():
+    import json.decoder
+    import types
+
+    from dispel.record import line_at
+
+    def by_scan(code, offset):
+        return next((ln for start, end, ln in code.co_lines() if ln is not None and start <= offset < end), 0)
+
+    stack = [compile(open(json.decoder.__file__, encoding="utf-8").read(), json.decoder.__file__, "exec")]
+    checked = 0
+    while stack:
+        code = stack.pop()
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+        for offset in range(0, len(code.co_code) + 4, 2):  # and past the end: 0
+            assert line_at(code, offset) == by_scan(code, offset), (code.co_qualname, offset)
+            checked += 1
+    assert checked > 500

@@ -59,6 +59,14 @@ def test_merge_names_threads_by_process_and_keeps_tokens_apart():
             if v.token:
                 tokens.setdefault(v.token, set()).add(joins.process_of(e.thread))
     assert all(len(p) == 1 for p in tokens.values()), "an identity token is shared by two processes"
+    # every other field of every event is carried over as it was
+    shifted = {"index", "thread", "parent", "end", "args", "ret"}
+    originals = [e for name in sorted(traces, key=lambda n: traces[n].process) for e in traces[name].events]
+    for e, o in zip(merged.events, originals):
+        for f in dataclasses.fields(o):
+            if f.name not in shifted:
+                assert getattr(e, f.name) == getattr(o, f.name), f.name
+        assert [(v.name, v.text) for v in e.args] == [(v.name, v.text) for v in o.args]
 
 
 def test_every_server_receives_every_message_published_after_it_subscribed():

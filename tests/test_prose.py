@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
-from dispel import prose, stages, wire
+from dispel import prose, stages, verify, wire
 from dispel.project import Project
 
 ROOT = Project().root
@@ -136,7 +136,7 @@ def test_the_prose_check_runs_in_dispel_check(tmp_path: Path):
     notes = copy / "docs" / "annotations" / "socketio_stack.yml"
     text = notes.read_text(encoding="utf-8")
     notes.write_text(text.replace("with {{line}}, and logs it.", "with line 77, and logs it."), encoding="utf-8")
-    failures = stages.check(Project(copy)).failures
+    failures = verify.check(Project(copy)).failures
     assert any(f.startswith("prose: docs/chains/upgrade.md: hop 36: says it runs on a writer thread") for f in failures), failures
     assert any(f.startswith("prose: annotation engineio.socket:Socket.send: types 'line 77'") for f in failures), failures
 

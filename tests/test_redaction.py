@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel import catalog, stages
+from dispel import catalog, verify
 from dispel.values import Normalizer, learn_secrets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def test_a_known_secret_is_in_no_trace_chain_or_page(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "dispel", *a], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)  # noqa: E731
     traces = tmp_path / "traces"
     # Every default scenario this machine can record (without Chromium, all but the browser's).
-    names, _ = stages.rerecordable()
+    names, _ = verify.rerecordable()
     proc = run("record", *names, "--out", str(traces), "--redact", r"Werkzeug/[0-9.]+")
     assert proc.returncode == 0, proc.stderr
     journeys = [j.name for j in catalog.JOURNEYS if j.scenario in names]

@@ -149,3 +149,88 @@ def test_without_chromium_the_other_scenarios_are_still_recorded(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("dispel:")]
     assert len(errors) == 1 and "apt-get install chromium chromium-driver" in errors[0], proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json"]
+
+
+@pytest.mark.parametrize("spec, parsed", [
+    ("connect", ("a", "connect", 1)),
+    ("b:join", ("b", "join", 1)),
+    ("c3:chat*50", ("c3", "chat", 50)),
+    ("chat*200", ("a", "chat", 200)),
+])
+def test_a_step_names_its_client_step_and_count(spec, parsed):
+    assert catalog.split_step(spec) == parsed
+
+
+def test_clients_are_named_in_the_order_of_their_first_step():
+    assert catalog.client_names(catalog.scenario("rooms")) == ["a", "b", "c"]
+    assert catalog.client_names(catalog.scenario("chat")) == ["a"]
+
+
+def test_clients_started_ahead_are_handed_out_in_order_and_the_others_stopped():
+    from dispel.drivers import ClientStarter, free_ports
+
+    port = free_ports(1)[0]
+    starter = ClientStarter(catalog.scenario("rooms"), port)
+    ahead = [c.proc for c in starter.ready]
+    assert len(ahead) == 3 and all(p.poll() is None for p in ahead)
+    first = starter(port)
+    assert first.proc is ahead[0]
+    elsewhere = starter(port + 1)  # another port: a client of its own, not one started ahead
+    assert elsewhere.proc not in ahead
+    starter.close()
+    assert all(p.poll() is not None for p in ahead[1:]), "a client started ahead was left running"
+    assert first.proc.poll() is None  # taken: its scenario closes it
+    first.close()
+    elsewhere.close()
+
+
+def test_a_server_is_found_only_once_it_listens():
+    # werkzeug sets the server's port before it binds and listens: a client let in on
+    # the port alone would be refused
+    from werkzeug.serving import BaseWSGIServer
+
+    port = scenarios.free_port()
+    server = BaseWSGIServer.__new__(BaseWSGIServer)
+    server.port = port
+    server.socket = socket.socket()
+    try:
+        assert scenarios._find_server(port) is None
+        assert scenarios._find_server(port, listening=False) is server
+        server.socket.bind(("127.0.0.1", port))
+        assert scenarios._find_server(port) is None
+        server.socket.listen()
+        assert scenarios._find_server(port) is server
+    finally:
+        server.socket.close()
+
+
+def test_the_client_closes_a_polling_connection_only_after_the_server(monkeypatch):
+    # werkzeug waits 10 ms for more from the client before it closes: a client that
+    # closed first, or not, as the machine's load decided, changed the server's trace
+    import http.client
+    import select
+
+    from dispel.client import patch_http_close
+
+    monkeypatch.setattr(http.client.HTTPResponse, "_close_conn", http.client.HTTPResponse._close_conn)
+    patch_http_close(timeout=5.0)
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: dict[str, bool] = {}
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            readable, _, _ = select.select([conn], [], [], 0.3)  # the client's end, if it came first
+            seen["client closed first"] = bool(readable) and conn.recv(1) == b""
+            conn.shutdown(socket.SHUT_WR)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    client = http.client.HTTPConnection("127.0.0.1", listener.getsockname()[1], timeout=5)
+    client.request("GET", "/")
+    assert client.getresponse().read() == b"ok"
+    thread.join(5)
+    listener.close()
+    assert seen == {"client closed first": False}

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from .model import DispelError
@@ -52,23 +53,67 @@ def chromium_version() -> str | None:
     return found.group(0) if found else None
 
 
+class Launch:
+    """Headless Chromium (through chromedriver) starting on a thread of its own, so that its
+    start-up, a second or more, overlaps the app's import and start. The thread is started
+    before any recording, so no recorder traces it; it only waits on chromedriver."""
+
+    def __init__(self) -> None:
+        absent = missing()
+        if absent:
+            raise DispelError(f"{' and '.join(absent)} not found: the browser scenario needs `{INSTALL_HINT}`")
+        # selenium only where a browser runs (imported here, not on the thread)
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        self.profile = tempfile.mkdtemp(prefix="dispel-chromium-")
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for flag in (*BROWSER_FLAGS, f"--user-data-dir={self.profile}"):
+            options.add_argument(flag)
+        self.driver = None
+        self.error: BaseException | None = None
+        self._taken = False
+
+        def launch() -> None:
+            try:
+                self.driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+            except BaseException as exc:  # taken by take()
+                self.error = exc
+
+        self._thread = threading.Thread(target=launch, name="dispel-chromium-launch", daemon=True)
+        self._thread.start()
+
+    def take(self):
+        """The started driver (raises what the start raised); the caller closes it from now on."""
+        self._thread.join()
+        self._taken = True
+        if self.error is not None:
+            raise self.error
+        return self.driver
+
+    def close(self) -> None:
+        """Stop the browser if nobody took it; its profile folder goes either way."""
+        self._thread.join()
+        if self.driver is not None and not self._taken:
+            self.driver.quit()
+        self.driver = None
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
 class BrowserClient:
     """The official Socket.IO JavaScript client on the app's /chat page, in headless Chromium
     (Debian's chromium and chromedriver, through selenium). A step is the page's
     ``window.dispelStep(name, done)``, which calls ``done("ok")`` or ``done("error: ...")``.
     The browser talks to the server through dispel.pacer, which makes what the server
-    reads repeatable (see that module)."""
+    reads repeatable (see that module). ``launch``: a browser started ahead (else one is started now)."""
 
-    def __init__(self, port: int) -> None:
-        absent = missing()
-        if absent:
-            raise DispelError(f"{' and '.join(absent)} not found: the browser scenario needs `{INSTALL_HINT}`")
-        # selenium only where a browser runs: every other command starts without it
-        from selenium import webdriver
+    def __init__(self, port: int, launch: Launch | None = None) -> None:
         from selenium.common.exceptions import WebDriverException
-        from selenium.webdriver.chrome.service import Service
 
+        launch = launch or Launch()
         self.driver = None
+        self.launch = launch
         self.pacer = subprocess.Popen(
             [sys.executable, "-m", "dispel.pacer", str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
@@ -76,14 +121,10 @@ class BrowserClient:
         said = self.pacer.stdout.readline().split()
         if len(said) != 2 or said[0] != "listening":
             self._stop_pacer()
+            launch.close()
             raise DispelError("dispel.pacer did not start: run `python -m dispel.pacer PORT` to see why")
-        self.profile = tempfile.mkdtemp(prefix="dispel-chromium-")
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for flag in (*BROWSER_FLAGS, f"--user-data-dir={self.profile}"):
-            options.add_argument(flag)
         try:
-            self.driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+            self.driver = launch.take()
             self.driver.get(f"http://127.0.0.1:{said[1]}/chat")
             if not self.driver.execute_script("return typeof io === 'function' && typeof window.dispelStep === 'function'"):
                 raise DispelError(
@@ -117,7 +158,7 @@ class BrowserClient:
                 self.driver.quit()  # ends chromium, then chromedriver
         finally:
             self.driver = None
-            shutil.rmtree(self.profile, ignore_errors=True)
+            self.launch.close()
             self._stop_pacer()
 
     def _stop_pacer(self) -> None:

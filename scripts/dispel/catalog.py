@@ -103,6 +103,18 @@ class Scenario:
     default: bool = True
 
 
+def split_step(spec: str) -> tuple[str, str, int]:
+    """A scenario step ``[WHO:]STEP[*COUNT]`` ("b:join*2": client b does join twice) -> (who, step, count); who defaults to "a"."""
+    who, _, rest = spec.rpartition(":")
+    step, _, count = rest.partition("*")
+    return who or "a", step, int(count or 1)
+
+
+def client_names(sc: Scenario) -> list[str]:
+    """The clients a scenario's steps name, in the order of their first step."""
+    return list(dict.fromkeys(split_step(spec)[0] for spec in sc.steps))
+
+
 SCENARIOS = {
     "chat": Scenario(
         "chat",

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import audit, bench, catalog, fetch, pins, report, stages
+from . import audit, bench, catalog, fetch, pins, report, stages, verify
 from .forges import RAW_BASE
 from .model import DispelError
 from .project import Project, dump_json, write_atomic
@@ -102,7 +102,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if report.is_report(args.root):  # a folder `dispel report` built
         result = report.check(args.root, fetcher=_fetcher(args), raw_base=args.raw_base)
     else:
-        result = stages.check(Project(args.root), fetcher=_fetcher(args), raw_base=args.raw_base, rerecord=args.rerecord)
+        result = verify.check(Project(args.root), fetcher=_fetcher(args), raw_base=args.raw_base, rerecord=args.rerecord)
     for line in result.failures:
         print(line)
     for line in result.notes:

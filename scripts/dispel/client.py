@@ -79,6 +79,31 @@ def patch_websocket(pace: float, current_client) -> None:
     websocket.WebSocket.close = close
 
 
+def patch_http_close(timeout: float = 5.0) -> None:
+    """Long-polling: the client closes an HTTP connection only once the server has closed its
+    side. werkzeug closes every connection after its response, and first waits 10 ms for
+    anything more from the client; a client that closed within those 10 ms or not (which the
+    load of the machine decides) made the server's trace differ. Now the server never sees
+    the client's end first, as with a browser, which keeps its connections open."""
+    import http.client
+    import socket
+
+    original_close_conn = http.client.HTTPResponse._close_conn
+
+    def close_conn(self):
+        sock = getattr(getattr(self.fp, "raw", None), "_sock", None)  # the socket under the response's file
+        if self.will_close and isinstance(sock, socket.socket) and sock.fileno() >= 0:
+            try:
+                sock.settimeout(timeout)
+                while sock.recv(65536):  # nothing is expected but the server's end
+                    pass
+            except OSError:
+                pass
+        return original_close_conn(self)
+
+    http.client.HTTPResponse._close_conn = close_conn
+
+
 def drained(client, timeout: float) -> None:
     """Wait until the client's Engine.IO writer has sent everything queued."""
     import time
@@ -116,6 +141,7 @@ def main(argv: list[str]) -> int:
     port = int(argv[0])
     pace = float(argv[1]) if len(argv) > 1 else PACE_SECONDS
     patch_websocket(pace, lambda: client)
+    patch_http_close()
     url = f"http://127.0.0.1:{port}"
     got: dict[str, list] = {"welcome": [], "reply": [], "joined": [], "news": []}
     arrived = threading.Condition()

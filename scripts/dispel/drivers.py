@@ -6,9 +6,8 @@ import socket
 import subprocess
 import sys
 from contextlib import ExitStack
-from typing import Callable
 
-from .catalog import Scenario
+from .catalog import Scenario, client_names
 from .model import DispelError
 
 
@@ -64,13 +63,41 @@ class ClientProcess:
             self.proc.stdout.close()
 
 
-def client_starter(sc: Scenario) -> Callable[[int], object]:
-    """What starts a client of scenario ``sc`` on a port: the browser, or dispel.client."""
-    if sc.client == "browser":
-        from .browser import BrowserClient  # selenium is imported only for the browser
+class ClientStarter:
+    """What starts the clients of scenario ``sc`` on a port: the browser, or dispel.client.
 
-        return BrowserClient
-    return lambda port: ClientProcess(port, sc.pace)
+    What takes long to start is started at once, before the app's import: the browser
+    (browser.Launch), and, when ``port`` is known, one dispel.client process for each client
+    the steps name (each connects only at its step, and its pipes are opened before the
+    server's first file descriptor). close() stops what no step took."""
+
+    def __init__(self, sc: Scenario, port: int | None = None) -> None:
+        self.sc, self.port = sc, port
+        self.launch = None
+        self.ready: list[ClientProcess] = []
+        if sc.client == "browser":
+            from .browser import Launch  # selenium is imported only for the browser
+
+            self.launch = Launch()
+        elif port is not None:
+            self.ready = [ClientProcess(port, sc.pace) for _ in client_names(sc)]
+
+    def __call__(self, port: int) -> object:
+        if self.sc.client == "browser":
+            from .browser import BrowserClient
+
+            launch, self.launch = self.launch, None  # the one started ahead, for the first client
+            return BrowserClient(port, launch)
+        if self.ready and port == self.port:
+            return self.ready.pop(0)
+        return ClientProcess(port, self.sc.pace)
+
+    def close(self) -> None:
+        if self.launch is not None:
+            self.launch.close()
+            self.launch = None
+        while self.ready:
+            self.ready.pop().close()
 
 
 class FileClientProcess(ClientProcess):

@@ -52,10 +52,13 @@ def build_all(traces: Mapping[str, TraceFile], lines: Mapping[Source, Sequence[s
     for name in only:
         catalog.journey(name)  # unknown names fail first
     out = {}
+    merged: dict[str, tuple] = {}  # a scenario's trace (its processes' merged once) and links
     for j in catalog.JOURNEYS:
         if only and j.name not in only:
             continue
-        trace, links = chains.scenario_trace(traces, j.scenario)
+        if j.scenario not in merged:
+            merged[j.scenario] = chains.scenario_trace(traces, j.scenario)
+        trace, links = merged[j.scenario]
         if trace is None:
             raise DispelError(f"journey {j.name!r} needs the trace of scenario {j.scenario!r}: run `dispel record {j.scenario}`")
         try:

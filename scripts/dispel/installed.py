@@ -13,7 +13,9 @@ import sys
 import sysconfig
 from collections.abc import Iterable
 from importlib import metadata
+from importlib.machinery import SourceFileLoader
 from pathlib import Path
+from types import CodeType
 
 from . import licenses, pins
 from .catalog import DIST_NAMES
@@ -67,10 +69,20 @@ def resolve_funcs(codes, probe_codes: dict, roots: list) -> dict:
     return out
 
 
+def module_code(source: str, filename: str) -> CodeType:
+    """A source file's module code, not run: its cached bytecode when that is current (as
+    the import system would read it), else compiled from ``source``."""
+    try:
+        code = SourceFileLoader("<dispel>", filename).get_code("<dispel>")
+    except (ImportError, OSError, SyntaxError, ValueError, EOFError):
+        code = None
+    return code if isinstance(code, CodeType) else compile(source, filename, "exec")
+
+
 def qualname_counts(source: str, filename: str) -> dict[str, int]:
     """How many code objects of each qualname a file defines (compiled, not imported)."""
     counts: dict[str, int] = {}
-    stack = [compile(source, filename, "exec")]
+    stack = [module_code(source, filename)]
     while stack:
         code = stack.pop()
         counts[code.co_qualname] = counts.get(code.co_qualname, 0) + 1

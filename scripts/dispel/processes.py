@@ -160,13 +160,17 @@ class TracedProcess:
         tail = (self.err.read().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
         raise self._fail(step, f"exited ({self.proc.returncode}): {tail}")
 
-    def ask(self, step: str, line: str, timeout: float) -> str:
-        """Send a command; its answer's text after "ok"."""
+    def send(self, line: str) -> None:
+        """Send a command without waiting for its answer (expect() reads it)."""
         try:
             self.proc.stdin.write(line + "\n")
             self.proc.stdin.flush()
         except OSError:
             pass  # it has exited: expect() says how
+
+    def ask(self, step: str, line: str, timeout: float) -> str:
+        """Send a command; its answer's text after "ok"."""
+        self.send(line)
         return self.expect(step, "ok", timeout)
 
     def close(self) -> None:
@@ -214,8 +218,13 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
             if not traced:
                 argv.append("--untraced")
             children[p.role] = TracedProcess(sc.name, p.role, argv)
+        # the clients' processes start beside the servers' (each connects only at its step)
+        for who, role in sc.clients:
+            clients[who] = ClientProcess(ports[role])
         for role, child in children.items():
             child.expect("start", "ready", deadline.left())
+        if timings is not None:
+            timings["start"] = time.perf_counter() - began
         for spec in sc.steps:
             t0 = time.perf_counter()
             who, _, rest = spec.partition(":")
@@ -225,8 +234,6 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
             for child in children.values():
                 child.ask(spec, f"begin {spec}", deadline.left())
             if who in server_of:
-                if who not in clients:
-                    clients[who] = ClientProcess(ports[server_of[who]])
                 try:
                     clients[who].step(step, deadline.left(), int(count or 1))
                 except DispelError as exc:
@@ -263,12 +270,20 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
         for client in clients.values():
             client.close()
         clients.clear()
+        t0 = time.perf_counter()
+        # Finishing (a server's shutdown waits for its poll) and writing (normalizing the trace)
+        # run in every process at once: sent to all, then the answers read.
+        for child in children.values():
+            child.send("finish")
         ids: dict[str, str] = {}
         for child in children.values():
-            ids.update(json.loads(child.ask("stop", "finish", deadline.left())))
+            ids.update(json.loads(child.expect("stop", "ok", deadline.left())))
         for child in children.values():
-            child.ask("stop", f"write {json.dumps(ids)}", deadline.left())
+            child.send(f"write {json.dumps(ids)}")
+        for child in children.values():
+            child.expect("stop", "ok", deadline.left())
         if timings is not None:
+            timings["finish"] = time.perf_counter() - t0
             timings["total"] = time.perf_counter() - began
         if not traced:
             return {}

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from array import array
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Callable, Protocol
@@ -29,10 +30,12 @@ def line_at(code: CodeType, offset: int, _cache: dict = {}) -> int:  # noqa: B00
     """
     table = _cache.get(code)
     if table is None:
-        table = _cache[code] = [(start, end, line) for start, end, line in code.co_lines() if line is not None]
-    for start, end, line in table:
-        if start <= offset < end:
-            return line
+        rows = [(start, end, line) for start, end, line in code.co_lines() if line is not None]
+        table = _cache[code] = ([start for start, _, _ in rows], rows)  # co_lines runs in order
+    starts, rows = table
+    i = bisect_right(starts, offset) - 1
+    if i >= 0 and offset < rows[i][1]:
+        return rows[i][2]
     return 0
 
 

@@ -28,9 +28,8 @@ from .chains import JourneyError
 from .installed import hop_sources, license_rows, source_lines
 from .model import Chain, DispelError, TraceFile
 from .project import Project, read_text, write_all_atomic
-from .stages import (
-    CheckResult, chain_files, check_proofs, hop_linker, load_annotations, load_chains, load_lock, load_traces, pin,
-)
+from .stages import chain_files, hop_linker, load_annotations, load_chains, load_lock, load_traces, pin
+from .verify import CheckResult, check_proofs
 
 MARKER = ".dispel-report"
 APP_FOLDER = "app"  # the app's traced files as they ran, kept with the report (its pages and check read them)  # in a folder dispel report built (it may replace only such a folder)

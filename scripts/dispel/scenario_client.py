@@ -13,7 +13,7 @@ import threading
 import time
 from urllib.parse import urlencode
 
-from .client import PACE_SECONDS, disconnect_cleanly, patch_websocket
+from .client import PACE_SECONDS, disconnect_cleanly, patch_http_close, patch_websocket
 from .scenario_file import Step
 from .wire import WS_KEY
 
@@ -23,6 +23,7 @@ class ScenarioClient:
         import socketio
 
         patch_websocket(pace, lambda: self.client)
+        patch_http_close()
         self.spec = spec
         self.url = f"http://127.0.0.1:{port}"
         if spec.get("query"):

@@ -19,6 +19,7 @@ from .catalog import (
     PER_CONNECTION_THREADS,
     STDLIB_TRACED,
     scenario,
+    split_step,
 )
 from .drivers import free_ports
 from .model import DispelError
@@ -59,14 +60,23 @@ def _check_port_free(port: int) -> None:
             raise DispelError(f"port {port} is already in use; choose another with --port or stop what holds it") from None
 
 
-def _find_server(port: int):
-    """The werkzeug server listening on ``port`` (it offers no handle of its own)."""
+def _find_server(port: int, listening: bool = True):
+    """The werkzeug server on ``port`` (it offers no handle of its own); with ``listening``,
+    only once it listens: werkzeug sets the port before it binds, and a client let in then is refused."""
     from werkzeug.serving import BaseWSGIServer
 
     for obj in gc.get_objects():
         if isinstance(obj, BaseWSGIServer) and obj.port == port:
-            return obj
+            return obj if not listening or _listening(obj) else None
     return None
+
+
+def _listening(server) -> bool:
+    sock = getattr(server, "socket", None)
+    try:
+        return sock is not None and sock.fileno() >= 0 and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+    except OSError:
+        return False
 
 
 class StepClient(Protocol):
@@ -109,13 +119,12 @@ def run(
     for spec in sc.steps:
         # "b:join*2": client b (default a) does step join twice; each client is
         # started before its first step, so its connection comes when the step says.
-        who, _, rest = spec.rpartition(":")
-        step, _, count = rest.partition("*")
+        who, step, count = split_step(spec)
 
-        def perform(client: StepClient, left: float, step: str = step, n: int = int(count or 1)) -> None:
+        def perform(client: StepClient, left: float, step: str = step, n: int = count) -> None:
             client.step(step, left, n)
 
-        steps.append(DriveStep(who or "a", step, perform, step.startswith("connect"), step == "disconnect"))
+        steps.append(DriveStep(who, step, perform, step.startswith("connect"), step == "disconnect"))
     return drive(
         name, recorder, lambda who, port: start_client(port), lambda: importlib.import_module(app_module),
         lambda module, port: module.main(port), steps, app_module, timeout, port, timings,
@@ -212,7 +221,7 @@ def drive(
                 for client in clients.values():
                     client.close()
                 if server is None and not server_errors:
-                    server = _find_server(port)
+                    server = _find_server(port, listening=False)
                 # shutdown() waits for serve_forever to end: only a running server has one.
                 if server is not None and thread is not None and thread.is_alive():
                     server.shutdown()

@@ -1,4 +1,5 @@
-"""The stages of dispel, each a function over a Project: record, chains, pin, build_site, check, audit.
+"""The stages of dispel, each a function over a Project: record, chains, pin, build_site, audit
+(check, which reads what they made, is dispel.verify).
 
 Data flows one way: record -> chains -> pin -> build_site -> check. Each stage gathers facts
 (installed files, git, the network, a recording), hands them to the pure core (chains, pins,
@@ -10,13 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -31,15 +30,14 @@ from . import (
     permalinks,
     pins,
     processes,
-    prose,
     render,
 )
 from . import audit as audit_core
 from . import check as check_core
-from .browser import chromium_version, unavailable
+from .browser import chromium_version
 from .cores import CORES, core_name, recorder_for
-from .drivers import client_starter, free_ports
-from .forges import SHA_RE, check_repo, forge, parse_source_url, raw_url
+from .drivers import ClientStarter, free_ports
+from .forges import SHA_RE, check_repo, forge, raw_url
 from .installed import (
     PYTHON_VERSION,
     app_settings,
@@ -62,7 +60,6 @@ from .model import (
     Hop,
     Lock,
     Pin,
-    Source,
     TraceFile,
     normalize_dist,
 )
@@ -91,7 +88,11 @@ def record_scenario(
     sc = catalog.scenario(name)  # unknown names fail before anything runs
     recorder = recorder or recorder_for(scenarios.wanted_code())
     port = port or scenarios.free_port()
-    module = scenarios.run(name, recorder, client_starter(sc), app_module=app, timeout=timeout, port=port)
+    starter = ClientStarter(sc, port)  # the clients start now, beside the app's import
+    try:
+        module = scenarios.run(name, recorder, starter, app_module=app, timeout=timeout, port=port)
+    finally:
+        starter.close()
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
     if sc.client == "browser":
         # Its version shows in the requests it sends (User-Agent, client hints): kept
@@ -253,8 +254,8 @@ def record(
     for name in names:
         if name in catalog.PROCESS_SCENARIOS:
             for stem, path in processes.run(catalog.PROCESS_SCENARIOS[name], out, timeout).items():
-                trace = trace_from_json(read_text(path, "trace file"), stem)
-                done.append(Recorded(stem, path, len(trace.events), len(trace.threads), CORES[core_name()].core))
+                data = read_json(path, "trace file")  # only counted: each process normalized its own
+                done.append(Recorded(stem, path, len(data["events"]), len(data["threads"]), CORES[core_name()].core))
             continue
         recorder = recorder_for(scenarios.wanted_code())
         trace = record_scenario(name, timeout, app, port, redact, recorder)
@@ -577,120 +578,7 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     return Site(tuple(files), tuple(said))
 
 
-# --------------------------------------------------------------------------- check
-
-
-@dataclass
-class CheckResult:
-    """What `dispel check` found: one line per failure, notes, link counts and the time of each phase."""
-
-    failures: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    summary: check_core.Summary = field(default_factory=lambda: check_core.Summary(0, 0, 0))
-
-
-def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str = "", rerecord: bool = False) -> CheckResult:
-    """Every check of `dispel check` against ``project`` (tests point it at a copy)."""
-    result = CheckResult()
-    lock = project_lock(project)
-    found = load_chains(project)
-    check_proofs(project, lock, found, result, fetcher, raw_base)
-
-    clock = time.perf_counter()
-    notes, sources = load_annotations(project), hop_sources(found.values())  # read once, used by both checks
-    result.failures += check_annotations(project, found, notes, sources)
-    pages = {j: read_text(p, "page") for j in found if (p := project.docs / "chains" / f"{j}.md").is_file()}
-    result.failures += prose.check_site(pages, found, sources)  # what the pages say, against the chains
-    result.timings["annotations"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    drift, why = check_drift(project, found, notes=notes)
-    result.failures += drift
-    result.notes += [f"drift may come from: {w}" for w in why] if drift else []
-    result.timings["drift"] = time.perf_counter() - clock
-
-    if rerecord:
-        clock = time.perf_counter()
-        names, why = rerecordable()
-        result.notes += [why] if why else []
-        result.failures += check_rerecord(project, names=names)
-        missing = processes.redis_missing()
-        if missing:
-            result.notes.append(f"the scenarios of several processes are not re-recorded: {missing}")
-        else:
-            for name in catalog.DEFAULT_PROCESS_SCENARIOS:
-                result.failures += check_rerecord_processes(project, catalog.PROCESS_SCENARIOS[name])
-        result.timings["re-record"] = time.perf_counter() - clock
-    if lock is None:
-        result.notes.append(f"no lock at {project.lock}: permalinks cannot be checked")
-    return result
-
-
-def check_proofs(
-    project: Project, lock: Lock | None, found: Mapping[str, Chain], result: CheckResult,
-    fetcher: fetch.Fetcher | None = None, raw_base: str = "",
-) -> None:
-    """The first phases of every check, of the project or of a report: installed files against
-    the lock, then every link and permalink of the pages; into ``result``."""
-    clock = time.perf_counter()
-    result.failures += verify_installed(lock) if lock is not None else []
-    result.timings["installed"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    links = check_links(project, lock, found, fetcher, raw_base)
-    result.summary = check_core.summarize(links)
-    if lock is not None:  # links that fail only because the chains predate the lock: one line per library
-        folded, links = check_core.fold_recording_drift(links, lock, check_core.recording_drift(found.values(), lock))
-        result.failures += folded
-    result.failures += [p for r in links for p in r.problems]
-    result.timings["links"] = time.perf_counter() - clock
-
-
-def docs_files(docs: Path) -> dict[str, Path]:
-    """Every file under docs/ by its path relative to docs/ (POSIX), dot-files left out."""
-    if not docs.is_dir():
-        raise DispelError(f"no docs folder at {docs}")
-    return {
-        p.relative_to(docs).as_posix(): p
-        for p in sorted(docs.rglob("*"))
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(docs).parts)
-    }
-
-
-def check_links(
-    project: Project, lock: Lock | None, found: Mapping[str, Chain], fetcher: fetch.Fetcher | None = None, raw_base: str = ""
-) -> list[check_core.LinkResult]:
-    """Internal links and anchors of every page, then every GitHub permalink (offline, then online)."""
-    files = docs_files(project.docs)
-    # annotations/ and snippets/ are inputs, not pages (mkdocs.yml: exclude_docs).
-    pages = {
-        rel: read_text(p, "page")
-        for rel, p in files.items()
-        if rel.endswith(".md") and not rel.startswith(("annotations/", "snippets/"))
-    }
-    snippets = {rel.removeprefix("snippets/"): read_text(p, "snippet") for rel, p in files.items() if rel.startswith("snippets/")}
-    results = check_core.check_internal(pages, files, snippets)
-    links = [link for page, text in pages.items() for link in check_core.page_links(page, check_core.expand_snippets(text, snippets)[0])]
-    wanted = check_core.permalink_files(links, lock) if lock else {}
-    offline = check_core.check_permalinks(links, lock, found, installed_contents(wanted))
-    if fetcher is not None and lock is not None:
-        online = check_core.check_permalinks(links, lock, found, online_contents(links, lock, fetcher, raw_base), f"fetched from {raw_base}")
-        offline = check_core.merge_results(offline, online)
-    return results + offline
-
-
-def online_contents(links: list, lock: Lock, fetcher: fetch.Fetcher, raw_base: str) -> dict[tuple[str, str], bytes | str]:
-    """(distribution, installed path) -> the bytes at the pinned ref on the raw-content host, or why not."""
-    urls: dict[tuple[str, str], str] = {}
-    for link in links:
-        sl = parse_source_url(link.target)
-        found = check_core.lock_file(lock, sl.repo, sl.ref, sl.path) if sl else None
-        if isinstance(found, tuple):
-            pin_, fpin = found
-            urls[(pin_.dist, fpin.installed)] = raw_url(raw_base, pin_.repo, sl.ref, fpin.path)
-    got = fetch_all(fetcher, urls.values(), raw_base)
-    return {key: got[url].data if got[url].data is not None else f"{url}: {got[url].error}" for key, url in urls.items()}
+# --------------------------------------------------------------------------- fetching
 
 
 def fetch_all(fetcher: fetch.Fetcher, urls: Iterable[str], raw_base: str) -> dict:
@@ -700,130 +588,6 @@ def fetch_all(fetcher: fetch.Fetcher, urls: Iterable[str], raw_base: str) -> dic
     if urls and all(r.unreachable for r in got.values()):
         raise DispelError(f"--online: cannot reach {raw_base}: {got[urls[0]].error} (check the address and the network)")
     return got
-
-
-def check_annotations(
-    project: Project, found: Mapping[str, Chain], notes: Mapping[str, annotations.Annotation] | None = None,
-    sources: Mapping[Source, bytes] | None = None,
-) -> list[str]:
-    """Missing, orphaned (once every journey is recorded) and stale annotations, one line each.
-    ``notes`` and ``sources`` are read here unless the caller has read them already."""
-    notes = load_annotations(project) if notes is None else notes
-    problems = annotations.missing(found.values(), notes)
-    if set(catalog.JOURNEY_NAMES) <= set(found):
-        problems += annotations.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
-    problems += annotations.stale(found.values(), notes, hop_sources(found.values()) if sources is None else sources)
-    problems += annotations.unreviewed(found.values(), notes)
-    typed = prose.typed_lines({key: a.text for key, a in notes.items()}, found)  # facts typed instead of filled
-    return [f"annotation {p.kind}: {p.message}" for p in problems] + typed
-
-
-def check_drift(
-    project: Project, committed: Mapping[str, Chain], build: Callable[[dict], dict] | None = build_chains,
-    notes: Mapping[str, annotations.Annotation] | None = None,
-) -> tuple[list[str], list[str]]:
-    """Regenerate chains (with ``build``, from the committed traces) and pages in a temp dir and
-    compare them with the committed files. Returns (differences, possible reasons from the
-    environment); ``build`` None renders the committed chains as they are."""
-    traces = load_traces(project)
-    problems: list[str] = []
-    found = dict(committed)
-    if build is not None and traces:
-        try:
-            found = build(traces)
-        except DispelError as exc:
-            return [f"drift: the chains cannot be regenerated from the traces: {exc}"], []
-        fresh = chain_files(found, project.chains)
-        for journey in sorted(set(committed) | set(found)):
-            path = project.chains / f"{journey}.json"
-            if path in fresh and path.is_file() and read_text(path, "chain file") == fresh[path]:
-                continue
-            why = check_core.diff_chains(journey, committed.get(journey), found.get(journey)) or ["the file's layout differs"]
-            problems += [f"drift: traces/chains/{journey}.json: {d}" for d in why]
-    notes = load_annotations(project) if notes is None else notes
-    with tempfile.TemporaryDirectory(prefix="dispel-check-") as tmp:
-        out, chain_dir = Path(tmp) / "docs", Path(tmp) / "chains"
-        if project.annotations.is_dir():
-            shutil.copytree(project.annotations, out / "annotations")
-        chain_dir.mkdir()
-        for path, text in chain_files(found, chain_dir).items():
-            path.write_text(text, encoding="utf-8")
-        try:
-            build_site(project, chain_dir, out)
-        except DispelError as exc:
-            return problems + [f"drift: the pages cannot be regenerated: {exc}"], []
-        texts = {k: a.text for k, a in notes.items()}
-        for rel, path in docs_files(out).items():
-            if rel.startswith("annotations/"):
-                continue
-            mine = project.docs / rel
-            if not mine.is_file():
-                problems.append(f"drift: docs/{rel} is generated but not committed")
-                continue
-            chain = found.get(rel.removeprefix("chains/").removesuffix(".md")) if rel.startswith("chains/") else None
-            problems += [f"drift: docs/{d}" for d in check_core.diff_page(rel, read_text(mine, "page"), read_text(path, "page"), chain, texts)]
-    installed = {}
-    for dist in {d for t in traces.values() for d, _ in t.versions}:
-        try:
-            installed[dist] = chromium_version() if dist == "chromium" else metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    why = check_core.environment_reasons({s: (t.python, t.versions) for s, t in traces.items()}, PYTHON_VERSION, installed)
-    return problems, why
-
-
-def rerecordable() -> tuple[tuple[str, ...], str | None]:
-    """The default scenarios this machine can record, and why the others cannot (None: all can)."""
-    why = unavailable()
-    names = tuple(n for n in catalog.DEFAULT_SCENARIOS if not (why and catalog.scenario(n).client == "browser"))
-    return names, (f"the browser scenario is not re-recorded: {why}" if why else None)
-
-
-def check_rerecord(project: Project, timeout: float = 60.0, names: Iterable[str] | None = None) -> list[str]:
-    """Record scenarios again (default: every default one) and compare with traces/<scenario>.json;
-    a differing recording is kept."""
-    problems = []
-    keep = Path(tempfile.mkdtemp(prefix="dispel-rerecord-"))
-    runs = record_in_new_interpreters(project, catalog.DEFAULT_SCENARIOS if names is None else names, keep, timeout, capture=True)
-    for name, proc in runs.items():
-        if proc.returncode != 0:
-            tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            problems.append(f"re-record: recording {name!r} failed: {tail}")
-            continue
-        problems += _rerecord_drift(project, keep, name)
-    if not problems:
-        shutil.rmtree(keep, ignore_errors=True)
-    return problems
-
-
-def _rerecord_drift(project: Project, keep: Path, name: str) -> list[str]:
-    """How <keep>/<name>.json, a fresh recording, differs from traces/<name>.json."""
-    fresh = read_text(keep / f"{name}.json", "trace file")
-    committed = project.traces / f"{name}.json"
-    old = read_text(committed, "trace file") if committed.is_file() else ""
-    if fresh == old:
-        return []
-    return [
-        f"re-record: traces/{name}.json differs from a fresh recording: {d} (the new one is {keep / (name + '.json')})"
-        for d in check_core.trace_drift(old, fresh)
-    ]
-
-
-def check_rerecord_processes(project: Project, sc: catalog.ProcessScenario, timeout: float = 120.0) -> list[str]:
-    """Record a scenario of several processes again and compare each process's trace with
-    traces/<scenario>.<role>.json; a differing recording is kept."""
-    keep = Path(tempfile.mkdtemp(prefix="dispel-rerecord-"))
-    try:
-        processes.run(sc, keep, timeout)
-    except DispelError as exc:
-        shutil.rmtree(keep, ignore_errors=True)
-        return [f"re-record: recording {sc.name!r} failed: {exc}"]
-    problems = []
-    for stem in sc.trace_names():
-        problems += _rerecord_drift(project, keep, stem)
-    if not problems:
-        shutil.rmtree(keep, ignore_errors=True)
-    return problems
 
 
 # --------------------------------------------------------------------------- audit

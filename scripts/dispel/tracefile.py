@@ -22,7 +22,6 @@ from .model import (
     WakeUp,
     WireField,
     WireLayer,
-    with_ends,
 )
 
 # ------------------------------------------------------------------ where code lives
@@ -146,26 +145,27 @@ def trace_from_json(text: str, origin: str = "trace file") -> TraceFile:
             keys.append(f.key)
         threads = tuple(ThreadInfo(n, s, r) for n, s, r in data["threads"])
         steps = tuple(data["steps"])
-        events = []
-        depth: dict[int, int] = {}
-        for i, (t, parent, line, fi, si, args, ret, raised, return_line) in enumerate(data["events"]):
-            depth[i] = depth[parent] + 1 if parent >= 0 else 0
-            events.append(
-                Event(
-                    i,
-                    keys[fi],
-                    threads[t].name,
-                    parent,
-                    line,
-                    depth[i],
-                    i,
-                    steps[si] if si >= 0 else "",
-                    tuple(Value(n, v, tok) for n, v, tok in args),
-                    None if ret is None else Value("return", ret[0], ret[1]),
-                    bool(raised),
-                    return_line,
-                )
+        rows = data["events"]
+        # depth and end (the index of each one's last descendant) first: each Event is made once
+        depth = [0] * len(rows)
+        end = list(range(len(rows)))
+        for i, row in enumerate(rows):
+            parent = row[1]
+            if parent >= 0:
+                depth[i] = depth[parent] + 1
+        for i in range(len(rows) - 1, -1, -1):
+            parent = rows[i][1]
+            if parent >= 0 and end[i] > end[parent]:
+                end[parent] = end[i]
+        events = [
+            Event(
+                i, keys[fi], threads[t].name, parent, line, depth[i], end[i], steps[si] if si >= 0 else "",
+                tuple(Value(n, v, tok) for n, v, tok in args),
+                None if ret is None else Value("return", ret[0], ret[1]),
+                bool(raised), return_line,
             )
+            for i, (t, parent, line, fi, si, args, ret, raised, return_line) in enumerate(rows)
+        ]
         wakeups = tuple(WakeUp(a, b) for a, b in data["wakeups"])
         return TraceFile(
             scenario=data["scenario"],
@@ -174,7 +174,7 @@ def trace_from_json(text: str, origin: str = "trace file") -> TraceFile:
             steps=steps,
             funcs=funcs,
             threads=threads,
-            events=tuple(with_ends(events)),
+            events=tuple(events),
             wakeups=wakeups,
             process=data.get("process", ""),
         )

@@ -46,6 +46,7 @@ class Normalizer:
         ]
         self._secret_re = re.compile("|".join(k for k, _ in self._subs)) if self._subs else None
         self.client_ports: dict[int, str] = {}
+        self._texts: dict[tuple[type, object], str] = {}  # text() of str and bytes values, as they repeat
 
     def learn_client_port(self, port: int) -> None:
         """A peer's ephemeral port (from an accept): replaced wherever it shows."""
@@ -53,6 +54,7 @@ class Normalizer:
             label = f"<client-port-{len(self.client_ports) + 1}>"
             self.client_ports[port] = label
             self._patterns.append((re.compile(rf"(?<!\d){port}(?!\d)"), label))
+            self._texts.clear()
 
     def scrub(self, text: str) -> str:
         if self._secret_re is not None:
@@ -85,13 +87,15 @@ class Normalizer:
         if isinstance(kept, float):
             # Durations computed from the clock differ run to run; round ones are settings.
             return repr(kept) if kept * 8 == int(kept * 8) and abs(kept) < 1e6 else "<float>"
-        if isinstance(kept, bytes):
-            kept = kept[:limit]
-            try:
-                return "b" + repr(self.scrub(kept.decode("latin-1")))
-            except Exception:  # pragma: no cover - latin-1 decodes anything
-                return repr(kept)
-        return repr(self.scrub(str(kept)[:limit]))
+        key = (type(kept), kept, limit)
+        text = self._texts.get(key)
+        if text is None:
+            if isinstance(kept, bytes):
+                text = "b" + repr(self.scrub(kept[:limit].decode("latin-1")))
+            else:
+                text = repr(self.scrub(str(kept)[:limit]))
+            self._texts[key] = text
+        return text
 
 
 SECRET_NAME = re.compile(r"(?i)secret|password|passwd|token|api_?key|private_?key|credential")
