@@ -159,19 +159,24 @@ def bench_queue(reps: int, say: Callable[[str], None] = print) -> None:
         return
     sc = catalog.process_scenario("queue")
     runs: dict[str, list[tuple[float, float]]] = {"untraced": [], "traced": []}
+    phases: dict[str, list[tuple[float, float]]] = {"untraced": [], "traced": []}
     for rep in range(reps):
         for mode in runs:
             with tempfile.TemporaryDirectory(prefix="dispel-bench-queue-") as tmp:
                 timings: dict[str, float] = {}
                 processes.run(sc, Path(tmp), 120, timings, traced=mode == "traced")
-                steps = sum(v for k, v in timings.items() if k != "total")
+                steps = sum(v for k, v in timings.items() if k not in processes.PHASES)
                 runs[mode].append((timings["total"], steps))
+                phases[mode].append((timings["start"], timings["finish"]))
         say(f"  queue rep {rep + 1}: " + ", ".join(f"{m} {runs[m][-1][0]:.2f}s (steps {runs[m][-1][1]:.2f}s)" for m in runs))
     total = {m: statistics.median(t for t, _ in r) for m, r in runs.items()}
     steps = {m: statistics.median(s for _, s in r) for m, r in runs.items()}
     say(f"queue ({len(sc.processes)} processes, {len(sc.steps)} steps), median of {reps}: "
         f"whole run untraced {total['untraced']:.2f}s, traced {total['traced']:.2f}s (x{total['traced'] / total['untraced']:.2f}); "
         f"steps alone untraced {steps['untraced']:.2f}s, traced {steps['traced']:.2f}s (x{steps['traced'] / steps['untraced']:.2f})")
+    say("queue phases, median: " + "; ".join(
+        f"{m} start {statistics.median(a for a, _ in p):.2f}s, finish {statistics.median(b for _, b in p):.2f}s" for m, p in phases.items()
+    ) + " (start: Redis and every process ready; finish: servers stopped, traces normalized and written)")
     say(f"queue recording time (Redis, {len(sc.processes)} traced processes, traces written): {total['traced']:.2f}s")
 
 

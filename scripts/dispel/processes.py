@@ -31,6 +31,8 @@ from .project import write_all_atomic
 # The channel Flask-SocketIO's message queue publishes on (SocketIO's default).
 CHANNEL = "flask-socketio"
 REDIS_ENV = "DISPEL_REDIS_SERVER"
+# run()'s timings: these phases, and one entry per step
+PHASES = ("start", "finish", "total")
 
 
 def redis_server_path() -> str | None:
