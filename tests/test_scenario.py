@@ -234,3 +234,20 @@ def test_the_client_closes_a_polling_connection_only_after_the_server(monkeypatc
     thread.join(5)
     listener.close()
     assert seen == {"client closed first": False}
+
+
+def test_a_long_polling_file_client_talks_through_the_pacer_and_stops_it():
+    # its read loop's GET and its POSTs are concurrent requests: the pacer orders them
+    from dispel.drivers import FileClientProcess, free_ports
+
+    port = free_ports(1)[0]
+    spec = {"transport": "polling", "namespaces": ["/"], "headers": {}, "query": [], "auth": None}
+    polling = FileClientProcess(port, spec)
+    websocket = FileClientProcess(port, {**spec, "transport": "websocket"})
+    try:
+        assert polling.pacer is not None and str(polling.pacer.port) in polling.proc.args
+        assert websocket.pacer is None and str(port) in websocket.proc.args
+    finally:
+        polling.close()
+        websocket.close()
+    assert polling.pacer.proc.poll() is not None, "the pacer was left running"

@@ -9,12 +9,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
 
 from .model import DispelError
+from .pacer import PacerProcess
 from .project import HERE
 
 CHROMIUM = Path(os.environ.get("DISPEL_CHROMIUM", "/usr/bin/chromium"))
@@ -114,18 +114,14 @@ class BrowserClient:
         launch = launch or Launch()
         self.driver = None
         self.launch = launch
-        self.pacer = subprocess.Popen(
-            [sys.executable, "-m", "dispel.pacer", str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert self.pacer.stdout is not None
-        said = self.pacer.stdout.readline().split()
-        if len(said) != 2 or said[0] != "listening":
-            self._stop_pacer()
+        try:
+            self.pacer = PacerProcess(port)
+        except DispelError:
             launch.close()
-            raise DispelError("dispel.pacer did not start: run `python -m dispel.pacer PORT` to see why")
+            raise
         try:
             self.driver = launch.take()
-            self.driver.get(f"http://127.0.0.1:{said[1]}/chat")
+            self.driver.get(f"http://127.0.0.1:{self.pacer.port}/chat")
             if not self.driver.execute_script("return typeof io === 'function' && typeof window.dispelStep === 'function'"):
                 raise DispelError(
                     "the app's /chat page has no Socket.IO client: install it with `npm ci --prefix scripts/sample_app`"
@@ -159,18 +155,7 @@ class BrowserClient:
         finally:
             self.driver = None
             self.launch.close()
-            self._stop_pacer()
-
-    def _stop_pacer(self) -> None:
-        try:
-            if self.pacer.stdin:
-                self.pacer.stdin.close()
-            self.pacer.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            self.pacer.kill()
-            self.pacer.wait()
-        if self.pacer.stdout:
-            self.pacer.stdout.close()
+            self.pacer.close()
 
 
 def _first_line(exc: Exception) -> str:

@@ -9,6 +9,7 @@ from contextlib import ExitStack
 
 from .catalog import Scenario, client_names
 from .model import DispelError
+from .pacer import PacerProcess
 
 
 def free_ports(n: int = 1) -> list[int]:
@@ -102,15 +103,25 @@ class ClientStarter:
 
 class FileClientProcess(ClientProcess):
     """A scenario file's client (dispel.scenario_client) in a subprocess, answering one line per step;
-    its first line is the client's spec."""
+    its first line is the client's spec. A long-polling client talks through dispel.pacer: its
+    read loop's GET and its POSTs are concurrent requests, which the server would otherwise
+    accept in whichever order they came."""
 
     module = "dispel.scenario_client"
 
     def __init__(self, port: int, spec: dict, pace: float | None = None) -> None:
         import json
 
-        super().__init__(port, pace)
+        self.pacer = PacerProcess(port) if spec.get("transport") == "polling" else None
+        super().__init__(self.pacer.port if self.pacer else port, pace)
         self._send(json.dumps(spec, sort_keys=True))
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.pacer is not None:
+                self.pacer.close()
 
     def _send(self, line: str) -> None:
         assert self.proc.stdin

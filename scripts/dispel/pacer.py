@@ -1,4 +1,7 @@
-"""A pacing proxy between a browser and the traced server (`python -m dispel.pacer UPSTREAM_PORT`): whole requests and frames, one at a time, in a canonical order.
+"""A pacing proxy between a client and the traced server (`python -m dispel.pacer UPSTREAM_PORT`): whole requests and frames, one at a time, in a canonical order.
+
+Its clients are the browser, and a scenario file's long-polling Python client (whose read
+loop's GET and whose POSTs are concurrent requests too); PacerProcess runs it.
 
 The browser is not as obliging as dispel's Python client: it picks a random
 WebSocket key and a random mask per frame, reuses or opens TCP connections as it
@@ -30,12 +33,14 @@ import hashlib
 import os
 import re
 import socket
+import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 
 from . import wire
+from .model import DispelError
 from .wire import MASK_KEY, WS_KEY
 
 PACE = 0.05
@@ -283,6 +288,33 @@ class _Conn:
         self.responses = ResponseStream()
         self.waiting: list[Unit] = []
         self.server = None
+
+
+class PacerProcess:
+    """This module in a subprocess (a process of its own, so that none of its threads are traced), in front of the server on ``upstream``: clients connect to
+    ``port``. It puts concurrent requests in a canonical order (see that module)."""
+
+    def __init__(self, upstream: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dispel.pacer", str(upstream)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        said = self.proc.stdout.readline().split()
+        if len(said) != 2 or said[0] != "listening":
+            self.close()
+            raise DispelError("dispel.pacer did not start: run `python -m dispel.pacer PORT` to see why")
+        self.port = int(said[1])
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
 
 
 def main(argv: list[str]) -> int:
