@@ -103,12 +103,20 @@ class Event:
     return_line: int = 0  # the line it returned (or raised) from; 0 if it never did
 
 
+def subtree_ends(parents: list[int]) -> list[int]:
+    """For events given by their parents' indexes (a parent before its children), the index of
+    each one's last descendant (itself when a leaf)."""
+    end = list(range(len(parents)))
+    for i in range(len(parents) - 1, -1, -1):
+        parent = parents[i]
+        if parent >= 0 and end[i] > end[parent]:
+            end[parent] = end[i]
+    return end
+
+
 def with_ends(events: list[Event]) -> list[Event]:
     """Events with ``end`` set: the index of each one's last descendant (itself when a leaf)."""
-    end = [e.index for e in events]
-    for e in reversed(events):
-        if e.parent >= 0:
-            end[e.parent] = max(end[e.parent], end[e.index])
+    end = subtree_ends([e.parent for e in events])
     return [Event(**{**e.__dict__, "end": end[e.index]}) for e in events]
 
 

@@ -22,6 +22,7 @@ from .model import (
     WakeUp,
     WireField,
     WireLayer,
+    subtree_ends,
 )
 
 # ------------------------------------------------------------------ where code lives
@@ -146,17 +147,13 @@ def trace_from_json(text: str, origin: str = "trace file") -> TraceFile:
         threads = tuple(ThreadInfo(n, s, r) for n, s, r in data["threads"])
         steps = tuple(data["steps"])
         rows = data["events"]
-        # depth and end (the index of each one's last descendant) first: each Event is made once
+        # depth and end (model.subtree_ends) first: each Event is made once
+        parents = [row[1] for row in rows]
         depth = [0] * len(rows)
-        end = list(range(len(rows)))
-        for i, row in enumerate(rows):
-            parent = row[1]
+        for i, parent in enumerate(parents):
             if parent >= 0:
                 depth[i] = depth[parent] + 1
-        for i in range(len(rows) - 1, -1, -1):
-            parent = rows[i][1]
-            if parent >= 0 and end[i] > end[parent]:
-                end[parent] = end[i]
+        end = subtree_ends(parents)
         events = [
             Event(
                 i, keys[fi], threads[t].name, parent, line, depth[i], end[i], steps[si] if si >= 0 else "",
