@@ -4,6 +4,7 @@ hop by hop, modulo transport; it long-polls before it upgrades; and it leaves no
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dispel import browser, catalog, chains, finders
+from dispel import browser, catalog, chains, check, finders
 from dispel.chains import TraceGraph, mentions
 from dispel.tracefile import trace_from_json
 
@@ -130,9 +131,44 @@ def test_browser_chain_agrees_with_the_python_clients(recorded, python_trace, na
 
 
 def test_a_fresh_recording_repeats_the_committed_trace_byte_for_byte(recorded):
-    # What the pacer is for: the browser's keys, masks and timing leave no trace.
+    # What the pacer is for: the browser's keys, masks and timing leave no trace. Its
+    # version is no difference either: a browser update is said in a note.
     _, _, text = recorded
-    assert text == (ROOT / "traces" / "browser.json").read_text(encoding="utf-8")
+    committed = (ROOT / "traces" / "browser.json").read_text(encoding="utf-8")
+    same, note = check.browser_update(committed, text)
+    if note:
+        print(f"note: {note}")
+    assert same == committed, check.trace_drift(committed, same)
+
+
+def test_another_chromium_version_is_a_note_not_a_difference(tmp_path):
+    """A Chromium that says it is another major version, and sends that version in its
+    User-Agent, records the committed trace; only the trace's metadata names it."""
+    if browser.unavailable():
+        pytest.skip(browser.unavailable())
+    real = browser.chromium_version()
+    major = int(real.split(".")[0]) + 1
+    wrapper = tmp_path / "chromium"
+    agent = f"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/{major}.0.0.0 Safari/537.36"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = --version ]; then echo "Chromium {major}.0.9999.1 built on a test wrapper"; exit 0; fi\n'
+        f'exec {browser.CHROMIUM} --user-agent="{agent}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dispel", "record", "browser", "--out", str(out), "--timeout", str(TIMEOUT)],
+        capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT + 30,
+        env={**os.environ, "DISPEL_CHROMIUM": str(wrapper)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = (out / "browser.json").read_text(encoding="utf-8")
+    assert f"HeadlessChrome/{major}" not in text and "HeadlessChrome/<chromium>" in text
+    committed = (ROOT / "traces" / "browser.json").read_text(encoding="utf-8")
+    same, note = check.browser_update(committed, text)
+    assert note and f"Chromium {major}.0.9999.1" in note and check.browser_version(committed) in note
+    assert same == committed, check.trace_drift(committed, same)
 
 
 def test_browser_upgrade_agrees_with_the_python_clients_modulo_transport(recorded):

@@ -250,3 +250,44 @@ def test_a_scenario_that_differs_beside_the_others_is_recorded_again_alone(tmp_p
         assert problems and all("traces/chat.json differs" in p for p in problems) and not notes
     else:
         assert not problems and len(notes) == 1 and "recorded again alone, it matched" in notes[0]
+
+
+# ------------------------------------------------------------------ a browser update
+
+BROWSER_TRACE = (
+    '{\n "schema": 1,\n "scenario": "browser",\n "python": "3.11.7",\n'
+    ' "versions": {"chromium": "%s", "flask": "3.1.3"},\n "steps": ["import"],\n'
+    ' "funcs": [],\n "threads": [],\n "wakeups": [],\n "events": [%s]\n}\n'
+)
+
+
+def test_a_browser_update_alone_is_a_note_naming_both_versions():
+    old, new = BROWSER_TRACE % ("156.0.8078.108", ""), BROWSER_TRACE % ("157.0.1.2", "")
+    same, note = check.browser_update(old, new)
+    assert same == old
+    assert note == "recorded with Chromium 157.0.1.2; the committed trace was recorded with Chromium 156.0.8078.108"
+    assert check.browser_update(old, old) == (old, None)
+    assert check.browser_version(new) == "157.0.1.2"
+    assert check.browser_version(BROWSER_TRACE.replace('"chromium": "%s", ', "") % "") is None
+
+
+def test_a_browser_update_with_another_difference_still_names_that_field():
+    old = BROWSER_TRACE % ("156.0.8078.108", "")
+    new = BROWSER_TRACE.replace('"3.11.7"', '"3.11.6"') % ("157.0.1.2", "")
+    same, note = check.browser_update(old, new)
+    assert note and same != old
+    drift = check.trace_drift(old, same)
+    assert drift and all("chromium" not in d for d in drift) and any("python" in d for d in drift), drift
+
+
+def test_the_browser_identity_is_a_placeholder_in_values():
+    from dispel.values import BROWSER_IDENTITY, Normalizer
+
+    n = Normalizer(None, {}, patterns=BROWSER_IDENTITY)
+    headers = ('sec-ch-ua: "Not:A-Brand";v="8", "Chromium";v="156"\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) '
+               "AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36\r\nAccept: */*")
+    text = n.scrub(headers)
+    assert "156" not in text and "Not:A-Brand" not in text
+    assert "sec-ch-ua: <chromium-brands>" in text and "HeadlessChrome/<chromium> Safari" in text and "Accept: */*" in text
+    # A header's value alone, as the parser hands it on, is the same placeholder.
+    assert n.scrub('"Not_A Brand";v="99", "Chromium";v="157"') == "<chromium-brands>"

@@ -514,6 +514,27 @@ def diff_traces(old: Mapping[str, object], new: Mapping[str, object]) -> list[st
     return out
 
 
+# The browser's version, in a trace file's header (its identity in the requests is a placeholder).
+_BROWSER_VERSION = re.compile(r'^ "versions": \{[^\n]*?"chromium": "([^"]*)"', re.M)
+
+
+def browser_version(trace_text: str) -> str | None:
+    """The browser version a trace file's header names (None for a trace made without one)."""
+    found = _BROWSER_VERSION.search(trace_text, 0, 4096)
+    return found.group(1) if found else None
+
+
+def browser_update(old: str, new: str) -> tuple[str, str | None]:
+    """A browser update, the one named normalisation of a fresh trace: ``new`` with the committed
+    trace's browser version put back, and a note naming both versions (None when they agree,
+    or when either trace has none). Any other difference is left for trace_drift to name."""
+    a, b = _BROWSER_VERSION.search(old, 0, 4096), _BROWSER_VERSION.search(new, 0, 4096)
+    if not (a and b) or a.group(1) == b.group(1):
+        return new, None
+    note = f"recorded with Chromium {b.group(1)}; the committed trace was recorded with Chromium {a.group(1)}"
+    return new[:b.start(1)] + a.group(1) + new[b.end(1):], note
+
+
 def trace_drift(old: str, new: str) -> list[str]:
     """The differences of two trace files' texts, named by field (diff_traces); the first differing
     line only when a side is not JSON or the difference is in layout alone."""

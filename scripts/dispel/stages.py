@@ -74,7 +74,7 @@ from .project import (
 )
 from .record import RAISED, Tracer, line_at
 from .tracefile import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json
-from .values import Normalizer, learn_secrets
+from .values import BROWSER_IDENTITY, Normalizer, learn_secrets
 
 # --------------------------------------------------------------------------- record
 
@@ -95,10 +95,11 @@ def record_scenario(
         starter.close()
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
     if sc.client == "browser":
-        # Its version shows in the requests it sends (User-Agent, client hints): kept
-        # with the trace, so that a drift after a browser upgrade has its reason.
+        # Its version, kept as the trace's metadata: the requests it sends show it (User-Agent,
+        # client hints) only as placeholders (values.BROWSER_IDENTITY).
         versions["chromium"] = chromium_version() or "unknown"
-    return trace_from_recording(recorder, name, port, code_roots(), versions, app_settings(module), deny)
+    patterns = BROWSER_IDENTITY if sc.client == "browser" else ()
+    return trace_from_recording(recorder, name, port, code_roots(), versions, app_settings(module), deny, patterns=patterns)
 
 
 def recorded_calls(recorder: Tracer, roots: list) -> tuple[list[RawCall], dict]:
@@ -272,6 +273,18 @@ def load_traces(project: Project, folder: Path | None = None) -> dict[str, Trace
         if path.name.endswith(".lock.json"):
             continue
         out[path.stem] = trace_from_json(read_text(path, "trace file"), f"trace file {project.shown(path)}")
+    return out
+
+
+def browsers_recorded(project: Project) -> list[tuple[str, str]]:
+    """The browser each trace was recorded with, from its header, for the home page's versions
+    (its requests show it only as placeholders)."""
+    out = []
+    for path in sorted(project.traces.glob("*.json")):
+        with path.open(encoding="utf-8") as f:
+            version = check_core.browser_version(f.read(4096))
+        if version:
+            out.append((f"Chromium ({path.stem} scenario)", version))
     return out
 
 
@@ -568,6 +581,7 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     files[out / "sample_app.md"] = render.render_sample_app(sample_app_files())
     files[out / "licensing.md"] = render.render_licensing(license_rows(found.values(), lock))
     versions, python = version_set(lock)
+    versions += browsers_recorded(project)
     files[out / "snippets" / "versions.md"] = render.render_versions(versions, python, sorted(found, key=catalog.JOURNEY_NAMES.index))
     write_all_atomic(files)
 

@@ -98,6 +98,16 @@ class Normalizer:
         return text
 
 
+# The browser's identity, a named normalisation of exactly the texts it changes: the
+# User-Agent's product token and the client hints' brand list (whose GREASE brand changes
+# with the major version too). Debian updates Chromium often, so a trace keeps placeholders
+# here; the version itself is the trace's metadata (``versions["chromium"]``).
+BROWSER_IDENTITY: tuple[tuple[str, str], ...] = (
+    (r"\b((?:Headless)?Chrome)/\d+(?:\.\d+)*", r"\1/<chromium>"),
+    (r'"[^"\r\n]*";v="[\d.]+"(?:, ?"[^"\r\n]*";v="[\d.]+")*', "<chromium-brands>"),
+)
+
+
 SECRET_NAME = re.compile(r"(?i)secret|password|passwd|token|api_?key|private_?key|credential")
 _CREDENTIAL_HEADER = re.compile(r"(?im)^(?:(?:set-)?cookie|(?:proxy-)?authorization):[ \t]*([^\r\n]+)")
 

@@ -243,7 +243,7 @@ def check_rerecord(project: Project, timeout: float = 120.0, names: Iterable[str
             tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             problems.append(f"re-record: recording {name!r} failed: {tail}")
             continue
-        drift = _scenario_drift(project, keep, name)
+        drift = _scenario_drift(project, keep, name, notes)
         if drift:
             again = keep / f"again-{name}"
             again.mkdir()
@@ -258,22 +258,24 @@ def check_rerecord(project: Project, timeout: float = 120.0, names: Iterable[str
     return problems, notes
 
 
-def _scenario_drift(project: Project, keep: Path, name: str) -> list[str]:
-    """How a fresh recording of scenario ``name`` in ``keep`` differs from the committed traces."""
+def _scenario_drift(project: Project, keep: Path, name: str, notes: list[str] | None = None) -> list[str]:
+    """How a fresh recording of scenario ``name`` in ``keep`` differs from the committed traces
+    (a browser update is no difference: it is said in ``notes``)."""
     sc = catalog.PROCESS_SCENARIOS.get(name)
-    return [d for stem in (sc.trace_names() if sc else (name,)) for d in _rerecord_drift(project, keep, stem)]
+    return [d for stem in (sc.trace_names() if sc else (name,)) for d in _rerecord_drift(project, keep, stem, notes)]
 
 
-def _rerecord_drift(project: Project, keep: Path, name: str) -> list[str]:
+def _rerecord_drift(project: Project, keep: Path, name: str, notes: list[str] | None = None) -> list[str]:
     """How <keep>/<name>.json, a fresh recording, differs from traces/<name>.json."""
     fresh = read_text(keep / f"{name}.json", "trace file")
     committed = project.traces / f"{name}.json"
     old = read_text(committed, "trace file") if committed.is_file() else ""
+    fresh, update = check_core.browser_update(old, fresh)
+    if update and notes is not None and (msg := f"re-record: traces/{name}.json {update}") not in notes:
+        notes.append(msg)
     if fresh == old:
         return []
     return [
         f"re-record: traces/{name}.json differs from a fresh recording: {d} (the new one is {keep / (name + '.json')})"
         for d in check_core.trace_drift(old, fresh)
     ]
-
-
