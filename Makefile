@@ -2,13 +2,19 @@
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.installed
+# The venv is always built with $(PY): the stamp names its interpreter, so another PY rebuilds it.
+PYWHICH := $(shell $(PY) -c 'import sys; print(sys.implementation.cache_tag + "-" + ".".join(map(str, sys.version_info[:3])))' 2>/dev/null)
+ifeq ($(PYWHICH),)
+$(error PY=$(PY) is not a Python interpreter: pass PY=/path/to/python3.11 (3.11, 3.12 or 3.13))
+endif
+STAMP   := $(VENV)/.installed-$(PYWHICH)
 
 .PHONY: site test test-fast serve record chains pin render regen check check-online bench clean
 
 # The pinned environment: every package at the exact version of requirements.lock.
 $(STAMP): requirements.lock pyproject.toml scripts/dispel/_ctracer.c
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# a venv of another interpreter (or from before the stamp named one) is made anew
+	if ! test -x $(BIN)/python || [ "$$($(BIN)/python -c 'import sys; print(sys.implementation.cache_tag + "-" + ".".join(map(str, sys.version_info[:3])))' 2>/dev/null)" != "$(PYWHICH)" ]; then rm -rf $(VENV) && $(PY) -m venv $(VENV); fi
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	# the C core is rebuilt from its source, never kept from an earlier build that now fails
 	rm -f scripts/dispel/_ctracer*.so

@@ -34,14 +34,26 @@ SLOW_MODULES = {
 }
 
 
+# The Python that recorded the project's traces, when it is not this one: the committed chains
+# and pages quote its standard library, which only it has (None on that Python).
+TRACED_PYTHON = stages.foreign_python(stages.Project())
+ON_TRACED_PYTHON = (
+    f"tests of the committed traces skipped: they were recorded on Python {TRACED_PYTHON}, this is {PYTHON_VERSION} "
+    f"(`make test PY=python{(TRACED_PYTHON or '').rpartition('.')[0]}` with CPython {TRACED_PYTHON} runs them)"
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the slow tests, and skip the browser's where it cannot run (one reason for all)."""
+    """Mark the slow tests, skip the browser's where it cannot run, and those of the committed
+    traces on another Python than theirs (one reason line each)."""
     why = browser.unavailable()
     for item in items:
         if item.module.__name__ in SLOW_MODULES or item.get_closest_marker("browser") or item.get_closest_marker("scale"):
             item.add_marker(pytest.mark.slow)
         if why and item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.skip(reason=f"browser tests skipped: {why}"))
+        elif TRACED_PYTHON and item.get_closest_marker("traced_python"):
+            item.add_marker(pytest.mark.skip(reason=ON_TRACED_PYTHON))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

@@ -334,6 +334,7 @@ def test_a_client_that_never_upgrades_has_no_upgrade_journey(traces):
         finders.build(traces["chat"], upgrade)  # the chat client starts on websocket
 
 
+@pytest.mark.traced_python
 def test_committed_chains_are_what_the_committed_trace_gives(built):
     for name, chain in built.items():
         committed = json.loads((ROOT / "traces" / "chains" / f"{name}.json").read_text())

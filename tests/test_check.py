@@ -102,6 +102,7 @@ def test_repeated_headings_get_toc_suffixes():
     assert {"notes", "notes_1", "a-b"} <= check.page_anchors("## Notes\n## Notes\n## A `b`\n")
 
 
+@pytest.mark.traced_python
 def test_the_committed_site_links_all_verify(rendered):
     results = verify.check_links(Project(rendered), lock_of(rendered), stages.load_chains(Project(), rendered / "traces" / "chains"))
     assert problems(results) == []
@@ -111,6 +112,7 @@ def test_the_committed_site_links_all_verify(rendered):
 # --------------------------------------------------------------------------- permalinks in a broken copy
 
 
+@pytest.mark.traced_python
 def test_a_permalink_whose_line_no_longer_matches_the_chain(rendered):
     chains, n, hop = emit_hop(rendered)
     path = rendered / "traces" / "chains" / "emit.json"
@@ -133,6 +135,7 @@ def test_a_permalink_moved_to_another_line(rendered):
     assert any(f"links line {hop.line + 1}, hop {n} ({hop.func.key}) ran line {hop.line}" in p for p in found), found
 
 
+@pytest.mark.traced_python
 def test_a_hop_file_that_differs_from_its_pinned_blob(rendered):
     chains, _, hop = emit_hop(rendered)
     lock_path = rendered / "traces" / "pins.lock.json"
@@ -191,6 +194,7 @@ def test_a_changed_annotation_is_named_as_the_reason(rendered):
     assert f"drift: docs/chains/emit.md: hop {n} ({hop.func.key}) differs from a regeneration: the annotation of {hop.func.key} changed" in drift
 
 
+@pytest.mark.traced_python
 def test_a_regenerated_chain_that_differs_names_its_hops(rendered):
     chains, n, hop = emit_hop(rendered)
     hops = list(chains["emit"].hops)

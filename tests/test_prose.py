@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from dispel import prose, stages, verify, wire
 from dispel.project import Project
+from conftest import ON_TRACED_PYTHON, TRACED_PYTHON
 
 ROOT = Project().root
 
@@ -60,6 +61,8 @@ MUTATIONS = [
 def test_each_rule_fails_on_a_seeded_false_claim(site, journey, hop, sentence, rule, why):
     pages, chains, sources = site
     page = f"docs/chains/{journey}.md"
+    if TRACED_PYTHON and rule == "name":
+        pytest.skip(ON_TRACED_PYTHON)  # the rule reads the standard library the page links to
     assert prose.check_page(page, pages[journey], chains[journey], sources) == []
     found = prose.check_page(page, seeded(pages[journey], hop, sentence), chains[journey], sources)
     assert [(p.rule, p.hop) for p in found] == [(rule, hop)], [p.line for p in found]

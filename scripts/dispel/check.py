@@ -1,6 +1,7 @@
 """Link verification over given facts (pure): site links and anchors, source permalinks, drift of generated files."""
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import posixpath
@@ -13,7 +14,7 @@ from markdown.extensions.toc import slugify
 
 from .annotations import source_lines
 from .diff import compare_chains, describe as describe_chain_diff
-from .model import PINNED_COMMIT, Chain, DispelError, FilePin, Hop, Lock, Pin
+from .model import PINNED_COMMIT, PYTHON, Chain, DispelError, FilePin, Hop, Lock, Pin
 from .forges import parse_source_url
 from .permalinks import ref as pin_ref
 from .pins import blob_sha
@@ -332,6 +333,24 @@ def fold_recording_drift(results: Sequence[LinkResult], lock: Lock, drift: Mappi
         links = f" ({n} link{'s' if n != 1 else ''} into its repository fail{'' if n != 1 else 's'} until then)" if n else ""
         lines.append(f"{dist}: chains recorded with {recorded}, lock {locked}: run make pin, then make regen{links}")
     return lines, kept
+
+
+def fold_foreign_python(results: Sequence[LinkResult], lock: Lock, python: str) -> tuple[int, list[LinkResult]]:
+    """On a Python other than the one the lock pins (the traces were recorded on it), the
+    standard-library links cannot be proven: this interpreter's files are not those. Returns
+    how many links go to CPython's repository (unproven: never counted as verified) and the others."""
+    if lock.python.version == python:
+        return 0, list(results)
+    repo = lock.python.repo.lower()
+    kept = [r for r in results if not ((sl := parse_source_url(r.link.target)) and sl.repo.lower() == repo)]
+    return len(results) - len(kept), kept
+
+
+def without_stdlib_lines(chain: Chain) -> Chain:
+    """A chain whose standard-library hops show no line text (their texts are read from the
+    installed standard library, which only the Python that recorded them has)."""
+    hops = tuple(dataclasses.replace(h, line_text="") if h.func.source.dist == PYTHON else h for h in chain.hops)
+    return dataclasses.replace(chain, hops=hops)
 
 
 @dataclass(frozen=True)

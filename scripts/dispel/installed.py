@@ -172,6 +172,9 @@ def installed_file(source: Source, app_root: Path | None = None) -> Path | None:
     if source.dist == "builtin":
         return None
     if source.dist == "python":
+        # A standard-library source recorded on another Python is not this interpreter's file.
+        if source.version not in ("", PYTHON_VERSION):
+            return None
         return Path(sysconfig.get_paths()["stdlib"]) / source.path.removeprefix("Lib/")
     if source.dist == "sample_app":
         return (app_root or HERE / "scripts") / source.path

@@ -313,10 +313,11 @@ def repin_reason(old: Pin | None, now: Installed, repo: str) -> str:
     return ""
 
 
-def verify(lock: Lock, installed_blobs: Mapping[str, Installed]) -> list[str]:
-    """Compare recomputed blob hashes to the lock; one line per problem, [] when all is proven."""
+def verify(lock: Lock, installed_blobs: Mapping[str, Installed], with_python: bool = True) -> list[str]:
+    """Compare recomputed blob hashes to the lock; one line per problem, [] when all is proven.
+    ``with_python`` False: the standard library's pin is not verified (another Python runs)."""
     problems: list[str] = []
-    for pin in (lock.python, *lock.dists):
+    for pin in (lock.python, *lock.dists) if with_python else lock.dists:
         now = installed_blobs.get(pin.dist)
         if now is None:
             problems.append(

@@ -193,7 +193,7 @@ def _in_source(name: str, texts: Sequence[str]) -> bool:
 
 
 def _check_sentence(
-    page: str, n: int, sentence: str, chain: Chain, hop: Hop | None, stmt: str, headers: set[int], sources: Sequence[str]
+    page: str, n: int, sentence: str, chain: Chain, hop: Hop | None, stmt: str | None, headers: set[int], sources: Sequence[str] | None
 ) -> list[ProseProblem]:
     nxt = chain.hops[n] if hop is not None and n < len(chain.hops) else None
     out = []
@@ -213,7 +213,7 @@ def _check_sentence(
             role = m.group(1).lower()
             if THREAD_ROLES[role] not in hop.thread:
                 problem("runs-on", f"says it runs on a {role} thread; the hop runs on {hop.thread}")
-        for m in HIGHLIGHTED_RE.finditer(text):
+        for m in HIGHLIGHTED_RE.finditer(text if stmt is not None else ""):
             code = m.group(1) or m.group(2) or m.group(3)
             quoted = re.sub(r"\s+", " ", code.strip()).removesuffix("()")
             if nxt is not None and _is_hop_name(quoted, nxt):
@@ -240,7 +240,7 @@ def _check_sentence(
     for code in CODE_RE.findall(text):
         if not CLASS_METHOD_RE.fullmatch(_bare(code)):
             continue
-        if any(_is_hop_name(code, h) for h in chain.hops) or _in_source(code, sources):
+        if any(_is_hop_name(code, h) for h in chain.hops) or sources is None or _in_source(code, sources):
             continue
         problem("name", f"`{code}` is neither a hop of this page nor in a source file the page links to")
     return out
@@ -249,8 +249,11 @@ def _check_sentence(
 def check_page(page: str, text: str, chain: Chain, sources: Mapping[Source, Sequence[str]]) -> list[ProseProblem]:
     """Every sentence of a rendered journey page against its chain; ``sources`` holds each file's lines."""
     headers = frame_headers(chain)
+    # A source that cannot be read here (the standard library of another Python than the one
+    # recorded) leaves the rules that read it undecided: they are skipped, never passed.
+    unread = {h.func.source for h in chain.hops if not h.func.is_c and h.func.source not in sources}
     # The files the page links to: its hops' sources (a name may live beside the hop that mentions it).
-    linked = ["\n".join(sources[s]) for s in sorted({h.func.source for h in chain.hops}) if s in sources]
+    linked = None if unread else ["\n".join(sources[s]) for s in sorted({h.func.source for h in chain.hops}) if s in sources]
     # A hop entry also shows the lines of the later returns to the same call (fold.entries):
     # its text may quote any of them.
     returns = {e.hop: e.returns for e in fold.entries(chain)}
@@ -259,10 +262,10 @@ def check_page(page: str, text: str, chain: Chain, sources: Mapping[Source, Sequ
         hop = chain.hops[n - 1] if 1 <= n <= len(chain.hops) else None
         if n and hop is None:
             continue
-        stmt = ""
+        stmt: str | None = ""
         if hop is not None:
             shown = [hop, *(chain.hops[r - 1] for r in returns.get(n, ()))]
-            stmt = " ; ".join(statement(h, sources.get(h.func.source)) for h in shown)
+            stmt = None if any(h.func.source in unread for h in shown) else " ; ".join(statement(h, sources.get(h.func.source)) for h in shown)
         for sentence in sentences(prose):
             out += _check_sentence(page, n, sentence, chain, hop, stmt, headers, linked)
     return out

@@ -235,6 +235,8 @@ def record(
     """Record scenarios into ``out``/<scenario>.json. One scenario runs here; several run each
     in a fresh interpreter, which says what it recorded or why it failed."""
     names = list(names) or [*catalog.DEFAULT_SCENARIOS, *catalog.DEFAULT_PROCESS_SCENARIOS]
+    if out.resolve() == project.traces.resolve():
+        refuse_foreign_python(project, "re-recording the project's scenarios")
     for name in names:
         if name not in catalog.PROCESS_SCENARIOS:
             catalog.scenario(name)
@@ -311,6 +313,8 @@ def chain_files(built: Mapping[str, Chain], folder: Path) -> dict[Path, str]:
 def chains(project: Project, journeys: Iterable[str] = (), traces: Path | None = None) -> dict[str, Chain]:
     """Trace files -> <traces>/chains/<journey>.json, all or none; returns the chains built."""
     folder = traces or project.traces
+    if folder.resolve() == project.traces.resolve():
+        refuse_foreign_python(project, "rebuilding the project's chains")
     found = load_traces(project, folder)
     if not found:
         raise DispelError(f"no trace files in {project.shown(folder)}; record them first with `dispel record`")
@@ -457,6 +461,23 @@ def pin(
     return PinRun(lock, frozenset(set(names) - set(afresh)), afresh, (note,) if note else ())
 
 
+def foreign_python(project: Project) -> str | None:
+    """The Python that recorded the project's traces (its lock pins that standard library), when
+    it is not this one; None when it is. Their chains and pages read that standard library."""
+    lock = project_lock(project)
+    return lock.python.version if lock is not None and lock.python.version != PYTHON_VERSION else None
+
+
+def refuse_foreign_python(project: Project, what: str) -> None:
+    """One line, when ``what`` would rewrite the project's committed files from another Python's standard library."""
+    traced = foreign_python(project)
+    if traced:
+        raise DispelError(
+            f"{what} needs Python {traced}, which recorded the project's traces; this is Python {PYTHON_VERSION}: "
+            f"run it with CPython {traced} (`make regen PY=python{traced.rpartition('.')[0]}`), or report on your own app with `dispel report`"
+        )
+
+
 def load_lock(path: Path) -> Lock:
     """The committed lock, validated; DispelError (one line: what is wrong, how to fix) otherwise."""
     if not path.is_file():
@@ -473,9 +494,11 @@ def project_lock(project: Project) -> Lock | None:
 
 
 def verify_installed(lock: Lock, site: list[Path] | None = None) -> list[str]:
-    """Recompute every locked file's blob from this environment; the problems, [] when all match."""
-    stdlib = [f.installed for f in lock.python.files]
-    return pins.verify(lock, installed_blobs([p.dist for p in lock.dists], stdlib, site))
+    """Recompute every locked file's blob from this environment; the problems, [] when all match.
+    On another Python than the lock's, the standard library is left out (check says so)."""
+    foreign = lock.python.version != PYTHON_VERSION
+    stdlib = [] if foreign else [f.installed for f in lock.python.files]
+    return pins.verify(lock, installed_blobs([p.dist for p in lock.dists], stdlib, site), with_python=not foreign)
 
 
 def version_drift(lock_path: Path, site: list[Path] | None = None) -> list[str]:
@@ -484,7 +507,11 @@ def version_drift(lock_path: Path, site: list[Path] | None = None) -> list[str]:
         return []
     lock = load_lock(lock_path)
     found = distributions([p.dist for p in lock.dists], site or None)
-    return pins.version_mismatches(lock, {name: d.version for name, d in found.items()} | {PYTHON: PYTHON_VERSION})
+    out = pins.version_mismatches(lock, {name: d.version for name, d in found.items()} | {PYTHON: lock.python.version})
+    if lock.python.version != PYTHON_VERSION:
+        out.append(f"python: this is {PYTHON_VERSION}, the traces were recorded on {lock.python.version}: the committed "
+                   f"pages are kept, and `dispel check` proves all but their standard-library links")
+    return out
 
 
 # --------------------------------------------------------------------------- review an upgrade
@@ -555,6 +582,12 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     whose chain file does not exist yet gets a placeholder page.
     """
     out = docs or project.docs
+    traced = foreign_python(project)
+    if traced and out.resolve() == project.docs.resolve():
+        return Site((), (
+            f"kept the committed pages: they quote the standard library of Python {traced}, which recorded "
+            f"the traces, and this is Python {PYTHON_VERSION} (render them with CPython {traced})",
+        ))
     found = load_chains(project, chains_dir)
     lock = project_lock(project)
     notes = load_annotations(project, out / "annotations")
