@@ -295,3 +295,29 @@ def test_the_browser_identity_is_a_placeholder_in_values():
     assert "sec-ch-ua: <chromium-brands>" in text and "HeadlessChrome/<chromium> Safari" in text and "Accept: */*" in text
     # A header's value alone, as the parser hands it on, is the same placeholder.
     assert n.scrub('"Not_A Brand";v="99", "Chromium";v="157"') == "<chromium-brands>"
+
+
+# ------------------------------------------------------------------ traces of another Python
+
+
+@pytest.mark.traced_python
+def test_traces_of_another_python_leave_only_the_standard_library_unproven(project, capsys):
+    """As if the committed traces had been recorded on another Python: everything but the
+    standard-library links (and what quotes that library) is proven, and one line says so."""
+    from dispel.installed import PYTHON_VERSION
+
+    other = "3.11.6" if PYTHON_VERSION != "3.11.6" else "3.11.5"
+    paths = [*(project / "traces").glob("*.json"), *(project / "traces" / "chains").glob("*.json")]
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace(f'"{PYTHON_VERSION}"', f'"{other}"'), encoding="utf-8")
+    result = verify.check(Project(project))
+    assert result.failures == []
+    unproven = [n for n in result.notes if n.startswith("unproven on")]
+    assert len(unproven) == 1 and len(result.notes) == 1, result.notes
+    assert f"on Python {PYTHON_VERSION}: {result.unproven} standard-library links" in unproven[0]
+    assert f"recorded on Python {other}" in unproven[0] and result.unproven > 100
+    assert result.summary.checked == result.summary.verified > 1000
+    # ... and a broken library link is still a failure there.
+    replace_in(project / "docs" / "chains" / "emit.md", "flask_socketio/__init__.py#L", "flask_socketio/__init__.py#L1")
+    assert verify.check(Project(project)).failures
