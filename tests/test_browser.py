@@ -112,6 +112,7 @@ def test_generalized_finder_matches_the_committed_one_on_the_python_trace(python
     assert build(python_trace, name).hops == finders.build(python_trace, catalog.journey(name)).hops
 
 
+@pytest.mark.traced_python
 @pytest.mark.parametrize("name", sorted(FINDERS))
 def test_browser_chain_agrees_with_the_python_clients(recorded, python_trace, name):
     trace, _, _ = recorded
@@ -130,6 +131,7 @@ def test_browser_chain_agrees_with_the_python_clients(recorded, python_trace, na
     assert same >= 0.9 * len(python), f"{name}: only {same} of {len(python)} hops agree"
 
 
+@pytest.mark.traced_python
 def test_a_fresh_recording_repeats_the_committed_trace_byte_for_byte(recorded):
     # What the pacer is for: the browser's keys, masks and timing leave no trace. Its
     # version is no difference either: a browser update is said in a note.
@@ -141,6 +143,7 @@ def test_a_fresh_recording_repeats_the_committed_trace_byte_for_byte(recorded):
     assert same == committed, check.trace_drift(committed, same)
 
 
+@pytest.mark.traced_python
 def test_another_chromium_version_is_a_note_not_a_difference(tmp_path):
     """A Chromium that says it is another major version, and sends that version in its
     User-Agent, records the committed trace; only the trace's metadata names it."""

@@ -168,6 +168,7 @@ def test_a_server_that_cannot_start_names_the_process_and_leaves_nothing(tmp_pat
     assert not leftovers("redis-server", f"--port {ports[0]}")
 
 
+@pytest.mark.traced_python
 @pytest.mark.slow
 @needs_redis
 def test_recording_twice_gives_the_committed_bytes(tmp_path):

@@ -42,6 +42,7 @@ def test_the_sessions_ids_and_paths_are_placeholders():
 
 
 @pytest.mark.slow
+@pytest.mark.traced_python  # renders with the project's lock, which pins the traces' Python
 def test_a_known_secret_is_in_no_trace_chain_or_page(tmp_path):
     env = {**__import__("os").environ, "SECRET_KEY": SECRET}
     run = lambda *a: subprocess.run([sys.executable, "-m", "dispel", *a], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)  # noqa: E731

@@ -31,6 +31,7 @@ def scale_trace(tmp_path_factory):
     return trace_from_json(path.read_text(), "scale.json"), path.stat().st_size
 
 
+@pytest.mark.traced_python
 @pytest.mark.parametrize("journey", SHARED)
 def test_same_chains_as_one_client(scale_trace, journey):
     small = trace_from_json((ROOT / "traces" / "chat.json").read_text(), "chat.json")

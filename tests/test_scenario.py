@@ -67,6 +67,7 @@ def test_recording_twice_gives_byte_identical_traces(trace, tmp_path):
     assert trace_to_json(again) == trace_to_json(trace)
 
 
+@pytest.mark.traced_python
 def test_committed_trace_matches_a_fresh_recording(trace):
     committed = (ROOT / "traces" / "chat.json").read_text()
     assert trace_to_json(trace) == committed, "traces/chat.json is stale: run `make regen`"
