@@ -321,3 +321,25 @@ def test_traces_of_another_python_leave_only_the_standard_library_unproven(proje
     # ... and a broken library link is still a failure there.
     replace_in(project / "docs" / "chains" / "emit.md", "flask_socketio/__init__.py#L", "flask_socketio/__init__.py#L1")
     assert verify.check(Project(project)).failures
+
+
+# ------------------------------------------------------------------ site texts that restate the catalogue
+
+
+def test_the_home_page_and_how_md_agree_with_the_catalogue_and_chains():
+    index, how = (ROOT / "docs" / "index.md").read_text(encoding="utf-8"), (ROOT / "docs" / "how.md").read_text(encoding="utf-8")
+    from dispel import catalog
+
+    scenarios = (*catalog.DEFAULT_SCENARIOS, *catalog.DEFAULT_PROCESS_SCENARIOS)
+    edges = {h.edge for c in stages.load_chains(Project()).values() for h in c.hops}
+    assert check.stale_site_texts(index, how, catalog.JOURNEY_NAMES, edges, scenarios) == []
+    # Each kind of staleness is named: a journey row dropped, an edge row dropped, a wrong count.
+    dropped = re.sub(r"\| \[disconnect\]\(chains/disconnect\.md\)[^\n]*\n", "", index)
+    assert check.stale_site_texts(dropped, how, catalog.JOURNEY_NAMES, edges, scenarios) == [
+        "docs/index.md: the journey table does not link chains/disconnect.md"]
+    no_edge = re.sub(r"\| `via-redis` \|[^\n]*\n", "", index)
+    assert check.stale_site_texts(no_edge, how, catalog.JOURNEY_NAMES, edges | {"via-redis"}, scenarios) == [
+        "docs/index.md: the edge table has no row for `via-redis`, an edge the chains use"]
+    three = how.replace("Five scenarios are recorded", "Three scenarios are recorded")
+    assert [p.split(";")[0] for p in check.stale_site_texts(index, three, catalog.JOURNEY_NAMES, edges, scenarios)] == [
+        "docs/how.md: says 'Three scenarios are recorded'"]

@@ -353,6 +353,28 @@ def without_stdlib_lines(chain: Chain) -> Chain:
     return dataclasses.replace(chain, hops=hops)
 
 
+_NUMBERS = {w: n for n, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())}
+_SCENARIO_COUNT = re.compile(rf"\b({'|'.join(_NUMBERS)}|\d+) scenarios are recorded", re.I)
+
+
+def stale_site_texts(
+    index: str, how: str, journeys: Sequence[str], edges: Iterable[str], scenarios: Sequence[str]
+) -> list[str]:
+    """Hand-written site texts that state what the catalogue and the chains know, checked
+    against them: the home page's journey table links every journey page, its edge table names
+    every edge the chains use, and how.md counts and names every scenario recorded."""
+    out = []
+    table = index.partition("## The journeys")[2].partition("\n## ")[0]
+    out += [f"docs/index.md: the journey table does not link chains/{j}.md" for j in journeys if f"(chains/{j}.md)" not in table]
+    out += [f"docs/index.md: the edge table has no row for `{e}`, an edge the chains use" for e in sorted(set(edges)) if f"| `{e}` |" not in index]
+    for m in _SCENARIO_COUNT.finditer(how):
+        said = _NUMBERS.get(m.group(1).lower(), int(m.group(1)) if m.group(1).isdigit() else None)
+        if said != len(scenarios):
+            out.append(f"docs/how.md: says {m.group(0)!r}; the catalogue records {len(scenarios)}: {', '.join(scenarios)}")
+    out += [f"docs/how.md: does not name the scenario `{s}`" for s in scenarios if f"`{s}`" not in how]
+    return out
+
+
 @dataclass(frozen=True)
 class Summary:
     checked: int

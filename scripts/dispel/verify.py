@@ -59,6 +59,11 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
     result.failures += check_annotations(project, found, notes, sources)
     pages = {j: read_text(p, "page") for j in found if (p := project.docs / "chains" / f"{j}.md").is_file()}
     result.failures += prose.check_site(pages, found, sources)  # what the pages say, against the chains
+    if (project.docs / "index.md").is_file() and (project.docs / "how.md").is_file():
+        result.failures += check_core.stale_site_texts(
+            read_text(project.docs / "index.md", "page"), read_text(project.docs / "how.md", "page"), catalog.JOURNEY_NAMES,
+            (h.edge for c in found.values() for h in c.hops), (*catalog.DEFAULT_SCENARIOS, *catalog.DEFAULT_PROCESS_SCENARIOS),
+        )
     result.timings["annotations"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
