@@ -441,6 +441,8 @@ def first_difference(old: str, new: str) -> str:
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
             return f"line {i + 1}: {changed_words(x, y)}"
+    if len(a) == len(b):
+        return "none: the texts are equal"
     longer, what = (b, "added") if len(b) > len(a) else (a, "removed")
     return f"line {min(len(a), len(b)) + 1}: {len(a)} lines → {len(b)} lines, {what} {_shown(longer[min(len(a), len(b))])}"
 
