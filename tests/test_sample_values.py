@@ -47,7 +47,7 @@ def general_text_line(path: Path) -> tuple[str, int]:
     lines = path.read_text(encoding="utf-8").split("\n")
     for i, line in enumerate(lines):
         key = line.rstrip(":")
-        if line.endswith(":") and not line.startswith(" ") and "@" not in key and not key.startswith("journey:"):
+        if line.endswith(":") and not line.startswith((" ", "#")) and "@" not in key and not key.startswith("journey:"):
             text_at = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("  text: |"))
             return key, text_at + 1
     raise AssertionError(f"no general text in {path}")
