@@ -347,3 +347,156 @@ def stub(func: Func, sources: Mapping[Source, str | bytes]) -> str:
     fp = func_fingerprint(func, sources)
     head = f"{func.key}:\n" + (f"  fingerprint: {fp}\n" if fp else "")
     return head + "  text: |\n    TODO: what this function does on this journey, from reading its code.\n"
+
+
+# --------------------------------------------------------------------------- the sample's values in general texts
+
+# A general text (``module:qualname``, no ``@journey``) is shown on every app's pages, so it
+# must not name what only the sample app does. The vocabulary of what the sample does is
+# computed from its committed chains, never typed: the event names, rooms and ack/payload
+# strings of the Socket.IO EVENT/ACK packets on its wire and in its hops' values (and of the
+# message-queue messages between its servers), and the names of its own functions -- plus the
+# phrases "sample app" and "this site", which name the sample itself.
+#
+# How a term is matched decides the false positives:
+#   * a term with a character other than a letter (`on_shout`, `room-1`, `from a worker`,
+#     `<b>hi</b>`) cannot be an English or protocol word: it is matched wherever it stands;
+#   * a term of letters only (`chat`, `reply`, `joined`, `HELLO`, `upper`) may also be an
+#     ordinary word ("a reply", "the room has joined"): it is matched only as a literal, quoted
+#     ('chat', "chat") or as a whole code span (`chat`), case-sensitively -- the way a text
+#     names a value;
+#   * names that the protocol or Flask-SocketIO define themselves are left out even when the
+#     sample uses them: the reserved events (`connect`, `disconnect`, `message`, ...), the keys and
+#     arguments of the API (`sid`, `room`, `to`, `namespace`, `data`, ...); so are the chains'
+#     thread names (`main`), terms of fewer than three characters, and the placeholders the
+#     chains print for variable values (`<sid-2>`, `<port>`).
+SAMPLE_PHRASES = ("sample app", "this site")
+PROTOCOL_WORDS = frozenset(
+    {
+        # events Socket.IO / Flask-SocketIO reserve or fire themselves
+        "connect", "disconnect", "connect_error", "message", "json", "error", "ping", "pong", "noop", "upgrade", "close",
+        # keys and arguments of the protocol and of Flask-SocketIO's API
+        "sid", "room", "rooms", "to", "namespace", "data", "event", "args", "callback", "binary", "method", "text",
+        "include_self", "skip_sid", "broadcast", "upgrades", "pingInterval", "pingTimeout", "maxPayload",
+    }
+)
+_PACKET_RE = re.compile(r"4?(?P<type>[2356])(?:\d+-)?(?:/[^,\[]*,)?\d*(?P<json>\[.*\])", re.S)
+_VALUE_RE = re.compile(r"(?P<name>\w+) = (?P<literal>.*)", re.S)
+_NORMALIZED_RE = re.compile(r"<[\w-]+>")  # what the chains print for variable values: <sid-2>, <port>
+
+
+def _strings(value: object) -> list[str]:
+    """Every string in a decoded JSON value: the leaves and the keys of its objects."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _packet_terms(text: str) -> list[str]:
+    """The event name and argument strings of a Socket.IO EVENT/ACK packet text (with or without
+    its Engine.IO MESSAGE prefix), or of a message-queue emit message; [] for anything else."""
+    import json
+
+    m = _PACKET_RE.fullmatch(text)
+    try:
+        if m:
+            return _strings(json.loads(m.group("json")))
+        obj = json.loads(text) if text.startswith("{") else None
+    except ValueError:
+        return []
+    if isinstance(obj, dict) and obj.get("method") == "emit":  # python-socketio's PubSubManager message
+        return _strings([obj.get("event"), obj.get("data"), obj.get("room")])
+    return []
+
+
+def _literal(value: str | None) -> tuple[str, str] | None:
+    """``name = 'text'`` (a hop's observed value) -> (name, text); None when not a str/bytes literal."""
+    import ast
+
+    m = _VALUE_RE.fullmatch(value or "")
+    if not m:
+        return None
+    try:
+        lit = ast.literal_eval(m.group("literal"))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if isinstance(lit, bytes):
+        lit = lit.decode("utf-8", errors="replace")
+    return (m.group("name"), lit) if isinstance(lit, str) else None
+
+
+def sample_vocabulary(chains: Iterable[Chain], app_dist: str = "sample_app") -> frozenset[str]:
+    """The sample's own values, computed from its chains (see the comment above SAMPLE_PHRASES)."""
+    terms: set[str] = set(SAMPLE_PHRASES)
+    threads: set[str] = set()
+    for chain in chains:
+        texts = [w.raw for w in chain.wire if not w.layer.startswith(("WebSocket", "HTTP", "Redis", "permessage"))]
+        for hop in chain.hops:
+            threads.add(hop.thread)
+            if hop.func.source.dist == app_dist:  # the app's own functions: its handlers (a method by its own name)
+                terms.update(part for part in hop.func.qualname.split(".") if part.isidentifier())
+            found = _literal(hop.value)
+            if found is None:
+                continue
+            name, text = found
+            if name in ("room", "to", "event"):
+                terms.add(text)
+            texts.append(text)
+        for text in texts:
+            terms.update(_packet_terms(text))
+    words = set()
+    for term in terms:
+        term = term.strip()
+        if len(term) < 3 or term in PROTOCOL_WORDS or term in threads or _NORMALIZED_RE.fullmatch(term):
+            continue
+        words.add(term)
+        if term not in SAMPLE_PHRASES:  # the markup-like pieces of a payload string: `<b>hi</b>` of `<b>hi</b> & "quotes"`
+            words.update(p for p in term.split() if len(p) >= 4 and not p.strip("\"'").isalpha())
+    return frozenset(words)
+
+
+def term_pattern(term: str) -> re.Pattern[str]:
+    """How a term of the sample's vocabulary is found in a text (see the comment above SAMPLE_PHRASES)."""
+    if term in SAMPLE_PHRASES:
+        return re.compile(r"\b" + re.escape(term) + r"\b", re.I)
+    if term.isalpha():  # a word: only as a literal value
+        q = re.escape(term)
+        return re.compile(rf"'{q}'|\"{q}\"|(?<!`)`{q}`(?!`)")
+    start = r"\b" if term[0].isalnum() or term[0] == "_" else ""
+    end = r"\b" if term[-1].isalnum() or term[-1] == "_" else ""
+    return re.compile(start + re.escape(term) + end)
+
+
+def sample_values(
+    annotations: Mapping[str, Annotation], chains: Iterable[Chain], vocabulary: Iterable[str] | None = None,
+    app_dist: str = "sample_app",
+) -> list[Problem]:
+    """General texts that name one of the sample's values (``vocabulary``, by default
+    sample_vocabulary of ``chains``): each must become a placeholder, a text keyed to the
+    sample's journey, or a general sentence. The texts of the sample's own functions are
+    about the sample by nature (no other app has them) and are not read."""
+    chains = list(chains)
+    own = {h.func.key for c in chains for h in c.hops if h.func.source.dist == app_dist}
+    vocabulary = sample_vocabulary(chains, app_dist) if vocabulary is None else vocabulary
+    patterns = [(t, term_pattern(t)) for t in sorted(vocabulary)]
+    out = []
+    for key, ann in sorted(annotations.items(), key=lambda kv: (kv[1].file, kv[1].line)):
+        if key.startswith(JOURNEY_PREFIX) or ann.journey is not None or ann.func_key in own:
+            continue
+        named = [t for t, p in patterns if p.search(ann.text)]
+        if named:
+            said = ", ".join(repr(t) for t in named)
+            out.append(
+                Problem(
+                    "sample",
+                    key,
+                    ann.where,
+                    f"{ann.where}: {key} is a general text but names the sample app's {said}; a general text holds for any app: "
+                    f"use a placeholder, or write {key}@<journey> for the sample's journey",
+                )
+            )
+    return out

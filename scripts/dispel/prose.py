@@ -13,6 +13,9 @@ restated by hand:
 - ``hop-ref``: "hop N" beyond the page, `` `X` (hop N) `` where hop N is not X, or `` `X` (not a hop …)``
   where X is a hop of the page;
 - ``name``: a backticked ``Class.method`` that is neither on the chain nor in a source file the page links to;
+- ``sample-value``: on a report's page, a value of the sample app that the report's own chains do not
+  have (an event name, room, handler name, payload or ack string; see annotations.sample_vocabulary),
+  or the phrases "sample app" and "this site": a general text written for the sample, leaked;
 - ``typed-line``: an annotation that types the number of the line a hop showing it executed
   ("line 1094") instead of writing ``{{lineno}}`` or quoting ``{{line}}`` (read in the annotation
   files, since a page cannot tell a typed number from a filled one).
@@ -20,16 +23,16 @@ restated by hand:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from . import fold
-from .annotations import select
+from .annotations import SAMPLE_PHRASES, select, term_pattern
 from .model import Chain, Hop, Source
 from .placeholders import ANY_BRACES_RE, SOCKET_MODULE, is_frame, printable_bytes, value_bytes
 from .wire import frame_layout
 
-RULES = ("thread", "runs-on", "highlighted", "byte", "hop-ref", "name", "typed-line")
+RULES = ("thread", "runs-on", "highlighted", "byte", "hop-ref", "name", "sample-value", "typed-line")
 THREAD_RE = re.compile(r"(?<![\w-])(?:request|handler|eio-writer|ws-reader|ws-writer)-\d+(?![\w-])|`server`")
 RUNS_ON_RE = re.compile(r"(?i)\bruns? on\b(?:[^.;]|\.(?=\S))*?\b(writer|reader|request|handler)(?:'s)? thread")
 THREAD_ROLES = {"writer": "writer-", "reader": "reader-", "request": "request-", "handler": "handler-"}
@@ -283,6 +286,35 @@ def check_site(
     for journey, text in sorted(pages.items()):
         if journey in chains:
             out += [p.line for p in check_page(f"docs/chains/{journey}.md", text, chains[journey], lines)]
+    return out
+
+
+def sample_values(pages: Mapping[str, str], vocabulary: Iterable[str], own: Iterable[str]) -> list[str]:
+    """The sample's values on a report's journey pages (journey -> Markdown), one line each.
+
+    ``vocabulary``: the sample's (annotations.sample_vocabulary of the project's chains); ``own``:
+    the same computed from the report's chains, since the user's app may well use an event or a
+    handler name of the sample. The phrases "sample app" and "this site" are never the app's: they
+    are looked for on the whole page (its facts too), the values in its summary and hop texts."""
+    allowed = set(own) - set(SAMPLE_PHRASES)
+    terms = [(t, term_pattern(t)) for t in sorted(set(vocabulary) - allowed)]
+    out = []
+    for journey, text in sorted(pages.items()):
+        page = f"docs/chains/{journey}.md"
+        for term, pattern in terms:
+            if term in SAMPLE_PHRASES and (m := pattern.search(text)):
+                line = text[text.rfind("\n", 0, m.start()) + 1 : (text.find("\n", m.end()) + 1 or len(text) + 1) - 1]
+                out.append(f"prose: {page}: names the sample: {term!r} [sample-value] in: {line.strip()[:160]!r}")
+        for n, prose in sorted(page_prose(text).items()):
+            for sentence in sentences(prose):
+                named = [t for t, p in terms if t not in SAMPLE_PHRASES and p.search(sentence)]
+                if named:
+                    where = f"hop {n}" if n else "summary"
+                    shown = sentence if len(sentence) <= 160 else sentence[:159] + "…"
+                    out.append(
+                        f"prose: {page}: {where}: names the sample app's {', '.join(map(repr, named))}, which this app's "
+                        f"chains do not have: a general text written for the sample [sample-value] in: {shown!r}"
+                    )
     return out
 
 

@@ -131,8 +131,8 @@ def dist_label(source: Source) -> str:
         return f"Python standard library {source.version}"
     if source.dist == "builtin":
         return f"CPython C code {source.version}"
-    if source.dist == SAMPLE_APP_DIST:
-        return "the sample app (this site)"
+    if source.dist == SAMPLE_APP_DIST:  # the traced app: the sample on the project's pages, the user's app on a report
+        return "the traced app (linked to its source page)"
     return f"{source.dist} {source.version}"
 
 

@@ -618,7 +618,8 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     files[out / "snippets" / "versions.md"] = render.render_versions(versions, python, sorted(found, key=catalog.JOURNEY_NAMES.index))
     write_all_atomic(files)
 
-    said = [p.message for p in annotations.missing(found.values(), notes) + annotations.stale(found.values(), notes, sources) + annotations.unreviewed(found.values(), notes)]
+    said = [p.message for p in annotations.missing(found.values(), notes) + annotations.stale(found.values(), notes, sources)
+            + annotations.unreviewed(found.values(), notes) + annotations.sample_values(notes, found.values())]
     absent = [j for j in catalog.JOURNEY_NAMES if j not in found]
     if absent:
         said.append(f"not recorded yet, placeholder pages: {', '.join(absent)} (run `make regen`)")

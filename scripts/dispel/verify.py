@@ -118,6 +118,21 @@ def check_proofs(
         result.failures += folded
     result.failures += [p for r in links for p in r.problems]
     result.timings["links"] = time.perf_counter() - clock
+    if not project.annotations.is_dir():  # a report: its pages reuse this checkout's general texts
+        clock = time.perf_counter()
+        result.failures += check_sample_values(project, found)
+        result.timings["sample values"] = time.perf_counter() - clock
+
+
+def check_sample_values(report: Project, found: Mapping[str, Chain], sample: Project | None = None) -> list[str]:
+    """A report's journey pages against the values of the sample app (``sample``: this checkout),
+    computed from the sample's committed chains: a general text that names one leaked into the report."""
+    sample = Project() if sample is None else sample
+    if not sample.chains.is_dir():
+        return []
+    vocabulary = annotations.sample_vocabulary(load_chains(sample).values())
+    pages = {j: read_text(p, "page") for j in found if (p := report.docs / "chains" / f"{j}.md").is_file()}
+    return prose.sample_values(pages, vocabulary, annotations.sample_vocabulary(found.values()))
 
 
 def docs_files(docs: Path) -> dict[str, Path]:
@@ -178,6 +193,7 @@ def check_annotations(
         problems += annotations.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
     problems += annotations.stale(found.values(), notes, hop_sources(found.values()) if sources is None else sources)
     problems += annotations.unreviewed(found.values(), notes)
+    problems += annotations.sample_values(notes, found.values())  # general texts that name the sample's values
     typed = prose.typed_lines({key: a.text for key, a in notes.items()}, found)  # facts typed instead of filled
     return [f"annotation {p.kind}: {p.message}" for p in problems] + typed
 

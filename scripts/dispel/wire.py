@@ -162,7 +162,7 @@ def decode_http(data: bytes, role: str) -> tuple[WireLayer, ...]:
     fields = [WireField("start line", lines[0], "method, target and version" if role == "request" else "version, status code and reason")]
     for line in lines[1:]:
         name, _, value = line.partition(":")
-        fields.append(WireField(name.strip(), value.strip(), header_meaning(name, value)))
+        fields.append(WireField(name.strip(), value.strip(), header_meaning(name, value, role)))
     return (WireLayer(f"HTTP {role}", head, tuple(fields)),)
 
 
@@ -181,13 +181,23 @@ _CONNECTION_MEANINGS = {
 }
 
 
-def header_meaning(name: str, value: str) -> str:
-    """What an HTTP header says; for Connection, what its options say."""
+def header_meaning(name: str, value: str, role: str = "request") -> str:
+    """What an HTTP header says in a ``role`` ("request" or "response") head; for Connection,
+    what its options say."""
     key = name.strip().lower()
     if key == "connection":
         options = [o.strip().lower() for o in value.split(",")]
         return "; ".join(_CONNECTION_MEANINGS[o] for o in options if o in _CONNECTION_MEANINGS)
+    if role == "response" and key in _RESPONSE_HEADER_MEANINGS:
+        return _RESPONSE_HEADER_MEANINGS[key]
     return _HEADER_MEANINGS.get(key, "")
+
+
+# A header that means one thing in a request and another in a response: a request's Upgrade asks,
+# the 101 response's Upgrade names the protocol the connection now speaks (RFC 9110, 7.8).
+_RESPONSE_HEADER_MEANINGS = {
+    "upgrade": "the protocol this connection switches to, right after this response",
+}
 
 
 _HEADER_MEANINGS = {
