@@ -274,7 +274,9 @@ def value_trail(g: TraceGraph, start: int, end: int, needles: Sequence[str]) -> 
         after = max(arrive, here) if g.ev(here).thread == thread else arrive
         if i == 0:
             used = consumer(g, start)
-            if used is not None:
+            # where start's result went, if that was before the value left this thread (an HTTP
+            # route's return value is used by Flask only after its emit was handed off)
+            if used is not None and (stop is None or used < stop):
                 points.append(used)
                 here = after = used
         hits = g.find(lambda e: mentions(e, needles), thread=thread, after=after, before=stop)
@@ -804,6 +806,10 @@ WIRES: dict[str, Callable[[TraceGraph, list[list[int]]], tuple]] = {
     "handshake": _wire_handshake,
     "on": _wire_on,
     "sent": lambda g, parts: _wire_of(g, parts, "data"),
+    # every part that ends at a socket send: its frame (a binary event's two frames, a call's ask)
+    "frames": lambda g, parts: tuple(
+        layer for part in parts if is_sink("send", "sendall")(g.ev(part[-1])) for layer in _wire_of(g, [part], "data")
+    ),
     "disconnect": lambda g, parts: _wire_of(g, [parts[1]], "data"),
     "polling": _wire_polling,
     "queue": _wire_queue,
