@@ -40,6 +40,13 @@ Example (the README has the complete one)::
     do = "expect"
     event = "reply"
     count = 1
+    # data = { head = { bytes = "hex:8950" } }   # also check what arrived (bytes as a one-key table)
+
+For real apps: ``do = "http"`` (method, path, json/form/body, headers, status) requests the app's
+own server; ``do = "connect"`` with ``refused = "message"`` expects the connect handler's
+ConnectionRefusedError; ``do = "disconnect"`` with ``by = "server"`` waits for the app's
+disconnect(); ``args = [...]`` emits several arguments; ``[clients.a.replies]`` maps an event the
+server asks with (socketio.call, a callback) to the value the client acks it with.
 
 Several processes joined by a message queue (scripts/sample_app/queue.toml) replace ``[app]``
 by a ``[broker]`` and ``[processes.<role>]`` tables; each client names the server process it
