@@ -167,3 +167,27 @@ def test_a_failing_step_is_named(tmp_path, name, toml, change, needle):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+POLLING = {  # the app's main client on long-polling: its packets go in HTTP bodies, joined by \x1e
+    "noticeboard": ("[clients.student]", ["connect-refused", "http-post_notice", "binary-uploaded", "binary-in-upload"]),
+    "quiz": ("[clients.ann]", ["call-question", "server-disconnect-quit_quiz", "server-disconnect-score_seen"]),
+}
+
+
+@pytest.mark.parametrize("app", sorted(POLLING))
+def test_the_journeys_derive_over_long_polling(app, tmp_path):
+    client, names = POLLING[app]
+    text = (APPS / f"{app}.toml").read_text().replace(client, f'{client}\ntransport = "polling"', 1)
+    shutil.copyfile(APPS / f"{app}.py", tmp_path / f"{app}.py")
+    (tmp_path / f"{app}.toml").write_text(text)
+    proc = dispel("report", "--scenario", f"{app}.toml", "--out", str(tmp_path / "out"), "--no-site", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    found = chains_of(tmp_path / "out")
+    for name in names:
+        assert name in found, proc.stdout
+        ends = [p[-1] for p in parts(found[name])]
+        assert any(h.func.key.startswith("_socket:socket.send") for h in ends) or name.startswith("binary-in"), name
+    polled = found["binary-uploaded"] if app == "noticeboard" else found["call-question"]
+    sink = next(p[-1] for p in parts(polled))
+    assert sink.func.key == "_socket:socket.sendall"  # an HTTP body, not a frame

@@ -136,8 +136,8 @@ def _sent(e: Event) -> bytes:
 
 
 def frame_payload(data: bytes) -> tuple[int, bytes] | None:
-    """(opcode, payload) of an unmasked WebSocket frame (the server's), or None."""
-    if len(data) < 2 or data[1] & 0x80:
+    """(opcode, payload) of an unmasked, final WebSocket frame (the server's), or None."""
+    if len(data) < 2 or data[1] & 0x80 or not data[0] & 0x80:
         return None
     n, start = data[1] & 0x7F, 2
     if n == 126:
@@ -147,14 +147,21 @@ def frame_payload(data: bytes) -> tuple[int, bytes] | None:
     return data[0] & 0x0F, data[start:]
 
 
+def packets_of(data: bytes) -> list[tuple[int, bytes]]:
+    """The Engine.IO packets one socket write of the server carries, as (1, text) or (2, binary):
+    a WebSocket frame's payload (opcode 1 or 2), or each packet of a long-polling body (joined by
+    the record separator; a binary one is ``b`` and base64). [] for anything else."""
+    frame = frame_payload(data)
+    if frame is not None:
+        return [frame] if frame[0] in (1, 2) else []
+    if not data or data.startswith(b"HTTP/") or data.endswith(b"\r\n") or not data[:1].isdigit() and data[:1] != b"b":
+        return []
+    return [(2 if p.startswith(b"b") else 1, p) for p in data.split(b"\x1e")]
+
+
 def _payloads(g: TraceGraph, opcode: int, test: Callable[[bytes], bool]) -> list[int]:
-    """The socket sends of a server frame of ``opcode`` whose payload passes ``test``."""
-    out = []
-    for s in g.find(is_sink("send", "sendall")):
-        frame = frame_payload(_sent(g.ev(s)))
-        if frame is not None and frame[0] == opcode and test(frame[1]):
-            out.append(s)
-    return out
+    """The socket writes of the server that carry a packet of ``opcode`` (1 text, 2 binary) passing ``test``."""
+    return [s for s in g.find(is_sink("send", "sendall")) if any(o == opcode and test(p) for o, p in packets_of(_sent(g.ev(s))))]
 
 
 def _reaches(g: TraceGraph, a: int, b: int) -> bool:
@@ -202,7 +209,7 @@ def find_refused(handle: int) -> Callable:
         sink = _one(sinks[:1], "the frame of the CONNECT_ERROR packet 44{...}", "Server._send_packet")
         # where the app raised (its connect handler, deepest app frame), then where python-socketio caught it
         waypoints = [recv, handle, *raised[-1:], made, send, sink]
-        payload = frame_payload(_sent(g.ev(sink)))[1].decode("utf-8", "replace")
+        payload = next(p for o, p in packets_of(_sent(g.ev(sink))) if p.startswith(b"44")).decode("utf-8", "replace")
         return [with_producer(g, waypoints)], ("ConnectionRefusedError", repr(payload[1:]), f"'{payload[1:]}'")
 
     return find
@@ -226,10 +233,12 @@ def find_binary(event: str, emit: int) -> Callable:
         text = _one(texts[:1], f"the frame of the BINARY_EVENT 45N-[\"{event}\",...]", "SocketIO.emit")
         attachments = _binary_packets(g, emit)
         first = _one(attachments[:1], "the attachment's Engine.IO packet", "SocketIO.emit")
+        needles = (f'"{event}"', "_placeholder")
+        if any(o == 2 for o, _ in packets_of(_sent(g.ev(text)))):  # long-polling: one body, the attachment in base64
+            return [with_producer(g, value_trail(g, source, text, needles))], needles + ("'45",)
         writer = g.ev(text).thread
         frames = [s for s in _payloads(g, 2, lambda p: True) if g.ev(s).thread == writer and s > text]
         frame = _one(frames[:1], "the binary frame of the attachment", "the BINARY_EVENT's frame")
-        needles = (f'"{event}"', "_placeholder")
         # the writer takes the attachment from the queue by identity, in the drain after the
         # wake-up that the text packet's put caused (the trace folds the second put into the first)
         token = next((a.token for a in g.ev(first).args if a.name == "self"), 0)
@@ -251,8 +260,6 @@ def find_binary_in(event: str, add: int) -> Callable:
         text_read = _reads_before(g, packet)
         message = next(a for a in g.ancestors(add) if g.ev(a).func == HANDLE_EIO_MESSAGE)
         bin_read = _reads_before(g, message)
-        if bin_read == text_read:
-            raise JourneyError("the attachment's frame was read with the text frame (last hop reached: the parse)")
         rebuilt = _one(_inside(g, message, RECONSTRUCT)[:1], "reconstruct_binary", "Packet.add_attachment")
         handled = None
         for h in g.find(lambda e: e.func == "flask_socketio:SocketIO._handle_event" and _text(e, "message") == event):
@@ -260,9 +267,10 @@ def find_binary_in(event: str, add: int) -> Callable:
             if app is not None and _reaches(g, rebuilt, app):
                 handled = app
                 break
-        first = [text_read, packet]
-        second = [bin_read, message, add, rebuilt, *([handled] if handled is not None else [])]
-        return [first, second], (head, "_placeholder", "'5")
+        rest = [message, add, rebuilt, *([handled] if handled is not None else [])]
+        if bin_read == text_read:  # long-polling: one POST body carried both packets
+            return [[text_read, packet, *rest]], (head, "_placeholder", "'5")
+        return [[text_read, packet], [bin_read, *rest]], (head, "_placeholder", "'5")
 
     return find
 
