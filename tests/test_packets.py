@@ -90,6 +90,8 @@ def test_binary_event_received_reaches_the_parse(noticeboard):
     assert text[-1].func.key == "socketio.packet:Packet.__init__" and '-["upload"' in (text[-1].value or "")
     keys = funcs(attachment)
     assert keys.index("socketio.packet:Packet.add_attachment") < keys.index("socketio.packet:Packet.reconstruct_binary")
+    frames = [w for w in chain.wire if w.layer.startswith("WebSocket frame")]
+    assert [(f.fields[2].value, f.fields[3].value) for f in frames] == [("0x1", "1"), ("0x2", "1")]  # both masked: the client's
 
 
 def test_http_route_emit_from_the_request_to_the_frame(noticeboard):
@@ -111,6 +113,9 @@ def test_server_call_asks_then_wakes_the_waiting_handler(quiz):
     woken = [h for h in answered if h.edge == EDGE_WAKE and h.thread == asking[0].thread]
     assert woken and woken[-1].func.key == "threading:Condition.wait"
     assert answered[-1].func.key == "quiz:start_quiz" and answered[-1].thread == asking[0].thread
+    # the wire: the ask as written, then the client's ACK as read (same ack id, the reply of [clients.ann.replies])
+    packets = [w.raw for w in chain.wire if w.layer.startswith("Engine.IO")]
+    assert packets[0].startswith('421["question"') and packets[1] == '431["42"]'
 
 
 def test_server_side_disconnect_reaches_the_close_frames(quiz):

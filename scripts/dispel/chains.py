@@ -575,6 +575,21 @@ def _wire_of(g: TraceGraph, parts: list[list[int]], sink_arg: str) -> tuple:
     return wire.decode_frame(value_text_to_python(data)) if data else ()
 
 
+def _wire_frames(g: TraceGraph, parts: list[list[int]]) -> tuple:
+    """Every WebSocket frame a part starts by reading or ends by writing, in order (a binary
+    event's two frames, a call's ask and the client's ACK, the close frames)."""
+    out: tuple = ()
+    for part in parts:
+        first, last = g.ev(part[0]), g.ev(part[-1])
+        if is_sink("recv", "recv_into")(first) and first.ret is not None and first.ret.text.startswith("b'\\x8"):
+            out += wire.decode_frame(value_text_to_python(first.ret.text))
+        if is_sink("send", "sendall")(last):
+            data = next((a.text for a in last.args if a.name == "data"), "")
+            if data.startswith("b'\\x8"):
+                out += wire.decode_frame(value_text_to_python(data))
+    return out
+
+
 def _wire_on(g: TraceGraph, parts: list[list[int]]) -> tuple:
     recv = g.ev(parts[-1][0])
     return wire.decode_frame(value_text_to_python(recv.ret.text)) if recv.ret else ()
@@ -806,10 +821,7 @@ WIRES: dict[str, Callable[[TraceGraph, list[list[int]]], tuple]] = {
     "handshake": _wire_handshake,
     "on": _wire_on,
     "sent": lambda g, parts: _wire_of(g, parts, "data"),
-    # every part that ends at a socket send: its frame (a binary event's two frames, a call's ask)
-    "frames": lambda g, parts: tuple(
-        layer for part in parts if is_sink("send", "sendall")(g.ev(part[-1])) for layer in _wire_of(g, [part], "data")
-    ),
+    "frames": _wire_frames,
     "disconnect": lambda g, parts: _wire_of(g, [parts[1]], "data"),
     "polling": _wire_polling,
     "queue": _wire_queue,

@@ -406,7 +406,7 @@ def journeys(g: TraceGraph) -> list[Found]:
             event = m.group(1) if m else ""
             if event:
                 add(Found(_name("binary-in", event), f"A BINARY_EVENT {event!r} from the client: its text and binary frames, parsed back into bytes",
-                          "", find_binary_in(event, add_), "binary-in", event))
+                          "frames", find_binary_in(event, add_), "binary-in", event))
     for call in g.find(lambda e: e.func == SERVER_CALL):
         if _app_caller(g, call) is not None:
             event = _text(g.ev(call), "event") or ""
