@@ -81,6 +81,8 @@ def test_binary_event_sends_both_frames(noticeboard):
     assert attachment[0].thread == attachment[-1].thread == text[-1].thread  # the writer
     frames = [w for w in chain.wire if w.layer.startswith("WebSocket frame")]
     assert [f.fields[2].value for f in frames] == ["0x1", "0x2"]  # a text frame, then a binary frame
+    payload = next(w for w in chain.wire if w.layer.startswith("binary payload"))
+    assert payload.fields[0].value == "89 50 4e 47" and payload.layer.endswith("frame 2, sent")  # the bytes the app sent back
 
 
 def test_binary_event_received_reaches_the_parse(noticeboard):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
 from . import catalog, wire
@@ -578,16 +579,19 @@ def _wire_of(g: TraceGraph, parts: list[list[int]], sink_arg: str) -> tuple:
 def _wire_frames(g: TraceGraph, parts: list[list[int]]) -> tuple:
     """Every WebSocket frame a part starts by reading or ends by writing, in order (a binary
     event's two frames, a call's ask and the client's ACK, the close frames)."""
-    out: tuple = ()
+    frames: list[tuple[str, tuple]] = []
     for part in parts:
         first, last = g.ev(part[0]), g.ev(part[-1])
         if is_sink("recv", "recv_into")(first) and first.ret is not None and first.ret.text.startswith("b'\\x8"):
-            out += wire.decode_frame(value_text_to_python(first.ret.text))
+            frames.append(("read", wire.decode_frame(value_text_to_python(first.ret.text))))
         if is_sink("send", "sendall")(last):
             data = next((a.text for a in last.args if a.name == "data"), "")
             if data.startswith("b'\\x8"):
-                out += wire.decode_frame(value_text_to_python(data))
-    return out
+                frames.append(("sent", wire.decode_frame(value_text_to_python(data))))
+    if len(frames) == 1:
+        return frames[0][1]
+    # each tab names its frame: the layers of several frames would otherwise share their titles
+    return tuple(replace(layer, layer=f"{layer.layer} · frame {k}, {how}") for k, (how, layers) in enumerate(frames, 1) for layer in layers)
 
 
 def _wire_on(g: TraceGraph, parts: list[list[int]]) -> tuple:
