@@ -386,3 +386,17 @@ def test_frame_payload():
     assert frame_payload(b"\x81\x7e\x00\x80" + b"x" * 128) == (1, b"x" * 128)
     assert frame_payload(b"\x81\x82abcd..") is None  # masked: a client's frame
     assert frame_payload(b"\x81") is None
+
+
+def test_packets_of_a_write():
+    from dispel.derive_packets import packets_of
+
+    assert packets_of(b"\x81\x0241") == [(1, b"41")]
+    assert packets_of(b"\x82\x04\x89PNG") == [(2, b"\x89PNG")]
+    assert packets_of(b"\x88\x02\x03\xe8") == []  # a close frame carries no packet
+    # long-polling: the packets of an HTTP body, joined by the record separator; binary as b<base64>
+    assert packets_of(b'451-["up",{"_placeholder":true,"num":0}]\x1ebiVBORw==') == [
+        (1, b'451-["up",{"_placeholder":true,"num":0}]'), (2, b"biVBORw==")]
+    assert packets_of(b"41") == [(1, b"41")]
+    for other in (b"HTTP/1.1 200 OK\r\n\r\n", b"\r\n", b"3c", b"<!doctype html>", b""):
+        assert packets_of(other) in ([], [(1, b"3c")]), other

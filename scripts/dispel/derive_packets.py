@@ -159,9 +159,23 @@ def packets_of(data: bytes) -> list[tuple[int, bytes]]:
     return [(2 if p.startswith(b"b") else 1, p) for p in data.split(b"\x1e")]
 
 
+def _is_body(g: TraceGraph, s: int, data: bytes) -> bool:
+    """Is write ``s`` an HTTP body (a long-poll's packets), not a chunk's size line ("41" is both)?
+    Its chunk's size line and CRLF, or its head's Content-Length, went just before it."""
+    before = [_sent(g.ev(i)) for i in g.find(is_sink("send", "sendall"), g.ev(s).thread, before=s)[-2:]]
+    if len(before) == 2 and before[1] == b"\r\n" and re.fullmatch(rb"[0-9a-f]+", before[0]) and int(before[0], 16) == len(data):
+        return True
+    return bool(before) and before[-1].startswith(b"HTTP/") and f"Content-Length: {len(data)}\r\n".encode() in before[-1]
+
+
 def _payloads(g: TraceGraph, opcode: int, test: Callable[[bytes], bool]) -> list[int]:
     """The socket writes of the server that carry a packet of ``opcode`` (1 text, 2 binary) passing ``test``."""
-    return [s for s in g.find(is_sink("send", "sendall")) if any(o == opcode and test(p) for o, p in packets_of(_sent(g.ev(s))))]
+    out = []
+    for s in g.find(is_sink("send", "sendall")):
+        data = _sent(g.ev(s))
+        if any(o == opcode and test(p) for o, p in packets_of(data)) and (frame_payload(data) is not None or _is_body(g, s, data)):
+            out.append(s)
+    return out
 
 
 def _reaches(g: TraceGraph, a: int, b: int) -> bool:
