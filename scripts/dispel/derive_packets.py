@@ -21,7 +21,11 @@ and python-engineio do, for any app. dispel.derive calls ``journeys`` and names 
   the DISCONNECT packet ``41``; when it ran in an ack's callback, from the ACK read first; then the
   client's close frame read and the server's close frame sent on that connection.
 
-Each finder returns (parts, shown values) as dispel.chains.build wants.
+A connect handler that returns False instead of raising is refused the same way (no hop raises).
+Over long-polling the packets go in HTTP bodies, joined by the record separator, an attachment
+as ``b`` and base64 in the same body: a binary event is then one part (``packets_of``).
+Each finder returns (parts, shown values) as dispel.chains.build wants; a journey that cannot be
+followed raises JourneyError, which the report lists as not derived.
 """
 from __future__ import annotations
 
