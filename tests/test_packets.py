@@ -198,3 +198,94 @@ def test_the_journeys_derive_over_long_polling(app, tmp_path):
     polled = found["binary-uploaded"] if app == "noticeboard" else found["call-question"]
     sink = next(p[-1] for p in parts(polled))
     assert sink.func.key == "_socket:socket.sendall"  # an HTTP body, not a frame
+
+
+SHAPES_APP = '''from flask import Flask, request
+from flask_socketio import SocketIO
+
+app = Flask(__name__)
+socketio = SocketIO(app, async_mode="threading")
+
+
+@socketio.on("connect")
+def check(auth):
+    return bool(auth)  # False refuses, as ConnectionRefusedError does
+
+
+@app.route("/form", methods=["POST"])
+def by_form():
+    socketio.emit("said", request.form["text"])
+    return "ok"
+
+
+@app.route("/raw", methods=["PUT"])
+def by_bytes():
+    socketio.emit("blob", request.get_data())
+    return "", 204
+'''
+SHAPES_STEPS = '''
+[app]
+import = "shapes:socketio"
+
+[clients.a]
+auth = { user = "a" }
+
+[clients.b]
+
+[[steps]]
+client = "a"
+do = "connect"
+
+[[steps]]
+client = "b"
+do = "connect"
+refused = "Connection rejected by server"
+
+[[steps]]
+client = "a"
+do = "http"
+method = "POST"
+path = "/form"
+form = { text = "hello & bye" }
+
+[[steps]]
+client = "a"
+do = "expect"
+event = "said"
+data = "hello & bye"
+
+[[steps]]
+client = "a"
+do = "http"
+method = "PUT"
+path = "/raw"
+body = { bytes = "hex:00ff10" }
+status = 204
+
+[[steps]]
+client = "a"
+do = "expect"
+event = "blob"
+data = { bytes = "hex:00ff10" }
+
+[[steps]]
+client = "a"
+do = "disconnect"
+'''
+
+
+def test_form_and_raw_bodies_and_a_connect_handler_returning_false(tmp_path):
+    (tmp_path / "shapes.py").write_text(SHAPES_APP)
+    (tmp_path / "shapes.toml").write_text(SHAPES_STEPS)
+    proc = dispel("report", "--scenario", "shapes.toml", "--out", str(tmp_path / "out"), "--no-site", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    found = chains_of(tmp_path / "out")
+    refused = found["connect-refused"]
+    assert "shapes:check" in funcs(refused.hops) and not any(h.value and "raised" in h.value for h in refused.hops)
+    assert '44{"message":"Connection rejected by server"}' in refused.hops[-1].value
+    form = found["http-by_form"]
+    assert "POST /form" in form.hops[0].value and '"said"' in form.hops[-1].value
+    raw = found["http-by_bytes"]
+    assert "PUT /raw" in raw.hops[0].value and "shapes:by_bytes" in funcs(raw.hops)
+    blob = found["binary-blob"]  # bytes from an HTTP body, emitted as a BINARY_EVENT
+    assert blob.hops[0].func.key == "shapes:by_bytes" and parts(blob)[-1][-1].value.startswith("data = b'\\x82\\x03\\x00")

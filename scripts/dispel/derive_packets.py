@@ -83,7 +83,8 @@ class Found:
 # first of the app's functions on the chain.
 SUMMARIES = {
     "connect-refused": "From the socket read of the CONNECT packet on namespace {namespace}, through the app's {handler}, "
-                       "which raised `ConnectionRefusedError`, to python-socketio's CONNECT_ERROR packet and its frame.",
+                       "which refused it (it raised `ConnectionRefusedError`, or returned False), to python-socketio's "
+                       "CONNECT_ERROR packet and its frame.",
     "binary": "From the app's {handler} emitting {event} with bytes: the BINARY_EVENT packet's frame, whose "
               "placeholders stand for the bytes, then the frame of the attachment itself.",
     "binary-in": "From the socket read of the client's BINARY_EVENT {event}, parsed into a packet that waits for its "
@@ -220,13 +221,17 @@ def find_refused(handle: int) -> Callable:
         if made is None:
             raise JourneyError("the connect was not refused (last hop reached: Server._handle_connect)")
         recv = _reads_before(g, handle)
-        raised = [c for c in range(handle, g.ev(handle).end + 1) if _is_app(g, c) and g.ev(c).raised]
+        # the app's connect handler (Flask-SocketIO's _handle_event calls it), then, if it raised,
+        # the deepest app frame that did: where it raised; python-socketio caught it in _handle_connect
+        handles = [c for c in _inside(g, handle, "flask_socketio:SocketIO._handle_event") if _text(g.ev(c), "message") == "connect"]
+        handler = [c for h in handles[:1] for c in g.children.get(h, []) if _is_app(g, c)][:1]
+        raised = handler + [c for c in range(handle, g.ev(handle).end + 1) if _is_app(g, c) and g.ev(c).raised and c not in handler]
         sends = [c for c in _inside(g, handle, "socketio.server:Server._send_packet") if c > made]
         send = _one(sends[:1], "the _send_packet of the CONNECT_ERROR packet", "Server._handle_connect")
         sinks = [s for s in _payloads(g, 1, lambda p: p.startswith(b"44")) if _reaches(g, send, s)]
         sink = _one(sinks[:1], "the frame of the CONNECT_ERROR packet 44{...}", "Server._send_packet")
         # where the app raised (its connect handler, deepest app frame), then where python-socketio caught it
-        waypoints = [recv, handle, *raised[-1:], made, send, sink]
+        waypoints = [recv, handle, *raised[:1], *raised[1:][-1:], made, send, sink]
         payload = next(p for o, p in packets_of(_sent(g.ev(sink))) if p.startswith(b"44")).decode("utf-8", "replace")
         return [with_producer(g, waypoints)], ("ConnectionRefusedError", repr(payload[1:]), f"'{payload[1:]}'")
 
@@ -400,7 +405,7 @@ def journeys(g: TraceGraph) -> list[Found]:
         if _refusal(g, handle) is not None:
             namespace = _text(g.ev(handle), "namespace") or "/"
             add(Found(_name("connect-refused", "", namespace),
-                      f"A refused connect on {namespace}: ConnectionRefusedError in the connect handler, the CONNECT_ERROR packet",
+                      f"A refused connect on {namespace}: the connect handler refuses, the CONNECT_ERROR packet on the wire",
                       "sent", find_refused(handle), "connect-refused", "", namespace))
     for view in g.find(lambda e: e.func == DISPATCH):
         app_views = [c for c in g.children.get(view, []) if _is_app(g, c)]
