@@ -34,6 +34,12 @@ def breaks(work: Path, what: str) -> None:
         (work / "traces" / "chat.json").write_text(text)
     elif what == "corrupt-chain":
         (work / "traces" / "chains" / "emit.json").write_text("[1, 2")
+    elif what == "bad-step":
+        (work / "bad.toml").write_text('[app]\nimport = "app:socketio"\n[clients.a]\n[[steps]]\ndo = "connect"\n'
+                                       '[[steps]]\ndo = "http"\nmethod = "POST"\n')
+    elif what == "bad-bytes":
+        (work / "bad.toml").write_text('[app]\nimport = "app:socketio"\n[clients.a]\n[[steps]]\ndo = "connect"\n'
+                                       '[[steps]]\ndo = "emit"\nevent = "up"\ndata = { bytes = "hex:zz" }\n')
     elif what == "bad-annotation":
         with (work / "docs" / "annotations" / "journeys.yml").open("a") as fh:
             fh.write("\nbroken: [unclosed\n")
@@ -54,6 +60,10 @@ CASES = [
     ("unreadable report", None, ["audit", "WORK/no-such-report.md"], "no-such-report.md"),
     ("audit unknown git-dir", None, ["audit", "WORK/report.md", "--git-dir", "x=WORK/not-git"], "--git-dir"),
     ("bench zero reps", None, ["bench", "--reps", "0"], "--reps"),
+    ("report: http step without path", "bad-step", ["report", "--scenario", "WORK/bad.toml", "--out", "WORK/out"],
+     "bad.toml: steps[2] (http, client a): missing 'path'"),
+    ("report: bytes not hex", "bad-bytes", ["report", "--scenario", "WORK/bad.toml", "--out", "WORK/out"],
+     "bad.toml: steps[2] (emit, client a): bytes = 'hex:zz': after 'hex:' come pairs of hex digits"),
 ]
 
 

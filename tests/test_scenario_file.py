@@ -1,6 +1,8 @@
 """Scenario files: TOML text -> frozen values; every error names the line/column or the step."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from dispel.scenario_file import PROCESS_EVENTS, PROCESS_ROOM, ScenarioError, Step, parse
 
@@ -240,3 +242,161 @@ def test_a_file_of_several_processes_is_not_run_as_one_app():
     with pytest.raises(ScenarioError, match=r"q.toml: \[processes\]: .*dispel record queue"):
         one_app(parse(SEVERAL, "q.toml"))
     assert one_app(parse(GOOD, "chat.toml")).app is not None
+
+
+# ------------------------------------------------------------------ steps for real apps (http, refusals, bytes, replies)
+
+REAL = """
+[app]
+import = "board:socketio"
+
+[clients.a]
+auth = { token = "s3cret" }
+replies = { question = "42", photo = { bytes = "base64:AP8=" } }
+
+[clients.b]
+
+[[steps]]
+client = "b"
+do = "connect"
+refused = "unauthorized"
+
+[[steps]]
+client = "a"
+do = "http"
+method = "POST"
+path = "/notices"
+json = { text = "hi", raw = { bytes = "hex:00ff" } }
+status = 201
+
+[[steps]]
+client = "a"
+do = "connect"
+
+[[steps]]
+client = "a"
+do = "emit"
+event = "upload"
+args = ["photo.png", { bytes = "hex:89504e47" }]
+
+[[steps]]
+client = "a"
+do = "expect"
+event = "uploaded"
+data = { head = { bytes = "hex:8950" } }
+
+[[steps]]
+client = "a"
+do = "http"
+path = "/health"
+
+[[steps]]
+client = "a"
+do = "disconnect"
+by = "server"
+
+[[steps]]
+client = "b"
+do = "connect"
+"""
+
+
+def test_steps_for_real_apps():
+    sf = parse(REAL, "board.toml")
+    a, b = sf.clients
+    assert dict(a.replies) == {"question": "42", "photo": b"\x00\xff"} and b.replies == ()
+    assert a.spec()["replies"] == {"question": "42", "photo": {"bytes": "base64:AP8="}}
+    refused, post, _, upload, expect, get, gone, again = sf.steps
+    assert refused.refused == "unauthorized" and not refused.connects and refused.label == "steps[1] (connect, refused, client b)"
+    assert (post.method, post.path, post.body_kind, post.status) == ("POST", "/notices", "json", 201)
+    assert post.body == {"text": "hi", "raw": b"\x00\xff"} and post.label == "steps[2] (http POST /notices, client a)"
+    assert upload.args == ("photo.png", b"\x89PNG") and upload.has_args and not upload.has_data
+    assert expect.data == {"head": b"\x89P"} and expect.has_data
+    assert (get.method, get.body_kind, get.status) == ("GET", "", 200)
+    assert gone.by == "server" and gone.disconnects and gone.label == "steps[7] (disconnect by the server, client a)"
+    assert again.connects  # a refused client may connect again
+    for s in sf.steps:  # what the client process reads back is the step itself, bytes and all
+        assert Step.from_json(json.loads(json.dumps(s.to_json()))) == s
+    # a step of the kinds that were there before writes the same JSON as before
+    assert set(parse(GOOD, "chat.toml").steps[2].to_json()) == {
+        "index", "do", "client", "timeout", "event", "data", "has_data", "ack", "namespace", "count", "seconds"}
+
+
+def real(old: str, new: str) -> str:
+    assert old in REAL
+    return REAL.replace(old, new, 1)
+
+
+BAD_REAL = [
+    ("bytes without prefix", real('"hex:89504e47"', '"89504e47"'), "steps[4] (emit, client a): bytes = '89504e47' must start with 'hex:' or 'base64:'"),
+    ("bad hex", real('"hex:89504e47"', '"hex:8g"'), "steps[4] (emit, client a): bytes = 'hex:8g': after 'hex:' come pairs of hex digits"),
+    ("bad base64", real('"base64:AP8="', '"base64:A*"'), "[clients.a] replies.photo: bytes = 'base64:A*': after 'base64:'"),
+    ("replies not a table", real('replies = { question = "42", photo = { bytes = "base64:AP8=" } }', 'replies = "42"'), "[clients.a]: replies must be a table"),
+    ("data and args", real('args = ["photo.png"', 'data = 1\nargs = ["photo.png"'), "steps[4] (emit, client a): give data (one argument) or args (several), not both"),
+    ("args not a list", real('args = ["photo.png", { bytes = "hex:89504e47" }]', 'args = "photo.png"'), "steps[4] (emit, client a): args must be a list"),
+    ("refused empty", real('refused = "unauthorized"', 'refused = ""'), "steps[1] (connect, client b): refused must be the refusal's message"),
+    ("refused false", real('refused = "unauthorized"', 'refused = false'), "refused must be the refusal's message (a string) or true"),
+    ("disconnect by whom", real('by = "server"', 'by = "app"'), "steps[7] (disconnect, client a): by = 'app' is not one of: client, server"),
+    ("http without path", real('path = "/notices"\n', ''), "steps[2] (http, client a): missing 'path'"),
+    ("http relative path", real('path = "/notices"', 'path = "notices"'), "steps[2] (http, client a): path = 'notices' must start with '/'"),
+    ("http method", real('method = "POST"', 'method = "FETCH"'), "steps[2] (http, client a): method = 'FETCH' is not one of: GET, POST"),
+    ("http two bodies", real('status = 201', 'status = 201\nbody = "x"'), "steps[2] (http, client a): give one body: json, form or body, not json and body"),
+    ("http GET with body", real('method = "POST"', 'method = "GET"'), "a GET sends no body"),
+    ("http status", real('status = 201', 'status = 42'), "steps[2] (http, client a): status must be an HTTP status code"),
+    ("http form", real('json = { text = "hi", raw = { bytes = "hex:00ff" } }', 'form = { text = ["a"] }'), "form must be a table of strings"),
+    ("http key on emit", real('event = "upload"', 'event = "upload"\nstatus = 200'), "steps[4] (emit, client a): unknown key 'status'"),
+    ("refused on emit", real('event = "upload"', 'event = "upload"\nrefused = "x"'), "steps[4] (emit, client a): unknown key 'refused'"),
+    ("emit after refusal", real('client = "b"\ndo = "connect"\nrefused', 'client = "b"\ndo = "connect"\nrefused').replace(
+        '[[steps]]\nclient = "a"\ndo = "http"\nmethod', '[[steps]]\nclient = "b"\ndo = "emit"\nevent = "x"\n\n[[steps]]\nclient = "a"\ndo = "http"\nmethod', 1),
+     "steps[2] (emit 'x', client b): the client is not connected"),
+]
+
+
+@pytest.mark.parametrize("text, needle", [(t, n) for _, t, n in BAD_REAL], ids=[c[0] for c in BAD_REAL])
+def test_bad_steps_for_real_apps_name_the_place(text, needle):
+    with pytest.raises(ScenarioError) as info:
+        parse(text, "board.toml")
+    message = str(info.value)
+    assert needle in message, message
+    assert "\n" not in message
+
+
+def test_bytes_in_toml():
+    from dispel.scenario_file import decode_bytes, to_jsonable
+
+    assert decode_bytes({"bytes": "hex:00 ff"}) == b"\x00\xff"  # spaces between pairs are allowed
+    assert decode_bytes([{"bytes": "base64:AP8="}, {"bytes": 1}]) == [b"\x00\xff", {"bytes": 1}]  # not a string: a table
+    assert decode_bytes({"bytes": "hex:00", "name": "x"}) == {"bytes": "hex:00", "name": "x"}  # more keys: a table
+    assert decode_bytes(to_jsonable({"a": [b"\x00\x01", "t"]})) == {"a": [b"\x00\x01", "t"]}
+
+
+def test_the_example_apps_files_parse():
+    from pathlib import Path
+
+    apps = Path(__file__).resolve().parent / "programs" / "apps"
+    for path in sorted(apps.glob("*.toml")):
+        parse(path.read_text(), path.name)
+
+
+def test_frame_payload():
+    from dispel.derive_packets import frame_payload
+
+    assert frame_payload(b"\x81\x0241") == (1, b"41")
+    assert frame_payload(b"\x82\x04\x89PNG") == (2, b"\x89PNG")
+    assert frame_payload(b"\x81\x7e\x00\x80" + b"x" * 128) == (1, b"x" * 128)
+    assert frame_payload(b"\x81\x82abcd..") is None  # masked: a client's frame
+    assert frame_payload(b"\x81") is None
+
+
+def test_packets_of_a_write():
+    from dispel.derive_packets import packets_of
+
+    assert packets_of(b"\x81\x0241") == [(1, b"41")]
+    assert packets_of(b"\x82\x04\x89PNG") == [(2, b"\x89PNG")]
+    assert packets_of(b"\x88\x02\x03\xe8") == []  # a close frame carries no packet
+    # long-polling: the packets of an HTTP body, joined by the record separator; binary as b<base64>
+    assert packets_of(b'451-["up",{"_placeholder":true,"num":0}]\x1ebiVBORw==') == [
+        (1, b'451-["up",{"_placeholder":true,"num":0}]'), (2, b"biVBORw==")]
+    assert packets_of(b"41") == [(1, b"41")]
+    for other in (b"HTTP/1.1 200 OK\r\n\r\n", b"\r\n", b"3c", b"<!doctype html>", b""):
+        assert packets_of(other) in ([], [(1, b"3c")]), other

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from . import derive_packets
 from .derive import APP_DIST, BACKGROUND, HANDLE_EVENT, Derived, _text
 from .model import Chain, TraceFile
 
@@ -29,6 +30,7 @@ _SUMMARIES = {
            "ACK packet that carries its return value back.",
     "disconnect": "From the socket read of the Socket.IO DISCONNECT packet to python-socketio's disconnect handling"
                   "{handler}, then the Engine.IO CLOSE and the server's close frame (when the client sent them).",
+    **derive_packets.SUMMARIES,  # refused connects, binary events, HTTP routes, calls, server-side disconnects
 }
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
 from . import catalog, wire
@@ -274,7 +275,9 @@ def value_trail(g: TraceGraph, start: int, end: int, needles: Sequence[str]) -> 
         after = max(arrive, here) if g.ev(here).thread == thread else arrive
         if i == 0:
             used = consumer(g, start)
-            if used is not None:
+            # where start's result went, if that was before the value left this thread (an HTTP
+            # route's return value is used by Flask only after its emit was handed off)
+            if used is not None and (stop is None or used < stop):
                 points.append(used)
                 here = after = used
         hits = g.find(lambda e: mentions(e, needles), thread=thread, after=after, before=stop)
@@ -573,6 +576,24 @@ def _wire_of(g: TraceGraph, parts: list[list[int]], sink_arg: str) -> tuple:
     return wire.decode_frame(value_text_to_python(data)) if data else ()
 
 
+def _wire_frames(g: TraceGraph, parts: list[list[int]]) -> tuple:
+    """Every WebSocket frame a part starts by reading or ends by writing, in order (a binary
+    event's two frames, a call's ask and the client's ACK, the close frames)."""
+    frames: list[tuple[str, tuple]] = []
+    for part in parts:
+        first, last = g.ev(part[0]), g.ev(part[-1])
+        if is_sink("recv", "recv_into")(first) and first.ret is not None and first.ret.text.startswith("b'\\x8"):
+            frames.append(("read", wire.decode_frame(value_text_to_python(first.ret.text))))
+        if is_sink("send", "sendall")(last):
+            data = next((a.text for a in last.args if a.name == "data"), "")
+            if data.startswith("b'\\x8"):
+                frames.append(("sent", wire.decode_frame(value_text_to_python(data))))
+    if len(frames) == 1:
+        return frames[0][1]
+    # each tab names its frame: the layers of several frames would otherwise share their titles
+    return tuple(replace(layer, layer=f"{layer.layer} · frame {k}, {how}") for k, (how, layers) in enumerate(frames, 1) for layer in layers)
+
+
 def _wire_on(g: TraceGraph, parts: list[list[int]]) -> tuple:
     recv = g.ev(parts[-1][0])
     return wire.decode_frame(value_text_to_python(recv.ret.text)) if recv.ret else ()
@@ -804,6 +825,7 @@ WIRES: dict[str, Callable[[TraceGraph, list[list[int]]], tuple]] = {
     "handshake": _wire_handshake,
     "on": _wire_on,
     "sent": lambda g, parts: _wire_of(g, parts, "data"),
+    "frames": _wire_frames,
     "disconnect": lambda g, parts: _wire_of(g, [parts[1]], "data"),
     "polling": _wire_polling,
     "queue": _wire_queue,

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from . import derive_packets
 from .catalog import Journey
 from .chains import (
     CLOSE_FRAME,
@@ -410,6 +411,9 @@ def derive(trace: TraceFile) -> list[Derived]:
                  else f"emit({event!r}) to everyone from {caller}")
         later.append(Derived(Journey(name, title, sc, "derived", "sent" if websocket else ""), find_emit(event, i), kind, event, namespace))
     out += later
+    # refused connects, HTTP routes, binary events, server calls, server-side disconnects
+    out += [Derived(Journey(f.name, f.title, sc, "derived", f.wire if websocket else ""), f.find, f.kind, f.event, f.namespace)
+            for f in derive_packets.journeys(g)]
     if g.find(lambda e: e.func == "socketio.server:Server._handle_disconnect"):
         out.append(Derived(Journey(
             "disconnect", "The client leaves: DISCONNECT, the handler, CLOSE, the close frame", sc, "derived",

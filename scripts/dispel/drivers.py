@@ -114,7 +114,8 @@ class FileClientProcess(ClientProcess):
 
         self.pacer = PacerProcess(port) if spec.get("transport") == "polling" else None
         super().__init__(self.pacer.port if self.pacer else port, pace)
-        self._send(json.dumps(spec, sort_keys=True))
+        # an http step goes to the server itself, never through the pacer
+        self._send(json.dumps({**spec, "server_port": port}, sort_keys=True))
 
     def close(self) -> None:
         try:

@@ -40,6 +40,13 @@ Example (the README has the complete one)::
     do = "expect"
     event = "reply"
     count = 1
+    # data = { head = { bytes = "hex:8950" } }   # also check what arrived (bytes as a one-key table)
+
+For real apps: ``do = "http"`` (method, path, json/form/body, headers, status) requests the app's
+own server; ``do = "connect"`` with ``refused = "message"`` expects the connect handler's
+ConnectionRefusedError; ``do = "disconnect"`` with ``by = "server"`` waits for the app's
+disconnect(); ``args = [...]`` emits several arguments; ``[clients.a.replies]`` maps an event the
+server asks with (socketio.call, a callback) to the value the client acks it with.
 
 Several processes joined by a message queue (scripts/sample_app/queue.toml) replace ``[app]``
 by a ``[broker]`` and ``[processes.<role>]`` tables; each client names the server process it
@@ -76,7 +83,13 @@ from dataclasses import dataclass, field
 
 from .model import DispelError
 
-STEP_KINDS = ("connect", "emit", "expect", "join", "leave", "sleep", "disconnect")
+STEP_KINDS = ("connect", "emit", "expect", "join", "leave", "sleep", "disconnect", "http")
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+DISCONNECT_BY = ("client", "server")
+# Bytes in TOML (which has none): a table of the one key ``bytes`` whose string starts with
+# ``hex:`` or ``base64:``, anywhere a value is sent or compared: data = { bytes = "hex:89504e47" }.
+BYTES_KEY = "bytes"
+BYTES_PREFIXES = ("hex:", "base64:")
 TRANSPORTS = ("websocket", "polling")
 BROKERS = ("redis",)
 PROCESS_KINDS = ("server", "emitter")
@@ -119,6 +132,14 @@ class ClientSpec:
     query: tuple[tuple[str, str], ...] = ()
     auth: object = None
     process: str = ""  # with [processes]: the role of the server process it connects to
+    # the client's answers to the server's events that ask for an ack (socketio.call, emit with
+    # a callback): event -> the value it acks with (bytes allowed); others are acked with nothing
+    replies: tuple[tuple[str, object], ...] = ()
+
+    def spec(self) -> dict:
+        """What the client process (dispel.scenario_client) is started with (JSON)."""
+        return {"transport": self.transport, "namespaces": list(self.namespaces), "headers": dict(self.headers),
+                "query": list(self.query), "auth": self.auth, "replies": {k: to_jsonable(v) for k, v in self.replies}}
 
 
 @dataclass(frozen=True)
@@ -155,11 +176,36 @@ class Step:
     count: int = 1  # expect: how many of the event must have arrived (counting from this step)
     seconds: float = 0.0  # sleep
     process: str = ""  # with [processes]: the emitter process whose step it is (client is then "")
+    args: tuple = ()  # emit: several arguments (args = [...]); expect: the arguments to compare
+    has_args: bool = False
+    refused: object = None  # connect: the refusal expected (a message, or True: any); None: none
+    by: str = "client"  # disconnect: who ends it ("server": the step waits for the app's disconnect())
+    method: str = ""  # http
+    path: str = ""
+    body_kind: str = ""  # http: "", "json", "form" or "raw"
+    body: object = None
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def connects(self) -> bool:
+        """Does the client hold a connection after this step?"""
+        return self.do == "connect" and self.refused is None
+
+    @property
+    def disconnects(self) -> bool:
+        return self.do == "disconnect"
 
     @property
     def label(self) -> str:
         """How messages and the trace's step marks name it: ``steps[3] (emit 'chat')``."""
         what = f"{self.do} {self.event!r}" if self.event else self.do
+        if self.do == "http":
+            what = f"http {self.method} {self.path}"
+        elif self.refused is not None:
+            what = "connect, refused"
+        elif self.do == "disconnect" and self.by == "server":
+            what = "disconnect by the server"
         who = f"process {self.process}" if self.process else f"client {self.client}"
         return f"steps[{self.index}] ({what}, {who})"
 
@@ -170,14 +216,32 @@ class Step:
         return "-".join(parts)
 
     def to_json(self) -> dict:
-        return {
+        """JSON for the client process: bytes written as TOML's ``{ bytes = "base64:..." }``."""
+        out = {
             "index": self.index, "do": self.do, "client": self.client, "timeout": self.timeout, "event": self.event,
-            "data": self.data, "has_data": self.has_data, "ack": self.ack, "namespace": self.namespace,
+            "data": to_jsonable(self.data), "has_data": self.has_data, "ack": self.ack, "namespace": self.namespace,
             "count": self.count, "seconds": self.seconds,
         }
+        extra = {
+            "args": to_jsonable(list(self.args)), "has_args": self.has_args, "refused": self.refused, "by": self.by,
+            "method": self.method, "path": self.path, "body_kind": self.body_kind, "body": to_jsonable(self.body),
+            "status": self.status, "headers": [list(h) for h in self.headers],
+        }
+        defaults = {k: f.default for k, f in Step.__dataclass_fields__.items() if k in extra}
+        defaults["args"], defaults["headers"] = [], []
+        out.update({k: v for k, v in extra.items() if v != defaults[k]})  # a step of an older kind reads as before
+        return out
 
     @staticmethod
     def from_json(d: Mapping) -> "Step":
+        d = dict(d)
+        for key in ("data", "body"):
+            if key in d:
+                d[key] = from_jsonable(d[key])
+        if "args" in d:
+            d["args"] = tuple(from_jsonable(d["args"]))
+        if "headers" in d:
+            d["headers"] = tuple(tuple(h) for h in d["headers"])
         return Step(**{k: d[k] for k in Step.__dataclass_fields__ if k in d})
 
 
@@ -196,6 +260,51 @@ class ScenarioFile:
 
     def client(self, name: str) -> ClientSpec:
         return next(c for c in self.clients if c.name == name)
+
+
+# --------------------------------------------------------------------------- bytes
+
+
+def decode_bytes(value: object) -> object:
+    """A TOML value with its ``{ bytes = "hex:..." }`` / ``{ bytes = "base64:..." }`` tables made
+    bytes (at any depth); ValueError says what is wrong with one."""
+    import base64
+    import binascii
+
+    if isinstance(value, dict):
+        if set(value) == {BYTES_KEY} and isinstance(value[BYTES_KEY], str):
+            text = value[BYTES_KEY]
+            if text.startswith("hex:"):
+                try:
+                    return bytes.fromhex(text[4:])
+                except ValueError:
+                    raise ValueError(f"bytes = {text!r}: after 'hex:' come pairs of hex digits, like \"hex:00ff\"") from None
+            if text.startswith("base64:"):
+                try:
+                    return base64.b64decode(text[7:], validate=True)
+                except binascii.Error:
+                    raise ValueError(f"bytes = {text!r}: after 'base64:' comes base64 text, like \"base64:AP8=\"") from None
+            raise ValueError(f"bytes = {text!r} must start with 'hex:' or 'base64:', like {{ bytes = \"hex:00ff\" }}")
+        return {k: decode_bytes(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_bytes(v) for v in value]
+    return value
+
+
+def to_jsonable(value: object) -> object:
+    """``value`` as JSON can carry it: bytes become ``{"bytes": "base64:..."}`` (decode_bytes reads them back)."""
+    import base64
+
+    if isinstance(value, (bytes, bytearray)):
+        return {BYTES_KEY: "base64:" + base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+from_jsonable = decode_bytes
 
 
 # --------------------------------------------------------------------------- helpers
@@ -241,6 +350,14 @@ def _string_table(table: Mapping, key: str, source: str, where: str) -> tuple[tu
     if not isinstance(value, dict) or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value.values()):
         raise _err(source, where, f"{key!r} must be a table of strings, like {key} = {{ name = \"value\" }}")
     return tuple(sorted((k, str(v)) for k, v in value.items()))
+
+
+def _value(value: object, source: str, where: str) -> object:
+    """A TOML value to send or compare, its bytes tables made bytes."""
+    try:
+        return decode_bytes(value)
+    except ValueError as exc:
+        raise _err(source, where, str(exc)) from None
 
 
 def _namespace(value: object, source: str, where: str) -> str:
@@ -290,7 +407,7 @@ def _clients(raw: object, source: str, processes: tuple[ProcessSpec, ...] = ()) 
         if processes:
             out.append(_process_client(name, table, source, where, processes))
             continue
-        _take(table, ("transport", "namespace", "namespaces", "headers", "query", "auth"), source, where)
+        _take(table, ("transport", "namespace", "namespaces", "headers", "query", "auth", "replies"), source, where)
         transport = _string(table, "transport", source, where, "websocket")
         if transport not in TRANSPORTS:
             raise _err(source, where, f"transport {transport!r} is not one of: {', '.join(TRANSPORTS)}")
@@ -303,9 +420,13 @@ def _clients(raw: object, source: str, processes: tuple[ProcessSpec, ...] = ()) 
             namespaces = tuple(_namespace(s, source, where) for s in spaces)
         else:
             namespaces = (_namespace(table.get("namespace", "/"), source, where),)
+        replies = table.get("replies", {})
+        if not isinstance(replies, dict):
+            raise _err(source, where, 'replies must be a table of event = value, like replies = { ask = "yes" }')
         out.append(ClientSpec(
             name, transport, namespaces, _string_table(table, "headers", source, where),
             _string_table(table, "query", source, where), table.get("auth"),
+            replies=tuple(sorted((event, _value(v, source, f"{where} replies.{event}")) for event, v in replies.items())),
         ))
     return tuple(out)
 
@@ -320,14 +441,16 @@ def _process_client(name: str, table: Mapping, source: str, where: str, processe
 
 
 _STEP_KEYS = {
-    "connect": ("timeout",),
-    "emit": ("event", "data", "ack", "namespace", "timeout"),
-    "expect": ("event", "count", "namespace", "timeout"),
+    "connect": ("refused", "timeout"),
+    "emit": ("event", "data", "args", "ack", "namespace", "timeout"),
+    "expect": ("event", "count", "data", "args", "namespace", "timeout"),
     "join": ("event", "data", "room", "ack", "namespace", "timeout"),
     "leave": ("event", "data", "room", "ack", "namespace", "timeout"),
     "sleep": ("seconds", "timeout"),
-    "disconnect": ("timeout",),
+    "disconnect": ("by", "timeout"),
+    "http": ("method", "path", "json", "form", "body", "status", "headers", "timeout"),
 }
+_HTTP_BODIES = ("json", "form", "body")
 
 
 def _steps(raw: object, source: str, clients: tuple[ClientSpec, ...], processes: tuple[ProcessSpec, ...] = ()) -> tuple[Step, ...]:
@@ -368,7 +491,15 @@ def _steps(raw: object, source: str, clients: tuple[ClientSpec, ...], processes:
             if "room" not in table and "data" not in table:
                 raise _err(source, where, f"missing 'room' (the data the app's {event!r} handler receives)")
         if "data" in table or "room" in table:
-            data, has_data = table.get("data", table.get("room")), True
+            data, has_data = _value(table.get("data", table.get("room")), source, where), True
+        args: tuple = ()
+        if "args" in table:
+            if has_data:
+                raise _err(source, where, "give data (one argument) or args (several), not both")
+            if not isinstance(table["args"], list):
+                raise _err(source, where, f"args must be a list of the arguments, like args = [\"a\", 1], not {table['args']!r}")
+            args = tuple(_value(table["args"], source, where))
+        extra = _step_extra(do, table, source, where)
         ack = table.get("ack", False)
         if not isinstance(ack, bool):
             raise _err(source, where, f"ack must be true or false, not {ack!r}")
@@ -381,9 +512,51 @@ def _steps(raw: object, source: str, clients: tuple[ClientSpec, ...], processes:
         seconds = _number(table, "seconds", source, where, 1.0) if do == "sleep" else 0.0
         if do == "sleep" and seconds >= timeout:
             timeout = seconds + DEFAULT_STEP_TIMEOUT
-        out.append(Step(i, do, client, timeout, event, data, has_data, ack, namespace, count, seconds))
+        out.append(Step(i, do, client, timeout, event, data, has_data, ack, namespace, count, seconds,
+                        args=args, has_args="args" in table, **extra))
     _check_order(out, source)
     return tuple(out)
+
+
+def _step_extra(do: str, table: Mapping, source: str, where: str) -> dict:
+    """The fields of a connect that expects a refusal, a disconnect by the server, an http request."""
+    if do == "connect" and "refused" in table:
+        refused = table["refused"]
+        if not isinstance(refused, (str, bool)) or refused is False or refused == "":
+            raise _err(source, where, f"refused must be the refusal's message (a string) or true (any message), not {refused!r}")
+        return {"refused": refused}
+    if do == "disconnect":
+        by = table.get("by", "client")
+        if by not in DISCONNECT_BY:
+            raise _err(source, where, f"by = {by!r} is not one of: {', '.join(DISCONNECT_BY)} (\"server\": wait for the app's disconnect())")
+        return {"by": by}
+    if do != "http":
+        return {}
+    method = table.get("method", "GET")
+    if method not in HTTP_METHODS:
+        raise _err(source, where, f"method = {method!r} is not one of: {', '.join(HTTP_METHODS)}")
+    path = _string(table, "path", source, where)
+    if not path.startswith("/"):
+        raise _err(source, where, f"path = {path!r} must start with '/', like \"/notify?room=r1\"")
+    given = [k for k in _HTTP_BODIES if k in table]
+    if len(given) > 1:
+        raise _err(source, where, f"give one body: json, form or body, not {' and '.join(given)}")
+    kind, body = "", None
+    if given:
+        key = given[0]
+        body = _value(table[key], source, where)
+        if key == "form" and (not isinstance(body, dict) or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in body.values())):
+            raise _err(source, where, "form must be a table of strings, like form = { room = \"r1\" }")
+        if key == "body" and not isinstance(body, (str, bytes)):
+            raise _err(source, where, f"body must be a string or {{ bytes = \"hex:...\" }}, not {body!r}")
+        kind = "raw" if key == "body" else key
+        if method == "GET":
+            raise _err(source, where, f"a GET sends no body: give method = \"POST\" (or another) with {key}")
+    status = table.get("status", 200)
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise _err(source, where, f"status must be an HTTP status code, like 200, not {status!r}")
+    return {"method": method, "path": path, "body_kind": kind, "body": body, "status": status,
+            "headers": _string_table(table, "headers", source, where)}
 
 
 # with [processes]: what a client step may hold (dispel.client's steps), and an emitter's
@@ -440,8 +613,8 @@ def _check_order(steps: list[Step], source: str) -> None:
         if s.do == "connect":
             if state:
                 raise _err(source, s.label, "the client is already connected")
-            connected[s.client] = True
-        elif s.do != "sleep" and not state:
+            connected[s.client] = s.connects
+        elif s.do not in ("sleep", "http") and not state:
             raise _err(source, s.label, "the client is not connected: add a connect step before it")
         elif s.do == "disconnect":
             connected[s.client] = False

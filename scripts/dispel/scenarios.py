@@ -300,7 +300,7 @@ def run_file(sf, recorder: Tracer, start_client: Callable[[str, int], StepClient
         def perform(client, left: float, s=s) -> None:
             client.run_step(s, s.label, left)
 
-        steps.append(DriveStep(s.client, s.mark, perform, s.do == "connect", s.do == "disconnect", s.label))
+        steps.append(DriveStep(s.client, s.mark, perform, s.connects, s.disconnects, s.label))
     loaded: list = []
 
     def load():

@@ -177,9 +177,7 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
 
     def start(who: str, port: int) -> FileClientProcess:
         c = sf.client(who)
-        spec = {"transport": c.transport, "namespaces": list(c.namespaces), "headers": dict(c.headers),
-                "query": list(c.query), "auth": c.auth}
-        return FileClientProcess(port, spec)
+        return FileClientProcess(port, c.spec())
 
     module = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port)
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}

@@ -88,6 +88,11 @@ def decode_frame(data: bytes) -> tuple[WireLayer, ...]:
         payload = clear
     if opcode == 1:
         layers.extend(decode_engineio(payload.decode("utf-8", "replace")))
+    elif opcode == 2:
+        layers.append(WireLayer("binary payload", printable(payload), (
+            WireField("bytes", payload[:64].hex(" ") + (" …" if len(payload) > 64 else ""),
+                      "a binary message: over Socket.IO, the attachment a BINARY_EVENT's placeholder {\"_placeholder\": true, \"num\": N} stands for"),
+        )))
     return tuple(layers)
 
 
