@@ -31,6 +31,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import catalog
+from .installed import FlaskSecrets
 from .model import DispelError
 from .record import NullRecorder
 
@@ -79,6 +80,7 @@ class _Child:
         self.thread: threading.Thread | None = None
         self.server = None
         self.recorded = None
+        self.secrets = FlaskSecrets()
 
     # ---------------------------------------------------------------- commands
 
@@ -87,6 +89,8 @@ class _Child:
 
         logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
         sys.setswitchinterval(5.0)  # as scenarios.run: each thread keeps the GIL until it blocks
+        # every Flask app's secrets, whichever module makes it (sample_app.cluster serves app.py's)
+        self.secrets.install()
         self.recorder.start()
         with self.recorder.mark("import"):
             self.module = importlib.import_module(self.module_name)
@@ -168,7 +172,7 @@ class _Child:
 
     def write(self, ids: dict[str, str]) -> None:
         """Write the trace, with every process's random ids (``ids``) as placeholders."""
-        from .installed import app_settings, code_roots
+        from .installed import code_roots
         from .project import write_atomic
         from .stages import trace_from_recording
         from .tracefile import trace_to_json
@@ -179,7 +183,7 @@ class _Child:
         versions = {d: metadata.version(d) for d in dists}
         trace = trace_from_recording(
             self.recorder, "queue", self.port or None, code_roots(tuple(d.name for d in catalog.QUEUE_DISTS)),
-            versions, app_settings(self.module), process=self.role, ports={self.redis_port: "<redis-port>"},
+            versions, self.secrets.settings(), process=self.role, ports={self.redis_port: "<redis-port>"},
             ids=ids, recorded=self.recorded, patterns=REDIS_PATTERNS,
         )
         write_atomic(Path(self.out), trace_to_json(trace))
