@@ -70,6 +70,35 @@ class Normalizer:
             text = pattern.sub(repl, text)
         return text
 
+    def masked_frames(self, data: bytes) -> bytes:
+        """Client-to-server WebSocket frames carry their payload masked (XOR with a key the
+        frame holds), so a secret in them is not seen by scrub() but is one XOR away: each
+        masked frame's payload is unmasked, scrubbed and masked again with its own key (its
+        length field following). ``data`` as it is unless it is whole frames and one changed."""
+        from .wire import frame_layout, xor_mask
+
+        out, pos, changed = [], 0, False
+        while pos < len(data):
+            layout = frame_layout(data[pos:])
+            if layout is None or not data[pos + 1] & 0x80 or data[pos] & 0x70:
+                return data
+            start, length = layout
+            end = pos + start + length
+            if end > len(data):
+                return data
+            key = data[pos + start - 4:pos + start]
+            payload = xor_mask(data[pos + start:end], key)
+            clean = self.scrub(payload.decode("latin-1"))
+            if clean != payload.decode("latin-1"):
+                payload, changed = clean.encode("latin-1", "replace"), True
+                size = len(payload)
+                head = bytes([0x80 | size]) if size < 126 else bytes([0xFE]) + size.to_bytes(2, "big") if size < 65536 else bytes([0xFF]) + size.to_bytes(8, "big")
+                out.append(data[pos:pos + 1] + head + key + xor_mask(payload, key))
+            else:
+                out.append(data[pos:end])
+            pos = end
+        return b"".join(out) if changed else data
+
     def value(self, func: str, name: str, kept: object) -> str:
         """Like text, knowing whose value it is: file descriptors are numbered by the OS as it pleases."""
         if type(kept) is int and (name in FD_NAMES or (name == "return" and _FD_FUNC.search(func))):
@@ -98,7 +127,10 @@ class Normalizer:
         text = self._texts.get(key)
         if text is None:
             if isinstance(kept, bytes):
-                text = "b" + repr(self.scrub(kept[:limit].decode("latin-1")))
+                data = kept[:limit]
+                if len(data) > 6 and data[1] & 0x80 and not data[0] & 0x70:
+                    data = self.masked_frames(data)
+                text = "b" + repr(self.scrub(data.decode("latin-1")))
             else:
                 text = repr(self.scrub(str(kept)[:limit]))
             self._texts[key] = text
