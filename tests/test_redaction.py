@@ -252,10 +252,12 @@ def test_a_known_secret_is_in_no_trace_chain_or_page(tmp_path):
     env = {**os.environ, "SECRET_KEY": SECRETS["env"]}
     traces = tmp_path / "traces"
     names, _ = verify.rerecordable()  # without Chromium, all but the browser's
-    if processes.redis_missing() is None:
-        names += catalog.DEFAULT_PROCESS_SCENARIOS
     proc = run_dispel("record", *names, "--out", str(traces), "--redact", r"Werkzeug/[0-9.]+", env=env)
     assert proc.returncode == 0, proc.stderr
+    if processes.redis_missing() is None:  # after the others: fewer processes share the cores
+        names += catalog.DEFAULT_PROCESS_SCENARIOS
+        proc = run_dispel("record", *catalog.DEFAULT_PROCESS_SCENARIOS, "--out", str(traces), "--redact", r"Werkzeug/[0-9.]+", env=env)
+        assert proc.returncode == 0, proc.stderr
     journeys = [j.name for j in catalog.JOURNEYS if j.scenario in names]
     assert run_dispel("chains", *journeys, "--traces", str(traces), env=env).returncode == 0
     docs = tmp_path / "docs"
@@ -401,7 +403,7 @@ def test_placeholders_stand_where_the_secrets_were(vault):
     trace = (vault / "traces" / "vault.json").read_text(encoding="utf-8")
     for placeholder in ("'<secret:SECRET_KEY>'", "<secret:token>", "Authorization: <redacted>"):
         assert placeholder in trace, placeholder
-    assert '"user":"ann"' in trace  # the auth's other key stays readable
+    assert '\\"user\\":\\"ann\\"' in trace  # the auth's other key stays readable (JSON in a JSON string)
     assert "Werkzeug/3" not in trace  # the scenario file's redact = [...]
     pages = "".join(p.read_text(encoding="utf-8") for p in (vault / "docs" / "chains").glob("*.md"))
     assert '{"token":"<secret:token>","user":"ann"}' in pages  # the login event's frame, unmasked on its page
@@ -419,4 +421,4 @@ def test_render_again_and_record_with_redact_write_no_secret(vault, tmp_path):
     proc = run_dispel("record", "--scenario", "vault.toml", "--out", str(tmp_path / "traces"), "--redact", "ann", cwd=folder)
     assert proc.returncode == 0, proc.stderr
     trace = (tmp_path / "traces" / "vault.json").read_text(encoding="utf-8")
-    assert '"user":"<redacted>"' in trace and leaks([tmp_path / "traces" / "vault.json"], tmp_path, OWN_APP) == []
+    assert '\\"user\\":\\"<redacted>\\"' in trace and leaks([tmp_path / "traces" / "vault.json"], tmp_path, OWN_APP) == []

@@ -257,7 +257,7 @@ def record(
     done = []
     for name in names:
         if name in catalog.PROCESS_SCENARIOS:
-            for stem, path in processes.run(catalog.PROCESS_SCENARIOS[name], out, timeout).items():
+            for stem, path in processes.run(catalog.PROCESS_SCENARIOS[name], out, timeout, redact=redact).items():
                 data = read_json(path, "trace file")  # only counted: each process normalized its own
                 done.append(Recorded(stem, path, len(data["events"]), len(data["threads"]), CORES[core_name()].core))
             continue
