@@ -1,6 +1,12 @@
 """Values as a trace keeps them: stable text for live values (no ports, session ids, times,
 paths of this machine or secrets), the secrets to hide, and the codec back to Python.
 
+Secrets: settings named secret (learn_secrets, from installed.FlaskSecrets) and credentials
+where apps keep them (CREDENTIAL_PATTERNS: headers, values under secret-sounding keys in
+payloads, query strings and forms, URL passwords), hidden in every form they travel in
+(``encodings``; masked WebSocket frames too). ``live_secrets`` is the same rule read back:
+what `dispel check` reports in a committed file.
+
 Used by the recorder (which types it copies at the call) and by the normalizer alike.
 """
 from __future__ import annotations
@@ -199,30 +205,30 @@ def _decoded_json(text: str, quote_char: str) -> str:
 
 
 def _found_in(text: str) -> list[tuple[str, str, int]]:
-    """(secret, label, least length to learn it) of each credential ``text`` holds: header values (and the token of a
-    Bearer, the password of a Basic), values under secret-sounding keys, URL passwords."""
-    found: list[tuple[str, str]] = []
+    """(secret, label, least length to learn it) of each credential ``text`` holds: a
+    credential header's value (with a Bearer's token, a Basic's user:password and password, a
+    cookie's values), values under secret-sounding keys (raw and decoded), URL passwords."""
     out: list[tuple[str, str, int]] = []
     for m in _CREDENTIAL_HEADER.finditer(text):
-        value = m.group(2).strip()
-        out.append((value, "<redacted>", MIN_SECRET))  # a header's whole value, as before
-        found = []
+        header, value = m.group(1).lower(), m.group(2).strip()
+        out.append((value, "<redacted>", MIN_SECRET))  # the header's whole value
+        parts: list[str] = []
         scheme, _, rest = value.partition(" ")
         if scheme.lower() == "basic" and rest:
             try:
                 pair = base64.b64decode(rest.strip(), validate=True).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
                 pair = ""
-            found += [(pair, "<redacted>"), (pair.partition(":")[2], "<redacted>")]
+            parts += [pair, pair.partition(":")[2]]
         elif rest:
-            found.append((rest.strip(), "<redacted>"))  # Bearer TOKEN, Token TOKEN ...
-        if m.group(1).lower() in ("cookie", "set-cookie"):
-            pairs = value.split(";")[:1] if m.group(1).lower() == "set-cookie" else value.split(";")
-            found += [(p.partition("=")[2].strip(), "<redacted>") for p in pairs]
-        out += [(s, label, MIN_FOUND) for s, label in found]
+            parts.append(rest.strip())  # Bearer TOKEN, Token TOKEN ...
+        if header in ("cookie", "set-cookie"):
+            cookies = value.split(";")[:1] if header == "set-cookie" else value.split(";")
+            parts += [c.partition("=")[2].strip() for c in cookies]
+        out += [(part, "<redacted>", MIN_FOUND) for part in parts]
     for m in _KEY_VALUE.finditer(text):
         label = f"<secret:{m.group(2)}>"
-        out += [(m.group(5), label, MIN_FOUND), (_decoded_json(m.group(5), m.group(4)), label, MIN_FOUND)]
+        out += [(v, label, MIN_FOUND) for v in (m.group(5), _decoded_json(m.group(5), m.group(4)))]
     for m in _QUERY_PAIR.finditer(text):
         label = f"<secret:{m.group(2)}>"
         out += [(v, label, MIN_FOUND) for v in (m.group(3), unquote(m.group(3)), unquote_plus(m.group(3)))]
