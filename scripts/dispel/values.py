@@ -2,7 +2,7 @@
 paths of this machine or secrets), the secrets to hide, and the codec back to Python.
 
 Secrets: settings named secret (learn_secrets, from installed.FlaskSecrets) and credentials
-where apps keep them (CREDENTIAL_PATTERNS: headers, values under secret-sounding keys in
+where apps keep them (redact_credentials: headers, values under secret-sounding keys in
 payloads, query strings and forms, URL passwords), hidden in every form they travel in
 (``encodings``; masked WebSocket frames too). ``live_secrets`` is the same rule read back:
 what `dispel check` reports in a committed file.
@@ -67,11 +67,8 @@ class Normalizer:
     def scrub(self, text: str) -> str:
         if self._secret_re is not None:
             text = self._secret_re.sub(lambda m: self.secrets[m.group(0)], text)
-        if _HINT.search(text):
-            # credentials where apps keep them are never the subject of a page: headers, values
-            # under secret-sounding keys (JSON, Python reprs, query strings, forms), URL passwords
-            for pattern, repl in CREDENTIAL_PATTERNS:
-                text = pattern.sub(repl, text)
+        # credentials where apps keep them are never the subject of a page
+        text = redact_credentials(text)
         for pattern, repl in self._patterns:
             text = pattern.sub(repl, text)
         return text
@@ -152,12 +149,21 @@ _HEADER = r"(?:set-)?cookie|(?:proxy-)?authorization|[\w-]*(?:secret|token|api-?
 _CREDENTIAL_HEADER = re.compile(rf"(?im)^({_HEADER}):[ \t]*([^\r\n]*)")
 # "key": "value" in JSON or a Python repr (either quote, backslash escapes)
 _KEY_VALUE = re.compile(rf"""(?i)(["'])({_KEY})\1(\s*:\s*)(["'])((?:\\.|(?!\4)[^\\\r\n])*)\4""")
-# key=value in a query string or a form body (at the start, or after ? or &)
-_QUERY_PAIR = re.compile(rf"""(?i)((?:^|[?&])({_KEY})=)([^&#\s'"<>()\[\]{{}};,]+)""")
+# key=value in a query string or a form body: after ? or &, or at the start (_QUERY_FIRST, matched there only)
+_PAIR = rf"""(({_KEY})=)([^&#\s'"<>()\[\]{{}};,]+)"""
+_QUERY_PAIR = re.compile(rf"(?i)[?&]{_PAIR}")
+_QUERY_FIRST = re.compile(rf"(?i){_PAIR}")
 # scheme://user:password@host
-_URL_PASSWORD = re.compile(r"""(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@'"<>]*:)([^@\s/'"<>]+)@""")
+_URL_PASSWORD = re.compile(r"""://([^/\s:@'"<>]*:)([^@\s/'"<>]+)@""")
 PLACEHOLDER = re.compile(r"<[\w@:. -]+>")
-_HINT = re.compile(rf"(?i){_NAMES}|cookie|authorization|://")  # a quick test before the patterns
+# Words one of which any text the patterns match holds, lowercased: a quick test before them
+_HINT_WORDS = ("secret", "passw", "token", "api_key", "api-key", "apikey", "private", "access", "credential",
+               "cookie", "authorization", "://")
+
+
+def _hinted(text: str) -> bool:
+    low = text.lower()
+    return any(word in low for word in _HINT_WORDS)
 MIN_SECRET = 4  # shorter settings are not learned: replacing them everywhere would wreck the text
 MIN_FOUND = 6  # nor shorter values found under a secret-sounding key (they are still redacted there)
 _NOT_SECRET = frozenset({"true", "false", "null", "none", "undefined"})
@@ -173,15 +179,27 @@ def _key_value(m: re.Match) -> str:
 
 
 def _query_pair(m: re.Match) -> str:
-    return m.group(0) if _is_placeholder(m.group(3)) else f"{m.group(1)}<secret:{m.group(2)}>"
+    start = m.group(0)[: m.start(1) - m.start(0)]  # the ? or &, if any
+    return m.group(0) if _is_placeholder(m.group(3)) else f"{start}{m.group(1)}<secret:{m.group(2)}>"
 
 
-CREDENTIAL_PATTERNS: tuple[tuple[re.Pattern, object], ...] = (
-    (_CREDENTIAL_HEADER, lambda m: f"{m.group(1)}: <redacted>"),
-    (_KEY_VALUE, _key_value),
-    (_QUERY_PAIR, _query_pair),
-    (_URL_PASSWORD, r"\1<redacted>@"),
-)
+def _query_pairs(text: str) -> list[re.Match]:
+    first = _QUERY_FIRST.match(text)
+    return ([first] if first else []) + list(_QUERY_PAIR.finditer(text))
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with every credential where apps keep it replaced by a placeholder: credential
+    headers, values under secret-sounding keys (JSON, Python reprs, query strings, forms), URL passwords."""
+    if not _hinted(text):
+        return text
+    text = _CREDENTIAL_HEADER.sub(lambda m: f"{m.group(1)}: <redacted>", text)
+    text = _KEY_VALUE.sub(_key_value, text)
+    text = _QUERY_PAIR.sub(_query_pair, text)
+    first = _QUERY_FIRST.match(text)
+    if first:
+        text = _query_pair(first) + text[first.end():]
+    return _URL_PASSWORD.sub(lambda m: m.group(0) if _is_placeholder(m.group(2)) else f"://{m.group(1)}<redacted>@", text)
 
 
 def encodings(value: str) -> list[str]:
@@ -229,7 +247,7 @@ def _found_in(text: str) -> list[tuple[str, str, int]]:
     for m in _KEY_VALUE.finditer(text):
         label = f"<secret:{m.group(2)}>"
         out += [(v, label, MIN_FOUND) for v in (m.group(5), _decoded_json(m.group(5), m.group(4)))]
-    for m in _QUERY_PAIR.finditer(text):
+    for m in _query_pairs(text):
         label = f"<secret:{m.group(2)}>"
         out += [(v, label, MIN_FOUND) for v in (m.group(3), unquote(m.group(3)), unquote_plus(m.group(3)))]
     for m in _URL_PASSWORD.finditer(text):
@@ -243,7 +261,7 @@ def learn_secrets(values: Iterable[object], named: dict[str, object] | Iterable[
 
     ``named``: setting names and values (every Flask config the run made, as pairs or a dict):
     those whose name says secret are learned (a list's items too: SECRET_KEY_FALLBACKS).
-    Credentials seen in any value are learned too (CREDENTIAL_PATTERNS: a cookie, an
+    Credentials seen in any value are learned too (redact_credentials's: a cookie, an
     authorization header, a payload's or a query's token), so that they are also hidden
     where they travel alone.
     """
@@ -265,7 +283,7 @@ def learn_secrets(values: Iterable[object], named: dict[str, object] | Iterable[
     for value in values:
         if isinstance(value, (str, bytes)):
             text = value.decode("latin-1") if isinstance(value, bytes) else value
-            if text in seen or not _HINT.search(text):
+            if text in seen or not _hinted(text):
                 continue
             seen.add(text)
             for secret, label, least in _found_in(text):
@@ -279,19 +297,20 @@ SECRET_KEY_FUNC = "flask.config:ConfigAttribute.__get__"  # returns app.secret_k
 
 def unredacted_keys(text: str) -> list[str]:
     """The secret-sounding keys and credential headers in ``text`` whose value is not a placeholder."""
-    if not _HINT.search(text):
+    if not _hinted(text):
         return []
     found = []
     for m in _CREDENTIAL_HEADER.finditer(text):
         if not _is_placeholder(m.group(2).strip()):
             found.append(m.group(1))
-    found += [m.group(2) for m in _KEY_VALUE.finditer(text) if not _is_placeholder(m.group(5))]
-    found += [m.group(2) for m in _QUERY_PAIR.finditer(text) if not _is_placeholder(m.group(3))]
+    if ":" in text:
+        found += [m.group(2) for m in _KEY_VALUE.finditer(text) if not _is_placeholder(m.group(5))]
+    if "=" in text:
+        found += [m.group(2) for m in _query_pairs(text) if not _is_placeholder(m.group(3))]
     found += ["a URL's password" for m in _URL_PASSWORD.finditer(text) if not _is_placeholder(m.group(2))]
     return found
 
 
-_HINT_WORDS = ("secret", "passw", "token", "key", "credential", "cookie", "authorization", "://")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
@@ -307,10 +326,14 @@ def _texts_in(text: str):
             end = end if end >= 0 else len(text)
             lines.setdefault(start, text[start:end])
             at = lower.find(word, end)
+    seen: set[str] = set()
     for _, line in sorted(lines.items()):
         for m in _JSON_STRING.finditer(line):
+            if m.group(0) in seen:
+                continue
+            seen.add(m.group(0))
             item = json.loads(m.group(0))
-            if not _HINT.search(item):
+            if not _hinted(item):
                 continue
             yield item
             if item[:2] in ("b'", 'b"') or item[:1] in "'\"":

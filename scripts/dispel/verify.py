@@ -94,8 +94,11 @@ def check_proofs(
     pages; into ``result``."""
     clock = time.perf_counter()
     result.failures += verify_installed(lock) if lock is not None else []
-    result.failures += check_secrets(project)
     result.timings["installed"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    result.failures += check_secrets(project)
+    result.timings["secrets"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     links = check_links(project, lock, found, fetcher, raw_base)
