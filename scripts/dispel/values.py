@@ -150,7 +150,8 @@ _CREDENTIAL_HEADER = re.compile(rf"(?im)^({_HEADER}):[ \t]*([^\r\n]*)")
 # "key": "value" in JSON or a Python repr (either quote, backslash escapes)
 _KEY_VALUE = re.compile(rf"""(?i)(["'])({_KEY})\1(\s*:\s*)(["'])((?:\\.|(?!\4)[^\\\r\n])*)\4""")
 # key=value in a query string or a form body: after ? or &, or at the start (_QUERY_FIRST, matched there only)
-_PAIR = rf"""(({_KEY})=)([^&#\s'"<>()\[\]{{}};,]+)"""
+# (a quote ends the value only where a string would end: werkzeug logs a query half-decoded, "%3D)
+_PAIR = rf"""(({_KEY})=)((?:[^&#\s'"<>()\[\]{{}};,]|["'](?=[^&#\s'"<>()\[\]{{}};,:]))+)"""
 _QUERY_PAIR = re.compile(rf"(?i)[?&]{_PAIR}")
 _QUERY_FIRST = re.compile(rf"(?i){_PAIR}")
 # scheme://user:password@host
