@@ -176,12 +176,15 @@ def test_flask_secrets_are_learned_as_written_or_read_in_any_app(tmp_path):
     with FlaskSecrets() as watch:
         app = create_app()
         other = Flask("other")
-        dict.update(other.config, {"SECRET_KEY": "set-behind-the-hooks"})  # not through __setitem__
+        other.config.update(API_KEY="key-by-update")
+        assert other.config.get("API_KEY") == "key-by-update"
+        dict.update(other.config, {"SECRET_KEY": "set-behind-the-hooks"})  # past the hooks: found alive
         assert app.secret_key == SECRETS["file"]
     assert dict(Config.__dict__) == before  # the hooks are gone
     pairs = watch.settings()
     values = {v for _, v in pairs}
-    assert {"first-key-later-replaced", "tok-from-mapping", SECRETS["file"], "set-behind-the-hooks"} <= values
+    assert {"first-key-later-replaced", "tok-from-mapping", SECRETS["file"], "set-behind-the-hooks", "key-by-update"} <= values
+    assert ("SECRET_KEY", "set-behind-the-hooks") not in watch.seen  # the hooks did not see it
     assert "DEBUG" not in {k for k, _ in pairs}
     assert ("SECRET_KEY", "set-behind-the-hooks") in app_settings()  # every live config, no watch
     del app, other

@@ -95,8 +95,9 @@ class FlaskSecrets:
     SECRET_KEY_FALLBACKS, API_TOKEN ...) that this process writes or reads while installed, in
     any app however it was made (a factory, a package, another process of the run): config is
     set after an app is created, so it is learned as it is written (``config[key] = value``,
-    ``from_mapping``, ``from_object``, ``from_pyfile``, ``app.secret_key = ...``) or read
-    (``app.secret_key``, ``config[key]``). ``settings()`` adds what every config still alive holds.
+    ``update``, ``setdefault``, ``from_mapping``, ``from_object``, ``from_pyfile``,
+    ``app.secret_key = ...``) or read (``app.secret_key``, ``config[key]``, ``config.get``).
+    ``settings()`` adds what every config still alive holds.
 
     The recording child installs it before the app is imported; the values reach the normalizer
     (values.learn_secrets) before any row is written. The hook is dispel's code, which no
@@ -131,7 +132,23 @@ class FlaskSecrets:
             note(key, value)
             return value
 
-        for name, func in (("__setitem__", __setitem__), ("__getitem__", __getitem__)):
+        def get(config, key, default=None):
+            value = dict.get(config, key, default)
+            note(key, value)
+            return value
+
+        def setdefault(config, key, default=None):
+            value = dict.setdefault(config, key, default)
+            note(key, value)
+            return value
+
+        def update(config, *args, **kwargs):
+            dict.update(config, *args, **kwargs)
+            for key, value in dict(*args, **kwargs).items():
+                note(key, value)
+
+        hooks = {"__setitem__": __setitem__, "__getitem__": __getitem__, "get": get, "setdefault": setdefault, "update": update}
+        for name, func in hooks.items():
             self._saved[name] = Config.__dict__.get(name)
             setattr(Config, name, func)
         return self
