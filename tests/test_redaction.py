@@ -200,6 +200,16 @@ def test_scenario_file_redact_key():
         scenario_file.parse('redact = "card"\n' + text)
 
 
+def test_a_bad_redact_pattern_is_one_line_and_nothing_written(tmp_path, capsys):
+    scenario = tmp_path / "app.toml"
+    scenario.write_text('[app]\nimport = "app:socketio"\n[clients.a]\n[[steps]]\ndo = "connect"\n', encoding="utf-8")
+    assert cli.main(["report", "--scenario", str(scenario), "--out", str(tmp_path / "out"), "--redact", "("]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["dispel: error: --redact '(' is not a valid regular expression "
+                   "(missing ), unterminated subpattern at position 0); fix or quote it"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.toml"]
+
+
 # --------------------------------------------------------------------------- dispel check
 
 
