@@ -30,7 +30,7 @@ GOLD = Path(__file__).parent / "gold"
 # Modules whose every test records, builds the site or starts processes (git, servers, dispel).
 SLOW_MODULES = {
     "test_audit", "test_bad_input", "test_browser", "test_check_online", "test_gitinfo",
-    "test_pins", "test_redaction", "test_report", "test_scale", "test_scenario", "test_site",
+    "test_pins", "test_report", "test_scale", "test_scenario", "test_site",
 }
 
 

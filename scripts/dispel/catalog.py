@@ -186,6 +186,7 @@ class ProcessScenario:
     steps: tuple[str, ...]
     broker: str = "redis"
     default: bool = True
+    redact: tuple[str, ...] = ()  # the file's redact = [...]: every process hides what matches
 
     def roles(self) -> tuple[str, ...]:
         return tuple(p.role for p in self.processes)
@@ -214,6 +215,7 @@ def from_file(sf: scenario_file.ScenarioFile, name: str) -> ProcessScenario:
         tuple((c.name, c.process) for c in sf.clients),
         tuple(_step_spec(s) for s in sf.steps),
         broker=sf.broker.kind,
+        redact=sf.redact,
     )
 
 

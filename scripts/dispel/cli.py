@@ -26,7 +26,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    done = report.report(args.scenario, args.out, PROJECT, args.git_dir, args.timeout, site=not args.no_site)
+    done = report.report(args.scenario, args.out, PROJECT, args.git_dir, args.timeout, site=not args.no_site, redact=args.redact)
     return _said(done, args.no_site)
 
 
@@ -139,6 +139,11 @@ def _git_dirs(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--git-dir", action="append", default=[], metavar="OWNER/REPO=PATH", help=help)
 
 
+def _redact(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redact", action="append", default=[], metavar="REGEX",
+                   help="also replace traced values matching REGEX with <redacted> (repeatable; a scenario file's redact = [...] adds more)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dispel", description="Trace Flask-SocketIO's call chains into a pinned, verified report.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -149,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app", default="sample_app.app", help="module of the app to trace")
     p.add_argument("--out", type=Path, default=PROJECT.traces, help="folder for trace files")
     p.add_argument("--port", type=int, default=None, help="port for the app (default: a free one)")
-    p.add_argument("--redact", action="append", default=[], metavar="REGEX", help="also replace traced values matching REGEX with <redacted> (repeatable)")
+    _redact(p)
     p.add_argument("--scenario", type=Path, default=None, metavar="FILE", help="record the app and steps of a scenario file (TOML) instead")
     p.add_argument("--timeout-file", type=float, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_record)
@@ -160,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     _git_dirs(p, "a local git mirror for a distribution the lock does not pin at its installed version (repeatable)")
     p.add_argument("--timeout", type=float, default=None, help="deadline for the whole run, seconds (default: the file's timeout)")
     p.add_argument("--no-site", action="store_true", help="write traces, chains and pages but do not run mkdocs")
+    _redact(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("chains", help="trace files -> traces/chains/<journey>.json")

@@ -90,15 +90,106 @@ def qualname_counts(source: str, filename: str) -> dict[str, int]:
     return counts
 
 
-def app_settings(module) -> dict[str, object]:
-    """The config of every Flask app a module defines (where SECRET_KEY and friends live)."""
-    from flask import Flask  # only a recording needs flask, and it has imported it already
+class FlaskSecrets:
+    """Every Flask config setting whose name says secret (values.SECRET_NAME: SECRET_KEY,
+    SECRET_KEY_FALLBACKS, API_TOKEN ...) that this process writes or reads while installed, in
+    any app however it was made (a factory, a package, another process of the run): config is
+    set after an app is created, so it is learned as it is written (``config[key] = value``,
+    ``update``, ``setdefault``, ``from_mapping``, ``from_object``, ``from_pyfile``,
+    ``app.secret_key = ...``) or read (``app.secret_key``, ``config[key]``, ``config.get``).
+    ``settings()`` adds what every config still alive holds.
 
-    out: dict[str, object] = {}
-    for obj in vars(module).values():
-        if isinstance(obj, Flask):
-            out.update(obj.config)
-    return out
+    The recording child installs it before the app is imported; the values reach the normalizer
+    (values.learn_secrets) before any row is written. The hook is dispel's code, which no
+    recorder traces: the traces are the same with it.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, object], None] = {}  # (name, value) in the order first seen
+        self._saved: dict[str, object] = {}
+
+    def _note(self, key: object, value: object) -> None:
+        from .values import SECRET_NAME
+
+        if isinstance(key, str) and SECRET_NAME.search(key):
+            frozen = tuple(value) if isinstance(value, list) else value
+            try:
+                self.seen.setdefault((key, frozen), None)
+            except TypeError:  # an unhashable value: no string to learn
+                pass
+
+    def install(self) -> "FlaskSecrets":
+        from flask.config import Config
+
+        note = self._note
+
+        def __setitem__(config, key, value):  # noqa: N807 - Config's own item assignment
+            note(key, value)
+            dict.__setitem__(config, key, value)
+
+        def __getitem__(config, key):  # noqa: N807
+            value = dict.__getitem__(config, key)
+            note(key, value)
+            return value
+
+        def get(config, key, default=None):
+            value = dict.get(config, key, default)
+            note(key, value)
+            return value
+
+        def setdefault(config, key, default=None):
+            value = dict.setdefault(config, key, default)
+            note(key, value)
+            return value
+
+        def update(config, *args, **kwargs):
+            dict.update(config, *args, **kwargs)
+            for key, value in dict(*args, **kwargs).items():
+                note(key, value)
+
+        hooks = {"__setitem__": __setitem__, "__getitem__": __getitem__, "get": get, "setdefault": setdefault, "update": update}
+        for name, func in hooks.items():
+            self._saved[name] = Config.__dict__.get(name)
+            setattr(Config, name, func)
+        return self
+
+    def uninstall(self) -> None:
+        from flask.config import Config
+
+        for name, saved in self._saved.items():
+            if saved is None:
+                delattr(Config, name)
+            else:
+                setattr(Config, name, saved)
+        self._saved.clear()
+
+    def __enter__(self) -> "FlaskSecrets":
+        return self.install()
+
+    def __exit__(self, *exc: object) -> None:
+        self.uninstall()
+
+    def settings(self) -> list[tuple[str, object]]:
+        return app_settings(self)
+
+
+def app_settings(watch: FlaskSecrets | None = None) -> list[tuple[str, object]]:
+    """(name, value) of every setting named secret in every Flask config this process holds
+    (every app, however it was made) and, with ``watch``, every one the run wrote or read;
+    in a stable order, for values.learn_secrets."""
+    import gc
+
+    from flask.config import Config  # only a recording needs flask, and it has imported it already
+
+    from .values import SECRET_NAME
+
+    found: dict[tuple[str, object], None] = dict(watch.seen) if watch is not None else {}
+    for obj in gc.get_objects():
+        if isinstance(obj, Config):
+            for key, value in dict.items(obj):
+                if isinstance(key, str) and SECRET_NAME.search(key) and isinstance(value, (str, bytes, list, tuple)):
+                    found.setdefault((key, tuple(value) if isinstance(value, list) else value), None)
+    return sorted(found, key=lambda kv: (kv[0], repr(kv[1])))
 
 
 def machine_paths() -> dict[str, str]:

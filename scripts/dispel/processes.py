@@ -196,11 +196,12 @@ class _Deadline:
 
 
 def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str, float] | None = None,
-        traced: bool = True, after_step: Callable[[str, RedisServer], None] | None = None) -> dict[str, Path]:
+        traced: bool = True, after_step: Callable[[str, RedisServer], None] | None = None, redact: tuple[str, ...] = ()) -> dict[str, Path]:
     """Run scenario ``sc``; write traces/<scenario>.<role>.json into ``out`` (all or none) and
     return them by trace name. ``traced`` False runs the same processes without recording
     (for the benchmark) and writes nothing; ``after_step(step, redis)`` runs after each step
-    (tests stop Redis there). Raises DispelError naming the step and the process."""
+    (tests stop Redis there); ``redact``: regexes each process hides (besides the file's).
+    Raises DispelError naming the step and the process."""
     deadline = _Deadline(timeout)
     redis_port, *server_ports = _free_ports(1 + len(sc.processes))
     queue = f"redis://127.0.0.1:{redis_port}/0"
@@ -219,6 +220,7 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
                     str(tmp / f"{sc.name}.{p.role}.json"), str(redis_port)]
             if not traced:
                 argv.append("--untraced")
+            argv += [f"--redact={pattern}" for pattern in (*sc.redact, *redact)]
             children[p.role] = TracedProcess(sc.name, p.role, argv)
         # the clients' processes start beside the servers' (each connects only at its step)
         for who, role in sc.clients:

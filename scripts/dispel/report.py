@@ -47,10 +47,11 @@ class Report:
     unannotated: tuple[str, ...]
 
 
-def _record(scenario: Path, traces: Path, timeout: float | None) -> None:
+def _record(scenario: Path, traces: Path, timeout: float | None, redact: Iterable[str] = ()) -> None:
     """`dispel record --scenario` in a fresh interpreter in the working directory: the app is
     imported there with that folder (and the scenario's) on sys.path."""
     argv = [sys.executable, "-m", "dispel", "record", "--scenario", str(scenario), "--out", str(traces)]
+    argv += [a for pattern in redact for a in ("--redact", pattern)]
     if timeout:
         argv += ["--timeout-file", str(timeout)]
     proc = subprocess.run(argv, cwd=os.getcwd(), capture_output=True, text=True)
@@ -193,8 +194,16 @@ def _checked_out(out: Path, project: Project) -> Path:
     return out
 
 
-def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] = (), timeout: float | None = None, site: bool = True) -> Report:
-    """Build the report of ``scenario`` into ``out`` (replacing a report built there before)."""
+def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] = (), timeout: float | None = None, site: bool = True,
+           redact: Iterable[str] = ()) -> Report:
+    """Build the report of ``scenario`` into ``out`` (replacing a report built there before);
+    ``redact``: regexes whose matches the trace hides (`--redact`)."""
+    redact = tuple(redact)
+    for pattern in redact:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise DispelError(f"--redact {pattern!r} is not a valid regular expression ({exc}); fix or quote it") from None
     text = read_text(scenario, "scenario file")
     scenario_file.one_app(scenario_file.parse(text, scenario.name))  # a bad file fails before anything runs
     scenario = scenario.resolve()
@@ -202,7 +211,7 @@ def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         rp = Project(tmp)
-        _record(scenario, rp.traces, timeout)
+        _record(scenario, rp.traces, timeout, redact)
         trace = load_traces(rp)[scenario.stem]
         root = app_root(trace, [scenario.parent, Path.cwd()])
         if project.lock.is_file():

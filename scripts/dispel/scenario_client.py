@@ -29,7 +29,7 @@ class ScenarioClient:
         self.spec = spec
         self.url = f"http://127.0.0.1:{port}"
         if spec.get("query"):
-            self.url += "?" + urlencode(sorted(spec["query"]))
+            self.url += "?" + urlencode(sorted(tuple(pair) for pair in spec["query"]))  # pairs arrive as JSON lists
         self.namespaces = list(spec.get("namespaces") or ["/"])
         # No "t=" cache-buster in the URL: it would put the clock into the request line.
         self.client = socketio.Client(reconnection=False, timestamp_requests=False)

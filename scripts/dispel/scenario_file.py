@@ -14,6 +14,7 @@ Example (the README has the complete one)::
 
     title = "My chat"
     timeout = 30                     # the whole run's deadline, seconds
+    redact = ["card-[0-9]{4}"]       # traced values matching one become <redacted>
 
     [app]
     import = "app:socketio"          # module:attribute, a SocketIO object or a factory
@@ -257,6 +258,8 @@ class ScenarioFile:
     extra: tuple[tuple[str, object], ...] = field(default=())
     broker: BrokerSpec | None = None
     processes: tuple[ProcessSpec, ...] = ()
+    # redact = ["REGEX", ...]: traced values matching one become <redacted> (as `--redact`)
+    redact: tuple[str, ...] = ()
 
     def client(self, name: str) -> ClientSpec:
         return next(c for c in self.clients if c.name == name)
@@ -655,10 +658,22 @@ SECTIONS: dict[str, tuple[Callable[..., object], bool]] = {
     "processes": (_processes, False),
 }
 _READ_HERE = ("app", "clients", "steps", "broker", "processes")
-_SCALARS = ("title", "timeout")
+_SCALARS = ("title", "timeout", "redact")
 
 
 # --------------------------------------------------------------------------- parse
+
+
+def _redact(raw: object, source: str) -> tuple[str, ...]:
+    """``redact = ["REGEX", ...]``: each a valid regular expression."""
+    if not isinstance(raw, list) or not all(isinstance(r, str) and r for r in raw):
+        raise _err(source, "redact", 'must be a list of regular expressions, like redact = ["card-[0-9]{4}"]')
+    for pattern in raw:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise _err(source, "redact", f"{pattern!r} is not a valid regular expression ({exc}); fix it") from None
+    return tuple(raw)
 
 
 def _syntax_error(source: str, exc: tomllib.TOMLDecodeError, text: str = "") -> ScenarioError:
@@ -694,6 +709,7 @@ def parse(text: str, source: str = "scenario.toml") -> ScenarioFile:
     if not isinstance(title, str):
         raise _err(source, "title", f"must be a string, not {title!r}")
     timeout = _number(raw, "timeout", source, "timeout", DEFAULT_TIMEOUT)
+    redact = _redact(raw.get("redact", []), source)
     processes = _processes(raw["processes"], source) if several else ()
     broker = _broker(raw["broker"], source) if "broker" in raw else None
     if several and "app" in raw:
@@ -709,7 +725,7 @@ def parse(text: str, source: str = "scenario.toml") -> ScenarioFile:
         (name, parse_section(raw[name], source)) for name, (parse_section, _) in SECTIONS.items()
         if name not in _READ_HERE and name in raw
     )
-    return ScenarioFile(source, app, clients, steps, title, timeout, extra, broker, processes)
+    return ScenarioFile(source, app, clients, steps, title, timeout, extra, broker, processes, redact)
 
 
 def one_app(sf: ScenarioFile) -> ScenarioFile:

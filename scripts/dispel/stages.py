@@ -40,7 +40,7 @@ from .drivers import ClientStarter, free_ports
 from .forges import SHA_RE, check_repo, forge, raw_url
 from .installed import (
     PYTHON_VERSION,
-    app_settings,
+    FlaskSecrets,
     code_roots,
     distributions,
     hop_sources,
@@ -90,7 +90,8 @@ def record_scenario(
     port = port or scenarios.free_port()
     starter = ClientStarter(sc, port)  # the clients start now, beside the app's import
     try:
-        module = scenarios.run(name, recorder, starter, app_module=app, timeout=timeout, port=port)
+        with FlaskSecrets() as secrets:  # every Flask app's secrets, however it was made
+            scenarios.run(name, recorder, starter, app_module=app, timeout=timeout, port=port)
     finally:
         starter.close()
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
@@ -99,7 +100,7 @@ def record_scenario(
         # client hints) only as placeholders (values.BROWSER_IDENTITY).
         versions["chromium"] = chromium_version() or "unknown"
     patterns = BROWSER_IDENTITY if sc.client == "browser" else ()
-    return trace_from_recording(recorder, name, port, code_roots(), versions, app_settings(module), deny, patterns=patterns)
+    return trace_from_recording(recorder, name, port, code_roots(), versions, secrets.settings(), deny, patterns=patterns)
 
 
 def recorded_calls(recorder: Tracer, roots: list) -> tuple[list[RawCall], dict]:
@@ -129,16 +130,17 @@ def random_ids(calls: list[RawCall], suffix: str = "") -> dict[str, str]:
 
 
 def trace_from_recording(
-    recorder: Tracer, name: str, port: int | None, roots: list, versions: dict[str, str], settings: dict | None = None, deny: tuple[str, ...] = (),
+    recorder: Tracer, name: str, port: int | None, roots: list, versions: dict[str, str], settings: Iterable | None = None, deny: tuple[str, ...] = (),
     process: str = "", ports: dict[int, str] | None = None, ids: dict[str, str] | None = None,
     recorded: tuple[list[RawCall], dict] | None = None, patterns: tuple[tuple[str, str], ...] = (),
     paths: Mapping[str, str] | None = None,
 ) -> TraceFile:
     """A recorder's rows -> normalized TraceFile: code resolved to functions, values made stable.
-    ``ids``: the random ids to replace (default: this recording's, by random_ids)."""
+    ``settings``: (name, value) of the run's Flask settings (installed.app_settings), whose
+    secrets are hidden; ``ids``: the random ids to replace (default: this recording's, by random_ids)."""
     calls, funcs = recorded or recorded_calls(recorder, roots)
     secrets = dict(random_ids(calls) if ids is None else ids)
-    for text, label in learn_secrets(normalize.values_seen(calls), settings or {}).items():
+    for text, label in learn_secrets(normalize.values_seen(calls), settings or ()).items():
         secrets.setdefault(text, label)
     raw = recorder.rows()
     trace = normalize.normalize(
@@ -179,10 +181,12 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
         c = sf.client(who)
         return FileClientProcess(port, c.spec())
 
-    module = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port)
+    with FlaskSecrets() as secrets:  # every Flask app's secrets: a factory's, a package's
+        scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port)
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
     roots = [*code_roots(), Root(traced, base, "sample_app", "local")]
-    trace = trace_from_recording(recorder, path.stem, port, roots, versions, app_settings(module), deny, paths={base: "<app>"})
+    deny = (*deny, *sf.redact)  # the file's own redact = [...] patterns too
+    trace = trace_from_recording(recorder, path.stem, port, roots, versions, secrets.settings(), deny, paths={base: "<app>"})
     target = out / f"{path.stem}.json"
     write_atomic(target, trace_to_json(trace))
     return Recorded(path.stem, target, len(trace.events), len(trace.threads), recorder.rows().core)
@@ -254,7 +258,7 @@ def record(
     done = []
     for name in names:
         if name in catalog.PROCESS_SCENARIOS:
-            for stem, path in processes.run(catalog.PROCESS_SCENARIOS[name], out, timeout).items():
+            for stem, path in processes.run(catalog.PROCESS_SCENARIOS[name], out, timeout, redact=redact).items():
                 data = read_json(path, "trace file")  # only counted: each process normalized its own
                 done.append(Recorded(stem, path, len(data["events"]), len(data["threads"]), CORES[core_name()].core))
             continue

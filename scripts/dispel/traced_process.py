@@ -1,4 +1,4 @@
-"""One traced process of a scenario of several (`python -m dispel.traced_process ROLE KIND MODULE QUEUE PORT OUT REDIS_PORT`).
+"""One traced process of a scenario of several (`python -m dispel.traced_process ROLE KIND MODULE QUEUE PORT OUT REDIS_PORT [--untraced] [--redact=REGEX ...]`).
 
 KIND is ``server`` (MODULE's ``main(port, message_queue)`` serves the app, one of several
 servers joined by the message queue) or ``emitter`` (MODULE's ``main(message_queue)`` emits
@@ -31,6 +31,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import catalog
+from .installed import FlaskSecrets
 from .model import DispelError
 from .record import NullRecorder
 
@@ -61,7 +62,8 @@ def _listener_idle(manager) -> bool:
 
 
 class _Child:
-    def __init__(self, role: str, kind: str, module: str, queue: str, port: int, out: str, redis_port: int, traced: bool = True) -> None:
+    def __init__(self, role: str, kind: str, module: str, queue: str, port: int, out: str, redis_port: int, traced: bool = True,
+                 redact: tuple[str, ...] = ()) -> None:
         from . import scenarios
         from .cores import recorder_for
 
@@ -79,6 +81,8 @@ class _Child:
         self.thread: threading.Thread | None = None
         self.server = None
         self.recorded = None
+        self.secrets = FlaskSecrets()
+        self.redact = redact  # --redact=REGEX: traced values matching one become <redacted>
 
     # ---------------------------------------------------------------- commands
 
@@ -87,6 +91,8 @@ class _Child:
 
         logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
         sys.setswitchinterval(5.0)  # as scenarios.run: each thread keeps the GIL until it blocks
+        if self.traced:  # every Flask app's secrets, whichever module makes it (sample_app.cluster serves app.py's)
+            self.secrets.install()
         self.recorder.start()
         with self.recorder.mark("import"):
             self.module = importlib.import_module(self.module_name)
@@ -168,7 +174,7 @@ class _Child:
 
     def write(self, ids: dict[str, str]) -> None:
         """Write the trace, with every process's random ids (``ids``) as placeholders."""
-        from .installed import app_settings, code_roots
+        from .installed import code_roots
         from .project import write_atomic
         from .stages import trace_from_recording
         from .tracefile import trace_to_json
@@ -179,7 +185,7 @@ class _Child:
         versions = {d: metadata.version(d) for d in dists}
         trace = trace_from_recording(
             self.recorder, "queue", self.port or None, code_roots(tuple(d.name for d in catalog.QUEUE_DISTS)),
-            versions, app_settings(self.module), process=self.role, ports={self.redis_port: "<redis-port>"},
+            versions, self.secrets.settings(), self.redact, process=self.role, ports={self.redis_port: "<redis-port>"},
             ids=ids, recorded=self.recorded, patterns=REDIS_PATTERNS,
         )
         write_atomic(Path(self.out), trace_to_json(trace))
@@ -195,7 +201,9 @@ class _Child:
 
 def main(argv: list[str]) -> int:
     role, kind, module, queue, port, out, redis_port = argv[0], argv[1], argv[2], argv[3], int(argv[4]), argv[5], int(argv[6])
-    child = _Child(role, kind, module, queue, port, out, redis_port, traced="--untraced" not in argv[7:])
+    flags = argv[7:]
+    redact = tuple(f.removeprefix("--redact=") for f in flags if f.startswith("--redact="))
+    child = _Child(role, kind, module, queue, port, out, redis_port, traced="--untraced" not in flags, redact=redact)
 
     # The protocol keeps the real stdout; what the app prints (Flask's banner) goes to stderr.
     proto = os.fdopen(os.dup(1), "w")

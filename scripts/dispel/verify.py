@@ -22,6 +22,7 @@ from .forges import parse_source_url, raw_url
 from .installed import PYTHON_VERSION, hop_sources, installed_contents
 from .model import Chain, DispelError, Lock, Source
 from .project import Project, read_text
+from .values import live_secrets
 from .stages import (
     build_chains,
     build_site,
@@ -103,10 +104,15 @@ def check_proofs(
     fetcher: fetch.Fetcher | None = None, raw_base: str = "",
 ) -> None:
     """The first phases of every check, of the project or of a report: installed files against
-    the lock, then every link and permalink of the pages; into ``result``."""
+    the lock, no live secret in a trace, chain or page, then every link and permalink of the
+    pages; into ``result``."""
     clock = time.perf_counter()
     result.failures += verify_installed(lock) if lock is not None else []
     result.timings["installed"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    result.failures += check_secrets(project)
+    result.timings["secrets"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     links = check_links(project, lock, found, fetcher, raw_base)
@@ -133,6 +139,23 @@ def check_sample_values(report: Project, found: Mapping[str, Chain], sample: Pro
     vocabulary = annotations.sample_vocabulary(load_chains(sample).values())
     pages = {j: read_text(p, "page") for j in found if (p := report.docs / "chains" / f"{j}.md").is_file()}
     return prose.sample_values(pages, vocabulary, annotations.sample_vocabulary(found.values()))
+
+
+def check_secrets(project: Project) -> list[str]:
+    """One line per committed trace, chain or journey page and key whose value looks like a live
+    secret (values.live_secrets): it names the file and the key, never the value."""
+    paths = [p for p in sorted(project.traces.glob("*.json")) if not p.name.endswith(".lock.json")]
+    paths += sorted(project.chains.glob("*.json")) + sorted((project.docs / "chains").glob("*.md"))
+    out = []
+    for path in paths:
+        try:
+            keys = live_secrets(read_text(path, "file"), path.suffix == ".json")
+        except ValueError as exc:
+            out.append(f"secrets: {project.shown(path)} cannot be read as JSON ({exc})")
+            continue
+        out += [f"secrets: {project.shown(path)}: the value of {key!r} is in clear; re-record it "
+                "(dispel hides what it learns; add --redact REGEX for the rest)" for key in keys]
+    return out
 
 
 def docs_files(docs: Path) -> dict[str, Path]:
