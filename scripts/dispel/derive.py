@@ -64,6 +64,7 @@ class Derived:
     kind: str  # run, handshake, connect, on, emit, broadcast, ack, disconnect
     event: str = ""
     namespace: str = "/"
+    site: str = ""  # path:line in the app it starts from (a handler's def, an emit's call), if any
 
 
 def slug(kind: str, event: str = "", namespace: str = "/") -> str:
@@ -191,7 +192,7 @@ def find_on(event: str, handler: int, message: str = "") -> Callable:
 
 
 def recipients(g: TraceGraph, emit: int, needles: tuple[str, ...]) -> list[int]:
-    """The socket sends an emit led to: per thread, the first send showing the event that a
+    """The socket sends an emit led to: per thread, the first send showing the packet that a
     hand-off from the emit reaches (an earlier send of the same event on that thread does not)."""
     first: dict[str, int] = {}
     for s in _sends(g, needles):
@@ -200,16 +201,38 @@ def recipients(g: TraceGraph, emit: int, needles: tuple[str, ...]) -> list[int]:
     return sorted(first.values())
 
 
+def packet_text(g: TraceGraph, emit: int) -> tuple[str, ...]:
+    """The Socket.IO packet one emit encoded, as a frame shows it (``2["reply",{...}]`` after the
+    Engine.IO type): up to its first quote or backslash, which str and bytes write alike; () when
+    the emit encoded none (a binary event: its attachments go apart)."""
+    for c in range(emit, g.ev(emit).end + 1):
+        e = g.ev(c)
+        if e.func == "socketio.packet:Packet.encode" and e.ret is not None and e.ret.text[:1] in ("'", '"'):
+            body = re.split(r"[\\']", e.ret.text[1:-1], maxsplit=1)[0]
+            if len(body) >= 4:
+                return (body,)
+    return ()
+
+
+def emit_start(g: TraceGraph, emit: int) -> tuple[int, int]:
+    """(the app's frame that emitted, its call that led to SocketIO.emit: ``emit()``, ``send()``,
+    ``socketio.emit`` itself). The journey follows the message from that call, not from the
+    frame: what the frame handed off before it (a socketio.call's packet) is another message."""
+    anc = g.ancestors(emit)
+    k = next(k for k, a in enumerate(anc) if _is_app(g, a))
+    return anc[k], anc[k - 1]
+
+
 def find_emit(event: str, emit: int) -> Callable:
     """From the app's code that emitted (a background task: from start_background_task) to the
-    socket sends; a broadcast also shows the join_room before it (as the catalogue's broadcast
-    does) and fans out to every client it reached."""
+    socket sends of this emit's packet; a broadcast also shows the join_room before it (as the
+    catalogue's broadcast does) and fans out to every client it reached."""
     def find(g: TraceGraph):
         needles = _packet_needle(event)
-        source = _app_caller(g, emit)
-        if source is None:
+        if _app_caller(g, emit) is None:
             raise JourneyError(f"no app code called emit({event!r}) (last hop reached: SocketIO.emit)")
-        sinks = recipients(g, source, needles)
+        source, call = emit_start(g, emit)
+        sinks = recipients(g, call, packet_text(g, emit) or needles)
         _one(sinks, f"the socket send of {needles[0]}", g.trace.funcs[g.ev(source).func].qualname)
         parts = []
         root = g.ancestors(source)[-1]
@@ -226,7 +249,9 @@ def find_emit(event: str, emit: int) -> Callable:
             stored = g.find(lambda e: mentions(e, rooms) and "enter_room" in e.func, g.ev(source).thread, after=source, before=emit)
             if stored:
                 parts.append([source, g.descend(stored[0], lambda e: mentions(e, rooms))])
-        parts += fan_out(g, source, sinks, needles)
+        fanned = fan_out(g, call, sinks, needles)
+        fanned[0] = [source, *fanned[0]]
+        parts += fanned
         return parts, rooms + needles + _payload(g, source)
 
     return find
@@ -341,8 +366,35 @@ def find_disconnect(g: TraceGraph, websocket: bool = True):
 def derive(trace: TraceFile) -> list[Derived]:
     """The journeys that happened in ``trace``, in a stable order (run, handshake, connect, then
     handlers, emits and acks in the order the trace holds them, disconnect last)."""
+    return derive_all(trace)[0]
+
+
+def where(g: TraceGraph, i: int) -> str:
+    """``path:line`` of event i's call in the app: the app's file and the line of its frame that led to i."""
+    anc = g.ancestors(i)
+    for k, a in enumerate(anc):
+        if _is_app(g, a):
+            func = g.trace.funcs[g.ev(a).func]
+            line = g.ev(anc[k - 1]).call_line if k > 0 else func.first_line
+            return f"{func.source.path}:{line}"
+    return "the library (no app frame above it)"
+
+
+def emit_site(g: TraceGraph, emit: int) -> tuple[int, int] | None:
+    """(the app's frame that emitted, the line of that frame that led to SocketIO.emit)."""
+    anc = g.ancestors(emit)
+    k = next((k for k, a in enumerate(anc) if _is_app(g, a)), None)
+    if k is None:
+        return None
+    return anc[k], (g.ev(anc[k - 1]).call_line if k > 0 else 0)
+
+
+def derive_all(trace: TraceFile) -> tuple[list[Derived], list[str]]:
+    """The derived journeys and, for every handler that ran and every emit of the app's code that
+    is on no journey, one ``path:line: why`` (printed as ``not derived:``)."""
     g = TraceGraph(trace)
     sc = trace.scenario
+    notes: list[str] = []
     out: list[Derived] = [
         Derived(Journey("run", "socketio.run(app): from the app to a listening socket", sc, "derived"), find_run, "run"),
     ]
@@ -356,13 +408,16 @@ def derive(trace: TraceFile) -> list[Derived]:
             "connect", "Connect: the CONNECT packet, the connect handler, the answer with the session id", sc, "derived", "sent" if websocket else "",
         ), find_connect, "connect"))
     seen: set[str] = set()
-    chosen: dict[str, int] = {}
     later: list[Derived] = []
     for i in g.find(lambda e: e.func == HANDLE_EVENT):
         e = g.ev(i)
         message, namespace = _text(e, "message"), _text(e, "namespace") or "/"
         handler = _handler_of(g, i)
-        if message is None or message in RESERVED or handler is None:
+        if handler is None or message in RESERVED:
+            continue
+        if message is None:
+            notes.append(f"{where(g, handler)}: the handler {trace.funcs[g.ev(handler).func].qualname} ran for an event "
+                         "whose name the trace does not show as text")
             continue
         name = slug("on", message, namespace)
         if name not in seen:
@@ -373,7 +428,8 @@ def derive(trace: TraceFile) -> list[Derived]:
             event = message
             if message == "*":
                 event = _text(g.ev(handler), "event") or next((_text(g.ev(handler), a.name) for a in g.ev(handler).args), None) or "*"
-            out.append(Derived(Journey(name, title, sc, "derived", "on" if websocket else ""), find_on(event, handler, message), "on", event, namespace))
+            out.append(Derived(Journey(name, title, sc, "derived", "on" if websocket else ""), find_on(event, handler, message), "on", event,
+                               namespace, f"{func.source.path}:{func.first_line}"))
         internal = next((a for a in g.ancestors(i) if g.ev(a).func == "socketio.server:Server._handle_event_internal"), None)
         ack_id = next((a.text for a in g.ev(internal).args if a.name == "id"), "None") if internal is not None else "None"
         if ack_id.isdigit():
@@ -381,38 +437,53 @@ def derive(trace: TraceFile) -> list[Derived]:
             if name not in seen:
                 seen.add(name)
                 title = f"ack({message!r}) on {namespace}: the handler's return value sent back as the ACK packet"
+                func = trace.funcs[g.ev(handler).func]
                 later.append(Derived(Journey(name, title, sc, "derived", "sent" if websocket else ""),
-                                     find_ack(message, i, internal, int(ack_id), namespace), "ack", message, namespace))
+                                     find_ack(message, i, internal, int(ack_id), namespace), "ack", message, namespace,
+                                     f"{func.source.path}:{func.first_line}"))
+    # One journey per call site: (kind, event, namespace, the app's function, its line).
+    sites: dict[tuple[str, str, str, str, int], list[int]] = {}
     for i in g.find(lambda e: e.func == SIO_EMIT):
-        if _app_caller(g, i) is None:
-            continue
+        site = emit_site(g, i)
+        if site is None:
+            continue  # a library's own emit
         event = _text(g.ev(i), "event")
         server_emit = next((c for c in range(i, g.ev(i).end + 1) if g.ev(c).func == SERVER_EMIT), None)
         if event is None or server_emit is None:
+            why = ("the event's name is not text in the trace" if event is None
+                   else "SocketIO.emit never called python-socketio's Server.emit (it raised, or went to a message queue)")
+            notes.append(f"{where(g, i)}: emit({event!r}): {why}" if event else f"{where(g, i)}: an emit: {why}")
             continue
         to = _text(g.ev(server_emit), "to") or _text(g.ev(server_emit), "room")
         namespace = _text(g.ev(server_emit), "namespace") or "/"
         kind = "emit" if to is not None and to.startswith("<sid-") else "broadcast"
+        sites.setdefault((kind, event, namespace, g.ev(site[0]).func, site[1]), []).append(i)
+    per_name: dict[str, int] = {}
+    for kind, event, namespace, _, _ in sites:
+        per_name[slug(kind, event, namespace)] = per_name.get(slug(kind, event, namespace), 0) + 1
+    for (kind, event, namespace, func_key, line), emits in sites.items():
+        # a repeated call site (a loop, a background task): its first emit; a broadcast: the one
+        # that reached the most clients
+        chosen = emits[0]
+        if kind == "broadcast":
+            chosen = max(emits, key=lambda i: (_fanned(g, i), -i))
+        func = trace.funcs[func_key]
         name = slug(kind, event, namespace)
-        if name in seen:
-            if kind == "broadcast":
-                # the broadcast that reached the most clients is the one worth showing
-                k, d = next((k, d) for k, d in enumerate(later) if d.journey.name == name)
-                if _fanned(g, i) > _fanned(g, chosen[name]):
-                    later[k] = Derived(d.journey, find_emit(event, i), kind, event, namespace)
-                    chosen[name] = i
-            continue
-        seen.add(name)
-        chosen[name] = i
-        caller = trace.funcs[g.ev(_app_caller(g, i)).func].qualname
-        title = (f"emit({event!r}) from {caller}: to the frame on the socket" if kind == "emit"
-                 else f"emit({event!r}, to={to!r}) from {caller}: one emit fanned out to the room" if to
-                 else f"emit({event!r}) to everyone from {caller}")
-        later.append(Derived(Journey(name, title, sc, "derived", "sent" if websocket else ""), find_emit(event, i), kind, event, namespace))
+        if per_name[name] > 1:  # several call sites send this event: each is its own journey
+            name = f"{name}-{slug(func.qualname)}-{line}"
+        to = _text(g.ev(next(c for c in range(chosen, g.ev(chosen).end + 1) if g.ev(c).func == SERVER_EMIT)), "to") or _text(
+            g.ev(next(c for c in range(chosen, g.ev(chosen).end + 1) if g.ev(c).func == SERVER_EMIT)), "room")
+        caller = func.qualname
+        at = f" line {line}" if per_name[slug(kind, event, namespace)] > 1 else ""
+        title = (f"emit({event!r}) from {caller}{at}: to the frame on the socket" if kind == "emit"
+                 else f"emit({event!r}, to={to!r}) from {caller}{at}: one emit fanned out to the room" if to
+                 else f"emit({event!r}) to everyone from {caller}{at}")
+        later.append(Derived(Journey(name, title, sc, "derived", "sent" if websocket else ""), find_emit(event, chosen), kind, event,
+                             namespace, f"{func.source.path}:{line}"))
     out += later
     if g.find(lambda e: e.func == "socketio.server:Server._handle_disconnect"):
         out.append(Derived(Journey(
             "disconnect", "The client leaves: DISCONNECT, the handler, CLOSE, the close frame", sc, "derived",
             "disconnect" if websocket else "",
         ), lambda g: find_disconnect(g, websocket), "disconnect"))
-    return out
+    return out, notes

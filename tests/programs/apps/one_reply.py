@@ -1,0 +1,25 @@
+"""Every answer goes out as the same event, 'reply', the way many course projects write it;
+one handler first asks the client (socketio.call) and replies with what it answered."""
+from flask import Flask, request
+from flask_socketio import SocketIO, emit, join_room
+
+app = Flask(__name__)
+socketio = SocketIO(app, async_mode="threading")
+
+
+@socketio.on("hello")
+def on_hello(name):
+    emit("reply", {"text": f"hello {name}"})
+
+
+@socketio.on("join")
+def on_join(room):
+    join_room(room)
+    emit("reply", {"text": f"joined {room}"})
+    emit("reply", {"text": "someone joined"}, to=room, include_self=False)
+
+
+@socketio.on("ask")
+def on_ask(question):
+    answer = socketio.call("quiz", {"q": question}, to=request.sid, timeout=5)
+    emit("reply", {"text": f"you answered {answer}"})
