@@ -29,7 +29,7 @@ from .installed import hop_sources, license_rows, source_lines
 from .model import Chain, DispelError, TraceFile
 from .project import Project, read_text, write_all_atomic
 from .stages import chain_files, hop_linker, load_annotations, load_chains, load_lock, load_traces, pin
-from .verify import CheckResult, check_proofs
+from .verify import CheckResult, check_integrity, check_proofs
 
 MARKER = ".dispel-report"
 APP_FOLDER = "app"  # the app's traced files as they ran, kept with the report (its pages and check read them)  # in a folder dispel report built (it may replace only such a folder)
@@ -333,4 +333,7 @@ def check(root: Path, fetcher: fetch.Fetcher | None = None, raw_base: str = "") 
     result.failures += [f"{j}: page missing" for j in found if j not in pages]
     result.failures += prose.check_site(pages, found, hop_sources(found.values(), root / APP_FOLDER))
     result.timings["pages"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    result.failures += check_integrity(project, found)  # each chain is one story of the report's trace
+    result.timings["integrity"] = time.perf_counter() - clock
     return result
