@@ -232,10 +232,15 @@ def connect(g: TraceGraph, a: int, b: int) -> list[Step]:
         return []
     if g.ev(a).thread == g.ev(b).thread:
         return tree_path(g, a, b)
-    try:
-        route = thread_route(g, a, b)
-    except JourneyError:
+    if g.ev(a).func == "queue:Queue.put" and not any(a <= x <= g.ev(a).end for x, _, _ in g.cross):
+        # a put that woke no one (the taker was awake): the taker's get of that very item is
+        # the hand-off; a later wake-up from this thread would be another message's
         route = data_route(g, a, b)
+    else:
+        try:
+            route = thread_route(g, a, b)
+        except JourneyError:
+            route = data_route(g, a, b)
     steps: list[Step] = []
     here = a
     for x, y, kind in route:

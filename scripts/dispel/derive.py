@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Callable
 
 from .catalog import Journey
@@ -44,7 +45,7 @@ from .chains import (
     value_trail,
     with_producer,
 )
-from .model import Event, TraceFile
+from .model import Chain, Event, TraceFile
 from .values import value_text_to_python
 
 APP_DIST = "sample_app"  # the traced app's marker (dispel.model.Source)
@@ -148,7 +149,14 @@ def find_connect(g: TraceGraph):
     sinks = [s for s in _sends(g, answer) if b"0{" in _sent_bytes(g.ev(s))[:12] or b"0/" in _sent_bytes(g.ev(s))[:12]]
     sio = [s for s in sinks if b"40" in _sent_bytes(g.ev(s))[:12]]
     sink = _one(sio, "the socket send of the CONNECT answer", "Server._handle_connect")
-    waypoints = [recv, connect, *([handler] if handler is not None else []), sink]
+    # the answer's own send: what the handler emitted meanwhile (its packets were queued first)
+    # is another message, and the chain follows this one's hand-off
+    sending = [c for c in range(connect, g.ev(connect).end + 1) if g.ev(c).func == "socketio.server:Server._send_packet"
+               and (handler is None or c > g.ev(handler).end)
+               and any(g.ev(k).func == "socketio.packet:Packet.encode" and g.ev(k).ret is not None and g.ev(k).ret.text[1:2] == "0"
+                       for k in range(c, g.ev(c).end + 1))]
+    put = [c for c in range(sending[0], g.ev(sending[0]).end + 1) if g.ev(c).func == "queue:Queue.put"][:1] if sending else []
+    waypoints = [recv, connect, *([handler] if handler is not None else []), *put, sink]
     return [with_producer(g, waypoints)], answer + ("'40'",)
 
 
@@ -487,3 +495,27 @@ def derive_all(trace: TraceFile) -> tuple[list[Derived], list[str]]:
             "disconnect" if websocket else "",
         ), lambda g: find_disconnect(g, websocket), "disconnect"))
     return out, notes
+
+
+def unshown(trace: TraceFile, built: Mapping[str, Chain]) -> list[str]:
+    """``path:line: why`` for every app handler that ran (any event, connect and disconnect
+    included) and is on no built journey: nothing that ran goes unsaid."""
+    g = TraceGraph(trace)
+    on = {h.func.key for c in built.values() for h in c.hops}
+    out: list[str] = []
+    said: set[str] = set()
+    for i in g.find(lambda e: e.func == HANDLE_EVENT):
+        handler = _handler_of(g, i)
+        if handler is None:
+            continue
+        key = g.ev(handler).func
+        if key in on or key in said:
+            continue
+        said.add(key)
+        func = trace.funcs[key]
+        message, namespace = _text(g.ev(i), "message"), _text(g.ev(i), "namespace") or "/"
+        why = ("the connect journey follows the first namespace's connect only" if message == "connect"
+               else "the disconnect journey follows the first DISCONNECT only" if message == "disconnect"
+               else "its journey could not be followed (see its line)")
+        out.append(f"{func.source.path}:{func.first_line}: the handler {func.qualname} of {message!r} on {namespace} ran and is on no journey: {why}")
+    return out

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from . import annotations, app_notes, chains as chains_core, derive, fetch, fold, prose, render, scenario_file
+from . import annotations, app_notes, chains as chains_core, derive, fetch, fold, integrity, prose, render, scenario_file
 from .chains import JourneyError
 from .installed import hop_sources, license_rows, source_lines
 from .model import Chain, DispelError, TraceFile
@@ -71,14 +71,22 @@ def app_root(trace: TraceFile, folders: Sequence[Path]) -> Path | None:
 
 def build_chains(trace: TraceFile, lines: Mapping) -> tuple[list[derive.Derived], dict[str, Chain], list[str]]:
     """The derived journeys and their chains; a journey that cannot be followed is left out, with why."""
-    found = derive.derive(trace)
+    found, notes = derive.derive_all(trace)
     built: dict[str, Chain] = {}
     skipped = []
     for d in found:
+        at = f" ({d.site})" if d.site else ""
         try:
-            built[d.journey.name] = chains_core.build(trace, d.journey, lines, d.find)
+            chain = chains_core.build(trace, d.journey, lines, d.find)
         except JourneyError as exc:
-            skipped.append(f"{d.journey.name}: {exc}")
+            skipped.append(f"{d.journey.name}{at}: {exc}")
+            continue
+        broken = integrity.verdicts(chain, trace)  # a chain that is not one story is not shown
+        if broken:
+            skipped.append(f"{d.journey.name}{at}: its chain is not one story: {broken[0]}")
+            continue
+        built[d.journey.name] = chain
+    skipped += notes + derive.unshown(trace, built)
     return [d for d in found if d.journey.name in built], built, skipped
 
 
@@ -156,7 +164,8 @@ def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Se
     out.append("")
     if skipped:
         out.append("## Journeys not derived\n")
-        out += [f"- {render.md_text(s)}" for s in skipped] + [""]
+        out.append("What ran and is on no journey, with why (the console printed the same lines):\n")
+        out += [f"- not derived: {render.md_text(s)}" for s in skipped] + [""]
     out.append("## Not annotated\n")
     if missing:
         out.append("No text covers these functions yet (a general text in an annotations file would):\n")
