@@ -579,7 +579,8 @@ def _wire_of(g: TraceGraph, parts: list[list[int]], sink_arg: str) -> tuple:
 
 
 def _wire_on(g: TraceGraph, parts: list[list[int]]) -> tuple:
-    recv = g.ev(parts[-1][0])
+    # the last part that starts at a socket read (a raising handler's journey ends with where it was caught)
+    recv = g.ev(next(p[0] for p in reversed(parts) if is_sink("recv", "recv_into")(g.ev(p[0]))))
     return wire.decode_frame(value_text_to_python(recv.ret.text)) if recv.ret else ()
 
 
@@ -848,6 +849,8 @@ def build(
         value = _shown_value(e, shown)
         if nxt is None and e.raised:
             value = "raised an exception: the call ended here, at the highlighted line"
+        elif e.raised and nxt is not None and nxt[1] == EDGE_RETURN:
+            value = "raised an exception: it left this call here, at the highlighted line, to its caller"
         hops.append(Hop(func, line, e.thread, edge, i, value, text))
     number = {}
     for n, (i, _) in enumerate(steps, 1):

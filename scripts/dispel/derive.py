@@ -53,6 +53,7 @@ HANDLE_EVENT = "flask_socketio:SocketIO._handle_event"
 SIO_EMIT = "flask_socketio:SocketIO.emit"
 SERVER_EMIT = "socketio.server:Server.emit"
 BACKGROUND = "flask_socketio:SocketIO.start_background_task"
+TRIGGER_CALLBACK = "socketio.manager:Manager.trigger_callback"
 RESERVED = ("connect", "disconnect")
 
 
@@ -194,9 +195,30 @@ def find_on(event: str, handler: int, message: str = "") -> Callable:
         if recv is None:
             raise JourneyError(f"no socket read happened before {needles[0]} (last hop reached: none)")
         stored = registration(g, message or event)
-        return [*([stored] if stored else []), value_trail(g, recv, handler, needles)], needles + (f"'{event}'",) + _payload(g, handler)
+        up, after = caught(g, handler)
+        parts = [*([stored] if stored else []), value_trail(g, recv, handler, needles) + up]
+        return parts + after, needles + (f"'{event}'",) + _payload(g, handler)
 
     return find
+
+
+def caught(g: TraceGraph, handler: int) -> tuple[list[int], list[list[int]]]:
+    """A handler that raised: the waypoints from where it raised up through every frame the
+    exception passed (each hop's line is where it left that frame: Flask-SocketIO's re-raise when
+    the app has no error handler) to the frame that caught it, and on to what that frame then
+    called (an ``on_error`` handler); when no recorded frame caught it (the thread's run() raised
+    too), a last part: threading's excepthook, which the thread ran next. ([], []) when it did not raise."""
+    if not g.ev(handler).raised:
+        return [], []
+    up = g.ancestors(handler)
+    catcher = next((a for a in up[1:] if not g.ev(a).raised), None)
+    if catcher is not None:
+        raised_child = up[up.index(catcher) - 1]
+        after = [c for c in g.children.get(catcher, []) if c > raised_child]
+        return [catcher, *after[:1]], []
+    root = up[-1]
+    hook = g.find(lambda e: e.parent < 0 and "excepthook" in e.func, g.ev(root).thread, after=g.ev(root).end)
+    return [root], [[hook[0]]] if hook else []
 
 
 def recipients(g: TraceGraph, emit: int, needles: tuple[str, ...]) -> list[int]:
@@ -260,9 +282,31 @@ def find_emit(event: str, emit: int) -> Callable:
         fanned = fan_out(g, call, sinks, needles)
         fanned[0] = [source, *fanned[0]]
         parts += fanned
+        skip = skipped(g, emit)
+        if skip:
+            parts.append(skip)
         return parts, rooms + needles + _payload(g, source)
 
     return find
+
+
+def skipped(g: TraceGraph, emit: int) -> list[int]:
+    """Where the sender is left out (``include_self=False``, ``skip_sid``): python-socketio's
+    ``Manager.emit`` loops over ``get_participants`` (a generator: each participant is a resume)
+    and sends only ``if sid not in skip_sid``. The resume that yielded a participant, followed by
+    the next resume with no send between them, is the participant skipped: the part goes from
+    ``Manager.emit`` into that resume and on to the next. [] when no one was skipped."""
+    manager = next((c for c in range(emit, g.ev(emit).end + 1) if g.ev(c).func == "socketio.manager:Manager.emit"), None)
+    if manager is None or (_text(g.ev(manager), "skip_sid") is None and not any(
+            a.name == "skip_sid" and a.text.startswith("[") for a in g.ev(manager).args)):
+        return []
+    kids = g.children.get(manager, [])
+    resumes = [c for c in kids if g.ev(c).func == "socketio.base_manager:BaseManager.get_participants"]
+    for a, b in zip(resumes, resumes[1:]):
+        sent = any(g.ev(c).func in ("socketio.server:Server._send_eio_packet", "socketio.server:Server._send_packet") and a < c < b for c in kids)
+        if not sent and g.ev(a).ret is not None and g.ev(a).ret.text != "None":
+            return [manager, a, b]
+    return []
 
 
 def _strings(frame: bytes, prefix: str) -> tuple[str, ...]:
@@ -397,6 +441,47 @@ def emit_site(g: TraceGraph, emit: int) -> tuple[int, int] | None:
     return anc[k], (g.ev(anc[k - 1]).call_line if k > 0 else 0)
 
 
+def _callback_journey(g: TraceGraph, sc: str, handle: int, handler: int, trigger: int, websocket: bool) -> Derived | str:
+    """The journey of an emit with a callback: the emit to its frame (with the ack id), then the
+    client's ACK read, python-socketio's ``trigger_callback``, the app's callback and what it does.
+    A ``path:line: why`` when the emit that carried the ack id is not in the trace."""
+    func = g.trace.funcs[g.ev(handler).func]
+    ack_id = next((a.text for a in g.ev(trigger).args if a.name == "id"), "")
+    sid = _text(g.ev(trigger), "sid")
+    namespace = _text(g.ev(handle), "namespace") or "/"
+    prefix = "" if namespace == "/" else f"{namespace},"
+    emits = [i for i in g.find(lambda e: e.func == SIO_EMIT)
+             if _app_caller(g, i) is not None and any(p.startswith(f"2{prefix}{ack_id}[") for p in packet_text(g, i))
+             and any(g.ev(c).func == "socketio.manager:Manager.emit" and sid in (_text(g.ev(c), "to"), _text(g.ev(c), "room"))
+                     for c in range(i, g.ev(i).end + 1))]
+    if not emits:
+        return f"{func.source.path}:{func.first_line}: the callback {func.qualname} ran, and no emit of the app's code carried its ack id {ack_id}"
+    emit = emits[0]
+    event = _text(g.ev(emit), "event") or "?"
+    source, _ = emit_start(g, emit)
+    line = emit_site(g, emit)[1]
+    caller = g.trace.funcs[g.ev(source).func]
+    name = f"{slug('callback', event, namespace)}-{slug(caller.qualname.split('.')[-1])}-{line}"
+    title = (f"emit({event!r}, callback={func.qualname.split('.')[-1]}) from {caller.qualname} line {line}: "
+             f"the frame with ack id {ack_id}, the client's ACK, and the callback")
+    return Derived(Journey(name, title, sc, "derived", "sent" if websocket else ""), find_callback(event, emit, handler, ack_id, prefix),
+                   "callback", event, namespace, f"{caller.source.path}:{line}")
+
+
+def find_callback(event: str, emit: int, callback: int, ack_id: str, prefix: str) -> Callable:
+    def find(g: TraceGraph):
+        parts, shown = find_emit(event, emit)(g)
+        needles = (f"3{prefix}{ack_id}[",)
+        first = happened_before(g, callback, lambda e: mentions(e, needles))
+        recv = happened_before(g, g.ev(first).end, is_sink("recv", "recv_into")) if first is not None else None
+        if recv is None:
+            raise JourneyError(f"no socket read happened before the ACK {needles[0]}...] (last hop reached: the emit's frame)")
+        does = g.children.get(callback, [])[:1]  # what the callback does first
+        return parts + [value_trail(g, recv, callback, needles) + does], shown + needles
+
+    return find
+
+
 def derive_all(trace: TraceFile) -> tuple[list[Derived], list[str]]:
     """The derived journeys and, for every handler that ran and every emit of the app's code that
     is on no journey, one ``path:line: why`` (printed as ``not derived:``)."""
@@ -422,6 +507,15 @@ def derive_all(trace: TraceFile) -> tuple[list[Derived], list[str]]:
         message, namespace = _text(e, "message"), _text(e, "namespace") or "/"
         handler = _handler_of(g, i)
         if handler is None or message in RESERVED:
+            continue
+        trigger = next((a for a in g.ancestors(i) if g.ev(a).func == TRIGGER_CALLBACK), None)
+        if message is None and trigger is not None:
+            d = _callback_journey(g, sc, i, handler, trigger, websocket)
+            if isinstance(d, str):
+                notes.append(d)
+            elif d.journey.name not in seen:
+                seen.add(d.journey.name)
+                later.append(d)
             continue
         if message is None:
             notes.append(f"{where(g, handler)}: the handler {trace.funcs[g.ev(handler).func].qualname} ran for an event "
@@ -478,11 +572,14 @@ def derive_all(trace: TraceFile) -> tuple[list[Derived], list[str]]:
         func = trace.funcs[func_key]
         name = slug(kind, event, namespace)
         if per_name[name] > 1:  # several call sites send this event: each is its own journey
-            name = f"{name}-{slug(func.qualname)}-{line}"
+            name = f"{name}-{slug(func.qualname.split('.')[-1])}-{line}"
         to = _text(g.ev(next(c for c in range(chosen, g.ev(chosen).end + 1) if g.ev(c).func == SERVER_EMIT)), "to") or _text(
             g.ev(next(c for c in range(chosen, g.ev(chosen).end + 1) if g.ev(c).func == SERVER_EMIT)), "room")
         caller = func.qualname
         at = f" line {line}" if per_name[slug(kind, event, namespace)] > 1 else ""
+        server_emit = next(c for c in range(chosen, g.ev(chosen).end + 1) if g.ev(c).func == SERVER_EMIT)
+        if any(a.name == "skip_sid" and a.text != "None" for a in g.ev(server_emit).args):
+            at += ", the sender left out"
         title = (f"emit({event!r}) from {caller}{at}: to the frame on the socket" if kind == "emit"
                  else f"emit({event!r}, to={to!r}) from {caller}{at}: one emit fanned out to the room" if to
                  else f"emit({event!r}) to everyone from {caller}{at}")
@@ -519,3 +616,27 @@ def unshown(trace: TraceFile, built: Mapping[str, Chain]) -> list[str]:
                else "its journey could not be followed (see its line)")
         out.append(f"{func.source.path}:{func.first_line}: the handler {func.qualname} of {message!r} on {namespace} ran and is on no journey: {why}")
     return out
+
+
+def raised_sites(trace: TraceFile) -> list[tuple[str, int, str]]:
+    """(path, line, qualname) of every app frame whose exception left the app's code (its caller
+    is a library's, or none): where the app raised, in trace order, each once."""
+    g = TraceGraph(trace)
+    out: list[tuple[str, int, str]] = []
+    for e in trace.events:
+        if e.raised and _is_app(g, e.index) and (e.parent < 0 or not _is_app(g, e.parent)):
+            func = trace.funcs[e.func]
+            site = (func.source.path, e.return_line, func.qualname)
+            if site not in out:
+                out.append(site)
+    return out
+
+
+def shown_by(built: Mapping[str, Chain], site: tuple[str, int, str]) -> str | None:
+    """The first journey (by name) with a hop that left ``site`` raising."""
+    path, line, qualname = site
+    for name in sorted(built):
+        if any(h.func.source.path == path and h.func.qualname == qualname and h.line == line
+               and (h.value or "").startswith("raised an exception") for h in built[name].hops):
+            return name
+    return None

@@ -45,9 +45,10 @@ class Report:
     journeys: tuple[tuple[str, int, int], ...]
     skipped: tuple[str, ...]
     unannotated: tuple[str, ...]
+    raised: tuple[str, ...] = ()  # what the app raised, as the run printed it, and which journey shows it
 
 
-def _record(scenario: Path, traces: Path, timeout: float | None) -> None:
+def _record(scenario: Path, traces: Path, timeout: float | None) -> str:
     """`dispel record --scenario` in a fresh interpreter in the working directory: the app is
     imported there with that folder (and the scenario's) on sys.path."""
     argv = [sys.executable, "-m", "dispel", "record", "--scenario", str(scenario), "--out", str(traces)]
@@ -58,6 +59,7 @@ def _record(scenario: Path, traces: Path, timeout: float | None) -> None:
         said = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         error = next((ln for ln in reversed(said) if ln.startswith("dispel: error: ")), said[-1] if said else "no message")
         raise DispelError(error.removeprefix("dispel: error: "))
+    return proc.stderr
 
 
 def app_root(trace: TraceFile, folders: Sequence[Path]) -> Path | None:
@@ -150,7 +152,7 @@ def _reading_guide(project_index: str) -> str:
 
 
 def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Sequence[derive.Derived], built: Mapping[str, Chain],
-                 skipped: Sequence[str], missing: Sequence[str], guide: str) -> str:
+                 skipped: Sequence[str], missing: Sequence[str], guide: str, trace: TraceFile | None = None) -> str:
     title = sf.title or f"{sf.app.target}, traced"
     out = [render.generated_header(COMMAND), f"# {render.md_text(title)}\n",
            f"dispel ran {render.inline_code(sf.app.target)} under its tracer while the clients of the scenario file "
@@ -162,6 +164,15 @@ def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Se
         c = built[d.journey.name]
         out.append(f"| [{d.journey.name}](chains/{d.journey.name}.md) | {len(c.hops)} | {len(render.lifelines(c))} | {render.md_text(c.title)} |")
     out.append("")
+    raised = derive.raised_sites(trace) if trace is not None else []
+    if raised:
+        out.append("## Where the app raised\n")
+        out.append("An exception left the app's code here (its type and message are in the run's output):\n")
+        for site in raised:
+            shown = derive.shown_by(built, site)
+            where = f"[{shown}](chains/{shown}.md) shows where it was caught" if shown else "no journey shows it"
+            out.append(f"- {render.inline_code(f'{site[0]}:{site[1]}')} in {render.inline_code(site[2])}: {where}")
+        out.append("")
     if skipped:
         out.append("## Journeys not derived\n")
         out.append("What ran and is on no journey, with why (the console printed the same lines):\n")
@@ -211,7 +222,7 @@ def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         rp = Project(tmp)
-        _record(scenario, rp.traces, timeout)
+        stderr = _record(scenario, rp.traces, timeout)
         trace = load_traces(rp)[scenario.stem]
         root = app_root(trace, [scenario.parent, Path.cwd()])
         if project.lock.is_file():
@@ -221,7 +232,21 @@ def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Report(out, *done)
+    return Report(out, *done[:3], raised=tuple(raised_lines(stderr, trace, done[3])))
+
+
+def raised_lines(stderr: str, trace: TraceFile, built: Mapping[str, Chain]) -> list[str]:
+    """``Type: message (path:line, in func): journey X shows it`` for each exception the app's
+    code raised that the run printed (the thread's traceback); where no journey shows it, says so."""
+    out = []
+    sites = derive.raised_sites(trace)
+    for said, file, line, func in app_notes.exceptions(stderr):
+        site = next((s for s in sites if file.endswith("/" + s[0]) and s[1] == line and s[2].endswith(func)), None)
+        if site is None:
+            continue  # not the app's own code (a library's exception the app did not raise)
+        shown = derive.shown_by(built, site)
+        out.append(f"{said} ({site[0]}:{line}, in {site[2]}): " + (f"journey {shown} shows it" if shown else "no journey shows it"))
+    return out
 
 
 def rerender(out: Path, project: Project, git_dirs: Iterable[str] = (), site: bool = True) -> Report:
@@ -248,7 +273,7 @@ def rerender(out: Path, project: Project, git_dirs: Iterable[str] = (), site: bo
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Report(out, *done)
+    return Report(out, *done[:3])
 
 
 def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFile, root: Path | None, git_dirs: Iterable[str], site: bool):
@@ -289,7 +314,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
         app_files, "The app's source", f"The app {render.inline_code(sf.app.target)} that the journeys trace, exactly as it ran.", COMMAND)
     files[rp.docs / "licensing.md"] = header + render.render_licensing(license_rows(built.values(), lock)).split("\n", 1)[1]
     guide = _reading_guide(read_text(project.docs / "index.md", "the project's index page"))
-    files[rp.docs / "index.md"] = render_index(sf, text, derived, built, skipped, missing, guide)
+    files[rp.docs / "index.md"] = render_index(sf, text, derived, built, skipped, missing, guide, trace)
     files[rp.docs / "stylesheets" / "dispel.css"] = read_text(project.docs / "stylesheets" / "dispel.css", "the site's stylesheet")
     files[tmp / "mkdocs.yml"] = mkdocs_config(read_text(project.root / "mkdocs.yml", "mkdocs.yml"), sf.title or sf.app.target, list(built))
     files.update({tmp / APP_FOLDER / path: body for path, body in app_files})
@@ -299,7 +324,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     if site:
         _mkdocs(tmp)
     hops = tuple((n, len(c.hops), len(render.lifelines(c))) for n, c in built.items())
-    return hops, tuple(skipped), tuple(missing)
+    return hops, tuple(skipped), tuple(missing), built
 
 
 def _mkdocs(root: Path) -> None:
