@@ -9,12 +9,18 @@ these rules look for what Flask-SocketIO itself calls, so they hold for any app:
   before it, through the app's connect handler (if any) to the frame of the CONNECT answer;
 - ``on:<event>``: every handler ``SocketIO._handle_event`` called (``@socketio.on``, ``on_event``,
   ``Namespace.on_<event>``, the catch-all ``'*'``, any namespace), from the socket read that
-  carried the event to the handler; the first call per (namespace, event, handler);
-- ``emit:<event>`` / ``broadcast:<event>``: every ``SocketIO.emit`` (``send`` is an emit of
-  ``message``) the app's code made, in a handler or a background task, to the first socket
-  send of that event; a broadcast when python-socketio's ``Server.emit`` was addressed to a
-  room or to everyone rather than to one sid. A background task's emit starts at
-  ``start_background_task``;
+  carried the event to the handler; the first call per (namespace, event, handler); a handler
+  that raised goes on to where the exception was caught (see ``caught``);
+- ``emit:<event>`` / ``broadcast:<event>``: every call site (the app's function and line) of a
+  ``SocketIO.emit`` (``send`` is an emit of ``message``) the app's code made, in a handler or a
+  background task, to the socket sends of that emit's own packet (followed from the emit call,
+  not from the function: what the function handed off before, a ``socketio.call``'s packet, is
+  another message); a broadcast when python-socketio's ``Server.emit`` was addressed to a room or
+  to everyone rather than to one sid, with the participant it skipped (``include_self=False``)
+  as a part. A background task's emit starts at ``start_background_task``. When several call
+  sites send one event, each journey's name ends in the function and the line;
+- ``callback:<event>``: an emit with a ``callback``: its frame with the ack id, then the client's
+  ACK read, ``Manager.trigger_callback``, the app's callback and the first thing it does;
 - ``ack:<event>``: an event that came with an ack id, from the read to the ACK packet's frame;
 - ``disconnect``: the DISCONNECT packet to python-socketio's ``_handle_disconnect`` and the
   app's handler, then the server's close frame.
@@ -25,8 +31,8 @@ A journey's page name is its kind and event, made safe for a file and a URL: ``o
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Callable
 
 from .catalog import Journey
