@@ -137,3 +137,37 @@ def test_the_report_checks_clean(built):
     proc = subprocess.run([sys.executable, "-m", "dispel", "check", "--root", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout
     assert re.search(r"integrity \d", proc.stdout)
+
+
+CAUGHT = '''from flask import Flask
+from flask_socketio import SocketIO, emit
+
+app = Flask(__name__)
+socketio = SocketIO(app, async_mode="threading")
+
+
+@socketio.on("boom")
+def on_boom(data):
+    raise ValueError(f"cannot handle {data!r}")
+
+
+@socketio.on_error_default
+def on_any_error(exc):
+    emit("error", {"why": str(exc)})
+'''
+
+
+def test_an_exception_the_apps_error_handler_caught(tmp_path):
+    (tmp_path / "caught.py").write_text(CAUGHT)
+    (tmp_path / "scenario.toml").write_text('[app]\nimport = "caught:socketio"\n[clients.a]\n[[steps]]\ndo = "connect"\n'
+                                            '[[steps]]\ndo = "emit"\nevent = "boom"\ndata = "x"\n[[steps]]\ndo = "expect"\nevent = "error"\n'
+                                            '[[steps]]\ndo = "disconnect"\n')
+    proc = subprocess.run([sys.executable, "-m", "dispel", "report", "--scenario", "scenario.toml", "--out", "out", "--no-site"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert ("the app raised: ValueError, caught by flask_socketio:SocketIO._handle_event, which called on_any_error "
+            "(caught.py:10, in on_boom; its message is not in the trace): journey on-boom shows it") in proc.stdout
+    hops = chain_from_dict(json.loads((tmp_path / "out" / "traces" / "chains" / "on-boom.json").read_text())).hops
+    at = next(n for n, h in enumerate(hops) if h.func.key == "caught:on_boom" and h.edge != EDGE_ENTRY)
+    assert [h.func.key for h in hops[at + 1:]] == ["flask_socketio:SocketIO._handle_event", "caught:on_any_error"]
+    assert hops[at + 1].line_text == "return err_handler(value)"

@@ -646,3 +646,26 @@ def shown_by(built: Mapping[str, Chain], site: tuple[str, int, str]) -> str | No
                and (h.value or "").startswith("raised an exception") for h in built[name].hops):
             return name
     return None
+
+
+def caught_by(trace: TraceFile, site: tuple[str, int, str]) -> str | None:
+    """How the exception raised at ``site`` was caught when a recorded frame caught it:
+    ``ValueError, caught by flask_socketio:SocketIO._handle_event, which called the app's on_error``
+    (the type as the handler it was passed to received it); None when none did (the thread's excepthook)."""
+    g = TraceGraph(trace)
+    path, line, qualname = site
+    for e in trace.events:
+        func = trace.funcs[e.func]
+        if not (e.raised and func.source.path == path and func.qualname == qualname and e.return_line == line):
+            continue
+        up, _ = caught(g, e.index)
+        if len(up) < 1 or g.ev(up[0]).raised:
+            return None
+        catcher = trace.funcs[g.ev(up[0]).func]
+        said = f"caught by {catcher.key}"
+        if len(up) > 1:
+            then = g.ev(up[1])
+            kinds = [m.group(1) for a in then.args if (m := re.fullmatch(r"<([A-Z]\w*)>", a.text))]
+            said = (f"{kinds[0]}, " if kinds else "") + said + f", which called {trace.funcs[then.func].qualname}"
+        return said
+    return None

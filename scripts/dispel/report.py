@@ -240,12 +240,20 @@ def raised_lines(stderr: str, trace: TraceFile, built: Mapping[str, Chain]) -> l
     code raised that the run printed (the thread's traceback); where no journey shows it, says so."""
     out = []
     sites = derive.raised_sites(trace)
+    printed = set()
     for said, file, line, func in app_notes.exceptions(stderr):
         site = next((s for s in sites if file.endswith("/" + s[0]) and s[1] == line and s[2].endswith(func)), None)
         if site is None:
             continue  # not the app's own code (a library's exception the app did not raise)
+        printed.add(site)
         shown = derive.shown_by(built, site)
         out.append(f"{said} ({site[0]}:{line}, in {site[2]}): " + (f"journey {shown} shows it" if shown else "no journey shows it"))
+    for site in sites:  # caught without a traceback (an error handler): what the trace tells
+        how = derive.caught_by(trace, site) if site not in printed else None
+        if how:
+            shown = derive.shown_by(built, site)
+            out.append(f"{how} ({site[0]}:{site[1]}, in {site[2]}; its message is not in the trace): "
+                       + (f"journey {shown} shows it" if shown else "no journey shows it"))
     return out
 
 
