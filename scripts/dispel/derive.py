@@ -621,6 +621,25 @@ def unshown(trace: TraceFile, built: Mapping[str, Chain]) -> list[str]:
                else "the disconnect journey follows the first DISCONNECT only" if message == "disconnect"
                else "its journey could not be followed (see its line)")
         out.append(f"{func.source.path}:{func.first_line}: the handler {func.qualname} of {message!r} on {namespace} ran and is on no journey: {why}")
+    # every call site of the app that reached python-socketio's Server.emit (SocketIO.emit, send,
+    # SocketIO.call, ...) is on a journey: a hop of its function at its line
+    shown = {(h.func.key, h.line) for c in built.values() for h in c.hops}
+    sites: set[tuple[str, int]] = set()
+    for i in g.find(lambda e: e.func == SERVER_EMIT):
+        site = emit_site(g, i)
+        if site is None:
+            continue
+        key = (g.ev(site[0]).func, site[1])
+        if key in shown or key in sites:
+            continue
+        sites.add(key)
+        func = trace.funcs[key[0]]
+        anc = g.ancestors(i)
+        via = trace.funcs[g.ev(anc[anc.index(site[0]) - 1]).func].key
+        event = _text(g.ev(i), "event")
+        reached = bool(event) and any(_reaches(g, i, c) for c in _sends(g, _packet_needle(event)))
+        why = ("no journey follows it yet" if reached else "no socket send of it is in the trace")
+        out.append(f"{func.source.path}:{key[1]}: {func.qualname} emitted {event!r} through {via}, and no journey shows it: {why}")
     return out
 
 
