@@ -81,7 +81,8 @@ def test_the_old_derivation_spliced_it_and_the_rule_says_where(built):
 
 
 def test_the_sender_left_out_is_on_the_broadcast(built):
-    _, _, found, _ = built
+    out, _, found, _ = built
+    assert "where python-socketio leaves the sender out" in (out / "docs" / "chains" / "broadcast-reply.md").read_text()
     chain = found["broadcast-reply"]
     assert "the sender left out" in chain.title
     starts = [n for n, h in enumerate(chain.hops) if h.edge == EDGE_ENTRY]

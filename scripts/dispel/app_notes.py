@@ -108,6 +108,10 @@ def summaries(derived: Sequence[Derived], chains: Mapping[str, Chain]) -> dict[s
             namespace=_code(d.namespace),
             handler=(f" and the app's {handler}" if d.kind in ("connect", "disconnect") else handler) if handler else "",
         )
+        if d.kind == "broadcast" and any(h.func.key == "socketio.base_manager:BaseManager.get_participants" and h.edge == "call"
+                                         and chain.hops[n - 1].edge == "entry" for n, h in enumerate(chain.hops) if n):
+            text += (" Its last part is where python-socketio leaves the sender out (`include_self=False` gives "
+                     "`skip_sid`): `Manager.emit`'s loop over `get_participants` moves on to the next participant without a send.")
         out[f"journey:{d.journey.name}"] = f"{GENERATED} {text}"
     return out
 
