@@ -570,11 +570,11 @@ def derive_all(trace: TraceFile) -> tuple[list[Derived], list[str]]:
     for kind, event, namespace, _, _ in sites:
         per_name[slug(kind, event, namespace)] = per_name.get(slug(kind, event, namespace), 0) + 1
     for (kind, event, namespace, func_key, line), emits in sites.items():
-        # a repeated call site (a loop, a background task): its first emit; a broadcast: the one
-        # that reached the most clients
-        chosen = emits[0]
-        if kind == "broadcast":
-            chosen = max(emits, key=lambda i: (_fanned(g, i), -i))
+        # a repeated call site (a loop, a background task): its first emit that reached a client's
+        # socket; a broadcast: the one that reached the most clients
+        order = sorted(emits, key=lambda i: (-_fanned(g, i), i)) if kind == "broadcast" else emits
+        reached = (i for i in order if recipients(g, emit_start(g, i)[1], packet_text(g, i) or _packet_needle(event)))
+        chosen = next(reached, order[0])  # the first that reached a socket (else the finder says why not)
         func = trace.funcs[func_key]
         name = slug(kind, event, namespace)
         if per_name[name] > 1:  # several call sites send this event: each is its own journey
