@@ -98,3 +98,19 @@ def test_dispel_check_says_the_rules_line(project, committed, monkeypatch, capsy
     out = capsys.readouterr().out.splitlines()
     line = verdicts(bad, traces)[0]
     assert f"one story: {line}" in out
+
+
+def test_a_part_that_nothing_earlier_caused(committed):
+    """A part whose first event no event of the earlier parts happened before (and that is no
+    socket read, whose cause is a client) is another story."""
+    found, traces = committed
+    emit = found["emit"]
+    trace, links = chains.scenario_trace(traces, emit.scenario)
+    f = integrity._Facts(trace, links)
+    reached = f.reach([h.event for h in emit.hops])
+    last = max(h.event for h in emit.hops)
+    other = next(e for e in trace.events if e.index > last and e.func not in integrity.READS
+                 and not (e.thread in reached and reached[e.thread] <= e.index))
+    hop = dataclasses.replace(emit.hops[0], func=trace.funcs[other.func], thread=other.thread, event=other.index, edge="entry")
+    said = verdicts(dataclasses.replace(emit, hops=emit.hops + (hop,)), traces)
+    assert said == [f"emit: hop {len(emit.hops) + 1} ({other.func}, entry): starts a new part that no event of an earlier part happened before"]
