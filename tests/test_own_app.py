@@ -179,3 +179,14 @@ def test_an_exception_the_apps_error_handler_caught(tmp_path):
     at = next(n for n, h in enumerate(hops) if h.func.key == "caught:on_boom" and h.edge != EDGE_ENTRY)
     assert [h.func.key for h in hops[at + 1:]] == ["flask_socketio:SocketIO._handle_event", "caught:on_any_error"]
     assert hops[at + 1].line_text == "return err_handler(value)"
+
+
+def test_an_ack_after_the_handler_emitted(built):
+    """on_echo emits, then returns its ack: the ACK's journey follows the ACK's own hand-off, not
+    the emit's (from the handler the first hand-off was the reply's packet)."""
+    _, stdout, found, trace = built
+    chain = found["ack-echo"]
+    assert chain.hops[-1].func.key == "_socket:socket.send" and '431[{"echo":"ping"}]' in chain.hops[-1].value
+    assert not any('"echoing"' in (h.value or "") for h in chain.hops)
+    assert integrity.verdicts(chain, trace) == []
+    assert f"journey emit-reply-on_echo-{line_of('echoing')}: " in stdout

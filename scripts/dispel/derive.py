@@ -374,9 +374,26 @@ def find_ack(event: str, handle: int, internal: int, ack_id: int, namespace: str
         answer = _strings(_sent_bytes(g.ev(sink)), prefix) or (prefix + "[",)
         to_handler = value_trail(g, recv, handler, asked)
         to_sink = value_trail(g, handler, sink, answer)
+        own = _own_handoff(g, internal, handler)
+        if own is not None:
+            # the handler handed other messages off first (it emitted): follow the ACK's own put
+            put, woke = own
+            to_sink = [handler, *(value_trail(g, put, sink, answer) if woke else [put, sink])]
         return [with_producer(g, to_handler + to_sink[1:])], asked + answer + (prefix + "[",)
 
     return find
+
+
+def _own_handoff(g: TraceGraph, internal: int, handler: int) -> tuple[int, bool] | None:
+    """When the handler handed something off before its ACK was sent (an emit, a task started),
+    (the ACK's own Queue.put, whether it woke a thread); None when the ACK's is the first hand-off."""
+    thread = g.ev(handler).thread
+    first = min((x for x, _, _ in g.cross if x >= handler and g.ev(x).thread == thread), default=None)
+    sending = [c for c in range(g.ev(handler).end + 1, g.ev(internal).end + 1) if g.ev(c).func == "socketio.server:Server._send_packet"]
+    puts = [c for c in range(sending[0], g.ev(sending[0]).end + 1) if g.ev(c).func == "queue:Queue.put"] if sending else []
+    if not puts or first is None or puts[0] <= first <= g.ev(puts[0]).end:
+        return None
+    return puts[0], any(puts[0] <= x <= g.ev(puts[0]).end for x, _, _ in g.cross)
 
 
 def find_disconnect(g: TraceGraph, websocket: bool = True):

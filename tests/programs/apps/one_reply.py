@@ -39,3 +39,9 @@ def on_bye():
 @socketio.on("oops")
 def on_oops(data):
     return {"half": data["amount"] / 2}
+
+
+@socketio.on("echo")
+def on_echo(text):
+    emit("reply", {"text": "echoing"})
+    return {"echo": text}
