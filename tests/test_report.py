@@ -178,9 +178,16 @@ def test_a_handler_that_raises_still_builds_and_shows_where(tmp_path):
     proc = dispel("report", "--scenario", "scenario.toml", "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     chain = chains_of(tmp_path / "out")["on-boom"]
-    last = chain.hops[-1]
-    assert last.func.key == "raising:on_boom" and last.line == 10 and "raised an exception" in (last.value or "")
-    assert "raise ValueError" in last.line_text
+    at = next(n for n, h in enumerate(chain.hops) if h.func.key == "raising:on_boom" and h.edge != EDGE_ENTRY)
+    boom = chain.hops[at]
+    assert boom.line == 10 and "raised an exception" in (boom.value or "") and "raise ValueError" in boom.line_text
+    # where it was caught: up through Flask-SocketIO's re-raise (no error handler) to the
+    # thread's run(), then threading's excepthook, which the thread ran next
+    up = chain.hops[at + 1:]
+    assert up[0].func.key == "flask_socketio:SocketIO._handle_event" and up[0].line_text == "raise"
+    assert [h.func.key for h in up][-2:] == ["threading:Thread.run", "threading:_make_invoke_excepthook.<locals>.invoke_excepthook"]
+    assert up[-1].edge == EDGE_ENTRY and all(h.edge == "return" for h in up[:-1])
+    assert "the app raised: ValueError: cannot handle 'x' (raising.py:10, in on_boom): journey on-boom shows it" in proc.stdout
     assert (tmp_path / "out" / "site" / "chains" / "on-boom" / "index.html").is_file()
     shutil.rmtree(tmp_path / "out")
 

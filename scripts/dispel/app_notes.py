@@ -28,6 +28,9 @@ _SUMMARIES = {
     "broadcast": "From the app's {handler} emitting {event} to a room (or to everyone) to the first socket send that carries it.",
     "ack": "From the socket read of the event {event}, sent with an ack id, through the handler {handler} to the "
            "ACK packet that carries its return value back.",
+    "callback": "From the app's {handler} emitting {event} with a callback to the frame that carries it with an ack id; "
+                "then from the socket read of the client's ACK, through python-socketio's `trigger_callback`, to the "
+                "app's callback and the first thing it does.",
     "disconnect": "From the socket read of the Socket.IO DISCONNECT packet to python-socketio's disconnect handling"
                   "{handler}, then the Engine.IO CLOSE and the server's close frame (when the client sent them).",
     **derive_packets.SUMMARIES,  # refused connects, binary events, HTTP routes, calls, server-side disconnects
@@ -107,5 +110,34 @@ def summaries(derived: Sequence[Derived], chains: Mapping[str, Chain]) -> dict[s
             namespace=_code(d.namespace),
             handler=(f" and the app's {handler}" if d.kind in ("connect", "disconnect") else handler) if handler else "",
         )
+        if d.kind == "broadcast" and any(h.func.key == "socketio.base_manager:BaseManager.get_participants" and h.edge == "call"
+                                         and chain.hops[n - 1].edge == "entry" for n, h in enumerate(chain.hops) if n):
+            text += (" Its last part is where python-socketio leaves the sender out (`include_self=False` gives "
+                     "`skip_sid`): `Manager.emit`'s loop over `get_participants` moves on to the next participant without a send.")
         out[f"journey:{d.journey.name}"] = f"{GENERATED} {text}"
+    return out
+
+
+def exceptions(stderr: str) -> list[tuple[str, str, int, str]]:
+    """The exceptions a run printed (Python's traceback of an uncaught exception in a thread):
+    (``Type: message``, file, line, function) of each, its innermost frame; in order, each once."""
+    import re
+
+    out: list[tuple[str, str, int, str]] = []
+    frame = None
+    inside = False
+    for line in stderr.splitlines():
+        if line.startswith("Traceback (most recent call last):"):
+            inside, frame = True, None
+            continue
+        if not inside:
+            continue
+        m = re.match(r'\s+File "(.+)", line (\d+), in (.+)$', line)
+        if m:
+            frame = (m.group(1), int(m.group(2)), m.group(3))
+        elif line and not line[0].isspace() and frame is not None:
+            said = (line.strip(), *frame)
+            if said not in out:
+                out.append(said)
+            inside = False
     return out

@@ -233,10 +233,15 @@ def connect(g: TraceGraph, a: int, b: int) -> list[Step]:
         return []
     if g.ev(a).thread == g.ev(b).thread:
         return tree_path(g, a, b)
-    try:
-        route = thread_route(g, a, b)
-    except JourneyError:
+    if g.ev(a).func == "queue:Queue.put" and not any(a <= x <= g.ev(a).end for x, _, _ in g.cross):
+        # a put that woke no one (the taker was awake): the taker's get of that very item is
+        # the hand-off; a later wake-up from this thread would be another message's
         route = data_route(g, a, b)
+    else:
+        try:
+            route = thread_route(g, a, b)
+        except JourneyError:
+            route = data_route(g, a, b)
     steps: list[Step] = []
     here = a
     for x, y, kind in route:
@@ -595,7 +600,8 @@ def _wire_frames(g: TraceGraph, parts: list[list[int]]) -> tuple:
 
 
 def _wire_on(g: TraceGraph, parts: list[list[int]]) -> tuple:
-    recv = g.ev(parts[-1][0])
+    # the last part that starts at a socket read (a raising handler's journey ends with where it was caught)
+    recv = g.ev(next(p[0] for p in reversed(parts) if is_sink("recv", "recv_into")(g.ev(p[0]))))
     return wire.decode_frame(value_text_to_python(recv.ret.text)) if recv.ret else ()
 
 
@@ -865,6 +871,8 @@ def build(
         value = _shown_value(e, shown)
         if nxt is None and e.raised:
             value = "raised an exception: the call ended here, at the highlighted line"
+        elif e.raised and nxt is not None and nxt[1] == EDGE_RETURN:
+            value = "raised an exception: it left this call here, at the highlighted line, to its caller"
         hops.append(Hop(func, line, e.thread, edge, i, value, text))
     number = {}
     for n, (i, _) in enumerate(steps, 1):

@@ -35,6 +35,8 @@ def _said(done: report.Report, no_site: bool) -> int:
         print(f"journey {name}: {hops} hops on {threads} threads")
     for line in done.skipped:
         print(f"not derived: {line}")
+    for line in done.raised:
+        print(f"the app raised: {line}")
     if done.unannotated:
         print(f"not annotated: {len(done.unannotated)} functions (listed on the report's home page)")
     print(f"report -> {done.out}" + ("" if no_site else f" (site: {done.out / 'site'})"))

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import yaml
 
-from . import annotations, app_notes, chains as chains_core, derive, fetch, fold, prose, render, scenario_file
+from . import annotations, app_notes, chains as chains_core, derive, fetch, fold, integrity, prose, render, scenario_file
 from .chains import JourneyError
 from .installed import hop_sources, license_rows, source_lines
 from .model import Chain, DispelError, TraceFile
 from .project import Project, read_text, write_all_atomic
 from .stages import chain_files, hop_linker, load_annotations, load_chains, load_lock, load_traces, pin
-from .verify import CheckResult, check_proofs
+from .verify import CheckResult, check_integrity, check_proofs
 
 MARKER = ".dispel-report"
 APP_FOLDER = "app"  # the app's traced files as they ran, kept with the report (its pages and check read them)  # in a folder dispel report built (it may replace only such a folder)
@@ -45,9 +45,10 @@ class Report:
     journeys: tuple[tuple[str, int, int], ...]
     skipped: tuple[str, ...]
     unannotated: tuple[str, ...]
+    raised: tuple[str, ...] = ()  # what the app raised, as the run printed it, and which journey shows it
 
 
-def _record(scenario: Path, traces: Path, timeout: float | None, redact: Iterable[str] = ()) -> None:
+def _record(scenario: Path, traces: Path, timeout: float | None, redact: Iterable[str] = ()) -> str:
     """`dispel record --scenario` in a fresh interpreter in the working directory: the app is
     imported there with that folder (and the scenario's) on sys.path."""
     argv = [sys.executable, "-m", "dispel", "record", "--scenario", str(scenario), "--out", str(traces)]
@@ -59,6 +60,7 @@ def _record(scenario: Path, traces: Path, timeout: float | None, redact: Iterabl
         said = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         error = next((ln for ln in reversed(said) if ln.startswith("dispel: error: ")), said[-1] if said else "no message")
         raise DispelError(error.removeprefix("dispel: error: "))
+    return proc.stderr
 
 
 def app_root(trace: TraceFile, folders: Sequence[Path]) -> Path | None:
@@ -72,14 +74,22 @@ def app_root(trace: TraceFile, folders: Sequence[Path]) -> Path | None:
 
 def build_chains(trace: TraceFile, lines: Mapping) -> tuple[list[derive.Derived], dict[str, Chain], list[str]]:
     """The derived journeys and their chains; a journey that cannot be followed is left out, with why."""
-    found = derive.derive(trace)
+    found, notes = derive.derive_all(trace)
     built: dict[str, Chain] = {}
     skipped = []
     for d in found:
+        at = f" ({d.site})" if d.site else ""
         try:
-            built[d.journey.name] = chains_core.build(trace, d.journey, lines, d.find)
+            chain = chains_core.build(trace, d.journey, lines, d.find)
         except JourneyError as exc:
-            skipped.append(f"{d.journey.name}: {exc}")
+            skipped.append(f"{d.journey.name}{at}: {exc}")
+            continue
+        broken = integrity.verdicts(chain, trace)  # a chain that is not one story is not shown
+        if broken:
+            skipped.append(f"{d.journey.name}{at}: its chain is not one story: {broken[0]}")
+            continue
+        built[d.journey.name] = chain
+    skipped += notes + derive.unshown(trace, built)
     return [d for d in found if d.journey.name in built], built, skipped
 
 
@@ -143,7 +153,7 @@ def _reading_guide(project_index: str) -> str:
 
 
 def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Sequence[derive.Derived], built: Mapping[str, Chain],
-                 skipped: Sequence[str], missing: Sequence[str], guide: str) -> str:
+                 skipped: Sequence[str], missing: Sequence[str], guide: str, trace: TraceFile | None = None) -> str:
     title = sf.title or f"{sf.app.target}, traced"
     out = [render.generated_header(COMMAND), f"# {render.md_text(title)}\n",
            f"dispel ran {render.inline_code(sf.app.target)} under its tracer while the clients of the scenario file "
@@ -155,9 +165,19 @@ def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Se
         c = built[d.journey.name]
         out.append(f"| [{d.journey.name}](chains/{d.journey.name}.md) | {len(c.hops)} | {len(render.lifelines(c))} | {render.md_text(c.title)} |")
     out.append("")
+    raised = derive.raised_sites(trace) if trace is not None else []
+    if raised:
+        out.append("## Where the app raised\n")
+        out.append("An exception left the app's code here (its type and message are in the run's output):\n")
+        for site in raised:
+            shown = derive.shown_by(built, site)
+            where = f"[{shown}](chains/{shown}.md) shows where it was caught" if shown else "no journey shows it"
+            out.append(f"- {render.inline_code(f'{site[0]}:{site[1]}')} in {render.inline_code(site[2])}: {where}")
+        out.append("")
     if skipped:
         out.append("## Journeys not derived\n")
-        out += [f"- {render.md_text(s)}" for s in skipped] + [""]
+        out.append("What ran and is on no journey, with why (the console printed the same lines):\n")
+        out += [f"- not derived: {render.md_text(s)}" for s in skipped] + [""]
     out.append("## Not annotated\n")
     if missing:
         out.append("No text covers these functions yet (a general text in an annotations file would):\n")
@@ -211,7 +231,7 @@ def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         rp = Project(tmp)
-        _record(scenario, rp.traces, timeout, redact)
+        stderr = _record(scenario, rp.traces, timeout, redact)
         trace = load_traces(rp)[scenario.stem]
         root = app_root(trace, [scenario.parent, Path.cwd()])
         if project.lock.is_file():
@@ -221,7 +241,29 @@ def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Report(out, *done)
+    return Report(out, *done[:3], raised=tuple(raised_lines(stderr, trace, done[3])))
+
+
+def raised_lines(stderr: str, trace: TraceFile, built: Mapping[str, Chain]) -> list[str]:
+    """``Type: message (path:line, in func): journey X shows it`` for each exception the app's
+    code raised that the run printed (the thread's traceback); where no journey shows it, says so."""
+    out = []
+    sites = derive.raised_sites(trace)
+    printed = set()
+    for said, file, line, func in app_notes.exceptions(stderr):
+        site = next((s for s in sites if file.endswith("/" + s[0]) and s[1] == line and s[2].endswith(func)), None)
+        if site is None:
+            continue  # not the app's own code (a library's exception the app did not raise)
+        printed.add(site)
+        shown = derive.shown_by(built, site)
+        out.append(f"{said} ({site[0]}:{line}, in {site[2]}): " + (f"journey {shown} shows it" if shown else "no journey shows it"))
+    for site in sites:  # caught without a traceback (an error handler): what the trace tells
+        how = derive.caught_by(trace, site) if site not in printed else None
+        if how:
+            shown = derive.shown_by(built, site)
+            out.append(f"{how} ({site[0]}:{site[1]}, in {site[2]}; its message is not in the trace): "
+                       + (f"journey {shown} shows it" if shown else "no journey shows it"))
+    return out
 
 
 def rerender(out: Path, project: Project, git_dirs: Iterable[str] = (), site: bool = True) -> Report:
@@ -248,7 +290,7 @@ def rerender(out: Path, project: Project, git_dirs: Iterable[str] = (), site: bo
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Report(out, *done)
+    return Report(out, *done[:3])
 
 
 def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFile, root: Path | None, git_dirs: Iterable[str], site: bool):
@@ -289,7 +331,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
         app_files, "The app's source", f"The app {render.inline_code(sf.app.target)} that the journeys trace, exactly as it ran.", COMMAND)
     files[rp.docs / "licensing.md"] = header + render.render_licensing(license_rows(built.values(), lock)).split("\n", 1)[1]
     guide = _reading_guide(read_text(project.docs / "index.md", "the project's index page"))
-    files[rp.docs / "index.md"] = render_index(sf, text, derived, built, skipped, missing, guide)
+    files[rp.docs / "index.md"] = render_index(sf, text, derived, built, skipped, missing, guide, trace)
     files[rp.docs / "stylesheets" / "dispel.css"] = read_text(project.docs / "stylesheets" / "dispel.css", "the site's stylesheet")
     files[tmp / "mkdocs.yml"] = mkdocs_config(read_text(project.root / "mkdocs.yml", "mkdocs.yml"), sf.title or sf.app.target, list(built))
     files.update({tmp / APP_FOLDER / path: body for path, body in app_files})
@@ -299,7 +341,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     if site:
         _mkdocs(tmp)
     hops = tuple((n, len(c.hops), len(render.lifelines(c))) for n, c in built.items())
-    return hops, tuple(skipped), tuple(missing)
+    return hops, tuple(skipped), tuple(missing), built
 
 
 def _mkdocs(root: Path) -> None:
@@ -342,4 +384,7 @@ def check(root: Path, fetcher: fetch.Fetcher | None = None, raw_base: str = "") 
     result.failures += [f"{j}: page missing" for j in found if j not in pages]
     result.failures += prose.check_site(pages, found, hop_sources(found.values(), root / APP_FOLDER))
     result.timings["pages"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    result.failures += check_integrity(project, found)  # each chain is one story of the report's trace
+    result.timings["integrity"] = time.perf_counter() - clock
     return result

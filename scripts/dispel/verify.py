@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from . import annotations, catalog, fetch, processes, prose
+from . import annotations, catalog, fetch, integrity, processes, prose
+from . import chains as chains_core
 from . import check as check_core
 from .browser import chromium_version, unavailable
 from .forges import parse_source_url, raw_url
@@ -66,6 +67,10 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
             (h.edge for c in found.values() for h in c.hops), (*catalog.DEFAULT_SCENARIOS, *catalog.DEFAULT_PROCESS_SCENARIOS),
         )
     result.timings["annotations"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    result.failures += check_integrity(project, found)  # each chain is one story of its trace
+    result.timings["integrity"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     drift, why = check_drift(project, found, notes=notes)
@@ -202,6 +207,21 @@ def online_contents(links: list, lock: Lock, fetcher: fetch.Fetcher, raw_base: s
             urls[(pin_.dist, fpin.installed)] = raw_url(raw_base, pin_.repo, sl.ref, fpin.path)
     got = fetch_all(fetcher, urls.values(), raw_base)
     return {key: got[url].data if got[url].data is not None else f"{url}: {got[url].error}" for key, url in urls.items()}
+
+
+def check_integrity(project: Project, found: Mapping[str, Chain], traces: Mapping | None = None) -> list[str]:
+    """Each chain is one story of its trace (dispel.integrity), one line per hop that is not
+    proven: ``one story: <journey>: hop N (<func>, <edge>): why``."""
+    traces = load_traces(project) if traces is None else traces
+    out = []
+    for name, chain in sorted(found.items()):
+        trace, links = chains_core.scenario_trace(traces, chain.scenario)
+        if trace is None:
+            out.append(f"one story: {name}: the trace of scenario {chain.scenario!r} is missing, so the chain cannot be proven; "
+                       f"run `dispel record {chain.scenario}`")
+            continue
+        out += [f"one story: {v}" for v in integrity.verdicts(chain, trace, links)]
+    return out
 
 
 def check_annotations(
