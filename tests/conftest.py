@@ -10,9 +10,12 @@
 """
 from __future__ import annotations
 
+import io
 import os
+import shutil
 import subprocess
 import sysconfig
+import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -86,6 +89,24 @@ def gold(request: pytest.FixtureRequest):
         assert text == path.read_text(encoding="utf-8"), f"{name} differs from its golden file; review, then pytest --update-gold"
 
     return check
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project's committed docs/ and traces/ to break.
+
+    Taken from git HEAD when there is one, so work in progress in the checkout does not leak in.
+    """
+    copy = tmp_path / "project"
+    copy.mkdir()
+    if (stages.Project().root / ".git").exists():
+        archive = subprocess.run(["git", "-C", str(stages.Project().root), "archive", "HEAD", "docs", "traces"], capture_output=True, check=True).stdout
+        tarfile.open(fileobj=io.BytesIO(archive)).extractall(copy, filter="data")
+    else:
+        shutil.copytree(stages.Project().root / "docs", copy / "docs")
+        shutil.copytree(stages.Project().root / "traces", copy / "traces")
+    return copy
+
 
 
 # --------------------------------------------------------------------------- git repositories

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import re
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -15,23 +13,6 @@ from dispel import check, cli, stages, verify
 from dispel.project import Project
 
 ROOT = Project().root
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the project's committed docs/ and traces/ to break.
-
-    Taken from git HEAD when there is one, so work in progress in the checkout does not leak in.
-    """
-    copy = tmp_path / "project"
-    copy.mkdir()
-    if (ROOT / ".git").exists():
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD", "docs", "traces"], capture_output=True, check=True).stdout
-        tarfile.open(fileobj=io.BytesIO(archive)).extractall(copy, filter="data")
-    else:
-        shutil.copytree(ROOT / "docs", copy / "docs")
-        shutil.copytree(ROOT / "traces", copy / "traces")
-    return copy
 
 
 @pytest.fixture

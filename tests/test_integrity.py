@@ -11,7 +11,6 @@ from dispel.model import EDGE_CALL, EDGE_WAKE, WireLayer
 from dispel.project import Project
 from dispel.stages import chain_files, load_chains, load_traces
 
-from test_check import project  # noqa: F401  (the fixture: a copy of the committed docs/ and traces/)
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,10 @@
 fail a general text that names one (dispel check) and a report's page that shows one (check --root)."""
 from __future__ import annotations
 
-import io
 import json
 import re
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -30,16 +28,6 @@ def chains():
 @pytest.fixture(scope="module")
 def vocabulary(chains):
     return annotations.sample_vocabulary(chains.values())
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the committed docs/ and traces/ (git HEAD when there is one) to break."""
-    copy = tmp_path / "project"
-    copy.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD", "docs", "traces"], capture_output=True, check=True).stdout
-    tarfile.open(fileobj=io.BytesIO(archive)).extractall(copy, filter="data")
-    return copy
 
 
 def general_text_line(path: Path) -> tuple[str, int]:
@@ -145,7 +133,7 @@ def test_dispel_check_fails_a_seeded_general_text_by_its_own_line(project, vocab
     result = verify.check(Project(project))
     mine = [f for f in result.failures if f.startswith("annotation sample: ")]
     assert len(mine) == 1, result.failures
-    assert f"socketio_stack.yml:" in mine[0] and f" {key} is a general text but names the sample app's {term!r}" in mine[0]
+    assert "socketio_stack.yml:" in mine[0] and f" {key} is a general text but names the sample app's {term!r}" in mine[0]
 
 
 # --------------------------------------------------------------------------- report pages
