@@ -42,6 +42,8 @@ from .model import (
     Event,
     TraceFile,
 )
+from .values import value_text_to_python
+from .wire import decode_frame, frame_layout
 
 PUT = "queue:Queue.put"
 GET = "queue:Queue.get"
@@ -246,11 +248,32 @@ def _wire(f: _Facts, chain: Chain, parts: Sequence[list[int]]) -> list[str]:
                 if e.thread == thread and e.func in SENDS + READS:
                     values += [v.text for v in (*e.args, *([e.ret] if e.ret else ()))]
     out = []
+    decoded: list[str] | None = None
     for layer in chain.wire:
         pieces = [p for p in re.split(r"\\x[0-9a-fA-F]{2}|\\.|[^\x20-\x7e]|['\"]", layer.raw) if len(p) >= 4]
         if not pieces:
             continue
         piece = max(pieces, key=len)
-        if not any(piece in v for v in values):
+        if any(piece in v for v in values):
+            continue
+        if decoded is None:  # what those bytes carry: a client's frame is masked, a compressed one deflated
+            decoded = [raw for v in values for raw in _frame_layers(v)]
+        if not any(piece in v for v in decoded):
             out.append(f"{chain.journey}: wire {layer.layer}: {piece[:60]!r} is on no hop of the journey")
+    return out
+
+
+def _frame_layers(text: str) -> list[str]:
+    """The decoded layers (as the page shows them) of the WebSocket frames a bytes value holds."""
+    if not text.startswith(("b'", 'b"')):
+        return []
+    try:
+        data = value_text_to_python(text)
+    except (ValueError, SyntaxError):
+        return []
+    out: list[str] = []
+    while isinstance(data, bytes) and (layout := frame_layout(data)) is not None:
+        end = sum(layout)
+        out += [layer.raw for layer in decode_frame(data[:end])]
+        data = data[end:]
     return out
