@@ -99,6 +99,8 @@ def _fetcher(args: argparse.Namespace) -> fetch.Fetcher | None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    if args.handin:
+        handin_build.checked_handin(args.handin)  # a wrong folder fails before the other checks run
     if report.is_report(args.root):  # a folder `dispel report` built
         result = report.check(args.root, fetcher=_fetcher(args), raw_base=args.raw_base)
     else:
@@ -116,8 +118,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_handin(args: argparse.Namespace) -> int:
-    built = handin_build.report_handin(args.report, PROJECT) if args.report else handin_build.site_handin(PROJECT)
-    done = handin_build.write(built, args.out, PROJECT, args.require_pdf)
+    done = handin_build.build(PROJECT, args.out, args.report, args.require_pdf)
     for note in done.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"hand-in -> {done.out}: {', '.join(done.files)} ({done.links} links)")

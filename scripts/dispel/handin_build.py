@@ -183,6 +183,14 @@ def print_pdf(html: str, work: Path) -> bytes:
     return data
 
 
+def build(project: Project, out: Path, report: Path | None = None, require_pdf: bool = False) -> Written:
+    """`dispel handin`: the output folder and Chromium checked first, then the facts, then the files."""
+    _checked_out(out, project)
+    if require_pdf and chromium_missing():
+        raise DispelError(f"--require-pdf: {chromium_missing()}; install it, or drop --require-pdf to write the .md and .docx only")
+    return write(report_handin(report, project) if report else site_handin(project), out, project, require_pdf)
+
+
 def write(b: Built, out: Path, project: Project, require_pdf: bool = False) -> Written:
     """report.md, report.docx and (with Chromium) report.pdf into ``out``, all or nothing."""
     out = _checked_out(out, project)
@@ -233,14 +241,20 @@ def _swap(new: Path, out: Path) -> None:
 # --------------------------------------------------------------------------- checking
 
 
+def checked_handin(folder: Path) -> Path:
+    """``--handin DIR``, resolved; one line when it is not a folder `dispel handin` wrote."""
+    folder = folder.resolve()
+    if not (folder / handin.MARKER).is_file():
+        raise DispelError(f"--handin {folder} is not a folder `dispel handin` wrote; build it with `dispel handin --out {folder}`")
+    return folder
+
+
 def check(folder: Path, b: Built) -> tuple[list[str], list[str], int]:
     """`dispel check --handin DIR`: (failures, notes, links proven). Every link of every format
     read back and compared with the chain's; each of the chain's links proven by its blob (and a
     hop's line against the chain); report.md against a regeneration; a licensing table for every
     distribution on the chains."""
-    folder = folder.resolve()
-    if not (folder / handin.MARKER).is_file():
-        raise DispelError(f"--handin {folder} is not a folder `dispel handin` wrote; build it with `dispel handin --out {folder}`")
+    folder = checked_handin(folder)
     h = b.handin
     failures = handin.missing_licenses(h.pages, h.licenses)
     notes = []
