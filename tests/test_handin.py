@@ -154,6 +154,49 @@ def test_every_journey_has_its_numbered_chain_with_the_page_models_links():
     assert all(r.repository in urls for r in h.licenses)
 
 
+def _sample_handin(texts: dict[str, str]) -> str:
+    from samples import EMIT, HOP_LINKS
+
+    page = render.journey_page(EMIT, HOP_LINKS, {}, texts)
+    made = handin.Made((), "3.11.7", "2026-12-05T03:55:42+00:00", "a test", "dispel handin --out DIR")
+    return handin.to_markdown(handin.HandIn("T", "I", (), (page,), made), "dispel handin")
+
+
+def test_a_short_sentence_stands_for_the_full_text_in_the_hand_in_only():
+    from samples import ANNOTATIONS, EMIT, EXCERPTS, HOP_LINKS
+
+    from dispel.annotations import parse_annotations, texts as texts_of_notes
+
+    notes = parse_annotations(
+        "socketio.server:Server.emit:\n  short: Encodes the packet once, on {{thread}}.\n  text: |\n    Encodes the packet; see `Server._encode`.\n",
+        "t.yml")
+    assert notes["socketio.server:Server.emit"].short == "Encodes the packet once, on {{thread}}."
+    texts = {**ANNOTATIONS, **texts_of_notes(notes)}
+    md = _sample_handin(texts)
+    assert "Encodes the packet once, on `handler-1`." in md and "see `Server._encode`" not in md
+    assert "The user's handler." in md  # no short: the full text
+    # the site's page is the same with or without the short sentence
+    assert render.render_journey(EMIT, HOP_LINKS, EXCERPTS, texts) == render.render_journey(EMIT, HOP_LINKS, EXCERPTS, ANNOTATIONS)
+
+
+def test_a_short_sentence_is_read_by_the_prose_rules():
+    from samples import EMIT
+
+    assert handin.short_problems({"emit": EMIT}, {"socketio.server:Server.emit": "Encodes the packet on {{thread}}."}, {}) == []
+    found = handin.short_problems({"emit": EMIT}, {"socketio.server:Server.emit": "Encodes the packet on request-7."}, {})
+    assert len(found) == 1 and "request-7" in found[0] and "short sentences on emit" in found[0]
+
+
+def test_a_short_sentence_must_be_one_and_not_on_a_summary():
+    from dispel.annotations import parse_annotations
+    from dispel.model import DispelError
+
+    with pytest.raises(DispelError, match="short must be one sentence"):
+        parse_annotations("a.b:c:\n  short: |\n    One.\n\n    Two.\n  text: x\n", "t.yml")
+    with pytest.raises(DispelError, match="a journey summary has no short sentence"):
+        parse_annotations("journey:emit:\n  short: One.\n  text: x\n", "t.yml")
+
+
 # --------------------------------------------------------------------------- built
 
 

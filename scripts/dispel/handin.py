@@ -26,10 +26,10 @@ from html import escape
 
 import markdown
 
-from . import fold
+from . import fold, prose, render
 from .check import PageLink
 from .licenses import LicenseRow
-from .model import PYTHON, normalize_dist
+from .model import PYTHON, Chain, Source, normalize_dist
 from .pagemodel import HopLinks, HopView, JourneyPage
 from .render import inline_code, md_text
 
@@ -105,7 +105,7 @@ def expected_links(h: HandIn) -> list[Expected]:
         for _, v in page.folded_hops:
             out += _hop_expected(page.journey, v)
     # links the texts themselves carry (a summary or a hop's text may cite a specification)
-    texts = [p.summary or "" for p in h.pages] + [v.annotation or "" for p in h.pages for v in p.key_hops]
+    texts = [p.summary or "" for p in h.pages] + [v.short or v.annotation or "" for p in h.pages for v in p.key_hops]
     out += [Expected(url) for text in texts for url in markdown_links(text)]
     return out
 
@@ -145,6 +145,27 @@ def check_formats(found: Mapping[str, Sequence[str] | None], expected: Sequence[
         for url, n in sorted((want - got).items()):
             out.append(f"handin/{name}: the chain's link {url} is missing ({n}×): regenerate the hand-in (`dispel handin`)")
     return out
+
+
+def short_page(chain: Chain, shorts: Mapping[str, str]) -> str:
+    """The `short:` sentences a chain's hops would show, as a journey page's hop sections (for dispel.prose)."""
+    out = [f"# {chain.journey}\n"]
+    for i, hop in enumerate(chain.hops):
+        text = render.hop_annotation(chain, i, shorts)
+        if text:
+            out.append(f"### {i + 1} · {inline_code(hop.func.qualname)} {{ #hop-{i + 1} }}\n\n{text.strip()}\n")
+    return "\n".join(out)
+
+
+def short_problems(chains: Mapping[str, Chain], shorts: Mapping[str, str], sources: Mapping[Source, bytes | str]) -> list[str]:
+    """The `short:` sentences (annotation key -> short) read by the prose rules the pages' texts are, one line each."""
+    if not shorts:
+        return []
+    lines = {src: (d.decode("utf-8", errors="replace") if isinstance(d, bytes) else d).split("\n") for src, d in sources.items()}
+    out = []
+    for journey, chain in sorted(chains.items()):
+        out += [p.line for p in prose.check_page(f"short sentences on {journey}", short_page(chain, shorts), chain, lines)]
+    return out + [ln.replace("prose: annotation", "prose: short sentence of", 1) for ln in prose.typed_lines(shorts, chains)]
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -223,7 +244,8 @@ def _hop_md(page: JourneyPage, index: int, v: HopView, app_note: str, journeys: 
     for r in v.returns:
         out.append(f'- **Came back:** <a id="{_anchor(page.journey, r.number)}"></a>{_code_cell(r.hop, r.links, app_note)} (hop {r.number}, thread {inline_code(r.hop.thread)})')
     out.append("")
-    out.append((_local(v.annotation, page.journey, journeys) if v.annotation else "*No text has been written for this function yet.*") + "\n")
+    text = v.short or v.annotation  # one sentence where the text has one, else the full text
+    out.append((_local(text, page.journey, journeys) if text else "*No text has been written for this function yet.*") + "\n")
     return out
 
 

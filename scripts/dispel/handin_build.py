@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from . import annotations, catalog, handin, render
+from . import annotations, catalog, handin, prose, render
 from . import browser
 from . import check as check_core
 from .installed import PYTHON_VERSION, hop_sources, installed_contents, license_rows, source_lines, version_set
@@ -117,7 +117,7 @@ def report_handin(root: Path, project: Project) -> Built:
             return render.render_journey(c, linker, excerpts, t, built)
 
         report.checked_page(chain, mine, page_of, prose_lines)  # the texts the report's page kept
-        pages.append(render.journey_page(chain, linker, {}, final[0], built))
+        pages.append(render.journey_page(chain, linker, {}, true_shorts(chain, final[0], prose_lines), built))
     sf = scenario_file.parse(read_text(root / report.SCENARIO_COPY, "the report's scenario file"), f"{name}.toml")
     versions, python = version_set(lock)
     stat = (rp.traces / f"{name}.json").stat()
@@ -133,6 +133,33 @@ def report_handin(root: Path, project: Project) -> Built:
     )
     rows = tuple(license_rows(built.values(), lock))
     return Built(handin.HandIn(title, intro, rows, tuple(pages), made), lock, built, REPORT_COMMAND)
+
+
+def true_shorts(chain: Chain, texts: dict[str, str], lines) -> dict[str, str]:
+    """``texts`` without the `short:` sentences that cannot be filled on ``chain`` or that the prose
+    rules find untrue on it (a general sentence written for the sample's journeys): the hand-in then
+    shows the full text, as the report's page does."""
+    texts = dict(texts)
+    for _ in range(len(chain.hops) + 1):
+        drop = None
+        for i, hop in enumerate(chain.hops):
+            try:
+                render.hop_short(chain, i, texts)
+            except DispelError:
+                drop = annotations.select(texts, hop.func.key, chain.journey, hop.line)[0]
+                break
+        if drop is None:
+            shorts = {k[len(annotations.SHORT_MARK):]: v for k, v in texts.items() if k.startswith(annotations.SHORT_MARK)}
+            found = prose.check_page(chain.journey, handin.short_page(chain, shorts), chain, lines) if shorts else []
+            hop = chain.hops[found[0].hop - 1] if found and found[0].hop else None
+            if hop is None:
+                return texts
+            chosen = annotations.select(shorts, hop.func.key, chain.journey, hop.line)
+            if chosen is None:
+                return texts
+            drop = chosen[0]
+        texts.pop(annotations.SHORT_MARK + drop, None)
+    return texts
 
 
 # --------------------------------------------------------------------------- writing

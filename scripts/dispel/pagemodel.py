@@ -46,6 +46,7 @@ class HopView:
     annotation: str | None  # Markdown, placeholders filled
     returns: tuple[Return, ...] = ()
     joins: tuple[Join, ...] = ()
+    short: str | None = None  # the text's `short:` sentence (the hand-in's), placeholders filled
 
     @property
     def numbers(self) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ from html import escape
 import markdown
 
 from . import catalog, fold
-from .annotations import KEY_MARK, select
+from .annotations import KEY_MARK, SHORT_MARK, select
 from .diagram import CROSS_EDGES, LAYER_ORDER, Link, Row, layer_of, layered_svg
 from .licenses import LicenseRow
 from .model import EDGE_ENTRY, JOIN_PARSED, JOIN_RESULT, JOIN_STORED, JOIN_YIELD, Chain, DispelError, Func, Hop, Join, Relay, Source, WireLayer
@@ -356,6 +356,7 @@ def hop_sections(
             hop_annotation(chain, e.hop - 1, annotations),
             returns,
             tuple(chain.joins),
+            hop_short(chain, e.hop - 1, annotations),
         )
 
     return tuple(Section(g.folded, g.title, tuple(g.numbers), tuple(view(e) for e in g.entries)) for g in groups)
@@ -462,6 +463,14 @@ def render_compared(chain: Chain, label: str, others: Sequence[tuple[str, Chain]
         intro = f"    Scenario {inline_code(other.scenario)}, {len(other.hops)} hops; its {len(key)} key hops below."
         out.append(f'=== "{_title(title)}"\n\n{intro}\n\n' + "\n".join("    " + r for r in rows) + "\n")
     return "\n".join(out)
+
+
+def hop_short(chain: Chain, index: int, annotations: Mapping[str, str]) -> str | None:
+    """The `short:` sentence of the text hop ``index`` shows (see hop_annotation), filled; None without one."""
+    hop = chain.hops[index]
+    found = select(annotations, hop.func.key, chain.journey, hop.line)
+    short = annotations.get(SHORT_MARK + found[0]) if found else None
+    return fill(short, chain, index, found[0], inline_code) if short else None
 
 
 def hop_annotation(chain: Chain, index: int, annotations: Mapping[str, str]) -> str | None:
