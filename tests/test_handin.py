@@ -148,7 +148,7 @@ def test_every_journey_has_its_numbered_chain_with_the_page_models_links():
     for page in h.pages:
         assert f"{{ #chain-{page.journey} }}" in md
         for i, v in enumerate(page.key_hops, 1):
-            assert f"#### {i}. {render.inline_code(v.hop.func.qualname)} (hop {v.number})" in md
+            assert f"##### {i}. {render.inline_code(v.hop.func.qualname)} (hop {v.number})" in md
     urls = [e.url for e in handin.expected_links(h)]
     assert sorted(handin.markdown_links(md)) == sorted(urls)
     assert all(r.repository in urls for r in h.licenses)

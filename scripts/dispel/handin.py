@@ -236,7 +236,7 @@ def _license_md(r: LicenseRow) -> list[str]:
 def _hop_md(page: JourneyPage, index: int, v: HopView, app_note: str, journeys: Sequence[str]) -> list[str]:
     func = v.hop.func
     out = [
-        f"#### {index}. {inline_code(func.qualname)} (hop {v.number}) {{ #{_anchor(page.journey, v.number)} }}\n",
+        f"##### {index}. {inline_code(func.qualname)} (hop {v.number}) {{ #{_anchor(page.journey, v.number)} }}\n",
         f"- **Function:** {inline_code(func.module)} · {inline_code(func.qualname)}",
         f"- **Code:** {_code_cell(v.hop, v.links, app_note)}",
         f"- **Thread:** {inline_code(v.hop.thread)}",
@@ -257,12 +257,12 @@ def _appendix_md(page: JourneyPage, app_note: str) -> list[str]:
     for s in folded:
         out.append(f"**{md_text(s.title)}: {fold.hop_ranges(s.numbers)}**\n")
         out += ["| Hop | Function | Code | Thread |", "|---:|---|---|---|"]
-        for v in s.entries:
-            for n, hop, links in ((v.number, v.hop, v.links), *((r.number, r.hop, r.links) for r in v.returns)):
-                out.append(
-                    f'| <a id="{_anchor(page.journey, n)}"></a>{n} | {inline_code(hop.func.key)} '
-                    f"| {_code_cell(hop, links, app_note)} | {inline_code(hop.thread)} |"
-                )
+        rows = [(v.number, v.hop, v.links) for v in s.entries] + [(r.number, r.hop, r.links) for v in s.entries for r in v.returns]
+        for n, hop, links in sorted(rows, key=lambda row: row[0]):  # in the order they ran
+            out.append(
+                f'| <a id="{_anchor(page.journey, n)}"></a>{n} | {inline_code(hop.func.key)} '
+                f"| {_code_cell(hop, links, app_note)} | {inline_code(hop.thread)} |"
+            )
         out.append("")
     return out
 
@@ -294,7 +294,7 @@ def to_markdown(h: HandIn, command: str) -> str:
     )
     for page in h.pages:
         keys = page.key_hops
-        out.append(f"### {md_text(page.title)} {{ #chain-{page.journey} }}\n")
+        out.append(f"#### {md_text(page.title)} {{ #chain-{page.journey} }}\n")
         out.append(
             f"Recorded by scenario {inline_code(page.chain.scenario)}: {len(page.chain.hops)} hops across "
             f"{len(page.threads)} thread(s); its {len(keys)} key hops below, the other "
