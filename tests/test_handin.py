@@ -220,6 +220,9 @@ def test_the_sites_hand_in_in_three_formats_carries_the_chains_links(site_handin
     text = texts_of(site_handin)
     for name in ("report.md", "report.docx", "report.pdf"):
         assert "General Information & Licensing" in text[name] and "PSF-2.0" in text[name], name
+    # text, never an image of text
+    assert not [n for n in zipfile.ZipFile(site_handin / "report.docx").namelist() if n.startswith("word/media/")]
+    assert not re.search(rb"/Subtype\s*/Image", (site_handin / "report.pdf").read_bytes())
 
 
 @pytest.mark.slow

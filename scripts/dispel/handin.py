@@ -657,38 +657,63 @@ def _cmap(data: bytes) -> dict[bytes, str]:
     return out
 
 
-def pdf_text(data: bytes) -> str:
-    """The text a PDF shows, decoded through its fonts' ToUnicode maps (enough for Chromium's PDFs:
-    each page's content stream, its fonts named in the page's resources)."""
-    objs = pdf_objects(data)
-    maps: dict[int, dict[bytes, str]] = {}
-    for n, (head, _) in objs.items():
-        ref = re.search(rb"/ToUnicode\s+(\d+)\s+0\s+R", head)
-        if ref and int(ref.group(1)) in objs and objs[int(ref.group(1))][1] is not None:
-            maps[n] = _cmap(objs[int(ref.group(1))][1])
-    # font resource name -> map (Chromium names each font once per document)
-    names: dict[bytes, dict[bytes, str]] = {}
-    for head, _ in objs.values():
-        for name, ref in re.findall(rb"/(F\d+|Font\w*)\s+(\d+)\s+0\s+R", head):
-            if int(ref) in maps:
-                names[name] = maps[int(ref)]
+def _show(stream: bytes, fonts: Mapping[bytes, Mapping[bytes, str]]) -> str:
+    """The text a content stream shows: its Tj/TJ strings through the current font's ToUnicode map."""
     out = []
-    for head, stream in objs.values():
-        if stream is None or b"Tf" not in stream:
-            continue
-        current: dict[bytes, str] = {}
-        for m in re.finditer(rb"/(\S+)\s+[\d.]+\s+Tf|\[((?:[^\]\\]|\\.)*)\]\s*TJ|(<[0-9A-Fa-f]*>|\((?:\\.|[^\\)])*\))\s*Tj|(ET)", stream, re.S):
-            if m.group(1):
-                current = names.get(m.group(1), {})
-            elif m.group(4):
-                out.append("\n")
-            else:
-                parts = re.findall(rb"<[0-9A-Fa-f]*>|\((?:\\.|[^\\)])*\)", m.group(2) or m.group(3))
-                for p in parts:
-                    raw = pdf_string(p)
-                    width = max((len(k) for k in current), default=1)
-                    out.append("".join(current.get(raw[i : i + width], "") for i in range(0, len(raw), width)))
+    current: Mapping[bytes, str] = {}
+    for m in re.finditer(rb"/(\S+)\s+[\d.]+\s+Tf|\[((?:[^\]\\]|\\.)*)\]\s*TJ|(<[0-9A-Fa-f]*>|\((?:\\.|[^\\)])*\))\s*Tj|(ET)", stream, re.S):
+        if m.group(1):
+            current = fonts.get(m.group(1), {})
+        elif m.group(4):
+            out.append("\n")
+        else:
+            width = max((len(k) for k in current), default=1)
+            for part in re.findall(rb"<[0-9A-Fa-f]*>|\((?:\\.|[^\\)])*\)", m.group(2) or m.group(3)):
+                raw = pdf_string(part)
+                out.append("".join(current.get(raw[i : i + width], "") for i in range(0, len(raw), width)))
     return "".join(out)
+
+
+def pdf_page_texts(data: bytes) -> list[str]:
+    """The text of each page of a PDF, in page order, decoded through its fonts' ToUnicode maps
+    (enough for Chromium's PDFs: classic objects, each page's fonts in its own resources)."""
+    objs = pdf_objects(data)
+
+    def ref(head: bytes, name: bytes) -> int | None:
+        m = re.search(rb"/" + name + rb"\s+(\d+)\s+0\s+R", head)
+        return int(m.group(1)) if m else None
+
+    def unicode_map(font: int) -> dict[bytes, str]:
+        tu = ref(objs.get(font, (b"", None))[0], b"ToUnicode")
+        return _cmap(objs[tu][1]) if tu in objs and objs[tu][1] is not None else {}
+
+    catalog = next((h for h, _ in objs.values() if re.search(rb"/Type\s*/Catalog\b", h)), b"")
+    pages: list[int] = []
+
+    def walk(n: int | None) -> None:
+        head = objs.get(n, (b"", None))[0] if n is not None else b""
+        if re.search(rb"/Type\s*/Pages\b", head):
+            kids = re.search(rb"/Kids\s*\[([^\]]*)\]", head)
+            for kid in re.findall(rb"(\d+)\s+0\s+R", kids.group(1) if kids else b""):
+                walk(int(kid))
+        elif re.search(rb"/Type\s*/Page\b", head):
+            pages.append(n)
+
+    walk(ref(catalog, b"Pages"))
+    out = []
+    for n in pages:
+        head = objs[n][0]
+        font_dict = re.search(rb"/Font\s*<<(.*?)>>", head, re.S)
+        fonts = {name: unicode_map(int(num)) for name, num in re.findall(rb"/(\S+?)\s+(\d+)\s+0\s+R", font_dict.group(1) if font_dict else b"")}
+        contents = re.search(rb"/Contents\s*(\[[^\]]*\]|\d+\s+0\s+R)", head)
+        streams = [int(c) for c in re.findall(rb"(\d+)\s+0\s+R", contents.group(1))] if contents else []
+        out.append("".join(_show(objs[c][1] or b"", fonts) for c in streams if c in objs))
+    return out
+
+
+def pdf_text(data: bytes) -> str:
+    """The text a PDF shows, page after page."""
+    return "\n".join(pdf_page_texts(data))
 
 
 def markdown_links(md: str) -> list[str]:
