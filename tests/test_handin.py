@@ -151,6 +151,14 @@ def test_every_journey_has_its_numbered_chain_with_the_page_models_links():
             assert f"##### {i}. {render.inline_code(v.hop.func.qualname)} (hop {v.number})" in md
     urls = [e.url for e in handin.expected_links(h)]
     assert sorted(handin.markdown_links(md)) == sorted(urls)
+    html = handin.to_html(md, h.title)
+    ids = set(re.findall(r'\bid="([^"]+)"', html))
+    inner = set(re.findall(r'href="#([^"]+)"', html))
+    assert inner and inner <= ids, f"internal links without a target: {sorted(inner - ids)[:5]}"
+    data = handin.to_docx(html[html.index("<body>") + 6: html.rindex("</body>")], h.title, handin.recorded_datetime(h.made.recorded))
+    xml = zipfile.ZipFile(io.BytesIO(data)).read("word/document.xml").decode()
+    assert set(re.findall(r'w:anchor="([^"]+)"', xml)) == {handin.bookmark_name(i) for i in inner}
+    assert set(re.findall(r'w:anchor="([^"]+)"', xml)) <= set(re.findall(r'w:name="([^"]+)"', xml))
     assert all(r.repository in urls for r in h.licenses)
 
 
@@ -195,6 +203,25 @@ def test_a_short_sentence_must_be_one_and_not_on_a_summary():
         parse_annotations("a.b:c:\n  short: |\n    One.\n\n    Two.\n  text: x\n", "t.yml")
     with pytest.raises(DispelError, match="a journey summary has no short sentence"):
         parse_annotations("journey:emit:\n  short: One.\n  text: x\n", "t.yml")
+
+
+def test_every_hop_of_every_chain_is_in_the_hand_in_with_its_permalink():
+    """The whole chain is there: each hop's permalink, made from the lock apart from the page model."""
+    from dispel import stages
+
+    project = Project()
+    built = handin_build.site_handin(project)
+    linker = stages.hop_linker(stages.project_lock(project))
+    md = handin.to_markdown(built.handin, built.command)
+    shown = set(handin.markdown_links(md))
+    for journey, chain in stages.load_chains(project).items():
+        for n, hop in enumerate(chain.hops, 1):
+            if hop.func.source.dist == "sample_app":
+                assert f"{render.inline_code(hop.func.source.path)} line {hop.line} (" in md
+                continue
+            links = linker(hop)
+            assert links is not None and links.line in shown, f"{journey} hop {n}"
+            assert f'<a id="{journey}-hop-{n}"></a>' in md or f"{{ #{journey}-hop-{n} }}" in md, f"{journey} hop {n} has no anchor"
 
 
 # --------------------------------------------------------------------------- built

@@ -403,7 +403,10 @@ class _DocxWriter:
         for node in parent:
             tag = node.tag if isinstance(node.tag, str) else ""
             if tag in self.HEADINGS:
-                self.inline(self.doc.add_heading("", self.HEADINGS[tag]), node)
+                heading = self.doc.add_heading("", self.HEADINGS[tag])
+                if node.get("id"):
+                    self._bookmark(heading._p, node.get("id"))
+                self.inline(heading, node)
             elif tag == "p":
                 self.inline(self.doc.add_paragraph(), node)
             elif tag in ("ul", "ol"):
@@ -473,9 +476,16 @@ class _DocxWriter:
         elif tag == "code":
             inner["code"] = True
         href = node.get("href", "") if tag == "a" else ""
+        if tag == "a" and node.get("id"):
+            self._bookmark(parent, node.get("id"))
         if href.startswith(("http://", "https://")):
             link = self.el("w:hyperlink")
             link.set(self.qn("r:id"), self.doc.part.relate_to(href, self.rt.HYPERLINK, is_external=True))
+            parent.append(link)
+            parent, inner = link, {**inner, "link": True}
+        elif href.startswith("#") and len(href) > 1:  # a place in the document: a bookmark
+            link = self.el("w:hyperlink")
+            link.set(self.qn("w:anchor"), bookmark_name(href[1:]))
             parent.append(link)
             parent, inner = link, {**inner, "link": True}
         if not tag:  # a comment
@@ -486,6 +496,16 @@ class _DocxWriter:
             self._node(parent, child, inner)
             if child.tail:
                 self._text(parent, child.tail, inner)
+
+    def _bookmark(self, parent, name: str) -> None:
+        """A bookmark (an empty one, where the id stands) that internal links lead to."""
+        self.bookmarks = getattr(self, "bookmarks", 0) + 1
+        for what in ("w:bookmarkStart", "w:bookmarkEnd"):
+            mark = self.el(what)
+            mark.set(self.qn("w:id"), str(self.bookmarks))
+            if what == "w:bookmarkStart":
+                mark.set(self.qn("w:name"), bookmark_name(name))
+            parent.append(mark)
 
     def _text(self, parent, text: str, fmt: dict) -> None:
         text = re.sub(r"\s*\n\s*", " ", text)
@@ -517,6 +537,12 @@ class _DocxWriter:
         t.text = text
         r.append(t)
         parent.append(r)
+
+
+def bookmark_name(anchor: str) -> str:
+    """A Word bookmark name for an HTML id: letters, digits and underscores, at most 40 characters."""
+    name = "h_" + re.sub(r"[^A-Za-z0-9]", "_", anchor)
+    return name if len(name) <= 40 else name[:31] + "_" + hashlib.sha1(anchor.encode()).hexdigest()[:8]
 
 
 def docx_links(data: bytes) -> list[str]:
