@@ -9,7 +9,7 @@ $(error PY=$(PY) is not a Python interpreter: pass PY=/path/to/python3.11 (3.11,
 endif
 STAMP   := $(VENV)/.installed-$(PYWHICH)
 
-.PHONY: site test test-fast serve record chains pin render regen check check-online bench clean
+.PHONY: site test test-fast serve record chains pin render regen check check-online bench clean handin
 
 # The pinned environment: every package at the exact version of requirements.lock.
 $(STAMP): requirements.lock pyproject.toml scripts/dispel/_ctracer.c
@@ -66,6 +66,12 @@ regen: record chains render
 
 check: $(STAMP)
 	$(BIN)/dispel check
+
+# The hand-in on the course template (report.md, report.docx, report.pdf; not committed),
+# then its links proven in every format. Without Chromium the PDF is skipped with a note.
+handin: $(STAMP)
+	$(BIN)/dispel handin --out site/handin
+	$(BIN)/dispel check --handin site/handin
 
 # The only target that uses the network: fetch every linked file at its pinned commit.
 check-online: $(STAMP)

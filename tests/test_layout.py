@@ -75,7 +75,7 @@ def test_help_lists_only_real_commands(capsys):
     out = capsys.readouterr().out
     assert "SUPPRESS" not in out
     listed = {line.split()[0] for line in out.splitlines() if re.match(r"    \w", line)}
-    assert listed == {"record", "report", "chains", "pin", "versions", "render", "check", "diff", "audit", "bench"}
+    assert listed == {"record", "report", "chains", "pin", "versions", "render", "check", "diff", "audit", "bench", "handin"}
 
 
 def test_every_journey_has_a_finder_a_page_a_chain_file_and_a_title():

@@ -17,7 +17,8 @@ FINGERPRINT_RE = re.compile(r"[0-9a-f]{12}")
 # @line after it: overloaded qualnames (Func.key). Then, optionally, the context the text is written
 # for: @journey (one journey), @journey#L<n> (the hops of that journey whose executed line is n).
 KEY_RE = re.compile(r"(?P<func>[A-Za-z_][\w.]*:[\w.<>]+(?:@\d+)?)(?:@(?P<journey>[a-z][a-z0-9-]*)(?:#L(?P<line>\d+))?)?")
-FIELDS = {"fingerprint", "key", "reviewed", "text"}
+FIELDS = {"fingerprint", "key", "reviewed", "short", "text"}
+SHORT_MARK = "short:"  # texts() gives an annotation's `short:` sentence (the hand-in's) as "short:<its key>"
 KEY_MARK = "key:"  # texts() marks a function whose annotation says `key: true` as "key:<module:qualname>"
 T = TypeVar("T")
 JOURNEY_NAME_RE = re.compile(r"[a-z][a-z0-9-]*")
@@ -32,6 +33,7 @@ class Annotation:
     line: int  # where the key stands in the file (1-based)
     reviewed: tuple[str, ...] = ()  # journeys a general text was read against (a keyed text: its own)
     key_hop: bool = False  # `key: true`: this function's hops are key hops, never folded
+    short: str = ""  # `short:` one sentence for the hand-in (dispel handin); the same placeholders and prose rules
 
     @property
     def func_key(self) -> str:
@@ -190,7 +192,12 @@ def parse_annotations(text: str, file: str) -> dict[str, Annotation]:
             raise _fail(file, key_node, f"{key}: a text keyed to a journey is reviewed on that journey only; drop 'reviewed'")
         if fields.get("key", "true") not in ("true", "false"):
             raise _fail(file, key_node, f"{key}: key must be true or false, not {fields['key']!r}")
-        out[key] = Annotation(key, fields["text"], fp, file, key_node.start_mark.line + 1, reviewed, fields.get("key") == "true")
+        short = fields.get("short", "").strip()
+        if short and is_journey:
+            raise _fail(file, key_node, f"{key}: a journey summary has no short sentence; drop 'short'")
+        if "\n\n" in short:
+            raise _fail(file, key_node, f"{key}: short must be one sentence, without a blank line")
+        out[key] = Annotation(key, fields["text"], fp, file, key_node.start_mark.line + 1, reviewed, fields.get("key") == "true", short)
     return out
 
 
@@ -209,6 +216,7 @@ def texts(annotations: Mapping[str, Annotation]) -> dict[str, str]:
     """The key -> Markdown mapping that render takes; ``key:<module:qualname>`` for a hop marked key."""
     out = {key: ann.text for key, ann in annotations.items()}
     out.update({KEY_MARK + ann.func_key: "" for ann in annotations.values() if ann.key_hop})
+    out.update({SHORT_MARK + key: ann.short for key, ann in annotations.items() if ann.short})
     return out
 
 

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import audit, bench, catalog, fetch, pins, report, stages, verify
+from . import audit, bench, catalog, fetch, handin_build, pins, report, stages, verify
 from .forges import RAW_BASE
 from .model import DispelError
 from .project import Project, dump_json, write_atomic
@@ -101,10 +101,14 @@ def _fetcher(args: argparse.Namespace) -> fetch.Fetcher | None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    if args.handin:
+        handin_build.checked_handin(args.handin)  # a wrong folder fails before the other checks run
     if report.is_report(args.root):  # a folder `dispel report` built
         result = report.check(args.root, fetcher=_fetcher(args), raw_base=args.raw_base)
     else:
         result = verify.check(Project(args.root), fetcher=_fetcher(args), raw_base=args.raw_base, rerecord=args.rerecord)
+    if args.handin:
+        handin_build.check_into(result, args.root, args.handin, PROJECT)
     for line in result.failures:
         print(line)
     for line in result.notes:
@@ -113,6 +117,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{len(result.failures)} problem(s); {phases}; total {time.perf_counter() - started:.2f}s")
     print(result.summary.line(result.timings["links"]))
     return 1 if result.failures else 0
+
+
+def cmd_handin(args: argparse.Namespace) -> int:
+    done = handin_build.build(PROJECT, args.out, args.report, args.require_pdf)
+    for note in done.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"hand-in -> {done.out}: {', '.join(done.files)} ({done.links} links)")
+    return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -210,7 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--online", action="store_true", help="also fetch every linked file at its pinned ref and compare the lines")
     _online_options(p, time_limit=120.0)
     p.add_argument("--rerecord", action="store_true", help="also record every scenario again and compare with traces/*.json (slow)")
+    p.add_argument("--handin", type=Path, default=None, metavar="DIR", help="also check the hand-in `dispel handin` wrote into DIR (make handin: site/handin)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("handin", help="the hand-in on the course template: report.md, report.docx, report.pdf")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the three files (replaced only if dispel wrote it)")
+    p.add_argument("--report", type=Path, default=None, metavar="REPORT", help="the hand-in of a report `dispel report` built, instead of the project's site")
+    p.add_argument("--require-pdf", action="store_true", help="fail when Chromium cannot print the PDF (default: skip it with a note)")
+    p.set_defaults(func=cmd_handin)
 
     p = sub.add_parser("audit", help="grade the GitHub source links of a hand-written report")
     p.add_argument("report", type=Path, help="the report: Markdown, HTML or plain text")

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from html import escape
 
 import markdown
 
 from . import catalog, fold
-from .annotations import KEY_MARK, select
+from .annotations import KEY_MARK, SHORT_MARK, select
 from .diagram import CROSS_EDGES, LAYER_ORDER, Link, Row, layer_of, layered_svg
 from .licenses import LicenseRow
 from .model import EDGE_ENTRY, JOIN_PARSED, JOIN_RESULT, JOIN_STORED, JOIN_YIELD, Chain, DispelError, Func, Hop, Join, Relay, Source, WireLayer
+from .pagemodel import HopLinks, HopView, JourneyPage, Return, Section
 from .placeholders import fill
 
 RENDER_COMMAND = "dispel render"
@@ -23,15 +23,6 @@ EXCERPT_CONTEXT = 10  # otherwise: this many lines either side of the executed l
 VALUE_CHARS = 3000  # longer observed values are cut (the trace keeps them whole)
 INLINE_CHARS = 160  # longer inline texts (an executed line, a field value) are cut
 LANGUAGES = {".py": "python", ".html": "jinja", ".c": "c", ".js": "javascript", ".json": "json"}
-
-
-@dataclass(frozen=True)
-class HopLinks:
-    """Where a hop's source can be read: the executed line and the whole definition."""
-
-    line: str
-    definition: str
-    pinned: str = "commit"  # "commit", "tag" (marked on the page) or "docs" (no source link)
 
 
 HopLinker = Callable[[Hop], "HopLinks | None"]
@@ -209,17 +200,6 @@ def _reached(number: int, hop: Hop, previous: Hop | None) -> str:
     return f"{inline_code(hop.edge)} from [hop {number - 1}](#hop-{number - 1}){cross}"
 
 
-@dataclass(frozen=True)
-class Return:
-    """A later hop that came back to the same call: it joins that call's entry."""
-
-    number: int
-    hop: Hop
-    previous: Hop
-    links: HopLinks | None
-    annotation: str | None = None  # shown when it differs from the call's (a text keyed to this line)
-
-
 def render_hop(
     number: int,
     hop: Hop,
@@ -352,6 +332,53 @@ def render_hop_table(chain: Chain, groups: Sequence[fold.Group]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def hop_sections(
+    chain: Chain,
+    groups: Sequence[fold.Group],
+    links: Mapping[Hop, HopLinks] | HopLinker,
+    excerpts: Mapping[Source, Sequence[str]],
+    annotations: Mapping[str, str],
+) -> tuple[Section, ...]:
+    """The page model's sections: each key entry, and each folded run of entries, as HopViews."""
+
+    def view(e: fold.Entry) -> HopView:
+        hop = chain.hops[e.hop - 1]
+        returns = tuple(
+            Return(n, chain.hops[n - 1], chain.hops[n - 2], hop_links(chain.hops[n - 1], links), hop_annotation(chain, n - 1, annotations))
+            for n in e.returns
+        )
+        return HopView(
+            e.hop,
+            hop,
+            chain.hops[e.hop - 2] if e.hop > 1 else None,
+            hop_links(hop, links),
+            excerpts.get(hop.func.source),
+            hop_annotation(chain, e.hop - 1, annotations),
+            returns,
+            tuple(chain.joins),
+            hop_short(chain, e.hop - 1, annotations),
+        )
+
+    return tuple(Section(g.folded, g.title, tuple(g.numbers), tuple(view(e) for e in g.entries)) for g in groups)
+
+
+def emit_hop(v: HopView, indent: str = "") -> str:
+    """One hop entry of the page model as MkDocs Markdown."""
+    return render_hop(v.number, v.hop, v.previous, v.links, v.lines, v.annotation, returns=v.returns, joins=v.joins, indent=indent)
+
+
+def emit_sections(sections: Sequence[Section]) -> list[str]:
+    """Every hop entry: key entries in the open, each folded run in one collapsible block."""
+    out = []
+    for section in sections:
+        if not section.folded:
+            out.append(emit_hop(section.entries[0]))
+            continue
+        out.append(f'??? note "{_title(section.title)}: {fold.hop_ranges(section.numbers)}"\n')
+        out.extend(emit_hop(v, "    ") for v in section.entries)
+    return out
+
+
 def render_hop_list(
     chain: Chain,
     groups: Sequence[fold.Group],
@@ -360,33 +387,7 @@ def render_hop_list(
     annotations: Mapping[str, str],
 ) -> list[str]:
     """Every hop entry: key entries in the open, each folded run in one collapsible block."""
-    out = []
-
-    def entry(e: fold.Entry, indent: str) -> str:
-        hop = chain.hops[e.hop - 1]
-        returns = [
-            Return(n, chain.hops[n - 1], chain.hops[n - 2], hop_links(chain.hops[n - 1], links), hop_annotation(chain, n - 1, annotations))
-            for n in e.returns
-        ]
-        return render_hop(
-            e.hop,
-            hop,
-            chain.hops[e.hop - 2] if e.hop > 1 else None,
-            hop_links(hop, links),
-            excerpts.get(hop.func.source),
-            hop_annotation(chain, e.hop - 1, annotations),
-            returns=returns,
-            joins=chain.joins,
-            indent=indent,
-        )
-
-    for group in groups:
-        if not group.folded:
-            out.append(entry(group.entries[0], ""))
-            continue
-        out.append(f'??? note "{_title(group.title)}: {fold.hop_ranges(group.numbers)}"\n')
-        out.extend(entry(e, "    ") for e in group.entries)
-    return out
+    return emit_sections(hop_sections(chain, groups, links, excerpts, annotations))
 
 
 def render_wire(wire: Sequence[WireLayer]) -> str:
@@ -464,6 +465,14 @@ def render_compared(chain: Chain, label: str, others: Sequence[tuple[str, Chain]
     return "\n".join(out)
 
 
+def hop_short(chain: Chain, index: int, annotations: Mapping[str, str]) -> str | None:
+    """The `short:` sentence of the text hop ``index`` shows (see hop_annotation), filled; None without one."""
+    hop = chain.hops[index]
+    found = select(annotations, hop.func.key, chain.journey, hop.line)
+    short = annotations.get(SHORT_MARK + found[0]) if found else None
+    return fill(short, chain, index, found[0], inline_code) if short else None
+
+
 def hop_annotation(chain: Chain, index: int, annotations: Mapping[str, str]) -> str | None:
     """The most specific text for hop ``index`` (keyed to its journey and line, its journey, or general),
     its placeholders filled from the chain."""
@@ -472,14 +481,14 @@ def hop_annotation(chain: Chain, index: int, annotations: Mapping[str, str]) -> 
     return fill(found[1], chain, index, found[0], inline_code) if found else None
 
 
-def render_journey(
+def journey_page(
     chain: Chain,
     links: Mapping[Hop, HopLinks] | HopLinker,
     excerpts: Mapping[Source, Sequence[str]],
     annotations: Mapping[str, str],
     others: Mapping[str, Chain] | None = None,
-) -> str:
-    """The Markdown page of one journey.
+) -> JourneyPage:
+    """The page model of one journey (see dispel.pagemodel): every fact its formats show.
 
     ``links`` maps a hop (or is called with it) to its permalinks; the sample app's hops
     link into this site instead. ``excerpts`` holds the lines (without newlines) of each
@@ -490,16 +499,49 @@ def render_journey(
     """
     if not chain.hops:
         raise DispelError(f"chain {chain.journey!r} has no hops; regenerate it (`make chains`)")
-    out = [generated_header(), f"# {md_text(chain.title)}\n"]
-    groups = fold.groups(chain, marked_key(annotations))
-    shown = sum(1 for g in groups if not g.folded)
+    marked = marked_key(annotations)
+    groups = tuple(fold.groups(chain, marked))
     intro = annotations.get(f"journey:{chain.journey}")
     intro = fill(intro, chain, None, f"journey:{chain.journey}", inline_code) if intro else None
+    spec = next((j for j in catalog.JOURNEYS if j.name == chain.journey), None)
+    label, compared = spec.compared if spec and spec.compared else ("", ())
+    beside = tuple((title, others[j]) for title, j in compared if others and j in others)
+    return JourneyPage(
+        chain,
+        chain.title,
+        intro,
+        tuple(lifelines(chain)),
+        groups,
+        hop_sections(chain, groups, links, excerpts, annotations),
+        tuple(chain.wire),
+        tuple(chain.relays),
+        label,
+        beside,
+        marked,
+    )
+
+
+def render_journey(
+    chain: Chain,
+    links: Mapping[Hop, HopLinks] | HopLinker,
+    excerpts: Mapping[Source, Sequence[str]],
+    annotations: Mapping[str, str],
+    others: Mapping[str, Chain] | None = None,
+) -> str:
+    """The Markdown page of one journey: its page model (journey_page) written for MkDocs."""
+    return emit_journey(journey_page(chain, links, excerpts, annotations, others))
+
+
+def emit_journey(page: JourneyPage) -> str:
+    """A journey's page model as the site's MkDocs Markdown page."""
+    chain = page.chain
+    out = [generated_header(), f"# {md_text(page.title)}\n"]
+    intro = page.summary
     out.append(intro.strip() + "\n" if intro else f'!!! warning "Summary not written yet"\n    Add `journey:{chain.journey}` to an annotations file.\n')
     out.append(
         f'!!! info "Reading this page"\n'
         f"    Recorded by scenario {inline_code(chain.scenario)}: {len(chain.hops)} hops across "
-        f"{len(lifelines(chain))} thread(s), {shown} of them key hops shown in the open. Each hop below is a function that really ran, with the line that "
+        f"{len(page.threads)} thread(s), {page.key_count} of them key hops shown in the open. Each hop below is a function that really ran, with the line that "
         "led on to the next hop highlighted in its source. See [how to read a chain](../index.md#how-to-read-a-chain).\n"
     )
     out.append("## Sequence { #sequence }\n")
@@ -510,7 +552,7 @@ def render_journey(
         "value's producer to the hop that used it. A dashed box stands for hops folded on this page. "
         "Click a label to jump to the hop.\n"
     )
-    out.append(diagram(chain, groups))
+    out.append(diagram(chain, page.groups))
     out.append("## Hops { #hops }\n")
     out.append(
         "The key hops: where a part starts, the first hop in each library, every hand-off between threads, "
@@ -518,17 +560,14 @@ def render_journey(
         "into collapsible blocks, titled by what they are; a return to a call already listed is shown in "
         "that call's entry, with both lines.\n"
     )
-    out.append(render_hop_table(chain, groups))
-    out.extend(render_hop_list(chain, groups, links, excerpts, annotations))
-    if chain.wire:
-        out.append(render_wire(chain.wire))
-    if chain.relays:
-        out.append(render_relays(chain.relays))
-    spec = next((j for j in catalog.JOURNEYS if j.name == chain.journey), None)
-    label, compared = spec.compared if spec and spec.compared else ("", ())
-    beside = [(title, others[j]) for title, j in compared if others and j in others]
-    if beside:
-        out.append(render_compared(chain, label, beside, marked_key(annotations)))
+    out.append(render_hop_table(chain, page.groups))
+    out.extend(emit_sections(page.sections))
+    if page.wire:
+        out.append(render_wire(page.wire))
+    if page.relays:
+        out.append(render_relays(page.relays))
+    if page.compared:
+        out.append(render_compared(chain, page.compared_label, page.compared, page.marked))
     return "\n".join(out)
 
 

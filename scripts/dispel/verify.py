@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from . import annotations, catalog, fetch, integrity, processes, prose
+from . import annotations, catalog, fetch, handin, integrity, processes, prose
 from . import chains as chains_core
 from . import check as check_core
 from .browser import chromium_version, unavailable
@@ -238,7 +238,9 @@ def check_annotations(
     problems += annotations.unreviewed(found.values(), notes)
     problems += annotations.sample_values(notes, found.values())  # general texts that name the sample's values
     typed = prose.typed_lines({key: a.text for key, a in notes.items()}, found)  # facts typed instead of filled
-    return [f"annotation {p.kind}: {p.message}" for p in problems] + typed
+    sources = hop_sources(found.values()) if sources is None else sources
+    shorts = handin.short_problems(found, {key: a.short for key, a in notes.items() if a.short}, sources)  # the hand-in's sentences
+    return [f"annotation {p.kind}: {p.message}" for p in problems] + typed + shorts
 
 
 def check_drift(
