@@ -137,7 +137,7 @@ def test_nothing_that_ran_is_left_unsaid(built):
         func = trace.funcs[g.ev(frame).func]
         assert (func.key, line) in shown or any(s.startswith(f"not derived: {func.source.path}:{line}: ") for s in said), (func.key, line)
     index = (out / "docs" / "index.md").read_text().replace("\\", "")  # Markdown's escapes
-    assert said and all(f"- {s}" in index for s in said)
+    assert all(f"- {s}" in index for s in said)  # (none, now that the server-to-client call has its journey)
 
 
 def test_the_report_checks_clean(built):

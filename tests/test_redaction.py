@@ -441,3 +441,12 @@ def test_render_again_and_record_with_redact_write_no_secret(vault, tmp_path):
     assert proc.returncode == 0, proc.stderr
     trace = (tmp_path / "traces" / "vault.json").read_text(encoding="utf-8")
     assert '\\"user\\":\\"<redacted>\\"' in trace and leaks([tmp_path / "traces" / "vault.json"], tmp_path, OWN_APP) == []
+
+
+def test_a_short_secret_key_is_hidden_where_it_is_a_whole_value():
+    """SECRET_KEY = "dev" (too short to replace inside other text): hidden wherever a value is it."""
+    from dispel.values import Normalizer, learn_secrets
+
+    n = Normalizer(None, learn_secrets([], {"SECRET_KEY": "dev"}))
+    assert n.text("dev") == "'<secret:SECRET_KEY>'" and n.text(b"dev") == "b'<secret:SECRET_KEY>'"
+    assert n.text("/dev/null") == "'/dev/null'" and n.text("device") == "'device'"

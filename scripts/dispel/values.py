@@ -42,7 +42,9 @@ class Normalizer:
         # literal -> placeholder (session ids, this machine's folders), longest first
         self.secrets = {**(paths or {}), **secrets}
         secrets = self.secrets
-        subs = sorted(secrets.items(), key=lambda kv: -len(kv[0]))
+        # a secret too short to replace inside other text ("dev") is hidden where it is a whole value
+        self._whole = {k: v for k, v in secrets.items() if len(k) < MIN_SECRET}
+        subs = sorted(((k, v) for k, v in secrets.items() if len(k) >= MIN_SECRET), key=lambda kv: -len(kv[0]))
         self._subs = [(re.escape(k), v) for k, v in subs]
         self._patterns = [
             *((re.compile(rf"(?<!\d){p}(?!\d)"), label) for p, label in ([(port, "<port>")] if port is not None else []) + sorted(self.ports.items())),
@@ -128,6 +130,10 @@ class Normalizer:
             return repr(kept) if kept * 8 == int(kept * 8) and abs(kept) < 1e6 else "<float>"
         key = (type(kept), kept, limit)
         text = self._texts.get(key)
+        if text is None and self._whole:
+            whole = self._whole.get(kept.decode("latin-1") if isinstance(kept, bytes) else kept)
+            if whole is not None:
+                return repr(whole.encode("latin-1") if isinstance(kept, bytes) else whole)
         if text is None:
             if isinstance(kept, bytes):
                 data = kept[:limit]
@@ -175,7 +181,7 @@ _HINT_WORDS = ("secret", "passw", "token", "api_key", "api-key", "apikey", "priv
 def _hinted(text: str) -> bool:
     low = text.lower()
     return any(word in low for word in _HINT_WORDS)
-MIN_SECRET = 4  # shorter settings are not learned: replacing them everywhere would wreck the text
+MIN_SECRET = 4  # shorter secrets are hidden only where they are a whole value: replacing them inside text would wreck it
 MIN_FOUND = 6  # nor shorter values found under a secret-sounding key (they are still redacted there)
 _NOT_SECRET = frozenset({"true", "false", "null", "none", "undefined"})
 
@@ -289,7 +295,11 @@ def learn_secrets(values: Iterable[object], named: dict[str, object] | Iterable[
             continue
         for item in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(item, (str, bytes)):
-                learn(item.decode("latin-1") if isinstance(item, bytes) else item, f"<secret:{name}>", MIN_SECRET)
+                text = item.decode("latin-1") if isinstance(item, bytes) else item
+                if 0 < len(text) < MIN_SECRET and text.lower() not in _NOT_SECRET:
+                    out.setdefault(text, f"<secret:{name}>")  # hidden only as a whole value (Normalizer)
+                else:
+                    learn(text, f"<secret:{name}>", MIN_SECRET)
     seen: set[str] = set()
     for value in values:
         if isinstance(value, (str, bytes)):
