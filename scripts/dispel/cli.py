@@ -18,6 +18,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     if args.scenario:
         r = stages.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact))
         print(f"recorded {r.scenario}: {r.calls} calls on {r.threads} threads -> {PROJECT.shown(r.path)} (recorder core: {r.core})")
+        if r.running:
+            print(report.running_line(r.running))
         return 0
     run = stages.record(PROJECT, args.scenarios, args.out, args.timeout, args.app, args.port, args.redact)
     for r in run.recorded:
@@ -31,6 +33,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _said(done: report.Report, no_site: bool) -> int:
+    for line in done.said:
+        print(line)
     for name, hops, threads in done.journeys:
         print(f"journey {name}: {hops} hops on {threads} threads")
     for line in done.skipped:

@@ -376,6 +376,48 @@ def wakeups(calls: list[RawCall], canon: Callable[[int], int]) -> tuple[WakeUp, 
     return tuple(WakeUp(a, b) for a, b in sorted(pairs))
 
 
+# --------------------------------------------------------------------------- 7. threads still running
+
+
+class Running(NamedTuple):
+    """A thread still running when the recording was cut (a background task's ``while True``)."""
+
+    thread: str  # its name in the trace (or the thread it was folded into)
+    task: str  # the function it was in: its outermost unfinished call of the app's code, else the one its run() was in
+    iterations: int  # calls made from the busiest line of that function (a loop's turns), before folding
+
+
+def running_threads(calls: list[RawCall], threads: ThreadOrder, funcs: Mapping[str, Func]) -> tuple[Running, ...]:
+    """The threads whose first call never returned: they were still running at the cut.
+    Counted from the raw calls, before folding (which keeps one of identical iterations)."""
+    tree = threads.tree
+    out = []
+    for serial in threads.serials:
+        roots = threads.roots[serial]
+        if serial == threads.serials[0] or not roots or tree.row_of[roots[0]].ret is not None:
+            continue
+        path = [roots[0]]
+        while True:
+            kids = tree.children.get(path[-1], [])
+            if not kids or tree.row_of[kids[-1]].ret is not None:
+                break
+            path.append(kids[-1])
+        task = next((r for r in path if funcs[tree.row_of[r].func].source.dist == "sample_app"), path[min(1, len(path) - 1)])
+        sites: dict[tuple[str, int], int] = defaultdict(int)
+        for k in tree.children.get(task, []):
+            sites[(tree.row_of[k].func, tree.row_of[k].line)] += 1
+        name = threads.name.get(serial) or threads.name.get(_folded_into(threads, serial), f"thread #{serial}")
+        out.append(Running(name, tree.row_of[task].func, max(sites.values(), default=0)))
+    return tuple(out)
+
+
+def _folded_into(threads: ThreadOrder, serial: int) -> int:
+    """The kept thread a folded (identical) thread stands for."""
+    root = threads.roots[serial][0]
+    kept = threads.canon(root)
+    return next((s for s in threads.order if threads.roots[s] and threads.canon(threads.roots[s][0]) == kept), serial)
+
+
 # --------------------------------------------------------------------------- all steps
 
 
@@ -388,8 +430,10 @@ def normalize(
     funcs: Mapping[str, Func],
     thread_starts: Mapping[int, int],
     normalizer: Normalizer,
+    running: list[Running] | None = None,
 ) -> TraceFile:
-    """A deterministic TraceFile from raw calls: the steps above, in order."""
+    """A deterministic TraceFile from raw calls: the steps above, in order. ``running``, when
+    given, is extended with the threads still running at the cut (step 7)."""
     learn_peer_ports(calls, normalizer)
     tree = CallTree(calls, normalizer)
     threads = ThreadOrder(tree, thread_starts)
@@ -403,6 +447,8 @@ def normalize(
         first = next(i for i, e in enumerate(events) if e.thread == threads.name[s])
         infos.append(ThreadInfo(threads.name[s], threads.canon(start_row) if start_row >= 0 else -1, first))
     used = {e.func for e in events}
+    if running is not None:
+        running.extend(running_threads(calls, threads, funcs))
     return TraceFile(
         scenario=scenario,
         python=python,

@@ -45,11 +45,46 @@ class Report:
     journeys: tuple[tuple[str, int, int], ...]
     skipped: tuple[str, ...]
     unannotated: tuple[str, ...]
+    said: tuple[str, ...] = ()  # what the recording said (the app's root, threads still running at the end)
 
 
-def _record(scenario: Path, traces: Path, timeout: float | None) -> None:
+RUNNING = "still running when the scenario ended (cut there): "
+
+
+def running_line(running) -> str:
+    """The console's line for the threads still running at the end (normalize.Running): each
+    with the function it was in and, for a loop, how many turns it made (pages leave counts out)."""
+    def one(r) -> str:
+        turns = f", {r.iterations} iterations" if r.iterations > 1 else ""
+        return f"{r.thread} ({r.task}{turns})"
+
+    return RUNNING + ", ".join(one(r) for r in running)
+
+
+def unfinished(trace: TraceFile) -> list[tuple[str, str]]:
+    """(thread, function) of each thread still running when the recording was cut: its first
+    event never returned; the function is its outermost unfinished call of the app's code, else
+    the one its run() was in."""
+    out = []
+    for t in trace.threads[1:]:
+        e = trace.events[t.root]
+        if e.ret is not None or e.raised:
+            continue
+        path = [e]
+        while True:
+            kids = [x for x in trace.events[path[-1].index + 1:path[-1].end + 1] if x.parent == path[-1].index]
+            if not kids or kids[-1].ret is not None or kids[-1].raised:
+                break
+            path.append(kids[-1])
+        task = next((x for x in path if trace.funcs[x.func].source.dist == derive.APP_DIST), path[min(1, len(path) - 1)])
+        out.append((t.name, task.func))
+    return out
+
+
+def _record(scenario: Path, traces: Path, timeout: float | None) -> list[str]:
     """`dispel record --scenario` in a fresh interpreter in the working directory: the app is
-    imported there with that folder (and the scenario's) on sys.path."""
+    imported there with that folder (and the scenario's) on sys.path. Returns the lines it
+    said for the console (SAID_PREFIXES)."""
     argv = [sys.executable, "-m", "dispel", "record", "--scenario", str(scenario), "--out", str(traces)]
     if timeout:
         argv += ["--timeout-file", str(timeout)]
@@ -58,6 +93,10 @@ def _record(scenario: Path, traces: Path, timeout: float | None) -> None:
         said = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         error = next((ln for ln in reversed(said) if ln.startswith("dispel: error: ")), said[-1] if said else "no message")
         raise DispelError(error.removeprefix("dispel: error: "))
+    return [ln for ln in proc.stdout.splitlines() if ln.startswith(SAID_PREFIXES)]
+
+
+SAID_PREFIXES = (RUNNING, "app: ", "error in the app: ")
 
 
 def app_root(trace: TraceFile, folders: Sequence[Path]) -> Path | None:
@@ -142,7 +181,7 @@ def _reading_guide(project_index: str) -> str:
 
 
 def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Sequence[derive.Derived], built: Mapping[str, Chain],
-                 skipped: Sequence[str], missing: Sequence[str], guide: str) -> str:
+                 skipped: Sequence[str], missing: Sequence[str], guide: str, running: Sequence[tuple[str, str]] = ()) -> str:
     title = sf.title or f"{sf.app.target}, traced"
     out = [render.generated_header(COMMAND), f"# {render.md_text(title)}\n",
            f"dispel ran {render.inline_code(sf.app.target)} under its tracer while the clients of the scenario file "
@@ -154,6 +193,10 @@ def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Se
         c = built[d.journey.name]
         out.append(f"| [{d.journey.name}](chains/{d.journey.name}.md) | {len(c.hops)} | {len(render.lifelines(c))} | {render.md_text(c.title)} |")
     out.append("")
+    if running:
+        threads = ", ".join(f"{render.inline_code(t)} (in {render.inline_code(f)})" for t, f in running)
+        out.append(f"Still running when the scenario ended, and cut there: {threads}. A journey through a loop "
+                   "shows one of its turns, the same on every run; how many turns a loop made varies from run to run, and is not shown.\n")
     if skipped:
         out.append("## Journeys not derived\n")
         out += [f"- {render.md_text(s)}" for s in skipped] + [""]
@@ -202,7 +245,7 @@ def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         rp = Project(tmp)
-        _record(scenario, rp.traces, timeout)
+        said = _record(scenario, rp.traces, timeout)
         trace = load_traces(rp)[scenario.stem]
         root = app_root(trace, [scenario.parent, Path.cwd()])
         if project.lock.is_file():
@@ -212,7 +255,7 @@ def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Report(out, *done)
+    return Report(out, *done, said=tuple(said))
 
 
 def rerender(out: Path, project: Project, git_dirs: Iterable[str] = (), site: bool = True) -> Report:
@@ -280,7 +323,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
         app_files, "The app's source", f"The app {render.inline_code(sf.app.target)} that the journeys trace, exactly as it ran.", COMMAND)
     files[rp.docs / "licensing.md"] = header + render.render_licensing(license_rows(built.values(), lock)).split("\n", 1)[1]
     guide = _reading_guide(read_text(project.docs / "index.md", "the project's index page"))
-    files[rp.docs / "index.md"] = render_index(sf, text, derived, built, skipped, missing, guide)
+    files[rp.docs / "index.md"] = render_index(sf, text, derived, built, skipped, missing, guide, unfinished(trace))
     files[rp.docs / "stylesheets" / "dispel.css"] = read_text(project.docs / "stylesheets" / "dispel.css", "the site's stylesheet")
     files[tmp / "mkdocs.yml"] = mkdocs_config(read_text(project.root / "mkdocs.yml", "mkdocs.yml"), sf.title or sf.app.target, list(built))
     files.update({tmp / APP_FOLDER / path: body for path, body in app_files})

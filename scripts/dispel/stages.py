@@ -131,10 +131,11 @@ def trace_from_recording(
     recorder: Tracer, name: str, port: int | None, roots: list, versions: dict[str, str], settings: dict | None = None, deny: tuple[str, ...] = (),
     process: str = "", ports: dict[int, str] | None = None, ids: dict[str, str] | None = None,
     recorded: tuple[list[RawCall], dict] | None = None, patterns: tuple[tuple[str, str], ...] = (),
-    paths: Mapping[str, str] | None = None,
+    paths: Mapping[str, str] | None = None, running: list | None = None,
 ) -> TraceFile:
     """A recorder's rows -> normalized TraceFile: code resolved to functions, values made stable.
-    ``ids``: the random ids to replace (default: this recording's, by random_ids)."""
+    ``ids``: the random ids to replace (default: this recording's, by random_ids); ``running``:
+    extended with the threads still running when the recording ended (normalize.Running)."""
     calls, funcs = recorded or recorded_calls(recorder, roots)
     secrets = dict(random_ids(calls) if ids is None else ids)
     for text, label in learn_secrets(normalize.values_seen(calls), settings or {}).items():
@@ -149,6 +150,7 @@ def trace_from_recording(
         funcs,
         {s: start for s, (start, _) in raw.threads.items()},
         Normalizer(port, secrets, {**machine_paths(), **(paths or {})}, deny, ports, patterns),
+        running,
     )
     return dataclasses.replace(trace, process=process) if process else trace
 
@@ -183,10 +185,11 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
     module = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port)
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
     roots = [*code_roots(), Root(traced, base, "sample_app", "local")]
-    trace = trace_from_recording(recorder, path.stem, port, roots, versions, app_settings(module), deny, paths={base: "<app>"})
+    running: list[normalize.Running] = []
+    trace = trace_from_recording(recorder, path.stem, port, roots, versions, app_settings(module), deny, paths={base: "<app>"}, running=running)
     target = out / f"{path.stem}.json"
     write_atomic(target, trace_to_json(trace))
-    return Recorded(path.stem, target, len(trace.events), len(trace.threads), recorder.rows().core)
+    return Recorded(path.stem, target, len(trace.events), len(trace.threads), recorder.rows().core, tuple(running))
 
 
 def record_in_new_interpreters(
@@ -217,6 +220,7 @@ class Recorded:
     calls: int
     threads: int
     core: str = ""  # the recorder core that ran (not in the trace file: every core writes the same bytes)
+    running: tuple = ()  # the threads still running when the recording ended (normalize.Running)
 
 
 @dataclass(frozen=True)
