@@ -16,7 +16,8 @@ PROJECT = Project()
 
 def cmd_record(args: argparse.Namespace) -> int:
     if args.scenario:
-        r = stages.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact))
+        r = stages.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
+        print(r.app)
         print(f"recorded {r.scenario}: {r.calls} calls on {r.threads} threads -> {PROJECT.shown(r.path)} (recorder core: {r.core})")
         if r.running:
             print(report.running_line(r.running))
@@ -28,7 +29,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    done = report.report(args.scenario, args.out, PROJECT, args.git_dir, args.timeout, site=not args.no_site)
+    done = report.report(args.scenario, args.out, PROJECT, args.git_dir, args.timeout, site=not args.no_site, root=args.root)
     return _said(done, args.no_site)
 
 
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redact", action="append", default=[], metavar="REGEX", help="also replace traced values matching REGEX with <redacted> (repeatable)")
     p.add_argument("--scenario", type=Path, default=None, metavar="FILE", help="record the app and steps of a scenario file (TOML) instead")
     p.add_argument("--timeout-file", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--root", type=Path, default=None, metavar="DIR", help="with --scenario: the project root; every module under it is the app's (default: the scenario file's folder)")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("report", help="record, chain, pin, render and build a report on your own app from a scenario file")
@@ -164,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     _git_dirs(p, "a local git mirror for a distribution the lock does not pin at its installed version (repeatable)")
     p.add_argument("--timeout", type=float, default=None, help="deadline for the whole run, seconds (default: the file's timeout)")
     p.add_argument("--no-site", action="store_true", help="write traces, chains and pages but do not run mkdocs")
+    p.add_argument("--root", type=Path, default=None, metavar="DIR", help="the project root; every module under it is the app's (default: the scenario file's folder)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("chains", help="trace files -> traces/chains/<journey>.json")

@@ -81,13 +81,15 @@ def unfinished(trace: TraceFile) -> list[tuple[str, str]]:
     return out
 
 
-def _record(scenario: Path, traces: Path, timeout: float | None) -> list[str]:
+def _record(scenario: Path, traces: Path, timeout: float | None, root: Path | None = None) -> list[str]:
     """`dispel record --scenario` in a fresh interpreter in the working directory: the app is
     imported there with that folder (and the scenario's) on sys.path. Returns the lines it
     said for the console (SAID_PREFIXES)."""
     argv = [sys.executable, "-m", "dispel", "record", "--scenario", str(scenario), "--out", str(traces)]
     if timeout:
         argv += ["--timeout-file", str(timeout)]
+    if root is not None:
+        argv += ["--root", str(root)]
     proc = subprocess.run(argv, cwd=os.getcwd(), capture_output=True, text=True)
     if proc.returncode != 0:
         said = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -236,18 +238,23 @@ def _checked_out(out: Path, project: Project) -> Path:
     return out
 
 
-def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] = (), timeout: float | None = None, site: bool = True) -> Report:
-    """Build the report of ``scenario`` into ``out`` (replacing a report built there before)."""
+def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] = (), timeout: float | None = None, site: bool = True,
+           root: Path | None = None) -> Report:
+    """Build the report of ``scenario`` into ``out`` (replacing a report built there before);
+    ``root``: the project root, whose every module is the app's (default: the scenario's folder)."""
     text = read_text(scenario, "scenario file")
     scenario_file.one_app(scenario_file.parse(text, scenario.name))  # a bad file fails before anything runs
     scenario = scenario.resolve()
+    root = root.resolve() if root is not None else None
+    if root is not None and not root.is_dir():
+        raise DispelError(f"--root {root} is not a folder; name the folder that holds the app's code")
     out = _checked_out(out, project)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         rp = Project(tmp)
-        said = _record(scenario, rp.traces, timeout)
+        said = _record(scenario, rp.traces, timeout, root)
         trace = load_traces(rp)[scenario.stem]
-        root = app_root(trace, [scenario.parent, Path.cwd()])
+        root = app_root(trace, [root or scenario.parent, Path.cwd()])
         if project.lock.is_file():
             shutil.copyfile(project.lock, rp.lock)
         done = _build(rp, project, text, scenario.name, trace, root, git_dirs, site)

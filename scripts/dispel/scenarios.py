@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import importlib.machinery
 import importlib.util
 import logging
 import socket
@@ -174,7 +175,7 @@ def drive(
                 raise
             except Exception as exc:
                 raise DispelError(
-                    f"cannot import app module {app_module!r}: {type(exc).__name__}: {exc}"
+                    f"import: cannot import app module {app_module!r}: {type(exc).__name__}: {exc}"
                 ) from None
 
         def serve() -> None:
@@ -194,7 +195,7 @@ def drive(
                     raise DispelError(
                         f"port {port} is already in use; choose another with --port or stop what holds it"
                     )
-                raise DispelError(f"the app failed to start: {type(exc).__name__}: {exc}")
+                raise DispelError(f"start: the app failed to start: {type(exc).__name__}: {exc}")
             server = _find_server(port)
             for st in steps:
                 if st.who not in clients:
@@ -233,30 +234,70 @@ def drive(
     return module
 
 
-def app_location(module: str) -> tuple[str, str]:
-    """(what to trace, the folder module paths start from) of the app's top-level module or
-    package, found on sys.path without importing it: a module file is traced alone, a
-    package as its folder (never the whole folder a module sits in: it may hold a venv)."""
-    import os
+class AppCode:
+    """The app's code: every ``.py`` file under the project root, wherever it lives (a package, a
+    src layout, a wrapper module), but never a virtual environment, installed packages, the
+    interpreter's own files or dispel itself, even inside that folder. Called with a code
+    object's file name (once per code object, by the recorder's filter)."""
 
-    top = module.partition(".")[0]
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        raise DispelError(
-            f"cannot import app module {module!r}: no module named {top!r} in the scenario's folder or the "
-            f"working directory; check [app] import"
-        )
-    if spec.submodule_search_locations:
-        folder = os.path.join(os.path.dirname(os.path.abspath(spec.origin)), "")
-        return folder, os.path.dirname(folder.rstrip("/"))
-    return os.path.abspath(spec.origin), os.path.dirname(os.path.abspath(spec.origin))
+    SKIP = frozenset({"site-packages", "dist-packages", "__pycache__", "node_modules", "__pypackages__", ".git", ".tox", ".nox"})
+
+    def __init__(self, root: str) -> None:
+        import os
+        import sysconfig
+
+        self.root = os.path.join(os.path.abspath(root), "")
+        here = os.path.dirname(os.path.abspath(__file__))  # dispel's own package
+        paths = sysconfig.get_paths()
+        not_app = {sys.prefix, sys.base_prefix, sys.exec_prefix, paths["stdlib"], paths["purelib"], paths["platlib"], here}
+        self._not_app = tuple(os.path.join(os.path.abspath(p), "") for p in not_app)
+        self._venvs: dict[str, bool] = {}
+
+    def __call__(self, filename: str) -> bool:
+        import os
+
+        if not filename.endswith(".py") or not filename.startswith(self.root) or filename.startswith(self._not_app):
+            return False
+        parts = filename[len(self.root):].split("/")[:-1]
+        folder = self.root
+        for part in parts:
+            if part in self.SKIP:
+                return False
+            folder = os.path.join(folder, part)
+            if folder not in self._venvs:
+                self._venvs[folder] = os.path.isfile(os.path.join(folder, "pyvenv.cfg"))
+            if self._venvs[folder]:
+                return False
+        return True
+
+    def roots(self, path_entries):
+        """Where the app's files are found (tracefile.Root): the project root, and each import
+        folder inside it (``src/``), whose modules are named from there: ``src/shop/events.py``
+        is the module ``shop.events``, its path ``src/shop/events.py``."""
+        import os
+
+        from .tracefile import Root
+
+        out = [Root(self.root, self.root.rstrip("/"), "sample_app", "local")]
+        for entry in dict.fromkeys(os.path.join(os.path.abspath(e or "."), "") for e in path_entries):
+            if entry != self.root and entry.startswith(self.root):
+                out.append(Root(entry, entry.rstrip("/"), "sample_app", "local", entry[len(self.root):]))
+        return out
+
+    def modules(self) -> list[str]:
+        """The app's modules imported now."""
+        import os
+
+        return sorted(name for name, m in list(sys.modules.items())
+                      if isinstance(getattr(m, "__file__", None), str) and self(os.path.abspath(m.__file__)))
 
 
 def load_socketio(spec):
-    """Import the app of a scenario file's [app] (an AppSpec) -> (module, SocketIO object, Flask app)."""
+    """Import the app of a scenario file's [app] (an AppSpec) -> (module, SocketIO object, Flask app).
+
+    ``import`` names the SocketIO object, or the Flask app (its SocketIO is the one
+    ``socketio.init_app(app)`` registered in ``app.extensions["socketio"]``); with ``factory``,
+    a function returning either (``create_app()``)."""
     import gc
 
     from flask import Flask
@@ -265,7 +306,10 @@ def load_socketio(spec):
     try:
         module = importlib.import_module(spec.module)
     except Exception as exc:
-        raise DispelError(f"cannot import app module {spec.module!r}: {type(exc).__name__}: {exc}") from None
+        mode = _asked_async_mode(exc)
+        if mode:
+            raise DispelError(_async_mode_error(mode, spec.target)) from None
+        raise DispelError(f"import: cannot import app module {spec.module!r}: {type(exc).__name__}: {exc}") from None
     obj = module
     for part in spec.attribute.split("."):
         if not hasattr(obj, part):
@@ -275,15 +319,26 @@ def load_socketio(spec):
         try:
             obj = obj()
         except Exception as exc:
-            raise DispelError(f"the factory {spec.target} raised {type(exc).__name__}: {exc}") from None
+            mode = _asked_async_mode(exc)
+            if mode:
+                raise DispelError(_async_mode_error(mode, spec.target)) from None
+            raise DispelError(f"import: the factory {spec.target} raised {type(exc).__name__}: {exc}") from None
+    flask_app = None
+    if isinstance(obj, Flask):
+        flask_app, obj = obj, obj.extensions.get("socketio")
+        if not isinstance(obj, SocketIO):
+            made = "the factory " + spec.target + " returned" if spec.factory else spec.target + " is"
+            raise DispelError(f"{made} a Flask app without Flask-SocketIO; call socketio.init_app(app) in it, or point [app] import at the SocketIO object")
     if not isinstance(obj, SocketIO):
-        hint = ("set factory = true to call it" if callable(obj) and not spec.factory and not isinstance(obj, Flask)
-                else "point [app] import at the SocketIO object (its Flask app is found from it)")
+        hint = ("set factory = true to call it" if callable(obj) and not spec.factory
+                else "point [app] import at the SocketIO object, the Flask app or a factory returning either")
         raise DispelError(f"{spec.target} is a {type(obj).__name__}, not a flask_socketio.SocketIO; {hint}")
-    if spec.flask:
+    if getattr(obj, "async_mode", "threading") != "threading":
+        raise DispelError(_async_mode_error(obj.async_mode, spec.target))
+    if flask_app is None and spec.flask:
         mod, _, attr = spec.flask.partition(":")
         flask_app = getattr(importlib.import_module(mod), attr, None)
-    else:
+    elif flask_app is None:
         flask_app = next(
             (o for o in gc.get_objects() if isinstance(o, Flask) and getattr(o, "extensions", {}).get("socketio") is obj), None
         )
@@ -292,9 +347,58 @@ def load_socketio(spec):
     return module, obj, flask_app
 
 
+def _asked_async_mode(exc: BaseException) -> str:
+    """The async_mode an app asked for when Flask-SocketIO refused it ("Invalid async_mode
+    specified": its package is not installed), read from the frames it was refused in; "" else."""
+    if "async_mode" not in str(exc):
+        return ""
+    tb = exc.__traceback__
+    mode = ""
+    while tb is not None:
+        value = tb.tb_frame.f_locals.get("async_mode")
+        if isinstance(value, str) and value:
+            mode = value
+        tb = tb.tb_next
+    return mode
+
+
+def _async_mode_error(mode: str, target: str) -> str:
+    return (f"import: {target} runs Flask-SocketIO with async_mode={mode!r}; dispel traces the threading mode only: "
+            f"pass async_mode=\"threading\" to SocketIO() for the report")
+
+
+def shadowing(folders) -> str:
+    """An error naming an app file in ``folders`` (the folders put first on sys.path) whose name
+    is a standard-library module's: Python would import it instead of the library's; "" if none."""
+    import os
+
+    frozen = getattr(importlib.machinery, "FrozenImporter", None)
+    for folder in dict.fromkeys(folders):
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            if name.endswith(".py") and os.path.isfile(path):
+                mod = name[:-3]
+            elif os.path.isfile(os.path.join(path, "__init__.py")):
+                mod = name
+            else:
+                continue
+            if mod not in sys.stdlib_module_names or mod in sys.builtin_module_names:
+                continue
+            if frozen is not None and frozen.find_spec(mod) is not None:
+                continue  # a frozen module is found before any file
+            return (f"the app's {path} shadows the standard library's module {mod!r}: Python would import it "
+                    f"instead of the library's (and so would Flask-SocketIO); rename it (say {mod}_app{'.py' if name.endswith('.py') else ''}) "
+                    f"and update its imports")
+    return ""
+
+
 def run_file(sf, recorder: Tracer, start_client: Callable[[str, int], StepClient], timeout: float, port: int | None = None):
     """Run scenario file ``sf`` (a dispel.scenario_file.ScenarioFile) with ``recorder`` tracing the
-    app; returns the app's module. Each step's error names the step (steps[3] (emit 'chat', client a))."""
+    app; returns (the app's module, its SocketIO object, its Flask app). Each step's error names the step (steps[3] (emit 'chat', client a))."""
     steps = []
     for s in sf.steps:
         def perform(client, left: float, s=s) -> None:
@@ -305,7 +409,7 @@ def run_file(sf, recorder: Tracer, start_client: Callable[[str, int], StepClient
 
     def load():
         loaded.extend(load_socketio(sf.app))
-        return loaded[0]
+        return tuple(loaded)
 
     def serve(module, port: int) -> None:
         _, sio, flask_app = loaded
@@ -334,9 +438,9 @@ def package_dirs(packages) -> list[str]:
     return dirs
 
 
-def wanted_code(extra: tuple[str, ...] = ()) -> Callable[[CodeType], bool]:
+def wanted_code(extra: tuple[str, ...] = (), app: Callable[[str], bool] | None = None) -> Callable[[CodeType], bool]:
     """The filter for the recorder: the Socket.IO stack, werkzeug, flask, the app, and the stdlib on the path;
-    ``extra``: more files, or folders ending in "/" (a scenario file's app)."""
+    ``extra``: more files, or folders ending in "/"; ``app``: which other files are the app's (AppCode)."""
     import os
     import sysconfig
 
@@ -355,6 +459,7 @@ def wanted_code(extra: tuple[str, ...] = ()) -> Callable[[CodeType], bool]:
 
     def want(code: CodeType) -> bool:
         # .py only: the app's Jinja templates compile to code named after the .html file
-        return code.co_filename.startswith(prefixes) and code.co_filename.endswith(".py")
+        name = code.co_filename
+        return (name.startswith(prefixes) and name.endswith(".py")) or (app is not None and app(name))
 
     return want

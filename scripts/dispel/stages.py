@@ -155,25 +155,35 @@ def trace_from_recording(
     return dataclasses.replace(trace, process=process) if process else trace
 
 
-def record_file(path: Path, out: Path, timeout: float | None = None, port: int | None = None, deny: tuple[str, ...] = ()) -> Recorded:
+def record_file(path: Path, out: Path, timeout: float | None = None, port: int | None = None, deny: tuple[str, ...] = (),
+                root: Path | None = None) -> Recorded:
     """Record a scenario file's app (here: run it in a fresh interpreter) into ``out``/<file stem>.json.
 
-    The app is imported with the scenario file's folder and the working directory on sys.path;
-    its own code is traced as the app (dist ``sample_app``, the traced app's marker), its
-    folder shown as ``<app>``."""
+    The app is every module under the project root (``root``, default the scenario file's
+    folder; scenarios.AppCode), imported with that folder, the scenario file's, the working
+    directory and the root's ``src/`` on sys.path; it is traced as the app (dist ``sample_app``,
+    the traced app's marker), its folder shown as ``<app>``. An app file that shadows a standard
+    library module, or a run in which none of the app's code ran, is an error."""
     import os
 
     from . import scenario_file, scenarios
     from .drivers import FileClientProcess
-    from .tracefile import Root
 
     sf = scenario_file.one_app(scenario_file.parse(read_text(path, "scenario file"), path.name))
     folder = str(path.resolve().parent)
-    for d in dict.fromkeys((folder, os.getcwd())):
+    app_root = str(root.resolve()) if root else folder
+    if root is not None and not Path(app_root).is_dir():
+        raise DispelError(f"--root {root} is not a folder; name the folder that holds the app's code")
+    src = os.path.join(app_root, "src")
+    folders = [d for d in dict.fromkeys((folder, app_root, src, os.getcwd())) if os.path.isdir(d)]
+    why = scenarios.shadowing(folders)
+    if why:
+        raise DispelError(f"import: {why}")
+    for d in reversed(folders):
         if d not in sys.path:
             sys.path.insert(0, d)
-    traced, base = scenarios.app_location(sf.app.module)
-    recorder = recorder_for(scenarios.wanted_code((traced,)))
+    app = scenarios.AppCode(app_root)
+    recorder = recorder_for(scenarios.wanted_code(app=app))
     port = port or scenarios.free_port()
 
     def start(who: str, port: int) -> FileClientProcess:
@@ -182,14 +192,24 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
                 "query": list(c.query), "auth": c.auth}
         return FileClientProcess(port, spec)
 
-    module = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port)
+    module, _, flask_app = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port)
+    modules = app.modules()
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
-    roots = [*code_roots(), Root(traced, base, "sample_app", "local")]
+    roots = [*code_roots(), *app.roots(sys.path)]
     running: list[normalize.Running] = []
-    trace = trace_from_recording(recorder, path.stem, port, roots, versions, app_settings(module), deny, paths={base: "<app>"}, running=running)
+    settings = {**dict(flask_app.config), **app_settings(module)}
+    trace = trace_from_recording(recorder, path.stem, port, roots, versions, settings, deny, paths={app_root: "<app>"}, running=running)
+    if not any(f.source.dist == "sample_app" for f in trace.funcs.values()):
+        traced = sorted({f.source.dist for f in trace.funcs.values()} - {"builtin"})
+        raise DispelError(
+            f"no code of the app was traced: nothing under the project root {app_root} ran (the trace holds only "
+            f"{', '.join(traced) or 'nothing'}); put the app's code under that folder, or name its folder with --root"
+        )
     target = out / f"{path.stem}.json"
     write_atomic(target, trace_to_json(trace))
-    return Recorded(path.stem, target, len(trace.events), len(trace.threads), recorder.rows().core, tuple(running))
+    shown = ", ".join(modules[:6]) + (", …" if len(modules) > 6 else "")
+    said = f"app: root {app_root}, {len(modules)} app module{'s' if len(modules) != 1 else ''} ({shown})"
+    return Recorded(path.stem, target, len(trace.events), len(trace.threads), recorder.rows().core, tuple(running), said)
 
 
 def record_in_new_interpreters(
@@ -221,6 +241,7 @@ class Recorded:
     threads: int
     core: str = ""  # the recorder core that ran (not in the trace file: every core writes the same bytes)
     running: tuple = ()  # the threads still running when the recording ended (normalize.Running)
+    app: str = ""  # a scenario file's app: its root and modules, for the console
 
 
 @dataclass(frozen=True)
