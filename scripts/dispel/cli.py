@@ -21,6 +21,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         print(f"recorded {r.scenario}: {r.calls} calls on {r.threads} threads -> {PROJECT.shown(r.path)} (recorder core: {r.core})")
         if r.running:
             print(report.running_line(r.running))
+        for line in r.app_errors:
+            print(f"error in the app: {line}")
         return 0
     run = stages.record(PROJECT, args.scenarios, args.out, args.timeout, args.app, args.port, args.redact)
     for r in run.recorded:

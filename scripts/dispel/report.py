@@ -101,6 +101,19 @@ def _record(scenario: Path, traces: Path, timeout: float | None, root: Path | No
 SAID_PREFIXES = (RUNNING, "app: ", "error in the app: ")
 
 
+def shown_in(line: str, chains: Mapping[str, Chain]) -> str:
+    """An ``error in the app:`` line with the journeys whose hops show where it was raised
+    (a hop of the app's code at that file, line and function)."""
+    m = re.search(r"\(raised at ([^:]+):(\d+) in ([^)]+)\)$", line)
+    if not line.startswith("error in the app: ") or not m:
+        return line
+    name, number, func = m.group(1), int(m.group(2)), m.group(3)
+    where = sorted(j for j, c in chains.items() if any(
+        h.func.source.dist == derive.APP_DIST and h.line == number and h.func.qualname.split(".")[-1] == func
+        and h.func.source.path.rsplit("/", 1)[-1] == name for h in c.hops))
+    return f"{line}; shown by journey {', '.join(where)}" if where else f"{line}; no journey shows it"
+
+
 def app_root(trace: TraceFile, folders: Sequence[Path]) -> Path | None:
     """The folder the app's files (trace paths) are found in: the first of ``folders`` holding them all."""
     paths = {f.source.path for f in trace.funcs.values() if f.source.dist == derive.APP_DIST}
@@ -258,6 +271,7 @@ def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] 
         if project.lock.is_file():
             shutil.copyfile(project.lock, rp.lock)
         done = _build(rp, project, text, scenario.name, trace, root, git_dirs, site)
+        said = [shown_in(line, load_chains(rp)) for line in said]
         _swap(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

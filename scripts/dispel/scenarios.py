@@ -88,6 +88,52 @@ class StepClient(Protocol):
     def close(self) -> None: ...
 
 
+class AppErrors(logging.Handler):
+    """The exceptions the app raised while a scenario ran, each with the step it ran in: what
+    Engine.IO logs when a handler raises (``... handler error``, then carries on), and what a
+    thread of the app let escape. A context: attached to those loggers and threading.excepthook."""
+
+    LOGGERS = ("engineio.server", "socketio.server", "flask_socketio")
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.step = "import"
+        self.found: list[str] = []
+        self._hook = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.found.append(f"{self.step}: {describe_exception(record.exc_info[1])}")
+
+    def _excepthook(self, args) -> None:
+        if args.exc_value is not None and not isinstance(args.exc_value, SystemExit):
+            self.found.append(f"{self.step}: {describe_exception(args.exc_value)}")
+
+    def in_step(self, step: str) -> list[str]:
+        return [f.split(": ", 1)[1] for f in self.found if f.startswith(f"{step}: ")]
+
+    def __enter__(self) -> "AppErrors":
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(self)
+        self._hook, threading.excepthook = threading.excepthook, self._excepthook
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self)
+        threading.excepthook = self._hook
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``ValueError: cannot handle 'x' (raised at raising.py:10 in on_boom)``."""
+    import os
+    import traceback
+
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    at = f" (raised at {os.path.basename(where[0].filename)}:{where[0].lineno} in {where[0].name})" if where else ""
+    return f"{type(exc).__name__}: {exc}{at}"
+
+
 @dataclass(frozen=True)
 class DriveStep:
     """One step of a drive: which client does it, its mark in the trace, how it is done."""
@@ -143,11 +189,14 @@ def drive(
     timeout: float = 30.0,
     port: int | None = None,
     timings: dict[str, float] | None = None,
+    app_errors: AppErrors | None = None,
 ):
     """Import the app (``load_app``, traced under the mark "import"), serve it on a thread
     (``serve_app(app, port)``, mark "start"), then do ``steps`` one by one, each client
-    started before its first step; returns what ``load_app`` returned."""
+    started before its first step; returns what ``load_app`` returned. ``app_errors``
+    collects the exceptions the app raised, by step; a step that fails says them too."""
     deadline = _Deadline(name, timeout)
+    errors = app_errors if app_errors is not None else AppErrors()
     logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
     # With a long switch interval a thread keeps the GIL until it blocks, so each
     # thread's sequence of calls no longer depends on preemption: traces repeat.
@@ -167,6 +216,7 @@ def drive(
         importlib.import_module(lib)
     sys.modules.pop(app_module, None)
     try:
+        errors.__enter__()
         recorder.start()
         with recorder.mark("import"):
             try:
@@ -184,6 +234,7 @@ def drive(
             except BaseException as exc:  # reported by the driver, which names the step
                 server_errors.append(exc)
 
+        errors.step = "start"
         with recorder.mark("start"):
             thread = threading.Thread(target=serve, name="dispel-server", daemon=True)
             thread.start()
@@ -203,11 +254,18 @@ def drive(
                 client = clients[st.who]
                 began = time.perf_counter()
                 label = st.label or st.mark
+                errors.step = label
                 with recorder.mark(st.mark):
                     try:
                         st.perform(client, deadline.left(label))
                     except Exception as exc:
-                        raise DispelError(f"scenario {name!r}: {exc}") from None
+                        text = str(exc)
+                        if text.rstrip().endswith("Error:"):  # an exception without a message
+                            text = f"{text.rstrip()} no answer within the step's deadline"
+                        raised = errors.in_step(label)
+                        if raised:
+                            text += f"; in this step the app raised {'; '.join(raised)}"
+                        raise DispelError(f"scenario {name!r}: {text}") from None
                     # The server may still be finishing what the step caused.
                     if st.connects:
                         connected.add(st.who)
@@ -231,6 +289,7 @@ def drive(
         finally:
             recorder.stop()
             sys.setswitchinterval(old_interval)
+            errors.__exit__(None, None, None)
     return module
 
 
@@ -396,7 +455,8 @@ def shadowing(folders) -> str:
     return ""
 
 
-def run_file(sf, recorder: Tracer, start_client: Callable[[str, int], StepClient], timeout: float, port: int | None = None):
+def run_file(sf, recorder: Tracer, start_client: Callable[[str, int], StepClient], timeout: float, port: int | None = None,
+             app_errors: AppErrors | None = None):
     """Run scenario file ``sf`` (a dispel.scenario_file.ScenarioFile) with ``recorder`` tracing the
     app; returns (the app's module, its SocketIO object, its Flask app). Each step's error names the step (steps[3] (emit 'chat', client a))."""
     steps = []
@@ -415,7 +475,7 @@ def run_file(sf, recorder: Tracer, start_client: Callable[[str, int], StepClient
         _, sio, flask_app = loaded
         sio.run(flask_app, host="127.0.0.1", port=port, allow_unsafe_werkzeug=True)
 
-    return drive(sf.source, recorder, start_client, load, serve, steps, sf.app.module, timeout, port)
+    return drive(sf.source, recorder, start_client, load, serve, steps, sf.app.module, timeout, port, app_errors=app_errors)
 
 
 def _server_settled(connected: int) -> bool:

@@ -192,7 +192,8 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
                 "query": list(c.query), "auth": c.auth}
         return FileClientProcess(port, spec)
 
-    module, _, flask_app = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port)
+    app_errors = scenarios.AppErrors()
+    module, _, flask_app = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port, app_errors)
     modules = app.modules()
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
     roots = [*code_roots(), *app.roots(sys.path)]
@@ -209,7 +210,8 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
     write_atomic(target, trace_to_json(trace))
     shown = ", ".join(modules[:6]) + (", …" if len(modules) > 6 else "")
     said = f"app: root {app_root}, {len(modules)} app module{'s' if len(modules) != 1 else ''} ({shown})"
-    return Recorded(path.stem, target, len(trace.events), len(trace.threads), recorder.rows().core, tuple(running), said)
+    return Recorded(path.stem, target, len(trace.events), len(trace.threads), recorder.rows().core, tuple(running), said,
+                    tuple(app_errors.found))
 
 
 def record_in_new_interpreters(
@@ -242,6 +244,7 @@ class Recorded:
     core: str = ""  # the recorder core that ran (not in the trace file: every core writes the same bytes)
     running: tuple = ()  # the threads still running when the recording ended (normalize.Running)
     app: str = ""  # a scenario file's app: its root and modules, for the console
+    app_errors: tuple[str, ...] = ()  # "STEP: Type: message (raised at file:line in function)", the app's exceptions
 
 
 @dataclass(frozen=True)
