@@ -71,3 +71,18 @@ def test_a_factory_in_a_src_layout_is_the_app_with_every_module_under_its_root(s
     assert on_add[-1]["func"]["module"] == "shopapp.events" and on_add[-1]["func"]["path"] == "src/shopapp/events.py"
     assert (report / "app" / "src" / "shopapp" / "events.py").read_text() == (APPS / "shop" / "src" / "shopapp" / "events.py").read_text()
     assert "src/shopapp/cart.py" in (report / "docs" / "sample_app.md").read_text()
+
+
+def test_check_root_compares_the_chains_with_those_derived_from_the_trace(shop, tmp_path):
+    import shutil
+
+    report, _ = shop
+    copy = tmp_path / "copy"
+    shutil.copytree(report, copy)
+    path = copy / "traces" / "chains" / "on-add.json"
+    chain = json.loads(path.read_text())
+    chain["title"] = "a title the trace never gave"
+    path.write_text(json.dumps(chain, indent=1))
+    check = dispel("check", "--root", str(copy), cwd=ROOT)
+    assert check.returncode == 1
+    assert "on-add: its chain differs from the one derived from the report's trace" in check.stdout

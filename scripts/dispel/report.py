@@ -397,4 +397,27 @@ def check(root: Path, fetcher: fetch.Fetcher | None = None, raw_base: str = "") 
     result.failures += [f"{j}: page missing" for j in found if j not in pages]
     result.failures += prose.check_site(pages, found, hop_sources(found.values(), root / APP_FOLDER))
     result.timings["pages"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    result.failures += derived_again(project, found, root / APP_FOLDER)
+    result.timings["chains"] = time.perf_counter() - clock
     return result
+
+
+def derived_again(project: Project, found: Mapping[str, Chain], app: Path) -> list[str]:
+    """The report's chains against the chains derived again from its trace. A report compares
+    chains and pages, not the trace: an app whose thread was still running at the end (a
+    ``while True`` task) records more or fewer turns from run to run, the same chains."""
+    traces = load_traces(project)
+    if len(traces) != 1:
+        return [f"traces/: expected the report's one trace, found {len(traces)}; rebuild it with `dispel report`"]
+    (trace,) = traces.values()
+    _, built, _ = build_chains(trace, source_lines({trace.scenario: trace}, app))
+    out = []
+    for j in sorted(set(built) | set(found)):
+        if j not in found:
+            out.append(f"{j}: derived from the report's trace, but it has no chain file; rebuild with `dispel render --report`")
+        elif j not in built:
+            out.append(f"{j}: its chain is not derived from the report's trace; rebuild with `dispel render --report`")
+        elif built[j] != found[j]:
+            out.append(f"{j}: its chain differs from the one derived from the report's trace; rebuild with `dispel render --report`")
+    return out
