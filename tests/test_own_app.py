@@ -86,3 +86,16 @@ def test_check_root_compares_the_chains_with_those_derived_from_the_trace(shop, 
     check = dispel("check", "--root", str(copy), cwd=ROOT)
     assert check.returncode == 1
     assert "on-add: its chain differs from the one derived from the report's trace" in check.stdout
+
+
+def test_a_wrapper_module_traces_the_handlers_of_the_package_it_imports(tmp_path):
+    # wsgi.py builds the app from the src-layout package: the handlers in src/shopapp/events.py
+    # are the app's too, and their journeys are derived.
+    proc = dispel("report", "--scenario", "wsgi.toml", "--out", str(tmp_path / "wsgi"), cwd=APPS / "shop")
+    assert proc.returncode == 0, proc.stderr
+    assert f"app: root {APPS / 'shop'}, 5 app modules (shopapp, shopapp.cart, shopapp.events, shopapp.extensions, wsgi)" in proc.stdout
+    chains = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "wsgi" / "traces" / "chains").glob("*.json")}
+    assert {"on-add", "ack-add", "emit-cart"} <= set(chains)
+    assert chains["on-add"]["hops"][-1]["func"]["qualname"] == "handle_add"
+    funcs = json.loads((tmp_path / "wsgi" / "traces" / "wsgi.json").read_text())["funcs"]
+    assert ["wsgi", "<module>", "sample_app", "local", "wsgi.py"] in [f[:5] for f in funcs], "the wrapper is the app's code"
