@@ -358,6 +358,7 @@ def load_socketio(spec):
     ``socketio.init_app(app)`` registered in ``app.extensions["socketio"]``); with ``factory``,
     a function returning either (``create_app()``)."""
     import gc
+    import weakref
 
     from flask import Flask
     from flask_socketio import SocketIO
@@ -398,8 +399,10 @@ def load_socketio(spec):
         mod, _, attr = spec.flask.partition(":")
         flask_app = getattr(importlib.import_module(mod), attr, None)
     elif flask_app is None:
+        # a weak proxy to the app passes isinstance too: the app itself is wanted
         flask_app = next(
-            (o for o in gc.get_objects() if isinstance(o, Flask) and getattr(o, "extensions", {}).get("socketio") is obj), None
+            (o for o in gc.get_objects() if isinstance(o, Flask) and type(o) not in weakref.ProxyTypes
+             and getattr(o, "extensions", {}).get("socketio") is obj), None
         )
     if not isinstance(flask_app, Flask):
         raise DispelError(f"no Flask app uses {spec.target}; name it with [app] flask = \"module:attribute\"")
