@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import dispel
+import pytest
 from dispel import scenarios
 from dispel.tracefile import locate
 
@@ -52,3 +53,32 @@ def test_an_app_file_named_like_a_standard_library_module_is_named_with_the_fix(
     assert "module 'select'" in scenarios.shadowing([str(other)])
     touch(tmp_path / "site" / "index.html")  # a folder that is no package shadows nothing
     assert "site" not in scenarios.shadowing([str(tmp_path / "site")])
+
+
+FACTORY_APP = '''from flask import Flask
+from flask_socketio import SocketIO
+
+socketio = SocketIO()
+
+
+def create_app():
+    app = Flask(__name__)
+    socketio.init_app(app, async_mode="threading")
+    return app
+
+
+plain = Flask("plain")
+'''
+
+
+def test_a_factory_returning_the_flask_app_gives_its_socketio(tmp_path, monkeypatch):
+    from dispel.model import DispelError
+    from dispel.scenario_file import AppSpec
+
+    (tmp_path / "factory_app.py").write_text(FACTORY_APP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module, sio, flask_app = scenarios.load_socketio(AppSpec("factory_app", "create_app", factory=True))
+    assert sio is module.socketio and flask_app.extensions["socketio"] is sio
+    with pytest.raises(DispelError, match="import: factory_app:plain is a Flask app without Flask-SocketIO; call socketio.init_app"):
+        scenarios.load_socketio(AppSpec("factory_app", "plain"))
+    sys.modules.pop("factory_app", None)

@@ -373,7 +373,7 @@ def load_socketio(spec):
     obj = module
     for part in spec.attribute.split("."):
         if not hasattr(obj, part):
-            raise DispelError(f"app module {spec.module!r} has no attribute {spec.attribute!r}; check [app] import = {spec.target!r}")
+            raise DispelError(f"import: app module {spec.module!r} has no attribute {spec.attribute!r}; check [app] import = {spec.target!r}")
         obj = getattr(obj, part)
     if spec.factory:
         try:
@@ -388,11 +388,11 @@ def load_socketio(spec):
         flask_app, obj = obj, obj.extensions.get("socketio")
         if not isinstance(obj, SocketIO):
             made = "the factory " + spec.target + " returned" if spec.factory else spec.target + " is"
-            raise DispelError(f"{made} a Flask app without Flask-SocketIO; call socketio.init_app(app) in it, or point [app] import at the SocketIO object")
+            raise DispelError(f"import: {made} a Flask app without Flask-SocketIO; call socketio.init_app(app) in it, or point [app] import at the SocketIO object")
     if not isinstance(obj, SocketIO):
         hint = ("set factory = true to call it" if callable(obj) and not spec.factory
                 else "point [app] import at the SocketIO object, the Flask app or a factory returning either")
-        raise DispelError(f"{spec.target} is a {type(obj).__name__}, not a flask_socketio.SocketIO; {hint}")
+        raise DispelError(f"import: {spec.target} is a {type(obj).__name__}, not a flask_socketio.SocketIO; {hint}")
     if getattr(obj, "async_mode", "threading") != "threading":
         raise DispelError(_async_mode_error(obj.async_mode, spec.target))
     if flask_app is None and spec.flask:
@@ -405,7 +405,7 @@ def load_socketio(spec):
              and getattr(o, "extensions", {}).get("socketio") is obj), None
         )
     if not isinstance(flask_app, Flask):
-        raise DispelError(f"no Flask app uses {spec.target}; name it with [app] flask = \"module:attribute\"")
+        raise DispelError(f"import: no Flask app uses {spec.target}; name it with [app] flask = \"module:attribute\"")
     return module, obj, flask_app
 
 
