@@ -117,27 +117,26 @@ class RawTrace:
         return {r[4 * i]: (r[4 * i + 1], v, r[4 * i + 2], r[4 * i + 3]) for i, v in enumerate(self.ret_values) if r[4 * i] < rows}
 
     def cut(self, names: dict) -> "RawTrace":
-        """What is complete of this trace now, in lists of its own: the recording's end.
+        """This trace as the recording ended, once no thread records into it any more
+        (``_Recorder._silence``): a row or a return a thread was still writing when it was
+        silenced is left out, in place (nothing is copied). ``names``: the decisions made.
 
-        Threads still running when the recorder stops (a background task's ``while True``
-        loop) are cut where they are: a row they were writing, or a return whose value
-        had not followed its ints yet, is left out, and what they may still write goes
-        to the lists this trace no longer holds. ``names``: the decisions as they stand.
+        Threads still running then (a background task's ``while True`` loop) are cut where
+        they are: their unfinished calls have no return.
         """
         n = min(len(self.codes), len(self.ints) // 3)
-        codes = self.codes[:n]
-        widths = [len(names[c]) for c in codes]
-        total = sum(widths)
-        values = self.values[:total]
-        while len(values) < total:  # the last row's values were not all there yet
-            codes.pop()
-            total -= widths.pop()
+        total = sum(len(names[c]) for c in itertools.islice(self.codes, n))
+        while total > len(self.values):  # the last row's values were not all there yet
+            n -= 1
+            total -= len(names[self.codes[n]])
+        del self.codes[n:]
+        del self.ints[3 * n:]
+        del self.values[total:]
         m = min(len(self.rets) // 4, len(self.ret_values))
-        return RawTrace(
-            codes=codes, ints=self.ints[:3 * len(codes)], values=values[:total], names=names,
-            rets=self.rets[:4 * m], ret_values=self.ret_values[:m], threads=dict(self.threads),
-            steps=list(self.steps), errors=list(self.errors), probe_codes=dict(self.probe_codes), core=self.core,
-        )
+        del self.rets[4 * m:]
+        del self.ret_values[m:]
+        self.names = names
+        return self
 
 
 def still_running(raw: RawTrace) -> list[int]:
@@ -332,7 +331,7 @@ class _Recorder:
             self._cut = self._rows_now().cut(names)
 
     def _silence(self) -> dict:
-        """Make the threads that are still traced record nothing new; the decisions made."""
+        """Make the threads that are still traced record nothing more; the decisions made."""
         return self._decisions.refuse_all()
 
     def _rows_now(self) -> RawTrace:
@@ -451,6 +450,15 @@ class SettraceRecorder(_Recorder):
     def _first_call(self, state: _ThreadState, frame: FrameType, event: str, arg: object):
         sys.settrace(state.trace)
         return state.trace(frame, event, arg)
+
+    def _silence(self) -> dict:
+        # A thread still running keeps its trace function: it now wants no code, and the
+        # calls it has open no longer report their return.
+        made = self._decisions.refuse_all()
+        for state in list(self._states.values()):
+            for _, frame in list(state.stack):
+                frame.f_trace = None
+        return made
 
     # Python >= 3.12: a trace function's return event does not say whether the frame
     # unwinds; sys.monitoring's PY_UNWIND, which comes right after it for the same
