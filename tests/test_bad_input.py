@@ -91,7 +91,9 @@ FACTORY = '''from flask import Flask
 def create_app():
     return Flask(__name__)
 '''
+RAISES = APP.replace("MODE", "threading").replace("    return data", "    raise ValueError(f'cannot handle {data!r}')")
 SCENARIO = '[app]\nimport = "IMPORT"\nFACTORY\n[clients.a]\n[[steps]]\ndo = "connect"\n[[steps]]\ndo = "disconnect"\n'
+ACKED = '[[steps]]\ndo = "emit"\nevent = "ping"\ndata = "x"\nack = true\ntimeout = 1\n'
 
 APP_CASES = [
     # (id, files of the project (name -> text), [app] import, factory, extra argv, what the one error line must say)
@@ -107,6 +109,9 @@ APP_CASES = [
      "no code of the app was traced: nothing under the project root"),
     ("root not a folder", {"chat.py": APP.replace("MODE", "threading")}, "chat:socketio", False, ["--root", "WORK/nope"],
      "is not a folder; name the folder that holds the app's code"),
+    ("handler raises, ack awaited", {"chat.py": RAISES}, "chat:socketio", False, [],
+     "steps[2] (emit 'ping', client a) failed: TimeoutError: no answer within the step's deadline; "
+     "in this step the app raised ValueError: cannot handle 'x' (raised at chat.py:10 in on_ping)"),
 ]
 
 
@@ -118,6 +123,8 @@ def test_own_app_one_clear_line_and_nothing_written(tmp_path, files, target, fac
     for name, text in files.items():
         (project / name).write_text(text)
     text = SCENARIO.replace("IMPORT", target).replace("FACTORY", "factory = true" if factory else "")
+    if "raise ValueError" in files.get("chat.py", ""):
+        text = text.replace('[[steps]]\ndo = "disconnect"', ACKED + '[[steps]]\ndo = "disconnect"')
     (project / "scenario.toml").write_text(text)
     before = snapshot(tmp_path)
     argv = ["report", "--scenario", "scenario.toml", "--out", str(tmp_path / "out"), *[a.replace("WORK", str(tmp_path)) for a in extra]]

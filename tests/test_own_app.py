@@ -99,3 +99,17 @@ def test_a_wrapper_module_traces_the_handlers_of_the_package_it_imports(tmp_path
     assert chains["on-add"]["hops"][-1]["func"]["qualname"] == "handle_add"
     funcs = json.loads((tmp_path / "wsgi" / "traces" / "wsgi.json").read_text())["funcs"]
     assert ["wsgi", "<module>", "sample_app", "local", "wsgi.py"] in [f[:5] for f in funcs], "the wrapper is the app's code"
+
+
+def test_a_handler_that_raises_is_said_on_the_console_with_the_journey_that_shows_it(tmp_path):
+    (tmp_path / "chat.py").write_text(
+        "from flask import Flask\nfrom flask_socketio import SocketIO\n\napp = Flask(__name__)\n"
+        'socketio = SocketIO(app, async_mode="threading")\n\n\n@socketio.on("boom")\ndef on_boom(data):\n'
+        '    raise KeyError(data)\n'
+    )
+    (tmp_path / "chat.toml").write_text('[app]\nimport = "chat:socketio"\n[clients.a]\n[[steps]]\ndo = "connect"\n'
+                                        '[[steps]]\ndo = "emit"\nevent = "boom"\ndata = "x"\n[[steps]]\ndo = "disconnect"\n')
+    proc = dispel("report", "--scenario", "chat.toml", "--out", str(tmp_path / "out"), "--no-site", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("error in the app: ")]
+    assert line == "error in the app: steps[2] (emit 'boom', client a): KeyError: 'x' (raised at chat.py:10 in on_boom); shown by journey on-boom"
