@@ -80,3 +80,68 @@ def test_one_clear_line_and_nothing_written(work, case, broken, argv, needle):
     assert needle in errors[0], errors[0]
     assert "Traceback" not in proc.stderr
     assert snapshot(work) == before, "a failing command must leave every file as it was"
+
+
+# --------------------------------------------------------------------------- your own app
+
+APP = '''from flask import Flask
+from flask_socketio import SocketIO
+
+app = Flask(__name__)
+socketio = SocketIO(app, async_mode="MODE")
+
+
+@socketio.on("ping")
+def on_ping(data):
+    return data
+'''
+FACTORY = '''from flask import Flask
+
+
+def create_app():
+    return Flask(__name__)
+'''
+RAISES = APP.replace("MODE", "threading").replace("    return data", "    raise ValueError(f'cannot handle {data!r}')")
+SCENARIO = '[app]\nimport = "IMPORT"\nFACTORY\n[clients.a]\n[[steps]]\ndo = "connect"\n[[steps]]\ndo = "disconnect"\n'
+ACKED = '[[steps]]\ndo = "emit"\nevent = "ping"\ndata = "x"\nack = true\ntimeout = 1\n'
+
+APP_CASES = [
+    # (id, files of the project (name -> text), [app] import, factory, extra argv, what the one error line must say)
+    ("async mode eventlet", {"chat.py": APP.replace("MODE", "eventlet")}, "chat:socketio", False, [],
+     "import: chat:socketio runs Flask-SocketIO with async_mode='eventlet'; dispel traces the threading mode only"),
+    ("app file queue.py", {"chat.py": APP.replace("MODE", "threading"), "queue.py": "JOBS = []\n"}, "chat:socketio", False, [],
+     "queue.py shadows the standard library's module 'queue'"),
+    ("app file select.py", {"chat.py": APP.replace("MODE", "threading"), "select.py": "CHOICES = []\n"}, "chat:socketio", False, [],
+     "select.py shadows the standard library's module 'select'"),
+    ("factory without SocketIO", {"factory.py": FACTORY}, "factory:create_app", True, [],
+     "the factory factory:create_app returned a Flask app without Flask-SocketIO; call socketio.init_app(app)"),
+    ("no app code under the root", {"chat.py": APP.replace("MODE", "threading")}, "chat:socketio", False, ["--root", "WORK/empty"],
+     "no code of the app was traced: nothing under the project root"),
+    ("root not a folder", {"chat.py": APP.replace("MODE", "threading")}, "chat:socketio", False, ["--root", "WORK/nope"],
+     "is not a folder; name the folder that holds the app's code"),
+    ("handler raises, ack awaited", {"chat.py": RAISES}, "chat:socketio", False, [],
+     "steps[2] (emit 'ping', client a) failed: TimeoutError: no answer within the step's deadline; "
+     "in this step the app raised ValueError: cannot handle 'x' (raised at chat.py:10 in on_ping)"),
+]
+
+
+@pytest.mark.parametrize("files, target, factory, extra, needle", [c[1:] for c in APP_CASES], ids=[c[0] for c in APP_CASES])
+def test_own_app_one_clear_line_and_nothing_written(tmp_path, files, target, factory, extra, needle):
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "empty").mkdir()
+    for name, text in files.items():
+        (project / name).write_text(text)
+    text = SCENARIO.replace("IMPORT", target).replace("FACTORY", "factory = true" if factory else "")
+    if "raise ValueError" in files.get("chat.py", ""):
+        text = text.replace('[[steps]]\ndo = "disconnect"', ACKED + '[[steps]]\ndo = "disconnect"')
+    (project / "scenario.toml").write_text(text)
+    before = snapshot(tmp_path)
+    argv = ["report", "--scenario", "scenario.toml", "--out", str(tmp_path / "out"), *[a.replace("WORK", str(tmp_path)) for a in extra]]
+    proc = subprocess.run([sys.executable, "-m", "dispel", *argv], capture_output=True, text=True, cwd=project, timeout=300)
+    assert proc.returncode != 0, proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dispel: error:"), proc.stderr
+    assert needle in lines[0], lines[0]
+    after = {k: v for k, v in snapshot(tmp_path).items() if "__pycache__" not in k}
+    assert after == before, "a failing report must leave every file as it was"

@@ -69,3 +69,21 @@ def test_without_a_compiler_the_install_builds_and_the_python_core_records(tmp_p
     proc = subprocess.run([sys.executable, "-c", blocked, "record", "chat", "--out", str(tmp_path)],
                           cwd=ROOT, env={**env, "DISPEL_CORE": "c"}, capture_output=True, text=True)
     assert proc.returncode != 0 and "DISPEL_CORE=c" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.skipif(len(available_cores()) < 2, reason="only the Python core runs on this interpreter")
+def test_every_core_cuts_a_task_that_never_ends_alike(tmp_path):
+    # forever.py's background task is still turning when the scenario ends: every core cuts it
+    # where it is, and writes the same trace as the Python core.
+    apps = ROOT / "tests" / "programs" / "apps"
+    written = {}
+    for core in available_cores():
+        env = {**os.environ, "DISPEL_CORE": core}
+        proc = subprocess.run([sys.executable, "-m", "dispel", "record", "--scenario", "forever.toml", "--out", str(tmp_path / core)],
+                              cwd=apps, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert "thread-2 (forever:push_scores, " in proc.stdout and f"(recorder core: {core})" in proc.stdout
+        written[core] = (tmp_path / core / "forever.json").read_bytes()
+    reference = written.pop("py")
+    for core, trace in written.items():
+        assert trace == reference, f"core {core} and the Python core differ on forever.toml"

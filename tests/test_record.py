@@ -130,3 +130,31 @@ def test_a_generator_closed_while_suspended_unwinds_and_one_that_caught_returns_
     assert [e.raised for e in counts] == [False, True]
     swallows = next(e for e in trace.events if e.func == "programs.threads:swallows")
     assert not swallows.raised and swallows.ret.text == "None"
+
+
+def test_a_thread_still_running_at_the_end_is_cut_where_it_is():
+    # A `while True` task still turning when the recorder stops: what it does afterwards is
+    # not recorded, the rows stay whole (each call's ints and values, each return's value),
+    # and the thread is named as still running, with the turns its loop made.
+    state = {"turns": 0, "quit": False}
+    try:
+        thread, rec = record(lambda: prog.leaves_a_loop_running(state))
+        raw = rec.rows()
+        rows = len(raw.codes)
+        turns = state["turns"]
+        while state["turns"] < turns + 20:  # it goes on turning after the end
+            threading.Event().wait(0.001)
+        again = rec.rows()
+        assert again is raw and len(again.codes) == rows, "nothing is recorded after the end"
+        assert len(raw.ints) == 3 * rows and len(raw.rets) == 4 * len(raw.ret_values)
+        assert all(r < rows for r in raw.return_map())
+        running: list = []
+        trace = stages.trace_from_recording(rec, "loop", 0, ROOTS, {}, running=running)
+    finally:
+        state["quit"] = True
+    (cut,) = running
+    assert cut.task == "programs.threads:forever" and cut.iterations >= 20
+    assert cut.thread in [t.name for t in trace.threads]
+    root = trace.events[next(t.root for t in trace.threads if t.name == cut.thread)]
+    assert root.ret is None and not root.raised, "its first call never returned"
+    thread.join(5)

@@ -173,6 +173,7 @@ typedef struct {
     I64Buf ints;           /* serial, parent row, offset in parent: per row */
     I64Buf rets;           /* row, rows so far, offset, size: per return */
     int profile;           /* a profile function is installed (the 3.11 core), else sys.monitoring calls */
+    int stopped;           /* the recording has ended (Core.stop): threads still running record nothing */
     /* for sys.monitoring (Core.monitor): */
     PyObject *states;      /* dict: thread ident -> Thread */
     PyObject *joining;     /* joining(code, frame) -> the Thread of a thread that had none, or None */
@@ -254,6 +255,13 @@ Core_rets(Core *self, PyObject *Py_UNUSED(ignored))
     return int64_bytes(&self->rets);
 }
 
+static PyObject *
+Core_stop(Core *self, PyObject *Py_UNUSED(ignored))
+{
+    self->stopped = 1;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Core_monitor(Core *self, PyObject *args);
 static PyObject *Core_py_start(Core *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *Core_py_throw(Core *self, PyObject *const *args, Py_ssize_t nargs);
@@ -267,6 +275,8 @@ static PyMethodDef Core_methods[] = {
     {"py_throw", (PyCFunction)(void (*)(void))Core_py_throw, METH_FASTCALL, "PY_THROW: (code, offset, exception)."},
     {"py_return", (PyCFunction)(void (*)(void))Core_py_return, METH_FASTCALL, "PY_RETURN and PY_YIELD: (code, offset, value)."},
     {"py_unwind", (PyCFunction)(void (*)(void))Core_py_unwind, METH_FASTCALL, "PY_UNWIND: (code, offset, exception)."},
+    {"stop", (PyCFunction)Core_stop, METH_NOARGS,
+     "The recording has ended: the threads still running (whose profile function is still set) record nothing more."},
     {"ints", (PyCFunction)Core_ints, METH_NOARGS, "The per-row ints (serial, parent, offset) as native int64 bytes."},
     {"rets", (PyCFunction)Core_rets, METH_NOARGS, "The per-return ints (row, rows so far, offset, size) as native int64 bytes."},
     {NULL}
@@ -521,6 +531,9 @@ on_return(Thread *t, PyFrameObject *frame, PyObject *arg)
 static int
 profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {
+    if (((Thread *)obj)->core->stopped) {
+        return 0;
+    }
     if (what == PyTrace_CALL) {
         return on_call((Thread *)obj, frame);
     }
@@ -672,6 +685,9 @@ enter(Core *c, PyObject *const *args, Py_ssize_t nargs, int may_disable)
         PyErr_SetString(PyExc_TypeError, "a sys.monitoring call event takes (code, offset, ...), after Core.monitor()");
         return NULL;
     }
+    if (c->stopped) {
+        Py_RETURN_NONE;
+    }
     PyObject *code = args[0];
     PyObject *names = decision(c, code);
     if (names == NULL) {
@@ -695,6 +711,9 @@ error:
 static PyObject *
 leave(Core *c, PyObject *code, PyObject *value, int may_disable)
 {
+    if (c->stopped) {
+        Py_RETURN_NONE;
+    }
     PyObject *names = decision(c, code);
     if (names == NULL) {
         goto error;

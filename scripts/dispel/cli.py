@@ -16,8 +16,13 @@ PROJECT = Project()
 
 def cmd_record(args: argparse.Namespace) -> int:
     if args.scenario:
-        r = stages.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact))
+        r = stages.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
+        print(r.app)
         print(f"recorded {r.scenario}: {r.calls} calls on {r.threads} threads -> {PROJECT.shown(r.path)} (recorder core: {r.core})")
+        if r.running:
+            print(report.running_line(r.running))
+        for line in r.app_errors:
+            print(f"error in the app: {line}")
         return 0
     run = stages.record(PROJECT, args.scenarios, args.out, args.timeout, args.app, args.port, args.redact)
     for r in run.recorded:
@@ -26,11 +31,14 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    done = report.report(args.scenario, args.out, PROJECT, args.git_dir, args.timeout, site=not args.no_site, redact=args.redact)
+    done = report.report(args.scenario, args.out, PROJECT, args.git_dir, args.timeout, site=not args.no_site, redact=args.redact,
+                         root=args.root)
     return _said(done, args.no_site)
 
 
 def _said(done: report.Report, no_site: bool) -> int:
+    for line in done.said:
+        print(line)
     for name, hops, threads in done.journeys:
         print(f"journey {name}: {hops} hops on {threads} threads")
     for line in done.skipped:
@@ -171,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     _redact(p)
     p.add_argument("--scenario", type=Path, default=None, metavar="FILE", help="record the app and steps of a scenario file (TOML) instead")
     p.add_argument("--timeout-file", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--root", type=Path, default=None, metavar="DIR", help="with --scenario: the project root; every module under it is the app's (default: the scenario file's folder)")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("report", help="record, chain, pin, render and build a report on your own app from a scenario file")
@@ -180,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="deadline for the whole run, seconds (default: the file's timeout)")
     p.add_argument("--no-site", action="store_true", help="write traces, chains and pages but do not run mkdocs")
     _redact(p)
+    p.add_argument("--root", type=Path, default=None, metavar="DIR", help="the project root; every module under it is the app's (default: the scenario file's folder)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("chains", help="trace files -> traces/chains/<journey>.json")

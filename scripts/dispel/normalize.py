@@ -209,7 +209,10 @@ class ThreadOrder:
     starter and the threads one thread starts in the order it started them; a thread that did
     exactly what an earlier one did is folded into it. Each kept row gets its position."""
 
-    def __init__(self, tree: CallTree, thread_starts: Mapping[int, int]) -> None:
+    def __init__(self, tree: CallTree, thread_starts: Mapping[int, int], last: frozenset[int] = frozenset()) -> None:
+        """``last``: threads placed after all others (with the threads they started): the app's
+        tasks still running at the cut, whose number of turns may vary from run to run, so
+        that the events of every other thread keep their indexes."""
         self.tree = tree
         self.serials = sorted(tree.by_thread)
         self.roots = {s: [c.row for c in tree.by_thread[s] if c.parent == -1] for s in self.serials}
@@ -223,10 +226,15 @@ class ThreadOrder:
             if start_row >= 0 and serial in tree.by_thread:
                 starter = tree.row_of[start_row].serial if start_row in tree.row_of else self.serials[0]
                 starts_of[starter].append((start_row, serial))
-        queue, placed = [self.serials[0]], set()
-        while queue:
+        queue, placed, later, defer = [self.serials[0]], set(), [], True
+        while queue or later:
+            if not queue:  # every other thread is placed: now the deferred ones, and what they started
+                queue, later, defer = later, [], False
             s = queue.pop(0)
             if s in placed or s not in tree.by_thread:
+                continue
+            if defer and s in last:
+                later.append(s)
                 continue
             placed.add(s)
             self._place(s)
@@ -376,6 +384,66 @@ def wakeups(calls: list[RawCall], canon: Callable[[int], int]) -> tuple[WakeUp, 
     return tuple(WakeUp(a, b) for a, b in sorted(pairs))
 
 
+# --------------------------------------------------------------------------- 7. threads still running
+
+
+class Running(NamedTuple):
+    """A thread still running when the recording was cut (a background task's ``while True``)."""
+
+    thread: str  # its name in the trace (or the thread it was folded into)
+    task: str  # the function it was in: its outermost unfinished call of the app's code, else the one its run() was in
+    iterations: int  # calls made from the busiest line of that function (a loop's turns), before folding
+
+
+def _open_path(tree: CallTree, row: int) -> list[int]:
+    """``row`` and its last child, and that one's, while they never returned: where a thread
+    still running at the cut was."""
+    path = [row]
+    while True:
+        kids = tree.children.get(path[-1], [])
+        if not kids or tree.row_of[kids[-1]].ret is not None:
+            return path
+        path.append(kids[-1])
+
+
+def app_tasks_cut(tree: CallTree, funcs: Mapping[str, Func]) -> frozenset[int]:
+    """The threads still running at the cut inside the app's own code (a background task's loop)."""
+    out = set()
+    for serial, calls in tree.by_thread.items():
+        root = next((c for c in calls if c.parent == -1), None)
+        if root is not None and root.ret is None and any(
+            funcs[tree.row_of[r].func].source.dist == "sample_app" for r in _open_path(tree, root.row)
+        ):
+            out.add(serial)
+    return frozenset(out)
+
+
+def running_threads(calls: list[RawCall], threads: ThreadOrder, funcs: Mapping[str, Func]) -> tuple[Running, ...]:
+    """The threads whose first call never returned: they were still running at the cut.
+    Counted from the raw calls, before folding (which keeps one of identical iterations)."""
+    tree = threads.tree
+    out = []
+    for serial in threads.serials:
+        roots = threads.roots[serial]
+        if serial == threads.serials[0] or not roots or tree.row_of[roots[0]].ret is not None:
+            continue
+        path = _open_path(tree, roots[0])
+        task = next((r for r in path if funcs[tree.row_of[r].func].source.dist == "sample_app"), path[min(1, len(path) - 1)])
+        sites: dict[tuple[str, int], int] = defaultdict(int)
+        for k in tree.children.get(task, []):
+            sites[(tree.row_of[k].func, tree.row_of[k].line)] += 1
+        name = threads.name.get(serial) or threads.name.get(_folded_into(threads, serial), f"thread #{serial}")
+        out.append(Running(name, tree.row_of[task].func, max(sites.values(), default=0)))
+    return tuple(out)
+
+
+def _folded_into(threads: ThreadOrder, serial: int) -> int:
+    """The kept thread a folded (identical) thread stands for."""
+    root = threads.roots[serial][0]
+    kept = threads.canon(root)
+    return next((s for s in threads.order if threads.roots[s] and threads.canon(threads.roots[s][0]) == kept), serial)
+
+
 # --------------------------------------------------------------------------- all steps
 
 
@@ -388,11 +456,13 @@ def normalize(
     funcs: Mapping[str, Func],
     thread_starts: Mapping[int, int],
     normalizer: Normalizer,
+    running: list[Running] | None = None,
 ) -> TraceFile:
-    """A deterministic TraceFile from raw calls: the steps above, in order."""
+    """A deterministic TraceFile from raw calls: the steps above, in order. ``running``, when
+    given, is extended with the threads still running at the cut (step 7)."""
     learn_peer_ports(calls, normalizer)
     tree = CallTree(calls, normalizer)
-    threads = ThreadOrder(tree, thread_starts)
+    threads = ThreadOrder(tree, thread_starts, app_tasks_cut(tree, funcs))
     tokens = IdentityTokens(tree.row_of[r] for r in threads.kept_rows())
     events = build_events(tree, threads, tokens, funcs, steps, thread_starts)
     infos = []
@@ -403,6 +473,8 @@ def normalize(
         first = next(i for i, e in enumerate(events) if e.thread == threads.name[s])
         infos.append(ThreadInfo(threads.name[s], threads.canon(start_row) if start_row >= 0 else -1, first))
     used = {e.func for e in events}
+    if running is not None:
+        running.extend(running_threads(calls, threads, funcs))
     return TraceFile(
         scenario=scenario,
         python=python,

@@ -113,8 +113,43 @@ class RawTrace:
 
     def return_map(self) -> dict:
         """row -> (calls recorded so far, value, offset it returned from, size or -1)."""
-        r = self.rets
-        return {r[4 * i]: (r[4 * i + 1], v, r[4 * i + 2], r[4 * i + 3]) for i, v in enumerate(self.ret_values)}
+        r, rows = self.rets, len(self.codes)
+        return {r[4 * i]: (r[4 * i + 1], v, r[4 * i + 2], r[4 * i + 3]) for i, v in enumerate(self.ret_values) if r[4 * i] < rows}
+
+    def cut(self, names: dict) -> "RawTrace":
+        """This trace as the recording ended, once no thread records into it any more
+        (``_Recorder._silence``): a row or a return a thread was still writing when it was
+        silenced is left out, in place (nothing is copied). ``names``: the decisions made.
+
+        Threads still running then (a background task's ``while True`` loop) are cut where
+        they are: their unfinished calls have no return.
+        """
+        n = min(len(self.codes), len(self.ints) // 3)
+        total = sum(len(names[c]) for c in itertools.islice(self.codes, n))
+        while total > len(self.values):  # the last row's values were not all there yet
+            n -= 1
+            total -= len(names[self.codes[n]])
+        del self.codes[n:]
+        del self.ints[3 * n:]
+        del self.values[total:]
+        m = min(len(self.rets) // 4, len(self.ret_values))
+        del self.rets[4 * m:]
+        del self.ret_values[m:]
+        self.names = names
+        return self
+
+
+def still_running(raw: RawTrace) -> list[int]:
+    """The serials of the threads that were still running when the recording was cut: their
+    first recorded call (Thread.run, or the first call under it) never returned."""
+    returned = {raw.rets[4 * i] for i in range(len(raw.rets) // 4)}
+    roots: dict[int, int] = {}
+    for row in range(len(raw.codes)):
+        serial, parent = raw.ints[3 * row], raw.ints[3 * row + 1]
+        if parent == -1 and serial not in roots:
+            roots[serial] = row
+    start_rows = {s for s, (start, _) in raw.threads.items() if start >= 0}
+    return [s for s, row in sorted(roots.items()) if s in start_rows and row not in returned]
 
 
 class _Decisions(dict):
@@ -127,6 +162,14 @@ class _Decisions(dict):
     def __missing__(self, code: CodeType) -> tuple[str, ...] | None:
         names = self[code] = self._decide(code)
         return names
+
+    def refuse_all(self) -> dict:
+        """From now on no code is wanted (what a core that reads this dict then records
+        nothing new); returns the decisions made until now."""
+        made = dict(self)
+        self._decide = lambda code: None
+        self.clear()
+        return made
 
 
 class _ThreadState:
@@ -254,6 +297,7 @@ class _Recorder:
         self._notify_code = threading.Condition.notify.__code__
         self._wait_code = threading.Condition.wait.__code__
         self._turns = _WakeTurns()
+        self._cut: RawTrace | None = None  # the rows as the recording ended (stop)
 
     def _decide(self, code: CodeType) -> tuple[str, ...] | None:
         return _arg_names(code) if (code in self.probe_codes or self._want(code)) else None
@@ -277,6 +321,21 @@ class _Recorder:
         self._untrace_thread()
         threading.settrace(None)  # type: ignore[arg-type]
         self._remove_probes()
+        self._end()
+
+    def _end(self) -> None:
+        """The end of the recording: threads still running (a background task that never
+        ends) record nothing more, and rows() is what was complete now (RawTrace.cut)."""
+        if self._cut is None:
+            names = self._silence()
+            self._cut = self._rows_now().cut(names)
+
+    def _silence(self) -> dict:
+        """Make the threads that are still traced record nothing more; the decisions made."""
+        return self._decisions.refuse_all()
+
+    def _rows_now(self) -> RawTrace:
+        return self._raw
 
     def __enter__(self) -> "_Recorder":
         self.start()
@@ -290,7 +349,8 @@ class _Recorder:
         return _Paused(self)
 
     def rows(self) -> RawTrace:
-        return self._raw
+        """Everything recorded: once stopped, what was complete when it stopped."""
+        return self._cut if self._cut is not None else self._rows_now()
 
     def mark(self, step: str) -> "_Step":
         """A context naming the rows recorded while a scenario step runs."""
@@ -391,6 +451,15 @@ class SettraceRecorder(_Recorder):
         sys.settrace(state.trace)
         return state.trace(frame, event, arg)
 
+    def _silence(self) -> dict:
+        # A thread still running keeps its trace function: it now wants no code, and the
+        # calls it has open no longer report their return.
+        made = self._decisions.refuse_all()
+        for state in list(self._states.values()):
+            for _, frame in list(state.stack):
+                frame.f_trace = None
+        return made
+
     # Python >= 3.12: a trace function's return event does not say whether the frame
     # unwinds; sys.monitoring's PY_UNWIND, which comes right after it for the same
     # frame (the settrace tool is called first), does: it turns that None into RAISED.
@@ -413,7 +482,7 @@ class SettraceRecorder(_Recorder):
 
     def _unwound(self, code: CodeType, offset: int, exc: BaseException) -> None:
         state = self._states.get(threading.get_ident())
-        if state is not None and state.last_none is not None and state.last_none[0] is sys._getframe(1):
+        if self._cut is None and state is not None and state.last_none is not None and state.last_none[0] is sys._getframe(1):
             self._raw.ret_values[state.last_none[1]] = RAISED
             state.last_none = None
 
@@ -640,5 +709,9 @@ class CRecorder(_Recorder):
         state.install()
         return None
 
-    def rows(self) -> RawTrace:
+    def _silence(self) -> dict:
+        self._core.stop()  # its profile functions, still set on running threads, return at once
+        return dict(self._decisions)
+
+    def _rows_now(self) -> RawTrace:
         return c_rows(self._raw, self._core)

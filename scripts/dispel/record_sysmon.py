@@ -94,6 +94,10 @@ class SysmonRecorder(_Recorder):
         self._active = False
         self._off()
         self._remove_probes()
+        self._end()
+
+    def _silence(self) -> dict:
+        return dict(self._decisions)  # no events come any more (_off)
 
     def _off(self) -> None:
         mon = sys.monitoring
@@ -210,5 +214,9 @@ class CSysmonRecorder(SysmonRecorder):
         core = self._core
         return core.py_start, core.py_return, core.py_unwind, core.py_throw
 
-    def rows(self):
+    def _silence(self) -> dict:
+        self._core.stop()
+        return dict(self._decisions)
+
+    def _rows_now(self):
         return c_rows(self._raw, self._core)

@@ -46,21 +46,75 @@ class Report:
     skipped: tuple[str, ...]
     unannotated: tuple[str, ...]
     raised: tuple[str, ...] = ()  # what the app raised, as the run printed it, and which journey shows it
+    said: tuple[str, ...] = ()  # what the recording said (the app's root, threads still running at the end)
 
 
-def _record(scenario: Path, traces: Path, timeout: float | None, redact: Iterable[str] = ()) -> str:
+RUNNING = "still running when the scenario ended (cut there): "
+
+
+def running_line(running) -> str:
+    """The console's line for the threads still running at the end (normalize.Running): each
+    with the function it was in and, for a loop, how many turns it made (pages leave counts out)."""
+    def one(r) -> str:
+        turns = f", {r.iterations} iterations" if r.iterations > 1 else ""
+        return f"{r.thread} ({r.task}{turns})"
+
+    return RUNNING + ", ".join(one(r) for r in running)
+
+
+def unfinished(trace: TraceFile) -> list[tuple[str, str]]:
+    """(thread, function) of each thread still running when the recording was cut: its first
+    event never returned; the function is its outermost unfinished call of the app's code, else
+    the one its run() was in."""
+    out = []
+    for t in trace.threads[1:]:
+        e = trace.events[t.root]
+        if e.ret is not None or e.raised:
+            continue
+        path = [e]
+        while True:
+            kids = [x for x in trace.events[path[-1].index + 1:path[-1].end + 1] if x.parent == path[-1].index]
+            if not kids or kids[-1].ret is not None or kids[-1].raised:
+                break
+            path.append(kids[-1])
+        task = next((x for x in path if trace.funcs[x.func].source.dist == derive.APP_DIST), path[min(1, len(path) - 1)])
+        out.append((t.name, task.func))
+    return out
+
+
+def _record(scenario: Path, traces: Path, timeout: float | None, root: Path | None = None,
+            redact: Iterable[str] = ()) -> tuple[list[str], str]:
     """`dispel record --scenario` in a fresh interpreter in the working directory: the app is
-    imported there with that folder (and the scenario's) on sys.path."""
+    imported there with that folder (and the scenario's) on sys.path. Returns the lines it
+    said for the console (SAID_PREFIXES)."""
     argv = [sys.executable, "-m", "dispel", "record", "--scenario", str(scenario), "--out", str(traces)]
     argv += [a for pattern in redact for a in ("--redact", pattern)]
     if timeout:
         argv += ["--timeout-file", str(timeout)]
+    if root is not None:
+        argv += ["--root", str(root)]
     proc = subprocess.run(argv, cwd=os.getcwd(), capture_output=True, text=True)
     if proc.returncode != 0:
         said = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         error = next((ln for ln in reversed(said) if ln.startswith("dispel: error: ")), said[-1] if said else "no message")
         raise DispelError(error.removeprefix("dispel: error: "))
-    return proc.stderr
+    return [ln for ln in proc.stdout.splitlines() if ln.startswith(SAID_PREFIXES)], proc.stderr
+
+
+SAID_PREFIXES = (RUNNING, "app: ", "error in the app: ")
+
+
+def shown_in(line: str, chains: Mapping[str, Chain]) -> str:
+    """An ``error in the app:`` line with the journeys whose hops show where it was raised
+    (a hop of the app's code at that file, line and function)."""
+    m = re.search(r"\(raised at ([^:]+):(\d+) in ([^)]+)\)$", line)
+    if not line.startswith("error in the app: ") or not m:
+        return line
+    name, number, func = m.group(1), int(m.group(2)), m.group(3)
+    where = sorted(j for j, c in chains.items() if any(
+        h.func.source.dist == derive.APP_DIST and h.line == number and h.func.qualname.split(".")[-1] == func
+        and h.func.source.path.rsplit("/", 1)[-1] == name for h in c.hops))
+    return f"{line}; shown by journey {', '.join(where)}" if where else f"{line}; no journey shows it"
 
 
 def app_root(trace: TraceFile, folders: Sequence[Path]) -> Path | None:
@@ -153,7 +207,8 @@ def _reading_guide(project_index: str) -> str:
 
 
 def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Sequence[derive.Derived], built: Mapping[str, Chain],
-                 skipped: Sequence[str], missing: Sequence[str], guide: str, trace: TraceFile | None = None) -> str:
+                 skipped: Sequence[str], missing: Sequence[str], guide: str, trace: TraceFile | None = None,
+                 running: Sequence[tuple[str, str]] = ()) -> str:
     title = sf.title or f"{sf.app.target}, traced"
     out = [render.generated_header(COMMAND), f"# {render.md_text(title)}\n",
            f"dispel ran {render.inline_code(sf.app.target)} under its tracer while the clients of the scenario file "
@@ -174,6 +229,10 @@ def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Se
             where = f"[{shown}](chains/{shown}.md) shows where it was caught" if shown else "no journey shows it"
             out.append(f"- {render.inline_code(f'{site[0]}:{site[1]}')} in {render.inline_code(site[2])}: {where}")
         out.append("")
+    if running:
+        threads = ", ".join(f"{render.inline_code(t)} (in {render.inline_code(f)})" for t, f in running)
+        out.append(f"Still running when the scenario ended, and cut there: {threads}. A journey through a loop "
+                   "shows one of its turns, the same on every run; how many turns a loop made varies from run to run, and is not shown.\n")
     if skipped:
         out.append("## Journeys not derived\n")
         out.append("What ran and is on no journey, with why (the console printed the same lines):\n")
@@ -215,9 +274,10 @@ def _checked_out(out: Path, project: Project) -> Path:
 
 
 def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] = (), timeout: float | None = None, site: bool = True,
-           redact: Iterable[str] = ()) -> Report:
+           redact: Iterable[str] = (), root: Path | None = None) -> Report:
     """Build the report of ``scenario`` into ``out`` (replacing a report built there before);
-    ``redact``: regexes whose matches the trace hides (`--redact`)."""
+    ``redact``: regexes whose matches the trace hides (`--redact`); ``root``: the project root,
+    whose every module is the app's (default: the scenario's folder)."""
     redact = tuple(redact)
     for pattern in redact:
         try:
@@ -227,21 +287,34 @@ def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] 
     text = read_text(scenario, "scenario file")
     scenario_file.one_app(scenario_file.parse(text, scenario.name))  # a bad file fails before anything runs
     scenario = scenario.resolve()
+    root = root.resolve() if root is not None else None
+    if root is not None and not root.is_dir():
+        raise DispelError(f"--root {root} is not a folder; name the folder that holds the app's code")
     out = _checked_out(out, project)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         rp = Project(tmp)
-        stderr = _record(scenario, rp.traces, timeout, redact)
+        said, stderr = _record(scenario, rp.traces, timeout, root, redact)
         trace = load_traces(rp)[scenario.stem]
-        root = app_root(trace, [scenario.parent, Path.cwd()])
+        root = app_root(trace, [root or scenario.parent, Path.cwd()])
         if project.lock.is_file():
             shutil.copyfile(project.lock, rp.lock)
         done = _build(rp, project, text, scenario.name, trace, root, git_dirs, site)
+        said = [shown_in(line, load_chains(rp)) for line in said]
         _swap(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Report(out, *done[:3], raised=tuple(raised_lines(stderr, trace, done[3])))
+    errors = [ln for ln in said if ln.startswith("error in the app: ")]
+    # an exception the run's own line already names (with its step) is not said twice
+    raised = [r for r in raised_lines(stderr, trace, done[3]) if not any(_site_of(r) in e for e in errors)]
+    return Report(out, *done[:3], raised=tuple(raised), said=tuple(said))
+
+
+def _site_of(line: str) -> str:
+    """``file:line`` of a raised_lines line, as an ``error in the app:`` line writes it (``at file:line``)."""
+    m = re.search(r"\(([^:(]+):(\d+), in ", line)
+    return f"at {m.group(1).rsplit('/', 1)[-1]}:{m.group(2)} " if m else "\0"
 
 
 def raised_lines(stderr: str, trace: TraceFile, built: Mapping[str, Chain]) -> list[str]:
@@ -331,7 +404,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
         app_files, "The app's source", f"The app {render.inline_code(sf.app.target)} that the journeys trace, exactly as it ran.", COMMAND)
     files[rp.docs / "licensing.md"] = header + render.render_licensing(license_rows(built.values(), lock)).split("\n", 1)[1]
     guide = _reading_guide(read_text(project.docs / "index.md", "the project's index page"))
-    files[rp.docs / "index.md"] = render_index(sf, text, derived, built, skipped, missing, guide, trace)
+    files[rp.docs / "index.md"] = render_index(sf, text, derived, built, skipped, missing, guide, trace, unfinished(trace))
     files[rp.docs / "stylesheets" / "dispel.css"] = read_text(project.docs / "stylesheets" / "dispel.css", "the site's stylesheet")
     files[tmp / "mkdocs.yml"] = mkdocs_config(read_text(project.root / "mkdocs.yml", "mkdocs.yml"), sf.title or sf.app.target, list(built))
     files.update({tmp / APP_FOLDER / path: body for path, body in app_files})
@@ -387,4 +460,27 @@ def check(root: Path, fetcher: fetch.Fetcher | None = None, raw_base: str = "") 
     clock = time.perf_counter()
     result.failures += check_integrity(project, found)  # each chain is one story of the report's trace
     result.timings["integrity"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    result.failures += derived_again(project, found, root / APP_FOLDER)
+    result.timings["chains"] = time.perf_counter() - clock
     return result
+
+
+def derived_again(project: Project, found: Mapping[str, Chain], app: Path) -> list[str]:
+    """The report's chains against the chains derived again from its trace. A report compares
+    chains and pages, not the trace: an app whose thread was still running at the end (a
+    ``while True`` task) records more or fewer turns from run to run, the same chains."""
+    traces = load_traces(project)
+    if len(traces) != 1:
+        return [f"traces/: expected the report's one trace, found {len(traces)}; rebuild it with `dispel report`"]
+    (trace,) = traces.values()
+    _, built, _ = build_chains(trace, source_lines({trace.scenario: trace}, app))
+    out = []
+    for j in sorted(set(built) | set(found)):
+        if j not in found:
+            out.append(f"{j}: derived from the report's trace, but it has no chain file; rebuild with `dispel render --report`")
+        elif j not in built:
+            out.append(f"{j}: its chain is not derived from the report's trace; rebuild with `dispel render --report`")
+        elif built[j] != found[j]:
+            out.append(f"{j}: its chain differs from the one derived from the report's trace; rebuild with `dispel render --report`")
+    return out

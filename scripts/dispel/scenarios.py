@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import importlib.machinery
 import importlib.util
 import logging
 import socket
@@ -87,6 +88,52 @@ class StepClient(Protocol):
     def close(self) -> None: ...
 
 
+class AppErrors(logging.Handler):
+    """The exceptions the app raised while a scenario ran, each with the step it ran in: what
+    Engine.IO logs when a handler raises (``... handler error``, then carries on), and what a
+    thread of the app let escape. A context: attached to those loggers and threading.excepthook."""
+
+    LOGGERS = ("engineio.server", "socketio.server", "flask_socketio")
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.step = "import"
+        self.found: list[str] = []
+        self._hook = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.found.append(f"{self.step}: {describe_exception(record.exc_info[1])}")
+
+    def _excepthook(self, args) -> None:
+        if args.exc_value is not None and not isinstance(args.exc_value, SystemExit):
+            self.found.append(f"{self.step}: {describe_exception(args.exc_value)}")
+
+    def in_step(self, step: str) -> list[str]:
+        return [f.split(": ", 1)[1] for f in self.found if f.startswith(f"{step}: ")]
+
+    def __enter__(self) -> "AppErrors":
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(self)
+        self._hook, threading.excepthook = threading.excepthook, self._excepthook
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self)
+        threading.excepthook = self._hook
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``ValueError: cannot handle 'x' (raised at raising.py:10 in on_boom)``."""
+    import os
+    import traceback
+
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    at = f" (raised at {os.path.basename(where[0].filename)}:{where[0].lineno} in {where[0].name})" if where else ""
+    return f"{type(exc).__name__}: {exc}{at}"
+
+
 @dataclass(frozen=True)
 class DriveStep:
     """One step of a drive: which client does it, its mark in the trace, how it is done."""
@@ -142,11 +189,14 @@ def drive(
     timeout: float = 30.0,
     port: int | None = None,
     timings: dict[str, float] | None = None,
+    app_errors: AppErrors | None = None,
 ):
     """Import the app (``load_app``, traced under the mark "import"), serve it on a thread
     (``serve_app(app, port)``, mark "start"), then do ``steps`` one by one, each client
-    started before its first step; returns what ``load_app`` returned."""
+    started before its first step; returns what ``load_app`` returned. ``app_errors``
+    collects the exceptions the app raised, by step; a step that fails says them too."""
     deadline = _Deadline(name, timeout)
+    errors = app_errors if app_errors is not None else AppErrors()
     logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
     # With a long switch interval a thread keeps the GIL until it blocks, so each
     # thread's sequence of calls no longer depends on preemption: traces repeat.
@@ -166,6 +216,7 @@ def drive(
         importlib.import_module(lib)
     sys.modules.pop(app_module, None)
     try:
+        errors.__enter__()
         recorder.start()
         with recorder.mark("import"):
             try:
@@ -174,7 +225,7 @@ def drive(
                 raise
             except Exception as exc:
                 raise DispelError(
-                    f"cannot import app module {app_module!r}: {type(exc).__name__}: {exc}"
+                    f"import: cannot import app module {app_module!r}: {type(exc).__name__}: {exc}"
                 ) from None
 
         def serve() -> None:
@@ -183,6 +234,7 @@ def drive(
             except BaseException as exc:  # reported by the driver, which names the step
                 server_errors.append(exc)
 
+        errors.step = "start"
         with recorder.mark("start"):
             thread = threading.Thread(target=serve, name="dispel-server", daemon=True)
             thread.start()
@@ -194,7 +246,7 @@ def drive(
                     raise DispelError(
                         f"port {port} is already in use; choose another with --port or stop what holds it"
                     )
-                raise DispelError(f"the app failed to start: {type(exc).__name__}: {exc}")
+                raise DispelError(f"start: the app failed to start: {type(exc).__name__}: {exc}")
             server = _find_server(port)
             for st in steps:
                 if st.who not in clients:
@@ -202,11 +254,18 @@ def drive(
                 client = clients[st.who]
                 began = time.perf_counter()
                 label = st.label or st.mark
+                errors.step = label
                 with recorder.mark(st.mark):
                     try:
                         st.perform(client, deadline.left(label))
                     except Exception as exc:
-                        raise DispelError(f"scenario {name!r}: {exc}") from None
+                        text = str(exc)
+                        if text.rstrip().endswith("Error:"):  # an exception without a message
+                            text = f"{text.rstrip()} no answer within the step's deadline"
+                        raised = errors.in_step(label)
+                        if raised:
+                            text += f"; in this step the app raised {'; '.join(raised)}"
+                        raise DispelError(f"scenario {name!r}: {text}") from None
                     # The server may still be finishing what the step caused.
                     if st.connects:
                         connected.add(st.who)
@@ -230,34 +289,76 @@ def drive(
         finally:
             recorder.stop()
             sys.setswitchinterval(old_interval)
+            errors.__exit__(None, None, None)
     return module
 
 
-def app_location(module: str) -> tuple[str, str]:
-    """(what to trace, the folder module paths start from) of the app's top-level module or
-    package, found on sys.path without importing it: a module file is traced alone, a
-    package as its folder (never the whole folder a module sits in: it may hold a venv)."""
-    import os
+class AppCode:
+    """The app's code: every ``.py`` file under the project root, wherever it lives (a package, a
+    src layout, a wrapper module), but never a virtual environment, installed packages, the
+    interpreter's own files or dispel itself, even inside that folder. Called with a code
+    object's file name (once per code object, by the recorder's filter)."""
 
-    top = module.partition(".")[0]
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        raise DispelError(
-            f"cannot import app module {module!r}: no module named {top!r} in the scenario's folder or the "
-            f"working directory; check [app] import"
-        )
-    if spec.submodule_search_locations:
-        folder = os.path.join(os.path.dirname(os.path.abspath(spec.origin)), "")
-        return folder, os.path.dirname(folder.rstrip("/"))
-    return os.path.abspath(spec.origin), os.path.dirname(os.path.abspath(spec.origin))
+    SKIP = frozenset({"site-packages", "dist-packages", "__pycache__", "node_modules", "__pypackages__", ".git", ".tox", ".nox"})
+
+    def __init__(self, root: str) -> None:
+        import os
+        import sysconfig
+
+        self.root = os.path.join(os.path.abspath(root), "")
+        here = os.path.dirname(os.path.abspath(__file__))  # dispel's own package
+        paths = sysconfig.get_paths()
+        not_app = {sys.prefix, sys.base_prefix, sys.exec_prefix, paths["stdlib"], paths["purelib"], paths["platlib"], here}
+        self._not_app = tuple(os.path.join(os.path.abspath(p), "") for p in not_app)
+        self._venvs: dict[str, bool] = {}
+
+    def __call__(self, filename: str) -> bool:
+        import os
+
+        if not filename.endswith(".py") or not filename.startswith(self.root) or filename.startswith(self._not_app):
+            return False
+        parts = filename[len(self.root):].split("/")[:-1]
+        folder = self.root
+        for part in parts:
+            if part in self.SKIP:
+                return False
+            folder = os.path.join(folder, part)
+            if folder not in self._venvs:
+                self._venvs[folder] = os.path.isfile(os.path.join(folder, "pyvenv.cfg"))
+            if self._venvs[folder]:
+                return False
+        return True
+
+    def roots(self, path_entries):
+        """Where the app's files are found (tracefile.Root): the project root, and each import
+        folder inside it (``src/``), whose modules are named from there: ``src/shop/events.py``
+        is the module ``shop.events``, its path ``src/shop/events.py``."""
+        import os
+
+        from .tracefile import Root
+
+        out = [Root(self.root, self.root.rstrip("/"), "sample_app", "local")]
+        for entry in dict.fromkeys(os.path.join(os.path.abspath(e or "."), "") for e in path_entries):
+            if entry != self.root and entry.startswith(self.root):
+                out.append(Root(entry, entry.rstrip("/"), "sample_app", "local", entry[len(self.root):]))
+        return out
+
+    def modules(self) -> list[str]:
+        """The app's modules imported now."""
+        import os
+
+        return sorted(name for name, m in list(sys.modules.items())
+                      if isinstance(getattr(m, "__file__", None), str) and self(os.path.abspath(m.__file__)))
 
 
 def load_socketio(spec):
-    """Import the app of a scenario file's [app] (an AppSpec) -> (module, SocketIO object, Flask app)."""
+    """Import the app of a scenario file's [app] (an AppSpec) -> (module, SocketIO object, Flask app).
+
+    ``import`` names the SocketIO object, or the Flask app (its SocketIO is the one
+    ``socketio.init_app(app)`` registered in ``app.extensions["socketio"]``); with ``factory``,
+    a function returning either (``create_app()``)."""
     import gc
+    import weakref
 
     from flask import Flask
     from flask_socketio import SocketIO
@@ -265,36 +366,102 @@ def load_socketio(spec):
     try:
         module = importlib.import_module(spec.module)
     except Exception as exc:
-        raise DispelError(f"cannot import app module {spec.module!r}: {type(exc).__name__}: {exc}") from None
+        mode = _asked_async_mode(exc)
+        if mode:
+            raise DispelError(_async_mode_error(mode, spec.target)) from None
+        raise DispelError(f"import: cannot import app module {spec.module!r}: {type(exc).__name__}: {exc}") from None
     obj = module
     for part in spec.attribute.split("."):
         if not hasattr(obj, part):
-            raise DispelError(f"app module {spec.module!r} has no attribute {spec.attribute!r}; check [app] import = {spec.target!r}")
+            raise DispelError(f"import: app module {spec.module!r} has no attribute {spec.attribute!r}; check [app] import = {spec.target!r}")
         obj = getattr(obj, part)
     if spec.factory:
         try:
             obj = obj()
         except Exception as exc:
-            raise DispelError(f"the factory {spec.target} raised {type(exc).__name__}: {exc}") from None
+            mode = _asked_async_mode(exc)
+            if mode:
+                raise DispelError(_async_mode_error(mode, spec.target)) from None
+            raise DispelError(f"import: the factory {spec.target} raised {type(exc).__name__}: {exc}") from None
+    flask_app = None
+    if isinstance(obj, Flask):
+        flask_app, obj = obj, obj.extensions.get("socketio")
+        if not isinstance(obj, SocketIO):
+            made = "the factory " + spec.target + " returned" if spec.factory else spec.target + " is"
+            raise DispelError(f"import: {made} a Flask app without Flask-SocketIO; call socketio.init_app(app) in it, or point [app] import at the SocketIO object")
     if not isinstance(obj, SocketIO):
-        hint = ("set factory = true to call it" if callable(obj) and not spec.factory and not isinstance(obj, Flask)
-                else "point [app] import at the SocketIO object (its Flask app is found from it)")
-        raise DispelError(f"{spec.target} is a {type(obj).__name__}, not a flask_socketio.SocketIO; {hint}")
-    if spec.flask:
+        hint = ("set factory = true to call it" if callable(obj) and not spec.factory
+                else "point [app] import at the SocketIO object, the Flask app or a factory returning either")
+        raise DispelError(f"import: {spec.target} is a {type(obj).__name__}, not a flask_socketio.SocketIO; {hint}")
+    if getattr(obj, "async_mode", "threading") != "threading":
+        raise DispelError(_async_mode_error(obj.async_mode, spec.target))
+    if flask_app is None and spec.flask:
         mod, _, attr = spec.flask.partition(":")
         flask_app = getattr(importlib.import_module(mod), attr, None)
-    else:
+    elif flask_app is None:
+        # a weak proxy to the app passes isinstance too: the app itself is wanted
         flask_app = next(
-            (o for o in gc.get_objects() if isinstance(o, Flask) and getattr(o, "extensions", {}).get("socketio") is obj), None
+            (o for o in gc.get_objects() if isinstance(o, Flask) and type(o) not in weakref.ProxyTypes
+             and getattr(o, "extensions", {}).get("socketio") is obj), None
         )
     if not isinstance(flask_app, Flask):
-        raise DispelError(f"no Flask app uses {spec.target}; name it with [app] flask = \"module:attribute\"")
+        raise DispelError(f"import: no Flask app uses {spec.target}; name it with [app] flask = \"module:attribute\"")
     return module, obj, flask_app
 
 
-def run_file(sf, recorder: Tracer, start_client: Callable[[str, int], StepClient], timeout: float, port: int | None = None):
+def _asked_async_mode(exc: BaseException) -> str:
+    """The async_mode an app asked for when Flask-SocketIO refused it ("Invalid async_mode
+    specified": its package is not installed), read from the frames it was refused in; "" else."""
+    if "async_mode" not in str(exc):
+        return ""
+    tb = exc.__traceback__
+    mode = ""
+    while tb is not None:
+        value = tb.tb_frame.f_locals.get("async_mode")
+        if isinstance(value, str) and value:
+            mode = value
+        tb = tb.tb_next
+    return mode
+
+
+def _async_mode_error(mode: str, target: str) -> str:
+    return (f"import: {target} runs Flask-SocketIO with async_mode={mode!r}; dispel traces the threading mode only: "
+            f"pass async_mode=\"threading\" to SocketIO() for the report")
+
+
+def shadowing(folders) -> str:
+    """An error naming an app file in ``folders`` (the folders put first on sys.path) whose name
+    is a standard-library module's: Python would import it instead of the library's; "" if none."""
+    import os
+
+    frozen = getattr(importlib.machinery, "FrozenImporter", None)
+    for folder in dict.fromkeys(folders):
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            if name.endswith(".py") and os.path.isfile(path):
+                mod = name[:-3]
+            elif os.path.isfile(os.path.join(path, "__init__.py")):
+                mod = name
+            else:
+                continue
+            if mod not in sys.stdlib_module_names or mod in sys.builtin_module_names:
+                continue
+            if frozen is not None and frozen.find_spec(mod) is not None:
+                continue  # a frozen module is found before any file
+            return (f"the app's {path} shadows the standard library's module {mod!r}: Python would import it "
+                    f"instead of the library's (and so would Flask-SocketIO); rename it (say {mod}_app{'.py' if name.endswith('.py') else ''}) "
+                    f"and update its imports")
+    return ""
+
+
+def run_file(sf, recorder: Tracer, start_client: Callable[[str, int], StepClient], timeout: float, port: int | None = None,
+             app_errors: AppErrors | None = None):
     """Run scenario file ``sf`` (a dispel.scenario_file.ScenarioFile) with ``recorder`` tracing the
-    app; returns the app's module. Each step's error names the step (steps[3] (emit 'chat', client a))."""
+    app; returns (the app's module, its SocketIO object, its Flask app). Each step's error names the step (steps[3] (emit 'chat', client a))."""
     steps = []
     for s in sf.steps:
         def perform(client, left: float, s=s) -> None:
@@ -305,13 +472,13 @@ def run_file(sf, recorder: Tracer, start_client: Callable[[str, int], StepClient
 
     def load():
         loaded.extend(load_socketio(sf.app))
-        return loaded[0]
+        return tuple(loaded)
 
     def serve(module, port: int) -> None:
         _, sio, flask_app = loaded
         sio.run(flask_app, host="127.0.0.1", port=port, allow_unsafe_werkzeug=True)
 
-    return drive(sf.source, recorder, start_client, load, serve, steps, sf.app.module, timeout, port)
+    return drive(sf.source, recorder, start_client, load, serve, steps, sf.app.module, timeout, port, app_errors=app_errors)
 
 
 def _server_settled(connected: int) -> bool:
@@ -334,9 +501,9 @@ def package_dirs(packages) -> list[str]:
     return dirs
 
 
-def wanted_code(extra: tuple[str, ...] = ()) -> Callable[[CodeType], bool]:
+def wanted_code(extra: tuple[str, ...] = (), app: Callable[[str], bool] | None = None) -> Callable[[CodeType], bool]:
     """The filter for the recorder: the Socket.IO stack, werkzeug, flask, the app, and the stdlib on the path;
-    ``extra``: more files, or folders ending in "/" (a scenario file's app)."""
+    ``extra``: more files, or folders ending in "/"; ``app``: which other files are the app's (AppCode)."""
     import os
     import sysconfig
 
@@ -355,6 +522,7 @@ def wanted_code(extra: tuple[str, ...] = ()) -> Callable[[CodeType], bool]:
 
     def want(code: CodeType) -> bool:
         # .py only: the app's Jinja templates compile to code named after the .html file
-        return code.co_filename.startswith(prefixes) and code.co_filename.endswith(".py")
+        name = code.co_filename
+        return (name.startswith(prefixes) and name.endswith(".py")) or (app is not None and app(name))
 
     return want

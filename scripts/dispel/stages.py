@@ -133,11 +133,12 @@ def trace_from_recording(
     recorder: Tracer, name: str, port: int | None, roots: list, versions: dict[str, str], settings: Iterable | None = None, deny: tuple[str, ...] = (),
     process: str = "", ports: dict[int, str] | None = None, ids: dict[str, str] | None = None,
     recorded: tuple[list[RawCall], dict] | None = None, patterns: tuple[tuple[str, str], ...] = (),
-    paths: Mapping[str, str] | None = None,
+    paths: Mapping[str, str] | None = None, running: list | None = None,
 ) -> TraceFile:
     """A recorder's rows -> normalized TraceFile: code resolved to functions, values made stable.
     ``settings``: (name, value) of the run's Flask settings (installed.app_settings), whose
-    secrets are hidden; ``ids``: the random ids to replace (default: this recording's, by random_ids)."""
+    secrets are hidden; ``ids``: the random ids to replace (default: this recording's, by random_ids);
+    ``running``: extended with the threads still running when the recording ended (normalize.Running)."""
     calls, funcs = recorded or recorded_calls(recorder, roots)
     secrets = dict(random_ids(calls) if ids is None else ids)
     for text, label in learn_secrets(normalize.values_seen(calls), settings or ()).items():
@@ -152,44 +153,67 @@ def trace_from_recording(
         funcs,
         {s: start for s, (start, _) in raw.threads.items()},
         Normalizer(port, secrets, {**machine_paths(), **(paths or {})}, deny, ports, patterns),
+        running,
     )
     return dataclasses.replace(trace, process=process) if process else trace
 
 
-def record_file(path: Path, out: Path, timeout: float | None = None, port: int | None = None, deny: tuple[str, ...] = ()) -> Recorded:
+def record_file(path: Path, out: Path, timeout: float | None = None, port: int | None = None, deny: tuple[str, ...] = (),
+                root: Path | None = None) -> Recorded:
     """Record a scenario file's app (here: run it in a fresh interpreter) into ``out``/<file stem>.json.
 
-    The app is imported with the scenario file's folder and the working directory on sys.path;
-    its own code is traced as the app (dist ``sample_app``, the traced app's marker), its
-    folder shown as ``<app>``."""
+    The app is every module under the project root (``root``, default the scenario file's
+    folder; scenarios.AppCode), imported with that folder, the scenario file's, the working
+    directory and the root's ``src/`` on sys.path; it is traced as the app (dist ``sample_app``,
+    the traced app's marker), its folder shown as ``<app>``. An app file that shadows a standard
+    library module, or a run in which none of the app's code ran, is an error."""
     import os
 
     from . import scenario_file, scenarios
     from .drivers import FileClientProcess
-    from .tracefile import Root
 
     sf = scenario_file.one_app(scenario_file.parse(read_text(path, "scenario file"), path.name))
     folder = str(path.resolve().parent)
-    for d in dict.fromkeys((folder, os.getcwd())):
+    app_root = str(root.resolve()) if root else folder
+    if root is not None and not Path(app_root).is_dir():
+        raise DispelError(f"--root {root} is not a folder; name the folder that holds the app's code")
+    src = os.path.join(app_root, "src")
+    folders = [d for d in dict.fromkeys((folder, app_root, src, os.getcwd())) if os.path.isdir(d)]
+    why = scenarios.shadowing(folders)
+    if why:
+        raise DispelError(f"import: {why}")
+    for d in reversed(folders):
         if d not in sys.path:
             sys.path.insert(0, d)
-    traced, base = scenarios.app_location(sf.app.module)
-    recorder = recorder_for(scenarios.wanted_code((traced,)))
+    app = scenarios.AppCode(app_root)
+    recorder = recorder_for(scenarios.wanted_code(app=app))
     port = port or scenarios.free_port()
 
     def start(who: str, port: int) -> FileClientProcess:
         c = sf.client(who)
         return FileClientProcess(port, c.spec())
 
+    app_errors = scenarios.AppErrors()
     with FlaskSecrets() as secrets:  # every Flask app's secrets: a factory's, a package's
-        scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port)
+        module, _, flask_app = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port, app_errors)
+    modules = app.modules()
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
-    roots = [*code_roots(), Root(traced, base, "sample_app", "local")]
+    roots = [*code_roots(), *app.roots(sys.path)]
+    running: list[normalize.Running] = []
     deny = (*deny, *sf.redact)  # the file's own redact = [...] patterns too
-    trace = trace_from_recording(recorder, path.stem, port, roots, versions, secrets.settings(), deny, paths={base: "<app>"})
+    trace = trace_from_recording(recorder, path.stem, port, roots, versions, secrets.settings(), deny, paths={app_root: "<app>"}, running=running)
+    if not any(f.source.dist == "sample_app" for f in trace.funcs.values()):
+        traced = sorted({f.source.dist for f in trace.funcs.values()} - {"builtin"})
+        raise DispelError(
+            f"no code of the app was traced: nothing under the project root {app_root} ran (the trace holds only "
+            f"{', '.join(traced) or 'nothing'}); put the app's code under that folder, or name its folder with --root"
+        )
     target = out / f"{path.stem}.json"
     write_atomic(target, trace_to_json(trace))
-    return Recorded(path.stem, target, len(trace.events), len(trace.threads), recorder.rows().core)
+    shown = ", ".join(modules[:6]) + (", …" if len(modules) > 6 else "")
+    said = f"app: root {app_root}, {len(modules)} app module{'s' if len(modules) != 1 else ''} ({shown})"
+    return Recorded(path.stem, target, len(trace.events), len(trace.threads), recorder.rows().core, tuple(running), said,
+                    tuple(app_errors.found))
 
 
 def record_in_new_interpreters(
@@ -220,6 +244,9 @@ class Recorded:
     calls: int
     threads: int
     core: str = ""  # the recorder core that ran (not in the trace file: every core writes the same bytes)
+    running: tuple = ()  # the threads still running when the recording ended (normalize.Running)
+    app: str = ""  # a scenario file's app: its root and modules, for the console
+    app_errors: tuple[str, ...] = ()  # "STEP: Type: message (raised at file:line in function)", the app's exceptions
 
 
 @dataclass(frozen=True)

@@ -118,3 +118,26 @@ def swallows():
         fails()
     except ValueError:
         pass
+
+
+def tick(state):
+    state["turns"] += 1
+    return state["turns"]
+
+
+def forever(state, started):
+    """A background task that never ends: it is still running when the recording stops."""
+    started.set()
+    while not state["quit"]:
+        time.sleep(0.001)
+        tick(state)
+
+
+def leaves_a_loop_running(state):
+    started = threading.Event()
+    t = threading.Thread(target=forever, args=(state, started), daemon=True)
+    t.start()
+    started.wait(5)
+    while state["turns"] < 20:  # a few turns recorded before the recording stops
+        time.sleep(0.001)
+    return t
