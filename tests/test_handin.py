@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from dispel import browser, handin, handin_build, render
-from dispel.licenses import LicenseRow
 from dispel.project import Project
 
 ROOT = Path(__file__).resolve().parents[1]
