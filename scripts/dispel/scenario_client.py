@@ -14,6 +14,7 @@ import time
 from urllib.parse import urlencode
 
 from .client import PACE_SECONDS, disconnect_cleanly, patch_http_close, patch_websocket
+from .client import no_timestamps
 from .scenario_file import Step
 from .wire import WS_KEY
 
@@ -30,7 +31,7 @@ class ScenarioClient:
             self.url += "?" + urlencode(sorted(spec["query"]))
         self.namespaces = list(spec.get("namespaces") or ["/"])
         # No "t=" cache-buster in the URL: it would put the clock into the request line.
-        self.client = socketio.Client(reconnection=False, timestamp_requests=False)
+        self.client = socketio.Client(reconnection=False, **no_timestamps())
         self.arrived = threading.Condition()
         self.got: dict[tuple[str, str], int] = {}  # (namespace, event) -> how many arrived
         self.taken: dict[tuple[str, str], int] = {}  # how many earlier expect steps consumed
