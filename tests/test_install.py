@@ -156,6 +156,35 @@ def test_check_root_passes_at_the_oldest_set(oldest_venv, oldest_report):
     assert re.search(r"links checked: (\d+), verified: \1, failed: 0", proc.stdout + proc.stderr)
 
 
+@pytest.mark.slow
+def test_audit_grades_a_draft_against_its_own_report(oldest_venv, oldest_report, tmp_path):
+    """A hand-written report citing SocketIO.run, SocketIO.on, _handle_event and emit at the
+    oldest set's lines: each link is on a hop of that report's chains (its files read through
+    the report's lock, no git, no network), and a label naming another function is flagged."""
+    chains = chains_of(oldest_report)
+    lock = lock_from_json(json.loads((oldest_report / "traces" / "pins.lock.json").read_text()))
+
+    def url(key: str) -> str:
+        hop = next(h for c in chains.values() for h in c.hops if h.func.key == key)
+        pin = lock.pin(hop.func.source.dist)
+        path = next(f.path for f in pin.files if f.installed == hop.func.source.path)
+        return f"https://github.com/{pin.repo}/blob/{pin.commit}/{path}#L{hop.line}"
+
+    cited = ["flask_socketio:SocketIO.run", "flask_socketio:SocketIO.on", "socketio.server:Server._handle_event", "flask_socketio:emit"]
+    draft = tmp_path / "draft.md"
+    draft.write_text(
+        "".join(f"- [`{k.split(':')[1]}()`]({url(k)})\n" for k in cited)
+        + f"- [`handle_request()` is called]({url('socketio.server:Server._handle_event')})\n"
+    )
+    proc = run([oldest_venv[0] / "bin" / "dispel", "audit", draft, "--chains", oldest_report / "traces" / "chains", "--json"],
+               cwd=tmp_path, env=no_network_env())
+    assert proc.returncode == 0, proc.stderr
+    links = json.loads(proc.stdout)["links"]
+    assert [v["function"] for v in links] == cited + [cited[2]]
+    assert all(v["resolves"] == "yes" and v["via"] == "lock" and v["on_chain"] not in ("", "no", "unknown") for v in links), links
+    assert [v["mislabelled"] for v in links] == [False] * 4 + [True]
+
+
 # ------------------------------------------------------------------ fast: the committed locks a report starts from
 
 
