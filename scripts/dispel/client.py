@@ -218,14 +218,18 @@ def main(argv: list[str]) -> int:
 
 
 def no_timestamps() -> dict:
-    """``timestamp_requests=False`` where this python-engineio's client takes it (4.4.1 does not); an older
-    one always sends ``t=...``, which dispel.values.Normalizer turns into ``t=<time>``."""
+    """``timestamp_requests=False`` where this python-engineio's client takes it; an older one (4.4.1)
+    always sends ``t=...`` (dispel.values.Normalizer makes it ``t=<time>``): here with six decimals,
+    so that a request's length does not vary from run to run."""
     import inspect
+    import time
 
     import engineio
 
-    return {"timestamp_requests": False} if "timestamp_requests" in inspect.signature(engineio.Client.__init__).parameters else {}
-
+    if "timestamp_requests" in inspect.signature(engineio.Client.__init__).parameters:
+        return {"timestamp_requests": False}
+    engineio.Client._get_url_timestamp = lambda self: f"&t={time.time():.6f}"
+    return {}
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
