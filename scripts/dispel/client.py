@@ -231,6 +231,7 @@ def no_timestamps() -> dict:
     engineio.Client._get_url_timestamp = lambda self: f"&t={time.time():.6f}"
     return {}
 
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
 
