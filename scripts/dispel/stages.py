@@ -410,7 +410,8 @@ def pin(
     found = distributions(names, site)
     missing = [n for n in names if n not in found]
     if missing:
-        raise DispelError(f"not installed here: {', '.join(missing)} (pip install -r requirements.lock)")
+        extra = "pip install 'dispel[queue]', or name the distributions to pin" if set(missing) <= {d.name for d in catalog.QUEUE_DISTS} else "pip install -r requirements.lock"
+        raise DispelError(f"not installed here: {', '.join(missing)} ({extra})")
 
     located: dict[str, tuple[str, str]] = {}
     for name in names:
