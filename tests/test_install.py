@@ -4,8 +4,8 @@ A venv gets the oldest set from the registry, then `pip install <a git clone of 
 editable); its `dispel report` traces an example app with no git and no network (the committed
 lock of the oldest set, traces/oldest/pins.lock.json, is reused) and `dispel check --root`
 passes. The journeys are compared with the same app's report at the lock's versions (this venv).
-Skipped with one line when pip cannot reach the registry. About 50 s on 2 cores (the venv and
-both reports are built once per session; measured 51 s wall, 18 s CPU).
+Skipped with one line when pip cannot reach the registry. About 50-85 s on 2 cores (the venv and
+both reports are built once per session; measured 51 s wall alone, 83 s beside another suite; 20 s CPU).
 """
 from __future__ import annotations
 
