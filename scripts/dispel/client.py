@@ -218,7 +218,7 @@ def main(argv: list[str]) -> int:
 
 
 def no_timestamps() -> dict:
-    """``timestamp_requests=False`` where this python-engineio's client takes it; an older one (4.4.1)
+    """``timestamp_requests=False`` where this python-engineio's client takes it (4.11 on); an older one
     always sends ``t=...`` (dispel.values.Normalizer makes it ``t=<time>``): here with six decimals,
     so that a request's length does not vary from run to run."""
     import inspect
