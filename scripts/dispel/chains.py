@@ -489,8 +489,8 @@ def _one(found: list[int], what: str, last: str) -> int:
 
 
 _UPGRADE = "Upgrade: websocket"
-# How the 101 response begins: "HTTP/1.1 101 Switching Protocols" now, "HTTP/1.1 101 " (no reason
-# phrase) from wsproto 1.2.0 / h11 0.14.0
+# How the 101 response begins: "HTTP/1.1 101 Switching Protocols" from wsproto 1.3 on, "HTTP/1.1 101 "
+# (no reason phrase) from wsproto 1.2.0
 SWITCHING = "HTTP/1.1 101 "
 
 
