@@ -263,3 +263,59 @@ def test_pdf_repair_only_touches_mangled_dunders():
     assert audit.pdf_repair("src/pkg/ init .py") == ("src/pkg/__init__.py", " init .py", "__init__.py")
     assert audit.pdf_repair("pkg/_init_.py")[0] == "pkg/__init__.py"
     assert audit.pdf_repair("pkg/__init__.py") is None and audit.pdf_repair("pkg/init.py") is None
+
+
+# --------------------------------------------------------------------------- labels that name another function
+
+SERVER = (
+    "class Server:\n"
+    "    def handle_request(self, environ):\n"
+    "        return self._handle_event(environ, [])\n"
+    "\n"
+    "    def _handle_event(self, sid, data):\n"
+    "        return self._trigger_event(data[0], sid)\n"
+    "\n"
+    "    def _trigger_event(self, event, sid):\n"
+    "        return event\n"
+)
+SERVER_SRC = Source("pkg", "2.0", "pkg/server.py")
+EVENT_CHAIN = Chain("on-chat", "on", "chat", (
+    Hop(Func("pkg.server", "Server._handle_event", SERVER_SRC, 5, 6), 6, "main", "entry", 0),
+    Hop(Func("pkg.server", "Server._trigger_event", SERVER_SRC, 8, 9), 8, "main", "call", 1),
+))
+
+
+@pytest.mark.parametrize("label, flagged", [
+    ("`_trigger_event()` is called", False),  # the call on that line, as the chain recorded it
+    ("`Server._trigger_event` runs the handler", False),
+    ("in `Server._handle_event`", False),  # the function that holds the line
+    ("`_handle_event()` calls `_trigger_event()`", False),
+    ("`handle_request()` is called", True),  # neither holds line 6 nor is called on it
+    ("`Server.handle_request` dispatches", True),
+    ("the event is dispatched", False),  # names no function
+])
+def test_a_label_naming_another_function_is_flagged(tmp_path, capsys, label, flagged):
+    repo = make_repo(tmp_path / "repo", {"src/pkg/server.py": SERVER})
+    sha = git(repo, "rev-parse", "HEAD")
+    folder = tmp_path / "chains"
+    folder.mkdir()
+    (folder / "on-chat.json").write_text(json.dumps(tracefile.chain_to_dict(EVENT_CHAIN)), encoding="utf-8")
+    report = write_report(tmp_path, f"See [{label}](https://github.com/o/r/blob/{sha}/src/pkg/server.py#L6).\n")
+    code, data = verdicts(capsys, report, "--git-dir", f"o/r={repo}", "--chains", str(folder))
+    (v,) = data["links"]
+    assert (v["function"], v["on_chain"]) == ("pkg.server:Server._handle_event", "on-chat#1")
+    assert v["mislabelled"] is flagged, v["notes"]
+    if flagged:
+        note = next(n for n in v["notes"] if n.startswith("mislabelled"))
+        assert "line 6 is in Server._handle_event, which calls Server._trigger_event there" in note
+        assert data["summary"].endswith(", 1 mislabelled")
+    else:
+        assert not any(n.startswith("mislabelled") for n in v["notes"])
+
+
+def test_labels_are_read_from_markdown_and_html_and_name_functions():
+    text = ('[`SocketIO.run()` starts](https://github.com/o/r/blob/a/x.py#L1) '
+            '<a href="https://github.com/o/r/blob/a/y.py#L2">calls <code>emit()</code></a> https://github.com/o/r/blob/a/z.py#L3\n')
+    assert [link.label for link in audit.find_links(text)] == ["`SocketIO.run()` starts", "calls emit()", ""]
+    assert audit.label_functions("`SocketIO.run()` starts `serve_forever()` in socket.py") == ["SocketIO.run", "serve_forever"]
+    assert audit.label_functions("see README.md and Server.emit") == ["Server.emit"]

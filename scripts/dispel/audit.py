@@ -46,6 +46,7 @@ class ReportLink:
     problems: tuple[str, ...] = ()  # malformations, each with its fix
     candidates: tuple[str, ...] = ()  # the path as written, then spellings that fix it
     misspelt: bool = False  # the path holds a space or a stray bracket: no server can serve it
+    label: str = ""  # the link's text ([label](url), <a href=...>label</a>); "" for a bare URL
 
     @property
     def key(self) -> tuple[str, str]:
@@ -76,6 +77,7 @@ class Verdict:
     function: str = ""
     on_chain: str = ""
     notes: list[str] = field(default_factory=list)
+    mislabelled: bool = False  # its label names a function that neither holds the line nor is called on it
 
     @property
     def broken(self) -> bool:
@@ -179,15 +181,70 @@ def parse_link(line: int, written: str) -> ReportLink | None:
     return ReportLink(line, written, repo, m.group("ref"), path, start, end, tuple(problems), candidates, bool(path_problems))
 
 
+_MD_LABEL = re.compile(r"\[((?:[^\[\]]|\[[^\]]*\])*)\]\(\s*<?\s*$")
+_HTML_LABEL = re.compile(r"""^[^>]*>(.*?)</a\s*>""", re.I | re.S)
+
+
+def _label(line: str, column: int) -> str:
+    """The text of the link whose URL starts at ``column``: Markdown's [label](url) or HTML's
+    <a href="url">label</a>; "" for a bare URL."""
+    m = _MD_LABEL.search(line[:column])
+    if m:
+        return m.group(1).strip()
+    if re.search(r"""href\s*=\s*["']$""", line[:column], re.I):
+        m = _HTML_LABEL.match(line[column:])
+        return re.sub(r"<[^>]+>", "", m.group(1)).strip() if m else ""
+    return ""
+
+
 def find_links(text: str) -> list[ReportLink]:
     """Every GitHub source link of a report (Markdown, HTML or plain text), in reading order."""
     out = []
     for n, line in enumerate(text.splitlines(), 1):
-        for _, url in _spans(line):
+        for column, url in _spans(line):
             link = parse_link(n, url)
             if link is not None:
-                out.append(link)
+                out.append(replace(link, label=_label(line, column)))
     return out
+
+
+# A label names a function by ``name()`` or ``Class.name`` (a capitalized class, not a file name).
+_CALL_NAME = re.compile(r"(?<![\w.])((?:[A-Z]\w*\.)?[A-Za-z_]\w*)\(\)")
+_CLASS_NAME = re.compile(r"(?<![\w.])([A-Z]\w*\.[A-Za-z_]\w*)\b(?!\.\w)")
+_FILE_SUFFIXES = {"py", "md", "html", "js", "txt", "toml", "json", "yml", "yaml", "c", "h"}
+
+
+def label_functions(label: str) -> list[str]:
+    """The functions a link's label names: ``name`` for ``name()``, ``Class.name`` for
+    ``Class.name`` or ``Class.name()``; in order, each once."""
+    found = [m.group(1) for m in _CALL_NAME.finditer(label)]
+    found += [m.group(1) for m in _CLASS_NAME.finditer(label) if m.group(1).rsplit(".", 1)[1] not in _FILE_SUFFIXES]
+    return list(dict.fromkeys(found))
+
+
+def _names_in(named: str, qualname: str) -> bool:
+    """Does the function ``named`` (``name`` or ``Class.name``) hold code of ``qualname``?
+    ``Server._handle_event`` is held by ``_handle_event`` and by ``Server._handle_event``; a
+    nested ``f.<locals>.g`` by ``f`` too."""
+    parts = [p for p in qualname.split(".") if p != "<locals>"]
+    want = named.split(".")
+    return any(parts[i:i + len(want)] == want for i in range(len(parts)))
+
+
+def _is(named: str, qualname: str) -> bool:
+    """Is ``qualname`` the function ``named`` (``name`` or ``Class.name``)?"""
+    return qualname == named or qualname.endswith("." + named)
+
+
+def called_at(chains: Iterable[Chain], module: str, qualname: str, start: int, end: int) -> list[str]:
+    """The qualnames the chains recorded called from ``module:qualname`` on lines start..end: the
+    hop after each hop of that function whose executed line is there."""
+    out = []
+    for chain in chains:
+        for hop, after in zip(chain.hops, chain.hops[1:]):
+            if (hop.func.module, hop.func.qualname) == (module, qualname) and start <= hop.line <= end:
+                out.append(after.func.qualname)
+    return list(dict.fromkeys(out))
 
 
 def wanted_files(links: Iterable[ReportLink], facts: Facts | None = None) -> list[tuple[str, str, str]]:
@@ -329,6 +386,7 @@ def grade(
                 else:
                     v.resolves = YES
                     _name_function(v, link, fact.text, spans_cache, index, linked)
+                    _check_label(v, link, lines, chains)
             if v.pinned != PINNED and fact.commit:
                 v.notes.append(f"{link.ref} moves: pin it to {fact.commit} ({_url_with_ref(link, fact.commit)})")
         elif link.path:
@@ -382,6 +440,35 @@ def _name_function(
     v.function = f"{module}:{qualname}"
     v.on_chain = ", ".join(index[(module, qualname)])
     linked.setdefault((module, qualname), str(link.line))
+
+
+def _check_label(v: Verdict, link: ReportLink, lines: Sequence[str], chains: Sequence[Chain]) -> None:
+    """Flag a link whose label names a function that neither holds the linked line nor is called
+    on it: called per the chains' recorded calls at that line, or, where no chain recorded the
+    line, per its source text (``name(`` on it)."""
+    named = label_functions(link.label)
+    if not named or not v.function or not link.start:
+        return
+    module, _, qualname = v.function.partition(":")
+    qualname = "" if qualname.endswith("(module level)") or not _ else qualname
+    callees = called_at(chains, module, qualname, link.start, link.end) if qualname else []
+    text = "\n".join(lines[link.start - 1:link.end])
+    wrong = []
+    for name in named:
+        if qualname and _names_in(name, qualname):
+            continue
+        if any(_is(name, c) for c in callees):
+            continue
+        if not callees and re.search(rf"(?<![\w]){re.escape(name.rsplit('.', 1)[-1])}\s*\(", text):
+            continue
+        wrong.append(name)
+    if wrong:
+        v.mislabelled = True
+        where = qualname or "module level"
+        calls = f", which calls {', '.join(callees)} there" if callees else ""
+        shown = ", ".join(f"`{n}`" for n in wrong)
+        v.notes.append(f"mislabelled: the label names {shown}, but line {link.start} is in {where}{calls}: "
+                       f"link a line of {shown} or of its call, or name {where} in the label")
 
 
 def coverage(chains: Sequence[Chain], linked: Mapping[tuple[str, str], str]) -> list[str]:
@@ -438,7 +525,9 @@ def summary_line(verdicts: Sequence[Verdict]) -> str:
     unpinned = sum(v.pinned != PINNED for v in verdicts)
     unknown = sum(v.resolves == UNKNOWN for v in verdicts)
     off = sum(v.on_chain == NO for v in verdicts)
-    return f"{count} source links: {broken} broken, {unpinned} unpinned, {unknown} unresolved, {off} off-chain"
+    mislabelled = sum(v.mislabelled for v in verdicts)
+    return (f"{count} source links: {broken} broken, {unpinned} unpinned, {unknown} unresolved, {off} off-chain"
+            + (f", {mislabelled} mislabelled" if mislabelled else ""))
 
 
 def json_report(verdicts: Sequence[Verdict], journeys: Sequence[str]) -> dict:

@@ -84,7 +84,7 @@ class VizTracerAnchor(NullRecorder):
 def missing(mode: str) -> str:
     """Why ``mode`` cannot run here ("" when it can)."""
     if mode == "viztracer" and importlib.util.find_spec("viztracer") is None:
-        return "VizTracer is not installed (a bench-only extra: .venv/bin/pip install viztracer)"
+        return "VizTracer is not installed: pip install 'dispel[bench]' (the bench extra)"
     if mode.startswith("core:"):
         return core_missing(mode[5:]) or ("" if mode[5:] in available_cores() else "the same core as another mode here")
     return ""

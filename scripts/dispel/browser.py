@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .model import DispelError
 from .pacer import PacerProcess
-from .project import HERE
+from .project import SCRIPTS
 
 CHROMIUM = Path(os.environ.get("DISPEL_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("DISPEL_CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -25,7 +25,17 @@ BROWSER_FLAGS = (
 )
 INSTALL_HINT = "apt-get install chromium chromium-driver"
 # The official client, which the sample app serves to the page (installed by `npm ci`).
-CLIENT_JS = HERE / "scripts" / "sample_app" / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
+CLIENT_JS = SCRIPTS / "sample_app" / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
+
+
+SELENIUM_MISSING = "selenium is not installed: pip install 'dispel[browser]' (the browser scenario's extra)"
+
+
+def selenium_missing() -> str | None:
+    """One line naming the extra when selenium (the ``browser`` extra) is not installed, else None."""
+    import importlib.util
+
+    return SELENIUM_MISSING if importlib.util.find_spec("selenium") is None else None
 
 
 def missing() -> list[str]:
@@ -38,6 +48,8 @@ def unavailable() -> str | None:
     absent = missing()
     if absent:
         return f"{' and '.join(absent)} not found: `{INSTALL_HINT}`"
+    if selenium_missing():
+        return selenium_missing()
     if not CLIENT_JS.is_file():
         return "the official Socket.IO client is not installed: `npm ci --prefix scripts/sample_app`"
     return None
@@ -62,6 +74,8 @@ class Launch:
         absent = missing()
         if absent:
             raise DispelError(f"{' and '.join(absent)} not found: the browser scenario needs `{INSTALL_HINT}`")
+        if selenium_missing():
+            raise DispelError(selenium_missing())
         # selenium only where a browser runs (imported here, not on the thread)
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service

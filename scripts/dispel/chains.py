@@ -497,6 +497,9 @@ def _one(found: list[int], what: str, last: str) -> int:
 
 
 _UPGRADE = "Upgrade: websocket"
+# How the 101 response begins: "HTTP/1.1 101 Switching Protocols" from wsproto 1.3 on, "HTTP/1.1 101 "
+# (no reason phrase) from wsproto 1.2.0
+SWITCHING = "HTTP/1.1 101 "
 
 
 def _header(data: bytes, name: str) -> str | None:
@@ -505,7 +508,7 @@ def _header(data: bytes, name: str) -> str | None:
 
 
 def find_handshake(g: TraceGraph):
-    sink = _one(g.find(lambda e: e.func in (SOCKET_C + "send", SOCKET_C + "sendall") and any("101 Switching Protocols" in a.text for a in e.args)), "the 101 Switching Protocols response", "none")
+    sink = _one(g.find(lambda e: e.func in (SOCKET_C + "send", SOCKET_C + "sendall") and any(SWITCHING in a.text for a in e.args)), "the 101 Switching Protocols response", "none")
     thread = g.ev(sink).thread
     info = next(t for t in g.trace.threads if t.name == thread)
     if info.started_by < 0:

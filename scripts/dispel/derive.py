@@ -39,6 +39,7 @@ from . import derive_packets
 from .catalog import Journey
 from .chains import (
     CLOSE_FRAME,
+    SWITCHING,
     JourneyError,
     TraceGraph,
     _one,
@@ -515,7 +516,7 @@ def derive_all(trace: TraceFile) -> tuple[list[Derived], list[str]]:
     out: list[Derived] = [
         Derived(Journey("run", "socketio.run(app): from the app to a listening socket", sc, "derived"), find_run, "run"),
     ]
-    websocket = bool(g.find(lambda e: is_sink("send", "sendall")(e) and mentions(e, ("101 Switching Protocols",))))
+    websocket = bool(g.find(lambda e: is_sink("send", "sendall")(e) and mentions(e, (SWITCHING,))))
     if websocket:
         out.append(Derived(Journey(
             "handshake", "The WebSocket handshake: from the accepted connection to 101 Switching Protocols", sc, "derived", "handshake",

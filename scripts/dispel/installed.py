@@ -21,7 +21,7 @@ from . import licenses, pins
 from .catalog import DIST_NAMES
 from .forges import repo_url
 from .model import PYTHON, Chain, DispelError, Func, Lock, Pin, Source, normalize_dist
-from .project import HERE, read_text
+from .project import HERE, SCRIPTS, read_text
 from .tracefile import Root, def_line, locate
 
 PYTHON_VERSION = "%d.%d.%d" % sys.version_info[:3]
@@ -42,7 +42,7 @@ def code_roots(extra: tuple[str, ...] = ()) -> list:
             roots.append(Root(os.path.join(base, top, ""), base, dist, d.version))
     stdlib = sysconfig.get_paths()["stdlib"]
     roots.append(Root(os.path.join(stdlib, ""), stdlib, "python", PYTHON_VERSION, "Lib/"))
-    roots.append(Root(str(HERE / "scripts" / "sample_app") + "/", str(HERE / "scripts"), "sample_app", "local"))
+    roots.append(Root(str(SCRIPTS / "sample_app") + "/", str(SCRIPTS), "sample_app", "local"))
     return roots
 
 
@@ -268,7 +268,7 @@ def installed_file(source: Source, app_root: Path | None = None) -> Path | None:
             return None
         return Path(sysconfig.get_paths()["stdlib"]) / source.path.removeprefix("Lib/")
     if source.dist == "sample_app":
-        return (app_root or HERE / "scripts") / source.path
+        return (app_root or SCRIPTS) / source.path
     dist = distributions([source.dist]).get(normalize_dist(source.dist))
     return Path(dist.locate_file(source.path)) if dist is not None else None
 
@@ -306,7 +306,7 @@ def source_lines(traces: dict, app_root: Path | None = None) -> dict:
 
 def sample_app_files() -> list[tuple[str, str]]:
     """The sample app's source files as (path relative to scripts/, text), sorted."""
-    root = HERE / "scripts"
+    root = SCRIPTS
     paths = sorted(
         p
         for p in (root / "sample_app").rglob("*")

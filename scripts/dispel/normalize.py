@@ -88,7 +88,8 @@ def session_ids(calls: Iterable[RawCall]) -> dict[str, str]:
     """Engine.IO session ids (what ``generate_id`` returned) -> ``<sid-N>``, in order of birth."""
     out: dict[str, str] = {}
     for c in calls:
-        if c.func.endswith(":BaseServer.generate_id") and c.ret and isinstance(c.ret.value, str):
+        # engineio.base_server:BaseServer.generate_id; before python-engineio 4.8, engineio.server:Server.generate_id
+        if c.func.startswith("engineio.") and c.func.endswith((":BaseServer.generate_id", ":Server.generate_id")) and c.ret and isinstance(c.ret.value, str):
             out.setdefault(c.ret.value, f"<sid-{len(out) + 1}>")
     return out
 

@@ -49,7 +49,7 @@ def redis_missing() -> str | None:
     try:
         import redis  # noqa: F401
     except ImportError:
-        return "the redis Python client is not installed: run `make .venv/.installed` (it is pinned in requirements.lock)"
+        return "the redis Python client is not installed: pip install 'dispel[queue]' (the queue scenario's extra; `make site` in a checkout)"
     return None
 
 

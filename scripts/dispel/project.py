@@ -13,8 +13,26 @@ from pathlib import Path
 
 from .model import DispelError
 
-# dispel lives in <root>/scripts/dispel/.
-HERE = Path(__file__).resolve().parents[2]
+PACKAGE = Path(__file__).resolve().parent
+# The folder that holds the packages dispel and sample_app: <root>/scripts/ in a checkout,
+# site-packages/ when installed.
+SCRIPTS = PACKAGE.parent
+# The project's inputs that a report reads (its lock, the oldest set's lock, the annotations, the
+# home page, the stylesheet, mkdocs.yml), copied into the package by setup.py when it is built:
+# an installed (not editable) dispel reads them there, never from a repository.
+SHIPPED = PACKAGE / "_project"
+
+
+def _root() -> Path:
+    """The project's root: the checkout dispel runs from (``<root>/scripts/dispel/``, also when
+    installed editable), or else the copy of its inputs shipped inside the installed package."""
+    checkout = PACKAGE.parents[1]
+    if PACKAGE == checkout / "scripts" / "dispel" and (checkout / "pyproject.toml").is_file():
+        return checkout
+    return SHIPPED
+
+
+HERE = _root()
 
 
 @dataclass(frozen=True)
@@ -34,6 +52,12 @@ class Project:
     @property
     def lock(self) -> Path:
         return self.traces / "pins.lock.json"
+
+    @property
+    def locks(self) -> list[Path]:
+        """Every committed lock: the project's, then the other version sets' (traces/*/pins.lock.json,
+        the oldest supported set's among them), sorted; a report reuses their entries."""
+        return [p for p in (self.lock, *sorted(self.traces.glob("*/pins.lock.json"))) if p.is_file()]
 
     @property
     def docs(self) -> Path:

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import yaml
 
-from . import annotations, app_notes, chains as chains_core, derive, fetch, fold, integrity, prose, render, scenario_file
+from . import annotations, app_notes, catalog, chains as chains_core, derive, fetch, fold, integrity, pins, prose, render, scenario_file
 from .chains import JourneyError
-from .installed import hop_sources, license_rows, source_lines
-from .model import Chain, DispelError, TraceFile
-from .project import Project, read_text, write_all_atomic
+from .forges import repo_url
+from .installed import distributions, hop_sources, license_rows, source_lines
+from .model import Chain, DispelError, Lock, TraceFile
+from .project import Project, dump_json, read_text, write_all_atomic, write_atomic
 from .stages import chain_files, hop_linker, load_annotations, load_chains, load_lock, load_traces, pin
 from .verify import CheckResult, check_integrity, check_proofs
 
@@ -199,6 +200,43 @@ def unannotated(chains: Iterable[Chain], texts: Mapping[str, Mapping[str, str]])
     return [f"{k} ({', '.join(v[:3])}{', …' if len(v) > 3 else ''})" for k, v in sorted(where.items())]
 
 
+def report_dists(trace: TraceFile) -> list[str]:
+    """The distributions a report pins: the traced libraries, and a queue's (redis) only when the
+    app's trace ran its code, so that a report needs no extra it does not trace."""
+    ran = {f.source.dist for f in trace.funcs.values()}
+    return sorted({*catalog.DIST_NAMES, *(d.name for d in catalog.QUEUE_DISTS if d.name in ran)})
+
+
+def committed_lock(project: Project, names: Iterable[str]) -> Lock | None:
+    """The lock a report starts pinning from: per distribution, the first entry of the committed
+    locks (dispel.project.Project.locks: the project's, then the oldest supported set's) at the
+    installed version. `dispel pin` keeps an entry whose installed blobs match without git or the
+    network; only a version no committed lock pins needs ``--git-dir`` or the network."""
+    locks = [load_lock(p) for p in project.locks]
+    if not locks:
+        return None
+    installed = {name: d.version for name, d in distributions(names).items()}
+    chosen = []
+    for name in sorted(installed):
+        found = next((p for lock in locks for p in lock.dists if p.dist == name and p.version == installed[name]), None)
+        if found is not None:
+            chosen.append(found)
+    return Lock(locks[0].python, tuple(chosen))
+
+
+def versions_section(lock: Lock) -> str:
+    """The versions the report traced, each with the commit its links are pinned to (from its lock)."""
+    out = ["## The versions traced { #versions }\n",
+           "The app ran on these versions; every link of the journeys points into the commit of the installed version's tag, "
+           "proven by the installed files' git blobs.\n",
+           "| Library | Version | Pinned to |", "|---|---|---|"]
+    for p in sorted(lock.dists, key=lambda p: p.dist):
+        ref = p.commit or p.tag
+        out.append(f"| {p.dist} | {p.version} | [{p.repo} {p.tag} ({ref[:12]})](<{repo_url(p.forge, p.repo, ref)}>) |")
+    out.append(f"| Python | {lock.python.version} | {lock.python.repo} {lock.python.tag} |")
+    return "\n".join(out) + "\n"
+
+
 def _reading_guide(project_index: str) -> str:
     """The project's "How to read a chain" section, without its paragraph about the sample's scenarios."""
     m = re.search(r"^## How to read a chain.*?(?=^## |\Z)", project_index, re.S | re.M)
@@ -297,8 +335,9 @@ def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] 
         said, stderr = _record(scenario, rp.traces, timeout, root, redact)
         trace = load_traces(rp)[scenario.stem]
         root = app_root(trace, [root or scenario.parent, Path.cwd()])
-        if project.lock.is_file():
-            shutil.copyfile(project.lock, rp.lock)
+        seed = committed_lock(project, report_dists(trace))
+        if seed is not None:
+            write_atomic(rp.lock, dump_json(pins.lock_to_json(seed)))
         done = _build(rp, project, text, scenario.name, trace, root, git_dirs, site)
         said = [shown_in(line, load_chains(rp)) for line in said]
         _swap(tmp, out)
@@ -376,7 +415,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     if not built:
         raise DispelError(f"no journey could be derived from the trace of {source}: {'; '.join(skipped) or 'nothing happened'}")
     write_all_atomic(chain_files(built, rp.chains))
-    pin(rp, git_dirs=git_dirs)
+    pin(rp, dists=report_dists(trace), git_dirs=git_dirs)
     lock = load_lock(rp.lock)
     texts = app_notes.library_texts(annotations.texts(load_annotations(project)))
     texts.update(app_notes.app_texts(trace, built, lines))
@@ -404,7 +443,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
         app_files, "The app's source", f"The app {render.inline_code(sf.app.target)} that the journeys trace, exactly as it ran.", COMMAND)
     files[rp.docs / "licensing.md"] = header + render.render_licensing(license_rows(built.values(), lock)).split("\n", 1)[1]
     guide = _reading_guide(read_text(project.docs / "index.md", "the project's index page"))
-    files[rp.docs / "index.md"] = render_index(sf, text, derived, built, skipped, missing, guide, trace, unfinished(trace))
+    files[rp.docs / "index.md"] = render_index(sf, text, derived, built, skipped, missing, guide, trace, unfinished(trace)) + "\n" + versions_section(lock)
     files[rp.docs / "stylesheets" / "dispel.css"] = read_text(project.docs / "stylesheets" / "dispel.css", "the site's stylesheet")
     files[tmp / "mkdocs.yml"] = mkdocs_config(read_text(project.root / "mkdocs.yml", "mkdocs.yml"), sf.title or sf.app.target, list(built))
     files.update({tmp / APP_FOLDER / path: body for path, body in app_files})

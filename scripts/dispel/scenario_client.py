@@ -16,6 +16,7 @@ import time
 from urllib.parse import urlencode
 
 from .client import PACE_SECONDS, disconnect_cleanly, patch_http_close, patch_websocket
+from .client import no_timestamps
 from .scenario_file import Step, from_jsonable
 from .wire import WS_KEY
 
@@ -32,7 +33,7 @@ class ScenarioClient:
             self.url += "?" + urlencode(sorted(tuple(pair) for pair in spec["query"]))  # pairs arrive as JSON lists
         self.namespaces = list(spec.get("namespaces") or ["/"])
         # No "t=" cache-buster in the URL: it would put the clock into the request line.
-        self.client = socketio.Client(reconnection=False, timestamp_requests=False)
+        self.client = socketio.Client(reconnection=False, **no_timestamps())
         self.arrived = threading.Condition()
         self.got: dict[tuple[str, str], int] = {}  # (namespace, event) -> how many arrived
         self.taken: dict[tuple[str, str], int] = {}  # how many earlier expect steps consumed

@@ -439,7 +439,8 @@ def pin(
     found = distributions(names, site)
     missing = [n for n in names if n not in found]
     if missing:
-        raise DispelError(f"not installed here: {', '.join(missing)} (pip install -r requirements.lock)")
+        extra = "pip install 'dispel[queue]', or name the distributions to pin" if set(missing) <= {d.name for d in catalog.QUEUE_DISTS} else "pip install -r requirements.lock"
+        raise DispelError(f"not installed here: {', '.join(missing)} ({extra})")
 
     located: dict[str, tuple[str, str]] = {}
     for name in names:
@@ -696,27 +697,35 @@ def audit(
     if stray:
         linked = ", ".join(sorted({link.repo for link in links})) or "none"
         raise DispelError(f"--git-dir names {', '.join(stray)}, which no link of {report} points to (it links: {linked})")
-    lock = project_lock(project)
+    locks = audit_locks(project, chains_dir)
     found = load_chains(project, chains_dir)
-    facts = _audit_facts(audit_core.wanted_files(links), lock, mirrors, fetcher, raw_base)
-    facts.update(_audit_facts(audit_core.wanted_files(links, facts), lock, mirrors, fetcher, raw_base))
+    facts = _audit_facts(audit_core.wanted_files(links), locks, mirrors, fetcher, raw_base)
+    facts.update(_audit_facts(audit_core.wanted_files(links, facts), locks, mirrors, fetcher, raw_base))
     names = catalog.JOURNEY_NAMES
     ordered = [found[j] for j in names if j in found] + [c for j, c in sorted(found.items()) if j not in names]
     verdicts, linked = audit_core.grade(links, facts, ordered)
     return Audit(verdicts, audit_core.coverage(ordered, linked), bool(found))
 
 
+def audit_locks(project: Project, chains_dir: Path | None) -> list[Lock]:
+    """The locks whose installed files an audit may read: the one beside ``--chains`` (a report's
+    traces/pins.lock.json: a student's own versions), then the committed ones (Project.locks)."""
+    paths = [chains_dir.parent / "pins.lock.json"] if chains_dir is not None else []
+    paths += [p for p in project.locks if p not in paths]
+    return [load_lock(p) for p in dict.fromkeys(paths) if p.is_file()]
+
+
 def _audit_facts(
-    wanted: list[tuple[str, str, str]], lock: Lock | None, mirrors: dict, fetcher: fetch.Fetcher | None, raw_base: str
+    wanted: list[tuple[str, str, str]], locks: list[Lock], mirrors: dict, fetcher: fetch.Fetcher | None, raw_base: str
 ) -> dict:
-    """What is known of each (repo, ref, path): from the lock (installed file, blob proven), else a
+    """What is known of each (repo, ref, path): from a lock (installed file, blob proven), else a
     --git-dir mirror, else the raw-content host; files none of them knows are left out (unknown)."""
     facts: dict = {}
     commits: dict[tuple[str, str], tuple[str, dict[str, str]] | str] = {}
     online: dict[tuple[str, str, str], str] = {}
     for repo, ref, path in wanted:
         key = (repo.lower(), ref, path)
-        found = check_core.lock_file(lock, repo, ref, path) if lock else None
+        found = next((f for lock in locks if isinstance(f := check_core.lock_file(lock, repo, ref, path), tuple)), None)
         if isinstance(found, tuple):
             pin_, fpin = found
             data = installed_contents([(pin_.dist, fpin.installed)])[(pin_.dist, fpin.installed)]

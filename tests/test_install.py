@@ -1,0 +1,216 @@
+"""dispel installed into a user's environment at the oldest supported set (constraints/oldest.txt).
+
+A venv gets the oldest set from the registry, then `pip install <a git clone of HEAD>` (not
+editable); its `dispel report` traces an example app with no git and no network (the committed
+lock of the oldest set, traces/oldest/pins.lock.json, is reused) and `dispel check --root`
+passes. The journeys are compared with the same app's report at the lock's versions (this venv).
+Skipped with one line when pip cannot reach the registry. About 50-85 s on 2 cores (the venv and
+both reports are built once per session; measured 51 s wall alone, 83 s beside another suite; 20 s CPU).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dispel.catalog import DIST_NAMES
+from dispel.installed import distributions
+from dispel.model import Lock, Pin
+from dispel.pins import lock_from_json, lock_to_json
+from dispel.project import Project, dump_json
+from dispel.report import committed_lock, report_dists
+from dispel.tracefile import chain_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+APPS = ROOT / "tests" / "programs" / "apps"
+CONSTRAINTS = ROOT / "constraints" / "oldest.txt"
+OLDEST_LOCK = ROOT / "traces" / "oldest" / "pins.lock.json"
+APP = "ticker"  # plain Flask-SocketIO (ns_chat uses what 5.3.4 does not have: the catch-all '*', on_disconnect(reason))
+# pip's words when the registry cannot be reached (then the test is skipped, not failed)
+UNREACHABLE = ("NewConnectionError", "Failed to establish a new connection", "Temporary failure in name resolution",
+               "Max retries exceeded", "ProxyError", "Network is unreachable", "No matching distribution found")
+
+
+def oldest_set() -> dict[str, str]:
+    """constraints/oldest.txt: normalized name -> version."""
+    pairs = (ln.split("#")[0].strip().partition("==") for ln in CONSTRAINTS.read_text().splitlines())
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, _, version in pairs if name}
+
+
+def run(argv: list, cwd: Path = ROOT, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def pip(venv: Path, *args) -> None:
+    proc = run([venv / "bin" / "python", "-m", "pip", "--disable-pip-version-check", "--retries", "1", "--timeout", "30", *args])
+    if proc.returncode != 0:
+        said = proc.stderr + proc.stdout
+        if any(w in said for w in UNREACHABLE):
+            pytest.skip(f"oldest-set install tests skipped: pip cannot reach the registry ({said.strip().splitlines()[-1]})")
+        raise AssertionError(f"pip {' '.join(map(str, args))} failed:\n{said}")
+
+
+def freeze(venv: Path) -> list[str]:
+    return run([venv / "bin" / "python", "-m", "pip", "freeze", "--disable-pip-version-check"]).stdout.splitlines()
+
+
+def no_network_env() -> dict:
+    """git may read local repositories only: a report that tried the network would fail."""
+    return {**os.environ, "GIT_ALLOW_PROTOCOL": "file"}
+
+
+@pytest.fixture(scope="session")
+def oldest_venv(tmp_path_factory) -> tuple[Path, list[str], list[str]]:
+    """A venv at the oldest set with dispel installed (not editable) from a clone of HEAD;
+    with ``pip freeze`` before and after dispel's install."""
+    tmp = tmp_path_factory.mktemp("oldest")
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip(venv, "install", "--quiet", "-r", CONSTRAINTS)
+    before = freeze(venv)
+    clone = tmp / "dispel"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    pip(venv, "install", "--quiet", clone)
+    return venv, before, freeze(venv)
+
+
+def build_report(python: Path, out: Path) -> Path:
+    proc = run([python, "-m", "dispel", "report", "--scenario", f"{APP}.toml", "--out", out], cwd=APPS, env=no_network_env())
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def oldest_report(oldest_venv, tmp_path_factory) -> Path:
+    return build_report(oldest_venv[0] / "bin" / "python", tmp_path_factory.mktemp("oldest-report") / "report")
+
+
+@pytest.fixture(scope="session")
+def newest_report(tmp_path_factory) -> Path:
+    """The same app's report at the lock's versions (this environment, `make site`'s)."""
+    return build_report(Path(sys.executable), tmp_path_factory.mktemp("lock-report") / "report")
+
+
+def chains_of(report: Path) -> dict:
+    return {p.stem: chain_from_dict(json.loads(p.read_text())) for p in sorted((report / "traces" / "chains").glob("*.json"))}
+
+
+@pytest.mark.slow
+def test_install_adds_packages_only(oldest_venv):
+    venv, before, after = oldest_venv
+    assert set(before) <= set(after), f"pip install of dispel changed: {sorted(set(before) - set(after))}"
+    installed = {re.sub(r"[-_.]+", "-", ln.partition("==")[0]).lower(): ln.partition("==")[2] for ln in after}
+    assert {d: installed.get(d) for d in oldest_set()} == oldest_set()
+    # the package carries what a report reads: nothing comes from a repository
+    shipped = run([venv / "bin" / "python", "-c", "from dispel.project import HERE, SHIPPED; print(HERE == SHIPPED)"], cwd=APPS)
+    assert shipped.stdout.strip() == "True", shipped.stderr
+
+
+@pytest.mark.slow
+def test_missing_extra_is_named_in_one_line(oldest_venv):
+    venv = oldest_venv[0]
+    proc = run([venv / "bin" / "python", "-c", "from dispel.browser import selenium_missing; print(selenium_missing())"], cwd=APPS)
+    assert proc.stdout.strip().count("\n") == 0 and "pip install 'dispel[browser]'" in proc.stdout, proc.stderr
+
+
+@pytest.mark.slow
+def test_report_at_the_oldest_set_links_its_commits(oldest_report):
+    """Flask-SocketIO's links are at the commit of the installed version's tag (the committed
+    oldest lock's entry), reused without git or the network; the report names its versions."""
+    oldest = lock_from_json(json.loads(OLDEST_LOCK.read_text()))
+    used = lock_from_json(json.loads((oldest_report / "traces" / "pins.lock.json").read_text()))
+    wanted = oldest_set()
+    for dist in DIST_NAMES:
+        pin = used.pin(dist)
+        assert pin.version == wanted[dist] and pin == oldest.pin(dist), dist
+    fsio = used.pin("flask-socketio")
+    assert fsio.tag == f"v{wanted['flask-socketio']}"
+    pages = "".join(p.read_text() for p in sorted((oldest_report / "docs" / "chains").glob("*.md")))
+    links = set(re.findall(r"github\.com/miguelgrinberg/Flask-SocketIO/blob/([0-9a-f]+)/", pages))
+    assert links == {fsio.commit}
+    index = (oldest_report / "docs" / "index.md").read_text()
+    assert f"| flask-socketio | {wanted['flask-socketio']} |" in index
+
+
+@pytest.mark.slow
+def test_same_journeys_at_both_ends(oldest_report, newest_report):
+    """The same journey names come out at the oldest set as at the lock's versions, each ending
+    where it ends there: at the socket (or, for a handler's journey, at the app's handler)."""
+    old, new = chains_of(oldest_report), chains_of(newest_report)
+    assert list(old) == list(new) and old
+    for name, chain in old.items():
+        end = chain.hops[-1].func
+        assert end.key == new[name].hops[-1].func.key, name
+        assert end.module in ("_socket", "socket") or end.source.dist == "sample_app", f"{name} ends at {end.key}"
+    assert sum(c.hops[-1].func.module == "_socket" for c in old.values()) >= len(old) - 3
+
+
+@pytest.mark.slow
+def test_check_root_passes_at_the_oldest_set(oldest_venv, oldest_report):
+    proc = run([oldest_venv[0] / "bin" / "dispel", "check", "--root", oldest_report], cwd=APPS, env=no_network_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"links checked: (\d+), verified: \1, failed: 0", proc.stdout + proc.stderr)
+
+
+@pytest.mark.slow
+def test_audit_grades_a_draft_against_its_own_report(oldest_venv, oldest_report, tmp_path):
+    """A hand-written report citing SocketIO.run, SocketIO.on, _handle_event and emit at the
+    oldest set's lines: each link is on a hop of that report's chains (its files read through
+    the report's lock, no git, no network), and a label naming another function is flagged."""
+    chains = chains_of(oldest_report)
+    lock = lock_from_json(json.loads((oldest_report / "traces" / "pins.lock.json").read_text()))
+
+    def url(key: str) -> str:
+        hop = next(h for c in chains.values() for h in c.hops if h.func.key == key)
+        pin = lock.pin(hop.func.source.dist)
+        path = next(f.path for f in pin.files if f.installed == hop.func.source.path)
+        return f"https://github.com/{pin.repo}/blob/{pin.commit}/{path}#L{hop.line}"
+
+    cited = ["flask_socketio:SocketIO.run", "flask_socketio:SocketIO.on", "socketio.server:Server._handle_event", "flask_socketio:emit"]
+    draft = tmp_path / "draft.md"
+    draft.write_text(
+        "".join(f"- [`{k.split(':')[1]}()`]({url(k)})\n" for k in cited)
+        + f"- [`handle_request()` is called]({url('socketio.server:Server._handle_event')})\n"
+    )
+    proc = run([oldest_venv[0] / "bin" / "dispel", "audit", draft, "--chains", oldest_report / "traces" / "chains", "--json"],
+               cwd=tmp_path, env=no_network_env())
+    assert proc.returncode == 0, proc.stderr
+    links = json.loads(proc.stdout)["links"]
+    assert [v["function"] for v in links] == cited + [cited[2]]
+    assert all(v["resolves"] == "yes" and v["via"] == "lock" and v["on_chain"] not in ("", "no", "unknown") for v in links), links
+    assert [v["mislabelled"] for v in links] == [False] * 4 + [True]
+
+
+# ------------------------------------------------------------------ fast: the committed locks a report starts from
+
+
+def test_report_reuses_the_committed_lock_at_the_installed_version(tmp_path):
+    """Per distribution, the entry of a committed lock at the installed version; none where no lock has it."""
+    project = Project(tmp_path)
+    main = lock_from_json(json.loads(Project().lock.read_text()))
+    installed = {n: d.version for n, d in distributions(DIST_NAMES).items()}
+    other = Lock(main.python, tuple(
+        Pin(p.dist, "0.0" if p.dist == "flask" else p.version, p.forge, p.repo, p.tag, p.commit, p.pinned, p.files)
+        for p in main.dists))
+    (tmp_path / "traces" / "older").mkdir(parents=True)
+    (tmp_path / "traces" / "older" / "pins.lock.json").write_text(dump_json(lock_to_json(other)))
+    seed = committed_lock(project, DIST_NAMES)
+    at_installed = {p.dist for p in main.dists if installed.get(p.dist) == p.version}
+    assert {p.dist for p in seed.dists} == at_installed - {"flask"}
+    (tmp_path / "traces" / "pins.lock.json").write_text(dump_json(lock_to_json(main)))
+    assert Project(tmp_path).locks[0] == project.lock
+    assert {p.dist: p for p in committed_lock(project, DIST_NAMES).dists} == {p.dist: p for p in main.dists if p.dist in at_installed}
+
+
+def test_report_pins_redis_only_when_the_app_ran_it():
+    class Trace:
+        def __init__(self, dists):
+            self.funcs = {i: type("F", (), {"source": type("S", (), {"dist": d})()})() for i, d in enumerate(dists)}
+
+    assert "redis" not in report_dists(Trace(["flask", "sample_app"]))
+    assert "redis" in report_dists(Trace(["flask", "redis"]))
+    assert set(DIST_NAMES) <= set(report_dists(Trace([])))
