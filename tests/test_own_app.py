@@ -110,8 +110,10 @@ def test_an_emit_with_a_callback(built):
 def test_a_raising_handler_is_printed_with_its_journey(built):
     out, stdout, found, _ = built
     line = line_of('data["amount"] / 2')
-    assert (f"the app raised: TypeError: unsupported operand type(s) for /: 'str' and 'int' (one_reply.py:{line}, in on_oops): "
-            "journey on-oops shows it") in stdout
+    # the recording's own line, which names the step too (the traceback's is then not said again)
+    assert (f"error in the app: steps[16] (emit 'oops', client b): TypeError: unsupported operand type(s) for /: 'str' and 'int' "
+            f"(raised at one_reply.py:{line} in on_oops); shown by journey on-oops") in stdout
+    assert "the app raised: TypeError" not in stdout
     hops = found["on-oops"].hops
     at = next(n for n, h in enumerate(hops) if h.func.key == "one_reply:on_oops" and h.edge != EDGE_ENTRY)
     assert hops[at].line == line and hops[at].value.startswith("raised an exception")
