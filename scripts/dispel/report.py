@@ -56,11 +56,17 @@ RUNNING = "still running when the scenario ended (cut there): "
 def running_line(running) -> str:
     """The console's line for the threads still running at the end (normalize.Running): each
     with the function it was in and, for a loop, how many turns it made (pages leave counts out)."""
-    def one(r) -> str:
-        turns = f", {r.iterations} iterations" if r.iterations > 1 else ""
-        return f"{r.thread} ({r.task}{turns})"
+    alike: dict[tuple[str, str], list] = {}  # threads that did the same are folded into one name
+    for r in running:
+        alike.setdefault((r.thread, r.task), []).append(r)
 
-    return RUNNING + ", ".join(one(r) for r in running)
+    def one(rs: list) -> str:
+        r = rs[0]
+        turns = f", {max(x.iterations for x in rs)} iterations" if max(x.iterations for x in rs) > 1 else ""
+        folded = f", {len(rs)} threads alike, shown as one" if len(rs) > 1 else ""
+        return f"{r.thread} ({r.task}{turns}{folded})"
+
+    return RUNNING + ", ".join(one(rs) for rs in alike.values())
 
 
 def unfinished(trace: TraceFile) -> list[tuple[str, str]]:
