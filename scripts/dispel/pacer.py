@@ -20,6 +20,11 @@ what reaches the server repeatable without changing what it means:
   its response, so there is one request per connection whatever the browser's pool does);
 * the WebSocket key becomes RFC 6455's example key, and frames are re-masked with
   its example mask (the browser gets the ``Sec-WebSocket-Accept`` it expects);
+* after an upgrade request nothing more is forwarded until the server's 101 has come
+  back (at most ``UPGRADE_WAIT`` seconds): the thread that answers it starts the
+  WebSocket's reader thread right after, and a connection forwarded meanwhile made the
+  server start its thread first or second as the machine's load decided (their default
+  names, ``Thread-N``, are numbered in that order);
 * the proxy's port in ``Host``, ``Origin`` and ``Referer`` becomes the server's.
 
 The byte handling is a pure state machine per connection (``RequestStream``,
@@ -45,6 +50,7 @@ from .wire import MASK_KEY, WS_KEY
 
 PACE = 0.05
 GATHER = 0.05
+UPGRADE_WAIT = 10.0
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _HEAD_END = b"\r\n\r\n"
 
@@ -158,6 +164,11 @@ class ResponseStream:
     def expect_upgrade(self, browser_key: str) -> None:
         self._key = browser_key
 
+    @property
+    def upgrading(self) -> bool:
+        """An upgrade request was forwarded and the head of its answer has not come back yet."""
+        return self._key is not None
+
     def feed(self, data: bytes) -> bytes:
         if self._key is None:
             return data
@@ -257,10 +268,12 @@ class Pacer:
             threading.Thread(target=self._read_server, args=(conn, conn.server), daemon=True).start()
         if unit.browser_key is not None:
             conn.responses.expect_upgrade(unit.browser_key)
+            conn.answered.clear()
         try:
             conn.server.sendall(unit.data)
         except OSError:
-            pass
+            conn.answered.set()
+        conn.answered.wait(UPGRADE_WAIT)  # set at once unless this was an upgrade request
 
     def _read_server(self, conn: _Conn, server) -> None:
         while True:
@@ -275,6 +288,8 @@ class Pacer:
                     conn.browser.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
+            if not data or not conn.responses.upgrading:
+                conn.answered.set()
             if not data:
                 server.close()
                 return
@@ -288,6 +303,8 @@ class _Conn:
         self.responses = ResponseStream()
         self.waiting: list[Unit] = []
         self.server = None
+        self.answered = threading.Event()  # cleared while an upgrade request waits for its 101
+        self.answered.set()
 
 
 class PacerProcess:
