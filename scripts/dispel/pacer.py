@@ -25,7 +25,11 @@ what reaches the server repeatable without changing what it means:
   WebSocket's reader thread right after, and a connection forwarded meanwhile made the
   server start its thread first or second as the machine's load decided (their default
   names, ``Thread-N``, are numbered in that order);
-* the proxy's port in ``Host``, ``Origin`` and ``Referer`` becomes the server's.
+* the proxy's port in ``Host``, ``Origin`` and ``Referer`` becomes the server's;
+* the browser's end of a connection is passed on only once the server has closed its side
+  (at most ``CLOSE_WAIT`` seconds later), as dispel's Python client does: werkzeug waits
+  10 ms for more data before it closes, and whether the browser's end, paced, came within
+  those 10 ms was the machine's load's choice.
 
 The byte handling is a pure state machine per connection (``RequestStream``,
 ``ResponseStream``) and the order a pure function (``batch_order``); only ``main`` and
@@ -51,6 +55,7 @@ from .wire import MASK_KEY, WS_KEY
 PACE = 0.05
 GATHER = 0.05
 UPGRADE_WAIT = 10.0
+CLOSE_WAIT = 5.0
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _HEAD_END = b"\r\n\r\n"
 
@@ -258,10 +263,7 @@ class Pacer:
     def _send(self, conn: _Conn, unit: Unit) -> None:
         if not unit.data:
             if conn.server is not None:
-                try:
-                    conn.server.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
+                threading.Thread(target=self._end, args=(conn, conn.server), daemon=True).start()
             return
         if conn.server is None:
             conn.server = socket.create_connection(("127.0.0.1", self.server_port))
@@ -274,6 +276,15 @@ class Pacer:
         except OSError:
             conn.answered.set()
         conn.answered.wait(UPGRADE_WAIT)  # set at once unless this was an upgrade request
+
+    def _end(self, conn: _Conn, server) -> None:
+        """The browser's end, passed on once the server has closed its side (or CLOSE_WAIT has passed)."""
+        if conn.server_closed.wait(CLOSE_WAIT):
+            return  # nothing to pass on: the server's socket is closed
+        try:
+            server.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
     def _read_server(self, conn: _Conn, server) -> None:
         while True:
@@ -291,6 +302,7 @@ class Pacer:
             if not data or not conn.responses.upgrading:
                 conn.answered.set()
             if not data:
+                conn.server_closed.set()
                 server.close()
                 return
 
@@ -305,6 +317,7 @@ class _Conn:
         self.server = None
         self.answered = threading.Event()  # cleared while an upgrade request waits for its 101
         self.answered.set()
+        self.server_closed = threading.Event()
 
 
 class PacerProcess:
