@@ -324,3 +324,100 @@ def test_the_home_page_and_how_md_agree_with_the_catalogue_and_chains():
     three = how.replace("Five scenarios are recorded", "Three scenarios are recorded")
     assert [p.split(";")[0] for p in check.stale_site_texts(index, three, catalog.JOURNEY_NAMES, edges, scenarios)] == [
         "docs/how.md: says 'Three scenarios are recorded'"]
+
+
+# ------------------------------------------------------------------ the one tolerated race: a writer's poll batches
+
+WRITER_FUNCS = [
+    ["engineio.socket", "Socket._websocket_handler.<locals>.writer", "python-engineio", "4", "engineio/socket.py", 202, 216, 0],
+    ["engineio.socket", "Socket.poll", "python-engineio", "4", "engineio/socket.py", 12, 33, 0],
+    ["queue", "Queue.get", "python", "3.11.7", "Lib/queue.py", 154, 181, 0],
+    ["queue", "Queue.put", "python", "3.11.7", "Lib/queue.py", 122, 152, 0],
+    ["queue", "Queue.task_done", "python", "3.11.7", "Lib/queue.py", 57, 76, 0],
+    ["simple_websocket.ws", "Base.send", "simple-websocket", "1", "simple_websocket/ws.py", 70, 83, 0],
+    ["threading", "Condition.wait", "python", "3.11.7", "Lib/threading.py", 288, 337, 0],
+    ["flask_socketio", "SocketIO.emit", "flask-socketio", "5", "flask_socketio/__init__.py", 400, 450, 0],
+]
+WRITER, POLL, GET, PUT, TASK_DONE, SEND, WAIT, EMIT = range(len(WRITER_FUNCS))
+PACKETS = {11: '\'42["welcome"]\'', 12: "'40'"}
+
+
+def writer_trace(batches: list[list[int]], python: str = "3.11.7") -> str:
+    """A trace of one handler thread queueing two packets and a WebSocket writer thread whose
+    polls take them in ``batches`` (packet tokens), as engineio's writer loop does."""
+    q = ["self", "<Queue>", 5]
+    events = [[0, -1, 0, EMIT, 0, [], ["None", 0], 0, 1]]
+    puts = {}
+    for token in PACKETS:
+        puts[token] = len(events)
+        events.append([0, 0, 10, PUT, 0, [q, ["item", "<Packet>", token]], ["None", 0], 0, 152])
+    root = len(events)
+    events.append([1, -1, 0, WRITER, 0, [], ["None", 0], 0, 216])
+    wakeups = []
+    for batch in batches:
+        poll = len(events)
+        events.append([1, root, 206, POLL, 0, [["self", "<Socket>", 6]], [f"<list len={len(batch)}>", 0], 0, 33])
+        for n, token in enumerate(batch):
+            get = len(events)
+            blocking = [["block", "True", 0], ["timeout", "45", 0]] if n == 0 else [["block", "False", 0], ["timeout", "None", 0]]
+            events.append([1, poll, 16 if n == 0 else 25, GET, 0, [q, *blocking], ["<Packet>", token], 0, 181])
+            if n == 0:
+                wakeups.append([puts[token], len(events)])
+                events.append([1, get, 171, WAIT, 0, [["self", "<Condition>", 7], ["timeout", "<float>", 0]], ["True", 0], 0, 337])
+            events.append([1, poll, 18 if n == 0 else 26, TASK_DONE, 0, [q], ["None", 0], 0, 76])
+        events.append([1, poll, 25, GET, 0, [q, ["block", "False", 0], ["timeout", "None", 0]], None, 1, 168])
+        for token in batch:
+            events.append([1, root, 214, SEND, 0, [["self", "<Server>", 8], ["data", PACKETS[token], 0]], ["None", 0], 0, 83])
+    trace = {"schema": 1, "scenario": "chat", "python": python, "versions": {"python-engineio": "4"}, "steps": ["connect"],
+             "funcs": WRITER_FUNCS, "threads": [["handler-1", -1, 0], ["eio-writer-1", -1, root]],
+             "wakeups": wakeups, "events": events}
+    return json.dumps(trace)  # rows on one line, as in a trace file
+
+
+ONE_BY_ONE, TOGETHER = writer_trace([[11], [12]]), writer_trace([[11, 12]])
+
+
+def test_a_writers_poll_taking_two_packets_instead_of_one_is_a_note():
+    same, note = check.writer_batches(ONE_BY_ONE, TOGETHER)
+    assert same == ONE_BY_ONE and note and "in 1 polls, the committed trace's in 2" in note
+    assert check.writer_batches(TOGETHER, ONE_BY_ONE)[0] == TOGETHER  # either way round
+    assert check.writer_batches(ONE_BY_ONE, ONE_BY_ONE) == (ONE_BY_ONE, None)
+    assert check.trace_drift(ONE_BY_ONE, TOGETHER)  # without the normalisation they differ
+
+
+def _mutated(text: str, old: str, new: str, count: int = 1) -> str:
+    assert old in text, old
+    return text.replace(old, new, count)
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda t: _mutated(t, "'40'", "'41'"), "events"),                                      # what the writer sent
+    (lambda t: _mutated(t, '"<Packet>", 12]], ["None"', '"<Packet>", 13]], ["None"'), "events"),  # what was queued
+    (lambda t: _mutated(t, '"timeout", "45"', '"timeout", "30"'), "events"),                # how a poll waits
+    (lambda t: _mutated(t, '"eio-writer-1"', '"eio-writer-2"'), "threads"),                 # a thread
+    (lambda t: _mutated(t, '"python": "3.11.7"', '"python": "3.11.6"'), "python"),          # the header
+    (lambda t: _mutated(t, '"Lib/queue.py", 154', '"Lib/queue.py", 155'), "funcs"),         # a function's lines
+    (lambda t: t.replace('"<Packet>", 11]', '"<Packet>", 99]').replace('"<Packet>", 12]', '"<Packet>", 11]')
+     .replace('"<Packet>", 99]', '"<Packet>", 12]'), "events"),                             # packets taken in another order
+])
+def test_any_other_difference_beside_the_batches_still_fails_naming_its_field(mutate, field):
+    fresh = mutate(TOGETHER)
+    same, note = check.writer_batches(ONE_BY_ONE, fresh)
+    assert note is None and same == fresh != ONE_BY_ONE
+    assert any(d.startswith(field) for d in check.trace_drift(ONE_BY_ONE, same)), check.trace_drift(ONE_BY_ONE, same)
+
+
+def test_a_rerecord_that_differs_only_in_the_batches_is_a_note(tmp_path):
+    project = Project(tmp_path)
+    project.traces.mkdir()
+    (project.traces / "chat.json").write_text(ONE_BY_ONE, encoding="utf-8")
+    keep = tmp_path / "fresh"
+    keep.mkdir()
+    (keep / "chat.json").write_text(TOGETHER, encoding="utf-8")
+    notes: list[str] = []
+    assert verify._rerecord_drift(project, keep, "chat", notes) == []
+    assert len(notes) == 1 and notes[0].startswith("re-record: traces/chat.json: a WebSocket writer's Socket.poll")
+    (keep / "chat.json").write_text(_mutated(TOGETHER, "'40'", "'41'"), encoding="utf-8")
+    drift = verify._rerecord_drift(project, keep, "chat", [])
+    # named by the send that differs, not by the batches that differ too
+    assert len(drift) == 1 and "differs from a fresh recording: events: 1 of 6 differ" in drift[0] and "Base.send" in drift[0], drift

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel import verify
+from dispel import check, verify
 from dispel.cores import available_cores
 from dispel.project import Project
 
@@ -20,10 +20,15 @@ pytestmark = pytest.mark.slow
 
 
 def record_all(core: str, out: Path) -> subprocess.CompletedProcess:
+    """Every default scenario with ``core``, one after the other: recorded side by side, they
+    load a small machine enough to reach races that one recording does not (docs/how.md)."""
     names, _ = verify.rerecordable()
     env = {**os.environ, "DISPEL_CORE": core}
-    return subprocess.run([sys.executable, "-m", "dispel", "record", *names, "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    runs = [subprocess.run([sys.executable, "-m", "dispel", "record", name, "--out", str(out)],
+                           cwd=ROOT, env=env, capture_output=True, text=True) for name in names]
+    failed = [r for r in runs if r.returncode != 0]
+    return subprocess.CompletedProcess([], failed[0].returncode if failed else 0,
+                                       "".join(r.stdout for r in runs), "".join(r.stderr for r in runs))
 
 
 @pytest.mark.skipif(len(available_cores()) < 2, reason="only the Python core runs on this interpreter")
@@ -38,7 +43,9 @@ def test_every_core_writes_the_same_bytes_for_every_default_scenario(tmp_path):
     reference = written.pop("py")
     for core, traces in written.items():
         for name in names:
-            assert traces[name] == reference[name], f"core {core} and the Python core differ on {name}"
+            # the one tolerated race (docs/how.md): which queued packets a writer's poll takes together
+            same, _ = check.writer_batches(reference[name].decode(), traces[name].decode())
+            assert same.encode() == reference[name], f"core {core} and the Python core differ on {name}"
 
 
 def test_without_a_compiler_the_install_builds_and_the_python_core_records(tmp_path):
@@ -64,7 +71,8 @@ def test_without_a_compiler_the_install_builds_and_the_python_core_records(tmp_p
     assert len(notes) == 1 and "C recorder core is not built" in notes[0]
     committed = (Project(ROOT).traces / "chat.json").read_bytes()
     if f'"python": "{platform.python_version()}"'.encode() in committed:  # recorded on this interpreter
-        assert (tmp_path / "chat.json").read_bytes() == committed
+        same, _ = check.writer_batches(committed.decode(), (tmp_path / "chat.json").read_text())
+        assert same.encode() == committed
 
     proc = subprocess.run([sys.executable, "-c", blocked, "record", "chat", "--out", str(tmp_path)],
                           cwd=ROOT, env={**env, "DISPEL_CORE": "c"}, capture_output=True, text=True)

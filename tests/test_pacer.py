@@ -159,3 +159,84 @@ def test_a_polling_payload_is_split_at_the_record_separator():
     assert [f.value for f in layers[0].fields] == ['42["welcome",{}]', '40{"sid":"x"}']
     assert "record separator" in layers[0].fields[0].meaning and "record separator" not in layers[0].fields[1].meaning
     assert [layer.layer for layer in layers[1:]].count("Engine.IO packet (v4)") == 2
+
+
+def test_nothing_is_forwarded_while_an_upgrade_waits_for_its_101():
+    """The server's answer to an upgrade starts a thread at once: a request forwarded before
+    the 101 is back would race it (which thread the server starts first)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    events: list[str] = []
+
+    def serve() -> None:
+        first, _ = server.accept()
+        buf = b""
+        while not buf.endswith(b"\r\n\r\n"):
+            buf += first.recv(1024)
+        events.append("upgrade")
+        server.settimeout(0.3)  # a second connection within 0.3 s would be forwarded too early
+        try:
+            early, _ = server.accept()
+            events.append("accepted early")
+            early.close()
+        except TimeoutError:
+            pass
+        events.append("101")
+        first.sendall(f"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {pacer.accept_for(WS_KEY)}\r\n\r\n".encode())
+        server.settimeout(5)
+        second, _ = server.accept()
+        events.append("accepted")
+        second.close()
+        first.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    proxy = pacer.Pacer(port, pace=0.0, gather=0.05)
+    proxy.start()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as ws, \
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as other:
+        ws.sendall(UPGRADE)  # one batch: the upgrade goes first (its bytes sort first)...
+        other.sendall(POST)  # ...and this waits for the 101
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += ws.recv(1024)
+        thread.join(5)
+    server.close()
+    assert f"Sec-WebSocket-Accept: {pacer.accept_for(BROWSER_KEY)}".encode() in head
+    assert events == ["upgrade", "101", "accepted"]
+
+
+def test_the_browsers_end_waits_until_the_server_has_closed_its_side():
+    """werkzeug looks for more data for 10 ms before it closes: the browser's end must not
+    reach it then, however soon the browser closes."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    seen: list[bytes | str] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        buf = b""
+        while not buf.endswith(b"\r\n\r\n40"):
+            buf += conn.recv(1024)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK")
+        conn.settimeout(0.5)  # the browser closes at once; its end is held back meanwhile
+        try:
+            seen.append(conn.recv(1024))
+        except TimeoutError:
+            seen.append("nothing")
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    proxy = pacer.Pacer(port, pace=0.0, gather=0.01)
+    proxy.start()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as browser:
+        browser.sendall(POST)
+        answer = b""
+        while not answer.endswith(b"OK"):
+            answer += browser.recv(1024)
+        browser.shutdown(socket.SHUT_WR)
+        thread.join(5)
+        assert browser.recv(1024) == b""  # the server's end still reaches the browser
+    server.close()
+    assert seen == ["nothing"]

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel import catalog, finders, joins, processes, render, wire
+from dispel import catalog, check, finders, joins, processes, render, wire
 from dispel.model import EDGE_QUEUE, DispelError
 from dispel.tracefile import trace_from_json
 
@@ -174,7 +174,12 @@ def test_a_server_that_cannot_start_names_the_process_and_leaves_nothing(tmp_pat
 def test_recording_twice_gives_the_committed_bytes(tmp_path):
     processes.run(SC, tmp_path, 120)
     for name in SC.trace_names():
-        assert (tmp_path / f"{name}.json").read_text() == (ROOT / "traces" / f"{name}.json").read_text(), name
+        committed = (ROOT / "traces" / f"{name}.json").read_text()
+        # the one tolerated race (docs/how.md): which queued packets a writer's poll takes together
+        same, note = check.writer_batches(committed, (tmp_path / f"{name}.json").read_text())
+        if note:
+            print(f"note: {name}: {note}")
+        assert same == committed, (name, check.trace_drift(committed, same))
 
 
 def test_relays_say_what_each_server_did_with_each_message():

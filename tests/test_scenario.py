@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from dispel import browser, catalog, scenarios, stages
+from dispel import browser, catalog, check, scenarios, stages
 from dispel.model import DispelError
 from dispel.tracefile import trace_from_json, trace_to_json
 
@@ -62,15 +62,24 @@ def test_trace_has_no_machine_specific_values(trace):
     assert "<sid-1>" in text and "<port>" in text
 
 
+def same_but_for_the_tolerated_race(first: str, second: str) -> str:
+    """``second``, with the one race docs/how.md names (a writer's poll batches) normalised to ``first``."""
+    same, note = check.writer_batches(first, second)
+    if note:
+        print(f"note: {note}")
+    return same
+
+
 def test_recording_twice_gives_byte_identical_traces(trace, tmp_path):
-    again = record_fresh(tmp_path)
-    assert trace_to_json(again) == trace_to_json(trace)
+    first, again = trace_to_json(trace), trace_to_json(record_fresh(tmp_path))
+    assert same_but_for_the_tolerated_race(first, again) == first, check.trace_drift(first, again)
 
 
 @pytest.mark.traced_python
 def test_committed_trace_matches_a_fresh_recording(trace):
     committed = (ROOT / "traces" / "chat.json").read_text()
-    assert trace_to_json(trace) == committed, "traces/chat.json is stale: run `make regen`"
+    fresh = same_but_for_the_tolerated_race(committed, trace_to_json(trace))
+    assert fresh == committed, f"traces/chat.json is stale: run `make regen` ({check.trace_drift(committed, fresh)})"
 
 
 def test_no_threads_or_listening_sockets_left():

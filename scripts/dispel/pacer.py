@@ -20,7 +20,16 @@ what reaches the server repeatable without changing what it means:
   its response, so there is one request per connection whatever the browser's pool does);
 * the WebSocket key becomes RFC 6455's example key, and frames are re-masked with
   its example mask (the browser gets the ``Sec-WebSocket-Accept`` it expects);
-* the proxy's port in ``Host``, ``Origin`` and ``Referer`` becomes the server's.
+* after an upgrade request nothing more is forwarded until the server's 101 has come
+  back (at most ``UPGRADE_WAIT`` seconds): the thread that answers it starts the
+  WebSocket's reader thread right after, and a connection forwarded meanwhile made the
+  server start its thread first or second as the machine's load decided (their default
+  names, ``Thread-N``, are numbered in that order);
+* the proxy's port in ``Host``, ``Origin`` and ``Referer`` becomes the server's;
+* the browser's end of a connection is passed on only once the server has closed its side
+  (at most ``CLOSE_WAIT`` seconds later), as dispel's Python client does: werkzeug waits
+  10 ms for more data before it closes, and whether the browser's end, paced, came within
+  those 10 ms was the machine's load's choice.
 
 The byte handling is a pure state machine per connection (``RequestStream``,
 ``ResponseStream``) and the order a pure function (``batch_order``); only ``main`` and
@@ -45,6 +54,8 @@ from .wire import MASK_KEY, WS_KEY
 
 PACE = 0.05
 GATHER = 0.05
+UPGRADE_WAIT = 10.0
+CLOSE_WAIT = 5.0
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _HEAD_END = b"\r\n\r\n"
 
@@ -158,6 +169,11 @@ class ResponseStream:
     def expect_upgrade(self, browser_key: str) -> None:
         self._key = browser_key
 
+    @property
+    def upgrading(self) -> bool:
+        """An upgrade request was forwarded and the head of its answer has not come back yet."""
+        return self._key is not None
+
     def feed(self, data: bytes) -> bytes:
         if self._key is None:
             return data
@@ -247,18 +263,26 @@ class Pacer:
     def _send(self, conn: _Conn, unit: Unit) -> None:
         if not unit.data:
             if conn.server is not None:
-                try:
-                    conn.server.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
+                threading.Thread(target=self._end, args=(conn, conn.server), daemon=True).start()
             return
         if conn.server is None:
             conn.server = socket.create_connection(("127.0.0.1", self.server_port))
             threading.Thread(target=self._read_server, args=(conn, conn.server), daemon=True).start()
         if unit.browser_key is not None:
             conn.responses.expect_upgrade(unit.browser_key)
+            conn.answered.clear()
         try:
             conn.server.sendall(unit.data)
+        except OSError:
+            conn.answered.set()
+        conn.answered.wait(UPGRADE_WAIT)  # set at once unless this was an upgrade request
+
+    def _end(self, conn: _Conn, server) -> None:
+        """The browser's end, passed on once the server has closed its side (or CLOSE_WAIT has passed)."""
+        if conn.server_closed.wait(CLOSE_WAIT):
+            return  # nothing to pass on: the server's socket is closed
+        try:
+            server.shutdown(socket.SHUT_WR)
         except OSError:
             pass
 
@@ -275,7 +299,10 @@ class Pacer:
                     conn.browser.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
+            if not data or not conn.responses.upgrading:
+                conn.answered.set()
             if not data:
+                conn.server_closed.set()
                 server.close()
                 return
 
@@ -288,6 +315,9 @@ class _Conn:
         self.responses = ResponseStream()
         self.waiting: list[Unit] = []
         self.server = None
+        self.answered = threading.Event()  # cleared while an upgrade request waits for its 101
+        self.answered.set()
+        self.server_closed = threading.Event()
 
 
 class PacerProcess:

@@ -347,7 +347,8 @@ def check_rerecord(project: Project, timeout: float = 120.0, names: Iterable[str
 
 def _scenario_drift(project: Project, keep: Path, name: str, notes: list[str] | None = None) -> list[str]:
     """How a fresh recording of scenario ``name`` in ``keep`` differs from the committed traces
-    (a browser update is no difference: it is said in ``notes``)."""
+    (a browser update, or the writer's polls taking the same packets in other batches, is no
+    difference: it is said in ``notes``)."""
     sc = catalog.PROCESS_SCENARIOS.get(name)
     return [d for stem in (sc.trace_names() if sc else (name,)) for d in _rerecord_drift(project, keep, stem, notes)]
 
@@ -360,6 +361,9 @@ def _rerecord_drift(project: Project, keep: Path, name: str, notes: list[str] | 
     fresh, update = check_core.browser_update(old, fresh)
     if update and notes is not None and (msg := f"re-record: traces/{name}.json {update}") not in notes:
         notes.append(msg)
+    fresh, batches = check_core.writer_batches(old, fresh)
+    if batches and notes is not None:
+        notes.append(f"re-record: traces/{name}.json: {batches}")
     if fresh == old:
         return []
     return [
