@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from . import derive_packets
-from .derive import APP_DIST, BACKGROUND, HANDLE_EVENT, Derived, _text
+from .chains import str_arg
+from .derive import APP_DIST, BACKGROUND, HANDLE_EVENT, Derived
 from .model import Chain, TraceFile
 
 GENERATED = "*Generated from the trace, not written by hand.*"
@@ -62,14 +63,14 @@ def app_texts(trace: TraceFile, chains: Mapping[str, Chain], lines: Mapping) -> 
         if e.func == HANDLE_EVENT:
             for c in trace.events[e.index + 1: e.end + 1]:
                 if c.parent == e.index and c.index in app:
-                    message, namespace = _text(e, "message"), _text(e, "namespace") or "/"
+                    message, namespace = str_arg(e, "message"), str_arg(e, "namespace") or "/"
                     what = "every event without a handler of its own (the catch-all '*')" if message == "*" else f"{message!r}"
                     handles.setdefault(app[c.index], []).append(f"{what} on namespace {_code(namespace)}")
         elif e.func in EMITTERS and parent in app:
             func = trace.funcs[trace.events[parent].func]
             src = lines.get(func.source)
             text = src[e.call_line - 1].strip() if src and 0 < e.call_line <= len(src) else ""
-            event = _text(e, "event") or ("message" if e.func.endswith("send") else "?")
+            event = str_arg(e, "event") or ("message" if e.func.endswith("send") else "?")
             quoted = f": {_code(text)}" if text and "{{" not in text else ""
             emits.setdefault(app[parent], []).append(f"{event!r} at line {e.call_line}{quoted}")
         elif e.func == BACKGROUND and parent in app:

@@ -92,6 +92,18 @@ class TraceGraph:
             here = kids[-1]
 
 
+def str_arg(e: Event, name: str) -> str | None:
+    """An argument's value as the Python string it was; None when it was not a string (or not shown)."""
+    v = next((a.text for a in e.args if a.name == name), None)
+    if v is None or v == "None":
+        return None
+    try:
+        value = value_text_to_python(v)
+    except (ValueError, SyntaxError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def mentions(e: Event, needles: Sequence[str]) -> bool:
     """Does any value of ``e`` contain one of ``needles``?"""
     texts = [a.text for a in e.args]

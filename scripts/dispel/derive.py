@@ -49,6 +49,7 @@ from .chains import (
     happened_before,
     is_sink,
     mentions,
+    str_arg,
     thread_route,
     value_trail,
     with_producer,
@@ -85,18 +86,6 @@ def slug(kind: str, event: str = "", namespace: str = "/") -> str:
     if namespace not in ("/", ""):
         parts.append(namespace.strip("/"))
     return "-".join(re.sub(r"[^A-Za-z0-9_]+", "_", p).strip("_") or "_" for p in parts)
-
-
-def _text(e: Event, name: str) -> str | None:
-    """An argument's value as Python (strings and None), or None when not shown."""
-    v = next((a.text for a in e.args if a.name == name), None)
-    if v is None or v == "None":
-        return None
-    try:
-        value = value_text_to_python(v)
-    except Exception:
-        return None
-    return value if isinstance(value, str) else None
 
 
 def _is_app(g: TraceGraph, i: int) -> bool:
@@ -152,7 +141,7 @@ def find_connect(g: TraceGraph):
     if recv is None:
         raise JourneyError("no socket read happened before the CONNECT packet (last hop reached: none)")
     thread = g.ev(connect).thread
-    handles = g.find(lambda e: e.func == HANDLE_EVENT and _text(e, "message") == "connect", thread, after=connect, before=g.ev(connect).end + 1)
+    handles = g.find(lambda e: e.func == HANDLE_EVENT and str_arg(e, "message") == "connect", thread, after=connect, before=g.ev(connect).end + 1)
     handler = _handler_of(g, handles[0]) if handles else None
     answer = ('"sid"',)
     sinks = [s for s in _sends(g, answer) if b"0{" in _sent_bytes(g.ev(s))[:12] or b"0/" in _sent_bytes(g.ev(s))[:12]]
@@ -281,7 +270,7 @@ def find_emit(event: str, emit: int) -> Callable:
             parts.append([starts[0], root, source] if root != source else [starts[0], source])
         rooms: tuple[str, ...] = ()
         joins = g.find(lambda e: e.func == "flask_socketio:join_room", g.ev(source).thread, after=source, before=emit)
-        room = _text(g.ev(joins[0]), "room") if joins else None
+        room = str_arg(g.ev(joins[0]), "room") if joins else None
         if room:
             rooms = (repr(room),)
             stored = g.find(lambda e: mentions(e, rooms) and "enter_room" in e.func, g.ev(source).thread, after=source, before=emit)
@@ -305,7 +294,7 @@ def skipped(g: TraceGraph, emit: int) -> list[int]:
     the next resume with no send between them, is the participant skipped: the part goes from
     ``Manager.emit`` into that resume and on to the next. [] when no one was skipped."""
     manager = next((c for c in range(emit, g.ev(emit).end + 1) if g.ev(c).func == "socketio.manager:Manager.emit"), None)
-    if manager is None or (_text(g.ev(manager), "skip_sid") is None and not any(
+    if manager is None or (str_arg(g.ev(manager), "skip_sid") is None and not any(
             a.name == "skip_sid" and a.text.startswith("[") for a in g.ev(manager).args)):
         return []
     kids = g.children.get(manager, [])
@@ -404,14 +393,14 @@ def find_disconnect(g: TraceGraph, websocket: bool = True):
     whose cleanup is shown is the first one the app joined (``join_room``), if any."""
     done = _one(g.find(lambda e: e.func == "socketio.server:Server._handle_disconnect"), "Server._handle_disconnect", "none")
     thread = g.ev(done).thread
-    namespace = _text(g.ev(done), "namespace") or "/"
+    namespace = str_arg(g.ev(done), "namespace") or "/"
     said = ("'41'",) if namespace == "/" else (f"'41{namespace},",)
     recv41 = _recv_before_text(g, said)
-    handles = g.find(lambda e: e.func == HANDLE_EVENT and _text(e, "message") == "disconnect", thread, after=done, before=g.ev(done).end + 1)
+    handles = g.find(lambda e: e.func == HANDLE_EVENT and str_arg(e, "message") == "disconnect", thread, after=done, before=g.ev(done).end + 1)
     handler = _handler_of(g, handles[0]) if handles else None
     target = handler if handler is not None else done
     farewell = [recv41, *value_trail(g, recv41, target, said)[1:]]
-    joined = [_text(g.ev(i), "room") for i in g.find(lambda e: e.func == "flask_socketio:join_room")]
+    joined = [str_arg(g.ev(i), "room") for i in g.find(lambda e: e.func == "flask_socketio:join_room")]
     rooms = tuple(repr(r) for r in joined[:1] if r)
     after = target
     if rooms:
@@ -472,17 +461,17 @@ def _callback_journey(g: TraceGraph, sc: str, handle: int, handler: int, trigger
     A ``path:line: why`` when the emit that carried the ack id is not in the trace."""
     func = g.trace.funcs[g.ev(handler).func]
     ack_id = next((a.text for a in g.ev(trigger).args if a.name == "id"), "")
-    sid = _text(g.ev(trigger), "sid")
-    namespace = _text(g.ev(handle), "namespace") or "/"
+    sid = str_arg(g.ev(trigger), "sid")
+    namespace = str_arg(g.ev(handle), "namespace") or "/"
     prefix = "" if namespace == "/" else f"{namespace},"
     emits = [i for i in g.find(lambda e: e.func == SIO_EMIT)
              if _app_caller(g, i) is not None and any(p.startswith(f"2{prefix}{ack_id}[") for p in packet_text(g, i))
-             and any(g.ev(c).func == "socketio.manager:Manager.emit" and sid in (_text(g.ev(c), "to"), _text(g.ev(c), "room"))
+             and any(g.ev(c).func == "socketio.manager:Manager.emit" and sid in (str_arg(g.ev(c), "to"), str_arg(g.ev(c), "room"))
                      for c in range(i, g.ev(i).end + 1))]
     if not emits:
         return f"{func.source.path}:{func.first_line}: the callback {func.qualname} ran, and no emit of the app's code carried its ack id {ack_id}"
     emit = emits[0]
-    event = _text(g.ev(emit), "event") or "?"
+    event = str_arg(g.ev(emit), "event") or "?"
     source, _ = emit_start(g, emit)
     line = emit_site(g, emit)[1]
     caller = g.trace.funcs[g.ev(source).func]
@@ -529,7 +518,7 @@ def derive_all(trace: TraceFile) -> tuple[list[Derived], list[str]]:
     later: list[Derived] = []
     for i in g.find(lambda e: e.func == HANDLE_EVENT):
         e = g.ev(i)
-        message, namespace = _text(e, "message"), _text(e, "namespace") or "/"
+        message, namespace = str_arg(e, "message"), str_arg(e, "namespace") or "/"
         handler = _handler_of(g, i)
         if handler is None or message in RESERVED:
             continue
@@ -554,7 +543,7 @@ def derive_all(trace: TraceFile) -> tuple[list[Derived], list[str]]:
             title = f"on({what}) on {namespace}: how the event reaches {func.qualname}"
             event = message
             if message == "*":
-                event = _text(g.ev(handler), "event") or next((_text(g.ev(handler), a.name) for a in g.ev(handler).args), None) or "*"
+                event = str_arg(g.ev(handler), "event") or next((str_arg(g.ev(handler), a.name) for a in g.ev(handler).args), None) or "*"
             out.append(Derived(Journey(name, title, sc, "derived", "on" if websocket else ""), find_on(event, handler, message), "on", event,
                                namespace, f"{func.source.path}:{func.first_line}"))
         internal = next((a for a in g.ancestors(i) if g.ev(a).func == "socketio.server:Server._handle_event_internal"), None)
@@ -574,15 +563,15 @@ def derive_all(trace: TraceFile) -> tuple[list[Derived], list[str]]:
         site = emit_site(g, i)
         if site is None:
             continue  # a library's own emit
-        event = _text(g.ev(i), "event")
+        event = str_arg(g.ev(i), "event")
         server_emit = next((c for c in range(i, g.ev(i).end + 1) if g.ev(c).func == SERVER_EMIT), None)
         if event is None or server_emit is None:
             why = ("the event's name is not text in the trace" if event is None
                    else "SocketIO.emit never called python-socketio's Server.emit (it raised, or went to a message queue)")
             notes.append(f"{where(g, i)}: emit({event!r}): {why}" if event else f"{where(g, i)}: an emit: {why}")
             continue
-        to = _text(g.ev(server_emit), "to") or _text(g.ev(server_emit), "room")
-        namespace = _text(g.ev(server_emit), "namespace") or "/"
+        to = str_arg(g.ev(server_emit), "to") or str_arg(g.ev(server_emit), "room")
+        namespace = str_arg(g.ev(server_emit), "namespace") or "/"
         kind = "emit" if to is not None and to.startswith("<sid-") else "broadcast"
         sites.setdefault((kind, event, namespace, g.ev(site[0]).func, site[1]), []).append(i)
     per_name: dict[str, int] = {}
@@ -598,7 +587,7 @@ def derive_all(trace: TraceFile) -> tuple[list[Derived], list[str]]:
         name = slug(kind, event, namespace)
         if per_name[name] > 1:  # several call sites send this event: each is its own journey
             name = f"{name}-{slug(func.qualname.split('.')[-1])}-{line}"
-        to = _text(g.ev(next(c for c in range(chosen, g.ev(chosen).end + 1) if g.ev(c).func == SERVER_EMIT)), "to") or _text(
+        to = str_arg(g.ev(next(c for c in range(chosen, g.ev(chosen).end + 1) if g.ev(c).func == SERVER_EMIT)), "to") or str_arg(
             g.ev(next(c for c in range(chosen, g.ev(chosen).end + 1) if g.ev(c).func == SERVER_EMIT)), "room")
         caller = func.qualname
         at = f" line {line}" if per_name[slug(kind, event, namespace)] > 1 else ""
@@ -638,7 +627,7 @@ def unshown(trace: TraceFile, built: Mapping[str, Chain]) -> list[str]:
             continue
         said.add(key)
         func = trace.funcs[key]
-        message, namespace = _text(g.ev(i), "message"), _text(g.ev(i), "namespace") or "/"
+        message, namespace = str_arg(g.ev(i), "message"), str_arg(g.ev(i), "namespace") or "/"
         why = ("the connect journey follows the first namespace's connect only" if message == "connect"
                else "the disconnect journey follows the first DISCONNECT only" if message == "disconnect"
                else "its journey could not be followed (see its line)")
@@ -658,7 +647,7 @@ def unshown(trace: TraceFile, built: Mapping[str, Chain]) -> list[str]:
         func = trace.funcs[key[0]]
         anc = g.ancestors(i)
         via = trace.funcs[g.ev(anc[anc.index(site[0]) - 1]).func].key
-        event = _text(g.ev(i), "event")
+        event = str_arg(g.ev(i), "event")
         reached = bool(event) and any(_reaches(g, i, c) for c in _sends(g, _packet_needle(event)))
         why = ("no journey follows it yet" if reached else "no socket send of it is in the trace")
         out.append(f"{func.source.path}:{key[1]}: {func.qualname} emitted {event!r} through {via}, and no journey shows it: {why}")

@@ -43,6 +43,7 @@ from .chains import (
     happened_before,
     is_sink,
     mentions,
+    str_arg,
     thread_route,
     value_trail,
     with_producer,
@@ -117,18 +118,6 @@ def _app_caller(g: TraceGraph, i: int) -> int | None:
 
 def _arg(e: Event, name: str) -> str | None:
     return next((a.text for a in e.args if a.name == name), None)
-
-
-def _text(e: Event, name: str) -> str | None:
-    """An argument's value as a Python string, or None."""
-    v = _arg(e, name)
-    if v is None or v == "None":
-        return None
-    try:
-        value = value_text_to_python(v)
-    except Exception:
-        return None
-    return value if isinstance(value, str) else None
 
 
 def _sent(e: Event) -> bytes:
@@ -223,7 +212,7 @@ def find_refused(handle: int) -> Callable:
         recv = _reads_before(g, handle)
         # the app's connect handler (Flask-SocketIO's _handle_event calls it), then, if it raised,
         # the deepest app frame that did: where it raised; python-socketio caught it in _handle_connect
-        handles = [c for c in _inside(g, handle, "flask_socketio:SocketIO._handle_event") if _text(g.ev(c), "message") == "connect"]
+        handles = [c for c in _inside(g, handle, "flask_socketio:SocketIO._handle_event") if str_arg(g.ev(c), "message") == "connect"]
         handler = [c for h in handles[:1] for c in g.children.get(h, []) if _is_app(g, c)][:1]
         raised = handler + [c for c in range(handle, g.ev(handle).end + 1) if _is_app(g, c) and g.ev(c).raised and c not in handler]
         sends = [c for c in _inside(g, handle, "socketio.server:Server._send_packet") if c > made]
@@ -285,7 +274,7 @@ def find_binary_in(event: str, add: int) -> Callable:
         bin_read = _reads_before(g, message)
         rebuilt = _one(_inside(g, message, RECONSTRUCT)[:1], "reconstruct_binary", "Packet.add_attachment")
         handled = None
-        for h in g.find(lambda e: e.func == "flask_socketio:SocketIO._handle_event" and _text(e, "message") == event):
+        for h in g.find(lambda e: e.func == "flask_socketio:SocketIO._handle_event" and str_arg(e, "message") == event):
             app = next((c for c in g.children.get(h, []) if _is_app(g, c)), None)
             if app is not None and _reaches(g, rebuilt, app):
                 handled = app
@@ -312,7 +301,7 @@ def find_route(view: int, emits: tuple[int, ...]) -> Callable:
         parts: list[list[int]] = []
         shown: tuple[str, ...] = ()
         for emit in emits:
-            event = _text(g.ev(emit), "event") or ""
+            event = str_arg(g.ev(emit), "event") or ""
             needles = (f'"{event}"',)
             first: dict[str, int] = {}
             for s in g.find(lambda e: is_sink("send", "sendall")(e) and mentions(e, needles)):
@@ -364,7 +353,7 @@ def find_server_disconnect(done: int) -> Callable:
         source = _app_caller(g, done)
         if source is None:
             raise JourneyError("no app code called disconnect() (last hop reached: Server.disconnect)")
-        namespace = _text(g.ev(done), "namespace") or "/"
+        namespace = str_arg(g.ev(done), "namespace") or "/"
         said = b"41" if namespace == "/" else f"41{namespace},".encode()
         packet = _one(_inside(g, done, EIO_PACKET)[:1], "the Engine.IO packet of the DISCONNECT", "Server.disconnect")
         sinks = [s for s in _payloads(g, 1, lambda p: p == said or p.startswith(said + b"{")) if _reaches(g, packet, s)]
@@ -403,37 +392,37 @@ def journeys(g: TraceGraph) -> list[Found]:
 
     for handle in g.find(lambda e: e.func == HANDLE_CONNECT):
         if _refusal(g, handle) is not None:
-            namespace = _text(g.ev(handle), "namespace") or "/"
+            namespace = str_arg(g.ev(handle), "namespace") or "/"
             add(Found(_name("connect-refused", "", namespace),
                       f"A refused connect on {namespace}: the connect handler refuses, the CONNECT_ERROR packet on the wire",
                       "sent", find_refused(handle), "connect-refused", "", namespace))
     for view in g.find(lambda e: e.func == DISPATCH):
         app_views = [c for c in g.children.get(view, []) if _is_app(g, c)]
         for v in app_views:
-            emits = tuple(c for c in _inside(g, v, "flask_socketio:SocketIO.emit") if _text(g.ev(c), "event"))
+            emits = tuple(c for c in _inside(g, v, "flask_socketio:SocketIO.emit") if str_arg(g.ev(c), "event"))
             if emits:
                 func = g.trace.funcs[g.ev(v).func]
                 add(Found(_name("http", func.qualname), f"An HTTP request to the route {func.qualname}: its emit to the frame",
                           "sent", find_route(v, emits), "http"))
     for emit in g.find(lambda e: e.func == SERVER_EMIT):
         if _binary_packets(g, emit) and _app_caller(g, emit) is not None:
-            event = _text(g.ev(emit), "event") or ""
-            namespace = _text(g.ev(emit), "namespace") or "/"
+            event = str_arg(g.ev(emit), "event") or ""
+            namespace = str_arg(g.ev(emit), "namespace") or "/"
             add(Found(_name("binary", event, namespace), f"emit({event!r}) with bytes: the BINARY_EVENT packet and its attachment, both on the wire",
                       "frames", find_binary(event, emit), "binary", event, namespace))
     for add_ in g.find(lambda e: e.func == ADD_ATTACHMENT):
-        parsed = [p for p in g.find(lambda e: e.func == SIO_PACKET and re.match(r"^5\d+-", _text(e, "encoded_packet") or "") is not None,
+        parsed = [p for p in g.find(lambda e: e.func == SIO_PACKET and re.match(r"^5\d+-", str_arg(e, "encoded_packet") or "") is not None,
                                     g.ev(add_).thread, before=add_)]
         if parsed:
-            m = re.search(r'\["([^"]*)"', _text(g.ev(parsed[-1]), "encoded_packet") or "")
+            m = re.search(r'\["([^"]*)"', str_arg(g.ev(parsed[-1]), "encoded_packet") or "")
             event = m.group(1) if m else ""
             if event:
                 add(Found(_name("binary-in", event), f"A BINARY_EVENT {event!r} from the client: its text and binary frames, parsed back into bytes",
                           "frames", find_binary_in(event, add_), "binary-in", event))
     for call in g.find(lambda e: e.func == SERVER_CALL):
         if _app_caller(g, call) is not None:
-            event = _text(g.ev(call), "event") or ""
-            namespace = _text(g.ev(call), "namespace") or "/"
+            event = str_arg(g.ev(call), "event") or ""
+            namespace = str_arg(g.ev(call), "namespace") or "/"
             add(Found(_name("call", event, namespace), f"call({event!r}): the server asks the client and waits for its ACK",
                       "frames", find_call(event, call), "call", event, namespace))
     for done in g.find(lambda e: e.func == SERVER_DISCONNECT):

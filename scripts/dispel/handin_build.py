@@ -24,7 +24,7 @@ from . import browser
 from . import check as check_core
 from .installed import PYTHON_VERSION, hop_sources, installed_contents, license_rows, source_lines, version_set
 from .model import Chain, DispelError, Lock
-from .project import Project, read_text
+from .project import Project, read_text, swap_folder
 from .stages import browsers_recorded, hop_linker, load_annotations, load_chains, load_lock, load_traces, project_lock
 
 SITE_COMMAND = "make handin"  # = dispel handin --out site/handin
@@ -248,21 +248,11 @@ def write(b: Built, out: Path, project: Project, require_pdf: bool = False) -> W
             (tmp / name).write_bytes(data)
             os.chmod(tmp / name, 0o644)
         (tmp / handin.MARKER).write_text("A hand-in written by `dispel handin`; it may replace this folder.\n", encoding="utf-8")
-        _swap(tmp, out)
+        swap_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Written(out, tuple(files), tuple(notes), len(handin.expected_links(h)))
-
-
-def _swap(new: Path, out: Path) -> None:
-    if not out.exists():
-        os.rename(new, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    os.rename(out, old / "handin")
-    os.rename(new, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- checking

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,3 +121,15 @@ def read_json(path: Path, what: str) -> object:
 def dump_json(data: object) -> str:
     """The one JSON layout of every generated file: sorted keys, 1-space indent, newline at end."""
     return json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def swap_folder(new: Path, out: Path) -> None:
+    """``new`` (a complete folder beside ``out``) becomes ``out``; what was there before is
+    removed only after the rename, so a reader sees the old folder or the new one."""
+    if not out.exists():
+        os.rename(new, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.rename(out, old / out.name)
+    os.rename(new, out)
+    shutil.rmtree(old, ignore_errors=True)

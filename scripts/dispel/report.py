@@ -28,7 +28,7 @@ from .chains import JourneyError
 from .forges import repo_url
 from .installed import distributions, hop_sources, license_rows, source_lines
 from .model import Chain, DispelError, Lock, TraceFile
-from .project import Project, dump_json, read_text, write_all_atomic, write_atomic
+from .project import Project, dump_json, read_text, swap_folder, write_all_atomic, write_atomic
 from .stages import chain_files, hop_linker, load_annotations, load_chains, load_lock, load_traces, pin
 from .verify import CheckResult, check_integrity, check_proofs
 
@@ -346,7 +346,7 @@ def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] 
             write_atomic(rp.lock, dump_json(pins.lock_to_json(seed)))
         done = _build(rp, project, text, scenario.name, trace, root, git_dirs, site)
         said = [shown_in(line, load_chains(rp)) for line in said]
-        _swap(tmp, out)
+        swap_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -404,7 +404,7 @@ def rerender(out: Path, project: Project, git_dirs: Iterable[str] = (), site: bo
         shutil.copyfile(copy.lock, rp.lock)
         shutil.copytree(out / APP_FOLDER, tmp / APP_FOLDER)
         done = _build(rp, project, text, f"{name}.toml", trace, tmp / APP_FOLDER, git_dirs, site)
-        _swap(tmp, out)
+        swap_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -471,17 +471,6 @@ def _mkdocs(root: Path) -> None:
     if proc.returncode != 0:
         said = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
         raise DispelError(f"mkdocs could not build the report's site: {said[-1] if said else 'no message'}")
-
-
-def _swap(new: Path, out: Path) -> None:
-    """``new`` becomes ``out``; an earlier report there is removed only after the rename."""
-    if not out.exists():
-        os.rename(new, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    os.rename(out, old / "report")
-    os.rename(new, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def is_report(root: Path) -> bool:
