@@ -601,8 +601,13 @@ def derive_all(trace: TraceFile) -> tuple[list[Derived], list[str]]:
                              namespace, f"{func.source.path}:{line}"))
     out += later
     # refused connects, HTTP routes, binary events, server calls, server-side disconnects
+    packets = derive_packets.journeys(g)
+    # an event that came with binary attachments reaches its handler on its binary-in journey
+    # (the text packet, the attachment's frame, the reconstruction), which stands for its on-
+    binary_in = {(f.event, f.namespace) for f in packets if f.kind == "binary-in"}
+    out = [d for d in out if not (d.kind == "on" and (d.event, d.namespace) in binary_in)]
     out += [Derived(Journey(f.name, f.title, sc, "derived", f.wire if websocket else ""), f.find, f.kind, f.event, f.namespace)
-            for f in derive_packets.journeys(g)]
+            for f in packets]
     if g.find(lambda e: e.func == "socketio.server:Server._handle_disconnect"):
         out.append(Derived(Journey(
             "disconnect", "The client leaves: DISCONNECT, the handler, CLOSE, the close frame", sc, "derived",
@@ -695,7 +700,10 @@ def caught_by(trace: TraceFile, site: tuple[str, int, str]) -> str | None:
         said = f"caught by {catcher.key}"
         if len(up) > 1:
             then = g.ev(up[1])
-            kinds = [m.group(1) for a in then.args if (m := re.fullmatch(r"<([A-Z]\w*)>", a.text))]
-            said = (f"{kinds[0]}, " if kinds else "") + said + f", which called {trace.funcs[then.func].qualname}"
+            # the exception as the catcher passed it on (to an error handler): an argument of an
+            # exception's type, never the callee's own self (Packet.__init__'s <Packet>)
+            kinds = [m.group(1) for a in then.args
+                     if a.name != "self" and (m := re.fullmatch(r"<([A-Z]\w*(?:Error|Exception|Exit|Interrupt))>", a.text))]
+            said = (f"{kinds[0]}, " if kinds else "an exception, ") + said + f", which called {trace.funcs[then.func].qualname}"
         return said
     return None
