@@ -29,7 +29,7 @@ from .forges import repo_url
 from .installed import distributions, hop_sources, license_rows, source_lines
 from .model import Chain, DispelError, Lock, TraceFile
 from .project import Project, dump_json, read_text, swap_folder, write_all_atomic, write_atomic
-from .stages import chain_files, hop_linker, load_annotations, load_chains, load_lock, load_traces, pin
+from .stages import chain_files, checked_redact, hop_linker, load_annotations, load_chains, load_lock, load_traces, pin
 from .verify import CheckResult, check_integrity, check_proofs
 
 MARKER = ".dispel-report"
@@ -322,12 +322,7 @@ def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] 
     """Build the report of ``scenario`` into ``out`` (replacing a report built there before);
     ``redact``: regexes whose matches the trace hides (`--redact`); ``root``: the project root,
     whose every module is the app's (default: the scenario's folder)."""
-    redact = tuple(redact)
-    for pattern in redact:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise DispelError(f"--redact {pattern!r} is not a valid regular expression ({exc}); fix or quote it") from None
+    redact = checked_redact(redact)
     text = read_text(scenario, "scenario file")
     scenario_file.one_app(scenario_file.parse(text, scenario.name))  # a bad file fails before anything runs
     scenario = scenario.resolve()

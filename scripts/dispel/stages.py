@@ -257,6 +257,17 @@ class Recording:
     failed: tuple[str, ...] = ()
 
 
+def checked_redact(patterns: Iterable[str]) -> tuple[str, ...]:
+    """``--redact`` patterns, each compiled once here: a bad one is one line naming it, before anything runs."""
+    patterns = tuple(patterns)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise DispelError(f"--redact {pattern!r} is not a valid regular expression ({exc}); fix or quote it") from None
+    return patterns
+
+
 def record(
     project: Project, names: Iterable[str], out: Path, timeout: float = 30.0, app: str = "sample_app.app",
     port: int | None = None, redact: Iterable[str] = (),
@@ -269,12 +280,7 @@ def record(
     for name in names:
         if name not in catalog.PROCESS_SCENARIOS:
             catalog.scenario(name)
-    redact = tuple(redact)
-    for pattern in redact:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise DispelError(f"--redact {pattern!r} is not a valid regular expression ({exc}); fix or quote it") from None
+    redact = checked_redact(redact)
     if len(names) > 1:
         # Each in a fresh interpreter; one that fails (say, no chromium for "browser")
         # has said why, and the others are still recorded.
