@@ -111,17 +111,16 @@ def _record(scenario: Path, traces: Path, timeout: float | None, root: Path | No
 SAID_PREFIXES = (RUNNING, "app: ", "error in the app: ")
 
 
-def shown_in(line: str, chains: Mapping[str, Chain]) -> str:
-    """An ``error in the app:`` line with the journeys whose hops show where it was raised
-    (a hop of the app's code at that file, line and function)."""
+def shown_in(line: str, built: Mapping[str, Chain], sites: Sequence[tuple[str, int, str]]) -> tuple[str, tuple | None]:
+    """An ``error in the app:`` line with the journey that shows where it was raised
+    (derive.shown_by), and the raise site of the trace it names (derive.raised_sites); other lines as they are."""
     m = re.search(r"\(raised at ([^:]+):(\d+) in ([^)]+)\)$", line)
     if not line.startswith("error in the app: ") or not m:
-        return line
+        return line, None
     name, number, func = m.group(1), int(m.group(2)), m.group(3)
-    where = sorted(j for j, c in chains.items() if any(
-        h.func.source.dist == derive.APP_DIST and h.line == number and h.func.qualname.split(".")[-1] == func
-        and h.func.source.path.rsplit("/", 1)[-1] == name for h in c.hops))
-    return f"{line}; shown by journey {', '.join(where)}" if where else f"{line}; no journey shows it"
+    site = next((s for s in sites if s[0].rsplit("/", 1)[-1] == name and s[1] == number and s[2].split(".")[-1] == func), None)
+    shown = derive.shown_by(built, site) if site else None
+    return (f"{line}; shown by journey {shown}" if shown else f"{line}; no journey shows it"), site
 
 
 def app_root(trace: TraceFile, folders: Sequence[Path]) -> Path | None:
@@ -340,28 +339,24 @@ def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] 
         if seed is not None:
             write_atomic(rp.lock, dump_json(pins.lock_to_json(seed)))
         done = _build(rp, project, text, scenario.name, trace, root, git_dirs, site)
-        said = [shown_in(line, load_chains(rp)) for line in said]
+        sites = derive.raised_sites(trace)
+        named = [shown_in(line, done[3], sites) for line in said]
+        said = [line for line, _ in named]
         swap_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    errors = [ln for ln in said if ln.startswith("error in the app: ")]
-    # an exception the run's own line already names (with its step) is not said twice
-    raised = [r for r in raised_lines(stderr, trace, done[3]) if not any(_site_of(r) in e for e in errors)]
+    # an exception the run's own line names (with its step) is not said again from its traceback
+    raised = raised_lines(stderr, trace, done[3], {site for _, site in named if site})
     return Report(out, *done[:3], raised=tuple(raised), said=tuple(said))
 
 
-def _site_of(line: str) -> str:
-    """``file:line`` of a raised_lines line, as an ``error in the app:`` line writes it (``at file:line``)."""
-    m = re.search(r"\(([^:(]+):(\d+), in ", line)
-    return f"at {m.group(1).rsplit('/', 1)[-1]}:{m.group(2)} " if m else "\0"
-
-
-def raised_lines(stderr: str, trace: TraceFile, built: Mapping[str, Chain]) -> list[str]:
+def raised_lines(stderr: str, trace: TraceFile, built: Mapping[str, Chain], said: set | frozenset = frozenset()) -> list[str]:
     """``Type: message (path:line, in func): journey X shows it`` for each exception the app's
-    code raised that the run printed (the thread's traceback); where no journey shows it, says so."""
+    code raised that the run printed (the thread's traceback), or that a recorded frame caught
+    (what the trace tells); where no journey shows it, says so. Sites in ``said`` are left out."""
     out = []
-    sites = derive.raised_sites(trace)
+    sites = [s for s in derive.raised_sites(trace) if s not in said]
     printed = set()
     for said, file, line, func in app_notes.exceptions(stderr):
         site = next((s for s in sites if file.endswith("/" + s[0]) and s[1] == line and s[2].endswith(func)), None)
