@@ -83,7 +83,7 @@ def test_threads_are_named_bands():
 
 def test_hand_offs_styled_apart_calls_and_returns_local():
     root = parse(layered_svg(ROWS))
-    lines = {el.get("class"): el for el in root.iter(SVG + "line") if (el.get("class") or "").startswith("edge-")}
+    lines = {el.get("class"): el for el in root.iter(SVG + "path") if (el.get("class") or "").startswith("edge-")}
     assert {f"edge-{e}" for e in (EDGE_THREAD_START, EDGE_WAKE, EDGE_DATA, EDGE_CALL, EDGE_RETURN)} <= set(lines)
     looks = {(lines[f"edge-{e}"].get("stroke"), lines[f"edge-{e}"].get("stroke-dasharray")) for e in STYLES}
     assert len(looks) == 3
@@ -95,7 +95,7 @@ def test_folded_run_is_one_linked_mark_and_joins_are_drawn():
     marks = [r for r in root.iter(SVG + "rect") if r.get("class") == "folded"]
     assert len(marks) == 1
     assert [a.get("href") for a in root.iter(SVG + "a")] == ["#hop-1", "#hop-2", "#hop-3", "#hop-10", "#hop-11", "#hop-13"]
-    assert [p.get("class") for p in root.iter(SVG + "path") if p.get("class")] == ["join-yield"]
+    assert [p.get("class") for p in root.iter(SVG + "path") if (p.get("class") or "").startswith("join-")] == ["join-yield"]
 
 
 def test_bad_rows_are_errors():
