@@ -555,8 +555,9 @@ def emit_journey(page: JourneyPage) -> str:
     out.append("## Sequence { #sequence }\n")
     out.append(
         "One column per layer of the stack, from the app down to the socket, and time running downwards; "
-        "each thread is a shaded band named on the left. A call is an arrow toward the socket, a return a "
-        "dashed arrow back; a hand-off to another thread is drawn by its kind; a dotted green curve joins a "
+        "each thread is a shaded band named on the left. Every arrow leaves the hop it came from: a call runs "
+        "down its caller's column and across to the function called, a return (dashed) from the call that "
+        "returned; a hand-off to another thread is drawn by its kind; a dotted green curve joins a "
         "value's producer to the hop that used it. A dashed box stands for hops folded on this page. "
         "Click a label to jump to the hop.\n"
     )
