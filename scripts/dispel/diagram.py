@@ -58,6 +58,7 @@ HEAD = 46
 LINE = 14  # height of one line of label text
 ROW_PAD = 10
 WRAP = 28  # characters per label line, at most
+FOLDED_WRAP = 20  # the same for a folded run's (longer) title
 MIN_WRAP = 12  # a side of the dot with room for fewer characters than this is not used when the other has more
 CHAR = 7.3  # the width of one character of a 12 px label, a little above DejaVu Sans's average
 BOLD_CHAR = 8.0
@@ -174,11 +175,11 @@ class _Place:
     below: bool = False  # on the side the arrow comes in: set a line lower, under the arrow
 
 
-def _side(label: str, rooms: list[tuple[float, str, float, bool]]) -> _Place:
+def _side(label: str, rooms: list[tuple[float, str, float, bool]], enough: int = MIN_WRAP) -> _Place:
     """The label on the first of ``rooms`` (x, anchor, pixels, whether the arrow comes in on that
-    side) with room for MIN_WRAP characters, else on the roomiest; wrapped to the room it has
+    side) with room for ``enough`` characters, else on the roomiest; wrapped to the room it has
     (WRAP characters at most)."""
-    chosen = next((r for r in rooms if _chars(r[2]) >= MIN_WRAP), max(rooms, key=lambda r: r[2]))
+    chosen = next((r for r in rooms if _chars(r[2]) >= enough), max(rooms, key=lambda r: r[2]))
     x, anchor, room, clash = chosen
     return _Place(x, anchor, wrap(label, max(6, min(WRAP, _chars(room)))), clash)
 
@@ -227,18 +228,20 @@ def layered_svg(
     places: list[_Place] = []
     for i, r in enumerate(rows):
         x = x_of(r.start)
+        src = sources[i]
+        local = src is not None and r.edge not in styles and src[1] != x
+        from_right = local and src[1] > x
         if r.folded:
             xs = [x_of(layer) for layer in r.layers]
             left, right = min(xs) - 14, max(xs) + 14
             rooms = [
-                (right + 8, "start", right_edge - right - 8, False),
-                (left - 8, "end", left - 8 - BAND_LABEL, False),
-                (left + 8, "start", right - left - 16, False),
+                (right + 8, "start", right_edge - right - 8, from_right),
+                (left - 8, "end", left - 8 - BAND_LABEL, local and not from_right),
+                (left + 8, "start", right - left - 16, local),
             ]
+            places.append(_side(r.label, rooms, enough=FOLDED_WRAP))
+            continue
         else:
-            src = sources[i]
-            local = src is not None and r.edge not in styles and src[1] != x
-            from_right = local and src[1] > x
             rights = (x + 9, "start", right_edge - x - 9, from_right)
             lefts = (x - 9, "end", x - 9 - BAND_LABEL, local and not from_right)
             rooms = [lefts, rights] if from_right else [rights, lefts]
@@ -314,8 +317,19 @@ def layered_svg(
             f'<line x1="{x:g}" y1="{MARGIN + HEAD}" x2="{x:g}" y2="{bottom}" stroke="currentColor" '
             f'stroke-opacity="0.3" stroke-dasharray="3 5"/>'
         )
-    # Rows: the arrow that reached each one (from the row and column of the hop it came from),
-    # then its dot (or folded mark) and label.
+    # Joins: from a producer's dot to its user's, curving out to the left.
+    for link in links:
+        a, b = rows[link.producer], rows[link.user]
+        x1, y1, x2, y2 = x_of(a.start), mid[link.producer], x_of(b.start), mid[link.user]
+        bulge = max(MARGIN, min(x1, x2) - 40 - min(40, (y2 - y1) / 8))
+        path = (
+            f'<path d="M{x1 - 5:g},{y1:g} C{bulge:g},{y1:g} {bulge:g},{y2:g} {x2 - 6:g},{y2:g}" fill="none" '
+            f'stroke="{JOIN_COLOUR}" stroke-width="2" stroke-dasharray="{JOIN_DASHES.get(link.kind, "1 3")}" '
+            f'marker-end="url(#arrow-join)" class="join-{escape(link.kind)}"/>'
+        )
+        out.append(_linked(path, "", f"value ({link.kind}): {a.label} → {b.label}"))
+    # Arrows first, so that dots and labels lie on top: the arrow that reached each row, from the
+    # row and column of the hop it came from.
     for i, r in enumerate(rows):
         y = mid[i]
         x = x_of(r.start)
@@ -344,6 +358,10 @@ def layered_svg(
                     f'<path d="{d}" fill="none" stroke="currentColor" stroke-width="1.3"'
                     f'{dash_attr} marker-end="url(#arrow-local)" class="edge-{escape(r.edge)}"{hop_attr}/>'
                 )
+    # Then each row's dot (or folded mark) and label.
+    for i, r in enumerate(rows):
+        y = mid[i]
+        x = x_of(r.start)
         place = places[i]
         data = f' data-mid="{y:g}"' + (f' data-hops="{" ".join(map(str, r.hops))}"' if r.hops else "")
         if r.folded:
@@ -354,23 +372,12 @@ def layered_svg(
                 f'<rect x="{left:g}" y="{tops[i]:g}" width="{right - left:g}" height="{box_h:g}" rx="8" '
                 f'fill="currentColor" fill-opacity="0.08" stroke="currentColor" stroke-dasharray="4 3" class="folded"/>'
             )
-            label = _text(place.x, tops[i] + LINE - 1, place.lines, anchor=place.anchor, cls="folded-label")
+            label = _text(place.x, tops[i] + LINE - 1 + (LINE if place.below else 0), place.lines, anchor=place.anchor, cls="folded-label")
             out.append(_linked(mark + label, r.href, r.label, data))
             continue
         dot = f'<circle cx="{x:g}" cy="{y:g}" r="4.5" fill="currentColor"/>'
         text_y = y + 4 + (LINE if place.below else 0)
         out.append(_linked(dot + _text(place.x, text_y, place.lines, anchor=place.anchor, cls="hop"), r.href, r.label, data))
-    # Joins: from a producer's dot to its user's, curving out to the left.
-    for link in links:
-        a, b = rows[link.producer], rows[link.user]
-        x1, y1, x2, y2 = x_of(a.start), mid[link.producer], x_of(b.start), mid[link.user]
-        bulge = max(MARGIN, min(x1, x2) - 40 - min(40, (y2 - y1) / 8))
-        path = (
-            f'<path d="M{x1 - 5:g},{y1:g} C{bulge:g},{y1:g} {bulge:g},{y2:g} {x2 - 6:g},{y2:g}" fill="none" '
-            f'stroke="{JOIN_COLOUR}" stroke-width="2" stroke-dasharray="{JOIN_DASHES.get(link.kind, "1 3")}" '
-            f'marker-end="url(#arrow-join)" class="join-{escape(link.kind)}"/>'
-        )
-        out.append(_linked(path, "", f"value ({link.kind}): {a.label} → {b.label}"))
     # Legend.
     ly = bottom + 24
     out.append(_text(MARGIN, ly, ["edges:"], weight="bold"))
