@@ -238,3 +238,30 @@ def test_arrows_from_the_previous_row_are_caught(monkeypatch):
     html = render.diagram(chain, fold.groups(chain))
     problems = arrow_problems(chain, events, parse(html.split("\n", 1)[1].rsplit("\n</div>", 1)[0]))
     assert any("socket.send" in p for p in problems), problems
+
+
+def test_a_deep_stack_fits_the_column_with_no_label_past_the_edge():
+    """Nine layers (the most a journey page uses) at most FIT wide, never scaled; every label
+    wrapped to lie inside the drawing by the width estimate (the browser test measures it)."""
+    from dispel.diagram import CHAR, FIT, LAYER_ORDER
+
+    layers = [t for t, _ in LAYERS if t != "redis-py"]
+    rows = [Row("main", (layers[0],), "1 handler", EDGE_ENTRY, "#hop-1", hops=(1,), hop=1)]
+    for n, layer in enumerate(layers[1:] + layers[-2::-1], 2):
+        rows.append(Row("main", (layer,), f"{n} Something.rather_long_method_name_{n}", EDGE_CALL, f"#hop-{n}", hops=(n,), hop=n, source=n - 2, source_layer=rows[-1].start))
+    svg = layered_svg(rows)
+    root = parse(svg)
+    width = float(root.get("width"))
+    assert width <= FIT and root.get("viewBox") == f"0 0 {root.get('width')} {root.get('height')}"
+    for t in root.iter(SVG + "text"):
+        if t.get("class") != "hop":
+            continue
+        x, longest = float(t.get("x")), max(len(s.text or "") for s in t)
+        left, right = (x - CHAR * longest, x) if t.get("text-anchor") == "end" else (x, x + CHAR * longest)
+        assert 0 <= left and right <= width, "".join(t.itertext())
+    assert len(LAYER_ORDER) - 2 == len(layers)
+
+
+def test_an_arrow_from_a_later_row_is_an_error():
+    with pytest.raises(DispelError, match="not an earlier row"):
+        layered_svg([Row("main", ("the app",), "1 a", EDGE_ENTRY), Row("main", ("the app",), "2 b", EDGE_CALL, source=1)])

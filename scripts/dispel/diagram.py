@@ -202,12 +202,15 @@ def layered_svg(
     used = {layer for r in rows for layer in r.layers}
     columns = [t for t in LAYER_ORDER if t in used]
     col = {name: i for i, name in enumerate(columns)}
-    column = max(MIN_COLUMN, min(COLUMN, (fit - BAND_LABEL - SPARE - MARGIN) // len(columns)))
+    spare = SPARE
+    if (fit - BAND_LABEL - spare - MARGIN) // len(columns) < MIN_COLUMN:
+        spare = 0  # the last column's labels go on the left of their dots
+    column = max(MIN_COLUMN, min(COLUMN, (fit - BAND_LABEL - spare - MARGIN) // len(columns)))
     items = [(EDGE_CALL, "currentColor", LOCAL[EDGE_CALL]), (EDGE_RETURN, "currentColor", LOCAL[EDGE_RETURN])]
     styles = {**STYLES, **{e: v for e, v in OPTIONAL_STYLES.items() if any(r.edge == e for r in rows)}}
     items += [(e, c, d) for e, (c, d) in styles.items()]
     items += [(f"value: {kind}", JOIN_COLOUR, dash) for kind, dash in JOIN_DASHES.items()]
-    width = BAND_LABEL + column * len(columns) + SPARE + MARGIN
+    width = BAND_LABEL + column * len(columns) + spare + MARGIN
 
     def x_of(layer: str) -> float:
         return BAND_LABEL + column * col[layer] + column / 2
