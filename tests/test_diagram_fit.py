@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from dispel import browser as browser_driver
+from dispel.run import browser as browser_driver
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -198,7 +198,7 @@ def arrow_problems(chain, events, root: ET.Element) -> list[str]:
 @functools.cache
 def journeys_and_events() -> tuple:
     """Every committed chain, with the events of the trace it was built from."""
-    from dispel import chains as chain_build
+    from dispel.chains import build as chain_build
     from dispel import stages
 
     traces = stages.load_traces(stages.Project())
@@ -244,7 +244,7 @@ def test_arrows_from_the_previous_row_are_caught(monkeypatch):
 def test_a_deep_stack_fits_the_column_with_no_label_past_the_edge():
     """Nine layers (the most a journey page uses) at most FIT wide, never scaled; every label
     wrapped to lie inside the drawing by the width estimate (the browser test measures it)."""
-    from dispel.diagram import CHAR, FIT, LAYER_ORDER
+    from dispel.render.diagram import CHAR, FIT, LAYER_ORDER
 
     layers = [t for t, _ in LAYERS if t != "redis-py"]
     rows = [Row("main", (layers[0],), "1 handler", EDGE_ENTRY, "#hop-1", hops=(1,), hop=1)]
