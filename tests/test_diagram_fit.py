@@ -36,7 +36,8 @@ return [...document.querySelectorAll('svg.dispel-sequence')].map(svg => {
   const s = svg.getBoundingClientRect();
   const lines = [...svg.querySelectorAll('tspan')].map(t => t.getBoundingClientRect());
   const hops = [...svg.querySelectorAll('a[href^="#hop-"] text')].map(t => t.getBoundingClientRect());
-  const inside = r => r.left >= Math.max(s.left, 0) - 0.5 && r.right <= Math.min(s.right, window.innerWidth) + 0.5;
+  const b = box.getBoundingClientRect();  // the scrolling box clips what lies past the column
+  const inside = r => r.left >= Math.max(s.left, b.left, 0) - 0.5 && r.right <= Math.min(s.right, b.right, window.innerWidth) + 0.5;
   return {
     svg: s.width,
     natural: parseFloat(svg.getAttribute('width')),
