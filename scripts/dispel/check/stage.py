@@ -235,14 +235,10 @@ def check_annotations(
     """Missing, orphaned (once every journey is recorded) and stale annotations, one line each.
     ``notes`` and ``sources`` are read here unless the caller has read them already."""
     notes = load_annotations(project) if notes is None else notes
-    problems = annotation_files.missing(found.values(), notes)
-    if set(catalog.JOURNEY_NAMES) <= set(found):
-        problems += annotation_files.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
-    problems += annotation_files.stale(found.values(), notes, hop_sources(found.values()) if sources is None else sources)
-    problems += annotation_files.unreviewed(found.values(), notes)
-    problems += annotation_files.sample_values(notes, found.values())  # general texts that name the sample's values
-    typed = prose.typed_lines({key: a.text for key, a in notes.items()}, found)  # facts typed instead of filled
     sources = hop_sources(found.values()) if sources is None else sources
+    every_journey = catalog.JOURNEY_NAMES if set(catalog.JOURNEY_NAMES) <= set(found) else None
+    problems = annotation_files.problems(found.values(), notes, sources, journeys=every_journey)
+    typed = prose.typed_lines({key: a.text for key, a in notes.items()}, found)  # facts typed instead of filled
     shorts = handin.short_problems(found, {key: a.short for key, a in notes.items() if a.short}, sources)  # the hand-in's sentences
     return [f"annotation {p.kind}: {p.message}" for p in problems] + typed + shorts
 
