@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from . import annotations, catalog, handin, prose, render
+from . import annotations, catalog, fold, handin, prose, render
 from . import browser
 from . import check as check_core
 from .installed import PYTHON_VERSION, hop_sources, installed_contents, license_rows, source_lines, version_set
@@ -151,7 +151,8 @@ def true_shorts(chain: Chain, texts: dict[str, str], lines) -> dict[str, str]:
         if drop is None:
             shorts = {k[len(annotations.SHORT_MARK):]: v for k, v in texts.items() if k.startswith(annotations.SHORT_MARK)}
             found = prose.check_page(chain.journey, handin.short_page(chain, shorts), chain, lines) if shorts else []
-            hop = chain.hops[found[0].hop - 1] if found and found[0].hop else None
+            at = fold.chain_positions(chain).get(found[0].hop) if found and found[0].hop else None  # a page number -> its call's hop
+            hop = chain.hops[at - 1] if at else None
             if hop is None:
                 return texts
             chosen = annotations.select(shorts, hop.func.key, chain.journey, hop.line)

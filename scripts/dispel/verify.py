@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from . import annotations, catalog, fetch, handin, integrity, processes, prose
+from . import annotations, catalog, fetch, handin, integrity, pagecheck, processes, prose
 from . import chains as chains_core
 from . import check as check_core
 from .browser import chromium_version, unavailable
@@ -129,10 +129,20 @@ def check_proofs(
         result.failures += folded
     result.failures += [p for r in links for p in r.problems]
     result.timings["links"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    result.failures += check_page_rules(project, found)
+    result.timings["page rules"] = time.perf_counter() - clock
     if not project.annotations.is_dir():  # a report: its pages reuse this checkout's general texts
         clock = time.perf_counter()
         result.failures += check_sample_values(project, found)
         result.timings["sample values"] = time.perf_counter() - clock
+
+
+def check_page_rules(project: Project, found: Mapping[str, Chain]) -> list[str]:
+    """The journey pages (the project's or a report's) against the rules of a page a reader can
+    take in: at most dispel.pagecheck.MAX_VISIBLE hops shown before anything is opened."""
+    pages = {f"docs/chains/{j}.md": read_text(p, "page") for j in found if (p := project.docs / "chains" / f"{j}.md").is_file()}
+    return pagecheck.too_many_visible(pages)
 
 
 def check_sample_values(report: Project, found: Mapping[str, Chain], sample: Project | None = None) -> list[str]:
