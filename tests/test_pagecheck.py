@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dispel import pagecheck, render, verify
+from dispel.check import pagecheck, stage as verify
+from dispel.render import pages as render
 from dispel.model import EDGE_CALL, EDGE_ENTRY, EDGE_RETURN, Chain, Func, Hop, Source
 from dispel.project import Project
 
