@@ -95,3 +95,18 @@ def test_a_function_defined_twice_in_its_file_is_named_by_its_line():
     assert "@" not in render.func_label(func) and "(defined at line 1)" in render.func_label(func)
     for name, page in PAGES.items():
         assert not re.search(r"`[\w.]+:[\w.<>]+@\d+`", page), name
+
+
+def test_a_return_shows_a_text_of_its_own_only_when_one_is_keyed_to_its_line():
+    chain = Chain("j", "t", "s", (
+        _hop("Lib.send", 1, EDGE_ENTRY),
+        _hop("Lib.frame", 2),
+        _hop("Lib.send", 1, EDGE_RETURN, line=5),
+    ))
+    lines = {Source("lib", "1", "lib.py"): [f"line_{n} = {n}" for n in range(1, 10)]}
+    general = {"lib:Lib.send": "Sends it; the line that ran here is {{lineno}}."}
+    page = render.render_journey(chain, lambda hop: None, lines, general)
+    assert "when the chain came back:" not in page  # the call's text, filled again, is no text of its own
+    keyed = dict(general, **{"lib:Lib.send@j#L5": "Back from framing, it returns the bytes."})
+    page = render.render_journey(chain, lambda hop: None, lines, keyed)
+    assert "At line 5, when the chain came back: Back from framing, it returns the bytes." in page

@@ -414,8 +414,10 @@ def hop_sections(
         hop = chain.hops[e.hop - 1]
         text = hop_annotation(chain, e.hop - 1, annotations, shown)
         returns = []
+        own = _text_key(chain, e.hop - 1, annotations)
         for n in e.returns:
-            said = hop_annotation(chain, n - 1, annotations, shown)
+            # a return shows a text of its own only when one is keyed to it (its line), not the call's text filled again
+            said = hop_annotation(chain, n - 1, annotations, shown) if _text_key(chain, n - 1, annotations) != own else None
             at = texts.get(said.strip()) if said and said.strip() != (text or "").strip() else None
             if said and at is None:
                 texts.setdefault(said.strip(), e.number)
@@ -455,6 +457,13 @@ def hop_sections(
         Section(g.folded, g.title, tuple(g.numbers), tuple(view(e) for e in g.entries), starts.get(g.entries[0].number))
         for g in groups
     )
+
+
+def _text_key(chain: Chain, index: int, annotations: Mapping[str, str]) -> str | None:
+    """The key of the text hop ``index`` shows (see hop_annotation), None without one."""
+    hop = chain.hops[index]
+    found = select(annotations, hop.func.key, chain.journey, hop.line)
+    return found[0] if found else None
 
 
 def emit_hop(v: HopView, indent: str = "") -> str:
