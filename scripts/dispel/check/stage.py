@@ -18,8 +18,8 @@ from pathlib import Path
 from .. import catalog
 from ..chains import build as chains_core
 from ..chains.stage import build_chains, chain_files
-from ..check import fetch, integrity, pagecheck, prose
-from ..check import links as check_core
+from . import fetch, integrity, pagecheck, prose
+from . import links as check_core
 from ..handin import document as handin
 from ..model import Chain, DispelError, Lock, Source
 from ..pins.forges import parse_source_url, raw_url

@@ -14,10 +14,10 @@ from ..model import (
     Pin,
     normalize_dist,
 )
-from ..pins import gitinfo
-from ..pins import pinning as pins
-from ..pins.forges import check_repo, forge
-from ..pins.installed import (
+from . import gitinfo
+from . import pinning as pins
+from .forges import check_repo, forge
+from .installed import (
     PYTHON_VERSION,
     distributions,
     installed_blobs,

@@ -25,8 +25,8 @@ from ..project import (
     read_text,
     write_atomic,
 )
-from ..record.cores import CORES, core_name, recorder_for
-from ..record.recorder import Tracer
+from .cores import CORES, core_name, recorder_for
+from .recorder import Tracer
 from ..run import multiprocess as processes
 from ..run.browser import chromium_version
 from ..run.launchers import ClientStarter, free_ports

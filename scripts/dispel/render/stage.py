@@ -12,6 +12,7 @@ from ..model import (
     Hop,
     Lock,
 )
+from ..model import text_lines
 from ..pins import permalinks
 from ..pins.installed import (
     PYTHON_VERSION,
@@ -28,8 +29,8 @@ from ..project import (
     project_lock,
     write_all_atomic,
 )
-from ..render import annotation_files
-from ..render import pages as render
+from . import annotation_files
+from . import pages as render
 
 
 def browsers_recorded(project: Project) -> list[tuple[str, str]]:
@@ -88,7 +89,7 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
             raise DispelError(orphans[0].message + (f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""))
     sources = hop_sources(found.values())
     excerpts = {
-        src: [line.decode("utf-8", errors="replace").rstrip("\r\n") for line in annotation_files.source_lines(data)]
+        src: text_lines(data)
         for src, data in sources.items()
     }
     texts = annotation_files.texts(notes)

@@ -29,8 +29,8 @@ from ..project import (
     project_lock,
 )
 from ..render import annotation_files
-from ..review import audit as audit_core
-from ..review import diff
+from . import audit as audit_core
+from . import diff
 from ..tracefiles.codec import (
     chain_from_dict,
 )

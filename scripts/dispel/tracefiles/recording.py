@@ -14,9 +14,9 @@ from ..pins.installed import (
     resolve_funcs,
 )
 from ..record.recorder import RAISED, Tracer, line_at
-from ..tracefiles import normalize
-from ..tracefiles.normalize import RawCall
-from ..tracefiles.values import Normalizer, learn_secrets
+from . import normalize
+from .normalize import RawCall
+from .values import Normalizer, learn_secrets
 
 
 def recorded_calls(recorder: Tracer, roots: list) -> tuple[list[RawCall], dict]:
