@@ -50,7 +50,8 @@ MODULES: dict[str, tuple[str, str]] = {
     # chains/
     "chains.build": (PURE, "a trace -> one chain per journey: call, happens-before and producer edges"),
     "chains.across": (PURE, "the traces of several processes as one, joined by the bytes they published"),
-    "chains.derive": (PURE, "the journeys of any app, derived from what Flask-SocketIO called"),
+    "chains.derive": (PURE, "the journeys of any app, derived from what Flask-SocketIO called: what happened, and which journey shows it"),
+    "chains.derive_finders": (PURE, "where each derived journey of any app starts and ends: run, connect, on, emit, ack, disconnect"),
     "chains.derive_packets": (PURE, "derived journeys beyond an event and its ack: refused connects, binary, HTTP routes, calls, server disconnects"),
     "chains.finders": (PURE, "how each catalogued journey is found, and the catalogue's chains"),
     "chains.fold": (PURE, "key hops and folded detail"),
