@@ -34,6 +34,7 @@ from . import (
 )
 from . import audit as audit_core
 from . import check as check_core
+from . import versions as versions_core
 from .browser import chromium_version
 from .cores import CORES, core_name, recorder_for
 from .drivers import ClientStarter, free_ports
@@ -353,7 +354,12 @@ def chains(project: Project, journeys: Iterable[str] = (), traces: Path | None =
     found = load_traces(project, folder)
     if not found:
         raise DispelError(f"no trace files in {project.shown(folder)}; record them first with `dispel record`")
-    built = build_chains(found, tuple(journeys))
+    journeys = tuple(journeys)
+    if not journeys and folder.resolve() != project.traces.resolve():
+        # another version set's folder (traces/oldest/): the journeys of the scenarios recorded there
+        recorded = {name.split(".")[0] for name in found}
+        journeys = tuple(j.name for j in catalog.JOURNEYS if j.scenario in recorded)
+    built = build_chains(found, journeys)
     write_all_atomic(chain_files(built, folder / "chains"))
     return built
 
@@ -652,6 +658,7 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     versions, python = version_set(lock)
     versions += browsers_recorded(project)
     files[out / "snippets" / "versions.md"] = render.render_versions(versions, python, sorted(found, key=catalog.JOURNEY_NAMES.index))
+    files.update(version_pages(project, out, found, lock))
     write_all_atomic(files)
 
     said = [p.message for p in annotations.missing(found.values(), notes) + annotations.stale(found.values(), notes, sources)
@@ -660,6 +667,19 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     if absent:
         said.append(f"not recorded yet, placeholder pages: {', '.join(absent)} (run `make regen`)")
     return Site(tuple(files), tuple(said))
+
+
+def oldest_set(project: Project) -> tuple[dict[str, Chain], Lock | None]:
+    """The chains and lock recorded at the oldest supported set (traces/oldest/), or ({}, None)."""
+    folder = project.traces / versions_core.SET
+    path = folder / "pins.lock.json"
+    return load_chains(project, folder / "chains"), (load_lock(path) if path.is_file() else None)
+
+
+def version_pages(project: Project, docs: Path, found: Mapping[str, Chain], lock: Lock | None) -> dict[Path, str]:
+    """docs/versions/: each journey at the oldest supported set against the lock's (dispel.versions)."""
+    old_chains, old_lock = oldest_set(project)
+    return versions_core.pages(docs, old_chains, found, old_lock, lock)
 
 
 # --------------------------------------------------------------------------- fetching

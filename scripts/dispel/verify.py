@@ -18,11 +18,12 @@ from pathlib import Path
 from . import annotations, catalog, fetch, handin, integrity, processes, prose
 from . import chains as chains_core
 from . import check as check_core
+from . import versions as versions_core
 from .browser import chromium_version, unavailable
 from .forges import parse_source_url, raw_url
 from .installed import PYTHON_VERSION, hop_sources, installed_contents
 from .model import Chain, DispelError, Lock, Source
-from .project import Project, read_text
+from .project import HERE, Project, read_text
 from .values import live_secrets
 from .stages import (
     build_chains,
@@ -32,6 +33,7 @@ from .stages import (
     load_annotations,
     load_chains,
     load_traces,
+    oldest_set,
     project_lock,
     record_in_new_interpreters,
     verify_installed,
@@ -120,7 +122,7 @@ def check_proofs(
     result.timings["secrets"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    links = check_links(project, lock, found, fetcher, raw_base)
+    links = check_links(project, lock, found, fetcher, raw_base, result.notes)
     if lock is not None:
         result.unproven, links = check_core.fold_foreign_python(links, lock, PYTHON_VERSION)
     result.summary = check_core.summarize(links)
@@ -175,7 +177,8 @@ def docs_files(docs: Path) -> dict[str, Path]:
 
 
 def check_links(
-    project: Project, lock: Lock | None, found: Mapping[str, Chain], fetcher: fetch.Fetcher | None = None, raw_base: str = ""
+    project: Project, lock: Lock | None, found: Mapping[str, Chain], fetcher: fetch.Fetcher | None = None, raw_base: str = "",
+    notes: list[str] | None = None,
 ) -> list[check_core.LinkResult]:
     """Internal links and anchors of every page, then every GitHub permalink (offline, then online)."""
     files = docs_files(project.docs)
@@ -188,12 +191,27 @@ def check_links(
     snippets = {rel.removeprefix("snippets/"): read_text(p, "snippet") for rel, p in files.items() if rel.startswith("snippets/")}
     results = check_core.check_internal(pages, files, snippets)
     links = [link for page, text in pages.items() for link in check_core.page_links(page, check_core.expand_snippets(text, snippets)[0])]
+    links, oldest = versions_core.oldest_links(links, lock, oldest_set(project)[1])
     wanted = check_core.permalink_files(links, lock) if lock else {}
     offline = check_core.check_permalinks(links, lock, found, installed_contents(wanted))
     if fetcher is not None and lock is not None:
         online = check_core.check_permalinks(links, lock, found, online_contents(links, lock, fetcher, raw_base), f"fetched from {raw_base}")
         offline = check_core.merge_results(offline, online)
-    return results + offline
+    return results + offline + check_oldest_links(project, oldest, notes)
+
+
+def check_oldest_links(project: Project, links: list, notes: list[str] | None) -> list[check_core.LinkResult]:
+    """The links of the oldest supported set, proven by blob against its venv (dispel.versions);
+    without that venv, one line in ``notes`` says they are unproven, and none is counted."""
+    if not links:
+        return []
+    env = versions_core.venv(HERE)
+    proven = versions_core.check_links(links, oldest_set(project)[1], versions_core.site_packages(env))
+    if proven is None:
+        if notes is not None:
+            notes.append(versions_core.unproven_line(len(links), env))
+        return []
+    return proven
 
 
 def online_contents(links: list, lock: Lock, fetcher: fetch.Fetcher, raw_base: str) -> dict[tuple[str, str], bytes | str]:
