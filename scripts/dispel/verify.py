@@ -80,6 +80,9 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
     result.notes += [f"drift may come from: {w}" for w in why] if drift else []
     result.timings["drift"] = time.perf_counter() - clock
 
+    clock = time.perf_counter()
+    result.failures += check_oldest_set(project, result.notes)
+    result.timings["oldest set"] = time.perf_counter() - clock
     traced = lock.python.version if lock is not None else PYTHON_VERSION
     if traced != PYTHON_VERSION:
         # One line for all that only the recording's Python can prove; the rest is proven as ever.
@@ -198,6 +201,20 @@ def check_links(
         online = check_core.check_permalinks(links, lock, found, online_contents(links, lock, fetcher, raw_base), f"fetched from {raw_base}")
         offline = check_core.merge_results(offline, online)
     return results + offline + check_oldest_links(project, oldest, notes)
+
+
+def check_oldest_set(project: Project, notes: list[str]) -> list[str]:
+    """The oldest supported set's chains (traces/oldest/): at its lock's versions, and derived again
+    from its traces by its venv's dispel (without that venv, one line in ``notes``)."""
+    old_chains, old_lock = oldest_set(project)
+    if not old_chains or old_lock is None:
+        return []
+    out = versions_core.version_drift(old_chains.values(), old_lock)
+    env = versions_core.venv(HERE)
+    drift = versions_core.chains_drift(project.traces / versions_core.SET, env)
+    if drift is None:
+        notes.append(f"not derived again: traces/{versions_core.SET}/chains (no venv at {env}; `make site` builds it)")
+    return out + (drift or [])
 
 
 def check_oldest_links(project: Project, links: list, notes: list[str] | None) -> list[check_core.LinkResult]:

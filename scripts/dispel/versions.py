@@ -193,11 +193,13 @@ def render_index(compared: Mapping[str, tuple[Chain, Chain]], old_lock: Lock, ne
 
 def pages(docs: Path, old_chains: Mapping[str, Chain], new_chains: Mapping[str, Chain],
           old_lock: Lock | None, new_lock: Lock | None) -> dict[Path, str]:
-    """docs/versions/*.md for every journey both sides recorded; {} while the oldest set has no chains."""
+    """docs/versions/*.md for every journey both sides recorded; {} while no journey is on both sides."""
     if not old_chains or old_lock is None or new_lock is None:
         return {}
     order = [j for j in catalog.JOURNEY_NAMES if j in old_chains and j in new_chains]
     compared = {j: (old_chains[j], new_chains[j]) for j in order}
+    if not compared:
+        return {}
     files = {docs / PAGES / f"{j}.md": render_journey(o, n, old_lock, new_lock) for j, (o, n) in compared.items()}
     absent = [j for j in catalog.JOURNEY_NAMES if j in new_chains and j not in old_chains]
     files[docs / PAGES / "index.md"] = render_index(compared, old_lock, new_lock, absent)
@@ -268,3 +270,40 @@ def check_links(links: Sequence[PageLink], oldest: Lock, site: Path | None) -> l
 def unproven_line(count: int, env: Path) -> str:
     return (f"unproven: {count} links of the oldest supported set (traces/{SET}/pins.lock.json): no venv at {env} "
             f"to prove them by blob (`make site` builds it from the registry; {VENV_ENV}=DIR names another)")
+
+
+def version_drift(chains: Iterable[Chain], oldest: Lock) -> list[str]:
+    """One line per library whose hops at the oldest set ran another version than its lock pins
+    (a recording by the wrong venv)."""
+    from .check import recording_drift
+
+    return [f"versions: traces/{SET}/chains ran {dist} {ran}, traces/{SET}/pins.lock.json pins {pinned}: "
+            f"record them with the second venv (`make regen-oldest`)"
+            for dist, (ran, pinned) in sorted(recording_drift(chains, oldest).items())]
+
+
+def chains_drift(traces: Path, env: Path) -> list[str] | None:
+    """The oldest set's chains derived again from its traces by the second venv's dispel, against
+    the committed ones (each file byte for byte); None when there is no such venv."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    dispel = env / "bin" / "dispel"
+    if not dispel.is_file():
+        return None
+    with tempfile.TemporaryDirectory(prefix="dispel-oldest-") as tmp:
+        for path in sorted(traces.glob("*.json")):
+            if not path.name.endswith(".lock.json"):
+                shutil.copy(path, Path(tmp) / path.name)
+        proc = subprocess.run([str(dispel), "chains", "--traces", tmp], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            said = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            return [f"drift: traces/{SET}/chains cannot be derived again by {dispel}: {said}"]
+        fresh = {p.name: p.read_text(encoding="utf-8") for p in sorted((Path(tmp) / "chains").glob("*.json"))}
+    mine = {p.name: p.read_text(encoding="utf-8") for p in sorted((traces / "chains").glob("*.json"))}
+    out = [f"drift: traces/{SET}/chains/{name} is derived from traces/{SET}/ but not committed" for name in sorted(set(fresh) - set(mine))]
+    out += [f"drift: traces/{SET}/chains/{name} is committed but not derived from traces/{SET}/" for name in sorted(set(mine) - set(fresh))]
+    out += [f"drift: traces/{SET}/chains/{name} differs from the chain derived again from traces/{SET}/ (`make regen-oldest`)"
+            for name in sorted(set(mine) & set(fresh)) if mine[name] != fresh[name]]
+    return out
