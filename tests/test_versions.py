@@ -1,4 +1,4 @@
-"""The sample's journeys at the oldest supported set against the lock's (dispel.versions): the
+"""The sample's journeys at the oldest supported set against the lock's (dispel.review.versions): the
 pages built from dispel diff's alignment, and the oldest set's links proven against its venv or
 said unproven."""
 from __future__ import annotations
@@ -7,10 +7,12 @@ import dataclasses
 import re
 
 import pytest
-from dispel import catalog, diff, stages, verify, versions
-from dispel.check import PageLink, page_links
+from dispel import catalog, stages
+from dispel.check import stage as verify
+from dispel.check.links import PageLink, page_links
 from dispel.model import Lock
-from dispel.permalinks import ref
+from dispel.pins.permalinks import ref
+from dispel.review import versions
 from dispel.project import Project
 
 from samples import EMIT
