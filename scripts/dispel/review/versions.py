@@ -29,7 +29,9 @@ from . import diff
 SET = "oldest"  # traces/<SET>/, docs/versions/
 PAGES = "versions"  # docs/<PAGES>/<journey>.md and index.md
 # The scenarios recorded at the oldest set (`make regen`): every one of the sample's but the
-# queue's (its emitter's PUBLISH at python-socketio 5.8.0 is not found by the emit-external finder).
+# queue's. python-socketio 5.8.0's Redis manager publishes pickles (`pickle.dumps`, redis_manager.py
+# line 81), 5.16.3's JSON; the queue journeys' finders (chains.build.find_emit_external, ...) find the
+# PUBLISH by the JSON text of the event ('"news"') and the wire decoder reads JSON.
 SCENARIOS = ("browser", "chat", "rooms", "upgrade")
 VENV_ENV = "DISPEL_OLDEST_VENV"  # the second venv, when it is not <checkout>/.venv-oldest
 
@@ -189,7 +191,10 @@ def render_index(compared: Mapping[str, tuple[Chain, Chain]], old_lock: Lock, ne
                    f"{sum(p.kind == 'changed' for p in both)} | {sum(p.kind == 'moved' for p in both)} | "
                    f"{kinds.count('added')} | {kinds.count('removed')} |")
     if absent:
-        out += ["", "Not recorded at the oldest set: " + ", ".join(inline_code(j) for j in absent) + "."]
+        scenarios = sorted({j.scenario for j in catalog.JOURNEYS if j.name in absent})
+        out += ["", "Not recorded at the oldest set: " + ", ".join(inline_code(j) for j in absent)
+                + f" (the {', '.join(inline_code(s) for s in scenarios)} scenario's journeys: its messages through Redis are "
+                "pickled there, and their finders read JSON)."]
     return "\n".join(out) + "\n"
 
 
