@@ -7,13 +7,13 @@ import dataclasses
 import re
 
 import pytest
-from dispel import catalog, stages
+from dispel import catalog
 from dispel.check import stage as verify
 from dispel.check.links import PageLink, page_links
 from dispel.model import Lock
 from dispel.pins.permalinks import ref
 from dispel.review import versions
-from dispel.project import Project
+from dispel.project import Project, load_chains, load_lock, oldest_set
 
 from samples import EMIT
 
@@ -21,10 +21,10 @@ OLDEST = Project().traces / versions.SET
 
 
 def committed() -> tuple[dict, Lock, dict, Lock]:
-    old_chains, old_lock = stages.oldest_set(Project())
+    old_chains, old_lock = oldest_set(Project())
     if not old_chains:
         pytest.skip("no chains at the oldest set (traces/oldest/chains): `make regen-oldest` records them")
-    return old_chains, old_lock, stages.load_chains(Project()), stages.load_lock(Project().lock)
+    return old_chains, old_lock, load_chains(Project()), load_lock(Project().lock)
 
 
 def sha_links(text: str, repo: str) -> set[str]:
@@ -99,7 +99,7 @@ def test_without_the_second_venv_the_oldest_links_are_unproven_and_not_counted(p
     _, old_lock, _, new_lock = committed()
     monkeypatch.setenv(versions.VENV_ENV, str(project / "no-venv"))
     notes: list[str] = []
-    results = verify.check_links(Project(project), new_lock, stages.load_chains(Project(project)), notes=notes)
+    results = verify.check_links(Project(project), new_lock, load_chains(Project(project)), notes=notes)
     oldest = {old_lock.pin("flask-socketio").commit}
     assert not any(sha_links(r.link.target, "miguelgrinberg/Flask-SocketIO") & oldest for r in results)
     assert len(notes) == 1 and notes[0].startswith("unproven: ") and "no venv at" in notes[0]

@@ -23,10 +23,11 @@ from ..check.links import LinkResult, PageLink, check_permalinks, lock_file
 from ..model import Chain, DispelError, Hop, Lock
 from ..pins import permalinks
 from ..pins.forges import parse_source_url, repo_url
+from ..project import OLDEST_SET
 from ..render.pages import generated_header, inline_code, md_text
 from . import diff
 
-SET = "oldest"  # traces/<SET>/, docs/versions/
+SET = OLDEST_SET  # traces/<SET>/ (project.OLDEST_SET)
 PAGES = "versions"  # docs/<PAGES>/<journey>.md and index.md
 # The scenarios recorded at the oldest set (`make regen`): every one of the sample's but the
 # queue's. python-socketio 5.8.0's Redis manager publishes pickles (`pickle.dumps`, redis_manager.py
