@@ -25,7 +25,7 @@ from dispel.pins.pinning import lock_from_json, lock_to_json
 from dispel.project import Project, dump_json
 from dispel.report import committed_lock, report_dists
 from dispel.tracefiles.codec import chain_from_dict
-from dispel.review.versions import site_packages
+from dispel.review.oldest_venv import site_packages
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "tests" / "programs" / "apps"

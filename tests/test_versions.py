@@ -12,8 +12,8 @@ from dispel.check import stage as verify
 from dispel.check.links import PageLink, page_links
 from dispel.model import Lock
 from dispel.pins.permalinks import ref
-from dispel.review import versions
-from dispel.project import Project, load_chains, load_lock, oldest_set
+from dispel.review import oldest_venv, versions
+from dispel.project import OLDEST_SET, Project, load_chains, load_lock, oldest_set
 
 from samples import EMIT
 
@@ -56,7 +56,7 @@ def test_every_journey_page_links_each_side_at_its_own_commit():
         assert len(rows) == len(both), journey
         for row, p in zip(rows, both):
             cells = [c.strip() for c in row.strip("|").split("|")]
-            assert cells[0] == str(p.old) and cells[1].startswith(f"[{p.new}](../chains/{journey}.md#hop-{p.new})")
+            assert cells[0] == str(p.old) and cells[1] == str(p.new)
             assert cells[2] == f"`{new.hops[p.new - 1].func.key}`"
             for cell, lock in ((cells[3], old_lock), (cells[4], new_lock)):
                 for repo, sha in re.findall(r"github\.com/([^/]+/[^/]+)/blob/([0-9a-f]{40})/", cell):
@@ -80,6 +80,7 @@ def test_pages_regenerate_byte_for_byte_as_committed(tmp_path):
 
 
 def test_the_oldest_sets_journeys_are_those_of_its_scenarios():
+    assert versions.SET == OLDEST_SET
     old_chains, *_ = committed()
     assert sorted(old_chains) == sorted(versions.journeys())
     assert {c.scenario for c in old_chains.values()} <= set(versions.SCENARIOS)
@@ -97,7 +98,7 @@ def test_links_of_the_oldest_set_are_told_apart():
 
 def test_without_the_second_venv_the_oldest_links_are_unproven_and_not_counted(project, monkeypatch):
     _, old_lock, _, new_lock = committed()
-    monkeypatch.setenv(versions.VENV_ENV, str(project / "no-venv"))
+    monkeypatch.setenv(oldest_venv.VENV_ENV, str(project / "no-venv"))
     notes: list[str] = []
     results = verify.check_links(Project(project), new_lock, load_chains(Project(project)), notes=notes)
     oldest = {old_lock.pin("flask-socketio").commit}
@@ -107,17 +108,17 @@ def test_without_the_second_venv_the_oldest_links_are_unproven_and_not_counted(p
 
 def test_with_the_second_venv_a_wrong_oldest_link_fails(project):
     _, old_lock, _, new_lock = committed()
-    site = versions.site_packages(versions.venv(Project().root))
+    site = oldest_venv.site_packages(oldest_venv.venv(Project().root))
     if site is None:
-        pytest.skip(f"no venv at {versions.venv(Project().root)} (`make site` builds it from the registry)")
+        pytest.skip(f"no venv at {oldest_venv.venv(Project().root)} (`make site` builds it from the registry)")
     fsio = old_lock.pin("flask-socketio")
     path = next(f.path for f in fsio.files if f.installed == "flask_socketio/__init__.py")
     good = PageLink("versions/x.md", 1, f"https://github.com/{fsio.repo}/blob/{fsio.commit}/{path}#L10")
     past = PageLink("versions/x.md", 2, f"https://github.com/{fsio.repo}/blob/{fsio.commit}/{path}#L99999")
-    results = versions.check_links([good, past], old_lock, site)
+    results = oldest_venv.check_links([good, past], old_lock, site)
     assert [bool(r.problems) for r in results] == [False, True]
     # a site with another version of the file: the blob proof fails
-    other = versions.check_links([good], old_lock, versions.site_packages(Project().root / ".venv"))
+    other = oldest_venv.check_links([good], old_lock, oldest_venv.site_packages(Project().root / ".venv"))
     assert other is None or "blob" in " ".join(other[0].problems)
 
 

@@ -5,7 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import catalog
+from .. import catalog, layout
 from ..check import links as check_core
 from ..model import (
     DispelError,
@@ -61,12 +61,14 @@ def hop_linker(lock: Lock | None) -> Callable[[Hop], render.HopLinks | None]:
 
     return links
 
+
 @dataclass(frozen=True)
 class Site:
     """What build_site wrote, and the notes for its author."""
 
     files: tuple[Path, ...]
     notes: tuple[str, ...]
+
 
 def build_site(project: Project, chains_dir: Path | None = None, docs: Path | None = None) -> Site:
     """Chains + lock + annotations + installed sources -> the generated pages of docs/ (all or none).
@@ -86,14 +88,11 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     notes = load_annotations(project, out / "annotations")
     if set(catalog.JOURNEY_NAMES) <= set(found):
         # Only once every journey is recorded can an annotation be known to be on no chain.
-        orphans = annotation_files.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
+        orphans = annotation_files.problems(found.values(), notes, journeys=catalog.JOURNEY_NAMES, only=("orphaned",))
         if orphans:
             raise DispelError(orphans[0].message + (f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""))
     sources = hop_sources(found.values())
-    excerpts = {
-        src: text_lines(data)
-        for src, data in sources.items()
-    }
+    excerpts = {src: text_lines(data) for src, data in sources.items()}
     texts = annotation_files.texts(notes)
 
     files: dict[Path, str] = {}
@@ -108,13 +107,13 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     files[out / "licensing.md"] = render.render_licensing(license_rows(found.values(), lock))
     versions, python = version_set(lock)
     versions += browsers_recorded(project)
+    files[out / "snippets" / "modules.md"] = layout.markdown_table()
     files[out / "snippets" / "versions.md"] = render.render_versions(versions, python, sorted(found, key=catalog.JOURNEY_NAMES.index))
     old_chains, old_lock = oldest_set(project)  # docs/versions/: the oldest supported set against the lock's
     files.update(versions_core.pages(out, old_chains, found, old_lock, lock))
     write_all_atomic(files)
 
-    said = [p.message for p in annotation_files.missing(found.values(), notes) + annotation_files.stale(found.values(), notes, sources)
-            + annotation_files.unreviewed(found.values(), notes) + annotation_files.sample_values(notes, found.values())]
+    said = [p.message for p in annotation_files.problems(found.values(), notes, sources, only=("missing", "stale", "unreviewed", "sample_values"))]
     absent = [j for j in catalog.JOURNEY_NAMES if j not in found]
     if absent:
         said.append(f"not recorded yet, placeholder pages: {', '.join(absent)} (run `make regen`)")

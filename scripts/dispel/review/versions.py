@@ -7,34 +7,30 @@ docs/versions/ from the two chains and the two locks, with `dispel diff`'s align
 (dispel.diff.compare_chains): hops added, removed or moved, lines changed, and every hop on
 both sides linked at its own commit. `dispel check` proves the oldest set's links by blob
 against the second venv's installed files; without that venv they are unproven, said in one
-line, and never counted as verified.
+line, and never counted as verified (the venv's side: dispel.review.oldest_venv).
 """
 from __future__ import annotations
 
 import difflib
-import os
-import sysconfig
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import catalog
-from ..check.links import LinkResult, PageLink, check_permalinks, lock_file
+from ..check.links import PageLink, lock_file, recording_drift
 from ..model import Chain, DispelError, Hop, Lock
 from ..pins import permalinks
 from ..pins.forges import parse_source_url, repo_url
-from ..project import OLDEST_SET
 from ..render.pages import generated_header, inline_code, md_text
 from . import diff
 
-SET = OLDEST_SET  # traces/<SET>/ (project.OLDEST_SET)
+SET = "oldest"  # traces/<SET>/: project.OLDEST_SET
 PAGES = "versions"  # docs/<PAGES>/<journey>.md and index.md
 # The scenarios recorded at the oldest set (`make regen`): every one of the sample's but the
 # queue's. python-socketio 5.8.0's Redis manager publishes pickles (`pickle.dumps`, redis_manager.py
 # line 81), 5.16.3's JSON; the queue journeys' finders (chains.build.find_emit_external, ...) find the
 # PUBLISH by the JSON text of the event ('"news"') and the wire decoder reads JSON.
 SCENARIOS = ("browser", "chat", "rooms", "upgrade")
-VENV_ENV = "DISPEL_OLDEST_VENV"  # the second venv, when it is not <checkout>/.venv-oldest
 
 
 def journeys() -> tuple[str, ...]:
@@ -148,22 +144,22 @@ def render_journey(old: Chain, new: Chain, old_lock: Lock, new_lock: Lock) -> st
     if d.notes:
         out.append("")
     out += ["## Hops added", ""]
-    out += [f"- hop [{c.new}](../chains/{journey}.md#hop-{c.new}) {_hop(c.hop)} via {md_text(c.hop.edge)}: {_link(new_lock, c.hop)}"
+    out += [f"- hop {c.new} {_hop(c.hop)} via {md_text(c.hop.edge)}: {_link(new_lock, c.hop)}"
             for c in added] or ["None."]
     out += ["", "## Hops removed", ""]
     out += [f"- hop {c.old} {_hop(c.hop)} via {md_text(c.hop.edge)}: {_link(old_lock, c.hop)}" for c in removed] or ["None."]
     out += ["", "## Hops moved", ""]
-    out += [f"- hop {p.old} → [{p.new}](../chains/{journey}.md#hop-{p.new}) {_hop(new.hops[p.new - 1])}"
+    out += [f"- hop {p.old} → {p.new} {_hop(new.hops[p.new - 1])}"
             + (f": {_fields(p.fields)}" if p.fields else "")
             + f"; oldest {_link(old_lock, old.hops[p.old - 1])}, lock {_link(new_lock, new.hops[p.new - 1])}"
             for p in moved] or ["None."]
     out += ["", "## Lines changed", ""]
-    out += [f"- hop {p.old} → [{p.new}](../chains/{journey}.md#hop-{p.new}) {_hop(new.hops[p.new - 1])}: {_fields(p.fields)}"
+    out += [f"- hop {p.old} → {p.new} {_hop(new.hops[p.new - 1])}: {_fields(p.fields)}"
             for p in changed] or ["None."]
     out += ["", "## Both sides", "", "| oldest hop | lock hop | function | oldest supported set | the lock's |", "|---|---|---|---|---|"]
     for p in both:
         a, b = old.hops[p.old - 1], new.hops[p.new - 1]
-        out.append(f"| {p.old} | [{p.new}](../chains/{journey}.md#hop-{p.new}) | {inline_code(b.func.key)} | "
+        out.append(f"| {p.old} | {p.new} | {inline_code(b.func.key)} | "
                    f"{_link(old_lock, a)} | {_link(new_lock, b)} |")
     return "\n".join(out) + "\n"
 
@@ -230,88 +226,14 @@ def oldest_links(links: Iterable[PageLink], lock: Lock | None, oldest: Lock | No
     return mine, theirs
 
 
-def venv(root: Path) -> Path:
-    """The second venv: $DISPEL_OLDEST_VENV, or <checkout>/.venv-oldest."""
-    return Path(os.environ.get(VENV_ENV) or root / ".venv-oldest")
-
-
-def site_packages(env: Path) -> Path | None:
-    """The venv's site-packages (a venv of this Python's minor version), or None when there is none."""
-    rel = Path(sysconfig.get_paths()["purelib"]).relative_to(sysconfig.get_paths()["data"])
-    site = env / rel
-    return site if (env / "pyvenv.cfg").is_file() and site.is_dir() else None
-
-
-def site_contents(site: Path, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bytes | str]:
-    """(distribution, installed path) -> the bytes of the file installed in ``site``, or why not."""
-    from ..pins.installed import distributions, normalize_dist
-
-    out: dict[tuple[str, str], bytes | str] = {}
-    for dist, installed in keys:
-        if dist == "python":
-            path = Path(sysconfig.get_paths()["stdlib"]) / installed.removeprefix("Lib/")
-        else:
-            found = distributions([dist], [site]).get(normalize_dist(dist))
-            if found is None:
-                out[(dist, installed)] = f"{dist} is not installed in {site}"
-                continue
-            path = Path(found.locate_file(installed))
-        try:
-            out[(dist, installed)] = path.read_bytes()
-        except OSError as exc:
-            out[(dist, installed)] = f"{path}: {exc.strerror or exc}"
-    return out
-
-
-def check_links(links: Sequence[PageLink], oldest: Lock, site: Path | None) -> list[LinkResult] | None:
-    """The oldest set's links proven by blob against the second venv; None when there is none to prove them."""
-    if site is None:
-        return None
-    wanted = {}
-    for link in links:
-        sl = parse_source_url(link.target)
-        found = lock_file(oldest, sl.repo, sl.ref, sl.path)
-        wanted[(found[0].dist, found[1].installed)] = True
-    return check_permalinks(links, oldest, {}, site_contents(site, wanted), f"installed in {site.parent.parent.parent.name}")
-
-
-def unproven_line(count: int, env: Path) -> str:
+def unproven_line(count: int, env: Path, variable: str) -> str:
     return (f"unproven: {count} links of the oldest supported set (traces/{SET}/pins.lock.json): no venv at {env} "
-            f"to prove them by blob (`make site` builds it from the registry; {VENV_ENV}=DIR names another)")
+            f"to prove them by blob (`make site` builds it from the registry; {variable}=DIR names another)")
 
 
 def version_drift(chains: Iterable[Chain], oldest: Lock) -> list[str]:
     """One line per library whose hops at the oldest set ran another version than its lock pins
     (a recording by the wrong venv)."""
-    from ..check.links import recording_drift
-
     return [f"versions: traces/{SET}/chains ran {dist} {ran}, traces/{SET}/pins.lock.json pins {pinned}: "
             f"record them with the second venv (`make regen-oldest`)"
             for dist, (ran, pinned) in sorted(recording_drift(chains, oldest).items())]
-
-
-def chains_drift(traces: Path, env: Path) -> list[str] | None:
-    """The oldest set's chains derived again from its traces by the second venv's dispel, against
-    the committed ones (each file byte for byte); None when there is no such venv."""
-    import shutil
-    import subprocess
-    import tempfile
-
-    dispel = env / "bin" / "dispel"
-    if not dispel.is_file():
-        return None
-    with tempfile.TemporaryDirectory(prefix="dispel-oldest-") as tmp:
-        for path in sorted(traces.glob("*.json")):
-            if not path.name.endswith(".lock.json"):
-                shutil.copy(path, Path(tmp) / path.name)
-        proc = subprocess.run([str(dispel), "chains", "--traces", tmp], capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            said = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-            return [f"drift: traces/{SET}/chains cannot be derived again by {dispel}: {said}"]
-        fresh = {p.name: p.read_text(encoding="utf-8") for p in sorted((Path(tmp) / "chains").glob("*.json"))}
-    mine = {p.name: p.read_text(encoding="utf-8") for p in sorted((traces / "chains").glob("*.json"))}
-    out = [f"drift: traces/{SET}/chains/{name} is derived from traces/{SET}/ but not committed" for name in sorted(set(fresh) - set(mine))]
-    out += [f"drift: traces/{SET}/chains/{name} is committed but not derived from traces/{SET}/" for name in sorted(set(mine) - set(fresh))]
-    out += [f"drift: traces/{SET}/chains/{name} differs from the chain derived again from traces/{SET}/ (`make regen-oldest`)"
-            for name in sorted(set(mine) & set(fresh)) if mine[name] != fresh[name]]
-    return out
