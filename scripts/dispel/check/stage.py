@@ -228,8 +228,12 @@ def check_oldest_set(project: Project, notes: list[str]) -> list[str]:
     out = versions_core.version_drift(old_chains.values(), old_lock)
     env = oldest_venv.venv(HERE)
     drift = oldest_venv.chains_drift(project.traces / versions_core.SET, env)
-    if drift is None:
-        notes.append(f"not derived again: traces/{versions_core.SET}/chains (no venv at {env}; `make site` builds it)")
+    if drift is None:  # said on the line of the unproven links when there is one: one line for the missing venv
+        said = next((i for i, n in enumerate(notes) if n.startswith("unproven: ") and str(env) in n), None)
+        if said is None:
+            notes.append(f"not derived again: traces/{versions_core.SET}/chains (no venv at {env}; `make site` builds it)")
+        else:
+            notes[said] += f"; nor are traces/{versions_core.SET}/chains derived again"
     return out + (drift or [])
 
 
