@@ -404,7 +404,7 @@ def producers(g: TraceGraph, c: int, floor: int = -1) -> list[tuple[int, int, st
         maker = [m for m in g.find(lambda x: _made(x, v), e.thread, after=floor, before=c) if m not in above]
         if maker:
             p, parsed = _down(g, maker[0], v)
-            if parsed:
+            if parsed or _parsed_under_sibling(g, p, siblings):
                 out.append((p, c, JOIN_PARSED))
             elif g.ev(p).func.endswith(".__init__") and any(_texty(a.text) for a in g.ev(p).args):
                 out.append((p, c, JOIN_STORED))
@@ -421,6 +421,15 @@ def producers(g: TraceGraph, c: int, floor: int = -1) -> list[tuple[int, int, st
                 out.append((_down(g, maker[0], v)[0], fed, JOIN_STORED))
     seen: set[int] = set()
     return [p for p in out if not (p[0] in seen or seen.add(p[0]))]
+
+
+def _parsed_under_sibling(g: TraceGraph, p: int, siblings: Sequence[int]) -> bool:
+    """Was p called, inside an earlier sibling of the user, by a call that took text: the object
+    is the decoded fields of a parse (a packet's JSON arguments, decoded where the packet was)?"""
+    home = next((s for s in siblings if s < p <= g.ev(s).end), None)
+    if home is None:
+        return False
+    return any(x != p and any(_texty(a.text) for a in g.ev(x).args if a.name not in _RECEIVER) for x in g.ancestors(p) if x >= home)
 
 
 def _step_time(g: TraceGraph, steps: Sequence[Step], k: int) -> int:
@@ -442,6 +451,16 @@ def insert_producer(g: TraceGraph, steps: list[Step], p: int, start: int, stop: 
     return None
 
 
+def _floor(g: TraceGraph, part: Sequence[Step], thread: str) -> int:
+    """No producer before it, on ``thread``: the caller of the part's first call there (the part's
+    start, or where a hand-off arrived; event indexes order calls within a thread only)."""
+    first = next(i for i, _ in part if g.ev(i).thread == thread)
+    return first if g.ev(first).parent < 0 else g.ev(first).parent
+
+
+PRODUCER_ROUNDS = 3  # a producer's producer, and that one's: deeper makers fold into them
+
+
 def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[list[Step], list[tuple[int, int, str]]]:
     """The chain's steps with, for every call on it, the producers of the values it received
     put on it where they ran; and the joins (producer event, user event, kind)."""
@@ -449,23 +468,34 @@ def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[
     joins: list[tuple[int, int, str]] = []
     for waypoints in parts:
         part = walk(g, [waypoints])
-        floor = part[0][0] if g.ev(part[0][0]).parent < 0 else g.ev(part[0][0]).parent
-        found = []
-        for k in range(1, len(part)):
-            c, edge = part[k]
-            if edge == EDGE_CALL and g.ev(c).parent == part[k - 1][0]:
-                found += producers(g, c, floor=min(floor, c))
-        first_use: dict[int, tuple[int, int, str]] = {}
-        for x in found:
-            first_use.setdefault(x[0], x)  # a value passed on and on is joined to its first user
-        for p, user, kind in first_use.values():
-            if p in {i for i, _ in part}:
-                joins.append((p, user, kind))
-                continue
-            longer = insert_producer(g, part, p, 0, len(part))
-            if longer is not None:
-                part = _dedup(longer)
-                joins.append((p, user, kind))
+        seen: set[int] = set()
+        joined: set[int] = set()
+        # The producers of the calls on the part; then those of the calls a detour put on it (the
+        # parse that made what a producer used), until no detour adds a call.
+        for _ in range(PRODUCER_ROUNDS):
+            found = []
+            for k in range(1, len(part)):
+                c, edge = part[k]
+                if edge == EDGE_CALL and g.ev(c).parent == part[k - 1][0] and c not in seen:
+                    seen.add(c)
+                    found += producers(g, c, floor=min(_floor(g, part, g.ev(c).thread), c))
+            first_use: dict[int, tuple[int, int, str]] = {}
+            for x in found:
+                if x[0] not in joined:
+                    first_use.setdefault(x[0], x)  # a value passed on and on is joined to its first user
+            grew = False
+            for p, user, kind in first_use.values():
+                joined.add(p)
+                if p in {i for i, _ in part}:
+                    joins.append((p, user, kind))
+                    continue
+                longer = insert_producer(g, part, p, 0, len(part))
+                if longer is not None:
+                    part = _dedup(longer)
+                    joins.append((p, user, kind))
+                    grew = True
+            if not grew:
+                break
         joins += kept_text(g, part, {p for p, _, _ in joins})
         steps += part
     return steps, joins
