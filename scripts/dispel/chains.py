@@ -142,14 +142,32 @@ def producer(g: TraceGraph, sink: int, arg: str = "data") -> int | None:
     thread that returned that very object, then down through the callees that
     returned bytes, to the deepest (it is no longer on the stack at the sink)."""
     token = next((a.token for a in g.ev(sink).args if a.name == arg), 0)
-    if not token:
-        return None
     above = set(g.ancestors(sink))
+    if not token:
+        return _text_producer(g, sink, arg, above)
     found = g.find(lambda e: e.ret is not None and e.ret.token == token, g.ev(sink).thread, before=sink)
     found = [i for i in found if i not in above]
     if not found:
         return None
     return g.descend(found[0], _bytes_like)
+
+
+def _text_producer(g: TraceGraph, sink: int, arg: str, above: set[int]) -> int | None:
+    """Bytes without identity (a short body, b'6'): the latest earlier call on the sink's thread
+    that returned them, or the text they encode, then down through the callees that returned it."""
+    data = next((a.text for a in g.ev(sink).args if a.name == arg), "")
+    if not data.startswith(("b'", 'b"')):
+        return None
+    texts = {data, data[1:]}  # the bytes, and the same text as a str
+    found = [i for i in g.find(lambda e: e.ret is not None and e.ret.text in texts, g.ev(sink).thread, before=sink) if i not in above]
+    if not found:
+        return None
+    here = found[-1]
+    while True:
+        kids = [c for c in g.children.get(here, []) if g.ev(c).ret is not None and g.ev(c).ret.text in texts]
+        if not kids:
+            return here
+        here = kids[-1]
 
 
 def consumer(g: TraceGraph, source: int) -> int | None:
@@ -337,6 +355,12 @@ def _decides(v) -> bool:
     return v.name not in _RECEIVER and (_texty(v.text) or bool(v.token and v.text.startswith("<")))
 
 
+def v_short(v) -> bool:
+    """A short string or bytes value (not worth comparing by text elsewhere, but a sibling that returned it made it)."""
+    body = v.text[1:] if v.text.startswith("b") else v.text
+    return v.name not in _RECEIVER and body[:1] in ("'", '"') and 2 < len(body) < 4
+
+
 def _made(e: Event, v) -> bool:
     """Did call e make the value v: returned it, or built it as the object its __init__ set up?"""
     if _same(e.ret, v):
@@ -391,6 +415,11 @@ def producers(g: TraceGraph, c: int, floor: int = -1) -> list[tuple[int, int, st
     siblings = [s for s in g.children.get(e.parent, []) if s < c]
     above = set(g.ancestors(c))
     out: list[tuple[int, int, str]] = []
+    for v in (a for a in e.args if v_short(a)):
+        # a short text (an Engine.IO packet such as '6'): only a sibling that returned it made it
+        made = [s for s in siblings if g.ev(s).ret is not None and g.ev(s).ret.text == v.text]
+        if made:
+            out.append((_down(g, made[-1], v)[0], c, JOIN_RESULT))
     for v in (a for a in e.args if _decides(a)):
         made = [s for s in siblings if _made(g.ev(s), v)]
         if made:
@@ -458,6 +487,79 @@ def _floor(g: TraceGraph, part: Sequence[Step], thread: str) -> int:
     return first if g.ev(first).parent < 0 else g.ev(first).parent
 
 
+def _made_object(g: TraceGraph, i: int) -> int:
+    """The object call i made (returned, or set up as an __init__), when a call outside it took it later; else 0."""
+    e = g.ev(i)
+    token = e.ret.token if _object(e) else 0
+    if not token and e.func.endswith(".__init__"):
+        token = next((a.token for a in e.args if a.name == "self" and a.token), 0)
+    if not token:
+        return 0
+    later = g.find(lambda x: any(a.token == token and a.name not in _RECEIVER for a in x.args), e.thread, after=e.end)
+    return token if later else 0
+
+
+def _takes(e: Event, v) -> bool:
+    """Did call e take the value v (the same object, or for a value without identity, equal text)?"""
+    return any(a.name not in _RECEIVER and (a.token == v.token if v.token else a.text == v.text) for a in e.args)
+
+
+def _deepest_taker(g: TraceGraph, c: int, v) -> int:
+    """From c down through the first callee that took the value v too, as deep as it goes."""
+    while True:
+        kids = [k for k in g.children.get(c, []) if _takes(g.ev(k), v)]
+        if not kids:
+            return c
+        c = kids[0]
+
+
+def _parse_of(g: TraceGraph, taker: int, v) -> int | None:
+    """Where the text or bytes v that call ``taker`` received was parsed: down the callees that took
+    it too; under the deepest, the first call that made an object used later (the decoded fields);
+    else, when the deepest kept the bytes in its object (a buffer), the first later call of that
+    object's methods, up to its nearest caller that made such an object (the frame parser); else
+    the deepest itself, when it is below ``taker`` (it decoded into its own fields)."""
+    deepest = _deepest_taker(g, taker, v)
+    e = g.ev(deepest)
+    for i in range(deepest, e.end + 1):
+        if _made_object(g, i):
+            return i
+    kept = next((a.token for a in e.args if a.name == "self" and a.token), 0)
+    if kept and e.ret is not None and e.ret.text == "None" and deepest != taker:
+        later = g.find(lambda x: any(a.name == "self" and a.token == kept for a in x.args), e.thread, after=e.end)
+        for x in g.ancestors(later[0]) if later else ():
+            if _made_object(g, x):
+                return x
+    return deepest if deepest != taker else None
+
+
+def parsers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
+    """Where the values a part received were parsed (producer, user, ``parsed``): the bytes its first
+    hop read from a socket, and every text a hop took that an earlier hop of the part returned (the
+    message a wait returned, passed on to be decoded). The user is the parse's caller on the part."""
+    out: list[tuple[int, int, str]] = []
+    first = g.ev(part[0][0])
+    returned: list = []
+    if first.func in (SOCKET_C + "recv", SOCKET_C + "recv_into") and first.ret is not None and first.ret.token:
+        takers = g.find(lambda x: _takes(x, first.ret), first.thread, after=first.end)
+        if takers:
+            p = _parse_of(g, takers[0], first.ret)
+            if p is not None:
+                out.append((p, takers[0], JOIN_PARSED))
+    for i, edge in part:
+        e = g.ev(i)
+        if edge == EDGE_CALL:
+            for v in returned:
+                if _takes(e, v):
+                    p = _parse_of(g, i, v)
+                    if p is not None:
+                        out.append((p, i, JOIN_PARSED))
+                    break
+        if e.ret is not None and e.ret.text[:1] in ("'", '"', "b") and len(e.ret.text) > 2:
+            returned.append(e.ret)
+    return out
+
+
 PRODUCER_ROUNDS = 3  # a producer's producer, and that one's: deeper makers fold into them
 
 
@@ -473,7 +575,7 @@ def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[
         # The producers of the calls on the part; then those of the calls a detour put on it (the
         # parse that made what a producer used), until no detour adds a call.
         for _ in range(PRODUCER_ROUNDS):
-            found = []
+            found = parsers(g, part) if not seen else []
             for k in range(1, len(part)):
                 c, edge = part[k]
                 if edge == EDGE_CALL and g.ev(c).parent == part[k - 1][0] and c not in seen:
