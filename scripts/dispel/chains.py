@@ -456,7 +456,7 @@ def _parsed_under_sibling(g: TraceGraph, p: int, siblings: Sequence[int]) -> boo
     """Was p called, inside an earlier sibling of the user, by a call that took text: the object
     is the decoded fields of a parse (a packet's JSON arguments, decoded where the packet was)?"""
     home = next((s for s in siblings if s < p <= g.ev(s).end), None)
-    if home is None:
+    if home is None or not _object(g.ev(p)):
         return False
     return any(x != p and any(_texty(a.text) for a in g.ev(x).args if a.name not in _RECEIVER) for x in g.ancestors(p) if x >= home)
 
@@ -540,12 +540,19 @@ def parsers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
     out: list[tuple[int, int, str]] = []
     first = g.ev(part[0][0])
     returned: list = []
-    if first.func in (SOCKET_C + "recv", SOCKET_C + "recv_into") and first.ret is not None and first.ret.token:
+    read = value_text_to_python(first.ret.text) if first.func.startswith(SOCKET_C + "recv") and first.ret is not None else None
+    carried = _carried(read) if isinstance(read, bytes) else set()
+    if isinstance(read, bytes) and len(read) > 1:
         takers = g.find(lambda x: _takes(x, first.ret), first.thread, after=first.end)
-        if takers:
-            p = _parse_of(g, takers[0], first.ret)
-            if p is not None:
-                out.append((p, takers[0], JOIN_PARSED))
+        p = _parse_of(g, takers[0], first.ret) if takers else None
+        if p is not None:
+            out.append((p, takers[0], JOIN_PARSED))
+            squeezed = _compressed_payload(read)
+            if squeezed:  # permessage-deflate: where the frame's payload was inflated, under its parse
+                inflate = [x for x in range(p, g.ev(p).end + 1)
+                           if any(a.name not in _RECEIVER and a.text.startswith("b") and _py_bytes(a.text) == squeezed for a in g.ev(x).args)]
+                if inflate:
+                    out.append((inflate[-1], p, JOIN_PARSED))
     for i, edge in part:
         e = g.ev(i)
         if edge == EDGE_CALL:
@@ -555,9 +562,54 @@ def parsers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
                     if p is not None:
                         out.append((p, i, JOIN_PARSED))
                     break
-        if e.ret is not None and e.ret.text[:1] in ("'", '"', "b") and len(e.ret.text) > 2:
+        if e.ret is not None and e.ret.text[:1] in ("'", '"', "b") and _py_text(e.ret.text) in carried:
             returned.append(e.ret)
     return out
+
+
+def _py_bytes(text: str) -> bytes | None:
+    try:
+        v = value_text_to_python(text)
+    except (ValueError, SyntaxError):
+        return None
+    return v if isinstance(v, bytes) else None
+
+
+def _compressed_payload(data: bytes) -> bytes | None:
+    """A compressed WebSocket frame's payload as sent (unmasked), before inflating; None for any other bytes."""
+    layout = wire.frame_layout(data)
+    if layout is None or data.startswith((b"GET ", b"POST ", b"HTTP/")) or not (data[0] >> 4) & 0x4:
+        return None
+    start, _ = layout
+    payload = data[start:]
+    return wire.xor_mask(payload, data[start - 4 : start]) if data[1] >> 7 else payload
+
+
+def _py_text(text: str):
+    try:
+        v = value_text_to_python(text)
+    except (ValueError, SyntaxError):
+        return None
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v if isinstance(v, str) else None
+
+
+def _carried(data: bytes) -> set[str]:
+    """The texts a read's bytes carry: a WebSocket frame's payload (unmasked, inflated), an HTTP
+    body's packets (split at the record separator), and the Socket.IO text of each Engine.IO message."""
+    texts = []
+    layout = wire.frame_layout(data)
+    if layout is not None and not data.startswith((b"GET ", b"POST ", b"HTTP/")):
+        start, _ = layout
+        payload = data[start:]
+        if data[1] >> 7:
+            payload = wire.xor_mask(payload, data[start - 4 : start])
+        if (data[0] >> 4) & 0x4:
+            payload = wire.inflate(payload) or b""
+        texts.append(payload.decode("utf-8", "replace"))
+    else:
+        body = data.partition(b"\r\n\r\n")[2].decode("utf-8", "replace")
+        texts += body.split("\x1e") if body else []
+    return {t for t in texts if t} | {t[1:] for t in texts if t[:1] == "4" and len(t) > 1}
 
 
 PRODUCER_ROUNDS = 3  # a producer's producer, and that one's: deeper makers fold into them
