@@ -556,7 +556,8 @@ def parsers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
     for i, edge in part:
         e = g.ev(i)
         if edge == EDGE_CALL:
-            for v in returned:
+            took = [a for a in e.args if a.name not in _RECEIVER and a.text[:1] in ("'", '"') and _py_text(a.text) in carried]
+            for v in returned + took:
                 if _takes(e, v):
                     p = _parse_of(g, i, v)
                     if p is not None:

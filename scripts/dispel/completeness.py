@@ -203,24 +203,55 @@ def _same_value(value: bytes | str):
     return keys
 
 
-def maker(t: _Trace, value: bytes | str, sink: int) -> int | None:
-    """The call that made a sent value: the calls that returned it (outside the sink's own
-    callers), the latest before the sink on its thread or else on any thread; back to the first
-    that returned that very object (by identity); down to the deepest callee returning it."""
+def makers(t: _Trace, value: bytes | str, sink: int) -> list[int]:
+    """The call that made a sent value (several, when the trace kept one of identical cycles and
+    each could have): of the calls that returned it (outside the sink's own callers) and happened
+    before the sink, the nearest back along the hand-offs (_latest_back); back to the first that
+    returned that very object (by identity); down to the deepest callee returning it."""
     above = t.ancestors(sink)
     found = sorted({i for k in _same_value(value) for i in t.returned.get(k, ()) if i not in above and i != sink})
+    if not found:
+        return []
     before = t.before(sink)
     found = [i for i in found if i < before.get(t.ev(i).thread, -1)]
     if not found:
-        return None
-    thread = t.ev(sink).thread
-    mine = [i for i in found if t.ev(i).thread == thread]
-    last = mine[-1] if mine else found[-1]
-    token = t.ev(last).ret.token
-    if token:
-        first = [i for i in found if t.ev(i).ret.token == token]
-        last = first[0] if first else last
-    return _down(t, last, t.ev(last).ret)
+        return []
+    out = []
+    for last in _latest_back(t, found, sink):
+        token = t.ev(last).ret.token
+        if token:
+            first = [i for i in found if t.ev(i).ret.token == token]
+            last = first[0] if first else last
+        out.append(_down(t, last, t.ev(last).ret))
+    return out
+
+
+def _latest_back(t: _Trace, found: list[int], sink: int) -> list[int]:
+    """Of the calls that happened-before the sink, those nearest back along the hand-offs that led
+    to it: the latest on the sink's thread before it; else, through the latest hand-off into that
+    thread before then, the latest on the thread it came from; and so on back. A wait that several
+    notifies ended (the trace kept one of identical cycles) leads back to each of them: all count."""
+    frontier, seen = [sink], set()
+    while frontier:
+        here = []
+        nxt = []
+        for pos in frontier:
+            if pos in seen:
+                continue
+            seen.add(pos)
+            thread = t.ev(pos).thread
+            mine = [i for i in found if t.ev(i).thread == thread and i < pos]
+            if mine:
+                here.append(mine[-1])
+                continue
+            into = [(y, x) for x, y in t.edges if t.ev(y).thread == thread and y <= pos]
+            if into:
+                last = max(y for y, _ in into)
+                nxt += [x for y, x in into if y == last]
+        if here:
+            return sorted(set(here))
+        frontier = nxt
+    return [found[-1]]
 
 
 def _down(t: _Trace, i: int, v) -> int:
@@ -317,12 +348,17 @@ def findings(trace: TraceFile, chain: Chain, page: str | None = None, links: Seq
     for sink, way, data in wire_values(trace, chain):
         seen: set[int] = set()
         for layer in layers(data):
-            i = maker(t, layer, sink) if way == "sent" else reader(t, layer, sink)
-            if i is None or i in seen:
+            if way == "sent":
+                found = tuple(makers(t, layer, sink))
+            else:
+                i = reader(t, layer, sink)
+                found = (i,) if i is not None else ()
+            if not found or seen & set(found):
                 continue
-            seen.add(i)
-            missing = () if i in on else (i,)
-            out.append(Finding(page or chain.journey, _short(layer), way, (i,), missing, tuple(trace.events[m].func for m in missing)))
+            seen.update(found)
+            # one of them on the chain is enough (alternatives: identical cycles the trace kept once)
+            missing = () if set(found) & on else found[:1]
+            out.append(Finding(page or chain.journey, _short(layer), way, found, missing, tuple(trace.events[m].func for m in missing)))
     return out
 
 
