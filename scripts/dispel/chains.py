@@ -464,7 +464,7 @@ def _parsed_under_sibling(g: TraceGraph, p: int, siblings: Sequence[int]) -> boo
 def _step_time(g: TraceGraph, steps: Sequence[Step], k: int) -> int:
     """When a step happened on its thread: a call's start, or for a return the end of the call it left."""
     i, edge = steps[k]
-    return g.ev(steps[k - 1][0]).end if edge == EDGE_RETURN and k else i
+    return g.ev(steps[k - 1][0]).end + 1 if edge == EDGE_RETURN and k else i  # a return: after all of the call it left
 
 
 def insert_producer(g: TraceGraph, steps: list[Step], p: int, start: int, stop: int) -> list[Step] | None:
@@ -628,7 +628,7 @@ def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[
         # The producers of the calls on the part; then those of the calls a detour put on it (the
         # parse that made what a producer used), until no detour adds a call.
         for _ in range(PRODUCER_ROUNDS):
-            found = parsers(g, part) if not seen else []
+            found = (parsers(g, part) if not seen else []) + composers(g, part)
             for k in range(1, len(part)):
                 c, edge = part[k]
                 if edge == EDGE_CALL and g.ev(c).parent == part[k - 1][0] and c not in seen:
@@ -652,8 +652,66 @@ def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[
             if not grew:
                 break
         joins += kept_text(g, part, {p for p, _, _ in joins})
-        steps += part
+        before: list[Step] = []
+        for m, x, r in handoffs(g, part, {i for i, _ in steps}):
+            longer = insert_producer(g, part, r, 0, len(part))
+            if longer is None:
+                continue
+            part = _dedup(longer)
+            before += walk(g, [[m, x]])  # the object made and put on the queue, on its own thread
+            joins.append((x, r, JOIN_STORED))
+        steps += before + part
     return steps, joins
+
+
+def composers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
+    """The calls whose texts a hop of the part joined into the text it returned (a long-polling
+    payload of several packets, each encoded by its own call): (callee, joiner, ``result``), for a
+    joiner with at least two such callees."""
+    out: list[tuple[int, int, str]] = []
+    for i, _ in part:
+        e = g.ev(i)
+        whole = _py_text(e.ret.text) if e.ret is not None and _texty(e.ret.text) else None
+        if not whole:
+            continue
+        pieces = [c for c in g.children.get(i, []) if g.ev(c).ret is not None and _texty(g.ev(c).ret.text)
+                  and (t := _py_text(g.ev(c).ret.text)) and t != whole and t in whole]
+        if len(pieces) >= 2:
+            out += [(c, i, JOIN_RESULT) for c in pieces]
+    return out
+
+
+def handoffs(g: TraceGraph, part: Sequence[Step], earlier: set[int]) -> list[tuple[int, int, int]]:
+    """Objects a call of the part received from another thread through a container (a packet an
+    Engine.IO queue held): (maker, put, get). The get is the earlier call on the user's thread that
+    returned the object, a method of the container; the put is the container's method that took the
+    object on the maker's thread; the maker made it there (returned it, or set it up in __init__).
+    Left out when the put is on the chain already (the part followed that hand-off)."""
+    on = {i for i, _ in part} | earlier
+    out: list[tuple[int, int, int]] = []
+    done: set[int] = set()
+    for c, edge in part:
+        if edge != EDGE_CALL:
+            continue
+        e = g.ev(c)
+        above = set(g.ancestors(c))
+        for v in e.args:
+            if not (v.token and v.text.startswith("<")) or v.token in done:
+                continue
+            gets = [r for r in g.find(lambda x: x.ret is not None and x.ret.token == v.token, e.thread, before=c)
+                    if r not in above and g.ev(g.ev(r).parent).ret is not None and g.ev(g.ev(r).parent).ret.token != v.token]
+            for r in gets[:1]:
+                box = next((a.token for a in g.ev(r).args if a.name == "self" and a.token), 0)
+                puts = g.find(lambda x: x.thread != e.thread and any(a.name == "self" and a.token == box for a in x.args)
+                              and any(a.token == v.token and a.name not in _RECEIVER for a in x.args)) if box else []
+                if not puts or puts[0] in on:
+                    continue
+                x = puts[0]
+                makers = [m for m in g.find(lambda y: _made(y, v), g.ev(x).thread, before=x) if m not in set(g.ancestors(x))]
+                if makers:
+                    done.add(v.token)
+                    out.append((makers[0], x, r))
+    return out
 
 
 def kept_text(g: TraceGraph, part: Sequence[Step], known: set[int]) -> list[tuple[int, int, str]]:

@@ -60,8 +60,8 @@ def layers(data: bytes) -> list[bytes | str]:
     (unmasked), inflated when compressed, and its text; an HTTP message's body and the packets of a
     long-polling payload (split at the record separator)."""
     out: list[bytes | str] = [data]
-    layout = wire.frame_layout(data)
-    if layout is not None and not data.startswith((b"HTTP/", b"GET ", b"POST ")):
+    layout = wire.frame_layout(data) if _framed(data) else None
+    if layout is not None:
         b0, b1 = data[0], data[1]
         start, _ = layout
         payload = data[start:]
@@ -80,6 +80,9 @@ def layers(data: bytes) -> list[bytes | str]:
             out.append(payload)
         return out
     head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep and not data[:1].isalpha():  # a long-polling body written on its own (a chunk)
+        head, sep, body = b"", b"\r\n\r\n", data
+        out = [data]
     if sep and body:
         text = body.decode("utf-8", "replace")
         if head.lower().find(b"transfer-encoding: chunked") >= 0:
@@ -99,6 +102,12 @@ def _packets(text: str) -> list[str]:
     if text[:1] == "4" and len(text) > 1:
         out.append(text[1:])
     return out
+
+
+def _framed(data: bytes) -> bool:
+    """Do the bytes begin like a WebSocket frame: a defined opcode, and no reserved bit but
+    permessage-deflate's (an HTTP message or a long-polling body does not)?"""
+    return len(data) >= 2 and (data[0] & 0x0F) in (0, 1, 2, 8, 9, 10) and (data[0] >> 4) & 0x3 == 0
 
 
 def _unchunk(body: bytes) -> bytes:
