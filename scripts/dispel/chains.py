@@ -547,6 +547,7 @@ def parsers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
         p = _parse_of(g, takers[0], first.ret) if takers else None
         if p is not None:
             out.append((p, takers[0], JOIN_PARSED))
+            out += _acted_on(g, part, p)
             squeezed = _compressed_payload(read)
             if squeezed:  # permessage-deflate: where the frame's payload was inflated, under its parse
                 inflate = [x for x in range(p, g.ev(p).end + 1)
@@ -565,6 +566,32 @@ def parsers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
                     break
         if e.ret is not None and e.ret.text[:1] in ("'", '"', "b") and _py_text(e.ret.text) in carried:
             returned.append(e.ret)
+    return out
+
+
+def _acted_on(g: TraceGraph, part: Sequence[Step], parse: int) -> list[tuple[int, int, str]]:
+    """What the reader did next with what it parsed: the outermost of the calls above the parse that
+    returned objects (the event: a close, a message), then the later calls beside it that took
+    that object, and what they returned (a close's response, and the send of it): (user, maker,
+    ``result``). Two steps at most."""
+    above = []
+    for a in g.ancestors(parse):
+        if not _object(g.ev(a)):
+            break
+        above.append(a)
+    if not above:
+        return []
+    out: list[tuple[int, int, str]] = []
+    source = above[-1]
+    for _ in range(2):
+        token = g.ev(source).ret.token if _object(g.ev(source)) else 0
+        parent = g.ev(source).parent
+        nxt = [k for k in g.children.get(parent, []) if k > g.ev(source).end and any(a.token == token for a in g.ev(k).args)] if token else []
+        if not nxt:
+            break
+        user = _deepest_taker(g, nxt[0], next(a for a in g.ev(nxt[0]).args if a.token == token))
+        out.append((user, source, JOIN_RESULT))
+        source = nxt[0]
     return out
 
 
@@ -628,7 +655,7 @@ def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[
         # The producers of the calls on the part; then those of the calls a detour put on it (the
         # parse that made what a producer used), until no detour adds a call.
         for _ in range(PRODUCER_ROUNDS):
-            found = (parsers(g, part) if not seen else []) + composers(g, part)
+            found = (parsers(g, part) + compressors(g, part) if not seen else []) + composers(g, part)
             for k in range(1, len(part)):
                 c, edge = part[k]
                 if edge == EDGE_CALL and g.ev(c).parent == part[k - 1][0] and c not in seen:
@@ -662,6 +689,26 @@ def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[
             joins.append((x, r, JOIN_STORED))
         steps += before + part
     return steps, joins
+
+
+def compressors(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
+    """Where the payload of a compressed frame the part ends by sending was compressed
+    (permessage-deflate): the last call before the send on its thread that took the payload as it
+    was before compression (the compressor returns it with the frame's bits, not alone): (that
+    call, the send, ``result``)."""
+    sink = part[-1][0]
+    e = g.ev(sink)
+    if e.func not in (SOCKET_C + "send", SOCKET_C + "sendall"):
+        return []
+    data = _py_bytes(next((a.text for a in e.args if a.name == "data"), ""))
+    squeezed = _compressed_payload(data) if data else None
+    clear = wire.inflate(squeezed) if squeezed else None
+    if not clear:
+        return []
+    above = set(g.ancestors(sink))
+    took = [i for i in g.find(lambda x: any(a.name not in _RECEIVER and a.text[:1] in ("'", '"', "b") and _py_text(a.text) == clear.decode("utf-8", "replace")
+                                            for a in x.args), e.thread, before=sink) if i not in above]
+    return [(took[-1], sink, JOIN_RESULT)] if took else []
 
 
 def composers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:

@@ -322,6 +322,30 @@ def reader(t: _Trace, value: bytes | str, source: int) -> int | None:
     return deepest
 
 
+def compressed(data: bytes) -> tuple[bytes, bytes] | None:
+    """A compressed WebSocket frame's (payload as sent, payload inflated); None for other bytes,
+    or a payload that cannot be inflated on its own (it refers back to earlier messages)."""
+    layout = wire.frame_layout(data) if _framed(data) else None
+    if layout is None or not (data[0] >> 4) & 0x4:
+        return None
+    start, _ = layout
+    payload = data[start:]
+    if data[1] >> 7:
+        payload = wire.xor_mask(payload, data[start - 4 : start])
+    clear = wire.inflate(payload)
+    return (payload, clear) if clear is not None else None
+
+
+def compressor(t: _Trace, clear: bytes, sink: int) -> list[int]:
+    """Where compressed bytes sent were made: the compressor does not return them alone (wsproto's
+    returns them with the frame's bits), so it is the last call before the sink on its thread that
+    took the payload as it was before compression."""
+    above = t.ancestors(sink)
+    took = sorted({i for k in _same_value(clear) for i in t.took.get(k, ())
+                   if t.ev(i).thread == t.ev(sink).thread and i < sink and i not in above})
+    return took[-1:]
+
+
 def _short(value: bytes | str, limit: int = 60) -> str:
     text = wire.printable(value) if isinstance(value, bytes) else value
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -356,8 +380,11 @@ def findings(trace: TraceFile, chain: Chain, page: str | None = None, links: Seq
     out = []
     for sink, way, data in wire_values(trace, chain):
         seen: set[int] = set()
+        squeezed = compressed(data)
         for layer in layers(data):
-            if way == "sent":
+            if way == "sent" and squeezed is not None and layer == squeezed[0]:
+                found = tuple(compressor(t, squeezed[1], sink))
+            elif way == "sent":
                 found = tuple(makers(t, layer, sink))
             else:
                 i = reader(t, layer, sink)
