@@ -655,12 +655,15 @@ def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[
         # The producers of the calls on the part; then those of the calls a detour put on it (the
         # parse that made what a producer used), until no detour adds a call.
         for _ in range(PRODUCER_ROUNDS):
-            found = (parsers(g, part) + compressors(g, part) if not seen else []) + composers(g, part)
+            # the producers of what each call received first: a parse joins to the call that used its result
+            found = []
+            extra = (parsers(g, part) + compressors(g, part) if not seen else []) + composers(g, part)
             for k in range(1, len(part)):
                 c, edge = part[k]
                 if edge == EDGE_CALL and g.ev(c).parent == part[k - 1][0] and c not in seen:
                     seen.add(c)
                     found += producers(g, c, floor=min(_floor(g, part, g.ev(c).thread), c))
+            found += extra
             first_use: dict[int, tuple[int, int, str]] = {}
             for x in found:
                 if x[0] not in joined:
