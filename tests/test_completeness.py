@@ -11,11 +11,15 @@ import zlib
 from pathlib import Path
 
 import pytest
-from dispel import catalog, chains, completeness, finders, installed, verify
-from dispel.model import EDGE_CALL, EDGE_ENTRY, JOIN_PARSED, JOIN_RESULT, JOIN_STORED
+from dispel import catalog
+from dispel.chains import build as chains, finders
+from dispel.check import completeness
+from dispel.check import stage as verify
+from dispel.model import EDGE_ENTRY, JOIN_PARSED, JOIN_RESULT, JOIN_STORED
+from dispel.pins import installed
 from dispel.project import Project
-from dispel.tracefile import chain_from_dict, chain_to_dict, trace_from_json
-from dispel.values import value_text_to_python
+from dispel.tracefiles.codec import chain_from_dict, chain_to_dict, trace_from_json
+from dispel.tracefiles.values import value_text_to_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
