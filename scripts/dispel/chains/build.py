@@ -415,11 +415,6 @@ def producers(g: TraceGraph, c: int, floor: int = -1) -> list[tuple[int, int, st
     siblings = [s for s in g.children.get(e.parent, []) if s < c]
     above = set(g.ancestors(c))
     out: list[tuple[int, int, str]] = []
-    for v in (a for a in e.args if v_short(a)):
-        # a short text (an Engine.IO packet such as '6'): only a sibling that returned it made it
-        made = [s for s in siblings if g.ev(s).ret is not None and g.ev(s).ret.text == v.text]
-        if made:
-            out.append((_down(g, made[-1], v)[0], c, JOIN_RESULT))
     for v in (a for a in e.args if _decides(a)):
         made = [s for s in siblings if _made(g.ev(s), v)]
         if made:
@@ -450,6 +445,21 @@ def producers(g: TraceGraph, c: int, floor: int = -1) -> list[tuple[int, int, st
                 out.append((_down(g, maker[0], v)[0], fed, JOIN_STORED))
     seen: set[int] = set()
     return [p for p in out if not (p[0] in seen or seen.add(p[0]))]
+
+
+def short_made(g: TraceGraph, c: int) -> list[tuple[int, int, str]]:
+    """A short text call c received (an Engine.IO packet such as ``'6'``): only an earlier sibling
+    that returned it made it (a value so short is compared nowhere else)."""
+    e = g.ev(c)
+    if e.parent < 0:
+        return []
+    siblings = [s for s in g.children.get(e.parent, []) if s < c]
+    out = []
+    for v in (a for a in e.args if v_short(a)):
+        made = [s for s in siblings if g.ev(s).ret is not None and g.ev(s).ret.text == v.text]
+        if made:
+            out.append((_down(g, made[-1], v)[0], c, JOIN_RESULT))
+    return out
 
 
 def _parsed_under_sibling(g: TraceGraph, p: int, siblings: Sequence[int]) -> bool:
@@ -663,6 +673,8 @@ def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[
                 if edge == EDGE_CALL and g.ev(c).parent == part[k - 1][0] and c not in seen:
                     seen.add(c)
                     found += producers(g, c, floor=min(_floor(g, part, g.ev(c).thread), c))
+                    extra += short_made(g, c)
+            detail = {x[0] for x in extra} - {x[0] for x in found}
             found += extra
             first_use: dict[int, tuple[int, int, str]] = {}
             for x in found:
@@ -671,13 +683,14 @@ def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[
             grew = False
             for p, user, kind in first_use.values():
                 joined.add(p)
+                # a parse, an inflate or deflate, a joiner's piece: detail on the chain, folded (no join)
                 if p in {i for i, _ in part}:
-                    joins.append((p, user, kind))
+                    joins += [] if p in detail else [(p, user, kind)]
                     continue
                 longer = insert_producer(g, part, p, 0, len(part))
                 if longer is not None:
                     part = _dedup(longer)
-                    joins.append((p, user, kind))
+                    joins += [] if p in detail else [(p, user, kind)]
                     grew = True
             if not grew:
                 break
