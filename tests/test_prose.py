@@ -39,15 +39,15 @@ def test_the_committed_pages_have_no_prose_problem(site):
 
 # (journey, hop, seeded sentence, rule, what the problem says)
 MUTATIONS = [
-    ("upgrade", 36, "It then wakes `request-2`.", "thread", "thread request-2 is not on this page"),
+    ("upgrade", 38, "It then wakes `request-2`.", "thread", "thread request-2 is not on this page"),
     ("upgrade", 0, "The GET waits on `handler-7`.", "thread", "thread handler-7 is not on this page"),
     ("polling", 10, "The `server` thread accepted it.", "thread", "thread server is not on this page"),
-    ("upgrade", 36, "Runs on Engine.IO's writer thread.", "runs-on", "says it runs on a writer thread; the hop runs on request-5"),
+    ("upgrade", 38, "Runs on Engine.IO's writer thread.", "runs-on", "says it runs on a writer thread; the hop runs on request-5"),
     ("broadcast", 25, "This runs on the request thread.", "runs-on", "says it runs on a request thread; the hop runs on eio-writer-1"),
     ("polling", 10, "The highlighted line opens a new session with `_handle_connect`.", "highlighted", "`_handle_connect` is quoted as highlighted"),
     ("polling", 50, "Here the highlighted line is `packets = self.poll()`.", "highlighted", "`packets = self.poll()` is quoted as highlighted"),
-    ("upgrade", 57, "It calls `self.poll()` (highlighted).", "highlighted", "`self.poll()` is quoted as highlighted"),
-    ("upgrade", 41, "The first byte is `0x81`, a final text frame.", "byte", "0x81 is in no WebSocket frame header on this page"),
+    ("upgrade", 61, "It calls `self.poll()` (highlighted).", "highlighted", "`self.poll()` is quoted as highlighted"),
+    ("upgrade", 43, "The first byte is `0x81`, a final text frame.", "byte", "0x81 is in no WebSocket frame header on this page"),
     ("upgrade", 17, "The second byte, `0xA3`, holds the length.", "byte", "0xA3 is in no WebSocket frame header"),
     ("upgrade", 17, "It calls `FrameDecoder.process_buffer()` (not a hop: it has returned).", "hop-ref", "FrameDecoder.process_buffer() is said not to be a hop, but it is hop 18"),
     ("broadcast", 11, "The writer, `SimpleWebSocketWSGI.send` (hop 27), sends it.", "hop-ref", "hop 27 is Socket._websocket_handler.<locals>.writer, not SimpleWebSocketWSGI.send"),
@@ -112,8 +112,9 @@ def test_an_annotation_that_types_the_executed_line_fails(site):
     assert prose.typed_lines(texts, chains) == []
     key = "engineio.socket:Socket.send"  # executes line 77 wherever it runs
     found = prose.typed_lines(dict(texts, **{key: texts[key] + " Line 77 queues it."}), chains)
+    hop = next(n for n, h in enumerate(chains["ack"].hops, 1) if h.func.key == key)
     assert found == [
-        f"prose: annotation {key}: types 'Line 77', the executed line of ack hop 77: "
+        f"prose: annotation {key}: types 'Line 77', the executed line of ack hop {hop}: "
         "write line {{lineno}}, quote {{line}} or say the highlighted line [typed-line]"
     ]
     keyed = "threading:Thread.run@upgrade"
@@ -136,12 +137,12 @@ def test_the_prose_check_runs_in_dispel_check(tmp_path: Path):
     shutil.copytree(ROOT / "docs", copy / "docs")
     shutil.copytree(ROOT / "traces", copy / "traces")
     page = copy / "docs" / "chains" / "upgrade.md"
-    page.write_text(seeded(page.read_text(encoding="utf-8"), 36, "Runs on Engine.IO's writer thread."), encoding="utf-8")
+    page.write_text(seeded(page.read_text(encoding="utf-8"), 38, "Runs on Engine.IO's writer thread."), encoding="utf-8")
     notes = copy / "docs" / "annotations" / "socketio_stack.yml"
     text = notes.read_text(encoding="utf-8")
     notes.write_text(text.replace("with {{line}}, and logs it.", "with line 77, and logs it."), encoding="utf-8")
     failures = verify.check(Project(copy)).failures
-    assert any(f.startswith("prose: docs/chains/upgrade.md: hop 36: says it runs on a writer thread") for f in failures), failures
+    assert any(f.startswith("prose: docs/chains/upgrade.md: hop 38: says it runs on a writer thread") for f in failures), failures
     assert any(f.startswith("prose: annotation engineio.socket:Socket.send: types 'line 77'") for f in failures), failures
 
 

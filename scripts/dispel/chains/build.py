@@ -697,6 +697,8 @@ def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[
         joins += kept_text(g, part, {p for p, _, _ in joins})
         before: list[Step] = []
         for m, x, r in handoffs(g, part, {i for i, _ in steps}):
+            if not _after_earlier_part(g, steps, m):
+                continue  # its own part must follow an earlier one (nothing to follow in a chain's first part)
             longer = insert_producer(g, part, r, 0, len(part))
             if longer is None:
                 continue
@@ -742,6 +744,20 @@ def composers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]
         if len(pieces) >= 2:
             out += [(c, i, JOIN_RESULT) for c in pieces]
     return out
+
+
+def _after_earlier_part(g: TraceGraph, steps: Sequence[Step], m: int) -> bool:
+    """Did an event of the earlier parts happen before m (same thread earlier, or a hand-off leads to it)?"""
+    thread = g.ev(m).thread
+    if any(g.ev(i).thread == thread and i < m for i, _ in steps):
+        return True
+    for i in {i for i, _ in steps}:
+        try:
+            thread_route(g, i, m)
+            return True
+        except JourneyError:
+            continue
+    return False
 
 
 def handoffs(g: TraceGraph, part: Sequence[Step], earlier: set[int]) -> list[tuple[int, int, int]]:
