@@ -237,3 +237,11 @@ def test_dispel_check_fails_on_a_chain_without_its_maker(project):
     assert "socketio.packet:Packet.encode" in mine[0]
     assert not any(line.startswith("drift") for line in result.failures)
     assert result.completeness.startswith("completeness: ") and " of " in result.completeness
+
+
+def test_audit_says_how_many_values_have_both(built):
+    from dispel import stages
+
+    line = stages.chains_completeness(Project(ROOT), built, None)
+    m = __import__("re").fullmatch(r"completeness: (\d+) of (\d+) wire values have their maker or reader on the chain \((\d+) pages\)", line)
+    assert m and m.group(1) == m.group(2) and int(m.group(3)) == len(built)
