@@ -479,7 +479,8 @@ def _step_time(g: TraceGraph, steps: Sequence[Step], k: int) -> int:
 
 def insert_producer(g: TraceGraph, steps: list[Step], p: int, start: int, stop: int) -> list[Step] | None:
     """Steps with a detour through producer p, at the point of the part (steps[start:stop]) where it ran:
-    between two steps of its thread that happened before and after it. None when no such point."""
+    between two steps of its thread that happened before and after it, or under the part's last
+    call (the part then ends there). None when no such point."""
     thread = g.ev(p).thread
     for j in range(stop - 2, start - 1, -1):
         a, b = steps[j][0], steps[j + 1][0]
@@ -487,6 +488,9 @@ def insert_producer(g: TraceGraph, steps: list[Step], p: int, start: int, stop: 
             continue
         if _step_time(g, steps, j) <= p < _step_time(g, steps, j + 1):
             return steps[: j + 1] + tree_path(g, a, p) + tree_path(g, p, b) + steps[j + 2 :]
+    last = steps[stop - 1][0]
+    if stop == len(steps) and steps[stop - 1][1] != EDGE_RETURN and last < p <= g.ev(last).end:
+        return steps + tree_path(g, last, p)  # inside the part's last call: the part ends down there
     return None
 
 
@@ -523,7 +527,7 @@ def _deepest_taker(g: TraceGraph, c: int, v) -> int:
         c = kids[0]
 
 
-def _parse_of(g: TraceGraph, taker: int, v) -> int | None:
+def _parse_of(g: TraceGraph, taker: int, v, itself: bool = False) -> int | None:
     """Where the text or bytes v that call ``taker`` received was parsed: down the callees that took
     it too; under the deepest, the first call that made an object used later (the decoded fields);
     else, when the deepest kept the bytes in its object (a buffer), the first later call of that
@@ -540,7 +544,7 @@ def _parse_of(g: TraceGraph, taker: int, v) -> int | None:
         for x in g.ancestors(later[0]) if later else ():
             if _made_object(g, x):
                 return x
-    return deepest if deepest != taker else None
+    return deepest if deepest != taker or itself else None
 
 
 def parsers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
@@ -576,6 +580,17 @@ def parsers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
                     break
         if e.ret is not None and e.ret.text[:1] in ("'", '"', "b") and _py_text(e.ret.text) in carried:
             returned.append(e.ret)
+    # a text the read carried that no hop of the part took (an HTTP body a route reads itself):
+    # the first call on the reading thread that took it, and its parse
+    seen = {_py_text(v.text) for v in returned} | {_py_text(a.text) for i, _ in part for a in g.ev(i).args}
+    for text in sorted(carried - seen):
+        takers = g.find(lambda x: any(a.name not in _RECEIVER and a.text[:1] in ("'", '"', "b") and _py_text(a.text) == text for a in x.args),
+                        first.thread, after=first.end)
+        if takers and len(text) >= 4:
+            v = next(a for a in g.ev(takers[0]).args if a.name not in _RECEIVER and _py_text(a.text) == text)
+            p = _parse_of(g, takers[0], v, itself=True)
+            if p is not None and _object(g.ev(p)):
+                out.append((p, takers[0], JOIN_PARSED))
     return out
 
 
