@@ -240,7 +240,7 @@ def test_dispel_check_fails_on_a_chain_without_its_maker(project):
 
 
 def test_audit_says_how_many_values_have_both(built):
-    from dispel import stages
+    from dispel.review import stage as stages
 
     line = stages.chains_completeness(Project(ROOT), built, None)
     m = __import__("re").fullmatch(r"completeness: (\d+) of (\d+) wire values have their maker or reader on the chain \((\d+) pages\)", line)
