@@ -32,7 +32,7 @@ def traces():
 
 @pytest.fixture(scope="module")
 def built(traces):
-    return finders.build_all(traces, installed.source_lines(traces))
+    return finders.build_all(traces, installed.lines_by_source(traces))
 
 
 def trace_of(traces, chain):
