@@ -556,6 +556,8 @@ def parsers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
     returned: list = []
     read = value_text_to_python(first.ret.text) if first.func.startswith(SOCKET_C + "recv") and first.ret is not None else None
     carried = _carried(read) if isinstance(read, bytes) else set()
+    if isinstance(read, bytes) and read[:1].isalpha() and b"\r\n" in read:
+        out += _head_parse(g, first, read)
     if isinstance(read, bytes) and len(read) > 1:
         takers = g.find(lambda x: _takes(x, first.ret), first.thread, after=first.end)
         p = _parse_of(g, takers[0], first.ret) if takers else None
@@ -592,6 +594,20 @@ def parsers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
             if p is not None and _object(g.ev(p)):
                 out.append((p, takers[0], JOIN_PARSED))
     return out
+
+
+def _head_parse(g: TraceGraph, read: Event, data: bytes) -> list[tuple[int, int, str]]:
+    """Where an HTTP request's head was parsed (it is read line by line, so no call takes it whole):
+    the first call after the read on its thread that took a text of two lines or more of it, and its
+    parse (``parsed``)."""
+    head = data.partition(b"\r\n\r\n")[0].decode("latin-1")
+    for x in g.find(lambda e: True, read.thread, after=read.end):
+        for a in g.ev(x).args:
+            text = _py_text(a.text) if a.name not in _RECEIVER and a.text[:1] in ("'", '"', "b") else None
+            if text and text.count("\r\n") >= 2 and text.rstrip("\r\n") in head:
+                p = _parse_of(g, x, a, itself=True)
+                return [(p, x, JOIN_PARSED)] if p is not None else []
+    return []
 
 
 def _acted_on(g: TraceGraph, part: Sequence[Step], parse: int) -> list[tuple[int, int, str]]:

@@ -347,6 +347,26 @@ def compressor(t: _Trace, clear: bytes, sink: int) -> list[int]:
     return took[-1:]
 
 
+def head_reader(t: _Trace, data: bytes, source: int) -> int | None:
+    """The reader of an HTTP request's head, which no call takes whole (it is read line by line from
+    a file over the socket): the first call on the reading thread after the read that took a text
+    of at least two of its lines, and under it, as for any value, where it was parsed."""
+    if not data[:1].isalpha() or b"\r\n" not in data:
+        return None
+    head = data.partition(b"\r\n\r\n")[0].decode("latin-1")
+    e = t.ev(source)
+    for i in range(e.index + 1, len(t.events)):
+        x = t.ev(i)
+        if x.thread != e.thread:
+            break
+        for a in x.args:
+            v = _py(a.text) if a.name not in ("self", "cls") else None
+            text = v.decode("latin-1") if isinstance(v, bytes) else v
+            if text and text.count("\r\n") >= 2 and text.rstrip("\r\n") in head:
+                return reader(t, v, source)
+    return None
+
+
 def _short(value: bytes | str, limit: int = 60) -> str:
     text = wire.printable(value) if isinstance(value, bytes) else value
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -389,6 +409,8 @@ def findings(trace: TraceFile, chain: Chain, page: str | None = None, links: Seq
                 found = tuple(makers(t, layer, sink))
             else:
                 i = reader(t, layer, sink)
+                if i is None and isinstance(layer, bytes) and layer is data:
+                    i = head_reader(t, data, sink)
                 found = (i,) if i is not None else ()
             if not found or seen & set(found):
                 continue
