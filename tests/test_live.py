@@ -231,3 +231,33 @@ def test_a_live_session_stopped_by_sigint_builds_the_scenarios_journeys_and_its_
         (APPS / "saved_live.toml").unlink()
     assert replayed.returncode == 0, replayed.stderr
     assert sorted(journeys(tmp_path / "replayed")) == sorted(live_journeys)
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_during_the_build_leaves_nothing(tmp_path):
+    proc, port = start_live(tmp_path / "out", "--app", "ns_chat:socketio", "--duration", "6")
+    try:
+        drive(port, APPS / "ns_chat.toml")
+        for line in proc.stdout:
+            if line.startswith("redacted "):  # the child wrote its trace: the build is next
+                break
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr.strip() == "dispel: interrupted"
+    assert list(tmp_path.iterdir()) == []  # neither the report nor its temporary folder
+
+
+def test_a_saved_scenario_whose_secret_is_not_set_is_one_line(tmp_path):
+    (tmp_path / "app.py").write_text("from flask import Flask\nfrom flask_socketio import SocketIO\n"
+                                     "app = Flask(__name__)\nsocketio = SocketIO(app, async_mode='threading')\n")
+    (tmp_path / "s.toml").write_text('[app]\nimport = "app:socketio"\n[clients.a]\nauth = { token = { env = "DISPEL_SECRET_NOPE" } }\n'
+                                     '[[steps]]\ndo = "connect"\n')
+    env = {k: v for k, v in os.environ.items() if k != "DISPEL_SECRET_NOPE"}
+    proc = subprocess.run([sys.executable, "-m", "dispel", "report", "--scenario", "s.toml", "--out", str(tmp_path / "out")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert "reads the secret DISPEL_SECRET_NOPE from the environment, which is not set" in one_error(proc)
+    assert not (tmp_path / "out").exists()

@@ -111,6 +111,7 @@ def _record(scenario: Path, traces: Path, timeout: float | None, root: Path | No
 
 
 SAID_PREFIXES = (RUNNING, "app: ", "error in the app: ")
+STOPPED = "stopped ("  # the live recording child's line once it stopped recording (dispel.live)
 SERVER_BANNER = (" * Serving Flask app", " * Debug mode", "WARNING: This is a development server", " * Running on")
 
 
@@ -588,11 +589,11 @@ def _record_live(argv: list[str], stderr_path: Path) -> list[str]:
     with open(stderr_path, "w") as err:
         proc = subprocess.Popen(argv, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1,
                                 start_new_session=True)  # a terminal's Ctrl-C reaches only this process, which forwards it
-        interrupts = []
+        stopped = []  # the child said it stopped recording: a Ctrl-C from now on stops this run
 
         def on_sigint(signum, frame) -> None:
-            interrupts.append(signum)
-            if len(interrupts) == 1 and proc.poll() is None:
+            if not stopped and proc.poll() is None:
+                stopped.append(signum)
                 proc.send_signal(signal.SIGINT)
                 return
             raise KeyboardInterrupt
@@ -603,6 +604,8 @@ def _record_live(argv: list[str], stderr_path: Path) -> list[str]:
             assert proc.stdout is not None
             for line in proc.stdout:
                 line = line.rstrip("\n")
+                if line.startswith(STOPPED):
+                    stopped.append(0)
                 if line.startswith(SERVER_BANNER):
                     continue  # werkzeug's and Flask's start-up lines: the URL line says where it serves
                 if line.startswith(SAID_PREFIXES) or line.startswith("redacted "):
