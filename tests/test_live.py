@@ -261,3 +261,95 @@ def test_a_saved_scenario_whose_secret_is_not_set_is_one_line(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert "reads the secret DISPEL_SECRET_NOPE from the environment, which is not set" in one_error(proc)
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- acceptance: the sample app's chat page in Chromium
+
+PORT_OR_ID = re.compile(r"(?<=[:=])\d{4,5}\b|\b[A-Za-z0-9_-]{20}\b|<(?:sid|eio-sid|sio-sid|port)[^>]*>")
+
+
+def normalised(value: str | None) -> str:
+    return PORT_OR_ID.sub("<x>", value or "")
+
+
+def hop_differences(name: str, live, scripted) -> list[str]:
+    """What differs between two chains of the same journey after ports and ids are normalised:
+    hops added or left out (aligned by function, line and edge), then the values of aligned hops
+    (the first place they differ, with some context)."""
+    import difflib
+
+    def key(h):
+        return (h.func.key, h.line, h.edge)
+
+    out = []
+    a, b = [key(h) for h in live.hops], [key(h) for h in scripted.hops]
+    pairs = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            pairs += zip(range(i1, i2), range(j1, j2))
+        else:
+            shown = lambda ks: ", ".join(f"{k[0]}:{k[1]}" for k in ks) or "nothing"  # noqa: E731
+            out.append(f"{name}: live hops {i1 + 1}-{i2} ({shown(a[i1:i2])}) where the browser scenario has hops {j1 + 1}-{j2} ({shown(b[j1:j2])})")
+    for i, j in pairs:
+        x, y = normalised(live.hops[i].value), normalised(scripted.hops[j].value)
+        if x != y:
+            at = next((k for k, (c, d) in enumerate(zip(x, y)) if c != d), min(len(x), len(y)))
+            out.append(f"{name}#{i + 1} ({live.hops[i].func.key}): value differs at {at}: {x[max(0, at - 20):at + 40]!r} live, "
+                       f"{y[max(0, at - 20):at + 40]!r} in the browser scenario")
+    return out
+
+
+@pytest.mark.slow
+def test_acceptance_the_chat_page_in_chromium_gives_the_browser_scenarios_journeys(tmp_path):
+    from dispel import browser
+    from dispel.installed import source_lines
+    from dispel.project import Project
+    from dispel.report import build_chains
+    from dispel.stages import load_traces
+
+    why = browser.unavailable()
+    if why:
+        pytest.skip(why)
+    proc, port = start_live(tmp_path / "live", "--app", "sample_app.app:socketio", "--save-scenario", str(tmp_path / "browser.toml"),
+                            cwd=ROOT / "scripts")
+    try:
+        time.sleep(0.5)
+        client = browser.BrowserClient(port)
+        try:
+            for step in ("connect", "chat", "join", "ack", "disconnect"):  # the page's own steps (catalog: browser)
+                client.step(step, 20)
+                time.sleep(0.3)
+        finally:
+            client.close()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    live_chains = {p.stem: p for p in (tmp_path / "live" / "traces" / "chains").glob("*.json")}
+    committed = load_traces(Project(ROOT))["browser"]
+    _, scripted, _ = build_chains(committed, source_lines({"browser": committed}, ROOT / "scripts"))
+    assert sorted(live_chains) == sorted(scripted)
+    from dispel.tracefile import chain_from_dict
+
+    differences = []
+    for name in sorted(scripted):
+        differences += hop_differences(name, chain_from_dict(json.loads(live_chains[name].read_text())), scripted[name])
+    out = os.environ.get("DISPEL_LIVE_DIFFERENCES")
+    if out:  # the list for the closing note
+        Path(out).write_text("\n".join(differences) + "\n")
+    assert 'transport = "upgrade"' in (tmp_path / "browser.toml").read_text()
+    # the one difference: the scenario serves the sample app through its main(), the live mode (as a
+    # scenario file does) through SocketIO.run itself
+    assert len(differences) == 1 and differences[0].startswith("run: live hops 1-1 (flask_socketio:SocketIO.run:"), differences
+    assert "where the browser scenario has hops 1-2 (sample_app.app:main:" in differences[0]
+    # the saved scenario replays the session deterministically: twice, the same trace, byte for byte
+    traces = []
+    for n in (1, 2):
+        done = dispel("record", "--scenario", str(tmp_path / "browser.toml"), "--out", str(tmp_path / f"replay{n}"),
+                      "--root", str(ROOT / "scripts"), cwd=ROOT / "scripts", timeout=300)
+        assert done.returncode == 0, done.stderr
+        traces.append((tmp_path / f"replay{n}" / "browser.json").read_bytes())
+    assert traces[0] == traces[1]

@@ -223,6 +223,7 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
     from .project import write_atomic
     from .stages import trace_from_recording
     from .tracefile import trace_to_json
+    from .values import BROWSER_IDENTITY
 
     app_root = str((root or Path.cwd()).resolve())
     if not Path(app_root).is_dir():
@@ -318,8 +319,9 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
     roots = [*code_roots(), *app.roots(sys.path)]
     running: list[normalize.Running] = []
+    # a browser's version (User-Agent, client hints) is no fact of the app: placeholders, as in the browser scenario
     trace = trace_from_recording(recorder, "live", port, roots, versions, secrets.settings(), deny,
-                                 paths={app_root: "<app>"}, running=running)
+                                 paths={app_root: "<app>"}, running=running, patterns=BROWSER_IDENTITY)
     text = trace_to_json(trace)
     target = out / "live.json"
     write_atomic(target, text)
