@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import audit, bench, catalog, fetch, handin_build, pins, report, stages, verify
+from . import audit, bench, bench_live, catalog, live, fetch, handin_build, pins, report, stages, verify
 from .forges import RAW_BASE
 from .model import DispelError
 from .project import Project, dump_json, write_atomic
@@ -16,15 +16,9 @@ PROJECT = Project()
 
 def cmd_record(args: argparse.Namespace) -> int:
     if args.live:  # the recording child of `dispel report --live` (dispel.live)
-        from . import live
-
-        spec = live.parse_target(args.live, args.factory, args.flask or "")
-        r = live.record_live(spec, args.out, args.session, args.port, args.host, args.duration, args.root,
-                             stages.checked_redact(args.redact))
-        print(f"redacted {r.redacted} value{'s' if r.redacted != 1 else ''} (secret settings and credentials; the trace keeps none of them)")
-        print(r.app)
-        if r.running:
-            print(report.running_line(r.running))
+        r = live.record_live(live.parse_target(args.live, args.factory, args.flask or ""), args.out, args.session, args.port,
+                             args.host, args.duration, args.root, stages.checked_redact(args.redact))
+        print("\n".join(live.said_lines(r, report.running_line)))
         return 0
     if args.scenario:
         r = stages.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
@@ -42,19 +36,11 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    if args.live:
-        if args.scenario:
-            raise DispelError("give --live --app MODULE:ATTR or --scenario FILE, not both")
-        if not args.app:
-            raise DispelError("--live needs the app: --app MODULE:ATTR (its SocketIO object, Flask app or, with --factory, a factory)")
-        done = report.live_report(args.app, args.out, PROJECT, args.git_dir, site=not args.no_site, redact=args.redact,
-                                  root=args.root, port=args.port, host=args.host, duration=args.duration, factory=args.factory,
-                                  flask=args.flask or "", save_scenario=args.save_scenario)
+    if args.live or args.app or args.save_scenario or args.duration:
+        done = report.live_report(args.app, args.out, PROJECT, args.git_dir, site=not args.no_site, redact=args.redact, root=args.root,
+                                  port=args.port, host=args.host, duration=args.duration, factory=args.factory, flask=args.flask or "",
+                                  save_scenario=args.save_scenario, live=args.live, scenario=args.scenario)
         return _said(done, args.no_site)
-    if not args.scenario:
-        raise DispelError("give the scenario: --scenario FILE (or --live --app MODULE:ATTR to record while you use the app)")
-    if args.app or args.save_scenario or args.duration:
-        raise DispelError("--app, --save-scenario and --duration go with --live")
     done = report.report(args.scenario, args.out, PROJECT, args.git_dir, args.timeout, site=not args.no_site, redact=args.redact,
                          root=args.root)
     return _said(done, args.no_site)
@@ -169,7 +155,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    bench.bench(PROJECT, args.reps, args.skip_regen, args.skip_scale, skip_queue=args.skip_queue)
+    if not args.live:
+        bench.bench(PROJECT, args.reps, args.skip_regen, args.skip_scale, skip_queue=args.skip_queue)
+    if args.live or not args.skip_live:
+        bench_live.bench_live()
     return 0
 
 
@@ -204,25 +193,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", type=Path, default=None, metavar="FILE", help="record the app and steps of a scenario file (TOML) instead")
     p.add_argument("--timeout-file", type=float, default=None, help=argparse.SUPPRESS)
     # the recording child of `dispel report --live` (dispel.live.record_live)
-    p.add_argument("--live", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--session", type=Path, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
-    p.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
+    for flag, kind, default in (("--live", str, None), ("--session", Path, None), ("--host", str, "127.0.0.1"),
+                                ("--duration", float, None), ("--flask", str, None)):
+        p.add_argument(flag, type=kind, default=default, help=argparse.SUPPRESS)
     p.add_argument("--factory", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--flask", default=None, help=argparse.SUPPRESS)
     p.add_argument("--root", type=Path, default=None, metavar="DIR", help="with --scenario: the project root; every module under it is the app's (default: the scenario file's folder)")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("report", help="record, chain, pin, render and build a report on your own app from a scenario file")
     p.add_argument("--scenario", type=Path, default=None, metavar="FILE", help="the scenario file (TOML; see README)")
     p.add_argument("--live", action="store_true", help="instead: serve --app under the recorder and record while you use it; Ctrl-C stops and builds")
-    p.add_argument("--app", default=None, metavar="MODULE:ATTR", help="with --live: the app, as [app] import in a scenario file")
+    for flag, kind, default, help in (
+        ("--app", str, None, "the app, as [app] import in a scenario file (MODULE:ATTR)"), ("--flask", str, None, "the Flask app, if the SocketIO object does not know it"),
+        ("--port", int, None, "the port to serve on (default: a free one)"), ("--host", str, "127.0.0.1", "the address to serve on (default: this machine only)"),
+        ("--duration", float, None, "stop after SECONDS (default: at Ctrl-C)"), ("--save-scenario", Path, None, "also write what the clients did as a scenario file that replays it"),
+    ):
+        p.add_argument(flag, type=kind, default=default, help=f"with --live: {help}")
     p.add_argument("--factory", action="store_true", help="with --live: --app names a factory returning the SocketIO object or Flask app")
-    p.add_argument("--flask", default=None, metavar="MODULE:ATTR", help="with --live: the Flask app, if the SocketIO object does not know it")
-    p.add_argument("--port", type=int, default=None, help="with --live: the port to serve on (default: a free one)")
-    p.add_argument("--host", default="127.0.0.1", help="with --live: the address to serve on (default 127.0.0.1, this machine only)")
-    p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="with --live: stop after this many seconds (default: at Ctrl-C)")
-    p.add_argument("--save-scenario", type=Path, default=None, metavar="FILE", help="with --live: also write what the clients did as a scenario file that replays it")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the report (replaced only if dispel built it)")
     _git_dirs(p, "a local git mirror for a distribution the lock does not pin at its installed version (repeatable)")
     p.add_argument("--timeout", type=float, default=None, help="deadline for the whole run, seconds (default: the file's timeout)")
@@ -294,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-regen", action="store_true", help="leave out regeneration and check times")
     p.add_argument("--skip-scale", action="store_true", help="leave out the 20-client scale recording (about two minutes)")
     p.add_argument("--skip-queue", action="store_true", help="leave out the three-process Redis scenario, untraced and traced")
+    p.add_argument("--skip-live", action="store_true", help="leave out the live workload (a 100 Hz background task recorded live for 60 s)")
+    p.add_argument("--live", action="store_true", help="only the live workload: peak memory at 10 s and 60 s of a live recording")
     p.set_defaults(func=cmd_bench)
     return parser
 

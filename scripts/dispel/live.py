@@ -329,3 +329,9 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
     modules = app.modules()
     said = f"app: root {app_root}, {len(modules)} app module{'s' if len(modules) != 1 else ''} ({', '.join(modules[:6])}{', …' if len(modules) > 6 else ''})"
     return LiveRecorded(target, count_redacted(text), len(observer.clients), tuple(running), said)
+
+
+def said_lines(r: LiveRecorded, running_line: Callable) -> list[str]:
+    """What the recording child says once it wrote the trace (the report passes them on)."""
+    out = [f"redacted {r.redacted} value{'s' if r.redacted != 1 else ''} (secret settings and credentials; the trace keeps none of them)", r.app]
+    return out + ([running_line(r.running)] if r.running else [])

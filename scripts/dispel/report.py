@@ -327,11 +327,13 @@ def _checked_out(out: Path, project: Project) -> Path:
     return out
 
 
-def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] = (), timeout: float | None = None, site: bool = True,
+def report(scenario: Path | None, out: Path, project: Project, git_dirs: Iterable[str] = (), timeout: float | None = None, site: bool = True,
            redact: Iterable[str] = (), root: Path | None = None) -> Report:
     """Build the report of ``scenario`` into ``out`` (replacing a report built there before);
     ``redact``: regexes whose matches the trace hides (`--redact`); ``root``: the project root,
     whose every module is the app's (default: the scenario's folder)."""
+    if scenario is None:
+        raise DispelError("give the scenario: --scenario FILE (or --live --app MODULE:ATTR to record while you use the app)")
     redact = checked_redact(redact)
     text = read_text(scenario, "scenario file")
     scenario_file.one_app(scenario_file.parse(text, scenario.name))  # a bad file fails before anything runs
@@ -528,13 +530,20 @@ def derived_again(project: Project, found: Mapping[str, Chain], app: Path) -> li
 
 def live_report(app: str, out: Path, project: Project, git_dirs: Iterable[str] = (), site: bool = True, redact: Iterable[str] = (),
                 root: Path | None = None, port: int | None = None, host: str = "127.0.0.1", duration: float | None = None,
-                factory: bool = False, flask: str = "", save_scenario: Path | None = None) -> Report:
+                factory: bool = False, flask: str = "", save_scenario: Path | None = None, live: bool = True,
+                scenario: Path | None = None) -> Report:
     """`dispel report --live`: the recording child (dispel.live.record_live) serves the app until
     the first Ctrl-C (forwarded to it) or ``duration``; then the report is built as for a scenario
     file, from the trace and a scenario written from what the clients did (live_session), which
     ``save_scenario`` also keeps. A second Ctrl-C, or any failure, leaves nothing behind."""
     from .live import parse_target
 
+    if not live:
+        raise DispelError("--app, --save-scenario and --duration go with --live; add --live to record while you use the app")
+    if scenario is not None:
+        raise DispelError("give --live --app MODULE:ATTR or --scenario FILE, not both")
+    if not app:
+        raise DispelError("--live needs the app: --app MODULE:ATTR (its SocketIO object, Flask app or, with --factory, a factory)")
     redact = checked_redact(redact)
     spec = parse_target(app, factory, flask)
     root = root.resolve() if root is not None else None
