@@ -568,6 +568,7 @@ def live_report(app: str, out: Path, project: Project, git_dirs: Iterable[str] =
         argv += ["--root", str(root)] if root else []
         said = _record_live(argv, tmp / ".live-stderr")
         observations = json.loads(read_text(session_file, "the live session"))
+        stderr = (tmp / ".live-stderr").read_text(errors="replace")
         session_file.unlink()
         (tmp / ".live-stderr").unlink()
         trace = load_traces(rp)["live"]
@@ -587,7 +588,7 @@ def live_report(app: str, out: Path, project: Project, git_dirs: Iterable[str] =
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Report(out, *done[:3], said=tuple(said))
+    return Report(out, *done[:3], raised=tuple(raised_lines(stderr, trace, done[3])), said=tuple(said))
 
 
 def _record_live(argv: list[str], stderr_path: Path) -> list[str]:
