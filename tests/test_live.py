@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from dispel import live, live_session, scenario_file
+from dispel.run import live_session, scenario_file
 from dispel.model import DispelError
-from dispel.scenario_file import EnvRef
+from dispel.run.scenario_file import EnvRef
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "tests" / "programs" / "apps"
@@ -177,7 +177,7 @@ def start_live(out: Path, *extra: str, cwd: Path = APPS) -> tuple[subprocess.Pop
 
 def drive(port: int, scenario: Path) -> None:
     """The scenario file's steps, done by its real client (dispel.scenario_client) in a subprocess."""
-    from dispel.drivers import FileClientProcess
+    from dispel.run.launchers import FileClientProcess
 
     sf = scenario_file.parse(scenario.read_text(), scenario.name)
     clients = {}
@@ -194,7 +194,7 @@ def drive(port: int, scenario: Path) -> None:
 
 
 def journeys(report: Path) -> dict[str, list[str]]:
-    from dispel.tracefile import chain_from_dict
+    from dispel.tracefiles.codec import chain_from_dict
 
     return {p.stem: [h.func.key for h in chain_from_dict(json.loads(p.read_text())).hops]
             for p in sorted((report / "traces" / "chains").glob("*.json"))}
@@ -313,8 +313,8 @@ def hop_differences(name: str, live, scripted) -> list[str]:
 
 @pytest.mark.slow
 def test_acceptance_the_chat_page_in_chromium_gives_the_browser_scenarios_journeys(tmp_path):
-    from dispel import browser
-    from dispel.installed import source_lines
+    from dispel.pins.installed import source_lines
+    from dispel.run import browser
     from dispel.project import Project
     from dispel.report import build_chains
     from dispel.stages import load_traces
@@ -344,7 +344,7 @@ def test_acceptance_the_chat_page_in_chromium_gives_the_browser_scenarios_journe
     committed = load_traces(Project(ROOT))["browser"]
     _, scripted, _ = build_chains(committed, source_lines({"browser": committed}, ROOT / "scripts"))
     assert sorted(live_chains) == sorted(scripted)
-    from dispel.tracefile import chain_from_dict
+    from dispel.tracefiles.codec import chain_from_dict
 
     differences = []
     for name in sorted(scripted):

@@ -6,8 +6,14 @@ import sys
 import time
 from pathlib import Path
 
-from . import audit, bench, bench_live, catalog, live, fetch, handin_build, pins, report, stages, verify
-from .forges import RAW_BASE
+from .review import audit
+from .record import bench, bench_live
+from .run import live
+from . import catalog, report, stages
+from .check import fetch, stage as verify
+from .handin import build as handin_build
+from .pins import pinning as pins
+from .pins.forges import RAW_BASE
 from .model import DispelError
 from .project import Project, dump_json, write_atomic
 
@@ -15,9 +21,8 @@ PROJECT = Project()
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    if args.live:  # the recording child of `dispel report --live` (dispel.live)
-        r = live.record_live(live.parse_target(args.live, args.factory, args.flask or ""), args.out, args.session, args.port,
-                             args.host, args.duration, args.root, stages.checked_redact(args.redact))
+    if args.live:  # the recording child of `dispel report --live` (dispel.run.live)
+        r = live.record_child(args.live, args.out, args.port, args.root, stages.checked_redact(args.redact))
         print("\n".join(live.said_lines(r, report.running_line)))
         return 0
     if args.scenario:
@@ -192,11 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     _redact(p)
     p.add_argument("--scenario", type=Path, default=None, metavar="FILE", help="record the app and steps of a scenario file (TOML) instead")
     p.add_argument("--timeout-file", type=float, default=None, help=argparse.SUPPRESS)
-    # the recording child of `dispel report --live` (dispel.live.record_live)
-    for flag, kind, default in (("--live", str, None), ("--session", Path, None), ("--host", str, "127.0.0.1"),
-                                ("--duration", float, None), ("--flask", str, None)):
-        p.add_argument(flag, type=kind, default=default, help=argparse.SUPPRESS)
-    p.add_argument("--factory", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--live", default=None, help=argparse.SUPPRESS)  # JSON: the child of `dispel report --live` (dispel.run.live)
     p.add_argument("--root", type=Path, default=None, metavar="DIR", help="with --scenario: the project root; every module under it is the app's (default: the scenario file's folder)")
     p.set_defaults(func=cmd_record)
 

@@ -2,9 +2,9 @@
 
 The stages of the project, over a Project rooted at a temporary folder next to ``--out``:
 record (in a child interpreter, in the user's working directory), derived chains
-(dispel.derive), pins (the project's lock, re-pinned incrementally: only versions it does not
-pin need ``--git-dir`` mirrors or the network), pages (dispel.render, with the libraries'
-annotations and generated texts for the app, dispel.app_notes) and the MkDocs site. Only when
+(dispel.chains.derive), pins (the project's lock, re-pinned incrementally: only versions it does not
+pin need ``--git-dir`` mirrors or the network), pages (dispel.render.pages, with the libraries'
+annotations and generated texts for the app, dispel.render.app_notes) and the MkDocs site. Only when
 everything is built is the folder renamed to ``--out``: a failed run leaves nothing half-written,
 and the project's own traces/ and docs/ are only read.
 """
@@ -25,14 +25,28 @@ from pathlib import Path
 
 import yaml
 
-from . import annotations, app_notes, catalog, chains as chains_core, derive, fetch, fold, integrity, live_session, pins, prose, render, scenario_file
-from .chains import JourneyError
-from .forges import repo_url
-from .installed import distributions, hop_sources, license_rows, source_lines
+from .render import annotation_files as annotations, app_notes, pages as render
+from . import catalog
+from .chains import build as chains_core, derive, fold
+from .check import fetch, integrity, prose
+from .pins import pinning as pins
+from .run import live_session, scenario_file
+from .chains.build import JourneyError
+from .pins.forges import repo_url
+from .pins.installed import distributions, hop_sources, license_rows, source_lines
 from .model import Chain, DispelError, Lock, TraceFile
 from .project import Project, dump_json, read_text, swap_folder, write_all_atomic, write_atomic
-from .stages import chain_files, checked_redact, hop_linker, load_annotations, load_chains, load_lock, load_traces, pin
-from .verify import CheckResult, check_integrity, check_proofs
+from .stages import (
+    chain_files,
+    checked_redact,
+    hop_linker,
+    load_annotations,
+    load_chains,
+    load_lock,
+    load_traces,
+    pin,
+)
+from .check.stage import CheckResult, check_integrity, check_proofs
 
 MARKER = ".dispel-report"
 APP_FOLDER = "app"  # the app's traced files as they ran, kept with the report (its pages and check read them)  # in a folder dispel report built (it may replace only such a folder)
@@ -111,7 +125,7 @@ def _record(scenario: Path, traces: Path, timeout: float | None, root: Path | No
 
 
 SAID_PREFIXES = (RUNNING, "app: ", "error in the app: ")
-STOPPED = "stopped ("  # the live recording child's line once it stopped recording (dispel.live)
+STOPPED = "stopped ("  # the live recording child's line once it stopped recording (dispel.run.live)
 SERVER_BANNER = (" * Serving Flask app", " * Debug mode", "WARNING: This is a development server", " * Running on")
 
 
@@ -175,7 +189,7 @@ def fillable(chain: Chain, texts: Mapping[str, str]) -> tuple[dict[str, str], li
 
 
 def checked_page(chain: Chain, texts: dict[str, str], render_page, lines: Mapping) -> tuple[str, list[str]]:
-    """The page of ``chain`` with only texts whose sentences hold on it (dispel.prose): a general
+    """The page of ``chain`` with only texts whose sentences hold on it (dispel.check.prose): a general
     text written for the sample's journeys that names what this journey does not have is left
     out for it, with why. ``render_page(texts)`` renders the page."""
     texts = dict(texts)
@@ -532,11 +546,11 @@ def live_report(app: str, out: Path, project: Project, git_dirs: Iterable[str] =
                 root: Path | None = None, port: int | None = None, host: str = "127.0.0.1", duration: float | None = None,
                 factory: bool = False, flask: str = "", save_scenario: Path | None = None, live: bool = True,
                 scenario: Path | None = None) -> Report:
-    """`dispel report --live`: the recording child (dispel.live.record_live) serves the app until
+    """`dispel report --live`: the recording child (dispel.run.live.record_live) serves the app until
     the first Ctrl-C (forwarded to it) or ``duration``; then the report is built as for a scenario
     file, from the trace and a scenario written from what the clients did (live_session), which
     ``save_scenario`` also keeps. A second Ctrl-C, or any failure, leaves nothing behind."""
-    from .live import parse_target
+    from .run.live import child_settings, parse_target
 
     if not live:
         raise DispelError("--app, --save-scenario and --duration go with --live; add --live to record while you use the app")
@@ -558,13 +572,10 @@ def live_report(app: str, out: Path, project: Project, git_dirs: Iterable[str] =
     try:
         rp = Project(tmp)
         session_file = tmp / ".live-observations.json"
-        argv = [sys.executable, "-m", "dispel", "record", "--live", spec.target, "--out", str(rp.traces),
-                "--session", str(session_file), "--host", host]
+        argv = [sys.executable, "-m", "dispel", "record", "--out", str(rp.traces),
+                "--live", child_settings(spec.target, session_file, factory, flask, host, duration)]
         argv += [a for pattern in redact for a in ("--redact", pattern)]
-        argv += ["--factory"] if factory else []
-        argv += ["--flask", flask] if flask else []
         argv += ["--port", str(port)] if port else []
-        argv += ["--duration", str(duration)] if duration else []
         argv += ["--root", str(root)] if root else []
         said = _record_live(argv, tmp / ".live-stderr")
         observations = json.loads(read_text(session_file, "the live session"))
