@@ -226,7 +226,8 @@ def test_a_live_session_stopped_by_sigint_builds_the_scenarios_journeys_and_its_
         assert "client 2 sent 'echo' (asks for an ack) [/]" in said
         assert any(line.startswith("stopped (Ctrl-C): 2 clients seen") for line in said)
         assert "- client 2 (WebSocket): connect /, emit 'join', emit 'echo' with an ack, emit 'oops', disconnect /; it disconnected" in index
-        assert any(line.startswith("the app raised: TypeError") for line in said)
+        assert any(line.startswith("the app raised TypeError: ") and "in on_oops)" in line for line in said)  # as it happened
+        assert any(line.startswith("the app raised: TypeError") for line in said)  # and after the build, with its journey
 
     scripted = dispel("report", "--scenario", f"{app}.toml", "--out", str(tmp_path / "scripted"), "--no-site", cwd=APPS, timeout=300)
     assert scripted.returncode == 0, scripted.stderr

@@ -55,6 +55,12 @@ class Observer(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:  # noqa: D102 - logging's API
         try:
+            if record.exc_info and record.exc_info[1] is not None:  # a handler raised: said now, its traceback on stderr as before
+                from .runner import describe_exception
+
+                self.say(f"the app raised {describe_exception(record.exc_info[1])}")
+                sys.stderr.write(logging.Formatter().format(record) + "\n")
+                return
             with self._lock:
                 self._take(record)
         except Exception:  # the console never breaks the app
@@ -260,6 +266,14 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
     server_errors: list[BaseException] = []
     thread = None
     loggers: list[tuple[logging.Logger, int, bool, list]] = []
+    hook = threading.excepthook
+
+    def said_and_printed(args) -> None:  # a thread of the app let an exception escape: said now, printed as before
+        if args.exc_value is not None and not isinstance(args.exc_value, SystemExit):
+            observer.say(f"the app raised {scenarios.describe_exception(args.exc_value)}")
+        hook(args)
+
+    threading.excepthook = said_and_printed
     with FlaskSecrets() as secrets:
         try:
             recorder.start()
@@ -310,6 +324,7 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
             try:
                 recorder.stop()
             finally:
+                threading.excepthook = hook
                 sys.setswitchinterval(old_interval)
                 for logger, level, propagate, handlers in loggers:
                     logger.handlers = handlers
