@@ -366,3 +366,29 @@ def test_acceptance_the_chat_page_in_chromium_gives_the_browser_scenarios_journe
         assert done.returncode == 0, done.stderr
         traces.append((tmp_path / f"replay{n}" / "browser.json").read_bytes())
     assert traces[0] == traces[1]
+
+
+@pytest.mark.slow
+def test_a_stop_while_a_client_is_still_connected_and_a_task_emits_cuts_cleanly(tmp_path):
+    """Ctrl-C in the middle of things: a background task emitting every 0.1 s to a client still
+    connected. The recording is cut there, as at the end of a scenario, and the report builds."""
+    proc, port = start_live(tmp_path / "live", "--app", "forever:socketio", "--save-scenario", str(tmp_path / "saved.toml"))
+    client = subprocess.Popen([sys.executable, "-c", "import socketio, sys, time\nc = socketio.Client()\n"
+                               "c.connect(f'http://127.0.0.1:{sys.argv[1]}', transports=['websocket'])\n"
+                               "c.emit('join', 'fans')\ntime.sleep(60)\n", str(port)])
+    try:
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)  # the client is still connected, the task still emitting
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        client.kill()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    said = stdout.splitlines()
+    assert "client 1 sent 'join' [/]" in said and "emit 'score' to room 'fans' [/]" in said
+    assert any(line.startswith("still running when the scenario ended (cut there): ") and "push_scores" in line for line in said)
+    assert {"broadcast-score", "on-join"} <= set(journeys(tmp_path / "live"))
+    index = (tmp_path / "live" / "docs" / "index.md").read_text()
+    assert "- client 1 (WebSocket): connect /, emit 'join'; it was still connected when the recording stopped" in index
+    assert "scoreboard-secret" not in (tmp_path / "live" / "traces" / "live.json").read_text()
