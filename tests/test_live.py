@@ -318,7 +318,7 @@ def test_acceptance_the_chat_page_in_chromium_gives_the_browser_scenarios_journe
     from dispel.run import browser
     from dispel.project import Project
     from dispel.report import build_chains
-    from dispel.stages import load_traces
+    from dispel.project import load_traces
 
     why = browser.unavailable()
     if why:

@@ -6,10 +6,13 @@ import sys
 import time
 from pathlib import Path
 
-from .review import audit
-from .record import bench, bench_live
+from .record import bench, bench_live, stage as record_stage
 from .run import live
-from . import catalog, report, stages
+from . import catalog, report
+from .chains import stage as chains_stage
+from .pins import stage as pins_stage
+from .render import stage as render_stage
+from .review import audit, stage as review_stage
 from .check import fetch, stage as verify
 from .handin import build as handin_build
 from .pins import pinning as pins
@@ -22,11 +25,11 @@ PROJECT = Project()
 
 def cmd_record(args: argparse.Namespace) -> int:
     if args.live:  # the recording child of `dispel report --live` (dispel.run.live)
-        r = live.record_child(args.live, args.out, args.port, args.root, stages.checked_redact(args.redact))
+        r = live.record_child(args.live, args.out, args.port, args.root, record_stage.checked_redact(args.redact))
         print("\n".join(live.said_lines(r, report.running_line)))
         return 0
     if args.scenario:
-        r = stages.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
+        r = record_stage.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
         print(r.app)
         print(f"recorded {r.scenario}: {r.calls} calls on {r.threads} threads -> {PROJECT.shown(r.path)} (recorder core: {r.core})")
         if r.running:
@@ -34,7 +37,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         for line in r.app_errors:
             print(f"error in the app: {line}")
         return 0
-    run = stages.record(PROJECT, args.scenarios, args.out, args.timeout, args.app, args.port, args.redact)
+    run = record_stage.record(PROJECT, args.scenarios, args.out, args.timeout, args.app, args.port, args.redact)
     for r in run.recorded:
         print(f"recorded {r.scenario}: {r.calls} calls on {r.threads} threads -> {PROJECT.shown(r.path)} (recorder core: {r.core})")
     return 2 if run.failed else 0
@@ -67,7 +70,7 @@ def _said(done: report.Report, no_site: bool) -> int:
 
 
 def cmd_chains(args: argparse.Namespace) -> int:
-    built = stages.chains(PROJECT, args.journeys, args.traces)
+    built = chains_stage.chains(PROJECT, args.journeys, args.traces)
     for name, chain in built.items():
         threads = len({h.thread for h in chain.hops})
         print(f"chain {name}: {len(chain.hops)} hops on {threads} threads -> {PROJECT.shown(args.traces / 'chains' / (name + '.json'))}")
@@ -75,7 +78,7 @@ def cmd_chains(args: argparse.Namespace) -> int:
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
-    run = stages.pin(PROJECT, args.dists, args.git_dir, args.repo, args.site, args.lock, args.refresh)
+    run = pins_stage.pin(PROJECT, args.dists, args.git_dir, args.repo, args.site, args.lock, args.refresh)
     lock = run.lock
     for name, why in run.afresh.items():
         print(f"{name}: pinned afresh ({why})")
@@ -92,14 +95,14 @@ def cmd_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    problems = stages.version_drift(args.lock, args.site)
+    problems = pins_stage.version_drift(args.lock, args.site)
     for line in problems:
         print(f"warning: {line}" if args.warn else line, file=sys.stderr if args.warn else sys.stdout)
     return 1 if problems and not args.warn else 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    text = stages.review(Project(args.root), args.ref)
+    text = review_stage.review(Project(args.root), args.ref)
     if args.out:
         write_atomic(args.out, text)
         print(f"{text.splitlines()[2]}\nwrote {args.out}")
@@ -111,7 +114,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     if args.report:
         return _said(report.rerender(args.report, PROJECT, args.git_dir, site=not args.no_site), args.no_site)
-    site = stages.build_site(PROJECT, args.chains, args.out)
+    site = render_stage.build_site(PROJECT, args.chains, args.out)
     for note in site.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {len(site.files)} generated pages under {args.out}")
@@ -151,7 +154,7 @@ def cmd_handin(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    found = stages.audit(PROJECT, args.report, args.git_dir, args.chains, _fetcher(args), args.raw_base)
+    found = review_stage.audit(PROJECT, args.report, args.git_dir, args.chains, _fetcher(args), args.raw_base)
     if args.json:
         print(dump_json(audit.json_report(found.verdicts, found.coverage)), end="")
     else:
@@ -160,9 +163,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if not args.live:
-        bench.bench(PROJECT, args.reps, args.skip_regen, args.skip_scale, skip_queue=args.skip_queue)
-    if args.live or not args.skip_live:
+    bench.bench(PROJECT, args.reps, args.skip_regen, args.skip_scale, skip_queue=args.skip_queue)
+    if not args.skip_live:
         bench_live.bench_live()
     return 0
 
@@ -205,9 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", type=Path, default=None, metavar="FILE", help="the scenario file (TOML; see README)")
     p.add_argument("--live", action="store_true", help="instead: serve --app under the recorder and record while you use it; Ctrl-C stops and builds")
     for flag, kind, default, help in (
-        ("--app", str, None, "the app, as [app] import in a scenario file (MODULE:ATTR)"), ("--flask", str, None, "the Flask app, if the SocketIO object does not know it"),
-        ("--port", int, None, "the port to serve on (default: a free one)"), ("--host", str, "127.0.0.1", "the address to serve on (default: this machine only)"),
-        ("--duration", float, None, "stop after SECONDS (default: at Ctrl-C)"), ("--save-scenario", Path, None, "also write what the clients did as a scenario file that replays it"),
+        ("--app", str, None, "the app, as [app] import in a scenario file (MODULE:ATTR)"), ("--flask", str, None, "the Flask app, if the SocketIO object does not know it"), ("--port", int, None, "the port to serve on (default: a free one)"),
+        ("--host", str, "127.0.0.1", "the address to serve on (default: this machine only)"), ("--duration", float, None, "stop after SECONDS (default: at Ctrl-C)"), ("--save-scenario", Path, None, "also write what the clients did as a scenario file that replays it"),
     ):
         p.add_argument(flag, type=kind, default=default, help=f"with --live: {help}")
     p.add_argument("--factory", action="store_true", help="with --live: --app names a factory returning the SocketIO object or Flask app")
@@ -283,7 +284,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-scale", action="store_true", help="leave out the 20-client scale recording (about two minutes)")
     p.add_argument("--skip-queue", action="store_true", help="leave out the three-process Redis scenario, untraced and traced")
     p.add_argument("--skip-live", action="store_true", help="leave out the live workload (a 100 Hz background task recorded live for 60 s)")
-    p.add_argument("--live", action="store_true", help="only the live workload: peak memory at 10 s and 60 s of a live recording")
     p.set_defaults(func=cmd_bench)
     return parser
 

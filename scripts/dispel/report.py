@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from .render import annotation_files as annotations, app_notes, pages as render
+from .render import annotation_files, app_notes, pages as render
 from . import catalog
 from .chains import build as chains_core, derive, fold
 from .check import fetch, integrity, prose
@@ -33,19 +33,15 @@ from .pins import pinning as pins
 from .run import live_session, scenario_file
 from .chains.build import JourneyError
 from .pins.forges import repo_url
-from .pins.installed import distributions, hop_sources, license_rows, source_lines
+from .pins.installed import distributions, hop_sources, license_rows, lines_by_source
 from .model import Chain, DispelError, Lock, TraceFile
+from .model import text_lines
 from .project import Project, dump_json, read_text, swap_folder, write_all_atomic, write_atomic
-from .stages import (
-    chain_files,
-    checked_redact,
-    hop_linker,
-    load_annotations,
-    load_chains,
-    load_lock,
-    load_traces,
-    pin,
-)
+from .chains.stage import chain_files
+from .pins.stage import pin
+from .project import load_annotations, load_chains, load_lock, load_traces
+from .record.stage import checked_redact
+from .render.stage import hop_linker
 from .check.stage import CheckResult, check_integrity, check_proofs
 
 MARKER = ".dispel-report"
@@ -182,7 +178,7 @@ def fillable(chain: Chain, texts: Mapping[str, str]) -> tuple[dict[str, str], li
                 render.hop_annotation(chain, i, mine)
                 break
             except DispelError as exc:
-                key = annotations.select(mine, hop.func.key, chain.journey, hop.line)[0]
+                key = annotation_files.select(mine, hop.func.key, chain.journey, hop.line)[0]
                 dropped.append(f"{key} on {chain.journey}: {exc}")
                 del mine[key]
     return mine, dropped
@@ -203,7 +199,7 @@ def checked_page(chain: Chain, texts: dict[str, str], render_page, lines: Mappin
         for p in problems:
             for n in (p.hop, *returns.get(p.hop, ())) if p.hop else ():
                 hop = chain.hops[n - 1]
-                found = annotations.select(texts, hop.func.key, chain.journey, hop.line)
+                found = annotation_files.select(texts, hop.func.key, chain.journey, hop.line)
                 if found:
                     left_out.append(f"{found[0]} on {chain.journey}: {p.why}")
                     del texts[found[0]]
@@ -218,7 +214,7 @@ def unannotated(chains: Iterable[Chain], texts: Mapping[str, Mapping[str, str]])
     where: dict[str, list[str]] = {}
     for c in chains:
         for i, hop in enumerate(c.hops, 1):
-            if annotations.select(texts[c.journey], hop.func.key, c.journey, hop.line) is None:
+            if annotation_files.select(texts[c.journey], hop.func.key, c.journey, hop.line) is None:
                 where.setdefault(hop.func.key, []).append(f"{c.journey}#{i}")
     return [f"{k} ({', '.join(v[:3])}{', …' if len(v) > 3 else ''})" for k, v in sorted(where.items())]
 
@@ -435,19 +431,19 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     Returns (journeys, skipped, unannotated) for a Report."""
     sf = scenario_file.parse(text, source)
     tmp = rp.root
-    lines = source_lines({trace.scenario: trace}, root)
+    lines = lines_by_source({trace.scenario: trace}, root)
     derived, built, skipped = build_chains(trace, lines)
     if not built:
         raise DispelError(f"no journey could be derived from the trace of {'the live recording' if live is not None else source}: {'; '.join(skipped) or 'nothing happened'}")
     write_all_atomic(chain_files(built, rp.chains))
     pin(rp, dists=report_dists(trace), git_dirs=git_dirs)
     lock = load_lock(rp.lock)
-    texts = app_notes.library_texts(annotations.texts(load_annotations(project)))
+    texts = app_notes.library_texts(annotation_files.texts(load_annotations(project)))
     texts.update(app_notes.app_texts(trace, built, lines))
     texts.update(app_notes.summaries(derived, built))
     sources = hop_sources(built.values(), root)
     excerpts = {
-        src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotations.source_lines(data)]
+        src: text_lines(data)
         for src, data in sources.items()
     }
     per_journey, dropped = {}, []
@@ -457,7 +453,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     missing = unannotated(built.values(), per_journey) + [f"left out: {d}" for d in dropped]
     header = render.generated_header(COMMAND)
     files: dict[Path, str] = {}
-    prose_lines = {src: data.decode("utf-8", errors="replace").split("\n") for src, data in sources.items()}
+    prose_lines = {src: text_lines(data) for src, data in sources.items()}
     for name, chain in built.items():
         page, left_out = checked_page(chain, per_journey[name], lambda t, c=chain: render.render_journey(c, hop_linker(lock), excerpts, t, built), prose_lines)
         missing += [f"left out: {d}" for d in left_out]
@@ -530,7 +526,7 @@ def derived_again(project: Project, found: Mapping[str, Chain], app: Path) -> li
     if len(traces) != 1:
         return [f"traces/: expected the report's one trace, found {len(traces)}; rebuild it with `dispel report`"]
     (trace,) = traces.values()
-    _, built, _ = build_chains(trace, source_lines({trace.scenario: trace}, app))
+    _, built, _ = build_chains(trace, lines_by_source({trace.scenario: trace}, app))
     out = []
     for j in sorted(set(built) | set(found)):
         if j not in found:

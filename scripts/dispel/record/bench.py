@@ -26,8 +26,8 @@ from ..run.launchers import ClientProcess
 from ..pins.installed import PYTHON_VERSION
 from ..model import DispelError
 from ..project import Project
-from ..record.cores import available_cores, core_missing, recorder_for
-from ..record.recorder import NullRecorder
+from .cores import available_cores, core_missing, recorder_for
+from .recorder import NullRecorder
 
 # Anchors: no tracing; a global sys.settrace function that returns None (the floor of
 # any settrace recorder); VizTracer (a C profiler that logs every call with a timestamp,
@@ -213,8 +213,8 @@ def bench(project: Project, reps: int = 5, skip_regen: bool = False, skip_scale:
             steps = [
                 ("record", me + ["record", "--out", str(t / "traces")]),
                 ("chains", me + ["chains", "--traces", str(t / "traces")]),
-                ("pin verification", [sys.executable, "-c", "import sys; from dispel import stages; from dispel.project import Project; "
-                                      "sys.exit(bool(stages.verify_installed(stages.load_lock(Project().lock))))"]),
+                ("pin verification", [sys.executable, "-c", "import sys; from dispel.pins.stage import verify_installed; from dispel.project import Project, load_lock; "
+                                      "sys.exit(bool(verify_installed(load_lock(Project().lock))))"]),
                 ("render", me + ["render", "--chains", str(t / "traces" / "chains"), "--out", str(t / "docs")]),
                 ("mkdocs build", [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(t / "site")]),
             ]

@@ -227,7 +227,7 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
     from ..pins.installed import FlaskSecrets, code_roots
     from ..project import write_atomic
     from ..record.cores import recorder_for
-    from ..stages import trace_from_recording
+    from ..tracefiles.recording import trace_from_recording
     from ..tracefiles import normalize
     from ..tracefiles.codec import trace_to_json
     from ..tracefiles.values import BROWSER_IDENTITY
@@ -315,7 +315,7 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
                 observer.say(f"stopped ({stop['why'] or f'after {duration:g}s'}): {len(observer.clients)} client"
                              f"{'s' if len(observer.clients) != 1 else ''} seen; writing the trace")
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the report forwards a second Ctrl-C as its own stop
-                server = scenarios._find_server(port, listening=False)
+                server = scenarios.find_server(port, listening=False)
                 if server is not None and thread is not None and thread.is_alive():
                     server.shutdown()
                 if thread is not None:
