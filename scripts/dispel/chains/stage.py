@@ -28,8 +28,10 @@ from ..tracefiles.codec import (
 def build_chains(traces: Mapping[str, TraceFile], only: Iterable[str] = ()) -> dict[str, Chain]:
     return finders.build_all(traces, lines_by_source(traces), only)
 
+
 def chain_files(built: Mapping[str, Chain], folder: Path) -> dict[Path, str]:
     return {folder / f"{name}.json": dump_json(chain_to_dict(chain)) for name, chain in built.items()}
+
 
 def chains(project: Project, journeys: Iterable[str] = (), traces: Path | None = None) -> dict[str, Chain]:
     """Trace files -> <traces>/chains/<journey>.json, all or none; returns the chains built."""
