@@ -314,7 +314,7 @@ def hop_differences(name: str, live, scripted) -> list[str]:
 
 @pytest.mark.slow
 def test_acceptance_the_chat_page_in_chromium_gives_the_browser_scenarios_journeys(tmp_path):
-    from dispel.pins.installed import source_lines
+    from dispel.pins.installed import lines_by_source
     from dispel.run import browser
     from dispel.project import Project
     from dispel.report import build_chains
@@ -343,7 +343,7 @@ def test_acceptance_the_chat_page_in_chromium_gives_the_browser_scenarios_journe
     assert proc.returncode == 0, stderr
     live_chains = {p.stem: p for p in (tmp_path / "live" / "traces" / "chains").glob("*.json")}
     committed = load_traces(Project(ROOT))["browser"]
-    _, scripted, _ = build_chains(committed, source_lines({"browser": committed}, ROOT / "scripts"))
+    _, scripted, _ = build_chains(committed, lines_by_source({"browser": committed}, ROOT / "scripts"))
     assert sorted(live_chains) == sorted(scripted)
     from dispel.tracefiles.codec import chain_from_dict
 
@@ -392,3 +392,13 @@ def test_a_stop_while_a_client_is_still_connected_and_a_task_emits_cuts_cleanly(
     index = (tmp_path / "live" / "docs" / "index.md").read_text()
     assert "- client 1 (WebSocket): connect /, emit 'join'; it was still connected when the recording stopped" in index
     assert "scoreboard-secret" not in (tmp_path / "live" / "traces" / "live.json").read_text()
+
+
+@pytest.mark.slow
+def test_live_takes_a_factory_as_a_scenario_file_does(tmp_path):
+    shop = APPS / "shop"
+    proc = dispel("report", "--live", "--app", "shopapp:create_app", "--out", str(tmp_path / "out"), "--duration", "1", cwd=shop)
+    assert "shopapp:create_app is a function, not a flask_socketio.SocketIO; pass --factory to call it" in one_error(proc)
+    proc = dispel("report", "--live", "--app", "shopapp:create_app", "--factory", "--out", str(tmp_path / "out"), "--duration", "1", cwd=shop)
+    assert "no Socket.IO traffic" in one_error(proc)  # the factory's app was served
+    assert list(tmp_path.iterdir()) == []

@@ -278,7 +278,11 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
         try:
             recorder.start()
             with recorder.mark("import"):
-                _, sio, flask_app = scenarios.load_socketio(spec)
+                try:
+                    _, sio, flask_app = scenarios.load_socketio(spec)
+                except DispelError as exc:  # its hints name a scenario file's [app]; here they are options
+                    raise DispelError(str(exc).replace("set factory = true", "pass --factory").replace(
+                        "name it with [app] flask = ", "name it with --flask ").replace("check [app] import = ", "check --app ")) from None
             observer.manager = sio.server.manager
             for logger in {sio.server.logger, sio.server.eio.logger}:
                 loggers.append((logger, logger.level, logger.propagate, logger.handlers))
