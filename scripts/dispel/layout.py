@@ -77,6 +77,7 @@ MODULES: dict[str, tuple[str, str]] = {
     # check/
     "check.links": (PURE, "link verdicts: site links and anchors, permalinks, drift of generated files, stale site texts"),
     "check.integrity": (PURE, "each chain is one story, proven against its trace"),
+    "check.pagecheck": (PURE, "what a page shows before anything is opened (at most 30 hops)"),
     "check.prose": (PURE, "what the pages say about a hop, read against the chain"),
     "check.fetch": (SHELL, "HTTP fetches for the online check: bounded, cached, retried"),
     "check.stage": (GLUE, "`dispel check`: what the other stages made, verified"),
@@ -85,7 +86,9 @@ MODULES: dict[str, tuple[str, str]] = {
     "review.diff": (PURE, "what changed between two versions of the chains and the lock"),
     "review.stage": (GLUE, "`dispel diff` and `dispel audit` over a Project"),
     # handin/
-    "handin.document": (PURE, "the course template's report from the page model: Markdown, DOCX, PDF"),
+    "handin.document": (PURE, "the course template's report from the page model, as Markdown and HTML; the links each format must hold"),
+    "handin.docx_format": (PURE, "that report as a Word document (python-docx), its links and text read back"),
+    "handin.pdf_format": (PURE, "Chromium's PDF of it normalised, its links and text read back"),
     "handin.build": (GLUE, "`dispel handin` and `dispel check --handin`: facts gathered, files written, links read back"),
 }
 
