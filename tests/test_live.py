@@ -82,6 +82,17 @@ def test_the_saved_scenario_replays_the_session_and_holds_no_secret():
     assert scenario_file.env_names(sf) == ["DISPEL_SECRET_API_TOKEN", "DISPEL_SECRET_PASSWORD"]
 
 
+def test_the_clients_answers_to_the_servers_calls_are_replayed():
+    obs = [{"client": 1, "do": "open", "transport": "websocket"}, {"client": 1, "do": "connect", "namespace": "/"},
+           {"client": 1, "do": "reply", "namespace": "/", "event": "quiz", "args": [4]},
+           {"client": 1, "do": "reply", "namespace": "/", "event": "quiz", "args": [5]},
+           {"client": 1, "do": "reply", "namespace": "/", "event": "pin", "args": [{"token": "abcdefgh"}]}]
+    text, left = live_session.scenario_text(live_session.session(obs), "chat:socketio")
+    assert left == [] and "abcdefgh" not in text
+    sf = scenario_file.parse(text, "saved.toml")
+    assert sf.clients[0].replies == (("pin", {"token": EnvRef("DISPEL_SECRET_TOKEN")}), ("quiz", 4))  # the first answer
+
+
 def test_a_null_is_left_out_of_the_saved_scenario_with_why():
     obs = [{"client": 1, "do": "open", "transport": "websocket"}, {"client": 1, "do": "connect", "namespace": "/"},
            {"client": 1, "do": "emit", "namespace": "/", "event": "x", "args": [None], "ack": False}]
@@ -223,7 +234,7 @@ def test_a_live_session_stopped_by_sigint_builds_the_scenarios_journeys_and_its_
         assert any(line.startswith("stopped (Ctrl-C): 1 client seen") for line in said)
         assert "- client 1 (WebSocket): connect /chat, connect /, emit 'message' on /chat, emit 'mood', disconnect /chat" in index
     else:
-        assert "client 2 sent 'echo' (asks for an ack) [/]" in said
+        assert "client 2 sent 'echo' (asks for an ack) [/]" in said and "client 1 answered 'quiz' [/]" in said
         assert any(line.startswith("stopped (Ctrl-C): 2 clients seen") for line in said)
         assert "- client 2 (WebSocket): connect /, emit 'join', emit 'echo' with an ack, emit 'oops', disconnect /; it disconnected" in index
         assert any(line.startswith("the app raised TypeError: ") and "in on_oops)" in line for line in said)  # as it happened

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .live_session import BINARY_EVENT, CONNECT, DISCONNECT, EVENT, parse_packet, with_attachments
+from .live_session import ACK, BINARY_ACK, BINARY_EVENT, CONNECT, DISCONNECT, EVENT, parse_packet, with_attachments
 from ..model import DispelError
 
 STOP_HINT = "Ctrl-C stops the recording and builds the report"
@@ -50,6 +50,7 @@ class Observer(logging.Handler):
         self.sids: dict[str, int] = {}  # Socket.IO sid -> client number
         self.transports: dict[int, str] = {}
         self.manager = None  # the Socket.IO server's client manager (_client_of)
+        self._asked: dict[tuple, str] = {}  # (Engine.IO sid, namespace, ack id) -> the event the server asked with
         self._pending: dict[str, object] = {}  # Engine.IO sid -> a binary packet waiting for attachments
         self._lock = threading.Lock()
 
@@ -79,10 +80,12 @@ class Observer(logging.Handler):
                 self.transports[n] = transport
                 self._note(n, do="open", transport=transport)
                 self.say(f"client {n} connected ({'long-polling' if transport == 'polling' else 'WebSocket'})")
-            elif name == "MESSAGE" and isinstance(data, str) and data[:1] == "0" and sid in self.clients:
+            elif name == "MESSAGE" and isinstance(data, str) and data[:1] in ("0", "2", "5") and sid in self.clients:
                 pkt = parse_packet(data)
-                if isinstance(pkt.data, dict) and isinstance(pkt.data.get("sid"), str):
+                if pkt.type == CONNECT and isinstance(pkt.data, dict) and isinstance(pkt.data.get("sid"), str):
                     self.sids[pkt.data["sid"]] = self.clients[sid]
+                elif pkt.id is not None and isinstance(pkt.data, list) and pkt.data:  # the server asks for an ack
+                    self._asked[(sid, pkt.namespace, pkt.id)] = pkt.data[0]
         elif msg == "%s: Received packet %s data %s" and len(args) == 3:
             sid, name, data = args
             n = self.clients.get(sid)
@@ -155,6 +158,10 @@ class Observer(logging.Handler):
             event, rest = pkt.data[0], pkt.data[1:]
             self._note(n, do="emit", namespace=ns, event=event, args=_jsonable(rest), ack=pkt.id is not None)
             self.say(f"client {n} sent {event!r}" + (" (asks for an ack)" if pkt.id is not None else "") + f" [{ns}]")
+        elif pkt.type in (ACK, BINARY_ACK) and (sid, ns, pkt.id) in self._asked:  # the client's answer to the server's call
+            event = self._asked.pop((sid, ns, pkt.id))
+            self._note(n, do="reply", namespace=ns, event=event, args=_jsonable(pkt.data if isinstance(pkt.data, list) else []))
+            self.say(f"client {n} answered {event!r} [{ns}]")
         elif pkt.type == DISCONNECT:
             self._note(n, do="disconnect", namespace=ns)
             self.say(f"client {n} left namespace {ns}")

@@ -43,6 +43,7 @@ class LiveClient:
     transport: str  # "websocket", "polling" or UPGRADE
     actions: tuple[Action, ...] = ()
     closed: bool = False  # it disconnected before the recording stopped
+    replies: tuple[tuple[str, tuple], ...] = ()  # event the server asked with -> what the client answered (the first time)
 
     @property
     def name(self) -> str:
@@ -69,6 +70,7 @@ def session(observations: Iterable[Mapping]) -> Session:
     actions: dict[int, list[Action]] = {}
     closed: set[int] = set()
     order: list[tuple[int, int]] = []
+    replies: dict[int, dict[str, tuple]] = {}
     for o in observations:
         n = int(o["client"])
         do = o["do"]
@@ -79,6 +81,8 @@ def session(observations: Iterable[Mapping]) -> Session:
             continue  # a client seen before its OPEN (the recording started in its middle)
         elif do == "upgrade":
             transports[n] = UPGRADE
+        elif do == "reply":  # the client's answer to the server's call: the replay's client answers the same
+            replies.setdefault(n, {}).setdefault(o.get("event", ""), tuple(decode_bytes(list(o.get("args") or ()))))
         elif do in ("connect", "emit", "disconnect", "close"):
             if do == "close":
                 closed.add(n)
@@ -86,7 +90,8 @@ def session(observations: Iterable[Mapping]) -> Session:
                        bool(o.get("ack")), decode_bytes(o.get("auth")))
             order.append((n, len(actions[n])))
             actions[n].append(a)
-    clients = tuple(LiveClient(n, transports[n], tuple(actions[n]), n in closed) for n in sorted(transports))
+    clients = tuple(LiveClient(n, transports[n], tuple(actions[n]), n in closed, tuple(sorted(replies.get(n, {}).items())))
+                    for n in sorted(transports))
     return Session(clients, tuple(order))
 
 
@@ -231,6 +236,17 @@ def scenario_text(s: Session, target: str, factory: bool = False, flask: str = "
                 left.append(f"client {c.number}'s auth holds a null, which TOML cannot write: left out")
             else:
                 out.append(f"auth = {toml_value(auth)}")
+        answers = []
+        for event, args in c.replies:
+            value = hide_secrets(args[0]) if len(args) == 1 else None
+            envs |= set(_envs(value))
+            if value is None or has_null(value):
+                if args:
+                    left.append(f"client {c.number}'s answer to {event!r} is not one value TOML can write: left out")
+                continue
+            answers.append(f"{json.dumps(event, ensure_ascii=False)} = {toml_value(value)}")
+        if answers:
+            out.append(f"replies = {{ {', '.join(answers)} }}")
         out.append("")
     connected: set[int] = set()
     by_number = {c.number: c for c in s.clients}
