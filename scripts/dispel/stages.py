@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import (
+    aids,
     annotations,
     catalog,
     diff,
@@ -646,7 +647,9 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
         if chain is None:
             files[page] = render.render_placeholder(journey)
         else:
-            files[page] = render.render_journey(chain, hop_linker(lock), excerpts, texts, found)
+            view = render.journey_page(chain, hop_linker(lock), excerpts, texts, found)
+            files[page] = aids.with_journey_aids(render.emit_journey(view), view)
+    files.update(aid_pages(project, out, found))
     files[out / "sample_app.md"] = render.render_sample_app(sample_app_files())
     files[out / "licensing.md"] = render.render_licensing(license_rows(found.values(), lock))
     versions, python = version_set(lock)
@@ -660,6 +663,46 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     if absent:
         said.append(f"not recorded yet, placeholder pages: {', '.join(absent)} (run `make regen`)")
     return Site(tuple(files), tuple(said))
+
+
+def aid_pages(project: Project, out: Path, found: Mapping[str, Chain]) -> dict[Path, str]:
+    """The reader's aids (dispel.aids): glossary, threads, the edge table and cite snippets, the footer."""
+    facts = aids.thread_facts(load_traces(project))
+    chains = [found[j] for j in catalog.JOURNEY_NAMES if j in found]
+    return {
+        out / aids.GLOSSARY_PAGE: aids.glossary_page(facts),
+        out / aids.THREADS_PAGE: aids.threads_page(facts, chains),
+        out / "snippets" / aids.EDGES_SNIPPET: aids.edges_snippet(),
+        out / "snippets" / aids.CITE_SNIPPET: aids.cite_snippet(colophon(project)),
+        out / aids.FOOTER_PARTIAL: aids.footer_html(colophon(project)),
+    }
+
+
+def traces_commit(project: Project) -> tuple[str, str]:
+    """(committer date ISO 8601, SHA) of the last commit that changed the project's traces/; ("", "") when git does not know."""
+    rel = project.traces.relative_to(project.root).as_posix() if project.traces.is_relative_to(project.root) else str(project.traces)
+    try:
+        done = subprocess.run(["git", "-C", str(project.root), "log", "-1", "--format=%cI %H", "--", rel],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "", ""
+    date, _, sha = done.stdout.strip().partition(" ") if done.returncode == 0 else ("", "", "")
+    return date, sha
+
+
+def colophon(project: Project) -> aids.Colophon:
+    """The site's name (mkdocs.yml), dispel's version and the date and commit of the traces, for the footer and the cite snippet."""
+    config = project.root / "mkdocs.yml"
+    name = "dispel"
+    if config.is_file():
+        m = re.search(r'^site_name:\s*"?(.*?)"?\s*$', read_text(config, "mkdocs.yml"), re.M)
+        name = m.group(1) if m else name
+    try:
+        version = metadata.version("dispel")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    date, sha = traces_commit(project)
+    return aids.Colophon(name, version, date, sha)
 
 
 # --------------------------------------------------------------------------- fetching
