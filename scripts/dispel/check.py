@@ -375,6 +375,11 @@ def stale_site_texts(
     return out
 
 
+def unlisted_pages(mkdocs_config: str, pages: Iterable[str]) -> list[str]:
+    """Generated pages (paths relative to docs/) the mkdocs.yml navigation does not list."""
+    return [f"mkdocs.yml: the navigation does not list {p}" for p in pages if not re.search(rf":\s*{re.escape(p)}\s*$", mkdocs_config, re.M)]
+
+
 @dataclass(frozen=True)
 class Summary:
     checked: int
