@@ -184,7 +184,7 @@ def lock_file(lock: Lock, repo: str, ref: str, path: str) -> tuple[Pin, FilePin]
     pin = next((p for p in pins if pin_ref(p) == ref), None)
     if pin is None:
         return f"{repo} at {ref} is not pinned: the lock pins {', '.join(sorted({pin_ref(p) for p in pins}))}"
-    found = next((f for f in pin.files if f.path == path), None)
+    found = next((f for f in (*pin.files, *pin.licenses) if f.path == path), None)
     if found is None:
         return f"{path} is not among the files the lock pins for {repo} at {ref[:12]}"
     return pin, found
@@ -256,6 +256,8 @@ def check_permalink(
     if data.blob != fpin.blob:
         return [f"{at}: the {origin} file {fpin.installed} has blob {data.blob}, not the pinned blob {fpin.blob} of {pin.dist} {pin.version}"]
     lines = data.lines
+    if fpin in pin.licenses and not sl.start and not sl.end:
+        return []  # a license file is linked whole: proven by its blob
     if sl.start < 1 or sl.end < sl.start or sl.end > len(lines):
         return [f"{at}: lines {sl.start}-{sl.end} are not inside {sl.path} ({len(lines)} lines)"]
     hop = _hop_of(link, chains)

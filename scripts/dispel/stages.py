@@ -40,6 +40,7 @@ from .cores import CORES, core_name, recorder_for
 from .drivers import ClientStarter, free_ports
 from .forges import SHA_RE, check_repo, forge, raw_url
 from .installed import (
+    dependency_facts,
     PYTHON_VERSION,
     FlaskSecrets,
     code_roots,
@@ -480,17 +481,22 @@ def pin(
             forge_name, repo = located[name]
             old = next((p for p in before.dists if p.dist == name), None) if before else None
             why = "--refresh" if refresh else pins.repin_reason(old, installed[name], repo)
+            mirror = mirrors.get(repo.lower(), ("", None))[1]
             if not why:
+                if not old.licenses and mirror is not None and old.commit:
+                    # a kept entry learns its license files' paths from a mirror that has its commit
+                    tree = gitinfo.tree_blobs(mirror, old.commit)
+                    old = dataclasses.replace(old, licenses=pins.map_licenses(installed[name].licenses, tree))
                 locked.append(old)
                 continue
-            mirror = mirrors.get(repo.lower(), ("", None))[1]
             try:
                 git_dir, tag, commit = _resolve_tag(name, installed[name].version, forge_name, repo, mirror, Path(tmp))
             except DispelError as exc:
                 raise DispelError(f"{name} must be pinned afresh ({why}): {exc}") from None
             version, tree = installed[name].version, gitinfo.tree_blobs(git_dir, commit)
             files = pins.map_files(name, version, tag, installed[name].blobs, tree)
-            locked.append(Pin(name, version, forge_name, repo, tag, commit, "commit", files))
+            licensed = pins.map_licenses(installed[name].licenses, tree)
+            locked.append(Pin(name, version, forge_name, repo, tag, commit, "commit", files, licensed))
             afresh[name] = why
     python = pins.stdlib_pin(installed[PYTHON].version, installed[PYTHON].blobs)
     lock = Lock(python, tuple(locked))
@@ -651,7 +657,10 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
             files[page] = aids.with_journey_aids(render.emit_journey(view), view)
     files.update(aid_pages(project, out, found))
     files[out / "sample_app.md"] = render.render_sample_app(sample_app_files())
-    files[out / "licensing.md"] = render.render_licensing(license_rows(found.values(), lock))
+    rows = license_rows(found.values(), lock)
+    traced = [normalize_dist(d) for d in {h.func.source.dist for c in found.values() for h in c.hops} - {"builtin", "sample_app", "python"}]
+    files[out / "licensing.md"] = (render.render_licensing(rows) + "\n" + aids.license_files_section(rows) + "\n"
+                                   + aids.dependency_tree(dependency_facts(traced), traced))
     versions, python = version_set(lock)
     versions += browsers_recorded(project)
     files[out / "snippets" / "versions.md"] = render.render_versions(versions, python, sorted(found, key=catalog.JOURNEY_NAMES.index))
