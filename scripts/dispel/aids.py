@@ -376,7 +376,7 @@ def copy_block(page: JourneyPage, site_url: str = "") -> str:
     return (
         "## Copy this chain { #copy }\n\n"
         "The key hops of this page as Markdown, one line each, every link pinned to the exact commit "
-        "(the sample app's own lines link to this site). Copy it with the button in the block's corner.\n\n"
+        "(the traced app's own lines link to its source page). Copy it with the button in the block's corner.\n\n"
         f"{fence} markdown\n{text}\n{fence}\n"
     )
 

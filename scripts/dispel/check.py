@@ -63,18 +63,23 @@ class LinkResult:
     problems: list[str] = field(default_factory=list)
 
 
-def prose_lines(text: str) -> list[str]:
-    """The page's lines with fenced blocks and code spans blanked: links and ids in code are not links."""
+def prose_lines(text: str, markdown_fences: bool = False) -> list[str]:
+    """The page's lines with fenced blocks and code spans blanked: links and ids in code are not links.
+    ``markdown_fences``: a block fenced as ``markdown`` (a chain to copy) keeps its lines, whose links are real."""
     out = []
     fence = ""
+    kept = False
     for line in text.split("\n"):
         m = _FENCE.match(line)
         if fence:
             if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not line.strip()[len(m.group(1)) :].strip():
                 fence = ""
-            out.append("")
+                out.append("")
+            else:
+                out.append(_CODE_SPAN.sub(lambda s: " " * len(s.group(0)), line) if kept else "")
         elif m:
             fence = m.group(1)
+            kept = markdown_fences and line.strip()[len(fence):].strip() == "markdown"
             out.append("")
         else:
             out.append(_CODE_SPAN.sub(lambda s: " " * len(s.group(0)), line))
@@ -126,7 +131,7 @@ def page_links(page: str, text: str) -> list[PageLink]:
     """Every Markdown and HTML link of a page, outside code, with its hop section and role."""
     out = []
     hop = 0
-    for n, line in enumerate(prose_lines(text), 1):
+    for n, line in enumerate(prose_lines(text, markdown_fences=True), 1):
         m = _HOP_HEADING.search(line)
         if m and line.lstrip().startswith("#"):
             hop = int(m.group(1))

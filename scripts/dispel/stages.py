@@ -678,13 +678,18 @@ def aid_pages(project: Project, out: Path, found: Mapping[str, Chain]) -> dict[P
     """The reader's aids (dispel.aids): glossary, threads, the edge table and cite snippets, the footer."""
     facts = aids.thread_facts(load_traces(project))
     chains = [found[j] for j in catalog.JOURNEY_NAMES if j in found]
-    return {
+    files = {
         out / aids.GLOSSARY_PAGE: aids.glossary_page(facts),
         out / aids.THREADS_PAGE: aids.threads_page(facts, chains),
         out / "snippets" / aids.EDGES_SNIPPET: aids.edges_snippet(),
-        out / "snippets" / aids.CITE_SNIPPET: aids.cite_snippet(colophon(project)),
-        out / aids.FOOTER_PARTIAL: aids.footer_html(colophon(project)),
     }
+    about = colophon(project)
+    dated = {out / "snippets" / aids.CITE_SNIPPET: aids.cite_snippet(about), out / aids.FOOTER_PARTIAL: aids.footer_html(about)}
+    for path, text in dated.items():
+        committed = project.docs / path.relative_to(out)
+        # A copy without git history (a test's, a tarball's) cannot date its traces: it keeps the committed colophon.
+        files[path] = read_text(committed, "page") if not about.traces_date and committed.is_file() else text
+    return files
 
 
 def traces_commit(project: Project) -> tuple[str, str]:
