@@ -9,7 +9,10 @@ import pytest
 
 from conftest import trace_of
 from programs import threads as threads_program
-from dispel import aids, catalog, check, pins, render, stages, verify
+from dispel import catalog, stages
+from dispel.check import links as check, stage as verify
+from dispel.pins import pinning as pins
+from dispel.render import aids, annotation_files, pages as render
 from dispel.model import EDGES, FilePin, Pin
 from dispel.project import Project
 from samples import EMIT, EXCERPTS, HOP_LINKS
@@ -21,7 +24,7 @@ def committed_pages() -> dict:
     """The committed chains' page models, as `dispel render` makes them."""
     project = Project()
     found = stages.load_chains(project)
-    texts = stages.annotations.texts(stages.load_annotations(project))
+    texts = annotation_files.texts(stages.load_annotations(project))
     lock = stages.project_lock(project)
     return {j: render.journey_page(c, stages.hop_linker(lock), {}, texts, found) for j, c in found.items()}
 
