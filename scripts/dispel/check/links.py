@@ -368,11 +368,15 @@ def stale_site_texts(
     index: str, how: str, journeys: Sequence[str], edges: Iterable[str], scenarios: Sequence[str]
 ) -> list[str]:
     """Hand-written site texts that state what the catalogue and the chains know, checked
-    against them: the home page's journey table links every journey page, its edge table names
-    every edge the chains use, and how.md counts and names every scenario recorded."""
+    against them: the home page's journey table links every journey page and no other, its edge
+    table names every edge the chains use, it names every scenario recorded, and how.md counts and
+    names every scenario recorded."""
     out = []
     table = index.partition("## The journeys")[2].partition("\n## ")[0]
     out += [f"docs/index.md: the journey table does not link chains/{j}.md" for j in journeys if f"(chains/{j}.md)" not in table]
+    linked = dict.fromkeys(re.findall(r"\(chains/([^)#]+)\.md[)#]", table))
+    out += [f"docs/index.md: the journey table links chains/{j}.md, which is no journey of the catalogue" for j in linked if j not in journeys]
+    out += [f"docs/index.md: does not name the scenario `{s}` that records its journeys" for s in scenarios if f"`{s}`" not in index]
     out += [f"docs/index.md: the edge table has no row for `{e}`, an edge the chains use" for e in sorted(set(edges)) if f"| `{e}` |" not in index]
     for m in _SCENARIO_COUNT.finditer(how):
         said = _NUMBERS.get(m.group(1).lower(), int(m.group(1)) if m.group(1).isdigit() else None)
