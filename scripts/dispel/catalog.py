@@ -328,8 +328,8 @@ class Codec:
     A journey page's layer table lists the hops of its chain that ran one of these (dispel.aids)."""
 
     layer: str
-    direction: str  # "received" (client to server) or "sent" (server to client)
-    key: str  # Func.key
+    direction: str  # "received" (parsed from bytes that came in) or "sent" (encoded into bytes that go out)
+    key: str  # module:qualname (a Func.key without the @line of an overloaded name)
     what: str  # what it does to that layer, in a few words
 
 

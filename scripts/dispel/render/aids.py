@@ -318,8 +318,8 @@ def _views(page: JourneyPage) -> list[HopView]:
 def layer_hops(page: JourneyPage, codecs: Sequence[catalog.Codec] = catalog.CODECS) -> list[LayerHop]:
     """The page's hop entries that parse or encode a protocol layer, in the catalogue's order, each function once."""
     by_key: dict[str, HopView] = {}
-    for v in _views(page):
-        by_key.setdefault(v.hop.func.key, v)
+    for v in _views(page):  # by module:qualname, without the line an overloaded name's key carries
+        by_key.setdefault(f"{v.hop.func.module}:{v.hop.func.qualname}", v)
     return [LayerHop(c, by_key[c.key]) for c in codecs if c.key in by_key]
 
 
