@@ -215,3 +215,33 @@ def test_the_committed_footer_dates_the_last_commit_of_the_traces():
         pytest.skip("not a git checkout")
     footer = (ROOT / "docs" / aids.FOOTER_PARTIAL).read_text(encoding="utf-8")
     assert f"traces of {date[:10]}" in footer and sha[:12] in footer
+
+
+def test_pin_proves_the_license_files_and_a_kept_entry_learns_them_from_a_mirror(tmp_path):
+    from conftest import install, make_repo
+
+    from dispel import cli
+
+    license_text = "MIT License\n\nPermission is hereby granted, free of charge...\n"
+    repo = make_repo(tmp_path / "up", {"LICENSE": license_text, "docs/LICENSE": license_text, "src/lib/__init__.py": "x = 1\n"}, {"v1.0": True})
+    site = tmp_path / "site"
+    install(site, "lib", "1.0", {"lib/__init__.py": "x = 1\n"}, ["Source, https://github.com/acme/lib"])
+    info = site / "lib-1.0.dist-info"
+    (info / "licenses").mkdir()
+    (info / "licenses" / "LICENSE").write_text(license_text)
+    (info / "RECORD").write_text((info / "RECORD").read_text() + f"{info.name}/licenses/LICENSE,,\n")
+    lock_path = tmp_path / "pins.lock.json"
+    args = ["pin", "lib", "--site", str(site), "--lock", str(lock_path)]
+    assert cli.main([*args, "--git-dir", f"acme/lib={repo}"]) == 0
+    pin = stages.load_lock(lock_path).pin("lib")
+    assert [(f.installed, f.path) for f in pin.licenses] == [("lib-1.0.dist-info/licenses/LICENSE", "LICENSE")]
+    assert stages.verify_installed(stages.load_lock(lock_path), [site]) == []
+    # a lock without them (an older dispel's) keeps its entry without git, and learns them from a mirror
+    data = json.loads(lock_path.read_text())
+    del data["dists"]["lib"]["licenses"]
+    lock_path.write_text(json.dumps(data))
+    assert cli.main([*args, "--git-dir", f"acme/lib={repo}"]) == 0
+    assert stages.load_lock(lock_path).pin("lib").licenses == pin.licenses
+    # a changed license file is a failure of the installed check
+    (info / "licenses" / "LICENSE").write_text(license_text + "changed\n")
+    assert any("license file lib-1.0.dist-info/licenses/LICENSE differs" in p for p in stages.verify_installed(stages.load_lock(lock_path), [site]))
