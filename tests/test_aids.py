@@ -9,7 +9,10 @@ import pytest
 
 from conftest import trace_of
 from programs import threads as threads_program
-from dispel import catalog, stages
+from dispel import catalog
+from dispel.pins import stage as pins_stage
+from dispel.project import load_annotations, load_chains, load_lock, project_lock
+from dispel.render import stage as render_stage
 from dispel.check import links as check, stage as verify
 from dispel.pins import pinning as pins
 from dispel.render import aids, annotation_files, pages as render
@@ -23,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def committed_pages() -> dict:
     """The committed chains' page models, as `dispel render` makes them."""
     project = Project()
-    found = stages.load_chains(project)
-    texts = annotation_files.texts(stages.load_annotations(project))
-    lock = stages.project_lock(project)
-    return {j: render.journey_page(c, stages.hop_linker(lock), {}, texts, found) for j, c in found.items()}
+    found = load_chains(project)
+    texts = annotation_files.texts(load_annotations(project))
+    lock = project_lock(project)
+    return {j: render.journey_page(c, render_stage.hop_linker(lock), {}, texts, found) for j, c in found.items()}
 
 
 # --------------------------------------------------------------------------- edges
@@ -60,7 +63,7 @@ def test_thread_facts_of_a_real_trace_name_the_starter_the_wait_and_the_waker():
 
 
 def test_the_threads_page_lists_every_role_of_every_chain_and_links_its_journeys():
-    found = stages.load_chains(Project())
+    found = load_chains(Project())
     page = (ROOT / "docs" / aids.THREADS_PAGE).read_text(encoding="utf-8")
     for chain in found.values():
         for role in {aids.role_of(h.thread) for h in chain.hops}:
@@ -142,8 +145,8 @@ def test_a_copy_block_link_to_an_unlocked_commit_fails_the_check(project):
     m = re.search(r"/blob/([0-9a-f]{40})/", block)
     assert m, "the copy block has no pinned link"
     page.write_text(text.replace(block, block.replace(m.group(1), "f" * 40)), encoding="utf-8")
-    lock = stages.load_lock(project / "traces" / "pins.lock.json")
-    results = verify.check_links(Project(project), lock, stages.load_chains(Project(project)))
+    lock = load_lock(project / "traces" / "pins.lock.json")
+    results = verify.check_links(Project(project), lock, load_chains(Project(project)))
     assert any(f"at {'f' * 40} is not pinned" in p for r in results for p in r.problems)
 
 
@@ -171,7 +174,7 @@ def test_the_lock_keeps_license_files_and_old_locks_stay_as_they_were():
 
 def test_the_licensing_page_links_every_pinned_license_file():
     page = (ROOT / "docs" / "licensing.md").read_text(encoding="utf-8")
-    lock = stages.project_lock(Project())
+    lock = project_lock(Project())
     for pin in lock.dists:
         for lic in pin.licenses:
             assert f"https://github.com/{pin.repo}/blob/{pin.commit}/{lic.path}" in page, pin.dist
@@ -210,7 +213,7 @@ def test_the_colophon_names_the_version_and_the_date_of_the_traces():
 
 
 def test_the_committed_footer_dates_the_last_commit_of_the_traces():
-    date, sha = stages.traces_commit(Project())
+    date, sha = render_stage.traces_commit(Project())
     if not date:
         pytest.skip("not a git checkout")
     footer = (ROOT / "docs" / aids.FOOTER_PARTIAL).read_text(encoding="utf-8")
@@ -233,15 +236,15 @@ def test_pin_proves_the_license_files_and_a_kept_entry_learns_them_from_a_mirror
     lock_path = tmp_path / "pins.lock.json"
     args = ["pin", "lib", "--site", str(site), "--lock", str(lock_path)]
     assert cli.main([*args, "--git-dir", f"acme/lib={repo}"]) == 0
-    pin = stages.load_lock(lock_path).pin("lib")
+    pin = load_lock(lock_path).pin("lib")
     assert [(f.installed, f.path) for f in pin.licenses] == [("lib-1.0.dist-info/licenses/LICENSE", "LICENSE")]
-    assert stages.verify_installed(stages.load_lock(lock_path), [site]) == []
+    assert pins_stage.verify_installed(load_lock(lock_path), [site]) == []
     # a lock without them (an older dispel's) keeps its entry without git, and learns them from a mirror
     data = json.loads(lock_path.read_text())
     del data["dists"]["lib"]["licenses"]
     lock_path.write_text(json.dumps(data))
     assert cli.main([*args, "--git-dir", f"acme/lib={repo}"]) == 0
-    assert stages.load_lock(lock_path).pin("lib").licenses == pin.licenses
+    assert load_lock(lock_path).pin("lib").licenses == pin.licenses
     # a changed license file is a failure of the installed check
     (info / "licenses" / "LICENSE").write_text(license_text + "changed\n")
-    assert any("license file lib-1.0.dist-info/licenses/LICENSE differs" in p for p in stages.verify_installed(stages.load_lock(lock_path), [site]))
+    assert any("license file lib-1.0.dist-info/licenses/LICENSE differs" in p for p in pins_stage.verify_installed(load_lock(lock_path), [site]))

@@ -11,7 +11,8 @@ from dispel import cli
 from dispel.check import integrity, stage as verify
 from dispel.model import EDGE_CALL, EDGE_WAKE, WireLayer
 from dispel.project import Project
-from dispel.stages import chain_files, load_chains, load_traces
+from dispel.chains.stage import chain_files
+from dispel.project import load_chains, load_traces
 
 
 

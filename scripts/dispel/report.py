@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from .render import annotation_files as annotations, app_notes, pages as render
+from .render import annotation_files, app_notes, pages as render
 from . import catalog
 from .render import aids
 from .chains import build as chains_core, derive, fold
@@ -35,16 +35,11 @@ from .pins.forges import repo_url
 from .pins.installed import distributions, hop_sources, license_rows, source_lines
 from .model import Chain, DispelError, Lock, TraceFile
 from .project import Project, dump_json, read_text, swap_folder, write_all_atomic, write_atomic
-from .stages import (
-    chain_files,
-    checked_redact,
-    hop_linker,
-    load_annotations,
-    load_chains,
-    load_lock,
-    load_traces,
-    pin,
-)
+from .chains.stage import chain_files
+from .pins.stage import pin
+from .project import load_annotations, load_chains, load_lock, load_traces
+from .record.stage import checked_redact
+from .render.stage import hop_linker
 from .check.stage import CheckResult, check_integrity, check_proofs
 
 MARKER = ".dispel-report"
@@ -179,7 +174,7 @@ def fillable(chain: Chain, texts: Mapping[str, str]) -> tuple[dict[str, str], li
                 render.hop_annotation(chain, i, mine)
                 break
             except DispelError as exc:
-                key = annotations.select(mine, hop.func.key, chain.journey, hop.line)[0]
+                key = annotation_files.select(mine, hop.func.key, chain.journey, hop.line)[0]
                 dropped.append(f"{key} on {chain.journey}: {exc}")
                 del mine[key]
     return mine, dropped
@@ -200,7 +195,7 @@ def checked_page(chain: Chain, texts: dict[str, str], render_page, lines: Mappin
         for p in problems:
             for n in (p.hop, *returns.get(p.hop, ())) if p.hop else ():
                 hop = chain.hops[n - 1]
-                found = annotations.select(texts, hop.func.key, chain.journey, hop.line)
+                found = annotation_files.select(texts, hop.func.key, chain.journey, hop.line)
                 if found:
                     left_out.append(f"{found[0]} on {chain.journey}: {p.why}")
                     del texts[found[0]]
@@ -215,7 +210,7 @@ def unannotated(chains: Iterable[Chain], texts: Mapping[str, Mapping[str, str]])
     where: dict[str, list[str]] = {}
     for c in chains:
         for i, hop in enumerate(c.hops, 1):
-            if annotations.select(texts[c.journey], hop.func.key, c.journey, hop.line) is None:
+            if annotation_files.select(texts[c.journey], hop.func.key, c.journey, hop.line) is None:
                 where.setdefault(hop.func.key, []).append(f"{c.journey}#{i}")
     return [f"{k} ({', '.join(v[:3])}{', …' if len(v) > 3 else ''})" for k, v in sorted(where.items())]
 
@@ -436,12 +431,12 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     write_all_atomic(chain_files(built, rp.chains))
     pin(rp, dists=report_dists(trace), git_dirs=git_dirs)
     lock = load_lock(rp.lock)
-    texts = app_notes.library_texts(annotations.texts(load_annotations(project)))
+    texts = app_notes.library_texts(annotation_files.texts(load_annotations(project)))
     texts.update(app_notes.app_texts(trace, built, lines))
     texts.update(app_notes.summaries(derived, built))
     sources = hop_sources(built.values(), root)
     excerpts = {
-        src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotations.source_lines(data)]
+        src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotation_files.source_lines(data)]
         for src, data in sources.items()
     }
     per_journey, dropped = {}, []

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from ..render import annotation_files as annotations, pages as render
+from ..render import annotation_files, pages as render
 from .. import catalog
 from ..handin import document as handin
 from ..check import prose
@@ -35,15 +35,8 @@ from ..pins.installed import (
 )
 from ..model import Chain, DispelError, Lock
 from ..project import Project, read_text, swap_folder
-from ..stages import (
-    browsers_recorded,
-    hop_linker,
-    load_annotations,
-    load_chains,
-    load_lock,
-    load_traces,
-    project_lock,
-)
+from ..project import load_annotations, load_chains, load_lock, load_traces, project_lock
+from ..render.stage import browsers_recorded, hop_linker
 
 SITE_COMMAND = "make handin"  # = dispel handin --out site/handin
 REPORT_COMMAND = "dispel handin --report REPORT --out DIR"
@@ -61,7 +54,7 @@ class Built:
 
 
 def _excerpts(sources) -> dict:
-    return {src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotations.source_lines(data)] for src, data in sources.items()}
+    return {src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotation_files.source_lines(data)] for src, data in sources.items()}
 
 
 def _git_date(root: Path, rel: str) -> str:
@@ -79,7 +72,7 @@ def site_handin(project: Project) -> Built:
     if not found:
         raise DispelError(f"no chains in {project.shown(project.chains)}: record them first (`make regen`)")
     lock = project_lock(project)
-    texts = annotations.texts(load_annotations(project))
+    texts = annotation_files.texts(load_annotations(project))
     pages = tuple(render.journey_page(found[j], hop_linker(lock), {}, texts, found) for j in catalog.JOURNEY_NAMES if j in found)
     versions, python = version_set(lock)
     versions += browsers_recorded(project)
@@ -120,7 +113,7 @@ def report_handin(root: Path, project: Project) -> Built:
     app = root / report.APP_FOLDER
     lines = source_lines({trace.scenario: trace}, app)
     derived = [d for d in derive.derive(trace) if d.journey.name in built]
-    texts = app_notes.library_texts(annotations.texts(load_annotations(project)))
+    texts = app_notes.library_texts(annotation_files.texts(load_annotations(project)))
     texts.update(app_notes.app_texts(trace, built, lines))
     texts.update(app_notes.summaries(derived, built))
     sources = hop_sources(built.values(), app)
@@ -167,19 +160,19 @@ def true_shorts(chain: Chain, texts: dict[str, str], lines) -> dict[str, str]:
             try:
                 render.hop_short(chain, i, texts)
             except DispelError:
-                drop = annotations.select(texts, hop.func.key, chain.journey, hop.line)[0]
+                drop = annotation_files.select(texts, hop.func.key, chain.journey, hop.line)[0]
                 break
         if drop is None:
-            shorts = {k[len(annotations.SHORT_MARK):]: v for k, v in texts.items() if k.startswith(annotations.SHORT_MARK)}
+            shorts = {k[len(annotation_files.SHORT_MARK):]: v for k, v in texts.items() if k.startswith(annotation_files.SHORT_MARK)}
             found = prose.check_page(chain.journey, handin.short_page(chain, shorts), chain, lines) if shorts else []
             hop = chain.hops[found[0].hop - 1] if found and found[0].hop else None
             if hop is None:
                 return texts
-            chosen = annotations.select(shorts, hop.func.key, chain.journey, hop.line)
+            chosen = annotation_files.select(shorts, hop.func.key, chain.journey, hop.line)
             if chosen is None:
                 return texts
             drop = chosen[0]
-        texts.pop(annotations.SHORT_MARK + drop, None)
+        texts.pop(annotation_files.SHORT_MARK + drop, None)
     return texts
 
 
