@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 from markdown.extensions.toc import slugify
 
-from ..render.annotation_files import source_lines
+from ..model import source_lines
 from ..review.diff import compare_chains, describe as describe_chain_diff
 from ..model import PINNED_COMMIT, PYTHON, Chain, DispelError, FilePin, Hop, Lock, Pin
 from ..pins.forges import parse_source_url

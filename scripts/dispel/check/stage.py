@@ -19,8 +19,8 @@ from .. import catalog
 from ..render import aids
 from ..chains import build as chains_core
 from ..chains.stage import build_chains, chain_files
-from ..check import fetch, integrity, prose
-from ..check import links as check_core
+from . import fetch, integrity, prose
+from . import links as check_core
 from ..handin import document as handin
 from ..model import Chain, DispelError, Lock, Source
 from ..pins.forges import parse_source_url, raw_url

@@ -21,7 +21,7 @@ import yaml
 
 from ..render import annotation_files, pages as render
 from .. import catalog
-from ..handin import document as handin
+from . import document as handin
 from ..check import prose
 from ..run import browser
 from ..check import links as check_core
@@ -30,10 +30,11 @@ from ..pins.installed import (
     hop_sources,
     installed_contents,
     license_rows,
-    source_lines,
+    lines_by_source,
     version_set,
 )
 from ..model import Chain, DispelError, Lock
+from ..model import text_lines
 from ..project import Project, read_text, swap_folder
 from ..project import load_annotations, load_chains, load_lock, load_traces, project_lock
 from ..render.stage import browsers_recorded, hop_linker
@@ -54,7 +55,7 @@ class Built:
 
 
 def _excerpts(sources) -> dict:
-    return {src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotation_files.source_lines(data)] for src, data in sources.items()}
+    return {src: text_lines(data) for src, data in sources.items()}
 
 
 def _git_date(root: Path, rel: str) -> str:
@@ -111,14 +112,14 @@ def report_handin(root: Path, project: Project) -> Built:
     built = load_chains(rp)
     lock = load_lock(rp.lock)
     app = root / report.APP_FOLDER
-    lines = source_lines({trace.scenario: trace}, app)
+    lines = lines_by_source({trace.scenario: trace}, app)
     derived = [d for d in derive.derive(trace) if d.journey.name in built]
     texts = app_notes.library_texts(annotation_files.texts(load_annotations(project)))
     texts.update(app_notes.app_texts(trace, built, lines))
     texts.update(app_notes.summaries(derived, built))
     sources = hop_sources(built.values(), app)
     excerpts = _excerpts(sources)
-    prose_lines = {src: data.decode("utf-8", errors="replace").split("\n") for src, data in sources.items()}
+    prose_lines = {src: text_lines(data) for src, data in sources.items()}
     linker = hop_linker(lock)
     pages = []
     for journey in [d.journey.name for d in derived] + sorted(set(built) - {d.journey.name for d in derived}):

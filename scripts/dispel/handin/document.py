@@ -32,6 +32,7 @@ from ..render import pages as render
 from ..check.links import PageLink
 from ..pins.licenses import LicenseRow
 from ..model import PYTHON, Chain, Source, normalize_dist
+from ..model import text_lines
 from ..render.pagemodel import HopLinks, HopView, JourneyPage
 from ..render.pages import inline_code, md_text
 
@@ -163,7 +164,7 @@ def short_problems(chains: Mapping[str, Chain], shorts: Mapping[str, str], sourc
     """The `short:` sentences (annotation key -> short) read by the prose rules the pages' texts are, one line each."""
     if not shorts:
         return []
-    lines = {src: (d.decode("utf-8", errors="replace") if isinstance(d, bytes) else d).split("\n") for src, d in sources.items()}
+    lines = {src: text_lines(d) for src, d in sources.items()}
     out = []
     for journey, chain in sorted(chains.items()):
         out += [p.line for p in prose.check_page(f"short sentences on {journey}", short_page(chain, shorts), chain, lines)]

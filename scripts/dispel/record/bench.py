@@ -26,8 +26,8 @@ from ..run.launchers import ClientProcess
 from ..pins.installed import PYTHON_VERSION
 from ..model import DispelError
 from ..project import Project
-from ..record.cores import available_cores, core_missing, recorder_for
-from ..record.recorder import NullRecorder
+from .cores import available_cores, core_missing, recorder_for
+from .recorder import NullRecorder
 
 # Anchors: no tracing; a global sys.settrace function that returns None (the floor of
 # any settrace recorder); VizTracer (a C profiler that logs every call with a timestamp,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .. import catalog
+from .. import catalog, layout
 from ..check import links as check_core
 from ..model import (
     Chain,
@@ -17,6 +17,7 @@ from ..model import (
     Lock,
     normalize_dist,
 )
+from ..model import text_lines
 from ..pins import permalinks
 from ..pins.installed import (
     PYTHON_VERSION,
@@ -36,8 +37,8 @@ from ..project import (
     read_text,
     write_all_atomic,
 )
-from ..render import aids, annotation_files
-from ..render import pages as render
+from . import aids, annotation_files
+from . import pages as render
 
 
 def browsers_recorded(project: Project) -> list[tuple[str, str]]:
@@ -66,12 +67,14 @@ def hop_linker(lock: Lock | None) -> Callable[[Hop], render.HopLinks | None]:
 
     return links
 
+
 @dataclass(frozen=True)
 class Site:
     """What build_site wrote, and the notes for its author."""
 
     files: tuple[Path, ...]
     notes: tuple[str, ...]
+
 
 def build_site(project: Project, chains_dir: Path | None = None, docs: Path | None = None) -> Site:
     """Chains + lock + annotations + installed sources -> the generated pages of docs/ (all or none).
@@ -95,10 +98,7 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
         if orphans:
             raise DispelError(orphans[0].message + (f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""))
     sources = hop_sources(found.values())
-    excerpts = {
-        src: [line.decode("utf-8", errors="replace").rstrip("\r\n") for line in annotation_files.source_lines(data)]
-        for src, data in sources.items()
-    }
+    excerpts = {src: text_lines(data) for src, data in sources.items()}
     texts = annotation_files.texts(notes)
 
     files: dict[Path, str] = {}
@@ -118,6 +118,7 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
                                    + aids.dependency_tree(dependency_facts(traced), traced))
     versions, python = version_set(lock)
     versions += browsers_recorded(project)
+    files[out / "snippets" / "modules.md"] = layout.markdown_table()
     files[out / "snippets" / "versions.md"] = render.render_versions(versions, python, sorted(found, key=catalog.JOURNEY_NAMES.index))
     write_all_atomic(files)
 
