@@ -208,7 +208,8 @@ def threads_page(facts: Mapping[str, RoleFacts], chains: Sequence[Chain], page_p
         generated_header(),
         "# Threads\n",
         "The threads the traced server ran, by role. A thread is named after the first function it ran "
-        "(the catalogue's thread roles), numbered in the order the threads started: `request-1`, `request-2`, … "
+        "(the catalogue's thread roles) and numbered breadth first from the main thread, each after the thread that "
+        "started it: `request-1`, `request-2`, … "
         f"What each role is for is in the [glossary]({GLOSSARY_PAGE}#thread-roles). Everything below is read from "
         "the recorded traces and the chains; a function is shown as `module:qualname`.\n",
         "| Role | Threads | Runs first | Started by (on thread) | Waits in (the call it blocks in) | Woken by (on thread) | Journeys |",
@@ -221,11 +222,15 @@ def threads_page(facts: Mapping[str, RoleFacts], chains: Sequence[Chain], page_p
             f"| `{role}` | {f.threads} | {_keys(f.first)} | {_pairs(f.started_by, 'on')} "
             f"| {_pairs(f.waits, 'in')} | {_pairs(f.woken_by, 'on')} | {journeys} |"
         )
-    out.append(
-        "\n*Threads* counts the threads of that role across the recorded scenarios "
-        f"({', '.join(inline_code(s) for s in sorted({s for f in facts.values() for s in f.scenarios}))}). "
-        "A thread of the queue scenario is named after its process on the journey pages (`server-a/handler-1`).\n"
+    note = (
+        "\n*Threads* counts the threads of that role the recorded traces keep (a thread that did exactly what an earlier "
+        "one did is folded into it) across the recorded scenarios "
+        f"({', '.join(inline_code(s) for s in sorted({s for f in facts.values() for s in f.scenarios}))})."
     )
+    named = next((h.thread for c in chains for h in c.hops if "/" in h.thread), "")
+    if named:  # a scenario of several processes
+        note += f" In a scenario of several processes, a thread is named after its process on the journey pages ({inline_code(named)})."
+    out.append(note + "\n")
     return "\n".join(out)
 
 
@@ -265,7 +270,7 @@ TERMS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("acknowledgement", "an event sent with an id; the receiver's handler's return value comes back in an ACK packet "
          "with the same id"),
         ("room", "a server-side group of clients in a namespace; `emit(..., to=room)` sends to each of them"),
-        ("message queue", "a broker (here Redis) through which several servers, or a process with no server, "
+        ("message queue", "a broker (Redis, for one) through which several servers, or a process with no server, "
          "emit to each other's clients"),
     )),
 )
