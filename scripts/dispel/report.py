@@ -32,8 +32,8 @@ from .pins import pinning as pins
 from .run import scenario_file
 from .chains.build import JourneyError
 from .pins.forges import repo_url
-from .pins.installed import distributions, hop_sources, license_rows, lines_by_source
-from .model import Chain, DispelError, Lock, TraceFile
+from .pins.installed import dependency_facts, distributions, hop_sources, license_rows, lines_by_source
+from .model import Chain, DispelError, Lock, TraceFile, normalize_dist
 from .model import text_lines
 from .project import Project, dump_json, read_text, swap_folder, write_all_atomic, write_atomic
 from .chains.stage import chain_files
@@ -456,7 +456,10 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
                         if f.source.dist == derive.APP_DIST and root is not None})
     files[rp.docs / "sample_app.md"] = render.render_sample_app(
         app_files, "The app's source", f"The app {render.inline_code(sf.app.target)} that the journeys trace, exactly as it ran.", COMMAND)
-    files[rp.docs / "licensing.md"] = header + render.render_licensing(license_rows(built.values(), lock)).split("\n", 1)[1]
+    rows = license_rows(built.values(), lock)
+    traced = sorted({normalize_dist(h.func.source.dist) for c in built.values() for h in c.hops} - {"builtin", derive.APP_DIST, "python"})
+    files[rp.docs / "licensing.md"] = (header + render.render_licensing(rows).split("\n", 1)[1] + "\n" + aids.license_files_section(rows)
+                                       + "\n" + aids.dependency_tree(dependency_facts(traced), traced))
     guide = _reading_guide(read_text(project.docs / "index.md", "the project's index page"))
     guide = guide.replace(f'--8<-- "{aids.EDGES_SNIPPET}"', aids.edge_table().rstrip("\n"))  # the report has no snippets
     facts = aids.thread_facts({trace.scenario: trace})
