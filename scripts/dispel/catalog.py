@@ -344,6 +344,7 @@ CODECS: tuple[Codec, ...] = (
     Codec("HTTP", SENT, "h11._connection:Connection.send", "the response turned into bytes"),
     Codec("HTTP", SENT, "werkzeug.serving:WSGIRequestHandler.run_wsgi.<locals>.write", "the status line and headers, then the body"),
     Codec("WebSocket frame", RECEIVED, "wsproto.frame_protocol:FrameDecoder.process_buffer", "the frame header, and the payload unmasked"),
+    Codec("WebSocket frame", RECEIVED, "wsproto.extensions:PerMessageDeflate.frame_inbound_payload_data", "a compressed payload inflated (permessage-deflate)"),
     Codec("WebSocket frame", RECEIVED, "wsproto.frame_protocol:MessageDecoder.process_frame", "the frames of a message joined, text decoded as UTF-8"),
     Codec("WebSocket frame", SENT, "wsproto.frame_protocol:FrameProtocol._serialize_frame", "the frame header and payload"),
     Codec("Engine.IO packet", RECEIVED, "engineio.payload:Payload.decode", "a long-polling body split into packets"),
