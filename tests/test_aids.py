@@ -67,7 +67,7 @@ def test_the_threads_page_lists_every_role_of_every_chain_and_links_its_journeys
     page = (ROOT / "docs" / aids.THREADS_PAGE).read_text(encoding="utf-8")
     for chain in found.values():
         for role in {aids.role_of(h.thread) for h in chain.hops}:
-            row = next((line for line in page.split("\n") if line.startswith(f"| `{role}` |")), None)
+            row = next((line for line in page.split("\n") if line.startswith(f"| [`{role}`](#{role}) |")), None)
             assert row is not None, f"the threads page has no row for {role}"
             assert f"[{chain.journey}](chains/{chain.journey}.md)" in row, (role, chain.journey)
 

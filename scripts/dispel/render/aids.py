@@ -201,6 +201,13 @@ def _pairs(items: Iterable[tuple[str, str]], joiner: str) -> str:
     return "<br>".join(f"{inline_code(a)} {joiner} {inline_code(b)}" for a, b in items) or "—"
 
 
+def _fact(label: str, items: Sequence[str]) -> str:
+    """One fact of a role: inline when it is one item, a nested list when several, a dash when none."""
+    if len(items) <= 1:
+        return f"- **{label}:** {items[0] if items else '—'}"
+    return f"- **{label}:**\n" + "\n".join(f"    - {i}" for i in items)
+
+
 def threads_page(facts: Mapping[str, RoleFacts], chains: Sequence[Chain], page_prefix: str = "chains/") -> str:
     """The threads page: one row per role, who starts its threads, what they wait on, which journeys use them."""
     used = journeys_by_role(chains)
@@ -212,16 +219,14 @@ def threads_page(facts: Mapping[str, RoleFacts], chains: Sequence[Chain], page_p
         "started it: `request-1`, `request-2`, … "
         f"What each role is for is in the [glossary]({GLOSSARY_PAGE}#thread-roles). Everything below is read from "
         "the recorded traces and the chains; a function is shown as `module:qualname`.\n",
-        "| Role | Threads | Runs first | Started by (on thread) | Waits in (the call it blocks in) | Woken by (on thread) | Journeys |",
-        "|---|---:|---|---|---|---|---|",
+        "| Role | Threads | Runs first | Journeys |",
+        "|---|---:|---|---|",
     ]
-    for role in role_order(set(facts) | set(used)):
+    roles = role_order(set(facts) | set(used))
+    for role in roles:
         f = facts.get(role, RoleFacts(role))
         journeys = ", ".join(f"[{j}]({page_prefix}{j}.md)" for j in used.get(role, ())) or "—"
-        out.append(
-            f"| `{role}` | {f.threads} | {_keys(f.first)} | {_pairs(f.started_by, 'on')} "
-            f"| {_pairs(f.waits, 'in')} | {_pairs(f.woken_by, 'on')} | {journeys} |"
-        )
+        out.append(f"| [`{role}`](#{role}) | {f.threads} | {_keys(f.first)} | {journeys} |")
     note = (
         "\n*Threads* counts the threads of that role the recorded traces keep (a thread that did exactly what an earlier "
         "one did is folded into it) across the recorded scenarios "
@@ -231,6 +236,16 @@ def threads_page(facts: Mapping[str, RoleFacts], chains: Sequence[Chain], page_p
     if named:  # a scenario of several processes
         note += f" In a scenario of several processes, a thread is named after its process on the journey pages ({inline_code(named)})."
     out.append(note + "\n")
+    for role in roles:
+        f = facts.get(role, RoleFacts(role))
+        out.append(f"## `{role}` {{ #{role} }}\n")
+        out.append("\n".join([
+            _fact("Runs first", [inline_code(k) for k in f.first]),
+            _fact("Started by", [f"{inline_code(k)}, on a `{r}` thread" for k, r in f.started_by]),
+            _fact("Waits in", [f"{inline_code(k)}, blocked in {inline_code(w)}" for k, w in f.waits]),
+            _fact("Woken by", [f"{inline_code(k)}, on a `{r}` thread" for k, r in f.woken_by]),
+            _fact("Journeys", [", ".join(f"[{j}]({page_prefix}{j}.md)" for j in used.get(role, ()))] if used.get(role) else []),
+        ]) + "\n")
     return "\n".join(out)
 
 
