@@ -105,7 +105,8 @@ def test_the_layer_table_lists_exactly_the_codec_hops_of_each_journey():
         listed = {lh.codec.key for lh in aids.layer_hops(page)}
         assert listed == on_chain, journey
         for lh in aids.layer_hops(page):
-            assert f"[hop {lh.view.number}](#hop-{lh.view.number})" in table
+            n = aids.page_number(lh.view)
+            assert f"[hop {n}](#hop-{n})" in table
             assert lh.view.links is None or lh.view.links.definition in table
     # the handshake's 101 is turned into bytes by h11, whose Connection.send is an overloaded name
     assert "h11._connection:Connection.send" in {lh.codec.key for lh in aids.layer_hops(committed_pages()["handshake"])}
@@ -127,7 +128,7 @@ def test_the_copy_block_has_one_line_per_key_hop_with_its_pinned_line():
     assert len(lines) == len(key)
     for line, view in zip(lines, key):
         url = view.links.line if view.links else ""
-        assert line.startswith(f"- [{view.number}. {view.hop.func.qualname} ") and line.endswith(f"({url})" if url else ")")
+        assert line.startswith(f"- [{aids.page_number(view)}. {view.hop.func.qualname} ") and line.endswith(f"({url})" if url else ")")
     block = aids.copy_block(page)
     assert "``` markdown\n**emit**:" in block
 

@@ -21,6 +21,7 @@ import yaml
 
 from ..render import annotation_files, pages as render
 from .. import catalog
+from ..chains import fold
 from . import document as handin
 from . import docx_format, pdf_format
 from ..check import prose
@@ -167,7 +168,8 @@ def true_shorts(chain: Chain, texts: dict[str, str], lines) -> dict[str, str]:
         if drop is None:
             shorts = {k[len(annotation_files.SHORT_MARK):]: v for k, v in texts.items() if k.startswith(annotation_files.SHORT_MARK)}
             found = prose.check_page(chain.journey, handin.short_page(chain, shorts), chain, lines) if shorts else []
-            hop = chain.hops[found[0].hop - 1] if found and found[0].hop else None
+            at = fold.chain_positions(chain).get(found[0].hop) if found and found[0].hop else None  # a page number -> its call's hop
+            hop = chain.hops[at - 1] if at else None
             if hop is None:
                 return texts
             chosen = annotation_files.select(shorts, hop.func.key, chain.journey, hop.line)

@@ -343,8 +343,15 @@ def layer_hops(page: JourneyPage, codecs: Sequence[catalog.Codec] = catalog.CODE
     return [LayerHop(c, by_key[c.key]) for c in codecs if c.key in by_key]
 
 
+def page_number(view: HopView) -> int:
+    """The number a hop entry is shown under on its page (HopView.number is its chain position)."""
+    shown = getattr(view, "shown", None)
+    return shown.get(view.number, view.number) if shown else view.number
+
+
 def _hop_link(view: HopView) -> str:
-    return f"[hop {view.number}](#hop-{view.number})"
+    n = page_number(view)
+    return f"[hop {n}](#hop-{n})"
 
 
 def _pinned(view: HopView, text: str) -> str:
@@ -383,7 +390,7 @@ def copy_lines(page: JourneyPage) -> list[str]:
             func = v.hop.func
             url = v.links.line if v.links else ""
             where = "C function" if func.is_c else f"{func.source.path}:{v.hop.line}"
-            label = f"{v.number}. {func.qualname} ({where}, thread {v.hop.thread})"
+            label = f"{page_number(v)}. {func.qualname} ({where}, thread {v.hop.thread})"
             lines.append(f"- [{label}]({url})" if url else f"- {label}")
     return lines
 
