@@ -26,7 +26,7 @@ import yaml
 from .render import annotation_files, app_notes, pages as render
 from . import catalog
 from .render import aids
-from .chains import build as chains_core, derive, fold
+from .chains import build as chains_core, derive, derive_finders, fold
 from .check import fetch, integrity, prose
 from .pins import pinning as pins
 from .run import scenario_file
@@ -95,7 +95,7 @@ def unfinished(trace: TraceFile) -> list[tuple[str, str]]:
             if not kids or kids[-1].ret is not None or kids[-1].raised:
                 break
             path.append(kids[-1])
-        task = next((x for x in path if trace.funcs[x.func].source.dist == derive.APP_DIST), path[min(1, len(path) - 1)])
+        task = next((x for x in path if trace.funcs[x.func].source.dist == derive_finders.APP_DIST), path[min(1, len(path) - 1)])
         out.append((t.name, task.func))
     return out
 
@@ -136,7 +136,7 @@ def shown_in(line: str, built: Mapping[str, Chain], sites: Sequence[tuple[str, i
 
 def app_root(trace: TraceFile, folders: Sequence[Path]) -> Path | None:
     """The folder the app's files (trace paths) are found in: the first of ``folders`` holding them all."""
-    paths = {f.source.path for f in trace.funcs.values() if f.source.dist == derive.APP_DIST}
+    paths = {f.source.path for f in trace.funcs.values() if f.source.dist == derive_finders.APP_DIST}
     for folder in folders:
         if paths and all((folder / p).is_file() for p in paths):
             return folder
@@ -453,11 +453,11 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
         missing += [f"left out: {d}" for d in left_out]
         files[rp.docs / "chains" / f"{name}.md"] = header + page.split("\n", 1)[1]
     app_files = sorted({(f.source.path, (root / f.source.path).read_text(encoding="utf-8")) for f in trace.funcs.values()
-                        if f.source.dist == derive.APP_DIST and root is not None})
+                        if f.source.dist == derive_finders.APP_DIST and root is not None})
     files[rp.docs / "sample_app.md"] = render.render_sample_app(
         app_files, "The app's source", f"The app {render.inline_code(sf.app.target)} that the journeys trace, exactly as it ran.", COMMAND)
     rows = license_rows(built.values(), lock)
-    traced = sorted({normalize_dist(h.func.source.dist) for c in built.values() for h in c.hops} - {"builtin", derive.APP_DIST, "python"})
+    traced = sorted({normalize_dist(h.func.source.dist) for c in built.values() for h in c.hops} - {"builtin", derive_finders.APP_DIST, "python"})
     files[rp.docs / "licensing.md"] = (header + render.render_licensing(rows).split("\n", 1)[1] + "\n" + aids.license_files_section(rows)
                                        + "\n" + aids.dependency_tree(dependency_facts(traced), traced))
     guide = _reading_guide(read_text(project.docs / "index.md", "the project's index page"))

@@ -134,11 +134,12 @@ def disconnect_cleanly(client, timeout: float) -> None:
     client.disconnect()
 
 
+EVENTS = ("welcome", "reply", "joined", "news")  # the events the sample's steps wait for
+
+
 class _Steps:
     """The sample scenarios' client: one python-socketio Client, the events it has received, and
     each step a driver can ask for."""
-
-    EVENTS = ("welcome", "reply", "joined", "news")
 
     def __init__(self, port: int, pace: float) -> None:
         import socketio
@@ -146,7 +147,7 @@ class _Steps:
         patch_websocket(pace, lambda: self.client)
         patch_http_close()
         self.url = f"http://127.0.0.1:{port}"
-        self.got: dict[str, list] = {event: [] for event in self.EVENTS}
+        self.got: dict[str, list] = {event: [] for event in EVENTS}
         self.arrived = threading.Condition()
         # No "t=" cache-buster in the URL: it only matters to long-polling and
         # would put the clock into the request line.
