@@ -73,6 +73,7 @@ MODULES: dict[str, tuple[str, str]] = {
     "render.diagram": (PURE, "layered sequence diagrams as inline SVG"),
     "render.placeholders": (PURE, "facts the trace knows, put into hand-written prose"),
     "render.annotation_files": (PURE, "hand-written annotations: parsed, fingerprinted, checked for missing, orphaned and stale texts"),
+    "render.aids": (PURE, "the reader's aids: glossary, threads page, layer tables, chains to copy, the edge table, footer and citation"),
     "render.app_notes": (PURE, "generated texts for an unknown app's hops and journeys"),
     "render.stage": (GLUE, "`dispel render`: chains, lock, annotations and sources -> the generated pages"),
     # check/
