@@ -32,7 +32,7 @@ from .chains import build as chains_core, derive, derive_finders, fold
 from .check import completeness, fetch, integrity, prose
 from .pins import pinning as pins
 from .run import live_session, scenario_file
-from .chains.build import JourneyError
+from .chains.graph import JourneyError
 from .pins.forges import repo_url
 from .pins.installed import dependency_facts, distributions, hop_sources, license_rows, lines_by_source
 from .model import Chain, DispelError, Lock, TraceFile, normalize_dist

@@ -37,17 +37,9 @@ from typing import Callable
 
 from . import derive_packets
 from ..catalog import Journey
-from .build import (
-    SWITCHING,
-    JourneyError,
-    TraceGraph,
-    find_handshake,
-    happened_before,
-    is_sink,
-    mentions,
-    str_arg,
-    value_trail,
-)
+from .hand_written import SWITCHING, find_handshake, happened_before
+from .graph import JourneyError, TraceGraph, is_sink, mentions, str_arg
+from .routes import value_trail
 from ..model import Chain, TraceFile
 from .derive_finders import (
     HANDLE_EVENT,

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from .. import catalog
 from . import build as chains, derive
 from ..catalog import Journey
-from .build import Finder, JourneyError, TraceGraph
+from .build import Finder
+from .graph import JourneyError, TraceGraph
 from ..model import Chain, DispelError, Source, TraceFile
 
 

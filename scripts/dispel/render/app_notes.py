@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ..chains import derive_packets
-from ..chains.build import str_arg
+from ..chains.graph import str_arg
 from ..chains.derive import Derived
 from ..chains.derive_finders import APP_DIST, BACKGROUND, HANDLE_EVENT
 from ..model import Chain, TraceFile
