@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Callable, Protocol
 
+from . import modes
 from .catalog import (
     DISTS,
     HANDLER_THREADS,
@@ -220,7 +221,8 @@ def drive(
         recorder.start()
         with recorder.mark("import"):
             try:
-                module = load_app()
+                with modes.unset_is_threading():  # every catalogue and scenario-file run is in threading mode
+                    module = load_app()
             except DispelError:
                 raise
             except Exception as exc:
