@@ -37,3 +37,113 @@ def test_hiding_undoes_itself_and_leaves_an_imported_package_alone():
         if not before:
             assert sys.modules["gevent"] is None
     assert ("gevent" in sys.modules) == before
+
+
+# ---------------------------------------------------------------- greenlets under the recorder (raw greenlets, in-process)
+
+from conftest import trace_of  # noqa: E402
+from dispel.cores import available_cores  # noqa: E402
+from programs import greenlets as green  # noqa: E402
+
+
+@pytest.fixture(params=available_cores())
+def core(request, monkeypatch):
+    monkeypatch.setenv("DISPEL_CORE", request.param)
+    return request.param
+
+
+def _lanes(trace):
+    """thread -> [(function, its parent's function)], and thread -> the function of the row that started it."""
+    name = {e.index: e.func.rpartition(":")[2] for e in trace.events}
+    lanes: dict[str, list] = {}
+    for e in trace.events:
+        lanes.setdefault(e.thread, []).append((name[e.index], name.get(e.parent, "-")))
+    started = {t.name: name.get(t.started_by, "-") for t in trace.threads}
+    return lanes, started
+
+
+GREENLET_TABLE = [
+    (  # a greenlet switched away in the middle of a call keeps its stack: leaf's second call is child_body's
+        green.ping_pong,
+        {"main": [("ping_pong", "-")],
+         "greenlet-1": [("child_body", "-"), ("leaf", "child_body"), ("leaf", "child_body")]},
+        {"main": "-", "greenlet-1": "ping_pong"},
+    ),
+    (  # two interleaved greenlets: neither's calls land on the other's stack
+        green.two_children,
+        {"main": [("two_children", "-"), ("leaf", "two_children")],
+         "greenlet-1": [("twice", "-"), ("leaf", "twice"), ("leaf", "twice")],
+         "greenlet-2": [("twice", "-"), ("leaf", "twice"), ("leaf", "twice")]},
+        {"main": "-", "greenlet-1": "two_children", "greenlet-2": "two_children"},
+    ),
+]
+
+
+@pytest.mark.parametrize("program, lanes, started", GREENLET_TABLE, ids=lambda v: getattr(v, "__name__", ""))
+def test_each_greenlet_is_a_lane_with_its_own_stack_joined_by_its_first_switch(core, program, lanes, started):
+    got_lanes, got_started = _lanes(trace_of(program))
+    assert got_lanes == lanes
+    assert got_started == started
+
+
+def test_switches_are_recorded_in_order_and_a_greenlet_keeps_its_serial(core):
+    from conftest import record
+
+    _, rec = record(green.two_children)
+    raw = rec.rows()
+    # main (1) -> a (2) -> main -> b (3) -> main -> a -> main -> b -> main
+    assert [(o, t) for _, o, t in raw.switches] == [(1, 2), (2, 1), (1, 3), (3, 1), (1, 2), (2, 1), (1, 3), (3, 1)]
+    assert raw.greenlets == {2: "greenlet", 3: "greenlet"}
+
+
+# ---------------------------------------------------------------- a monkey-patched gevent program (a process of its own)
+
+from pathlib import Path  # noqa: E402
+
+from dispel.tracefile import trace_from_json  # noqa: E402
+
+RUN = Path(__file__).parent / "programs" / "gevent_run.py"
+
+
+def _gevent_trace(core: str, program: str = "all_three") -> str:
+    import os
+
+    out = subprocess.run([sys.executable, str(RUN), program], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "DISPEL_CORE": core})
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.slow
+def test_every_core_writes_the_same_bytes_on_a_gevent_program():
+    written = {core: _gevent_trace(core) for core in available_cores()}
+    reference = written.pop("py")
+    for core, text in written.items():
+        assert text == reference, f"core {core} and the Python core differ on the gevent program"
+    # and a second run of the reference gives the same bytes (regeneration)
+    assert _gevent_trace("py") == reference
+
+
+@pytest.mark.slow
+def test_gevent_hand_offs_are_wake_ups_and_spawns_are_starts():
+    trace = trace_from_json(_gevent_trace(available_cores()[0]))
+    ev = trace.events
+    func = {e.index: e.func for e in ev}
+    threads = {t.name: t for t in trace.threads}
+    assert "hub" in threads and "main" in threads
+    wakes = {(func[w.notify], ev[w.notify].thread, func[w.wait], ev[w.wait].thread) for w in trace.wakeups}
+    writer = next(e.thread for e in ev if e.func == "programs.green:write")
+    handler = next(e.thread for e in ev if e.func == "programs.green:handle")
+    assert ("gevent.queue:SimpleQueue.put", handler, "gevent.queue:SimpleQueue.get", writer) in wakes
+    setter = next(e.thread for e in ev if e.func == "programs.green:setter")
+    waiter = next(e.thread for e in ev if e.func == "programs.green:waiter")
+    assert ("gevent.event:Event.set", setter, "gevent.event:Event.wait", waiter) in wakes
+    assert len({writer, handler, setter, waiter, "main", "hub"}) == 6
+    # each spawned greenlet is joined to the Greenlet.start that scheduled it, on main
+    for lane in (writer, handler, setter, waiter):
+        start = ev[threads[lane].started_by]
+        assert start.func == "gevent.greenlet:Greenlet.start" and start.thread == "main"
+    # the item put is the item got
+    put = next(e for e in ev if e.func == "gevent.queue:SimpleQueue.put")
+    get = next(e for e in ev if e.func == "gevent.queue:SimpleQueue.get")
+    assert get.ret.token and get.ret.token == next(a.token for a in put.args if a.name == "item")

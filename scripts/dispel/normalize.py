@@ -21,6 +21,16 @@ from .values import IMMUTABLE, Normalizer
 
 SYNC_NOTIFY = ("Condition.notify", "Condition.notify_all")
 SYNC_WAIT = "Condition.wait"
+# What wakes whom, by function: a notify on an object ends a wait on the same object. Threads
+# hand off through Condition (Queue and Event are written over it); greenlets through gevent's
+# own Queue and Event (its pure-Python modules, PURE_PYTHON=1), whose put and set schedule the
+# waiter's switch through the hub.
+HAND_OFFS: tuple[tuple[frozenset[str], frozenset[str]], ...] = (
+    (frozenset(f"threading:{q}" for q in SYNC_NOTIFY), frozenset({f"threading:{SYNC_WAIT}"})),
+    (frozenset({"gevent.queue:SimpleQueue.put", "gevent.queue:Queue.put"}),
+     frozenset({"gevent.queue:SimpleQueue.get", "gevent.queue:Queue.get"})),
+    (frozenset({"gevent.event:Event.set"}), frozenset({"gevent.event:Event.wait"})),
+)
 MAX_PERIOD = 3  # the longest block of repeated siblings that folding looks for
 
 
@@ -210,11 +220,13 @@ class ThreadOrder:
     starter and the threads one thread starts in the order it started them; a thread that did
     exactly what an earlier one did is folded into it. Each kept row gets its position."""
 
-    def __init__(self, tree: CallTree, thread_starts: Mapping[int, int], last: frozenset[int] = frozenset()) -> None:
+    def __init__(self, tree: CallTree, thread_starts: Mapping[int, int], last: frozenset[int] = frozenset(),
+                 greenlets: Mapping[int, str] | None = None) -> None:
         """``last``: threads placed after all others (with the threads they started): the app's
         tasks still running at the cut, whose number of turns may vary from run to run, so
         that the events of every other thread keep their indexes."""
         self.tree = tree
+        self.greenlets = greenlets or {}
         self.serials = sorted(tree.by_thread)
         self.roots = {s: [c.row for c in tree.by_thread[s] if c.parent == -1] for s in self.serials}
         self.order: list[int] = []  # kept serials
@@ -269,8 +281,10 @@ class ThreadOrder:
         first_root = self.roots[serial][0]
         kids = [tree.row_of[k].func for k in tree.children.get(first_root, [])]
         role = thread_role(kids or [tree.row_of[first_root].func])
+        if role == "thread" and serial in self.greenlets:
+            role = self.greenlets[serial]
         self._roles[role] += 1
-        return role if role in ("server", "eio-service") and self._roles[role] == 1 else f"{role}-{self._roles[role]}"
+        return role if role in ("server", "eio-service", "hub") and self._roles[role] == 1 else f"{role}-{self._roles[role]}"
 
     def canon(self, row: int) -> int:
         """The canonical index of a raw row (through the aliases of folding); -1 when dropped."""
@@ -364,19 +378,19 @@ def wakeups(calls: list[RawCall], canon: Callable[[int], int]) -> tuple[WakeUp, 
     wait began and before it returned: the first such notify is the one that
     woke it (later ones found no waiter or woke another).
     """
-    notifies: dict[int, list[RawCall]] = defaultdict(list)
-    waits: list[RawCall] = []
+    notifies: dict[tuple[int, int], list[RawCall]] = defaultdict(list)
+    waits: list[tuple[int, RawCall]] = []
     for c in calls:
-        qual = c.func.partition(":")[2]
-        if not c.func.startswith("threading:") or not c.args:
+        if not c.args:
             continue
-        if qual in SYNC_NOTIFY:
-            notifies[c.args[0].oid].append(c)
-        elif qual == SYNC_WAIT and c.ret is not None:
-            waits.append(c)
+        for kind, (notify, wait) in enumerate(HAND_OFFS):
+            if c.func in notify:
+                notifies[kind, c.args[0].oid].append(c)
+            elif c.func in wait and c.ret is not None:
+                waits.append((kind, c))
     pairs = set()
-    for w in waits:
-        for n in notifies.get(w.args[0].oid, ()):
+    for kind, w in waits:
+        for n in notifies.get((kind, w.args[0].oid), ()):
             if w.row < n.row < w.ret.seq and n.serial != w.serial:
                 a, b = canon(n.row), canon(w.row)
                 if a >= 0 and b >= 0:
@@ -458,12 +472,14 @@ def normalize(
     thread_starts: Mapping[int, int],
     normalizer: Normalizer,
     running: list[Running] | None = None,
+    greenlets: Mapping[int, str] | None = None,
 ) -> TraceFile:
     """A deterministic TraceFile from raw calls: the steps above, in order. ``running``, when
-    given, is extended with the threads still running at the cut (step 7)."""
+    given, is extended with the threads still running at the cut (step 7). ``greenlets``: the
+    serials that are greenlets (a gevent program) -> "hub" or "greenlet", their name when no role fits."""
     learn_peer_ports(calls, normalizer)
     tree = CallTree(calls, normalizer)
-    threads = ThreadOrder(tree, thread_starts, app_tasks_cut(tree, funcs))
+    threads = ThreadOrder(tree, thread_starts, app_tasks_cut(tree, funcs), greenlets)
     tokens = IdentityTokens(tree.row_of[r] for r in threads.kept_rows())
     events = build_events(tree, threads, tokens, funcs, steps, thread_starts)
     infos = []
