@@ -147,3 +147,39 @@ def test_gevent_hand_offs_are_wake_ups_and_spawns_are_starts():
     put = next(e for e in ev if e.func == "gevent.queue:SimpleQueue.put")
     get = next(e for e in ev if e.func == "gevent.queue:SimpleQueue.get")
     assert get.ret.token and get.ret.token == next(a.token for a in put.args if a.name == "item")
+
+
+# ---------------------------------------------------------------- a Flask-SocketIO app in gevent mode
+
+APPS = Path(__file__).parent / "programs" / "apps"
+
+
+def _record_gevent_app(tmp_path, name: str = "green_chat"):
+    import os
+
+    out = subprocess.run([sys.executable, "-m", "dispel", "record", "--scenario", str(APPS / f"{name}.toml"), "--out", str(tmp_path)],
+                         cwd=APPS, capture_output=True, text=True, timeout=180, env={**os.environ, "DISPEL_GEVENT": "1"})
+    assert out.returncode == 0, out.stderr
+    return trace_from_json((tmp_path / f"{name}.json").read_text()), out.stdout
+
+
+@pytest.mark.slow
+def test_emit_wakes_the_writer_greenlet_from_the_handler_greenlet(tmp_path):
+    trace, said = _record_gevent_app(tmp_path)
+    ev = trace.events
+
+    def under(i: int, func: str) -> bool:
+        while i >= 0:
+            if ev[i].func == func:
+                return True
+            i = ev[i].parent
+        return False
+
+    lanes = {t.name for t in trace.threads}
+    assert "hub" in lanes and any(n.startswith("handler-") for n in lanes) and any(n.startswith("eio-writer-") for n in lanes)
+    emits = [(ev[w.notify], ev[w.wait]) for w in trace.wakeups
+             if ev[w.notify].thread.startswith("handler-") and ev[w.wait].thread.startswith("eio-writer-")]
+    assert emits, "no wake-up from a handler's greenlet to the writer's"
+    for put, get in emits:
+        assert put.func == "gevent.queue:SimpleQueue.put" and get.func == "gevent.queue:SimpleQueue.get"
+        assert under(put.index, "flask_socketio:emit") or under(put.index, "flask_socketio:send")

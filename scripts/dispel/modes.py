@@ -29,3 +29,74 @@ def unset_is_threading() -> Iterator[None]:
         for name in hidden:
             if sys.modules.get(name, 0) is None:
                 del sys.modules[name]
+
+
+def running_mode() -> str:
+    """The async mode this process runs apps in: "gevent" when gevent has monkey-patched it
+    (`DISPEL_GEVENT=1 python -m dispel`, see __main__), else "threading"."""
+    monkey = sys.modules.get("gevent.monkey")
+    return "gevent" if monkey is not None and monkey.is_module_patched("threading") else "threading"
+
+
+class GreenServer:
+    """gevent's WSGI server with the werkzeug server's handle: ``shutdown()`` stops it."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+
+    def shutdown(self) -> None:
+        self.server.stop(timeout=1)
+
+
+def green_server(port: int, listening: bool = True) -> GreenServer | None:
+    """gevent's WSGI server on ``port`` (Flask-SocketIO's run keeps it as ``wsgi_server``); with
+    ``listening``, only once it has started (bound and listening)."""
+    import gc
+
+    from gevent.pywsgi import WSGIServer
+
+    for obj in gc.get_objects():
+        if isinstance(obj, WSGIServer) and getattr(obj, "socket", None) is not None and obj.server_port == port:
+            return GreenServer(obj) if not listening or obj.started else None
+    return None
+
+
+def green_tasks() -> list[str]:
+    """What each live greenlet runs, as a thread's name says it (function qualnames): the
+    handlers, each connection's reader, writer and request greenlets."""
+    import gc
+
+    import greenlet
+
+    out = []
+    for obj in gc.get_objects():
+        if isinstance(obj, greenlet.greenlet) and not obj.dead and obj:
+            run = getattr(obj, "_run", None) or getattr(obj, "run", None)
+            name = getattr(run, "__qualname__", "") or getattr(getattr(run, "__func__", None), "__qualname__", "")
+            out.append(f"{getattr(run, '__module__', '')}.{name}")
+    return out
+
+
+# gevent's pure-Python modules a gevent-mode recording traces: its greenlets and hub, its Queue
+# and Event (the wake-ups), and its WSGI server (the server's side of each connection).
+GEVENT_TRACED = ("greenlet.py", "hub.py", "queue.py", "event.py", "pywsgi.py", "baseserver.py", "server.py")
+
+
+def traced_files() -> tuple[str, ...]:
+    """The files a recording in this process traces beyond the catalogue's packages: gevent's
+    (GEVENT_TRACED) in gevent mode, none in threading mode."""
+    if running_mode() != "gevent":
+        return ()
+    import os
+
+    import gevent
+
+    folder = os.path.dirname(os.path.abspath(gevent.__file__))
+    return tuple(os.path.join(folder, name) for name in GEVENT_TRACED)
+
+
+def traced_dists() -> tuple[str, ...]:
+    """The distributions beyond the catalogue's DISTS whose code a recording in this process traces."""
+    from .catalog import GEVENT_DISTS
+
+    return tuple(d.name for d in GEVENT_DISTS) if running_mode() == "gevent" else ()

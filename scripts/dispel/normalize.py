@@ -282,9 +282,22 @@ class ThreadOrder:
         kids = [tree.row_of[k].func for k in tree.children.get(first_root, [])]
         role = thread_role(kids or [tree.row_of[first_root].func])
         if role == "thread" and serial in self.greenlets:
-            role = self.greenlets[serial]
+            role = self._green_role(first_root) or self.greenlets[serial]
         self._roles[role] += 1
         return role if role in ("server", "eio-service", "hub") and self._roles[role] == 1 else f"{role}-{self._roles[role]}"
+
+    def _green_role(self, root: int, depth: int = 4) -> str:
+        """A greenlet's role: gevent's Greenlet.run (or a patched Thread's bootstrap) comes first, so
+        the calls under it are searched, nearest first, for the first one a role names."""
+        tree = self.tree
+        level = [root]
+        for _ in range(depth):
+            level = [k for r in level for k in tree.children.get(r, [])]
+            for k in level:
+                role = thread_role([tree.row_of[k].func])
+                if role != "thread":
+                    return role
+        return ""
 
     def canon(self, row: int) -> int:
         """The canonical index of a raw row (through the aliases of folding); -1 when dropped."""

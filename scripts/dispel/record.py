@@ -158,9 +158,14 @@ def _is_hub(glet) -> bool:
     return hub is not None and isinstance(glet, hub.Hub)
 
 
+_SPAWNS = (("Greenlet.start", "gevent/greenlet.py"), ("Thread.start", "/threading.py"))
+
+
 def _spawns(code: CodeType) -> bool:
-    """gevent's Greenlet.start: it schedules the greenlet's first switch (gevent.spawn calls it)."""
-    return code.co_name == "start" and code.co_qualname == "Greenlet.start" and code.co_filename.replace("\\", "/").endswith("gevent/greenlet.py")
+    """gevent's Greenlet.start (gevent.spawn calls it) or, in a monkey-patched program, Thread.start:
+    each schedules its greenlet's first switch."""
+    return code.co_name == "start" and any(
+        code.co_qualname == q and code.co_filename.replace("\\", "/").endswith(f) for q, f in _SPAWNS)
 
 
 def greenlet_starts(raw: RawTrace) -> None:
@@ -185,11 +190,15 @@ def greenlet_starts(raw: RawTrace) -> None:
         if _spawns(code) and args and args[0][0] == "self":
             spawns.append((row, id(args[0][1])))
     ints = raw.ints
+    first_self: dict[int, int] = {}  # serial -> id of the self of its first recorded call (a patched Thread's _bootstrap)
+    for row, (_, serial, _, _, args) in enumerate(raw.call_rows()):
+        if serial in first and serial not in first_self:
+            first_self[serial] = id(args[0][1]) if args and args[0][0] == "self" else 0
     for serial, (n, origin) in first.items():
         start, obj = raw.threads.get(serial, (-1, 0))
         if start >= 0:
             continue
-        found = [row for row, who in spawns if who == obj and row < n]
+        found = [row for row, who in spawns if who in (obj, first_self.get(serial, 0)) and row < n]
         if found:
             start = found[-1]
         else:

@@ -64,9 +64,12 @@ def _check_port_free(port: int) -> None:
 
 def _find_server(port: int, listening: bool = True):
     """The werkzeug server on ``port`` (it offers no handle of its own); with ``listening``,
-    only once it listens: werkzeug sets the port before it binds, and a client let in then is refused."""
+    only once it listens: werkzeug sets the port before it binds, and a client let in then is refused.
+    In gevent mode, gevent's WSGI server (modes.GreenServer: the same handle)."""
     from werkzeug.serving import BaseWSGIServer
 
+    if modes.running_mode() == "gevent":
+        return modes.green_server(port, listening)
     for obj in gc.get_objects():
         if isinstance(obj, BaseWSGIServer) and obj.port == port:
             return obj if not listening or _listening(obj) else None
@@ -395,7 +398,7 @@ def load_socketio(spec):
         hint = ("set factory = true to call it" if callable(obj) and not spec.factory
                 else "point [app] import at the SocketIO object, the Flask app or a factory returning either")
         raise DispelError(f"import: {spec.target} is a {type(obj).__name__}, not a flask_socketio.SocketIO; {hint}")
-    if getattr(obj, "async_mode", "threading") != "threading":
+    if getattr(obj, "async_mode", "threading") != modes.running_mode():
         raise DispelError(_async_mode_error(obj.async_mode, spec.target))
     if flask_app is None and spec.flask:
         mod, _, attr = spec.flask.partition(":")
@@ -485,8 +488,8 @@ def run_file(sf, recorder: Tracer, start_client: Callable[[str, int], StepClient
 
 def _server_settled(connected: int) -> bool:
     """Every event handler has finished, and the server holds no more connections than
-    clients are connected."""
-    alive = [t.name for t in threading.enumerate() if t.is_alive()]
+    clients are connected (threads, or in gevent mode greenlets, by what they run)."""
+    alive = modes.green_tasks() if modes.running_mode() == "gevent" else [t.name for t in threading.enumerate() if t.is_alive()]
     handlers = [n for n in alive if any(w in n for w in HANDLER_THREADS)]
     per_connection = [n for n in alive if any(w in n for w in PER_CONNECTION_THREADS)]
     return not handlers and len(per_connection) <= len(PER_CONNECTION_THREADS) * connected
@@ -517,6 +520,7 @@ def wanted_code(extra: tuple[str, ...] = (), app: Callable[[str], bool] | None =
     here = os.path.dirname(os.path.abspath(importlib.util.find_spec("sample_app").origin))
     roots.append(os.path.join(here, ""))
     roots.extend(extra)
+    roots.extend(modes.traced_files())  # gevent's own modules, in gevent mode
     stdlib = sysconfig.get_paths()["stdlib"]
     for rel in STDLIB_TRACED:
         roots.append(os.path.join(stdlib, rel))

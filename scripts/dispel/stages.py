@@ -26,6 +26,7 @@ from . import (
     fetch,
     finders,
     gitinfo,
+    modes,
     normalize,
     permalinks,
     pins,
@@ -199,7 +200,7 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
         module, _, flask_app = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port, app_errors)
     modules = app.modules()
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
-    roots = [*code_roots(), *app.roots(sys.path)]
+    roots = [*code_roots(modes.traced_dists()), *app.roots(sys.path)]
     running: list[normalize.Running] = []
     deny = (*deny, *sf.redact)  # the file's own redact = [...] patterns too
     trace = trace_from_recording(recorder, path.stem, port, roots, versions, secrets.settings(), deny, paths={app_root: "<app>"}, running=running)
