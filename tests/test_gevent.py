@@ -125,28 +125,28 @@ def test_every_core_writes_the_same_bytes_on_a_gevent_program():
 
 
 @pytest.mark.slow
-def test_gevent_hand_offs_are_wake_ups_and_spawns_are_starts():
+def test_gevent_hand_offs_are_wake_ups_and_spawns_are_starts_with_gevent_itself_opaque():
     trace = trace_from_json(_gevent_trace(available_cores()[0]))
     ev = trace.events
     func = {e.index: e.func for e in ev}
     threads = {t.name: t for t in trace.threads}
-    assert "hub" in threads and "main" in threads
+    # gevent's own calls are recorded (its hand-offs are found on them) but left out of the trace
+    assert not [f for f in trace.funcs.values() if f.source.dist == "gevent"]
+    lane = {name: next(e.thread for e in ev if e.func == f"programs.green:{name}") for name in ("write", "handle", "waiter", "setter")}
+    assert len({*lane.values(), "main"}) == 5
     wakes = {(func[w.notify], ev[w.notify].thread, func[w.wait], ev[w.wait].thread) for w in trace.wakeups}
-    writer = next(e.thread for e in ev if e.func == "programs.green:write")
-    handler = next(e.thread for e in ev if e.func == "programs.green:handle")
-    assert ("gevent.queue:SimpleQueue.put", handler, "gevent.queue:SimpleQueue.get", writer) in wakes
-    setter = next(e.thread for e in ev if e.func == "programs.green:setter")
-    waiter = next(e.thread for e in ev if e.func == "programs.green:waiter")
-    assert ("gevent.event:Event.set", setter, "gevent.event:Event.wait", waiter) in wakes
-    assert len({writer, handler, setter, waiter, "main", "hub"}) == 6
-    # each spawned greenlet is joined to the Greenlet.start that scheduled it, on main
-    for lane in (writer, handler, setter, waiter):
-        start = ev[threads[lane].started_by]
-        assert start.func == "gevent.greenlet:Greenlet.start" and start.thread == "main"
-    # the item put is the item got
-    put = next(e for e in ev if e.func == "gevent.queue:SimpleQueue.put")
-    get = next(e for e in ev if e.func == "gevent.queue:SimpleQueue.get")
-    assert get.ret.token and get.ret.token == next(a.token for a in put.args if a.name == "item")
+    # Queue.put in handle woke Queue.get in write; Event.set in setter woke Event.wait in waiter:
+    # each lifted to the nearest call shown around it
+    assert wakes == {("programs.green:handle", lane["handle"], "programs.green:write", lane["write"]),
+                     ("programs.green:setter", lane["setter"], "programs.green:waiter", lane["waiter"])}
+    # each spawned greenlet is joined to where main spawned it (gevent.spawn, lifted to its caller)
+    for name, spawner in (("write", "queue_wakeup"), ("handle", "queue_wakeup"), ("waiter", "event_wakeup"), ("setter", "event_wakeup")):
+        start = ev[threads[lane[name]].started_by]
+        assert start.func == f"programs.green:{spawner}" and start.thread == "main"
+    # the packet handle made is the packet write got
+    made = next(e for e in ev if e.func == "programs.green:handle").ret
+    got = next(e for e in ev if e.func == "programs.green:write").ret
+    assert made.token and made.token == got.token
 
 
 # ---------------------------------------------------------------- a Flask-SocketIO app in gevent mode
@@ -176,10 +176,11 @@ def test_emit_wakes_the_writer_greenlet_from_the_handler_greenlet(tmp_path):
         return False
 
     lanes = {t.name for t in trace.threads}
-    assert "hub" in lanes and any(n.startswith("handler-") for n in lanes) and any(n.startswith("eio-writer-") for n in lanes)
+    assert {"request-1", "ws-reader-1", "eio-writer-1", "handler-1"} <= lanes
     emits = [(ev[w.notify], ev[w.wait]) for w in trace.wakeups
              if ev[w.notify].thread.startswith("handler-") and ev[w.wait].thread.startswith("eio-writer-")]
     assert emits, "no wake-up from a handler's greenlet to the writer's"
     for put, get in emits:
-        assert put.func == "gevent.queue:SimpleQueue.put" and get.func == "gevent.queue:SimpleQueue.get"
+        # gevent's Queue.put and get, lifted to the Engine.IO calls around them
+        assert put.func == "engineio.socket:Socket.send" and get.func == "engineio.socket:Socket.poll"
         assert under(put.index, "flask_socketio:emit") or under(put.index, "flask_socketio:send")

@@ -73,7 +73,7 @@ STDLIB_FILES = (
 THREAD_ROLES: tuple[tuple[str, str], ...] = (
     ("PubSubManager._thread", "queue-listener"),
     ("process_request_thread", "request"),
-    ("pywsgi:WSGIServer.handle", "request"),  # gevent's server: a greenlet per connection
+    ("engineio.middleware:WSGIApp.__call__", "request"),  # gevent's server: a greenlet per connection
     ("Base._thread", "ws-reader"),
     ("<locals>.writer", "eio-writer"),
     ("_handle_event_internal", "handler"),

@@ -16,6 +16,8 @@ PROJECT = Project()
 
 def cmd_record(args: argparse.Namespace) -> int:
     if args.scenario:
+        if stages.scenario_mode(args.scenario, args.root) != stages.modes.running_mode():  # gevent: a patched process records
+            return stages.record_file_patched(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
         r = stages.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
         print(r.app)
         print(f"recorded {r.scenario}: {r.calls} calls on {r.threads} threads -> {PROJECT.shown(r.path)} (recorder core: {r.core})")

@@ -100,3 +100,37 @@ def traced_dists() -> tuple[str, ...]:
     from .catalog import GEVENT_DISTS
 
     return tuple(d.name for d in GEVENT_DISTS) if running_mode() == "gevent" else ()
+
+
+# python-engineio's gevent driver serves WebSocket through simple-websocket from this version on
+# (before it, only with gevent-websocket installed, which dispel does not trace).
+GEVENT_ENGINEIO = (4, 8, 0)
+EVENTLET = ("async_mode='eventlet': dispel does not trace eventlet, whose maintainers discourage new use and "
+            "plan its retirement; run the app with async_mode=\"gevent\" (as a gunicorn gevent worker does) or \"threading\"")
+
+
+def decide(app_mode: str, file_mode: str) -> str:
+    """The mode a recording runs an app in: the app's own ``async_mode`` (``app_mode``, "" when it
+    leaves it unset), else the scenario file's (``file_mode``), else threading. A conflict,
+    eventlet or a mode dispel does not trace is a DispelError of one line."""
+    from .model import DispelError
+
+    if app_mode and file_mode and app_mode != file_mode:
+        raise DispelError(f"async_mode: the app asks for {app_mode!r}, the scenario file for {file_mode!r}; "
+                          f"the file's applies only when the app leaves it unset: remove [app] async_mode or make them agree")
+    mode = app_mode or file_mode or "threading"
+    if mode == "eventlet":
+        raise DispelError(EVENTLET)
+    if mode not in ("threading", "gevent"):
+        raise DispelError(f"async_mode={mode!r}: dispel traces 'threading' and 'gevent'; run the app with one of them")
+    return mode
+
+
+def gevent_supported(engineio_version: str) -> str:
+    """Why gevent mode cannot be traced with this python-engineio ("" when it can): one line."""
+    parts = tuple(int(p) for p in engineio_version.split(".")[:3] if p.isdigit())
+    if parts >= GEVENT_ENGINEIO:
+        return ""
+    lowest = ".".join(map(str, GEVENT_ENGINEIO))
+    return (f"async_mode='gevent' needs python-engineio {lowest} or later (its gevent driver serves WebSocket through "
+            f"simple-websocket); this is {engineio_version}: upgrade it, or run the app with async_mode=\"threading\"")

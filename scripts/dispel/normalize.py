@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
-from .catalog import THREAD_ROLES
+from .catalog import GEVENT_DISTS, THREAD_ROLES
 from .model import Event, Func, ThreadInfo, TraceFile, Value, WakeUp, with_ends
 from .values import IMMUTABLE, Normalizer
 
@@ -31,6 +31,9 @@ HAND_OFFS: tuple[tuple[frozenset[str], frozenset[str]], ...] = (
      frozenset({"gevent.queue:SimpleQueue.get", "gevent.queue:Queue.get"})),
     (frozenset({"gevent.event:Event.set"}), frozenset({"gevent.event:Event.wait"})),
 )
+# Traced (their hand-offs and starts are seen) but shown opaque: no call of theirs is in a trace
+# file, so no page links into gevent (see docs/how.md, "Greenlets").
+OPAQUE_DISTS = frozenset(d.name for d in GEVENT_DISTS)
 MAX_PERIOD = 3  # the longest block of repeated siblings that folding looks for
 
 
@@ -282,15 +285,19 @@ class ThreadOrder:
         kids = [tree.row_of[k].func for k in tree.children.get(first_root, [])]
         role = thread_role(kids or [tree.row_of[first_root].func])
         if role == "thread" and serial in self.greenlets:
-            role = self._green_role(first_root) or self.greenlets[serial]
+            role = next(filter(None, map(self._green_role, self.roots[serial])), "") or self.greenlets[serial]
         self._roles[role] += 1
         return role if role in ("server", "eio-service", "hub") and self._roles[role] == 1 else f"{role}-{self._roles[role]}"
 
     def _green_role(self, root: int, depth: int = 4) -> str:
-        """A greenlet's role: gevent's Greenlet.run (or a patched Thread's bootstrap) comes first, so
+        """A greenlet's role from one of its roots: gevent's own calls are left out (opaque_calls), so
+        a greenlet may have several roots, and a patched Thread's bootstrap comes first: the root and
         the calls under it are searched, nearest first, for the first one a role names."""
         tree = self.tree
         level = [root]
+        role = thread_role([tree.row_of[root].func])
+        if role != "thread":
+            return role
         for _ in range(depth):
             level = [k for r in level for k in tree.children.get(r, [])]
             for k in level:
@@ -472,6 +479,27 @@ def _folded_into(threads: ThreadOrder, serial: int) -> int:
     return next((s for s in threads.order if threads.roots[s] and threads.canon(threads.roots[s][0]) == kept), serial)
 
 
+# --------------------------------------------------------------------------- opaque code
+
+
+def opaque_calls(calls: list[RawCall], hidden: frozenset[str]) -> tuple[list[RawCall], dict[int, tuple[int, int]]]:
+    """``calls`` without the calls of ``hidden`` functions (gevent's own: OPAQUE_DISTS), each
+    call under one lifted to the nearest kept caller, with the line there that led into the hidden
+    code; and every left-out row -> (that kept caller's row or -1, that line). Hand-offs and starts
+    found on left-out calls (gevent's Queue.put, Greenlet.start) are kept through ``lift``."""
+    if not hidden:
+        return calls, {}
+    lift: dict[int, tuple[int, int]] = {}
+    out: list[RawCall] = []
+    for c in calls:
+        parent, line = lift.get(c.parent, (c.parent, c.line)) if c.parent >= 0 else (-1, c.line)
+        if c.func in hidden:
+            lift[c.row] = (parent, line)
+        else:
+            out.append(c._replace(parent=parent, line=line if parent >= 0 else 0) if parent != c.parent else c)
+    return out, lift
+
+
 # --------------------------------------------------------------------------- all steps
 
 
@@ -490,6 +518,9 @@ def normalize(
     """A deterministic TraceFile from raw calls: the steps above, in order. ``running``, when
     given, is extended with the threads still running at the cut (step 7). ``greenlets``: the
     serials that are greenlets (a gevent program) -> "hub" or "greenlet", their name when no role fits."""
+    every = calls
+    calls, lift = opaque_calls(calls, frozenset(k for k, f in funcs.items() if f.source.dist in OPAQUE_DISTS))
+    thread_starts = {s: lift.get(r, (r, 0))[0] for s, r in thread_starts.items()}
     learn_peer_ports(calls, normalizer)
     tree = CallTree(calls, normalizer)
     threads = ThreadOrder(tree, thread_starts, app_tasks_cut(tree, funcs), greenlets)
@@ -513,5 +544,5 @@ def normalize(
         funcs={k: funcs[k] for k in sorted(used)},
         threads=tuple(infos),
         events=tuple(events),
-        wakeups=wakeups(calls, threads.canon),
+        wakeups=wakeups(every, lambda row: threads.canon(lift.get(row, (row, 0))[0])),
     )

@@ -356,7 +356,7 @@ class AppCode:
                       if isinstance(getattr(m, "__file__", None), str) and self(os.path.abspath(m.__file__)))
 
 
-def load_socketio(spec):
+def load_socketio(spec, any_mode: bool = False):
     """Import the app of a scenario file's [app] (an AppSpec) -> (module, SocketIO object, Flask app).
 
     ``import`` names the SocketIO object, or the Flask app (its SocketIO is the one
@@ -373,7 +373,7 @@ def load_socketio(spec):
     except Exception as exc:
         mode = _asked_async_mode(exc)
         if mode:
-            raise DispelError(_async_mode_error(mode, spec.target)) from None
+            raise _async_mode_error(mode, spec.target) from None
         raise DispelError(f"import: cannot import app module {spec.module!r}: {type(exc).__name__}: {exc}") from None
     obj = module
     for part in spec.attribute.split("."):
@@ -386,7 +386,7 @@ def load_socketio(spec):
         except Exception as exc:
             mode = _asked_async_mode(exc)
             if mode:
-                raise DispelError(_async_mode_error(mode, spec.target)) from None
+                raise _async_mode_error(mode, spec.target) from None
             raise DispelError(f"import: the factory {spec.target} raised {type(exc).__name__}: {exc}") from None
     flask_app = None
     if isinstance(obj, Flask):
@@ -398,8 +398,8 @@ def load_socketio(spec):
         hint = ("set factory = true to call it" if callable(obj) and not spec.factory
                 else "point [app] import at the SocketIO object, the Flask app or a factory returning either")
         raise DispelError(f"import: {spec.target} is a {type(obj).__name__}, not a flask_socketio.SocketIO; {hint}")
-    if getattr(obj, "async_mode", "threading") != modes.running_mode():
-        raise DispelError(_async_mode_error(obj.async_mode, spec.target))
+    if not any_mode and getattr(obj, "async_mode", "threading") != modes.running_mode():
+        raise _async_mode_error(obj.async_mode, spec.target)
     if flask_app is None and spec.flask:
         mod, _, attr = spec.flask.partition(":")
         flask_app = getattr(importlib.import_module(mod), attr, None)
@@ -429,9 +429,32 @@ def _asked_async_mode(exc: BaseException) -> str:
     return mode
 
 
-def _async_mode_error(mode: str, target: str) -> str:
-    return (f"import: {target} runs Flask-SocketIO with async_mode={mode!r}; dispel traces the threading mode only: "
-            f"pass async_mode=\"threading\" to SocketIO() for the report")
+class AskedMode(DispelError):
+    """An app that asks Flask-SocketIO for another async mode than this process runs: ``mode``."""
+
+    def __init__(self, message: str, mode: str) -> None:
+        super().__init__(message)
+        self.mode = mode
+
+
+def _async_mode_error(mode: str, target: str) -> AskedMode:
+    running = modes.running_mode()
+    return AskedMode(f"import: {target} runs Flask-SocketIO with async_mode={mode!r}, but this process runs {running!r} "
+                     f"(`dispel record --scenario` picks the app's mode itself); pass async_mode=\"{running}\" to SocketIO()", mode)
+
+
+def asked_mode(spec) -> str:
+    """The async_mode the app of a scenario file's [app] passes to Flask-SocketIO ("" when it leaves it
+    unset): its import, with the greenlet packages hidden (a probe process: the import is thrown away).
+    An app that cannot be imported says "" (the recording names the error)."""
+    with modes.unset_is_threading():
+        try:
+            _, obj, _ = load_socketio(spec, any_mode=True)
+        except AskedMode as exc:
+            return exc.mode
+        except DispelError:
+            return ""
+    return (getattr(obj, "server_options", None) or {}).get("async_mode") or ""
 
 
 def shadowing(folders) -> str:

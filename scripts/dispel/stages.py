@@ -169,24 +169,10 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
     directory and the root's ``src/`` on sys.path; it is traced as the app (dist ``sample_app``,
     the traced app's marker), its folder shown as ``<app>``. An app file that shadows a standard
     library module, or a run in which none of the app's code ran, is an error."""
-    import os
-
-    from . import scenario_file, scenarios
+    from . import scenarios
     from .drivers import FileClientProcess
 
-    sf = scenario_file.one_app(scenario_file.parse(read_text(path, "scenario file"), path.name))
-    folder = str(path.resolve().parent)
-    app_root = str(root.resolve()) if root else folder
-    if root is not None and not Path(app_root).is_dir():
-        raise DispelError(f"--root {root} is not a folder; name the folder that holds the app's code")
-    src = os.path.join(app_root, "src")
-    folders = [d for d in dict.fromkeys((folder, app_root, src, os.getcwd())) if os.path.isdir(d)]
-    why = scenarios.shadowing(folders)
-    if why:
-        raise DispelError(f"import: {why}")
-    for d in reversed(folders):
-        if d not in sys.path:
-            sys.path.insert(0, d)
+    sf, app_root = _app_on_path(path, root)
     app = scenarios.AppCode(app_root)
     recorder = recorder_for(scenarios.wanted_code(app=app))
     port = port or scenarios.free_port()
@@ -216,6 +202,79 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
     said = f"app: root {app_root}, {len(modules)} app module{'s' if len(modules) != 1 else ''} ({shown})"
     return Recorded(path.stem, target, len(trace.events), len(trace.threads), recorder.rows().core, tuple(running), said,
                     tuple(app_errors.found))
+
+
+def _app_on_path(path: Path, root: Path | None):
+    """A scenario file's app made importable: (the file, the app's root folder). Its folder, the
+    root, the root's ``src/`` and the working directory go first on sys.path."""
+    import os
+
+    from . import scenario_file, scenarios
+
+    sf = scenario_file.one_app(scenario_file.parse(read_text(path, "scenario file"), path.name))
+    folder = str(path.resolve().parent)
+    app_root = str(root.resolve()) if root else folder
+    if root is not None and not Path(app_root).is_dir():
+        raise DispelError(f"--root {root} is not a folder; name the folder that holds the app's code")
+    src = os.path.join(app_root, "src")
+    folders = [d for d in dict.fromkeys((folder, app_root, src, os.getcwd())) if os.path.isdir(d)]
+    why = scenarios.shadowing(folders)
+    if why:
+        raise DispelError(f"import: {why}")
+    for d in reversed(folders):
+        if d not in sys.path:
+            sys.path.insert(0, d)
+    return sf, app_root
+
+
+def probe_mode(path: str, root: str) -> None:
+    """Print the async_mode a scenario file's app passes to Flask-SocketIO ("" when unset): run in a
+    probe process by scenario_mode, since the import cannot be undone."""
+    from . import scenarios
+
+    sf, _ = _app_on_path(Path(path), Path(root) if root else None)
+    print(scenarios.asked_mode(sf.app))
+
+
+_PROBE = "import sys; from dispel.stages import probe_mode; probe_mode(sys.argv[1], sys.argv[2])"
+
+
+def scenario_mode(path: Path, root: Path | None = None) -> str:
+    """The async mode a scenario file's app is recorded in (modes.decide): the app's own async_mode
+    (read by importing it in a probe process), else the file's [app] async_mode, else threading.
+    A conflict, eventlet, or gevent with a python-engineio too old for it: one error line."""
+    import os
+
+    from . import scenario_file
+
+    sf = scenario_file.one_app(scenario_file.parse(read_text(path, "scenario file"), path.name))
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(path), str(root or "")], cwd=os.getcwd(),
+                          capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "DISPEL_GEVENT"})
+    said = proc.stdout.strip().splitlines()
+    asked = said[-1].strip() if proc.returncode == 0 and said else ""
+    mode = modes.decide(asked, sf.app.async_mode)
+    if mode == "gevent":
+        why = modes.gevent_supported(metadata.version("python-engineio"))
+        if why:
+            raise DispelError(why)
+    return mode
+
+
+def record_file_patched(path: Path, out: Path, timeout: float | None = None, port: int | None = None,
+                        deny: tuple[str, ...] = (), root: Path | None = None) -> int:
+    """`dispel record --scenario` again, in a process gevent monkey-patches before it imports the app
+    (DISPEL_GEVENT=1, see __main__), saying what it says; its exit status."""
+    import os
+
+    argv = [sys.executable, "-m", "dispel", "record", "--scenario", str(path), "--out", str(out)]
+    argv += [a for pattern in deny for a in ("--redact", pattern)]
+    if timeout:
+        argv += ["--timeout-file", str(timeout)]
+    if port:
+        argv += ["--port", str(port)]
+    if root is not None:
+        argv += ["--root", str(root)]
+    return subprocess.run(argv, cwd=os.getcwd(), env={**os.environ, "DISPEL_GEVENT": "1"}).returncode
 
 
 def record_in_new_interpreters(
