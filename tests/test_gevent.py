@@ -184,3 +184,73 @@ def test_emit_wakes_the_writer_greenlet_from_the_handler_greenlet(tmp_path):
         # gevent's Queue.put and get, lifted to the Engine.IO calls around them
         assert put.func == "engineio.socket:Socket.send" and get.func == "engineio.socket:Socket.poll"
         assert under(put.index, "flask_socketio:emit") or under(put.index, "flask_socketio:send")
+
+
+def _report(tmp_path, name: str):
+    import json
+
+    from dispel.tracefile import chain_from_dict
+
+    out = tmp_path / name
+    proc = subprocess.run([sys.executable, "-m", "dispel", "report", "--scenario", f"{name}.toml", "--out", str(out), "--no-site"],
+                          cwd=APPS, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr
+    return {c.journey: c for c in (chain_from_dict(json.loads(p.read_text())) for p in sorted((out / "traces" / "chains").glob("*.json")))}
+
+
+SOCKET_IO = {"_socket:socket.send", "_socket:socket.sendall", "_socket:socket.recv", "_socket:socket.recv_into"}
+
+
+@pytest.mark.slow
+def test_report_on_a_gevent_app_derives_the_threading_journeys_each_reaching_the_socket(tmp_path):
+    # green_chat.py is ns_chat.py with async_mode="gevent", driven by the same steps
+    green, threads = _report(tmp_path, "green_chat"), _report(tmp_path, "ns_chat")
+    assert sorted(green) == sorted(threads)
+    for name, chain in green.items():
+        if name != "run":  # from the app to the listening socket
+            assert SOCKET_IO & {h.func.key for h in chain.hops}, f"{name} reaches no socket send or receive"
+    lanes = {h.thread for c in green.values() for h in c.hops}
+    assert "hub" in lanes and not [h for c in green.values() for h in c.hops if h.func.source.dist == "gevent"]
+
+
+DECISIONS = [
+    # (the app's async_mode, the scenario file's, the mode recorded or the error's start)
+    ("", "", "threading"),
+    ("", "gevent", "gevent"),
+    ("gevent", "", "gevent"),
+    ("threading", "", "threading"),
+    ("gevent", "gevent", "gevent"),
+    ("threading", "gevent", "async_mode: the app asks for 'threading', the scenario file for 'gevent'"),
+    ("eventlet", "", "async_mode='eventlet': dispel does not trace eventlet"),
+    ("", "eventlet", "async_mode='eventlet': dispel does not trace eventlet"),
+    ("gevent_uwsgi", "", "async_mode='gevent_uwsgi': dispel traces 'threading' and 'gevent'"),
+]
+
+
+@pytest.mark.parametrize("app, file, want", DECISIONS)
+def test_the_app_s_async_mode_wins_and_the_file_s_fills_in(app, file, want):
+    from dispel.model import DispelError
+
+    if want in ("threading", "gevent"):
+        assert modes.decide(app, file) == want
+    else:
+        with pytest.raises(DispelError) as err:
+            modes.decide(app, file)
+        assert str(err.value).startswith(want) and "\n" not in str(err.value)
+
+
+def test_gevent_needs_python_engineio_4_8():
+    assert modes.gevent_supported("4.8.0") == "" and modes.gevent_supported("4.13.3") == ""
+    why = modes.gevent_supported("4.7.1")
+    assert why.startswith("async_mode='gevent' needs python-engineio 4.8.0 or later") and "4.7.1" in why
+
+
+def test_a_scenario_file_names_its_async_mode_under_app():
+    from dispel import scenario_file
+    from dispel.model import DispelError
+
+    text = '[app]\nimport = "chat:socketio"\nasync_mode = "MODE"\n[clients.a]\n[[steps]]\ndo = "connect"\n'
+    assert scenario_file.parse(text.replace("MODE", "gevent"), "s.toml").app.async_mode == "gevent"
+    assert scenario_file.parse(text.replace('async_mode = "MODE"\n', ""), "s.toml").app.async_mode == ""
+    with pytest.raises(DispelError, match="async_mode = 'uvloop' is not one of"):
+        scenario_file.parse(text.replace("MODE", "uvloop"), "s.toml")

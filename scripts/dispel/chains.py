@@ -66,6 +66,8 @@ class TraceGraph:
         # edges between processes (a merged trace's, joins.cross_edges)
         self.cross.extend(links)
         self.cross.sort()
+        # a gevent program's trace: its greenlets' top calls are made by gevent's hidden code
+        self.green = any(t.name == "hub" for t in trace.threads)
 
     def ev(self, i: int) -> Event:
         return self.events[i]
@@ -127,6 +129,12 @@ def tree_path(g: TraceGraph, a: int, b: int) -> list[Step]:
     up = g.ancestors(a)
     down = g.ancestors(b)
     common = next((x for x in up if x in set(down)), None)
+    if common is None and g.green and up[-1] < down[-1]:
+        # a greenlet runs one call after another from gevent's own code, which is not shown
+        # (normalize.opaque_calls): from a up to its top call, then b's top call, entered from
+        # that hidden code, and down to b
+        top, *below = list(reversed(down))
+        return [(x, EDGE_RETURN) for x in up[1:]] + [(top, EDGE_ENTRY)] + [(x, EDGE_CALL) for x in below]
     if common is None:
         raise JourneyError(f"{g.ev(a).func} and {g.ev(b).func} share no caller on thread {g.ev(a).thread}")
     steps: list[Step] = []
@@ -526,7 +534,9 @@ def find_handshake(g: TraceGraph):
     if info.started_by < 0:
         raise JourneyError(f"thread {thread} has no recorded start (last hop reached: {g.ev(sink).func})")
     starter = g.ev(info.started_by).thread
-    accept = [i for i in g.find(is_sink("_accept"), starter, before=info.started_by)]
+    # the accept before the start of the request's thread (in gevent, the accept itself: the hub
+    # spawns a greenlet per accepted connection in gevent's own code)
+    accept = [i for i in g.find(is_sink("_accept"), starter, before=info.started_by + 1)]
     entry = _one(accept[-1:], "the accept of the upgraded connection", "none")
     request = _one(g.find(lambda e: is_sink("recv_into")(e) and e.ret is not None and _UPGRADE in e.ret.text, thread), "the recv_into of the upgrade request", g.ev(entry).func)
     raw = value_text_to_python(g.ev(request).ret.text)

@@ -500,6 +500,20 @@ def opaque_calls(calls: list[RawCall], hidden: frozenset[str]) -> tuple[list[Raw
     return out, lift
 
 
+def _lifted_start(every: list[RawCall], kept: list[RawCall], lift: Mapping[int, tuple[int, int]], row: int) -> int:
+    """The row shown for the start ``row`` of a thread or greenlet: itself, else its nearest kept
+    caller, else (hidden code all the way down, as in gevent's hub, which spawns a greenlet per
+    accepted connection) the last kept call before it on its own lane (that accept)."""
+    if row < 0 or row not in lift:
+        return row
+    up = lift[row][0]
+    if up >= 0:
+        return up
+    serial = next((c.serial for c in every if c.row == row), None)
+    before = [c.row for c in kept if c.serial == serial and c.row < row]
+    return before[-1] if before else -1
+
+
 # --------------------------------------------------------------------------- all steps
 
 
@@ -520,7 +534,7 @@ def normalize(
     serials that are greenlets (a gevent program) -> "hub" or "greenlet", their name when no role fits."""
     every = calls
     calls, lift = opaque_calls(calls, frozenset(k for k, f in funcs.items() if f.source.dist in OPAQUE_DISTS))
-    thread_starts = {s: lift.get(r, (r, 0))[0] for s, r in thread_starts.items()}
+    thread_starts = {s: _lifted_start(every, calls, lift, r) for s, r in thread_starts.items()}
     learn_peer_ports(calls, normalizer)
     tree = CallTree(calls, normalizer)
     threads = ThreadOrder(tree, thread_starts, app_tasks_cut(tree, funcs), greenlets)

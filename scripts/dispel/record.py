@@ -314,6 +314,14 @@ def _make_probe(name: str, original: Callable) -> Callable:
     return listen
 
 
+def _green_listeners() -> tuple:
+    """(class, probed methods) beyond socket.socket: gevent's servers listen on a plain subclass of
+    _socket.socket (gevent._socket3._wrefsocket, not the patched socket.socket) and accept on it."""
+    mod = sys.modules.get("gevent._socket3")
+    cls = getattr(mod, "_wrefsocket", None)
+    return ((cls, ("_accept",)),) if isinstance(cls, type) else ()
+
+
 # What a frame's last instruction is when it returns a value or yields one.
 _RETURN_OPS = frozenset(dis.opmap[n] for n in ("RETURN_VALUE", "RETURN_CONST") if n in dis.opmap)
 _YIELD_OP = dis.opmap["YIELD_VALUE"]
@@ -442,18 +450,17 @@ class _Recorder:
     # ------------------------------------------------------------ probes
 
     def _install_probes(self) -> None:
-        cls = socket.socket
-        for name in SOCKET_SINKS:
-            original = getattr(cls, name)
-            self._saved_socket[name] = cls.__dict__.get(name)  # None: inherited from _socket
-            probe = _make_probe(name, original)
-            self.probe_codes[probe.__code__] = name
-            setattr(cls, name, probe)
+        for cls, names in ((socket.socket, SOCKET_SINKS), *_green_listeners()):
+            for name in names:
+                original = getattr(cls, name)
+                self._saved_socket[cls, name] = cls.__dict__.get(name)  # None: inherited from _socket
+                probe = _make_probe(name, original)
+                self.probe_codes[probe.__code__] = name
+                setattr(cls, name, probe)
         self.probe_codes[_observed.__code__] = "observed"
 
     def _remove_probes(self) -> None:
-        cls = socket.socket
-        for name, saved in self._saved_socket.items():
+        for (cls, name), saved in self._saved_socket.items():
             if saved is None:
                 delattr(cls, name)
             else:
