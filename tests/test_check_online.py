@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from conftest import MODULE, RepoServer, commit_files, git, make_repo
-from dispel import check, fetch, stages, verify
-from dispel.forges import raw_url
+from dispel.check import links as check, fetch, stage as verify
+from dispel.review import stage as review_stage
+from dispel.pins.forges import raw_url
 from dispel.model import Chain, DispelError, FilePin, Func, Hop, Lock, Pin, Source
-from dispel.pins import blob_sha
+from dispel.pins.pinning import blob_sha
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ def test_answers_are_cached_in_memory_and_on_disk(server, repo, tmp_path):
 
 def test_an_unreachable_host_is_one_clear_error():
     with pytest.raises(DispelError, match=r"--online: cannot reach http://127\.0\.0\.1:9: .*refused"):
-        stages.fetch_all(quick(retries=1), ["http://127.0.0.1:9/o/r/x/y.py"], "http://127.0.0.1:9")
+        review_stage.fetch_all(quick(retries=1), ["http://127.0.0.1:9/o/r/x/y.py"], "http://127.0.0.1:9")
 
 
 # --------------------------------------------------------------------------- permalinks checked online

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from dispel import modes
+from dispel.run import modes
 
 EMITTER = """
-from dispel import modes
+from dispel.run import modes
 from flask_socketio import SocketIO
 ctx = modes.unset_is_threading() if {hide} else __import__("contextlib").nullcontext()
 with ctx:
@@ -42,7 +42,7 @@ def test_hiding_undoes_itself_and_leaves_an_imported_package_alone():
 # ---------------------------------------------------------------- greenlets under the recorder (raw greenlets, in-process)
 
 from conftest import trace_of  # noqa: E402
-from dispel.cores import available_cores  # noqa: E402
+from dispel.record.cores import available_cores  # noqa: E402
 from programs import greenlets as green  # noqa: E402
 
 
@@ -100,7 +100,7 @@ def test_switches_are_recorded_in_order_and_a_greenlet_keeps_its_serial(core):
 
 from pathlib import Path  # noqa: E402
 
-from dispel.tracefile import trace_from_json  # noqa: E402
+from dispel.tracefiles.codec import trace_from_json  # noqa: E402
 
 RUN = Path(__file__).parent / "programs" / "gevent_run.py"
 
@@ -189,7 +189,7 @@ def test_emit_wakes_the_writer_greenlet_from_the_handler_greenlet(tmp_path):
 def _report(tmp_path, name: str):
     import json
 
-    from dispel.tracefile import chain_from_dict
+    from dispel.tracefiles.codec import chain_from_dict
 
     out = tmp_path / name
     proc = subprocess.run([sys.executable, "-m", "dispel", "report", "--scenario", f"{name}.toml", "--out", str(out), "--no-site"],
@@ -246,7 +246,7 @@ def test_gevent_needs_python_engineio_4_8():
 
 
 def test_a_scenario_file_names_its_async_mode_under_app():
-    from dispel import scenario_file
+    from dispel.run import scenario_file
     from dispel.model import DispelError
 
     text = '[app]\nimport = "chat:socketio"\nasync_mode = "MODE"\n[clients.a]\n[[steps]]\ndo = "connect"\n'

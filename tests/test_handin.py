@@ -17,7 +17,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from dispel import browser, handin, handin_build, render
+from dispel.run import browser
+from dispel.handin import document as handin, build as handin_build
+from dispel.render import pages as render
 from dispel.project import Project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,7 +174,7 @@ def _sample_handin(texts: dict[str, str]) -> str:
 def test_a_short_sentence_stands_for_the_full_text_in_the_hand_in_only():
     from samples import ANNOTATIONS, EMIT, EXCERPTS, HOP_LINKS
 
-    from dispel.annotations import parse_annotations, texts as texts_of_notes
+    from dispel.render.annotation_files import parse_annotations, texts as texts_of_notes
 
     notes = parse_annotations(
         "socketio.server:Server.emit:\n  short: Encodes the packet once, on {{thread}}.\n  text: |\n    Encodes the packet; see `Server._encode`.\n",
@@ -195,7 +197,7 @@ def test_a_short_sentence_is_read_by_the_prose_rules():
 
 
 def test_a_short_sentence_must_be_one_and_not_on_a_summary():
-    from dispel.annotations import parse_annotations
+    from dispel.render.annotation_files import parse_annotations
     from dispel.model import DispelError
 
     with pytest.raises(DispelError, match="short must be one sentence"):
@@ -206,14 +208,15 @@ def test_a_short_sentence_must_be_one_and_not_on_a_summary():
 
 def test_every_hop_of_every_chain_is_in_the_hand_in_with_its_permalink():
     """The whole chain is there: each hop's permalink, made from the lock apart from the page model."""
-    from dispel import stages
+    from dispel.render import stage as render_stage
+    from dispel.project import load_chains, project_lock
 
     project = Project()
     built = handin_build.site_handin(project)
-    linker = stages.hop_linker(stages.project_lock(project))
+    linker = render_stage.hop_linker(project_lock(project))
     md = handin.to_markdown(built.handin, built.command)
     shown = set(handin.markdown_links(md))
-    for journey, chain in stages.load_chains(project).items():
+    for journey, chain in load_chains(project).items():
         for n, hop in enumerate(chain.hops, 1):
             if hop.func.source.dist == "sample_app":
                 assert f"{render.inline_code(hop.func.source.path)} line {hop.line} (" in md

@@ -9,9 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from dispel import browser, catalog, check, scenarios, stages
+from dispel.run import browser, runner as scenarios
+from dispel import catalog
+from dispel.record import stage as record_stage
+from dispel.check import links as check
 from dispel.model import DispelError
-from dispel.tracefile import trace_from_json, trace_to_json
+from dispel.tracefiles.codec import trace_from_json, trace_to_json
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -85,7 +88,7 @@ def test_committed_trace_matches_a_fresh_recording(trace):
 def test_no_threads_or_listening_sockets_left():
     # In-process, so that what the run leaves behind can be seen.
     port = scenarios.free_port()
-    stages.record_scenario("chat", timeout=30, app="sample_app.app", port=port)
+    record_stage.record_scenario("chat", timeout=30, app="sample_app.app", port=port)
     left = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
     server_like = [n for n in left if any(w in n for w in catalog.PER_CONNECTION_THREADS + catalog.HANDLER_THREADS + ("dispel-server",))]
     assert not server_like, left
@@ -119,7 +122,7 @@ def test_programs_importable(monkeypatch):
 
 def test_app_that_fails_to_import(test_programs_importable):
     with pytest.raises(DispelError, match="cannot import app module 'programs.broken_app'.*broken on purpose"):
-        stages.record_scenario("chat", timeout=10, app="programs.broken_app")
+        record_stage.record_scenario("chat", timeout=10, app="programs.broken_app")
 
 
 def test_port_already_in_use(tmp_path):
@@ -134,7 +137,7 @@ def test_port_already_in_use(tmp_path):
 
 def test_client_that_cannot_connect_names_the_step(test_programs_importable):
     with pytest.raises(DispelError, match="step 'connect'"):
-        stages.record_scenario("chat", timeout=15, app="programs.plain_app")
+        record_stage.record_scenario("chat", timeout=15, app="programs.plain_app")
 
 
 # ------------------------------------------------------------------ without a browser
@@ -177,7 +180,7 @@ def test_clients_are_named_in_the_order_of_their_first_step():
 
 
 def test_clients_started_ahead_are_handed_out_in_order_and_the_others_stopped():
-    from dispel.drivers import ClientStarter, free_ports
+    from dispel.run.launchers import ClientStarter, free_ports
 
     port = free_ports(1)[0]
     starter = ClientStarter(catalog.scenario("rooms"), port)
@@ -220,7 +223,7 @@ def test_the_client_closes_a_polling_connection_only_after_the_server(monkeypatc
     import http.client
     import select
 
-    from dispel.client import patch_http_close
+    from dispel.run.sample_client import patch_http_close
 
     monkeypatch.setattr(http.client.HTTPResponse, "_close_conn", http.client.HTTPResponse._close_conn)
     patch_http_close(timeout=5.0)
@@ -248,7 +251,7 @@ def test_the_client_closes_a_polling_connection_only_after_the_server(monkeypatc
 
 def test_a_long_polling_file_client_talks_through_the_pacer_and_stops_it():
     # its read loop's GET and its POSTs are concurrent requests: the pacer orders them
-    from dispel.drivers import FileClientProcess, free_ports
+    from dispel.run.launchers import FileClientProcess, free_ports
 
     port = free_ports(1)[0]
     spec = {"transport": "polling", "namespaces": ["/"], "headers": {}, "query": [], "auth": None}

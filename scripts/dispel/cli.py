@@ -6,8 +6,18 @@ import sys
 import time
 from pathlib import Path
 
-from . import audit, bench, catalog, fetch, handin_build, pins, report, stages, verify
-from .forges import RAW_BASE
+from .review import audit
+from .record import bench
+from . import catalog, report
+from .chains import stage as chains_stage
+from .pins import stage as pins_stage
+from .record import stage as record_stage
+from .render import stage as render_stage
+from .review import stage as review_stage
+from .check import fetch, stage as verify
+from .handin import build as handin_build
+from .pins import pinning as pins
+from .pins.forges import RAW_BASE
 from .model import DispelError
 from .project import Project, dump_json, write_atomic
 
@@ -16,9 +26,9 @@ PROJECT = Project()
 
 def cmd_record(args: argparse.Namespace) -> int:
     if args.scenario:
-        if stages.scenario_mode(args.scenario, args.root) != stages.modes.running_mode():  # gevent: a patched process records
-            return stages.record_file_patched(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
-        r = stages.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
+        if record_stage.scenario_mode(args.scenario, args.root) != record_stage.modes.running_mode():  # gevent: a patched process records
+            return record_stage.record_file_patched(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
+        r = record_stage.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
         print(r.app)
         print(f"recorded {r.scenario}: {r.calls} calls on {r.threads} threads -> {PROJECT.shown(r.path)} (recorder core: {r.core})")
         if r.running:
@@ -26,7 +36,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         for line in r.app_errors:
             print(f"error in the app: {line}")
         return 0
-    run = stages.record(PROJECT, args.scenarios, args.out, args.timeout, args.app, args.port, args.redact)
+    run = record_stage.record(PROJECT, args.scenarios, args.out, args.timeout, args.app, args.port, args.redact)
     for r in run.recorded:
         print(f"recorded {r.scenario}: {r.calls} calls on {r.threads} threads -> {PROJECT.shown(r.path)} (recorder core: {r.core})")
     return 2 if run.failed else 0
@@ -54,7 +64,7 @@ def _said(done: report.Report, no_site: bool) -> int:
 
 
 def cmd_chains(args: argparse.Namespace) -> int:
-    built = stages.chains(PROJECT, args.journeys, args.traces)
+    built = chains_stage.chains(PROJECT, args.journeys, args.traces)
     for name, chain in built.items():
         threads = len({h.thread for h in chain.hops})
         print(f"chain {name}: {len(chain.hops)} hops on {threads} threads -> {PROJECT.shown(args.traces / 'chains' / (name + '.json'))}")
@@ -62,7 +72,7 @@ def cmd_chains(args: argparse.Namespace) -> int:
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
-    run = stages.pin(PROJECT, args.dists, args.git_dir, args.repo, args.site, args.lock, args.refresh)
+    run = pins_stage.pin(PROJECT, args.dists, args.git_dir, args.repo, args.site, args.lock, args.refresh)
     lock = run.lock
     for name, why in run.afresh.items():
         print(f"{name}: pinned afresh ({why})")
@@ -79,14 +89,14 @@ def cmd_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    problems = stages.version_drift(args.lock, args.site)
+    problems = pins_stage.version_drift(args.lock, args.site)
     for line in problems:
         print(f"warning: {line}" if args.warn else line, file=sys.stderr if args.warn else sys.stdout)
     return 1 if problems and not args.warn else 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    text = stages.review(Project(args.root), args.ref)
+    text = review_stage.review(Project(args.root), args.ref)
     if args.out:
         write_atomic(args.out, text)
         print(f"{text.splitlines()[2]}\nwrote {args.out}")
@@ -98,7 +108,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     if args.report:
         return _said(report.rerender(args.report, PROJECT, args.git_dir, site=not args.no_site), args.no_site)
-    site = stages.build_site(PROJECT, args.chains, args.out)
+    site = render_stage.build_site(PROJECT, args.chains, args.out)
     for note in site.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {len(site.files)} generated pages under {args.out}")
@@ -138,7 +148,7 @@ def cmd_handin(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    found = stages.audit(PROJECT, args.report, args.git_dir, args.chains, _fetcher(args), args.raw_base)
+    found = review_stage.audit(PROJECT, args.report, args.git_dir, args.chains, _fetcher(args), args.raw_base)
     if args.json:
         print(dump_json(audit.json_report(found.verdicts, found.coverage)), end="")
     else:

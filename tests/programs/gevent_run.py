@@ -19,10 +19,10 @@ from pathlib import Path  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from dispel import stages, tracefile  # noqa: E402
-from dispel.cores import recorder_for  # noqa: E402
-from dispel.installed import PYTHON_VERSION  # noqa: E402
-from dispel.tracefile import Root  # noqa: E402
+from dispel.pins.installed import PYTHON_VERSION  # noqa: E402
+from dispel.record.cores import recorder_for  # noqa: E402
+from dispel.tracefiles.codec import Root, trace_to_json  # noqa: E402
+from dispel.tracefiles.recording import trace_from_recording  # noqa: E402
 
 import gevent  # noqa: E402
 from programs import green  # noqa: E402
@@ -49,8 +49,8 @@ def main(name: str) -> None:
         getattr(green, name)()
     if recorder.errors:
         raise SystemExit(f"recorder: {recorder.errors}")
-    trace = stages.trace_from_recording(recorder, name, 0, ROOTS, {})
-    sys.stdout.write(tracefile.trace_to_json(trace))
+    trace = trace_from_recording(recorder, name, 0, ROOTS, {})
+    sys.stdout.write(trace_to_json(trace))
 
 
 if __name__ == "__main__":
