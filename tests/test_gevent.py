@@ -254,3 +254,17 @@ def test_a_scenario_file_names_its_async_mode_under_app():
     assert scenario_file.parse(text.replace('async_mode = "MODE"\n', ""), "s.toml").app.async_mode == ""
     with pytest.raises(DispelError, match="async_mode = 'uvloop' is not one of"):
         scenario_file.parse(text.replace("MODE", "uvloop"), "s.toml")
+
+
+@pytest.mark.slow
+def test_the_python_core_and_the_default_core_write_the_same_gevent_app_trace(tmp_path):
+    import os
+
+    written = {}
+    for core in {"py", available_cores()[0]}:
+        out = tmp_path / core
+        proc = subprocess.run([sys.executable, "-m", "dispel", "record", "--scenario", str(APPS / "green_chat.toml"), "--out", str(out)],
+                              cwd=APPS, capture_output=True, text=True, timeout=180, env={**os.environ, "DISPEL_CORE": core})
+        assert proc.returncode == 0, proc.stderr
+        written[core] = (out / "green_chat.json").read_bytes()
+    assert len(set(written.values())) == 1, "the cores differ on the gevent app"
