@@ -504,7 +504,9 @@ def run_file(sf, recorder: Tracer, start_client: Callable[[str, int], StepClient
 
     def serve(module, port: int) -> None:
         _, sio, flask_app = loaded
-        sio.run(flask_app, host="127.0.0.1", port=port, allow_unsafe_werkzeug=True)
+        # allow_unsafe_werkzeug is werkzeug's: Flask-SocketIO before 5.3.5 passes it on to gevent's server
+        unsafe = {} if modes.running_mode() == "gevent" else {"allow_unsafe_werkzeug": True}
+        sio.run(flask_app, host="127.0.0.1", port=port, **unsafe)
 
     return drive(sf.source, recorder, start_client, load, serve, steps, sf.app.module, timeout, port, app_errors=app_errors)
 
