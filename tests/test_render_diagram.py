@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from dispel.chains import fold
 from dispel.render import pages as render
-from dispel.render.diagram import LAYERS, STYLES, Link, Row, layer_of, layered_svg, wrap
+from dispel.render.diagram import LAYERS, STYLES, JoinArc, Row, layer_of, layered_svg, wrap
 from dispel.model import (
     EDGE_CALL,
     EDGE_DATA,
@@ -45,8 +45,8 @@ def texts(root: ET.Element) -> list[str]:
 
 
 def test_svg_is_well_formed_and_deterministic():
-    svg = layered_svg(ROWS, [Link(1, 4, "result")], title="t <&>")
-    assert svg == layered_svg(ROWS, [Link(1, 4, "result")], title="t <&>")
+    svg = layered_svg(ROWS, [JoinArc(1, 4, "result")], title="t <&>")
+    assert svg == layered_svg(ROWS, [JoinArc(1, 4, "result")], title="t <&>")
     assert parse(svg).tag == SVG + "svg"
     assert "\n\n" not in svg  # one raw HTML block in Markdown
 
@@ -94,7 +94,7 @@ def test_hand_offs_styled_apart_calls_and_returns_local():
 
 
 def test_folded_run_is_one_linked_mark_and_joins_are_drawn():
-    root = parse(layered_svg(ROWS, [Link(1, 4, "yield")]))
+    root = parse(layered_svg(ROWS, [JoinArc(1, 4, "yield")]))
     marks = [r for r in root.iter(SVG + "rect") if r.get("class") == "folded"]
     assert len(marks) == 1
     assert [a.get("href") for a in root.iter(SVG + "a")] == ["#hop-1", "#hop-2", "#hop-3", "#hop-10", "#hop-11", "#hop-13"]
@@ -116,7 +116,8 @@ def test_emit_diagram_draws_five_distributions_and_cuts_no_label():
     assert len(heads) >= 5, heads
     assert not any(t.rstrip().endswith("…") for t in texts(root))
     hrefs = {a.get("href") for a in root.iter(SVG + "a")}
-    assert {f"#hop-{j.producer}" for j in chain.joins} <= hrefs  # every producer is a row of its own
+    numbers = fold.page_numbers(chain)
+    assert {f"#hop-{numbers[j.producer]}" for j in chain.joins} <= hrefs  # every producer is a row of its own
 
 
 @pytest.mark.browser
@@ -199,9 +200,9 @@ def arrow_problems(chain, events, root: ET.Element) -> list[str]:
 def journeys_and_events() -> tuple:
     """Every committed chain, with the events of the trace it was built from."""
     from dispel.chains import build as chain_build
-    from dispel import stages
+    from dispel.project import Project, load_traces
 
-    traces = stages.load_traces(stages.Project())
+    traces = load_traces(Project())
     out = []
     for path in sorted((ROOT / "traces" / "chains").glob("*.json")):
         chain = chain_from_dict(json.loads(path.read_text()))

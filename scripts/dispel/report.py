@@ -31,8 +31,9 @@ from .pins import pinning as pins
 from .run import scenario_file
 from .chains.build import JourneyError
 from .pins.forges import repo_url
-from .pins.installed import distributions, hop_sources, license_rows, source_lines
+from .pins.installed import distributions, hop_sources, license_rows, lines_by_source
 from .model import Chain, DispelError, Lock, TraceFile
+from .model import text_lines
 from .project import Project, dump_json, read_text, swap_folder, write_all_atomic, write_atomic
 from .chains.stage import chain_files
 from .pins.stage import pin
@@ -185,14 +186,14 @@ def checked_page(chain: Chain, texts: dict[str, str], render_page, lines: Mappin
     out for it, with why. ``render_page(texts)`` renders the page."""
     texts = dict(texts)
     left_out: list[str] = []
-    returns = {e.hop: e.returns for e in fold.entries(chain)}
+    returns = {e.number: e.numbers for e in fold.entries(chain)}  # a page's hop number -> the chain positions it shows
     for _ in range(len(chain.hops) + 1):
         page = render_page(texts)
         problems = prose.check_page(f"docs/chains/{chain.journey}.md", page, chain, lines)
         if not problems:
             return page, left_out
         for p in problems:
-            for n in (p.hop, *returns.get(p.hop, ())) if p.hop else ():
+            for n in returns.get(p.hop, ()) if p.hop else ():
                 hop = chain.hops[n - 1]
                 found = annotation_files.select(texts, hop.func.key, chain.journey, hop.line)
                 if found:
@@ -415,7 +416,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     Returns (journeys, skipped, unannotated) for a Report."""
     sf = scenario_file.parse(text, source)
     tmp = rp.root
-    lines = source_lines({trace.scenario: trace}, root)
+    lines = lines_by_source({trace.scenario: trace}, root)
     derived, built, skipped = build_chains(trace, lines)
     if not built:
         raise DispelError(f"no journey could be derived from the trace of {source}: {'; '.join(skipped) or 'nothing happened'}")
@@ -427,7 +428,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     texts.update(app_notes.summaries(derived, built))
     sources = hop_sources(built.values(), root)
     excerpts = {
-        src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotation_files.source_lines(data)]
+        src: text_lines(data)
         for src, data in sources.items()
     }
     per_journey, dropped = {}, []
@@ -437,7 +438,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     missing = unannotated(built.values(), per_journey) + [f"left out: {d}" for d in dropped]
     header = render.generated_header(COMMAND)
     files: dict[Path, str] = {}
-    prose_lines = {src: data.decode("utf-8", errors="replace").split("\n") for src, data in sources.items()}
+    prose_lines = {src: text_lines(data) for src, data in sources.items()}
     for name, chain in built.items():
         page, left_out = checked_page(chain, per_journey[name], lambda t, c=chain: render.render_journey(c, hop_linker(lock), excerpts, t, built), prose_lines)
         missing += [f"left out: {d}" for d in left_out]
@@ -507,7 +508,7 @@ def derived_again(project: Project, found: Mapping[str, Chain], app: Path) -> li
     if len(traces) != 1:
         return [f"traces/: expected the report's one trace, found {len(traces)}; rebuild it with `dispel report`"]
     (trace,) = traces.values()
-    _, built, _ = build_chains(trace, source_lines({trace.scenario: trace}, app))
+    _, built, _ = build_chains(trace, lines_by_source({trace.scenario: trace}, app))
     out = []
     for j in sorted(set(built) | set(found)):
         if j not in found:

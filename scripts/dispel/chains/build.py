@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
 from .. import catalog, wire
-from ..chains import across  # across processes
+from . import across  # across processes
 from ..catalog import Journey
 from ..model import (
     EDGE_CALL,
@@ -845,7 +845,7 @@ def _wire_queue(g: TraceGraph, parts: list[list[int]]) -> tuple:
 # between processes (a merged trace, joins.py), which the derivation over one app's trace does
 # not know.
 Finder = Callable[[TraceGraph], tuple[list[list[int]], tuple[str, ...]]]
-FINDERS: dict[str, Finder] = {
+HAND_WRITTEN_FINDERS: dict[str, Finder] = {
     "polling": find_polling,
     "upgrade": find_upgrade,
     "emit-external": find_emit_external,
@@ -871,7 +871,7 @@ def build(
     tells a generator's yield); ``find`` replaces the journey's finder (tests try other finders
     on the same trace); ``links``: edges between processes of a merged trace."""
     g = TraceGraph(trace, lines, links)
-    find = find or FINDERS.get(journey.finder)
+    find = find or HAND_WRITTEN_FINDERS.get(journey.finder)
     if find is None:
         raise DispelError(f"journey {journey.name!r}: its finder {journey.finder!r} is in dispel.chains.finders; build it with finders.build")
     parts, shown = find(g)

@@ -35,9 +35,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable
 
-from ..chains import derive_packets
+from . import derive_packets
 from ..catalog import Journey
-from ..chains.build import (
+from .build import (
     CLOSE_FRAME,
     SWITCHING,
     JourneyError,

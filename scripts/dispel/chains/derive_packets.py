@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from ..chains.build import (
+from .build import (
     CLOSE_FRAME,
     JourneyError,
     TraceGraph,

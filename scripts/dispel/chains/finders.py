@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from .. import catalog
-from ..chains import build as chains, derive
+from . import build as chains, derive
 from ..catalog import Journey
-from ..chains.build import Finder, JourneyError, TraceGraph
+from .build import Finder, JourneyError, TraceGraph
 from ..model import Chain, DispelError, Source, TraceFile
 
 
@@ -37,7 +37,7 @@ FINDERS: dict[str, Finder] = {
     "ack": derived("ack-shout"),
     "broadcast": derived("broadcast-joined"),
     "disconnect": derived("disconnect"),
-    **chains.FINDERS,  # polling, upgrade, and the journeys across processes
+    **chains.HAND_WRITTEN_FINDERS,  # polling, upgrade, and the journeys across processes
 }
 
 

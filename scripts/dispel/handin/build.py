@@ -21,7 +21,9 @@ import yaml
 
 from ..render import annotation_files, pages as render
 from .. import catalog
-from ..handin import document as handin
+from ..chains import fold
+from . import document as handin
+from . import docx_format, pdf_format
 from ..check import prose
 from ..run import browser
 from ..check import links as check_core
@@ -30,10 +32,11 @@ from ..pins.installed import (
     hop_sources,
     installed_contents,
     license_rows,
-    source_lines,
+    lines_by_source,
     version_set,
 )
 from ..model import Chain, DispelError, Lock
+from ..model import text_lines
 from ..project import Project, read_text, swap_folder
 from ..project import load_annotations, load_chains, load_lock, load_traces, project_lock
 from ..render.stage import browsers_recorded, hop_linker
@@ -54,7 +57,7 @@ class Built:
 
 
 def _excerpts(sources) -> dict:
-    return {src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotation_files.source_lines(data)] for src, data in sources.items()}
+    return {src: text_lines(data) for src, data in sources.items()}
 
 
 def _git_date(root: Path, rel: str) -> str:
@@ -111,14 +114,14 @@ def report_handin(root: Path, project: Project) -> Built:
     built = load_chains(rp)
     lock = load_lock(rp.lock)
     app = root / report.APP_FOLDER
-    lines = source_lines({trace.scenario: trace}, app)
+    lines = lines_by_source({trace.scenario: trace}, app)
     derived = [d for d in derive.derive(trace) if d.journey.name in built]
     texts = app_notes.library_texts(annotation_files.texts(load_annotations(project)))
     texts.update(app_notes.app_texts(trace, built, lines))
     texts.update(app_notes.summaries(derived, built))
     sources = hop_sources(built.values(), app)
     excerpts = _excerpts(sources)
-    prose_lines = {src: data.decode("utf-8", errors="replace").split("\n") for src, data in sources.items()}
+    prose_lines = {src: text_lines(data) for src, data in sources.items()}
     linker = hop_linker(lock)
     pages = []
     for journey in [d.journey.name for d in derived] + sorted(set(built) - {d.journey.name for d in derived}):
@@ -165,7 +168,8 @@ def true_shorts(chain: Chain, texts: dict[str, str], lines) -> dict[str, str]:
         if drop is None:
             shorts = {k[len(annotation_files.SHORT_MARK):]: v for k, v in texts.items() if k.startswith(annotation_files.SHORT_MARK)}
             found = prose.check_page(chain.journey, handin.short_page(chain, shorts), chain, lines) if shorts else []
-            hop = chain.hops[found[0].hop - 1] if found and found[0].hop else None
+            at = fold.chain_positions(chain).get(found[0].hop) if found and found[0].hop else None  # a page number -> its call's hop
+            hop = chain.hops[at - 1] if at else None
             if hop is None:
                 return texts
             chosen = annotation_files.select(shorts, hop.func.key, chain.journey, hop.line)
@@ -242,8 +246,8 @@ def write(b: Built, out: Path, project: Project, require_pdf: bool = False) -> W
     md = handin.to_markdown(h, b.command)
     html = handin.to_html(md, h.title)
     body = html[html.index("<body>") + len("<body>") : html.rindex("</body>")]
-    when = handin.recorded_datetime(h.made.recorded)
-    files = {"report.md": md.encode("utf-8"), "report.docx": handin.to_docx(body, h.title, when)}
+    when = docx_format.recorded_datetime(h.made.recorded)
+    files = {"report.md": md.encode("utf-8"), "report.docx": docx_format.to_docx(body, h.title, when)}
     notes = []
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -254,7 +258,7 @@ def write(b: Built, out: Path, project: Project, require_pdf: bool = False) -> W
         else:
             printed = print_pdf(html, tmp)
             try:
-                files["report.pdf"] = handin.normalise_pdf(printed, h.made.recorded)
+                files["report.pdf"] = pdf_format.normalise_pdf(printed, h.made.recorded)
             except ValueError as exc:
                 files["report.pdf"] = printed
                 notes.append(f"report.pdf is as Chromium printed it (dates and producer not normalised: {exc})")
@@ -302,11 +306,11 @@ def check(folder: Path, b: Built) -> tuple[list[str], list[str], int]:
         found["report.md"] = handin.markdown_links(md)
     if docx_path.is_file():
         try:
-            found["report.docx"] = handin.docx_links(docx_path.read_bytes())
+            found["report.docx"] = docx_format.docx_links(docx_path.read_bytes())
         except Exception as exc:  # python-docx cannot read it back: that is the finding
             failures.append(f"handin/report.docx: python-docx cannot read it back: {exc}")
     if pdf_path.is_file():
-        found["report.pdf"] = handin.pdf_links(pdf_path.read_bytes())
+        found["report.pdf"] = pdf_format.pdf_links(pdf_path.read_bytes())
     else:
         notes.append("handin/report.pdf was not written (no Chromium when it was built): its links are not checked")
     expected = handin.expected_links(h)

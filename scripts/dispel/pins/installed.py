@@ -17,10 +17,11 @@ from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from types import CodeType
 
-from ..pins import licenses, pinning as pins
+from . import licenses, pinning as pins
 from ..catalog import DIST_NAMES
-from ..pins.forges import repo_url
+from .forges import repo_url
 from ..model import PYTHON, Chain, DispelError, Func, Lock, Pin, Source, normalize_dist
+from ..model import text_lines
 from ..project import HERE, SCRIPTS, read_text
 from ..tracefiles.codec import Root, def_line, locate
 
@@ -291,7 +292,7 @@ def hop_sources(chains: Iterable[Chain], app_root: Path | None = None) -> dict[S
     return out
 
 
-def source_lines(traces: dict, app_root: Path | None = None) -> dict:
+def lines_by_source(traces: dict, app_root: Path | None = None) -> dict:
     """Source -> lines of the installed file, for every function a trace saw (for line texts)."""
     out = {}
     for trace in traces.values():
@@ -300,7 +301,7 @@ def source_lines(traces: dict, app_root: Path | None = None) -> dict:
                 continue
             path = installed_file(func.source, app_root)
             if path is not None and path.exists():
-                out[func.source] = path.read_text(encoding="utf-8", errors="replace").split("\n")
+                out[func.source] = text_lines(path.read_bytes())
     return out
 
 

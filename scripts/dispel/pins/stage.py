@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +14,10 @@ from ..model import (
     Pin,
     normalize_dist,
 )
-from ..pins import gitinfo
-from ..pins import pinning as pins
-from ..pins.forges import check_repo, forge
-from ..pins.installed import (
+from . import gitinfo
+from . import pinning as pins
+from .forges import check_repo, forge
+from .installed import (
     PYTHON_VERSION,
     distributions,
     installed_blobs,
@@ -45,6 +45,7 @@ def parse_git_dirs(specs: Iterable[str]) -> dict[str, tuple[str, Path]]:
         mirrors[repo.lower()] = (repo, gitinfo.open_repo(Path(path)))
     return mirrors
 
+
 def _resolve_tag(dist: str, version: str, forge_name: str, repo: str, mirror: Path | None, tmp: Path) -> tuple[Path, str, str]:
     """(git dir, tag, peeled commit) of a release, from a local mirror or else the network."""
     if mirror is not None:
@@ -59,6 +60,7 @@ def _resolve_tag(dist: str, version: str, forge_name: str, repo: str, mirror: Pa
     git_dir = gitinfo.clone_blobless(url, tmp / repo.replace("/", "+"))
     return git_dir, tag, gitinfo.peel(git_dir, tag)
 
+
 @dataclass(frozen=True)
 class PinRun:
     """What `dispel pin` wrote: the lock, which entries it kept as they were, why it pinned the others afresh."""
@@ -68,6 +70,7 @@ class PinRun:
     afresh: dict[str, str]  # dist -> why
     notes: tuple[str, ...] = ()
 
+
 def _previous_lock(path: Path) -> tuple[Lock | None, str | None]:
     """The lock `dispel pin` starts from, or None and why (there is none, or it is unreadable)."""
     if not path.is_file():
@@ -76,6 +79,7 @@ def _previous_lock(path: Path) -> tuple[Lock | None, str | None]:
         return load_lock(path), None
     except DispelError as exc:
         return None, f"{exc}; every distribution was pinned afresh"
+
 
 def pin(
     project: Project, dists: Iterable[str] = (), git_dirs: Iterable[str] = (), repos: Iterable[str] = (),
@@ -90,20 +94,50 @@ def pin(
     so a failed run leaves it untouched.
     """
     mirrors = parse_git_dirs(git_dirs)
+    overrides = _repo_overrides(repos)
+    names = sorted({normalize_dist(n) for n in (list(dists) or catalog.PINNED_DIST_NAMES)})
+    site = site or None
+    found = _installed(names, site)
+    located = _locate(names, found, overrides, mirrors)
+
+    stdlib_files = sorted(set(catalog.STDLIB_FILES) | traced_stdlib_files(project))
+    installed = installed_blobs(names, stdlib_files, site)
+    absent = sorted(set(stdlib_files) - set(installed[PYTHON].blobs))
+    if absent:
+        raise DispelError(f"standard-library files not found in this interpreter: {', '.join(absent)}")
+    lock_path = lock_path or project.lock
+    before, note = _previous_lock(lock_path)
+    locked, afresh = _pin_each(names, located, installed, before, mirrors, refresh)
+    python = pins.stdlib_pin(installed[PYTHON].version, installed[PYTHON].blobs)
+    lock = Lock(python, tuple(locked))
+    write_atomic(lock_path, dump_json(pins.lock_to_json(lock)))
+    return PinRun(lock, frozenset(set(names) - set(afresh)), afresh, (note,) if note else ())
+
+
+def _repo_overrides(repos: Iterable[str]) -> dict[str, str]:
+    """``--repo DIST=OWNER/REPO`` arguments -> {dist: OWNER/REPO}."""
     overrides = {}
     for spec in repos:
         dist, sep, repo = spec.partition("=")
         if not sep or not dist:
             raise DispelError(f"--repo {spec!r} is not DIST=OWNER/REPO")
         overrides[normalize_dist(dist)] = check_repo(repo.strip(), f"--repo {spec}")
-    names = sorted({normalize_dist(n) for n in (list(dists) or catalog.PINNED_DIST_NAMES)})
-    site = site or None
+    return overrides
+
+
+def _installed(names: list[str], site: list[Path] | None) -> dict:
+    """The installed distributions to pin; one line naming those that are not installed."""
     found = distributions(names, site)
     missing = [n for n in names if n not in found]
     if missing:
         extra = "pip install 'dispel[queue]', or name the distributions to pin" if set(missing) <= {d.name for d in catalog.QUEUE_DISTS} else "pip install -r requirements.lock"
         raise DispelError(f"not installed here: {', '.join(missing)} ({extra})")
+    return found
 
+
+def _locate(names: list[str], found: Mapping, overrides: Mapping[str, str], mirrors: Mapping[str, tuple[str, Path]]) -> dict[str, tuple[str, str]]:
+    """Each distribution's (forge, OWNER/REPO): from --repo, else its metadata; a --git-dir that
+    names no distribution's repository is one line."""
     located: dict[str, tuple[str, str]] = {}
     for name in names:
         meta = found[name].metadata
@@ -120,14 +154,15 @@ def pin(
             f"--git-dir names {', '.join(unknown)}, the repository of no distribution being pinned "
             f"(they are: {known}); fix the OWNER/REPO spelling or drop it"
         )
+    return located
 
-    stdlib_files = sorted(set(catalog.STDLIB_FILES) | traced_stdlib_files(project))
-    installed = installed_blobs(names, stdlib_files, site)
-    absent = sorted(set(stdlib_files) - set(installed[PYTHON].blobs))
-    if absent:
-        raise DispelError(f"standard-library files not found in this interpreter: {', '.join(absent)}")
-    lock_path = lock_path or project.lock
-    before, note = _previous_lock(lock_path)
+
+def _pin_each(
+    names: list[str], located: Mapping[str, tuple[str, str]], installed: Mapping, before: Lock | None,
+    mirrors: Mapping[str, tuple[str, Path]], refresh: bool,
+) -> tuple[list[Pin], dict[str, str]]:
+    """Each distribution's pin: the previous lock's entry when nothing changed, else afresh from
+    its release tag (a mirror, or the network); with why each was pinned afresh."""
     locked: list[Pin] = []
     afresh: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="dispel-pin-") as tmp:
@@ -147,16 +182,15 @@ def pin(
             files = pins.map_files(name, version, tag, installed[name].blobs, tree)
             locked.append(Pin(name, version, forge_name, repo, tag, commit, "commit", files))
             afresh[name] = why
-    python = pins.stdlib_pin(installed[PYTHON].version, installed[PYTHON].blobs)
-    lock = Lock(python, tuple(locked))
-    write_atomic(lock_path, dump_json(pins.lock_to_json(lock)))
-    return PinRun(lock, frozenset(set(names) - set(afresh)), afresh, (note,) if note else ())
+    return locked, afresh
+
 
 def foreign_python(project: Project) -> str | None:
     """The Python that recorded the project's traces (its lock pins that standard library), when
     it is not this one; None when it is. Their chains and pages read that standard library."""
     lock = project_lock(project)
     return lock.python.version if lock is not None and lock.python.version != PYTHON_VERSION else None
+
 
 def refuse_foreign_python(project: Project, what: str) -> None:
     """One line, when ``what`` would rewrite the project's committed files from another Python's standard library."""
@@ -167,12 +201,14 @@ def refuse_foreign_python(project: Project, what: str) -> None:
             f"run it with CPython {traced} (`make regen PY=python{traced.rpartition('.')[0]}`), or report on your own app with `dispel report`"
         )
 
+
 def verify_installed(lock: Lock, site: list[Path] | None = None) -> list[str]:
     """Recompute every locked file's blob from this environment; the problems, [] when all match.
     On another Python than the lock's, the standard library is left out (check says so)."""
     foreign = lock.python.version != PYTHON_VERSION
     stdlib = [] if foreign else [f.installed for f in lock.python.files]
     return pins.verify(lock, installed_blobs([p.dist for p in lock.dists], stdlib, site), with_python=not foreign)
+
 
 def version_drift(lock_path: Path, site: list[Path] | None = None) -> list[str]:
     """Installed versions against the lock, from metadata only (quick: `make site` asks first); [] without a lock."""

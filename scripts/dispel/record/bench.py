@@ -26,15 +26,15 @@ from ..run.launchers import ClientProcess
 from ..pins.installed import PYTHON_VERSION
 from ..model import DispelError
 from ..project import Project
-from ..record.cores import available_cores, core_missing, recorder_for
-from ..record.recorder import NullRecorder
+from .cores import available_cores, core_missing, recorder_for
+from .recorder import NullRecorder
 
 # Anchors: no tracing; a global sys.settrace function that returns None (the floor of
 # any settrace recorder); VizTracer (a C profiler that logs every call with a timestamp,
 # a bench-only extra). Then "core:NAME" for each recorder core.
 ANCHORS = ("untraced", "empty-settrace", "viztracer")
 MODES = (*ANCHORS, "core:py", "core:c", "core:sysmon", "core:sysmon-py")
-# The same workload in gevent mode (sample_app.green: app.py's handlers on a gevent-mode server), each
+# The same workload in gevent mode (run.green_sample: sample_app/app.py's handlers on a gevent-mode server), each
 # run in an interpreter gevent monkey-patched first: untraced, and under the default core.
 GEVENT_MODES = ("gevent:untraced", "gevent:core")
 _PATCHED = ("import os, runpy, sys; os.environ['PURE_PYTHON'] = '1'; from gevent import monkey; monkey.patch_all(); "
@@ -100,10 +100,10 @@ def missing(mode: str) -> str:
 
 def run_once(mode: str, timeout: float = 120.0) -> dict:
     """One run of the bench scenario in this interpreter under ``mode``: its figures. A gevent mode
-    runs sample_app.green in this interpreter, which gevent has patched (_PATCHED)."""
+    runs run.green_sample in this interpreter, which gevent has patched (_PATCHED)."""
     app_module = "sample_app.app"
     if mode.startswith("gevent:"):
-        app_module, mode = "sample_app.green", mode[len("gevent:"):]
+        app_module, mode = "dispel.run.green_sample", mode[len("gevent:"):]
         mode = f"core:{available_cores()[0]}" if mode == "core" else mode
     if mode.startswith("core:"):
         recorder = recorder_for(scenarios.wanted_code(), mode[5:])
@@ -220,7 +220,7 @@ def bench(project: Project, reps: int = 5, skip_regen: bool = False, skip_scale:
     default = f"core:{available_cores()[0]}"
     say(f"peak memory ratio ({default}): {peak[default] / peak['untraced']:.2f}")
     if "gevent:core" in med:
-        say(f"gevent mode ({default}, the same workload on sample_app.green): untraced {med['gevent:untraced']:.3f}s, "
+        say(f"gevent mode ({default}, the same workload on the sample app in gevent mode): untraced {med['gevent:untraced']:.3f}s, "
             f"traced {med['gevent:core']:.3f}s, overhead ratio {med['gevent:core'] / med['gevent:untraced']:.2f} "
             f"(threading mode: {med[default] / med['untraced']:.2f})")
     if not skip_regen:

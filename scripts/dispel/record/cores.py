@@ -8,7 +8,7 @@ from types import CodeType
 from typing import Callable
 
 from ..model import DispelError
-from ..record.recorder import CRecorder, SettraceRecorder, _Recorder
+from .recorder import CRecorder, SettraceRecorder, _Recorder
 
 CORES: dict[str, type] = {"py": SettraceRecorder, "c": CRecorder}
 
@@ -66,7 +66,7 @@ def recorder_for(want: Callable[[CodeType], bool], core: str | None = None) -> _
 
 
 if hasattr(sys, "monitoring"):
-    from ..record.sysmon import CSysmonRecorder, SysmonRecorder  # noqa: E402 - only where sys.monitoring exists
+    from .sysmon import CSysmonRecorder, SysmonRecorder  # noqa: E402 - only where sys.monitoring exists
 
     # sysmon: its callbacks in C when the extension is built; sysmon-py: always in Python
     CORES["sysmon"] = SysmonRecorder if c_core_missing() else CSysmonRecorder

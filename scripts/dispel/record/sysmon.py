@@ -21,7 +21,7 @@ import sys
 import threading
 from types import CodeType
 
-from ..record.recorder import MISSING, RAISED, SIZED, _Recorder, c_core, c_rows
+from .recorder import MISSING, RAISED, SIZED, _Recorder, c_core, c_rows
 
 TOOL = 2  # sys.monitoring.PROFILER_ID (coverage.py takes COVERAGE_ID, 1)
 

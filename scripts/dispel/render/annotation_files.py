@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import yaml
 
-from ..model import Chain, DispelError, Func, Source
+from ..model import Chain, DispelError, Func, Source, source_lines
 
 JOURNEY_PREFIX = "journey:"
 FINGERPRINT_RE = re.compile(r"[0-9a-f]{12}")
@@ -59,20 +59,6 @@ class Problem:
 
 
 # --------------------------------------------------------------------------- fingerprints
-
-
-def source_lines(text: str | bytes) -> list[bytes]:
-    """The file's lines as bytes, each keeping its own line ending.
-
-    Split on b"\\n" only: str.splitlines would also split on form feeds and other
-    separators that Python's own line numbers do not count.
-    """
-    data = text.encode("utf-8") if isinstance(text, str) else text
-    lines = data.split(b"\n")
-    out = [line + b"\n" for line in lines[:-1]]
-    if lines[-1]:
-        out.append(lines[-1])
-    return out
 
 
 def fingerprint(text: str | bytes, first_line: int, last_line: int) -> str:
@@ -507,4 +493,33 @@ def sample_values(
                     f"use a placeholder, or write {key}@<journey> for the sample's journey",
                 )
             )
+    return out
+
+
+# --------------------------------------------------------------------------- all checks, one place
+
+CHECKS = ("missing", "orphaned", "stale", "unreviewed", "sample_values")
+
+
+def problems(
+    chains: Iterable[Chain], annotations: Mapping[str, Annotation], sources: Mapping[Source, str | bytes] | None = None,
+    *, journeys: Iterable[str] | None = None, only: Iterable[str] = CHECKS,
+) -> list[Problem]:
+    """The annotation checks, in one order: missing, orphaned, stale, unreviewed, and general texts
+    that name the sample's values. ``only`` picks a subset (each caller names the ones it runs);
+    ``orphaned`` runs only when ``journeys`` (every journey the texts may be keyed to) is given,
+    since a text is known to be on no chain only once every journey is recorded; ``stale`` needs
+    ``sources``."""
+    chains, only = list(chains), set(only)
+    if only - set(CHECKS):
+        raise ValueError(f"unknown annotation checks: {sorted(only - set(CHECKS))}")
+    out = missing(chains, annotations) if "missing" in only else []
+    if "orphaned" in only and journeys is not None:
+        out += orphaned(chains, annotations, journeys)
+    if "stale" in only:
+        out += stale(chains, annotations, sources or {})
+    if "unreviewed" in only:
+        out += unreviewed(chains, annotations)
+    if "sample_values" in only:
+        out += sample_values(annotations, chains)
     return out

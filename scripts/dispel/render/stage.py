@@ -5,13 +5,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import catalog
+from .. import catalog, layout
 from ..check import links as check_core
 from ..model import (
     DispelError,
     Hop,
     Lock,
 )
+from ..model import text_lines
 from ..pins import permalinks
 from ..pins.installed import (
     PYTHON_VERSION,
@@ -28,8 +29,8 @@ from ..project import (
     project_lock,
     write_all_atomic,
 )
-from ..render import annotation_files
-from ..render import pages as render
+from . import annotation_files
+from . import pages as render
 
 
 def browsers_recorded(project: Project) -> list[tuple[str, str]]:
@@ -58,12 +59,14 @@ def hop_linker(lock: Lock | None) -> Callable[[Hop], render.HopLinks | None]:
 
     return links
 
+
 @dataclass(frozen=True)
 class Site:
     """What build_site wrote, and the notes for its author."""
 
     files: tuple[Path, ...]
     notes: tuple[str, ...]
+
 
 def build_site(project: Project, chains_dir: Path | None = None, docs: Path | None = None) -> Site:
     """Chains + lock + annotations + installed sources -> the generated pages of docs/ (all or none).
@@ -83,14 +86,11 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     notes = load_annotations(project, out / "annotations")
     if set(catalog.JOURNEY_NAMES) <= set(found):
         # Only once every journey is recorded can an annotation be known to be on no chain.
-        orphans = annotation_files.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
+        orphans = annotation_files.problems(found.values(), notes, journeys=catalog.JOURNEY_NAMES, only=("orphaned",))
         if orphans:
             raise DispelError(orphans[0].message + (f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""))
     sources = hop_sources(found.values())
-    excerpts = {
-        src: [line.decode("utf-8", errors="replace").rstrip("\r\n") for line in annotation_files.source_lines(data)]
-        for src, data in sources.items()
-    }
+    excerpts = {src: text_lines(data) for src, data in sources.items()}
     texts = annotation_files.texts(notes)
 
     files: dict[Path, str] = {}
@@ -105,11 +105,11 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     files[out / "licensing.md"] = render.render_licensing(license_rows(found.values(), lock))
     versions, python = version_set(lock)
     versions += browsers_recorded(project)
+    files[out / "snippets" / "modules.md"] = layout.markdown_table()
     files[out / "snippets" / "versions.md"] = render.render_versions(versions, python, sorted(found, key=catalog.JOURNEY_NAMES.index))
     write_all_atomic(files)
 
-    said = [p.message for p in annotation_files.missing(found.values(), notes) + annotation_files.stale(found.values(), notes, sources)
-            + annotation_files.unreviewed(found.values(), notes) + annotation_files.sample_values(notes, found.values())]
+    said = [p.message for p in annotation_files.problems(found.values(), notes, sources, only=("missing", "stale", "unreviewed", "sample_values"))]
     absent = [j for j in catalog.JOURNEY_NAMES if j not in found]
     if absent:
         said.append(f"not recorded yet, placeholder pages: {', '.join(absent)} (run `make regen`)")

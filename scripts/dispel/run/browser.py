@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from ..model import DispelError
-from ..run.pacer import PacerProcess
+from .pacer import PacerProcess
 from ..project import SCRIPTS
 
 CHROMIUM = Path(os.environ.get("DISPEL_CHROMIUM", "/usr/bin/chromium"))

@@ -15,9 +15,9 @@ import threading
 import time
 from urllib.parse import urlencode
 
-from ..run.sample_client import PACE_SECONDS, disconnect_cleanly, patch_http_close, patch_websocket
-from ..run.sample_client import no_timestamps
-from ..run.scenario_file import Step, from_jsonable
+from .sample_client import PACE_SECONDS, disconnect_cleanly, patch_http_close, patch_websocket
+from .sample_client import no_timestamps
+from .scenario_file import Step, from_jsonable
 from ..wire import WS_KEY
 
 

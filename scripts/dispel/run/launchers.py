@@ -9,7 +9,7 @@ from contextlib import ExitStack
 
 from ..catalog import Scenario, client_names
 from ..model import DispelError
-from ..run.pacer import PacerProcess
+from .pacer import PacerProcess
 
 
 def free_ports(n: int = 1) -> list[int]:
@@ -77,7 +77,7 @@ class ClientStarter:
         self.launch = None
         self.ready: list[ClientProcess] = []
         if sc.client == "browser":
-            from ..run.browser import Launch  # selenium is imported only for the browser
+            from .browser import Launch  # selenium is imported only for the browser
 
             self.launch = Launch()
         elif port is not None:
@@ -85,7 +85,7 @@ class ClientStarter:
 
     def __call__(self, port: int) -> object:
         if self.sc.client == "browser":
-            from ..run.browser import BrowserClient
+            from .browser import BrowserClient
 
             launch, self.launch = self.launch, None  # the one started ahead, for the first client
             return BrowserClient(port, launch)

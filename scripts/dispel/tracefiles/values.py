@@ -410,3 +410,15 @@ def value_text_to_python(text: str) -> object:
     if text[:1] in "'\"":
         return ast.literal_eval(text)
     return text
+
+
+def bytes_of(text: str) -> bytes | None:
+    """The bytes a value text ``b'...'`` stands for; None for any other value (the one way a
+    value's text becomes bytes: chains, joins and placeholders all read sockets' data with it)."""
+    if not text.startswith(("b'", 'b"')):
+        return None
+    try:
+        value = value_text_to_python(text)
+    except (ValueError, SyntaxError, UnicodeEncodeError):
+        return None
+    return value if isinstance(value, bytes) else None
