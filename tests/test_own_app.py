@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel.chains import build as chains, derive
+from dispel.chains import build as chains, derive, derive_finders
 from dispel.check import integrity
 from dispel.catalog import Journey
 from dispel.model import EDGE_ENTRY
@@ -127,14 +127,14 @@ def test_nothing_that_ran_is_left_unsaid(built):
     g = chains.TraceGraph(trace)
     on = {h.func.key for c in found.values() for h in c.hops}
     said = [ln for ln in stdout.splitlines() if ln.startswith("not derived: ")]
-    for i in g.find(lambda e: e.func == derive.HANDLE_EVENT):
-        handler = derive._handler_of(g, i)
+    for i in g.find(lambda e: e.func == derive_finders.HANDLE_EVENT):
+        handler = derive_finders.handler_of(g, i)
         if handler is not None:
             func = trace.funcs[g.ev(handler).func]
             assert func.key in on or any(f"{func.source.path}:{func.first_line}" in s for s in said), func.key
     # every call site of the app that reached python-socketio's Server.emit (the call's 'quiz' too)
     shown = {(h.func.key, h.line) for c in found.values() for h in c.hops}
-    sites = {derive.emit_site(g, i) for i in g.find(lambda e: e.func == derive.SERVER_EMIT)}
+    sites = {derive.emit_site(g, i) for i in g.find(lambda e: e.func == derive_finders.SERVER_EMIT)}
     assert len(sites) >= 7
     for frame, line in sites:
         func = trace.funcs[g.ev(frame).func]
@@ -148,6 +148,10 @@ def test_the_report_checks_clean(built):
     proc = subprocess.run([sys.executable, "-m", "dispel", "check", "--root", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout
     assert re.search(r"integrity \d", proc.stdout)
+    # every wire value of the app's pages has its maker or reader on its chain, and both commands say how many
+    for said in (built[1], proc.stdout):
+        m = re.search(r"^completeness: (\d+) of (\d+) wire values have their maker or reader on the chain", said, re.M)
+        assert m and m.group(1) == m.group(2) and int(m.group(2)) > 0, said
 
 
 CAUGHT = '''from flask import Flask

@@ -25,8 +25,8 @@ import yaml
 
 from .render import annotation_files, app_notes, pages as render
 from . import catalog
-from .chains import build as chains_core, derive, fold
-from .check import fetch, integrity, prose
+from .chains import build as chains_core, derive, derive_finders, fold
+from .check import completeness, fetch, integrity, prose
 from .pins import pinning as pins
 from .run import scenario_file
 from .chains.build import JourneyError
@@ -40,7 +40,7 @@ from .pins.stage import pin
 from .project import load_annotations, load_chains, load_lock, load_traces
 from .record.stage import checked_redact
 from .render.stage import hop_linker
-from .check.stage import CheckResult, check_integrity, check_proofs
+from .check.stage import CheckResult, check_completeness, check_integrity, check_proofs
 
 MARKER = ".dispel-report"
 APP_FOLDER = "app"  # the app's traced files as they ran, kept with the report (its pages and check read them)  # in a folder dispel report built (it may replace only such a folder)
@@ -58,6 +58,7 @@ class Report:
     unannotated: tuple[str, ...]
     raised: tuple[str, ...] = ()  # what the app raised, as the run printed it, and which journey shows it
     said: tuple[str, ...] = ()  # what the recording said (the app's root, threads still running at the end)
+    completeness: str = ""  # how many of the pages' wire values have their maker or reader on the chain
 
 
 RUNNING = "still running when the scenario ended (cut there): "
@@ -94,7 +95,7 @@ def unfinished(trace: TraceFile) -> list[tuple[str, str]]:
             if not kids or kids[-1].ret is not None or kids[-1].raised:
                 break
             path.append(kids[-1])
-        task = next((x for x in path if trace.funcs[x.func].source.dist == derive.APP_DIST), path[min(1, len(path) - 1)])
+        task = next((x for x in path if trace.funcs[x.func].source.dist == derive_finders.APP_DIST), path[min(1, len(path) - 1)])
         out.append((t.name, task.func))
     return out
 
@@ -135,7 +136,7 @@ def shown_in(line: str, built: Mapping[str, Chain], sites: Sequence[tuple[str, i
 
 def app_root(trace: TraceFile, folders: Sequence[Path]) -> Path | None:
     """The folder the app's files (trace paths) are found in: the first of ``folders`` holding them all."""
-    paths = {f.source.path for f in trace.funcs.values() if f.source.dist == derive.APP_DIST}
+    paths = {f.source.path for f in trace.funcs.values() if f.source.dist == derive_finders.APP_DIST}
     for folder in folders:
         if paths and all((folder / p).is_file() for p in paths):
             return folder
@@ -358,7 +359,12 @@ def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] 
         raise
     # an exception the run's own line names (with its step) is not said again from its traceback
     raised = raised_lines(stderr, trace, done[3], {site for _, site in named if site})
-    return Report(out, *done[:3], raised=tuple(raised), said=tuple(said))
+    return Report(out, *done[:3], raised=tuple(raised), said=tuple(said), completeness=completed(trace, done[3]))
+
+
+def completed(trace: TraceFile, built: Mapping[str, Chain]) -> str:
+    """The line that says how many of the pages' wire values have their maker or reader on the chain."""
+    return completeness.figures_line({name: completeness.findings(trace, chain, name) for name, chain in built.items()})
 
 
 def raised_lines(stderr: str, trace: TraceFile, built: Mapping[str, Chain], said: set | frozenset = frozenset()) -> list[str]:
@@ -408,7 +414,7 @@ def rerender(out: Path, project: Project, git_dirs: Iterable[str] = (), site: bo
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Report(out, *done[:3])
+    return Report(out, *done[:3], completeness=completed(trace, done[3]))
 
 
 def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFile, root: Path | None, git_dirs: Iterable[str], site: bool):
@@ -444,7 +450,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
         missing += [f"left out: {d}" for d in left_out]
         files[rp.docs / "chains" / f"{name}.md"] = header + page.split("\n", 1)[1]
     app_files = sorted({(f.source.path, (root / f.source.path).read_text(encoding="utf-8")) for f in trace.funcs.values()
-                        if f.source.dist == derive.APP_DIST and root is not None})
+                        if f.source.dist == derive_finders.APP_DIST and root is not None})
     files[rp.docs / "sample_app.md"] = render.render_sample_app(
         app_files, "The app's source", f"The app {render.inline_code(sf.app.target)} that the journeys trace, exactly as it ran.", COMMAND)
     files[rp.docs / "licensing.md"] = header + render.render_licensing(license_rows(built.values(), lock)).split("\n", 1)[1]
@@ -494,6 +500,9 @@ def check(root: Path, fetcher: fetch.Fetcher | None = None, raw_base: str = "") 
     clock = time.perf_counter()
     result.failures += check_integrity(project, found)  # each chain is one story of the report's trace
     result.timings["integrity"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    result.failures += check_completeness(project, found, result)  # every wire value has its maker or reader
+    result.timings["completeness"] = time.perf_counter() - clock
     clock = time.perf_counter()
     result.failures += derived_again(project, found, root / APP_FOLDER)
     result.timings["chains"] = time.perf_counter() - clock

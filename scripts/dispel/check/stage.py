@@ -18,18 +18,22 @@ from pathlib import Path
 from .. import catalog
 from ..chains import build as chains_core
 from ..chains.stage import build_chains, chain_files
-from . import fetch, integrity, pagecheck, prose
+from . import completeness, fetch, integrity, pagecheck, prose
 from . import links as check_core
+from ..review import oldest_venv
+from ..review import versions as versions_core
 from ..handin import document as handin
 from ..model import Chain, DispelError, Lock, Source
 from ..pins.forges import parse_source_url, raw_url
 from ..pins.installed import PYTHON_VERSION, hop_sources, installed_contents
 from ..pins.stage import verify_installed
 from ..project import (
+    HERE,
     Project,
     load_annotations,
     load_chains,
     load_traces,
+    oldest_set,
     project_lock,
     read_text,
 )
@@ -51,10 +55,14 @@ class CheckResult:
     unproven: int = 0  # standard-library links recorded on another Python than this one
     timings: dict[str, float] = field(default_factory=dict)
     summary: check_core.Summary = field(default_factory=lambda: check_core.Summary(0, 0, 0))
+    completeness: str = ""  # how many wire values have their maker or reader on their chains (one line)
 
 
-def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str = "", rerecord: bool = False) -> CheckResult:
-    """Every check of `dispel check` against ``project`` (tests point it at a copy)."""
+def check(
+    project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str = "", rerecord: bool = False, drift: bool = True,
+) -> CheckResult:
+    """Every check of `dispel check` against ``project`` (tests point it at a copy); ``drift``: False
+    leaves out the comparison with a regeneration (a test that alters a chain on purpose)."""
     result = CheckResult()
     lock = project_lock(project)
     found = load_chains(project)
@@ -77,11 +85,19 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
     result.timings["integrity"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    drift, why = check_drift(project, found, notes=notes)
-    result.failures += drift
-    result.notes += [f"drift may come from: {w}" for w in why] if drift else []
-    result.timings["drift"] = time.perf_counter() - clock
+    result.failures += check_completeness(project, found, result)  # every wire value has its maker or reader
+    result.timings["completeness"] = time.perf_counter() - clock
 
+    if drift:
+        clock = time.perf_counter()
+        drifted, why = check_drift(project, found, notes=notes)
+        result.failures += drifted
+        result.notes += [f"drift may come from: {w}" for w in why] if drifted else []
+        result.timings["drift"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    result.failures += check_oldest_set(project, result.notes)
+    result.timings["oldest set"] = time.perf_counter() - clock
     traced = lock.python.version if lock is not None else PYTHON_VERSION
     if traced != PYTHON_VERSION:
         # One line for all that only the recording's Python can prove; the rest is proven as ever.
@@ -124,7 +140,7 @@ def check_proofs(
     result.timings["secrets"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    links = check_links(project, lock, found, fetcher, raw_base)
+    links = check_links(project, lock, found, fetcher, raw_base, result.notes)
     if lock is not None:
         result.unproven, links = check_core.fold_foreign_python(links, lock, PYTHON_VERSION)
     result.summary = check_core.summarize(links)
@@ -189,7 +205,8 @@ def docs_files(docs: Path) -> dict[str, Path]:
 
 
 def check_links(
-    project: Project, lock: Lock | None, found: Mapping[str, Chain], fetcher: fetch.Fetcher | None = None, raw_base: str = ""
+    project: Project, lock: Lock | None, found: Mapping[str, Chain], fetcher: fetch.Fetcher | None = None, raw_base: str = "",
+    notes: list[str] | None = None,
 ) -> list[check_core.LinkResult]:
     """Internal links and anchors of every page, then every GitHub permalink (offline, then online)."""
     files = docs_files(project.docs)
@@ -202,12 +219,45 @@ def check_links(
     snippets = {rel.removeprefix("snippets/"): read_text(p, "snippet") for rel, p in files.items() if rel.startswith("snippets/")}
     results = check_core.check_internal(pages, files, snippets)
     links = [link for page, text in pages.items() for link in check_core.page_links(page, check_core.expand_snippets(text, snippets)[0])]
+    links, oldest = versions_core.oldest_links(links, lock, oldest_set(project)[1])
     wanted = check_core.permalink_files(links, lock) if lock else {}
     offline = check_core.check_permalinks(links, lock, found, installed_contents(wanted))
     if fetcher is not None and lock is not None:
         online = check_core.check_permalinks(links, lock, found, online_contents(links, lock, fetcher, raw_base), f"fetched from {raw_base}")
         offline = check_core.merge_results(offline, online)
-    return results + offline
+    return results + offline + check_oldest_links(project, oldest, notes)
+
+
+def check_oldest_set(project: Project, notes: list[str]) -> list[str]:
+    """The oldest supported set's chains (traces/oldest/): at its lock's versions, and derived again
+    from its traces by its venv's dispel (without that venv, one line in ``notes``)."""
+    old_chains, old_lock = oldest_set(project)
+    if not old_chains or old_lock is None:
+        return []
+    out = versions_core.version_drift(old_chains.values(), old_lock)
+    env = oldest_venv.venv(HERE)
+    drift = oldest_venv.chains_drift(project.traces / versions_core.SET, env)
+    if drift is None:  # said on the line of the unproven links when there is one: one line for the missing venv
+        said = next((i for i, n in enumerate(notes) if n.startswith("unproven: ") and str(env) in n), None)
+        if said is None:
+            notes.append(f"not derived again: traces/{versions_core.SET}/chains (no venv at {env}; `make site` builds it)")
+        else:
+            notes[said] += f"; nor are traces/{versions_core.SET}/chains derived again"
+    return out + (drift or [])
+
+
+def check_oldest_links(project: Project, links: list, notes: list[str] | None) -> list[check_core.LinkResult]:
+    """The links of the oldest supported set, proven by blob against its venv (dispel.review.versions);
+    without that venv, one line in ``notes`` says they are unproven, and none is counted."""
+    if not links:
+        return []
+    env = oldest_venv.venv(HERE)
+    proven = oldest_venv.check_links(links, oldest_set(project)[1], oldest_venv.site_packages(env))
+    if proven is None:
+        if notes is not None:
+            notes.append(versions_core.unproven_line(len(links), env, oldest_venv.VENV_ENV))
+        return []
+    return proven
 
 
 def online_contents(links: list, lock: Lock, fetcher: fetch.Fetcher, raw_base: str) -> dict[tuple[str, str], bytes | str]:
@@ -236,6 +286,16 @@ def check_integrity(project: Project, found: Mapping[str, Chain], traces: Mappin
             continue
         out += [f"one story: {v}" for v in integrity.verdicts(chain, trace, links)]
     return out
+
+
+def check_completeness(project: Project, found: Mapping[str, Chain], result: CheckResult | None = None) -> list[str]:
+    """Every wire value a page shows has its maker (sent) or reader (received) on its chain
+    (dispel.completeness, found from the trace): one line per value without; the figures go to
+    ``result.completeness``."""
+    per_page = completeness.site_findings(load_traces(project), found)
+    if result is not None:
+        result.completeness = completeness.figures_line(per_page)
+    return completeness.problems([f for results in per_page.values() for f in results])
 
 
 def check_annotations(
