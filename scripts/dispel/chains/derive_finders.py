@@ -60,7 +60,12 @@ def find_run(g: TraceGraph):
     thread = g.ev(run).thread
     bind = only_one(g.find(is_sink("bind"), thread, after=run), "socket.bind", "SocketIO.run")
     listen = only_one(g.find(is_sink("listen"), thread, after=bind), "socket.listen", "socket.bind")
-    accept = only_one(g.find(is_sink("_accept"), thread, after=listen), "socket.accept", "socket.listen")
+    accepts = g.find(is_sink("_accept"), thread, after=listen)
+    if not accepts and g.green and g.find(is_sink("_accept"), "hub"):
+        # gevent: the hub accepts, in a watcher callback of gevent's own (opaque) code, which no
+        # recorded call of the server's lane hands on to: the journey ends where the socket listens
+        return [[entry, bind, listen]], ()
+    accept = only_one(accepts, "socket.accept", "socket.listen")
     return [[entry, bind, listen, accept]], ()
 
 def find_connect(g: TraceGraph):

@@ -49,6 +49,8 @@ class TraceGraph:
         # edges between processes (a merged trace's, joins.cross_edges)
         self.cross.extend(links)
         self.cross.sort()
+        # a gevent program's trace: its greenlets' top calls are made by gevent's hidden code
+        self.green = any(t.name == "hub" for t in trace.threads)
 
     def ev(self, i: int) -> Event:
         return self.events[i]

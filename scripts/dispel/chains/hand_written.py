@@ -41,7 +41,9 @@ def find_handshake(g: TraceGraph):
     if info.started_by < 0:
         raise JourneyError(f"thread {thread} has no recorded start (last hop reached: {g.ev(sink).func})")
     starter = g.ev(info.started_by).thread
-    accept = [i for i in g.find(is_sink("_accept"), starter, before=info.started_by)]
+    # the accept before the start of the request's thread (in gevent, the accept itself: the hub
+    # spawns a greenlet per accepted connection in gevent's own code)
+    accept = [i for i in g.find(is_sink("_accept"), starter, before=info.started_by + 1)]
     entry = only_one(accept[-1:], "the accept of the upgraded connection", "none")
     request = only_one(g.find(lambda e: is_sink("recv_into")(e) and e.ret is not None and _UPGRADE in e.ret.text, thread), "the recv_into of the upgrade request", g.ev(entry).func)
     raw = value_text_to_python(g.ev(request).ret.text)

@@ -22,6 +22,12 @@ def tree_path(g: TraceGraph, a: int, b: int) -> list[Step]:
     up = g.ancestors(a)
     down = g.ancestors(b)
     common = next((x for x in up if x in set(down)), None)
+    if common is None and g.green and up[-1] < down[-1]:
+        # a greenlet runs one call after another from gevent's own code, which is not shown
+        # (normalize.opaque_calls): from a up to its top call, then b's top call, entered from
+        # that hidden code, and down to b
+        top, *below = list(reversed(down))
+        return [(x, EDGE_RETURN) for x in up[1:]] + [(top, EDGE_ENTRY)] + [(x, EDGE_CALL) for x in below]
     if common is None:
         raise JourneyError(f"{g.ev(a).func} and {g.ev(b).func} share no caller on thread {g.ev(a).thread}")
     steps: list[Step] = []

@@ -31,6 +31,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .. import catalog
+from . import modes
 from ..pins.installed import FlaskSecrets
 from ..model import DispelError
 from ..record.recorder import NullRecorder
@@ -200,6 +201,11 @@ class _Child:
 
 
 def main(argv: list[str]) -> int:
+    with modes.unset_is_threading():  # the servers and the emitter run in threading mode (an emitter leaves it unset)
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     role, kind, module, queue, port, out, redis_port = argv[0], argv[1], argv[2], argv[3], int(argv[4]), argv[5], int(argv[6])
     flags = argv[7:]
     redact = tuple(f.removeprefix("--redact=") for f in flags if f.startswith("--redact="))
