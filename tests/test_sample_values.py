@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel.render import annotation_files as annotations, pages as render
+from dispel.render import annotation_files as annotations
+from dispel.render import markup
 from dispel.check import prose, stage as verify
 from dispel import wire
 from dispel.project import load_annotations, load_chains
@@ -172,7 +173,7 @@ def test_a_report_page_naming_a_sample_value_fails(summary, label, text, own, fl
 
 
 def test_the_apps_distribution_label_is_not_the_samples():
-    label = render.dist_label(Source("sample_app", "local", "app.py"))
+    label = markup.dist_label(Source("sample_app", "local", "app.py"))
     assert "sample" not in label and "this site" not in label and "app" in label
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from ..render import annotation_files, pages as render
+from ..render import markup
 from .. import catalog
 from ..chains import fold
 from . import document as handin
@@ -143,7 +144,7 @@ def report_handin(root: Path, project: Project) -> Built:
     made = handin.Made(tuple(versions), python, when, source, REPORT_COMMAND)
     title = f"{sf.title or sf.app.target}: the hand-in"
     intro = (
-        f"How the app {render.inline_code(sf.app.target)} and the libraries under it do what they do, from the app's own "
+        f"How the app {markup.inline_code(sf.app.target)} and the libraries under it do what they do, from the app's own "
         "code down to the socket, traced by dispel while the scenario's clients talked to it. Every library link below "
         "points at the exact line that ran, at the commit its installed release was built from, and "
         "`dispel check --root REPORT --handin DIR` proves each one."

@@ -29,7 +29,7 @@ from ..pins.licenses import LicenseRow
 from ..model import PYTHON, Chain, Source, normalize_dist
 from ..model import text_lines
 from ..render.pagemodel import HopLinks, HopView, JourneyPage
-from ..render.pages import inline_code, md_text
+from ..render.markup import inline_code, md_text
 
 FILES = ("report.md", "report.docx", "report.pdf")
 MARKER = ".dispel-handin"  # in a folder dispel handin wrote (it may replace only such a folder)

@@ -17,7 +17,7 @@ from ..model import (
     JOIN_PARSED, JOIN_RESULT, JOIN_STORED, JOIN_YIELD, JOINS, Chain, TraceFile,
 )
 from .pagemodel import HopView, JourneyPage
-from .pages import generated_header, inline_code, md_text
+from .markup import generated_header, inline_code, md_text
 
 GLOSSARY_PAGE = "glossary.md"
 THREADS_PAGE = "threads.md"
