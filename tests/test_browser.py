@@ -16,7 +16,7 @@ from dispel.run import browser
 from dispel import catalog
 from dispel.chains import build as chains, finders
 from dispel.chains import graph as chain_graph, hand_written, routes as chain_routes
-from dispel.check import links as check
+from dispel.check import drift
 from dispel.chains.graph import TraceGraph, mentions
 from dispel.tracefiles.codec import trace_from_json
 
@@ -141,12 +141,12 @@ def test_a_fresh_recording_repeats_the_committed_trace_byte_for_byte(recorded):
     # version is no difference either: a browser update is said in a note.
     _, _, text = recorded
     committed = (ROOT / "traces" / "browser.json").read_text(encoding="utf-8")
-    same, note = check.browser_update(committed, text)
-    same, batches = check.writer_batches(committed, same)  # the one tolerated race (docs/how.md)
+    same, note = drift.browser_update(committed, text)
+    same, batches = drift.writer_batches(committed, same)  # the one tolerated race (docs/how.md)
     for said in (note, batches):
         if said:
             print(f"note: {said}")
-    assert same == committed, check.trace_drift(committed, same)
+    assert same == committed, drift.trace_drift(committed, same)
 
 
 @pytest.mark.traced_python
@@ -175,9 +175,9 @@ def test_another_chromium_version_is_a_note_not_a_difference(tmp_path):
     text = (out / "browser.json").read_text(encoding="utf-8")
     assert f"HeadlessChrome/{major}" not in text and "HeadlessChrome/<chromium>" in text
     committed = (ROOT / "traces" / "browser.json").read_text(encoding="utf-8")
-    same, note = check.browser_update(committed, text)
-    assert note and f"Chromium {major}.0.9999.1" in note and check.browser_version(committed) in note
-    assert same == committed, check.trace_drift(committed, same)
+    same, note = drift.browser_update(committed, text)
+    assert note and f"Chromium {major}.0.9999.1" in note and drift.browser_version(committed) in note
+    assert same == committed, drift.trace_drift(committed, same)
 
 
 def test_browser_upgrade_agrees_with_the_python_clients_modulo_transport(recorded):

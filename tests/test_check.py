@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from dispel.check import links as check, stage as verify
+from dispel.check import drift
 from dispel import cli
 from dispel.project import load_chains, load_lock
 from dispel.project import Project
@@ -192,7 +193,7 @@ def test_a_regenerated_chain_that_differs_names_its_hops(rendered):
 
 
 def test_environment_reasons_name_python_and_library_versions():
-    reasons = check.environment_reasons({"chat": ("3.11.7", [("flask", "3.1.3"), ("h11", "0.16.0")])}, "3.12.1", {"flask": "3.1.3", "h11": "0.17.0"})
+    reasons = drift.environment_reasons({"chat": ("3.11.7", [("flask", "3.1.3"), ("h11", "0.16.0")])}, "3.12.1", {"flask": "3.1.3", "h11": "0.17.0"})
     assert reasons == [
         "trace chat was recorded with Python 3.11.7, this is Python 3.12.1",
         "trace chat was recorded with h11 0.16.0, installed here: 0.17.0",
@@ -250,21 +251,21 @@ BROWSER_TRACE = (
 
 def test_a_browser_update_alone_is_a_note_naming_both_versions():
     old, new = BROWSER_TRACE % ("156.0.8078.108", ""), BROWSER_TRACE % ("157.0.1.2", "")
-    same, note = check.browser_update(old, new)
+    same, note = drift.browser_update(old, new)
     assert same == old
     assert note == "recorded with Chromium 157.0.1.2; the committed trace was recorded with Chromium 156.0.8078.108"
-    assert check.browser_update(old, old) == (old, None)
-    assert check.browser_version(new) == "157.0.1.2"
-    assert check.browser_version(BROWSER_TRACE.replace('"chromium": "%s", ', "") % "") is None
+    assert drift.browser_update(old, old) == (old, None)
+    assert drift.browser_version(new) == "157.0.1.2"
+    assert drift.browser_version(BROWSER_TRACE.replace('"chromium": "%s", ', "") % "") is None
 
 
 def test_a_browser_update_with_another_difference_still_names_that_field():
     old = BROWSER_TRACE % ("156.0.8078.108", "")
     new = BROWSER_TRACE.replace('"3.11.7"', '"3.11.6"') % ("157.0.1.2", "")
-    same, note = check.browser_update(old, new)
+    same, note = drift.browser_update(old, new)
     assert note and same != old
-    drift = check.trace_drift(old, same)
-    assert drift and all("chromium" not in d for d in drift) and any("python" in d for d in drift), drift
+    found = drift.trace_drift(old, same)
+    assert found and all("chromium" not in d for d in found) and any("python" in d for d in found), found
 
 
 def test_the_browser_identity_is_a_placeholder_in_values():
@@ -391,11 +392,11 @@ ONE_BY_ONE, TOGETHER = writer_trace([[11], [12]]), writer_trace([[11, 12]])
 
 
 def test_a_writers_poll_taking_two_packets_instead_of_one_is_a_note():
-    same, note = check.writer_batches(ONE_BY_ONE, TOGETHER)
+    same, note = drift.writer_batches(ONE_BY_ONE, TOGETHER)
     assert same == ONE_BY_ONE and note and "in 1 polls, the committed trace's in 2" in note
-    assert check.writer_batches(TOGETHER, ONE_BY_ONE)[0] == TOGETHER  # either way round
-    assert check.writer_batches(ONE_BY_ONE, ONE_BY_ONE) == (ONE_BY_ONE, None)
-    assert check.trace_drift(ONE_BY_ONE, TOGETHER)  # without the normalisation they differ
+    assert drift.writer_batches(TOGETHER, ONE_BY_ONE)[0] == TOGETHER  # either way round
+    assert drift.writer_batches(ONE_BY_ONE, ONE_BY_ONE) == (ONE_BY_ONE, None)
+    assert drift.trace_drift(ONE_BY_ONE, TOGETHER)  # without the normalisation they differ
 
 
 def _mutated(text: str, old: str, new: str, count: int = 1) -> str:
@@ -415,9 +416,9 @@ def _mutated(text: str, old: str, new: str, count: int = 1) -> str:
 ])
 def test_any_other_difference_beside_the_batches_still_fails_naming_its_field(mutate, field):
     fresh = mutate(TOGETHER)
-    same, note = check.writer_batches(ONE_BY_ONE, fresh)
+    same, note = drift.writer_batches(ONE_BY_ONE, fresh)
     assert note is None and same == fresh != ONE_BY_ONE
-    assert any(d.startswith(field) for d in check.trace_drift(ONE_BY_ONE, same)), check.trace_drift(ONE_BY_ONE, same)
+    assert any(d.startswith(field) for d in drift.trace_drift(ONE_BY_ONE, same)), drift.trace_drift(ONE_BY_ONE, same)
 
 
 def test_a_rerecord_that_differs_only_in_the_batches_is_a_note(tmp_path):

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel.check import links as check, stage as verify
+from dispel.check import stage as verify
+from dispel.check import drift
 from dispel.record.cores import available_cores
 from dispel.project import Project
 
@@ -44,7 +45,7 @@ def test_every_core_writes_the_same_bytes_for_every_default_scenario(tmp_path):
     for core, traces in written.items():
         for name in names:
             # the one tolerated race (docs/how.md): which queued packets a writer's poll takes together
-            same, _ = check.writer_batches(reference[name].decode(), traces[name].decode())
+            same, _ = drift.writer_batches(reference[name].decode(), traces[name].decode())
             assert same.encode() == reference[name], f"core {core} and the Python core differ on {name}"
 
 
@@ -71,7 +72,7 @@ def test_without_a_compiler_the_install_builds_and_the_python_core_records(tmp_p
     assert len(notes) == 1 and "C recorder core is not built" in notes[0]
     committed = (Project(ROOT).traces / "chat.json").read_bytes()
     if f'"python": "{platform.python_version()}"'.encode() in committed:  # recorded on this interpreter
-        same, _ = check.writer_batches(committed.decode(), (tmp_path / "chat.json").read_text())
+        same, _ = drift.writer_batches(committed.decode(), (tmp_path / "chat.json").read_text())
         assert same.encode() == committed
 
     proc = subprocess.run([sys.executable, "-c", blocked, "record", "chat", "--out", str(tmp_path)],

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from dispel import catalog, wire
-from dispel.check import links as check
+from dispel.check import drift
 from dispel.chains import finders, across as joins
 from dispel.run import multiprocess as processes
 from dispel.render import pages as render
@@ -180,10 +180,10 @@ def test_recording_twice_gives_the_committed_bytes(tmp_path):
     for name in SC.trace_names():
         committed = (ROOT / "traces" / f"{name}.json").read_text()
         # the one tolerated race (docs/how.md): which queued packets a writer's poll takes together
-        same, note = check.writer_batches(committed, (tmp_path / f"{name}.json").read_text())
+        same, note = drift.writer_batches(committed, (tmp_path / f"{name}.json").read_text())
         if note:
             print(f"note: {name}: {note}")
-        assert same == committed, (name, check.trace_drift(committed, same))
+        assert same == committed, (name, drift.trace_drift(committed, same))
 
 
 def test_relays_say_what_each_server_did_with_each_message():

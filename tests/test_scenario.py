@@ -12,7 +12,7 @@ import pytest
 from dispel.run import browser, runner as scenarios
 from dispel import catalog
 from dispel.record import stage as record_stage
-from dispel.check import links as check
+from dispel.check import drift
 from dispel.model import DispelError
 from dispel.tracefiles.codec import trace_from_json, trace_to_json
 
@@ -67,7 +67,7 @@ def test_trace_has_no_machine_specific_values(trace):
 
 def same_but_for_the_tolerated_race(first: str, second: str) -> str:
     """``second``, with the one race docs/how.md names (a writer's poll batches) normalised to ``first``."""
-    same, note = check.writer_batches(first, second)
+    same, note = drift.writer_batches(first, second)
     if note:
         print(f"note: {note}")
     return same
@@ -75,14 +75,14 @@ def same_but_for_the_tolerated_race(first: str, second: str) -> str:
 
 def test_recording_twice_gives_byte_identical_traces(trace, tmp_path):
     first, again = trace_to_json(trace), trace_to_json(record_fresh(tmp_path))
-    assert same_but_for_the_tolerated_race(first, again) == first, check.trace_drift(first, again)
+    assert same_but_for_the_tolerated_race(first, again) == first, drift.trace_drift(first, again)
 
 
 @pytest.mark.traced_python
 def test_committed_trace_matches_a_fresh_recording(trace):
     committed = (ROOT / "traces" / "chat.json").read_text()
     fresh = same_but_for_the_tolerated_race(committed, trace_to_json(trace))
-    assert fresh == committed, f"traces/chat.json is stale: run `make regen` ({check.trace_drift(committed, fresh)})"
+    assert fresh == committed, f"traces/chat.json is stale: run `make regen` ({drift.trace_drift(committed, fresh)})"
 
 
 def test_no_threads_or_listening_sockets_left():

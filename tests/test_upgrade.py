@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import git, install
 from dispel.check import links as check
+from dispel.check import drift
 from dispel import cli
 from dispel.pins import stage as pins_stage
 from dispel.project import load_chains, load_lock
@@ -175,7 +176,7 @@ def test_an_upgrade_that_changes_no_traced_line(world, capsys):
     old_chain = load_chains(Project(w["project"]))["greet"]
     regen(w, "1.1")
     new_chain = load_chains(Project(w["project"]))["greet"]
-    assert check.diff_chains("greet", old_chain, new_chain) == ["greet: versions: tiny 1.0 → 1.1 (hops 1, 2)"]
+    assert drift.diff_chains("greet", old_chain, new_chain) == ["greet: versions: tiny 1.0 → 1.1 (hops 1, 2)"]
     out = diff_of(w, capsys)
     commit = git(w["tiny"], "rev-parse", "v1.1^{commit}")
     assert out.splitlines()[2] == f"tiny 1.0 → 1.1; 0 hops changed in 1 journeys; links moved to tiny `{commit[:12]}` (v1.1)."
@@ -294,15 +295,15 @@ def _edited(**changes) -> dict:
     ],
 )
 def test_trace_drift_names_the_field(new, expected):
-    assert check.diff_traces(TRACE, new) == expected
+    assert drift.diff_traces(TRACE, new) == expected
 
 
 def test_trace_drift_falls_back_to_the_line_only_for_layout():
     import json
 
     text = json.dumps(TRACE)
-    assert check.trace_drift(text, json.dumps(TRACE, indent=1))[0].startswith("layout at line 1: ")
-    [line] = check.trace_drift(text, text[:-1])  # a truncated file is not JSON
+    assert drift.trace_drift(text, json.dumps(TRACE, indent=1))[0].startswith("layout at line 1: ")
+    [line] = drift.trace_drift(text, text[:-1])  # a truncated file is not JSON
     assert line == "layout at line 1: '20]]}' → '20]]'"
 
 
@@ -316,19 +317,19 @@ def test_trace_drift_falls_back_to_the_line_only_for_layout():
     ],
 )
 def test_changed_words(old, new, expected):
-    assert check.changed_words(old, new) == expected
+    assert drift.changed_words(old, new) == expected
 
 
 def test_a_page_difference_names_its_section():
     old = "<!-- generated -->\n\n# Licensing\n\n| dist | x |\n|---|---|\n| python-engineio 4.13.3 | MIT |\n\n## Python { #py }\n\n3.11.7\n"
     new = old.replace("4.13.3", "4.13.2")
-    assert check.diff_page("licensing.md", old, new, None, {}) == [
+    assert drift.diff_page("licensing.md", old, new, None, {}) == [
         "licensing.md: section 'Licensing' differs from a regeneration: line 7: '4.13.3' → '4.13.2'"
     ]
-    assert check.diff_page("licensing.md", old, old.replace("3.11.7", "3.11.8"), None, {}) == [
+    assert drift.diff_page("licensing.md", old, old.replace("3.11.7", "3.11.8"), None, {}) == [
         "licensing.md: section 'Python' differs from a regeneration: line 11: '3.11.7' → '3.11.8'"
     ]
-    assert check.diff_page("x.md", "a\n", "b\n", None, {}) == ["x.md: the page head differs from a regeneration: line 1: 'a' → 'b'"]
+    assert drift.diff_page("x.md", "a\n", "b\n", None, {}) == ["x.md: the page head differs from a regeneration: line 1: 'a' → 'b'"]
 
 
 def _hop(key: str, line: int, text: str = "", thread: str = "main", version: str = "1.0", event: int = 0) -> Hop:

@@ -84,7 +84,8 @@ MODULES: dict[str, tuple[str, str]] = {
     "render.app_notes": (PURE, "generated texts for an unknown app's hops and journeys"),
     "render.stage": (GLUE, "`dispel render`: chains, lock, annotations and sources -> the generated pages"),
     # check/
-    "check.links": (PURE, "link verdicts: site links and anchors, permalinks, drift of generated files, stale site texts"),
+    "check.links": (PURE, "link verdicts: site links and anchors, permalinks, stale site texts"),
+    "check.drift": (PURE, "what differs between committed generated files and a regeneration, and what the environment explains"),
     "check.integrity": (PURE, "each chain is one story, proven against its trace"),
     "check.pagecheck": (PURE, "what a page shows before anything is opened (at most 30 hops)"),
     "check.prose": (PURE, "what the pages say about a hop, read against the chain"),

@@ -21,6 +21,7 @@ from ..chains import build as chains_core
 from ..chains.stage import build_chains, chain_files
 from . import completeness, fetch, integrity, pagecheck, prose
 from . import links as check_core
+from . import drift
 from ..review import oldest_venv
 from ..review import versions as versions_core
 from ..handin import document as handin
@@ -346,7 +347,7 @@ def check_drift(
                 old, new = check_core.without_stdlib_lines(old), check_core.without_stdlib_lines(new)
                 if old == new:
                     continue
-            why = check_core.diff_chains(journey, old, new) or ["the file's layout differs"]
+            why = drift.diff_chains(journey, old, new) or ["the file's layout differs"]
             problems += [f"drift: traces/chains/{journey}.json: {d}" for d in why]
         if foreign:
             # the pages quote the standard library of the Python that recorded the traces
@@ -372,14 +373,14 @@ def check_drift(
                 problems.append(f"drift: docs/{rel} is generated but not committed")
                 continue
             chain = found.get(rel.removeprefix("chains/").removesuffix(".md")) if rel.startswith("chains/") else None
-            problems += [f"drift: docs/{d}" for d in check_core.diff_page(rel, read_text(mine, "page"), read_text(path, "page"), chain, texts)]
+            problems += [f"drift: docs/{d}" for d in drift.diff_page(rel, read_text(mine, "page"), read_text(path, "page"), chain, texts)]
     installed = {}
     for dist in {d for t in traces.values() for d, _ in t.versions}:
         try:
             installed[dist] = chromium_version() if dist == "chromium" else metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
-    why = check_core.environment_reasons({s: (t.python, t.versions) for s, t in traces.items()}, PYTHON_VERSION, installed)
+    why = drift.environment_reasons({s: (t.python, t.versions) for s, t in traces.items()}, PYTHON_VERSION, installed)
     return problems, why
 
 
@@ -434,15 +435,15 @@ def _rerecord_drift(project: Project, keep: Path, name: str, notes: list[str] | 
     fresh = read_text(keep / f"{name}.json", "trace file")
     committed = project.traces / f"{name}.json"
     old = read_text(committed, "trace file") if committed.is_file() else ""
-    fresh, update = check_core.browser_update(old, fresh)
+    fresh, update = drift.browser_update(old, fresh)
     if update and notes is not None and (msg := f"re-record: traces/{name}.json {update}") not in notes:
         notes.append(msg)
-    fresh, batches = check_core.writer_batches(old, fresh)
+    fresh, batches = drift.writer_batches(old, fresh)
     if batches and notes is not None:
         notes.append(f"re-record: traces/{name}.json: {batches}")
     if fresh == old:
         return []
     return [
         f"re-record: traces/{name}.json differs from a fresh recording: {d} (the new one is {keep / (name + '.json')})"
-        for d in check_core.trace_drift(old, fresh)
+        for d in drift.trace_drift(old, fresh)
     ]

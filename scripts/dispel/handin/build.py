@@ -28,6 +28,7 @@ from . import docx_format, pdf_format
 from ..check import prose
 from ..run import browser
 from ..check import links as check_core
+from ..check import drift
 from ..pins.installed import (
     PYTHON_VERSION,
     hop_sources,
@@ -303,7 +304,7 @@ def check(folder: Path, b: Built) -> tuple[list[str], list[str], int]:
         md = md_path.read_text(encoding="utf-8")
         fresh = handin.to_markdown(h, b.command)
         if md != fresh:
-            failures.append(f"handin/report.md differs from a regeneration: {check_core.first_difference(md, fresh)}")
+            failures.append(f"handin/report.md differs from a regeneration: {drift.first_difference(md, fresh)}")
         found["report.md"] = handin.markdown_links(md)
     if docx_path.is_file():
         try:

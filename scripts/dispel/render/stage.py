@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .. import catalog, layout
-from ..check import links as check_core
+from ..check import drift
 from ..model import (
     Chain,
     DispelError,
@@ -49,7 +49,7 @@ def browsers_recorded(project: Project) -> list[tuple[str, str]]:
     out = []
     for path in sorted(project.traces.glob("*.json")):
         with path.open(encoding="utf-8") as f:
-            version = check_core.browser_version(f.read(4096))
+            version = drift.browser_version(f.read(4096))
         if version:
             out.append((f"Chromium ({path.stem} scenario)", version))
     return out
