@@ -73,7 +73,7 @@ plain = Flask("plain")
 
 def test_a_factory_returning_the_flask_app_gives_its_socketio(tmp_path, monkeypatch):
     from dispel.model import DispelError
-    from dispel.run.scenario_file import AppSpec
+    from dispel.run.scenario_values import AppSpec
 
     (tmp_path / "factory_app.py").write_text(FACTORY_APP)
     monkeypatch.syspath_prepend(str(tmp_path))

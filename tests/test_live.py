@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 from dispel.run import live_session, scenario_file
+from dispel.run import scenario_values
 from dispel.model import DispelError
-from dispel.run.scenario_file import EnvRef
+from dispel.run.scenario_values import EnvRef
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "tests" / "programs" / "apps"
@@ -74,12 +75,12 @@ def test_the_saved_scenario_replays_the_session_and_holds_no_secret():
     sf = scenario_file.parse(text, "saved.toml")
     assert sf.app.target == "chat:socketio"
     assert [(c.name, c.transport, c.namespaces) for c in sf.clients] == [("c1", "upgrade", ("/",)), ("c2", "websocket", ("/chat",))]
-    assert scenario_file.decode_bytes(sf.clients[0].auth) == {"user": "ann", "api_token": EnvRef("DISPEL_SECRET_API_TOKEN")}
+    assert scenario_values.decode_bytes(sf.clients[0].auth) == {"user": "ann", "api_token": EnvRef("DISPEL_SECRET_API_TOKEN")}
     assert [(s.client, s.do, s.event) for s in sf.steps] == [
         ("c1", "connect", ""), ("c2", "connect", ""), ("c1", "emit", "chat"), ("c2", "emit", "pic"), ("c1", "disconnect", "")]
     assert sf.steps[2].data == {"text": "hi", "password": EnvRef("DISPEL_SECRET_PASSWORD")}
     assert sf.steps[3].args == (b"\x00\x01", 3) and sf.steps[3].ack
-    assert scenario_file.env_names(sf) == ["DISPEL_SECRET_API_TOKEN", "DISPEL_SECRET_PASSWORD"]
+    assert scenario_values.env_names(sf) == ["DISPEL_SECRET_API_TOKEN", "DISPEL_SECRET_PASSWORD"]
 
 
 def test_the_clients_answers_to_the_servers_calls_are_replayed():
@@ -107,16 +108,16 @@ def test_a_null_is_left_out_of_the_saved_scenario_with_why():
 def test_env_references_are_read_from_the_environment_at_replay():
     sf = scenario_file.parse('[app]\nimport = "a:b"\n[clients.a]\nauth = { token = { env = "MY_TOKEN" } }\n'
                              '[[steps]]\ndo = "connect"\n[[steps]]\ndo = "emit"\nevent = "e"\ndata = { env = "MY_DATA" }\n', "s.toml")
-    assert scenario_file.env_names(sf) == ["MY_DATA", "MY_TOKEN"]
-    step = scenario_file.Step.from_json(json.loads(json.dumps(sf.steps[1].to_json())))
+    assert scenario_values.env_names(sf) == ["MY_DATA", "MY_TOKEN"]
+    step = scenario_values.Step.from_json(json.loads(json.dumps(sf.steps[1].to_json())))
     assert step.data == EnvRef("MY_DATA")
-    assert scenario_file.resolve_env([step.data], {"MY_DATA": "v"}) == ["v"]
+    assert scenario_values.resolve_env([step.data], {"MY_DATA": "v"}) == ["v"]
     with pytest.raises(DispelError, match="MY_DATA is not set"):
-        scenario_file.resolve_env(step.data, {})
+        scenario_values.resolve_env(step.data, {})
 
 
 def test_a_bad_env_reference_is_one_line():
-    with pytest.raises(scenario_file.ScenarioError, match="must name an environment variable"):
+    with pytest.raises(scenario_values.ScenarioError, match="must name an environment variable"):
         scenario_file.parse('[app]\nimport = "a:b"\n[clients.a]\n[[steps]]\ndo = "emit"\nevent = "e"\ndata = { env = "1 x" }\n', "s.toml")
 
 

@@ -23,6 +23,7 @@ from urllib.parse import quote, quote_plus, urlencode
 import pytest
 from dispel import catalog, cli
 from dispel.run import multiprocess as processes, scenario_file
+from dispel.run import scenario_values
 from dispel.check import stage as verify
 from dispel.pins.installed import FlaskSecrets, app_settings
 from dispel.project import Project
@@ -196,9 +197,9 @@ def test_scenario_file_redact_key():
     text = '[app]\nimport = "app:socketio"\n[clients.a]\n[[steps]]\ndo = "connect"\n'
     assert scenario_file.parse('redact = ["card-[0-9]{4}"]\n' + text).redact == ("card-[0-9]{4}",)
     assert scenario_file.parse(text).redact == ()
-    with pytest.raises(scenario_file.ScenarioError, match=r"^scenario.toml: redact: 'a\(' is not a valid regular expression"):
+    with pytest.raises(scenario_values.ScenarioError, match=r"^scenario.toml: redact: 'a\(' is not a valid regular expression"):
         scenario_file.parse('redact = ["a("]\n' + text)
-    with pytest.raises(scenario_file.ScenarioError, match="must be a list of regular expressions"):
+    with pytest.raises(scenario_values.ScenarioError, match="must be a list of regular expressions"):
         scenario_file.parse('redact = "card"\n' + text)
 
 

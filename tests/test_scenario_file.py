@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from dispel.run.scenario_file import PROCESS_EVENTS, PROCESS_ROOM, ScenarioError, Step, parse
+from dispel.run.scenario_values import PROCESS_EVENTS, PROCESS_ROOM, ScenarioError, Step
+from dispel.run.scenario_file import parse
 
 GOOD = """
 title = "Chat"
@@ -360,7 +361,7 @@ def test_bad_steps_for_real_apps_name_the_place(text, needle):
 
 
 def test_bytes_in_toml():
-    from dispel.run.scenario_file import decode_bytes, to_jsonable
+    from dispel.run.scenario_values import decode_bytes, to_jsonable
 
     assert decode_bytes({"bytes": "hex:00 ff"}) == b"\x00\xff"  # spaces between pairs are allowed
     assert decode_bytes([{"bytes": "base64:AP8="}, {"bytes": 1}]) == [b"\x00\xff", {"bytes": 1}]  # not a string: a table

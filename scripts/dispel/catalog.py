@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .run import scenario_file
+from .run import scenario_values
 from .model import DispelError
 
 # --------------------------------------------------------------------------- traced code
@@ -199,7 +200,7 @@ class ProcessScenario:
         return tuple(f"{self.name}.{role}" for role in self.roles())
 
 
-def _step_spec(step: scenario_file.Step) -> str:
+def _step_spec(step: scenario_values.Step) -> str:
     """A scenario file's step as the runner's "WHO:STEP[*COUNT]" (the trace's step mark)."""
     if step.process:
         return f"{step.process}:{step.do}"
@@ -207,7 +208,7 @@ def _step_spec(step: scenario_file.Step) -> str:
     return f"{step.client}:{what}" + (f"*{step.count}" if step.count > 1 else "")
 
 
-def from_file(sf: scenario_file.ScenarioFile, name: str) -> ProcessScenario:
+def from_file(sf: scenario_values.ScenarioFile, name: str) -> ProcessScenario:
     """A parsed scenario file of several processes -> the ProcessScenario ``name`` (its title is
     the description)."""
     if not sf.processes or sf.broker is None:

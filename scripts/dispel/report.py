@@ -33,6 +33,7 @@ from .chains import build as chains_core, derive, derive_finders, fold
 from .check import completeness, fetch, integrity, prose
 from .pins import pinning as pins
 from .run import live_session, scenario_file
+from .run import scenario_values
 from .chains.graph import JourneyError
 from .pins.forges import repo_url
 from .pins.installed import dependency_facts, distributions, hop_sources, license_rows, lines_by_source
@@ -286,7 +287,7 @@ def _reading_guide(project_index: str) -> str:
     return re.sub(r"\*\*The summary\*\*.*?\n\n", "", text, count=1, flags=re.S)
 
 
-def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Sequence[derive.Derived], built: Mapping[str, Chain],
+def render_index(sf: scenario_values.ScenarioFile, scenario_text: str, derived: Sequence[derive.Derived], built: Mapping[str, Chain],
                  skipped: Sequence[str], missing: Sequence[str], guide: str, trace: TraceFile | None = None,
                  running: Sequence[tuple[str, str]] = (), live: Sequence[str] | None = None) -> str:
     """The report's home page; ``live``: what the clients of a live recording did (live_session.home_lines)."""

@@ -116,9 +116,10 @@ def _app_on_path(path: Path, root: Path | None):
 
     from ..run import runner as scenarios
     from ..run import scenario_file
+    from ..run import scenario_values
 
     sf = scenario_file.one_app(scenario_file.parse(read_text(path, "scenario file"), path.name))
-    unset = [name for name in scenario_file.env_names(sf) if name not in os.environ]
+    unset = [name for name in scenario_values.env_names(sf) if name not in os.environ]
     if unset:
         raise DispelError(f"{path.name} reads the secret {unset[0]} from the environment, which is not set; "
                           f"export {unset[0]}=... (the value the app expects) and run it again")

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 from .sample_client import PACE_SECONDS, disconnect_cleanly, patch_http_close, patch_websocket
 from .sample_client import no_timestamps
-from .scenario_file import Step, from_jsonable, resolve_env
+from .scenario_values import Step, from_jsonable, resolve_env
 from ..wire import WS_KEY
 
 

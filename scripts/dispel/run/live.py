@@ -181,7 +181,7 @@ def _logged_packet_data():
 
 
 def _jsonable(value):
-    from .scenario_file import to_jsonable
+    from .scenario_values import to_jsonable
 
     return to_jsonable(value)
 
@@ -199,10 +199,10 @@ def check_port(host: str, port: int) -> None:
 
 def parse_target(target: str, factory: bool = False, flask: str = ""):
     """``--app MODULE:ATTR`` -> scenario_file.AppSpec; a malformed one is one line."""
-    from .scenario_file import _IMPORT_RE, AppSpec
+    from .scenario_values import IMPORT_RE, AppSpec
 
     for value, what in ((target, "--app"), *(((flask, "--flask"),) if flask else ())):
-        if not _IMPORT_RE.match(value or ""):
+        if not IMPORT_RE.match(value or ""):
             raise DispelError(f"{what} {value!r} is not module:attribute; name the app like --app chat:socketio")
     module, _, attribute = target.partition(":")
     return AppSpec(module, attribute, factory, flask)

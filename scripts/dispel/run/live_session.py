@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .scenario_file import BYTES_KEY, ENV_KEY, EnvRef, decode_bytes, to_jsonable
+from .scenario_values import BYTES_KEY, ENV_KEY, EnvRef, decode_bytes, to_jsonable
 from ..tracefiles.values import SECRET_NAME
 
 UPGRADE = "upgrade"  # the transport of a client that long-polled, then upgraded (scenario_file.TRANSPORTS)
