@@ -388,8 +388,8 @@ PROTOCOL_WORDS = frozenset(
         "include_self", "skip_sid", "broadcast", "upgrades", "pingInterval", "pingTimeout", "maxPayload",
     }
 )
-_PACKET_RE = re.compile(r"4?(?P<type>[2356])(?:\d+-)?(?:/[^,\[]*,)?\d*(?P<json>\[.*\])", re.S)
-_VALUE_RE = re.compile(r"(?P<name>\w+) = (?P<literal>.*)", re.S)
+_PACKET_RE = re.compile(r"4?(?P<type>[2356])(?:\d+-)?(?:/[^,\[]*,)?\d*(?P<json>\[.*\])", re.DOTALL)
+_VALUE_RE = re.compile(r"(?P<name>\w+) = (?P<literal>.*)", re.DOTALL)
 _NORMALIZED_RE = re.compile(r"<[\w-]+>")  # what the chains print for variable values: <sid-2>, <port>
 
 
@@ -470,7 +470,7 @@ def sample_vocabulary(chains: Iterable[Chain], app_dist: str = "sample_app") -> 
 def term_pattern(term: str) -> re.Pattern[str]:
     """How a term of the sample's vocabulary is found in a text (see the comment above SAMPLE_PHRASES)."""
     if term in SAMPLE_PHRASES:
-        return re.compile(r"\b" + re.escape(term) + r"\b", re.I)
+        return re.compile(r"\b" + re.escape(term) + r"\b", re.IGNORECASE)
     if term.isalpha():  # a word: only as a literal value
         q = re.escape(term)
         return re.compile(rf"'{q}'|\"{q}\"|(?<!`)`{q}`(?!`)")

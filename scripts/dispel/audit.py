@@ -18,12 +18,12 @@ YES, NO, UNKNOWN = "yes", "no", "unknown"
 # writer got them wrong, so they run to the ")" that ends the link, not to the first space.
 _ANGLE = re.compile(r"\]\(\s*<([^>\n]*)>")
 _PAREN = re.compile(r"\]\(\s*(https?://[^\n]*?)\)(?=[\s.,;:!?)\]]|$)")
-_HREF = re.compile(r"""\bhref\s*=\s*(["'])(.*?)\1""", re.I)
-_BARE = re.compile(r"""https?://(?:www\.)?(?:github\.com|raw\.githubusercontent\.com)/[^\s<>"'`\]]*""", re.I)
+_HREF = re.compile(r"""\bhref\s*=\s*(["'])(.*?)\1""", re.IGNORECASE)
+_BARE = re.compile(r"""https?://(?:www\.)?(?:github\.com|raw\.githubusercontent\.com)/[^\s<>"'`\]]*""", re.IGNORECASE)
 _SOURCE = re.compile(
     r"https?://(?:www\.)?(?:github\.com/(?P<gh>[^/]+/[^/]+)/blob|raw\.githubusercontent\.com/(?P<raw>[^/]+/[^/]+))"
     r"/(?P<ref>[^/#?]+)(?:/(?P<path>[^#?]*))?(?:\?[^#]*)?(?:#(?P<frag>.*))?$",
-    re.I,
+    re.IGNORECASE,
 )
 _LINE_FRAG = re.compile(r"L(\d+)(?:C\d+)?(?:-L(\d+)(?:C\d+)?)?")
 _JUNK = ")]>\"',;`"
@@ -182,7 +182,7 @@ def parse_link(line: int, written: str) -> ReportLink | None:
 
 
 _MD_LABEL = re.compile(r"\[((?:[^\[\]]|\[[^\]]*\])*)\]\(\s*<?\s*$")
-_HTML_LABEL = re.compile(r"""^[^>]*>(.*?)</a\s*>""", re.I | re.S)
+_HTML_LABEL = re.compile(r"""^[^>]*>(.*?)</a\s*>""", re.IGNORECASE | re.DOTALL)
 
 
 def _label(line: str, column: int) -> str:
@@ -191,7 +191,7 @@ def _label(line: str, column: int) -> str:
     m = _MD_LABEL.search(line[:column])
     if m:
         return m.group(1).strip()
-    if re.search(r"""href\s*=\s*["']$""", line[:column], re.I):
+    if re.search(r"""href\s*=\s*["']$""", line[:column], re.IGNORECASE):
         m = _HTML_LABEL.match(line[column:])
         return re.sub(r"<[^>]+>", "", m.group(1)).strip() if m else ""
     return ""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from . import catalog, wire
 from . import joins as across  # across processes
@@ -158,7 +158,7 @@ def consumer(g: TraceGraph, source: int) -> int | None:
     ret = g.ev(source).ret
     if ret is None or not ret.token:
         return None
-    takes = lambda e: any(a.token == ret.token for a in e.args)  # noqa: E731
+    takes = lambda e: any(a.token == ret.token for a in e.args)
     after = g.ev(source).end
     found = g.find(takes, g.ev(source).thread, after=after)
     if not found:
@@ -319,7 +319,7 @@ _RECEIVER = ("self", "cls")
 
 def _texty(text: str) -> bool:
     """A string or bytes value long enough to say something (not '/', not b'')."""
-    body = text[1:] if text.startswith("b") else text
+    body = text.removeprefix("b")
     return body[:1] in ("'", '"') and len(body) >= 4
 
 

@@ -36,7 +36,7 @@ _HOP_HEADING = re.compile(r"\{\s*#hop-(\d+)\s*\}")
 # A return merged into the entry of its call (dispel.render.render_hop) carries the anchor of
 # its own hop on the line of its link: that line's links belong to that hop.
 _HOP_MARK = re.compile(r"""<a id="hop-(\d+)"></a>""")
-_EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)
+_EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
 # The bullets of a hop in a journey page (dispel.render.render_hop) that carry its permalinks.
 LINE_LABEL = "**Executed line:**"
 DEF_LABEL = "**Definition:**"
@@ -353,8 +353,8 @@ def without_stdlib_lines(chain: Chain) -> Chain:
     return dataclasses.replace(chain, hops=hops)
 
 
-_NUMBERS = {w: n for n, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())}
-_SCENARIO_COUNT = re.compile(rf"\b({'|'.join(_NUMBERS)}|\d+) scenarios are recorded", re.I)
+_NUMBERS = {w: n for n, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"])}
+_SCENARIO_COUNT = re.compile(rf"\b({'|'.join(_NUMBERS)}|\d+) scenarios are recorded", re.IGNORECASE)
 
 
 def stale_site_texts(
@@ -558,7 +558,7 @@ def diff_traces(old: Mapping[str, object], new: Mapping[str, object]) -> list[st
 
 
 # The browser's version, in a trace file's header (its identity in the requests is a placeholder).
-_BROWSER_VERSION = re.compile(r'^ "versions": \{[^\n]*?"chromium": "([^"]*)"', re.M)
+_BROWSER_VERSION = re.compile(r'^ "versions": \{[^\n]*?"chromium": "([^"]*)"', re.MULTILINE)
 
 
 def browser_version(trace_text: str) -> str | None:

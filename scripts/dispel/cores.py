@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from types import CodeType
-from typing import Callable
+from collections.abc import Callable
 
 from .model import DispelError
 from .record import CRecorder, SettraceRecorder, _Recorder
@@ -66,7 +66,7 @@ def recorder_for(want: Callable[[CodeType], bool], core: str | None = None) -> _
 
 
 if hasattr(sys, "monitoring"):
-    from .record_sysmon import CSysmonRecorder, SysmonRecorder  # noqa: E402 - only where sys.monitoring exists
+    from .record_sysmon import CSysmonRecorder, SysmonRecorder  # only where sys.monitoring exists
 
     # sysmon: its callbacks in C when the extension is built; sysmon-py: always in Python
     CORES["sysmon"] = SysmonRecorder if c_core_missing() else CSysmonRecorder

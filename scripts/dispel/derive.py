@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from . import derive_packets
 from .catalog import Journey

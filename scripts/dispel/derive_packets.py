@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from .chains import (
     CLOSE_FRAME,
@@ -365,7 +365,7 @@ def find_server_disconnect(done: int) -> Callable:
         parts = [with_producer(g, [*start, source, done, packet, sink])]
         # the connection's close frames: the client's, read by that socket's reader, and the server's answer
         token = next((a.token for a in g.ev(sink).args if a.name == "self"), 0)
-        on_socket = lambda e: bool(token) and any(a.name == "self" and a.token == token for a in e.args)  # noqa: E731
+        on_socket = lambda e: bool(token) and any(a.name == "self" and a.token == token for a in e.args)
         closes = g.find(lambda e: is_sink("recv")(e) and on_socket(e) and e.ret is not None and e.ret.text.startswith(CLOSE_FRAME))
         if closes:
             answers = g.find(lambda e: is_sink("send")(e) and on_socket(e) and mentions(e, (CLOSE_FRAME,)), g.ev(closes[0]).thread, after=closes[0])

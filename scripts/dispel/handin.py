@@ -21,7 +21,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from html import escape
 
 import markdown
@@ -187,7 +187,7 @@ def _local(text: str, journey: str, journeys: Iterable[str] = ()) -> str:
 
     def one(m: re.Match) -> str:
         label, target = m.group(1), m.group(2)
-        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):
             return m.group(0)
         if target.startswith("#hop-") and target[5:].isdigit():
             return f"[{label}](#{_anchor(journey, int(target[5:]))})"
@@ -354,7 +354,7 @@ DOCX_EPOCH = (1980, 1, 1, 0, 0, 0)  # every zip entry's time: the bytes do not d
 def recorded_datetime(iso: str) -> datetime:
     """The recording's time (UTC) for document properties; the zip epoch when it is not dated."""
     if iso:
-        return datetime.fromisoformat(iso).astimezone(timezone.utc).replace(tzinfo=None)
+        return datetime.fromisoformat(iso).astimezone(UTC).replace(tzinfo=None)
     return datetime(*DOCX_EPOCH)
 
 
@@ -566,7 +566,7 @@ def docx_text(data: bytes) -> str:
 
 # --------------------------------------------------------------------------- PDF
 
-_URI = re.compile(rb"/URI\s*(\((?:\\.|[^\\)])*\)|<[0-9A-Fa-f\s]*>)", re.S)
+_URI = re.compile(rb"/URI\s*(\((?:\\.|[^\\)])*\)|<[0-9A-Fa-f\s]*>)", re.DOTALL)
 _ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f"}
 
 
@@ -605,7 +605,7 @@ def pdf_date(iso: str) -> bytes:
 
 
 _XREF = re.compile(rb"\nxref\r?\n0 (\d+)\r?\n")
-_TRAILER = re.compile(rb"trailer\s*<<(.*?)>>\s*startxref\s*(\d+)\s*%%EOF\s*$", re.S)
+_TRAILER = re.compile(rb"trailer\s*<<(.*?)>>\s*startxref\s*(\d+)\s*%%EOF\s*$", re.DOTALL)
 
 
 def normalise_pdf(data: bytes, iso: str, producer: str = "Skia/PDF (Chromium), normalised by dispel") -> bytes:
@@ -671,10 +671,10 @@ def pdf_objects(data: bytes) -> dict[int, tuple[bytes, bytes | None]]:
 def _cmap(data: bytes) -> dict[bytes, str]:
     """A ToUnicode CMap's bfchar and bfrange entries: glyph code bytes -> text."""
     out: dict[bytes, str] = {}
-    for block in re.findall(rb"beginbfchar(.*?)endbfchar", data, re.S):
+    for block in re.findall(rb"beginbfchar(.*?)endbfchar", data, re.DOTALL):
         for src, dst in re.findall(rb"<([0-9A-Fa-f]+)>\s*<([0-9A-Fa-f]+)>", block):
             out[bytes.fromhex(src.decode())] = bytes.fromhex(dst.decode()).decode("utf-16-be", errors="replace")
-    for block in re.findall(rb"beginbfrange(.*?)endbfrange", data, re.S):
+    for block in re.findall(rb"beginbfrange(.*?)endbfrange", data, re.DOTALL):
         for lo, hi, dst in re.findall(rb"<([0-9A-Fa-f]+)>\s*<([0-9A-Fa-f]+)>\s*<([0-9A-Fa-f]+)>", block):
             a, b, width = int(lo, 16), int(hi, 16), len(lo) // 2
             first = int(dst, 16)
@@ -687,7 +687,7 @@ def _show(stream: bytes, fonts: Mapping[bytes, Mapping[bytes, str]]) -> str:
     """The text a content stream shows: its Tj/TJ strings through the current font's ToUnicode map."""
     out = []
     current: Mapping[bytes, str] = {}
-    for m in re.finditer(rb"/(\S+)\s+[\d.]+\s+Tf|\[((?:[^\]\\]|\\.)*)\]\s*TJ|(<[0-9A-Fa-f]*>|\((?:\\.|[^\\)])*\))\s*Tj|(ET)", stream, re.S):
+    for m in re.finditer(rb"/(\S+)\s+[\d.]+\s+Tf|\[((?:[^\]\\]|\\.)*)\]\s*TJ|(<[0-9A-Fa-f]*>|\((?:\\.|[^\\)])*\))\s*Tj|(ET)", stream, re.DOTALL):
         if m.group(1):
             current = fonts.get(m.group(1), {})
         elif m.group(4):
@@ -729,7 +729,7 @@ def pdf_page_texts(data: bytes) -> list[str]:
     out = []
     for n in pages:
         head = objs[n][0]
-        font_dict = re.search(rb"/Font\s*<<(.*?)>>", head, re.S)
+        font_dict = re.search(rb"/Font\s*<<(.*?)>>", head, re.DOTALL)
         fonts = {name: unicode_map(int(num)) for name, num in re.findall(rb"/(\S+?)\s+(\d+)\s+0\s+R", font_dict.group(1) if font_dict else b"")}
         contents = re.search(rb"/Contents\s*(\[[^\]]*\]|\d+\s+0\s+R)", head)
         streams = [int(c) for c in re.findall(rb"(\d+)\s+0\s+R", contents.group(1))] if contents else []

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import yaml
@@ -121,7 +121,7 @@ def report_handin(root: Path, project: Project) -> Built:
     sf = scenario_file.parse(read_text(root / report.SCENARIO_COPY, "the report's scenario file"), f"{name}.toml")
     versions, python = version_set(lock)
     stat = (rp.traces / f"{name}.json").stat()
-    when = datetime.fromtimestamp(int(stat.st_mtime), timezone.utc).isoformat()
+    when = datetime.fromtimestamp(int(stat.st_mtime), UTC).isoformat()
     source = f"when its trace file traces/{name}.json was written: the trace carries no date"
     made = handin.Made(tuple(versions), python, when, source, REPORT_COMMAND)
     title = f"{sf.title or sf.app.target}: the hand-in"

@@ -118,16 +118,16 @@ class FlaskSecrets:
             except TypeError:  # an unhashable value: no string to learn
                 pass
 
-    def install(self) -> "FlaskSecrets":
+    def install(self) -> FlaskSecrets:
         from flask.config import Config
 
         note = self._note
 
-        def __setitem__(config, key, value):  # noqa: N807 - Config's own item assignment
+        def __setitem__(config, key, value):  # Config's own item assignment
             note(key, value)
             dict.__setitem__(config, key, value)
 
-        def __getitem__(config, key):  # noqa: N807
+        def __getitem__(config, key):
             value = dict.__getitem__(config, key)
             note(key, value)
             return value
@@ -163,7 +163,7 @@ class FlaskSecrets:
                 setattr(Config, name, saved)
         self._saved.clear()
 
-    def __enter__(self) -> "FlaskSecrets":
+    def __enter__(self) -> FlaskSecrets:
         return self.install()
 
     def __exit__(self, *exc: object) -> None:
@@ -332,7 +332,7 @@ def license_rows(chains: Iterable[Chain], lock: Lock | None) -> list[licenses.Li
         else:
             forge, repo_name = pins.repo_from_metadata(name, meta.get_all("Project-URL") or [], meta.get("Home-page"))
             repo = repo_url(forge, repo_name, "")
-        license_files = [f for f in dist.files or () if re.search(r"LICEN[CS]E|COPYING", f.name, re.I) and ".dist-info" in f.as_posix()]
+        license_files = [f for f in dist.files or () if re.search(r"LICEN[CS]E|COPYING", f.name, re.IGNORECASE) and ".dist-info" in f.as_posix()]
         text = "\n".join(Path(dist.locate_file(f)).read_text(encoding="utf-8", errors="replace") for f in license_files)
         facts.append(
             licenses.DistFacts(

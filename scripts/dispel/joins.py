@@ -8,7 +8,7 @@ read with the same channel and message. The Redis server itself is not traced; i
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 from . import wire
 import json

@@ -33,7 +33,7 @@ from .model import Chain, DispelError, Hop
 from .wire import OPCODES, frame_layout
 
 PLACEHOLDER_RE = re.compile(r"\{\{\s*(?P<name>[a-z]+)(?::(?P<arg>[^{}|?]+?)|\?(?P<yes>[^{}|]*)\|(?P<no>[^{}|]*))?\s*\}\}")
-ANY_BRACES_RE = re.compile(r"\{\{.*?\}\}", re.S)
+ANY_BRACES_RE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 FRAME_FIELDS = ("byte0", "byte1", "fin", "rsv1", "mask", "opcode", "length", "size")
 SOCKET_MODULE = "_socket"
 DEFLATE_HOP = ("wsproto.extensions", "PerMessageDeflate.")
@@ -60,7 +60,7 @@ def value_bytes(value: str | None) -> bytes | None:
 def printable_bytes(raw: str) -> bytes:
     """Undo wire.printable: ``\\xNN`` back to its byte, other characters as themselves."""
     out = bytearray()
-    for m in re.finditer(r"\\x([0-9a-f]{2})|(.)", raw, re.S):
+    for m in re.finditer(r"\\x([0-9a-f]{2})|(.)", raw, re.DOTALL):
         out += bytes([int(m.group(1), 16)]) if m.group(1) else m.group(2).encode("latin-1", "replace")
     return bytes(out)
 

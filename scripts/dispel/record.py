@@ -12,7 +12,8 @@ from array import array
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 SIZED = frozenset({list, tuple, dict, set})
 RAISED = object()  # the "value" of a call left by an exception
@@ -59,7 +60,7 @@ class Tracer(Protocol):
     @property
     def errors(self) -> list[str]: ...
 
-    def rows(self) -> "RawTrace": ...
+    def rows(self) -> RawTrace: ...
 
 
 MISSING = object()  # an argument the frame did not have (yet) when it was called
@@ -116,7 +117,7 @@ class RawTrace:
         r, rows = self.rets, len(self.codes)
         return {r[4 * i]: (r[4 * i + 1], v, r[4 * i + 2], r[4 * i + 3]) for i, v in enumerate(self.ret_values) if r[4 * i] < rows}
 
-    def cut(self, names: dict) -> "RawTrace":
+    def cut(self, names: dict) -> RawTrace:
         """This trace as the recording ended, once no thread records into it any more
         (``_Recorder._silence``): a row or a return a thread was still writing when it was
         silenced is left out, in place (nothing is copied). ``names``: the decisions made.
@@ -173,7 +174,7 @@ class _Decisions(dict):
 
 
 class _ThreadState:
-    __slots__ = ("serial", "stack", "trace", "last_none")
+    __slots__ = ("last_none", "serial", "stack", "trace")
 
     def __init__(self, serial: int) -> None:
         self.serial = serial
@@ -196,7 +197,7 @@ def _arg_names(code: CodeType) -> tuple[str, ...]:
 # which its return value (a count) hides.
 
 
-def _observed(data):  # noqa: ARG001 - the argument is what gets recorded
+def _observed(data):  # the argument is what gets recorded
     return None
 
 
@@ -337,14 +338,14 @@ class _Recorder:
     def _rows_now(self) -> RawTrace:
         return self._raw
 
-    def __enter__(self) -> "_Recorder":
+    def __enter__(self) -> _Recorder:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def pause(self) -> "_Paused":
+    def pause(self) -> _Paused:
         """A context in which the calling thread (and threads it starts) is not traced."""
         return _Paused(self)
 
@@ -352,7 +353,7 @@ class _Recorder:
         """Everything recorded: once stopped, what was complete when it stopped."""
         return self._cut if self._cut is not None else self._rows_now()
 
-    def mark(self, step: str) -> "_Step":
+    def mark(self, step: str) -> _Step:
         """A context naming the rows recorded while a scenario step runs."""
         return _Step(self, step)
 
@@ -707,7 +708,6 @@ class CRecorder(_Recorder):
         # (trace_function_entry), so the C core records that call itself.
         sys.settrace(None)
         state.install()
-        return None
 
     def _silence(self) -> dict:
         self._core.stop()  # its profile functions, still set on running threads, return at once

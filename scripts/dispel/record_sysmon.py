@@ -27,7 +27,7 @@ TOOL = 2  # sys.monitoring.PROFILER_ID (coverage.py takes COVERAGE_ID, 1)
 
 
 class _SysmonThread:
-    __slots__ = ("serial", "stack", "on")
+    __slots__ = ("on", "serial", "stack")
 
     def __init__(self, serial: int) -> None:
         self.serial = serial

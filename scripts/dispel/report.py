@@ -244,9 +244,9 @@ def versions_section(lock: Lock) -> str:
 
 def _reading_guide(project_index: str) -> str:
     """The project's "How to read a chain" section, without its paragraph about the sample's scenarios."""
-    m = re.search(r"^## How to read a chain.*?(?=^## |\Z)", project_index, re.S | re.M)
+    m = re.search(r"^## How to read a chain.*?(?=^## |\Z)", project_index, re.DOTALL | re.MULTILINE)
     text = m.group(0) if m else "## How to read a chain { #how-to-read-a-chain }\n"
-    return re.sub(r"\*\*The summary\*\*.*?\n\n", "", text, count=1, flags=re.S)
+    return re.sub(r"\*\*The summary\*\*.*?\n\n", "", text, count=1, flags=re.DOTALL)
 
 
 def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Sequence[derive.Derived], built: Mapping[str, Chain],

@@ -234,7 +234,7 @@ class Step:
         return out
 
     @staticmethod
-    def from_json(d: Mapping) -> "Step":
+    def from_json(d: Mapping) -> Step:
         d = dict(d)
         for key in ("data", "body"):
             if key in d:

@@ -12,7 +12,8 @@ import threading
 import time
 from dataclasses import dataclass
 from types import CodeType
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 from .catalog import (
     DISTS,
@@ -112,7 +113,7 @@ class AppErrors(logging.Handler):
     def in_step(self, step: str) -> list[str]:
         return [f.split(": ", 1)[1] for f in self.found if f.startswith(f"{step}: ")]
 
-    def __enter__(self) -> "AppErrors":
+    def __enter__(self) -> AppErrors:
         for name in self.LOGGERS:
             logging.getLogger(name).addHandler(self)
         self._hook, threading.excepthook = threading.excepthook, self._excepthook

@@ -594,7 +594,7 @@ def hop_linker(lock: Lock | None) -> Callable[[Hop], render.HopLinks | None]:
     def links(hop: Hop) -> render.HopLinks | None:
         if lock is None:
             return None
-        line = permalinks.link(lock, hop.func, hop.line if hop.line > 0 else 0)
+        line = permalinks.link(lock, hop.func, max(0, hop.line))
         if line is None:
             return None
         definition = line if hop.func.is_c else permalinks.link(lock, hop.func)

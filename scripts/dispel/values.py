@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 import re
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 # Values of these types are rendered as they are; others by their type (and
