@@ -108,7 +108,7 @@ def run_once(mode: str, timeout: float = 120.0) -> dict:
 
 def _timed(project: Project, argv: list[str], what: str, must_pass: bool = True) -> tuple[float, str]:
     begin = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=project.root)
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=project.root, check=False)
     took = time.perf_counter() - begin
     if proc.returncode != 0 and must_pass:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -161,12 +161,12 @@ def bench_queue(reps: int, say: Callable[[str], None] = print) -> None:
     runs: dict[str, list[tuple[float, float]]] = {"untraced": [], "traced": []}
     phases: dict[str, list[tuple[float, float]]] = {"untraced": [], "traced": []}
     for rep in range(reps):
-        for mode in runs:
+        for mode, mode_runs in runs.items():
             with tempfile.TemporaryDirectory(prefix="dispel-bench-queue-") as tmp:
                 timings: dict[str, float] = {}
                 processes.run(sc, Path(tmp), 120, timings, traced=mode == "traced")
                 steps = sum(v for k, v in timings.items() if k not in processes.PHASES)
-                runs[mode].append((timings["total"], steps))
+                mode_runs.append((timings["total"], steps))
                 phases[mode].append((timings["start"], timings["finish"]))
         say(f"  queue rep {rep + 1}: " + ", ".join(f"{m} {runs[m][-1][0]:.2f}s (steps {runs[m][-1][1]:.2f}s)" for m in runs))
     total = {m: statistics.median(t for t, _ in r) for m, r in runs.items()}
@@ -212,8 +212,8 @@ def bench(project: Project, reps: int = 5, skip_regen: bool = False, skip_scale:
             steps = [
                 ("record", me + ["record", "--out", str(t / "traces")]),
                 ("chains", me + ["chains", "--traces", str(t / "traces")]),
-                ("pin verification", [sys.executable, "-c", "import sys; from dispel import stages; from dispel.project import Project; "
-                                      "sys.exit(bool(stages.verify_installed(stages.load_lock(Project().lock))))"]),
+                ("pin verification", [sys.executable, "-c", ("import sys; from dispel import stages; from dispel.project import Project; "
+                                      "sys.exit(bool(stages.verify_installed(stages.load_lock(Project().lock))))")]),
                 ("render", me + ["render", "--chains", str(t / "traces" / "chains"), "--out", str(t / "docs")]),
                 ("mkdocs build", [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(t / "site")]),
             ]

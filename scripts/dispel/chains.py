@@ -29,6 +29,7 @@ from .model import (
     TraceFile,
 )
 from .values import value_text_to_python
+import itertools
 
 SOCKET_C = "_socket:socket."  # the probes of the C socket methods: where chains end
 
@@ -233,7 +234,7 @@ def data_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
     target = g.ev(b).thread
     for x in g.find(lambda e: any(v.token in tokens for v in e.args), ea.thread, after=a - 1):
         passed = {v.token for v in g.ev(x).args if v.token in tokens}
-        got = g.find(lambda e: e.ret is not None and e.ret.token in passed, target, before=b + 1)
+        got = g.find(lambda e, passed=passed: e.ret is not None and e.ret.token in passed, target, before=b + 1)
         if got:
             return [(x, got[-1], EDGE_DATA)]
     raise JourneyError(f"no hand-off leads from thread {ea.thread} to thread {target}")
@@ -268,7 +269,7 @@ def walk(g: TraceGraph, parts: Sequence[Sequence[int]]) -> list[Step]:
     steps: list[Step] = []
     for waypoints in parts:
         steps.append((waypoints[0], EDGE_ENTRY))
-        for a, b in zip(waypoints, waypoints[1:]):
+        for a, b in itertools.pairwise(waypoints):
             steps += connect(g, a, b)
     # A waypoint reached twice in a row (a trail point that is also on the path) is kept once.
     out: list[Step] = []
@@ -401,7 +402,7 @@ def producers(g: TraceGraph, c: int, floor: int = -1) -> list[tuple[int, int, st
             continue
         # An object made earlier and kept (a list, a deque): followed when it was parsed from text,
         # or built around text (a packet around its encoded payload).
-        maker = [m for m in g.find(lambda x: _made(x, v), e.thread, after=floor, before=c) if m not in above]
+        maker = [m for m in g.find(lambda x, v=v: _made(x, v), e.thread, after=floor, before=c) if m not in above]
         if maker:
             p, parsed = _down(g, maker[0], v)
             if parsed:
@@ -813,7 +814,7 @@ def _wire_queue(g: TraceGraph, parts: list[list[int]]) -> tuple:
     publish = next(i for i in last if is_sink("sendall")(g.ev(i)) and mentions(g.ev(i), ("PUBLISH",)))
     read = next(i for i in last if is_sink("recv", "recv_into")(g.ev(i)) and g.ev(i).thread != g.ev(publish).thread)
     written = _sent(g.ev(publish))
-    channel, message = across.published_at(g.trace, publish)
+    _channel, message = across.published_at(g.trace, publish)
     return (
         wire.decode_publish(written)
         + wire.decode_delivery(value_text_to_python(g.ev(read).ret.text), message)

@@ -208,7 +208,7 @@ def main(argv: list[str]) -> int:
         count = int(parts[2]) if len(parts) > 2 else 1
         try:
             step(name, timeout, count)
-        except Exception as exc:  # reported to the driver, which names the step
+        except Exception as exc:  # noqa: BLE001 - reported to the driver, which names the step
             print(f"error {name} {type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
             continue
         print(f"ok {name}", flush=True)

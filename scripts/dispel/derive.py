@@ -56,6 +56,7 @@ from .chains import (
 )
 from .model import Chain, Event, TraceFile
 from .values import value_text_to_python
+import itertools
 
 APP_DIST = "sample_app"  # the traced app's marker (dispel.model.Source)
 HANDLE_EVENT = "flask_socketio:SocketIO._handle_event"
@@ -162,7 +163,7 @@ def _sent_bytes(e: Event) -> bytes:
     text = next((a.text for a in e.args if a.name == "data"), "")
     try:
         value = value_text_to_python(text)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any text the recorder wrote that does not parse means no bytes shown
         return b""
     return value if isinstance(value, bytes) else b""
 
@@ -299,7 +300,7 @@ def skipped(g: TraceGraph, emit: int) -> list[int]:
         return []
     kids = g.children.get(manager, [])
     resumes = [c for c in kids if g.ev(c).func == "socketio.base_manager:BaseManager.get_participants"]
-    for a, b in zip(resumes, resumes[1:]):
+    for a, b in itertools.pairwise(resumes):
         sent = any(g.ev(c).func in ("socketio.server:Server._send_eio_packet", "socketio.server:Server._send_packet") and a < c < b for c in kids)
         if not sent and g.ev(a).ret is not None and g.ev(a).ret.text != "None":
             return [manager, a, b]

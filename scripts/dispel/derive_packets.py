@@ -124,7 +124,7 @@ def _sent(e: Event) -> bytes:
     """The bytes a socket send wrote (b'' when not shown)."""
     try:
         value = value_text_to_python(_arg(e, "data") or "")
-    except Exception:
+    except Exception:  # noqa: BLE001 - any text the recorder wrote that does not parse means no bytes shown
         return b""
     return value if isinstance(value, bytes) else b""
 
@@ -304,7 +304,7 @@ def find_route(view: int, emits: tuple[int, ...]) -> Callable:
             event = str_arg(g.ev(emit), "event") or ""
             needles = (f'"{event}"',)
             first: dict[str, int] = {}
-            for s in g.find(lambda e: is_sink("send", "sendall")(e) and mentions(e, needles)):
+            for s in g.find(lambda e, needles=needles: is_sink("send", "sendall")(e) and mentions(e, needles)):
                 if g.ev(s).thread not in first and g.ev(s).thread != thread and _reaches(g, emit, s):
                     first[g.ev(s).thread] = s
             sinks = sorted(first.values())

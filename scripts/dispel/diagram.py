@@ -183,9 +183,9 @@ def layered_svg(rows: list[Row] | tuple[Row, ...], links: list[Link] | tuple[Lin
     mid = [t + LINE for t in tops]  # where a row's dot and arrows sit
 
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="dispel-sequence" viewBox="0 0 {width:g} {height:g}" '
+        (f'<svg xmlns="http://www.w3.org/2000/svg" class="dispel-sequence" viewBox="0 0 {width:g} {height:g}" '
         f'width="{width:g}" height="{height:g}" role="img" aria-label="{escape(title or "sequence diagram")}" '
-        f'font-family="sans-serif" font-size="12">',
+        f'font-family="sans-serif" font-size="12">'),
         "<defs>",
     ]
     markers = [(f"arrow-{e}", c) for e, (c, _) in sorted(styles.items())]

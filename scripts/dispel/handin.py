@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, UTC
 from html import escape
+from typing import ClassVar
 
 import markdown
 
@@ -138,7 +139,7 @@ def check_formats(found: Mapping[str, Sequence[str] | None], expected: Sequence[
         # A PDF link that wraps onto a second line is a second annotation with the same target:
         # in a PDF, each of the chain's links must be there, and none other.
         once = name.endswith(".pdf")
-        want = Counter(set(e.url for e in expected)) if once else Counter(e.url for e in expected)
+        want = Counter({e.url for e in expected}) if once else Counter(e.url for e in expected)
         got = Counter(set(links)) if once else Counter(links)
         for url, n in sorted((got - want).items()):
             out.append(f"handin/{name}: link {url} is not on the chain ({n}×): regenerate the hand-in (`dispel handin`)")
@@ -274,9 +275,9 @@ def to_markdown(h: HandIn, command: str) -> str:
         f"# {md_text(h.title)}\n",
         h.intro.strip() + "\n",
         "## General Information & Licensing { #licensing }\n",
-        "One table for each technology whose code runs on the chains below, read from its installed "
+        ("One table for each technology whose code runs on the chains below, read from its installed "
         "metadata and license file; the code repository is linked at the commit the links below are pinned to. "
-        "The descriptions are short summaries, not legal advice: each library's license file is the authority.\n",
+        "The descriptions are short summaries, not legal advice: each library's license file is the authority.\n"),
     ]
     journeys = [p.journey for p in h.pages]
     for r in h.licenses:
@@ -390,7 +391,7 @@ def _fixed_zip(data: bytes) -> bytes:
 class _DocxWriter:
     """Walks the HTML Python-Markdown made and writes python-docx paragraphs, runs, tables and hyperlinks."""
 
-    HEADINGS = {"h1": 0, "h2": 1, "h3": 2, "h4": 3, "h5": 4, "h6": 5}
+    HEADINGS: ClassVar[dict[str, int]] = {"h1": 0, "h2": 1, "h3": 2, "h4": 3, "h5": 4, "h6": 5}
 
     def __init__(self, doc) -> None:
         from docx.oxml import OxmlElement

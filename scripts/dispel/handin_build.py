@@ -49,7 +49,7 @@ def _excerpts(sources) -> dict:
 def _git_date(root: Path, rel: str) -> str:
     """The committer date of the last commit that changed ``rel`` (ISO 8601), "" when git does not know."""
     try:
-        done = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%cI", "--", rel], capture_output=True, text=True, timeout=30)
+        done = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%cI", "--", rel], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return done.stdout.strip() if done.returncode == 0 else ""
@@ -196,7 +196,7 @@ def print_pdf(html: str, work: Path) -> bytes:
     argv = [str(browser.CHROMIUM), *browser.BROWSER_FLAGS, f"--user-data-dir={profile}", "--no-pdf-header-footer",
             f"--print-to-pdf={pdf}", page.as_uri()]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=PDF_TIMEOUT)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=PDF_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
         raise DispelError(f"Chromium did not print the PDF within {PDF_TIMEOUT:.0f} s; run again, or pass no --require-pdf to skip it") from None
     finally:
@@ -289,7 +289,7 @@ def check(folder: Path, b: Built) -> tuple[list[str], list[str], int]:
     if docx_path.is_file():
         try:
             found["report.docx"] = handin.docx_links(docx_path.read_bytes())
-        except Exception as exc:  # python-docx cannot read it back: that is the finding
+        except Exception as exc:  # noqa: BLE001 - python-docx cannot read it back: that is the finding
             failures.append(f"handin/report.docx: python-docx cannot read it back: {exc}")
     if pdf_path.is_file():
         found["report.pdf"] = handin.pdf_links(pdf_path.read_bytes())

@@ -23,8 +23,9 @@ from .forges import repo_url
 from .model import PYTHON, Chain, DispelError, Func, Lock, Pin, Source, normalize_dist
 from .project import HERE, SCRIPTS, read_text
 from .tracefile import Root, def_line, locate
+from typing import Self
 
-PYTHON_VERSION = "%d.%d.%d" % sys.version_info[:3]
+PYTHON_VERSION = "{}.{}.{}".format(*sys.version_info[:3])
 
 
 def code_roots(extra: tuple[str, ...] = ()) -> list:
@@ -163,7 +164,7 @@ class FlaskSecrets:
                 setattr(Config, name, saved)
         self._saved.clear()
 
-    def __enter__(self) -> FlaskSecrets:
+    def __enter__(self) -> Self:
         return self.install()
 
     def __exit__(self, *exc: object) -> None:

@@ -224,8 +224,8 @@ def _message(f: _Facts, chain: Chain, part: list[int], carried: Mapping[int, int
         if any(a.token == token for a in e.args):
             encoded = _head(e.ret.text)
             if len(encoded) >= 4 and encoded not in sent:
-                return [f"{chain.journey}: hop {part[-1]} ({last.func.key}, {last.edge}): sends {sent[:60]}, not the packet "
-                        f"hop {n}'s {chain.hops[n - 1].edge} handed over (encoded {encoded[:60]!r} at event {k})"]
+                return [(f"{chain.journey}: hop {part[-1]} ({last.func.key}, {last.edge}): sends {sent[:60]}, not the packet "
+                        f"hop {n}'s {chain.hops[n - 1].edge} handed over (encoded {encoded[:60]!r} at event {k})")]
             return []
     return []
 

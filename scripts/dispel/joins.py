@@ -47,7 +47,7 @@ def merge(traces: Mapping[str, TraceFile]) -> TraceFile:
         base = len(events)
         top = 0
 
-        def shift(v: Value) -> Value:
+        def shift(v: Value, token_base: int = token_base) -> Value:
             return v if not v.token else Value(v.name, v.text, v.token + token_base)
 
         for e in t.events:

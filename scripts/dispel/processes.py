@@ -133,7 +133,7 @@ class TracedProcess:
 
     def __init__(self, scenario: str, role: str, argv: list[str], cwd: Path | None = None) -> None:
         self.scenario, self.role = scenario, role
-        self.err = tempfile.TemporaryFile()
+        self.err = tempfile.TemporaryFile()  # noqa: SIM115 - the child's stderr for its lifetime; close() closes it
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True, bufsize=1, cwd=cwd
         )
@@ -301,7 +301,7 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
         for client in clients.values():
             try:
                 client.close()
-            except Exception:  # noqa: BLE001 - closing what is left, whatever state it is in
+            except Exception:  # noqa: BLE001, S110 - closing what is left, whatever state it is in
                 pass
         for child in children.values():
             child.close()

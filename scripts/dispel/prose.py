@@ -114,7 +114,7 @@ def page_prose(page: str) -> dict[int, str]:
             state = "skip"
             continue
         if state == "facts":
-            if line.startswith("- **") or line.startswith("    ") or not line.strip():
+            if line.startswith(("- **", "    ")) or not line.strip():
                 continue
             state = "text"
         if state == "text":

@@ -12,7 +12,7 @@ from array import array
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
-from typing import Protocol
+from typing import Protocol, Self
 from collections.abc import Callable
 
 SIZED = frozenset({list, tuple, dict, set})
@@ -338,7 +338,7 @@ class _Recorder:
     def _rows_now(self) -> RawTrace:
         return self._raw
 
-    def __enter__(self) -> _Recorder:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -403,7 +403,7 @@ class _Recorder:
                 return None
             state = self._attach(threading.get_ident(), start_row, id(thread_obj))
             return self._first_call(state, frame, event, arg)
-        except Exception as exc:  # never let the recorder break the program
+        except Exception as exc:  # noqa: BLE001 - never let the recorder break the program
             self._disable(exc)
             return None
 
@@ -529,7 +529,7 @@ class SettraceRecorder(_Recorder):
                     turns.notified(loc["self"])
                 push((row, frame))
                 return local
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - never let the recorder break the program
                 disable(exc)
                 return None
 
@@ -561,7 +561,7 @@ class SettraceRecorder(_Recorder):
                             add_ret_value(arg)
                         break
                 return local
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - never let the recorder break the program
                 disable(exc)
                 return None
 

@@ -184,7 +184,7 @@ class SysmonRecorder(_Recorder):
                     if names is None:
                         return DISABLE if local else None
                     act(code, names, arg, getframe(1))
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - never let the recorder break the program
                     disable(exc)
                 return None
 

@@ -394,8 +394,8 @@ def render_wire(wire: Sequence[WireLayer]) -> str:
     """The captured bytes, one content tab per protocol layer, each field decoded."""
     out = [
         "## The bytes on the wire { #wire }\n",
-        "The message as it was captured, peeled one protocol layer at a time: each tab shows the bytes "
-        "of that layer and what every field means.\n",
+        ("The message as it was captured, peeled one protocol layer at a time: each tab shows the bytes "
+        "of that layer and what every field means.\n"),
     ]
     for layer in wire:
         tab = [f'=== "{_title(layer.layer)}"\n', fenced(layer.raw, "text", indent="    ")]
@@ -415,9 +415,9 @@ def render_relays(relays: Sequence[Relay]) -> str:
     """Every message through the queue in the scenario, and what each process that read it did."""
     out = [
         "## Through Redis { #redis }\n",
-        "The Redis server is not traced: it relays each `PUBLISH` to every connection subscribed to the "
+        ("The Redis server is not traced: it relays each `PUBLISH` to every connection subscribed to the "
         f"channel ([Redis Pub/Sub]({REDIS_PUBSUB})). Each row is one message read by one process's listener "
-        "thread, as the traces of the scenario show it: by the process that read it, then in the order of its reads.\n",
+        "thread, as the traces of the scenario show it: by the process that read it, then in the order of its reads.\n"),
         "| published by | event | room | read by | what the reader did |",
         "|---|---|---|---|---|",
     ]
@@ -451,8 +451,8 @@ def render_compared(chain: Chain, label: str, others: Sequence[tuple[str, Chain]
     """Content tabs with this chain and the chains it is compared with, hop by hop."""
     out = [
         "## Side by side { #side-by-side }\n",
-        "The same step, recorded another way: each tab lists a chain's hops, with the thread and the edge "
-        "that reached each one. A row links to that hop on its own page.\n",
+        ("The same step, recorded another way: each tab lists a chain's hops, with the thread and the edge "
+        "that reached each one. A row links to that hop on its own page.\n"),
     ]
     for title, other, page in [(label, chain, ""), *((t, c, f"{c.journey}.md") for t, c in others)]:
         rows = ["| # | Function | Thread | Reached by |", "|---:|---|---|---|"]
@@ -652,11 +652,11 @@ def render_licensing(rows: Sequence[LicenseRow]) -> str:
     out = [
         generated_header(),
         "# General Information & Licensing\n",
-        "The libraries whose code runs on the journeys of this report, as installed when it was rendered. "
+        ("The libraries whose code runs on the journeys of this report, as installed when it was rendered. "
         "The license type is read from each distribution's own metadata (its `License-Expression`, else "
         "its `License` field, else its trove classifiers, checked against the license file it ships); "
         "the *Read from* column says which. The short descriptions are this project's own summaries, "
-        "not legal advice: the license file of each library is the authority.\n",
+        "not legal advice: the license file of each library is the authority.\n"),
         "| Library | Code repository | License type | What sets it apart | Restrictions | Read from |",
         "|---|---|---|---|---|---|",
     ]

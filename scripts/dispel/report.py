@@ -100,7 +100,7 @@ def _record(scenario: Path, traces: Path, timeout: float | None, root: Path | No
         argv += ["--timeout-file", str(timeout)]
     if root is not None:
         argv += ["--root", str(root)]
-    proc = subprocess.run(argv, cwd=os.getcwd(), capture_output=True, text=True)
+    proc = subprocess.run(argv, cwd=os.getcwd(), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         said = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         error = next((ln for ln in reversed(said) if ln.startswith("dispel: error: ")), said[-1] if said else "no message")
@@ -232,8 +232,8 @@ def committed_lock(project: Project, names: Iterable[str]) -> Lock | None:
 def versions_section(lock: Lock) -> str:
     """The versions the report traced, each with the commit its links are pinned to (from its lock)."""
     out = ["## The versions traced { #versions }\n",
-           "The app ran on these versions; every link of the journeys points into the commit of the installed version's tag, "
-           "proven by the installed files' git blobs.\n",
+           ("The app ran on these versions; every link of the journeys points into the commit of the installed version's tag, "
+           "proven by the installed files' git blobs.\n"),
            "| Library | Version | Pinned to |", "|---|---|---|"]
     for p in sorted(lock.dists, key=lambda p: p.dist):
         ref = p.commit or p.tag
@@ -254,10 +254,10 @@ def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Se
                  running: Sequence[tuple[str, str]] = ()) -> str:
     title = sf.title or f"{sf.app.target}, traced"
     out = [render.generated_header(COMMAND), f"# {render.md_text(title)}\n",
-           f"dispel ran {render.inline_code(sf.app.target)} under its tracer while the clients of the scenario file "
+           (f"dispel ran {render.inline_code(sf.app.target)} under its tracer while the clients of the scenario file "
            f"{render.inline_code(sf.source)} talked to it, and derived one chain of calls per journey from the trace: "
            "from the socket or the app's own line to the library code that did the work. The app's source as it ran "
-           "is [on its own page](sample_app.md).\n",
+           "is [on its own page](sample_app.md).\n"),
            "## The journeys\n", "| Journey | Hops | Threads | What |", "|---|---|---|---|"]
     for d in derived:
         c = built[d.journey.name]
@@ -358,13 +358,13 @@ def raised_lines(stderr: str, trace: TraceFile, built: Mapping[str, Chain], said
     out = []
     sites = [s for s in derive.raised_sites(trace) if s not in said]
     printed = set()
-    for said, file, line, func in app_notes.exceptions(stderr):
+    for message, file, line, func in app_notes.exceptions(stderr):
         site = next((s for s in sites if file.endswith("/" + s[0]) and s[1] == line and s[2].endswith(func)), None)
         if site is None:
             continue  # not the app's own code (a library's exception the app did not raise)
         printed.add(site)
         shown = derive.shown_by(built, site)
-        out.append(f"{said} ({site[0]}:{line}, in {site[2]}): " + (f"journey {shown} shows it" if shown else "no journey shows it"))
+        out.append(f"{message} ({site[0]}:{line}, in {site[2]}): " + (f"journey {shown} shows it" if shown else "no journey shows it"))
     for site in sites:  # caught without a traceback (an error handler): what the trace tells
         how = derive.caught_by(trace, site) if site not in printed else None
         if how:
@@ -456,7 +456,7 @@ def _mkdocs(root: Path) -> None:
     env = {**os.environ, "SOURCE_DATE_EPOCH": SITE_EPOCH}
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--quiet", "--strict", "-f", str(root / "mkdocs.yml"), "-d", str(root / "site")],
-        cwd=root, capture_output=True, text=True, env=env,
+        cwd=root, capture_output=True, text=True, env=env, check=False,
     )
     if proc.returncode != 0:
         said = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]

@@ -258,7 +258,7 @@ def main(argv: list[str]) -> int:
             break
         try:
             client.step(Step.from_json(json.loads(line)))
-        except Exception as exc:  # reported to the driver, which names the step
+        except Exception as exc:  # noqa: BLE001 - reported to the driver, which names the step
             print(f"error {type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
             continue
         print("ok", flush=True)

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from types import CodeType
-from typing import Protocol
+from typing import Protocol, Self
 from collections.abc import Callable
 
 from .catalog import (
@@ -113,7 +113,7 @@ class AppErrors(logging.Handler):
     def in_step(self, step: str) -> list[str]:
         return [f.split(": ", 1)[1] for f in self.found if f.startswith(f"{step}: ")]
 
-    def __enter__(self) -> AppErrors:
+    def __enter__(self) -> Self:
         for name in self.LOGGERS:
             logging.getLogger(name).addHandler(self)
         self._hook, threading.excepthook = threading.excepthook, self._excepthook
@@ -224,7 +224,7 @@ def drive(
                 module = load_app()
             except DispelError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the app's own code raises anything: reported as the app's error
                 raise DispelError(
                     f"import: cannot import app module {app_module!r}: {type(exc).__name__}: {exc}"
                 ) from None
@@ -232,7 +232,7 @@ def drive(
         def serve() -> None:
             try:
                 serve_app(module, port)
-            except BaseException as exc:  # reported by the driver, which names the step
+            except BaseException as exc:  # noqa: BLE001 - reported by the driver, which names the step
                 server_errors.append(exc)
 
         errors.step = "start"
@@ -259,7 +259,7 @@ def drive(
                 with recorder.mark(st.mark):
                     try:
                         st.perform(client, deadline.left(label))
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - any failure of a step becomes one error line naming it
                         text = str(exc)
                         if text.rstrip().endswith("Error:"):  # an exception without a message
                             text = f"{text.rstrip()} no answer within the step's deadline"
@@ -366,7 +366,7 @@ def load_socketio(spec):
 
     try:
         module = importlib.import_module(spec.module)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the app's own code raises anything: reported as the app's error
         mode = _asked_async_mode(exc)
         if mode:
             raise DispelError(_async_mode_error(mode, spec.target)) from None
@@ -379,7 +379,7 @@ def load_socketio(spec):
     if spec.factory:
         try:
             obj = obj()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the app's own code raises anything: reported as the app's error
             mode = _asked_async_mode(exc)
             if mode:
                 raise DispelError(_async_mode_error(mode, spec.target)) from None

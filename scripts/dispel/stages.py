@@ -195,7 +195,7 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
 
     app_errors = scenarios.AppErrors()
     with FlaskSecrets() as secrets:  # every Flask app's secrets: a factory's, a package's
-        module, _, flask_app = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port, app_errors)
+        _module, _, _flask_app = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port, app_errors)
     modules = app.modules()
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
     roots = [*code_roots(), *app.roots(sys.path)]
@@ -621,8 +621,8 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     traced = foreign_python(project)
     if traced and out.resolve() == project.docs.resolve():
         return Site((), (
-            f"kept the committed pages: they quote the standard library of Python {traced}, which recorded "
-            f"the traces, and this is Python {PYTHON_VERSION} (render them with CPython {traced})",
+            (f"kept the committed pages: they quote the standard library of Python {traced}, which recorded "
+            f"the traces, and this is Python {PYTHON_VERSION} (render them with CPython {traced})"),
         ))
     found = load_chains(project, chains_dir)
     lock = project_lock(project)

@@ -102,7 +102,7 @@ class _Child:
         def serve() -> None:
             try:
                 self.module.main(self.port, self.queue)
-            except BaseException as exc:  # reported to the parent
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
                 self.errors.append(exc)
 
         with self.recorder.mark("start"):
@@ -216,7 +216,7 @@ def main(argv: list[str]) -> int:
 
     try:
         child.start(30.0)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure is answered to the parent, which names it
         answer(f"error {exc if isinstance(exc, DispelError) else f'{type(exc).__name__}: {exc}'}")
         return 1
     answer("ready")
@@ -244,7 +244,7 @@ def main(argv: list[str]) -> int:
                 return 0
             else:
                 raise DispelError(f"unknown command {command!r}")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is answered to the parent, which names it
             answer(f"error {exc if isinstance(exc, DispelError) else f'{type(exc).__name__}: {exc}'}")
             continue
         answer("ok")

@@ -405,7 +405,7 @@ def _secret_text(text: str) -> bool:
 
 def value_text_to_python(text: str) -> object:
     """Undo Normalizer.text for str and bytes values (used to decode wire bytes)."""
-    if text.startswith("b'") or text.startswith('b"'):
+    if text.startswith(("b'", 'b"')):
         return ast.literal_eval(text[1:]).encode("latin-1")
     if text[:1] in "'\"":
         return ast.literal_eval(text)
