@@ -28,7 +28,7 @@ from .model import (
     Source,
     TraceFile,
 )
-from .values import value_text_to_python
+from .values import value_text_to_python, wire_bytes
 import itertools
 
 SOCKET_C = "_socket:socket."  # the probes of the C socket methods: where chains end
@@ -176,16 +176,16 @@ def object_producer(g: TraceGraph, after: int, handoff: int) -> int | None:
     if not made:
         return None
     here = made[-1]
-    token = g.ev(here).ret.token
+    token = g.ev(here).returned.token
     while True:
         # down through the calls that returned this object, then through the last
         # callee that returned any object or bytes: where it was made from
-        same = [c for c in g.children.get(here, []) if g.ev(c).ret is not None and g.ev(c).ret.token == token]
+        same = [c for c in g.children.get(here, []) if g.ev(c).ret is not None and g.ev(c).returned.token == token]
         kids = same or [c for c in g.children.get(here, []) if _object(g.ev(c)) or _bytes_like(g.ev(c))]
         if not kids:
             return here
         here = kids[-1]
-        token = g.ev(here).ret.token
+        token = g.ev(here).returned.token
 
 
 def _object(e: Event) -> bool:
@@ -204,7 +204,7 @@ def thread_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
     other thread is taken: what a thread hands on next is what it just did.
     """
     target = g.ev(b).thread
-    frontier = [(g.ev(a).thread, a, [])]
+    frontier: list[tuple[str, int, list[tuple[int, int, str]]]] = [(g.ev(a).thread, a, [])]
     seen = {g.ev(a).thread}
     while frontier:
         nxt = []
@@ -234,7 +234,7 @@ def data_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
     target = g.ev(b).thread
     for x in g.find(lambda e: any(v.token in tokens for v in e.args), ea.thread, after=a - 1):
         passed = {v.token for v in g.ev(x).args if v.token in tokens}
-        got = g.find(lambda e, passed=passed: e.ret is not None and e.ret.token in passed, target, before=b + 1)
+        got = g.find(lambda e: e.ret is not None and e.ret.token in passed, target, before=b + 1)  # noqa: B023 - called before the loop moves on
         if got:
             return [(x, got[-1], EDGE_DATA)]
     raise JourneyError(f"no hand-off leads from thread {ea.thread} to thread {target}")
@@ -402,7 +402,7 @@ def producers(g: TraceGraph, c: int, floor: int = -1) -> list[tuple[int, int, st
             continue
         # An object made earlier and kept (a list, a deque): followed when it was parsed from text,
         # or built around text (a packet around its encoded payload).
-        maker = [m for m in g.find(lambda x, v=v: _made(x, v), e.thread, after=floor, before=c) if m not in above]
+        maker = [m for m in g.find(lambda x: _made(x, v), e.thread, after=floor, before=c) if m not in above]  # noqa: B023 - called before the loop moves on
         if maker:
             p, parsed = _down(g, maker[0], v)
             if parsed:
@@ -412,7 +412,7 @@ def producers(g: TraceGraph, c: int, floor: int = -1) -> list[tuple[int, int, st
     loops = [s for s in siblings if _yields(g, s) and _resumed_after(g, s, c)]
     if loops:
         s = loops[-1]
-        v = g.ev(s).ret
+        v = g.ev(s).returned
         fed = _down(g, s, v)[0]
         out.append((fed, c, JOIN_YIELD))
         if v.token:
@@ -420,8 +420,10 @@ def producers(g: TraceGraph, c: int, floor: int = -1) -> list[tuple[int, int, st
             maker = [m for m in g.find(lambda x: _made(x, v), e.thread, after=floor, before=s) if m not in inside]
             if maker:
                 out.append((_down(g, maker[0], v)[0], fed, JOIN_STORED))
-    seen: set[int] = set()
-    return [p for p in out if not (p[0] in seen or seen.add(p[0]))]
+    firsts: dict[int, tuple[int, int, str]] = {}
+    for pair in out:
+        firsts.setdefault(pair[0], pair)  # the first pair of each producer, in order
+    return list(firsts.values())
 
 
 def _step_time(g: TraceGraph, steps: Sequence[Step], k: int) -> int:
@@ -530,11 +532,11 @@ def find_handshake(g: TraceGraph):
     accept = [i for i in g.find(is_sink("_accept"), starter, before=info.started_by)]
     entry = _one(accept[-1:], "the accept of the upgraded connection", "none")
     request = _one(g.find(lambda e: is_sink("recv_into")(e) and e.ret is not None and _UPGRADE in e.ret.text, thread), "the recv_into of the upgrade request", g.ev(entry).func)
-    raw = value_text_to_python(g.ev(request).ret.text)
+    raw = wire_bytes(g.ev(request).returned.text)
     key = _header(raw, "Sec-WebSocket-Key")
     if key is None:
         raise JourneyError("the upgrade request carries no Sec-WebSocket-Key (last hop reached: socket.recv_into)")
-    accepted = _header(value_text_to_python(next(a.text for a in g.ev(sink).args if a.name == "data")), "Sec-WebSocket-Accept") or key
+    accepted = _header(wire_bytes(next(a.text for a in g.ev(sink).args if a.name == "data")), "Sec-WebSocket-Accept") or key
     # Follow the key (then the accept value computed from it) call by call: the first
     # call of each function that shows it is a waypoint.
     seen: set[str] = set()
@@ -594,7 +596,7 @@ def register_part(g: TraceGraph) -> list[int]:
 def _wire_of(g: TraceGraph, parts: list[list[int]], sink_arg: str) -> tuple:
     sink = g.ev(parts[-1][-1])
     data = next((a.text for a in sink.args if a.name == sink_arg), None)
-    return wire.decode_frame(value_text_to_python(data)) if data else ()
+    return wire.decode_frame(wire_bytes(data)) if data else ()
 
 
 def _wire_frames(g: TraceGraph, parts: list[list[int]]) -> tuple:
@@ -604,11 +606,11 @@ def _wire_frames(g: TraceGraph, parts: list[list[int]]) -> tuple:
     for part in parts:
         first, last = g.ev(part[0]), g.ev(part[-1])
         if is_sink("recv", "recv_into")(first) and first.ret is not None and first.ret.text.startswith("b'\\x8"):
-            frames.append(("read", wire.decode_frame(value_text_to_python(first.ret.text))))
+            frames.append(("read", wire.decode_frame(wire_bytes(first.ret.text))))
         if is_sink("send", "sendall")(last):
             data = next((a.text for a in last.args if a.name == "data"), "")
             if data.startswith("b'\\x8"):
-                frames.append(("sent", wire.decode_frame(value_text_to_python(data))))
+                frames.append(("sent", wire.decode_frame(wire_bytes(data))))
     if len(frames) == 1:
         return frames[0][1]
     # each tab names its frame: the layers of several frames would otherwise share their titles
@@ -618,11 +620,11 @@ def _wire_frames(g: TraceGraph, parts: list[list[int]]) -> tuple:
 def _wire_on(g: TraceGraph, parts: list[list[int]]) -> tuple:
     # the last part that starts at a socket read (a raising handler's journey ends with where it was caught)
     recv = g.ev(next(p[0] for p in reversed(parts) if is_sink("recv", "recv_into")(g.ev(p[0]))))
-    return wire.decode_frame(value_text_to_python(recv.ret.text)) if recv.ret else ()
+    return wire.decode_frame(wire_bytes(recv.ret.text)) if recv.ret else ()
 
 
 def _wire_handshake(g: TraceGraph, parts: list[list[int]]) -> tuple:
-    request = value_text_to_python(g.ev(parts[0][1]).ret.text)
+    request = wire_bytes(g.ev(parts[0][1]).returned.text)
     response = _sent(g.ev(parts[0][-1]))
     return wire.decode_http(request, "request") + wire.decode_http(response, "response")
 
@@ -677,7 +679,7 @@ def find_upgrade(g: TraceGraph):
     probing = with_producer(g, value_trail(g, recv, answer, ("probe",)))
     flushing = _noop_part(g, thread)
     upgraded = _one(g.find(lambda e: any(a.text == "'5'" for a in e.args), thread, after=answer), "the UPGRADE packet", "3probe")
-    recv5 = happened_before(g, upgraded, is_sink("recv", "recv_into"))
+    recv5 = _one([r for r in [happened_before(g, upgraded, is_sink("recv", "recv_into"))] if r is not None], "the socket read of the UPGRADE packet", "UPGRADE")
     started = [t for t in g.trace.threads if t.started_by > upgraded and g.ev(t.started_by).thread == thread]
     writer = _one([t.root for t in started[:1]], "the writer thread started after the upgrade", "UPGRADE")
     first_frame = _one(g.find(is_sink("send"), g.ev(writer).thread), "the writer's first frame", "Thread.start")
@@ -731,7 +733,7 @@ def _first_read(g: TraceGraph, thread: str, what: str, last: str) -> int:
 def _wire_polling(g: TraceGraph, parts: list[list[int]]) -> tuple:
     """The POST as read (head and body), then the GET's answer as written: its head, and the
     payload that went out as one chunk of the chunked body."""
-    request = value_text_to_python(g.ev(parts[1][0]).ret.text)
+    request = wire_bytes(g.ev(parts[1][0]).returned.text)
     written = [_sent(g.ev(i)) for i in g.find(is_sink("sendall"), g.ev(parts[2][-1]).thread, before=parts[2][-1] + 1)]
     head = next((w for w in written if w.startswith(b"HTTP/")), b"")
     return (
@@ -743,7 +745,7 @@ def _wire_polling(g: TraceGraph, parts: list[list[int]]) -> tuple:
 
 
 def _sent(e: Event) -> bytes:
-    return value_text_to_python(next(a.text for a in e.args if a.name == "data"))
+    return wire_bytes(next(a.text for a in e.args if a.name == "data"))
 
 
 # ------------------------------------------------------------------ across processes (a merged trace, joins.py)
@@ -817,7 +819,7 @@ def _wire_queue(g: TraceGraph, parts: list[list[int]]) -> tuple:
     _channel, message = across.published_at(g.trace, publish)
     return (
         wire.decode_publish(written)
-        + wire.decode_delivery(value_text_to_python(g.ev(read).ret.text), message)
+        + wire.decode_delivery(wire_bytes(g.ev(read).returned.text), message)
         + _wire_of(g, [last], "data")
     )
 
@@ -890,7 +892,7 @@ def build(
         elif e.raised and nxt is not None and nxt[1] == EDGE_RETURN:
             value = "raised an exception: it left this call here, at the highlighted line, to its caller"
         hops.append(Hop(func, line, e.thread, edge, i, value, text))
-    number = {}
+    number: dict[int, int] = {}
     for n, (i, _) in enumerate(steps, 1):
         number.setdefault(i, n)
     joins = tuple(sorted({Join(number[p], number[u], kind) for p, u, kind in made if p in number and u in number}, key=lambda j: (j.user, j.producer)))

@@ -7,6 +7,7 @@ import json
 import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -124,7 +125,7 @@ def page_anchors(text: str) -> set[str]:
 
 def page_links(page: str, text: str) -> list[PageLink]:
     """Every Markdown and HTML link of a page, outside code, with its hop section and role."""
-    out = []
+    out: list[PageLink] = []
     hop = 0
     for n, line in enumerate(prose_lines(text), 1):
         m = _HOP_HEADING.search(line)
@@ -502,9 +503,15 @@ def _func_key(row: Sequence[object]) -> str:
     return f"{module}:{qualname}" + (f"@{first}" if overloaded else "")
 
 
-def _rows(data: Mapping[str, object], name: str) -> list[list[object]]:
+def _rows(data: Mapping[str, object], name: str) -> list[list[Any]]:
+    """The rows of one table of a parsed trace (JSON: their cells are whatever the file holds)."""
     rows = data.get(name)
     return [r for r in rows if isinstance(r, list)] if isinstance(rows, list) else []
+
+
+def _versions(data: Mapping[str, object]) -> dict[str, object]:
+    versions = data.get("versions")
+    return versions if isinstance(versions, dict) else {}
 
 
 def _names(items: Iterable[str], limit: int = 3) -> str:
@@ -523,8 +530,7 @@ def diff_traces(old: Mapping[str, object], new: Mapping[str, object]) -> list[st
     for key in ("schema", "scenario", "python"):
         if old.get(key) != new.get(key):
             out.append(f"{key}: {old.get(key)} → {new.get(key)}")
-    va = old.get("versions") if isinstance(old.get("versions"), dict) else {}
-    vb = new.get("versions") if isinstance(new.get("versions"), dict) else {}
+    va, vb = _versions(old), _versions(new)
     versions = [f"{d} {va.get(d, '(none)')} → {vb.get(d, '(none)')}" for d in sorted(set(va) | set(vb)) if va.get(d) != vb.get(d)]
     if versions:
         out.append(f"versions: {', '.join(versions)}")
@@ -617,7 +623,8 @@ def _without_writer_polls(data: Mapping[str, object]) -> tuple[dict, dict, froze
             removed |= members
     except (IndexError, TypeError, KeyError):
         return None
-    index, kept = {-1: -1}, []
+    index: dict[int, int] = {-1: -1}
+    kept: list[list[Any]] = []
     for i, row in enumerate(events):
         if i not in removed:
             index[i] = len(kept)
@@ -676,7 +683,8 @@ def _diff_events(old: Mapping[str, object], new: Mapping[str, object]) -> list[s
     def resolve(data: Mapping[str, object]) -> list[tuple[object, ...]]:
         funcs = [_func_key(r) if len(r) >= 8 else "?" for r in _rows(data, "funcs")]
         threads = [r[0] if r else "?" for r in _rows(data, "threads")]
-        steps = data.get("steps") if isinstance(data.get("steps"), list) else []
+        steps = data.get("steps")
+        steps = steps if isinstance(steps, list) else []
 
         def name(seq: list, i: object) -> object:
             return seq[i] if isinstance(i, int) and 0 <= i < len(seq) else i

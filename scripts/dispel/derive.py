@@ -152,7 +152,7 @@ def find_connect(g: TraceGraph):
     # is another message, and the chain follows this one's hand-off
     sending = [c for c in range(connect, g.ev(connect).end + 1) if g.ev(c).func == "socketio.server:Server._send_packet"
                and (handler is None or c > g.ev(handler).end)
-               and any(g.ev(k).func == "socketio.packet:Packet.encode" and g.ev(k).ret is not None and g.ev(k).ret.text[1:2] == "0"
+               and any(g.ev(k).func == "socketio.packet:Packet.encode" and g.ev(k).ret is not None and g.ev(k).returned.text[1:2] == "0"
                        for k in range(c, g.ev(c).end + 1))]
     put = [c for c in range(sending[0], g.ev(sending[0]).end + 1) if g.ev(c).func == "queue:Queue.put"][:1] if sending else []
     waypoints = [recv, connect, *([handler] if handler is not None else []), *put, sink]
@@ -302,7 +302,7 @@ def skipped(g: TraceGraph, emit: int) -> list[int]:
     resumes = [c for c in kids if g.ev(c).func == "socketio.base_manager:BaseManager.get_participants"]
     for a, b in itertools.pairwise(resumes):
         sent = any(g.ev(c).func in ("socketio.server:Server._send_eio_packet", "socketio.server:Server._send_packet") and a < c < b for c in kids)
-        if not sent and g.ev(a).ret is not None and g.ev(a).ret.text != "None":
+        if not sent and g.ev(a).ret is not None and g.ev(a).returned.text != "None":
             return [manager, a, b]
     return []
 

@@ -304,7 +304,7 @@ def find_route(view: int, emits: tuple[int, ...]) -> Callable:
             event = str_arg(g.ev(emit), "event") or ""
             needles = (f'"{event}"',)
             first: dict[str, int] = {}
-            for s in g.find(lambda e, needles=needles: is_sink("send", "sendall")(e) and mentions(e, needles)):
+            for s in g.find(lambda e: is_sink("send", "sendall")(e) and mentions(e, needles)):  # noqa: B023 - called before the loop moves on
                 if g.ev(s).thread not in first and g.ev(s).thread != thread and _reaches(g, emit, s):
                     first[g.ev(s).thread] = s
             sinks = sorted(first.values())

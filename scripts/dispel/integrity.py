@@ -116,7 +116,7 @@ class _Facts:
         get = self.ancestor(wait, GET)
         if get is None:
             return []
-        out = [self.ev[get].ret.token] if self.ev[get].ret else []
+        out = [self.ev[get].returned.token] if self.ev[get].ret else []
         parent = self.ev[get].parent
         k = get + 1
         while k < len(self.ev) and self.ev[k].thread == self.ev[get].thread:

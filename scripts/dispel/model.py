@@ -102,6 +102,14 @@ class Event:
     raised: bool = False
     return_line: int = 0  # the line it returned (or raised) from; 0 if it never did
 
+    @property
+    def returned(self) -> Value:
+        """``ret``, for a call the caller knows returned a recorded value (an AttributeError,
+        as ``ret.text`` would raise, when it did not)."""
+        if self.ret is None:
+            raise AttributeError(f"{self.func} (event {self.index}) returned no recorded value")
+        return self.ret
+
 
 def subtree_ends(parents: list[int]) -> list[int]:
     """For events given by their parents' indexes (a parent before its children), the index of

@@ -27,7 +27,8 @@ a hop fact in a journey summary), is a DispelError naming the annotation, the jo
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeGuard
 
 from .model import Chain, DispelError, Hop
 from .wire import OPCODES, frame_layout
@@ -65,9 +66,11 @@ def printable_bytes(raw: str) -> bytes:
     return bytes(out)
 
 
-def is_frame(data: bytes | None) -> bool:
+def is_frame(data: bytes | None) -> TypeGuard[bytes]:
     """Bytes that start a WebSocket frame (a known opcode, a complete header)."""
-    return bool(data) and frame_layout(data) is not None and (data[0] & 0x0F) in OPCODES
+    if not data:
+        return False
+    return frame_layout(data) is not None and (data[0] & 0x0F) in OPCODES
 
 
 def thread_stretch(chain: Chain, index: int) -> range:
@@ -144,7 +147,7 @@ def _first_hop(hops: Sequence[Hop], key: str, start: int = 0) -> int | None:
     return None
 
 
-def fill(text: str, chain: Chain, index: int | None, key: str, code: callable = lambda s: f"`{s}`") -> str:
+def fill(text: str, chain: Chain, index: int | None, key: str, code: Callable[[str], str] = lambda s: f"`{s}`") -> str:
     """``text`` with its placeholders filled for hop ``index`` of ``chain`` (None: the journey summary).
 
     ``key`` names the annotation in errors; ``code`` renders inline code (render.inline_code).
@@ -174,7 +177,7 @@ def fill(text: str, chain: Chain, index: int | None, key: str, code: callable = 
             if found is None:
                 raise fail(whole, f"cannot be filled: {arg.strip()} is not a hop on this page")
             return hop_link(found + 1)
-        if hop is None:
+        if hop is None or index is None:  # (None together)
             raise fail(whole, "cannot be filled in a journey summary (it needs a hop)")
         if name == "thread":
             return code(hop.thread)

@@ -216,12 +216,12 @@ def _check_sentence(
             role = m.group(1).lower()
             if THREAD_ROLES[role] not in hop.thread:
                 problem("runs-on", f"says it runs on a {role} thread; the hop runs on {hop.thread}")
-        for m in HIGHLIGHTED_RE.finditer(text if stmt is not None else ""):
+        for m in HIGHLIGHTED_RE.finditer(text) if stmt is not None else ():
             code = m.group(1) or m.group(2) or m.group(3)
             quoted = re.sub(r"\s+", " ", code.strip()).removesuffix("()")
             if nxt is not None and _is_hop_name(quoted, nxt):
                 continue  # the line leads to the next hop: naming it is no quote of the line
-            if not all(part.strip() in stmt for part in quoted.split("…")):
+            if stmt is not None and not all(part.strip() in stmt for part in quoted.split("…")):
                 problem("highlighted", f"`{code}` is quoted as highlighted; the executed line {hop.line} is `{stmt}`")
     for m in BYTE_RE.finditer(text):
         byte = int(m.group(1), 16)
