@@ -357,7 +357,7 @@ def grade(
         fact = facts.get((link.repo.lower(), link.ref, link.path)) if link.path else None
         pdf = pdf_repair(link.path) if link.path else None
         repaired = facts.get((link.repo.lower(), link.ref, pdf[0])) if pdf else None
-        if repaired is not None and repaired.text is not None and (fact is None or fact.text is None):
+        if pdf and repaired is not None and repaired.text is not None and (fact is None or fact.text is None):
             # A PDF copy lost the underscores of a dunder file that exists at that commit: grade the repair.
             v.notes = [n for n in v.notes if "mangled by a PDF copy" not in n and "space in the path" not in n]
             v.notes.insert(0, f"repaired {pdf[1]!r} to {pdf[2]!r} (a PDF copy lost its underscores): {_url_with(link, pdf[0])}")

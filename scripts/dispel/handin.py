@@ -647,7 +647,7 @@ def normalise_pdf(data: bytes, iso: str, producer: str = "Skia/PDF (Chromium), n
 
 def pdf_objects(data: bytes) -> dict[int, tuple[bytes, bytes | None]]:
     """Object number -> (its dictionary text, its stream's bytes inflated when FlateDecode)."""
-    out = {}
+    out: dict[int, tuple[bytes, bytes | None]] = {}
     for m in re.finditer(rb"(?m)^(\d+) 0 obj\s*", data):
         start = m.end()
         end = data.find(b"endobj", start)
@@ -712,7 +712,8 @@ def pdf_page_texts(data: bytes) -> list[str]:
 
     def unicode_map(font: int) -> dict[bytes, str]:
         tu = ref(objs.get(font, (b"", None))[0], b"ToUnicode")
-        return _cmap(objs[tu][1]) if tu in objs and objs[tu][1] is not None else {}
+        stream = objs[tu][1] if tu is not None and tu in objs else None
+        return _cmap(stream) if stream is not None else {}
 
     catalog = next((h for h, _ in objs.values() if re.search(rb"/Type\s*/Catalog\b", h)), b"")
     pages: list[int] = []
@@ -723,7 +724,7 @@ def pdf_page_texts(data: bytes) -> list[str]:
             kids = re.search(rb"/Kids\s*\[([^\]]*)\]", head)
             for kid in re.findall(rb"(\d+)\s+0\s+R", kids.group(1) if kids else b""):
                 walk(int(kid))
-        elif re.search(rb"/Type\s*/Page\b", head):
+        elif n is not None and re.search(rb"/Type\s*/Page\b", head):  # (head is b"" when n is None)
             pages.append(n)
 
     walk(ref(catalog, b"Pages"))

@@ -314,7 +314,7 @@ class _Conn:
         self.requests = requests
         self.responses = ResponseStream()
         self.waiting: list[Unit] = []
-        self.server = None
+        self.server: socket.socket | None = None
         self.answered = threading.Event()  # cleared while an upgrade request waits for its 101
         self.answered.set()
         self.server_closed = threading.Event()

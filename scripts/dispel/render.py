@@ -470,7 +470,7 @@ def hop_short(chain: Chain, index: int, annotations: Mapping[str, str]) -> str |
     hop = chain.hops[index]
     found = select(annotations, hop.func.key, chain.journey, hop.line)
     short = annotations.get(SHORT_MARK + found[0]) if found else None
-    return fill(short, chain, index, found[0], inline_code) if short else None
+    return fill(short, chain, index, found[0], inline_code) if found and short else None
 
 
 def hop_annotation(chain: Chain, index: int, annotations: Mapping[str, str]) -> str | None:
