@@ -28,6 +28,12 @@ from typing import Self
 PYTHON_VERSION = "{}.{}.{}".format(*sys.version_info[:3])
 
 
+def first_header(meta: metadata.PackageMetadata, name: str) -> str | None:
+    """A metadata field's first value, None without one (``Message.get``, which the protocol
+    of Python 3.11's typing does not name)."""
+    return meta.get_all(name, [None])[0]
+
+
 def code_roots(extra: tuple[str, ...] = ()) -> list:
     """Where each traced distribution's files live on this machine (facts for tracefile.locate);
     ``extra``: more distributions traced in one scenario only (redis)."""
@@ -37,7 +43,7 @@ def code_roots(extra: tuple[str, ...] = ()) -> list:
             d = metadata.distribution(dist)
         except metadata.PackageNotFoundError:
             raise DispelError(f"distribution {dist!r} is not installed; run `make site` to install the pinned set") from None
-        base = str(Path(d.locate_file("")).resolve())
+        base = str(Path(str(d.locate_file(""))).resolve())
         tops = sorted({f.parts[0] for f in d.files or () if f.suffix == ".py" and len(f.parts) > 1})
         for top in tops:
             roots.append(Root(os.path.join(base, top, ""), base, dist, d.version))
@@ -119,7 +125,7 @@ class FlaskSecrets:
             except TypeError:  # an unhashable value: no string to learn
                 pass
 
-    def install(self) -> FlaskSecrets:
+    def install(self) -> Self:
         from flask.config import Config
 
         note = self._note
@@ -213,10 +219,8 @@ def distributions(names: Iterable[str], site: list[Path] | None = None) -> dict[
     found = {}
     for name in names:
         norm = normalize_dist(name)
-        kwargs: dict[str, object] = {"name": norm}
-        if site:
-            kwargs["path"] = [str(p) for p in site]
-        dist = next(iter(metadata.distributions(**kwargs)), None)
+        found_here = metadata.distributions(name=norm, path=[str(p) for p in site]) if site else metadata.distributions(name=norm)
+        dist = next(iter(found_here), None)
         if dist is not None:
             found[norm] = dist
     return found
@@ -242,7 +246,7 @@ def installed_blobs(
         for f in dist.files:
             rel = f.as_posix()
             if rel.endswith(".py") and not rel.startswith("../"):
-                path = Path(dist.locate_file(f))
+                path = Path(str(dist.locate_file(f)))
                 if path.is_file():
                     blobs[rel] = pins.blob_sha(path.read_bytes())
         out[name] = pins.Installed(name, dist.version, blobs)
@@ -271,7 +275,7 @@ def installed_file(source: Source, app_root: Path | None = None) -> Path | None:
     if source.dist == "sample_app":
         return (app_root or SCRIPTS) / source.path
     dist = distributions([source.dist]).get(normalize_dist(source.dist))
-    return Path(dist.locate_file(source.path)) if dist is not None else None
+    return Path(str(dist.locate_file(source.path))) if dist is not None else None
 
 
 def hop_sources(chains: Iterable[Chain], app_root: Path | None = None) -> dict[Source, bytes]:
@@ -331,17 +335,17 @@ def license_rows(chains: Iterable[Chain], lock: Lock | None) -> list[licenses.Li
         if pin is not None:
             repo = repo_url(pin.forge, pin.repo, pin.commit or pin.tag)
         else:
-            forge, repo_name = pins.repo_from_metadata(name, meta.get_all("Project-URL") or [], meta.get("Home-page"))
+            forge, repo_name = pins.repo_from_metadata(name, meta.get_all("Project-URL") or [], first_header(meta, "Home-page"))
             repo = repo_url(forge, repo_name, "")
         license_files = [f for f in dist.files or () if re.search(r"LICEN[CS]E|COPYING", f.name, re.IGNORECASE) and ".dist-info" in f.as_posix()]
-        text = "\n".join(Path(dist.locate_file(f)).read_text(encoding="utf-8", errors="replace") for f in license_files)
+        text = "\n".join(Path(str(dist.locate_file(f))).read_text(encoding="utf-8", errors="replace") for f in license_files)
         facts.append(
             licenses.DistFacts(
                 meta["Name"],
                 dist.version,
                 repo,
-                license_expression=meta.get("License-Expression") or "",
-                license=meta.get("License") or "",
+                license_expression=first_header(meta, "License-Expression") or "",
+                license=first_header(meta, "License") or "",
                 classifiers=tuple(meta.get_all("Classifier") or ()),
                 license_text=text,
             )

@@ -43,6 +43,7 @@ from .installed import (
     FlaskSecrets,
     code_roots,
     distributions,
+    first_header,
     hop_sources,
     installed_blobs,
     installed_contents,
@@ -455,7 +456,7 @@ def pin(
             forge_name, repo = "github", overrides[name]
         else:
             urls = meta.get_all("Project-URL") or []
-            forge_name, repo = pins.repo_from_metadata(name, urls, meta.get("Home-page"))
+            forge_name, repo = pins.repo_from_metadata(name, urls, first_header(meta, "Home-page"))
         located[name] = (forge_name, mirrors[repo.lower()][0] if repo.lower() in mirrors else repo)
     unknown = sorted(mirrors[k][0] for k in set(mirrors) - {r.lower() for _, r in located.values()})
     if unknown:
