@@ -36,6 +36,7 @@ class ClientProcess:
         )
         # One selector for the whole run: opening one per step would take a file
         # descriptor at a random moment and shift the server's numbers.
+        assert self.proc.stdout  # opened with PIPE
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.proc.stdout, selectors.EVENT_READ)
 

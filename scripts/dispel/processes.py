@@ -137,8 +137,10 @@ class TracedProcess:
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True, bufsize=1, cwd=cwd
         )
+        assert self.proc.stdin and self.proc.stdout  # opened with PIPE
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         self.sel = selectors.DefaultSelector()
-        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
+        self.sel.register(self.stdout, selectors.EVENT_READ)
 
     def _fail(self, step: str, why: str) -> DispelError:
         return DispelError(f"scenario {self.scenario!r}: step {step!r}: process {self.role}: {why}")
@@ -146,7 +148,7 @@ class TracedProcess:
     def expect(self, step: str, want: str, timeout: float) -> str:
         if not self.sel.select(max(timeout, 0.01)):
             raise self._fail(step, f"no answer within {timeout:.1f}s (raise it with --timeout)")
-        answer = self.proc.stdout.readline().strip()
+        answer = self.stdout.readline().strip()
         if answer == want or answer.startswith(want + " "):
             return answer[len(want) + 1:]
         if answer.startswith("error "):
@@ -165,8 +167,8 @@ class TracedProcess:
     def send(self, line: str) -> None:
         """Send a command without waiting for its answer (expect() reads it)."""
         try:
-            self.proc.stdin.write(line + "\n")
-            self.proc.stdin.flush()
+            self.stdin.write(line + "\n")
+            self.stdin.flush()
         except OSError:
             pass  # it has exited: expect() says how
 
@@ -180,7 +182,7 @@ class TracedProcess:
             self.proc.kill()
         self.proc.wait()
         self.sel.close()
-        for f in (self.proc.stdin, self.proc.stdout, self.err):
+        for f in (self.stdin, self.stdout, self.err):
             try:
                 f.close()
             except OSError:

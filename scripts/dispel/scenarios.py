@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from types import CodeType
-from typing import Protocol, Self
+from typing import Protocol, Self, TypeVar
 from collections.abc import Callable
 
 from .catalog import (
@@ -100,7 +100,7 @@ class AppErrors(logging.Handler):
         super().__init__(logging.ERROR)
         self.step = "import"
         self.found: list[str] = []
-        self._hook = None
+        self._hook = threading.excepthook  # the hook in force when entered, put back on exit
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.exc_info and record.exc_info[1] is not None:
@@ -123,6 +123,9 @@ class AppErrors(logging.Handler):
         for name in self.LOGGERS:
             logging.getLogger(name).removeHandler(self)
         threading.excepthook = self._hook
+
+
+App = TypeVar("App")  # what load_app returns (the app's module, say) and serve_app takes
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -183,15 +186,15 @@ def drive(
     name: str,
     recorder: Tracer,
     start_client: Callable[[str, int], StepClient],
-    load_app: Callable[[], object],
-    serve_app: Callable[[object, int], None],
+    load_app: Callable[[], App],
+    serve_app: Callable[[App, int], None],
     steps: list[DriveStep],
     app_module: str,
     timeout: float = 30.0,
     port: int | None = None,
     timings: dict[str, float] | None = None,
     app_errors: AppErrors | None = None,
-):
+) -> App:
     """Import the app (``load_app``, traced under the mark "import"), serve it on a thread
     (``serve_app(app, port)``, mark "start"), then do ``steps`` one by one, each client
     started before its first step; returns what ``load_app`` returned. ``app_errors``
@@ -240,14 +243,14 @@ def drive(
             thread = threading.Thread(target=serve, name="dispel-server", daemon=True)
             thread.start()
         with recorder.pause():
-            deadline.wait_for("start", lambda: server_errors or _find_server(port) is not None)
+            deadline.wait_for("start", lambda: bool(server_errors) or _find_server(port) is not None)
             if server_errors:
-                exc = server_errors[0]
-                if isinstance(exc, OSError) and exc.errno == 98:
+                failed = server_errors[0]
+                if isinstance(failed, OSError) and failed.errno == 98:
                     raise DispelError(
                         f"port {port} is already in use; choose another with --port or stop what holds it"
                     )
-                raise DispelError(f"start: the app failed to start: {type(exc).__name__}: {exc}")
+                raise DispelError(f"start: the app failed to start: {type(failed).__name__}: {failed}")
             server = _find_server(port)
             for st in steps:
                 if st.who not in clients:
@@ -349,7 +352,7 @@ class AppCode:
         import os
 
         return sorted(name for name, m in list(sys.modules.items())
-                      if isinstance(getattr(m, "__file__", None), str) and self(os.path.abspath(m.__file__)))
+                      if isinstance(file := getattr(m, "__file__", None), str) and self(os.path.abspath(file)))
 
 
 def load_socketio(spec):
@@ -497,9 +500,15 @@ def package_dirs(packages) -> list[str]:
 
     dirs: list[str] = []
     for pkg in packages:
-        spec = importlib.util.find_spec(pkg)
-        dirs.extend(os.path.join(loc, "") for loc in (spec.submodule_search_locations or ()) if spec)
+        dirs.extend(os.path.join(loc, "") for loc in (_spec(pkg).submodule_search_locations or ()))
     return dirs
+
+
+def _spec(pkg: str) -> importlib.machinery.ModuleSpec:
+    spec = importlib.util.find_spec(pkg)
+    if spec is None:
+        raise DispelError(f"package {pkg!r} is not installed; run `make site` to install the pinned set")
+    return spec
 
 
 def wanted_code(extra: tuple[str, ...] = (), app: Callable[[str], bool] | None = None) -> Callable[[CodeType], bool]:
@@ -510,10 +519,11 @@ def wanted_code(extra: tuple[str, ...] = (), app: Callable[[str], bool] | None =
 
     roots: list[str] = []
     for pkg in (d.package for d in DISTS):
-        spec = importlib.util.find_spec(pkg)
-        for loc in spec.submodule_search_locations or ():
+        for loc in _spec(pkg).submodule_search_locations or ():
             roots.append(os.path.join(loc, ""))
-    here = os.path.dirname(os.path.abspath(importlib.util.find_spec("sample_app").origin))
+    origin = _spec("sample_app").origin
+    assert origin is not None  # a regular package: its __init__.py
+    here = os.path.dirname(os.path.abspath(origin))
     roots.append(os.path.join(here, ""))
     roots.extend(extra)
     stdlib = sysconfig.get_paths()["stdlib"]

@@ -27,13 +27,19 @@ import select
 import sys
 import threading
 import time
+from contextlib import AbstractContextManager
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from . import catalog
 from .installed import FlaskSecrets
 from .model import DispelError
 from .record import NullRecorder
+
+if TYPE_CHECKING:
+    from .normalize import RawCall
 
 SETTLE_POLL = 0.005
 # Redis numbers its connections in the order they come: the id in a RESP3 HELLO reply.
@@ -75,12 +81,12 @@ class _Child:
             importlib.import_module(lib)
         self.traced = traced
         self.recorder = recorder_for(scenarios.wanted_code(extra)) if traced else NullRecorder()
-        self.steps: dict[str, object] = {}
-        self.module = None
+        self.steps: dict[str, AbstractContextManager[object]] = {}
+        self.module: ModuleType | None = None
         self.errors: list[BaseException] = []
         self.thread: threading.Thread | None = None
         self.server = None
-        self.recorded = None
+        self.recorded: tuple[list[RawCall], dict] | None = None
         self.secrets = FlaskSecrets()
         self.redact = redact  # --redact=REGEX: traced values matching one become <redacted>
 
@@ -95,13 +101,13 @@ class _Child:
             self.secrets.install()
         self.recorder.start()
         with self.recorder.mark("import"):
-            self.module = importlib.import_module(self.module_name)
+            self.module = module = importlib.import_module(self.module_name)
         if self.kind != "server":
             return
 
         def serve() -> None:
             try:
-                self.module.main(self.port, self.queue)
+                module.main(self.port, self.queue)
             except BaseException as exc:  # noqa: BLE001 - reported to the parent
                 self.errors.append(exc)
 
@@ -119,6 +125,11 @@ class _Child:
                 raise DispelError(f"the app failed to start: {type(exc).__name__}: {exc}")
             self.server = self.scenarios._find_server(self.port)
 
+    def _module(self) -> ModuleType:
+        if self.module is None:
+            raise DispelError(f"{self.role} has not imported its module: start it first")
+        return self.module
+
     def begin(self, step: str) -> None:
         mark = self.recorder.mark(step)
         mark.__enter__()
@@ -127,7 +138,7 @@ class _Child:
     def run(self, step: str) -> None:
         if self.kind != "emitter":
             raise DispelError(f"{self.role} is a server: it runs no step of its own")
-        self.module.main(self.queue)
+        self._module().main(self.queue)
 
     def settle(self, step: str, connected: int, timeout: float) -> None:
         if self.kind != "server":
@@ -138,7 +149,7 @@ class _Child:
     def end(self, step: str, timeout: float) -> None:
         if self.kind == "server":
             with self.recorder.pause():
-                manager = self.module.socketio.server.manager
+                manager = self._module().socketio.server.manager
                 seen = [0]
 
                 def idle() -> bool:
