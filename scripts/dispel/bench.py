@@ -26,7 +26,7 @@ from .installed import PYTHON_VERSION
 from .model import DispelError
 from .project import Project
 from .cores import available_cores, core_missing, recorder_for
-from .record import NullRecorder
+from .record import NullRecorder, Tracer
 
 # Anchors: no tracing; a global sys.settrace function that returns None (the floor of
 # any settrace recorder); VizTracer (a C profiler that logs every call with a timestamp,
@@ -48,7 +48,7 @@ class EmptySettrace(NullRecorder):
 
     def stop(self) -> None:
         sys.settrace(None)
-        threading.settrace(None)  # type: ignore[arg-type]
+        threading.settrace(None)
 
     def pause(self):
         return _SettraceOff(self._nothing)
@@ -93,7 +93,7 @@ def missing(mode: str) -> str:
 def run_once(mode: str, timeout: float = 120.0) -> dict:
     """One run of the bench scenario in this interpreter under ``mode``: its figures."""
     if mode.startswith("core:"):
-        recorder = recorder_for(scenarios.wanted_code(), mode[5:])
+        recorder: Tracer = recorder_for(scenarios.wanted_code(), mode[5:])
     else:
         recorder = {"untraced": NullRecorder, "empty-settrace": EmptySettrace, "viztracer": VizTracerAnchor}[mode]()
     port = scenarios.free_port()
@@ -165,8 +165,8 @@ def bench_queue(reps: int, say: Callable[[str], None] = print) -> None:
             with tempfile.TemporaryDirectory(prefix="dispel-bench-queue-") as tmp:
                 timings: dict[str, float] = {}
                 processes.run(sc, Path(tmp), 120, timings, traced=mode == "traced")
-                steps = sum(v for k, v in timings.items() if k not in processes.PHASES)
-                mode_runs.append((timings["total"], steps))
+                step_time = sum(v for k, v in timings.items() if k not in processes.PHASES)
+                mode_runs.append((timings["total"], step_time))
                 phases[mode].append((timings["start"], timings["finish"]))
         say(f"  queue rep {rep + 1}: " + ", ".join(f"{m} {runs[m][-1][0]:.2f}s (steps {runs[m][-1][1]:.2f}s)" for m in runs))
     total = {m: statistics.median(t for t, _ in r) for m, r in runs.items()}

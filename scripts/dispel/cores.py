@@ -10,7 +10,7 @@ from collections.abc import Callable
 from .model import DispelError
 from .record import CRecorder, SettraceRecorder, _Recorder
 
-CORES: dict[str, type] = {"py": SettraceRecorder, "c": CRecorder}
+CORES: dict[str, type[_Recorder]] = {"py": SettraceRecorder, "c": CRecorder}
 
 
 def c_core_missing() -> str:
@@ -65,7 +65,7 @@ def recorder_for(want: Callable[[CodeType], bool], core: str | None = None) -> _
     return CORES[name](want)
 
 
-if hasattr(sys, "monitoring"):
+if sys.version_info >= (3, 12) and hasattr(sys, "monitoring"):  # (the version check tells a type checker)
     from .record_sysmon import CSysmonRecorder, SysmonRecorder  # only where sys.monitoring exists
 
     # sysmon: its callbacks in C when the extension is built; sysmon-py: always in Python

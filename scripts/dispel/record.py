@@ -12,7 +12,7 @@ from array import array
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 from collections.abc import Callable
 
 SIZED = frozenset({list, tuple, dict, set})
@@ -286,14 +286,14 @@ class _Recorder:
 
     def __init__(self, want: Callable[[CodeType], bool]) -> None:
         self._want = want
-        self._raw = RawTrace(names=_Decisions(self._decide), core=self.core)
-        self._decisions = self._raw.names
-        self._states: dict[int, object] = {}
+        self._decisions = _Decisions(self._decide)
+        self._raw = RawTrace(names=self._decisions, core=self.core)
+        self._states: dict[int, Any] = {}  # thread ident -> its state, of the core's own kind
         self._pending_threads: dict[int, int] = {}  # id(Thread) -> row of its start()
         self._serials = 0
         self.probe_codes: dict[CodeType, str] = self._raw.probe_codes
         self._active = False
-        self._saved_socket: dict[str, Callable] = {}
+        self._saved_socket: dict[str, Callable | None] = {}
         self._thread_start_code = threading.Thread.start.__code__
         self._notify_code = threading.Condition.notify.__code__
         self._wait_code = threading.Condition.wait.__code__
@@ -320,7 +320,7 @@ class _Recorder:
     def stop(self) -> None:
         self._active = False
         self._untrace_thread()
-        threading.settrace(None)  # type: ignore[arg-type]
+        threading.settrace(None)
         self._remove_probes()
         self._end()
 
@@ -414,7 +414,7 @@ class _Recorder:
     def _disable(self, exc: BaseException) -> None:
         self._active = False
         self._untrace_thread()
-        threading.settrace(None)  # type: ignore[arg-type]
+        threading.settrace(None)
         self._raw.errors.append(f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------ a core's part
@@ -449,8 +449,10 @@ class SettraceRecorder(_Recorder):
         sys.settrace(None)
 
     def _first_call(self, state: _ThreadState, frame: FrameType, event: str, arg: object):
-        sys.settrace(state.trace)
-        return state.trace(frame, event, arg)
+        trace = state.trace
+        assert trace is not None  # set by _new_state
+        sys.settrace(trace)
+        return trace(frame, event, arg)
 
     def _silence(self) -> dict:
         # A thread still running keeps its trace function: it now wants no code, and the
@@ -670,7 +672,7 @@ def c_core(recorder: _Recorder):
     raw = recorder._raw
     turns = recorder._turns
     core = _ctracer.Core(
-        raw.names, raw.names.__missing__, raw.codes, raw.values, raw.ret_values, MISSING, RAISED,
+        raw.names, recorder._decisions.__missing__, raw.codes, raw.values, raw.ret_values, MISSING, RAISED,
         recorder._thread_start_code, recorder._notify_code, recorder._wait_code,
         recorder._started, turns.notified, turns.woken, recorder._disable,
     )

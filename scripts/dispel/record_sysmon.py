@@ -23,6 +23,9 @@ from types import CodeType
 
 from .record import MISSING, RAISED, SIZED, _Recorder, c_core, c_rows
 
+# Imported only where sys.monitoring exists (cores.py): a type checker set for 3.11 reads no further.
+assert sys.version_info >= (3, 12)
+
 TOOL = 2  # sys.monitoring.PROFILER_ID (coverage.py takes COVERAGE_ID, 1)
 
 
