@@ -710,7 +710,7 @@ def _diff_events(old: Mapping[str, object], new: Mapping[str, object]) -> list[s
 
 
 def environment_reasons(
-    traces: Mapping[str, tuple[str, Sequence[tuple[str, str]]]], python: str, installed: Mapping[str, str]
+    traces: Mapping[str, tuple[str, Sequence[tuple[str, str]]]], python: str, installed: Mapping[str, str | None]
 ) -> list[str]:
     """Why a regeneration can differ: traces recorded on another Python or other library versions.
 

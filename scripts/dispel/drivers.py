@@ -6,10 +6,14 @@ import socket
 import subprocess
 import sys
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 from .catalog import Scenario, client_names
 from .model import DispelError
 from .pacer import PacerProcess
+
+if TYPE_CHECKING:
+    from .browser import BrowserClient
 
 
 def free_ports(n: int = 1) -> list[int]:
@@ -84,7 +88,7 @@ class ClientStarter:
         elif port is not None:
             self.ready = [ClientProcess(port, sc.pace) for _ in client_names(sc)]
 
-    def __call__(self, port: int) -> object:
+    def __call__(self, port: int) -> ClientProcess | BrowserClient:
         if self.sc.client == "browser":
             from .browser import BrowserClient
 

@@ -124,9 +124,10 @@ def report_handin(root: Path, project: Project) -> Built:
     when = datetime.fromtimestamp(int(stat.st_mtime), UTC).isoformat()
     source = f"when its trace file traces/{name}.json was written: the trace carries no date"
     made = handin.Made(tuple(versions), python, when, source, REPORT_COMMAND)
-    title = f"{sf.title or sf.app.target}: the hand-in"
+    spec = scenario_file.app_spec(sf)
+    title = f"{sf.title or spec.target}: the hand-in"
     intro = (
-        f"How the app {render.inline_code(sf.app.target)} and the libraries under it do what they do, from the app's own "
+        f"How the app {render.inline_code(spec.target)} and the libraries under it do what they do, from the app's own "
         "code down to the socket, traced by dispel while the scenario's clients talked to it. Every library link below "
         "points at the exact line that ran, at the commit its installed release was built from, and "
         "`dispel check --root REPORT --handin DIR` proves each one."
@@ -151,10 +152,10 @@ def true_shorts(chain: Chain, texts: dict[str, str], lines) -> dict[str, str]:
         if drop is None:
             shorts = {k[len(annotations.SHORT_MARK):]: v for k, v in texts.items() if k.startswith(annotations.SHORT_MARK)}
             found = prose.check_page(chain.journey, handin.short_page(chain, shorts), chain, lines) if shorts else []
-            hop = chain.hops[found[0].hop - 1] if found and found[0].hop else None
-            if hop is None:
+            untrue = chain.hops[found[0].hop - 1] if found and found[0].hop else None
+            if untrue is None:
                 return texts
-            chosen = annotations.select(shorts, hop.func.key, chain.journey, hop.line)
+            chosen = annotations.select(shorts, untrue.func.key, chain.journey, untrue.line)
             if chosen is None:
                 return texts
             drop = chosen[0]

@@ -11,7 +11,7 @@ import platform
 import re
 import sys
 import sysconfig
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 from importlib.machinery import SourceFileLoader
 from pathlib import Path
@@ -20,7 +20,7 @@ from types import CodeType
 from . import licenses, pins
 from .catalog import DIST_NAMES
 from .forges import repo_url
-from .model import PYTHON, Chain, DispelError, Func, Lock, Pin, Source, normalize_dist
+from .model import PYTHON, Chain, DispelError, Func, Lock, Pin, Source, TraceFile, normalize_dist
 from .project import HERE, SCRIPTS, read_text
 from .tracefile import Root, def_line, locate
 from typing import Self
@@ -296,7 +296,7 @@ def hop_sources(chains: Iterable[Chain], app_root: Path | None = None) -> dict[S
     return out
 
 
-def source_lines(traces: dict, app_root: Path | None = None) -> dict:
+def source_lines(traces: Mapping[str, TraceFile], app_root: Path | None = None) -> dict[Source, list[str]]:
     """Source -> lines of the installed file, for every function a trace saw (for line texts)."""
     out = {}
     for trace in traces.values():

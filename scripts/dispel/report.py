@@ -252,9 +252,10 @@ def _reading_guide(project_index: str) -> str:
 def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Sequence[derive.Derived], built: Mapping[str, Chain],
                  skipped: Sequence[str], missing: Sequence[str], guide: str, trace: TraceFile | None = None,
                  running: Sequence[tuple[str, str]] = ()) -> str:
-    title = sf.title or f"{sf.app.target}, traced"
+    app = scenario_file.app_spec(sf)
+    title = sf.title or f"{app.target}, traced"
     out = [render.generated_header(COMMAND), f"# {render.md_text(title)}\n",
-           (f"dispel ran {render.inline_code(sf.app.target)} under its tracer while the clients of the scenario file "
+           (f"dispel ran {render.inline_code(app.target)} under its tracer while the clients of the scenario file "
            f"{render.inline_code(sf.source)} talked to it, and derived one chain of calls per journey from the trace: "
            "from the socket or the app's own line to the library code that did the work. The app's source as it ran "
            "is [on its own page](sample_app.md).\n"),
@@ -401,7 +402,8 @@ def rerender(out: Path, project: Project, git_dirs: Iterable[str] = (), site: bo
     return Report(out, *done[:3])
 
 
-def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFile, root: Path | None, git_dirs: Iterable[str], site: bool):
+def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFile, root: Path | None, git_dirs: Iterable[str], site: bool
+           ) -> tuple[tuple[tuple[str, int, int], ...], tuple[str, ...], tuple[str, ...], dict[str, Chain]]:
     """Everything after the recording, into ``rp`` (a temporary folder): chains, pins, pages, site.
     Returns (journeys, skipped, unannotated) for a Report."""
     sf = scenario_file.parse(text, source)
@@ -436,12 +438,12 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     app_files = sorted({(f.source.path, (root / f.source.path).read_text(encoding="utf-8")) for f in trace.funcs.values()
                         if f.source.dist == derive.APP_DIST and root is not None})
     files[rp.docs / "sample_app.md"] = render.render_sample_app(
-        app_files, "The app's source", f"The app {render.inline_code(sf.app.target)} that the journeys trace, exactly as it ran.", COMMAND)
+        app_files, "The app's source", f"The app {render.inline_code(scenario_file.app_spec(sf).target)} that the journeys trace, exactly as it ran.", COMMAND)
     files[rp.docs / "licensing.md"] = header + render.render_licensing(license_rows(built.values(), lock)).split("\n", 1)[1]
     guide = _reading_guide(read_text(project.docs / "index.md", "the project's index page"))
     files[rp.docs / "index.md"] = render_index(sf, text, derived, built, skipped, missing, guide, trace, unfinished(trace)) + "\n" + versions_section(lock)
     files[rp.docs / "stylesheets" / "dispel.css"] = read_text(project.docs / "stylesheets" / "dispel.css", "the site's stylesheet")
-    files[tmp / "mkdocs.yml"] = mkdocs_config(read_text(project.root / "mkdocs.yml", "mkdocs.yml"), sf.title or sf.app.target, list(built))
+    files[tmp / "mkdocs.yml"] = mkdocs_config(read_text(project.root / "mkdocs.yml", "mkdocs.yml"), sf.title or scenario_file.app_spec(sf).target, list(built))
     files.update({tmp / APP_FOLDER / path: body for path, body in app_files})
     files[tmp / SCENARIO_COPY] = text
     files[tmp / MARKER] = "A report built by `dispel report`; it may replace this folder.\n"

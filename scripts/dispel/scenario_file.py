@@ -723,7 +723,13 @@ def parse(text: str, source: str = "scenario.toml") -> ScenarioFile:
 
 def one_app(sf: ScenarioFile) -> ScenarioFile:
     """``sf`` if it has one app to serve; a file of several processes is recorded by `dispel record NAME`."""
+    app_spec(sf)
+    return sf
+
+
+def app_spec(sf: ScenarioFile) -> AppSpec:
+    """The one app ``sf`` serves (ScenarioError, as one_app, for a file of several processes)."""
     if sf.app is None:
         raise ScenarioError(f"{sf.source}: [processes]: a file of several processes is not run on its own yet; "
                             "it is recorded as a catalogued scenario (`dispel record queue`)")
-    return sf
+    return sf.app

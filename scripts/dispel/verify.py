@@ -88,16 +88,16 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
         )
     elif rerecord:
         clock = time.perf_counter()
-        names, why = rerecordable()
-        result.notes += [why] if why else []
+        names, left_out = rerecordable()
+        result.notes += [left_out] if left_out else []
         missing = processes.redis_missing()
         if missing:
             result.notes.append(f"the scenarios of several processes are not re-recorded: {missing}")
         else:
             names += catalog.DEFAULT_PROCESS_SCENARIOS
-        failures, notes = check_rerecord(project, names=names)
+        failures, rerecord_notes = check_rerecord(project, names=names)
         result.failures += failures
-        result.notes += notes
+        result.notes += rerecord_notes
         result.timings["re-record"] = time.perf_counter() - clock
     if lock is None:
         result.notes.append(f"no lock at {project.lock}: permalinks cannot be checked")
@@ -202,7 +202,7 @@ def online_contents(links: list, lock: Lock, fetcher: fetch.Fetcher, raw_base: s
     for link in links:
         sl = parse_source_url(link.target)
         found = check_core.lock_file(lock, sl.repo, sl.ref, sl.path) if sl else None
-        if isinstance(found, tuple):
+        if sl and isinstance(found, tuple):
             pin_, fpin = found
             urls[(pin_.dist, fpin.installed)] = raw_url(raw_base, pin_.repo, sl.ref, fpin.path)
     got = fetch_all(fetcher, urls.values(), raw_base)
@@ -320,7 +320,8 @@ def check_rerecord(project: Project, timeout: float = 120.0, names: Iterable[str
     a differing recording is kept. A scenario that differs is recorded once more, alone: on
     a loaded machine the recordings side by side can reach a race the scenario does not
     pin down, and that is said as a note when the second recording matches. (problems, notes)."""
-    problems, notes = [], []
+    problems: list[str] = []
+    notes: list[str] = []
     keep = Path(tempfile.mkdtemp(prefix="dispel-rerecord-"))
     names = list(catalog.DEFAULT_SCENARIOS if names is None else names)
     runs = record_in_new_interpreters(project, names, keep, timeout, capture=True)
