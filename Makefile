@@ -12,17 +12,17 @@ STAMP   := $(VENV)/.installed-$(PYWHICH)
 .PHONY: site test test-fast lint serve record chains pin render regen check check-online bench clean handin
 
 # The pinned environment: every package at the exact version of requirements.lock.
-$(STAMP): requirements.lock pyproject.toml scripts/dispel/_ctracer.c
+$(STAMP): requirements.lock pyproject.toml scripts/dispel/record/_ctracer.c
 	# a venv of another interpreter (or from before the stamp named one) is made anew
 	if ! test -x $(BIN)/python || [ "$$($(BIN)/python -c 'import sys; print(sys.implementation.cache_tag + "-" + ".".join(map(str, sys.version_info[:3])))' 2>/dev/null)" != "$(PYWHICH)" ]; then rm -rf $(VENV) && $(PY) -m venv $(VENV); fi
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	# the C core is rebuilt from its source, never kept from an earlier build that now fails
-	rm -f scripts/dispel/_ctracer*.so
+	rm -f scripts/dispel/record/_ctracer*.so
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	# bytecode for dispel's own modules too (pip compiled the others): every dispel process
 	# would otherwise compile them again where PYTHONDONTWRITEBYTECODE is set
 	$(BIN)/python -m compileall -q scripts/dispel scripts/sample_app
-	$(BIN)/python -c "from dispel.cores import c_core_missing as m; m() and print('note: ' + m() + ' (it needs gcc and the Python headers); the Python cores record instead')"
+	$(BIN)/python -c "from dispel.record.cores import c_core_missing as m; m() and print('note: ' + m() + ' (it needs gcc and the Python headers); the Python cores record instead')"
 	if command -v npm >/dev/null; then npm ci --prefix scripts/sample_app --no-audit --no-fund --silent; else echo "note: npm not found, skipping scripts/sample_app's JavaScript client (the browser scenario needs it)"; fi
 	touch $(STAMP)
 

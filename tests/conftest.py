@@ -21,10 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from dispel import browser, stages
-from dispel.cores import recorder_for
-from dispel.installed import PYTHON_VERSION
-from dispel.tracefile import Root
+from dispel.run import browser
+from dispel import stages
+from dispel.record.cores import recorder_for
+from dispel.pins.installed import PYTHON_VERSION
+from dispel.tracefiles.codec import Root
 from programs import threads as prog
 
 GOLD = Path(__file__).parent / "gold"

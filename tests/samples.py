@@ -14,7 +14,7 @@ from dispel.model import (
     WireField,
     WireLayer,
 )
-from dispel.render import HopLinks
+from dispel.render.pages import HopLinks
 
 PAYLOAD = '<b>hi</b> & "quotes"'
 SHA = "0123456789abcdef0123456789abcdef01234567"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from dispel import annotations as ann
+from dispel.render import annotation_files as ann
 from dispel.model import DispelError
 from samples import EMIT, EXCERPTS, HOPS, SIO
 
@@ -134,7 +134,7 @@ def test_key_true_marks_a_function_key_for_render():
     assert parsed["pkg.mod:f"].key_hop and not parsed["pkg.mod:g"].key_hop
     texts = ann.texts(parsed)
     assert texts["key:pkg.mod:f"] == "" and "key:pkg.mod:g" not in texts
-    from dispel import render
+    from dispel.render import pages as render
 
     assert render.marked_key(texts) == {"pkg.mod:f"}
     with pytest.raises(DispelError, match="key must be true or false"):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import dispel
 import pytest
-from dispel import scenarios
-from dispel.tracefile import locate
+from dispel.run import runner as scenarios
+from dispel.tracefiles.codec import locate
 
 
 def touch(path: Path, text: str = "") -> str:
@@ -73,7 +73,7 @@ plain = Flask("plain")
 
 def test_a_factory_returning_the_flask_app_gives_its_socketio(tmp_path, monkeypatch):
     from dispel.model import DispelError
-    from dispel.scenario_file import AppSpec
+    from dispel.run.scenario_file import AppSpec
 
     (tmp_path / "factory_app.py").write_text(FACTORY_APP)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 from conftest import MODULE, RepoServer, commit_files, git, make_repo
-from dispel import audit, cli, tracefile
+from dispel.review import audit
+from dispel import cli
+from dispel.tracefiles import codec as tracefile
 from dispel.model import Chain, Func, Hop, Source
 
 # The next release moved Server.emit down by three lines and replaced encode() by send().

@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from dispel import browser, catalog, chains, check, finders
-from dispel.chains import TraceGraph, mentions
-from dispel.tracefile import trace_from_json
+from dispel.run import browser
+from dispel import catalog
+from dispel.chains import build as chains, finders
+from dispel.check import links as check
+from dispel.chains.build import TraceGraph, mentions
+from dispel.tracefiles.codec import trace_from_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_JS = ROOT / "scripts" / "sample_app" / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
@@ -30,8 +33,8 @@ pytestmark = pytest.mark.browser
 
 
 def chromium_pids() -> set[str]:
-    """Chromium's processes, and dispel.pacer's (the proxy the browser talks through)."""
-    proc = subprocess.run(["pgrep", "-f", "chromium|dispel.pacer"], capture_output=True, text=True)
+    """Chromium's processes, and dispel.run.pacer's (the proxy the browser talks through)."""
+    proc = subprocess.run(["pgrep", "-f", "chromium|dispel.run.pacer"], capture_output=True, text=True)
     return set(proc.stdout.split())
 
 
@@ -249,7 +252,7 @@ def test_the_served_js_client_has_no_etag():
 def test_a_browser_launched_ahead_and_never_taken_is_stopped():
     # record_scenario starts the browser beside the app's import; when the scenario fails
     # before its first step, nothing takes it, and closing the starter must end it
-    from dispel.drivers import ClientStarter
+    from dispel.run.launchers import ClientStarter
 
     if not (browser.CHROMIUM.is_file() and browser.CHROMEDRIVER.is_file()):
         pytest.skip(f"no {browser.CHROMIUM} / {browser.CHROMEDRIVER}: apt-get install chromium chromium-driver")

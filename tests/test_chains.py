@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 from conftest import trace_of
-from dispel import catalog, chains, finders, installed
+from dispel import catalog
+from dispel.chains import build as chains, finders
+from dispel.pins import installed
 from dispel.model import (
     EDGE_CALL,
     EDGE_DATA,
@@ -18,13 +20,8 @@ from dispel.model import (
     EDGE_WAKE,
     DispelError,
 )
-from dispel.tracefile import (
-    chain_from_dict,
-    chain_to_dict,
-    trace_from_json,
-    trace_to_json,
-)
-from dispel.values import value_text_to_python
+from dispel.tracefiles.codec import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json
+from dispel.tracefiles.values import value_text_to_python
 from programs import threads as prog
 from programs import values as pv
 

@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dispel import check, cli, stages, verify
+from dispel.check import links as check, stage as verify
+from dispel import cli, stages
 from dispel.project import Project
 
 ROOT = Project().root
@@ -266,7 +267,7 @@ def test_a_browser_update_with_another_difference_still_names_that_field():
 
 
 def test_the_browser_identity_is_a_placeholder_in_values():
-    from dispel.values import BROWSER_IDENTITY, Normalizer
+    from dispel.tracefiles.values import BROWSER_IDENTITY, Normalizer
 
     n = Normalizer(None, {}, patterns=BROWSER_IDENTITY)
     headers = ('sec-ch-ua: "Not:A-Brand";v="8", "Chromium";v="156"\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) '
@@ -285,7 +286,7 @@ def test_the_browser_identity_is_a_placeholder_in_values():
 def test_traces_of_another_python_leave_only_the_standard_library_unproven(project, capsys):
     """As if the committed traces had been recorded on another Python: everything but the
     standard-library links (and what quotes that library) is proven, and one line says so."""
-    from dispel.installed import PYTHON_VERSION
+    from dispel.pins.installed import PYTHON_VERSION
 
     other = "3.11.6" if PYTHON_VERSION != "3.11.6" else "3.11.5"
     paths = [*(project / "traces").glob("*.json"), *(project / "traces" / "chains").glob("*.json")]

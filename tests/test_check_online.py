@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from conftest import MODULE, RepoServer, commit_files, git, make_repo
-from dispel import check, fetch, stages, verify
-from dispel.forges import raw_url
+from dispel.check import links as check, fetch, stage as verify
+from dispel import stages
+from dispel.pins.forges import raw_url
 from dispel.model import Chain, DispelError, FilePin, Func, Hop, Lock, Pin, Source
-from dispel.pins import blob_sha
+from dispel.pins.pinning import blob_sha
 
 
 @pytest.fixture

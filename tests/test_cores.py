@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel import check, verify
-from dispel.cores import available_cores
+from dispel.check import links as check, stage as verify
+from dispel.record.cores import available_cores
 from dispel.project import Project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def test_without_a_compiler_the_install_builds_and_the_python_core_records(tmp_p
     assert "_ctracer" not in subprocess.run([sys.executable, "-m", "zipfile", "-l", str(wheel)], capture_output=True, text=True).stdout
 
     # This checkout without its C core: the import fails as it does when it was never built.
-    blocked = "import sys; sys.modules['dispel._ctracer'] = None; from dispel.cli import main; sys.exit(main())"
+    blocked = "import sys; sys.modules['dispel.record._ctracer'] = None; from dispel.cli import main; sys.exit(main())"
     env = {k: v for k, v in os.environ.items() if k != "DISPEL_CORE"}
     proc = subprocess.run([sys.executable, "-c", blocked, "record", "chat", "--out", str(tmp_path)],
                           cwd=ROOT, env=env, capture_output=True, text=True)
@@ -103,8 +103,8 @@ def test_every_core_cuts_a_task_that_never_ends_alike(tmp_path):
 def journeys_of(text: str, app: Path) -> dict[str, list[tuple]]:
     """The report's journeys of a trace: per journey, each hop's function, line, thread and edge."""
     from dispel import report
-    from dispel.installed import source_lines
-    from dispel.tracefile import trace_from_json
+    from dispel.pins.installed import source_lines
+    from dispel.tracefiles.codec import trace_from_json
 
     trace = trace_from_json(text, "forever.json")
     _, built, _ = report.build_chains(trace, source_lines({trace.scenario: trace}, app))

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from dispel import chains, derive, installed
-from dispel.tracefile import chain_from_dict, trace_from_json
+from dispel.chains import build as chains, derive
+from dispel.pins import installed
+from dispel.tracefiles.codec import chain_from_dict, trace_from_json
 
 ROOT = Path(__file__).resolve().parents[1]
 # derived journey -> the catalogue's journey it must equal, per scenario
@@ -53,7 +54,7 @@ def test_slug(kind, event, namespace, name):
 
 
 def test_generated_texts_for_the_apps_hops(traces):
-    from dispel import app_notes
+    from dispel.render import app_notes
 
     trace = traces["chat"]
     lines = installed.source_lines({"chat": trace})

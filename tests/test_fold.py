@@ -10,7 +10,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from dispel import fold, render
+from dispel.chains import fold
+from dispel.render import pages as render
 from dispel.model import (
     EDGE_CALL,
     EDGE_ENTRY,
@@ -22,7 +23,7 @@ from dispel.model import (
     Join,
     Source,
 )
-from dispel.tracefile import chain_from_dict
+from dispel.tracefiles.codec import chain_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 JOURNEYS = sorted(p.stem for p in (ROOT / "traces" / "chains").glob("*.json"))
@@ -130,7 +131,7 @@ def test_folded_blocks_render_as_collapsible_notes():
 
 @pytest.mark.parametrize("journey", JOURNEYS)
 def test_every_hop_keeps_its_linked_executed_line(chains, journey):
-    from dispel import check
+    from dispel.check import links as check
 
     page = (ROOT / "docs" / "chains" / f"{journey}.md").read_text()
     linked = {link.hop for link in check.page_links(f"chains/{journey}.md", page) if link.role == "line"}

@@ -1,4 +1,4 @@
-"""dispel.gitinfo against real git repositories built under tmp_path (no network).
+"""dispel.pins.gitinfo against real git repositories built under tmp_path (no network).
 
 The helpers ``git``, ``make_repo`` and ``hash_object`` live in conftest.py.
 Expected values always come from git itself, never from the code under test.
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import git, hash_object, make_repo
-from dispel import gitinfo
+from dispel.pins import gitinfo
 from dispel.model import DispelError
 
 

@@ -17,7 +17,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from dispel import browser, handin, handin_build, render
+from dispel.run import browser
+from dispel.handin import document as handin, build as handin_build
+from dispel.render import pages as render
 from dispel.project import Project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,7 +174,7 @@ def _sample_handin(texts: dict[str, str]) -> str:
 def test_a_short_sentence_stands_for_the_full_text_in_the_hand_in_only():
     from samples import ANNOTATIONS, EMIT, EXCERPTS, HOP_LINKS
 
-    from dispel.annotations import parse_annotations, texts as texts_of_notes
+    from dispel.render.annotation_files import parse_annotations, texts as texts_of_notes
 
     notes = parse_annotations(
         "socketio.server:Server.emit:\n  short: Encodes the packet once, on {{thread}}.\n  text: |\n    Encodes the packet; see `Server._encode`.\n",
@@ -195,7 +197,7 @@ def test_a_short_sentence_is_read_by_the_prose_rules():
 
 
 def test_a_short_sentence_must_be_one_and_not_on_a_summary():
-    from dispel.annotations import parse_annotations
+    from dispel.render.annotation_files import parse_annotations
     from dispel.model import DispelError
 
     with pytest.raises(DispelError, match="short must be one sentence"):

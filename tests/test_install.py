@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 from dispel.catalog import DIST_NAMES
-from dispel.installed import distributions
+from dispel.pins.installed import distributions
 from dispel.model import Lock, Pin
-from dispel.pins import lock_from_json, lock_to_json
+from dispel.pins.pinning import lock_from_json, lock_to_json
 from dispel.project import Project, dump_json
 from dispel.report import committed_lock, report_dists
-from dispel.tracefile import chain_from_dict
+from dispel.tracefiles.codec import chain_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "tests" / "programs" / "apps"
@@ -113,7 +113,7 @@ def test_install_adds_packages_only(oldest_venv):
 @pytest.mark.slow
 def test_missing_extra_is_named_in_one_line(oldest_venv):
     venv = oldest_venv[0]
-    proc = run([venv / "bin" / "python", "-c", "from dispel.browser import selenium_missing; print(selenium_missing())"], cwd=APPS)
+    proc = run([venv / "bin" / "python", "-c", "from dispel.run.browser import selenium_missing; print(selenium_missing())"], cwd=APPS)
     assert proc.stdout.strip().count("\n") == 0 and "pip install 'dispel[browser]'" in proc.stdout, proc.stderr
 
 

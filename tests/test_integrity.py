@@ -1,4 +1,4 @@
-"""Each chain is one story (dispel.integrity): the committed chains pass; a spliced chain, a hop
+"""Each chain is one story (dispel.check.integrity): the committed chains pass; a spliced chain, a hop
 reached by an edge the trace did not record, and a wire value from another message fail, each
 with one line naming the journey and the hop; `dispel check` says the same line."""
 from __future__ import annotations
@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from dispel import chains, cli, integrity, verify
+from dispel.chains import build as chains
+from dispel import cli
+from dispel.check import integrity, stage as verify
 from dispel.model import EDGE_CALL, EDGE_WAKE, WireLayer
 from dispel.project import Project
 from dispel.stages import chain_files, load_chains, load_traces

@@ -7,23 +7,72 @@ import re
 from pathlib import Path
 
 import pytest
-from dispel import catalog, chains, cli, finders, render
+from dispel import catalog, cli
+from dispel.chains import build as chains, finders
+from dispel.render import pages as render
 from dispel.project import Project
 
 PACKAGE = Path(cli.__file__).parent
 
 
-def imports(path: Path) -> set[str]:
-    """The dispel modules a module imports, anywhere in it (lazy imports count too)."""
+def module_name(path: Path) -> str:
+    """A module's dotted name under dispel: ``chains.build``, ``cli``; a package is its ``__init__``."""
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package, in every subpackage, by dotted name."""
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py")) if "_project" not in p.parts}
+
+
+def resolve(importer: str, node: ast.ImportFrom, known: set[str]) -> set[str]:
+    """The dispel modules one ``from`` statement imports, its relative level resolved at any depth
+    (``from ..chains import build`` in ``render.pages`` -> ``chains.build``); absolute ``dispel.``
+    imports count too. A name that is not a module is its package's (``from ..model import Chain``)."""
+    if node.level:
+        base = importer.split(".")[: -node.level]
+        parts = base + (node.module.split(".") if node.module else [])
+    elif node.module and (node.module == "dispel" or node.module.startswith("dispel.")):
+        parts = node.module.split(".")[1:]
+    else:
+        return set()
     found = set()
+    for alias in node.names:
+        dotted = ".".join(parts + [alias.name])
+        if dotted in known:
+            found.add(dotted)
+        elif ".".join(parts) in known:
+            found.add(".".join(parts))
+        elif ".".join(parts + ["__init__"]) in known:
+            found.add(".".join(parts + ["__init__"]))
+    return found
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The dispel modules a module imports, anywhere in it (lazy imports count too)."""
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        if isinstance(node, ast.ImportFrom):
+            found |= resolve(name, node, known)
     return found
 
 
 def graph() -> dict[str, set[str]]:
-    return {p.stem: imports(p) for p in PACKAGE.glob("*.py")}
+    mods = modules()
+    return {name: imports(name, path, set(mods)) for name, path in mods.items()}
+
+
+def test_the_walk_sees_every_module_and_resolves_every_import():
+    """The layout tests see every file of every subpackage, and every relative import resolves to one of them."""
+    mods = modules()
+    on_disk = {p for p in PACKAGE.rglob("*.py") if "_project" not in p.parts}
+    assert set(mods.values()) == on_disk
+    assert any("." in name for name in mods), "no subpackage seen"
+    known = set(mods)
+    for name, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert resolve(name, node, known), f"{name}: from {'.' * node.level}{node.module or ''} resolves to no module"
 
 
 def cycle(g: dict[str, set[str]]) -> list[str] | None:
@@ -96,8 +145,8 @@ def test_every_journey_has_a_finder_a_page_a_chain_file_and_a_title():
 
 def test_nothing_else_lists_the_journeys_or_the_traced_packages():
     """The catalogue is the one list: no other module spells out the journey names or the traced packages."""
-    for path in PACKAGE.glob("*.py"):
-        if path.stem == "catalog":
+    for name, path in modules().items():
+        if name == "catalog":
             continue
         text = path.read_text(encoding="utf-8")
         assert '"upgrade-python"' not in text, f"{path.name} lists journeys"

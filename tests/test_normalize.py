@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from dispel.normalize import (
+from dispel.tracefiles.normalize import (
     Arg,
     CallTree,
     IdentityTokens,
@@ -13,7 +13,7 @@ from dispel.normalize import (
     thread_role,
     wakeups,
 )
-from dispel.values import Normalizer
+from dispel.tracefiles.values import Normalizer
 
 
 def call(row, func, parent=-1, serial=0, line=1, args=(), ret=None):
@@ -135,7 +135,7 @@ def test_qualname_counts_read_the_current_source_whether_or_not_its_bytecode_is_
     import py_compile
     import time
 
-    from dispel.installed import qualname_counts
+    from dispel.pins.installed import qualname_counts
 
     path = tmp_path / "mod.py"
     one = "def f():\n    pass\n\nclass C:\n    def m(self):\n        pass\n"
@@ -154,7 +154,7 @@ def test_line_at_finds_the_line_of_every_instruction_offset():
     import json.decoder
     import types
 
-    from dispel.record import line_at
+    from dispel.record.recorder import line_at
 
     def by_scan(code, offset):
         return next((ln for start, end, ln in code.co_lines() if ln is not None and start <= offset < end), 0)

@@ -1,7 +1,7 @@
 """`dispel report` on tests/programs/apps/one_reply.py, an app that sends every answer as the same
 event: one journey per emit call site, the sender left out of a room's broadcast, an emit with a
 callback, a handler that raises, the emit after a `socketio.call` (the splice of issue 24, found
-by dispel.integrity on the old derivation), and nothing that ran left unsaid."""
+by dispel.check.integrity on the old derivation), and nothing that ran left unsaid."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel import chains, derive, integrity
+from dispel.chains import build as chains, derive
+from dispel.check import integrity
 from dispel.catalog import Journey
 from dispel.model import EDGE_ENTRY
-from dispel.tracefile import chain_from_dict, trace_from_json
+from dispel.tracefiles.codec import chain_from_dict, trace_from_json
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "tests" / "programs" / "apps"

@@ -1,4 +1,4 @@
-"""dispel.pacer's pure core: requests and frames cut whole from any split of the stream,
+"""dispel.run.pacer's pure core: requests and frames cut whole from any split of the stream,
 the browser's key and mask replaced, the 101 answered for the browser's own key, the order
 of a batch; and the proxy itself, forwarding to a server on 127.0.0.1."""
 from __future__ import annotations
@@ -9,7 +9,8 @@ import threading
 import zlib
 
 import pytest
-from dispel import pacer, wire
+from dispel.run import pacer
+from dispel import wire
 from dispel.wire import MASK_KEY, WS_KEY
 
 BROWSER_KEY = base64.b64encode(bytes(range(16))).decode()

@@ -1,4 +1,4 @@
-"""The journeys dispel.derive_packets derives, on the example apps that need the new scenario steps
+"""The journeys dispel.chains.derive_packets derives, on the example apps that need the new scenario steps
 (tests/programs/apps/noticeboard.toml: http, a refused connect, bytes; quiz.toml: replies to a
 server's call, disconnects by the server): each report built with `dispel report`, twice
 byte-identical, checked clean, and each journey reaching the socket (or, for received data, the parse)."""
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from dispel.model import EDGE_ENTRY, EDGE_WAKE
-from dispel.tracefile import chain_from_dict
+from dispel.tracefiles.codec import chain_from_dict
 
 pytestmark = pytest.mark.slow
 

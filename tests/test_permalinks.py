@@ -1,10 +1,10 @@
-"""dispel.permalinks: URL formats per forge, commit vs tag pins, C functions, refusals."""
+"""dispel.pins.permalinks: URL formats per forge, commit vs tag pins, C functions, refusals."""
 from __future__ import annotations
 
 import pytest
-from dispel import permalinks
+from dispel.pins import permalinks
 from dispel.model import DispelError, FilePin, Func, Lock, Pin, Source
-from dispel.pins import stdlib_pin
+from dispel.pins.pinning import stdlib_pin
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"  # an input, not something the code computed
 BLOB = "f" * 40

@@ -1,4 +1,4 @@
-"""dispel.pins (pure logic) and `dispel pin` end to end over real git repositories under tmp_path.
+"""dispel.pins.pinning (pure logic) and `dispel pin` end to end over real git repositories under tmp_path.
 
 No network: upstreams are local repositories handed in with --git-dir; installed
 distributions are a fake site directory (dist-info METADATA + RECORD). Expected blob
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import git, hash_object, install, make_repo
-from dispel import catalog, cli, pins, stages
+from dispel import catalog, cli, stages
+from dispel.pins import pinning as pins
 from dispel.model import LOCK_SCHEMA, DispelError, FilePin, Lock
 from dispel.project import Project, dump_json
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from dispel import placeholders as ph
+from dispel.render import placeholders as ph
 from dispel.model import (
     EDGE_CALL,
     EDGE_ENTRY,
@@ -14,7 +14,7 @@ from dispel.model import (
     Source,
     WireLayer,
 )
-from dispel.render import hop_annotation, inline_code
+from dispel.render.pages import hop_annotation, inline_code
 
 WS = Source("wsproto", "1.3.2", "wsproto/frame_protocol.py")
 C = Source("builtin", "3.11.7", "Modules/socketmodule.c")

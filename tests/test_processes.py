@@ -11,9 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel import catalog, check, finders, joins, processes, render, wire
+from dispel import catalog, wire
+from dispel.check import links as check
+from dispel.chains import finders, across as joins
+from dispel.run import multiprocess as processes
+from dispel.render import pages as render
 from dispel.model import EDGE_QUEUE, DispelError
-from dispel.tracefile import trace_from_json
+from dispel.tracefiles.codec import trace_from_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SC = catalog.process_scenario("queue")
@@ -149,7 +153,7 @@ def test_redis_killed_mid_scenario_names_the_step_and_leaves_nothing(tmp_path, m
     with pytest.raises(DispelError, match=r"step '1:join': process redis-server died"):
         processes.run(SC, tmp_path, 60, after_step=kill)
     assert not list(tmp_path.iterdir()), "a trace was written"
-    assert not leftovers("dispel.traced_process", f"redis://127.0.0.1:{ports[0]}/0")
+    assert not leftovers("dispel.run.multiprocess_child", f"redis://127.0.0.1:{ports[0]}/0")
     assert not leftovers("redis-server", f"--port {ports[0]}")
 
 
@@ -164,7 +168,7 @@ def test_a_server_that_cannot_start_names_the_process_and_leaves_nothing(tmp_pat
         with pytest.raises(DispelError, match=r"step 'start': process server-b: .*(failed to start|did not listen)"):
             processes.run(SC, tmp_path, 30)
     assert not list(tmp_path.iterdir())
-    assert not leftovers("dispel.traced_process", f"redis://127.0.0.1:{ports[0]}/0")
+    assert not leftovers("dispel.run.multiprocess_child", f"redis://127.0.0.1:{ports[0]}/0")
     assert not leftovers("redis-server", f"--port {ports[0]}")
 
 

@@ -5,7 +5,8 @@ import re
 from pathlib import Path
 
 import pytest
-from dispel import prose, stages, verify, wire
+from dispel.check import prose, stage as verify
+from dispel import stages, wire
 from dispel.project import Project
 from conftest import ON_TRACED_PYTHON, TRACED_PYTHON
 

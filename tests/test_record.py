@@ -7,7 +7,7 @@ import threading
 import pytest
 from conftest import ROOTS, record, trace_of, want
 from dispel import stages
-from dispel.cores import available_cores, recorder_for
+from dispel.record.cores import available_cores, recorder_for
 from dispel.model import DispelError
 from programs import threads as prog
 

@@ -21,10 +21,12 @@ from pathlib import Path
 from urllib.parse import quote, quote_plus, urlencode
 
 import pytest
-from dispel import catalog, cli, processes, scenario_file, verify
-from dispel.installed import FlaskSecrets, app_settings
+from dispel import catalog, cli
+from dispel.run import multiprocess as processes, scenario_file
+from dispel.check import stage as verify
+from dispel.pins.installed import FlaskSecrets, app_settings
 from dispel.project import Project
-from dispel.values import Normalizer, learn_secrets, live_secrets, value_text_to_python
+from dispel.tracefiles.values import Normalizer, learn_secrets, live_secrets, value_text_to_python
 from dispel.wire import frame_layout, xor_mask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -445,7 +447,7 @@ def test_render_again_and_record_with_redact_write_no_secret(vault, tmp_path):
 
 def test_a_short_secret_key_is_hidden_where_it_is_a_whole_value():
     """SECRET_KEY = "dev" (too short to replace inside other text): hidden wherever a value is it."""
-    from dispel.values import Normalizer, learn_secrets
+    from dispel.tracefiles.values import Normalizer, learn_secrets
 
     n = Normalizer(None, learn_secrets([], {"SECRET_KEY": "dev"}))
     assert n.text("dev") == "'<secret:SECRET_KEY>'" and n.text(b"dev") == "b'<secret:SECRET_KEY>'"

@@ -6,8 +6,8 @@ import re
 
 import markdown
 import pytest
-from dispel import render
-from dispel.licenses import LicenseRow
+from dispel.render import pages as render
+from dispel.pins.licenses import LicenseRow
 from dispel.model import DispelError, Func, Hop
 from samples import ANNOTATIONS, APP, EMIT, EXCERPTS, HOP_LINKS, HOPS, RUN
 

@@ -5,7 +5,7 @@ import dataclasses
 import json
 
 from dispel import catalog, cli
-from dispel.tracefile import chain_to_dict
+from dispel.tracefiles.codec import chain_to_dict
 from samples import EMIT, PAYLOAD
 
 GENERATED = sorted([f"chains/{j}.md" for j in catalog.JOURNEY_NAMES] + ["licensing.md", "sample_app.md", "snippets/versions.md"])

@@ -7,8 +7,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from dispel import fold, render
-from dispel.diagram import LAYERS, STYLES, Link, Row, layer_of, layered_svg, wrap
+from dispel.chains import fold
+from dispel.render import pages as render
+from dispel.render.diagram import LAYERS, STYLES, Link, Row, layer_of, layered_svg, wrap
 from dispel.model import (
     EDGE_CALL,
     EDGE_DATA,
@@ -18,7 +19,7 @@ from dispel.model import (
     EDGE_WAKE,
     DispelError,
 )
-from dispel.tracefile import chain_from_dict
+from dispel.tracefiles.codec import chain_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SVG = "{http://www.w3.org/2000/svg}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from dispel.model import EDGE_ENTRY, EDGE_THREAD_START, EDGE_WAKE
-from dispel.tracefile import chain_from_dict
+from dispel.tracefiles.codec import chain_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "tests" / "programs" / "apps"

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel import annotations, prose, render, stages, verify, wire
+from dispel.render import annotation_files as annotations, pages as render
+from dispel.check import prose, stage as verify
+from dispel import stages, wire
 from dispel.model import Source
 from dispel.project import Project
 

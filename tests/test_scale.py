@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel import catalog, finders
-from dispel.tracefile import trace_from_json
+from dispel import catalog
+from dispel.chains import finders
+from dispel.tracefiles.codec import trace_from_json
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.scale]

@@ -9,9 +9,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from dispel import browser, catalog, check, scenarios, stages
+from dispel.run import browser, runner as scenarios
+from dispel import catalog, stages
+from dispel.check import links as check
 from dispel.model import DispelError
-from dispel.tracefile import trace_from_json, trace_to_json
+from dispel.tracefiles.codec import trace_from_json, trace_to_json
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -177,7 +179,7 @@ def test_clients_are_named_in_the_order_of_their_first_step():
 
 
 def test_clients_started_ahead_are_handed_out_in_order_and_the_others_stopped():
-    from dispel.drivers import ClientStarter, free_ports
+    from dispel.run.launchers import ClientStarter, free_ports
 
     port = free_ports(1)[0]
     starter = ClientStarter(catalog.scenario("rooms"), port)
@@ -220,7 +222,7 @@ def test_the_client_closes_a_polling_connection_only_after_the_server(monkeypatc
     import http.client
     import select
 
-    from dispel.client import patch_http_close
+    from dispel.run.sample_client import patch_http_close
 
     monkeypatch.setattr(http.client.HTTPResponse, "_close_conn", http.client.HTTPResponse._close_conn)
     patch_http_close(timeout=5.0)
@@ -248,7 +250,7 @@ def test_the_client_closes_a_polling_connection_only_after_the_server(monkeypatc
 
 def test_a_long_polling_file_client_talks_through_the_pacer_and_stops_it():
     # its read loop's GET and its POSTs are concurrent requests: the pacer orders them
-    from dispel.drivers import FileClientProcess, free_ports
+    from dispel.run.launchers import FileClientProcess, free_ports
 
     port = free_ports(1)[0]
     spec = {"transport": "polling", "namespaces": ["/"], "headers": {}, "query": [], "auth": None}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from dispel.scenario_file import PROCESS_EVENTS, PROCESS_ROOM, ScenarioError, Step, parse
+from dispel.run.scenario_file import PROCESS_EVENTS, PROCESS_ROOM, ScenarioError, Step, parse
 
 GOOD = """
 title = "Chat"
@@ -210,7 +210,7 @@ def test_bad_file_of_several_processes_names_the_place(text, needle):
 
 
 def test_the_process_client_can_do_what_the_format_allows():
-    from dispel import client
+    from dispel.run import sample_client as client
     import inspect
 
     assert client.ROOM == PROCESS_ROOM
@@ -237,7 +237,7 @@ def test_the_queue_scenario_is_its_file():
 
 
 def test_a_file_of_several_processes_is_not_run_as_one_app():
-    from dispel.scenario_file import one_app
+    from dispel.run.scenario_file import one_app
 
     with pytest.raises(ScenarioError, match=r"q.toml: \[processes\]: .*dispel record queue"):
         one_app(parse(SEVERAL, "q.toml"))
@@ -362,7 +362,7 @@ def test_bad_steps_for_real_apps_name_the_place(text, needle):
 
 
 def test_bytes_in_toml():
-    from dispel.scenario_file import decode_bytes, to_jsonable
+    from dispel.run.scenario_file import decode_bytes, to_jsonable
 
     assert decode_bytes({"bytes": "hex:00 ff"}) == b"\x00\xff"  # spaces between pairs are allowed
     assert decode_bytes([{"bytes": "base64:AP8="}, {"bytes": 1}]) == [b"\x00\xff", {"bytes": 1}]  # not a string: a table
@@ -379,7 +379,7 @@ def test_the_example_apps_files_parse():
 
 
 def test_frame_payload():
-    from dispel.derive_packets import frame_payload
+    from dispel.chains.derive_packets import frame_payload
 
     assert frame_payload(b"\x81\x0241") == (1, b"41")
     assert frame_payload(b"\x82\x04\x89PNG") == (2, b"\x89PNG")
@@ -389,7 +389,7 @@ def test_frame_payload():
 
 
 def test_packets_of_a_write():
-    from dispel.derive_packets import packets_of
+    from dispel.chains.derive_packets import packets_of
 
     assert packets_of(b"\x81\x0241") == [(1, b"41")]
     assert packets_of(b"\x82\x04\x89PNG") == [(2, b"\x89PNG")]

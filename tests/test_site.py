@@ -14,8 +14,8 @@ from pathlib import Path
 from urllib.parse import urldefrag, urljoin
 
 import pytest
-from dispel import browser as browser_driver
-from dispel import render
+from dispel.run import browser as browser_driver
+from dispel.render import pages as render
 from samples import ANNOTATIONS, EMIT, EXCERPTS, HOP_LINKS, PAYLOAD
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,11 @@ from pathlib import Path
 
 import pytest
 from conftest import git, install
-from dispel import check, cli, diff, pins, stages, tracefile
+from dispel.check import links as check
+from dispel import cli, stages
+from dispel.review import diff
+from dispel.pins import pinning as pins
+from dispel.tracefiles import codec as tracefile
 from dispel.model import EDGE_CALL, EDGE_ENTRY, Chain, Func, Hop, Pin, Source
 from dispel.project import Project, dump_json, write_atomic
 

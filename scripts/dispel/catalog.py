@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import scenario_file
+from .run import scenario_file
 from .model import DispelError
 
 # --------------------------------------------------------------------------- traced code
@@ -93,7 +93,7 @@ class Scenario:
     name: str
     description: str
     steps: tuple[str, ...]
-    # Which client drives it: "python" (dispel.client in a subprocess) or
+    # Which client drives it: "python" (dispel.run.sample_client in a subprocess) or
     # "browser" (the official JavaScript client in headless Chromium).
     client: str = "python"
     # seconds the client waits after each frame (None: its default, which makes every
@@ -147,7 +147,7 @@ SCENARIOS = {
         pace=0.002,
         default=False,
     ),
-    # Repeatable because the browser talks through dispel.pacer (see there).
+    # Repeatable because the browser talks through dispel.run.pacer (see there).
     "browser": Scenario(
         "browser",
         "The official Socket.IO JavaScript client in headless Chromium: connect (long-polling, then the upgrade), chat, join + broadcast, ack, disconnect.",
@@ -174,10 +174,10 @@ class Process:
 class ProcessScenario:
     """Several traced processes joined by a message queue (a Redis server the scenario starts
     and stops; it is not traced). Each step is "WHO:STEP[*COUNT]": WHO is a client (its
-    server in ``clients``) doing one of dispel.client's steps, or the emitter (``emit``).
+    server in ``clients``) doing one of dispel.run.sample_client's steps, or the emitter (``emit``).
 
     Read from a scenario file with [broker] and [processes] tables (``from_file``);
-    dispel.processes runs it from these values only."""
+    dispel.run.multiprocess runs it from these values only."""
 
     name: str
     description: str
@@ -251,7 +251,7 @@ def scenario(name: str) -> Scenario:
 @dataclass(frozen=True)
 class Journey:
     """A journey: its page's name and title, the scenario whose trace it is found in, how
-    (``finder`` and ``wire`` name functions of dispel.finders' FINDERS and dispel.chains' WIRES), and
+    (``finder`` and ``wire`` name functions of dispel.chains.finders' FINDERS and dispel.chains.build' WIRES), and
     the other journeys its page shows beside it in content tabs."""
 
     name: str

@@ -6,8 +6,13 @@ import sys
 import time
 from pathlib import Path
 
-from . import audit, bench, catalog, fetch, handin_build, pins, report, stages, verify
-from .forges import RAW_BASE
+from .review import audit
+from .record import bench
+from . import catalog, report, stages
+from .check import fetch, stage as verify
+from .handin import build as handin_build
+from .pins import pinning as pins
+from .pins.forges import RAW_BASE
 from .model import DispelError
 from .project import Project, dump_json, write_atomic
 

@@ -2,9 +2,9 @@
 
 The stages of the project, over a Project rooted at a temporary folder next to ``--out``:
 record (in a child interpreter, in the user's working directory), derived chains
-(dispel.derive), pins (the project's lock, re-pinned incrementally: only versions it does not
-pin need ``--git-dir`` mirrors or the network), pages (dispel.render, with the libraries'
-annotations and generated texts for the app, dispel.app_notes) and the MkDocs site. Only when
+(dispel.chains.derive), pins (the project's lock, re-pinned incrementally: only versions it does not
+pin need ``--git-dir`` mirrors or the network), pages (dispel.render.pages, with the libraries'
+annotations and generated texts for the app, dispel.render.app_notes) and the MkDocs site. Only when
 everything is built is the folder renamed to ``--out``: a failed run leaves nothing half-written,
 and the project's own traces/ and docs/ are only read.
 """
@@ -23,14 +23,28 @@ from pathlib import Path
 
 import yaml
 
-from . import annotations, app_notes, catalog, chains as chains_core, derive, fetch, fold, integrity, pins, prose, render, scenario_file
-from .chains import JourneyError
-from .forges import repo_url
-from .installed import distributions, hop_sources, license_rows, source_lines
+from .render import annotation_files as annotations, app_notes, pages as render
+from . import catalog
+from .chains import build as chains_core, derive, fold
+from .check import fetch, integrity, prose
+from .pins import pinning as pins
+from .run import scenario_file
+from .chains.build import JourneyError
+from .pins.forges import repo_url
+from .pins.installed import distributions, hop_sources, license_rows, source_lines
 from .model import Chain, DispelError, Lock, TraceFile
 from .project import Project, dump_json, read_text, swap_folder, write_all_atomic, write_atomic
-from .stages import chain_files, checked_redact, hop_linker, load_annotations, load_chains, load_lock, load_traces, pin
-from .verify import CheckResult, check_integrity, check_proofs
+from .stages import (
+    chain_files,
+    checked_redact,
+    hop_linker,
+    load_annotations,
+    load_chains,
+    load_lock,
+    load_traces,
+    pin,
+)
+from .check.stage import CheckResult, check_integrity, check_proofs
 
 MARKER = ".dispel-report"
 APP_FOLDER = "app"  # the app's traced files as they ran, kept with the report (its pages and check read them)  # in a folder dispel report built (it may replace only such a folder)
@@ -171,7 +185,7 @@ def fillable(chain: Chain, texts: Mapping[str, str]) -> tuple[dict[str, str], li
 
 
 def checked_page(chain: Chain, texts: dict[str, str], render_page, lines: Mapping) -> tuple[str, list[str]]:
-    """The page of ``chain`` with only texts whose sentences hold on it (dispel.prose): a general
+    """The page of ``chain`` with only texts whose sentences hold on it (dispel.check.prose): a general
     text written for the sample's journeys that names what this journey does not have is left
     out for it, with why. ``render_page(texts)`` renders the page."""
     texts = dict(texts)

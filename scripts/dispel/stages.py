@@ -1,5 +1,5 @@
 """The stages of dispel, each a function over a Project: record, chains, pin, build_site, audit
-(check, which reads what they made, is dispel.verify).
+(check, which reads what they made, is dispel.check.stage).
 
 Data flows one way: record -> chains -> pin -> build_site -> check. Each stage gathers facts
 (installed files, git, the network, a recording), hands them to the pure core (chains, pins,
@@ -19,26 +19,21 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from . import (
-    annotations,
-    catalog,
-    diff,
-    fetch,
-    finders,
-    gitinfo,
-    normalize,
-    permalinks,
-    pins,
-    processes,
-    render,
-)
-from . import audit as audit_core
-from . import check as check_core
-from .browser import chromium_version
-from .cores import CORES, core_name, recorder_for
-from .drivers import ClientStarter, free_ports
-from .forges import SHA_RE, check_repo, forge, raw_url
-from .installed import (
+from .render import annotation_files as annotations, pages as render
+from . import catalog
+from .review import diff
+from .check import fetch
+from .chains import finders
+from .pins import gitinfo, permalinks, pinning as pins
+from .tracefiles import normalize
+from .run import multiprocess as processes
+from .review import audit as audit_core
+from .check import links as check_core
+from .run.browser import chromium_version
+from .record.cores import CORES, core_name, recorder_for
+from .run.launchers import ClientStarter, free_ports
+from .pins.forges import SHA_RE, check_repo, forge, raw_url
+from .pins.installed import (
     PYTHON_VERSION,
     FlaskSecrets,
     code_roots,
@@ -54,28 +49,12 @@ from .installed import (
     source_lines,
     version_set,
 )
-from .model import (
-    PYTHON,
-    Chain,
-    DispelError,
-    Hop,
-    Lock,
-    Pin,
-    TraceFile,
-    normalize_dist,
-)
-from .normalize import RawCall
-from .project import (
-    Project,
-    dump_json,
-    read_json,
-    read_text,
-    write_all_atomic,
-    write_atomic,
-)
-from .record import RAISED, Tracer, line_at
-from .tracefile import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json
-from .values import BROWSER_IDENTITY, Normalizer, learn_secrets
+from .model import PYTHON, Chain, DispelError, Hop, Lock, Pin, TraceFile, normalize_dist
+from .tracefiles.normalize import RawCall
+from .project import Project, dump_json, read_json, read_text, write_all_atomic, write_atomic
+from .record.recorder import RAISED, Tracer, line_at
+from .tracefiles.codec import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json
+from .tracefiles.values import BROWSER_IDENTITY, Normalizer, learn_secrets
 
 # --------------------------------------------------------------------------- record
 
@@ -84,7 +63,7 @@ def record_scenario(
     name: str, timeout: float, app: str, port: int | None = None, deny: tuple[str, ...] = (), recorder: Tracer | None = None
 ) -> TraceFile:
     """Run one scenario under ``recorder`` (default: the core DISPEL_CORE names) and return its normalized TraceFile."""
-    from . import scenarios  # imports the traced libraries: only a recording needs them
+    from .run import runner as scenarios  # imports the traced libraries: only a recording needs them
 
     sc = catalog.scenario(name)  # unknown names fail before anything runs
     recorder = recorder or recorder_for(scenarios.wanted_code())
@@ -170,8 +149,8 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
     library module, or a run in which none of the app's code ran, is an error."""
     import os
 
-    from . import scenario_file, scenarios
-    from .drivers import FileClientProcess
+    from .run import scenario_file, runner as scenarios
+    from .run.launchers import FileClientProcess
 
     sf = scenario_file.one_app(scenario_file.parse(read_text(path, "scenario file"), path.name))
     folder = str(path.resolve().parent)
@@ -287,7 +266,7 @@ def record(
         # has said why, and the others are still recorded.
         runs = record_in_new_interpreters(project, names, out, timeout, app, redact)
         return Recording(failed=tuple(name for name, proc in runs.items() if proc.returncode != 0))
-    from . import scenarios
+    from .run import runner as scenarios
 
     done = []
     for name in names:
@@ -431,7 +410,7 @@ def pin(
     Incremental: an entry of the existing lock whose installed version, repository and files are
     unchanged is kept as it is, without git (so offline, only changed distributions need a mirror);
     ``refresh`` pins every one afresh. Facts are gathered here (installed files, metadata, git);
-    every decision is in dispel.pins. Any problem raises DispelError before the lock is written,
+    every decision is in dispel.pins.pinning. Any problem raises DispelError before the lock is written,
     so a failed run leaves it untouched.
     """
     mirrors = parse_git_dirs(git_dirs)
@@ -615,7 +594,7 @@ class Site:
 def build_site(project: Project, chains_dir: Path | None = None, docs: Path | None = None) -> Site:
     """Chains + lock + annotations + installed sources -> the generated pages of docs/ (all or none).
 
-    Facts are read here; every page is made by the pure functions of dispel.render. A journey
+    Facts are read here; every page is made by the pure functions of dispel.render.pages. A journey
     whose chain file does not exist yet gets a placeholder page.
     """
     out = docs or project.docs

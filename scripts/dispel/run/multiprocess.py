@@ -1,0 +1,310 @@
+"""Scenarios of several processes: a Redis server, traced server and emitter processes
+(dispel.run.multiprocess_child), and Python Socket.IO clients, driven step by step with a deadline.
+
+The Redis server is started on a free loopback port without persistence and is not traced.
+Every process is stopped afterwards, whatever happened; the traces are written by each
+process to a temporary folder and moved into place only when every process wrote its own,
+so a failed run leaves no trace half-written.
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from collections.abc import Callable
+
+from ..catalog import ProcessScenario
+from ..run.launchers import ClientProcess
+from ..run.launchers import free_ports as _free_ports
+from ..model import DispelError
+from ..project import write_all_atomic
+
+# The channel Flask-SocketIO's message queue publishes on (SocketIO's default).
+CHANNEL = "flask-socketio"
+REDIS_ENV = "DISPEL_REDIS_SERVER"
+# run()'s timings: these phases, and one entry per step
+PHASES = ("start", "finish", "total")
+
+
+def redis_server_path() -> str | None:
+    """The redis-server to start: $DISPEL_REDIS_SERVER, or the one on PATH."""
+    wanted = os.environ.get(REDIS_ENV, "redis-server")
+    return shutil.which(wanted)
+
+
+def redis_missing() -> str | None:
+    """Why scenarios with a Redis server cannot run here (one line), or None."""
+    if redis_server_path() is None:
+        shown = os.environ.get(REDIS_ENV, "redis-server")
+        return f"{shown} not found: install Debian's redis-server (apt-get install redis-server) to record the queue scenario"
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        return "the redis Python client is not installed: pip install 'dispel[queue]' (the queue scenario's extra; `make site` in a checkout)"
+    return None
+
+
+def _resp(*words: str) -> bytes:
+    out = [f"*{len(words)}\r\n".encode()]
+    for w in words:
+        b = w.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+class RedisServer:
+    """redis-server on a loopback port, no persistence; one untraced connection of ours to
+    ask it how many subscribers the channel has."""
+
+    def __init__(self, port: int, deadline: float) -> None:
+        path = redis_server_path()
+        if path is None:
+            raise DispelError(redis_missing() or "redis-server not found")
+        self.port = port
+        self.dir = tempfile.mkdtemp(prefix="dispel-redis-")
+        self.proc = subprocess.Popen(
+            [path, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir, "--logfile", "", "--daemonize", "no"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        self.sock: socket.socket | None = None
+        while True:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode(errors="replace").strip().splitlines() if self.proc.stdout else []
+                self.stop()
+                raise DispelError(f"redis-server exited at start ({self.proc.returncode}): {(out or ['no output'])[-1]}")
+            try:
+                self.sock = socket.create_connection(("127.0.0.1", port), timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise DispelError(f"redis-server did not accept connections on port {port} in time")
+                time.sleep(0.02)
+        if self._ask(_resp("PING")) != b"+PONG\r\n":
+            self.stop()
+            raise DispelError("redis-server did not answer PING")
+
+    def _ask(self, command: bytes) -> bytes:
+        assert self.sock is not None
+        try:
+            self.sock.sendall(command)
+            return self.sock.recv(4096)
+        except OSError as exc:
+            raise DispelError(f"redis-server stopped answering ({exc})") from None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def subscribers(self) -> int:
+        """PUBSUB NUMSUB on the channel: how many processes listen to it."""
+        reply = self._ask(_resp("PUBSUB", "NUMSUB", CHANNEL))
+        if not reply:
+            raise DispelError("redis-server closed the connection")
+        return int(reply.rstrip(b"\r\n").rsplit(b":", 1)[-1])
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class TracedProcess:
+    """A dispel.run.multiprocess_child child, one command line at a time."""
+
+    def __init__(self, scenario: str, role: str, argv: list[str], cwd: Path | None = None) -> None:
+        self.scenario, self.role = scenario, role
+        self.err = tempfile.TemporaryFile()  # noqa: SIM115 - the child's stderr for its lifetime; close() closes it
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True, bufsize=1, cwd=cwd
+        )
+        assert self.proc.stdin and self.proc.stdout  # opened with PIPE
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.stdout, selectors.EVENT_READ)
+
+    def _fail(self, step: str, why: str) -> DispelError:
+        return DispelError(f"scenario {self.scenario!r}: step {step!r}: process {self.role}: {why}")
+
+    def expect(self, step: str, want: str, timeout: float) -> str:
+        if not self.sel.select(max(timeout, 0.01)):
+            raise self._fail(step, f"no answer within {timeout:.1f}s (raise it with --timeout)")
+        answer = self.stdout.readline().strip()
+        if answer == want or answer.startswith(want + " "):
+            return answer[len(want) + 1:]
+        if answer.startswith("error "):
+            raise self._fail(step, answer[6:])
+        if answer:
+            raise self._fail(step, f"unexpected answer {answer[:200]!r}")
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.err.seek(0)
+        tail = (self.err.read().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        raise self._fail(step, f"exited ({self.proc.returncode}): {tail}")
+
+    def send(self, line: str) -> None:
+        """Send a command without waiting for its answer (expect() reads it)."""
+        try:
+            self.stdin.write(line + "\n")
+            self.stdin.flush()
+        except OSError:
+            pass  # it has exited: expect() says how
+
+    def ask(self, step: str, line: str, timeout: float) -> str:
+        """Send a command; its answer's text after "ok"."""
+        self.send(line)
+        return self.expect(step, "ok", timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.sel.close()
+        for f in (self.stdin, self.stdout, self.err):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return max(self.end - time.monotonic(), 0.0)
+
+
+def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str, float] | None = None,
+        traced: bool = True, after_step: Callable[[str, RedisServer], None] | None = None, redact: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Run scenario ``sc``; write traces/<scenario>.<role>.json into ``out`` (all or none) and
+    return them by trace name. ``traced`` False runs the same processes without recording
+    (for the benchmark) and writes nothing; ``after_step(step, redis)`` runs after each step
+    (tests stop Redis there); ``redact``: regexes each process hides (besides the file's).
+    Raises DispelError naming the step and the process."""
+    deadline = _Deadline(timeout)
+    redis_port, *server_ports = _free_ports(1 + len(sc.processes))
+    queue = f"redis://127.0.0.1:{redis_port}/0"
+    ports = {p.role: port if p.kind == "server" else 0 for p, port in zip(sc.processes, server_ports)}
+    tmp = Path(tempfile.mkdtemp(prefix="dispel-processes-"))
+    children: dict[str, TracedProcess] = {}
+    clients: dict[str, ClientProcess] = {}
+    server_of = dict(sc.clients)
+    connected: dict[str, int] = {p.role: 0 for p in sc.processes}
+    redis: RedisServer | None = None
+    began = time.perf_counter()
+    try:
+        redis = RedisServer(redis_port, time.monotonic() + min(10.0, deadline.left()))
+        for p in sc.processes:
+            argv = [sys.executable, "-m", "dispel.run.multiprocess_child", p.role, p.kind, p.module, queue, str(ports[p.role]),
+                    str(tmp / f"{sc.name}.{p.role}.json"), str(redis_port)]
+            if not traced:
+                argv.append("--untraced")
+            argv += [f"--redact={pattern}" for pattern in (*sc.redact, *redact)]
+            children[p.role] = TracedProcess(sc.name, p.role, argv)
+        # the clients' processes start beside the servers' (each connects only at its step)
+        for who, role in sc.clients:
+            clients[who] = ClientProcess(ports[role])
+        for role, child in children.items():
+            child.expect("start", "ready", deadline.left())
+        if timings is not None:
+            timings["start"] = time.perf_counter() - began
+        for spec in sc.steps:
+            t0 = time.perf_counter()
+            who, _, rest = spec.partition(":")
+            step, _, count = rest.partition("*")
+            if not redis.alive():
+                raise DispelError(f"scenario {sc.name!r}: step {spec!r}: process redis-server died (exit {redis.proc.returncode})")
+            for child in children.values():
+                child.ask(spec, f"begin {spec}", deadline.left())
+            if who in server_of:
+                try:
+                    clients[who].step(step, deadline.left(), int(count or 1))
+                except DispelError as exc:
+                    raise DispelError(f"scenario {sc.name!r}: step {spec!r}: client {who} on {server_of[who]}: {exc}") from None
+                if step == "connect":
+                    connected[server_of[who]] += 1
+                    # its server's listener subscribes at its first connection: wait for it,
+                    # so that the processes connect to Redis in the same order every run
+                    want = sum(1 for r, n in connected.items() if n)
+                    while redis.subscribers() < want:
+                        if deadline.left() <= 0:
+                            raise DispelError(f"scenario {sc.name!r}: step {spec!r}: {server_of[who]} never subscribed to {CHANNEL!r}")
+                        time.sleep(0.005)
+                elif step == "disconnect":
+                    connected[server_of[who]] -= 1
+            elif who in children:
+                children[who].ask(spec, f"run {spec}", deadline.left())
+            else:
+                raise DispelError(f"scenario {sc.name!r}: step {spec!r}: no client or process {who!r}")
+            if not redis.alive():
+                raise DispelError(f"scenario {sc.name!r}: step {spec!r}: process redis-server died (exit {redis.proc.returncode})")
+            # handlers first, everywhere (what they publish is then in every listener's socket),
+            # then each listener, until it waits on its socket with nothing left to read
+            for role, child in children.items():
+                child.ask(spec, f"settle {spec} {connected[role]} {deadline.left():.3f}", deadline.left())
+            for child in children.values():
+                child.ask(spec, f"end {spec} {deadline.left():.3f}", deadline.left())
+            if not redis.alive():
+                raise DispelError(f"scenario {sc.name!r}: step {spec!r}: process redis-server died (exit {redis.proc.returncode})")
+            if timings is not None:
+                timings[spec] = time.perf_counter() - t0
+            if after_step is not None:
+                after_step(spec, redis)
+        for client in clients.values():
+            client.close()
+        clients.clear()
+        t0 = time.perf_counter()
+        # Finishing (a server's shutdown waits for its poll) and writing (normalizing the trace)
+        # run in every process at once: sent to all, then the answers read.
+        for child in children.values():
+            child.send("finish")
+        ids: dict[str, str] = {}
+        for child in children.values():
+            ids.update(json.loads(child.expect("stop", "ok", deadline.left())))
+        for child in children.values():
+            child.send(f"write {json.dumps(ids)}")
+        for child in children.values():
+            child.expect("stop", "ok", deadline.left())
+        if timings is not None:
+            timings["finish"] = time.perf_counter() - t0
+            timings["total"] = time.perf_counter() - began
+        if not traced:
+            return {}
+        files = {}
+        for role in sc.roles():
+            path = tmp / f"{sc.name}.{role}.json"
+            files[out / path.name] = path.read_text(encoding="utf-8")
+        write_all_atomic(files)
+        return {p.stem: p for p in files}
+    finally:
+        for client in clients.values():
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001, S110 - closing what is left, whatever state it is in
+                pass
+        for child in children.values():
+            child.close()
+        if redis is not None:
+            redis.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
