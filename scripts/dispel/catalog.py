@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .run import scenario_file
 from .model import DispelError
+from .run import scenario_file
 
 # --------------------------------------------------------------------------- traced code
 

@@ -6,15 +6,16 @@ import sys
 import time
 from pathlib import Path
 
-from .review import audit
-from .record import bench
 from . import catalog, report, stages
-from .check import fetch, stage as verify
+from .check import fetch
+from .check import stage as verify
 from .handin import build as handin_build
+from .model import DispelError
 from .pins import pinning as pins
 from .pins.forges import RAW_BASE
-from .model import DispelError
 from .project import Project, dump_json, write_atomic
+from .record import bench
+from .review import audit
 
 PROJECT = Project()
 

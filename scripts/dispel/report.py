@@ -23,17 +23,27 @@ from pathlib import Path
 
 import yaml
 
-from .render import annotation_files as annotations, app_notes, pages as render
 from . import catalog
-from .chains import build as chains_core, derive, fold
-from .check import fetch, integrity, prose
-from .pins import pinning as pins
-from .run import scenario_file
+from .chains import build as chains_core
+from .chains import derive, fold
 from .chains.build import JourneyError
+from .check import fetch, integrity, prose
+from .check.stage import CheckResult, check_integrity, check_proofs
+from .model import Chain, DispelError, Lock, TraceFile
+from .pins import pinning as pins
 from .pins.forges import repo_url
 from .pins.installed import distributions, hop_sources, license_rows, source_lines
-from .model import Chain, DispelError, Lock, TraceFile
-from .project import Project, dump_json, read_text, swap_folder, write_all_atomic, write_atomic
+from .project import (
+    Project,
+    dump_json,
+    read_text,
+    swap_folder,
+    write_all_atomic,
+    write_atomic,
+)
+from .render import annotation_files, app_notes
+from .render import pages as render
+from .run import scenario_file
 from .stages import (
     chain_files,
     checked_redact,
@@ -44,7 +54,6 @@ from .stages import (
     load_traces,
     pin,
 )
-from .check.stage import CheckResult, check_integrity, check_proofs
 
 MARKER = ".dispel-report"
 APP_FOLDER = "app"  # the app's traced files as they ran, kept with the report (its pages and check read them)  # in a folder dispel report built (it may replace only such a folder)
@@ -178,7 +187,9 @@ def fillable(chain: Chain, texts: Mapping[str, str]) -> tuple[dict[str, str], li
                 render.hop_annotation(chain, i, mine)
                 break
             except DispelError as exc:
-                key = annotations.select(mine, hop.func.key, chain.journey, hop.line)[0]
+                chosen = annotation_files.select(mine, hop.func.key, chain.journey, hop.line)
+                assert chosen is not None  # only a text that was chosen can fail to fill
+                key = chosen[0]
                 dropped.append(f"{key} on {chain.journey}: {exc}")
                 del mine[key]
     return mine, dropped
@@ -199,7 +210,7 @@ def checked_page(chain: Chain, texts: dict[str, str], render_page, lines: Mappin
         for p in problems:
             for n in (p.hop, *returns.get(p.hop, ())) if p.hop else ():
                 hop = chain.hops[n - 1]
-                found = annotations.select(texts, hop.func.key, chain.journey, hop.line)
+                found = annotation_files.select(texts, hop.func.key, chain.journey, hop.line)
                 if found:
                     left_out.append(f"{found[0]} on {chain.journey}: {p.why}")
                     del texts[found[0]]
@@ -214,7 +225,7 @@ def unannotated(chains: Iterable[Chain], texts: Mapping[str, Mapping[str, str]])
     where: dict[str, list[str]] = {}
     for c in chains:
         for i, hop in enumerate(c.hops, 1):
-            if annotations.select(texts[c.journey], hop.func.key, c.journey, hop.line) is None:
+            if annotation_files.select(texts[c.journey], hop.func.key, c.journey, hop.line) is None:
                 where.setdefault(hop.func.key, []).append(f"{c.journey}#{i}")
     return [f"{k} ({', '.join(v[:3])}{', …' if len(v) > 3 else ''})" for k, v in sorted(where.items())]
 
@@ -429,12 +440,12 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     write_all_atomic(chain_files(built, rp.chains))
     pin(rp, dists=report_dists(trace), git_dirs=git_dirs)
     lock = load_lock(rp.lock)
-    texts = app_notes.library_texts(annotations.texts(load_annotations(project)))
+    texts = app_notes.library_texts(annotation_files.texts(load_annotations(project)))
     texts.update(app_notes.app_texts(trace, built, lines))
     texts.update(app_notes.summaries(derived, built))
     sources = hop_sources(built.values(), root)
     excerpts = {
-        src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotations.source_lines(data)]
+        src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotation_files.source_lines(data)]
         for src, data in sources.items()
     }
     per_journey, dropped = {}, []

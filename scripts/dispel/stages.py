@@ -19,19 +19,13 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .render import annotation_files as annotations, pages as render
 from . import catalog
-from .review import diff
-from .check import fetch
 from .chains import finders
-from .pins import gitinfo, permalinks, pinning as pins
-from .tracefiles import normalize
-from .run import multiprocess as processes
-from .review import audit as audit_core
+from .check import fetch
 from .check import links as check_core
-from .run.browser import chromium_version
-from .record.cores import CORES, core_name, recorder_for
-from .run.launchers import ClientStarter, free_ports
+from .model import PYTHON, Chain, DispelError, Hop, Lock, Pin, TraceFile, normalize_dist
+from .pins import gitinfo, permalinks
+from .pins import pinning as pins
 from .pins.forges import SHA_RE, check_repo, forge, raw_url
 from .pins.installed import (
     PYTHON_VERSION,
@@ -49,11 +43,31 @@ from .pins.installed import (
     source_lines,
     version_set,
 )
-from .model import PYTHON, Chain, DispelError, Hop, Lock, Pin, TraceFile, normalize_dist
-from .tracefiles.normalize import RawCall
-from .project import Project, dump_json, read_json, read_text, write_all_atomic, write_atomic
+from .project import (
+    Project,
+    dump_json,
+    read_json,
+    read_text,
+    write_all_atomic,
+    write_atomic,
+)
+from .record.cores import CORES, core_name, recorder_for
 from .record.recorder import RAISED, Tracer, line_at
-from .tracefiles.codec import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json
+from .render import annotation_files
+from .render import pages as render
+from .review import audit as audit_core
+from .review import diff
+from .run import multiprocess as processes
+from .run.browser import chromium_version
+from .run.launchers import ClientStarter, free_ports
+from .tracefiles import normalize
+from .tracefiles.codec import (
+    chain_from_dict,
+    chain_to_dict,
+    trace_from_json,
+    trace_to_json,
+)
+from .tracefiles.normalize import RawCall
 from .tracefiles.values import BROWSER_IDENTITY, Normalizer, learn_secrets
 
 # --------------------------------------------------------------------------- record
@@ -63,7 +77,9 @@ def record_scenario(
     name: str, timeout: float, app: str, port: int | None = None, deny: tuple[str, ...] = (), recorder: Tracer | None = None
 ) -> TraceFile:
     """Run one scenario under ``recorder`` (default: the core DISPEL_CORE names) and return its normalized TraceFile."""
-    from .run import runner as scenarios  # imports the traced libraries: only a recording needs them
+    from .run import (
+        runner as scenarios,  # imports the traced libraries: only a recording needs them
+    )
 
     sc = catalog.scenario(name)  # unknown names fail before anything runs
     recorder = recorder or recorder_for(scenarios.wanted_code())
@@ -149,7 +165,8 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
     library module, or a run in which none of the app's code ran, is an error."""
     import os
 
-    from .run import scenario_file, runner as scenarios
+    from .run import runner as scenarios
+    from .run import scenario_file
     from .run.launchers import FileClientProcess
 
     sf = scenario_file.one_app(scenario_file.parse(read_text(path, "scenario file"), path.name))
@@ -546,7 +563,7 @@ def review(project: Project, ref: str = "HEAD") -> str:
     new_chains = load_chains(project)
     new_lock = project_lock(project)
     notes = load_annotations(project)
-    problems = annotations.missing(new_chains.values(), notes) + annotations.stale(new_chains.values(), notes, hop_sources(new_chains.values()))
+    problems = annotation_files.missing(new_chains.values(), notes) + annotation_files.stale(new_chains.values(), notes, hop_sources(new_chains.values()))
     return diff.report(
         ref,
         old_chains,
@@ -562,10 +579,10 @@ def review(project: Project, ref: str = "HEAD") -> str:
 # --------------------------------------------------------------------------- build the site
 
 
-def load_annotations(project: Project, folder: Path | None = None) -> dict[str, annotations.Annotation]:
+def load_annotations(project: Project, folder: Path | None = None) -> dict[str, annotation_files.Annotation]:
     folder = folder or project.annotations
     paths = sorted(folder.glob("*.yml")) if folder.is_dir() else []
-    return annotations.merge_annotations((project.shown(p), read_text(p, "annotations file")) for p in paths)
+    return annotation_files.merge_annotations((project.shown(p), read_text(p, "annotations file")) for p in paths)
 
 
 def hop_linker(lock: Lock | None) -> Callable[[Hop], render.HopLinks | None]:
@@ -609,15 +626,15 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     notes = load_annotations(project, out / "annotations")
     if set(catalog.JOURNEY_NAMES) <= set(found):
         # Only once every journey is recorded can an annotation be known to be on no chain.
-        orphans = annotations.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
+        orphans = annotation_files.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
         if orphans:
             raise DispelError(orphans[0].message + (f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""))
     sources = hop_sources(found.values())
     excerpts = {
-        src: [line.decode("utf-8", errors="replace").rstrip("\r\n") for line in annotations.source_lines(data)]
+        src: [line.decode("utf-8", errors="replace").rstrip("\r\n") for line in annotation_files.source_lines(data)]
         for src, data in sources.items()
     }
-    texts = annotations.texts(notes)
+    texts = annotation_files.texts(notes)
 
     files: dict[Path, str] = {}
     for journey in catalog.JOURNEY_NAMES:
@@ -634,8 +651,8 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     files[out / "snippets" / "versions.md"] = render.render_versions(versions, python, sorted(found, key=catalog.JOURNEY_NAMES.index))
     write_all_atomic(files)
 
-    said = [p.message for p in annotations.missing(found.values(), notes) + annotations.stale(found.values(), notes, sources)
-            + annotations.unreviewed(found.values(), notes) + annotations.sample_values(notes, found.values())]
+    said = [p.message for p in annotation_files.missing(found.values(), notes) + annotation_files.stale(found.values(), notes, sources)
+            + annotation_files.unreviewed(found.values(), notes) + annotation_files.sample_values(notes, found.values())]
     absent = [j for j in catalog.JOURNEY_NAMES if j not in found]
     if absent:
         said.append(f"not recorded yet, placeholder pages: {', '.join(absent)} (run `make regen`)")

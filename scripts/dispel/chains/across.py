@@ -8,12 +8,20 @@ read with the same channel and message. The Redis server itself is not traced; i
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 
 from .. import wire
-import json
-
-from ..model import EDGE_QUEUE, DispelError, Event, Relay, ThreadInfo, TraceFile, Value, WakeUp
+from ..model import (
+    EDGE_QUEUE,
+    DispelError,
+    Event,
+    Relay,
+    ThreadInfo,
+    TraceFile,
+    Value,
+    WakeUp,
+)
 from ..tracefiles.values import value_text_to_python
 
 SEP = "/"  # a merged trace's thread names are "<process role>/<thread>"

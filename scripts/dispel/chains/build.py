@@ -1,13 +1,14 @@
 """Chains: pure functions from a trace to one ordered chain of hops per journey, joined across threads by happens-before edges."""
 from __future__ import annotations
 
+import itertools
 import re
-from dataclasses import replace
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from .. import catalog, wire
-from ..chains import across  # across processes
 from ..catalog import Journey
+from ..chains import across  # across processes
 from ..model import (
     EDGE_CALL,
     EDGE_DATA,
@@ -29,7 +30,6 @@ from ..model import (
     TraceFile,
 )
 from ..tracefiles.values import value_text_to_python, wire_bytes
-import itertools
 
 SOCKET_C = "_socket:socket."  # the probes of the C socket methods: where chains end
 

@@ -30,13 +30,13 @@ A journey's page name is its kind and event, made safe for a file and a URL: ``o
 """
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from collections.abc import Callable
 
-from ..chains import derive_packets
 from ..catalog import Journey
+from ..chains import derive_packets
 from ..chains.build import (
     CLOSE_FRAME,
     SWITCHING,
@@ -56,7 +56,6 @@ from ..chains.build import (
 )
 from ..model import Chain, Event, TraceFile
 from ..tracefiles.values import value_text_to_python
-import itertools
 
 APP_DIST = "sample_app"  # the traced app's marker (dispel.model.Source)
 HANDLE_EVENT = "flask_socketio:SocketIO._handle_event"

@@ -30,8 +30,8 @@ followed raises JourneyError, which the report lists as not derived.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..chains.build import (
     CLOSE_FRAME,

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from .. import catalog
-from ..chains import build as chains, derive
 from ..catalog import Journey
+from ..chains import build as chains
+from ..chains import derive
 from ..chains.build import Finder, JourneyError, TraceGraph
 from ..model import Chain, DispelError, Source, TraceFile
 

@@ -7,18 +7,19 @@ import json
 import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote
 
 from markdown.extensions.toc import slugify
 
-from ..render.annotation_files import source_lines
-from ..review.diff import compare_chains, describe as describe_chain_diff
 from ..model import PINNED_COMMIT, PYTHON, Chain, DispelError, FilePin, Hop, Lock, Pin
 from ..pins.forges import parse_source_url
 from ..pins.permalinks import ref as pin_ref
 from ..pins.pinning import blob_sha
+from ..render.annotation_files import source_lines
+from ..review.diff import compare_chains
+from ..review.diff import describe as describe_chain_diff
 
 # A file the CLI reads for a link: (distribution, installed path) as the lock names it.
 FileKey = tuple[str, str]

@@ -27,8 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..chains import fold
-from ..render.annotation_files import SAMPLE_PHRASES, select, term_pattern
 from ..model import Chain, Hop, Source
+from ..render.annotation_files import SAMPLE_PHRASES, select, term_pattern
 from ..render.placeholders import (
     ANY_BRACES_RE,
     SOCKET_MODULE,

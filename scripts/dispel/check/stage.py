@@ -15,19 +15,18 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from ..render import annotation_files as annotations
 from .. import catalog
-from ..check import fetch, integrity, prose
-from ..handin import document as handin
-from ..run import multiprocess as processes
 from ..chains import build as chains_core
+from ..check import fetch, integrity, prose
 from ..check import links as check_core
-from ..run.browser import chromium_version, unavailable
+from ..handin import document as handin
+from ..model import Chain, DispelError, Lock, Source
 from ..pins.forges import parse_source_url, raw_url
 from ..pins.installed import PYTHON_VERSION, hop_sources, installed_contents
-from ..model import Chain, DispelError, Lock, Source
 from ..project import Project, read_text
-from ..tracefiles.values import live_secrets
+from ..render import annotation_files
+from ..run import multiprocess as processes
+from ..run.browser import chromium_version, unavailable
 from ..stages import (
     build_chains,
     build_site,
@@ -40,6 +39,7 @@ from ..stages import (
     record_in_new_interpreters,
     verify_installed,
 )
+from ..tracefiles.values import live_secrets
 
 
 @dataclass
@@ -145,9 +145,9 @@ def check_sample_values(report: Project, found: Mapping[str, Chain], sample: Pro
     sample = Project() if sample is None else sample
     if not sample.chains.is_dir():
         return []
-    vocabulary = annotations.sample_vocabulary(load_chains(sample).values())
+    vocabulary = annotation_files.sample_vocabulary(load_chains(sample).values())
     pages = {j: read_text(p, "page") for j in found if (p := report.docs / "chains" / f"{j}.md").is_file()}
-    return prose.sample_values(pages, vocabulary, annotations.sample_vocabulary(found.values()))
+    return prose.sample_values(pages, vocabulary, annotation_files.sample_vocabulary(found.values()))
 
 
 def check_secrets(project: Project) -> list[str]:
@@ -229,18 +229,18 @@ def check_integrity(project: Project, found: Mapping[str, Chain], traces: Mappin
 
 
 def check_annotations(
-    project: Project, found: Mapping[str, Chain], notes: Mapping[str, annotations.Annotation] | None = None,
+    project: Project, found: Mapping[str, Chain], notes: Mapping[str, annotation_files.Annotation] | None = None,
     sources: Mapping[Source, bytes] | None = None,
 ) -> list[str]:
     """Missing, orphaned (once every journey is recorded) and stale annotations, one line each.
     ``notes`` and ``sources`` are read here unless the caller has read them already."""
     notes = load_annotations(project) if notes is None else notes
-    problems = annotations.missing(found.values(), notes)
+    problems = annotation_files.missing(found.values(), notes)
     if set(catalog.JOURNEY_NAMES) <= set(found):
-        problems += annotations.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
-    problems += annotations.stale(found.values(), notes, hop_sources(found.values()) if sources is None else sources)
-    problems += annotations.unreviewed(found.values(), notes)
-    problems += annotations.sample_values(notes, found.values())  # general texts that name the sample's values
+        problems += annotation_files.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
+    problems += annotation_files.stale(found.values(), notes, hop_sources(found.values()) if sources is None else sources)
+    problems += annotation_files.unreviewed(found.values(), notes)
+    problems += annotation_files.sample_values(notes, found.values())  # general texts that name the sample's values
     typed = prose.typed_lines({key: a.text for key, a in notes.items()}, found)  # facts typed instead of filled
     sources = hop_sources(found.values()) if sources is None else sources
     shorts = handin.short_problems(found, {key: a.short for key, a in notes.items() if a.short}, sources)  # the hand-in's sentences
@@ -249,7 +249,7 @@ def check_annotations(
 
 def check_drift(
     project: Project, committed: Mapping[str, Chain], build: Callable[[dict], dict] | None = build_chains,
-    notes: Mapping[str, annotations.Annotation] | None = None,
+    notes: Mapping[str, annotation_files.Annotation] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Regenerate chains (with ``build``, from the committed traces) and pages in a temp dir and
     compare them with the committed files. Returns (differences, possible reasons from the

@@ -14,17 +14,16 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
-from ..render import annotation_files as annotations, pages as render
 from .. import catalog
-from ..handin import document as handin
-from ..check import prose
-from ..run import browser
 from ..check import links as check_core
+from ..check import prose
+from ..handin import document as handin
+from ..model import Chain, DispelError, Lock
 from ..pins.installed import (
     PYTHON_VERSION,
     hop_sources,
@@ -33,8 +32,10 @@ from ..pins.installed import (
     source_lines,
     version_set,
 )
-from ..model import Chain, DispelError, Lock
 from ..project import Project, read_text, swap_folder
+from ..render import annotation_files
+from ..render import pages as render
+from ..run import browser
 from ..stages import (
     browsers_recorded,
     hop_linker,
@@ -61,7 +62,7 @@ class Built:
 
 
 def _excerpts(sources) -> dict:
-    return {src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotations.source_lines(data)] for src, data in sources.items()}
+    return {src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotation_files.source_lines(data)] for src, data in sources.items()}
 
 
 def _git_date(root: Path, rel: str) -> str:
@@ -79,7 +80,7 @@ def site_handin(project: Project) -> Built:
     if not found:
         raise DispelError(f"no chains in {project.shown(project.chains)}: record them first (`make regen`)")
     lock = project_lock(project)
-    texts = annotations.texts(load_annotations(project))
+    texts = annotation_files.texts(load_annotations(project))
     pages = tuple(render.journey_page(found[j], hop_linker(lock), {}, texts, found) for j in catalog.JOURNEY_NAMES if j in found)
     versions, python = version_set(lock)
     versions += browsers_recorded(project)
@@ -100,9 +101,9 @@ def site_handin(project: Project) -> Built:
 
 def report_handin(root: Path, project: Project) -> Built:
     """The hand-in of a report `dispel report` built, with the texts its pages have."""
-    from ..render import app_notes
-    from ..chains import derive
     from .. import report
+    from ..chains import derive
+    from ..render import app_notes
     from ..run import scenario_file
 
     root = root.resolve()
@@ -120,7 +121,7 @@ def report_handin(root: Path, project: Project) -> Built:
     app = root / report.APP_FOLDER
     lines = source_lines({trace.scenario: trace}, app)
     derived = [d for d in derive.derive(trace) if d.journey.name in built]
-    texts = app_notes.library_texts(annotations.texts(load_annotations(project)))
+    texts = app_notes.library_texts(annotation_files.texts(load_annotations(project)))
     texts.update(app_notes.app_texts(trace, built, lines))
     texts.update(app_notes.summaries(derived, built))
     sources = hop_sources(built.values(), app)
@@ -168,19 +169,21 @@ def true_shorts(chain: Chain, texts: dict[str, str], lines) -> dict[str, str]:
             try:
                 render.hop_short(chain, i, texts)
             except DispelError:
-                drop = annotations.select(texts, hop.func.key, chain.journey, hop.line)[0]
+                failed = annotation_files.select(texts, hop.func.key, chain.journey, hop.line)
+                assert failed is not None  # only a text that was chosen can fail to fill
+                drop = failed[0]
                 break
         if drop is None:
-            shorts = {k[len(annotations.SHORT_MARK):]: v for k, v in texts.items() if k.startswith(annotations.SHORT_MARK)}
+            shorts = {k[len(annotation_files.SHORT_MARK):]: v for k, v in texts.items() if k.startswith(annotation_files.SHORT_MARK)}
             found = prose.check_page(chain.journey, handin.short_page(chain, shorts), chain, lines) if shorts else []
             untrue = chain.hops[found[0].hop - 1] if found and found[0].hop else None
             if untrue is None:
                 return texts
-            chosen = annotations.select(shorts, untrue.func.key, chain.journey, untrue.line)
+            chosen = annotation_files.select(shorts, untrue.func.key, chain.journey, untrue.line)
             if chosen is None:
                 return texts
             drop = chosen[0]
-        texts.pop(annotations.SHORT_MARK + drop, None)
+        texts.pop(annotation_files.SHORT_MARK + drop, None)
     return texts
 
 

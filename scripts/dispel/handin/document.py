@@ -21,7 +21,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from html import escape
 from typing import ClassVar
 
@@ -29,10 +29,10 @@ import markdown
 
 from ..chains import fold
 from ..check import prose
-from ..render import pages as render
 from ..check.links import PageLink
-from ..pins.licenses import LicenseRow
 from ..model import PYTHON, Chain, Source, normalize_dist
+from ..pins.licenses import LicenseRow
+from ..render import pages as render
 from ..render.pagemodel import HopLinks, HopView, JourneyPage
 from ..render.pages import inline_code, md_text
 
@@ -396,9 +396,9 @@ class _DocxWriter:
     HEADINGS: ClassVar[dict[str, int]] = {"h1": 0, "h2": 1, "h3": 2, "h4": 3, "h5": 4, "h6": 5}
 
     def __init__(self, doc) -> None:
+        from docx.opc.constants import RELATIONSHIP_TYPE
         from docx.oxml import OxmlElement
         from docx.oxml.ns import qn
-        from docx.opc.constants import RELATIONSHIP_TYPE
 
         self.doc, self.el, self.qn, self.rt = doc, OxmlElement, qn, RELATIONSHIP_TYPE
 
@@ -748,6 +748,7 @@ def pdf_text(data: bytes) -> str:
 
 def markdown_links(md: str) -> list[str]:
     """The external links of report.md, in order (as dispel check reads a page's links)."""
-    from ..check.links import is_external, page_links as md_page_links
+    from ..check.links import is_external
+    from ..check.links import page_links as md_page_links
 
     return [link.target for link in md_page_links("handin/report.md", md) if is_external(link.target)]

@@ -16,14 +16,25 @@ from importlib import metadata
 from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from types import CodeType
+from typing import Self
 
-from ..pins import licenses, pinning as pins
 from ..catalog import DIST_NAMES
+from ..model import (
+    PYTHON,
+    Chain,
+    DispelError,
+    Func,
+    Lock,
+    Pin,
+    Source,
+    TraceFile,
+    normalize_dist,
+)
+from ..pins import licenses
+from ..pins import pinning as pins
 from ..pins.forges import repo_url
-from ..model import PYTHON, Chain, DispelError, Func, Lock, Pin, Source, TraceFile, normalize_dist
 from ..project import HERE, SCRIPTS, read_text
 from ..tracefiles.codec import Root, def_line, locate
-from typing import Self
 
 PYTHON_VERSION = "{}.{}.{}".format(*sys.version_info[:3])
 
@@ -186,7 +197,9 @@ def app_settings(watch: FlaskSecrets | None = None) -> list[tuple[str, object]]:
     in a stable order, for values.learn_secrets."""
     import gc
 
-    from flask.config import Config  # only a recording needs flask, and it has imported it already
+    from flask.config import (
+        Config,  # only a recording needs flask, and it has imported it already
+    )
 
     from ..tracefiles.values import SECRET_NAME
 

@@ -9,25 +9,25 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import threading
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from .. import catalog
-from ..run import runner as scenarios
-from ..run.launchers import ClientProcess
-from ..pins.installed import PYTHON_VERSION
 from ..model import DispelError
+from ..pins.installed import PYTHON_VERSION
 from ..project import Project
 from ..record.cores import available_cores, core_missing, recorder_for
 from ..record.recorder import NullRecorder, Tracer
+from ..run import runner as scenarios
+from ..run.launchers import ClientProcess
 
 # Anchors: no tracing; a global sys.settrace function that returns None (the floor of
 # any settrace recorder); VizTracer (a C profiler that logs every call with a timestamp,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from types import CodeType
 from collections.abc import Callable
+from types import CodeType
 
 from ..model import DispelError
 from ..record.recorder import CRecorder, SettraceRecorder, _Recorder
@@ -66,7 +66,10 @@ def recorder_for(want: Callable[[CodeType], bool], core: str | None = None) -> _
 
 
 if sys.version_info >= (3, 12) and hasattr(sys, "monitoring"):  # (the version check tells a type checker)
-    from ..record.sysmon import CSysmonRecorder, SysmonRecorder  # only where sys.monitoring exists
+    from ..record.sysmon import (  # only where sys.monitoring exists
+        CSysmonRecorder,
+        SysmonRecorder,
+    )
 
     # sysmon: its callbacks in C when the extension is built; sysmon-py: always in Python
     CORES["sysmon"] = SysmonRecorder if c_core_missing() else CSysmonRecorder

@@ -10,10 +10,10 @@ import threading
 import time
 from array import array
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Any, Protocol, Self
-from collections.abc import Callable
 
 SIZED = frozenset({list, tuple, dict, set})
 RAISED = object()  # the "value" of a call left by an exception

@@ -9,9 +9,6 @@ import markdown
 
 from .. import catalog
 from ..chains import fold
-from ..render.annotation_files import KEY_MARK, SHORT_MARK, select
-from ..render.diagram import CROSS_EDGES, LAYER_ORDER, Link, Row, layer_of, layered_svg
-from ..pins.licenses import LicenseRow
 from ..model import (
     EDGE_ENTRY,
     JOIN_PARSED,
@@ -27,6 +24,9 @@ from ..model import (
     Source,
     WireLayer,
 )
+from ..pins.licenses import LicenseRow
+from ..render.annotation_files import KEY_MARK, SHORT_MARK, select
+from ..render.diagram import CROSS_EDGES, LAYER_ORDER, Link, Row, layer_of, layered_svg
 from ..render.pagemodel import HopLinks, HopView, JourneyPage, Return, Section
 from ..render.placeholders import fill
 

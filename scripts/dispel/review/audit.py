@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field, replace
 from urllib.parse import unquote
 
 from ..chains import fold
-from ..pins.forges import SHA_RE, SHORT_SHA_RE
 from ..model import Chain
+from ..pins.forges import SHA_RE, SHORT_SHA_RE
 
 PINNED, SHORT, UNPINNED = "commit", "short commit", "branch/tag"
 YES, NO, UNKNOWN = "yes", "no", "unknown"

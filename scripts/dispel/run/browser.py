@@ -14,8 +14,8 @@ import threading
 from pathlib import Path
 
 from ..model import DispelError
-from ..run.pacer import PacerProcess
 from ..project import SCRIPTS
+from ..run.pacer import PacerProcess
 
 CHROMIUM = Path(os.environ.get("DISPEL_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("DISPEL_CHROMEDRIVER", "/usr/bin/chromedriver"))

@@ -82,7 +82,9 @@ class ClientStarter:
         self.launch = None
         self.ready: list[ClientProcess] = []
         if sc.client == "browser":
-            from ..run.browser import Launch  # selenium is imported only for the browser
+            from ..run.browser import (
+                Launch,  # selenium is imported only for the browser
+            )
 
             self.launch = Launch()
         elif port is not None:

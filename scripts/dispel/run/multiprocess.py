@@ -17,14 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 from ..catalog import ProcessScenario
-from ..run.launchers import ClientProcess
-from ..run.launchers import free_ports as _free_ports
 from ..model import DispelError
 from ..project import write_all_atomic
+from ..run.launchers import ClientProcess
+from ..run.launchers import free_ports as _free_ports
 
 # The channel Flask-SocketIO's message queue publishes on (SocketIO's default).
 CHANNEL = "flask-socketio"

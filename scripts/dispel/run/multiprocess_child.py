@@ -34,12 +34,12 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from .. import catalog
-from ..pins.installed import FlaskSecrets
 from ..model import DispelError
+from ..pins.installed import FlaskSecrets
 from ..record.recorder import NullRecorder
 
 if TYPE_CHECKING:
-    from .normalize import RawCall
+    from ..tracefiles.normalize import RawCall
 
 SETTLE_POLL = 0.005
 # Redis numbers its connections in the order they come: the id in a RESP3 HELLO reply.
@@ -70,8 +70,8 @@ def _listener_idle(manager) -> bool:
 class _Child:
     def __init__(self, role: str, kind: str, module: str, queue: str, port: int, out: str, redis_port: int, traced: bool = True,
                  redact: tuple[str, ...] = ()) -> None:
-        from ..run import runner as scenarios
         from ..record.cores import recorder_for
+        from ..run import runner as scenarios
 
         self.role, self.kind, self.module_name, self.queue, self.port, self.out = role, kind, module, queue, port, out
         self.redis_port = redis_port

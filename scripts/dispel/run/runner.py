@@ -10,10 +10,10 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType
 from typing import Protocol, Self, TypeVar
-from collections.abc import Callable
 
 from ..catalog import (
     DISTS,
@@ -23,9 +23,9 @@ from ..catalog import (
     scenario,
     split_step,
 )
-from ..run.launchers import free_ports
 from ..model import DispelError
 from ..record.recorder import Tracer
+from ..run.launchers import free_ports
 
 
 def free_port() -> int:

@@ -135,8 +135,9 @@ def disconnect_cleanly(client, timeout: float) -> None:
 
 
 def main(argv: list[str]) -> int:
-    import socketio
     import time
+
+    import socketio
 
     port = int(argv[0])
     pace = float(argv[1]) if len(argv) > 1 else PACE_SECONDS

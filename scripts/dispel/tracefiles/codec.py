@@ -2,19 +2,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from ..model import (
     CHAIN_SCHEMA,
     TRACE_SCHEMA,
     Chain,
-    Relay,
     DispelError,
     Event,
     Func,
     Hop,
     Join,
+    Relay,
     Source,
     ThreadInfo,
     TraceFile,
