@@ -21,10 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from dispel.run import browser
 from dispel import stages
-from dispel.record.cores import recorder_for
 from dispel.pins.installed import PYTHON_VERSION
+from dispel.record.cores import recorder_for
+from dispel.run import browser
 from dispel.tracefiles.codec import Root
 from programs import threads as prog
 
@@ -102,7 +102,8 @@ def project(tmp_path: Path) -> Path:
     copy.mkdir()
     if (stages.Project().root / ".git").exists():
         archive = subprocess.run(["git", "-C", str(stages.Project().root), "archive", "HEAD", "docs", "traces"], capture_output=True, check=True).stdout
-        tarfile.open(fileobj=io.BytesIO(archive)).extractall(copy, filter="data")
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(copy, filter="data")
     else:
         shutil.copytree(stages.Project().root / "docs", copy / "docs")
         shutil.copytree(stages.Project().root / "traces", copy / "traces")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from dispel.render import annotation_files as ann
 from dispel.model import DispelError
+from dispel.render import annotation_files as ann
 from samples import EMIT, EXCERPTS, HOPS, SIO
 
 SIO_TEXT = "\n".join(EXCERPTS[SIO]) + "\n"

@@ -120,8 +120,8 @@ APP_CASES = [
     ("root not a folder", {"chat.py": APP.replace("MODE", "threading")}, "chat:socketio", False, ["--root", "WORK/nope"],
      "is not a folder; name the folder that holds the app's code"),
     ("handler raises, ack awaited", {"chat.py": RAISES}, "chat:socketio", False, [],
-     "steps[2] (emit 'ping', client a) failed: TimeoutError: no answer within the step's deadline; "
-     "in this step the app raised ValueError: cannot handle 'x' (raised at chat.py:10 in on_ping)"),
+     ("steps[2] (emit 'ping', client a) failed: TimeoutError: no answer within the step's deadline; "
+     "in this step the app raised ValueError: cannot handle 'x' (raised at chat.py:10 in on_ping)")),
 ]
 
 

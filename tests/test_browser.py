@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from dispel.run import browser
 from dispel import catalog
-from dispel.chains import build as chains, finders
-from dispel.check import links as check
+from dispel.chains import build as chains
+from dispel.chains import finders
 from dispel.chains.build import TraceGraph, mentions
+from dispel.check import links as check
+from dispel.run import browser
 from dispel.tracefiles.codec import trace_from_json
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,18 +8,19 @@ from pathlib import Path
 import pytest
 from conftest import trace_of
 from dispel import catalog
-from dispel.chains import build as chains, finders
-from dispel.pins import installed
+from dispel.chains import build as chains
+from dispel.chains import finders
 from dispel.model import (
     EDGE_CALL,
     EDGE_DATA,
-    EDGE_QUEUE,
     EDGE_ENTRY,
+    EDGE_QUEUE,
     EDGE_RETURN,
     EDGE_THREAD_START,
     EDGE_WAKE,
     DispelError,
 )
+from dispel.pins import installed
 from dispel.tracefiles.codec import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json
 from dispel.tracefiles.values import value_text_to_python
 from programs import threads as prog

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 from conftest import MODULE, RepoServer, commit_files, git, make_repo
-from dispel.check import links as check, fetch, stage as verify
 from dispel import stages
-from dispel.pins.forges import raw_url
+from dispel.check import fetch
+from dispel.check import links as check
+from dispel.check import stage as verify
 from dispel.model import Chain, DispelError, FilePin, Func, Hop, Lock, Pin, Source
+from dispel.pins.forges import raw_url
 from dispel.pins.pinning import blob_sha
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from dispel.chains import fold
-from dispel.render import pages as render
 from dispel.model import (
     EDGE_CALL,
     EDGE_ENTRY,
@@ -23,6 +22,7 @@ from dispel.model import (
     Join,
     Source,
 )
+from dispel.render import pages as render
 from dispel.tracefiles.codec import chain_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,8 +84,8 @@ def chains():
 def test_committed_pages_show_at_most_30_key_hops_and_keep_every_anchor(chains, journey):
     page = (ROOT / "docs" / "chains" / f"{journey}.md").read_text()
     chain = chains[journey]
-    open_headings = re.findall(r"^### (\d+) · .*\{ #hop-\1 \}$", page, re.M)
-    folded_headings = re.findall(r"^    ### (\d+) · .*\{ #hop-\1 \}$", page, re.M)
+    open_headings = re.findall(r"^### (\d+) · .*\{ #hop-\1 \}$", page, re.MULTILINE)
+    folded_headings = re.findall(r"^    ### (\d+) · .*\{ #hop-\1 \}$", page, re.MULTILINE)
     assert 0 < len(open_headings) <= MOST_KEY_HOPS
     anchors = {int(n) for n in open_headings + folded_headings} | {int(n) for n in re.findall(r'<a id="hop-(\d+)"></a>', page)}
     assert anchors == set(range(1, len(chain.hops) + 1)), "every hop keeps its anchor"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 from dispel.catalog import DIST_NAMES
-from dispel.pins.installed import distributions
 from dispel.model import Lock, Pin
+from dispel.pins.installed import distributions
 from dispel.pins.pinning import lock_from_json, lock_to_json
 from dispel.project import Project, dump_json
 from dispel.report import committed_lock, report_dists

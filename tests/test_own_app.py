@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel.chains import build as chains, derive
-from dispel.check import integrity
 from dispel.catalog import Journey
+from dispel.chains import build as chains
+from dispel.chains import derive
+from dispel.check import integrity
 from dispel.model import EDGE_ENTRY
 from dispel.tracefiles.codec import chain_from_dict, trace_from_json
 
@@ -68,7 +69,7 @@ def test_the_emit_after_a_call_is_its_own_message(built):
 def test_the_old_derivation_spliced_it_and_the_rule_says_where(built):
     """The old finder followed the trail from the handler's frame: its first hand-off was the
     call's packet ('quiz'), then it ended at the reply's frame on a later turn of the writer's loop."""
-    _, _, found, trace = built
+    _, _, _found, trace = built
     g = chains.TraceGraph(trace)
     source = next(i for i in g.find(lambda e: e.func == "one_reply:on_ask"))
     sink = next(i for i in g.find(lambda e: chains.is_sink("send")(e) and chains.mentions(e, ("you answered",))))

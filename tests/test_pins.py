@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import git, hash_object, install, make_repo
 from dispel import catalog, cli, stages
-from dispel.pins import pinning as pins
 from dispel.model import LOCK_SCHEMA, DispelError, FilePin, Lock
+from dispel.pins import pinning as pins
 from dispel.project import Project, dump_json
 
 # --------------------------------------------------------------------------- pure logic

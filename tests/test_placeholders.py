@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-from dispel.render import placeholders as ph
 from dispel.model import (
     EDGE_CALL,
     EDGE_ENTRY,
@@ -14,6 +13,7 @@ from dispel.model import (
     Source,
     WireLayer,
 )
+from dispel.render import placeholders as ph
 from dispel.render.pages import hop_annotation, inline_code
 
 WS = Source("wsproto", "1.3.2", "wsproto/frame_protocol.py")

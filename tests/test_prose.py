@@ -5,10 +5,11 @@ import re
 from pathlib import Path
 
 import pytest
-from dispel.check import prose, stage as verify
-from dispel import stages, wire
-from dispel.project import Project
 from conftest import ON_TRACED_PYTHON, TRACED_PYTHON
+from dispel import stages, wire
+from dispel.check import prose
+from dispel.check import stage as verify
+from dispel.project import Project
 
 ROOT = Project().root
 
@@ -113,13 +114,13 @@ def test_an_annotation_that_types_the_executed_line_fails(site):
     key = "engineio.socket:Socket.send"  # executes line 77 wherever it runs
     found = prose.typed_lines(dict(texts, **{key: texts[key] + " Line 77 queues it."}), chains)
     assert found == [
-        f"prose: annotation {key}: types 'Line 77', the executed line of ack hop 77: "
-        "write line {{lineno}}, quote {{line}} or say the highlighted line [typed-line]"
+        (f"prose: annotation {key}: types 'Line 77', the executed line of ack hop 77: "
+        "write line {{lineno}}, quote {{line}} or say the highlighted line [typed-line]")
     ]
     keyed = "threading:Thread.run@upgrade"
     assert prose.typed_lines(dict(texts, **{keyed: "At line 982 it runs the target."}), chains) == [
-        f"prose: annotation {keyed}: types 'line 982', the executed line of upgrade hop 90: "
-        "write line {{lineno}}, quote {{line}} or say the highlighted line [typed-line]"
+        (f"prose: annotation {keyed}: types 'line 982', the executed line of upgrade hop 90: "
+        "write line {{lineno}}, quote {{line}} or say the highlighted line [typed-line]")
     ]
     # the placeholder, and a line the hop did not execute, pass
     assert prose.typed_lines(dict(texts, **{key: texts[key] + " Line {{lineno}} queues it; line 76 logs."}), chains) == []

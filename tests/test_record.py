@@ -7,8 +7,8 @@ import threading
 import pytest
 from conftest import ROOTS, record, trace_of, want
 from dispel import stages
-from dispel.record.cores import available_cores, recorder_for
 from dispel.model import DispelError
+from dispel.record.cores import available_cores, recorder_for
 from programs import threads as prog
 
 

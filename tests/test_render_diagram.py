@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 from dispel.chains import fold
-from dispel.render import pages as render
-from dispel.render.diagram import LAYERS, STYLES, Link, Row, layer_of, layered_svg, wrap
 from dispel.model import (
     EDGE_CALL,
     EDGE_DATA,
@@ -19,6 +17,8 @@ from dispel.model import (
     EDGE_WAKE,
     DispelError,
 )
+from dispel.render import pages as render
+from dispel.render.diagram import LAYERS, STYLES, Link, Row, layer_of, layered_svg, wrap
 from dispel.tracefiles.codec import chain_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]

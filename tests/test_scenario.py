@@ -9,10 +9,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from dispel.run import browser, runner as scenarios
 from dispel import catalog, stages
 from dispel.check import links as check
 from dispel.model import DispelError
+from dispel.run import browser
+from dispel.run import runner as scenarios
 from dispel.tracefiles.codec import trace_from_json, trace_to_json
 
 ROOT = Path(__file__).resolve().parents[1]

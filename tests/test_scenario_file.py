@@ -210,8 +210,9 @@ def test_bad_file_of_several_processes_names_the_place(text, needle):
 
 
 def test_the_process_client_can_do_what_the_format_allows():
-    from dispel.run import sample_client as client
     import inspect
+
+    from dispel.run import sample_client as client
 
     assert client.ROOM == PROCESS_ROOM
     source = inspect.getsource(client.main)
