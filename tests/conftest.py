@@ -21,10 +21,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from dispel import stages
+from dispel.pins import stage as pins_stage
 from dispel.pins.installed import PYTHON_VERSION
+from dispel.project import Project
 from dispel.record.cores import recorder_for
 from dispel.run import browser
+from dispel.tracefiles import recording as tracefiles_recording
 from dispel.tracefiles.codec import Root
 from programs import threads as prog
 
@@ -40,7 +42,7 @@ SLOW_MODULES = {
 
 # The Python that recorded the project's traces, when it is not this one: the committed chains
 # and pages quote its standard library, which only it has (None on that Python).
-TRACED_PYTHON = stages.foreign_python(stages.Project())
+TRACED_PYTHON = pins_stage.foreign_python(Project())
 ON_TRACED_PYTHON = (
     f"tests of the committed traces skipped: they were recorded on Python {TRACED_PYTHON}, this is {PYTHON_VERSION} "
     f"(`make test PY=python{(TRACED_PYTHON or '').rpartition('.')[0]}` with CPython {TRACED_PYTHON} runs them)"
@@ -100,13 +102,13 @@ def project(tmp_path: Path) -> Path:
     """
     copy = tmp_path / "project"
     copy.mkdir()
-    if (stages.Project().root / ".git").exists():
-        archive = subprocess.run(["git", "-C", str(stages.Project().root), "archive", "HEAD", "docs", "traces"], capture_output=True, check=True).stdout
+    if (Project().root / ".git").exists():
+        archive = subprocess.run(["git", "-C", str(Project().root), "archive", "HEAD", "docs", "traces"], capture_output=True, check=True).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(copy, filter="data")
     else:
-        shutil.copytree(stages.Project().root / "docs", copy / "docs")
-        shutil.copytree(stages.Project().root / "traces", copy / "traces")
+        shutil.copytree(Project().root / "docs", copy / "docs")
+        shutil.copytree(Project().root / "traces", copy / "traces")
     return copy
 
 
@@ -267,4 +269,4 @@ def record(fn, recorder=None):
 
 def trace_of(fn):
     _, rec = record(fn)
-    return stages.trace_from_recording(rec, fn.__name__, 0, ROOTS, {})
+    return tracefiles_recording.trace_from_recording(rec, fn.__name__, 0, ROOTS, {})

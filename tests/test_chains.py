@@ -21,7 +21,12 @@ from dispel.model import (
     DispelError,
 )
 from dispel.pins import installed
-from dispel.tracefiles.codec import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json
+from dispel.tracefiles.codec import (
+    chain_from_dict,
+    chain_to_dict,
+    trace_from_json,
+    trace_to_json,
+)
 from dispel.tracefiles.values import value_text_to_python
 from programs import threads as prog
 from programs import values as pv

@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dispel import cli, stages
+from dispel import cli
 from dispel.check import links as check
 from dispel.check import stage as verify
-from dispel.project import Project
+from dispel.project import Project, load_chains, load_lock
 
 ROOT = Project().root
 
@@ -27,11 +27,11 @@ def rendered(project: Path) -> Path:
 
 
 def chains_of(root: Path) -> dict:
-    return stages.load_chains(Project(root))
+    return load_chains(Project(root))
 
 
 def lock_of(root: Path):
-    return stages.load_lock(root / "traces" / "pins.lock.json")
+    return load_lock(root / "traces" / "pins.lock.json")
 
 
 def problems(results) -> list[str]:
@@ -40,7 +40,7 @@ def problems(results) -> list[str]:
 
 def link_problems(project: Path, chains: dict | None = None) -> list[str]:
     """The permalink and link failures of a (broken) copy."""
-    return problems(verify.check_links(Project(project), lock_of(project), chains if chains is not None else stages.load_chains(Project(), project / "traces" / "chains")))
+    return problems(verify.check_links(Project(project), lock_of(project), chains if chains is not None else load_chains(Project(), project / "traces" / "chains")))
 
 
 def emit_hop(project: Path) -> tuple[dict, int, object]:
@@ -87,7 +87,7 @@ def test_repeated_headings_get_toc_suffixes():
 
 @pytest.mark.traced_python
 def test_the_committed_site_links_all_verify(rendered):
-    results = verify.check_links(Project(rendered), lock_of(rendered), stages.load_chains(Project(), rendered / "traces" / "chains"))
+    results = verify.check_links(Project(rendered), lock_of(rendered), load_chains(Project(), rendered / "traces" / "chains"))
     assert problems(results) == []
     assert check.summarize(results).checked > 0
 
@@ -314,7 +314,7 @@ def test_the_home_page_and_how_md_agree_with_the_catalogue_and_chains():
     from dispel import catalog
 
     scenarios = (*catalog.DEFAULT_SCENARIOS, *catalog.DEFAULT_PROCESS_SCENARIOS)
-    edges = {h.edge for c in stages.load_chains(Project()).values() for h in c.hops}
+    edges = {h.edge for c in load_chains(Project()).values() for h in c.hops}
     assert check.stale_site_texts(index, how, catalog.JOURNEY_NAMES, edges, scenarios) == []
     # Each kind of staleness is named: a journey row dropped, an edge row dropped, a wrong count.
     dropped = re.sub(r"\| \[disconnect\]\(chains/disconnect\.md\)[^\n]*\n", "", index)

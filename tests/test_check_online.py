@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from conftest import MODULE, RepoServer, commit_files, git, make_repo
-from dispel import stages
 from dispel.check import fetch
 from dispel.check import links as check
 from dispel.check import stage as verify
 from dispel.model import Chain, DispelError, FilePin, Func, Hop, Lock, Pin, Source
 from dispel.pins.forges import raw_url
 from dispel.pins.pinning import blob_sha
+from dispel.review import stage as review_stage
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_answers_are_cached_in_memory_and_on_disk(server, repo, tmp_path):
 
 def test_an_unreachable_host_is_one_clear_error():
     with pytest.raises(DispelError, match=r"--online: cannot reach http://127\.0\.0\.1:9: .*refused"):
-        stages.fetch_all(quick(retries=1), ["http://127.0.0.1:9/o/r/x/y.py"], "http://127.0.0.1:9")
+        review_stage.fetch_all(quick(retries=1), ["http://127.0.0.1:9/o/r/x/y.py"], "http://127.0.0.1:9")
 
 
 # --------------------------------------------------------------------------- permalinks checked online

@@ -209,14 +209,15 @@ def test_a_short_sentence_must_be_one_and_not_on_a_summary():
 
 def test_every_hop_of_every_chain_is_in_the_hand_in_with_its_permalink():
     """The whole chain is there: each hop's permalink, made from the lock apart from the page model."""
-    from dispel import stages
+    from dispel.project import load_chains, project_lock
+    from dispel.render import stage as render_stage
 
     project = Project()
     built = handin_build.site_handin(project)
-    linker = stages.hop_linker(stages.project_lock(project))
+    linker = render_stage.hop_linker(project_lock(project))
     md = handin.to_markdown(built.handin, built.command)
     shown = set(handin.markdown_links(md))
-    for journey, chain in stages.load_chains(project).items():
+    for journey, chain in load_chains(project).items():
         for n, hop in enumerate(chain.hops, 1):
             if hop.func.source.dist == "sample_app":
                 assert f"{render.inline_code(hop.func.source.path)} line {hop.line} (" in md

@@ -8,11 +8,11 @@ import dataclasses
 import pytest
 from dispel import cli
 from dispel.chains import build as chains
+from dispel.chains.stage import chain_files
 from dispel.check import integrity
 from dispel.check import stage as verify
 from dispel.model import EDGE_CALL, EDGE_WAKE, WireLayer
-from dispel.project import Project
-from dispel.stages import chain_files, load_chains, load_traces
+from dispel.project import Project, load_chains, load_traces
 
 
 @pytest.fixture(scope="module")

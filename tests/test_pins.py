@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 from conftest import git, hash_object, install, make_repo
-from dispel import catalog, cli, stages
+from dispel import catalog, cli
 from dispel.model import LOCK_SCHEMA, DispelError, FilePin, Lock
 from dispel.pins import pinning as pins
-from dispel.project import Project, dump_json
+from dispel.pins import stage as pins_stage
+from dispel.project import Project, dump_json, load_lock
 
 # --------------------------------------------------------------------------- pure logic
 
@@ -251,7 +252,7 @@ def test_pin_writes_a_lock_proven_by_git(world: dict[str, Path], capsys: pytest.
     assert cli.main(pin_args(world)) == 0
     out = capsys.readouterr().out
     assert "srclib/_version.py" in out and "unpinned" in out
-    lock = stages.load_lock(world["lock"])
+    lock = load_lock(world["lock"])
     src, flat = lock.pin("srclib"), lock.pin("flatlib")
     # the --git-dir spelling of the repository wins over the metadata's lowercase one
     assert (src.repo, src.tag, src.pinned) == ("acme/SrcLib", "v1.0.0", "commit")
@@ -265,7 +266,7 @@ def test_pin_writes_a_lock_proven_by_git(world: dict[str, Path], capsys: pytest.
         FilePin("srclib/_version.py", "", hash_object(site / "srclib/_version.py")),
     }
     assert {(f.installed, f.path) for f in flat.files} == {(k, k) for k in FLATLIB}
-    assert stages.verify_installed(lock, [site]) == []
+    assert pins_stage.verify_installed(lock, [site]) == []
     text = world["lock"].read_text()
     assert str(world["site"].parent) not in text and text == dump_json(json.loads(text))
 
@@ -276,7 +277,7 @@ def test_file_modified_after_install_is_detected(world: dict[str, Path]) -> None
     core = world["site"] / "srclib/core.py"
     original = hash_object(core)
     core.write_text("def run():\n    return 2  # patched\n")
-    [problem] = stages.verify_installed(stages.load_lock(world["lock"]), [world["site"]])
+    [problem] = pins_stage.verify_installed(load_lock(world["lock"]), [world["site"]])
     assert "srclib/core.py" in problem and original in problem and hash_object(core) in problem
     assert cli.main(pin_args(world)) == 2  # pinning a patched library refuses ...
     assert world["lock"].read_bytes() == locked  # ... and leaves the lock untouched
@@ -321,7 +322,7 @@ def test_distribution_without_repository_url(world, capsys, tmp_path: Path) -> N
     err = _fail(world, argv, capsys)
     assert "nourl names no repository" in err and "--repo nourl=OWNER/REPO" in err
     assert cli.main(argv + ["--repo", "nourl=acme/nourl"]) == 0
-    assert stages.load_lock(world["lock"]).pin("nourl").files == (
+    assert load_lock(world["lock"]).pin("nourl").files == (
         FilePin("nourl.py", "nourl.py", hash_object(world["site"] / "nourl.py")),
     )
 
@@ -342,22 +343,22 @@ def test_nonsense_lock_file_on_disk(tmp_path: Path, text: str, message: str) -> 
     path = tmp_path / "pins.lock.json"
     path.write_text(text)
     with pytest.raises(DispelError, match=message) as err:
-        stages.load_lock(path)
+        load_lock(path)
     assert "\n" not in str(err.value)
 
 
 def test_missing_lock_file_says_how_to_create_it(tmp_path: Path) -> None:
     with pytest.raises(DispelError, match=r"lock file not found: .*`make pin"):
-        stages.load_lock(tmp_path / "nope.json")
+        load_lock(tmp_path / "nope.json")
 
 
 # --------------------------------------------------------------------------- the committed lock
 
 
 def test_committed_lock_matches_the_installed_environment() -> None:
-    lock = stages.load_lock(Project().lock)
+    lock = load_lock(Project().lock)
     assert {p.dist for p in lock.dists} == set(catalog.PINNED_DIST_NAMES)
     assert all(p.pinned == "commit" and len(p.commit) == 40 for p in lock.dists)
     # the standard-library files pinned: the usual ones plus every one a trace ran code from
-    assert {f.installed for f in lock.python.files} == set(catalog.STDLIB_FILES) | stages.traced_stdlib_files(Project())
-    assert stages.verify_installed(lock) == []
+    assert {f.installed for f in lock.python.files} == set(catalog.STDLIB_FILES) | pins_stage.traced_stdlib_files(Project())
+    assert pins_stage.verify_installed(lock) == []

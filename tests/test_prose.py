@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 from conftest import ON_TRACED_PYTHON, TRACED_PYTHON
-from dispel import stages, wire
+from dispel import wire
 from dispel.check import prose
 from dispel.check import stage as verify
-from dispel.project import Project
+from dispel.pins.installed import hop_sources
+from dispel.project import Project, load_annotations, load_chains
 
 ROOT = Project().root
 
@@ -17,11 +18,11 @@ ROOT = Project().root
 @pytest.fixture(scope="module")
 def site():
     """The committed journey pages, their chains and the lines of the files they link to."""
-    chains = stages.load_chains(Project(ROOT))
+    chains = load_chains(Project(ROOT))
     if not {"polling", "upgrade", "broadcast"} <= set(chains):
         pytest.skip("the chains of polling, upgrade and broadcast are not committed yet")
     pages = {j: (ROOT / "docs" / "chains" / f"{j}.md").read_text(encoding="utf-8") for j in chains}
-    sources = {src: data.decode("utf-8", "replace").split("\n") for src, data in stages.hop_sources(chains.values()).items()}
+    sources = {src: data.decode("utf-8", "replace").split("\n") for src, data in hop_sources(chains.values()).items()}
     return pages, chains, sources
 
 
@@ -109,7 +110,7 @@ def test_sentences(text, parts):
 def test_an_annotation_that_types_the_executed_line_fails(site):
     """Rule typed-line: a general or keyed text that types the number of a line its hop executed."""
     _, chains, _ = site
-    texts = {key: a.text for key, a in stages.load_annotations(Project(ROOT)).items()}
+    texts = {key: a.text for key, a in load_annotations(Project(ROOT)).items()}
     assert prose.typed_lines(texts, chains) == []
     key = "engineio.socket:Socket.send"  # executes line 77 wherever it runs
     found = prose.typed_lines(dict(texts, **{key: texts[key] + " Line 77 queues it."}), chains)

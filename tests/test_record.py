@@ -6,9 +6,9 @@ import threading
 
 import pytest
 from conftest import ROOTS, record, trace_of, want
-from dispel import stages
 from dispel.model import DispelError
 from dispel.record.cores import available_cores, recorder_for
+from dispel.tracefiles import recording as tracefiles_recording
 from programs import threads as prog
 
 
@@ -72,7 +72,7 @@ def test_untraced_threads_stay_untraced():
         with recorder.pause():
             prog.launch()  # started by a paused thread: not traced
         prog.work(1)
-    trace = stages.trace_from_recording(recorder, "pause", 0, ROOTS, {})
+    trace = tracefiles_recording.trace_from_recording(recorder, "pause", 0, ROOTS, {})
     assert [t.name for t in trace.threads] == ["main"]
     assert "programs.threads:launch" not in funcs_on(trace, "main")
 
@@ -92,7 +92,7 @@ def test_exception_in_the_recorder_disables_it_and_spares_the_program():
     assert recorder.errors and "recorder bug" in recorder.errors[0]
     assert sys.gettrace() is None and threading.gettrace() is None and sys.getprofile() is None
     with pytest.raises(DispelError, match="recorder disabled itself"):
-        stages.trace_from_recording(recorder, "broken", 0, ROOTS, {})
+        tracefiles_recording.trace_from_recording(recorder, "broken", 0, ROOTS, {})
 
 
 def test_socket_methods_restored_after_recording():
@@ -149,7 +149,7 @@ def test_a_thread_still_running_at_the_end_is_cut_where_it_is():
         assert len(raw.ints) == 3 * rows and len(raw.rets) == 4 * len(raw.ret_values)
         assert all(r < rows for r in raw.return_map())
         running: list = []
-        trace = stages.trace_from_recording(rec, "loop", 0, ROOTS, {}, running=running)
+        trace = tracefiles_recording.trace_from_recording(rec, "loop", 0, ROOTS, {}, running=running)
     finally:
         state["quit"] = True
     (cut,) = running

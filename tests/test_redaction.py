@@ -27,7 +27,12 @@ from dispel.pins.installed import FlaskSecrets, app_settings
 from dispel.project import Project
 from dispel.run import multiprocess as processes
 from dispel.run import scenario_file
-from dispel.tracefiles.values import Normalizer, learn_secrets, live_secrets, value_text_to_python
+from dispel.tracefiles.values import (
+    Normalizer,
+    learn_secrets,
+    live_secrets,
+    value_text_to_python,
+)
 from dispel.wire import frame_layout, xor_mask
 
 ROOT = Path(__file__).resolve().parents[1]

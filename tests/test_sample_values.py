@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel import stages, wire
+from dispel import wire
 from dispel.check import prose
 from dispel.check import stage as verify
 from dispel.model import Source
-from dispel.project import Project
+from dispel.project import Project, load_annotations, load_chains
 from dispel.render import annotation_files as annotations
 from dispel.render import pages as render
 
@@ -23,7 +23,7 @@ APPS = ROOT / "tests" / "programs" / "apps"
 
 @pytest.fixture(scope="module")
 def chains():
-    found = stages.load_chains(Project(ROOT))
+    found = load_chains(Project(ROOT))
     if not {"on", "ack", "emit", "broadcast"} <= set(found):
         pytest.skip("the sample's chains are not committed yet")
     return found
@@ -111,13 +111,13 @@ def test_keyed_texts_summaries_and_the_samples_own_functions_are_not_read(chains
 
 
 def test_every_committed_general_text_holds_for_any_app(chains):
-    notes = stages.load_annotations(Project(ROOT))
+    notes = load_annotations(Project(ROOT))
     assert [p.message for p in annotations.sample_values(notes, chains.values())] == []
 
 
 def test_a_general_text_that_names_any_sample_value_fails_the_rule(chains, vocabulary):
     """Each value of the computed set, put into a general text, is named by the rule's own line."""
-    notes = stages.load_annotations(Project(ROOT))
+    notes = load_annotations(Project(ROOT))
     key = next(k for k, a in notes.items() if a.journey is None and not k.startswith("journey:") and "sample_app" not in k)
     for term in sorted(vocabulary):
         ann = notes[key]
@@ -192,7 +192,7 @@ def test_an_own_app_report_shows_no_sample_value(tmp_path, vocabulary):
     proc = subprocess.run([sys.executable, "-m", "dispel", "report", "--scenario", "ns_chat.toml", "--out", str(out), "--no-site"],
                           cwd=APPS, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    found = stages.load_chains(Project(out))
+    found = load_chains(Project(out))
     pages = {j: (out / "docs" / "chains" / f"{j}.md").read_text(encoding="utf-8") for j in found}
     assert prose.sample_values(pages, vocabulary, annotations.sample_vocabulary(found.values())) == []
     assert not any(re.search(r"(?i)sample app|this site", p) for p in pages.values())

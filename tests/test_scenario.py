@@ -9,9 +9,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from dispel import catalog, stages
+from dispel import catalog
 from dispel.check import links as check
 from dispel.model import DispelError
+from dispel.record import stage as record_stage
 from dispel.run import browser
 from dispel.run import runner as scenarios
 from dispel.tracefiles.codec import trace_from_json, trace_to_json
@@ -88,7 +89,7 @@ def test_committed_trace_matches_a_fresh_recording(trace):
 def test_no_threads_or_listening_sockets_left():
     # In-process, so that what the run leaves behind can be seen.
     port = scenarios.free_port()
-    stages.record_scenario("chat", timeout=30, app="sample_app.app", port=port)
+    record_stage.record_scenario("chat", timeout=30, app="sample_app.app", port=port)
     left = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
     server_like = [n for n in left if any(w in n for w in catalog.PER_CONNECTION_THREADS + catalog.HANDLER_THREADS + ("dispel-server",))]
     assert not server_like, left
@@ -122,7 +123,7 @@ def test_programs_importable(monkeypatch):
 
 def test_app_that_fails_to_import(test_programs_importable):
     with pytest.raises(DispelError, match="cannot import app module 'programs.broken_app'.*broken on purpose"):
-        stages.record_scenario("chat", timeout=10, app="programs.broken_app")
+        record_stage.record_scenario("chat", timeout=10, app="programs.broken_app")
 
 
 def test_port_already_in_use(tmp_path):
@@ -137,7 +138,7 @@ def test_port_already_in_use(tmp_path):
 
 def test_client_that_cannot_connect_names_the_step(test_programs_importable):
     with pytest.raises(DispelError, match="step 'connect'"):
-        stages.record_scenario("chat", timeout=15, app="programs.plain_app")
+        record_stage.record_scenario("chat", timeout=15, app="programs.plain_app")
 
 
 # ------------------------------------------------------------------ without a browser

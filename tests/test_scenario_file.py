@@ -4,7 +4,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from dispel.run.scenario_file import PROCESS_EVENTS, PROCESS_ROOM, ScenarioError, Step, parse
+from dispel.run.scenario_file import (
+    PROCESS_EVENTS,
+    PROCESS_ROOM,
+    ScenarioError,
+    Step,
+    parse,
+)
 
 GOOD = """
 title = "Chat"

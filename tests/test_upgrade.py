@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 from conftest import git, install
-from dispel import cli, stages
+from dispel import cli
 from dispel.check import links as check
 from dispel.model import EDGE_CALL, EDGE_ENTRY, Chain, Func, Hop, Pin, Source
 from dispel.pins import pinning as pins
-from dispel.project import Project, dump_json, write_atomic
+from dispel.pins import stage as pins_stage
+from dispel.project import Project, dump_json, load_chains, load_lock, write_atomic
 from dispel.review import diff
 from dispel.tracefiles import codec as tracefile
 
@@ -139,10 +140,10 @@ def diff_of(w: dict[str, Path], capsys: pytest.CaptureFixture[str], *extra: str)
 @pytest.mark.slow  # git repositories and dispel commands
 def test_an_upgrade_that_changes_no_traced_line(world, capsys):
     w = world
-    locked = stages.load_lock(w["lock"])
+    locked = load_lock(w["lock"])
     install_release(w["site"], "1.1")
     # the installed version differs from the lock: the check and `make site` say so, naming both
-    assert "tiny: installed 1.1, lock 1.0: run make pin, then make regen" in stages.verify_installed(locked, [w["site"]])
+    assert "tiny: installed 1.1, lock 1.0: run make pin, then make regen" in pins_stage.verify_installed(locked, [w["site"]])
     capsys.readouterr()
     assert cli.main(["versions", "--warn", "--lock", str(w["lock"]), "--site", str(w["site"])]) == 0
     warned = [ln for ln in capsys.readouterr().err.splitlines() if not ln.startswith("warning: python:")]
@@ -155,12 +156,12 @@ def test_an_upgrade_that_changes_no_traced_line(world, capsys):
     assert "--git-dir acme/tiny=PATH" in err and w["lock"].read_bytes() == before
     assert cli.main(pin(w, "--git-dir", f"acme/tiny={w['tiny']}")) == 0
     assert "tiny: pinned afresh (installed 1.1, lock 1.0)" in capsys.readouterr().out
-    lock = stages.load_lock(w["lock"])
+    lock = load_lock(w["lock"])
     assert lock.pin("other") == locked.pin("other")  # kept as it was, without its mirror
     assert lock.pin("tiny").commit == git(w["tiny"], "rev-parse", "v1.1^{commit}")
-    assert [p for p in stages.verify_installed(lock, [w["site"]]) if not p.startswith("python")] == []
+    assert [p for p in pins_stage.verify_installed(lock, [w["site"]]) if not p.startswith("python")] == []
     # pinned, not yet regenerated: one line says so, instead of one per link into tiny's repository
-    chains = stages.load_chains(Project(w["project"]))
+    chains = load_chains(Project(w["project"]))
     drift = check.recording_drift(chains.values(), lock)
     assert drift == {"tiny": ("1.0", "1.1")}
     into_tiny = check.LinkResult(check.PageLink("chains/greet.md", 9, f"https://github.com/acme/tiny/blob/{locked.pin('tiny').commit}/src/tiny/__init__.py#L2"), ["not pinned"])
@@ -170,9 +171,9 @@ def test_an_upgrade_that_changes_no_traced_line(world, capsys):
         [elsewhere],
     )
     # regenerate: no hop changed, the links moved to 1.1's commit
-    old_chain = stages.load_chains(Project(w["project"]))["greet"]
+    old_chain = load_chains(Project(w["project"]))["greet"]
     regen(w, "1.1")
-    new_chain = stages.load_chains(Project(w["project"]))["greet"]
+    new_chain = load_chains(Project(w["project"]))["greet"]
     assert check.diff_chains("greet", old_chain, new_chain) == ["greet: versions: tiny 1.0 → 1.1 (hops 1, 2)"]
     out = diff_of(w, capsys)
     commit = git(w["tiny"], "rev-parse", "v1.1^{commit}")

@@ -6,23 +6,28 @@ import sys
 import time
 from pathlib import Path
 
-from . import catalog, report, stages
+from . import catalog, report
+from .chains import stage as chains_stage
 from .check import fetch
 from .check import stage as verify
 from .handin import build as handin_build
 from .model import DispelError
 from .pins import pinning as pins
+from .pins import stage as pins_stage
 from .pins.forges import RAW_BASE
 from .project import Project, dump_json, write_atomic
 from .record import bench
+from .record import stage as record_stage
+from .render import stage as render_stage
 from .review import audit
+from .review import stage as review_stage
 
 PROJECT = Project()
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     if args.scenario:
-        r = stages.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
+        r = record_stage.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
         print(r.app)
         print(f"recorded {r.scenario}: {r.calls} calls on {r.threads} threads -> {PROJECT.shown(r.path)} (recorder core: {r.core})")
         if r.running:
@@ -30,7 +35,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         for line in r.app_errors:
             print(f"error in the app: {line}")
         return 0
-    run = stages.record(PROJECT, args.scenarios, args.out, args.timeout, args.app, args.port, args.redact)
+    run = record_stage.record(PROJECT, args.scenarios, args.out, args.timeout, args.app, args.port, args.redact)
     for r in run.recorded:
         print(f"recorded {r.scenario}: {r.calls} calls on {r.threads} threads -> {PROJECT.shown(r.path)} (recorder core: {r.core})")
     return 2 if run.failed else 0
@@ -58,7 +63,7 @@ def _said(done: report.Report, no_site: bool) -> int:
 
 
 def cmd_chains(args: argparse.Namespace) -> int:
-    built = stages.chains(PROJECT, args.journeys, args.traces)
+    built = chains_stage.chains(PROJECT, args.journeys, args.traces)
     for name, chain in built.items():
         threads = len({h.thread for h in chain.hops})
         print(f"chain {name}: {len(chain.hops)} hops on {threads} threads -> {PROJECT.shown(args.traces / 'chains' / (name + '.json'))}")
@@ -66,7 +71,7 @@ def cmd_chains(args: argparse.Namespace) -> int:
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
-    run = stages.pin(PROJECT, args.dists, args.git_dir, args.repo, args.site, args.lock, args.refresh)
+    run = pins_stage.pin(PROJECT, args.dists, args.git_dir, args.repo, args.site, args.lock, args.refresh)
     lock = run.lock
     for name, why in run.afresh.items():
         print(f"{name}: pinned afresh ({why})")
@@ -83,14 +88,14 @@ def cmd_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    problems = stages.version_drift(args.lock, args.site)
+    problems = pins_stage.version_drift(args.lock, args.site)
     for line in problems:
         print(f"warning: {line}" if args.warn else line, file=sys.stderr if args.warn else sys.stdout)
     return 1 if problems and not args.warn else 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    text = stages.review(Project(args.root), args.ref)
+    text = review_stage.review(Project(args.root), args.ref)
     if args.out:
         write_atomic(args.out, text)
         print(f"{text.splitlines()[2]}\nwrote {args.out}")
@@ -102,7 +107,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     if args.report:
         return _said(report.rerender(args.report, PROJECT, args.git_dir, site=not args.no_site), args.no_site)
-    site = stages.build_site(PROJECT, args.chains, args.out)
+    site = render_stage.build_site(PROJECT, args.chains, args.out)
     for note in site.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {len(site.files)} generated pages under {args.out}")
@@ -142,7 +147,7 @@ def cmd_handin(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    found = stages.audit(PROJECT, args.report, args.git_dir, args.chains, _fetcher(args), args.raw_base)
+    found = review_stage.audit(PROJECT, args.report, args.git_dir, args.chains, _fetcher(args), args.raw_base)
     if args.json:
         print(dump_json(audit.json_report(found.verdicts, found.coverage)), end="")
     else:

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .model import DispelError
+from .model import Chain, DispelError, Lock, TraceFile
+from .pins import pinning as pins
+from .render import annotation_files
+from .tracefiles.codec import chain_from_dict, trace_from_json
 
 PACKAGE = Path(__file__).resolve().parent
 # The folder that holds the packages dispel and sample_app: <root>/scripts/ in a checkout,
@@ -134,3 +137,44 @@ def swap_folder(new: Path, out: Path) -> None:
     os.rename(out, old / out.name)
     os.rename(new, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- loaders
+# The project's inputs and outputs, read back as frozen values (one line on a bad file).
+
+def load_traces(project: Project, folder: Path | None = None) -> dict[str, TraceFile]:
+    """Every trace file in ``folder`` (default: the project's traces/): scenario name -> TraceFile."""
+    out = {}
+    for path in sorted((folder or project.traces).glob("*.json")):
+        if path.name.endswith(".lock.json"):
+            continue
+        out[path.stem] = trace_from_json(read_text(path, "trace file"), f"trace file {project.shown(path)}")
+    return out
+
+def load_chains(project: Project, folder: Path | None = None) -> dict[str, Chain]:
+    """<folder>/*.json (default: the project's chains) -> {journey: Chain}; {} while none has been written."""
+    folder = folder or project.chains
+    paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    out = {}
+    for path in paths:
+        chain = chain_from_dict(read_json(path, "chain file"), origin=f"chain file {project.shown(path)}")
+        out[chain.journey] = chain
+    return out
+
+def load_lock(path: Path) -> Lock:
+    """The committed lock, validated; DispelError (one line: what is wrong, how to fix) otherwise."""
+    if not path.is_file():
+        raise DispelError(f"lock file not found: {path} (create it with `make pin PIN_ARGS=...`)")
+    try:
+        return pins.lock_from_json(read_json(path, "lock file"))
+    except DispelError as exc:
+        raise DispelError(f"lock file {path} is not a valid lock: {exc}; regenerate it: `make pin`") from None
+
+def project_lock(project: Project) -> Lock | None:
+    """The project's lock, or None before the first `dispel pin`."""
+    return load_lock(project.lock) if project.lock.is_file() else None
+
+def load_annotations(project: Project, folder: Path | None = None) -> dict[str, annotation_files.Annotation]:
+    folder = folder or project.annotations
+    paths = sorted(folder.glob("*.yml")) if folder.is_dir() else []
+    return annotation_files.merge_annotations((project.shown(p), read_text(p, "annotations file")) for p in paths)

@@ -27,33 +27,31 @@ from . import catalog
 from .chains import build as chains_core
 from .chains import derive, fold
 from .chains.build import JourneyError
+from .chains.stage import chain_files
 from .check import fetch, integrity, prose
 from .check.stage import CheckResult, check_integrity, check_proofs
 from .model import Chain, DispelError, Lock, TraceFile
 from .pins import pinning as pins
 from .pins.forges import repo_url
 from .pins.installed import distributions, hop_sources, license_rows, source_lines
+from .pins.stage import pin
 from .project import (
     Project,
     dump_json,
+    load_annotations,
+    load_chains,
+    load_lock,
+    load_traces,
     read_text,
     swap_folder,
     write_all_atomic,
     write_atomic,
 )
+from .record.stage import checked_redact
 from .render import annotation_files, app_notes
 from .render import pages as render
+from .render.stage import hop_linker
 from .run import scenario_file
-from .stages import (
-    chain_files,
-    checked_redact,
-    hop_linker,
-    load_annotations,
-    load_chains,
-    load_lock,
-    load_traces,
-    pin,
-)
 
 MARKER = ".dispel-report"
 APP_FOLDER = "app"  # the app's traced files as they ran, kept with the report (its pages and check read them)  # in a folder dispel report built (it may replace only such a folder)

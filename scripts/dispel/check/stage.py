@@ -17,28 +17,28 @@ from pathlib import Path
 
 from .. import catalog
 from ..chains import build as chains_core
+from ..chains.stage import build_chains, chain_files
 from ..check import fetch, integrity, prose
 from ..check import links as check_core
 from ..handin import document as handin
 from ..model import Chain, DispelError, Lock, Source
 from ..pins.forges import parse_source_url, raw_url
 from ..pins.installed import PYTHON_VERSION, hop_sources, installed_contents
-from ..project import Project, read_text
-from ..render import annotation_files
-from ..run import multiprocess as processes
-from ..run.browser import chromium_version, unavailable
-from ..stages import (
-    build_chains,
-    build_site,
-    chain_files,
-    fetch_all,
+from ..pins.stage import verify_installed
+from ..project import (
+    Project,
     load_annotations,
     load_chains,
     load_traces,
     project_lock,
-    record_in_new_interpreters,
-    verify_installed,
+    read_text,
 )
+from ..record.stage import record_in_new_interpreters
+from ..render import annotation_files
+from ..render.stage import build_site
+from ..review.stage import fetch_all
+from ..run import multiprocess as processes
+from ..run.browser import chromium_version, unavailable
 from ..tracefiles.values import live_secrets
 
 

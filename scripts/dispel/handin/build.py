@@ -32,19 +32,20 @@ from ..pins.installed import (
     source_lines,
     version_set,
 )
-from ..project import Project, read_text, swap_folder
-from ..render import annotation_files
-from ..render import pages as render
-from ..run import browser
-from ..stages import (
-    browsers_recorded,
-    hop_linker,
+from ..project import (
+    Project,
     load_annotations,
     load_chains,
     load_lock,
     load_traces,
     project_lock,
+    read_text,
+    swap_folder,
 )
+from ..render import annotation_files
+from ..render import pages as render
+from ..render.stage import browsers_recorded, hop_linker
+from ..run import browser
 
 SITE_COMMAND = "make handin"  # = dispel handin --out site/handin
 REPORT_COMMAND = "dispel handin --report REPORT --out DIR"

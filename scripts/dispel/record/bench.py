@@ -213,8 +213,8 @@ def bench(project: Project, reps: int = 5, skip_regen: bool = False, skip_scale:
             steps = [
                 ("record", me + ["record", "--out", str(t / "traces")]),
                 ("chains", me + ["chains", "--traces", str(t / "traces")]),
-                ("pin verification", [sys.executable, "-c", ("import sys; from dispel import stages; from dispel.project import Project; "
-                                      "sys.exit(bool(stages.verify_installed(stages.load_lock(Project().lock))))")]),
+                ("pin verification", [sys.executable, "-c", ("import sys; from dispel.pins.stage import verify_installed; from dispel.project import Project, load_lock; "
+                                      "sys.exit(bool(verify_installed(load_lock(Project().lock))))")]),
                 ("render", me + ["render", "--chains", str(t / "traces" / "chains"), "--out", str(t / "docs")]),
                 ("mkdocs build", [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(t / "site")]),
             ]

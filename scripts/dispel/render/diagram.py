@@ -1,11 +1,14 @@
 """Layered sequence diagrams as inline SVG text, drawn in pure Python at build time (no JS, no CDN).
 
-One column per layer of the stack (the app, Flask-SocketIO, python-socketio, python-engineio,
-simple-websocket, wsproto/h11, Flask/Werkzeug, the standard library, the socket), time running
-downwards, each thread a horizontal band. A call is an arrow toward the socket, a return an
-arrow back; a hand-off between threads is drawn by its kind; a folded run of hops is one
-labelled mark; a value's producer is joined to its user by a dotted curve. Labels are wrapped,
-never cut. Text and strokes use ``currentColor``, so the page's light or dark scheme colours them.
+One column per layer of the stack that the page uses (the app, Flask-SocketIO, python-socketio,
+python-engineio, simple-websocket, wsproto/h11, Flask/Werkzeug, the standard library, the socket),
+time running downwards, each thread a horizontal band. Every arrow leaves the row and column of
+the hop it came from (a call from its caller, a return from the call that returned, a hand-off
+from the hop that made it), down that hop's column and across; a folded run of hops is one
+labelled mark; a value's producer is joined to its user by a dotted curve. The columns narrow so
+that the diagram fits ``FIT`` pixels (a journey page's content column) at its natural size, with
+12 px labels that are wrapped, never cut, on the side of their dot with room. Text and strokes use
+``currentColor``, so the page's light or dark scheme colours them.
 """
 from __future__ import annotations
 
@@ -44,15 +47,22 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 OTHER_LAYER = "other libraries"
 LAYER_ORDER = (*(t for t, _ in LAYERS), OTHER_LAYER)
 
-# Geometry, in SVG user units (drawn at natural size; the page scrolls it sideways).
-BAND_LABEL = 120  # room left of the first column for the thread names
-COLUMN = 150
+# Geometry, in SVG user units, drawn at natural size (one unit one CSS pixel: never scaled down).
+FIT = 920  # the width to fit: a journey page's content column at a 1400 px window (its table of contents hidden)
+BAND_LABEL = 112  # room left of the first column for the thread names
+COLUMN = 150  # the widest a column gets
+MIN_COLUMN = 78  # the narrowest: its head still fits, in two lines
+SPARE = 84  # room right of the last column, for the labels of its hops
 MARGIN = 16
 HEAD = 46
 LINE = 14  # height of one line of label text
 ROW_PAD = 10
-WRAP = 28  # characters per label line
-LEGEND = 92
+WRAP = 28  # characters per label line, at most
+FOLDED_WRAP = 20  # the same for a folded run's (longer) title
+MIN_WRAP = 12  # a side of the dot with room for fewer characters than this is not used when the other has more
+CHAR = 7.3  # the width of one character of a 12 px label, a little above DejaVu Sans's average
+BOLD_CHAR = 8.0
+HEAD_SIZE = 11  # the column heads' font size
 
 # How each kind of edge looks. Cross-thread edges stand out from calls and returns, and from
 # each other even in black and white: dash patterns, not only colours. The colours are mid
@@ -81,7 +91,11 @@ class Row:
     edge: str  # how the chain reached it from the previous row (a model.EDGES name)
     href: str = ""  # where the label links to (an anchor on the same page)
     folded: bool = False
-    exit: str = ""  # a folded run: the layer of its last hop, where the next arrow starts
+    exit: str = ""  # a folded run: the layer of its last hop, where the next arrow starts (when no source is given)
+    hops: tuple[int, ...] = ()  # the chain's hop numbers the row stands for (written as data-hops)
+    hop: int = 0  # the chain's hop number that the edge reached (written on the arrow as data-hop)
+    source: int | None = None  # the row of the hop the edge came from (None: the previous row, at its exit)
+    source_layer: str = ""  # the layer of that hop: the column the arrow leaves
 
     @property
     def start(self) -> str:
@@ -108,10 +122,11 @@ def layer_of(dist: str) -> str:
     return OTHER_LAYER
 
 
-def wrap(text: str, width: int = WRAP) -> list[str]:
-    """Lines of at most ``width`` characters where possible, broken after '.', '_', ' ' or '>';
-    a longer unbreakable piece is split, never cut."""
-    pieces = re.findall(r"[^. >]*[. >]?", text)
+def wrap(text: str, width: int = WRAP, breaks: str = ". >") -> list[str]:
+    """Lines of at most ``width`` characters where possible, broken after one of ``breaks``
+    (by default '.', ' ' or '>'); a longer unbreakable piece is split, never cut."""
+    cls = re.escape(breaks)
+    pieces = re.findall(rf"[^{cls}]*[{cls}]?", text)
     lines: list[str] = []
     line = ""
     for piece in (p for p in pieces if p):
@@ -130,57 +145,129 @@ def wrap(text: str, width: int = WRAP) -> list[str]:
     return lines
 
 
-def _text(x: float, y: float, lines: list[str], *, anchor: str = "start", cls: str = "", weight: str = "") -> str:
+def _text(x: float, y: float, lines: list[str], *, anchor: str = "start", cls: str = "", weight: str = "", size: int = 0) -> str:
     klass = f' class="{cls}"' if cls else ""
     bold = f' font-weight="{weight}"' if weight else ""
+    font = f' font-size="{size}"' if size else ""
     spans = "".join(f'<tspan x="{x:g}" dy="{0 if i == 0 else LINE}">{escape(t)}</tspan>' for i, t in enumerate(lines))
-    return f'<text x="{x:g}" y="{y:g}" text-anchor="{anchor}" fill="currentColor"{klass}{bold}>{spans}</text>'
+    return f'<text x="{x:g}" y="{y:g}" text-anchor="{anchor}" fill="currentColor"{klass}{bold}{font}>{spans}</text>'
 
 
-def _linked(inner: str, href: str, title: str) -> str:
+def _linked(inner: str, href: str, title: str, data: str = "") -> str:
     tip = f"<title>{escape(title)}</title>"
     if not href:
-        return f"<g>{tip}{inner}</g>"
-    return f'<a href="{escape(href)}">{tip}{inner}</a>'
+        return f"<g{data}>{tip}{inner}</g>"
+    return f'<a href="{escape(href)}"{data}>{tip}{inner}</a>'
 
 
-def layered_svg(rows: list[Row] | tuple[Row, ...], links: list[Link] | tuple[Link, ...] = (), *, title: str = "") -> str:
-    """The SVG text of a layered sequence diagram. Deterministic, and without blank lines, so
-    Markdown keeps it as one raw HTML block."""
+def _chars(room: float) -> int:
+    """How many label characters fit in ``room`` pixels."""
+    return int(room // CHAR)
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where a row's label goes: its anchor x, text-anchor, and its wrapped lines."""
+
+    x: float
+    anchor: str
+    lines: list[str]
+    below: bool = False  # on the side the arrow comes in: set a line lower, under the arrow
+
+
+def _side(label: str, rooms: list[tuple[float, str, float, bool]], enough: int = MIN_WRAP) -> _Place:
+    """The label on the first of ``rooms`` (x, anchor, pixels, whether the arrow comes in on that
+    side) with room for ``enough`` characters, else on the roomiest; wrapped to the room it has
+    (WRAP characters at most)."""
+    chosen = next((r for r in rooms if _chars(r[2]) >= enough), max(rooms, key=lambda r: r[2]))
+    x, anchor, room, clash = chosen
+    return _Place(x, anchor, wrap(label, max(6, min(WRAP, _chars(room)))), clash)
+
+
+def layered_svg(
+    rows: list[Row] | tuple[Row, ...], links: list[Link] | tuple[Link, ...] = (), *, title: str = "", fit: int = FIT
+) -> str:
+    """The SVG text of a layered sequence diagram, at most ``fit`` pixels wide when its columns
+    can narrow that far (MIN_COLUMN). Deterministic, and without blank lines, so Markdown keeps
+    it as one raw HTML block."""
     if not rows:
         raise DispelError("a sequence diagram needs at least one row")
     known = set(LAYER_ORDER)
-    for r in rows:
-        for layer in r.layers:
+    for i, r in enumerate(rows):
+        for layer in (*r.layers, *((r.source_layer,) if r.source_layer else ())):
             if layer not in known:
                 raise DispelError(f"diagram row {r.label!r} names unknown layer {layer!r}")
+        if r.source is not None and not 0 <= r.source < i:
+            raise DispelError(f"diagram row {r.label!r} comes from row {r.source}, which is not an earlier row")
     used = {layer for r in rows for layer in r.layers}
     columns = [t for t in LAYER_ORDER if t in used]
     col = {name: i for i, name in enumerate(columns)}
+    spare = SPARE
+    if (fit - BAND_LABEL - spare - MARGIN) // len(columns) < MIN_COLUMN:
+        spare = 0  # the last column's labels go on the left of their dots
+    column = max(MIN_COLUMN, min(COLUMN, (fit - BAND_LABEL - spare - MARGIN) // len(columns)))
     items = [(EDGE_CALL, "currentColor", LOCAL[EDGE_CALL]), (EDGE_RETURN, "currentColor", LOCAL[EDGE_RETURN])]
     styles = {**STYLES, **{e: v for e, v in OPTIONAL_STYLES.items() if any(r.edge == e for r in rows)}}
     items += [(e, c, d) for e, (c, d) in styles.items()]
     items += [(f"value: {kind}", JOIN_COLOUR, dash) for kind, dash in JOIN_DASHES.items()]
-    per_row = 5  # legend entries per line
-    legend_width = MARGIN + 54 + max(
-        sum(36 + 8 * len(name) + 24 for name, _, _ in items[i : i + per_row]) for i in range(0, len(items), per_row)
-    )
-    # One spare column for the labels of the last one; never narrower than the legend.
-    width = max(BAND_LABEL + COLUMN * len(columns) + COLUMN + MARGIN, legend_width)
+    width = BAND_LABEL + column * len(columns) + spare + MARGIN
 
     def x_of(layer: str) -> float:
-        return BAND_LABEL + COLUMN * col[layer] + COLUMN / 2
+        return BAND_LABEL + column * col[layer] + column / 2
 
-    labels = [wrap(r.label) for r in rows]
-    heights = [max(2, len(lines)) * LINE + ROW_PAD for lines in labels]
+    # Where each arrow starts: the hop it came from (its row and column), or the previous row.
+    sources: list[tuple[int, float] | None] = []
+    for i, r in enumerate(rows):
+        if i == 0 or r.edge == EDGE_ENTRY:
+            sources.append(None)
+        elif r.source is not None:
+            came = rows[r.source]
+            sources.append((r.source, x_of(r.source_layer or came.end)))
+        else:
+            sources.append((i - 1, x_of(rows[i - 1].end)))
+
+    # Each label on the side of its dot (or folded mark) with room, away from the arrow that reaches it.
+    right_edge = width - MARGIN
+    places: list[_Place] = []
+    for i, r in enumerate(rows):
+        x = x_of(r.start)
+        src = sources[i]
+        local = src is not None and r.edge not in styles and src[1] != x
+        from_right = local and src is not None and src[1] > x
+        if r.folded:
+            xs = [x_of(layer) for layer in r.layers]
+            left, right = min(xs) - 14, max(xs) + 14
+            rooms = [
+                (right + 8, "start", right_edge - right - 8, from_right),
+                (left - 8, "end", left - 8 - BAND_LABEL, local and not from_right),
+                (left + 8, "start", right - left - 16, local),
+            ]
+            places.append(_side(r.label, rooms, enough=FOLDED_WRAP))
+            continue
+        else:
+            rights = (x + 9, "start", right_edge - x - 9, from_right)
+            lefts = (x - 9, "end", x - 9 - BAND_LABEL, local and not from_right)
+            rooms = [lefts, rights] if from_right else [rights, lefts]
+        places.append(_side(r.label, rooms))
+    heights = [max(2, len(p.lines) + p.below) * LINE + ROW_PAD for p in places]
     tops = []
     y = MARGIN + HEAD + 16
     for h in heights:
         tops.append(y)
         y += h
     bottom = y + 8
-    height = bottom + LEGEND
     mid = [t + LINE for t in tops]  # where a row's dot and arrows sit
+    # The legend, wrapped to the width.
+    legend_rows: list[list[tuple[str, str, str]]] = [[]]
+    lx: float = MARGIN + 54
+    for item in items:
+        step = 36 + CHAR * len(item[0]) + 20
+        if legend_rows[-1] and lx + step > right_edge:
+            legend_rows.append([])
+            lx = MARGIN + 54
+        legend_rows[-1].append(item)
+        lx += step
+    height = bottom + 24 + 22 * len(legend_rows) + 14
 
     out = [
         (f'<svg xmlns="http://www.w3.org/2000/svg" class="dispel-sequence" viewBox="0 0 {width:g} {height:g}" '
@@ -201,6 +288,7 @@ def layered_svg(rows: list[Row] | tuple[Row, ...], links: list[Link] | tuple[Lin
     # Thread bands: consecutive rows on one thread, shaded in turn, named on the left.
     band_start = 0
     shade = 0
+    name_chars = max(8, int((BAND_LABEL - 12) // BOLD_CHAR))
     for i in range(1, len(rows) + 1):
         if i == len(rows) or rows[i].thread != rows[band_start].thread:
             top = tops[band_start] - 4
@@ -214,82 +302,95 @@ def layered_svg(rows: list[Row] | tuple[Row, ...], links: list[Link] | tuple[Lin
             if process and (band_start == 0 or rows[band_start - 1].thread.rpartition("/")[0] != process):
                 # a process swimlane begins: a rule across, and the process named above the thread
                 out.append(f'<line x1="0" y1="{top:g}" x2="{width:g}" y2="{top:g}" stroke="currentColor" stroke-width="2" class="process"/>')
-            head = ["process " + process, "thread"] if process else ["thread"]
-            out.append(_text(8, top + LINE + 2, [*head, *wrap(name, 16)], cls="thread", weight="bold"))
+            head = [*wrap("process " + process, name_chars, " -"), "thread"] if process else ["thread"]
+            out.append(_text(8, top + LINE + 2, [*head, *wrap(name, name_chars, " -")], cls="thread", weight="bold"))
             shade += 1
             band_start = i
     # Column heads and lifelines.
+    head_chars = max(6, int((column - 10) // (BOLD_CHAR * HEAD_SIZE / 12)))
     for name in columns:
         x = x_of(name)
         out.append(
-            f'<rect x="{x - COLUMN / 2 + 6:g}" y="{MARGIN}" width="{COLUMN - 12}" height="{HEAD}" rx="6" '
+            f'<rect x="{x - column / 2 + 3:g}" y="{MARGIN}" width="{column - 6:g}" height="{HEAD}" rx="6" '
             f'fill="none" stroke="currentColor"/>'
         )
-        head = wrap(name, 18)
-        out.append(_text(x, MARGIN + HEAD / 2 + 4 - (len(head) - 1) * LINE / 2, head, anchor="middle", cls="layer", weight="bold"))
+        head = wrap(name, head_chars, " -/")
+        out.append(_text(x, MARGIN + HEAD / 2 + 4 - (len(head) - 1) * LINE / 2, head, anchor="middle", cls="layer", weight="bold", size=HEAD_SIZE))
         out.append(
             f'<line x1="{x:g}" y1="{MARGIN + HEAD}" x2="{x:g}" y2="{bottom}" stroke="currentColor" '
             f'stroke-opacity="0.3" stroke-dasharray="3 5"/>'
         )
-    # Rows: the arrow that reached each one, then its dot (or folded mark) and label.
-    for i, r in enumerate(rows):
-        y = mid[i]
-        xs = [x_of(layer) for layer in r.layers]
-        x = x_of(r.start)
-        prev = rows[i - 1] if i else None
-        px = x_of(prev.end) if prev is not None else x
-        if prev is not None and r.edge != EDGE_ENTRY:
-            if r.edge in styles:
-                colour, dash = styles[r.edge]
-                dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-                arrow = (
-                    f'<line x1="{px:g}" y1="{mid[i - 1]:g}" x2="{x:g}" y2="{y:g}" stroke="{colour}" stroke-width="2"'
-                    f'{dash_attr} marker-end="url(#arrow-{r.edge})" class="edge-{escape(r.edge)}"/>'
-                )
-                out.append(_linked(arrow, "", f"{r.edge}: thread {prev.thread} → thread {r.thread}"))
-            elif px != x:
-                dash = LOCAL.get(r.edge, "")
-                dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-                end = x - 5 if px < x else x + 5
-                out.append(
-                    f'<line x1="{px:g}" y1="{y:g}" x2="{end:g}" y2="{y:g}" stroke="currentColor" stroke-width="1.3"'
-                    f'{dash_attr} marker-end="url(#arrow-local)" class="edge-{escape(r.edge)}"/>'
-                )
-        came_from_right = prev is not None and r.edge != EDGE_ENTRY and px > x
-        if r.folded:
-            left, right = min(xs) - 14, max(xs) + 14
-            box_h = heights[i] - 6
-            mark = (
-                f'<rect x="{left:g}" y="{tops[i]:g}" width="{right - left:g}" height="{box_h:g}" rx="8" '
-                f'fill="currentColor" fill-opacity="0.08" stroke="currentColor" stroke-dasharray="4 3" class="folded"/>'
-            )
-            tx = right + 8
-            out.append(_linked(mark + _text(tx, tops[i] + LINE - 1, labels[i], cls="folded-label"), r.href, r.label))
-            continue
-        dot = f'<circle cx="{x:g}" cy="{y:g}" r="4.5" fill="currentColor"/>'
-        tx, anchor = (x - 9, "end") if came_from_right else (x + 9, "start")
-        out.append(_linked(dot + _text(tx, y + 4, labels[i], anchor=anchor), r.href, r.label))
-    # Joins: from a producer's dot to its user's, curving out to the left (labels sit on the right).
+    # Joins: from a producer's dot to its user's, curving out to the left.
     for link in links:
         a, b = rows[link.producer], rows[link.user]
         x1, y1, x2, y2 = x_of(a.start), mid[link.producer], x_of(b.start), mid[link.user]
-        bulge = min(x1, x2) - 40 - min(40, (y2 - y1) / 8)
+        bulge = max(MARGIN, min(x1, x2) - 40 - min(40, (y2 - y1) / 8))
         path = (
             f'<path d="M{x1 - 5:g},{y1:g} C{bulge:g},{y1:g} {bulge:g},{y2:g} {x2 - 6:g},{y2:g}" fill="none" '
             f'stroke="{JOIN_COLOUR}" stroke-width="2" stroke-dasharray="{JOIN_DASHES.get(link.kind, "1 3")}" '
             f'marker-end="url(#arrow-join)" class="join-{escape(link.kind)}"/>'
         )
         out.append(_linked(path, "", f"value ({link.kind}): {a.label} → {b.label}"))
+    # Arrows first, so that dots and labels lie on top: the arrow that reached each row, from the
+    # row and column of the hop it came from.
+    for i, r in enumerate(rows):
+        y = mid[i]
+        x = x_of(r.start)
+        src = sources[i]
+        hop_attr = f' data-hop="{r.hop}"' if r.hop else ""
+        if src is not None:
+            src_row, sx = src
+            sy = mid[src_row]
+            if r.edge in styles:
+                colour, dash = styles[r.edge]
+                dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+                arrow = (
+                    f'<path d="M{sx:g},{sy:g} L{x:g},{y:g}" fill="none" stroke="{colour}" stroke-width="2"'
+                    f'{dash_attr} marker-end="url(#arrow-{r.edge})" class="edge-{escape(r.edge)}"{hop_attr}/>'
+                )
+                out.append(_linked(arrow, "", f"{r.edge}: thread {rows[src_row].thread} → thread {r.thread}"))
+            else:
+                dash = LOCAL.get(r.edge, "")
+                dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+                if sx != x:  # down the source's column, then across to this hop
+                    end = x - 5 if sx < x else x + 5
+                    d = f"M{sx:g},{sy:g} V{y:g} H{end:g}"
+                else:  # the same column: straight down to this hop
+                    d = f"M{sx:g},{sy:g} V{y - 6:g}"
+                out.append(
+                    f'<path d="{d}" fill="none" stroke="currentColor" stroke-width="1.3"'
+                    f'{dash_attr} marker-end="url(#arrow-local)" class="edge-{escape(r.edge)}"{hop_attr}/>'
+                )
+    # Then each row's dot (or folded mark) and label.
+    for i, r in enumerate(rows):
+        y = mid[i]
+        x = x_of(r.start)
+        place = places[i]
+        data = f' data-mid="{y:g}"' + (f' data-hops="{" ".join(map(str, r.hops))}"' if r.hops else "")
+        if r.folded:
+            xs = [x_of(layer) for layer in r.layers]
+            left, right = min(xs) - 14, max(xs) + 14
+            box_h = heights[i] - 6
+            mark = (
+                f'<rect x="{left:g}" y="{tops[i]:g}" width="{right - left:g}" height="{box_h:g}" rx="8" '
+                f'fill="currentColor" fill-opacity="0.08" stroke="currentColor" stroke-dasharray="4 3" class="folded"/>'
+            )
+            label = _text(place.x, tops[i] + LINE - 1 + (LINE if place.below else 0), place.lines, anchor=place.anchor, cls="folded-label")
+            out.append(_linked(mark + label, r.href, r.label, data))
+            continue
+        dot = f'<circle cx="{x:g}" cy="{y:g}" r="4.5" fill="currentColor"/>'
+        text_y = y + 4 + (LINE if place.below else 0)
+        out.append(_linked(dot + _text(place.x, text_y, place.lines, anchor=place.anchor, cls="hop"), r.href, r.label, data))
     # Legend.
     ly = bottom + 24
     out.append(_text(MARGIN, ly, ["edges:"], weight="bold"))
-    for i in range(0, len(items), per_row):
+    for line in legend_rows:
         lx = MARGIN + 54
-        for name, colour, dash in items[i : i + per_row]:
+        for name, colour, dash in line:
             dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-            out.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 30}" y2="{ly - 4}" stroke="{colour}" stroke-width="2"{dash_attr}/>')
+            out.append(f'<line x1="{lx:g}" y1="{ly - 4}" x2="{lx + 30:g}" y2="{ly - 4}" stroke="{colour}" stroke-width="2"{dash_attr}/>')
             out.append(_text(lx + 36, ly, [name]))
-            lx += 36 + 8 * len(name) + 24
+            lx += 36 + CHAR * len(name) + 20
         ly += 22
     fy = ly + 2
     out.append(

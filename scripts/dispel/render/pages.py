@@ -302,13 +302,21 @@ def lifelines(chain: Chain) -> list[str]:
 
 
 def diagram(chain: Chain, groups: Sequence[fold.Group]) -> str:
-    """The layered sequence diagram: one row per key entry, one mark per folded run."""
+    """The layered sequence diagram: one row per key entry, one mark per folded run. Each row's
+    arrow leaves the row and column of the hop its edge came from: the recorded caller of a call
+    (the hop before it on the chain: model.EDGE_CALL), the call that returned for a return, the
+    hop that handed off for a hand-off."""
     rows: list[Row] = []
     row_of: dict[int, int] = {}
     for group in groups:
-        first = chain.hops[group.entries[0].hop - 1]
+        number = group.entries[0].hop
+        first = chain.hops[number - 1]
         edge = first.edge
+        came = number - 1  # the hop this row's edge came from (1-based; 0: none)
+        source = row_of.get(came) if came >= 1 and edge != EDGE_ENTRY else None
+        source_layer = layer_of(chain.hops[came - 1].func.source.dist) if source is not None else ""
         numbers = [n for e in group.entries for n in e.numbers]
+        hops = tuple(sorted(numbers))
         if group.folded:
             layers = sorted({layer_of(chain.hops[n - 1].func.source.dist) for n in numbers}, key=LAYER_ORDER.index)
             span = fold.hop_ranges(numbers)
@@ -317,13 +325,15 @@ def diagram(chain: Chain, groups: Sequence[fold.Group]) -> str:
             layers = [start, *(x for x in layers if x != start)]
             for n in numbers:
                 row_of[n] = len(rows)
-            rows.append(Row(first.thread, tuple(layers), f"{span}: {group.title}", edge, f"#hop-{group.entries[0].hop}", folded=True, exit=last))
+            rows.append(Row(first.thread, tuple(layers), f"{span}: {group.title}", edge, f"#hop-{number}", folded=True, exit=last,
+                            hops=hops, hop=number, source=source, source_layer=source_layer))
             continue
         e = group.entries[0]
         for n in e.numbers:
             row_of[n] = len(rows)
         label = f"{e.hop} {short_name(first.func)}"
-        rows.append(Row(first.thread, (layer_of(first.func.source.dist),), label, edge, f"#hop-{e.hop}"))
+        rows.append(Row(first.thread, (layer_of(first.func.source.dist),), label, edge, f"#hop-{e.hop}",
+                        hops=hops, hop=number, source=source, source_layer=source_layer))
     links = [Link(row_of[j.producer], row_of[j.user], j.kind) for j in chain.joins if j.producer in row_of and j.user in row_of]
     svg = layered_svg(rows, links, title=f"{chain.journey}: {chain.title}")
     return f'<div class="dispel-diagram" markdown="0">\n{svg}\n</div>\n'
@@ -562,8 +572,9 @@ def emit_journey(page: JourneyPage) -> str:
     out.append("## Sequence { #sequence }\n")
     out.append(
         "One column per layer of the stack, from the app down to the socket, and time running downwards; "
-        "each thread is a shaded band named on the left. A call is an arrow toward the socket, a return a "
-        "dashed arrow back; a hand-off to another thread is drawn by its kind; a dotted green curve joins a "
+        "each thread is a shaded band named on the left. Every arrow leaves the hop it came from: a call runs "
+        "down its caller's column and across to the function called, a return (dashed) from the call that "
+        "returned; a hand-off to another thread is drawn by its kind; a dotted green curve joins a "
         "value's producer to the hop that used it. A dashed box stands for hops folded on this page. "
         "Click a label to jump to the hop.\n"
     )

@@ -163,7 +163,7 @@ class _Child:
         """Stop the server and the recorder; this process's random ids -> placeholders naming
         it (its host id on the queue, its session ids, its Redis pools)."""
         from ..pins.installed import code_roots
-        from ..stages import random_ids, recorded_calls
+        from ..tracefiles.recording import random_ids, recorded_calls
 
         try:
             with self.recorder.pause():
@@ -187,8 +187,8 @@ class _Child:
         """Write the trace, with every process's random ids (``ids``) as placeholders."""
         from ..pins.installed import code_roots
         from ..project import write_atomic
-        from ..stages import trace_from_recording
         from ..tracefiles.codec import trace_to_json
+        from ..tracefiles.recording import trace_from_recording
 
         if not self.traced:
             return

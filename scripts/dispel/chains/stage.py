@@ -1,0 +1,44 @@
+"""The chains stage, over a Project: trace files -> one chain file per journey."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from ..chains import finders
+from ..model import (
+    Chain,
+    DispelError,
+    TraceFile,
+)
+from ..pins.installed import (
+    source_lines,
+)
+from ..pins.stage import refuse_foreign_python
+from ..project import (
+    Project,
+    dump_json,
+    load_traces,
+    write_all_atomic,
+)
+from ..tracefiles.codec import (
+    chain_to_dict,
+)
+
+
+def build_chains(traces: Mapping[str, TraceFile], only: Iterable[str] = ()) -> dict[str, Chain]:
+    return finders.build_all(traces, source_lines(traces), only)
+
+def chain_files(built: Mapping[str, Chain], folder: Path) -> dict[Path, str]:
+    return {folder / f"{name}.json": dump_json(chain_to_dict(chain)) for name, chain in built.items()}
+
+def chains(project: Project, journeys: Iterable[str] = (), traces: Path | None = None) -> dict[str, Chain]:
+    """Trace files -> <traces>/chains/<journey>.json, all or none; returns the chains built."""
+    folder = traces or project.traces
+    if folder.resolve() == project.traces.resolve():
+        refuse_foreign_python(project, "rebuilding the project's chains")
+    found = load_traces(project, folder)
+    if not found:
+        raise DispelError(f"no trace files in {project.shown(folder)}; record them first with `dispel record`")
+    built = build_chains(found, tuple(journeys))
+    write_all_atomic(chain_files(built, folder / "chains"))
+    return built
