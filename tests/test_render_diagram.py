@@ -198,10 +198,10 @@ def arrow_problems(chain, events, root: ET.Element) -> list[str]:
 @functools.cache
 def journeys_and_events() -> tuple:
     """Every committed chain, with the events of the trace it was built from."""
-    from dispel import stages
     from dispel.chains import build as chain_build
+    from dispel.project import Project, load_traces
 
-    traces = stages.load_traces(stages.Project())
+    traces = load_traces(Project())
     out = []
     for path in sorted((ROOT / "traces" / "chains").glob("*.json")):
         chain = chain_from_dict(json.loads(path.read_text()))
