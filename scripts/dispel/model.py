@@ -164,7 +164,7 @@ EDGE_RETURN = "return"  # the previous hop returned to this one, its caller
 EDGE_THREAD_START = "thread-start"  # Thread.start() in the previous hop's thread
 EDGE_WAKE = "wake-up"  # Condition.notify() woke the wait() in this thread
 EDGE_DATA = "data"  # another thread took the very object the previous hop passed on (a queue's put and get)
-EDGE_QUEUE = "via-redis"  # a message published in one process, read by another's listener (joins.py)
+EDGE_QUEUE = "via-redis"  # a message published in one process, read by another's listener (chains/across.py)
 EDGES = (EDGE_ENTRY, EDGE_CALL, EDGE_RETURN, EDGE_THREAD_START, EDGE_WAKE, EDGE_DATA, EDGE_QUEUE)
 
 

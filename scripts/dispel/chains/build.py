@@ -748,7 +748,7 @@ def _sent(e: Event) -> bytes:
     return wire_bytes(next(a.text for a in e.args if a.name == "data"))
 
 
-# ------------------------------------------------------------------ across processes (a merged trace, joins.py)
+# ------------------------------------------------------------------ across processes (a merged trace, chains/across.py)
 
 
 def _in(process: str) -> Callable[[Event], bool]:
@@ -835,7 +835,7 @@ def _wire_queue(g: TraceGraph, parts: list[list[int]]) -> tuple:
 # answered by NOOP, the probe and the UPGRADE packet), which no handler, emit or ack marks,
 # and their waypoints are Engine.IO packets ('2probe', '5', '6') rather than the app's events.
 # emit-external and across-servers stay hand-written too: they follow a message through Redis
-# between processes (a merged trace, joins.py), which the derivation over one app's trace does
+# between processes (a merged trace, chains/across.py), which the derivation over one app's trace does
 # not know.
 Finder = Callable[[TraceGraph], tuple[list[list[int]], tuple[str, ...]]]
 FINDERS: dict[str, Finder] = {
