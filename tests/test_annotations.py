@@ -110,13 +110,6 @@ def test_stale_compares_fingerprints_with_the_installed_source():
     assert ann.stale([EMIT], notes(), {}) == []
 
 
-def test_audit_orders_missing_orphaned_stale():
-    kinds = [p.kind for p in ann.audit([EMIT], notes(GOOD + "gone:f:\n  text: x\n"), {SIO: SIO_TEXT + "#"}, ["emit"])]
-    assert kinds == ["missing"] * 3 + ["orphaned"]
-    changed = {SIO: SIO_TEXT.replace("packet", "p")}
-    assert [p.kind for p in ann.audit([EMIT], notes(), changed)][-1] == "stale"
-
-
 def test_stub_is_a_parseable_entry_with_the_current_fingerprint():
     entry = ann.stub(HOPS[1].func, {SIO: SIO_TEXT})
     parsed = ann.parse_annotations(entry, "stub.yml")["socketio.server:Server.emit"]

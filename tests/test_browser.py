@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from dispel import catalog
 from dispel.chains import build as chains
-from dispel.chains import finders
+from dispel.chains import derive, finders
 from dispel.chains.build import TraceGraph, mentions
 from dispel.check import links as check
 from dispel.run import browser
@@ -85,7 +85,9 @@ def find_on(g: TraceGraph):
     handler = chains._one(chains._user_handler(g, "on_chat"), "the chat handler", "none")
     recv = chains._recv_before_text(g, ('42["chat"',), g.ev(handler).thread)
     needles = ('"chat"',)
-    return [chains.register_part(g), chains.value_trail(g, recv, handler, needles)], needles + ("'chat'", "<b>hi</b>")
+    stored = derive.registration(g, "chat")
+    assert stored is not None, "the app's import registers no handler of 'chat'"
+    return [stored, chains.value_trail(g, recv, handler, needles)], needles + ("'chat'", "<b>hi</b>")
 
 
 def find_emit(g: TraceGraph):

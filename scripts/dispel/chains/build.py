@@ -582,17 +582,6 @@ def with_producer(g: TraceGraph, waypoints: list[int]) -> list[int]:
     return kept + [made, sink]
 
 
-def register_part(g: TraceGraph) -> list[int]:
-    module = _one(g.find(lambda e: e.func.startswith("sample_app.app:") and e.func.endswith("<module>")), "the app's import", "none")
-    thread = g.ev(module).thread
-    named = g.find(lambda e: any(a.text == "'chat'" for a in e.args), thread, after=module)
-    first = _one(named, "the registration of 'chat'", g.ev(module).func)
-    last = named[-1] if len(named) > 1 else first
-    # where the handler ends up: the deepest call under the last one that names the event
-    stored = g.descend(last, lambda e: True)
-    return [module, first, last, stored]
-
-
 def _wire_of(g: TraceGraph, parts: list[list[int]], sink_arg: str) -> tuple:
     sink = g.ev(parts[-1][-1])
     data = next((a.text for a in sink.args if a.name == sink_arg), None)

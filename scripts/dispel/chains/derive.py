@@ -170,7 +170,7 @@ def _sent_bytes(e: Event) -> bytes:
 
 
 def registration(g: TraceGraph, message: str) -> list[int] | None:
-    """Where the app's import stored the handler of ``message`` (as the catalogue's register_part):
+    """Where the app's import stored the handler of ``message``:
     the module body, the first and last calls that name the event, the deepest call under the last.
     None when no call names it (a class-based Namespace registers its methods by the class)."""
     for module in g.find(lambda e: e.func.endswith(":<module>") and _is_app(g, e.index) and e.parent < 0):

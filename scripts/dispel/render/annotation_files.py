@@ -334,22 +334,6 @@ def unreviewed(chains: Iterable[Chain], annotations: Mapping[str, Annotation]) -
     return out
 
 
-def audit(
-    chains: Iterable[Chain],
-    annotations: Mapping[str, Annotation],
-    sources: Mapping[Source, str | bytes],
-    journeys: Iterable[str] = (),
-) -> list[Problem]:
-    """Missing, orphaned, stale and unreviewed annotations, in that order."""
-    chains = list(chains)
-    return (
-        missing(chains, annotations)
-        + orphaned(chains, annotations, journeys)
-        + stale(chains, annotations, sources)
-        + unreviewed(chains, annotations)
-    )
-
-
 def stub(func: Func, sources: Mapping[Source, str | bytes]) -> str:
     """A YAML entry to paste into an annotations file for an unannotated function."""
     fp = func_fingerprint(func, sources)
