@@ -57,7 +57,10 @@ class SysmonRecorder(_Recorder):
     def _first_call(self, state, frame, event, arg):  # threads attach in the callbacks instead
         return None
 
-    _bootstrap_codes = (threading.Thread._bootstrap_inner.__code__, threading.Thread._bootstrap.__code__)
+    _bootstrap_codes = (
+        threading.Thread._bootstrap_inner.__code__,  # type: ignore[attr-defined]  # private: where every thread starts
+        threading.Thread._bootstrap.__code__,  # type: ignore[attr-defined]
+    )
 
     def _joining(self, code: CodeType, frame):
         """The state of a thread that has none, from a call of wanted ``code`` in ``frame``:
