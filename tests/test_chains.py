@@ -107,7 +107,7 @@ def trace(traces):
 
 @pytest.fixture(scope="module")
 def built(traces):
-    return finders.build_all(traces, installed.source_lines(traces))
+    return finders.build_all(traces, installed.lines_by_source(traces))
 
 
 def connected(g: chains.TraceGraph, prev: int, cur: int, edge: str) -> bool:
@@ -346,7 +346,7 @@ def test_committed_chains_are_what_the_committed_trace_gives(built):
 
 
 def test_building_twice_gives_the_same_chains(traces, built):
-    again = finders.build_all(traces, installed.source_lines(traces))
+    again = finders.build_all(traces, installed.lines_by_source(traces))
     assert {k: chain_to_dict(v) for k, v in again.items()} == {k: chain_to_dict(v) for k, v in built.items()}
 
 
@@ -418,7 +418,7 @@ def test_polling_part_one_ends_where_the_get_blocks(built):
 
 def graph_of(fn):
     trace = trace_of(fn)
-    return trace, chains.TraceGraph(trace, installed.source_lines({"t": trace}))
+    return trace, chains.TraceGraph(trace, installed.lines_by_source({"t": trace}))
 
 
 def test_a_value_made_in_a_sibling_call_is_joined_to_the_sink():

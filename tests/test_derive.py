@@ -31,7 +31,7 @@ def test_derived_equals_the_catalogues_chain(traces, scenario, derived, committe
     trace = traces[scenario]
     found = {d.journey.name: d for d in derive.derive(trace)}
     d = found[derived]
-    chain = chains.build(trace, d.journey, installed.source_lines({scenario: trace}), d.find)
+    chain = chains.build(trace, d.journey, installed.lines_by_source({scenario: trace}), d.find)
     old = chain_from_dict(json.loads((ROOT / "traces" / "chains" / f"{committed}.json").read_text()))
     assert [(h.func.key, h.event, h.edge, h.line) for h in chain.hops] == [(h.func.key, h.event, h.edge, h.line) for h in old.hops]
     assert [h.value for h in chain.hops] == [h.value for h in old.hops]
@@ -58,7 +58,7 @@ def test_generated_texts_for_the_apps_hops(traces):
     from dispel.render import app_notes
 
     trace = traces["chat"]
-    lines = installed.source_lines({"chat": trace})
+    lines = installed.lines_by_source({"chat": trace})
     derived = derive.derive(trace)
     built = {d.journey.name: chains.build(trace, d.journey, lines, d.find) for d in derived}
     texts = app_notes.app_texts(trace, built, lines)
@@ -80,7 +80,7 @@ def test_a_text_that_cannot_be_filled_on_a_derived_journey_is_left_out_not_fatal
 
     trace = traces["chat"]
     d = {x.journey.name: x for x in derive.derive(trace)}["emit-reply"]
-    chain = chains.build(trace, d.journey, installed.source_lines({"chat": trace}), d.find)
+    chain = chains.build(trace, d.journey, installed.lines_by_source({"chat": trace}), d.find)
     bad, good = chain.hops[1].func.key, chain.hops[2].func.key
     mine, dropped = report.fillable(chain, {bad: "see {{hop:nowhere:nothing}}", good: "on {{thread}}"})
     assert bad not in mine and good in mine

@@ -158,3 +158,44 @@ def test_every_journey_is_in_the_site_navigation():
     nav = (Project().root / "mkdocs.yml").read_text(encoding="utf-8")
     missing = [j.name for j in catalog.JOURNEYS if f"chains/{j.name}.md" not in nav]
     assert not missing, f"mkdocs.yml's nav lacks the pages of {missing}"
+
+
+def test_every_module_has_its_kind_in_the_layout_table():
+    """scripts/dispel/layout.py names every module once (docs/how.md's table is written from it)."""
+    from dispel import layout
+
+    mods = {m for m in modules() if not m.endswith("__init__")}
+    assert mods - set(layout.MODULES) == set(), "modules missing from layout.MODULES"
+    assert set(layout.MODULES) - mods == set(), "layout.MODULES names modules that do not exist"
+    assert {kind for kind, _ in layout.MODULES.values()} <= set(layout.KINDS)
+    assert {layout.package_of(m) for m in layout.MODULES} <= set(layout.PACKAGES)
+
+
+def test_pure_modules_import_only_pure_ones():
+    from dispel import layout
+
+    bad = []
+    for name, deps in graph().items():
+        if layout.MODULES.get(name, ("",))[0] != layout.PURE:
+            continue
+        for dep in sorted(deps):
+            kind = layout.MODULES.get(dep, (layout.PURE,))[0]  # a package's __init__ is empty
+            if kind not in layout.PURE_MAY_IMPORT:
+                bad.append(f"{name} ({layout.PURE}) imports {dep} ({kind})")
+    assert not bad, bad
+
+
+def test_the_kind_rule_can_fail():
+    """The rule above, on a graph where a pure module imports an IO shell."""
+    from dispel import layout
+
+    g = {"chains.build": {"pins.installed"}}
+    assert [d for m, deps in g.items() if layout.MODULES[m][0] == layout.PURE for d in deps
+            if layout.MODULES[d][0] not in layout.PURE_MAY_IMPORT] == ["pins.installed"]
+
+
+def test_the_package_has_few_top_level_modules_and_stage_subpackages():
+    top = [p for p in PACKAGE.glob("*.py")]
+    subpackages = [p for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()]
+    assert len(top) <= 12, sorted(p.name for p in top)
+    assert len(subpackages) >= 5

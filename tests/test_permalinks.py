@@ -93,7 +93,7 @@ def test_unknown_c_function_has_no_link() -> None:
 def test_link_dispatches_on_the_kind_of_code() -> None:
     lock = Lock(stdlib_pin("3.11.7", {"Lib/socketserver.py": BLOB}), (make_pin(),))
     engine = Func("engineio.socket", "Socket.send", Source("python-engineio", "4.13.3", "engineio/socket.py"), 40, 57)
-    assert permalinks.link(lock, engine) == permalinks.Link(
+    assert permalinks.link(lock, engine) == permalinks.Permalink(
         permalinks.permalink_range(make_pin(), "engineio/socket.py", 40, 57), "commit"
     )
     assert permalinks.link(lock, engine, 44).url.endswith(f"/{COMMIT}/src/engineio/socket.py#L44")

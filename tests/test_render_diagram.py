@@ -20,7 +20,15 @@ from dispel.model import (
     DispelError,
 )
 from dispel.render import pages as render
-from dispel.render.diagram import LAYERS, STYLES, Link, Row, layer_of, layered_svg, wrap
+from dispel.render.diagram import (
+    LAYERS,
+    STYLES,
+    JoinArc,
+    Row,
+    layer_of,
+    layered_svg,
+    wrap,
+)
 from dispel.tracefiles.codec import chain_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,8 +53,8 @@ def texts(root: ET.Element) -> list[str]:
 
 
 def test_svg_is_well_formed_and_deterministic():
-    svg = layered_svg(ROWS, [Link(1, 4, "result")], title="t <&>")
-    assert svg == layered_svg(ROWS, [Link(1, 4, "result")], title="t <&>")
+    svg = layered_svg(ROWS, [JoinArc(1, 4, "result")], title="t <&>")
+    assert svg == layered_svg(ROWS, [JoinArc(1, 4, "result")], title="t <&>")
     assert parse(svg).tag == SVG + "svg"
     assert "\n\n" not in svg  # one raw HTML block in Markdown
 
@@ -94,7 +102,7 @@ def test_hand_offs_styled_apart_calls_and_returns_local():
 
 
 def test_folded_run_is_one_linked_mark_and_joins_are_drawn():
-    root = parse(layered_svg(ROWS, [Link(1, 4, "yield")]))
+    root = parse(layered_svg(ROWS, [JoinArc(1, 4, "yield")]))
     marks = [r for r in root.iter(SVG + "rect") if r.get("class") == "folded"]
     assert len(marks) == 1
     assert [a.get("href") for a in root.iter(SVG + "a")] == ["#hop-1", "#hop-2", "#hop-3", "#hop-10", "#hop-11", "#hop-13"]

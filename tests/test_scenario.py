@@ -208,12 +208,12 @@ def test_a_server_is_found_only_once_it_listens():
     server.port = port
     server.socket = socket.socket()
     try:
-        assert scenarios._find_server(port) is None
-        assert scenarios._find_server(port, listening=False) is server
+        assert scenarios.find_server(port) is None
+        assert scenarios.find_server(port, listening=False) is server
         server.socket.bind(("127.0.0.1", port))
-        assert scenarios._find_server(port) is None
+        assert scenarios.find_server(port) is None
         server.socket.listen()
-        assert scenarios._find_server(port) is server
+        assert scenarios.find_server(port) is server
     finally:
         server.socket.close()
 

@@ -292,3 +292,28 @@ class Lock:
                 "run make pin, then make regen"
             )
         return p
+
+
+# --------------------------------------------------------------------------- source text
+# The one way a source file's bytes become lines: fingerprints and blobs read the bytes, pages,
+# chains and the prose check the text.
+
+
+def source_lines(text: str | bytes) -> list[bytes]:
+    """The file's lines as bytes, each keeping its own line ending.
+
+    Split on b"\\n" only: str.splitlines would also split on form feeds and other
+    separators that Python's own line numbers do not count.
+    """
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    lines = data.split(b"\n")
+    out = [line + b"\n" for line in lines[:-1]]
+    if lines[-1]:
+        out.append(lines[-1])
+    return out
+
+
+def text_lines(data: str | bytes) -> list[str]:
+    """A source file's lines as text (UTF-8, undecodable bytes replaced), without line endings;
+    index ``n - 1`` is line ``n``, as Python numbers them (see source_lines)."""
+    return [line.decode("utf-8", errors="replace").rstrip("\r\n") for line in source_lines(data)]

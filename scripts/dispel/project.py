@@ -142,6 +142,7 @@ def swap_folder(new: Path, out: Path) -> None:
 # --------------------------------------------------------------------------- loaders
 # The project's inputs and outputs, read back as frozen values (one line on a bad file).
 
+
 def load_traces(project: Project, folder: Path | None = None) -> dict[str, TraceFile]:
     """Every trace file in ``folder`` (default: the project's traces/): scenario name -> TraceFile."""
     out = {}
@@ -150,6 +151,7 @@ def load_traces(project: Project, folder: Path | None = None) -> dict[str, Trace
             continue
         out[path.stem] = trace_from_json(read_text(path, "trace file"), f"trace file {project.shown(path)}")
     return out
+
 
 def load_chains(project: Project, folder: Path | None = None) -> dict[str, Chain]:
     """<folder>/*.json (default: the project's chains) -> {journey: Chain}; {} while none has been written."""
@@ -161,6 +163,7 @@ def load_chains(project: Project, folder: Path | None = None) -> dict[str, Chain
         out[chain.journey] = chain
     return out
 
+
 def load_lock(path: Path) -> Lock:
     """The committed lock, validated; DispelError (one line: what is wrong, how to fix) otherwise."""
     if not path.is_file():
@@ -170,9 +173,11 @@ def load_lock(path: Path) -> Lock:
     except DispelError as exc:
         raise DispelError(f"lock file {path} is not a valid lock: {exc}; regenerate it: `make pin`") from None
 
+
 def project_lock(project: Project) -> Lock | None:
     """The project's lock, or None before the first `dispel pin`."""
     return load_lock(project.lock) if project.lock.is_file() else None
+
 
 def load_annotations(project: Project, folder: Path | None = None) -> dict[str, annotation_files.Annotation]:
     folder = folder or project.annotations

@@ -30,10 +30,10 @@ from .chains.build import JourneyError
 from .chains.stage import chain_files
 from .check import fetch, integrity, prose
 from .check.stage import CheckResult, check_integrity, check_proofs
-from .model import Chain, DispelError, Lock, TraceFile
+from .model import Chain, DispelError, Lock, TraceFile, text_lines
 from .pins import pinning as pins
 from .pins.forges import repo_url
-from .pins.installed import distributions, hop_sources, license_rows, source_lines
+from .pins.installed import distributions, hop_sources, license_rows, lines_by_source
 from .pins.stage import pin
 from .project import (
     Project,
@@ -431,7 +431,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     Returns (journeys, skipped, unannotated) for a Report."""
     sf = scenario_file.parse(text, source)
     tmp = rp.root
-    lines = source_lines({trace.scenario: trace}, root)
+    lines = lines_by_source({trace.scenario: trace}, root)
     derived, built, skipped = build_chains(trace, lines)
     if not built:
         raise DispelError(f"no journey could be derived from the trace of {source}: {'; '.join(skipped) or 'nothing happened'}")
@@ -443,7 +443,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     texts.update(app_notes.summaries(derived, built))
     sources = hop_sources(built.values(), root)
     excerpts = {
-        src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotation_files.source_lines(data)]
+        src: text_lines(data)
         for src, data in sources.items()
     }
     per_journey, dropped = {}, []
@@ -453,7 +453,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     missing = unannotated(built.values(), per_journey) + [f"left out: {d}" for d in dropped]
     header = render.generated_header(COMMAND)
     files: dict[Path, str] = {}
-    prose_lines = {src: data.decode("utf-8", errors="replace").split("\n") for src, data in sources.items()}
+    prose_lines = {src: text_lines(data) for src, data in sources.items()}
     for name, chain in built.items():
         page, left_out = checked_page(chain, per_journey[name], lambda t, c=chain: render.render_journey(c, hop_linker(lock), excerpts, t, built), prose_lines)
         missing += [f"left out: {d}" for d in left_out]
@@ -523,7 +523,7 @@ def derived_again(project: Project, found: Mapping[str, Chain], app: Path) -> li
     if len(traces) != 1:
         return [f"traces/: expected the report's one trace, found {len(traces)}; rebuild it with `dispel report`"]
     (trace,) = traces.values()
-    _, built, _ = build_chains(trace, source_lines({trace.scenario: trace}, app))
+    _, built, _ = build_chains(trace, lines_by_source({trace.scenario: trace}, app))
     out = []
     for j in sorted(set(built) | set(found)):
         if j not in found:

@@ -22,7 +22,7 @@ from ..model import (
     Value,
     WakeUp,
 )
-from ..tracefiles.values import value_text_to_python
+from ..tracefiles.values import bytes_of
 
 SEP = "/"  # a merged trace's thread names are "<process role>/<thread>"
 
@@ -81,26 +81,16 @@ def merge(traces: Mapping[str, TraceFile]) -> TraceFile:
     )
 
 
-def _bytes(text: str) -> bytes | None:
-    if not text.startswith(("b'", 'b"')):
-        return None
-    try:
-        value = value_text_to_python(text)
-    except (ValueError, SyntaxError):
-        return None
-    return value if isinstance(value, bytes) else None
-
-
 def _written(e: Event) -> bytes | None:
     if e.func not in ("_socket:socket.sendall", "_socket:socket.send"):
         return None
-    return next((b for a in e.args if a.name == "data" and (b := _bytes(a.text)) is not None), None)
+    return next((b for a in e.args if a.name == "data" and (b := bytes_of(a.text)) is not None), None)
 
 
 def _read(e: Event) -> bytes | None:
     if e.func not in ("_socket:socket.recv", "_socket:socket.recv_into") or e.ret is None:
         return None
-    return _bytes(e.ret.text)
+    return bytes_of(e.ret.text)
 
 
 @dataclasses.dataclass(frozen=True)

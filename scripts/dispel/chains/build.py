@@ -8,7 +8,6 @@ from dataclasses import replace
 
 from .. import catalog, wire
 from ..catalog import Journey
-from ..chains import across  # across processes
 from ..model import (
     EDGE_CALL,
     EDGE_DATA,
@@ -30,6 +29,7 @@ from ..model import (
     TraceFile,
 )
 from ..tracefiles.values import value_text_to_python, wire_bytes
+from . import across  # across processes
 
 SOCKET_C = "_socket:socket."  # the probes of the C socket methods: where chains end
 
@@ -827,7 +827,7 @@ def _wire_queue(g: TraceGraph, parts: list[list[int]]) -> tuple:
 # between processes (a merged trace, chains/across.py), which the derivation over one app's trace does
 # not know.
 Finder = Callable[[TraceGraph], tuple[list[list[int]], tuple[str, ...]]]
-FINDERS: dict[str, Finder] = {
+HAND_WRITTEN_FINDERS: dict[str, Finder] = {
     "polling": find_polling,
     "upgrade": find_upgrade,
     "emit-external": find_emit_external,
@@ -853,7 +853,7 @@ def build(
     tells a generator's yield); ``find`` replaces the journey's finder (tests try other finders
     on the same trace); ``links``: edges between processes of a merged trace."""
     g = TraceGraph(trace, lines, links)
-    find = find or FINDERS.get(journey.finder)
+    find = find or HAND_WRITTEN_FINDERS.get(journey.finder)
     if find is None:
         raise DispelError(f"journey {journey.name!r}: its finder {journey.finder!r} is in dispel.chains.finders; build it with finders.build")
     parts, shown = find(g)

@@ -38,8 +38,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..catalog import Journey
-from ..chains import derive_packets
-from ..chains.build import (
+from ..model import Chain, Event, TraceFile
+from ..tracefiles.values import value_text_to_python
+from . import derive_packets
+from .build import (
     CLOSE_FRAME,
     SWITCHING,
     JourneyError,
@@ -56,8 +58,6 @@ from ..chains.build import (
     value_trail,
     with_producer,
 )
-from ..model import Chain, Event, TraceFile
-from ..tracefiles.values import value_text_to_python
 
 APP_DIST = "sample_app"  # the traced app's marker (dispel.model.Source)
 HANDLE_EVENT = "flask_socketio:SocketIO._handle_event"

@@ -33,7 +33,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..chains.build import (
+from ..model import Event
+from ..tracefiles.values import value_text_to_python
+from .build import (
     CLOSE_FRAME,
     JourneyError,
     TraceGraph,
@@ -49,8 +51,6 @@ from ..chains.build import (
     with_producer,
     woken_waits,
 )
-from ..model import Event
-from ..tracefiles.values import value_text_to_python
 
 APP_DIST = "sample_app"  # the traced app's marker (as dispel.chains.derive.APP_DIST)
 HANDLE_CONNECT = "socketio.server:Server._handle_connect"

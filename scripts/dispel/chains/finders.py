@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from .. import catalog
 from ..catalog import Journey
-from ..chains import build as chains
-from ..chains import derive
-from ..chains.build import Finder, JourneyError, TraceGraph
 from ..model import Chain, DispelError, Source, TraceFile
+from . import build as chains
+from . import derive
+from .build import Finder, JourneyError, TraceGraph
 
 
 def derived(name: str) -> Finder:
@@ -38,7 +38,7 @@ FINDERS: dict[str, Finder] = {
     "ack": derived("ack-shout"),
     "broadcast": derived("broadcast-joined"),
     "disconnect": derived("disconnect"),
-    **chains.FINDERS,  # polling, upgrade, and the journeys across processes
+    **chains.HAND_WRITTEN_FINDERS,  # polling, upgrade, and the journeys across processes
 }
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from ..chains import finders
 from ..model import (
     Chain,
     DispelError,
     TraceFile,
 )
 from ..pins.installed import (
-    source_lines,
+    lines_by_source,
 )
 from ..pins.stage import refuse_foreign_python
 from ..project import (
@@ -23,13 +22,16 @@ from ..project import (
 from ..tracefiles.codec import (
     chain_to_dict,
 )
+from . import finders
 
 
 def build_chains(traces: Mapping[str, TraceFile], only: Iterable[str] = ()) -> dict[str, Chain]:
-    return finders.build_all(traces, source_lines(traces), only)
+    return finders.build_all(traces, lines_by_source(traces), only)
+
 
 def chain_files(built: Mapping[str, Chain], folder: Path) -> dict[Path, str]:
     return {folder / f"{name}.json": dump_json(chain_to_dict(chain)) for name, chain in built.items()}
+
 
 def chains(project: Project, journeys: Iterable[str] = (), traces: Path | None = None) -> dict[str, Chain]:
     """Trace files -> <traces>/chains/<journey>.json, all or none; returns the chains built."""

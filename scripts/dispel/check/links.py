@@ -13,11 +13,20 @@ from urllib.parse import unquote
 
 from markdown.extensions.toc import slugify
 
-from ..model import PINNED_COMMIT, PYTHON, Chain, DispelError, FilePin, Hop, Lock, Pin
+from ..model import (
+    PINNED_COMMIT,
+    PYTHON,
+    Chain,
+    DispelError,
+    FilePin,
+    Hop,
+    Lock,
+    Pin,
+    source_lines,
+)
 from ..pins.forges import parse_source_url
 from ..pins.permalinks import ref as pin_ref
 from ..pins.pinning import blob_sha
-from ..render.annotation_files import source_lines
 from ..review.diff import compare_chains
 from ..review.diff import describe as describe_chain_diff
 

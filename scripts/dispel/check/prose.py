@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..chains import fold
-from ..model import Chain, Hop, Source
+from ..model import Chain, Hop, Source, text_lines
 from ..render.annotation_files import SAMPLE_PHRASES, select, term_pattern
 from ..render.placeholders import (
     ANY_BRACES_RE,
@@ -41,7 +41,7 @@ from ..wire import frame_layout
 RULES = ("thread", "runs-on", "highlighted", "byte", "hop-ref", "name", "sample-value", "typed-line")
 THREAD_RE = re.compile(r"(?<![\w-])(?:request|handler|eio-writer|ws-reader|ws-writer)-\d+(?![\w-])|`server`")
 RUNS_ON_RE = re.compile(r"(?i)\bruns? on\b(?:[^.;]|\.(?=\S))*?\b(writer|reader|request|handler)(?:'s)? thread")
-THREAD_ROLES = {"writer": "writer-", "reader": "reader-", "request": "request-", "handler": "handler-"}
+THREAD_NAME_PREFIXES = {"writer": "writer-", "reader": "reader-", "request": "request-", "handler": "handler-"}
 BYTE_RE = re.compile(r"(?<![\w\\])0x([0-9a-fA-F]{2})\b")
 HOP_NUMBER_RE = re.compile(r"\bhops? (\d+)(?:\s*(?:–|-|to|and)\s*(\d+))?")
 NAMED_HOP_RE = re.compile(r"`([^`]+)` \((?:\[)?hop (\d+)")
@@ -220,7 +220,7 @@ def _check_sentence(
     if hop is not None:
         for m in RUNS_ON_RE.finditer(text):
             role = m.group(1).lower()
-            if THREAD_ROLES[role] not in hop.thread:
+            if THREAD_NAME_PREFIXES[role] not in hop.thread:
                 problem("runs-on", f"says it runs on a {role} thread; the hop runs on {hop.thread}")
         for m in HIGHLIGHTED_RE.finditer(text) if stmt is not None else ():
             code = m.group(1) or m.group(2) or m.group(3)
@@ -285,7 +285,7 @@ def check_site(
 ) -> list[str]:
     """The prose problems of every journey page, one line each. ``pages``: journey -> rendered Markdown."""
     lines = {
-        src: (data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data).split("\n")
+        src: text_lines(data)
         for src, data in sources.items()
     }
     out = []

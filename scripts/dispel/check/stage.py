@@ -18,8 +18,6 @@ from pathlib import Path
 from .. import catalog
 from ..chains import build as chains_core
 from ..chains.stage import build_chains, chain_files
-from ..check import fetch, integrity, prose
-from ..check import links as check_core
 from ..handin import document as handin
 from ..model import Chain, DispelError, Lock, Source
 from ..pins.forges import parse_source_url, raw_url
@@ -40,6 +38,8 @@ from ..review.stage import fetch_all
 from ..run import multiprocess as processes
 from ..run.browser import chromium_version, unavailable
 from ..tracefiles.values import live_secrets
+from . import fetch, integrity, prose
+from . import links as check_core
 
 
 @dataclass

@@ -22,14 +22,13 @@ import yaml
 from .. import catalog
 from ..check import links as check_core
 from ..check import prose
-from ..handin import document as handin
-from ..model import Chain, DispelError, Lock
+from ..model import Chain, DispelError, Lock, text_lines
 from ..pins.installed import (
     PYTHON_VERSION,
     hop_sources,
     installed_contents,
     license_rows,
-    source_lines,
+    lines_by_source,
     version_set,
 )
 from ..project import (
@@ -46,6 +45,7 @@ from ..render import annotation_files
 from ..render import pages as render
 from ..render.stage import browsers_recorded, hop_linker
 from ..run import browser
+from . import document as handin
 
 SITE_COMMAND = "make handin"  # = dispel handin --out site/handin
 REPORT_COMMAND = "dispel handin --report REPORT --out DIR"
@@ -63,7 +63,7 @@ class Built:
 
 
 def _excerpts(sources) -> dict:
-    return {src: [ln.decode("utf-8", errors="replace").rstrip("\r\n") for ln in annotation_files.source_lines(data)] for src, data in sources.items()}
+    return {src: text_lines(data) for src, data in sources.items()}
 
 
 def _git_date(root: Path, rel: str) -> str:
@@ -120,14 +120,14 @@ def report_handin(root: Path, project: Project) -> Built:
     built = load_chains(rp)
     lock = load_lock(rp.lock)
     app = root / report.APP_FOLDER
-    lines = source_lines({trace.scenario: trace}, app)
+    lines = lines_by_source({trace.scenario: trace}, app)
     derived = [d for d in derive.derive(trace) if d.journey.name in built]
     texts = app_notes.library_texts(annotation_files.texts(load_annotations(project)))
     texts.update(app_notes.app_texts(trace, built, lines))
     texts.update(app_notes.summaries(derived, built))
     sources = hop_sources(built.values(), app)
     excerpts = _excerpts(sources)
-    prose_lines = {src: data.decode("utf-8", errors="replace").split("\n") for src, data in sources.items()}
+    prose_lines = {src: text_lines(data) for src, data in sources.items()}
     linker = hop_linker(lock)
     pages = []
     for journey in [d.journey.name for d in derived] + sorted(set(built) - {d.journey.name for d in derived}):

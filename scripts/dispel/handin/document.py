@@ -30,7 +30,7 @@ import markdown
 from ..chains import fold
 from ..check import prose
 from ..check.links import PageLink
-from ..model import PYTHON, Chain, Source, normalize_dist
+from ..model import PYTHON, Chain, Source, normalize_dist, text_lines
 from ..pins.licenses import LicenseRow
 from ..render import pages as render
 from ..render.pagemodel import HopLinks, HopView, JourneyPage
@@ -164,7 +164,7 @@ def short_problems(chains: Mapping[str, Chain], shorts: Mapping[str, str], sourc
     """The `short:` sentences (annotation key -> short) read by the prose rules the pages' texts are, one line each."""
     if not shorts:
         return []
-    lines = {src: (d.decode("utf-8", errors="replace") if isinstance(d, bytes) else d).split("\n") for src, d in sources.items()}
+    lines = {src: text_lines(d) for src, d in sources.items()}
     out = []
     for journey, chain in sorted(chains.items()):
         out += [p.line for p in prose.check_page(f"short sentences on {journey}", short_page(chain, shorts), chain, lines)]

@@ -29,12 +29,13 @@ from ..model import (
     Source,
     TraceFile,
     normalize_dist,
+    text_lines,
 )
-from ..pins import licenses
-from ..pins import pinning as pins
-from ..pins.forges import repo_url
 from ..project import HERE, SCRIPTS, read_text
 from ..tracefiles.codec import Root, def_line, locate
+from . import licenses
+from . import pinning as pins
+from .forges import repo_url
 
 PYTHON_VERSION = "{}.{}.{}".format(*sys.version_info[:3])
 
@@ -309,7 +310,7 @@ def hop_sources(chains: Iterable[Chain], app_root: Path | None = None) -> dict[S
     return out
 
 
-def source_lines(traces: Mapping[str, TraceFile], app_root: Path | None = None) -> dict[Source, list[str]]:
+def lines_by_source(traces: Mapping[str, TraceFile], app_root: Path | None = None) -> dict[Source, list[str]]:
     """Source -> lines of the installed file, for every function a trace saw (for line texts)."""
     out = {}
     for trace in traces.values():
@@ -318,7 +319,7 @@ def source_lines(traces: Mapping[str, TraceFile], app_root: Path | None = None) 
                 continue
             path = installed_file(func.source, app_root)
             if path is not None and path.exists():
-                out[func.source] = path.read_text(encoding="utf-8", errors="replace").split("\n")
+                out[func.source] = text_lines(path.read_bytes())
     return out
 
 

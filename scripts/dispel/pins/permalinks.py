@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..model import PINNED_COMMIT, PINNED_DOCS, PINNED_TAG, DispelError, Func, Lock, Pin
-from ..pins.forges import SHA_RE, forge
+from .forges import SHA_RE, forge
 
 # C-level functions of the socket module -> the documented name (the anchor on docs.python.org).
 PY_DOCS = "https://docs.python.org/{minor}/library/{page}.html#{anchor}"
@@ -27,7 +27,7 @@ C_DOCS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class Link:
+class Permalink:
     url: str
     pinned: str  # PINNED_COMMIT, PINNED_TAG (mark it on the page) or PINNED_DOCS
 
@@ -90,14 +90,14 @@ def c_doc_link(module: str, qualname: str, python_version: str) -> str | None:
     return PY_DOCS.format(minor=minor, page=name.split(".")[0], anchor=name)
 
 
-def link(lock: Lock, func: Func, line: int = 0) -> Link | None:
+def link(lock: Lock, func: Func, line: int = 0) -> Permalink | None:
     """The link of a hop: ``line`` when given, else the function's definition range.
 
     None for the sample app (its pages live in the site) and for C functions with no docs entry.
     """
     if func.is_c:
         url = c_doc_link(func.module, func.qualname, lock.python.version)
-        return Link(url, PINNED_DOCS) if url else None
+        return Permalink(url, PINNED_DOCS) if url else None
     if func.source.dist == "sample_app":
         return None
     pin = lock.pin_for(func.source)
@@ -105,4 +105,4 @@ def link(lock: Lock, func: Func, line: int = 0) -> Link | None:
         url = permalink(pin, func.source.path, line)
     else:
         url = permalink_range(pin, func.source.path, func.first_line, max(func.first_line, func.last_line))
-    return Link(url, pin.pinned)
+    return Permalink(url, pin.pinned)

@@ -20,7 +20,7 @@ from ..model import (
     Lock,
     Pin,
 )
-from ..pins.forges import FORGES, REPO_RE, SHA_RE, repo_from_url
+from .forges import FORGES, REPO_RE, SHA_RE, repo_from_url
 
 PYTHON_REPO = "python/cpython"
 

@@ -14,15 +14,6 @@ from ..model import (
     Pin,
     normalize_dist,
 )
-from ..pins import gitinfo
-from ..pins import pinning as pins
-from ..pins.forges import check_repo, forge
-from ..pins.installed import (
-    PYTHON_VERSION,
-    distributions,
-    first_header,
-    installed_blobs,
-)
 from ..project import (
     Project,
     dump_json,
@@ -30,6 +21,15 @@ from ..project import (
     load_traces,
     project_lock,
     write_atomic,
+)
+from . import gitinfo
+from . import pinning as pins
+from .forges import check_repo, forge
+from .installed import (
+    PYTHON_VERSION,
+    distributions,
+    first_header,
+    installed_blobs,
 )
 
 
@@ -46,6 +46,7 @@ def parse_git_dirs(specs: Iterable[str]) -> dict[str, tuple[str, Path]]:
         mirrors[repo.lower()] = (repo, gitinfo.open_repo(Path(path)))
     return mirrors
 
+
 def _resolve_tag(dist: str, version: str, forge_name: str, repo: str, mirror: Path | None, tmp: Path) -> tuple[Path, str, str]:
     """(git dir, tag, peeled commit) of a release, from a local mirror or else the network."""
     if mirror is not None:
@@ -60,6 +61,7 @@ def _resolve_tag(dist: str, version: str, forge_name: str, repo: str, mirror: Pa
     git_dir = gitinfo.clone_blobless(url, tmp / repo.replace("/", "+"))
     return git_dir, tag, gitinfo.peel(git_dir, tag)
 
+
 @dataclass(frozen=True)
 class PinRun:
     """What `dispel pin` wrote: the lock, which entries it kept as they were, why it pinned the others afresh."""
@@ -69,6 +71,7 @@ class PinRun:
     afresh: dict[str, str]  # dist -> why
     notes: tuple[str, ...] = ()
 
+
 def _previous_lock(path: Path) -> tuple[Lock | None, str | None]:
     """The lock `dispel pin` starts from, or None and why (there is none, or it is unreadable)."""
     if not path.is_file():
@@ -77,6 +80,7 @@ def _previous_lock(path: Path) -> tuple[Lock | None, str | None]:
         return load_lock(path), None
     except DispelError as exc:
         return None, f"{exc}; every distribution was pinned afresh"
+
 
 def pin(
     project: Project, dists: Iterable[str] = (), git_dirs: Iterable[str] = (), repos: Iterable[str] = (),
@@ -153,11 +157,13 @@ def pin(
     write_atomic(lock_path, dump_json(pins.lock_to_json(lock)))
     return PinRun(lock, frozenset(set(names) - set(afresh)), afresh, (note,) if note else ())
 
+
 def foreign_python(project: Project) -> str | None:
     """The Python that recorded the project's traces (its lock pins that standard library), when
     it is not this one; None when it is. Their chains and pages read that standard library."""
     lock = project_lock(project)
     return lock.python.version if lock is not None and lock.python.version != PYTHON_VERSION else None
+
 
 def refuse_foreign_python(project: Project, what: str) -> None:
     """One line, when ``what`` would rewrite the project's committed files from another Python's standard library."""
@@ -168,12 +174,14 @@ def refuse_foreign_python(project: Project, what: str) -> None:
             f"run it with CPython {traced} (`make regen PY=python{traced.rpartition('.')[0]}`), or report on your own app with `dispel report`"
         )
 
+
 def verify_installed(lock: Lock, site: list[Path] | None = None) -> list[str]:
     """Recompute every locked file's blob from this environment; the problems, [] when all match.
     On another Python than the lock's, the standard library is left out (check says so)."""
     foreign = lock.python.version != PYTHON_VERSION
     stdlib = [] if foreign else [f.installed for f in lock.python.files]
     return pins.verify(lock, installed_blobs([p.dist for p in lock.dists], stdlib, site), with_python=not foreign)
+
 
 def version_drift(lock_path: Path, site: list[Path] | None = None) -> list[str]:
     """Installed versions against the lock, from metadata only (quick: `make site` asks first); [] without a lock."""

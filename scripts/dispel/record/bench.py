@@ -24,10 +24,11 @@ from .. import catalog
 from ..model import DispelError
 from ..pins.installed import PYTHON_VERSION
 from ..project import Project
-from ..record.cores import available_cores, core_missing, recorder_for
-from ..record.recorder import NullRecorder, Tracer
+from ..record.recorder import Tracer
 from ..run import runner as scenarios
 from ..run.launchers import ClientProcess
+from .cores import available_cores, core_missing, recorder_for
+from .recorder import NullRecorder
 
 # Anchors: no tracing; a global sys.settrace function that returns None (the floor of
 # any settrace recorder); VizTracer (a C profiler that logs every call with a timestamp,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from types import CodeType
 
 from ..model import DispelError
-from ..record.recorder import CRecorder, SettraceRecorder, _Recorder
+from .recorder import CRecorder, SettraceRecorder, _Recorder
 
 CORES: dict[str, type[_Recorder]] = {"py": SettraceRecorder, "c": CRecorder}
 
@@ -66,7 +66,7 @@ def recorder_for(want: Callable[[CodeType], bool], core: str | None = None) -> _
 
 
 if sys.version_info >= (3, 12) and hasattr(sys, "monitoring"):  # (the version check tells a type checker)
-    from ..record.sysmon import (  # only where sys.monitoring exists
+    from .sysmon import (  # only where sys.monitoring exists
         CSysmonRecorder,
         SysmonRecorder,
     )

@@ -25,8 +25,6 @@ from ..project import (
     read_text,
     write_atomic,
 )
-from ..record.cores import CORES, core_name, recorder_for
-from ..record.recorder import Tracer
 from ..run import multiprocess as processes
 from ..run.browser import chromium_version
 from ..run.launchers import ClientStarter, free_ports
@@ -36,6 +34,8 @@ from ..tracefiles.codec import (
 )
 from ..tracefiles.recording import trace_from_recording
 from ..tracefiles.values import BROWSER_IDENTITY
+from .cores import CORES, core_name, recorder_for
+from .recorder import Tracer
 
 
 def record_scenario(
@@ -62,6 +62,7 @@ def record_scenario(
         versions["chromium"] = chromium_version() or "unknown"
     patterns = BROWSER_IDENTITY if sc.client == "browser" else ()
     return trace_from_recording(recorder, name, port, code_roots(), versions, secrets.settings(), deny, patterns=patterns)
+
 
 def record_file(path: Path, out: Path, timeout: float | None = None, port: int | None = None, deny: tuple[str, ...] = (),
                 root: Path | None = None) -> Recorded:
@@ -121,6 +122,7 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
     return Recorded(path.stem, target, len(trace.events), len(trace.threads), recorder.rows().core, tuple(running), said,
                     tuple(app_errors.found))
 
+
 def record_in_new_interpreters(
     project: Project, names: Iterable[str], out: Path, timeout: float, app: str = "sample_app.app", redact: Iterable[str] = (), capture: bool = False
 ) -> dict[str, subprocess.CompletedProcess]:
@@ -141,6 +143,7 @@ def record_in_new_interpreters(
         done[name] = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
     return done
 
+
 @dataclass(frozen=True)
 class Recorded:
     scenario: str
@@ -152,12 +155,14 @@ class Recorded:
     app: str = ""  # a scenario file's app: its root and modules, for the console
     app_errors: tuple[str, ...] = ()  # "STEP: Type: message (raised at file:line in function)", the app's exceptions
 
+
 @dataclass(frozen=True)
 class Recording:
     """What `record` did: the traces it wrote itself, and the scenarios whose child failed."""
 
     recorded: tuple[Recorded, ...] = ()
     failed: tuple[str, ...] = ()
+
 
 def checked_redact(patterns: Iterable[str]) -> tuple[str, ...]:
     """``--redact`` patterns, each compiled once here: a bad one is one line naming it, before anything runs."""
@@ -168,6 +173,7 @@ def checked_redact(patterns: Iterable[str]) -> tuple[str, ...]:
         except re.error as exc:
             raise DispelError(f"--redact {pattern!r} is not a valid regular expression ({exc}); fix or quote it") from None
     return patterns
+
 
 def record(
     project: Project, names: Iterable[str], out: Path, timeout: float = 30.0, app: str = "sample_app.app",

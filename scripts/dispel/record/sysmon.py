@@ -21,7 +21,7 @@ import sys
 import threading
 from types import CodeType
 
-from ..record.recorder import MISSING, RAISED, SIZED, _Recorder, c_core, c_rows
+from .recorder import MISSING, RAISED, SIZED, _Recorder, c_core, c_rows
 
 # Imported only where sys.monitoring exists (cores.py): a type checker set for 3.11 reads no further.
 assert sys.version_info >= (3, 12)

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import yaml
 
-from ..model import Chain, DispelError, Func, Source
+from ..model import Chain, DispelError, Func, Source, source_lines
 
 JOURNEY_PREFIX = "journey:"
 FINGERPRINT_RE = re.compile(r"[0-9a-f]{12}")
@@ -59,20 +59,6 @@ class Problem:
 
 
 # --------------------------------------------------------------------------- fingerprints
-
-
-def source_lines(text: str | bytes) -> list[bytes]:
-    """The file's lines as bytes, each keeping its own line ending.
-
-    Split on b"\\n" only: str.splitlines would also split on form feeds and other
-    separators that Python's own line numbers do not count.
-    """
-    data = text.encode("utf-8") if isinstance(text, str) else text
-    lines = data.split(b"\n")
-    out = [line + b"\n" for line in lines[:-1]]
-    if lines[-1]:
-        out.append(lines[-1])
-    return out
 
 
 def fingerprint(text: str | bytes, first_line: int, last_line: int) -> str:

@@ -107,7 +107,7 @@ class Row:
 
 
 @dataclass(frozen=True)
-class Link:
+class JoinArc:
     """A value's producer (row index) joined to the row that used it."""
 
     producer: int
@@ -185,7 +185,7 @@ def _side(label: str, rooms: list[tuple[float, str, float, bool]], enough: int =
 
 
 def layered_svg(
-    rows: list[Row] | tuple[Row, ...], links: list[Link] | tuple[Link, ...] = (), *, title: str = "", fit: int = FIT
+    rows: list[Row] | tuple[Row, ...], links: list[JoinArc] | tuple[JoinArc, ...] = (), *, title: str = "", fit: int = FIT
 ) -> str:
     """The SVG text of a layered sequence diagram, at most ``fit`` pixels wide when its columns
     can narrow that far (MIN_COLUMN). Deterministic, and without blank lines, so Markdown keeps

@@ -25,10 +25,10 @@ from ..model import (
     WireLayer,
 )
 from ..pins.licenses import LicenseRow
-from ..render.annotation_files import KEY_MARK, SHORT_MARK, select
-from ..render.diagram import CROSS_EDGES, LAYER_ORDER, Link, Row, layer_of, layered_svg
-from ..render.pagemodel import HopLinks, HopView, JourneyPage, Return, Section
-from ..render.placeholders import fill
+from .annotation_files import KEY_MARK, SHORT_MARK, select
+from .diagram import CROSS_EDGES, LAYER_ORDER, JoinArc, Row, layer_of, layered_svg
+from .pagemodel import HopLinks, HopView, JourneyPage, Return, Section
+from .placeholders import fill
 
 RENDER_COMMAND = "dispel render"
 SAMPLE_APP_DIST = "sample_app"
@@ -334,7 +334,7 @@ def diagram(chain: Chain, groups: Sequence[fold.Group]) -> str:
         label = f"{e.hop} {short_name(first.func)}"
         rows.append(Row(first.thread, (layer_of(first.func.source.dist),), label, edge, f"#hop-{e.hop}",
                         hops=hops, hop=number, source=source, source_layer=source_layer))
-    links = [Link(row_of[j.producer], row_of[j.user], j.kind) for j in chain.joins if j.producer in row_of and j.user in row_of]
+    links = [JoinArc(row_of[j.producer], row_of[j.user], j.kind) for j in chain.joins if j.producer in row_of and j.user in row_of]
     svg = layered_svg(rows, links, title=f"{chain.journey}: {chain.title}")
     return f'<div class="dispel-diagram" markdown="0">\n{svg}\n</div>\n'
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeGuard
 
 from ..model import Chain, DispelError, Hop
+from ..tracefiles.values import bytes_of
 from ..wire import OPCODES, frame_layout
 
 PLACEHOLDER_RE = re.compile(r"\{\{\s*(?P<name>[a-z]+)(?::(?P<arg>[^{}|?]+?)|\?(?P<yes>[^{}|]*)\|(?P<no>[^{}|]*))?\s*\}\}")
@@ -45,17 +46,7 @@ NAMES = ("thread", "nextthread", "line", "lineno", "hop", "next", "frame", "defl
 
 def value_bytes(value: str | None) -> bytes | None:
     """The bytes of an observed value ``name = b'...'``, None when it holds no bytes."""
-    if not value:
-        return None
-    _, _, text = value.partition(" = ")
-    if not text.startswith(("b'", 'b"')):
-        return None
-    import ast
-
-    try:
-        return ast.literal_eval(text[1:]).encode("latin-1")
-    except (ValueError, SyntaxError, UnicodeEncodeError):
-        return None
+    return bytes_of(value.partition(" = ")[2]) if value else None
 
 
 def printable_bytes(raw: str) -> bytes:

@@ -5,12 +5,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import catalog
+from .. import catalog, layout
 from ..check import links as check_core
 from ..model import (
     DispelError,
     Hop,
     Lock,
+    text_lines,
 )
 from ..pins import permalinks
 from ..pins.installed import (
@@ -28,8 +29,8 @@ from ..project import (
     project_lock,
     write_all_atomic,
 )
-from ..render import annotation_files
-from ..render import pages as render
+from . import annotation_files
+from . import pages as render
 
 
 def browsers_recorded(project: Project) -> list[tuple[str, str]]:
@@ -58,12 +59,14 @@ def hop_linker(lock: Lock | None) -> Callable[[Hop], render.HopLinks | None]:
 
     return links
 
+
 @dataclass(frozen=True)
 class Site:
     """What build_site wrote, and the notes for its author."""
 
     files: tuple[Path, ...]
     notes: tuple[str, ...]
+
 
 def build_site(project: Project, chains_dir: Path | None = None, docs: Path | None = None) -> Site:
     """Chains + lock + annotations + installed sources -> the generated pages of docs/ (all or none).
@@ -87,10 +90,7 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
         if orphans:
             raise DispelError(orphans[0].message + (f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""))
     sources = hop_sources(found.values())
-    excerpts = {
-        src: [line.decode("utf-8", errors="replace").rstrip("\r\n") for line in annotation_files.source_lines(data)]
-        for src, data in sources.items()
-    }
+    excerpts = {src: text_lines(data) for src, data in sources.items()}
     texts = annotation_files.texts(notes)
 
     files: dict[Path, str] = {}
@@ -105,6 +105,7 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     files[out / "licensing.md"] = render.render_licensing(license_rows(found.values(), lock))
     versions, python = version_set(lock)
     versions += browsers_recorded(project)
+    files[out / "snippets" / "modules.md"] = layout.markdown_table()
     files[out / "snippets" / "versions.md"] = render.render_versions(versions, python, sorted(found, key=catalog.JOURNEY_NAMES.index))
     write_all_atomic(files)
 

@@ -29,11 +29,11 @@ from ..project import (
     project_lock,
 )
 from ..render import annotation_files
-from ..review import audit as audit_core
-from ..review import diff
 from ..tracefiles.codec import (
     chain_from_dict,
 )
+from . import audit as audit_core
+from . import diff
 
 
 def review(project: Project, ref: str = "HEAD") -> str:
@@ -61,6 +61,7 @@ def review(project: Project, ref: str = "HEAD") -> str:
         catalog.JOURNEY_NAMES,
     )
 
+
 def fetch_all(fetcher: fetch.Fetcher, urls: Iterable[str], raw_base: str) -> dict:
     """Fetch URLs; DispelError when no answer came from the host at all (it is down or unreachable)."""
     urls = list(urls)
@@ -68,6 +69,7 @@ def fetch_all(fetcher: fetch.Fetcher, urls: Iterable[str], raw_base: str) -> dic
     if urls and all(r.unreachable for r in got.values()):
         raise DispelError(f"--online: cannot reach {raw_base}: {got[urls[0]].error} (check the address and the network)")
     return got
+
 
 @dataclass(frozen=True)
 class Audit:
@@ -78,6 +80,7 @@ class Audit:
     @property
     def broken(self) -> bool:
         return any(v.broken for v in self.verdicts)
+
 
 def audit(
     project: Project, report: Path, git_dirs: Iterable[str] = (), chains_dir: Path | None = None,
@@ -103,12 +106,14 @@ def audit(
     verdicts, linked = audit_core.grade(links, facts, ordered)
     return Audit(verdicts, audit_core.coverage(ordered, linked), bool(found))
 
+
 def audit_locks(project: Project, chains_dir: Path | None) -> list[Lock]:
     """The locks whose installed files an audit may read: the one beside ``--chains`` (a report's
     traces/pins.lock.json: a student's own versions), then the committed ones (Project.locks)."""
     paths = [chains_dir.parent / "pins.lock.json"] if chains_dir is not None else []
     paths += [p for p in project.locks if p not in paths]
     return [load_lock(p) for p in dict.fromkeys(paths) if p.is_file()]
+
 
 def _audit_facts(
     wanted: list[tuple[str, str, str]], locks: list[Lock], mirrors: dict, fetcher: fetch.Fetcher | None, raw_base: str

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..model import DispelError
 from ..project import SCRIPTS
-from ..run.pacer import PacerProcess
+from .pacer import PacerProcess
 
 CHROMIUM = Path(os.environ.get("DISPEL_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("DISPEL_CHROMEDRIVER", "/usr/bin/chromedriver"))

@@ -15,15 +15,15 @@ import threading
 import time
 from urllib.parse import urlencode
 
-from ..run.sample_client import (
+from ..wire import WS_KEY
+from .sample_client import (
     PACE_SECONDS,
     disconnect_cleanly,
     no_timestamps,
     patch_http_close,
     patch_websocket,
 )
-from ..run.scenario_file import Step, from_jsonable
-from ..wire import WS_KEY
+from .scenario_file import Step, from_jsonable
 
 
 class ScenarioClient:

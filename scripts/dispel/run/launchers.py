@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..catalog import Scenario, client_names
 from ..model import DispelError
-from ..run.pacer import PacerProcess
+from .pacer import PacerProcess
 
 if TYPE_CHECKING:
     from .browser import BrowserClient
@@ -82,9 +82,7 @@ class ClientStarter:
         self.launch = None
         self.ready: list[ClientProcess] = []
         if sc.client == "browser":
-            from ..run.browser import (
-                Launch,  # selenium is imported only for the browser
-            )
+            from .browser import Launch  # selenium is imported only for the browser
 
             self.launch = Launch()
         elif port is not None:
@@ -92,7 +90,7 @@ class ClientStarter:
 
     def __call__(self, port: int) -> ClientProcess | BrowserClient:
         if self.sc.client == "browser":
-            from ..run.browser import BrowserClient
+            from .browser import BrowserClient
 
             launch, self.launch = self.launch, None  # the one started ahead, for the first client
             return BrowserClient(port, launch)

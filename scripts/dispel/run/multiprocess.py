@@ -23,8 +23,8 @@ from pathlib import Path
 from ..catalog import ProcessScenario
 from ..model import DispelError
 from ..project import write_all_atomic
-from ..run.launchers import ClientProcess
-from ..run.launchers import free_ports as _free_ports
+from .deadline import Deadline
+from .launchers import ClientProcess, free_ports
 
 # The channel Flask-SocketIO's message queue publishes on (SocketIO's default).
 CHANNEL = "flask-socketio"
@@ -187,14 +187,6 @@ class TracedProcess:
                 pass
 
 
-class _Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.end = time.monotonic() + seconds
-
-    def left(self) -> float:
-        return max(self.end - time.monotonic(), 0.0)
-
-
 def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str, float] | None = None,
         traced: bool = True, after_step: Callable[[str, RedisServer], None] | None = None, redact: tuple[str, ...] = ()) -> dict[str, Path]:
     """Run scenario ``sc``; write traces/<scenario>.<role>.json into ``out`` (all or none) and
@@ -202,8 +194,8 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
     (for the benchmark) and writes nothing; ``after_step(step, redis)`` runs after each step
     (tests stop Redis there); ``redact``: regexes each process hides (besides the file's).
     Raises DispelError naming the step and the process."""
-    deadline = _Deadline(timeout)
-    redis_port, *server_ports = _free_ports(1 + len(sc.processes))
+    deadline = Deadline(timeout)
+    redis_port, *server_ports = free_ports(1 + len(sc.processes))
     queue = f"redis://127.0.0.1:{redis_port}/0"
     ports = {p.role: port if p.kind == "server" else 0 for p, port in zip(sc.processes, server_ports)}
     tmp = Path(tempfile.mkdtemp(prefix="dispel-processes-"))
@@ -214,7 +206,7 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
     redis: RedisServer | None = None
     began = time.perf_counter()
     try:
-        redis = RedisServer(redis_port, time.monotonic() + min(10.0, deadline.left()))
+        redis = RedisServer(redis_port, time.monotonic() + min(10.0, deadline.remaining()))
         for p in sc.processes:
             argv = [sys.executable, "-m", "dispel.run.multiprocess_child", p.role, p.kind, p.module, queue, str(ports[p.role]),
                     str(tmp / f"{sc.name}.{p.role}.json"), str(redis_port)]
@@ -226,7 +218,7 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
         for who, role in sc.clients:
             clients[who] = ClientProcess(ports[role])
         for role, child in children.items():
-            child.expect("start", "ready", deadline.left())
+            child.expect("start", "ready", deadline.remaining())
         if timings is not None:
             timings["start"] = time.perf_counter() - began
         for spec in sc.steps:
@@ -236,10 +228,10 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
             if not redis.alive():
                 raise DispelError(f"scenario {sc.name!r}: step {spec!r}: process redis-server died (exit {redis.proc.returncode})")
             for child in children.values():
-                child.ask(spec, f"begin {spec}", deadline.left())
+                child.ask(spec, f"begin {spec}", deadline.remaining())
             if who in server_of:
                 try:
-                    clients[who].step(step, deadline.left(), int(count or 1))
+                    clients[who].step(step, deadline.remaining(), int(count or 1))
                 except DispelError as exc:
                     raise DispelError(f"scenario {sc.name!r}: step {spec!r}: client {who} on {server_of[who]}: {exc}") from None
                 if step == "connect":
@@ -248,13 +240,13 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
                     # so that the processes connect to Redis in the same order every run
                     want = sum(1 for r, n in connected.items() if n)
                     while redis.subscribers() < want:
-                        if deadline.left() <= 0:
+                        if deadline.remaining() <= 0:
                             raise DispelError(f"scenario {sc.name!r}: step {spec!r}: {server_of[who]} never subscribed to {CHANNEL!r}")
                         time.sleep(0.005)
                 elif step == "disconnect":
                     connected[server_of[who]] -= 1
             elif who in children:
-                children[who].ask(spec, f"run {spec}", deadline.left())
+                children[who].ask(spec, f"run {spec}", deadline.remaining())
             else:
                 raise DispelError(f"scenario {sc.name!r}: step {spec!r}: no client or process {who!r}")
             if not redis.alive():
@@ -262,9 +254,9 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
             # handlers first, everywhere (what they publish is then in every listener's socket),
             # then each listener, until it waits on its socket with nothing left to read
             for role, child in children.items():
-                child.ask(spec, f"settle {spec} {connected[role]} {deadline.left():.3f}", deadline.left())
+                child.ask(spec, f"settle {spec} {connected[role]} {deadline.remaining():.3f}", deadline.remaining())
             for child in children.values():
-                child.ask(spec, f"end {spec} {deadline.left():.3f}", deadline.left())
+                child.ask(spec, f"end {spec} {deadline.remaining():.3f}", deadline.remaining())
             if not redis.alive():
                 raise DispelError(f"scenario {sc.name!r}: step {spec!r}: process redis-server died (exit {redis.proc.returncode})")
             if timings is not None:
@@ -281,11 +273,11 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
             child.send("finish")
         ids: dict[str, str] = {}
         for child in children.values():
-            ids.update(json.loads(child.expect("stop", "ok", deadline.left())))
+            ids.update(json.loads(child.expect("stop", "ok", deadline.remaining())))
         for child in children.values():
             child.send(f"write {json.dumps(ids)}")
         for child in children.values():
-            child.expect("stop", "ok", deadline.left())
+            child.expect("stop", "ok", deadline.remaining())
         if timings is not None:
             timings["finish"] = time.perf_counter() - t0
             timings["total"] = time.perf_counter() - began

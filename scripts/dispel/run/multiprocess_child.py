@@ -71,7 +71,7 @@ class _Child:
     def __init__(self, role: str, kind: str, module: str, queue: str, port: int, out: str, redis_port: int, traced: bool = True,
                  redact: tuple[str, ...] = ()) -> None:
         from ..record.cores import recorder_for
-        from ..run import runner as scenarios
+        from . import runner as scenarios
 
         self.role, self.kind, self.module_name, self.queue, self.port, self.out = role, kind, module, queue, port, out
         self.redis_port = redis_port
@@ -116,14 +116,14 @@ class _Child:
             self.thread.start()
         with self.recorder.pause():
             end = time.monotonic() + timeout
-            while not self.errors and self.scenarios._find_server(self.port) is None:
+            while not self.errors and self.scenarios.find_server(self.port) is None:
                 if time.monotonic() > end:
                     raise DispelError(f"the server did not listen on its port within {timeout:g}s")
                 time.sleep(SETTLE_POLL)
             if self.errors:
                 exc = self.errors[0]
                 raise DispelError(f"the app failed to start: {type(exc).__name__}: {exc}")
-            self.server = self.scenarios._find_server(self.port)
+            self.server = self.scenarios.find_server(self.port)
 
     def _module(self) -> ModuleType:
         if self.module is None:
@@ -144,7 +144,7 @@ class _Child:
         if self.kind != "server":
             return
         with self.recorder.pause():
-            self._wait(step, timeout, lambda: self.scenarios._server_settled(connected))
+            self._wait(step, timeout, lambda: self.scenarios.server_settled(connected))
 
     def end(self, step: str, timeout: float) -> None:
         if self.kind == "server":

@@ -25,32 +25,12 @@ from ..catalog import (
 )
 from ..model import DispelError
 from ..record.recorder import Tracer
-from ..run.launchers import free_ports
+from .deadline import Deadline
+from .launchers import free_ports
 
 
 def free_port() -> int:
     return free_ports(1)[0]
-
-
-class _Deadline:
-    def __init__(self, scenario_name: str, seconds: float) -> None:
-        self.scenario = scenario_name
-        self.end = time.monotonic() + seconds
-        self.seconds = seconds
-
-    def left(self, step: str) -> float:
-        left = self.end - time.monotonic()
-        if left <= 0:
-            raise DispelError(
-                f"scenario {self.scenario!r}: step {step!r} did not finish within the "
-                f"{self.seconds:g}s deadline (raise it with --timeout)"
-            )
-        return left
-
-    def wait_for(self, step: str, done: Callable[[], bool], poll: float = 0.005) -> None:
-        while not done():
-            self.left(step)
-            time.sleep(poll)
 
 
 def _check_port_free(port: int) -> None:
@@ -62,7 +42,7 @@ def _check_port_free(port: int) -> None:
             raise DispelError(f"port {port} is already in use; choose another with --port or stop what holds it") from None
 
 
-def _find_server(port: int, listening: bool = True):
+def find_server(port: int, listening: bool = True):
     """The werkzeug server on ``port`` (it offers no handle of its own); with ``listening``,
     only once it listens: werkzeug sets the port before it binds, and a client let in then is refused."""
     from werkzeug.serving import BaseWSGIServer
@@ -199,7 +179,7 @@ def drive(
     (``serve_app(app, port)``, mark "start"), then do ``steps`` one by one, each client
     started before its first step; returns what ``load_app`` returned. ``app_errors``
     collects the exceptions the app raised, by step; a step that fails says them too."""
-    deadline = _Deadline(name, timeout)
+    deadline = Deadline(timeout, name)
     errors = app_errors if app_errors is not None else AppErrors()
     logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
     # With a long switch interval a thread keeps the GIL until it blocks, so each
@@ -243,7 +223,7 @@ def drive(
             thread = threading.Thread(target=serve, name="dispel-server", daemon=True)
             thread.start()
         with recorder.pause():
-            deadline.wait_for("start", lambda: bool(server_errors) or _find_server(port) is not None)
+            deadline.wait_for("start", lambda: bool(server_errors) or find_server(port) is not None)
             if server_errors:
                 failed = server_errors[0]
                 if isinstance(failed, OSError) and failed.errno == 98:
@@ -251,7 +231,7 @@ def drive(
                         f"port {port} is already in use; choose another with --port or stop what holds it"
                     )
                 raise DispelError(f"start: the app failed to start: {type(failed).__name__}: {failed}")
-            server = _find_server(port)
+            server = find_server(port)
             for st in steps:
                 if st.who not in clients:
                     clients[st.who] = start_client(st.who, port)
@@ -275,7 +255,7 @@ def drive(
                         connected.add(st.who)
                     elif st.disconnects:
                         connected.discard(st.who)
-                    deadline.wait_for(label, lambda: _server_settled(len(connected)))
+                    deadline.wait_for(label, lambda: server_settled(len(connected)))
                 if timings is not None:
                     timings[st.mark] = time.perf_counter() - began
     finally:
@@ -284,7 +264,7 @@ def drive(
                 for client in clients.values():
                     client.close()
                 if server is None and not server_errors:
-                    server = _find_server(port, listening=False)
+                    server = find_server(port, listening=False)
                 # shutdown() waits for serve_forever to end: only a running server has one.
                 if server is not None and thread is not None and thread.is_alive():
                     server.shutdown()
@@ -485,7 +465,7 @@ def run_file(sf, recorder: Tracer, start_client: Callable[[str, int], StepClient
     return drive(sf.source, recorder, start_client, load, serve, steps, sf.app.module, timeout, port, app_errors=app_errors)
 
 
-def _server_settled(connected: int) -> bool:
+def server_settled(connected: int) -> bool:
     """Every event handler has finished, and the server holds no more connections than
     clients are connected."""
     alive = [t.name for t in threading.enumerate() if t.is_alive()]

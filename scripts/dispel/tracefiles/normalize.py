@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from ..catalog import THREAD_ROLES
 from ..model import Event, Func, ThreadInfo, TraceFile, Value, WakeUp, with_ends
-from ..tracefiles.values import IMMUTABLE, Normalizer
+from .values import IMMUTABLE, Normalizer
 
 SYNC_NOTIFY = ("Condition.notify", "Condition.notify_all")
 SYNC_WAIT = "Condition.wait"

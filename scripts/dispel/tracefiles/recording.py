@@ -14,9 +14,9 @@ from ..pins.installed import (
     resolve_funcs,
 )
 from ..record.recorder import RAISED, Tracer, line_at
-from ..tracefiles import normalize
-from ..tracefiles.normalize import RawCall
-from ..tracefiles.values import Normalizer, learn_secrets
+from . import normalize
+from .normalize import RawCall
+from .values import Normalizer, learn_secrets
 
 
 def recorded_calls(recorder: Tracer, roots: list) -> tuple[list[RawCall], dict]:
@@ -27,6 +27,7 @@ def recorded_calls(recorder: Tracer, roots: list) -> tuple[list[RawCall], dict]:
     funcs_by_code = resolve_funcs(set(raw.codes), raw.probe_codes, roots)
     calls = normalize.raw_calls(raw.call_rows(), raw.codes, raw.return_map(), funcs_by_code.__getitem__, line_at, RAISED)
     return calls, {f.key: f for f in funcs_by_code.values()}
+
 
 def random_ids(calls: list[RawCall], suffix: str = "") -> dict[str, str]:
     """Random ids the program made -> placeholders, in the order they were made: session ids
@@ -42,6 +43,7 @@ def random_ids(calls: list[RawCall], suffix: str = "") -> dict[str, str]:
                 pools += 1
                 ids[pool] = f"<redis-pool-{pools}{suffix}>"
     return ids
+
 
 def trace_from_recording(
     recorder: Tracer, name: str, port: int | None, roots: list, versions: dict[str, str], settings: Iterable | None = None, deny: tuple[str, ...] = (),

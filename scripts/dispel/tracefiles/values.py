@@ -414,9 +414,22 @@ def value_text_to_python(text: str) -> str | bytes:
     return text
 
 
+def bytes_of(text: str) -> bytes | None:
+    """The bytes a value text ``b'...'`` stands for; None for any other value (the one way a
+    value's text becomes bytes: chains, joins and placeholders all read sockets' data with it)."""
+    if not text.startswith(("b'", 'b"')):
+        return None
+    try:
+        value = value_text_to_python(text)
+    except (ValueError, SyntaxError, UnicodeEncodeError):
+        return None
+    return value if isinstance(value, bytes) else None
+
+
+
 def wire_bytes(text: str) -> bytes:
-    """The bytes of a socket's read or write, from its value text (TypeError for any other value)."""
-    value = value_text_to_python(text)
-    if not isinstance(value, bytes):
+    """The bytes of a socket's read or write (bytes_of, for a text that must be bytes: TypeError otherwise)."""
+    data = bytes_of(text)
+    if data is None:
         raise TypeError(f"not the text of a bytes value: {text[:40]!r}")
-    return value
+    return data
