@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from dispel.handin import build as handin_build
 from dispel.handin import document as handin
+from dispel.handin import docx_format, pdf_format
 from dispel.project import Project
 from dispel.render import pages as render
 from dispel.run import browser
@@ -38,17 +39,17 @@ def dispel(*argv: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.
 def texts_of(folder: Path) -> dict[str, str]:
     """The text each format shows (NFKC: a PDF's ligatures read as their letters)."""
     out = {"report.md": (folder / "report.md").read_text(encoding="utf-8"),
-           "report.docx": handin.docx_text((folder / "report.docx").read_bytes())}
+           "report.docx": docx_format.docx_text((folder / "report.docx").read_bytes())}
     if (folder / "report.pdf").is_file():
-        out["report.pdf"] = handin.pdf_text((folder / "report.pdf").read_bytes())
+        out["report.pdf"] = pdf_format.pdf_text((folder / "report.pdf").read_bytes())
     return {k: unicodedata.normalize("NFKC", v) for k, v in out.items()}
 
 
 def links_of(folder: Path) -> dict[str, list[str]]:
     out = {"report.md": handin.markdown_links((folder / "report.md").read_text(encoding="utf-8")),
-           "report.docx": handin.docx_links((folder / "report.docx").read_bytes())}
+           "report.docx": docx_format.docx_links((folder / "report.docx").read_bytes())}
     if (folder / "report.pdf").is_file():
-        out["report.pdf"] = handin.pdf_links((folder / "report.pdf").read_bytes())
+        out["report.pdf"] = pdf_format.pdf_links((folder / "report.pdf").read_bytes())
     return out
 
 
@@ -101,12 +102,12 @@ def _offsets_point_at_objects(pdf: bytes) -> bool:
 
 
 def test_the_pdf_is_normalised_dates_producer_and_id_with_a_valid_cross_reference_table():
-    a = handin.normalise_pdf(_tiny_pdf(), "2026-12-05T03:55:42+00:00")
-    b = handin.normalise_pdf(_tiny_pdf(b"D:20380101120000+00'00'"), "2026-12-05T03:55:42+00:00")
+    a = pdf_format.normalise_pdf(_tiny_pdf(), "2026-12-05T03:55:42+00:00")
+    b = pdf_format.normalise_pdf(_tiny_pdf(b"D:20380101120000+00'00'"), "2026-12-05T03:55:42+00:00")
     assert a == b, "the printing time still shows"
     assert b"(D:20261205035542+00'00')" in a and b"m156" not in a and b"/ID [<" in a
     assert _offsets_point_at_objects(a)
-    assert handin.pdf_links(a) == ["https://example.org/a(1)#L2"]
+    assert pdf_format.pdf_links(a) == ["https://example.org/a(1)#L2"]
 
 
 def test_the_docx_has_real_headings_tables_and_hyperlinks_and_the_same_bytes_twice():
@@ -115,10 +116,10 @@ def test_the_docx_has_real_headings_tables_and_hyperlinks_and_the_same_bytes_twi
           "- **Thread:** `main`\n- item with [another](https://example.org/y)\n")
     html = handin.to_html(md, "Title")
     body = html[html.index("<body>") + 6: html.rindex("</body>")]
-    when = handin.recorded_datetime("2026-12-05T03:55:42+00:00")
-    data = handin.to_docx(body, "Title", when)
-    assert data == handin.to_docx(body, "Title", when)
-    assert handin.docx_links(data) == handin.markdown_links(md) == [
+    when = docx_format.recorded_datetime("2026-12-05T03:55:42+00:00")
+    data = docx_format.to_docx(body, "Title", when)
+    assert data == docx_format.to_docx(body, "Title", when)
+    assert docx_format.docx_links(data) == handin.markdown_links(md) == [
         "https://example.org/x#L3", "https://example.org/tree/abc", "https://example.org/y"]
     import docx
 
@@ -126,7 +127,7 @@ def test_the_docx_has_real_headings_tables_and_hyperlinks_and_the_same_bytes_twi
     assert [p.style.name for p in doc.paragraphs if p.style.name.startswith(("Title", "Heading"))] == ["Title", "Heading 1"]
     assert len(doc.tables) == 1 and doc.tables[0].cell(1, 0).text == "Code Repository"
     assert doc.core_properties.created.year == 2026
-    assert {i.date_time for i in zipfile.ZipFile(io.BytesIO(data)).infolist()} == {handin.DOCX_EPOCH}
+    assert {i.date_time for i in zipfile.ZipFile(io.BytesIO(data)).infolist()} == {docx_format.DOCX_EPOCH}
 
 
 def test_a_distribution_on_a_chain_without_a_licensing_table_is_named():
@@ -157,9 +158,9 @@ def test_every_journey_has_its_numbered_chain_with_the_page_models_links():
     ids = set(re.findall(r'\bid="([^"]+)"', html))
     inner = set(re.findall(r'href="#([^"]+)"', html))
     assert inner and inner <= ids, f"internal links without a target: {sorted(inner - ids)[:5]}"
-    data = handin.to_docx(html[html.index("<body>") + 6: html.rindex("</body>")], h.title, handin.recorded_datetime(h.made.recorded))
+    data = docx_format.to_docx(html[html.index("<body>") + 6: html.rindex("</body>")], h.title, docx_format.recorded_datetime(h.made.recorded))
     xml = zipfile.ZipFile(io.BytesIO(data)).read("word/document.xml").decode()
-    assert set(re.findall(r'w:anchor="([^"]+)"', xml)) == {handin.bookmark_name(i) for i in inner}
+    assert set(re.findall(r'w:anchor="([^"]+)"', xml)) == {docx_format.bookmark_name(i) for i in inner}
     assert set(re.findall(r'w:anchor="([^"]+)"', xml)) <= set(re.findall(r'w:name="([^"]+)"', xml))
     assert all(r.repository in urls for r in h.licenses)
 

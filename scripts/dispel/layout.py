@@ -82,7 +82,9 @@ MODULES: dict[str, tuple[str, str]] = {
     "review.diff": (PURE, "what changed between two versions of the chains and the lock"),
     "review.stage": (GLUE, "`dispel diff` and `dispel audit` over a Project"),
     # handin/
-    "handin.document": (PURE, "the course template's report from the page model: Markdown, DOCX, PDF"),
+    "handin.document": (PURE, "the course template's report from the page model, as Markdown and HTML; the links each format must hold"),
+    "handin.docx_format": (PURE, "that report as a Word document (python-docx), its links and text read back"),
+    "handin.pdf_format": (PURE, "Chromium's PDF of it normalised, its links and text read back"),
     "handin.build": (GLUE, "`dispel handin` and `dispel check --handin`: facts gathered, files written, links read back"),
 }
 

@@ -46,6 +46,7 @@ from ..render import pages as render
 from ..render.stage import browsers_recorded, hop_linker
 from ..run import browser
 from . import document as handin
+from . import docx_format, pdf_format
 
 SITE_COMMAND = "make handin"  # = dispel handin --out site/handin
 REPORT_COMMAND = "dispel handin --report REPORT --out DIR"
@@ -254,8 +255,8 @@ def write(b: Built, out: Path, project: Project, require_pdf: bool = False) -> W
     md = handin.to_markdown(h, b.command)
     html = handin.to_html(md, h.title)
     body = html[html.index("<body>") + len("<body>") : html.rindex("</body>")]
-    when = handin.recorded_datetime(h.made.recorded)
-    files = {"report.md": md.encode("utf-8"), "report.docx": handin.to_docx(body, h.title, when)}
+    when = docx_format.recorded_datetime(h.made.recorded)
+    files = {"report.md": md.encode("utf-8"), "report.docx": docx_format.to_docx(body, h.title, when)}
     notes = []
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -266,7 +267,7 @@ def write(b: Built, out: Path, project: Project, require_pdf: bool = False) -> W
         else:
             printed = print_pdf(html, tmp)
             try:
-                files["report.pdf"] = handin.normalise_pdf(printed, h.made.recorded)
+                files["report.pdf"] = pdf_format.normalise_pdf(printed, h.made.recorded)
             except ValueError as exc:
                 files["report.pdf"] = printed
                 notes.append(f"report.pdf is as Chromium printed it (dates and producer not normalised: {exc})")
@@ -314,11 +315,11 @@ def check(folder: Path, b: Built) -> tuple[list[str], list[str], int]:
         found["report.md"] = handin.markdown_links(md)
     if docx_path.is_file():
         try:
-            found["report.docx"] = handin.docx_links(docx_path.read_bytes())
+            found["report.docx"] = docx_format.docx_links(docx_path.read_bytes())
         except Exception as exc:  # noqa: BLE001 - python-docx cannot read it back: that is the finding
             failures.append(f"handin/report.docx: python-docx cannot read it back: {exc}")
     if pdf_path.is_file():
-        found["report.pdf"] = handin.pdf_links(pdf_path.read_bytes())
+        found["report.pdf"] = pdf_format.pdf_links(pdf_path.read_bytes())
     else:
         notes.append("handin/report.pdf was not written (no Chromium when it was built): its links are not checked")
     expected = handin.expected_links(h)
