@@ -14,7 +14,9 @@ from dispel.chains import fold
 from dispel.model import (
     EDGE_CALL,
     EDGE_ENTRY,
+    EDGE_QUEUE,
     EDGE_RETURN,
+    EDGE_THREAD_START,
     EDGE_WAKE,
     Chain,
     Func,
@@ -57,16 +59,75 @@ CHAIN = Chain(
 def test_key_hops_by_rule():
     assert fold.key_numbers(CHAIN) == {1, 2, 5, 10, 11, 12}  # 5 is a producer; its user 7 is not key
     assert 8 in fold.key_numbers(CHAIN, {"lib:Lib.deep"})  # an annotation marks it key
+    assert 9 in fold.key_numbers(CHAIN, cited={9})  # the summary cites it
 
 
-def test_a_return_joins_the_entry_of_its_call_and_runs_fold():
+def test_one_recorded_call_is_one_entry_numbered_by_calls():
     entries = fold.entries(CHAIN)
     assert [e.numbers for e in entries if e.hop == 2] == [(2, 4, 6)]
+    assert [e.number for e in entries] == list(range(1, 11)), "numbers count calls only"
+    numbers = fold.page_numbers(CHAIN)
+    assert numbers[4] == numbers[6] == numbers[2] == 2 and numbers[5] == 4 and numbers[12] == 10
+    assert fold.chain_positions(CHAIN)[4] == 5
     groups = fold.groups(CHAIN)
     folded = [g for g in groups if g.folded]
     assert [g.numbers for g in folded] == [[3], [7, 8, 9]]
-    assert folded[1].title == "3 calls in lib"
+    assert [g.shown for g in folded] == [[3], [5, 6, 7]]
+    assert folded[0].title == "1 call in lib: Lib.inner"  # titled by what it holds, not by numbers
+    assert folded[1].title == "3 calls in lib: Lib.use, Lib.deep, Lib.deeper"
     # Nothing is lost: every hop is in exactly one entry.
+    assert sorted(n for g in groups for n in g.numbers) == list(range(1, 13))
+
+
+def test_a_key_return_still_joins_its_call_and_makes_it_key():
+    hops = list(CHAIN.hops)
+    hops.insert(10, hop("Lib.outer", "lib", EDGE_RETURN, 11))  # the call hands off after it came back
+    chain = Chain("j", "t", "s", tuple(hops), joins=CHAIN.joins)
+    entries = fold.entries(chain)
+    outer = next(e for e in entries if e.hop == 2)
+    assert outer.returns == (4, 6, 11) and outer.key
+    assert len(entries) == 10
+
+
+def test_the_same_call_resumed_as_a_new_part_is_one_entry():
+    chain = Chain("j", "t", "s", (
+        hop("App.handler", "sample_app", EDGE_ENTRY, 10),
+        hop("Lib.join", "lib", EDGE_CALL, 11),
+        hop("App.handler", "sample_app", EDGE_ENTRY, 10),  # the chain starts again at the same frame
+        hop("Lib.emit", "lib", EDGE_CALL, 12),
+    ))
+    assert [e.numbers for e in fold.entries(chain)] == [(1, 3), (2,), (4,)]
+    assert [p.number for p in fold.parts(chain)] == [1]
+
+
+def test_parts_are_named_with_what_caused_them():
+    chain = Chain("j", "t", "s", (
+        hop("App.handler", "sample_app", EDGE_ENTRY, 10, "a/main"),
+        hop("Thread.start", "python", EDGE_CALL, 11, "a/main"),
+        hop("Thread.run", "python", EDGE_THREAD_START, 20, "a/worker"),
+        hop("Redis.publish", "redis", EDGE_CALL, 21, "a/worker"),
+        hop("socket.recv", "builtin", EDGE_QUEUE, 30, "b/listener"),
+        hop("Lib.handle", "lib", EDGE_CALL, 31, "b/listener"),
+        hop("socket.recv", "builtin", EDGE_ENTRY, 40, "b/reader"),
+    ))
+    parts = fold.parts(chain)
+    assert [(p.number, p.first) for p in parts] == [(1, 1), (2, 3), (3, 5), (4, 7)]
+    assert "thread `a/worker` starts" == parts[1].title and "[hop 2](#hop-2)" in parts[1].cause
+    assert "across Redis, in `b`" == parts[2].title and "published a message to Redis ([hop 4](#hop-4))" in parts[2].cause
+    assert "read at the socket (a read like [hop 5](#hop-5))" in parts[3].cause
+
+
+def test_too_many_key_entries_fold_whole_parts_from_the_last():
+    hops = [hop("App.a", "sample_app", EDGE_ENTRY, 1, "m")]
+    hops += [hop(f"App.f{i}", "sample_app", EDGE_CALL, 10 + i, "m") for i in range(5)]  # the app's hops: all key
+    hops += [hop("Sock.recv", "builtin", EDGE_ENTRY, 50, "r")]
+    hops += [hop(f"App.g{i}", "sample_app", EDGE_CALL, 60 + i, "r") for i in range(5)]
+    chain = Chain("j", "t", "s", tuple(hops))
+    assert sum(not g.folded for g in fold.groups(chain)) == 12
+    groups = fold.groups(chain, limit=8)
+    assert sum(not g.folded for g in groups) == 6
+    last = groups[-1]
+    assert last.folded and last.title.startswith("Part 2, Sock.recv on r: 6 calls in the C socket and the app")
     assert sorted(n for g in groups for n in g.numbers) == list(range(1, 13))
 
 
@@ -87,11 +148,15 @@ def test_committed_pages_show_at_most_30_key_hops_and_keep_every_anchor(chains, 
     open_headings = re.findall(r"^### (\d+) · .*\{ #hop-\1 \}$", page, re.MULTILINE)
     folded_headings = re.findall(r"^    ### (\d+) · .*\{ #hop-\1 \}$", page, re.MULTILINE)
     assert 0 < len(open_headings) <= MOST_KEY_HOPS
-    anchors = {int(n) for n in open_headings + folded_headings} | {int(n) for n in re.findall(r'<a id="hop-(\d+)"></a>', page)}
-    assert anchors == set(range(1, len(chain.hops) + 1)), "every hop keeps its anchor"
-    shown = {g.entries[0].hop for g in fold.groups(chain) if not g.folded}
-    assert {int(n) for n in open_headings} == shown
-    assert {j.producer for j in chain.joins} <= shown, "producers are key hops"
+    assert not re.search(r'<a id="hop-', page), "a hop is an entry of its own, never an anchor inside another"
+    anchors = [int(n) for n in open_headings + folded_headings]
+    assert sorted(anchors) == list(range(1, len(fold.entries(chain)) + 1)), "one entry per recorded call, each with its anchor"
+    numbers = fold.page_numbers(chain)
+    assert set(numbers) == set(range(1, len(chain.hops) + 1)), "every hop of the chain is shown by an entry"
+    opened = {int(n) for n in open_headings}
+    assert {numbers[j.producer] for j in chain.joins} <= opened, "producers are key hops"
+    assert {numbers[n] for n, h in enumerate(chain.hops, 1) if h.func.source.dist == "sample_app"} <= opened, "the app's hops are key"
+    assert not re.search(r'^\s*\?\?\? note ".*hops? \d', page, re.MULTILINE), "folded blocks are titled by what they hold, not by numbers"
 
 
 @pytest.mark.slow
@@ -123,10 +188,11 @@ def test_built_html_shows_at_most_30_key_hops_outside_details(tmp_path):
 def test_folded_blocks_render_as_collapsible_notes():
     md = render.render_hop_list(CHAIN, fold.groups(CHAIN), {}, {}, {})
     text = "\n".join(md)
-    assert '??? note "3 calls in lib: hops 7–9"' in text
-    assert "    ### 8 · `Lib.deep` { #hop-8 }" in text
-    assert '<a id="hop-4"></a>' in text and '<a id="hop-6"></a>' in text
-    assert "**Uses a value from:** [hop 5](#hop-5)" in text and "**Its value is used by:** [hop 7](#hop-7)" in text
+    assert '??? note "3 calls in lib: Lib.use, Lib.deep, Lib.deeper"' in text
+    assert "    ### 6 · `Lib.deep` { #hop-6 }" in text  # chain position 8, the sixth call
+    assert '<a id="hop-' not in text
+    assert text.count("when the chain came back to this call, by `return` from [hop 3](#hop-3)") == 1
+    assert "**Uses a value from:** [hop 4](#hop-4)" in text and "**Its value is used by:** [hop 5](#hop-5)" in text
 
 
 @pytest.mark.parametrize("journey", JOURNEYS)
@@ -134,8 +200,9 @@ def test_every_hop_keeps_its_linked_executed_line(chains, journey):
     from dispel.check import links as check
 
     page = (ROOT / "docs" / "chains" / f"{journey}.md").read_text()
-    linked = {link.hop for link in check.page_links(f"chains/{journey}.md", page) if link.role == "line"}
     chain = chains[journey]
+    linked = {check._hop_of(link, {journey: chain}) for link in check.page_links(f"chains/{journey}.md", page) if link.role == "line"}
+    linked = {n for n, h in enumerate(chain.hops, 1) if h in linked}
     wanted = {n for n, h in enumerate(chain.hops, 1) if not h.func.is_c}
     assert wanted <= linked, f"hops without their executed-line link: {sorted(wanted - linked)[:10]}"
 

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from dispel.chains import fold
 from dispel.handin import build as handin_build
 from dispel.handin import document as handin
 from dispel.handin import docx_format, pdf_format
@@ -151,7 +152,7 @@ def test_every_journey_has_its_numbered_chain_with_the_page_models_links():
     for page in h.pages:
         assert f"{{ #chain-{page.journey} }}" in md
         for i, v in enumerate(page.key_hops, 1):
-            assert f"##### {i}. {render.inline_code(v.hop.func.qualname)} (hop {v.number})" in md
+            assert f"##### {i}. {render.inline_code(v.hop.func.qualname)} (hop {v.page_number})" in md  # the page's number
     urls = [e.url for e in handin.expected_links(h)]
     assert sorted(handin.markdown_links(md)) == sorted(urls)
     html = handin.to_html(md, h.title)
@@ -219,13 +220,15 @@ def test_every_hop_of_every_chain_is_in_the_hand_in_with_its_permalink():
     md = handin.to_markdown(built.handin, built.command)
     shown = set(handin.markdown_links(md))
     for journey, chain in load_chains(project).items():
+        numbers = fold.page_numbers(chain)  # one anchor per recorded call, as on the page
         for n, hop in enumerate(chain.hops, 1):
             if hop.func.source.dist == "sample_app":
                 assert f"{render.inline_code(hop.func.source.path)} line {hop.line} (" in md
                 continue
             links = linker(hop)
             assert links is not None and links.line in shown, f"{journey} hop {n}"
-            assert f'<a id="{journey}-hop-{n}"></a>' in md or f"{{ #{journey}-hop-{n} }}" in md, f"{journey} hop {n} has no anchor"
+            at = numbers[n]
+            assert f'<a id="{journey}-hop-{at}"></a>' in md or f"{{ #{journey}-hop-{at} }}" in md, f"{journey} hop {at} has no anchor"
 
 
 # --------------------------------------------------------------------------- built

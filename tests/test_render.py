@@ -92,7 +92,8 @@ def test_sample_app_page_carries_the_line_anchors_it_is_linked_by():
 
 def test_c_hop_has_no_excerpt_and_links_to_docs():
     page = render.render_hop(5, HOPS[4], HOPS[3], HOP_LINKS[HOPS[4]], None, None)
-    assert '!!! note "C function"' in page and "docs.python.org" in page and "linenums" not in page
+    assert "(C code, no Python source)" in page and "docs.python.org" in page and "linenums" not in page
+    assert '!!! note "C function"' not in page  # said once, in the Source line, not in a box at every C hop
 
 
 def test_stdlib_tag_pinned_link_is_marked():

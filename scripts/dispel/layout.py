@@ -74,6 +74,7 @@ MODULES: dict[str, tuple[str, str]] = {
     # check/
     "check.links": (PURE, "link verdicts: site links and anchors, permalinks, drift of generated files, stale site texts"),
     "check.integrity": (PURE, "each chain is one story, proven against its trace"),
+    "check.pagecheck": (PURE, "what a page shows before anything is opened (at most 30 hops)"),
     "check.prose": (PURE, "what the pages say about a hop, read against the chain"),
     "check.fetch": (SHELL, "HTTP fetches for the online check: bounded, cached, retried"),
     "check.stage": (GLUE, "`dispel check`: what the other stages made, verified"),

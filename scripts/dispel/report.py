@@ -199,14 +199,14 @@ def checked_page(chain: Chain, texts: dict[str, str], render_page, lines: Mappin
     out for it, with why. ``render_page(texts)`` renders the page."""
     texts = dict(texts)
     left_out: list[str] = []
-    returns = {e.hop: e.returns for e in fold.entries(chain)}
+    returns = {e.number: e.numbers for e in fold.entries(chain)}  # a page's hop number -> the chain positions it shows
     for _ in range(len(chain.hops) + 1):
         page = render_page(texts)
         problems = prose.check_page(f"docs/chains/{chain.journey}.md", page, chain, lines)
         if not problems:
             return page, left_out
         for p in problems:
-            for n in (p.hop, *returns.get(p.hop, ())) if p.hop else ():
+            for n in returns.get(p.hop, ()) if p.hop else ():
                 hop = chain.hops[n - 1]
                 found = annotation_files.select(texts, hop.func.key, chain.journey, hop.line)
                 if found:

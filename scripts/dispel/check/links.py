@@ -13,6 +13,7 @@ from urllib.parse import unquote
 
 from markdown.extensions.toc import slugify
 
+from ..chains import fold
 from ..model import (
     PINNED_COMMIT,
     PYTHON,
@@ -44,9 +45,6 @@ _ATTR_ID = re.compile(r"\{[:\s]*[^{}]*?#([\w-]+)[^{}]*\}")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _SNIPPET = re.compile(r"""^\s*--8<--\s+(["'])(.+?)\1\s*$""")
 _HOP_HEADING = re.compile(r"\{\s*#hop-(\d+)\s*\}")
-# A return merged into the entry of its call (dispel.render.pages.render_hop) carries the anchor of
-# its own hop on the line of its link: that line's links belong to that hop.
-_HOP_MARK = re.compile(r"""<a id="hop-(\d+)"></a>""")
 _EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
 # The bullets of a hop in a journey page (dispel.render.pages.render_hop) that carry its permalinks.
 LINE_LABEL = "**Executed line:**"
@@ -60,8 +58,9 @@ class PageLink:
     page: str  # path relative to docs/
     line: int
     target: str
-    hop: int = 0  # the hop section it sits in (0: outside any)
+    hop: int = 0  # the hop section it sits in (0: outside any): the page's number of the entry
     role: str = ""  # "line" (executed line), "definition", or ""
+    nth: int = 0  # an executed line's place in its entry: 0 the call's, 1.. the lines the call ran when it resumed
 
     @property
     def where(self) -> str:
@@ -137,15 +136,16 @@ def page_links(page: str, text: str) -> list[PageLink]:
     """Every Markdown and HTML link of a page, outside code, with its hop section and role."""
     out: list[PageLink] = []
     hop = 0
+    nth = -1
     for n, line in enumerate(prose_lines(text), 1):
         m = _HOP_HEADING.search(line)
         if m and line.lstrip().startswith("#"):
-            hop = int(m.group(1))
-        mark = _HOP_MARK.search(line)
+            hop, nth = int(m.group(1)), -1
         role = "line" if LINE_LABEL in line else "definition" if DEF_LABEL in line else ""
+        nth += role == "line"
         targets = [m.group(1).strip("<>") for m in _MD_LINK.finditer(line)]
         targets += [m.group(2) for m in _HTML_LINK.finditer(line)]
-        out.extend(PageLink(page, n, t, int(mark.group(1)) if mark else hop, role) for t in targets)
+        out.extend(PageLink(page, n, t, hop, role, max(nth, 0) if role == "line" else 0) for t in targets)
     return out
 
 
@@ -221,9 +221,14 @@ def _def_name(qualname: str) -> str | None:
 def _hop_of(link: PageLink, chains: Mapping[str, Chain]) -> Hop | None:
     journey = posixpath.splitext(posixpath.basename(link.page))[0]
     chain = chains.get(journey) if link.page.startswith("chains/") else None
-    if chain is None or not 1 <= link.hop <= len(chain.hops):
+    if chain is None:
         return None
-    return chain.hops[link.hop - 1]
+    # A page numbers its entries, one per recorded call (dispel.chains.fold.entries); an entry's
+    # executed lines are its call's, then the lines it ran each time the chain came back to it.
+    entry = next((e for e in fold.entries(chain) if e.number == link.hop), None)
+    if entry is None or link.nth >= len(entry.numbers):
+        return None
+    return chain.hops[entry.numbers[link.nth] - 1]
 
 
 def _shown(text: str, limit: int = 80) -> str:

@@ -202,14 +202,20 @@ def _in_source(name: str, texts: Sequence[str]) -> bool:
 
 
 def _check_sentence(
-    page: str, n: int, sentence: str, chain: Chain, hop: Hop | None, stmt: str | None, headers: set[int], sources: Sequence[str] | None
+    page: str, n: int, sentence: str, chain: Chain, hop: Hop | None, stmt: str | None, headers: set[int], sources: Sequence[str] | None,
+    page_number: int | None = None,
 ) -> list[ProseProblem]:
+    """``n``: the chain position of the hop the sentence is about (0: the summary); ``shown``: its
+    number on the page (``page_number``). A "hop N" in the text is the page's number N (one per recorded call)."""
     nxt = chain.hops[n] if hop is not None and n < len(chain.hops) else None
     out = []
     threads = _threads(chain)
+    position = fold.chain_positions(chain)
+    numbers = fold.page_numbers(chain)
+    count = len(position)
 
     def problem(rule: str, why: str) -> None:
-        out.append(ProseProblem(page, n, rule, sentence, why))
+        out.append(ProseProblem(page, n if page_number is None else page_number, rule, sentence, why))
 
     # The link targets hold no prose (and "#hop-3" is not "hop 3").
     text = LINK_RE.sub("]", sentence)
@@ -236,14 +242,14 @@ def _check_sentence(
             problem("byte", f"0x{m.group(1)} is in no WebSocket frame header on this page (header bytes: {shown})")
     for m in HOP_NUMBER_RE.finditer(text):
         for g in (m.group(1), m.group(2)):
-            if g and not 1 <= int(g) <= len(chain.hops):
-                problem("hop-ref", f"hop {g} does not exist: the page has {len(chain.hops)} hops")
+            if g and not 1 <= int(g) <= count:
+                problem("hop-ref", f"hop {g} does not exist: the page has {count} hops")
     for m in NAMED_HOP_RE.finditer(text):
         name, number = m.group(1), int(m.group(2))
-        if 1 <= number <= len(chain.hops) and not _is_hop_name(name, chain.hops[number - 1]):
-            problem("hop-ref", f"hop {number} is {chain.hops[number - 1].func.qualname}, not {name}")
+        if 1 <= number <= count and not _is_hop_name(name, chain.hops[position[number] - 1]):
+            problem("hop-ref", f"hop {number} is {chain.hops[position[number] - 1].func.qualname}, not {name}")
     for m in NOT_A_HOP_RE.finditer(text):
-        found = [i for i, h in enumerate(chain.hops, 1) if _is_hop_name(m.group(1), h)]
+        found = [numbers[i] for i, h in enumerate(chain.hops, 1) if _is_hop_name(m.group(1), h)]
         if found:
             problem("hop-ref", f"{m.group(1)} is said not to be a hop, but it is hop {found[0]}")
     for code in CODE_RE.findall(text):
@@ -266,8 +272,11 @@ def check_page(page: str, text: str, chain: Chain, sources: Mapping[Source, Sequ
     # A hop entry also shows the lines of the later returns to the same call (fold.entries):
     # its text may quote any of them.
     returns = {e.hop: e.returns for e in fold.entries(chain)}
+    # The page numbers its entries, one per recorded call: hop n of the page is the chain's position[n].
+    position = fold.chain_positions(chain)
     out = []
-    for n, prose in sorted(page_prose(text).items()):
+    for number, prose in sorted(page_prose(text).items()):
+        n = position.get(number, len(chain.hops) + 1) if number else 0
         hop = chain.hops[n - 1] if 1 <= n <= len(chain.hops) else None
         if n and hop is None:
             continue
@@ -276,7 +285,7 @@ def check_page(page: str, text: str, chain: Chain, sources: Mapping[Source, Sequ
             shown = [hop, *(chain.hops[r - 1] for r in returns.get(n, ()))]
             stmt = None if any(h.func.source in unread for h in shown) else " ; ".join(statement(h, sources.get(h.func.source)) for h in shown)
         for sentence in sentences(prose):
-            out += _check_sentence(page, n, sentence, chain, hop, stmt, headers, linked)
+            out += _check_sentence(page, n, sentence, chain, hop, stmt, headers, linked, number)
     return out
 
 

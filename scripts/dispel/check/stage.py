@@ -38,7 +38,7 @@ from ..review.stage import fetch_all
 from ..run import multiprocess as processes
 from ..run.browser import chromium_version, unavailable
 from ..tracefiles.values import live_secrets
-from . import fetch, integrity, prose
+from . import fetch, integrity, pagecheck, prose
 from . import links as check_core
 
 
@@ -133,10 +133,20 @@ def check_proofs(
         result.failures += folded
     result.failures += [p for r in links for p in r.problems]
     result.timings["links"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    result.failures += check_page_rules(project, found)
+    result.timings["page rules"] = time.perf_counter() - clock
     if not project.annotations.is_dir():  # a report: its pages reuse this checkout's general texts
         clock = time.perf_counter()
         result.failures += check_sample_values(project, found)
         result.timings["sample values"] = time.perf_counter() - clock
+
+
+def check_page_rules(project: Project, found: Mapping[str, Chain]) -> list[str]:
+    """The journey pages (the project's or a report's) against the rules of a page a reader can
+    take in: at most dispel.check.pagecheck.MAX_VISIBLE hops shown before anything is opened."""
+    pages = {f"docs/chains/{j}.md": read_text(p, "page") for j in found if (p := project.docs / "chains" / f"{j}.md").is_file()}
+    return pagecheck.too_many_visible(pages)
 
 
 def check_sample_values(report: Project, found: Mapping[str, Chain], sample: Project | None = None) -> list[str]:
@@ -235,14 +245,10 @@ def check_annotations(
     """Missing, orphaned (once every journey is recorded) and stale annotations, one line each.
     ``notes`` and ``sources`` are read here unless the caller has read them already."""
     notes = load_annotations(project) if notes is None else notes
-    problems = annotation_files.missing(found.values(), notes)
-    if set(catalog.JOURNEY_NAMES) <= set(found):
-        problems += annotation_files.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
-    problems += annotation_files.stale(found.values(), notes, hop_sources(found.values()) if sources is None else sources)
-    problems += annotation_files.unreviewed(found.values(), notes)
-    problems += annotation_files.sample_values(notes, found.values())  # general texts that name the sample's values
-    typed = prose.typed_lines({key: a.text for key, a in notes.items()}, found)  # facts typed instead of filled
     sources = hop_sources(found.values()) if sources is None else sources
+    every_journey = catalog.JOURNEY_NAMES if set(catalog.JOURNEY_NAMES) <= set(found) else None
+    problems = annotation_files.problems(found.values(), notes, sources, journeys=every_journey)
+    typed = prose.typed_lines({key: a.text for key, a in notes.items()}, found)  # facts typed instead of filled
     shorts = handin.short_problems(found, {key: a.short for key, a in notes.items() if a.short}, sources)  # the hand-in's sentences
     return [f"annotation {p.kind}: {p.message}" for p in problems] + typed + shorts
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from .. import catalog
+from ..chains import fold
 from ..check import links as check_core
 from ..check import prose
 from ..model import Chain, DispelError, Lock, text_lines
@@ -178,7 +179,8 @@ def true_shorts(chain: Chain, texts: dict[str, str], lines) -> dict[str, str]:
         if drop is None:
             shorts = {k[len(annotation_files.SHORT_MARK):]: v for k, v in texts.items() if k.startswith(annotation_files.SHORT_MARK)}
             found = prose.check_page(chain.journey, handin.short_page(chain, shorts), chain, lines) if shorts else []
-            untrue = chain.hops[found[0].hop - 1] if found and found[0].hop else None
+            at = fold.chain_positions(chain).get(found[0].hop) if found and found[0].hop else None  # a page number -> its call's hop
+            untrue = chain.hops[at - 1] if at else None
             if untrue is None:
                 return texts
             chosen = annotation_files.select(shorts, untrue.func.key, chain.journey, untrue.line)

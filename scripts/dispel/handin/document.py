@@ -87,8 +87,9 @@ class Expected:
 
     url: str
     journey: str = ""
-    hop: int = 0
+    hop: int = 0  # the hop's number on the page (one per recorded call)
     role: str = ""  # "line" for a hop's permalink, "" for a repository link
+    nth: int = 0  # the permalink's place in its entry: 0 the call's line, 1.. the lines it ran when the chain came back
 
 
 def expected_links(h: HandIn) -> list[Expected]:
@@ -111,18 +112,18 @@ def _hop_expected(journey: str, v: HopView) -> list[Expected]:
     out = []
     url = _permalink(v.links)
     if url:
-        out.append(Expected(url, journey, v.number, "line" if not v.hop.func.is_c else ""))
-    for r in v.returns:
+        out.append(Expected(url, journey, v.page_number, "line" if not v.hop.func.is_c else ""))
+    for k, r in enumerate(v.returns, 1):
         url = _permalink(r.links)
         if url:
-            out.append(Expected(url, journey, r.number, "line" if not r.hop.func.is_c else ""))
+            out.append(Expected(url, journey, v.page_number, "line" if not r.hop.func.is_c else "", k))
     return out
 
 
 def page_links(expected: Iterable[Expected]) -> list[PageLink]:
     """The expected links as check.PageLinks of their journey's page: check_permalinks proves each
     by its blob, and a hop's line against the chain."""
-    return [PageLink(f"chains/{e.journey}.md" if e.journey else "handin", 0, e.url, e.hop, e.role) for e in expected]
+    return [PageLink(f"chains/{e.journey}.md" if e.journey else "handin", 0, e.url, e.hop, e.role, e.nth) for e in expected]
 
 
 def check_formats(found: Mapping[str, Sequence[str] | None], expected: Sequence[Expected]) -> list[str]:
@@ -147,10 +148,16 @@ def check_formats(found: Mapping[str, Sequence[str] | None], expected: Sequence[
 def short_page(chain: Chain, shorts: Mapping[str, str]) -> str:
     """The `short:` sentences a chain's hops would show, as a journey page's hop sections (for dispel.check.prose)."""
     out = [f"# {chain.journey}\n"]
-    for i, hop in enumerate(chain.hops):
-        text = render.hop_annotation(chain, i, shorts)
-        if text:
-            out.append(f"### {i + 1} · {inline_code(hop.func.qualname)} {{ #hop-{i + 1} }}\n\n{text.strip()}\n")
+    numbers = fold.page_numbers(chain)
+    for e in fold.entries(chain):  # one section per recorded call, numbered as the page numbers it
+        texts: list[str] = []
+        for n in e.numbers:
+            text = render.hop_annotation(chain, n - 1, shorts, numbers)
+            if text and text.strip() not in texts:
+                texts.append(text.strip())
+        if texts:
+            hop = chain.hops[e.hop - 1]
+            out.append(f"### {e.number} · {inline_code(hop.func.qualname)} {{ #hop-{e.number} }}\n\n" + "\n\n".join(texts) + "\n")
     return "\n".join(out)
 
 
@@ -233,13 +240,13 @@ def _license_md(r: LicenseRow) -> list[str]:
 def _hop_md(page: JourneyPage, index: int, v: HopView, app_note: str, journeys: Sequence[str]) -> list[str]:
     func = v.hop.func
     out = [
-        f"##### {index}. {inline_code(func.qualname)} (hop {v.number}) {{ #{_anchor(page.journey, v.number)} }}\n",
+        f"##### {index}. {inline_code(func.qualname)} (hop {v.page_number}) {{ #{_anchor(page.journey, v.page_number)} }}\n",
         f"- **Function:** {inline_code(func.module)} · {inline_code(func.qualname)}",
         f"- **Code:** {_code_cell(v.hop, v.links, app_note)}",
         f"- **Thread:** {inline_code(v.hop.thread)}",
     ]
     for r in v.returns:
-        out.append(f'- **Came back:** <a id="{_anchor(page.journey, r.number)}"></a>{_code_cell(r.hop, r.links, app_note)} (hop {r.number}, thread {inline_code(r.hop.thread)})')
+        out.append(f"- **Came back:** {_code_cell(r.hop, r.links, app_note)} (the same call, thread {inline_code(r.hop.thread)})")
     out.append("")
     text = v.short or v.annotation  # one sentence where the text has one, else the full text
     out.append((_local(text, page.journey, journeys) if text else "*No text has been written for this function yet.*") + "\n")
@@ -252,14 +259,13 @@ def _appendix_md(page: JourneyPage, app_note: str) -> list[str]:
     if not folded:
         return out + ["Every hop of this journey is a key hop.\n"]
     for s in folded:
-        out.append(f"**{md_text(s.title)}: {fold.hop_ranges(s.numbers)}**\n")
+        out.append(f"**{md_text(s.title)}**\n")
         out += ["| Hop | Function | Code | Thread |", "|---:|---|---|---|"]
-        rows = [(v.number, v.hop, v.links) for v in s.entries] + [(r.number, r.hop, r.links) for v in s.entries for r in v.returns]
-        for n, hop, links in sorted(rows, key=lambda row: row[0]):  # in the order they ran
-            out.append(
-                f'| <a id="{_anchor(page.journey, n)}"></a>{n} | {inline_code(hop.func.key)} '
-                f"| {_code_cell(hop, links, app_note)} | {inline_code(hop.thread)} |"
-            )
+        for v in s.entries:  # one row per recorded call, then a row per time the chain came back to it
+            rows = [(f'<a id="{_anchor(page.journey, v.page_number)}"></a>{v.page_number}', v.hop, v.links)]
+            rows += [(f"{v.page_number} (came back)", r.hop, r.links) for r in v.returns]
+            for n, hop, links in rows:
+                out.append(f"| {n} | {render.func_label(hop.func)} | {_code_cell(hop, links, app_note)} | {inline_code(hop.thread)} |")
         out.append("")
     return out
 
@@ -293,9 +299,9 @@ def to_markdown(h: HandIn, command: str) -> str:
         keys = page.key_hops
         out.append(f"#### {md_text(page.title)} {{ #chain-{page.journey} }}\n")
         out.append(
-            f"Recorded by scenario {inline_code(page.chain.scenario)}: {len(page.chain.hops)} hops across "
+            f"Recorded by scenario {inline_code(page.chain.scenario)}: {sum(len(s.entries) for s in page.sections)} hops (one per recorded call) across "
             f"{len(page.threads)} thread(s); its {len(keys)} key hops below, the other "
-            f"{len(page.chain.hops) - sum(len(v.numbers) for v in keys)} in [the appendix](#appendix-{page.journey}).\n"
+            f"{sum(len(s.entries) for s in page.sections if s.folded)} in [the appendix](#appendix-{page.journey}).\n"
         )
         for i, v in enumerate(keys, 1):
             out += _hop_md(page, i, v, h.app_note, journeys)

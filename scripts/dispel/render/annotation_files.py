@@ -478,3 +478,32 @@ def sample_values(
                 )
             )
     return out
+
+
+# --------------------------------------------------------------------------- all checks, one place
+
+CHECKS = ("missing", "orphaned", "stale", "unreviewed", "sample_values")
+
+
+def problems(
+    chains: Iterable[Chain], annotations: Mapping[str, Annotation], sources: Mapping[Source, str | bytes] | None = None,
+    *, journeys: Iterable[str] | None = None, only: Iterable[str] = CHECKS,
+) -> list[Problem]:
+    """The annotation checks, in one order: missing, orphaned, stale, unreviewed, and general texts
+    that name the sample's values. ``only`` picks a subset (each caller names the ones it runs);
+    ``orphaned`` runs only when ``journeys`` (every journey the texts may be keyed to) is given,
+    since a text is known to be on no chain only once every journey is recorded; ``stale`` needs
+    ``sources``."""
+    chains, only = list(chains), set(only)
+    if only - set(CHECKS):
+        raise ValueError(f"unknown annotation checks: {sorted(only - set(CHECKS))}")
+    out = missing(chains, annotations) if "missing" in only else []
+    if "orphaned" in only and journeys is not None:
+        out += orphaned(chains, annotations, journeys)
+    if "stale" in only:
+        out += stale(chains, annotations, sources or {})
+    if "unreviewed" in only:
+        out += unreviewed(chains, annotations)
+    if "sample_values" in only:
+        out += sample_values(annotations, chains)
+    return out

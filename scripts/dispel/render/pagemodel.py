@@ -7,7 +7,7 @@ hops are key and which fold) is decided here once, and every format writes that 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..chains import fold
@@ -32,6 +32,7 @@ class Return:
     previous: Hop
     links: HopLinks | None
     annotation: str | None = None  # shown when it differs from the call's (a text keyed to this line)
+    text_at: int | None = None  # the page number of an entry that already shows that text (then only linked)
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,20 @@ class HopView:
     returns: tuple[Return, ...] = ()
     joins: tuple[Join, ...] = ()
     short: str | None = None  # the text's `short:` sentence (the hand-in's), placeholders filled
+    shown: Mapping[int, int] | None = None  # chain position -> the number the page shows it under (fold.page_numbers)
+    text_at: int | None = None  # the page number of an earlier entry showing the same text (then only linked)
+    values_at: Mapping[str, int] | None = None  # observed values shown on the page before this entry -> that entry's page number
+    onward: tuple[tuple[int, str, str], ...] = ()  # hand-offs to an entry listed earlier: (its page number, edge, thread)
 
     @property
     def numbers(self) -> tuple[int, ...]:
+        """The chain positions this entry shows: its call, then every later hop of the same call."""
         return (self.number, *(r.number for r in self.returns))
+
+    @property
+    def page_number(self) -> int:
+        """The entry's number on the page (hop numbers count calls only)."""
+        return self.shown.get(self.number, self.number) if self.shown else self.number
 
 
 @dataclass(frozen=True)
@@ -59,8 +70,9 @@ class Section:
 
     folded: bool
     title: str
-    numbers: tuple[int, ...]
+    numbers: tuple[int, ...]  # chain positions
     entries: tuple[HopView, ...]
+    part: fold.Part | None = None  # the part of the journey this section begins (None: it begins none)
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,8 @@ class JourneyPage:
     compared_label: str = ""
     compared: tuple[tuple[str, Chain], ...] = ()
     marked: frozenset[str] = frozenset()
+    parts: tuple[fold.Part, ...] = ()
+    cited: frozenset[int] = frozenset()  # chain positions the summary cites (always shown)
 
     @property
     def journey(self) -> str:

@@ -169,11 +169,7 @@ def render_excerpt(hop: Hop, lines: Sequence[str] | None, also: Sequence[int] = 
     (and ``also``: the lines the same call ran when the chain came back to it)."""
     func = hop.func
     if func.is_c:
-        return (
-            '!!! note "C function"\n'
-            "    This function is implemented in C inside CPython, so there is no Python source to show; "
-            "the link above leads to its documentation.\n"
-        )
+        return ""  # the entry's Source line says it is C code, and links its documentation
     if lines is None:
         return '!!! warning "Source not available"\n    The installed file could not be read when this page was rendered.\n'
     start, end = excerpt_range(func, hop.line)
@@ -195,8 +191,22 @@ def render_excerpt(hop: Hop, lines: Sequence[str] | None, also: Sequence[int] = 
     return fenced(body, info)
 
 
+_BYTES_LITERAL = re.compile(r"""\bb(?:'(?:[^'\\\n]|\\.)*'?|"(?:[^"\\\n]|\\.)*"?)""")
+
+
+def bytes_as_python(text: str) -> str:
+    """Bytes literals in ``text`` written as Python writes bytes (``b'\\x81\\xa3'``), one way on every
+    page: a trace keeps bytes as the repr of their Latin-1 text, where 0xa0-0xff show as letters."""
+    def one(m: re.Match) -> str:
+        return re.sub(r"[\xa0-\xff]", lambda c: f"\\x{ord(c.group(0)):02x}", m.group(0))
+
+    return _BYTES_LITERAL.sub(one, text)
+
+
 def render_value(value: str) -> str:
-    """The observed value, verbatim in a code block inside a collapsible admonition."""
+    """The observed value, verbatim in a code block inside a collapsible admonition (bytes written
+    as Python writes them)."""
+    value = bytes_as_python(value)
     shown = value if len(value) <= VALUE_CHARS else value[:VALUE_CHARS]
     note = ""
     if len(value) > VALUE_CHARS:
@@ -208,11 +218,12 @@ def _link(text: str, url: str | None) -> str:
     return f"[{text}](<{url}>)" if url else text
 
 
-def _reached(number: int, hop: Hop, previous: Hop | None) -> str:
+def _reached(hop: Hop, previous: Hop | None, previous_shown: int) -> str:
+    """How ``hop`` was reached from the hop before it on the chain, shown on the page as ``previous_shown``."""
     if previous is None or hop.edge == EDGE_ENTRY:
-        return f"{inline_code(hop.edge)} (where the journey starts)"
+        return f"{inline_code(hop.edge)} (where the journey, or a part of it, starts)"
     cross = f", from thread {inline_code(previous.thread)}" if previous.thread != hop.thread else ""
-    return f"{inline_code(hop.edge)} from [hop {number - 1}](#hop-{number - 1}){cross}"
+    return f"{inline_code(hop.edge)} from [hop {previous_shown}](#hop-{previous_shown}){cross}"
 
 
 def render_hop(
@@ -226,11 +237,22 @@ def render_hop(
     returns: Sequence[Return] = (),
     joins: Sequence[Join] = (),
     indent: str = "",
+    shown: Mapping[int, int] | None = None,
+    text_at: int | None = None,
+    values_at: Mapping[str, int] | None = None,
+    onward: Sequence[tuple[int, str, str]] = (),
 ) -> str:
-    """One hop entry: the call, the returns to it (each with its own anchor and line), the values
-    it took from or gave to other hops, its annotation, code and observed value."""
+    """One hop entry, one recorded call: its line, the lines it ran each time the chain came back
+    to it, the values it took from or gave to other hops, its annotation, code and observed values.
+
+    ``number`` and the ``returns``' numbers are chain positions; ``shown`` maps a chain position to
+    its number on the page (default: the same). ``text_at``: the page number of an entry that
+    already shows this entry's text (then only linked); ``values_at``: observed values already
+    shown on the page, each with the page number of the entry that shows it."""
     func = hop.func
-    out = [f"### {number} · {inline_code(func.qualname)} {{ #hop-{number} }}\n"]
+    page = (lambda n: shown.get(n, n)) if shown else (lambda n: n)
+    me = page(number)
+    out = [f"### {me} · {inline_code(func.qualname)} {{ #hop-{me} }}\n"]
     facts = [f"- **Function:** {inline_code(func.module)} · {inline_code(func.qualname)}"]
     tag_note = " *(linked to the release tag: no commit could be resolved)*" if links and links.pinned == "tag" else ""
     if func.is_c:
@@ -241,12 +263,14 @@ def render_hop(
         if hop.line_text:
             facts.append(f"    {inline_code(hop.line_text)}")
         for r in returns:
+            if r.hop.func.is_c:
+                continue
             back = f"{inline_code(func.source.path)} line {r.hop.line}"
             facts.append(
-                f'- **Executed line:** {_link(back, r.links.line if r.links else None)} when the chain came back '
-                f'<a id="hop-{r.number}"></a>(hop {r.number}, by {_reached(r.number, r.hop, r.previous)})'
+                f"- **Executed line:** {_link(back, r.links.line if r.links else None)} when the chain came back to this call, "
+                f"by {_reached(r.hop, r.previous, page(r.number - 1))}"
             )
-            if r.hop.line_text:
+            if r.hop.line_text and r.hop.line_text != hop.line_text:
                 facts.append(f"    {inline_code(r.hop.line_text)}")
         span = f"lines {func.first_line}–{func.last_line}"
         facts.append(f"- **Definition:** {_link(span, links.definition if links else None)}")
@@ -254,25 +278,44 @@ def render_hop(
             facts.append("- **Permalink:** *none: this file is not pinned in the lock*")
     facts.append(f"- **Distribution:** {md_text(dist_label(func.source))}")
     facts.append(f"- **Thread:** {inline_code(hop.thread)}")
-    facts.append(f"- **Reached by:** {_reached(number, hop, previous)}")
+    facts.append(f"- **Reached by:** {_reached(hop, previous, page(number - 1))}")
     mine = {number, *(r.number for r in returns)}
     for j in joins:
+        if page(j.producer) == page(j.user):
+            continue  # a value the call passed to itself
         if j.user in mine:
-            facts.append(f"- **Uses a value from:** [hop {j.producer}](#hop-{j.producer}) ({inline_code(j.kind)}: {JOIN_MEANINGS[j.kind]})")
+            facts.append(f"- **Uses a value from:** [hop {page(j.producer)}](#hop-{page(j.producer)}) ({inline_code(j.kind)}: {JOIN_MEANINGS[j.kind]})")
         if j.producer in mine:
-            facts.append(f"- **Its value is used by:** [hop {j.user}](#hop-{j.user}) ({inline_code(j.kind)}: {JOIN_MEANINGS[j.kind]})")
-    out.append("\n".join(facts) + "\n")
-    if annotation:
-        out.append(annotation.strip() + "\n")
-    else:
-        out.append("*No annotation has been written for this function yet.*\n")
-    for r in returns:
-        if r.annotation and r.annotation.strip() != (annotation or "").strip():
-            out.append(f"When the chain came back ([hop {r.number}](#hop-{r.number})): {r.annotation.strip()}\n")
-    out.append(render_excerpt(hop, lines, [r.hop.line for r in returns if not r.hop.func.is_c]))
+            facts.append(f"- **Its value is used by:** [hop {page(j.user)}](#hop-{page(j.user)}) ({inline_code(j.kind)}: {JOIN_MEANINGS[j.kind]})")
+    for at, edge, thread in onward:
+        facts.append(f"- **Leads on to:** [hop {at}](#hop-{at}), by {inline_code(edge)} on thread {inline_code(thread)}: the call listed there goes on")
+    values = []
     for h in (hop, *(r.hop for r in returns)):
-        if h.value is not None:
-            out.append(render_value(h.value))
+        if h.value is None or h.value in values:
+            continue
+        seen_at = (values_at or {}).get(h.value)
+        if seen_at is not None and seen_at != me:
+            facts.append(f"- **Observed value:** the same as at [hop {seen_at}](#hop-{seen_at})")
+            continue
+        values.append(h.value)
+    if text_at is not None:
+        facts.append(f"- **About this function:** see [hop {text_at}](#hop-{text_at}), its first entry on this page")
+    out.append("\n".join(facts) + "\n")
+    if text_at is None:
+        if annotation:
+            out.append(annotation.strip() + "\n")
+        else:
+            out.append("*No annotation has been written for this function yet.*\n")
+    told = {(annotation or "").strip()}
+    for r in returns:
+        if r.annotation and r.annotation.strip() not in told:
+            told.add(r.annotation.strip())
+            if r.text_at is not None and r.text_at != me:
+                out.append(f"At line {r.hop.line}, when the chain came back: as at [hop {r.text_at}](#hop-{r.text_at}).\n")
+            else:
+                out.append(f"At line {r.hop.line}, when the chain came back: {r.annotation.strip()}\n")
+    out.append(render_excerpt(hop, lines, [r.hop.line for r in returns if not r.hop.func.is_c]))
+    out.extend(render_value(v) for v in values)
     text = "\n".join(out)
     return _indented(text, indent) if indent else text
 
@@ -319,39 +362,45 @@ def diagram(chain: Chain, groups: Sequence[fold.Group]) -> str:
         hops = tuple(sorted(numbers))
         if group.folded:
             layers = sorted({layer_of(chain.hops[n - 1].func.source.dist) for n in numbers}, key=LAYER_ORDER.index)
-            span = fold.hop_ranges(numbers)
+            span = fold.hop_ranges(group.shown)
             last = layer_of(chain.hops[group.entries[-1].hop - 1].func.source.dist)
             start = layer_of(first.func.source.dist)
             layers = [start, *(x for x in layers if x != start)]
             for n in numbers:
                 row_of[n] = len(rows)
-            rows.append(Row(first.thread, tuple(layers), f"{span}: {group.title}", edge, f"#hop-{number}", folded=True, exit=last,
+            rows.append(Row(first.thread, tuple(layers), f"{span}: {group.title}", edge, f"#hop-{group.entries[0].number}", folded=True, exit=last,
                             hops=hops, hop=number, source=source, source_layer=source_layer))
             continue
         e = group.entries[0]
         for n in e.numbers:
             row_of[n] = len(rows)
-        label = f"{e.hop} {short_name(first.func)}"
-        rows.append(Row(first.thread, (layer_of(first.func.source.dist),), label, edge, f"#hop-{e.hop}",
+        label = f"{e.number} {short_name(first.func)}"
+        rows.append(Row(first.thread, (layer_of(first.func.source.dist),), label, edge, f"#hop-{e.number}",
                         hops=hops, hop=number, source=source, source_layer=source_layer))
     links = [JoinArc(row_of[j.producer], row_of[j.user], j.kind) for j in chain.joins if j.producer in row_of and j.user in row_of]
     svg = layered_svg(rows, links, title=f"{chain.journey}: {chain.title}")
     return f'<div class="dispel-diagram" markdown="0">\n{svg}\n</div>\n'
 
 
+def func_label(func: Func) -> str:
+    """A function as the page names it: ``module:qualname``, and for one of several functions of
+    that name in its file (a property's getter and setter …), the line its definition starts at."""
+    name = inline_code(f"{func.module}:{func.qualname}")
+    return f"{name} (defined at line {func.first_line})" if func.overloaded else name
+
+
 def render_hop_table(chain: Chain, groups: Sequence[fold.Group]) -> str:
     """The key hops, one row each, and one row per folded run of the others."""
     rows = ["| # | Function | Thread | Reached by | Distribution |", "|---:|---|---|---|---|"]
     for group in groups:
+        first = group.entries[0].number
         if group.folded:
-            first = group.entries[0].hop
-            rows.append(f"| [{first}…](#hop-{first}) | *{md_text(group.title)}* ({fold.hop_ranges(group.numbers)}, folded) | | | |")
+            rows.append(f"| [{first}…](#hop-{first}) | *{md_text(group.title)}* (folded) | | | |")
             continue
-        i = group.entries[0].hop
-        hop = chain.hops[i - 1]
+        hop = chain.hops[group.entries[0].hop - 1]
         edge = f"**{hop.edge}**" if hop.edge in CROSS_EDGES else hop.edge
         rows.append(
-            f"| [{i}](#hop-{i}) | {inline_code(hop.func.key)} | {inline_code(hop.thread)} | {edge} "
+            f"| [{first}](#hop-{first}) | {func_label(hop.func)} | {inline_code(hop.thread)} | {edge} "
             f"| {md_text(dist_label(hop.func.source))} |"
         )
     return "\n".join(rows) + "\n"
@@ -364,13 +413,39 @@ def hop_sections(
     excerpts: Mapping[Source, Sequence[str]],
     annotations: Mapping[str, str],
 ) -> tuple[Section, ...]:
-    """The page model's sections: each key entry, and each folded run of entries, as HopViews."""
+    """The page model's sections: each key entry, and each folded run of entries, as HopViews.
+    A text or an observed value is shown at the first entry that has it; later entries link to it."""
+    shown = fold.page_numbers(chain)
+    texts: dict[str, int] = {}
+    values: dict[str, int] = {}
+    starts = {p.first: p for p in fold.parts(chain)}
 
     def view(e: fold.Entry) -> HopView:
         hop = chain.hops[e.hop - 1]
-        returns = tuple(
-            Return(n, chain.hops[n - 1], chain.hops[n - 2], hop_links(chain.hops[n - 1], links), hop_annotation(chain, n - 1, annotations))
-            for n in e.returns
+        text = hop_annotation(chain, e.hop - 1, annotations, shown)
+        made: list[Return] = []
+        own = _text_key(chain, e.hop - 1, annotations)
+        for n in e.returns:
+            # a return shows a text of its own only when one is keyed to it (its line), not the call's text filled again
+            said = hop_annotation(chain, n - 1, annotations, shown) if _text_key(chain, n - 1, annotations) != own else None
+            at = texts.get(said.strip()) if said and said.strip() != (text or "").strip() else None
+            if said and at is None:
+                texts.setdefault(said.strip(), e.number)
+            made.append(Return(n, chain.hops[n - 1], chain.hops[n - 2], hop_links(chain.hops[n - 1], links), said, at))
+        returns = tuple(made)
+        before = dict(values)
+        for h in (hop, *(r.hop for r in returns)):
+            if h.value is not None:
+                values.setdefault(h.value, e.number)
+        text_at = texts.get(text.strip()) if text else None
+        if text_at == e.number:
+            text_at = None  # a text one of this call's own returns registered first
+        if text and text_at is None:
+            texts[text.strip()] = e.number
+        onward = tuple(
+            (shown[n + 1], chain.hops[n].edge, chain.hops[n].thread)
+            for n in e.numbers
+            if n < len(chain.hops) and chain.hops[n].edge in fold.HAND_OFFS and shown[n + 1] < e.number
         )
         return HopView(
             e.hop,
@@ -378,28 +453,54 @@ def hop_sections(
             chain.hops[e.hop - 2] if e.hop > 1 else None,
             hop_links(hop, links),
             excerpts.get(hop.func.source),
-            hop_annotation(chain, e.hop - 1, annotations),
+            text,
             returns,
             tuple(chain.joins),
-            hop_short(chain, e.hop - 1, annotations),
+            hop_short(chain, e.hop - 1, annotations, shown),
+            shown,
+            text_at,
+            before,
+            onward,
         )
 
-    return tuple(Section(g.folded, g.title, tuple(g.numbers), tuple(view(e) for e in g.entries)) for g in groups)
+    return tuple(
+        Section(g.folded, g.title, tuple(g.numbers), tuple(view(e) for e in g.entries), starts.get(g.entries[0].number))
+        for g in groups
+    )
+
+
+def _text_key(chain: Chain, index: int, annotations: Mapping[str, str]) -> str | None:
+    """The key of the text hop ``index`` shows (see hop_annotation), None without one."""
+    hop = chain.hops[index]
+    found = select(annotations, hop.func.key, chain.journey, hop.line)
+    return found[0] if found else None
 
 
 def emit_hop(v: HopView, indent: str = "") -> str:
     """One hop entry of the page model as MkDocs Markdown."""
-    return render_hop(v.number, v.hop, v.previous, v.links, v.lines, v.annotation, returns=v.returns, joins=v.joins, indent=indent)
+    return render_hop(
+        v.number, v.hop, v.previous, v.links, v.lines, v.annotation, returns=v.returns, joins=v.joins, indent=indent,
+        shown=v.shown, text_at=v.text_at, values_at=v.values_at, onward=v.onward,
+    )
+
+
+def emit_part(part: fold.Part) -> str:
+    """The heading of a part of a journey, and what caused it."""
+    return f"## Part {part.number} · {part.title} {{ #part-{part.number} }}\n\n{part.cause}\n"
 
 
 def emit_sections(sections: Sequence[Section]) -> list[str]:
-    """Every hop entry: key entries in the open, each folded run in one collapsible block."""
+    """Every hop entry: key entries in the open, each folded run in one collapsible block titled by
+    what it holds; a journey of several parts has a heading at the start of each."""
     out = []
+    several = sum(1 for s in sections if s.part) > 1
     for section in sections:
+        if several and section.part:
+            out.append(emit_part(section.part))
         if not section.folded:
             out.append(emit_hop(section.entries[0]))
             continue
-        out.append(f'??? note "{_title(section.title)}: {fold.hop_ranges(section.numbers)}"\n')
+        out.append(f'??? note "{_title(section.title)}"\n')
         out.extend(emit_hop(v, "    ") for v in section.entries)
     return out
 
@@ -481,29 +582,30 @@ def render_compared(chain: Chain, label: str, others: Sequence[tuple[str, Chain]
     ]
     for title, other, page in [(label, chain, ""), *((t, c, f"{c.journey}.md") for t, c in others)]:
         rows = ["| # | Function | Thread | Reached by |", "|---:|---|---|---|"]
-        key = [g.entries[0].hop for g in fold.groups(other, marked) if not g.folded]
-        for i, hop in ((n, other.hops[n - 1]) for n in key):
+        key = [g.entries[0] for g in fold.groups(other, marked) if not g.folded]
+        for e in key:
+            i, hop = e.number, other.hops[e.hop - 1]
             edge = f"**{hop.edge}**" if hop.edge in CROSS_EDGES else hop.edge
-            rows.append(f"| [{i}]({page}#hop-{i}) | {inline_code(hop.func.key)} | {inline_code(hop.thread)} | {edge} |")
-        intro = f"    Scenario {inline_code(other.scenario)}, {len(other.hops)} hops; its {len(key)} key hops below."
+            rows.append(f"| [{i}]({page}#hop-{i}) | {func_label(hop.func)} | {inline_code(hop.thread)} | {edge} |")
+        intro = f"    Scenario {inline_code(other.scenario)}, {len(fold.entries(other))} hops; its {len(key)} key hops below."
         out.append(f'=== "{_title(title)}"\n\n{intro}\n\n' + "\n".join("    " + r for r in rows) + "\n")
     return "\n".join(out)
 
 
-def hop_short(chain: Chain, index: int, annotations: Mapping[str, str]) -> str | None:
+def hop_short(chain: Chain, index: int, annotations: Mapping[str, str], numbers: Mapping[int, int] | None = None) -> str | None:
     """The `short:` sentence of the text hop ``index`` shows (see hop_annotation), filled; None without one."""
     hop = chain.hops[index]
     found = select(annotations, hop.func.key, chain.journey, hop.line)
     short = annotations.get(SHORT_MARK + found[0]) if found else None
-    return fill(short, chain, index, found[0], inline_code) if found and short else None
+    return fill(short, chain, index, found[0], inline_code, numbers) if found and short else None
 
 
-def hop_annotation(chain: Chain, index: int, annotations: Mapping[str, str]) -> str | None:
+def hop_annotation(chain: Chain, index: int, annotations: Mapping[str, str], numbers: Mapping[int, int] | None = None) -> str | None:
     """The most specific text for hop ``index`` (keyed to its journey and line, its journey, or general),
     its placeholders filled from the chain."""
     hop = chain.hops[index]
     found = select(annotations, hop.func.key, chain.journey, hop.line)
-    return fill(found[1], chain, index, found[0], inline_code) if found else None
+    return fill(found[1], chain, index, found[0], inline_code, numbers) if found else None
 
 
 def journey_page(
@@ -525,9 +627,12 @@ def journey_page(
     if not chain.hops:
         raise DispelError(f"chain {chain.journey!r} has no hops; regenerate it (`make chains`)")
     marked = marked_key(annotations)
-    groups = tuple(fold.groups(chain, marked))
+    shown = fold.page_numbers(chain)
     intro = annotations.get(f"journey:{chain.journey}")
-    intro = fill(intro, chain, None, f"journey:{chain.journey}", inline_code) if intro else None
+    intro = fill(intro, chain, None, f"journey:{chain.journey}", inline_code, shown) if intro else None
+    position = fold.chain_positions(chain)
+    cited = frozenset(position[int(n)] for n in re.findall(r"\(#hop-(\d+)\)", intro or "") if int(n) in position)
+    groups = tuple(fold.groups(chain, marked, cited))
     spec = next((j for j in catalog.JOURNEYS if j.name == chain.journey), None)
     label, compared = spec.compared if spec and spec.compared else ("", ())
     beside = tuple((title, others[j]) for title, j in compared if others and j in others)
@@ -543,6 +648,8 @@ def journey_page(
         label,
         beside,
         marked,
+        tuple(fold.parts(chain)),
+        cited,
     )
 
 
@@ -565,8 +672,8 @@ def emit_journey(page: JourneyPage) -> str:
     out.append(intro.strip() + "\n" if intro else f'!!! warning "Summary not written yet"\n    Add `journey:{chain.journey}` to an annotations file.\n')
     out.append(
         f'!!! info "Reading this page"\n'
-        f"    Recorded by scenario {inline_code(chain.scenario)}: {len(chain.hops)} hops across "
-        f"{len(page.threads)} thread(s), {page.key_count} of them key hops shown in the open. Each hop below is a function that really ran, with the line that "
+        f"    Recorded by scenario {inline_code(chain.scenario)}: {sum(len(s.entries) for s in page.sections)} hops (one per recorded call) across "
+        f"{len(page.threads)} thread(s){_parts_note(page)}, {page.key_count} of them key hops shown in the open. Each hop below is a function that really ran, with the line that "
         "led on to the next hop highlighted in its source. See [how to read a chain](../index.md#how-to-read-a-chain).\n"
     )
     out.append("## Sequence { #sequence }\n")
@@ -581,10 +688,11 @@ def emit_journey(page: JourneyPage) -> str:
     out.append(diagram(chain, page.groups))
     out.append("## Hops { #hops }\n")
     out.append(
-        "The key hops: where a part starts, the first hop in each library, every hand-off between threads, "
-        "the calls that made a value another hop used, and the sinks. The hops between them are folded "
-        "into collapsible blocks, titled by what they are; a return to a call already listed is shown in "
-        "that call's entry, with both lines.\n"
+        "One hop is one recorded call: when the chain comes back to a call already listed (a return, the end "
+        "of a wait), that call's entry shows the line it ran then too. The key hops are shown in the open: "
+        "where a part starts, the app's own code, the first hop in each library, every hand-off between threads, "
+        "the calls that made a value another hop used, the sinks and the hops the summary cites. The hops "
+        "between them are folded into collapsible blocks, titled by what they hold.\n"
     )
     out.append(render_hop_table(chain, page.groups))
     out.extend(emit_sections(page.sections))
@@ -595,6 +703,11 @@ def emit_journey(page: JourneyPage) -> str:
     if page.compared:
         out.append(render_compared(chain, page.compared_label, page.compared, page.marked))
     return "\n".join(out)
+
+
+def _parts_note(page: JourneyPage) -> str:
+    n = len(page.parts)
+    return f" in {n} parts" if n > 1 else ""
 
 
 def marked_key(annotations: Mapping[str, str]) -> frozenset[str]:

@@ -27,7 +27,7 @@ a hop fact in a journey summary), is a DispelError naming the annotation, the jo
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeGuard
 
 from ..model import Chain, DispelError, Hop
@@ -138,11 +138,16 @@ def _first_hop(hops: Sequence[Hop], key: str, start: int = 0) -> int | None:
     return None
 
 
-def fill(text: str, chain: Chain, index: int | None, key: str, code: Callable[[str], str] = lambda s: f"`{s}`") -> str:
+def fill(
+    text: str, chain: Chain, index: int | None, key: str, code: Callable[[str], str] = lambda s: f"`{s}`",
+    numbers: Mapping[int, int] | None = None,
+) -> str:
     """``text`` with its placeholders filled for hop ``index`` of ``chain`` (None: the journey summary).
 
-    ``key`` names the annotation in errors; ``code`` renders inline code (render.inline_code).
+    ``key`` names the annotation in errors; ``code`` renders inline code (render.inline_code);
+    ``numbers`` maps a chain position (1-based) to the number the page shows it under (dispel.chains.fold.page_numbers).
     """
+    shown = (lambda n: numbers.get(n, n)) if numbers else (lambda n: n)
     where = f"annotation {key} on {chain.journey}" + (f" hop {index + 1}" if index is not None else " (summary)")
     hop = chain.hops[index] if index is not None else None
 
@@ -167,7 +172,7 @@ def fill(text: str, chain: Chain, index: int | None, key: str, code: Callable[[s
             found = _first_hop(chain.hops, arg.strip())
             if found is None:
                 raise fail(whole, f"cannot be filled: {arg.strip()} is not a hop on this page")
-            return hop_link(found + 1)
+            return hop_link(shown(found + 1))
         if hop is None or index is None:  # (None together)
             raise fail(whole, "cannot be filled in a journey summary (it needs a hop)")
         if name == "thread":
@@ -188,7 +193,7 @@ def fill(text: str, chain: Chain, index: int | None, key: str, code: Callable[[s
             found = _first_hop(chain.hops, arg.strip(), index + 1)
             if found is None:
                 raise fail(whole, f"cannot be filled: no hop of {arg.strip()} follows")
-            return hop_link(found + 1)
+            return hop_link(shown(found + 1))
         field = arg.strip()
         if field not in FRAME_FIELDS:
             raise fail(whole, f"names no frame field (known: {', '.join(FRAME_FIELDS)})")

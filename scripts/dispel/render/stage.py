@@ -86,7 +86,7 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     notes = load_annotations(project, out / "annotations")
     if set(catalog.JOURNEY_NAMES) <= set(found):
         # Only once every journey is recorded can an annotation be known to be on no chain.
-        orphans = annotation_files.orphaned(found.values(), notes, catalog.JOURNEY_NAMES)
+        orphans = annotation_files.problems(found.values(), notes, journeys=catalog.JOURNEY_NAMES, only=("orphaned",))
         if orphans:
             raise DispelError(orphans[0].message + (f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""))
     sources = hop_sources(found.values())
@@ -109,8 +109,7 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     files[out / "snippets" / "versions.md"] = render.render_versions(versions, python, sorted(found, key=catalog.JOURNEY_NAMES.index))
     write_all_atomic(files)
 
-    said = [p.message for p in annotation_files.missing(found.values(), notes) + annotation_files.stale(found.values(), notes, sources)
-            + annotation_files.unreviewed(found.values(), notes) + annotation_files.sample_values(notes, found.values())]
+    said = [p.message for p in annotation_files.problems(found.values(), notes, sources, only=("missing", "stale", "unreviewed", "sample_values"))]
     absent = [j for j in catalog.JOURNEY_NAMES if j not in found]
     if absent:
         said.append(f"not recorded yet, placeholder pages: {', '.join(absent)} (run `make regen`)")

@@ -49,7 +49,7 @@ def review(project: Project, ref: str = "HEAD") -> str:
     new_chains = load_chains(project)
     new_lock = project_lock(project)
     notes = load_annotations(project)
-    problems = annotation_files.missing(new_chains.values(), notes) + annotation_files.stale(new_chains.values(), notes, hop_sources(new_chains.values()))
+    problems = annotation_files.problems(new_chains.values(), notes, hop_sources(new_chains.values()), only=("missing", "stale"))
     return diff.report(
         ref,
         old_chains,
