@@ -9,7 +9,14 @@ $(error PY=$(PY) is not a Python interpreter: pass PY=/path/to/python3.11 (3.11,
 endif
 STAMP   := $(VENV)/.installed-$(PYWHICH)
 
-.PHONY: site test test-fast lint serve record chains pin render regen check check-online bench clean handin
+# The second venv: the oldest supported set (constraints/oldest.txt) from the registry, the lock's
+# versions for everything else, and this checkout's dispel (editable); `make regen` records the
+# sample there (traces/oldest/) and `dispel check` proves the oldest set's links against it.
+OLDEST  := .venv-oldest
+OBIN    := $(OLDEST)/bin
+OSTAMP  := $(OLDEST)/.installed-$(PYWHICH)
+
+.PHONY: site test test-fast lint serve record chains pin render regen regen-oldest check check-online bench clean handin
 
 # The pinned environment: every package at the exact version of requirements.lock.
 $(STAMP): requirements.lock pyproject.toml scripts/dispel/record/_ctracer.c
@@ -26,9 +33,20 @@ $(STAMP): requirements.lock pyproject.toml scripts/dispel/record/_ctracer.c
 	if command -v npm >/dev/null; then npm ci --prefix scripts/sample_app --no-audit --no-fund --silent; else echo "note: npm not found, skipping scripts/sample_app's JavaScript client (the browser scenario needs it)"; fi
 	touch $(STAMP)
 
+# Without the registry the second venv is left out, in one line: `dispel check` then says the
+# oldest set's links are unproven (and counts none of them), and `make regen` does not record there.
+$(OSTAMP): constraints/oldest.txt requirements.lock pyproject.toml | $(STAMP)
+	rm -rf $(OLDEST) && $(PY) -m venv $(OLDEST)
+	awk -F'==' 'NR == FNR { if ($$0 !~ /^#/ && NF == 2) old[tolower($$1)] = 1; next } !(tolower($$1) in old)' constraints/oldest.txt requirements.lock > $(OLDEST)/constraints.txt
+	cat constraints/oldest.txt >> $(OLDEST)/constraints.txt
+	if $(OBIN)/python -m pip install --quiet --disable-pip-version-check --retries 1 --timeout 30 -c $(OLDEST)/constraints.txt setuptools -r constraints/oldest.txt \
+	   && $(OBIN)/python -m pip install --quiet --disable-pip-version-check -c $(OLDEST)/constraints.txt --no-build-isolation -e '.[browser,queue]'; \
+	then touch $(OSTAMP); \
+	else rm -rf $(OLDEST); echo "note: the oldest supported set could not be installed from the registry: $(OLDEST) left out, its links unproven"; fi
+
 # The site, from the committed traces, chains, lock and annotations; first a warning for
 # every installed version that differs from the lock (the pages would mix the two).
-site: $(STAMP)
+site: $(STAMP) $(OSTAMP)
 	$(BIN)/dispel versions --warn
 	$(BIN)/dispel render
 	$(BIN)/mkdocs build --strict --quiet
@@ -36,7 +54,7 @@ site: $(STAMP)
 # pytest, then the checks; --rerecord also records the scenarios afresh and
 # compares them with the committed traces. Without Chromium (or with
 # DISPEL_CHROMIUM=/nonexistent) the browser's tests and re-recording are skipped, saying why.
-test: lint
+test: lint $(OSTAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/dispel check --rerecord
 
@@ -68,7 +86,14 @@ pin: $(STAMP)
 render: $(STAMP)
 	$(BIN)/dispel render
 
-regen: record chains render
+# The sample at the oldest supported set, by the second venv's dispel: traces/oldest/ and its chains.
+regen-oldest: $(STAMP) $(OSTAMP)
+	if test -x $(OBIN)/dispel; then \
+	  $(OBIN)/dispel record --out traces/oldest $$($(OBIN)/python -c 'from dispel.review.versions import SCENARIOS; print(*SCENARIOS)') \
+	  && $(OBIN)/dispel chains --traces traces/oldest; \
+	else echo "note: no $(OLDEST): the oldest supported set is not re-recorded"; fi
+
+regen: record chains regen-oldest render
 
 check: $(STAMP)
 	$(BIN)/dispel check

@@ -9,6 +9,7 @@ both reports are built once per session; measured 51 s wall alone, 83 s beside a
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from dispel.pins.installed import distributions
 from dispel.pins.pinning import lock_from_json, lock_to_json
 from dispel.project import Project, dump_json
 from dispel.report import committed_lock, report_dists
+from dispel.review.oldest_venv import site_packages
 from dispel.tracefiles.codec import chain_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,33 +158,52 @@ def test_check_root_passes_at_the_oldest_set(oldest_venv, oldest_report):
     assert re.search(r"links checked: (\d+), verified: \1, failed: 0", proc.stdout + proc.stderr)
 
 
+def def_of(tree: ast.AST, qualname: str) -> ast.AST:
+    """The def (or class) node of ``qualname`` (``Class.method``, ``function``) in a parsed file."""
+    node = tree
+    for name in qualname.split("."):
+        node = next(n for n in ast.iter_child_nodes(node)
+                    if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == name)
+    return node
+
+
 @pytest.mark.slow
 def test_audit_grades_a_draft_against_its_own_report(oldest_venv, oldest_report, tmp_path):
-    """A hand-written report citing SocketIO.run, SocketIO.on, _handle_event and emit at the
-    oldest set's lines: each link is on a hop of that report's chains (its files read through
-    the report's lock, no git, no network), and a label naming another function is flagged."""
-    chains = chains_of(oldest_report)
+    """A hand-written report citing SocketIO.run, SocketIO.on, _handle_event and emit at v5.3.4's
+    lines: the lines are read from the files installed in the oldest venv (their def lines, and the
+    line of _handle_event that calls start_background_task), linked at the commits of the report's
+    lock. Each link is on a hop of that report's chains (files read through the lock: no git, no
+    network); a call-site label holds, and `handle_request()` on a line of _handle_event is flagged."""
     lock = lock_from_json(json.loads((oldest_report / "traces" / "pins.lock.json").read_text()))
+    site = site_packages(oldest_venv[0])
+    assert lock.pin("flask-socketio").tag == f"v{oldest_set()['flask-socketio']}"
 
-    def url(key: str) -> str:
-        hop = next(h for c in chains.values() for h in c.hops if h.func.key == key)
-        pin = lock.pin(hop.func.source.dist)
-        path = next(f.path for f in pin.files if f.installed == hop.func.source.path)
-        return f"https://github.com/{pin.repo}/blob/{pin.commit}/{path}#L{hop.line}"
+    def url(dist: str, installed: str, line: int) -> str:
+        pin = lock.pin(dist)
+        path = next(f.path for f in pin.files if f.installed == installed)
+        return f"https://github.com/{pin.repo}/blob/{pin.commit}/{path}#L{line}"
 
-    cited = ["flask_socketio:SocketIO.run", "flask_socketio:SocketIO.on", "socketio.server:Server._handle_event", "flask_socketio:emit"]
+    fsio, server = "flask_socketio/__init__.py", "socketio/server.py"
+    trees = {f: ast.parse((site / f).read_text(encoding="utf-8")) for f in (fsio, server)}
+    cited = [("flask-socketio", fsio, "SocketIO.run"), ("flask-socketio", fsio, "SocketIO.on"),
+             ("python-socketio", server, "Server._handle_event"), ("flask-socketio", fsio, "emit")]
+    handle_event = def_of(trees[server], "Server._handle_event")
+    call = next(n for n in ast.walk(handle_event)
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "start_background_task")
     draft = tmp_path / "draft.md"
     draft.write_text(
-        "".join(f"- [`{k.split(':')[1]}()`]({url(k)})\n" for k in cited)
-        + f"- [`handle_request()` is called]({url('socketio.server:Server._handle_event')})\n"
+        "".join(f"- [`{q.rsplit('.', 1)[-1]}()`]({url(d, f, def_of(trees[f], q).lineno)})\n" for d, f, q in cited)
+        + f"- [`start_background_task()` runs the handler]({url('python-socketio', server, call.lineno)})\n"
+        + f"- [`handle_request()` is called]({url('python-socketio', server, call.lineno)})\n"
     )
     proc = run([oldest_venv[0] / "bin" / "dispel", "audit", draft, "--chains", oldest_report / "traces" / "chains", "--json"],
                cwd=tmp_path, env=no_network_env())
     assert proc.returncode == 0, proc.stderr
     links = json.loads(proc.stdout)["links"]
-    assert [v["function"] for v in links] == cited + [cited[2]]
+    functions = ["flask_socketio:SocketIO.run", "flask_socketio:SocketIO.on", "socketio.server:Server._handle_event", "flask_socketio:emit"]
+    assert [v["function"] for v in links] == functions + [functions[2]] * 2
     assert all(v["resolves"] == "yes" and v["via"] == "lock" and v["on_chain"] not in ("", "no", "unknown") for v in links), links
-    assert [v["mislabelled"] for v in links] == [False] * 4 + [True]
+    assert [v["mislabelled"] for v in links] == [False] * 5 + [True]
 
 
 # ------------------------------------------------------------------ fast: the committed locks a report starts from

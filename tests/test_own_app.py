@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from dispel.catalog import Journey
 from dispel.chains import build as chains
-from dispel.chains import derive
+from dispel.chains import derive, derive_finders
 from dispel.check import integrity
 from dispel.model import EDGE_ENTRY
 from dispel.tracefiles.codec import chain_from_dict, trace_from_json
@@ -128,14 +128,14 @@ def test_nothing_that_ran_is_left_unsaid(built):
     g = chains.TraceGraph(trace)
     on = {h.func.key for c in found.values() for h in c.hops}
     said = [ln for ln in stdout.splitlines() if ln.startswith("not derived: ")]
-    for i in g.find(lambda e: e.func == derive.HANDLE_EVENT):
-        handler = derive._handler_of(g, i)
+    for i in g.find(lambda e: e.func == derive_finders.HANDLE_EVENT):
+        handler = derive_finders.handler_of(g, i)
         if handler is not None:
             func = trace.funcs[g.ev(handler).func]
             assert func.key in on or any(f"{func.source.path}:{func.first_line}" in s for s in said), func.key
     # every call site of the app that reached python-socketio's Server.emit (the call's 'quiz' too)
     shown = {(h.func.key, h.line) for c in found.values() for h in c.hops}
-    sites = {derive.emit_site(g, i) for i in g.find(lambda e: e.func == derive.SERVER_EMIT)}
+    sites = {derive.emit_site(g, i) for i in g.find(lambda e: e.func == derive_finders.SERVER_EMIT)}
     assert len(sites) >= 7
     for frame, line in sites:
         func = trace.funcs[g.ev(frame).func]

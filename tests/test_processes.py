@@ -143,8 +143,8 @@ def test_without_redis_the_recording_says_what_to_install(tmp_path):
 @pytest.mark.slow
 @needs_redis
 def test_redis_killed_mid_scenario_names_the_step_and_leaves_nothing(tmp_path, monkeypatch):
-    ports = processes._free_ports(4)
-    monkeypatch.setattr(processes, "_free_ports", lambda n: ports[:n])
+    ports = processes.free_ports(4)
+    monkeypatch.setattr(processes, "free_ports", lambda n: ports[:n])
 
     def kill(step, redis):
         if step == "2:join":
@@ -161,8 +161,8 @@ def test_redis_killed_mid_scenario_names_the_step_and_leaves_nothing(tmp_path, m
 @pytest.mark.slow
 @needs_redis
 def test_a_server_that_cannot_start_names_the_process_and_leaves_nothing(tmp_path, monkeypatch):
-    ports = processes._free_ports(4)
-    monkeypatch.setattr(processes, "_free_ports", lambda n: ports[:n])
+    ports = processes.free_ports(4)
+    monkeypatch.setattr(processes, "free_ports", lambda n: ports[:n])
     with socket.socket() as held:  # server-b's port is taken
         held.bind(("127.0.0.1", ports[2]))
         held.listen()

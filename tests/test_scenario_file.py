@@ -216,14 +216,12 @@ def test_bad_file_of_several_processes_names_the_place(text, needle):
 
 
 def test_the_process_client_can_do_what_the_format_allows():
-    import inspect
 
     from dispel.run import sample_client as client
 
     assert client.ROOM == PROCESS_ROOM
-    source = inspect.getsource(client.main)
     for event in PROCESS_EVENTS:
-        assert f'"{event}": []' in source, event
+        assert event in client.EVENTS, event
 
 
 def test_the_queue_scenario_is_its_file():

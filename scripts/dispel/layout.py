@@ -50,7 +50,8 @@ MODULES: dict[str, tuple[str, str]] = {
     # chains/
     "chains.build": (PURE, "a trace -> one chain per journey: call, happens-before and producer edges"),
     "chains.across": (PURE, "the traces of several processes as one, joined by the bytes they published"),
-    "chains.derive": (PURE, "the journeys of any app, derived from what Flask-SocketIO called"),
+    "chains.derive": (PURE, "the journeys of any app, derived from what Flask-SocketIO called: what happened, and which journey shows it"),
+    "chains.derive_finders": (PURE, "where each derived journey of any app starts and ends: run, connect, on, emit, ack, disconnect"),
     "chains.derive_packets": (PURE, "derived journeys beyond an event and its ack: refused connects, binary, HTTP routes, calls, server disconnects"),
     "chains.finders": (PURE, "how each catalogued journey is found, and the catalogue's chains"),
     "chains.fold": (PURE, "key hops and folded detail"),
@@ -82,6 +83,8 @@ MODULES: dict[str, tuple[str, str]] = {
     "review.audit": (PURE, "a hand-written report's source links graded against the chains"),
     "review.diff": (PURE, "what changed between two versions of the chains and the lock"),
     "review.stage": (GLUE, "`dispel diff` and `dispel audit` over a Project"),
+    "review.versions": (PURE, "the sample's journeys at the oldest supported set against the lock's: a page per journey from diff's alignment"),
+    "review.oldest_venv": (SHELL, "the oldest supported set's venv (.venv-oldest): its files prove that set's links, its dispel derives that set's chains again"),
     # handin/
     "handin.document": (PURE, "the course template's report from the page model, as Markdown and HTML; the links each format must hold"),
     "handin.docx_format": (PURE, "that report as a Word document (python-docx), its links and text read back"),
@@ -99,7 +102,7 @@ PACKAGES: dict[str, str] = {
     "pins": "pins: installed files, git, locks, permalinks",
     "render": "chains -> pages",
     "check": "everything made, verified",
-    "review": "side commands: diff and audit",
+    "review": "side commands: diff and audit; the two ends of the supported range compared",
     "handin": "the hand-in",
 }
 

@@ -178,6 +178,14 @@ def project_lock(project: Project) -> Lock | None:
     """The project's lock, or None before the first `dispel pin`."""
     return load_lock(project.lock) if project.lock.is_file() else None
 
+# The folder under traces/ of the oldest supported set (constraints/oldest.txt): its traces, chains/ and lock.
+OLDEST_SET = "oldest"
+
+def oldest_set(project: Project) -> tuple[dict[str, Chain], Lock | None]:
+    """The chains and lock recorded at the oldest supported set (traces/oldest/), or ({}, None)."""
+    folder = project.traces / OLDEST_SET
+    path = folder / "pins.lock.json"
+    return load_chains(project, folder / "chains"), (load_lock(path) if path.is_file() else None)
 
 def load_annotations(project: Project, folder: Path | None = None) -> dict[str, annotation_files.Annotation]:
     folder = folder or project.annotations

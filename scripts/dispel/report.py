@@ -25,7 +25,7 @@ import yaml
 
 from . import catalog
 from .chains import build as chains_core
-from .chains import derive, fold
+from .chains import derive, derive_finders, fold
 from .chains.build import JourneyError
 from .chains.stage import chain_files
 from .check import fetch, integrity, prose
@@ -105,7 +105,7 @@ def unfinished(trace: TraceFile) -> list[tuple[str, str]]:
             if not kids or kids[-1].ret is not None or kids[-1].raised:
                 break
             path.append(kids[-1])
-        task = next((x for x in path if trace.funcs[x.func].source.dist == derive.APP_DIST), path[min(1, len(path) - 1)])
+        task = next((x for x in path if trace.funcs[x.func].source.dist == derive_finders.APP_DIST), path[min(1, len(path) - 1)])
         out.append((t.name, task.func))
     return out
 
@@ -146,7 +146,7 @@ def shown_in(line: str, built: Mapping[str, Chain], sites: Sequence[tuple[str, i
 
 def app_root(trace: TraceFile, folders: Sequence[Path]) -> Path | None:
     """The folder the app's files (trace paths) are found in: the first of ``folders`` holding them all."""
-    paths = {f.source.path for f in trace.funcs.values() if f.source.dist == derive.APP_DIST}
+    paths = {f.source.path for f in trace.funcs.values() if f.source.dist == derive_finders.APP_DIST}
     for folder in folders:
         if paths and all((folder / p).is_file() for p in paths):
             return folder
@@ -459,7 +459,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
         missing += [f"left out: {d}" for d in left_out]
         files[rp.docs / "chains" / f"{name}.md"] = header + page.split("\n", 1)[1]
     app_files = sorted({(f.source.path, (root / f.source.path).read_text(encoding="utf-8")) for f in trace.funcs.values()
-                        if f.source.dist == derive.APP_DIST and root is not None})
+                        if f.source.dist == derive_finders.APP_DIST and root is not None})
     files[rp.docs / "sample_app.md"] = render.render_sample_app(
         app_files, "The app's source", f"The app {render.inline_code(scenario_file.app_spec(sf).target)} that the journeys trace, exactly as it ran.", COMMAND)
     files[rp.docs / "licensing.md"] = header + render.render_licensing(license_rows(built.values(), lock)).split("\n", 1)[1]

@@ -52,7 +52,7 @@ from .build import (
     woken_waits,
 )
 
-APP_DIST = "sample_app"  # the traced app's marker (as dispel.chains.derive.APP_DIST)
+APP_DIST = "sample_app"  # the traced app's marker (as dispel.chains.derive_finders.APP_DIST)
 HANDLE_CONNECT = "socketio.server:Server._handle_connect"
 SIO_PACKET = "socketio.packet:Packet.__init__"
 EIO_PACKET = "engineio.packet:Packet.__init__"

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from .. import catalog
 from ..model import (
     Chain,
     DispelError,
@@ -41,6 +42,11 @@ def chains(project: Project, journeys: Iterable[str] = (), traces: Path | None =
     found = load_traces(project, folder)
     if not found:
         raise DispelError(f"no trace files in {project.shown(folder)}; record them first with `dispel record`")
-    built = build_chains(found, tuple(journeys))
+    journeys = tuple(journeys)
+    if not journeys and folder.resolve() != project.traces.resolve():
+        # another version set's folder (traces/oldest/): the journeys of the scenarios recorded there
+        recorded = {name.split(".")[0] for name in found}
+        journeys = tuple(j.name for j in catalog.JOURNEYS if j.scenario in recorded)
+    built = build_chains(found, journeys)
     write_all_atomic(chain_files(built, folder / "chains"))
     return built

@@ -24,16 +24,20 @@ from ..pins.forges import parse_source_url, raw_url
 from ..pins.installed import PYTHON_VERSION, hop_sources, installed_contents
 from ..pins.stage import verify_installed
 from ..project import (
+    HERE,
     Project,
     load_annotations,
     load_chains,
     load_traces,
+    oldest_set,
     project_lock,
     read_text,
 )
 from ..record.stage import record_in_new_interpreters
 from ..render import annotation_files
 from ..render.stage import build_site
+from ..review import oldest_venv
+from ..review import versions as versions_core
 from ..review.stage import fetch_all
 from ..run import multiprocess as processes
 from ..run.browser import chromium_version, unavailable
@@ -82,6 +86,9 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
     result.notes += [f"drift may come from: {w}" for w in why] if drift else []
     result.timings["drift"] = time.perf_counter() - clock
 
+    clock = time.perf_counter()
+    result.failures += check_oldest_set(project, result.notes)
+    result.timings["oldest set"] = time.perf_counter() - clock
     traced = lock.python.version if lock is not None else PYTHON_VERSION
     if traced != PYTHON_VERSION:
         # One line for all that only the recording's Python can prove; the rest is proven as ever.
@@ -124,7 +131,7 @@ def check_proofs(
     result.timings["secrets"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    links = check_links(project, lock, found, fetcher, raw_base)
+    links = check_links(project, lock, found, fetcher, raw_base, result.notes)
     if lock is not None:
         result.unproven, links = check_core.fold_foreign_python(links, lock, PYTHON_VERSION)
     result.summary = check_core.summarize(links)
@@ -189,7 +196,8 @@ def docs_files(docs: Path) -> dict[str, Path]:
 
 
 def check_links(
-    project: Project, lock: Lock | None, found: Mapping[str, Chain], fetcher: fetch.Fetcher | None = None, raw_base: str = ""
+    project: Project, lock: Lock | None, found: Mapping[str, Chain], fetcher: fetch.Fetcher | None = None, raw_base: str = "",
+    notes: list[str] | None = None,
 ) -> list[check_core.LinkResult]:
     """Internal links and anchors of every page, then every GitHub permalink (offline, then online)."""
     files = docs_files(project.docs)
@@ -202,12 +210,46 @@ def check_links(
     snippets = {rel.removeprefix("snippets/"): read_text(p, "snippet") for rel, p in files.items() if rel.startswith("snippets/")}
     results = check_core.check_internal(pages, files, snippets)
     links = [link for page, text in pages.items() for link in check_core.page_links(page, check_core.expand_snippets(text, snippets)[0])]
+    links, oldest = versions_core.oldest_links(links, lock, oldest_set(project)[1])
     wanted = check_core.permalink_files(links, lock) if lock else {}
     offline = check_core.check_permalinks(links, lock, found, installed_contents(wanted))
     if fetcher is not None and lock is not None:
         online = check_core.check_permalinks(links, lock, found, online_contents(links, lock, fetcher, raw_base), f"fetched from {raw_base}")
         offline = check_core.merge_results(offline, online)
-    return results + offline
+    return results + offline + check_oldest_links(project, oldest, notes)
+
+
+def check_oldest_set(project: Project, notes: list[str]) -> list[str]:
+    """The oldest supported set's chains (traces/oldest/): at its lock's versions, and derived again
+    from its traces by its venv's dispel (without that venv, one line in ``notes``)."""
+    old_chains, old_lock = oldest_set(project)
+    if not old_chains or old_lock is None:
+        return []
+    out = versions_core.version_drift(old_chains.values(), old_lock)
+    env = oldest_venv.venv(HERE)
+    drift = oldest_venv.chains_drift(project.traces / versions_core.SET, env)
+    if drift is None:  # said on the line of the unproven links when there is one: one line for the missing venv
+        said = next((i for i, n in enumerate(notes) if n.startswith("unproven: ") and str(env) in n), None)
+        if said is None:
+            notes.append(f"not derived again: traces/{versions_core.SET}/chains (no venv at {env}; `make site` builds it)")
+        else:
+            notes[said] += f"; nor are traces/{versions_core.SET}/chains derived again"
+    return out + (drift or [])
+
+
+def check_oldest_links(project: Project, links: list, notes: list[str] | None) -> list[check_core.LinkResult]:
+    """The links of the oldest supported set, proven by blob against its venv (dispel.review.versions);
+    without that venv, one line in ``notes`` says they are unproven, and none is counted."""
+    oldest = oldest_set(project)[1]
+    if not links or oldest is None:  # (the oldest set's links come only with its lock)
+        return []
+    env = oldest_venv.venv(HERE)
+    proven = oldest_venv.check_links(links, oldest, oldest_venv.site_packages(env))
+    if proven is None:
+        if notes is not None:
+            notes.append(versions_core.unproven_line(len(links), env, oldest_venv.VENV_ENV))
+        return []
+    return proven
 
 
 def online_contents(links: list, lock: Lock, fetcher: fetch.Fetcher, raw_base: str) -> dict[tuple[str, str], bytes | str]:

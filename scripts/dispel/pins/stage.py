@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,20 +95,50 @@ def pin(
     so a failed run leaves it untouched.
     """
     mirrors = parse_git_dirs(git_dirs)
+    overrides = _repo_overrides(repos)
+    names = sorted({normalize_dist(n) for n in (list(dists) or catalog.PINNED_DIST_NAMES)})
+    site = site or None
+    found = _installed(names, site)
+    located = _locate(names, found, overrides, mirrors)
+
+    stdlib_files = sorted(set(catalog.STDLIB_FILES) | traced_stdlib_files(project))
+    installed = installed_blobs(names, stdlib_files, site)
+    absent = sorted(set(stdlib_files) - set(installed[PYTHON].blobs))
+    if absent:
+        raise DispelError(f"standard-library files not found in this interpreter: {', '.join(absent)}")
+    lock_path = lock_path or project.lock
+    before, note = _previous_lock(lock_path)
+    locked, afresh = _pin_each(names, located, installed, before, mirrors, refresh)
+    python = pins.stdlib_pin(installed[PYTHON].version, installed[PYTHON].blobs)
+    lock = Lock(python, tuple(locked))
+    write_atomic(lock_path, dump_json(pins.lock_to_json(lock)))
+    return PinRun(lock, frozenset(set(names) - set(afresh)), afresh, (note,) if note else ())
+
+
+def _repo_overrides(repos: Iterable[str]) -> dict[str, str]:
+    """``--repo DIST=OWNER/REPO`` arguments -> {dist: OWNER/REPO}."""
     overrides = {}
     for spec in repos:
         dist, sep, repo = spec.partition("=")
         if not sep or not dist:
             raise DispelError(f"--repo {spec!r} is not DIST=OWNER/REPO")
         overrides[normalize_dist(dist)] = check_repo(repo.strip(), f"--repo {spec}")
-    names = sorted({normalize_dist(n) for n in (list(dists) or catalog.PINNED_DIST_NAMES)})
-    site = site or None
+    return overrides
+
+
+def _installed(names: list[str], site: list[Path] | None) -> dict:
+    """The installed distributions to pin; one line naming those that are not installed."""
     found = distributions(names, site)
     missing = [n for n in names if n not in found]
     if missing:
         extra = "pip install 'dispel[queue]', or name the distributions to pin" if set(missing) <= {d.name for d in catalog.QUEUE_DISTS} else "pip install -r requirements.lock"
         raise DispelError(f"not installed here: {', '.join(missing)} ({extra})")
+    return found
 
+
+def _locate(names: list[str], found: Mapping, overrides: Mapping[str, str], mirrors: Mapping[str, tuple[str, Path]]) -> dict[str, tuple[str, str]]:
+    """Each distribution's (forge, OWNER/REPO): from --repo, else its metadata; a --git-dir that
+    names no distribution's repository is one line."""
     located: dict[str, tuple[str, str]] = {}
     for name in names:
         meta = found[name].metadata
@@ -125,14 +155,15 @@ def pin(
             f"--git-dir names {', '.join(unknown)}, the repository of no distribution being pinned "
             f"(they are: {known}); fix the OWNER/REPO spelling or drop it"
         )
+    return located
 
-    stdlib_files = sorted(set(catalog.STDLIB_FILES) | traced_stdlib_files(project))
-    installed = installed_blobs(names, stdlib_files, site)
-    absent = sorted(set(stdlib_files) - set(installed[PYTHON].blobs))
-    if absent:
-        raise DispelError(f"standard-library files not found in this interpreter: {', '.join(absent)}")
-    lock_path = lock_path or project.lock
-    before, note = _previous_lock(lock_path)
+
+def _pin_each(
+    names: list[str], located: Mapping[str, tuple[str, str]], installed: Mapping, before: Lock | None,
+    mirrors: Mapping[str, tuple[str, Path]], refresh: bool,
+) -> tuple[list[Pin], dict[str, str]]:
+    """Each distribution's pin: the previous lock's entry when nothing changed, else afresh from
+    its release tag (a mirror, or the network); with why each was pinned afresh."""
     locked: list[Pin] = []
     afresh: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="dispel-pin-") as tmp:
@@ -152,10 +183,7 @@ def pin(
             files = pins.map_files(name, version, tag, installed[name].blobs, tree)
             locked.append(Pin(name, version, forge_name, repo, tag, commit, "commit", files))
             afresh[name] = why
-    python = pins.stdlib_pin(installed[PYTHON].version, installed[PYTHON].blobs)
-    lock = Lock(python, tuple(locked))
-    write_atomic(lock_path, dump_json(pins.lock_to_json(lock)))
-    return PinRun(lock, frozenset(set(names) - set(afresh)), afresh, (note,) if note else ())
+    return locked, afresh
 
 
 def foreign_python(project: Project) -> str | None:

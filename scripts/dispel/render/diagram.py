@@ -184,12 +184,7 @@ def _side(label: str, rooms: list[tuple[float, str, float, bool]], enough: int =
     return _Place(x, anchor, wrap(label, max(6, min(WRAP, _chars(room)))), clash)
 
 
-def layered_svg(
-    rows: list[Row] | tuple[Row, ...], links: list[JoinArc] | tuple[JoinArc, ...] = (), *, title: str = "", fit: int = FIT
-) -> str:
-    """The SVG text of a layered sequence diagram, at most ``fit`` pixels wide when its columns
-    can narrow that far (MIN_COLUMN). Deterministic, and without blank lines, so Markdown keeps
-    it as one raw HTML block."""
+def _check_rows(rows: list[Row] | tuple[Row, ...]) -> None:
     if not rows:
         raise DispelError("a sequence diagram needs at least one row")
     known = set(LAYER_ORDER)
@@ -199,9 +194,38 @@ def layered_svg(
                 raise DispelError(f"diagram row {r.label!r} names unknown layer {layer!r}")
         if r.source is not None and not 0 <= r.source < i:
             raise DispelError(f"diagram row {r.label!r} comes from row {r.source}, which is not an earlier row")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where everything of one diagram goes, computed once (layered_svg draws from it)."""
+
+    rows: tuple[Row, ...]
+    columns: tuple[str, ...]
+    column: float  # one column's width
+    spare: float
+    width: float
+    styles: dict[str, tuple[str, str]]  # the edge kinds drawn as styled arrows (the others are local calls)
+    legend: tuple[tuple[tuple[str, str, str], ...], ...]  # rows of (name, colour, dash)
+    sources: tuple[tuple[int, float] | None, ...]  # each row's arrow: from (row, x), or none
+    places: tuple[_Place, ...]  # each row's label
+    heights: tuple[float, ...]
+    tops: tuple[float, ...]
+    bottom: float
+    height: float
+
+    def x_of(self, layer: str) -> float:
+        return BAND_LABEL + self.column * self.columns.index(layer) + self.column / 2
+
+    @property
+    def mid(self) -> list[float]:
+        """Where a row's dot and arrows sit."""
+        return [t + LINE for t in self.tops]
+
+
+def _layout(rows: tuple[Row, ...], fit: int) -> _Layout:
     used = {layer for r in rows for layer in r.layers}
-    columns = [t for t in LAYER_ORDER if t in used]
-    col = {name: i for i, name in enumerate(columns)}
+    columns = tuple(t for t in LAYER_ORDER if t in used)
     spare = SPARE
     if (fit - BAND_LABEL - spare - MARGIN) // len(columns) < MIN_COLUMN:
         spare = 0  # the last column's labels go on the left of their dots
@@ -213,7 +237,7 @@ def layered_svg(
     width = BAND_LABEL + column * len(columns) + spare + MARGIN
 
     def x_of(layer: str) -> float:
-        return BAND_LABEL + column * col[layer] + column / 2
+        return BAND_LABEL + column * columns.index(layer) + column / 2
 
     # Where each arrow starts: the hop it came from (its row and column), or the previous row.
     sources: list[tuple[int, float] | None] = []
@@ -225,30 +249,8 @@ def layered_svg(
             sources.append((r.source, x_of(r.source_layer or came.end)))
         else:
             sources.append((i - 1, x_of(rows[i - 1].end)))
-
-    # Each label on the side of its dot (or folded mark) with room, away from the arrow that reaches it.
     right_edge = width - MARGIN
-    places: list[_Place] = []
-    for i, r in enumerate(rows):
-        x = x_of(r.start)
-        src = sources[i]
-        local = src is not None and r.edge not in styles and src[1] != x
-        from_right = local and src is not None and src[1] > x
-        if r.folded:
-            xs = [x_of(layer) for layer in r.layers]
-            left, right = min(xs) - 14, max(xs) + 14
-            rooms = [
-                (right + 8, "start", right_edge - right - 8, from_right),
-                (left - 8, "end", left - 8 - BAND_LABEL, local and not from_right),
-                (left + 8, "start", right - left - 16, local),
-            ]
-            places.append(_side(r.label, rooms, enough=FOLDED_WRAP))
-            continue
-        else:
-            rights = (x + 9, "start", right_edge - x - 9, from_right)
-            lefts = (x - 9, "end", x - 9 - BAND_LABEL, local and not from_right)
-            rooms = [lefts, rights] if from_right else [rights, lefts]
-        places.append(_side(r.label, rooms))
+    places = [_label_place(r, sources[i], x_of, right_edge, styles) for i, r in enumerate(rows)]
     heights = [max(2, len(p.lines) + p.below) * LINE + ROW_PAD for p in places]
     tops = []
     y = MARGIN + HEAD + 16
@@ -256,7 +258,6 @@ def layered_svg(
         tops.append(y)
         y += h
     bottom = y + 8
-    mid = [t + LINE for t in tops]  # where a row's dot and arrows sit
     # The legend, wrapped to the width.
     legend_rows: list[list[tuple[str, str, str]]] = [[]]
     lx: float = MARGIN + 54
@@ -268,14 +269,37 @@ def layered_svg(
         legend_rows[-1].append(item)
         lx += step
     height = bottom + 24 + 22 * len(legend_rows) + 14
+    return _Layout(rows, columns, column, spare, width, styles, tuple(tuple(r) for r in legend_rows), tuple(sources),
+                   tuple(places), tuple(heights), tuple(tops), bottom, height)
 
+
+def _label_place(r: Row, src: tuple[int, float] | None, x_of, right_edge: float, styles: dict) -> _Place:
+    """Each label on the side of its dot (or folded mark) with room, away from the arrow that reaches it."""
+    x = x_of(r.start)
+    local = src is not None and r.edge not in styles and src[1] != x
+    from_right = local and src is not None and src[1] > x
+    if r.folded:
+        xs = [x_of(layer) for layer in r.layers]
+        left, right = min(xs) - 14, max(xs) + 14
+        rooms = [
+            (right + 8, "start", right_edge - right - 8, from_right),
+            (left - 8, "end", left - 8 - BAND_LABEL, local and not from_right),
+            (left + 8, "start", right - left - 16, local),
+        ]
+        return _side(r.label, rooms, enough=FOLDED_WRAP)
+    rights = (x + 9, "start", right_edge - x - 9, from_right)
+    lefts = (x - 9, "end", x - 9 - BAND_LABEL, local and not from_right)
+    return _side(r.label, [lefts, rights] if from_right else [rights, lefts])
+
+
+def _head(lay: _Layout, title: str) -> list[str]:
     out = [
-        (f'<svg xmlns="http://www.w3.org/2000/svg" class="dispel-sequence" viewBox="0 0 {width:g} {height:g}" '
-        f'width="{width:g}" height="{height:g}" role="img" aria-label="{escape(title or "sequence diagram")}" '
+        (f'<svg xmlns="http://www.w3.org/2000/svg" class="dispel-sequence" viewBox="0 0 {lay.width:g} {lay.height:g}" '
+        f'width="{lay.width:g}" height="{lay.height:g}" role="img" aria-label="{escape(title or "sequence diagram")}" '
         f'font-family="sans-serif" font-size="12">'),
         "<defs>",
     ]
-    markers = [(f"arrow-{e}", c) for e, (c, _) in sorted(styles.items())]
+    markers = [(f"arrow-{e}", c) for e, (c, _) in sorted(lay.styles.items())]
     markers += [("arrow-local", "currentColor"), ("arrow-join", JOIN_COLOUR)]
     for name, colour in markers:
         out.append(
@@ -285,31 +309,42 @@ def layered_svg(
     out.append("</defs>")
     if title:
         out.append(f"<title>{escape(title)}</title>")
-    # Thread bands: consecutive rows on one thread, shaded in turn, named on the left.
+    return out
+
+
+def _bands(lay: _Layout) -> list[str]:
+    """Thread bands: consecutive rows on one thread, shaded in turn, named on the left."""
+    rows, tops, out = lay.rows, lay.tops, []
     band_start = 0
     shade = 0
     name_chars = max(8, int((BAND_LABEL - 12) // BOLD_CHAR))
     for i in range(1, len(rows) + 1):
         if i == len(rows) or rows[i].thread != rows[band_start].thread:
             top = tops[band_start] - 4
-            bot = tops[i] - 4 if i < len(rows) else bottom
+            bot = tops[i] - 4 if i < len(rows) else lay.bottom
             opacity = "0.07" if shade % 2 == 0 else "0.02"
             out.append(
-                f'<rect x="0" y="{top:g}" width="{width:g}" height="{bot - top:g}" fill="currentColor" '
+                f'<rect x="0" y="{top:g}" width="{lay.width:g}" height="{bot - top:g}" fill="currentColor" '
                 f'fill-opacity="{opacity}" class="band"/>'
             )
             process, _, name = rows[band_start].thread.rpartition("/")
             if process and (band_start == 0 or rows[band_start - 1].thread.rpartition("/")[0] != process):
                 # a process swimlane begins: a rule across, and the process named above the thread
-                out.append(f'<line x1="0" y1="{top:g}" x2="{width:g}" y2="{top:g}" stroke="currentColor" stroke-width="2" class="process"/>')
+                out.append(f'<line x1="0" y1="{top:g}" x2="{lay.width:g}" y2="{top:g}" stroke="currentColor" stroke-width="2" class="process"/>')
             head = [*wrap("process " + process, name_chars, " -"), "thread"] if process else ["thread"]
             out.append(_text(8, top + LINE + 2, [*head, *wrap(name, name_chars, " -")], cls="thread", weight="bold"))
             shade += 1
             band_start = i
-    # Column heads and lifelines.
+    return out
+
+
+def _lifelines(lay: _Layout) -> list[str]:
+    """Column heads and lifelines."""
+    out = []
+    column = lay.column
     head_chars = max(6, int((column - 10) // (BOLD_CHAR * HEAD_SIZE / 12)))
-    for name in columns:
-        x = x_of(name)
+    for name in lay.columns:
+        x = lay.x_of(name)
         out.append(
             f'<rect x="{x - column / 2 + 3:g}" y="{MARGIN}" width="{column - 6:g}" height="{HEAD}" rx="6" '
             f'fill="none" stroke="currentColor"/>'
@@ -317,13 +352,18 @@ def layered_svg(
         head = wrap(name, head_chars, " -/")
         out.append(_text(x, MARGIN + HEAD / 2 + 4 - (len(head) - 1) * LINE / 2, head, anchor="middle", cls="layer", weight="bold", size=HEAD_SIZE))
         out.append(
-            f'<line x1="{x:g}" y1="{MARGIN + HEAD}" x2="{x:g}" y2="{bottom}" stroke="currentColor" '
+            f'<line x1="{x:g}" y1="{MARGIN + HEAD}" x2="{x:g}" y2="{lay.bottom}" stroke="currentColor" '
             f'stroke-opacity="0.3" stroke-dasharray="3 5"/>'
         )
-    # Joins: from a producer's dot to its user's, curving out to the left.
+    return out
+
+
+def _joins(lay: _Layout, links: list[JoinArc] | tuple[JoinArc, ...]) -> list[str]:
+    """Joins: from a producer's dot to its user's, curving out to the left."""
+    out, mid = [], lay.mid
     for link in links:
-        a, b = rows[link.producer], rows[link.user]
-        x1, y1, x2, y2 = x_of(a.start), mid[link.producer], x_of(b.start), mid[link.user]
+        a, b = lay.rows[link.producer], lay.rows[link.user]
+        x1, y1, x2, y2 = lay.x_of(a.start), mid[link.producer], lay.x_of(b.start), mid[link.user]
         bulge = max(MARGIN, min(x1, x2) - 40 - min(40, (y2 - y1) / 8))
         path = (
             f'<path d="M{x1 - 5:g},{y1:g} C{bulge:g},{y1:g} {bulge:g},{y2:g} {x2 - 6:g},{y2:g}" fill="none" '
@@ -331,46 +371,54 @@ def layered_svg(
             f'marker-end="url(#arrow-join)" class="join-{escape(link.kind)}"/>'
         )
         out.append(_linked(path, "", f"value ({link.kind}): {a.label} → {b.label}"))
-    # Arrows first, so that dots and labels lie on top: the arrow that reached each row, from the
-    # row and column of the hop it came from.
+    return out
+
+
+def _arrows(lay: _Layout) -> list[str]:
+    """The arrow that reached each row, from the row and column of the hop it came from (drawn
+    before the dots and labels, so that they lie on top)."""
+    out, mid, rows, styles = [], lay.mid, lay.rows, lay.styles
     for i, r in enumerate(rows):
-        y = mid[i]
-        x = x_of(r.start)
-        src = sources[i]
+        src = lay.sources[i]
+        if src is None:
+            continue
+        y, x = mid[i], lay.x_of(r.start)
         hop_attr = f' data-hop="{r.hop}"' if r.hop else ""
-        if src is not None:
-            src_row, sx = src
-            sy = mid[src_row]
-            if r.edge in styles:
-                colour, dash = styles[r.edge]
-                dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-                arrow = (
-                    f'<path d="M{sx:g},{sy:g} L{x:g},{y:g}" fill="none" stroke="{colour}" stroke-width="2"'
-                    f'{dash_attr} marker-end="url(#arrow-{r.edge})" class="edge-{escape(r.edge)}"{hop_attr}/>'
-                )
-                out.append(_linked(arrow, "", f"{r.edge}: thread {rows[src_row].thread} → thread {r.thread}"))
-            else:
-                dash = LOCAL.get(r.edge, "")
-                dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-                if sx != x:  # down the source's column, then across to this hop
-                    end = x - 5 if sx < x else x + 5
-                    d = f"M{sx:g},{sy:g} V{y:g} H{end:g}"
-                else:  # the same column: straight down to this hop
-                    d = f"M{sx:g},{sy:g} V{y - 6:g}"
-                out.append(
-                    f'<path d="{d}" fill="none" stroke="currentColor" stroke-width="1.3"'
-                    f'{dash_attr} marker-end="url(#arrow-local)" class="edge-{escape(r.edge)}"{hop_attr}/>'
-                )
-    # Then each row's dot (or folded mark) and label.
-    for i, r in enumerate(rows):
-        y = mid[i]
-        x = x_of(r.start)
-        place = places[i]
+        row, sx = src
+        sy = mid[row]
+        if r.edge in styles:
+            colour, dash = styles[r.edge]
+            dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+            arrow = (
+                f'<path d="M{sx:g},{sy:g} L{x:g},{y:g}" fill="none" stroke="{colour}" stroke-width="2"'
+                f'{dash_attr} marker-end="url(#arrow-{r.edge})" class="edge-{escape(r.edge)}"{hop_attr}/>'
+            )
+            out.append(_linked(arrow, "", f"{r.edge}: thread {rows[row].thread} → thread {r.thread}"))
+            continue
+        dash = LOCAL.get(r.edge, "")
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        if sx != x:  # down the source's column, then across to this hop
+            end = x - 5 if sx < x else x + 5
+            d = f"M{sx:g},{sy:g} V{y:g} H{end:g}"
+        else:  # the same column: straight down to this hop
+            d = f"M{sx:g},{sy:g} V{y - 6:g}"
+        out.append(
+            f'<path d="{d}" fill="none" stroke="currentColor" stroke-width="1.3"'
+            f'{dash_attr} marker-end="url(#arrow-local)" class="edge-{escape(r.edge)}"{hop_attr}/>'
+        )
+    return out
+
+
+def _marks(lay: _Layout) -> list[str]:
+    """Each row's dot (or folded mark) and label."""
+    out, mid, tops = [], lay.mid, lay.tops
+    for i, r in enumerate(lay.rows):
+        y, x, place = mid[i], lay.x_of(r.start), lay.places[i]
         data = f' data-mid="{y:g}"' + (f' data-hops="{" ".join(map(str, r.hops))}"' if r.hops else "")
         if r.folded:
-            xs = [x_of(layer) for layer in r.layers]
+            xs = [lay.x_of(layer) for layer in r.layers]
             left, right = min(xs) - 14, max(xs) + 14
-            box_h = heights[i] - 6
+            box_h = lay.heights[i] - 6
             mark = (
                 f'<rect x="{left:g}" y="{tops[i]:g}" width="{right - left:g}" height="{box_h:g}" rx="8" '
                 f'fill="currentColor" fill-opacity="0.08" stroke="currentColor" stroke-dasharray="4 3" class="folded"/>'
@@ -381,11 +429,14 @@ def layered_svg(
         dot = f'<circle cx="{x:g}" cy="{y:g}" r="4.5" fill="currentColor"/>'
         text_y = y + 4 + (LINE if place.below else 0)
         out.append(_linked(dot + _text(place.x, text_y, place.lines, anchor=place.anchor, cls="hop"), r.href, r.label, data))
-    # Legend.
-    ly = bottom + 24
-    out.append(_text(MARGIN, ly, ["edges:"], weight="bold"))
-    for line in legend_rows:
-        lx = MARGIN + 54
+    return out
+
+
+def _legend(lay: _Layout) -> list[str]:
+    ly = lay.bottom + 24
+    out = [_text(MARGIN, ly, ["edges:"], weight="bold")]
+    for line in lay.legend:
+        lx: float = MARGIN + 54
         for name, colour, dash in line:
             dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
             out.append(f'<line x1="{lx:g}" y1="{ly - 4}" x2="{lx + 30:g}" y2="{ly - 4}" stroke="{colour}" stroke-width="2"{dash_attr}/>')
@@ -398,5 +449,16 @@ def layered_svg(
         f'stroke="currentColor" stroke-dasharray="4 3"/>'
     )
     out.append(_text(MARGIN + 90, fy, ["hops folded on the page: click to open them"]))
-    out.append("</svg>")
-    return "\n".join(out)
+    return out
+
+
+def layered_svg(
+    rows: list[Row] | tuple[Row, ...], links: list[JoinArc] | tuple[JoinArc, ...] = (), *, title: str = "", fit: int = FIT
+) -> str:
+    """The SVG text of a layered sequence diagram, at most ``fit`` pixels wide when its columns
+    can narrow that far (MIN_COLUMN). Deterministic, and without blank lines, so Markdown keeps
+    it as one raw HTML block."""
+    _check_rows(rows)
+    lay = _layout(tuple(rows), fit)
+    out = _head(lay, title) + _bands(lay) + _lifelines(lay) + _joins(lay, links) + _arrows(lay) + _marks(lay) + _legend(lay)
+    return "\n".join([*out, "</svg>"])

@@ -147,89 +147,109 @@ def fill(
     ``key`` names the annotation in errors; ``code`` renders inline code (render.inline_code);
     ``numbers`` maps a chain position (1-based) to the number the page shows it under (dispel.chains.fold.page_numbers).
     """
-    shown = (lambda n: numbers.get(n, n)) if numbers else (lambda n: n)
-    where = f"annotation {key} on {chain.journey}" + (f" hop {index + 1}" if index is not None else " (summary)")
-    hop = chain.hops[index] if index is not None else None
+    filler = _Filler(chain, index, key, code, numbers or {})
+    filled = PLACEHOLDER_RE.sub(filler.fill, text)
+    leftover = ANY_BRACES_RE.search(filled)
+    if leftover:
+        raise filler.fail(leftover.group(0), "is not a placeholder")
+    return filled
 
-    def fail(placeholder: str, why: str) -> DispelError:
-        return DispelError(f"{where}: {placeholder} {why}; see docs/annotations/README.md")
 
-    def one(m: re.Match) -> str:
+class _Filler:
+    """The placeholders of one text, filled for one hop (or the summary) of one chain."""
+
+    def __init__(self, chain: Chain, index: int | None, key: str, code: Callable[[str], str], numbers: Mapping[int, int]) -> None:
+        self.chain, self.index, self.code, self.numbers = chain, index, code, numbers
+        self.where = f"annotation {key} on {chain.journey}" + (f" hop {index + 1}" if index is not None else " (summary)")
+        self.hop = chain.hops[index] if index is not None else None
+
+    def fail(self, placeholder: str, why: str) -> DispelError:
+        return DispelError(f"{self.where}: {placeholder} {why}; see docs/annotations/README.md")
+
+    def shown(self, n: int) -> int:
+        return self.numbers.get(n, n)
+
+    def fill(self, m: re.Match) -> str:
+        if m.group("name") == "frame" and m.group("arg") and "@" in m.group("arg"):
+            field, _, where = m.group("arg").partition("@")
+            return self.frame_of(m, field.strip(), where)
+        return self.one(m)
+
+    def one(self, m: re.Match) -> str:
         name, arg, whole = m.group("name"), m.group("arg"), m.group(0)
         if name not in NAMES:
-            raise fail(whole, f"is not a placeholder (known: {', '.join(NAMES)})")
+            raise self.fail(whole, f"is not a placeholder (known: {', '.join(NAMES)})")
         takes_arg = name in ("hop", "next", "frame")
         if name == "thread" and arg is not None:  # {{thread:KEY}}: the thread of a function's hop
-            return code(chain.hops[nth_hop(m, arg)].thread)
+            return self.code(self.chain.hops[self.nth_hop(m, arg)].thread)
         if takes_arg != (arg is not None) or (name == "deflate") != (m.group("yes") is not None):
-            raise fail(whole, "is malformed")
+            raise self.fail(whole, "is malformed")
         if name == "deflate":
-            told = deflate_negotiated(chain)
-            if told is None:
-                raise fail(whole, "cannot be filled: the page has no WebSocket frame to tell")
-            return m.group("yes") if told else m.group("no")
+            return self.deflate(m)
         if name == "hop":
-            found = _first_hop(chain.hops, arg.strip())
+            found = _first_hop(self.chain.hops, arg.strip())
             if found is None:
-                raise fail(whole, f"cannot be filled: {arg.strip()} is not a hop on this page")
-            return hop_link(shown(found + 1))
-        if hop is None or index is None:  # (None together)
-            raise fail(whole, "cannot be filled in a journey summary (it needs a hop)")
+                raise self.fail(whole, f"cannot be filled: {arg.strip()} is not a hop on this page")
+            return hop_link(self.shown(found + 1))
+        if self.hop is None:
+            raise self.fail(whole, "cannot be filled in a journey summary (it needs a hop)")
+        return self.of_hop(name, arg, whole)
+
+    def deflate(self, m: re.Match) -> str:
+        told = deflate_negotiated(self.chain)
+        if told is None:
+            raise self.fail(m.group(0), "cannot be filled: the page has no WebSocket frame to tell")
+        return m.group("yes") if told else m.group("no")
+
+    def of_hop(self, name: str, arg: str | None, whole: str) -> str:
+        """The placeholders that need a hop: thread, nextthread, lineno, line, next, frame."""
+        hop, index, chain = self.hop, self.index, self.chain
+        assert hop is not None and index is not None
         if name == "thread":
-            return code(hop.thread)
+            return self.code(hop.thread)
         if name == "nextthread":
             if index + 1 >= len(chain.hops):
-                raise fail(whole, "cannot be filled: this is the last hop")
-            return code(chain.hops[index + 1].thread)
+                raise self.fail(whole, "cannot be filled: this is the last hop")
+            return self.code(chain.hops[index + 1].thread)
         if name == "lineno":
             if hop.func.is_c:
-                raise fail(whole, "cannot be filled: a C function has no source line")
+                raise self.fail(whole, "cannot be filled: a C function has no source line")
             return str(hop.line)
         if name == "line":
             if not hop.line_text:
-                raise fail(whole, "cannot be filled: the hop has no executed line text")
-            return code(hop.line_text)
+                raise self.fail(whole, "cannot be filled: the hop has no executed line text")
+            return self.code(hop.line_text)
+        assert arg is not None
         if name == "next":
             found = _first_hop(chain.hops, arg.strip(), index + 1)
             if found is None:
-                raise fail(whole, f"cannot be filled: no hop of {arg.strip()} follows")
-            return hop_link(shown(found + 1))
+                raise self.fail(whole, f"cannot be filled: no hop of {arg.strip()} follows")
+            return hop_link(self.shown(found + 1))
         field = arg.strip()
         if field not in FRAME_FIELDS:
-            raise fail(whole, f"names no frame field (known: {', '.join(FRAME_FIELDS)})")
+            raise self.fail(whole, f"names no frame field (known: {', '.join(FRAME_FIELDS)})")
         data = hop_frame(chain, index)
         if data is None:
-            raise fail(whole, "cannot be filled: no socket call on this stretch of the thread carries a WebSocket frame")
+            raise self.fail(whole, "cannot be filled: no socket call on this stretch of the thread carries a WebSocket frame")
         return frame_field(data, field)
 
-    def nth_hop(m: re.Match, where: str) -> int:
+    def nth_hop(self, m: re.Match, where: str) -> int:
         """``KEY`` or ``KEY#N``: the index of the first (N-th) hop of function KEY on the page."""
         key, _, nth = where.partition("#")
-        found = [i for i, h in enumerate(chain.hops) if h.func.key == key.strip()]
+        found = [i for i, h in enumerate(self.chain.hops) if h.func.key == key.strip()]
         n = int(nth) if nth.isdigit() else 1
         if not nth.isdigit() and nth or not 1 <= n <= len(found):
-            raise fail(m.group(0), f"cannot be filled: the page has {len(found)} hop(s) of {key.strip()}")
+            raise self.fail(m.group(0), f"cannot be filled: the page has {len(found)} hop(s) of {key.strip()}")
         return found[n - 1]
 
-    def frame_of(m: re.Match, field: str, where: str) -> str:
+    def frame_of(self, m: re.Match, field: str, where: str) -> str:
         """``{{frame:FIELD@KEY}}`` / ``{{frame:FIELD@KEY#N}}``: the frame of the first (N-th) hop of KEY."""
         if field not in FRAME_FIELDS:
-            raise fail(m.group(0), f"names no frame field (known: {', '.join(FRAME_FIELDS)})")
-        at = nth_hop(m, where)
-        own = value_bytes(chain.hops[at].value) if chain.hops[at].func.module == SOCKET_MODULE else None
-        data = own if is_frame(own) else hop_frame(chain, at)
+            raise self.fail(m.group(0), f"names no frame field (known: {', '.join(FRAME_FIELDS)})")
+        at = self.nth_hop(m, where)
+        hop = self.chain.hops[at]
+        own = value_bytes(hop.value) if hop.func.module == SOCKET_MODULE else None
+        data = own if is_frame(own) else hop_frame(self.chain, at)
         if data is None:
-            raise fail(m.group(0), f"cannot be filled: hop {at + 1} carries no WebSocket frame")
+            raise self.fail(m.group(0), f"cannot be filled: hop {at + 1} carries no WebSocket frame")
         return frame_field(data, field)
-
-    def any_one(m: re.Match) -> str:
-        if m.group("name") == "frame" and m.group("arg") and "@" in m.group("arg"):
-            field, _, where = m.group("arg").partition("@")
-            return frame_of(m, field.strip(), where)
-        return one(m)
-
-    filled = PLACEHOLDER_RE.sub(any_one, text)
-    leftover = ANY_BRACES_RE.search(filled)
-    if leftover:
-        raise fail(leftover.group(0), "is not a placeholder")
-    return filled

@@ -26,9 +26,11 @@ from ..project import (
     Project,
     load_annotations,
     load_chains,
+    oldest_set,
     project_lock,
     write_all_atomic,
 )
+from ..review import versions as versions_core
 from . import annotation_files
 from . import pages as render
 
@@ -107,6 +109,8 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     versions += browsers_recorded(project)
     files[out / "snippets" / "modules.md"] = layout.markdown_table()
     files[out / "snippets" / "versions.md"] = render.render_versions(versions, python, sorted(found, key=catalog.JOURNEY_NAMES.index))
+    old_chains, old_lock = oldest_set(project)  # docs/versions/: the oldest supported set against the lock's
+    files.update(versions_core.pages(out, old_chains, found, old_lock, lock))
     write_all_atomic(files)
 
     said = [p.message for p in annotation_files.problems(found.values(), notes, sources, only=("missing", "stale", "unreviewed", "sample_values"))]
@@ -114,3 +118,4 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     if absent:
         said.append(f"not recorded yet, placeholder pages: {', '.join(absent)} (run `make regen`)")
     return Site(tuple(files), tuple(said))
+

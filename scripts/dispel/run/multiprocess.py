@@ -194,90 +194,22 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
     (for the benchmark) and writes nothing; ``after_step(step, redis)`` runs after each step
     (tests stop Redis there); ``redact``: regexes each process hides (besides the file's).
     Raises DispelError naming the step and the process."""
-    deadline = Deadline(timeout)
-    redis_port, *server_ports = free_ports(1 + len(sc.processes))
-    queue = f"redis://127.0.0.1:{redis_port}/0"
-    ports = {p.role: port if p.kind == "server" else 0 for p, port in zip(sc.processes, server_ports)}
-    tmp = Path(tempfile.mkdtemp(prefix="dispel-processes-"))
-    children: dict[str, TracedProcess] = {}
-    clients: dict[str, ClientProcess] = {}
-    server_of = dict(sc.clients)
-    connected: dict[str, int] = {p.role: 0 for p in sc.processes}
-    redis: RedisServer | None = None
     began = time.perf_counter()
+    r = _Run(sc, Deadline(timeout))
     try:
-        redis = RedisServer(redis_port, time.monotonic() + min(10.0, deadline.remaining()))
-        for p in sc.processes:
-            argv = [sys.executable, "-m", "dispel.run.multiprocess_child", p.role, p.kind, p.module, queue, str(ports[p.role]),
-                    str(tmp / f"{sc.name}.{p.role}.json"), str(redis_port)]
-            if not traced:
-                argv.append("--untraced")
-            argv += [f"--redact={pattern}" for pattern in (*sc.redact, *redact)]
-            children[p.role] = TracedProcess(sc.name, p.role, argv)
-        # the clients' processes start beside the servers' (each connects only at its step)
-        for who, role in sc.clients:
-            clients[who] = ClientProcess(ports[role])
-        for role, child in children.items():
-            child.expect("start", "ready", deadline.remaining())
+        r.start(traced, redact)
         if timings is not None:
             timings["start"] = time.perf_counter() - began
         for spec in sc.steps:
             t0 = time.perf_counter()
-            who, _, rest = spec.partition(":")
-            step, _, count = rest.partition("*")
-            if not redis.alive():
-                raise DispelError(f"scenario {sc.name!r}: step {spec!r}: process redis-server died (exit {redis.proc.returncode})")
-            for child in children.values():
-                child.ask(spec, f"begin {spec}", deadline.remaining())
-            if who in server_of:
-                try:
-                    clients[who].step(step, deadline.remaining(), int(count or 1))
-                except DispelError as exc:
-                    raise DispelError(f"scenario {sc.name!r}: step {spec!r}: client {who} on {server_of[who]}: {exc}") from None
-                if step == "connect":
-                    connected[server_of[who]] += 1
-                    # its server's listener subscribes at its first connection: wait for it,
-                    # so that the processes connect to Redis in the same order every run
-                    want = sum(1 for r, n in connected.items() if n)
-                    while redis.subscribers() < want:
-                        if deadline.remaining() <= 0:
-                            raise DispelError(f"scenario {sc.name!r}: step {spec!r}: {server_of[who]} never subscribed to {CHANNEL!r}")
-                        time.sleep(0.005)
-                elif step == "disconnect":
-                    connected[server_of[who]] -= 1
-            elif who in children:
-                children[who].ask(spec, f"run {spec}", deadline.remaining())
-            else:
-                raise DispelError(f"scenario {sc.name!r}: step {spec!r}: no client or process {who!r}")
-            if not redis.alive():
-                raise DispelError(f"scenario {sc.name!r}: step {spec!r}: process redis-server died (exit {redis.proc.returncode})")
-            # handlers first, everywhere (what they publish is then in every listener's socket),
-            # then each listener, until it waits on its socket with nothing left to read
-            for role, child in children.items():
-                child.ask(spec, f"settle {spec} {connected[role]} {deadline.remaining():.3f}", deadline.remaining())
-            for child in children.values():
-                child.ask(spec, f"end {spec} {deadline.remaining():.3f}", deadline.remaining())
-            if not redis.alive():
-                raise DispelError(f"scenario {sc.name!r}: step {spec!r}: process redis-server died (exit {redis.proc.returncode})")
+            r.step(spec)
             if timings is not None:
                 timings[spec] = time.perf_counter() - t0
             if after_step is not None:
-                after_step(spec, redis)
-        for client in clients.values():
-            client.close()
-        clients.clear()
+                assert r.redis is not None
+                after_step(spec, r.redis)
         t0 = time.perf_counter()
-        # Finishing (a server's shutdown waits for its poll) and writing (normalizing the trace)
-        # run in every process at once: sent to all, then the answers read.
-        for child in children.values():
-            child.send("finish")
-        ids: dict[str, str] = {}
-        for child in children.values():
-            ids.update(json.loads(child.expect("stop", "ok", deadline.remaining())))
-        for child in children.values():
-            child.send(f"write {json.dumps(ids)}")
-        for child in children.values():
-            child.expect("stop", "ok", deadline.remaining())
+        r.finish()
         if timings is not None:
             timings["finish"] = time.perf_counter() - t0
             timings["total"] = time.perf_counter() - began
@@ -285,18 +217,117 @@ def run(sc: ProcessScenario, out: Path, timeout: float = 60.0, timings: dict[str
             return {}
         files = {}
         for role in sc.roles():
-            path = tmp / f"{sc.name}.{role}.json"
+            path = r.tmp / f"{sc.name}.{role}.json"
             files[out / path.name] = path.read_text(encoding="utf-8")
         write_all_atomic(files)
         return {p.stem: p for p in files}
     finally:
-        for client in clients.values():
+        r.close()
+
+
+class _Run:
+    """One run of a scenario of several processes: its Redis server, traced processes and clients."""
+
+    def __init__(self, sc: ProcessScenario, deadline: Deadline) -> None:
+        self.sc, self.deadline = sc, deadline
+        self.redis_port, *server_ports = free_ports(1 + len(sc.processes))
+        self.ports = {p.role: port if p.kind == "server" else 0 for p, port in zip(sc.processes, server_ports)}
+        self.tmp = Path(tempfile.mkdtemp(prefix="dispel-processes-"))
+        self.children: dict[str, TracedProcess] = {}
+        self.clients: dict[str, ClientProcess] = {}
+        self.server_of = dict(sc.clients)
+        self.connected: dict[str, int] = {p.role: 0 for p in sc.processes}
+        self.redis: RedisServer | None = None
+
+    def start(self, traced: bool, redact: tuple[str, ...]) -> None:
+        sc, deadline = self.sc, self.deadline
+        queue = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.redis = RedisServer(self.redis_port, time.monotonic() + min(10.0, deadline.remaining()))
+        for p in sc.processes:
+            argv = [sys.executable, "-m", "dispel.run.multiprocess_child", p.role, p.kind, p.module, queue, str(self.ports[p.role]),
+                    str(self.tmp / f"{sc.name}.{p.role}.json"), str(self.redis_port)]
+            if not traced:
+                argv.append("--untraced")
+            argv += [f"--redact={pattern}" for pattern in (*sc.redact, *redact)]
+            self.children[p.role] = TracedProcess(sc.name, p.role, argv)
+        # the clients' processes start beside the servers' (each connects only at its step)
+        for who, role in sc.clients:
+            self.clients[who] = ClientProcess(self.ports[role])
+        for child in self.children.values():
+            child.expect("start", "ready", deadline.remaining())
+
+    def redis_alive(self, spec: str) -> None:
+        assert self.redis is not None
+        if not self.redis.alive():
+            raise DispelError(f"scenario {self.sc.name!r}: step {spec!r}: process redis-server died (exit {self.redis.proc.returncode})")
+
+    def step(self, spec: str) -> None:
+        """One step, then every process settled: handlers first, everywhere (what they publish is
+        then in every listener's socket), then each listener, until it waits on its socket with
+        nothing left to read."""
+        sc, deadline, children = self.sc, self.deadline, self.children
+        who, _, rest = spec.partition(":")
+        step, _, count = rest.partition("*")
+        self.redis_alive(spec)
+        for child in children.values():
+            child.ask(spec, f"begin {spec}", deadline.remaining())
+        if who in self.server_of:
+            self.client_step(spec, who, step, int(count or 1))
+        elif who in children:
+            children[who].ask(spec, f"run {spec}", deadline.remaining())
+        else:
+            raise DispelError(f"scenario {sc.name!r}: step {spec!r}: no client or process {who!r}")
+        self.redis_alive(spec)
+        for role, child in children.items():
+            child.ask(spec, f"settle {spec} {self.connected[role]} {deadline.remaining():.3f}", deadline.remaining())
+        for child in children.values():
+            child.ask(spec, f"end {spec} {deadline.remaining():.3f}", deadline.remaining())
+        self.redis_alive(spec)
+
+    def client_step(self, spec: str, who: str, step: str, count: int) -> None:
+        sc, deadline, server = self.sc, self.deadline, self.server_of[who]
+        try:
+            self.clients[who].step(step, deadline.remaining(), count)
+        except DispelError as exc:
+            raise DispelError(f"scenario {sc.name!r}: step {spec!r}: client {who} on {server}: {exc}") from None
+        if step == "connect":
+            self.connected[server] += 1
+            # its server's listener subscribes at its first connection: wait for it,
+            # so that the processes connect to Redis in the same order every run
+            want = sum(1 for n in self.connected.values() if n)
+            assert self.redis is not None
+            while self.redis.subscribers() < want:
+                if deadline.remaining() <= 0:
+                    raise DispelError(f"scenario {sc.name!r}: step {spec!r}: {server} never subscribed to {CHANNEL!r}")
+                time.sleep(0.005)
+        elif step == "disconnect":
+            self.connected[server] -= 1
+
+    def finish(self) -> None:
+        """Clients closed; then finishing (a server's shutdown waits for its poll) and writing
+        (normalizing the trace) run in every process at once: sent to all, then the answers read."""
+        for client in self.clients.values():
+            client.close()
+        self.clients.clear()
+        children, deadline = self.children.values(), self.deadline
+        for child in children:
+            child.send("finish")
+        ids: dict[str, str] = {}
+        for child in children:
+            ids.update(json.loads(child.expect("stop", "ok", deadline.remaining())))
+        for child in children:
+            child.send(f"write {json.dumps(ids)}")
+        for child in children:
+            child.expect("stop", "ok", deadline.remaining())
+
+    def close(self) -> None:
+        for client in self.clients.values():
             try:
                 client.close()
             except Exception:  # noqa: BLE001, S110 - closing what is left, whatever state it is in
                 pass
-        for child in children.values():
+        for child in self.children.values():
             child.close()
-        if redis is not None:
-            redis.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if self.redis is not None:
+            self.redis.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)

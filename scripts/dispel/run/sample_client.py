@@ -134,59 +134,67 @@ def disconnect_cleanly(client, timeout: float) -> None:
     client.disconnect()
 
 
-def main(argv: list[str]) -> int:
-    import time
+EVENTS = ("welcome", "reply", "joined", "news")  # the events the sample's steps wait for
 
-    import socketio
 
-    port = int(argv[0])
-    pace = float(argv[1]) if len(argv) > 1 else PACE_SECONDS
-    client: socketio.Client  # made below; the patches read it when they run
-    patch_websocket(pace, lambda: client)
-    patch_http_close()
-    url = f"http://127.0.0.1:{port}"
-    got: dict[str, list] = {"welcome": [], "reply": [], "joined": [], "news": []}
-    arrived = threading.Condition()
-    # No "t=" cache-buster in the URL: it only matters to long-polling and
-    # would put the clock into the request line.
-    client = socketio.Client(reconnection=False, **no_timestamps())
+class _Steps:
+    """The sample scenarios' client: one python-socketio Client, the events it has received, and
+    each step a driver can ask for."""
 
-    def on(event: str):
+    def __init__(self, port: int, pace: float) -> None:
+        import socketio
+
+        self.client: socketio.Client  # made below; the patches read it when they run
+        patch_websocket(pace, lambda: self.client)
+        patch_http_close()
+        self.url = f"http://127.0.0.1:{port}"
+        self.got: dict[str, list] = {event: [] for event in EVENTS}
+        self.arrived = threading.Condition()
+        # No "t=" cache-buster in the URL: it only matters to long-polling and
+        # would put the clock into the request line.
+        self.client = socketio.Client(reconnection=False, **no_timestamps())
+        for event in self.got:
+            self.client.on(event, self._handler(event))
+
+    def _handler(self, event: str):
         def handler(data):
-            with arrived:
-                got[event].append(data)
-                arrived.notify_all()
+            with self.arrived:
+                self.got[event].append(data)
+                self.arrived.notify_all()
 
-        client.on(event, handler)
+        return handler
 
-    for event in got:
-        on(event)
-
-    def wait_for(event: str, count: int, timeout: float) -> None:
-        with arrived:
-            if not arrived.wait_for(lambda: len(got[event]) >= count, timeout):
+    def wait_for(self, event: str, count: int, timeout: float) -> None:
+        with self.arrived:
+            if not self.arrived.wait_for(lambda: len(self.got[event]) >= count, timeout):
                 raise TimeoutError(f"no {event!r} event from the server")
 
-    def step(name: str, timeout: float, count: int) -> None:
+    def connect(self, name: str, timeout: float) -> None:
+        import time
+
+        # connect-polling: Engine.IO's default, long-polling first, then the upgrade
+        transports = ["websocket"] if name == "connect" else ["polling", "websocket"]
+        self.client.connect(self.url, transports=transports, headers={"Sec-WebSocket-Key": WS_KEY}, wait_timeout=timeout)
+        self.wait_for("welcome", 1, timeout)
+        if name == "connect-polling":
+            end = time.monotonic() + timeout
+            while self.client.transport() != "websocket" and time.monotonic() < end:
+                time.sleep(0.01)
+            if self.client.transport() != "websocket":
+                raise TimeoutError("the client never upgraded to websocket")
+
+    def step(self, name: str, timeout: float, count: int) -> None:
+        client, got = self.client, self.got
         if name in ("connect", "connect-polling"):
-            # connect-polling: Engine.IO's default, long-polling first, then the upgrade
-            transports = ["websocket"] if name == "connect" else ["polling", "websocket"]
-            client.connect(url, transports=transports, headers={"Sec-WebSocket-Key": WS_KEY}, wait_timeout=timeout)
-            wait_for("welcome", 1, timeout)
-            if name == "connect-polling":
-                end = time.monotonic() + timeout
-                while client.transport() != "websocket" and time.monotonic() < end:
-                    time.sleep(0.01)
-                if client.transport() != "websocket":
-                    raise TimeoutError("the client never upgraded to websocket")
+            self.connect(name, timeout)
         elif name == "chat":
             for _ in range(count):
                 n = len(got["reply"])
                 client.emit("chat", CHAT_PAYLOAD)
-                wait_for("reply", n + 1, timeout)
+                self.wait_for("reply", n + 1, timeout)
         elif name == "join":
             client.emit("join", ROOM)
-            wait_for("joined", 1, timeout)
+            self.wait_for("joined", 1, timeout)
         elif name == "ack":
             answer = client.call("shout", "hello", timeout=timeout)
             if answer != {"upper": "HELLO"}:
@@ -195,10 +203,15 @@ def main(argv: list[str]) -> int:
             disconnect_cleanly(client, timeout)
         elif name.startswith("expect-") and name[7:] in got:
             # an event some other client's step (or another process) made the server send
-            wait_for(name[7:], count, timeout)
+            self.wait_for(name[7:], count, timeout)
         else:
             raise ValueError(f"unknown step {name!r}")
 
+
+def main(argv: list[str]) -> int:
+    """One step per stdin line (``NAME [TIMEOUT [COUNT]]``, or ``quit``), answered ``ok NAME`` or
+    ``error NAME ...`` on stdout."""
+    steps = _Steps(int(argv[0]), float(argv[1]) if len(argv) > 1 else PACE_SECONDS)
     for line in sys.stdin:
         parts = line.split()
         if not parts:
@@ -209,13 +222,13 @@ def main(argv: list[str]) -> int:
         timeout = float(parts[1]) if len(parts) > 1 else 10.0
         count = int(parts[2]) if len(parts) > 2 else 1
         try:
-            step(name, timeout, count)
+            steps.step(name, timeout, count)
         except Exception as exc:  # noqa: BLE001 - reported to the driver, which names the step
             print(f"error {name} {type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
             continue
         print(f"ok {name}", flush=True)
-    if client.connected:
-        client.disconnect()
+    if steps.client.connected:
+        steps.client.disconnect()
     return 0
 
 
