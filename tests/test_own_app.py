@@ -149,6 +149,10 @@ def test_the_report_checks_clean(built):
     proc = subprocess.run([sys.executable, "-m", "dispel", "check", "--root", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout
     assert re.search(r"integrity \d", proc.stdout)
+    # every wire value of the app's pages has its maker or reader on its chain, and both commands say how many
+    for said in (built[1], proc.stdout):
+        m = re.search(r"^completeness: (\d+) of (\d+) wire values have their maker or reader on the chain", said, re.MULTILINE)
+        assert m and m.group(1) == m.group(2) and int(m.group(2)) > 0, said
 
 
 CAUGHT = '''from flask import Flask

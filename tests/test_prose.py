@@ -115,13 +115,15 @@ def test_an_annotation_that_types_the_executed_line_fails(site):
     assert prose.typed_lines(texts, chains) == []
     key = "engineio.socket:Socket.send"  # executes line 77 wherever it runs
     found = prose.typed_lines(dict(texts, **{key: texts[key] + " Line 77 queues it."}), chains)
+    hop = next(n for n, h in enumerate(chains["ack"].hops, 1) if h.func.key == key)
     assert found == [
-        (f"prose: annotation {key}: types 'Line 77', the executed line of ack hop 77: "
+        (f"prose: annotation {key}: types 'Line 77', the executed line of ack hop {hop}: "
         "write line {{lineno}}, quote {{line}} or say the highlighted line [typed-line]")
     ]
     keyed = "threading:Thread.run@upgrade"
+    run = next(n for n, h in enumerate(chains["upgrade"].hops, 1) if h.func.key == "threading:Thread.run")
     assert prose.typed_lines(dict(texts, **{keyed: "At line 982 it runs the target."}), chains) == [
-        (f"prose: annotation {keyed}: types 'line 982', the executed line of upgrade hop 90: "
+        (f"prose: annotation {keyed}: types 'line 982', the executed line of upgrade hop {run}: "
         "write line {{lineno}}, quote {{line}} or say the highlighted line [typed-line]")
     ]
     # the placeholder, and a line the hop did not execute, pass

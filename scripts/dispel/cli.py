@@ -58,6 +58,8 @@ def _said(done: report.Report, no_site: bool) -> int:
         print(f"the app raised: {line}")
     if done.unannotated:
         print(f"not annotated: {len(done.unannotated)} functions (listed on the report's home page)")
+    if done.completeness:
+        print(done.completeness)
     print(f"report -> {done.out}" + ("" if no_site else f" (site: {done.out / 'site'})"))
     return 0
 
@@ -125,7 +127,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if report.is_report(args.root):  # a folder `dispel report` built
         result = report.check(args.root, fetcher=_fetcher(args), raw_base=args.raw_base)
     else:
-        result = verify.check(Project(args.root), fetcher=_fetcher(args), raw_base=args.raw_base, rerecord=args.rerecord)
+        result = verify.check(Project(args.root), fetcher=_fetcher(args), raw_base=args.raw_base, rerecord=args.rerecord, drift=not args.no_regen)
     if args.handin:
         handin_build.check_into(result, args.root, args.handin, PROJECT)
     for line in result.failures:
@@ -135,6 +137,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     phases = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.timings.items())
     print(f"{len(result.failures)} problem(s); {phases}; total {time.perf_counter() - started:.2f}s")
     print(result.summary.line(result.timings["links"]))
+    if result.completeness:
+        print(result.completeness)
     return 1 if result.failures else 0
 
 
@@ -152,6 +156,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(dump_json(audit.json_report(found.verdicts, found.coverage)), end="")
     else:
         print(audit.markdown_report(found.verdicts, found.coverage, found.chains_known), end="")
+        if found.completeness:
+            print(f"\n{found.completeness}")
     return 1 if found.broken else 0
 
 
@@ -243,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--online", action="store_true", help="also fetch every linked file at its pinned ref and compare the lines")
     _online_options(p, time_limit=120.0)
     p.add_argument("--rerecord", action="store_true", help="also record every scenario again and compare with traces/*.json (slow)")
+    p.add_argument("--no-regen", action="store_true", help="leave out the comparison of the generated files with a regeneration")
     p.add_argument("--handin", type=Path, default=None, metavar="DIR", help="also check the hand-in `dispel handin` wrote into DIR (make handin: site/handin)")
     p.set_defaults(func=cmd_check)
 

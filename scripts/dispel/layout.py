@@ -77,6 +77,7 @@ MODULES: dict[str, tuple[str, str]] = {
     "check.integrity": (PURE, "each chain is one story, proven against its trace"),
     "check.pagecheck": (PURE, "what a page shows before anything is opened (at most 30 hops)"),
     "check.prose": (PURE, "what the pages say about a hop, read against the chain"),
+    "check.completeness": (PURE, "every wire value a page shows has its maker or reader on the chain, found from the trace"),
     "check.fetch": (SHELL, "HTTP fetches for the online check: bounded, cached, retried"),
     "check.stage": (GLUE, "`dispel check`: what the other stages made, verified"),
     # review/

@@ -28,8 +28,8 @@ from .chains import build as chains_core
 from .chains import derive, derive_finders, fold
 from .chains.build import JourneyError
 from .chains.stage import chain_files
-from .check import fetch, integrity, prose
-from .check.stage import CheckResult, check_integrity, check_proofs
+from .check import completeness, fetch, integrity, prose
+from .check.stage import CheckResult, check_completeness, check_integrity, check_proofs
 from .model import Chain, DispelError, Lock, TraceFile, text_lines
 from .pins import pinning as pins
 from .pins.forges import repo_url
@@ -69,6 +69,7 @@ class Report:
     unannotated: tuple[str, ...]
     raised: tuple[str, ...] = ()  # what the app raised, as the run printed it, and which journey shows it
     said: tuple[str, ...] = ()  # what the recording said (the app's root, threads still running at the end)
+    completeness: str = ""  # how many of the pages' wire values have their maker or reader on the chain
 
 
 RUNNING = "still running when the scenario ended (cut there): "
@@ -372,7 +373,12 @@ def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] 
         raise
     # an exception the run's own line names (with its step) is not said again from its traceback
     raised = raised_lines(stderr, trace, done[3], {site for _, site in named if site})
-    return Report(out, *done[:3], raised=tuple(raised), said=tuple(said))
+    return Report(out, *done[:3], raised=tuple(raised), said=tuple(said), completeness=completed(trace, done[3]))
+
+
+def completed(trace: TraceFile, built: Mapping[str, Chain]) -> str:
+    """The line that says how many of the pages' wire values have their maker or reader on the chain."""
+    return completeness.figures_line({name: completeness.findings(trace, chain, name) for name, chain in built.items()})
 
 
 def raised_lines(stderr: str, trace: TraceFile, built: Mapping[str, Chain], said: set | frozenset = frozenset()) -> list[str]:
@@ -422,7 +428,7 @@ def rerender(out: Path, project: Project, git_dirs: Iterable[str] = (), site: bo
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Report(out, *done[:3])
+    return Report(out, *done[:3], completeness=completed(trace, done[3]))
 
 
 def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFile, root: Path | None, git_dirs: Iterable[str], site: bool
@@ -509,6 +515,9 @@ def check(root: Path, fetcher: fetch.Fetcher | None = None, raw_base: str = "") 
     clock = time.perf_counter()
     result.failures += check_integrity(project, found)  # each chain is one story of the report's trace
     result.timings["integrity"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    result.failures += check_completeness(project, found, result)  # every wire value has its maker or reader
+    result.timings["completeness"] = time.perf_counter() - clock
     clock = time.perf_counter()
     result.failures += derived_again(project, found, root / APP_FOLDER)
     result.timings["chains"] = time.perf_counter() - clock

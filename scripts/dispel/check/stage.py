@@ -42,7 +42,7 @@ from ..review.stage import fetch_all
 from ..run import multiprocess as processes
 from ..run.browser import chromium_version, unavailable
 from ..tracefiles.values import live_secrets
-from . import fetch, integrity, pagecheck, prose
+from . import completeness, fetch, integrity, pagecheck, prose
 from . import links as check_core
 
 
@@ -55,10 +55,14 @@ class CheckResult:
     unproven: int = 0  # standard-library links recorded on another Python than this one
     timings: dict[str, float] = field(default_factory=dict)
     summary: check_core.Summary = field(default_factory=lambda: check_core.Summary(0, 0, 0))
+    completeness: str = ""  # how many wire values have their maker or reader on their chains (one line)
 
 
-def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str = "", rerecord: bool = False) -> CheckResult:
-    """Every check of `dispel check` against ``project`` (tests point it at a copy)."""
+def check(
+    project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str = "", rerecord: bool = False, drift: bool = True,
+) -> CheckResult:
+    """Every check of `dispel check` against ``project`` (tests point it at a copy); ``drift``: False
+    leaves out the comparison with a regeneration (a test that alters a chain on purpose)."""
     result = CheckResult()
     lock = project_lock(project)
     found = load_chains(project)
@@ -81,10 +85,15 @@ def check(project: Project, fetcher: fetch.Fetcher | None = None, raw_base: str 
     result.timings["integrity"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    drift, why = check_drift(project, found, notes=notes)
-    result.failures += drift
-    result.notes += [f"drift may come from: {w}" for w in why] if drift else []
-    result.timings["drift"] = time.perf_counter() - clock
+    result.failures += check_completeness(project, found, result)  # every wire value has its maker or reader
+    result.timings["completeness"] = time.perf_counter() - clock
+
+    if drift:
+        clock = time.perf_counter()
+        drifted, why = check_drift(project, found, notes=notes)
+        result.failures += drifted
+        result.notes += [f"drift may come from: {w}" for w in why] if drifted else []
+        result.timings["drift"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     result.failures += check_oldest_set(project, result.notes)
@@ -278,6 +287,16 @@ def check_integrity(project: Project, found: Mapping[str, Chain], traces: Mappin
             continue
         out += [f"one story: {v}" for v in integrity.verdicts(chain, trace, links)]
     return out
+
+
+def check_completeness(project: Project, found: Mapping[str, Chain], result: CheckResult | None = None) -> list[str]:
+    """Every wire value a page shows has its maker (sent) or reader (received) on its chain
+    (dispel.completeness, found from the trace): one line per value without; the figures go to
+    ``result.completeness``."""
+    per_page = completeness.site_findings(load_traces(project), found)
+    if result is not None:
+        result.completeness = completeness.figures_line(per_page)
+    return completeness.problems([f for results in per_page.values() for f in results])
 
 
 def check_annotations(

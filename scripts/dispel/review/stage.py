@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import catalog
-from ..check import fetch
+from ..check import completeness, fetch
 from ..check import links as check_core
 from ..model import (
+    Chain,
     DispelError,
     Lock,
 )
@@ -26,6 +27,7 @@ from ..project import (
     load_annotations,
     load_chains,
     load_lock,
+    load_traces,
     project_lock,
 )
 from ..render import annotation_files
@@ -76,6 +78,7 @@ class Audit:
     verdicts: list
     coverage: list[str]
     chains_known: bool
+    completeness: str = ""  # how many wire values of the chains have their maker or reader on them
 
     @property
     def broken(self) -> bool:
@@ -104,7 +107,19 @@ def audit(
     names = catalog.JOURNEY_NAMES
     ordered = [found[j] for j in names if j in found] + [c for j, c in sorted(found.items()) if j not in names]
     verdicts, linked = audit_core.grade(links, facts, ordered)
-    return Audit(verdicts, audit_core.coverage(ordered, linked), bool(found))
+    return Audit(verdicts, audit_core.coverage(ordered, linked), bool(found), chains_completeness(project, found, chains_dir))
+
+
+def chains_completeness(project: Project, found: Mapping[str, Chain], chains_dir: Path | None) -> str:
+    """The completeness line of the chains an audit matched against, from the traces beside them
+    (a report's, or the project's); "" when those traces are not there."""
+    folder = chains_dir.parent if chains_dir is not None else project.traces
+    try:
+        traces = load_traces(project, folder)
+    except DispelError:
+        return ""
+    per_page = completeness.site_findings(traces, found)
+    return completeness.figures_line(per_page) if per_page else ""
 
 
 def audit_locks(project: Project, chains_dir: Path | None) -> list[Lock]:
