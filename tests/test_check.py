@@ -313,6 +313,10 @@ def test_the_home_page_and_how_md_agree_with_the_catalogue_and_chains():
     index, how = (ROOT / "docs" / "index.md").read_text(encoding="utf-8"), (ROOT / "docs" / "how.md").read_text(encoding="utf-8")
     from dispel import catalog
 
+    # the edge table is a generated snippet: read the page as MkDocs shows it
+    snippets = {p.name: p.read_text(encoding="utf-8") for p in (ROOT / "docs" / "snippets").glob("*.md")}
+    index = check.expand_snippets(index, snippets)[0]
+
     scenarios = (*catalog.DEFAULT_SCENARIOS, *catalog.DEFAULT_PROCESS_SCENARIOS)
     edges = {h.edge for c in load_chains(Project()).values() for h in c.hops}
     assert check.stale_site_texts(index, how, catalog.JOURNEY_NAMES, edges, scenarios) == []
@@ -323,6 +327,13 @@ def test_the_home_page_and_how_md_agree_with_the_catalogue_and_chains():
     no_edge = re.sub(r"\| `via-redis` \|[^\n]*\n", "", index)
     assert check.stale_site_texts(no_edge, how, catalog.JOURNEY_NAMES, edges | {"via-redis"}, scenarios) == [
         "docs/index.md: the edge table has no row for `via-redis`, an edge the chains use"]
+    extra = index.replace("| [disconnect](chains/disconnect.md)", "| [reconnect](chains/reconnect.md)")
+    assert check.stale_site_texts(extra, how, catalog.JOURNEY_NAMES, edges, scenarios) == [
+        "docs/index.md: the journey table does not link chains/disconnect.md",
+        "docs/index.md: the journey table links chains/reconnect.md, which is no journey of the catalogue"]
+    unnamed = index.replace("and `queue`", "and the Redis one")
+    assert check.stale_site_texts(unnamed, how, catalog.JOURNEY_NAMES, edges, scenarios) == [
+        "docs/index.md: does not name the scenario `queue` that records its journeys"]
     three = how.replace("Five scenarios are recorded", "Three scenarios are recorded")
     assert [p.split(";")[0] for p in check.stale_site_texts(index, three, catalog.JOURNEY_NAMES, edges, scenarios)] == [
         "docs/how.md: says 'Three scenarios are recorded'"]

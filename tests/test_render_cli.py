@@ -8,7 +8,8 @@ from dispel import catalog, cli
 from dispel.tracefiles.codec import chain_to_dict
 from samples import EMIT, PAYLOAD
 
-GENERATED = sorted([f"chains/{j}.md" for j in catalog.JOURNEY_NAMES] + ["licensing.md", "sample_app.md", "snippets/modules.md", "snippets/versions.md"])
+GENERATED = sorted([f"chains/{j}.md" for j in catalog.JOURNEY_NAMES] + ["licensing.md", "sample_app.md", "snippets/versions.md",
+                                                                       "glossary.md", "threads.md", "snippets/edges.md", "snippets/cite.md", "snippets/modules.md"])
 
 
 def run_render(tmp_path, chains_dir=None):

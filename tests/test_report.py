@@ -200,7 +200,7 @@ def test_the_readme_example_builds_as_a_new_user_would(tmp_path):
     section = readme[readme.index("## Your own app: `dispel report`"):]
     app = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     scenario = re.search(r"```toml\n(.*?)```", section, re.DOTALL).group(1)
-    command = next(b for b in re.findall(r"```sh\n(.*?)```", section, re.DOTALL) if "dispel report" in b).split()
+    command = next(b for b in re.findall(r"```sh\n(.*?)```", section, re.DOTALL) if "dispel report --scenario" in b).split()
     assert command[1:] == ["report", "--scenario", "chat.toml", "--out", "chat-report"]
     (tmp_path / "chat.py").write_text(app)
     (tmp_path / "chat.toml").write_text(scenario)

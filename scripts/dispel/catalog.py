@@ -319,3 +319,42 @@ def journey(name: str) -> Journey:
         if j.name == name:
             return j
     raise DispelError(f"unknown journey {name!r}; choose from: {', '.join(JOURNEY_NAMES)}")
+
+# --------------------------------------------------------------------------- where each layer is parsed and encoded
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A library function that parses (``received``) or encodes (``sent``) one protocol layer.
+    A journey page's layer table lists the hops of its chain that ran one of these (dispel.aids)."""
+
+    layer: str
+    direction: str  # "received" (parsed from bytes that came in) or "sent" (encoded into bytes that go out)
+    key: str  # module:qualname (a Func.key without the @line of an overloaded name)
+    what: str  # what it does to that layer, in a few words
+
+
+RECEIVED, SENT = "received", "sent"
+LAYERS = ("HTTP", "WebSocket frame", "Engine.IO packet", "Socket.IO packet", "Redis (RESP)")
+CODECS: tuple[Codec, ...] = (
+    Codec("HTTP", RECEIVED, "http.server:BaseHTTPRequestHandler.parse_request", "the request line, then the headers"),
+    Codec("HTTP", RECEIVED, "http.client:parse_headers", "the header lines, by the standard library's `email` parser"),
+    Codec("HTTP", RECEIVED, "wsproto.handshake:H11Handshake._process_connection_request", "the upgrade request's WebSocket headers read and checked"),
+    Codec("HTTP", SENT, "wsproto.utilities:generate_accept_token", "`Sec-WebSocket-Accept` computed from the key"),
+    Codec("HTTP", SENT, "wsproto.handshake:H11Handshake._accept", "the 101 response's headers"),
+    Codec("HTTP", SENT, "h11._connection:Connection.send", "the response turned into bytes"),
+    Codec("HTTP", SENT, "werkzeug.serving:WSGIRequestHandler.run_wsgi.<locals>.write", "the status line and headers, then the body"),
+    Codec("WebSocket frame", RECEIVED, "wsproto.frame_protocol:FrameDecoder.process_buffer", "the frame header, and the payload unmasked"),
+    Codec("WebSocket frame", RECEIVED, "wsproto.extensions:PerMessageDeflate.frame_inbound_payload_data", "a compressed payload inflated (permessage-deflate)"),
+    Codec("WebSocket frame", RECEIVED, "wsproto.frame_protocol:MessageDecoder.process_frame", "the frames of a message joined, text decoded as UTF-8"),
+    Codec("WebSocket frame", SENT, "wsproto.frame_protocol:FrameProtocol._serialize_frame", "the frame header and payload"),
+    Codec("Engine.IO packet", RECEIVED, "engineio.payload:Payload.decode", "a long-polling body split into packets"),
+    Codec("Engine.IO packet", RECEIVED, "engineio.packet:Packet.decode", "the packet type, then the data"),
+    Codec("Engine.IO packet", SENT, "engineio.packet:Packet.encode", "the packet type, then the data"),
+    Codec("Engine.IO packet", SENT, "engineio.payload:Payload.encode", "packets joined into one long-polling body"),
+    Codec("Socket.IO packet", RECEIVED, "socketio.packet:Packet.decode", "type, namespace, ack id, then JSON"),
+    Codec("Socket.IO packet", RECEIVED, "socketio.server:Server._handle_eio_message", "makes the packet from the text (`packet_class(encoded_packet=…)`)"),
+    Codec("Socket.IO packet", SENT, "socketio.packet:Packet.encode", "type, namespace, ack id, then JSON"),
+    Codec("Redis (RESP)", RECEIVED, "redis._parsers.resp3:_RESP3Parser._read_response", "a reply read from the Redis connection"),
+    Codec("Redis (RESP)", SENT, "redis.connection:PythonRespSerializer.pack", "a command, such as PUBLISH, in RESP"),
+)

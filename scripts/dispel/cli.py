@@ -16,16 +16,21 @@ from .pins import pinning as pins
 from .pins import stage as pins_stage
 from .pins.forges import RAW_BASE
 from .project import Project, dump_json, write_atomic
-from .record import bench
+from .record import bench, bench_live
 from .record import stage as record_stage
 from .render import stage as render_stage
 from .review import audit
 from .review import stage as review_stage
+from .run import live
 
 PROJECT = Project()
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    if args.live:  # the recording child of `dispel report --live` (dispel.run.live)
+        lr = live.record_child(args.live, args.out, args.port, args.root, record_stage.checked_redact(args.redact))
+        print("\n".join(live.said_lines(lr, report.running_line)))
+        return 0
     if args.scenario:
         r = record_stage.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
         print(r.app)
@@ -42,6 +47,11 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.live or args.app or args.save_scenario or args.duration:
+        done = report.live_report(args.app, args.out, PROJECT, args.git_dir, site=not args.no_site, redact=args.redact, root=args.root,
+                                  port=args.port, host=args.host, duration=args.duration, factory=args.factory, flask=args.flask or "",
+                                  save_scenario=args.save_scenario, live=args.live, scenario=args.scenario)
+        return _said(done, args.no_site)
     done = report.report(args.scenario, args.out, PROJECT, args.git_dir, args.timeout, site=not args.no_site, redact=args.redact,
                          root=args.root)
     return _said(done, args.no_site)
@@ -163,6 +173,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     bench.bench(PROJECT, args.reps, args.skip_regen, args.skip_scale, skip_queue=args.skip_queue)
+    if not args.skip_live:
+        bench_live.bench_live()
     return 0
 
 
@@ -196,11 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
     _redact(p)
     p.add_argument("--scenario", type=Path, default=None, metavar="FILE", help="record the app and steps of a scenario file (TOML) instead")
     p.add_argument("--timeout-file", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--live", default=None, help=argparse.SUPPRESS)  # JSON: the child of `dispel report --live` (dispel.run.live)
     p.add_argument("--root", type=Path, default=None, metavar="DIR", help="with --scenario: the project root; every module under it is the app's (default: the scenario file's folder)")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("report", help="record, chain, pin, render and build a report on your own app from a scenario file")
-    p.add_argument("--scenario", type=Path, required=True, metavar="FILE", help="the scenario file (TOML; see README)")
+    p.add_argument("--scenario", type=Path, default=None, metavar="FILE", help="the scenario file (TOML; see README)")
+    p.add_argument("--live", action="store_true", help="instead: serve --app under the recorder and record while you use it; Ctrl-C stops and builds")
+    for flag, kind, default, help in (
+        ("--app", str, None, "the app, as [app] import in a scenario file (MODULE:ATTR)"), ("--flask", str, None, "the Flask app, if the SocketIO object does not know it"), ("--port", int, None, "the port to serve on (default: a free one)"),
+        ("--host", str, "127.0.0.1", "the address to serve on (default: this machine only)"), ("--duration", float, None, "stop after SECONDS (default: at Ctrl-C)"), ("--save-scenario", Path, None, "also write what the clients did as a scenario file that replays it"),
+    ):
+        p.add_argument(flag, type=kind, default=default, help=f"with --live: {help}")
+    p.add_argument("--factory", action="store_true", help="with --live: --app names a factory returning the SocketIO object or Flask app")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the report (replaced only if dispel built it)")
     _git_dirs(p, "a local git mirror for a distribution the lock does not pin at its installed version (repeatable)")
     p.add_argument("--timeout", type=float, default=None, help="deadline for the whole run, seconds (default: the file's timeout)")
@@ -273,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-regen", action="store_true", help="leave out regeneration and check times")
     p.add_argument("--skip-scale", action="store_true", help="leave out the 20-client scale recording (about two minutes)")
     p.add_argument("--skip-queue", action="store_true", help="leave out the three-process Redis scenario, untraced and traced")
+    p.add_argument("--skip-live", action="store_true", help="leave out the live workload (a 100 Hz background task recorded live for 60 s)")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -31,6 +31,7 @@ MODULES: dict[str, tuple[str, str]] = {
     "record.cores": (SHELL, "the cores by name, and which one records (`DISPEL_CORE`)"),
     "record.stage": (GLUE, "`dispel record`: scenarios run under a recorder, each written as a trace file"),
     "record.bench": (ENTRY, "`dispel bench`: tracing overhead, memory and stage times side by side"),
+    "record.bench_live": (ENTRY, "`dispel bench`'s live workload: a 100 Hz task recorded live, peak memory at 10 s and 60 s"),
     # tracefiles/
     "tracefiles.normalize": (PURE, "raw rows -> a deterministic TraceFile, in named steps"),
     "tracefiles.values": (PURE, "values as a trace keeps them: stable text, secrets redacted, text -> bytes"),
@@ -45,6 +46,8 @@ MODULES: dict[str, tuple[str, str]] = {
     "run.sample_client": (ENTRY, "the sample scenarios' Socket.IO client process, one step per stdin line"),
     "run.file_client": (ENTRY, "a scenario file's Socket.IO client process"),
     "run.scenario_file": (PURE, "a scenario file (TOML) -> frozen values"),
+    "run.live": (SHELL, "`dispel report --live`'s recording child: the app served under a recorder until Ctrl-C, the console read from the servers' log calls"),
+    "run.live_session": (PURE, "what a live recording's clients did -> the report's list, and a scenario file that replays it"),
     "run.multiprocess": (SHELL, "scenarios of several processes: a Redis server, traced servers and an emitter, real clients"),
     "run.multiprocess_child": (ENTRY, "one traced process of a scenario of several"),
     # chains/
@@ -70,6 +73,7 @@ MODULES: dict[str, tuple[str, str]] = {
     "render.diagram": (PURE, "layered sequence diagrams as inline SVG"),
     "render.placeholders": (PURE, "facts the trace knows, put into hand-written prose"),
     "render.annotation_files": (PURE, "hand-written annotations: parsed, fingerprinted, checked for missing, orphaned and stale texts"),
+    "render.aids": (PURE, "the reader's aids: glossary, threads page, layer tables, chains to copy, the edge table, footer and citation"),
     "render.app_notes": (PURE, "generated texts for an unknown app's hops and journeys"),
     "render.stage": (GLUE, "`dispel render`: chains, lock, annotations and sources -> the generated pages"),
     # check/

@@ -263,6 +263,8 @@ class Pin:
     commit: str  # 40-hex; "" when only the tag could be resolved
     pinned: str  # "commit" or "tag" (tag-only pins are marked on the page)
     files: tuple[FilePin, ...]
+    # the license files the distribution ships (in its .dist-info), proven at paths of the same commit's tree
+    licenses: tuple[FilePin, ...] = ()
 
 
 @dataclass(frozen=True)

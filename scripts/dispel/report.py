@@ -10,9 +10,11 @@ and the project's own traces/ and docs/ are only read.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,10 +32,16 @@ from .chains.build import JourneyError
 from .chains.stage import chain_files
 from .check import completeness, fetch, integrity, prose
 from .check.stage import CheckResult, check_completeness, check_integrity, check_proofs
-from .model import Chain, DispelError, Lock, TraceFile, text_lines
+from .model import Chain, DispelError, Lock, TraceFile, normalize_dist, text_lines
 from .pins import pinning as pins
 from .pins.forges import repo_url
-from .pins.installed import distributions, hop_sources, license_rows, lines_by_source
+from .pins.installed import (
+    dependency_facts,
+    distributions,
+    hop_sources,
+    license_rows,
+    lines_by_source,
+)
 from .pins.stage import pin
 from .project import (
     Project,
@@ -48,10 +56,10 @@ from .project import (
     write_atomic,
 )
 from .record.stage import checked_redact
-from .render import annotation_files, app_notes
+from .render import aids, annotation_files, app_notes
 from .render import pages as render
 from .render.stage import hop_linker
-from .run import scenario_file
+from .run import live_session, scenario_file
 
 MARKER = ".dispel-report"
 APP_FOLDER = "app"  # the app's traced files as they ran, kept with the report (its pages and check read them)  # in a folder dispel report built (it may replace only such a folder)
@@ -131,6 +139,8 @@ def _record(scenario: Path, traces: Path, timeout: float | None, root: Path | No
 
 
 SAID_PREFIXES = (RUNNING, "app: ", "error in the app: ")
+STOPPED = "stopped ("  # the live recording child's line once it stopped recording (dispel.run.live)
+SERVER_BANNER = (" * Serving Flask app", " * Debug mode", "WARNING: This is a development server", " * Running on")
 
 
 def shown_in(line: str, built: Mapping[str, Chain], sites: Sequence[tuple[str, int, str]]) -> tuple[str, tuple | None]:
@@ -266,6 +276,12 @@ def versions_section(lock: Lock) -> str:
     return "\n".join(out) + "\n"
 
 
+def _journey_page(chain: Chain, links, excerpts, texts: Mapping[str, str], built: Mapping[str, Chain]) -> str:
+    """A journey's page with the reader's aids (dispel.aids): the layer table and the chain to copy."""
+    view = render.journey_page(chain, links, excerpts, texts, built)
+    return aids.with_journey_aids(render.emit_journey(view), view)
+
+
 def _reading_guide(project_index: str) -> str:
     """The project's "How to read a chain" section, without its paragraph about the sample's scenarios."""
     m = re.search(r"^## How to read a chain.*?(?=^## |\Z)", project_index, re.DOTALL | re.MULTILINE)
@@ -275,15 +291,21 @@ def _reading_guide(project_index: str) -> str:
 
 def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Sequence[derive.Derived], built: Mapping[str, Chain],
                  skipped: Sequence[str], missing: Sequence[str], guide: str, trace: TraceFile | None = None,
-                 running: Sequence[tuple[str, str]] = ()) -> str:
+                 running: Sequence[tuple[str, str]] = (), live: Sequence[str] | None = None) -> str:
+    """The report's home page; ``live``: what the clients of a live recording did (live_session.home_lines)."""
     app = scenario_file.app_spec(sf)
     title = sf.title or f"{app.target}, traced"
+    who = ("its own clients (a live recording: `dispel report --live`) talked to it" if live is not None else
+           f"the clients of the scenario file {render.inline_code(sf.source)} talked to it")
     out = [render.generated_header(COMMAND), f"# {render.md_text(title)}\n",
-           (f"dispel ran {render.inline_code(app.target)} under its tracer while the clients of the scenario file "
-           f"{render.inline_code(sf.source)} talked to it, and derived one chain of calls per journey from the trace: "
+           (f"dispel ran {render.inline_code(app.target)} under its tracer while {who}, and derived one chain of calls per journey from the trace: "
            "from the socket or the app's own line to the library code that did the work. The app's source as it ran "
-           "is [on its own page](sample_app.md).\n"),
-           "## The journeys\n", "| Journey | Hops | Threads | What |", "|---|---|---|---|"]
+           "is [on its own page](sample_app.md).\n")]
+    if live is not None:
+        out.append("## What the clients did\n")
+        out.append("Each client, its transport and its events, in the order the app received them (the scenario below replays them):\n")
+        out += [f"- {render.md_text(line)}" for line in live] + [""]
+    out += ["## The journeys\n", "| Journey | Hops | Threads | What |", "|---|---|---|---|"]
     for d in derived:
         c = built[d.journey.name]
         out.append(f"| [{d.journey.name}](chains/{d.journey.name}.md) | {len(c.hops)} | {len(render.lifelines(c))} | {render.md_text(c.title)} |")
@@ -323,11 +345,14 @@ def mkdocs_config(project_config: str, title: str, journeys: Sequence[str]) -> s
     cfg["site_name"] = title
     cfg["site_description"] = "A Flask-SocketIO app's call chains, traced by dispel."
     cfg["nav"] = [{"Home": "index.md"}, {"Journeys": [{j: f"chains/{j}.md"} for j in journeys]},
+                  {"Reader's aids": [{"Glossary": aids.GLOSSARY_PAGE}, {"Threads": aids.THREADS_PAGE}]},
                   {"The app's source": "sample_app.md"}, {"Licensing": "licensing.md"}]
+    cfg.get("theme", {}).pop("custom_dir", None)  # the project's footer names the project's traces, not the report's
     return "# Generated by `dispel report`. Do not edit: regenerate instead.\n" + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
 
 
 SCENARIO_COPY = "scenario.toml"  # the scenario file, kept with the report (its home page shows it)
+LIVE_COPY = "live-session.json"  # a live recording's observations (live_session), kept with its report
 
 
 def _checked_out(out: Path, project: Project) -> Path:
@@ -341,11 +366,13 @@ def _checked_out(out: Path, project: Project) -> Path:
     return out
 
 
-def report(scenario: Path, out: Path, project: Project, git_dirs: Iterable[str] = (), timeout: float | None = None, site: bool = True,
+def report(scenario: Path | None, out: Path, project: Project, git_dirs: Iterable[str] = (), timeout: float | None = None, site: bool = True,
            redact: Iterable[str] = (), root: Path | None = None) -> Report:
     """Build the report of ``scenario`` into ``out`` (replacing a report built there before);
     ``redact``: regexes whose matches the trace hides (`--redact`); ``root``: the project root,
     whose every module is the app's (default: the scenario's folder)."""
+    if scenario is None:
+        raise DispelError("give the scenario: --scenario FILE (or --live --app MODULE:ATTR to record while you use the app)")
     redact = checked_redact(redact)
     text = read_text(scenario, "scenario file")
     scenario_file.one_app(scenario_file.parse(text, scenario.name))  # a bad file fails before anything runs
@@ -423,7 +450,8 @@ def rerender(out: Path, project: Project, git_dirs: Iterable[str] = (), site: bo
         shutil.copyfile(copy.traces / f"{name}.json", rp.traces / f"{name}.json")
         shutil.copyfile(copy.lock, rp.lock)
         shutil.copytree(out / APP_FOLDER, tmp / APP_FOLDER)
-        done = _build(rp, project, text, f"{name}.toml", trace, tmp / APP_FOLDER, git_dirs, site)
+        live = json.loads(read_text(out / LIVE_COPY, "the live session")) if (out / LIVE_COPY).is_file() else None
+        done = _build(rp, project, text, f"{name}.toml", trace, tmp / APP_FOLDER, git_dirs, site, live)
         swap_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -431,8 +459,8 @@ def rerender(out: Path, project: Project, git_dirs: Iterable[str] = (), site: bo
     return Report(out, *done[:3], completeness=completed(trace, done[3]))
 
 
-def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFile, root: Path | None, git_dirs: Iterable[str], site: bool
-           ) -> tuple[tuple[tuple[str, int, int], ...], tuple[str, ...], tuple[str, ...], dict[str, Chain]]:
+def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFile, root: Path | None, git_dirs: Iterable[str], site: bool,
+           live: Sequence[Mapping] | None = None) -> tuple[tuple[tuple[str, int, int], ...], tuple[str, ...], tuple[str, ...], dict[str, Chain]]:
     """Everything after the recording, into ``rp`` (a temporary folder): chains, pins, pages, site.
     Returns (journeys, skipped, unannotated) for a Report."""
     sf = scenario_file.parse(text, source)
@@ -440,7 +468,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     lines = lines_by_source({trace.scenario: trace}, root)
     derived, built, skipped = build_chains(trace, lines)
     if not built:
-        raise DispelError(f"no journey could be derived from the trace of {source}: {'; '.join(skipped) or 'nothing happened'}")
+        raise DispelError(f"no journey could be derived from the trace of {'the live recording' if live is not None else source}: {'; '.join(skipped) or 'nothing happened'}")
     write_all_atomic(chain_files(built, rp.chains))
     pin(rp, dists=report_dists(trace), git_dirs=git_dirs)
     lock = load_lock(rp.lock)
@@ -461,20 +489,30 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     files: dict[Path, str] = {}
     prose_lines = {src: text_lines(data) for src, data in sources.items()}
     for name, chain in built.items():
-        page, left_out = checked_page(chain, per_journey[name], lambda t, c=chain: render.render_journey(c, hop_linker(lock), excerpts, t, built), prose_lines)
+        page, left_out = checked_page(chain, per_journey[name], lambda t, c=chain: _journey_page(c, hop_linker(lock), excerpts, t, built), prose_lines)
         missing += [f"left out: {d}" for d in left_out]
         files[rp.docs / "chains" / f"{name}.md"] = header + page.split("\n", 1)[1]
     app_files = sorted({(f.source.path, (root / f.source.path).read_text(encoding="utf-8")) for f in trace.funcs.values()
                         if f.source.dist == derive_finders.APP_DIST and root is not None})
     files[rp.docs / "sample_app.md"] = render.render_sample_app(
         app_files, "The app's source", f"The app {render.inline_code(scenario_file.app_spec(sf).target)} that the journeys trace, exactly as it ran.", COMMAND)
-    files[rp.docs / "licensing.md"] = header + render.render_licensing(license_rows(built.values(), lock)).split("\n", 1)[1]
+    rows = license_rows(built.values(), lock)
+    traced = sorted({normalize_dist(h.func.source.dist) for c in built.values() for h in c.hops} - {"builtin", derive_finders.APP_DIST, "python"})
+    files[rp.docs / "licensing.md"] = (header + render.render_licensing(rows).split("\n", 1)[1] + "\n" + aids.license_files_section(rows)
+                                       + "\n" + aids.dependency_tree(dependency_facts(traced), traced))
     guide = _reading_guide(read_text(project.docs / "index.md", "the project's index page"))
-    files[rp.docs / "index.md"] = render_index(sf, text, derived, built, skipped, missing, guide, trace, unfinished(trace)) + "\n" + versions_section(lock)
+    guide = guide.replace(f'--8<-- "{aids.EDGES_SNIPPET}"', aids.edge_table().rstrip("\n"))  # the report has no snippets
+    facts = aids.thread_facts({trace.scenario: trace})
+    files[rp.docs / aids.GLOSSARY_PAGE] = header + aids.glossary_page(facts).split("\n", 1)[1]
+    files[rp.docs / aids.THREADS_PAGE] = header + aids.threads_page(facts, list(built.values())).split("\n", 1)[1]
+    files[rp.docs / "index.md"] = render_index(sf, text, derived, built, skipped, missing, guide, trace, unfinished(trace),
+        None if live is None else live_session.home_lines(live_session.session(live))) + "\n" + versions_section(lock)
     files[rp.docs / "stylesheets" / "dispel.css"] = read_text(project.docs / "stylesheets" / "dispel.css", "the site's stylesheet")
     files[tmp / "mkdocs.yml"] = mkdocs_config(read_text(project.root / "mkdocs.yml", "mkdocs.yml"), sf.title or scenario_file.app_spec(sf).target, list(built))
     files.update({tmp / APP_FOLDER / path: body for path, body in app_files})
     files[tmp / SCENARIO_COPY] = text
+    if live is not None:
+        files[tmp / LIVE_COPY] = json.dumps(list(live), indent=1, sort_keys=True) + "\n"
     files[tmp / MARKER] = "A report built by `dispel report`; it may replace this folder.\n"
     write_all_atomic(files)
     if site:
@@ -542,3 +580,108 @@ def derived_again(project: Project, found: Mapping[str, Chain], app: Path) -> li
         elif built[j] != found[j]:
             out.append(f"{j}: its chain differs from the one derived from the report's trace; rebuild with `dispel render --report`")
     return out
+
+
+def live_report(app: str, out: Path, project: Project, git_dirs: Iterable[str] = (), site: bool = True, redact: Iterable[str] = (),
+                root: Path | None = None, port: int | None = None, host: str = "127.0.0.1", duration: float | None = None,
+                factory: bool = False, flask: str = "", save_scenario: Path | None = None, live: bool = True,
+                scenario: Path | None = None) -> Report:
+    """`dispel report --live`: the recording child (dispel.run.live.record_live) serves the app until
+    the first Ctrl-C (forwarded to it) or ``duration``; then the report is built as for a scenario
+    file, from the trace and a scenario written from what the clients did (live_session), which
+    ``save_scenario`` also keeps. A second Ctrl-C, or any failure, leaves nothing behind."""
+    from .run.live import child_settings, parse_target
+
+    if not live:
+        raise DispelError("--app, --save-scenario and --duration go with --live; add --live to record while you use the app")
+    if scenario is not None:
+        raise DispelError("give --live --app MODULE:ATTR or --scenario FILE, not both")
+    if not app:
+        raise DispelError("--live needs the app: --app MODULE:ATTR (its SocketIO object, Flask app or, with --factory, a factory)")
+    redact = checked_redact(redact)
+    spec = parse_target(app, factory, flask)
+    root = root.resolve() if root is not None else None
+    if root is not None and not root.is_dir():
+        raise DispelError(f"--root {root} is not a folder; name the folder that holds the app's code")
+    if duration is not None and duration <= 0:
+        raise DispelError(f"--duration {duration:g} is not a number of seconds above 0")
+    if save_scenario is not None and save_scenario.resolve().is_dir():
+        raise DispelError(f"--save-scenario {save_scenario} is a folder; name a file, like session.toml")
+    out = _checked_out(out, project)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        rp = Project(tmp)
+        session_file = tmp / ".live-observations.json"
+        argv = [sys.executable, "-m", "dispel", "record", "--out", str(rp.traces),
+                "--live", child_settings(spec.target, session_file, factory, flask, host, duration)]
+        argv += [a for pattern in redact for a in ("--redact", pattern)]
+        argv += ["--port", str(port)] if port else []
+        argv += ["--root", str(root)] if root else []
+        said = _record_live(argv, tmp / ".live-stderr")
+        observations = json.loads(read_text(session_file, "the live session"))
+        stderr = (tmp / ".live-stderr").read_text(errors="replace")
+        session_file.unlink()
+        (tmp / ".live-stderr").unlink()
+        trace = load_traces(rp)["live"]
+        root = app_root(trace, [root or Path.cwd()])
+        text, left = live_session.scenario_text(live_session.session(observations), spec.target, factory, flask)
+        said += [f"not in the saved scenario: {line}" for line in left]
+        seed = committed_lock(project, report_dists(trace))
+        if seed is not None:
+            write_atomic(rp.lock, dump_json(pins.lock_to_json(seed)))
+        done = _build(rp, project, text, "live.toml", trace, root, git_dirs, site, observations)
+        sites = derive.raised_sites(trace)
+        said = [shown_in(line, done[3], sites)[0] for line in said]
+        if save_scenario is not None:
+            write_atomic(save_scenario, text)
+            said.append(f"scenario -> {save_scenario} (replay: dispel report --scenario {save_scenario} --out DIR)")
+        swap_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Report(out, *done[:3], raised=tuple(raised_lines(stderr, trace, done[3])), said=tuple(said))
+
+
+def _record_live(argv: list[str], stderr_path: Path) -> list[str]:
+    """Run the live recording child, its console passed through as it happens; the first Ctrl-C
+    here is forwarded to it (it stops recording and writes its trace), a second one stops this
+    run (KeyboardInterrupt: the caller removes what it wrote). Returns the lines it said for the
+    console after it stopped (SAID_PREFIXES); its error, as a DispelError."""
+    with open(stderr_path, "w") as err:
+        proc = subprocess.Popen(argv, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1,
+                                start_new_session=True)  # a terminal's Ctrl-C reaches only this process, which forwards it
+        stopped: list[int] = []  # the child said it stopped recording: a Ctrl-C from now on stops this run
+
+        def on_sigint(signum, frame) -> None:
+            if not stopped and proc.poll() is None:
+                stopped.append(signum)
+                proc.send_signal(signal.SIGINT)
+                return
+            raise KeyboardInterrupt
+
+        old = signal.signal(signal.SIGINT, on_sigint)
+        said: list[str] = []
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                if line.startswith(STOPPED):
+                    stopped.append(0)
+                if line.startswith(SERVER_BANNER):
+                    continue  # werkzeug's and Flask's start-up lines: the URL line says where it serves
+                if line.startswith(SAID_PREFIXES) or line.startswith("redacted "):
+                    said.append(line) if not line.startswith("redacted ") else print(line, flush=True)
+                else:
+                    print(line, flush=True)
+            proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            signal.signal(signal.SIGINT, old)
+    if proc.returncode != 0:
+        lines = [ln for ln in stderr_path.read_text(errors="replace").splitlines() if ln.strip()]
+        error = next((ln for ln in reversed(lines) if ln.startswith("dispel: error: ")), lines[-1] if lines else "no message")
+        raise DispelError(error.removeprefix("dispel: error: "))
+    return said

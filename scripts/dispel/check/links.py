@@ -73,18 +73,23 @@ class LinkResult:
     problems: list[str] = field(default_factory=list)
 
 
-def prose_lines(text: str) -> list[str]:
-    """The page's lines with fenced blocks and code spans blanked: links and ids in code are not links."""
+def prose_lines(text: str, markdown_fences: bool = False) -> list[str]:
+    """The page's lines with fenced blocks and code spans blanked: links and ids in code are not links.
+    ``markdown_fences``: a block fenced as ``markdown`` (a chain to copy) keeps its lines, whose links are real."""
     out = []
     fence = ""
+    kept = False
     for line in text.split("\n"):
         m = _FENCE.match(line)
         if fence:
             if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not line.strip()[len(m.group(1)) :].strip():
                 fence = ""
-            out.append("")
+                out.append("")
+            else:
+                out.append(_CODE_SPAN.sub(lambda s: " " * len(s.group(0)), line) if kept else "")
         elif m:
             fence = m.group(1)
+            kept = markdown_fences and line.strip()[len(fence):].strip() == "markdown"
             out.append("")
         else:
             out.append(_CODE_SPAN.sub(lambda s: " " * len(s.group(0)), line))
@@ -137,7 +142,7 @@ def page_links(page: str, text: str) -> list[PageLink]:
     out: list[PageLink] = []
     hop = 0
     nth = -1
-    for n, line in enumerate(prose_lines(text), 1):
+    for n, line in enumerate(prose_lines(text, markdown_fences=True), 1):
         m = _HOP_HEADING.search(line)
         if m and line.lstrip().startswith("#"):
             hop, nth = int(m.group(1)), -1
@@ -195,7 +200,7 @@ def lock_file(lock: Lock, repo: str, ref: str, path: str) -> tuple[Pin, FilePin]
     pin = next((p for p in pins if pin_ref(p) == ref), None)
     if pin is None:
         return f"{repo} at {ref} is not pinned: the lock pins {', '.join(sorted({pin_ref(p) for p in pins}))}"
-    found = next((f for f in pin.files if f.path == path), None)
+    found = next((f for f in (*pin.files, *pin.licenses) if f.path == path), None)
     if found is None:
         return f"{path} is not among the files the lock pins for {repo} at {ref[:12]}"
     return pin, found
@@ -272,6 +277,8 @@ def check_permalink(
     if data.blob != fpin.blob:
         return [f"{at}: the {origin} file {fpin.installed} has blob {data.blob}, not the pinned blob {fpin.blob} of {pin.dist} {pin.version}"]
     lines = data.lines
+    if fpin in pin.licenses and not sl.start and not sl.end:
+        return []  # a license file is linked whole: proven by its blob
     if sl.start < 1 or sl.end < sl.start or sl.end > len(lines):
         return [f"{at}: lines {sl.start}-{sl.end} are not inside {sl.path} ({len(lines)} lines)"]
     hop = _hop_of(link, chains)
@@ -377,11 +384,15 @@ def stale_site_texts(
     index: str, how: str, journeys: Sequence[str], edges: Iterable[str], scenarios: Sequence[str]
 ) -> list[str]:
     """Hand-written site texts that state what the catalogue and the chains know, checked
-    against them: the home page's journey table links every journey page, its edge table names
-    every edge the chains use, and how.md counts and names every scenario recorded."""
+    against them: the home page's journey table links every journey page and no other, its edge
+    table names every edge the chains use, it names every scenario recorded, and how.md counts and
+    names every scenario recorded."""
     out = []
     table = index.partition("## The journeys")[2].partition("\n## ")[0]
     out += [f"docs/index.md: the journey table does not link chains/{j}.md" for j in journeys if f"(chains/{j}.md)" not in table]
+    linked = dict.fromkeys(re.findall(r"\(chains/([^)#]+)\.md[)#]", table))
+    out += [f"docs/index.md: the journey table links chains/{j}.md, which is no journey of the catalogue" for j in linked if j not in journeys]
+    out += [f"docs/index.md: does not name the scenario `{s}` that records its journeys" for s in scenarios if f"`{s}`" not in index]
     out += [f"docs/index.md: the edge table has no row for `{e}`, an edge the chains use" for e in sorted(set(edges)) if f"| `{e}` |" not in index]
     for m in _SCENARIO_COUNT.finditer(how):
         said = _NUMBERS.get(m.group(1).lower(), int(m.group(1)) if m.group(1).isdigit() else None)
@@ -389,6 +400,11 @@ def stale_site_texts(
             out.append(f"docs/how.md: says {m.group(0)!r}; the catalogue records {len(scenarios)}: {', '.join(scenarios)}")
     out += [f"docs/how.md: does not name the scenario `{s}`" for s in scenarios if f"`{s}`" not in how]
     return out
+
+
+def unlisted_pages(mkdocs_config: str, pages: Iterable[str]) -> list[str]:
+    """Generated pages (paths relative to docs/) the mkdocs.yml navigation does not list."""
+    return [f"mkdocs.yml: the navigation does not list {p}" for p in pages if not re.search(rf":\s*{re.escape(p)}\s*$", mkdocs_config, re.MULTILINE)]
 
 
 @dataclass(frozen=True)

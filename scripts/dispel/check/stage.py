@@ -34,7 +34,7 @@ from ..project import (
     read_text,
 )
 from ..record.stage import record_in_new_interpreters
-from ..render import annotation_files
+from ..render import aids, annotation_files
 from ..render.stage import build_site
 from ..review import oldest_venv
 from ..review import versions as versions_core
@@ -74,10 +74,15 @@ def check(
     pages = {j: read_text(p, "page") for j in found if (p := project.docs / "chains" / f"{j}.md").is_file()}
     result.failures += prose.check_site(pages, found, sources)  # what the pages say, against the chains
     if (project.docs / "index.md").is_file() and (project.docs / "how.md").is_file():
+        snippets = {p.name: read_text(p, "snippet") for p in sorted((project.docs / "snippets").glob("*.md"))}
         result.failures += check_core.stale_site_texts(
-            read_text(project.docs / "index.md", "page"), read_text(project.docs / "how.md", "page"), catalog.JOURNEY_NAMES,
+            check_core.expand_snippets(read_text(project.docs / "index.md", "page"), snippets)[0],
+            read_text(project.docs / "how.md", "page"), catalog.JOURNEY_NAMES,
             (h.edge for c in found.values() for h in c.hops), (*catalog.DEFAULT_SCENARIOS, *catalog.DEFAULT_PROCESS_SCENARIOS),
         )
+    if (project.root / "mkdocs.yml").is_file():
+        generated = [*(f"chains/{j}.md" for j in catalog.JOURNEY_NAMES), aids.GLOSSARY_PAGE, aids.THREADS_PAGE]
+        result.failures += check_core.unlisted_pages(read_text(project.root / "mkdocs.yml", "mkdocs.yml"), generated)
     result.timings["annotations"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -35,6 +35,7 @@ from ..project import HERE, SCRIPTS, read_text
 from ..tracefiles.codec import Root, def_line, locate
 from . import licenses
 from . import pinning as pins
+from .forges import forge as forge_named
 from .forges import repo_url
 
 PYTHON_VERSION = "{}.{}.{}".format(*sys.version_info[:3])
@@ -263,7 +264,7 @@ def installed_blobs(
                 path = Path(str(dist.locate_file(f)))
                 if path.is_file():
                     blobs[rel] = pins.blob_sha(path.read_bytes())
-        out[name] = pins.Installed(name, dist.version, blobs)
+        out[name] = pins.Installed(name, dist.version, blobs, license_blobs(dist))
     stdlib = list(stdlib)
     if stdlib:
         root = Path(sysconfig.get_paths()["stdlib"])
@@ -273,6 +274,18 @@ def installed_blobs(
             if path.is_file():
                 blobs[rel] = pins.blob_sha(path.read_bytes())
         out[PYTHON] = pins.Installed(PYTHON, platform.python_version(), blobs)
+    return out
+
+
+def license_blobs(dist: metadata.Distribution) -> dict[str, str]:
+    """The license files a distribution ships in its .dist-info (path inside site-packages -> blob)."""
+    out = {}
+    for f in dist.files or ():
+        rel = f.as_posix()
+        if ".dist-info/" in rel and re.search(r"LICEN[CS]E|COPYING", f.name, re.IGNORECASE):
+            path = Path(str(dist.locate_file(f)))
+            if path.is_file():
+                out[rel] = pins.blob_sha(path.read_bytes())
     return out
 
 
@@ -362,6 +375,7 @@ def license_rows(chains: Iterable[Chain], lock: Lock | None) -> list[licenses.Li
                 license=first_header(meta, "License") or "",
                 classifiers=tuple(meta.get_all("Classifier") or ()),
                 license_text=text,
+                license_files=license_links(pin),
             )
         )
     version = lock.python.version if lock else platform.python_version()
@@ -375,6 +389,55 @@ def license_rows(chains: Iterable[Chain], lock: Lock | None) -> list[licenses.Li
         )
     )
     return licenses.license_rows(facts)
+
+
+def license_links(pin: Pin | None) -> tuple[tuple[str, str], ...]:
+    """(repository path, URL at the pinned commit) of each license file the lock proved in the commit's tree."""
+    if pin is None or not pin.commit:
+        return ()
+    f = forge_named(pin.forge)
+    return tuple((lic.path, f.blob.format(repo=pin.repo, ref=pin.commit, path=lic.path)) for lic in pin.licenses)
+
+
+def dependency_facts(names: Iterable[str]) -> dict[str, tuple[str, str, tuple[tuple[str, str], ...]]]:
+    """normalized name -> (name as its metadata spells it, installed version, its requirements that apply here
+    as (normalized name, requirement text)), for ``names`` and everything they require, installed or not
+    (a missing one has version ""). Requirements of extras are left out; other markers are evaluated for this
+    interpreter when `packaging` is installed, else every requirement without an extra is kept."""
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:  # pragma: no cover - packaging is in requirements.lock
+        Requirement = None  # type: ignore[assignment, misc]
+    out: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {}
+    todo = sorted({normalize_dist(n) for n in names})
+    while todo:
+        name = todo.pop(0)
+        if name in out:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            out[name] = (name, "", ())
+            continue
+        reqs = []
+        for text in dist.metadata.get_all("Requires-Dist") or ():
+            req_name, _, marker = text.partition(";")
+            if "extra" in marker:
+                continue
+            if Requirement is not None:
+                try:
+                    req = Requirement(text)
+                except InvalidRequirement:
+                    continue
+                if req.marker is not None and not req.marker.evaluate():
+                    continue
+                req_name = req.name
+            else:
+                req_name = re.split(r"[\s<>=!~\[(;]", req_name.strip(), maxsplit=1)[0]
+            reqs.append((normalize_dist(req_name), text.partition(";")[0].strip()))
+        out[name] = (dist.metadata["Name"], dist.version, tuple(sorted(set(reqs))))
+        todo += sorted({r for r, _ in reqs} - set(out))
+    return out
 
 
 def _lock_pin(lock: Lock | None, name: str) -> Pin | None:

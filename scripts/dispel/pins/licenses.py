@@ -17,6 +17,7 @@ class DistFacts:
     license: str = ""  # the older free-text License field
     classifiers: tuple[str, ...] = ()
     license_text: str = ""  # the text of the shipped license file(s)
+    license_files: tuple[tuple[str, str], ...] = ()  # (path in the repository, its URL at the pinned commit)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class LicenseRow:
     source: str  # which metadata the id was read from
     summary: str  # what sets the license apart
     restrictions: str
+    license_files: tuple[tuple[str, str], ...] = ()  # (path in the repository, its URL at the pinned commit)
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def spdx_id(facts: DistFacts) -> tuple[str, str]:
 def license_row(facts: DistFacts) -> LicenseRow:
     spdx, source = spdx_id(facts)
     texts = LICENSE_TEXTS.get(spdx, UNKNOWN)
-    return LicenseRow(facts.name, facts.version, facts.repository, spdx, source, texts.summary, texts.restrictions)
+    return LicenseRow(facts.name, facts.version, facts.repository, spdx, source, texts.summary, texts.restrictions, facts.license_files)
 
 
 def license_rows(facts: Iterable[DistFacts]) -> list[LicenseRow]:

@@ -5,6 +5,7 @@ bytes, distribution metadata, git tags and trees) and hands them in as plain val
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -125,6 +126,19 @@ def map_files(
     return tuple(pins)
 
 
+def map_licenses(installed: Mapping[str, str], tree: Mapping[str, str]) -> tuple[FilePin, ...]:
+    """The installed license files (path in the .dist-info -> blob) found in the tree by equal blob:
+    the path of the same name nearest the top wins; a file whose bytes are nowhere in the tree is left out."""
+    out = []
+    for name, blob in sorted(installed.items()):
+        hits = [p for p, b in tree.items() if b == blob]
+        if hits:
+            base = name.rsplit("/", 1)[-1]
+            best = min(hits, key=lambda p: (p.rsplit("/", 1)[-1] != base, p.count("/"), p))
+            out.append(FilePin(name, best, blob))
+    return tuple(out)
+
+
 def unpinned(pin: Pin) -> tuple[str, ...]:
     """Installed files of a pin that are not in git (generated at build time)."""
     return tuple(f.installed for f in pin.files if not f.path)
@@ -164,6 +178,8 @@ def lock_to_json(lock: Lock) -> dict[str, object]:
             "files": [{"installed": f.installed, "path": f.path, "blob": f.blob} for f in files if f.path],
             "unpinned": [{"installed": f.installed, "blob": f.blob} for f in files if not f.path],
         }
+        if p.licenses:  # written only when known, so locks pinned without a tree stay as they were
+            dists[p.dist]["licenses"] = [{"installed": f.installed, "path": f.path, "blob": f.blob} for f in sorted(p.licenses, key=_by_installed)]
     return {"schema": LOCK_SCHEMA, "python": python, "dists": dists}
 
 
@@ -263,10 +279,12 @@ def lock_from_json(data: object) -> Lock:
     dists = []
     for name, entry in t["dists"].items():
         _Reader(name, f"dists key {name!r}").str(_DIST, "a normalized distribution name")
-        d = entry.obj(_PIN_KEYS | {"unpinned"})
+        optional = {"licenses"} & set(entry.value) if isinstance(entry.value, dict) else set()
+        d = entry.obj(_PIN_KEYS | {"unpinned"} | optional)
         files = [_file_pin(fr, pinned=True) for fr in d["files"].list()]
         files += [_file_pin(fr, pinned=False) for fr in d["unpinned"].list()]
-        dists.append(_pin_from(name, d, tuple(sorted(files, key=_by_installed))))
+        licensed = tuple(sorted((_file_pin(fr, pinned=True) for fr in d["licenses"].list()), key=_by_installed)) if optional else ()
+        dists.append(dataclasses.replace(_pin_from(name, d, tuple(sorted(files, key=_by_installed))), licenses=licensed))
     return Lock(python, tuple(sorted(dists, key=lambda p: p.dist)))
 
 
@@ -280,6 +298,7 @@ class Installed:
     dist: str
     version: str
     blobs: Mapping[str, str] = field(hash=False)  # installed path (or Lib/ path) -> blob
+    licenses: Mapping[str, str] = field(default_factory=dict, hash=False)  # license files in the .dist-info -> blob
 
 
 def version_mismatch(dist: str, installed: str, locked: str) -> str:
@@ -345,6 +364,12 @@ def verify(lock: Lock, installed_blobs: Mapping[str, Installed], with_python: bo
                     f"{pin.dist}: {f.installed} differs: locked {pin.version} blob {f.blob}, "
                     f"installed {now.version} blob {blob} "
                     f"(patched locally? reinstall {pin.dist}=={pin.version})"
+                )
+        for f in pin.licenses:
+            if now.licenses.get(f.installed) != f.blob:
+                problems.append(
+                    f"{pin.dist} {pin.version}: the license file {f.installed} differs from the lock or is not installed "
+                    f"(reinstall {pin.dist}=={pin.version}, or run `make pin`)"
                 )
         if pin.dist != PYTHON:
             locked = {f.installed for f in pin.files}

@@ -1,6 +1,7 @@
 """The pin stage, over a Project: the lock written from installed files, git and tags; installed files checked against it."""
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from ..model import (
     Pin,
     normalize_dist,
 )
+from ..pins.installed import first_header
 from ..project import (
     Project,
     dump_json,
@@ -28,7 +30,6 @@ from .forges import check_repo, forge
 from .installed import (
     PYTHON_VERSION,
     distributions,
-    first_header,
     installed_blobs,
 )
 
@@ -171,17 +172,22 @@ def _pin_each(
             forge_name, repo = located[name]
             old = next((p for p in before.dists if p.dist == name), None) if before else None
             why = "--refresh" if refresh else pins.repin_reason(old, installed[name], repo)
+            mirror = mirrors.get(repo.lower(), ("", None))[1]
             if not why and old is not None:  # (repin_reason gives a reason when old is None)
+                if not old.licenses and mirror is not None and old.commit:
+                    # a kept entry learns its license files' paths from a mirror that has its commit
+                    tree = gitinfo.tree_blobs(mirror, old.commit)
+                    old = dataclasses.replace(old, licenses=pins.map_licenses(installed[name].licenses, tree))
                 locked.append(old)
                 continue
-            mirror = mirrors.get(repo.lower(), ("", None))[1]
             try:
                 git_dir, tag, commit = _resolve_tag(name, installed[name].version, forge_name, repo, mirror, Path(tmp))
             except DispelError as exc:
                 raise DispelError(f"{name} must be pinned afresh ({why}): {exc}") from None
             version, tree = installed[name].version, gitinfo.tree_blobs(git_dir, commit)
             files = pins.map_files(name, version, tag, installed[name].blobs, tree)
-            locked.append(Pin(name, version, forge_name, repo, tag, commit, "commit", files))
+            licensed = pins.map_licenses(installed[name].licenses, tree)
+            locked.append(Pin(name, version, forge_name, repo, tag, commit, "commit", files, licensed))
             afresh[name] = why
     return locked, afresh
 

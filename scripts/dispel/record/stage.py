@@ -80,6 +80,10 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
     from ..run.launchers import FileClientProcess
 
     sf = scenario_file.one_app(scenario_file.parse(read_text(path, "scenario file"), path.name))
+    unset = [name for name in scenario_file.env_names(sf) if name not in os.environ]
+    if unset:
+        raise DispelError(f"{path.name} reads the secret {unset[0]} from the environment, which is not set; "
+                          f"export {unset[0]}=... (the value the app expects) and run it again")
     folder = str(path.resolve().parent)
     app_root = str(root.resolve()) if root else folder
     if root is not None and not Path(app_root).is_dir():

@@ -1,21 +1,27 @@
 """The render stage, over a Project: chains, lock, annotations and installed sources -> the generated pages."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from .. import catalog, layout
 from ..check import links as check_core
 from ..model import (
+    Chain,
     DispelError,
     Hop,
     Lock,
+    normalize_dist,
     text_lines,
 )
 from ..pins import permalinks
 from ..pins.installed import (
     PYTHON_VERSION,
+    dependency_facts,
     hop_sources,
     license_rows,
     sample_app_files,
@@ -26,12 +32,14 @@ from ..project import (
     Project,
     load_annotations,
     load_chains,
+    load_traces,
     oldest_set,
     project_lock,
+    read_text,
     write_all_atomic,
 )
 from ..review import versions as versions_core
-from . import annotation_files
+from . import aids, annotation_files
 from . import pages as render
 
 
@@ -102,9 +110,14 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
         if chain is None:
             files[page] = render.render_placeholder(journey)
         else:
-            files[page] = render.render_journey(chain, hop_linker(lock), excerpts, texts, found)
+            view = render.journey_page(chain, hop_linker(lock), excerpts, texts, found)
+            files[page] = aids.with_journey_aids(render.emit_journey(view), view)
+    files.update(aid_pages(project, out, found))
     files[out / "sample_app.md"] = render.render_sample_app(sample_app_files())
-    files[out / "licensing.md"] = render.render_licensing(license_rows(found.values(), lock))
+    rows = license_rows(found.values(), lock)
+    dists = [normalize_dist(d) for d in {h.func.source.dist for c in found.values() for h in c.hops} - {"builtin", "sample_app", "python"}]
+    files[out / "licensing.md"] = (render.render_licensing(rows) + "\n" + aids.license_files_section(rows) + "\n"
+                                   + aids.dependency_tree(dependency_facts(dists), dists))
     versions, python = version_set(lock)
     versions += browsers_recorded(project)
     files[out / "snippets" / "modules.md"] = layout.markdown_table()
@@ -119,3 +132,47 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
         said.append(f"not recorded yet, placeholder pages: {', '.join(absent)} (run `make regen`)")
     return Site(tuple(files), tuple(said))
 
+
+def aid_pages(project: Project, out: Path, found: Mapping[str, Chain]) -> dict[Path, str]:
+    """The reader's aids (render/aids): glossary, threads, the edge table and cite snippets, the footer."""
+    facts = aids.thread_facts(load_traces(project))
+    chains = [found[j] for j in catalog.JOURNEY_NAMES if j in found]
+    files = {
+        out / aids.GLOSSARY_PAGE: aids.glossary_page(facts),
+        out / aids.THREADS_PAGE: aids.threads_page(facts, chains),
+        out / "snippets" / aids.EDGES_SNIPPET: aids.edges_snippet(),
+    }
+    about = colophon(project)
+    dated = {out / "snippets" / aids.CITE_SNIPPET: aids.cite_snippet(about), out / aids.FOOTER_PARTIAL: aids.footer_html(about)}
+    for path, text in dated.items():
+        committed = project.docs / path.relative_to(out)
+        # A copy without git history (a test's, a tarball's) cannot date its traces: it keeps the committed colophon.
+        files[path] = read_text(committed, "page") if not about.traces_date and committed.is_file() else text
+    return files
+
+
+def traces_commit(project: Project) -> tuple[str, str]:
+    """(committer date ISO 8601, SHA) of the last commit that changed the project's traces/; ("", "") when git does not know."""
+    rel = project.traces.relative_to(project.root).as_posix() if project.traces.is_relative_to(project.root) else str(project.traces)
+    try:
+        done = subprocess.run(["git", "-C", str(project.root), "log", "-1", "--format=%cI %H", "--", rel],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "", ""
+    date, _, sha = done.stdout.strip().partition(" ") if done.returncode == 0 else ("", "", "")
+    return date, sha
+
+
+def colophon(project: Project) -> aids.Colophon:
+    """The site's name (mkdocs.yml), dispel's version and the date and commit of the traces, for the footer and the cite snippet."""
+    config = project.root / "mkdocs.yml"
+    name = "dispel"
+    if config.is_file():
+        m = re.search(r'^site_name:\s*"?(.*?)"?\s*$', read_text(config, "mkdocs.yml"), re.MULTILINE)
+        name = m.group(1) if m else name
+    try:
+        version = metadata.version("dispel")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    date, sha = traces_commit(project)
+    return aids.Colophon(name, version, date, sha)

@@ -10,6 +10,7 @@ client's threads and sockets out of the traced server, and paces its frames.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -23,7 +24,7 @@ from .sample_client import (
     patch_http_close,
     patch_websocket,
 )
-from .scenario_file import Step, from_jsonable
+from .scenario_file import Step, from_jsonable, resolve_env
 
 
 class ScenarioClient:
@@ -50,7 +51,7 @@ class ScenarioClient:
         for ns in self.namespaces:
             self.client.on("*", self._catch(ns), namespace=ns)
             self.client.on("connect_error", self._refused, namespace=ns)
-        if spec.get("transport") == "polling":
+        if spec.get("transport") in ("polling", "upgrade"):
             _order_polling(pace)
 
     def _catch(self, ns: str):
@@ -69,6 +70,10 @@ class ScenarioClient:
             self.refusals.append(args)
             self.arrived.notify_all()
 
+    def _auth(self):
+        auth = self.spec.get("auth")
+        return None if auth is None else resolve_env(from_jsonable(auth), os.environ)
+
     def _drained(self, timeout: float) -> None:
         queue = self.client.eio.queue
         end = time.monotonic() + timeout
@@ -78,20 +83,29 @@ class ScenarioClient:
     def step(self, s: Step) -> None:
         ns = s.namespace or self.namespaces[0]
         if s.do == "connect":
-            transports = [self.spec.get("transport", "websocket")]
+            transport = self.spec.get("transport", "websocket")
+            # upgrade: long-polling first, then the upgrade to WebSocket (as a browser does)
+            transports = ["polling", "websocket"] if transport == "upgrade" else [transport]
             headers = dict(self.spec.get("headers") or {})
-            if transports == ["websocket"]:
+            if "websocket" in transports:
                 headers.setdefault("Sec-WebSocket-Key", WS_KEY)
             if s.refused is not None:
                 self._connect_refused(s, transports, headers)
                 return
             self.client.connect(
                 self.url, transports=transports, namespaces=self.namespaces, headers=headers,
-                auth=self.spec.get("auth"), wait_timeout=s.timeout,
+                auth=self._auth(), wait_timeout=s.timeout,
             )
+            if transport == "upgrade":
+                end = time.monotonic() + s.timeout
+                while self.client.transport() != "websocket" and time.monotonic() < end:
+                    time.sleep(0.01)
+                if self.client.transport() != "websocket":
+                    raise TimeoutError("the client never upgraded to websocket")
         elif s.do in ("emit", "join", "leave"):
             # several arguments go as a tuple (python-socketio spreads it), one as itself
             data = tuple(s.args) if s.has_args else s.data if s.has_data else None
+            data = resolve_env(data, os.environ)  # { env = "NAME" }: a secret the replay reads
             if s.ack:
                 answer = self.client.call(s.event, data, namespace=ns, timeout=s.timeout)
                 del answer  # any answer will do: the trace shows it
@@ -135,7 +149,7 @@ class ScenarioClient:
         reader or werkzeug read the close frame would vary from run to run)."""
         self.client.connect(
             self.url, transports=transports, namespaces=self.namespaces, headers=headers,
-            auth=self.spec.get("auth"), wait=False,
+            auth=self._auth(), wait=False,
         )
         with self.arrived:
             self.arrived.wait_for(lambda: self.refusals or set(self.client.namespaces) == set(self.namespaces), s.timeout)

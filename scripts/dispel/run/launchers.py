@@ -117,7 +117,7 @@ class FileClientProcess(ClientProcess):
     def __init__(self, port: int, spec: dict, pace: float | None = None) -> None:
         import json
 
-        self.pacer = PacerProcess(port) if spec.get("transport") == "polling" else None
+        self.pacer = PacerProcess(port) if spec.get("transport") in ("polling", "upgrade") else None
         super().__init__(self.pacer.port if self.pacer else port, pace)
         # an http step goes to the server itself, never through the pacer
         self._send(json.dumps({**spec, "server_port": port}, sort_keys=True))

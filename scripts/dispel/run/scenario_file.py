@@ -91,7 +91,13 @@ DISCONNECT_BY = ("client", "server")
 # ``hex:`` or ``base64:``, anywhere a value is sent or compared: data = { bytes = "hex:89504e47" }.
 BYTES_KEY = "bytes"
 BYTES_PREFIXES = ("hex:", "base64:")
-TRANSPORTS = ("websocket", "polling")
+# A secret the replay reads from its environment (as `dispel report --live --save-scenario` writes
+# one): a table of the one key ``env`` naming the variable, anywhere a value is sent or in auth:
+# auth = { token = { env = "DISPEL_SECRET_TOKEN" } }. The file holds the name, never the value.
+ENV_KEY = "env"
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# "upgrade": Engine.IO's default, long-polling first, then the upgrade to WebSocket (a browser's way)
+TRANSPORTS = ("websocket", "polling", "upgrade")
 BROKERS = ("redis",)
 PROCESS_KINDS = ("server", "emitter")
 # What dispel.run.sample_client (the client of a scenario of several processes) can do: the events it
@@ -266,12 +272,24 @@ class ScenarioFile:
 # --------------------------------------------------------------------------- bytes
 
 
+@dataclass(frozen=True)
+class EnvRef:
+    """``{ env = "NAME" }``: a value the replay reads from the environment variable NAME (resolve_env)."""
+
+    name: str
+
+
 def decode_bytes(value: object) -> object:
     """A TOML value with its ``{ bytes = "hex:..." }`` / ``{ bytes = "base64:..." }`` tables made
-    bytes (at any depth); ValueError says what is wrong with one."""
+    bytes and its ``{ env = "NAME" }`` tables EnvRefs (at any depth); ValueError says what is wrong with one."""
     import base64
     import binascii
 
+    if isinstance(value, dict) and set(value) == {ENV_KEY}:
+        name = value[ENV_KEY]
+        if not isinstance(name, str) or not _ENV_NAME_RE.match(name):
+            raise ValueError(f"env = {name!r} must name an environment variable, like {{ env = \"APP_TOKEN\" }}")
+        return EnvRef(name)
     if isinstance(value, dict):
         if set(value) == {BYTES_KEY} and isinstance(value[BYTES_KEY], str):
             text = value[BYTES_KEY]
@@ -298,6 +316,8 @@ def to_jsonable(value: object) -> object:
 
     if isinstance(value, (bytes, bytearray)):
         return {BYTES_KEY: "base64:" + base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, EnvRef):
+        return {ENV_KEY: value.name}
     if isinstance(value, dict):
         return {k: to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -306,6 +326,45 @@ def to_jsonable(value: object) -> object:
 
 
 from_jsonable = decode_bytes
+
+
+def resolve_env(value: object, environ: Mapping[str, str]) -> object:
+    """``value`` with each EnvRef replaced by its variable's value in ``environ``; a variable not
+    set is a DispelError naming it."""
+    if isinstance(value, EnvRef):
+        if value.name not in environ:
+            raise DispelError(f"the environment variable {value.name} is not set: the scenario reads a secret from it; "
+                              f"export {value.name}=... before running it")
+        return environ[value.name]
+    if isinstance(value, dict):
+        return {k: resolve_env(v, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env(v, environ) for v in value]
+    if isinstance(value, tuple):
+        return tuple(resolve_env(v, environ) for v in value)
+    return value
+
+
+def env_names(sf: ScenarioFile) -> list[str]:
+    """The environment variables a scenario file's values read (``{ env = "NAME" }``), sorted."""
+    found: set[str] = set()
+
+    def walk(value: object) -> None:
+        if isinstance(value, EnvRef):
+            found.add(value.name)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    for c in sf.clients:
+        walk(decode_bytes(c.auth))
+        walk([v for _, v in c.replies])
+    for st in sf.steps:
+        walk([st.data, list(st.args), st.body])
+    return sorted(found)
 
 
 # --------------------------------------------------------------------------- helpers
