@@ -58,19 +58,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _said(done: report.Report, no_site: bool) -> int:
-    for line in done.said:
-        print(line)
-    for name, hops, threads in done.journeys:
-        print(f"journey {name}: {hops} hops on {threads} threads")
-    for line in done.skipped:
-        print(f"not derived: {line}")
-    for line in done.raised:
-        print(f"the app raised: {line}")
-    if done.unannotated:
-        print(f"not annotated: {len(done.unannotated)} functions (listed on the report's home page)")
-    if done.completeness:
-        print(done.completeness)
-    print(f"report -> {done.out}" + ("" if no_site else f" (site: {done.out / 'site'})"))
+    print("\n".join(report.console_lines(done, no_site)))
     return 0
 
 

@@ -80,6 +80,20 @@ class Report:
     completeness: str = ""  # how many of the pages' wire values have their maker or reader on the chain
 
 
+def console_lines(done: Report, no_site: bool) -> list[str]:
+    """What `dispel report` prints about what it built, a line each."""
+    out = list(done.said)
+    out += [f"journey {name}: {hops} hops on {threads} threads" for name, hops, threads in done.journeys]
+    out += [f"not derived: {line}" for line in done.skipped]
+    out += [f"the app raised: {line}" for line in done.raised]
+    if done.unannotated:
+        out.append(f"not annotated: {len(done.unannotated)} functions (listed on the report's home page)")
+    if done.completeness:
+        out.append(done.completeness)
+    out.append(f"report -> {done.out}" + ("" if no_site else f" (site: {done.out / 'site'})"))
+    return out
+
+
 RUNNING = "still running when the scenario ended (cut there): "
 
 
