@@ -108,7 +108,12 @@ ACKED = '[[steps]]\ndo = "emit"\nevent = "ping"\ndata = "x"\nack = true\ntimeout
 APP_CASES = [
     # (id, files of the project (name -> text), [app] import, factory, extra argv, what the one error line must say)
     ("async mode eventlet", {"chat.py": APP.replace("MODE", "eventlet")}, "chat:socketio", False, [],
-     "import: chat:socketio runs Flask-SocketIO with async_mode='eventlet'; dispel traces the threading mode only"),
+     ("async_mode='eventlet': dispel does not trace eventlet, whose maintainers discourage new use and plan its retirement; "
+     "run the app with async_mode=\"gevent\"")),
+    ("async mode conflict", {"chat.py": APP.replace("MODE", "threading")}, "chat:socketio", 'async_mode = "gevent"', [],
+     "async_mode: the app asks for 'threading', the scenario file for 'gevent'"),
+    ("async mode eventlet from the file", {"chat.py": APP.replace('SocketIO(app, async_mode="MODE")', "SocketIO(app)")}, "chat:socketio",
+     'async_mode = "eventlet"', [], "async_mode='eventlet': dispel does not trace eventlet"),
     ("app file queue.py", {"chat.py": APP.replace("MODE", "threading"), "queue.py": "JOBS = []\n"}, "chat:socketio", False, [],
      "queue.py shadows the standard library's module 'queue'"),
     ("app file select.py", {"chat.py": APP.replace("MODE", "threading"), "select.py": "CHOICES = []\n"}, "chat:socketio", False, [],
@@ -132,7 +137,7 @@ def test_own_app_one_clear_line_and_nothing_written(tmp_path, files, target, fac
     (tmp_path / "empty").mkdir()
     for name, text in files.items():
         (project / name).write_text(text)
-    text = SCENARIO.replace("IMPORT", target).replace("FACTORY", "factory = true" if factory else "")
+    text = SCENARIO.replace("IMPORT", target).replace("FACTORY", factory if isinstance(factory, str) else "factory = true" if factory else "")
     if "raise ValueError" in files.get("chat.py", ""):
         text = text.replace('[[steps]]\ndo = "disconnect"', ACKED + '[[steps]]\ndo = "disconnect"')
     (project / "scenario.toml").write_text(text)

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from dispel import catalog
 from dispel.chains import build as chains
-from dispel.chains import derive, finders
-from dispel.chains.build import TraceGraph, mentions
+from dispel.chains import derive_finders, finders, hand_written
+from dispel.chains import graph as chain_graph
+from dispel.chains import routes as chain_routes
+from dispel.chains.graph import TraceGraph, mentions
 from dispel.check import links as check
 from dispel.run import browser
 from dispel.tracefiles.codec import trace_from_json
@@ -82,22 +84,22 @@ def test_bounded_in_time(recorded):
 
 
 def find_on(g: TraceGraph):
-    handler = chains._one(chains._user_handler(g, "on_chat"), "the chat handler", "none")
-    recv = chains._recv_before_text(g, ('42["chat"',), g.ev(handler).thread)
+    handler = hand_written.only_one(hand_written._user_handler(g, "on_chat"), "the chat handler", "none")
+    recv = hand_written.recv_before_text(g, ('42["chat"',), g.ev(handler).thread)
     needles = ('"chat"',)
-    stored = derive.registration(g, "chat")
+    stored = derive_finders.registration(g, "chat")
     assert stored is not None, "the app's import registers no handler of 'chat'"
-    return [stored, chains.value_trail(g, recv, handler, needles)], needles + ("'chat'", "<b>hi</b>")
+    return [stored, chain_routes.value_trail(g, recv, handler, needles)], needles + ("'chat'", "<b>hi</b>")
 
 
 def find_emit(g: TraceGraph):
-    handler = chains._one(chains._user_handler(g, "on_chat"), "the chat handler", "none")
-    packet = chains._one(
+    handler = hand_written.only_one(hand_written._user_handler(g, "on_chat"), "the chat handler", "none")
+    packet = hand_written.only_one(
         g.find(lambda e: mentions(e, ('42["reply"',)) and e.thread != g.ev(handler).thread), "the encoded reply packet", "on_chat"
     )
     # the frame that carries it: the next socket.send on the thread that holds the packet
-    sink = chains._one(g.find(chains.is_sink("send"), g.ev(packet).thread, after=packet), "the socket.send of the reply frame", "on_chat")
-    return [chains.with_producer(g, chains.value_trail(g, handler, sink, ('"reply"',)))], ('"reply"', "<b>hi</b>")
+    sink = hand_written.only_one(g.find(chain_graph.is_sink("send"), g.ev(packet).thread, after=packet), "the socket.send of the reply frame", "on_chat")
+    return [hand_written.with_producer(g, chain_routes.value_trail(g, handler, sink, ('"reply"',)))], ('"reply"', "<b>hi</b>")
 
 
 FINDERS = {"on": find_on, "emit": find_emit}
@@ -189,7 +191,7 @@ def test_browser_upgrade_agrees_with_the_python_clients_modulo_transport(recorde
     upgrade = catalog.journey("upgrade")
     python_trace = trace_from_json((ROOT / "traces" / "upgrade.json").read_text(encoding="utf-8"), "traces/upgrade.json")
     py_chain, br_chain = finders.build(python_trace, upgrade), finders.build(trace, upgrade)
-    polled = {h.thread for h in br_chain.hops if h.func.key == chains.SOCKET_C + "sendall"}
+    polled = {h.thread for h in br_chain.hops if h.func.key == chain_graph.SOCKET_C + "sendall"}
     assert len(polled) == 1, "the browser's poll during the upgrade is missing"
     python = [hop_key(h) for h in py_chain.hops]
     browser = [hop_key(h) for h in br_chain.hops]
@@ -206,7 +208,7 @@ def test_browser_upgrade_agrees_with_the_python_clients_modulo_transport(recorde
 
 def upgrade_response(trace) -> str:
     return next(
-        a.text for e in trace.events if e.func.startswith(chains.SOCKET_C + "send")
+        a.text for e in trace.events if e.func.startswith(chain_graph.SOCKET_C + "send")
         for a in e.args if "101 Switching Protocols" in a.text
     )
 
@@ -217,7 +219,7 @@ def upgrade_response(trace) -> str:
 def request_line(trace, thread: str) -> str:
     """The first request line a server thread read."""
     for e in trace.events:
-        if e.thread == thread and e.func in (chains.SOCKET_C + "recv", chains.SOCKET_C + "recv_into") and e.ret:
+        if e.thread == thread and e.func in (chain_graph.SOCKET_C + "recv", chain_graph.SOCKET_C + "recv_into") and e.ret:
             return e.ret.text.split("\\r\\n", 1)[0]
     return ""
 
@@ -225,7 +227,7 @@ def request_line(trace, thread: str) -> str:
 def test_the_browser_long_polled_before_the_upgrade(recorded):
     trace, _, _ = recorded
     started = {t.name: t.started_by for t in trace.threads}
-    upgraded = next(e.thread for e in trace.events if e.func.startswith(chains.SOCKET_C + "send") and any("101 Switching" in a.text for a in e.args))
+    upgraded = next(e.thread for e in trace.events if e.func.startswith(chain_graph.SOCKET_C + "send") and any("101 Switching" in a.text for a in e.args))
     assert "transport=websocket" in request_line(trace, upgraded)
     polling = {t for t in started if "transport=polling" in request_line(trace, t)}
     gets = {e.thread for e in trace.events if e.func == "engineio.socket:Socket.handle_get_request"} & polling

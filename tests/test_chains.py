@@ -9,7 +9,10 @@ import pytest
 from conftest import trace_of
 from dispel import catalog
 from dispel.chains import build as chains
-from dispel.chains import finders
+from dispel.chains import finders, hand_written
+from dispel.chains import graph as chain_graph
+from dispel.chains import makers as chain_makers
+from dispel.chains import routes as chain_routes
 from dispel.model import (
     EDGE_CALL,
     EDGE_DATA,
@@ -47,10 +50,10 @@ def first(trace, func, **arg_text):
 
 def test_queue_producer_to_consumer_crosses_by_wake_up():
     trace = trace_of(prog.producer_consumer)
-    g = chains.TraceGraph(trace)
+    g = chain_graph.TraceGraph(trace)
     put = first(trace, "programs.threads:produce")
     got = first(trace, "programs.threads:consume")
-    steps = chains.connect(g, put, got)
+    steps = chain_routes.connect(g, put, got)
     edges = [e for _, e in steps]
     assert EDGE_WAKE in edges, edges
     woken = g.ev(steps[edges.index(EDGE_WAKE)][0])
@@ -59,16 +62,16 @@ def test_queue_producer_to_consumer_crosses_by_wake_up():
 
 def test_thread_started_by_a_function():
     trace = trace_of(prog.launch)
-    g = chains.TraceGraph(trace)
-    steps = chains.connect(g, first(trace, "programs.threads:launch"), first(trace, "programs.threads:work"))
+    g = chain_graph.TraceGraph(trace)
+    steps = chain_routes.connect(g, first(trace, "programs.threads:launch"), first(trace, "programs.threads:work"))
     assert [g.ev(i).func for i, e in steps if e == EDGE_THREAD_START] == ["threading:Thread.run"]
     assert g.ev(steps[-1][0]).func == "programs.threads:work"
 
 
 def test_buffer_and_event_hand_off():
     trace = trace_of(prog.buffer_event)
-    g = chains.TraceGraph(trace)
-    steps = chains.connect(g, first(trace, "programs.threads:reader"), first(trace, "programs.threads:handle"))
+    g = chain_graph.TraceGraph(trace)
+    steps = chain_routes.connect(g, first(trace, "programs.threads:reader"), first(trace, "programs.threads:handle"))
     kinds = [(g.ev(i).func, e) for i, e in steps]
     assert ("threading:Condition.wait", EDGE_WAKE) in kinds
     assert kinds[-1] == ("programs.threads:handle", EDGE_CALL)
@@ -76,12 +79,12 @@ def test_buffer_and_event_hand_off():
 
 def test_two_consumers_identity_decides():
     trace = trace_of(prog.two_consumers)
-    g = chains.TraceGraph(trace)
+    g = chain_graph.TraceGraph(trace)
     for name in ("first", "second"):
         made = first(trace, "programs.threads:Payload.__init__", name=name)
         token = g.ev(made).args[0].token  # self: the Payload object
         used = next(e.index for e in trace.events if e.func == "programs.threads:consume" and e.args[0].token == token)
-        steps = chains.connect(g, made, used)
+        steps = chain_routes.connect(g, made, used)
         assert steps[-1][0] == used
         # The chain enters the consumer's thread by a wake-up of that consumer, or
         # (when it was already awake) by the get that returned this very object.
@@ -110,7 +113,7 @@ def built(traces):
     return finders.build_all(traces, installed.lines_by_source(traces))
 
 
-def connected(g: chains.TraceGraph, prev: int, cur: int, edge: str) -> bool:
+def connected(g: chain_graph.TraceGraph, prev: int, cur: int, edge: str) -> bool:
     a, b = g.ev(prev), g.ev(cur)
     if edge == EDGE_CALL:
         return b.parent == prev
@@ -131,7 +134,7 @@ def connected(g: chains.TraceGraph, prev: int, cur: int, edge: str) -> bool:
 def test_every_hop_is_in_the_trace_and_consecutive_hops_are_connected(traces, built):
     for name, chain in built.items():
         trace, links = chains.scenario_trace(traces, chain.scenario)
-        g = chains.TraceGraph(trace, None, links)
+        g = chain_graph.TraceGraph(trace, None, links)
         assert chain.hops[0].edge == EDGE_ENTRY
         for prev, cur in zip(chain.hops, chain.hops[1:]):
             ev = trace.events[cur.event]
@@ -333,7 +336,7 @@ def test_polling_waits_in_a_get_and_answers_with_the_packets_a_post_caused(built
 
 def test_a_client_that_never_upgrades_has_no_upgrade_journey(traces):
     upgrade = catalog.journey("upgrade")
-    with pytest.raises(chains.JourneyError, match="never upgraded: no 2probe"):
+    with pytest.raises(chain_graph.JourneyError, match="never upgraded: no 2probe"):
         finders.build(traces["chat"], upgrade)  # the chat client starts on websocket
 
 
@@ -374,7 +377,7 @@ def test_a_sink_that_never_happened_names_the_last_hop(trace):
             for e in trace.events
         ),
     )
-    with pytest.raises(chains.JourneyError, match="journey 'emit'.*never happened.*last hop reached: on_chat"):
+    with pytest.raises(chain_graph.JourneyError, match="journey 'emit'.*never happened.*last hop reached: on_chat"):
         finders.build_all({"chat": without_sends}, only=["emit"])
 
 
@@ -388,16 +391,16 @@ def test_unknown_journey_is_refused(trace):
 
 def test_a_long_poll_is_woken_in_its_blocking_get_not_in_the_drain():
     trace = trace_of(pv.long_poll)
-    g = chains.TraceGraph(trace)
+    g = chain_graph.TraceGraph(trace)
     poll = first(trace, "programs.values:poll")
-    woken = chains.woken_waits(g, poll)
+    woken = hand_written.woken_waits(g, poll)
     assert len(woken) == 1
     wait = g.ev(woken[0])
     get = g.ev(wait.parent)
     assert wait.func == "threading:Condition.wait" and get.func == "queue:Queue.get"
     assert [a.text for a in get.args if a.name == "block"] == ["True"]  # not get(block=False)
     # The notify that ended it is the sender's put, and the chain from poll to it goes through that get.
-    steps = chains.connect(g, poll, woken[0])
+    steps = chain_routes.connect(g, poll, woken[0])
     assert [g.ev(i).func for i, _ in steps] == ["queue:Queue.get", "threading:Condition.wait"]
     assert g.ev(steps[0][0]).call_line == pv.poll.__code__.co_firstlineno + 1
 
@@ -418,14 +421,14 @@ def test_polling_part_one_ends_where_the_get_blocks(built):
 
 def graph_of(fn):
     trace = trace_of(fn)
-    return trace, chains.TraceGraph(trace, installed.lines_by_source({"t": trace}))
+    return trace, chain_graph.TraceGraph(trace, installed.lines_by_source({"t": trace}))
 
 
 def test_a_value_made_in_a_sibling_call_is_joined_to_the_sink():
     trace, g = graph_of(pv.sibling_producer)
     sink = first(trace, "programs.values:sink")
-    assert [(g.ev(p).func, u, k) for p, u, k in chains.producers(g, sink)] == [("programs.values:encode", sink, "result")]
-    steps, joins = chains.walk_with_producers(g, [[first(trace, "programs.values:sibling_producer"), sink]])
+    assert [(g.ev(p).func, u, k) for p, u, k in chain_makers.producers(g, sink)] == [("programs.values:encode", sink, "result")]
+    steps, joins = chain_makers.walk_with_producers(g, [[first(trace, "programs.values:sibling_producer"), sink]])
     assert [g.ev(i).func.split(":")[1] for i, _ in steps] == ["sibling_producer", "encode", "sibling_producer", "sink"]
     assert joins == [(first(trace, "programs.values:encode"), sink, "result")]
 
@@ -435,18 +438,18 @@ def test_a_generators_yield_feeds_the_loop_that_calls_the_sink():
     sinks = [e.index for e in trace.events if e.func == "programs.values:sink"]
     yields = [e.index for e in trace.events if e.func == "programs.values:events"]
     for sink, fed in zip(sinks, yields):
-        found = chains.producers(g, sink)
+        found = chain_makers.producers(g, sink)
         assert (fed, sink, "yield") in found or (fed, sink, "result") in found
         assert all(p < sink for p, _, _ in found)
     # The last resume (the generator ending) is no producer: it comes after every sink.
-    assert yields[-1] not in {p for s in sinks for p, _, _ in chains.producers(g, s)}
+    assert yields[-1] not in {p for s in sinks for p, _, _ in chain_makers.producers(g, s)}
 
 
 def test_of_two_candidates_the_value_decides_not_the_position():
     trace, g = graph_of(pv.two_candidates)
     sink = first(trace, "programs.values:sink")
     chosen = first(trace, "programs.values:encode", name="chosen")
-    assert chains.producers(g, sink) == [(chosen, sink, "result")]
+    assert chain_makers.producers(g, sink) == [(chosen, sink, "result")]
     # Swap the texts: the other call becomes the producer.
     decoy = first(trace, "programs.values:encode", name="decoy")
     sink_ev = trace.events[sink]
@@ -457,8 +460,8 @@ def test_of_two_candidates_the_value_decides_not_the_position():
             for e in trace.events
         ),
     )
-    g2 = chains.TraceGraph(swapped, g.lines)
-    assert chains.producers(g2, sink) == [(decoy, sink, "result")]
+    g2 = chain_graph.TraceGraph(swapped, g.lines)
+    assert chain_makers.producers(g2, sink) == [(decoy, sink, "result")]
     assert sink_ev.args[0].text == "'2chosen'"
 
 

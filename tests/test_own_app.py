@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from dispel.catalog import Journey
 from dispel.chains import build as chains
-from dispel.chains import derive, derive_finders
+from dispel.chains import derive, derive_finders, hand_written
+from dispel.chains import graph as chain_graph
+from dispel.chains import routes as chain_routes
 from dispel.check import integrity
 from dispel.model import EDGE_ENTRY
 from dispel.tracefiles.codec import chain_from_dict, trace_from_json
@@ -70,12 +72,12 @@ def test_the_old_derivation_spliced_it_and_the_rule_says_where(built):
     """The old finder followed the trail from the handler's frame: its first hand-off was the
     call's packet ('quiz'), then it ended at the reply's frame on a later turn of the writer's loop."""
     _, _, _found, trace = built
-    g = chains.TraceGraph(trace)
+    g = chain_graph.TraceGraph(trace)
     source = next(i for i in g.find(lambda e: e.func == "one_reply:on_ask"))
-    sink = next(i for i in g.find(lambda e: chains.is_sink("send")(e) and chains.mentions(e, ("you answered",))))
+    sink = next(i for i in g.find(lambda e: chain_graph.is_sink("send")(e) and chain_graph.mentions(e, ("you answered",))))
     needles = ('"reply"',)
     old = chains.build(trace, Journey("emit-old", "old", trace.scenario, "derived", "sent"), None,
-                       lambda g: ([chains.with_producer(g, chains.value_trail(g, source, sink, needles))], needles + ('"quiz"',)))
+                       lambda g: ([hand_written.with_producer(g, chain_routes.value_trail(g, source, sink, needles))], needles + ('"quiz"',)))
     said = integrity.verdicts(old, trace)
     assert any('"quiz"' in (h.value or "") for h in old.hops)  # it was spliced
     assert len(said) == 1 and said[0].startswith(f"emit-old: hop {len(old.hops)} (_socket:socket.send, call): sends ")
@@ -125,7 +127,7 @@ def test_a_raising_handler_is_printed_with_its_journey(built):
 
 def test_nothing_that_ran_is_left_unsaid(built):
     out, stdout, found, trace = built
-    g = chains.TraceGraph(trace)
+    g = chain_graph.TraceGraph(trace)
     on = {h.func.key for c in found.values() for h in c.hops}
     said = [ln for ln in stdout.splitlines() if ln.startswith("not derived: ")]
     for i in g.find(lambda e: e.func == derive_finders.HANDLE_EVENT):

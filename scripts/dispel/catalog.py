@@ -39,6 +39,8 @@ DISTS: tuple[Dist, ...] = (
 DIST_NAMES = tuple(d.name for d in DISTS)
 # Traced only in the scenarios of several processes joined by a message queue.
 QUEUE_DISTS: tuple[Dist, ...] = (Dist("redis", "redis"),)
+# Traced only in gevent mode (its pure-Python modules, dispel.modes.GEVENT_TRACED).
+GEVENT_DISTS: tuple[Dist, ...] = (Dist("gevent", "gevent"),)
 # Every distribution the lock pins.
 PINNED_DIST_NAMES = DIST_NAMES + tuple(d.name for d in QUEUE_DISTS)
 
@@ -72,6 +74,7 @@ STDLIB_FILES = (
 THREAD_ROLES: tuple[tuple[str, str], ...] = (
     ("PubSubManager._thread", "queue-listener"),
     ("process_request_thread", "request"),
+    ("engineio.middleware:WSGIApp.__call__", "request"),  # gevent's server: a greenlet per connection
     ("Base._thread", "ws-reader"),
     ("<locals>.writer", "eio-writer"),
     ("_handle_event_internal", "handler"),

@@ -32,6 +32,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         print("\n".join(live.said_lines(lr, report.running_line)))
         return 0
     if args.scenario:
+        if record_stage.scenario_mode(args.scenario, args.root) != record_stage.modes.running_mode():  # gevent: a patched process records
+            return record_stage.record_file_patched(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
         r = record_stage.record_file(args.scenario, args.out, args.timeout_file, args.port, tuple(args.redact), args.root)
         print(r.app)
         print(f"recorded {r.scenario}: {r.calls} calls on {r.threads} threads -> {PROJECT.shown(r.path)} (recorder core: {r.core})")

@@ -40,6 +40,8 @@ MODULES: dict[str, tuple[str, str]] = {
     # run/
     "run.runner": (SHELL, "run an app in-process under a recorder and drive it, step by step, with a deadline"),
     "run.deadline": (PURE, "the deadline the steps of one run share"),
+    "run.green_sample": (SHELL, "the sample app's handlers on a gevent-mode server (the bench's gevent workload; a patched process only)"),
+    "run.modes": (PURE, "Flask-SocketIO's async modes as a run has them: which one, what an app leaving it unset gets, gevent's server and greenlets"),
     "run.launchers": (SHELL, "the step clients' processes (the sample's, a scenario file's, the browser) and free ports"),
     "run.browser": (SHELL, "the official JavaScript client in headless Chromium"),
     "run.pacer": (ENTRY, "a pacing proxy process: whole requests and frames, one at a time"),
@@ -51,7 +53,11 @@ MODULES: dict[str, tuple[str, str]] = {
     "run.multiprocess": (SHELL, "scenarios of several processes: a Redis server, traced servers and an emitter, real clients"),
     "run.multiprocess_child": (ENTRY, "one traced process of a scenario of several"),
     # chains/
-    "chains.build": (PURE, "a trace -> one chain per journey: call, happens-before and producer edges"),
+    "chains.build": (PURE, "a trace -> one chain per journey: the finders' waypoints walked, makers and readers inserted, values shown"),
+    "chains.graph": (PURE, "a trace as a graph: events, children, ancestors, the waits each wake-up ended"),
+    "chains.routes": (PURE, "routes between waypoints: the call tree, happens-before edges across threads, the data passed on"),
+    "chains.makers": (PURE, "where a passed-on value was made, where a received one was parsed, the hand-offs that carried them"),
+    "chains.hand_written": (PURE, "the hand-written finders (polling, upgrade, handshake, across processes) and the wire bytes pages decode"),
     "chains.across": (PURE, "the traces of several processes as one, joined by the bytes they published"),
     "chains.derive": (PURE, "the journeys of any app, derived from what Flask-SocketIO called: what happened, and which journey shows it"),
     "chains.derive_finders": (PURE, "where each derived journey of any app starts and ends: run, connect, on, emit, ack, disconnect"),

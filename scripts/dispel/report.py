@@ -28,7 +28,7 @@ import yaml
 from . import catalog
 from .chains import build as chains_core
 from .chains import derive, derive_finders, fold
-from .chains.build import JourneyError
+from .chains.graph import JourneyError
 from .chains.stage import chain_files
 from .check import completeness, fetch, integrity, prose
 from .check.stage import CheckResult, check_completeness, check_integrity, check_proofs

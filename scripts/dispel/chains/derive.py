@@ -1,12 +1,10 @@
 """Derived journeys: from the trace of any Flask-SocketIO app, the journeys that happened in it (pure).
 
-These rules look for what Flask-SocketIO itself calls, never for an app's own names, so they hold
-for any app; the sample app's run, handshake, on, emit, ack, broadcast and disconnect journeys are
-derived by them too (dispel.chains.finders). Only the transport's journeys (polling, upgrade) and
-those across processes keep hand-written finders (dispel.chains.build.FINDERS). The rules:
+Where the catalogue's finders (dispel.chains.build.FINDERS) look for the sample app's handler names,
+these rules look for what Flask-SocketIO itself calls, so they hold for any app:
 
 - ``run``: the app's ``SocketIO.run`` (or its own function that called it) to bind, listen, accept;
-- ``handshake``: the accepted connection to the 101 (chains.build.find_handshake: it names no handler);
+- ``handshake``: the accepted connection to the 101 (the catalogue's finder: it names no handler);
 - ``connect``: python-socketio's ``_handle_connect`` of the first namespace, from the socket read
   before it, through the app's connect handler (if any) to the frame of the CONNECT answer;
 - ``on:<event>``: every handler ``SocketIO._handle_event`` called (``@socketio.on``, ``on_event``,
@@ -39,17 +37,6 @@ from dataclasses import dataclass
 from ..catalog import Journey
 from ..model import Chain, TraceFile
 from . import derive_packets
-from .build import (
-    SWITCHING,
-    JourneyError,
-    TraceGraph,
-    find_handshake,
-    happened_before,
-    is_sink,
-    mentions,
-    str_arg,
-    value_trail,
-)
 from .derive_finders import (
     HANDLE_EVENT,
     RESERVED,
@@ -74,6 +61,9 @@ from .derive_finders import (
     recipients,
     sends,
 )
+from .graph import JourneyError, TraceGraph, is_sink, mentions, str_arg
+from .hand_written import SWITCHING, find_handshake, happened_before
+from .routes import value_trail
 
 
 @dataclass(frozen=True)

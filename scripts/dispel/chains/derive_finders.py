@@ -9,21 +9,16 @@ from collections.abc import Callable
 
 from ..model import Event
 from ..tracefiles.values import value_text_to_python
-from .build import (
+from .graph import JourneyError, TraceGraph, is_sink, mentions, str_arg
+from .hand_written import (
     CLOSE_FRAME,
-    JourneyError,
-    TraceGraph,
-    _one,
-    _recv_before_text,
     fan_out,
     happened_before,
-    is_sink,
-    mentions,
-    str_arg,
-    thread_route,
-    value_trail,
+    only_one,
+    recv_before_text,
     with_producer,
 )
+from .routes import thread_route, value_trail
 
 APP_DIST = "sample_app"  # the traced app's marker (dispel.model.Source)
 
@@ -68,16 +63,21 @@ def payload(g: TraceGraph, i: int) -> tuple[str, ...]:
     return tuple(out)
 
 def find_run(g: TraceGraph):
-    run = _one(g.find(lambda e: e.func == "flask_socketio:SocketIO.run"), "SocketIO.run", "none")
+    run = only_one(g.find(lambda e: e.func == "flask_socketio:SocketIO.run"), "SocketIO.run", "none")
     entry = app_caller(g, run) or run
     thread = g.ev(run).thread
-    bind = _one(g.find(is_sink("bind"), thread, after=run), "socket.bind", "SocketIO.run")
-    listen = _one(g.find(is_sink("listen"), thread, after=bind), "socket.listen", "socket.bind")
-    accept = _one(g.find(is_sink("_accept"), thread, after=listen), "socket.accept", "socket.listen")
+    bind = only_one(g.find(is_sink("bind"), thread, after=run), "socket.bind", "SocketIO.run")
+    listen = only_one(g.find(is_sink("listen"), thread, after=bind), "socket.listen", "socket.bind")
+    accepts = g.find(is_sink("_accept"), thread, after=listen)
+    if not accepts and g.green and g.find(is_sink("_accept"), "hub"):
+        # gevent: the hub accepts, in a watcher callback of gevent's own (opaque) code, which no
+        # recorded call of the server's lane hands on to: the journey ends where the socket listens
+        return [[entry, bind, listen]], ()
+    accept = only_one(accepts, "socket.accept", "socket.listen")
     return [[entry, bind, listen, accept]], ()
 
 def find_connect(g: TraceGraph):
-    connect = _one(g.find(lambda e: e.func == "socketio.server:Server._handle_connect"), "Server._handle_connect", "none")
+    connect = only_one(g.find(lambda e: e.func == "socketio.server:Server._handle_connect"), "Server._handle_connect", "none")
     recv = happened_before(g, connect, is_sink("recv", "recv_into"))
     if recv is None:
         raise JourneyError("no socket read happened before the CONNECT packet (last hop reached: none)")
@@ -87,7 +87,7 @@ def find_connect(g: TraceGraph):
     answer = ('"sid"',)
     sinks = [s for s in sends(g, answer) if b"0{" in sent_bytes(g.ev(s))[:12] or b"0/" in sent_bytes(g.ev(s))[:12]]
     sio = [s for s in sinks if b"40" in sent_bytes(g.ev(s))[:12]]
-    sink = _one(sio, "the socket send of the CONNECT answer", "Server._handle_connect")
+    sink = only_one(sio, "the socket send of the CONNECT answer", "Server._handle_connect")
     # the answer's own send: what the handler emitted meanwhile (its packets were queued first)
     # is another message, and the chain follows this one's hand-off
     sending = [c for c in range(connect, g.ev(connect).end + 1) if g.ev(c).func == "socketio.server:Server._send_packet"
@@ -107,7 +107,7 @@ def sent_bytes(e: Event) -> bytes:
     return value if isinstance(value, bytes) else b""
 
 def registration(g: TraceGraph, message: str) -> list[int] | None:
-    """Where the app's import stored the handler of ``message`` (as the catalogue's register_part):
+    """Where the app's import stored the handler of ``message``:
     the module body, the first and last calls that name the event, the deepest call under the last.
     None when no call names it (a class-based Namespace registers its methods by the class)."""
     for module in g.find(lambda e: e.func.endswith(":<module>") and is_app(g, e.index) and e.parent < 0):
@@ -193,7 +193,7 @@ def find_emit(event: str, emit: int) -> Callable:
             raise JourneyError(f"no app code called emit({event!r}) (last hop reached: SocketIO.emit)")
         source, call = emit_start(g, emit)
         sinks = recipients(g, call, packet_text(g, emit) or needles)
-        _one(sinks, f"the socket send of {needles[0]}", g.trace.funcs[g.ev(source).func].qualname)
+        only_one(sinks, f"the socket send of {needles[0]}", g.trace.funcs[g.ev(source).func].qualname)
         parts = []
         root = g.ancestors(source)[-1]
         info = next(t for t in g.trace.threads if t.name == g.ev(source).thread)
@@ -287,7 +287,7 @@ def find_ack(event: str, handle: int, internal: int, ack_id: int, namespace: str
             raise JourneyError(f"no socket read happened before {asked[0]} (last hop reached: none)")
         prefix = "43" + ("" if namespace == "/" else f"{namespace},") + str(ack_id)
         sinks = [s for s in sends(g, (prefix + "[",)) if reaches(g, internal, s)]
-        sink = _one(sinks, f"the socket send of the ACK packet {prefix}[...]", "the handler")
+        sink = only_one(sinks, f"the socket send of the ACK packet {prefix}[...]", "the handler")
         # the handler's return value is an object in the trace; the strings it carried, as the
         # ACK packet shows them, are what the trail follows (else the packet's prefix)
         answer = strings(sent_bytes(g.ev(sink)), prefix) or (prefix + "[",)
@@ -317,11 +317,11 @@ def find_disconnect(g: TraceGraph, websocket: bool = True):
     """As the catalogue's finder, with what it knows of the sample app taken from the trace: the
     app's disconnect handler is the one ``_handle_event`` called for 'disconnect', and the room
     whose cleanup is shown is the first one the app joined (``join_room``), if any."""
-    done = _one(g.find(lambda e: e.func == "socketio.server:Server._handle_disconnect"), "Server._handle_disconnect", "none")
+    done = only_one(g.find(lambda e: e.func == "socketio.server:Server._handle_disconnect"), "Server._handle_disconnect", "none")
     thread = g.ev(done).thread
     namespace = str_arg(g.ev(done), "namespace") or "/"
     said = ("'41'",) if namespace == "/" else (f"'41{namespace},",)
-    recv41 = _recv_before_text(g, said)
+    recv41 = recv_before_text(g, said)
     handles = g.find(lambda e: e.func == HANDLE_EVENT and str_arg(e, "message") == "disconnect", thread, after=done, before=g.ev(done).end + 1)
     handler = handler_of(g, handles[0]) if handles else None
     target = handler if handler is not None else done

@@ -35,22 +35,16 @@ from dataclasses import dataclass
 
 from ..model import Event
 from ..tracefiles.values import value_text_to_python
-from .build import (
+from .graph import JourneyError, TraceGraph, is_sink, mentions, str_arg
+from .hand_written import (
     CLOSE_FRAME,
-    JourneyError,
-    TraceGraph,
-    _one,
-    data_route,
     fan_out,
     happened_before,
-    is_sink,
-    mentions,
-    str_arg,
-    thread_route,
-    value_trail,
+    only_one,
     with_producer,
     woken_waits,
 )
+from .routes import data_route, thread_route, value_trail
 
 APP_DIST = "sample_app"  # the traced app's marker (as dispel.chains.derive_finders.APP_DIST)
 HANDLE_CONNECT = "socketio.server:Server._handle_connect"
@@ -216,9 +210,9 @@ def find_refused(handle: int) -> Callable:
         handler = [c for h in handles[:1] for c in g.children.get(h, []) if _is_app(g, c)][:1]
         raised = handler + [c for c in range(handle, g.ev(handle).end + 1) if _is_app(g, c) and g.ev(c).raised and c not in handler]
         sends = [c for c in _inside(g, handle, "socketio.server:Server._send_packet") if c > made]
-        send = _one(sends[:1], "the _send_packet of the CONNECT_ERROR packet", "Server._handle_connect")
+        send = only_one(sends[:1], "the _send_packet of the CONNECT_ERROR packet", "Server._handle_connect")
         sinks = [s for s in _payloads(g, 1, lambda p: p.startswith(b"44")) if _reaches(g, send, s)]
-        sink = _one(sinks[:1], "the frame of the CONNECT_ERROR packet 44{...}", "Server._send_packet")
+        sink = only_one(sinks[:1], "the frame of the CONNECT_ERROR packet 44{...}", "Server._send_packet")
         # where the app raised (its connect handler, deepest app frame), then where python-socketio caught it
         waypoints = [recv, handle, *raised[:1], *raised[1:][-1:], made, send, sink]
         payload = next(p for o, p in packets_of(_sent(g.ev(sink))) if p.startswith(b"44")).decode("utf-8", "replace")
@@ -242,20 +236,20 @@ def find_binary(event: str, emit: int) -> Callable:
             raise JourneyError(f"no app code called emit({event!r}) (last hop reached: SocketIO.emit)")
         head = re.compile(rb"^45\d+-(/[^,]*,)?\d*\[" + re.escape(f'"{event}"'.encode()))
         texts = [s for s in _payloads(g, 1, lambda p: bool(head.match(p))) if _reaches(g, source, s)]
-        text = _one(texts[:1], f"the frame of the BINARY_EVENT 45N-[\"{event}\",...]", "SocketIO.emit")
+        text = only_one(texts[:1], f"the frame of the BINARY_EVENT 45N-[\"{event}\",...]", "SocketIO.emit")
         attachments = _binary_packets(g, emit)
-        first = _one(attachments[:1], "the attachment's Engine.IO packet", "SocketIO.emit")
+        first = only_one(attachments[:1], "the attachment's Engine.IO packet", "SocketIO.emit")
         needles = (f'"{event}"', "_placeholder")
         if any(o == 2 for o, _ in packets_of(_sent(g.ev(text)))):  # long-polling: one body, the attachment in base64
             return [with_producer(g, value_trail(g, source, text, needles))], needles + ("'45",)
         writer = g.ev(text).thread
         frames = [s for s in _payloads(g, 2, lambda p: True) if g.ev(s).thread == writer and s > text]
-        frame = _one(frames[:1], "the binary frame of the attachment", "the BINARY_EVENT's frame")
+        frame = only_one(frames[:1], "the binary frame of the attachment", "the BINARY_EVENT's frame")
         # the writer takes the attachment from the queue by identity, in the drain after the
         # wake-up that the text packet's put caused (the trace folds the second put into the first)
         token = next((a.token for a in g.ev(first).args if a.name == "self"), 0)
         gets = g.find(lambda e: e.func == "queue:Queue.get" and e.ret is not None and e.ret.token == token and bool(token), writer, before=frame)
-        got = _one(gets[-1:], "the writer's get of the attachment's packet", "the BINARY_EVENT's frame")
+        got = only_one(gets[-1:], "the writer's get of the attachment's packet", "the BINARY_EVENT's frame")
         parts = [with_producer(g, value_trail(g, source, text, needles)), [got, frame]]
         return parts, needles + ("'45",)
 
@@ -268,11 +262,11 @@ def find_binary_in(event: str, add: int) -> Callable:
         thread = g.ev(add).thread
         head = f'-["{event}"'
         parsed = [p for p in g.find(lambda e: e.func == SIO_PACKET and head in (_arg(e, "encoded_packet") or ""), thread, before=add)]
-        packet = _one(parsed[-1:], f"the parse of the BINARY_EVENT 5N-[\"{event}\",...]", "none")
+        packet = only_one(parsed[-1:], f"the parse of the BINARY_EVENT 5N-[\"{event}\",...]", "none")
         text_read = _reads_before(g, packet)
         message = next(a for a in g.ancestors(add) if g.ev(a).func == HANDLE_EIO_MESSAGE)
         bin_read = _reads_before(g, message)
-        rebuilt = _one(_inside(g, message, RECONSTRUCT)[:1], "reconstruct_binary", "Packet.add_attachment")
+        rebuilt = only_one(_inside(g, message, RECONSTRUCT)[:1], "reconstruct_binary", "Packet.add_attachment")
         handled = None
         for h in g.find(lambda e: e.func == "flask_socketio:SocketIO._handle_event" and str_arg(e, "message") == event):
             app = next((c for c in g.children.get(h, []) if _is_app(g, c)), None)
@@ -297,7 +291,7 @@ def find_route(view: int, emits: tuple[int, ...]) -> Callable:
             raise JourneyError("the view was not called by Flask.dispatch_request (last hop reached: none)")
         thread = g.ev(view).thread
         reads = g.find(is_sink("recv", "recv_into", "readinto"), thread, before=view)
-        read = _one(reads[:1], "the socket read of the HTTP request", "Flask.dispatch_request")
+        read = only_one(reads[:1], "the socket read of the HTTP request", "Flask.dispatch_request")
         parts: list[list[int]] = []
         shown: tuple[str, ...] = ()
         for emit in emits:
@@ -308,7 +302,7 @@ def find_route(view: int, emits: tuple[int, ...]) -> Callable:
                 if g.ev(s).thread not in first and g.ev(s).thread != thread and _reaches(g, emit, s):
                     first[g.ev(s).thread] = s
             sinks = sorted(first.values())
-            _one(sinks[:1], f"the socket send of {needles[0]}", "the view")
+            only_one(sinks[:1], f"the socket send of {needles[0]}", "the view")
             parts += fan_out(g, view, sinks, needles)
             shown += needles
         # the request, read from the socket, to the view: then the view's first emit
@@ -329,9 +323,9 @@ def find_call(event: str, call: int) -> Callable:
         needles = (f'"{event}"',)
         asked = re.compile(rb"^42(/[^,]*,)?\d+\[" + re.escape(needles[0].encode()))
         sinks = [s for s in _payloads(g, 1, lambda p: bool(asked.match(p))) if _reaches(g, call, s)]
-        sink = _one(sinks[:1], f"the frame of the event with an ack id 42N[{needles[0]},...]", "Server.call")
+        sink = only_one(sinks[:1], f"the frame of the event with an ack id 42N[{needles[0]},...]", "Server.call")
         waits = woken_waits(g, call)
-        wait = _one(waits[-1:], "the wait that the client's ACK ended", "Server.call")
+        wait = only_one(waits[-1:], "the wait that the client's ACK ended", "Server.call")
         waker = next(x for x, y, _ in g.cross if y == wait)
         handle = next((a for a in g.ancestors(waker) if g.ev(a).func == HANDLE_ACK), None)
         if handle is None:
@@ -355,9 +349,9 @@ def find_server_disconnect(done: int) -> Callable:
             raise JourneyError("no app code called disconnect() (last hop reached: Server.disconnect)")
         namespace = str_arg(g.ev(done), "namespace") or "/"
         said = b"41" if namespace == "/" else f"41{namespace},".encode()
-        packet = _one(_inside(g, done, EIO_PACKET)[:1], "the Engine.IO packet of the DISCONNECT", "Server.disconnect")
+        packet = only_one(_inside(g, done, EIO_PACKET)[:1], "the Engine.IO packet of the DISCONNECT", "Server.disconnect")
         sinks = [s for s in _payloads(g, 1, lambda p: p == said or p.startswith(said + b"{")) if _reaches(g, packet, s)]
-        sink = _one(sinks[:1], f"the frame of the DISCONNECT packet {said.decode()}", "Server.disconnect")
+        sink = only_one(sinks[:1], f"the frame of the DISCONNECT packet {said.decode()}", "Server.disconnect")
         start: list[int] = []
         handle = next((a for a in g.ancestors(source) if g.ev(a).func == HANDLE_ACK), None)
         if handle is not None:  # the disconnect ran in an ack's callback: from the ACK read

@@ -15,7 +15,8 @@ from ..catalog import Journey
 from ..model import Chain, DispelError, Source, TraceFile
 from . import build as chains
 from . import derive
-from .build import Finder, JourneyError, TraceGraph
+from .build import Finder
+from .graph import JourneyError, TraceGraph
 
 
 def derived(name: str) -> Finder:

@@ -35,6 +35,11 @@ from .recorder import NullRecorder
 # a bench-only extra). Then "core:NAME" for each recorder core.
 ANCHORS = ("untraced", "empty-settrace", "viztracer")
 MODES = (*ANCHORS, "core:py", "core:c", "core:sysmon", "core:sysmon-py")
+# The same workload in gevent mode (run.green_sample: sample_app/app.py's handlers on a gevent-mode server), each
+# run in an interpreter gevent monkey-patched first: untraced, and under the default core.
+GEVENT_MODES = ("gevent:untraced", "gevent:core")
+_PATCHED = ("import os, runpy, sys; os.environ['PURE_PYTHON'] = '1'; from gevent import monkey; monkey.patch_all(); "
+            "runpy.run_module('dispel.record.bench', run_name='__main__')")
 
 
 class EmptySettrace(NullRecorder):
@@ -85,6 +90,8 @@ class VizTracerAnchor(NullRecorder):
 
 def missing(mode: str) -> str:
     """Why ``mode`` cannot run here ("" when it can)."""
+    if mode.startswith("gevent:"):
+        return "" if importlib.util.find_spec("gevent") else "gevent is not installed: pip install 'dispel[gevent]'"
     if mode == "viztracer" and importlib.util.find_spec("viztracer") is None:
         return "VizTracer is not installed: pip install 'dispel[bench]' (the bench extra)"
     if mode.startswith("core:"):
@@ -93,14 +100,19 @@ def missing(mode: str) -> str:
 
 
 def run_once(mode: str, timeout: float = 120.0) -> dict:
-    """One run of the bench scenario in this interpreter under ``mode``: its figures."""
+    """One run of the bench scenario in this interpreter under ``mode``: its figures. A gevent mode
+    runs run.green_sample in this interpreter, which gevent has patched (_PATCHED)."""
+    app_module = "sample_app.app"
+    if mode.startswith("gevent:"):
+        app_module, mode = "dispel.run.green_sample", mode[len("gevent:"):]
+        mode = f"core:{available_cores()[0]}" if mode == "core" else mode
     if mode.startswith("core:"):
         recorder: Tracer = recorder_for(scenarios.wanted_code(), mode[5:])
     else:
         recorder = {"untraced": NullRecorder, "empty-settrace": EmptySettrace, "viztracer": VizTracerAnchor}[mode]()
     port = scenarios.free_port()
     steps: dict[str, float] = {}
-    scenarios.run("bench", recorder, lambda p: ClientProcess(p, 0.0), timeout=timeout, port=port, timings=steps)
+    scenarios.run("bench", recorder, lambda p: ClientProcess(p, 0.0), app_module=app_module, timeout=timeout, port=port, timings=steps)
     seconds = sum(steps.values())  # the workload itself: not interpreter or server start-up
     if recorder.errors:
         raise DispelError(f"the recorder disabled itself: {recorder.errors[0]}")
@@ -188,15 +200,16 @@ def bench(project: Project, reps: int = 5, skip_regen: bool = False, skip_scale:
     if reps < 1:
         raise DispelError("--reps must be at least 1")
     me = [sys.executable, "-m", "dispel"]
-    modes = [m for m in MODES if not missing(m)]
+    modes = [m for m in (*MODES, *GEVENT_MODES) if not missing(m)]
     say(f"bench: {os.cpu_count()} cores, Python {PYTHON_VERSION}, scenario 'bench' (connect, 200 chat round trips, disconnect)")
-    for m in MODES:
+    for m in (*MODES, GEVENT_MODES[0]):
         if missing(m):
             say(f"  note: {m} left out: {missing(m)}")
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     for rep in range(reps):
         for mode in modes:  # alternating, so drift in the machine hits all alike
-            _, out = _timed(project, [sys.executable, "-m", "dispel.record.bench", mode], f"the {mode} run")
+            argv = [sys.executable, "-c", _PATCHED, mode] if mode.startswith("gevent:") else [sys.executable, "-m", "dispel.record.bench", mode]
+            _, out = _timed(project, argv, f"the {mode} run")
             runs[mode].append(json.loads(out.strip().splitlines()[-1]))
         say(f"  rep {rep + 1}: " + ", ".join(f"{m} {runs[m][-1]['seconds']:.3f}s" for m in modes))
     med = {m: statistics.median(r["seconds"] for r in runs[m]) for m in modes}
@@ -207,6 +220,10 @@ def bench(project: Project, reps: int = 5, skip_regen: bool = False, skip_scale:
         say(f"  {m:15} {med[m]:.3f}s  x{med[m] / med['untraced']:.2f}   peak {peak[m] / 1024:.1f} MiB  x{peak[m] / peak['untraced']:.2f}{calls}")
     default = f"core:{available_cores()[0]}"
     say(f"peak memory ratio ({default}): {peak[default] / peak['untraced']:.2f}")
+    if "gevent:core" in med:
+        say(f"gevent mode ({default}, the same workload on the sample app in gevent mode): untraced {med['gevent:untraced']:.3f}s, "
+            f"traced {med['gevent:core']:.3f}s, overhead ratio {med['gevent:core'] / med['gevent:untraced']:.2f} "
+            f"(threading mode: {med[default] / med['untraced']:.2f})")
     if not skip_regen:
         with tempfile.TemporaryDirectory(prefix="dispel-bench-") as tmp:
             t = Path(tmp)
@@ -245,8 +262,8 @@ def bench(project: Project, reps: int = 5, skip_regen: bool = False, skip_scale:
 
 
 if __name__ == "__main__":  # one measured run in a fresh interpreter: python -m dispel.record.bench MODE
-    if len(sys.argv) != 2 or sys.argv[1] not in MODES:
-        sys.exit(f"usage: python -m dispel.record.bench {{{','.join(MODES)}}}")
+    if len(sys.argv) != 2 or sys.argv[1] not in (*MODES, *GEVENT_MODES):
+        sys.exit(f"usage: python -m dispel.record.bench {{{','.join((*MODES, *GEVENT_MODES))}}}")
     try:
         print(json.dumps(run_once(sys.argv[1])))
     except DispelError as exc:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dis
+import importlib
 import itertools
 import socket
 import sys
@@ -12,7 +13,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import CodeType, FrameType
+from types import CodeType, FrameType, ModuleType
 from typing import Any, Protocol, Self
 
 SIZED = frozenset({list, tuple, dict, set})
@@ -21,6 +22,15 @@ RAISED = object()  # the "value" of a call left by an exception
 # Socket methods implemented in C: invisible to settrace, so they are wrapped in
 # tiny Python functions (probes) while recording. They end most chains.
 SOCKET_SINKS = ("bind", "listen", "_accept", "recv", "recv_into", "send", "sendall")
+
+
+def original(module: str, name: str):
+    """``module.name`` as it was before gevent monkey-patched it (itself when nothing did): the
+    recorder's own thread idents, locks and sleeps are the operating system's, never a greenlet's."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None:
+        return monkey.get_original(module, name)
+    return getattr(importlib.import_module(module), name)
 
 
 def line_at(code: CodeType, offset: int, _cache: dict = {}) -> int:  # noqa: B006 - a deliberate cache
@@ -93,6 +103,9 @@ class RawTrace:
     threads: dict = field(default_factory=dict)
     # (step name, first row, end row)
     steps: list = field(default_factory=list)
+    # greenlet switches, in order: (calls recorded so far, serial switched from, serial switched to)
+    switches: list = field(default_factory=list)
+    greenlets: dict = field(default_factory=dict)  # serial of a greenlet made at a switch -> "hub" or "greenlet"
     errors: list = field(default_factory=list)  # why the recorder disabled itself
     # the probes' code objects -> the C socket method each stands for
     probe_codes: dict = field(default_factory=dict)
@@ -138,6 +151,61 @@ class RawTrace:
         del self.ret_values[m:]
         self.names = names
         return self
+
+
+def _is_hub(glet) -> bool:
+    """gevent's hub: the greenlet that runs the event loop and switches to the others."""
+    hub = sys.modules.get("gevent.hub")
+    return hub is not None and isinstance(glet, hub.Hub)
+
+
+_SPAWNS = (("Greenlet.start", "gevent/greenlet.py"), ("Thread.start", "/threading.py"))
+
+
+def _spawns(code: CodeType) -> bool:
+    """gevent's Greenlet.start (gevent.spawn calls it) or, in a monkey-patched program, Thread.start:
+    each schedules its greenlet's first switch."""
+    return code.co_name == "start" and any(
+        code.co_qualname == q and code.co_filename.replace("\\", "/").endswith(f) for q, f in _SPAWNS)
+
+
+def greenlet_starts(raw: RawTrace) -> None:
+    """The row that started each greenlet, in ``raw.threads`` (in place; after the run, by every core alike).
+
+    A greenlet's first switch gives it its serial. Its start is the last ``Greenlet.start`` of
+    that very greenlet object (``self``) recorded before that switch, on any greenlet (the
+    spawn); else the switch itself: the innermost call still open on the greenlet that switched
+    to it (a raw greenlet switched to, the hub's first run).
+    """
+    first: dict[int, tuple[int, int]] = {}
+    seen: set[int] = set()
+    for n, origin, target in raw.switches:  # a greenlet made at a switch is first seen as its target
+        if target not in seen:
+            first[target] = (n, origin)
+        seen.update((origin, target))
+    if not first:
+        return
+    spawns: list[tuple[int, int]] = []  # (row, id of its self)
+    returned: dict[int, int] = {raw.rets[4 * i]: raw.rets[4 * i + 1] for i in range(len(raw.rets) // 4)}
+    for row, (code, _, _, _, args) in enumerate(raw.call_rows()):
+        if _spawns(code) and args and args[0][0] == "self":
+            spawns.append((row, id(args[0][1])))
+    ints = raw.ints
+    first_self: dict[int, int] = {}  # serial -> id of the self of its first recorded call (a patched Thread's _bootstrap)
+    for row, (_, serial, _, _, args) in enumerate(raw.call_rows()):
+        if serial in first and serial not in first_self:
+            first_self[serial] = id(args[0][1]) if args and args[0][0] == "self" else 0
+    for serial, (n, origin) in first.items():
+        start, obj = raw.threads.get(serial, (-1, 0))
+        if start >= 0:
+            continue
+        found = [row for row, who in spawns if who in (obj, first_self.get(serial, 0)) and row < n]
+        if found:
+            start = found[-1]
+        else:
+            open_rows = [r for r in range(min(n, len(ints) // 3)) if ints[3 * r] == origin and returned.get(r, n + 1) > n]
+            start = open_rows[-1] if open_rows else -1
+        raw.threads[serial] = (start, obj)
 
 
 def still_running(raw: RawTrace) -> list[int]:
@@ -247,6 +315,14 @@ def _make_probe(name: str, original: Callable) -> Callable:
     return listen
 
 
+def _green_listeners() -> tuple:
+    """(class, probed methods) beyond socket.socket: gevent's servers listen on a plain subclass of
+    _socket.socket (gevent._socket3._wrefsocket, not the patched socket.socket) and accept on it."""
+    mod = sys.modules.get("gevent._socket3")
+    cls = getattr(mod, "_wrefsocket", None)
+    return ((cls, ("_accept",)),) if isinstance(cls, type) else ()
+
+
 # What a frame's last instruction is when it returns a value or yields one.
 _RETURN_OPS = frozenset(dis.opmap[n] for n in ("RETURN_VALUE", "RETURN_CONST") if n in dis.opmap)
 _YIELD_OP = dis.opmap["YIELD_VALUE"]
@@ -293,12 +369,19 @@ class _Recorder:
         self._serials = 0
         self.probe_codes: dict[CodeType, str] = self._raw.probe_codes
         self._active = False
-        self._saved_socket: dict[str, Callable | None] = {}
+        self._saved_socket: dict[tuple[type, str], Callable | None] = {}
         self._thread_start_code = threading.Thread.start.__code__
         self._notify_code = threading.Condition.notify.__code__
         self._wait_code = threading.Condition.wait.__code__
+        self._get_ident = original("_thread", "get_ident")
         self._turns = _WakeTurns()
         self._cut: RawTrace | None = None  # the rows as the recording ended (stop)
+        self._every_state: list = []  # every thread's and greenlet's state, in the order made
+        self._serials_of: dict[int, int] = {}  # id(state) -> its serial
+        self._green: ModuleType | None = None  # the greenlet module, while switches are followed
+        self._green_patched = False  # gevent patched threading: Threads are greenlets
+        self._green_states: dict = {}  # greenlet -> its state (the greenlets are kept alive until the end)
+        self._paused: set[int] = set()  # id() of the states of paused threads and greenlets
 
     def _decide(self, code: CodeType) -> tuple[str, ...] | None:
         return _arg_names(code) if (code in self.probe_codes or self._want(code)) else None
@@ -313,12 +396,14 @@ class _Recorder:
     def start(self) -> None:
         self._install_probes()
         self._active = True
-        state = self._attach(threading.get_ident(), -1, 0)
-        threading.settrace(self._thread_hook)
+        state = self._attach(self._get_ident(), -1, 0)
+        if not self._follow_greenlets():
+            threading.settrace(self._thread_hook)
         self._trace_thread(state)
 
     def stop(self) -> None:
         self._active = False
+        self._unfollow_greenlets()
         self._untrace_thread()
         threading.settrace(None)
         self._remove_probes()
@@ -330,6 +415,8 @@ class _Recorder:
         if self._cut is None:
             names = self._silence()
             self._cut = self._rows_now().cut(names)
+            greenlet_starts(self._cut)
+            self._green_states.clear()  # the greenlets were kept alive for greenlet_starts' identity test
 
     def _silence(self) -> dict:
         """Make the threads that are still traced record nothing more; the decisions made."""
@@ -364,18 +451,17 @@ class _Recorder:
     # ------------------------------------------------------------ probes
 
     def _install_probes(self) -> None:
-        cls = socket.socket
-        for name in SOCKET_SINKS:
-            original = getattr(cls, name)
-            self._saved_socket[name] = cls.__dict__.get(name)  # None: inherited from _socket
-            probe = _make_probe(name, original)
-            self.probe_codes[probe.__code__] = name
-            setattr(cls, name, probe)
+        for cls, names in ((socket.socket, SOCKET_SINKS), *_green_listeners()):
+            for name in names:
+                original = getattr(cls, name)
+                self._saved_socket[cls, name] = cls.__dict__.get(name)  # None: inherited from _socket
+                probe = _make_probe(name, original)
+                self.probe_codes[probe.__code__] = name
+                setattr(cls, name, probe)
         self.probe_codes[_observed.__code__] = "observed"
 
     def _remove_probes(self) -> None:
-        cls = socket.socket
-        for name, saved in self._saved_socket.items():
+        for (cls, name), saved in self._saved_socket.items():
             if saved is None:
                 delattr(cls, name)
             else:
@@ -388,8 +474,64 @@ class _Recorder:
         self._serials += 1
         state = self._new_state(self._serials)
         self._states[ident] = state
+        self._every_state.append(state)
+        self._serials_of[id(state)] = self._serials
         self._raw.threads[self._serials] = (start_row, thread_obj)
         return state
+
+    # ------------------------------------------------------------ greenlets
+
+    def _follow_greenlets(self) -> bool:
+        """Where greenlet is imported, each greenlet of a traced thread is traced like a thread,
+        with its own state: greenlet.settrace reports every switch, and the thread's entry in
+        the states dict (and its trace or profile function) becomes the state of the greenlet
+        switched to. True when gevent has monkey-patched threading (its app was patched before
+        it was imported, as a gunicorn gevent worker does): a Thread is then a greenlet too,
+        and no thread hook is installed."""
+        green = sys.modules.get("greenlet")
+        if green is None or not hasattr(green, "settrace"):
+            return False
+        self._green = green
+        self._green_states = {green.getcurrent(): self._states[self._get_ident()]}
+        monkey = sys.modules.get("gevent.monkey")
+        patched = monkey is not None and monkey.is_module_patched("threading")
+        if patched:
+            self._turns.MAX_WAIT = 0  # one OS thread: woken greenlets run in the order the hub switches to them
+        green.settrace(self._switched)
+        return patched
+
+    def _unfollow_greenlets(self) -> None:
+        if self._green is not None:
+            self._green.settrace(None)
+            self._green = None
+
+    def _switched(self, event: str, args) -> None:
+        """greenlet's trace callback, called in the greenlet switched to (tracing is off meanwhile)."""
+        try:
+            if event not in ("switch", "throw") or not self._active:
+                return
+            origin, target = args
+            ident = self._get_ident()
+            here = self._green_states.get(origin)
+            if here is None:  # the first switch on a traced thread: its state is its greenlet's
+                here = self._states.get(ident)
+                if here is None:
+                    return  # a thread that is not traced
+                self._green_states[origin] = here
+            elif self._states.get(ident) is not here:
+                return
+            state = self._green_states.get(target)
+            if state is None:  # a new greenlet: a new serial, its start found after the run (greenlet_starts)
+                state = self._green_states[target] = self._attach(ident, -1, id(target))
+                self._raw.greenlets[self._serials_of[id(state)]] = "hub" if _is_hub(target) else "greenlet"
+            self._states[ident] = state
+            self._raw.switches.append((len(self._raw.codes), self._serials_of[id(here)], self._serials_of[id(state)]))
+            if id(state) in self._paused:
+                self._untrace_thread()
+            else:
+                self._trace_thread(state)
+        except Exception as exc:  # noqa: BLE001 - never let the recorder break the program
+            self._disable(exc)
 
     def _thread_hook(self, frame: FrameType, event: str, arg: object):
         # First event of a thread launched while threading.settrace was on:
@@ -401,7 +543,7 @@ class _Recorder:
             if start_row is None or not self._active:
                 sys.settrace(None)
                 return None
-            state = self._attach(threading.get_ident(), start_row, id(thread_obj))
+            state = self._attach(self._get_ident(), start_row, id(thread_obj))
             return self._first_call(state, frame, event, arg)
         except Exception as exc:  # noqa: BLE001 - never let the recorder break the program
             self._disable(exc)
@@ -413,6 +555,7 @@ class _Recorder:
 
     def _disable(self, exc: BaseException) -> None:
         self._active = False
+        self._unfollow_greenlets()
         self._untrace_thread()
         threading.settrace(None)
         self._raw.errors.append(f"{type(exc).__name__}: {exc}")
@@ -458,7 +601,7 @@ class SettraceRecorder(_Recorder):
         # A thread still running keeps its trace function: it now wants no code, and the
         # calls it has open no longer report their return.
         made = self._decisions.refuse_all()
-        for state in list(self._states.values()):
+        for state in list(self._every_state):
             for _, frame in list(state.stack):
                 frame.f_trace = None
         return made
@@ -484,7 +627,7 @@ class SettraceRecorder(_Recorder):
             sys.monitoring.free_tool_id(self.UNWIND_TOOL)
 
     def _unwound(self, code: CodeType, offset: int, exc: BaseException) -> None:
-        state = self._states.get(threading.get_ident())
+        state = self._states.get(self._get_ident())
         if self._cut is None and state is not None and state.last_none is not None and state.last_none[0] is sys._getframe(1):
             self._raw.ret_values[state.last_none[1]] = RAISED
             state.last_none = None
@@ -584,7 +727,8 @@ class _WakeTurns:
     MAX_WAIT = 0.2
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = original("_thread", "allocate_lock")()
+        self._sleep = original("time", "sleep")
         self._ticket = 0
         self._open: set[int] = set()  # tickets whose woken thread has not gone on yet
         self._by_condition: dict[int, list[int]] = {}
@@ -607,7 +751,7 @@ class _WakeTurns:
         if min(self._open) < mine:  # mine is open: a thread notified earlier has not gone on
             end = time.monotonic() + self.MAX_WAIT
             while min(self._open) < mine and time.monotonic() < end:
-                time.sleep(0.0005)
+                self._sleep(0.0005)
         with self._lock:
             self._open.discard(mine)
 
@@ -645,12 +789,17 @@ class _Paused:
     # threading.settrace is process-wide: it stays on, and the thread hook
     # leaves alone the threads that this (untraced) thread starts.
     def __enter__(self) -> None:
-        self._recorder._untrace_thread()
+        recorder = self._recorder
+        self._state = recorder._states.get(recorder._get_ident())
+        recorder._paused.add(id(self._state))  # a greenlet switched back to stays untraced
+        recorder._untrace_thread()
 
     def __exit__(self, *exc: object) -> None:
-        state = self._recorder._states.get(threading.get_ident())
-        if self._recorder._active and state is not None:
-            self._recorder._trace_thread(state)
+        recorder = self._recorder
+        recorder._paused.discard(id(self._state))
+        state = recorder._states.get(recorder._get_ident())
+        if recorder._active and state is not None:
+            recorder._trace_thread(state)
 
 
 class _Step:

@@ -25,6 +25,7 @@ from ..project import (
     read_text,
     write_atomic,
 )
+from ..run import modes
 from ..run import multiprocess as processes
 from ..run.browser import chromium_version
 from ..run.launchers import ClientStarter, free_ports
@@ -73,11 +74,48 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
     directory and the root's ``src/`` on sys.path; it is traced as the app (dist ``sample_app``,
     the traced app's marker), its folder shown as ``<app>``. An app file that shadows a standard
     library module, or a run in which none of the app's code ran, is an error."""
+    from ..run import runner as scenarios
+    from ..run.launchers import FileClientProcess
+
+    sf, app_root = _app_on_path(path, root)
+    app = scenarios.AppCode(app_root)
+    recorder = recorder_for(scenarios.wanted_code(app=app))
+    port = port or scenarios.free_port()
+
+    def start(who: str, port: int) -> FileClientProcess:
+        c = sf.client(who)
+        return FileClientProcess(port, c.spec())
+
+    app_errors = scenarios.AppErrors()
+    with FlaskSecrets() as secrets:  # every Flask app's secrets: a factory's, a package's
+        _module, _, _flask_app = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port, app_errors)
+    modules = app.modules()
+    versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
+    roots = [*code_roots(modes.traced_dists()), *app.roots(sys.path)]
+    running: list[normalize.Running] = []
+    deny = (*deny, *sf.redact)  # the file's own redact = [...] patterns too
+    trace = trace_from_recording(recorder, path.stem, port, roots, versions, secrets.settings(), deny, paths={app_root: "<app>"}, running=running)
+    if not any(f.source.dist == "sample_app" for f in trace.funcs.values()):
+        traced = sorted({f.source.dist for f in trace.funcs.values()} - {"builtin"})
+        raise DispelError(
+            f"no code of the app was traced: nothing under the project root {app_root} ran (the trace holds only "
+            f"{', '.join(traced) or 'nothing'}); put the app's code under that folder, or name its folder with --root"
+        )
+    target = out / f"{path.stem}.json"
+    write_atomic(target, trace_to_json(trace))
+    shown = ", ".join(modules[:6]) + (", …" if len(modules) > 6 else "")
+    said = f"app: root {app_root}, {len(modules)} app module{'s' if len(modules) != 1 else ''} ({shown})"
+    return Recorded(path.stem, target, len(trace.events), len(trace.threads), recorder.rows().core, tuple(running), said,
+                    tuple(app_errors.found))
+
+
+def _app_on_path(path: Path, root: Path | None):
+    """A scenario file's app made importable: (the file, the app's root folder). Its folder, the
+    root, the root's ``src/`` and the working directory go first on sys.path."""
     import os
 
     from ..run import runner as scenarios
     from ..run import scenario_file
-    from ..run.launchers import FileClientProcess
 
     sf = scenario_file.one_app(scenario_file.parse(read_text(path, "scenario file"), path.name))
     unset = [name for name in scenario_file.env_names(sf) if name not in os.environ]
@@ -96,35 +134,57 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
     for d in reversed(folders):
         if d not in sys.path:
             sys.path.insert(0, d)
-    app = scenarios.AppCode(app_root)
-    recorder = recorder_for(scenarios.wanted_code(app=app))
-    port = port or scenarios.free_port()
+    return sf, app_root
 
-    def start(who: str, port: int) -> FileClientProcess:
-        c = sf.client(who)
-        return FileClientProcess(port, c.spec())
 
-    app_errors = scenarios.AppErrors()
-    with FlaskSecrets() as secrets:  # every Flask app's secrets: a factory's, a package's
-        _module, _, _flask_app = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port, app_errors)
-    modules = app.modules()
-    versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
-    roots = [*code_roots(), *app.roots(sys.path)]
-    running: list[normalize.Running] = []
-    deny = (*deny, *sf.redact)  # the file's own redact = [...] patterns too
-    trace = trace_from_recording(recorder, path.stem, port, roots, versions, secrets.settings(), deny, paths={app_root: "<app>"}, running=running)
-    if not any(f.source.dist == "sample_app" for f in trace.funcs.values()):
-        traced = sorted({f.source.dist for f in trace.funcs.values()} - {"builtin"})
-        raise DispelError(
-            f"no code of the app was traced: nothing under the project root {app_root} ran (the trace holds only "
-            f"{', '.join(traced) or 'nothing'}); put the app's code under that folder, or name its folder with --root"
-        )
-    target = out / f"{path.stem}.json"
-    write_atomic(target, trace_to_json(trace))
-    shown = ", ".join(modules[:6]) + (", …" if len(modules) > 6 else "")
-    said = f"app: root {app_root}, {len(modules)} app module{'s' if len(modules) != 1 else ''} ({shown})"
-    return Recorded(path.stem, target, len(trace.events), len(trace.threads), recorder.rows().core, tuple(running), said,
-                    tuple(app_errors.found))
+def probe_mode(path: str, root: str) -> None:
+    """Print the async_mode a scenario file's app passes to Flask-SocketIO ("" when unset): run in a
+    probe process by scenario_mode, since the import cannot be undone."""
+    from ..run import runner as scenarios
+
+    sf, _ = _app_on_path(Path(path), Path(root) if root else None)
+    print(scenarios.asked_mode(sf.app))
+
+
+_PROBE = "import sys; from dispel.record.stage import probe_mode; probe_mode(sys.argv[1], sys.argv[2])"
+
+
+def scenario_mode(path: Path, root: Path | None = None) -> str:
+    """The async mode a scenario file's app is recorded in (modes.decide): the app's own async_mode
+    (read by importing it in a probe process), else the file's [app] async_mode, else threading.
+    A conflict, eventlet, or gevent with a python-engineio too old for it: one error line."""
+    import os
+
+    from ..run import scenario_file
+
+    sf = scenario_file.one_app(scenario_file.parse(read_text(path, "scenario file"), path.name))
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(path), str(root or "")], cwd=os.getcwd(),
+                          capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "DISPEL_GEVENT"}, check=False)
+    said = proc.stdout.strip().splitlines()
+    asked = said[-1].strip() if proc.returncode == 0 and said else ""
+    mode = modes.decide(asked, scenario_file.app_spec(sf).async_mode)
+    if mode == "gevent":
+        why = modes.gevent_supported(metadata.version("python-engineio"))
+        if why:
+            raise DispelError(why)
+    return mode
+
+
+def record_file_patched(path: Path, out: Path, timeout: float | None = None, port: int | None = None,
+                        deny: tuple[str, ...] = (), root: Path | None = None) -> int:
+    """`dispel record --scenario` again, in a process gevent monkey-patches before it imports the app
+    (DISPEL_GEVENT=1, see __main__), saying what it says; its exit status."""
+    import os
+
+    argv = [sys.executable, "-m", "dispel", "record", "--scenario", str(path), "--out", str(out)]
+    argv += [a for pattern in deny for a in ("--redact", pattern)]
+    if timeout:
+        argv += ["--timeout-file", str(timeout)]
+    if port:
+        argv += ["--port", str(port)]
+    if root is not None:
+        argv += ["--root", str(root)]
+    return subprocess.run(argv, cwd=os.getcwd(), env={**os.environ, "DISPEL_GEVENT": "1"}, check=False).returncode
 
 
 def record_in_new_interpreters(

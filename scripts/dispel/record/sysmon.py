@@ -50,7 +50,7 @@ class SysmonRecorder(_Recorder):
         state.on = True
 
     def _untrace_thread(self) -> None:
-        state = self._states.get(threading.get_ident())
+        state = self._states.get(self._get_ident())
         if state is not None:
             state.on = False
 
@@ -69,7 +69,9 @@ class SysmonRecorder(_Recorder):
         finished thread's: its state is dropped."""
         bootstrap, outer = self._bootstrap_codes
         if code is bootstrap or code is outer:
-            self._states.pop(threading.get_ident(), None)
+            if self._green_patched:  # a patched Thread is a greenlet: it keeps its switch's state
+                return self._states.get(self._get_ident())
+            self._states.pop(self._get_ident(), None)
             return None
         back = frame.f_back
         if back is None or back.f_code is not bootstrap:
@@ -77,13 +79,14 @@ class SysmonRecorder(_Recorder):
         thread_obj = back.f_locals.get("self")
         if thread_obj is None or not thread_obj._started._flag or id(thread_obj) not in self._pending_threads:
             return None
-        return self._attach(threading.get_ident(), self._pending_threads.pop(id(thread_obj)), id(thread_obj))
+        return self._attach(self._get_ident(), self._pending_threads.pop(id(thread_obj)), id(thread_obj))
 
     def start(self) -> None:
         mon = sys.monitoring
         self._install_probes()
         self._active = True
-        self._attach(threading.get_ident(), -1, 0)
+        self._attach(self._get_ident(), -1, 0)
+        self._green_patched = self._follow_greenlets()
         mon.use_tool_id(TOOL, "dispel")
         events = mon.events
         call, ret, unwind, throw = self._callbacks()
@@ -98,6 +101,7 @@ class SysmonRecorder(_Recorder):
 
     def stop(self) -> None:
         self._active = False
+        self._unfollow_greenlets()
         self._off()
         self._remove_probes()
         self._end()
@@ -117,6 +121,7 @@ class SysmonRecorder(_Recorder):
 
     def _disable(self, exc: BaseException) -> None:
         self._active = False
+        self._unfollow_greenlets()
         self._off()
         self._raw.errors.append(f"{type(exc).__name__}: {exc}")
 
@@ -126,7 +131,7 @@ class SysmonRecorder(_Recorder):
         decisions = self._decisions
         missing = itertools.repeat(MISSING)
         states = self._states
-        get_ident = threading.get_ident
+        get_ident = self._get_ident
         getframe = sys._getframe
         start_code, notify_code, wait_code = self._thread_start_code, self._notify_code, self._wait_code
         bootstrap_code, outer_bootstrap_code = self._bootstrap_codes

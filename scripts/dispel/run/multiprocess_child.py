@@ -37,6 +37,7 @@ from .. import catalog
 from ..model import DispelError
 from ..pins.installed import FlaskSecrets
 from ..record.recorder import NullRecorder
+from . import modes
 
 if TYPE_CHECKING:
     from ..tracefiles.normalize import RawCall
@@ -211,6 +212,11 @@ class _Child:
 
 
 def main(argv: list[str]) -> int:
+    with modes.unset_is_threading():  # the servers and the emitter run in threading mode (an emitter leaves it unset)
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     role, kind, module, queue, port, out, redis_port = argv[0], argv[1], argv[2], argv[3], int(argv[4]), argv[5], int(argv[6])
     flags = argv[7:]
     redact = tuple(f.removeprefix("--redact=") for f in flags if f.startswith("--redact="))

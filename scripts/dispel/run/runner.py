@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType
-from typing import Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from ..catalog import (
     DISTS,
@@ -25,6 +25,7 @@ from ..catalog import (
 )
 from ..model import DispelError
 from ..record.recorder import Tracer
+from . import modes
 from .deadline import Deadline
 from .launchers import free_ports
 
@@ -44,9 +45,12 @@ def _check_port_free(port: int) -> None:
 
 def find_server(port: int, listening: bool = True):
     """The werkzeug server on ``port`` (it offers no handle of its own); with ``listening``,
-    only once it listens: werkzeug sets the port before it binds, and a client let in then is refused."""
+    only once it listens: werkzeug sets the port before it binds, and a client let in then is refused.
+    In gevent mode, gevent's WSGI server (modes.GreenServer: the same handle)."""
     from werkzeug.serving import BaseWSGIServer
 
+    if modes.running_mode() == "gevent":
+        return modes.green_server(port, listening)
     for obj in gc.get_objects():
         if isinstance(obj, BaseWSGIServer) and obj.port == port:
             return obj if not listening or _listening(obj) else None
@@ -204,7 +208,8 @@ def drive(
         recorder.start()
         with recorder.mark("import"):
             try:
-                module = load_app()
+                with modes.unset_is_threading():  # every catalogue and scenario-file run is in threading mode
+                    module = load_app()
             except DispelError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the app's own code raises anything: reported as the app's error
@@ -335,7 +340,7 @@ class AppCode:
                       if isinstance(file := getattr(m, "__file__", None), str) and self(os.path.abspath(file)))
 
 
-def load_socketio(spec):
+def load_socketio(spec, any_mode: bool = False):
     """Import the app of a scenario file's [app] (an AppSpec) -> (module, SocketIO object, Flask app).
 
     ``import`` names the SocketIO object, or the Flask app (its SocketIO is the one
@@ -352,9 +357,9 @@ def load_socketio(spec):
     except Exception as exc:  # noqa: BLE001 - the app's own code raises anything: reported as the app's error
         mode = _asked_async_mode(exc)
         if mode:
-            raise DispelError(_async_mode_error(mode, spec.target)) from None
+            raise _async_mode_error(mode, spec.target) from None
         raise DispelError(f"import: cannot import app module {spec.module!r}: {type(exc).__name__}: {exc}") from None
-    obj = module
+    obj: Any = module  # whatever the app's module holds under the attribute named
     for part in spec.attribute.split("."):
         if not hasattr(obj, part):
             raise DispelError(f"import: app module {spec.module!r} has no attribute {spec.attribute!r}; check [app] import = {spec.target!r}")
@@ -365,9 +370,9 @@ def load_socketio(spec):
         except Exception as exc:  # noqa: BLE001 - the app's own code raises anything: reported as the app's error
             mode = _asked_async_mode(exc)
             if mode:
-                raise DispelError(_async_mode_error(mode, spec.target)) from None
+                raise _async_mode_error(mode, spec.target) from None
             raise DispelError(f"import: the factory {spec.target} raised {type(exc).__name__}: {exc}") from None
-    flask_app = None
+    flask_app: Flask | None = None
     if isinstance(obj, Flask):
         flask_app, obj = obj, obj.extensions.get("socketio")
         if not isinstance(obj, SocketIO):
@@ -377,8 +382,8 @@ def load_socketio(spec):
         hint = ("set factory = true to call it" if callable(obj) and not spec.factory
                 else "point [app] import at the SocketIO object, the Flask app or a factory returning either")
         raise DispelError(f"import: {spec.target} is a {type(obj).__name__}, not a flask_socketio.SocketIO; {hint}")
-    if getattr(obj, "async_mode", "threading") != "threading":
-        raise DispelError(_async_mode_error(obj.async_mode, spec.target))
+    if not any_mode and getattr(obj, "async_mode", "threading") != modes.running_mode():
+        raise _async_mode_error(obj.async_mode, spec.target)
     if flask_app is None and spec.flask:
         mod, _, attr = spec.flask.partition(":")
         flask_app = getattr(importlib.import_module(mod), attr, None)
@@ -408,9 +413,32 @@ def _asked_async_mode(exc: BaseException) -> str:
     return mode
 
 
-def _async_mode_error(mode: str, target: str) -> str:
-    return (f"import: {target} runs Flask-SocketIO with async_mode={mode!r}; dispel traces the threading mode only: "
-            f"pass async_mode=\"threading\" to SocketIO() for the report")
+class AskedMode(DispelError):
+    """An app that asks Flask-SocketIO for another async mode than this process runs: ``mode``."""
+
+    def __init__(self, message: str, mode: str) -> None:
+        super().__init__(message)
+        self.mode = mode
+
+
+def _async_mode_error(mode: str, target: str) -> AskedMode:
+    running = modes.running_mode()
+    return AskedMode(f"import: {target} runs Flask-SocketIO with async_mode={mode!r}, but this process runs {running!r} "
+                     f"(`dispel record --scenario` picks the app's mode itself); pass async_mode=\"{running}\" to SocketIO()", mode)
+
+
+def asked_mode(spec) -> str:
+    """The async_mode the app of a scenario file's [app] passes to Flask-SocketIO ("" when it leaves it
+    unset): its import, with the greenlet packages hidden (a probe process: the import is thrown away).
+    An app that cannot be imported says "" (the recording names the error)."""
+    with modes.unset_is_threading():
+        try:
+            _, obj, _ = load_socketio(spec, any_mode=True)
+        except AskedMode as exc:
+            return exc.mode
+        except DispelError:
+            return ""
+    return (getattr(obj, "server_options", None) or {}).get("async_mode") or ""
 
 
 def shadowing(folders) -> str:
@@ -460,15 +488,17 @@ def run_file(sf, recorder: Tracer, start_client: Callable[[str, int], StepClient
 
     def serve(module, port: int) -> None:
         _, sio, flask_app = loaded
-        sio.run(flask_app, host="127.0.0.1", port=port, allow_unsafe_werkzeug=True)
+        # allow_unsafe_werkzeug is werkzeug's: Flask-SocketIO before 5.3.5 passes it on to gevent's server
+        unsafe = {} if modes.running_mode() == "gevent" else {"allow_unsafe_werkzeug": True}
+        sio.run(flask_app, host="127.0.0.1", port=port, **unsafe)
 
     return drive(sf.source, recorder, start_client, load, serve, steps, sf.app.module, timeout, port, app_errors=app_errors)
 
 
 def server_settled(connected: int) -> bool:
     """Every event handler has finished, and the server holds no more connections than
-    clients are connected."""
-    alive = [t.name for t in threading.enumerate() if t.is_alive()]
+    clients are connected (threads, or in gevent mode greenlets, by what they run)."""
+    alive = modes.green_tasks() if modes.running_mode() == "gevent" else [t.name for t in threading.enumerate() if t.is_alive()]
     handlers = [n for n in alive if any(w in n for w in HANDLER_THREADS)]
     per_connection = [n for n in alive if any(w in n for w in PER_CONNECTION_THREADS)]
     return not handlers and len(per_connection) <= len(PER_CONNECTION_THREADS) * connected
@@ -506,6 +536,7 @@ def wanted_code(extra: tuple[str, ...] = (), app: Callable[[str], bool] | None =
     here = os.path.dirname(os.path.abspath(origin))
     roots.append(os.path.join(here, ""))
     roots.extend(extra)
+    roots.extend(modes.traced_files())  # gevent's own modules, in gevent mode
     stdlib = sysconfig.get_paths()["stdlib"]
     for rel in STDLIB_TRACED:
         roots.append(os.path.join(stdlib, rel))

@@ -19,6 +19,7 @@ Example (the README has the complete one)::
     [app]
     import = "app:socketio"          # module:attribute, a SocketIO object or a factory
     # factory = true                 # call the attribute (no arguments) to get the SocketIO
+    # async_mode = "gevent"          # when the app leaves it unset: "threading" (default) or "gevent"
 
     [clients.a]
     transport = "websocket"          # or "polling"
@@ -115,6 +116,10 @@ class ScenarioError(DispelError):
     """A scenario file that cannot be read: the message names the file and the place."""
 
 
+# Flask-SocketIO's async modes a scenario file may name (eventlet: see dispel.modes.decide).
+ASYNC_MODES = ("threading", "gevent", "eventlet", "gevent_uwsgi")
+
+
 @dataclass(frozen=True)
 class AppSpec:
     """The app to trace: ``module:attribute`` of a SocketIO object (or of a factory returning one)."""
@@ -124,6 +129,8 @@ class AppSpec:
     factory: bool = False
     # the Flask app, when the SocketIO object was made without one (init_app later): module:attribute
     flask: str = ""
+    # Flask-SocketIO's async_mode when the app leaves it unset ("threading" or "gevent"; "" for threading)
+    async_mode: str = ""
 
     @property
     def target(self) -> str:
@@ -434,7 +441,7 @@ def _app(raw: object, source: str) -> AppSpec:
         raw = {"import": raw}
     if not isinstance(raw, dict):
         raise _err(source, "[app]", 'must be a table, like [app] import = "app:socketio"')
-    _take(raw, ("import", "factory", "flask"), source, "[app]")
+    _take(raw, ("import", "factory", "flask", "async_mode"), source, "[app]")
     target = _string(raw, "import", source, "[app]")
     if not _IMPORT_RE.match(target):
         raise _err(source, "[app]", f"import = {target!r} must be module:attribute, like \"app:socketio\"")
@@ -445,7 +452,10 @@ def _app(raw: object, source: str) -> AppSpec:
     flask = raw.get("flask", "")
     if flask and (not isinstance(flask, str) or not _IMPORT_RE.match(flask)):
         raise _err(source, "[app]", f"flask = {flask!r} must be module:attribute of the Flask app")
-    return AppSpec(module, attribute, factory, flask)
+    mode = raw.get("async_mode", "")
+    if not isinstance(mode, str) or mode not in ("", *ASYNC_MODES):
+        raise _err(source, "[app]", f"async_mode = {mode!r} is not one of: {', '.join(repr(m) for m in ASYNC_MODES)}")
+    return AppSpec(module, attribute, factory, flask, mode)
 
 
 def _named_tables(raw: object, source: str, section: str, naming: str, example: str):

@@ -15,12 +15,25 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
-from ..catalog import THREAD_ROLES
+from ..catalog import GEVENT_DISTS, THREAD_ROLES
 from ..model import Event, Func, ThreadInfo, TraceFile, Value, WakeUp, with_ends
 from .values import IMMUTABLE, Normalizer
 
 SYNC_NOTIFY = ("Condition.notify", "Condition.notify_all")
 SYNC_WAIT = "Condition.wait"
+# What wakes whom, by function: a notify on an object ends a wait on the same object. Threads
+# hand off through Condition (Queue and Event are written over it); greenlets through gevent's
+# own Queue and Event (its pure-Python modules, PURE_PYTHON=1), whose put and set schedule the
+# waiter's switch through the hub.
+HAND_OFFS: tuple[tuple[frozenset[str], frozenset[str]], ...] = (
+    (frozenset(f"threading:{q}" for q in SYNC_NOTIFY), frozenset({f"threading:{SYNC_WAIT}"})),
+    (frozenset({"gevent.queue:SimpleQueue.put", "gevent.queue:Queue.put"}),
+     frozenset({"gevent.queue:SimpleQueue.get", "gevent.queue:Queue.get"})),
+    (frozenset({"gevent.event:Event.set"}), frozenset({"gevent.event:Event.wait"})),
+)
+# Traced (their hand-offs and starts are seen) but shown opaque: no call of theirs is in a trace
+# file, so no page links into gevent (see docs/how.md, "Greenlets").
+OPAQUE_DISTS = frozenset(d.name for d in GEVENT_DISTS)
 MAX_PERIOD = 3  # the longest block of repeated siblings that folding looks for
 
 
@@ -210,11 +223,13 @@ class ThreadOrder:
     starter and the threads one thread starts in the order it started them; a thread that did
     exactly what an earlier one did is folded into it. Each kept row gets its position."""
 
-    def __init__(self, tree: CallTree, thread_starts: Mapping[int, int], last: frozenset[int] = frozenset()) -> None:
+    def __init__(self, tree: CallTree, thread_starts: Mapping[int, int], last: frozenset[int] = frozenset(),
+                 greenlets: Mapping[int, str] | None = None) -> None:
         """``last``: threads placed after all others (with the threads they started): the app's
         tasks still running at the cut, whose number of turns may vary from run to run, so
         that the events of every other thread keep their indexes."""
         self.tree = tree
+        self.greenlets = greenlets or {}
         self.serials = sorted(tree.by_thread)
         self.roots = {s: [c.row for c in tree.by_thread[s] if c.parent == -1] for s in self.serials}
         self.order: list[int] = []  # kept serials
@@ -272,8 +287,27 @@ class ThreadOrder:
         first_root = self.roots[serial][0]
         kids = [tree.row_of[k].func for k in tree.children.get(first_root, [])]
         role = thread_role(kids or [tree.row_of[first_root].func])
+        if role == "thread" and serial in self.greenlets:
+            role = next(filter(None, map(self._green_role, self.roots[serial])), "") or self.greenlets[serial]
         self._roles[role] += 1
-        return role if role in ("server", "eio-service") and self._roles[role] == 1 else f"{role}-{self._roles[role]}"
+        return role if role in ("server", "eio-service", "hub") and self._roles[role] == 1 else f"{role}-{self._roles[role]}"
+
+    def _green_role(self, root: int, depth: int = 4) -> str:
+        """A greenlet's role from one of its roots: gevent's own calls are left out (opaque_calls), so
+        a greenlet may have several roots, and a patched Thread's bootstrap comes first: the root and
+        the calls under it are searched, nearest first, for the first one a role names."""
+        tree = self.tree
+        level = [root]
+        role = thread_role([tree.row_of[root].func])
+        if role != "thread":
+            return role
+        for _ in range(depth):
+            level = [k for r in level for k in tree.children.get(r, [])]
+            for k in level:
+                role = thread_role([tree.row_of[k].func])
+                if role != "thread":
+                    return role
+        return ""
 
     def canon(self, row: int) -> int:
         """The canonical index of a raw row (through the aliases of folding); -1 when dropped."""
@@ -367,19 +401,19 @@ def wakeups(calls: list[RawCall], canon: Callable[[int], int]) -> tuple[WakeUp, 
     wait began and before it returned: the first such notify is the one that
     woke it (later ones found no waiter or woke another).
     """
-    notifies: dict[int, list[RawCall]] = defaultdict(list)
-    waits: list[tuple[RawCall, Returned]] = []
+    notifies: dict[tuple[int, int], list[RawCall]] = defaultdict(list)
+    waits: list[tuple[int, RawCall, Returned]] = []
     for c in calls:
-        qual = c.func.partition(":")[2]
-        if not c.func.startswith("threading:") or not c.args:
+        if not c.args:
             continue
-        if qual in SYNC_NOTIFY:
-            notifies[c.args[0].oid].append(c)
-        elif qual == SYNC_WAIT and c.ret is not None:
-            waits.append((c, c.ret))
+        for kind, (notify, wait) in enumerate(HAND_OFFS):
+            if c.func in notify:
+                notifies[kind, c.args[0].oid].append(c)
+            elif c.func in wait and c.ret is not None:
+                waits.append((kind, c, c.ret))
     pairs = set()
-    for w, returned in waits:
-        for n in notifies.get(w.args[0].oid, ()):
+    for kind, w, returned in waits:
+        for n in notifies.get((kind, w.args[0].oid), ()):
             if w.row < n.row < returned.seq and n.serial != w.serial:
                 a, b = canon(n.row), canon(w.row)
                 if a >= 0 and b >= 0:
@@ -448,6 +482,41 @@ def _folded_into(threads: ThreadOrder, serial: int) -> int:
     return next((s for s in threads.order if threads.roots[s] and threads.canon(threads.roots[s][0]) == kept), serial)
 
 
+# --------------------------------------------------------------------------- opaque code
+
+
+def opaque_calls(calls: list[RawCall], hidden: frozenset[str]) -> tuple[list[RawCall], dict[int, tuple[int, int]]]:
+    """``calls`` without the calls of ``hidden`` functions (gevent's own: OPAQUE_DISTS), each
+    call under one lifted to the nearest kept caller, with the line there that led into the hidden
+    code; and every left-out row -> (that kept caller's row or -1, that line). Hand-offs and starts
+    found on left-out calls (gevent's Queue.put, Greenlet.start) are kept through ``lift``."""
+    if not hidden:
+        return calls, {}
+    lift: dict[int, tuple[int, int]] = {}
+    out: list[RawCall] = []
+    for c in calls:
+        parent, line = lift.get(c.parent, (c.parent, c.line)) if c.parent >= 0 else (-1, c.line)
+        if c.func in hidden:
+            lift[c.row] = (parent, line)
+        else:
+            out.append(c._replace(parent=parent, line=line if parent >= 0 else 0) if parent != c.parent else c)
+    return out, lift
+
+
+def _lifted_start(every: list[RawCall], kept: list[RawCall], lift: Mapping[int, tuple[int, int]], row: int) -> int:
+    """The row shown for the start ``row`` of a thread or greenlet: itself, else its nearest kept
+    caller, else (hidden code all the way down, as in gevent's hub, which spawns a greenlet per
+    accepted connection) the last kept call before it on its own lane (that accept)."""
+    if row < 0 or row not in lift:
+        return row
+    up = lift[row][0]
+    if up >= 0:
+        return up
+    serial = next((c.serial for c in every if c.row == row), None)
+    before = [c.row for c in kept if c.serial == serial and c.row < row]
+    return before[-1] if before else -1
+
+
 # --------------------------------------------------------------------------- all steps
 
 
@@ -461,12 +530,17 @@ def normalize(
     thread_starts: Mapping[int, int],
     normalizer: Normalizer,
     running: list[Running] | None = None,
+    greenlets: Mapping[int, str] | None = None,
 ) -> TraceFile:
     """A deterministic TraceFile from raw calls: the steps above, in order. ``running``, when
-    given, is extended with the threads still running at the cut (step 7)."""
+    given, is extended with the threads still running at the cut (step 7). ``greenlets``: the
+    serials that are greenlets (a gevent program) -> "hub" or "greenlet", their name when no role fits."""
+    every = calls
+    calls, lift = opaque_calls(calls, frozenset(k for k, f in funcs.items() if f.source.dist in OPAQUE_DISTS))
+    thread_starts = {s: _lifted_start(every, calls, lift, r) for s, r in thread_starts.items()}
     learn_peer_ports(calls, normalizer)
     tree = CallTree(calls, normalizer)
-    threads = ThreadOrder(tree, thread_starts, app_tasks_cut(tree, funcs))
+    threads = ThreadOrder(tree, thread_starts, app_tasks_cut(tree, funcs), greenlets)
     tokens = IdentityTokens(tree.row_of[r] for r in threads.kept_rows())
     events = build_events(tree, threads, tokens, funcs, steps, thread_starts)
     infos = []
@@ -487,5 +561,5 @@ def normalize(
         funcs={k: funcs[k] for k in sorted(used)},
         threads=tuple(infos),
         events=tuple(events),
-        wakeups=wakeups(calls, threads.canon),
+        wakeups=wakeups(every, lambda row: threads.canon(lift.get(row, (row, 0))[0])),
     )

@@ -70,5 +70,6 @@ def trace_from_recording(
         {s: start for s, (start, _) in raw.threads.items()},
         Normalizer(port, secrets, {**machine_paths(), **(paths or {})}, deny, ports, patterns),
         running,
+        raw.greenlets,
     )
     return dataclasses.replace(trace, process=process) if process else trace
