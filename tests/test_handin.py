@@ -22,6 +22,7 @@ from dispel.handin import build as handin_build
 from dispel.handin import document as handin
 from dispel.handin import docx_format, pdf_format
 from dispel.project import Project
+from dispel.render import markup
 from dispel.render import pages as render
 from dispel.run import browser
 
@@ -152,7 +153,7 @@ def test_every_journey_has_its_numbered_chain_with_the_page_models_links():
     for page in h.pages:
         assert f"{{ #chain-{page.journey} }}" in md
         for i, v in enumerate(page.key_hops, 1):
-            assert f"##### {i}. {render.inline_code(v.hop.func.qualname)} (hop {v.page_number})" in md  # the page's number
+            assert f"##### {i}. {markup.inline_code(v.hop.func.qualname)} (hop {v.page_number})" in md  # the page's number
     urls = [e.url for e in handin.expected_links(h)]
     assert sorted(handin.markdown_links(md)) == sorted(urls)
     html = handin.to_html(md, h.title)
@@ -223,7 +224,7 @@ def test_every_hop_of_every_chain_is_in_the_hand_in_with_its_permalink():
         numbers = fold.page_numbers(chain)  # one anchor per recorded call, as on the page
         for n, hop in enumerate(chain.hops, 1):
             if hop.func.source.dist == "sample_app":
-                assert f"{render.inline_code(hop.func.source.path)} line {hop.line} (" in md
+                assert f"{markup.inline_code(hop.func.source.path)} line {hop.line} (" in md
                 continue
             links = linker(hop)
             assert links is not None and links.line in shown, f"{journey} hop {n}"

@@ -11,7 +11,7 @@ from dispel import catalog, cli
 from dispel.chains import build as chains
 from dispel.chains import finders
 from dispel.project import Project
-from dispel.render import pages as render
+from dispel.render import markup
 
 PACKAGE = Path(cli.__file__).parent
 
@@ -139,7 +139,7 @@ def test_every_journey_has_a_finder_a_page_a_chain_file_and_a_title():
     for j in catalog.JOURNEYS:
         assert j.title and (j.scenario in catalog.SCENARIOS or j.scenario in catalog.PROCESS_SCENARIOS)
         page = (project.docs / "chains" / f"{j.name}.md").read_text(encoding="utf-8")
-        assert f"# {render.md_text(j.title)}" in page.splitlines(), f"the page of {j.name} has not its catalogued title"
+        assert f"# {markup.md_text(j.title)}" in page.splitlines(), f"the page of {j.name} has not its catalogued title"
         for _, other in (j.compared or ("", ()))[1]:
             assert other in names, f"{j.name} is compared with {other}, which is no journey"
 

@@ -9,6 +9,7 @@ from dispel.check import pagecheck
 from dispel.check import stage as verify
 from dispel.model import EDGE_CALL, EDGE_ENTRY, EDGE_RETURN, Chain, Func, Hop, Source
 from dispel.project import Project
+from dispel.render import markup
 from dispel.render import pages as render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,9 +85,9 @@ def test_a_functions_text_and_an_observed_value_are_shown_once_per_page():
 
 
 def test_bytes_are_written_as_python_writes_them():
-    assert render.bytes_as_python("return = b'\\x81£7ú!=\\x03'") == "return = b'\\x81\\xa37\\xfa!=\\x03'"
-    assert render.bytes_as_python("data = 'café'") == "data = 'café'"  # text stays text
-    assert eval(render.bytes_as_python("b'\\x81£7ú'").encode("ascii")) == bytes([0x81, 0xA3, 0x37, 0xFA])
+    assert markup.bytes_as_python("return = b'\\x81£7ú!=\\x03'") == "return = b'\\x81\\xa37\\xfa!=\\x03'"
+    assert markup.bytes_as_python("data = 'café'") == "data = 'café'"  # text stays text
+    assert eval(markup.bytes_as_python("b'\\x81£7ú'").encode("ascii")) == bytes([0x81, 0xA3, 0x37, 0xFA])
     for name, page in PAGES.items():
         for value in re.findall(r"^\s*\w+ = (b'.*)$", page, re.MULTILINE):
             assert not re.search(r"[\xa0-\xff]", value), (name, value[:60])

@@ -14,7 +14,8 @@ from dispel.model import (
     WireLayer,
 )
 from dispel.render import placeholders as ph
-from dispel.render.pages import hop_annotation, inline_code
+from dispel.render.markup import inline_code
+from dispel.render.pages import hop_annotation
 
 WS = Source("wsproto", "1.3.2", "wsproto/frame_protocol.py")
 C = Source("builtin", "3.11.7", "Modules/socketmodule.c")

@@ -8,6 +8,7 @@ import markdown
 import pytest
 from dispel.model import DispelError, Func, Hop
 from dispel.pins.licenses import LicenseRow
+from dispel.render import markup
 from dispel.render import pages as render
 from samples import ANNOTATIONS, APP, EMIT, EXCERPTS, HOP_LINKS, HOPS, RUN
 
@@ -71,38 +72,38 @@ def test_values_with_backticks_keep_their_fence():
 
 def test_long_values_are_cut_with_a_note():
     page = render.render_journey(EMIT, HOP_LINKS, EXCERPTS, ANNOTATIONS)
-    assert "x" * render.VALUE_CHARS in page and "x" * (render.VALUE_CHARS + 1) not in page
+    assert "x" * markup.VALUE_CHARS in page and "x" * (markup.VALUE_CHARS + 1) not in page
     assert "The value is 5000 characters long" in page
 
 
 def test_sample_app_hop_links_into_the_site():
     page = render.render_journey(EMIT, HOP_LINKS, EXCERPTS, ANNOTATIONS)
     assert "(<../sample_app.md#__codelineno-sample-app-app-py-6>)" in page
-    assert render.line_anchor("sample_app/app.py", 6) == "__codelineno-sample-app-app-py-6"
+    assert markup.line_anchor("sample_app/app.py", 6) == "__codelineno-sample-app-app-py-6"
 
 
 def test_sample_app_page_carries_the_line_anchors_it_is_linked_by():
     page = render.render_sample_app([("sample_app/app.py", "a = 1\n\n\nb = 2\n")])
     for line in range(1, 5):
-        assert f'id="{render.line_anchor("sample_app/app.py", line)}"' in page
+        assert f'id="{markup.line_anchor("sample_app/app.py", line)}"' in page
     # No blank line inside the raw HTML block, or Markdown would cut it in two.
     block = page[page.index("<div") :]
     assert "\n\n" not in block.rstrip("\n")
 
 
 def test_c_hop_has_no_excerpt_and_links_to_docs():
-    page = render.render_hop(5, HOPS[4], HOPS[3], HOP_LINKS[HOPS[4]], None, None)
+    page = markup.render_hop(5, HOPS[4], HOPS[3], HOP_LINKS[HOPS[4]], None, None)
     assert "(C code, no Python source)" in page and "docs.python.org" in page and "linenums" not in page
     assert '!!! note "C function"' not in page  # said once, in the Source line, not in a box at every C hop
 
 
 def test_stdlib_tag_pinned_link_is_marked():
-    page = render.render_hop(3, HOPS[2], HOPS[1], HOP_LINKS[HOPS[2]], EXCERPTS[HOPS[2].func.source], None)
+    page = markup.render_hop(3, HOPS[2], HOPS[1], HOP_LINKS[HOPS[2]], EXCERPTS[HOPS[2].func.source], None)
     assert "linked to the release tag" in page
 
 
 def test_unpinned_hop_says_so():
-    page = render.render_hop(2, HOPS[1], HOPS[0], None, EXCERPTS[HOPS[1].func.source], None)
+    page = markup.render_hop(2, HOPS[1], HOPS[0], None, EXCERPTS[HOPS[1].func.source], None)
     assert "not pinned in the lock" in page
 
 
@@ -117,20 +118,20 @@ def test_unpinned_hop_says_so():
 )
 def test_excerpt_range(first, last, line, expected):
     func = Func("m", "f", APP, first, last)
-    assert render.excerpt_range(func, line) == expected
+    assert markup.excerpt_range(func, line) == expected
 
 
 def test_excerpt_highlight_counts_from_block_start():
     hop = HOPS[2]  # Queue.put, 42 lines long: shown as a window
-    text = render.render_excerpt(hop, EXCERPTS[hop.func.source])
-    start, _ = render.excerpt_range(hop.func, hop.line)
+    text = markup.render_excerpt(hop, EXCERPTS[hop.func.source])
+    start, _ = markup.excerpt_range(hop.func, hop.line)
     assert f'linenums="{start}"' in text and f'hl_lines="{hop.line - start + 1}"' in text
 
 
 def test_excerpt_outside_file_is_an_error():
     hop = dataclasses.replace(HOPS[1], func=dataclasses.replace(HOPS[1].func, last_line=99))
     with pytest.raises(DispelError, match="outside socketio/server.py"):
-        render.render_excerpt(hop, EXCERPTS[hop.func.source])
+        markup.render_excerpt(hop, EXCERPTS[hop.func.source])
 
 
 def test_empty_chain_is_an_error():
@@ -143,7 +144,7 @@ def test_empty_chain_is_an_error():
     [("plain", "```"), ("has ``` inside", "````"), ("has ````` five", "``````"), ("`x`", "```")],
 )
 def test_fence_outgrows_backtick_runs(body, fence):
-    block = render.fenced(body, "text")
+    block = markup.fenced(body, "text")
     assert block.startswith(fence + " text\n") and block.endswith("\n" + fence + "\n")
 
 
@@ -158,22 +159,22 @@ def test_fence_outgrows_backtick_runs(body, fence):
     ],
 )
 def test_inline_code_keeps_text_verbatim(text, html):
-    assert html in to_html(render.inline_code(text))
+    assert html in to_html(markup.inline_code(text))
 
 
 @pytest.mark.parametrize("text", ["*not em*", "[not](link)", "<b>x</b> & y", "a | b", "_x_ #h {: .c}", "back\\slash"])
 def test_md_text_is_inert(text):
-    html = to_html(render.md_text(text))
+    html = to_html(markup.md_text(text))
     assert html == "<p>" + text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") + "</p>"
 
 
 def test_inline_code_cuts_very_long_lines():
-    assert len(render.inline_code("y" * 10_000)) < render.INLINE_CHARS + 10
+    assert len(markup.inline_code("y" * 10_000)) < markup.INLINE_CHARS + 10
 
 
 def test_hop_heading_escapes_locals_in_qualname():
     func = dataclasses.replace(HOPS[1].func, qualname="SocketIO.on.<locals>.decorator")
-    page = render.render_hop(1, Hop(func, 3, "main", "entry", 0), None, None, EXCERPTS[func.source], None)
+    page = markup.render_hop(1, Hop(func, 3, "main", "entry", 0), None, None, EXCERPTS[func.source], None)
     assert "<code>SocketIO.on.&lt;locals&gt;.decorator</code>" in to_html(page)
 
 

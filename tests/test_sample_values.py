@@ -15,7 +15,7 @@ from dispel.check import stage as verify
 from dispel.model import Source
 from dispel.project import Project, load_annotations, load_chains
 from dispel.render import annotation_files as annotations
-from dispel.render import pages as render
+from dispel.render import markup
 
 ROOT = Project().root
 APPS = ROOT / "tests" / "programs" / "apps"
@@ -173,7 +173,7 @@ def test_a_report_page_naming_a_sample_value_fails(summary, label, text, own, fl
 
 
 def test_the_apps_distribution_label_is_not_the_samples():
-    label = render.dist_label(Source("sample_app", "local", "app.py"))
+    label = markup.dist_label(Source("sample_app", "local", "app.py"))
     assert "sample" not in label and "this site" not in label and "app" in label
 
 

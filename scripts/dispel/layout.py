@@ -75,6 +75,7 @@ MODULES: dict[str, tuple[str, str]] = {
     "pins.stage": (GLUE, "`dispel pin` and `dispel versions`: the lock from installed files, git and tags"),
     # render/
     "render.pages": (PURE, "chains, links, excerpts and annotations -> Markdown pages"),
+    "render.markup": (PURE, "Markdown pieces: escaping, fences, links to hops and lines, one hop's entry"),
     "render.pagemodel": (PURE, "what a journey page says, computed once from the chain"),
     "render.diagram": (PURE, "layered sequence diagrams as inline SVG"),
     "render.placeholders": (PURE, "facts the trace knows, put into hand-written prose"),

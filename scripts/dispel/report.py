@@ -56,7 +56,7 @@ from .project import (
     write_atomic,
 )
 from .record.stage import checked_redact
-from .render import aids, annotation_files, app_notes
+from .render import aids, annotation_files, app_notes, markup
 from .render import pages as render
 from .render.stage import hop_linker
 from .run import live_session, scenario_file
@@ -310,19 +310,19 @@ def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Se
     app = scenario_file.app_spec(sf)
     title = sf.title or f"{app.target}, traced"
     who = ("its own clients (a live recording: `dispel report --live`) talked to it" if live is not None else
-           f"the clients of the scenario file {render.inline_code(sf.source)} talked to it")
-    out = [render.generated_header(COMMAND), f"# {render.md_text(title)}\n",
-           (f"dispel ran {render.inline_code(app.target)} under its tracer while {who}, and derived one chain of calls per journey from the trace: "
+           f"the clients of the scenario file {markup.inline_code(sf.source)} talked to it")
+    out = [markup.generated_header(COMMAND), f"# {markup.md_text(title)}\n",
+           (f"dispel ran {markup.inline_code(app.target)} under its tracer while {who}, and derived one chain of calls per journey from the trace: "
            "from the socket or the app's own line to the library code that did the work. The app's source as it ran "
            "is [on its own page](sample_app.md).\n")]
     if live is not None:
         out.append("## What the clients did\n")
         out.append("Each client, its transport and its events, in the order the app received them (the scenario below replays them):\n")
-        out += [f"- {render.md_text(line)}" for line in live] + [""]
+        out += [f"- {markup.md_text(line)}" for line in live] + [""]
     out += ["## The journeys\n", "| Journey | Hops | Threads | What |", "|---|---|---|---|"]
     for d in derived:
         c = built[d.journey.name]
-        out.append(f"| [{d.journey.name}](chains/{d.journey.name}.md) | {len(c.hops)} | {len(render.lifelines(c))} | {render.md_text(c.title)} |")
+        out.append(f"| [{d.journey.name}](chains/{d.journey.name}.md) | {len(c.hops)} | {len(render.lifelines(c))} | {markup.md_text(c.title)} |")
     out.append("")
     raised = derive.raised_sites(trace) if trace is not None else []
     if raised:
@@ -331,24 +331,24 @@ def render_index(sf: scenario_file.ScenarioFile, scenario_text: str, derived: Se
         for site in raised:
             shown = derive.shown_by(built, site)
             where = f"[{shown}](chains/{shown}.md) shows where it was caught" if shown else "no journey shows it"
-            out.append(f"- {render.inline_code(f'{site[0]}:{site[1]}')} in {render.inline_code(site[2])}: {where}")
+            out.append(f"- {markup.inline_code(f'{site[0]}:{site[1]}')} in {markup.inline_code(site[2])}: {where}")
         out.append("")
     if running:
-        threads = ", ".join(f"{render.inline_code(t)} (in {render.inline_code(f)})" for t, f in running)
+        threads = ", ".join(f"{markup.inline_code(t)} (in {markup.inline_code(f)})" for t, f in running)
         out.append(f"Still running when the scenario ended, and cut there: {threads}. A journey through a loop "
                    "shows one of its turns, the same on every run; how many turns a loop made varies from run to run, and is not shown.\n")
     if skipped:
         out.append("## Journeys not derived\n")
         out.append("What ran and is on no journey, with why (the console printed the same lines):\n")
-        out += [f"- not derived: {render.md_text(s)}" for s in skipped] + [""]
+        out += [f"- not derived: {markup.md_text(s)}" for s in skipped] + [""]
     out.append("## Not annotated\n")
     if missing:
         out.append("No text covers these functions yet (a general text in an annotations file would):\n")
-        out += [f"- {render.inline_code(m)}" for m in missing] + [""]
+        out += [f"- {markup.inline_code(m)}" for m in missing] + [""]
     else:
         out.append("Every hop has a text.\n")
     out.append("## The scenario\n")
-    out.append(render.fenced(scenario_text.rstrip("\n"), "toml"))
+    out.append(markup.fenced(scenario_text.rstrip("\n"), "toml"))
     out.append("")
     out.append(guide.rstrip("\n") + "\n")
     return "\n".join(out)
@@ -499,7 +499,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
         per_journey[name], left_out = fillable(chain, texts)
         dropped += left_out
     missing = unannotated(built.values(), per_journey) + [f"left out: {d}" for d in dropped]
-    header = render.generated_header(COMMAND)
+    header = markup.generated_header(COMMAND)
     files: dict[Path, str] = {}
     prose_lines = {src: text_lines(data) for src, data in sources.items()}
     for name, chain in built.items():
@@ -509,7 +509,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     app_files = sorted({(f.source.path, (root / f.source.path).read_text(encoding="utf-8")) for f in trace.funcs.values()
                         if f.source.dist == derive_finders.APP_DIST and root is not None})
     files[rp.docs / "sample_app.md"] = render.render_sample_app(
-        app_files, "The app's source", f"The app {render.inline_code(scenario_file.app_spec(sf).target)} that the journeys trace, exactly as it ran.", COMMAND)
+        app_files, "The app's source", f"The app {markup.inline_code(scenario_file.app_spec(sf).target)} that the journeys trace, exactly as it ran.", COMMAND)
     rows = license_rows(built.values(), lock)
     traced = sorted({normalize_dist(h.func.source.dist) for c in built.values() for h in c.hops} - {"builtin", derive_finders.APP_DIST, "python"})
     files[rp.docs / "licensing.md"] = (header + render.render_licensing(rows).split("\n", 1)[1] + "\n" + aids.license_files_section(rows)

@@ -42,7 +42,7 @@ from ..project import (
     read_text,
     swap_folder,
 )
-from ..render import annotation_files
+from ..render import annotation_files, markup
 from ..render import pages as render
 from ..render.stage import browsers_recorded, hop_linker
 from ..run import browser
@@ -152,7 +152,7 @@ def report_handin(root: Path, project: Project) -> Built:
     spec = scenario_file.app_spec(sf)
     title = f"{sf.title or spec.target}: the hand-in"
     intro = (
-        f"How the app {render.inline_code(spec.target)} and the libraries under it do what they do, from the app's own "
+        f"How the app {markup.inline_code(spec.target)} and the libraries under it do what they do, from the app's own "
         "code down to the socket, traced by dispel while the scenario's clients talked to it. Every library link below "
         "points at the exact line that ran, at the commit its installed release was built from, and "
         "`dispel check --root REPORT --handin DIR` proves each one."

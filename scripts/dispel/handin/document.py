@@ -27,8 +27,8 @@ from ..check.links import PageLink
 from ..model import PYTHON, Chain, Source, normalize_dist, text_lines
 from ..pins.licenses import LicenseRow
 from ..render import pages as render
+from ..render.markup import inline_code, md_text
 from ..render.pagemodel import HopLinks, HopView, JourneyPage
-from ..render.pages import inline_code, md_text
 
 FILES = ("report.md", "report.docx", "report.pdf")
 MARKER = ".dispel-handin"  # in a folder dispel handin wrote (it may replace only such a folder)

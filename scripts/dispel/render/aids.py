@@ -29,8 +29,8 @@ from ..model import (
     Chain,
     TraceFile,
 )
+from .markup import generated_header, inline_code, md_text
 from .pagemodel import HopView, JourneyPage
-from .pages import generated_header, inline_code, md_text
 
 GLOSSARY_PAGE = "glossary.md"
 THREADS_PAGE = "threads.md"

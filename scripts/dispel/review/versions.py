@@ -21,7 +21,7 @@ from ..check.links import PageLink, lock_file, recording_drift
 from ..model import Chain, DispelError, Hop, Lock
 from ..pins import permalinks
 from ..pins.forges import parse_source_url, repo_url
-from ..render.pages import generated_header, inline_code, md_text
+from ..render.markup import generated_header, inline_code, md_text
 from . import diff
 
 SET = "oldest"  # traces/<SET>/: project.OLDEST_SET
