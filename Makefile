@@ -16,7 +16,7 @@ OLDEST  := .venv-oldest
 OBIN    := $(OLDEST)/bin
 OSTAMP  := $(OLDEST)/.installed-$(PYWHICH)
 
-.PHONY: site test test-fast serve record chains pin render regen regen-oldest check check-online bench clean handin
+.PHONY: site test test-fast lint serve record chains pin render regen regen-oldest check check-online bench clean handin
 
 # The pinned environment: every package at the exact version of requirements.lock.
 $(STAMP): requirements.lock pyproject.toml scripts/dispel/record/_ctracer.c
@@ -54,9 +54,15 @@ site: $(STAMP) $(OSTAMP)
 # pytest, then the checks; --rerecord also records the scenarios afresh and
 # compares them with the committed traces. Without Chromium (or with
 # DISPEL_CHROMIUM=/nonexistent) the browser's tests and re-recording are skipped, saying why.
-test: $(STAMP) $(OSTAMP)
+test: lint $(OSTAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/dispel check --rerecord
+
+# The gates before the tests: ruff (the package and the tests) and mypy (the package), both
+# pinned in requirements.lock and configured in pyproject.toml (target Python 3.11, whatever runs them).
+lint: $(STAMP)
+	$(BIN)/ruff check --quiet scripts/dispel tests
+	$(BIN)/mypy
 
 # The pure suite only: no recording, no site build, no subprocess (seconds).
 test-fast: $(STAMP)
@@ -106,4 +112,4 @@ bench: $(STAMP)
 	$(BIN)/dispel bench
 
 clean:
-	rm -rf site .pytest_cache test-output
+	rm -rf site .pytest_cache .mypy_cache .ruff_cache test-output

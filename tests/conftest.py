@@ -21,12 +21,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from dispel.run import browser
 from dispel.pins import stage as pins_stage
-from dispel.tracefiles import recording as tracefiles_recording
+from dispel.pins.installed import PYTHON_VERSION
 from dispel.project import Project
 from dispel.record.cores import recorder_for
-from dispel.pins.installed import PYTHON_VERSION
+from dispel.run import browser
+from dispel.tracefiles import recording as tracefiles_recording
 from dispel.tracefiles.codec import Root
 from programs import threads as prog
 
@@ -104,7 +104,8 @@ def project(tmp_path: Path) -> Path:
     copy.mkdir()
     if (Project().root / ".git").exists():
         archive = subprocess.run(["git", "-C", str(Project().root), "archive", "HEAD", "docs", "traces"], capture_output=True, check=True).stdout
-        tarfile.open(fileobj=io.BytesIO(archive)).extractall(copy, filter="data")
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(copy, filter="data")
     else:
         shutil.copytree(Project().root / "docs", copy / "docs")
         shutil.copytree(Project().root / "traces", copy / "traces")

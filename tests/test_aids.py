@@ -6,18 +6,24 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import trace_of
-from programs import threads as threads_program
 from dispel import catalog
-from dispel.pins import stage as pins_stage
-from dispel.project import load_annotations, load_chains, load_lock, project_lock
-from dispel.render import stage as render_stage
-from dispel.check import links as check, stage as verify
-from dispel.pins import pinning as pins
-from dispel.render import aids, annotation_files, pages as render
+from dispel.check import links as check
+from dispel.check import stage as verify
 from dispel.model import EDGES, FilePin, Pin
-from dispel.project import Project
+from dispel.pins import pinning as pins
+from dispel.pins import stage as pins_stage
+from dispel.project import (
+    Project,
+    load_annotations,
+    load_chains,
+    load_lock,
+    project_lock,
+)
+from dispel.render import aids, annotation_files
+from dispel.render import pages as render
+from dispel.render import stage as render_stage
+from programs import threads as threads_program
 from samples import EMIT, EXCERPTS, HOP_LINKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +43,7 @@ def committed_pages() -> dict:
 
 def test_the_edge_table_names_every_edge_of_the_model():
     table = aids.edge_table()
-    assert [m.group(1) for m in re.finditer(r"^\| `([^`]+)` \|", table, re.M)] == list(EDGES)
+    assert [m.group(1) for m in re.finditer(r"^\| `([^`]+)` \|", table, re.MULTILINE)] == list(EDGES)
     with pytest.raises(ValueError, match="no meaning for the edge"):
         aids.edge_table((*EDGES, "teleport"))
 
@@ -223,7 +229,6 @@ def test_the_committed_footer_dates_the_last_commit_of_the_traces():
 
 def test_pin_proves_the_license_files_and_a_kept_entry_learns_them_from_a_mirror(tmp_path):
     from conftest import install, make_repo
-
     from dispel import cli
 
     license_text = "MIT License\n\nPermission is hereby granted, free of charge...\n"

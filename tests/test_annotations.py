@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from dispel.render import annotation_files as ann
 from dispel.model import DispelError
+from dispel.render import annotation_files as ann
 from samples import EMIT, EXCERPTS, HOPS, SIO
 
 SIO_TEXT = "\n".join(EXCERPTS[SIO]) + "\n"
@@ -108,13 +108,6 @@ def test_stale_compares_fingerprints_with_the_installed_source():
     assert f"fingerprint {SIO_FP}, now {ann.fingerprint(changed, 2, 5)}" in problems[0].message
     # C functions and files that could not be read are never stale: there is nothing to compare.
     assert ann.stale([EMIT], notes(), {}) == []
-
-
-def test_audit_orders_missing_orphaned_stale():
-    kinds = [p.kind for p in ann.audit([EMIT], notes(GOOD + "gone:f:\n  text: x\n"), {SIO: SIO_TEXT + "#"}, ["emit"])]
-    assert kinds == ["missing"] * 3 + ["orphaned"]
-    changed = {SIO: SIO_TEXT.replace("packet", "p")}
-    assert [p.kind for p in ann.audit([EMIT], notes(), changed)][-1] == "stale"
 
 
 def test_stub_is_a_parseable_entry_with_the_current_fingerprint():

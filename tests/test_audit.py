@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from conftest import MODULE, RepoServer, commit_files, git, make_repo
-from dispel.review import audit
 from dispel import cli
-from dispel.tracefiles import codec as tracefile
 from dispel.model import Chain, Func, Hop, Source
+from dispel.review import audit
+from dispel.tracefiles import codec as tracefile
 
 # The next release moved Server.emit down by three lines and replaced encode() by send().
 MODULE_V2 = (
@@ -303,7 +303,7 @@ def test_a_label_naming_another_function_is_flagged(tmp_path, capsys, label, fla
     folder.mkdir()
     (folder / "on-chat.json").write_text(json.dumps(tracefile.chain_to_dict(EVENT_CHAIN)), encoding="utf-8")
     report = write_report(tmp_path, f"See [{label}](https://github.com/o/r/blob/{sha}/src/pkg/server.py#L6).\n")
-    code, data = verdicts(capsys, report, "--git-dir", f"o/r={repo}", "--chains", str(folder))
+    _code, data = verdicts(capsys, report, "--git-dir", f"o/r={repo}", "--chains", str(folder))
     (v,) = data["links"]
     assert (v["function"], v["on_chain"]) == ("pkg.server:Server._handle_event", "on-chat#1")
     assert v["mislabelled"] is flagged, v["notes"]

@@ -108,8 +108,8 @@ ACKED = '[[steps]]\ndo = "emit"\nevent = "ping"\ndata = "x"\nack = true\ntimeout
 APP_CASES = [
     # (id, files of the project (name -> text), [app] import, factory, extra argv, what the one error line must say)
     ("async mode eventlet", {"chat.py": APP.replace("MODE", "eventlet")}, "chat:socketio", False, [],
-     "async_mode='eventlet': dispel does not trace eventlet, whose maintainers discourage new use and plan its retirement; "
-     "run the app with async_mode=\"gevent\""),
+     ("async_mode='eventlet': dispel does not trace eventlet, whose maintainers discourage new use and plan its retirement; "
+     "run the app with async_mode=\"gevent\"")),
     ("async mode conflict", {"chat.py": APP.replace("MODE", "threading")}, "chat:socketio", 'async_mode = "gevent"', [],
      "async_mode: the app asks for 'threading', the scenario file for 'gevent'"),
     ("async mode eventlet from the file", {"chat.py": APP.replace('SocketIO(app, async_mode="MODE")', "SocketIO(app)")}, "chat:socketio",
@@ -125,8 +125,8 @@ APP_CASES = [
     ("root not a folder", {"chat.py": APP.replace("MODE", "threading")}, "chat:socketio", False, ["--root", "WORK/nope"],
      "is not a folder; name the folder that holds the app's code"),
     ("handler raises, ack awaited", {"chat.py": RAISES}, "chat:socketio", False, [],
-     "steps[2] (emit 'ping', client a) failed: TimeoutError: no answer within the step's deadline; "
-     "in this step the app raised ValueError: cannot handle 'x' (raised at chat.py:10 in on_ping)"),
+     ("steps[2] (emit 'ping', client a) failed: TimeoutError: no answer within the step's deadline; "
+     "in this step the app raised ValueError: cannot handle 'x' (raised at chat.py:10 in on_ping)")),
 ]
 
 

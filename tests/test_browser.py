@@ -12,12 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from dispel.run import browser
 from dispel import catalog
-from dispel.chains import build as chains, finders
-from dispel.chains import graph as chain_graph, hand_written, routes as chain_routes
-from dispel.check import drift
+from dispel.chains import build as chains
+from dispel.chains import derive_finders, finders, hand_written
+from dispel.chains import graph as chain_graph
+from dispel.chains import routes as chain_routes
 from dispel.chains.graph import TraceGraph, mentions
+from dispel.check import drift
+from dispel.run import browser
 from dispel.tracefiles.codec import trace_from_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +87,9 @@ def find_on(g: TraceGraph):
     handler = hand_written.only_one(hand_written._user_handler(g, "on_chat"), "the chat handler", "none")
     recv = hand_written.recv_before_text(g, ('42["chat"',), g.ev(handler).thread)
     needles = ('"chat"',)
-    return [hand_written.register_part(g), chain_routes.value_trail(g, recv, handler, needles)], needles + ("'chat'", "<b>hi</b>")
+    stored = derive_finders.registration(g, "chat")
+    assert stored is not None, "the app's import registers no handler of 'chat'"
+    return [stored, chain_routes.value_trail(g, recv, handler, needles)], needles + ("'chat'", "<b>hi</b>")
 
 
 def find_emit(g: TraceGraph):

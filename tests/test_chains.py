@@ -8,20 +8,28 @@ from pathlib import Path
 import pytest
 from conftest import trace_of
 from dispel import catalog
-from dispel.chains import build as chains, finders
-from dispel.chains import graph as chain_graph, hand_written, makers as chain_makers, routes as chain_routes
-from dispel.pins import installed
+from dispel.chains import build as chains
+from dispel.chains import finders, hand_written
+from dispel.chains import graph as chain_graph
+from dispel.chains import makers as chain_makers
+from dispel.chains import routes as chain_routes
 from dispel.model import (
     EDGE_CALL,
     EDGE_DATA,
-    EDGE_QUEUE,
     EDGE_ENTRY,
+    EDGE_QUEUE,
     EDGE_RETURN,
     EDGE_THREAD_START,
     EDGE_WAKE,
     DispelError,
 )
-from dispel.tracefiles.codec import chain_from_dict, chain_to_dict, trace_from_json, trace_to_json
+from dispel.pins import installed
+from dispel.tracefiles.codec import (
+    chain_from_dict,
+    chain_to_dict,
+    trace_from_json,
+    trace_to_json,
+)
 from dispel.tracefiles.values import value_text_to_python
 from programs import threads as prog
 from programs import values as pv

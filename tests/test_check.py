@@ -9,11 +9,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dispel.check import links as check, stage as verify
-from dispel.check import drift
 from dispel import cli
-from dispel.project import load_chains, load_lock
-from dispel.project import Project
+from dispel.check import drift
+from dispel.check import links as check
+from dispel.check import stage as verify
+from dispel.project import Project, load_chains, load_lock
 
 ROOT = Project().root
 
@@ -98,7 +98,7 @@ def test_the_committed_site_links_all_verify(rendered):
 
 @pytest.mark.traced_python
 def test_a_permalink_whose_line_no_longer_matches_the_chain(rendered):
-    chains, n, hop = emit_hop(rendered)
+    _chains, n, hop = emit_hop(rendered)
     path = rendered / "traces" / "chains" / "emit.json"
     data = json.loads(path.read_text(encoding="utf-8"))
     data["hops"][n - 1]["line_text"] = "return something_else()"
@@ -162,7 +162,7 @@ def test_a_rendered_copy_has_no_drift(rendered):
 
 
 def test_an_edited_page_is_drift_named_by_hop(rendered):
-    chains, n, hop = emit_hop(rendered)
+    chains, n, _hop = emit_hop(rendered)
     page = rendered / "docs" / "chains" / "emit.md"
     text = page.read_text(encoding="utf-8").replace("*No annotation has been written for this function yet.*", "Hand-edited.", n)
     page.write_text(text, encoding="utf-8")

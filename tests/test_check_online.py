@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 from conftest import MODULE, RepoServer, commit_files, git, make_repo
-from dispel.check import links as check, fetch, stage as verify
-from dispel.review import stage as review_stage
-from dispel.pins.forges import raw_url
+from dispel.check import fetch
+from dispel.check import links as check
+from dispel.check import stage as verify
 from dispel.model import Chain, DispelError, FilePin, Func, Hop, Lock, Pin, Source
+from dispel.pins.forges import raw_url
 from dispel.pins.pinning import blob_sha
+from dispel.review import stage as review_stage
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from dispel import catalog
-from dispel.chains import build as chains, finders
+from dispel.chains import build as chains
+from dispel.chains import finders
 from dispel.check import completeness
 from dispel.check import stage as verify
 from dispel.model import EDGE_CALL, EDGE_ENTRY, JOIN_PARSED, JOIN_RESULT, JOIN_STORED

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel.check import stage as verify
 from dispel.check import drift
-from dispel.record.cores import available_cores
+from dispel.check import stage as verify
 from dispel.project import Project
+from dispel.record.cores import available_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

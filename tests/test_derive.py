@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from dispel.chains import build as chains, derive
+from dispel.chains import build as chains
+from dispel.chains import derive
 from dispel.pins import installed
 from dispel.tracefiles.codec import chain_from_dict, trace_from_json
 

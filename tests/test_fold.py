@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from dispel.chains import fold
-from dispel.render import pages as render
 from dispel.model import (
     EDGE_CALL,
     EDGE_ENTRY,
@@ -25,6 +24,7 @@ from dispel.model import (
     Join,
     Source,
 )
+from dispel.render import pages as render
 from dispel.tracefiles.codec import chain_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,8 +145,8 @@ def chains():
 def test_committed_pages_show_at_most_30_key_hops_and_keep_every_anchor(chains, journey):
     page = (ROOT / "docs" / "chains" / f"{journey}.md").read_text()
     chain = chains[journey]
-    open_headings = re.findall(r"^### (\d+) · .*\{ #hop-\1 \}$", page, re.M)
-    folded_headings = re.findall(r"^    ### (\d+) · .*\{ #hop-\1 \}$", page, re.M)
+    open_headings = re.findall(r"^### (\d+) · .*\{ #hop-\1 \}$", page, re.MULTILINE)
+    folded_headings = re.findall(r"^    ### (\d+) · .*\{ #hop-\1 \}$", page, re.MULTILINE)
     assert 0 < len(open_headings) <= MOST_KEY_HOPS
     assert not re.search(r'<a id="hop-', page), "a hop is an entry of its own, never an anchor inside another"
     anchors = [int(n) for n in open_headings + folded_headings]
@@ -156,7 +156,7 @@ def test_committed_pages_show_at_most_30_key_hops_and_keep_every_anchor(chains, 
     opened = {int(n) for n in open_headings}
     assert {numbers[j.producer] for j in chain.joins} <= opened, "producers are key hops"
     assert {numbers[n] for n, h in enumerate(chain.hops, 1) if h.func.source.dist == "sample_app"} <= opened, "the app's hops are key"
-    assert not re.search(r'^\s*\?\?\? note ".*hops? \d', page, re.M), "folded blocks are titled by what they hold, not by numbers"
+    assert not re.search(r'^\s*\?\?\? note ".*hops? \d', page, re.MULTILINE), "folded blocks are titled by what they hold, not by numbers"
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from dispel.run import modes
 
 EMITTER = """
@@ -41,9 +40,9 @@ def test_hiding_undoes_itself_and_leaves_an_imported_package_alone():
 
 # ---------------------------------------------------------------- greenlets under the recorder (raw greenlets, in-process)
 
-from conftest import trace_of  # noqa: E402
-from dispel.record.cores import available_cores  # noqa: E402
-from programs import greenlets as green  # noqa: E402
+from conftest import trace_of
+from dispel.record.cores import available_cores
+from programs import greenlets as green
 
 
 @pytest.fixture(params=available_cores())
@@ -98,9 +97,9 @@ def test_switches_are_recorded_in_order_and_a_greenlet_keeps_its_serial(core):
 
 # ---------------------------------------------------------------- a monkey-patched gevent program (a process of its own)
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-from dispel.tracefiles.codec import trace_from_json  # noqa: E402
+from dispel.tracefiles.codec import trace_from_json
 
 RUN = Path(__file__).parent / "programs" / "gevent_run.py"
 
@@ -165,7 +164,7 @@ def _record_gevent_app(tmp_path, name: str = "green_chat"):
 
 @pytest.mark.slow
 def test_emit_wakes_the_writer_greenlet_from_the_handler_greenlet(tmp_path):
-    trace, said = _record_gevent_app(tmp_path)
+    trace, _said = _record_gevent_app(tmp_path)
     ev = trace.events
 
     def under(i: int, func: str) -> bool:
@@ -246,8 +245,8 @@ def test_gevent_needs_python_engineio_4_8():
 
 
 def test_a_scenario_file_names_its_async_mode_under_app():
-    from dispel.run import scenario_file
     from dispel.model import DispelError
+    from dispel.run import scenario_file
 
     text = '[app]\nimport = "chat:socketio"\nasync_mode = "MODE"\n[clients.a]\n[[steps]]\ndo = "connect"\n'
     assert scenario_file.parse(text.replace("MODE", "gevent"), "s.toml").app.async_mode == "gevent"

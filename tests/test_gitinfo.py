@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import git, hash_object, make_repo
-from dispel.pins import gitinfo
 from dispel.model import DispelError
+from dispel.pins import gitinfo
 
 
 @pytest.fixture

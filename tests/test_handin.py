@@ -17,13 +17,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from dispel.run import browser
-from dispel.handin import document as handin, build as handin_build
-from dispel.handin import docx_format, pdf_format
-from dispel.render import pages as render
-from dispel.render import markup
 from dispel.chains import fold
+from dispel.handin import build as handin_build
+from dispel.handin import document as handin
+from dispel.handin import docx_format, pdf_format
 from dispel.project import Project
+from dispel.render import markup
+from dispel.render import pages as render
+from dispel.run import browser
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "tests" / "programs" / "apps"
@@ -175,9 +176,9 @@ def _sample_handin(texts: dict[str, str]) -> str:
 
 
 def test_a_short_sentence_stands_for_the_full_text_in_the_hand_in_only():
+    from dispel.render.annotation_files import parse_annotations
+    from dispel.render.annotation_files import texts as texts_of_notes
     from samples import ANNOTATIONS, EMIT, EXCERPTS, HOP_LINKS
-
-    from dispel.render.annotation_files import parse_annotations, texts as texts_of_notes
 
     notes = parse_annotations(
         "socketio.server:Server.emit:\n  short: Encodes the packet once, on {{thread}}.\n  text: |\n    Encodes the packet; see `Server._encode`.\n",
@@ -200,8 +201,8 @@ def test_a_short_sentence_is_read_by_the_prose_rules():
 
 
 def test_a_short_sentence_must_be_one_and_not_on_a_summary():
-    from dispel.render.annotation_files import parse_annotations
     from dispel.model import DispelError
+    from dispel.render.annotation_files import parse_annotations
 
     with pytest.raises(DispelError, match="short must be one sentence"):
         parse_annotations("a.b:c:\n  short: |\n    One.\n\n    Two.\n  text: x\n", "t.yml")
@@ -211,8 +212,8 @@ def test_a_short_sentence_must_be_one_and_not_on_a_summary():
 
 def test_every_hop_of_every_chain_is_in_the_hand_in_with_its_permalink():
     """The whole chain is there: each hop's permalink, made from the lock apart from the page model."""
-    from dispel.render import stage as render_stage
     from dispel.project import load_chains, project_lock
+    from dispel.render import stage as render_stage
 
     project = Project()
     built = handin_build.site_handin(project)
@@ -261,7 +262,7 @@ def test_the_sites_hand_in_in_three_formats_carries_the_chains_links(site_handin
 
 @pytest.mark.slow
 def test_the_sites_hand_in_checks_clean_and_regenerates_byte_for_byte(site_handin, tmp_path):
-    failures, notes, proven = handin_build.check(site_handin, handin_build.site_handin(Project()))
+    failures, _notes, proven = handin_build.check(site_handin, handin_build.site_handin(Project()))
     assert failures == [] and proven > 100
     again = tmp_path / "again"
     assert dispel("handin", "--out", str(again)).returncode == 0

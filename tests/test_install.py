@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 from dispel.catalog import DIST_NAMES
-from dispel.pins.installed import distributions
 from dispel.model import Lock, Pin
+from dispel.pins.installed import distributions
 from dispel.pins.pinning import lock_from_json, lock_to_json
 from dispel.project import Project, dump_json
 from dispel.report import committed_lock, report_dists
-from dispel.tracefiles.codec import chain_from_dict
 from dispel.review.oldest_venv import site_packages
+from dispel.tracefiles.codec import chain_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "tests" / "programs" / "apps"

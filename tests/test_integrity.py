@@ -6,14 +6,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from dispel.chains import build as chains
 from dispel import cli
-from dispel.check import integrity, stage as verify
-from dispel.model import EDGE_CALL, EDGE_WAKE, WireLayer
-from dispel.project import Project
+from dispel.chains import build as chains
 from dispel.chains.stage import chain_files
-from dispel.project import load_chains, load_traces
-
+from dispel.check import integrity
+from dispel.check import stage as verify
+from dispel.model import EDGE_CALL, EDGE_WAKE, WireLayer
+from dispel.project import Project, load_chains, load_traces
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +89,7 @@ def test_a_wire_value_of_another_message(committed):
 
 
 @pytest.mark.slow  # a whole `dispel check` of a copy of the project
-def test_dispel_check_says_the_rules_line(project, committed, monkeypatch, capsys):  # noqa: F811
+def test_dispel_check_says_the_rules_line(project, committed, monkeypatch, capsys):
     found, traces = committed
     bad = spliced(found)
     for path, text in chain_files({"emit": bad}, project / "traces" / "chains").items():

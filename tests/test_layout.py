@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from dispel import catalog, cli
-from dispel.chains import build as chains, finders
-from dispel.render import markup
+from dispel.chains import build as chains
+from dispel.chains import finders
 from dispel.project import Project
+from dispel.render import markup
 
 PACKAGE = Path(cli.__file__).parent
 

@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from dispel.run import live_session, scenario_file
-from dispel.run import scenario_values
 from dispel.model import DispelError
+from dispel.run import live_session, scenario_file, scenario_values
 from dispel.run.scenario_values import EnvRef
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -313,7 +312,7 @@ def hop_differences(name: str, live, scripted) -> list[str]:
         if op == "equal":
             pairs += zip(range(i1, i2), range(j1, j2))
         else:
-            shown = lambda ks: ", ".join(f"{k[0]}:{k[1]}" for k in ks) or "nothing"  # noqa: E731
+            shown = lambda ks: ", ".join(f"{k[0]}:{k[1]}" for k in ks) or "nothing"
             out.append(f"{name}: live hops {i1 + 1}-{i2} ({shown(a[i1:i2])}) where the browser scenario has hops {j1 + 1}-{j2} ({shown(b[j1:j2])})")
     for i, j in pairs:
         x, y = normalised(live.hops[i].value), normalised(scripted.hops[j].value)
@@ -327,10 +326,9 @@ def hop_differences(name: str, live, scripted) -> list[str]:
 @pytest.mark.slow
 def test_acceptance_the_chat_page_in_chromium_gives_the_browser_scenarios_journeys(tmp_path):
     from dispel.pins.installed import lines_by_source
-    from dispel.run import browser
-    from dispel.project import Project
+    from dispel.project import Project, load_traces
     from dispel.report import build_chains
-    from dispel.project import load_traces
+    from dispel.run import browser
 
     why = browser.unavailable()
     if why:
@@ -348,7 +346,7 @@ def test_acceptance_the_chat_page_in_chromium_gives_the_browser_scenarios_journe
             client.close()
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=300)
+        _stdout, stderr = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -385,9 +383,9 @@ def test_a_stop_while_a_client_is_still_connected_and_a_task_emits_cuts_cleanly(
     """Ctrl-C in the middle of things: a background task emitting every 0.1 s to a client still
     connected. The recording is cut there, as at the end of a scenario, and the report builds."""
     proc, port = start_live(tmp_path / "live", "--app", "forever:socketio", "--save-scenario", str(tmp_path / "saved.toml"))
-    client = subprocess.Popen([sys.executable, "-c", "import socketio, sys, time\nc = socketio.Client()\n"
+    client = subprocess.Popen([sys.executable, "-c", ("import socketio, sys, time\nc = socketio.Client()\n"
                                "c.connect(f'http://127.0.0.1:{sys.argv[1]}', transports=['websocket'])\n"
-                               "c.emit('join', 'fans')\ntime.sleep(60)\n", str(port)])
+                               "c.emit('join', 'fans')\ntime.sleep(60)\n"), str(port)])
     try:
         time.sleep(3)
         proc.send_signal(signal.SIGINT)  # the client is still connected, the task still emitting

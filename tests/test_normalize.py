@@ -1,6 +1,8 @@
 """The steps of normalization, each on a handful of hand-made raw calls (no recording)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from dispel.tracefiles.normalize import (
     Arg,
@@ -159,7 +161,7 @@ def test_line_at_finds_the_line_of_every_instruction_offset():
     def by_scan(code, offset):
         return next((ln for start, end, ln in code.co_lines() if ln is not None and start <= offset < end), 0)
 
-    stack = [compile(open(json.decoder.__file__, encoding="utf-8").read(), json.decoder.__file__, "exec")]
+    stack = [compile(Path(json.decoder.__file__).read_text(encoding="utf-8"), json.decoder.__file__, "exec")]
     checked = 0
     while stack:
         code = stack.pop()

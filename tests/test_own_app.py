@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from dispel.chains import build as chains, derive, derive_finders
-from dispel.chains import graph as chain_graph, hand_written, routes as chain_routes
-from dispel.check import integrity
 from dispel.catalog import Journey
+from dispel.chains import build as chains
+from dispel.chains import derive, derive_finders, hand_written
+from dispel.chains import graph as chain_graph
+from dispel.chains import routes as chain_routes
+from dispel.check import integrity
 from dispel.model import EDGE_ENTRY
 from dispel.tracefiles.codec import chain_from_dict, trace_from_json
 
@@ -69,7 +71,7 @@ def test_the_emit_after_a_call_is_its_own_message(built):
 def test_the_old_derivation_spliced_it_and_the_rule_says_where(built):
     """The old finder followed the trail from the handler's frame: its first hand-off was the
     call's packet ('quiz'), then it ended at the reply's frame on a later turn of the writer's loop."""
-    _, _, found, trace = built
+    _, _, _found, trace = built
     g = chain_graph.TraceGraph(trace)
     source = next(i for i in g.find(lambda e: e.func == "one_reply:on_ask"))
     sink = next(i for i in g.find(lambda e: chain_graph.is_sink("send")(e) and chain_graph.mentions(e, ("you answered",))))
@@ -151,7 +153,7 @@ def test_the_report_checks_clean(built):
     assert re.search(r"integrity \d", proc.stdout)
     # every wire value of the app's pages has its maker or reader on its chain, and both commands say how many
     for said in (built[1], proc.stdout):
-        m = re.search(r"^completeness: (\d+) of (\d+) wire values have their maker or reader on the chain", said, re.M)
+        m = re.search(r"^completeness: (\d+) of (\d+) wire values have their maker or reader on the chain", said, re.MULTILINE)
         assert m and m.group(1) == m.group(2) and int(m.group(2)) > 0, said
 
 

@@ -9,8 +9,8 @@ import threading
 import zlib
 
 import pytest
-from dispel.run import pacer
 from dispel import wire
+from dispel.run import pacer
 from dispel.wire import MASK_KEY, WS_KEY
 
 BROWSER_KEY = base64.b64encode(bytes(range(16))).decode()

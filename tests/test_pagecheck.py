@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dispel.check import pagecheck, stage as verify
-from dispel.render import pages as render
-from dispel.render import markup
+from dispel.check import pagecheck
+from dispel.check import stage as verify
 from dispel.model import EDGE_CALL, EDGE_ENTRY, EDGE_RETURN, Chain, Func, Hop, Source
 from dispel.project import Project
+from dispel.render import markup
+from dispel.render import pages as render
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = {p.name: p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs" / "chains").glob("*.md"))}
@@ -22,10 +23,11 @@ def _hop(qualname, event, edge=EDGE_CALL, value=None, line=2, overloaded=False):
 
 
 def test_visible_hops_are_the_headings_outside_folded_blocks_and_code():
-    page = "\n".join([
+    lines = [
         "### 1 · `a` { #hop-1 }", "", '??? note "2 calls in lib: b, c"', "", "    ### 2 · `b` { #hop-2 }",
         "```text", "### 9 · `in code` { #hop-9 }", "```", "### 3 · `d` { #hop-3 }",
-    ])
+    ]
+    page = "\n".join(lines)
     assert pagecheck.visible_hops(page) == [1, 3]
 
 
@@ -87,7 +89,7 @@ def test_bytes_are_written_as_python_writes_them():
     assert markup.bytes_as_python("data = 'café'") == "data = 'café'"  # text stays text
     assert eval(markup.bytes_as_python("b'\\x81£7ú'").encode("ascii")) == bytes([0x81, 0xA3, 0x37, 0xFA])
     for name, page in PAGES.items():
-        for value in re.findall(r"^\s*\w+ = (b'.*)$", page, re.M):
+        for value in re.findall(r"^\s*\w+ = (b'.*)$", page, re.MULTILINE):
             assert not re.search(r"[\xa0-\xff]", value), (name, value[:60])
 
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from dispel.pins import permalinks
 from dispel.model import DispelError, FilePin, Func, Lock, Pin, Source
+from dispel.pins import permalinks
 from dispel.pins.pinning import stdlib_pin
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"  # an input, not something the code computed

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import git, hash_object, install, make_repo
 from dispel import catalog, cli
-from dispel.pins import stage as pins_stage
-from dispel.project import load_lock
-from dispel.pins import pinning as pins
 from dispel.model import LOCK_SCHEMA, DispelError, FilePin, Lock
-from dispel.project import Project, dump_json
+from dispel.pins import pinning as pins
+from dispel.pins import stage as pins_stage
+from dispel.project import Project, dump_json, load_lock
 
 # --------------------------------------------------------------------------- pure logic
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-from dispel.render import placeholders as ph
 from dispel.model import (
     EDGE_CALL,
     EDGE_ENTRY,
@@ -14,8 +13,9 @@ from dispel.model import (
     Source,
     WireLayer,
 )
-from dispel.render.pages import hop_annotation
+from dispel.render import placeholders as ph
 from dispel.render.markup import inline_code
+from dispel.render.pages import hop_annotation
 
 WS = Source("wsproto", "1.3.2", "wsproto/frame_protocol.py")
 C = Source("builtin", "3.11.7", "Modules/socketmodule.c")

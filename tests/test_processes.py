@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 from dispel import catalog, wire
+from dispel.chains import across as joins
+from dispel.chains import finders
 from dispel.check import drift
-from dispel.chains import finders, across as joins
-from dispel.run import multiprocess as processes
-from dispel.render import pages as render
 from dispel.model import EDGE_QUEUE, DispelError
+from dispel.render import pages as render
+from dispel.run import multiprocess as processes
 from dispel.tracefiles.codec import trace_from_json
 
 ROOT = Path(__file__).resolve().parents[1]

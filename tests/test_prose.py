@@ -5,13 +5,13 @@ import re
 from pathlib import Path
 
 import pytest
-from dispel.check import prose, stage as verify
-from dispel import wire
-from dispel.pins.installed import hop_sources
-from dispel.project import load_annotations, load_chains
-from dispel.chains import fold
-from dispel.project import Project
 from conftest import ON_TRACED_PYTHON, TRACED_PYTHON
+from dispel import wire
+from dispel.chains import fold
+from dispel.check import prose
+from dispel.check import stage as verify
+from dispel.pins.installed import hop_sources
+from dispel.project import Project, load_annotations, load_chains
 
 ROOT = Project().root
 
@@ -117,14 +117,14 @@ def test_an_annotation_that_types_the_executed_line_fails(site):
     found = prose.typed_lines(dict(texts, **{key: texts[key] + " Line 77 queues it."}), chains)
     hop = next(n for n, h in enumerate(chains["ack"].hops, 1) if h.func.key == key)
     assert found == [
-        f"prose: annotation {key}: types 'Line 77', the executed line of ack hop {hop}: "
-        "write line {{lineno}}, quote {{line}} or say the highlighted line [typed-line]"
+        (f"prose: annotation {key}: types 'Line 77', the executed line of ack hop {hop}: "
+        "write line {{lineno}}, quote {{line}} or say the highlighted line [typed-line]")
     ]
     keyed = "threading:Thread.run@upgrade"
     run = next(n for n, h in enumerate(chains["upgrade"].hops, 1) if h.func.key == "threading:Thread.run")
     assert prose.typed_lines(dict(texts, **{keyed: "At line 982 it runs the target."}), chains) == [
-        f"prose: annotation {keyed}: types 'line 982', the executed line of upgrade hop {run}: "
-        "write line {{lineno}}, quote {{line}} or say the highlighted line [typed-line]"
+        (f"prose: annotation {keyed}: types 'line 982', the executed line of upgrade hop {run}: "
+        "write line {{lineno}}, quote {{line}} or say the highlighted line [typed-line]")
     ]
     # the placeholder, and a line the hop did not execute, pass
     assert prose.typed_lines(dict(texts, **{key: texts[key] + " Line {{lineno}} queues it; line 76 logs."}), chains) == []

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 from conftest import ROOTS, record, trace_of, want
-from dispel.tracefiles import recording as tracefiles_recording
-from dispel.record.cores import available_cores, recorder_for
 from dispel.model import DispelError
+from dispel.record.cores import available_cores, recorder_for
+from dispel.tracefiles import recording as tracefiles_recording
 from programs import threads as prog
 
 

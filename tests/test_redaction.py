@@ -22,12 +22,17 @@ from urllib.parse import quote, quote_plus, urlencode
 
 import pytest
 from dispel import catalog, cli
-from dispel.run import multiprocess as processes, scenario_file
-from dispel.run import scenario_values
 from dispel.check import stage as verify
 from dispel.pins.installed import FlaskSecrets, app_settings
 from dispel.project import Project
-from dispel.tracefiles.values import Normalizer, learn_secrets, live_secrets, value_text_to_python
+from dispel.run import multiprocess as processes
+from dispel.run import scenario_file, scenario_values
+from dispel.tracefiles.values import (
+    Normalizer,
+    learn_secrets,
+    live_secrets,
+    value_text_to_python,
+)
 from dispel.wire import frame_layout, xor_mask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,11 +103,11 @@ def leaks_in(text: str, places) -> list[str]:
 
 
 @pytest.mark.parametrize("value, kept", [
-    ('40{"token":%s,"user":"ann"}' % json.dumps(SECRETS["auth"]), '"user":"ann"'),  # connect auth (Python client: ASCII JSON)
-    ('42["login",{"token":%s}]' % json.dumps(SECRETS["event"], ensure_ascii=False), '42["login",'),  # an event's payload
+    ('40{{"token":{},"user":"ann"}}'.format(json.dumps(SECRETS["auth"])), '"user":"ann"'),  # connect auth (Python client: ASCII JSON)
+    ('42["login",{{"token":{}}}]'.format(json.dumps(SECRETS["event"], ensure_ascii=False)), '42["login",'),  # an event's payload
     ("GET /socket.io/?EIO=4&transport=websocket&" + urlencode({"token": SECRETS["query"]}) + " HTTP/1.1", "transport=websocket"),
-    ("{'api_key': %r, 'room': 'blue'}" % SECRETS["auth"], "'room': 'blue'"),  # a Python repr
-    ("redis://ann:%s@localhost:6379/0" % quote(SECRETS["auth"], safe=""), "redis://ann:"),
+    ("{{'api_key': {!r}, 'room': 'blue'}}".format(SECRETS["auth"]), "'room': 'blue'"),  # a Python repr
+    ("redis://ann:{}@localhost:6379/0".format(quote(SECRETS["auth"], safe="")), "redis://ann:"),
 ])
 def test_values_under_secret_sounding_keys_are_redacted_where_they_stand(value, kept):
     learned = learn_secrets([value], {})
@@ -135,7 +140,7 @@ def test_a_form_or_json_body_password_is_redacted():
 def test_a_learned_secret_is_hidden_in_every_encoding():
     norm = Normalizer(None, learn_secrets([], {"SECRET_KEY": SECRETS["code"]}))
     for form in forms(SECRETS["code"]):
-        text = norm.text(f"before {form} after") + norm.text(f"before {form} after".encode("utf-8"))
+        text = norm.text(f"before {form} after") + norm.text(f"before {form} after".encode())
         assert form not in text and "before <secret:SECRET_KEY> after" in text, (form, text)
 
 
@@ -145,7 +150,7 @@ def _masked(payload: bytes, key: bytes = b"\x01\x02\x03\x04") -> bytes:
 
 
 def test_a_masked_client_frame_is_unmasked_redacted_and_masked_again():
-    payload = ('42["login",{"token":%s}]' % json.dumps(SECRETS["event"])).encode()
+    payload = ('42["login",{{"token":{}}}]'.format(json.dumps(SECRETS["event"]))).encode()
     frames = _masked(payload) + _masked(b"3")
     norm = Normalizer(None, learn_secrets([payload.decode()], {}))
     text = norm.text(frames)
@@ -208,8 +213,8 @@ def test_a_bad_redact_pattern_is_one_line_and_nothing_written(tmp_path, capsys):
     scenario.write_text('[app]\nimport = "app:socketio"\n[clients.a]\n[[steps]]\ndo = "connect"\n', encoding="utf-8")
     assert cli.main(["report", "--scenario", str(scenario), "--out", str(tmp_path / "out"), "--redact", "("]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["dispel: error: --redact '(' is not a valid regular expression "
-                   "(missing ), unterminated subpattern at position 0); fix or quote it"]
+    assert err == [("dispel: error: --redact '(' is not a valid regular expression "
+                   "(missing ), unterminated subpattern at position 0); fix or quote it")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.toml"]
 
 
@@ -250,8 +255,8 @@ def test_dispel_check_fails_on_a_pasted_secret_key(tmp_path, capsys):
     assert cli.main(["check", "--root", str(copy)]) == 1
     out = capsys.readouterr().out
     said = [line for line in out.splitlines() if "secret" in line.lower() and "problem(s)" not in line]
-    assert said == ["secrets: traces/chat.json: the value of 'secret_key' is in clear; re-record it "
-                    "(dispel hides what it learns; add --redact REGEX for the rest)"], out
+    assert said == [("secrets: traces/chat.json: the value of 'secret_key' is in clear; re-record it "
+                    "(dispel hides what it learns; add --redact REGEX for the rest)")], out
     assert "change-me-in-production" not in out
 
 

@@ -6,10 +6,10 @@ import re
 
 import markdown
 import pytest
-from dispel.render import pages as render
-from dispel.render import markup
-from dispel.pins.licenses import LicenseRow
 from dispel.model import DispelError, Func, Hop
+from dispel.pins.licenses import LicenseRow
+from dispel.render import markup
+from dispel.render import pages as render
 from samples import ANNOTATIONS, APP, EMIT, EXCERPTS, HOP_LINKS, HOPS, RUN
 
 # The Markdown extensions of mkdocs.yml that matter for escaping, to turn pages into HTML here.

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 from dispel.chains import fold
-from dispel.render import pages as render
-from dispel.render.diagram import LAYERS, STYLES, JoinArc, Row, layer_of, layered_svg, wrap
 from dispel.model import (
     EDGE_CALL,
     EDGE_DATA,
@@ -20,6 +18,16 @@ from dispel.model import (
     EDGE_THREAD_START,
     EDGE_WAKE,
     DispelError,
+)
+from dispel.render import pages as render
+from dispel.render.diagram import (
+    LAYERS,
+    STYLES,
+    JoinArc,
+    Row,
+    layer_of,
+    layered_svg,
+    wrap,
 )
 from dispel.tracefiles.codec import chain_from_dict
 
@@ -221,7 +229,7 @@ def test_every_arrow_leaves_its_recorded_caller_on_every_page():
 
 
 def test_emit_socket_send_arrow_leaves_simple_websocket():
-    chain, events = next((c, e) for c, e in journeys_and_events() if c.journey == "emit")
+    chain, _events = next((c, e) for c, e in journeys_and_events() if c.journey == "emit")
     root = page_svg((ROOT / "docs" / "chains" / "emit.md").read_text(encoding="utf-8"))
     heads = {"".join(t.itertext()): float(t.get("x")) for t in root.iter(SVG + "text") if t.get("class") == "layer"}
     k = next(n for n, h in enumerate(chain.hops, 1) if h.func.qualname == "socket.send" and h.edge == EDGE_CALL)

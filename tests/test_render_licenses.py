@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import pytest
-from dispel.pins.licenses import LICENSE_TEXTS, DistFacts, license_row, license_rows, spdx_id
+from dispel.pins.licenses import (
+    LICENSE_TEXTS,
+    DistFacts,
+    license_row,
+    license_rows,
+    spdx_id,
+)
 
 BSD3 = """Redistribution and use in source and binary forms, with or without modification, are
 permitted provided that ... 3. Neither the name of the copyright holder nor the names of its

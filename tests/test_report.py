@@ -189,7 +189,7 @@ def test_a_handler_that_raises_still_builds_and_shows_where(tmp_path):
     assert up[-1].edge == EDGE_ENTRY and all(h.edge == "return" for h in up[:-1])
     # said once, by the recording's line, which names the step too
     assert re.search(r"^error in the app: steps\[\d+\] \(emit 'boom', client a\): ValueError: cannot handle 'x' "
-                     r"\(raised at raising\.py:10 in on_boom\); shown by journey on-boom$", proc.stdout, re.M), proc.stdout
+                     r"\(raised at raising\.py:10 in on_boom\); shown by journey on-boom$", proc.stdout, re.MULTILINE), proc.stdout
     assert (tmp_path / "out" / "site" / "chains" / "on-boom" / "index.html").is_file()
     shutil.rmtree(tmp_path / "out")
 
@@ -198,9 +198,9 @@ def test_the_readme_example_builds_as_a_new_user_would(tmp_path):
     """The README's chat.py and chat.toml, written out as given, then its command, run from that folder."""
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Your own app: `dispel report`"):]
-    app = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    scenario = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
-    command = next(b for b in re.findall(r"```sh\n(.*?)```", section, re.S) if "dispel report --scenario" in b).split()
+    app = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    scenario = re.search(r"```toml\n(.*?)```", section, re.DOTALL).group(1)
+    command = next(b for b in re.findall(r"```sh\n(.*?)```", section, re.DOTALL) if "dispel report --scenario" in b).split()
     assert command[1:] == ["report", "--scenario", "chat.toml", "--out", "chat-report"]
     (tmp_path / "chat.py").write_text(app)
     (tmp_path / "chat.toml").write_text(scenario)

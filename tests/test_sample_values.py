@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from dispel import wire
+from dispel.check import prose
+from dispel.check import stage as verify
+from dispel.model import Source
+from dispel.project import Project, load_annotations, load_chains
 from dispel.render import annotation_files as annotations
 from dispel.render import markup
-from dispel.check import prose, stage as verify
-from dispel import wire
-from dispel.project import load_annotations, load_chains
-from dispel.model import Source
-from dispel.project import Project
 
 ROOT = Project().root
 APPS = ROOT / "tests" / "programs" / "apps"
@@ -130,7 +130,7 @@ def test_a_general_text_that_names_any_sample_value_fails_the_rule(chains, vocab
 
 def test_dispel_check_fails_a_seeded_general_text_by_its_own_line(project, vocabulary, monkeypatch):
     """The whole `dispel check` with the regeneration comparison off: the rule's line names file, key and value."""
-    term = sorted(t for t in vocabulary if t.isalpha())[0]  # a drawn value, here a bare word: the hardest form
+    term = min(t for t in vocabulary if t.isalpha())  # a drawn value, here a bare word: the hardest form
     path = project / "docs" / "annotations" / "socketio_stack.yml"
     key = seed(path, term)
     monkeypatch.setattr(verify, "check_drift", lambda *a, **k: ([], []))
@@ -182,7 +182,7 @@ def test_the_upgrade_header_means_a_request_or_a_switch():
     done = wire.header_meaning("Upgrade", "websocket", "response")
     assert "asks" in asked and "asks" not in done and "switches" in done
     [head] = wire.decode_http(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", "response")
-    assert dict((f.name, f.meaning) for f in head.fields)["Upgrade"] == done
+    assert {f.name: f.meaning for f in head.fields}["Upgrade"] == done
 
 
 @pytest.mark.slow

@@ -9,11 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from dispel.run import browser, runner as scenarios
 from dispel import catalog
-from dispel.record import stage as record_stage
 from dispel.check import drift
 from dispel.model import DispelError
+from dispel.record import stage as record_stage
+from dispel.run import browser
+from dispel.run import runner as scenarios
 from dispel.tracefiles.codec import trace_from_json, trace_to_json
 
 ROOT = Path(__file__).resolve().parents[1]

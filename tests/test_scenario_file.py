@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from dispel.run.scenario_values import PROCESS_EVENTS, PROCESS_ROOM, ScenarioError, Step
 from dispel.run.scenario_file import parse
+from dispel.run.scenario_values import PROCESS_EVENTS, PROCESS_ROOM, ScenarioError, Step
 
 GOOD = """
 title = "Chat"
@@ -211,6 +211,7 @@ def test_bad_file_of_several_processes_names_the_place(text, needle):
 
 
 def test_the_process_client_can_do_what_the_format_allows():
+
     from dispel.run import sample_client as client
 
     assert client.ROOM == PROCESS_ROOM

@@ -14,8 +14,8 @@ from pathlib import Path
 from urllib.parse import urldefrag, urljoin
 
 import pytest
-from dispel.run import browser as browser_driver
 from dispel.render import pages as render
+from dispel.run import browser as browser_driver
 from samples import ANNOTATIONS, EMIT, EXCERPTS, HOP_LINKS, PAYLOAD
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def test_zensical_builds_the_same_config(tmp_path):
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+    def log_message(self, format, *args):
         pass
 
 
@@ -192,7 +192,7 @@ def test_every_page_in_headless_chromium(served_site, browser):
         with urllib.request.urlopen(target, timeout=30) as response:
             assert response.status == 200, target
         wanted = sorted(f for f in fragments if f)
-        if wanted and (target.endswith("/") or target.endswith(".html")):
+        if wanted and (target.endswith(("/", ".html"))):
             browser.get(target)
             missing = browser.execute_script(
                 "return arguments[0].filter(f => !document.getElementById(f) && !document.getElementsByName(f).length)",

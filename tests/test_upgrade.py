@@ -16,16 +16,15 @@ from pathlib import Path
 
 import pytest
 from conftest import git, install
-from dispel.check import links as check
-from dispel.check import drift
 from dispel import cli
-from dispel.pins import stage as pins_stage
-from dispel.project import load_chains, load_lock
-from dispel.review import diff
-from dispel.pins import pinning as pins
-from dispel.tracefiles import codec as tracefile
+from dispel.check import drift
+from dispel.check import links as check
 from dispel.model import EDGE_CALL, EDGE_ENTRY, Chain, Func, Hop, Pin, Source
-from dispel.project import Project, dump_json, write_atomic
+from dispel.pins import pinning as pins
+from dispel.pins import stage as pins_stage
+from dispel.project import Project, dump_json, load_chains, load_lock, write_atomic
+from dispel.review import diff
+from dispel.tracefiles import codec as tracefile
 
 GREET = "def greet(name):\n    return shout({arg})\n\n\ndef shout(name):\n    return name.upper()\n"
 RELEASES = {

@@ -7,14 +7,12 @@ import dataclasses
 import re
 
 import pytest
-from dispel import catalog
 from dispel.check import stage as verify
 from dispel.check.links import PageLink, page_links
 from dispel.model import Lock
 from dispel.pins.permalinks import ref
-from dispel.review import oldest_venv, versions
 from dispel.project import OLDEST_SET, Project, load_chains, load_lock, oldest_set
-
+from dispel.review import oldest_venv, versions
 from samples import EMIT
 
 OLDEST = Project().traces / versions.SET
@@ -107,7 +105,7 @@ def test_without_the_second_venv_the_oldest_links_are_unproven_and_not_counted(p
 
 
 def test_with_the_second_venv_a_wrong_oldest_link_fails(project):
-    _, old_lock, _, new_lock = committed()
+    _, old_lock, _, _new_lock = committed()
     site = oldest_venv.site_packages(oldest_venv.venv(Project().root))
     if site is None:
         pytest.skip(f"no venv at {oldest_venv.venv(Project().root)} (`make site` builds it from the registry)")

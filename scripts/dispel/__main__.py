@@ -17,6 +17,6 @@ if os.environ.get("DISPEL_GEVENT") == "1":
 
     monkey.patch_all()
 
-from .cli import main  # noqa: E402 - after the path is fixed
+from .cli import main  # imported after the path is fixed
 
 sys.exit(main())

@@ -1,7 +1,8 @@
 """The one catalogue: scenarios, journeys, traced distributions, standard-library files, thread roles.
 
-Data only (a leaf: it imports nothing of dispel but DispelError and the pure parser of
-scenario files, which reads the scenarios of several processes from scripts/sample_app/*.toml).
+Data, and one read: at import it reads the scenarios of several processes from
+scripts/sample_app/*.toml (PROCESS_SCENARIO_FILES), parsed by the pure parser of scenario files.
+A leaf otherwise: it imports nothing of dispel but DispelError and that parser.
 Every other module reads what it needs from here, so that adding a journey or a traced library
 is one edit.
 """
@@ -10,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .run import scenario_file
-from .run import scenario_values
 from .model import DispelError
+from .run import scenario_file, scenario_values
 
 # --------------------------------------------------------------------------- traced code
 

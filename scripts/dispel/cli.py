@@ -6,27 +6,30 @@ import sys
 import time
 from pathlib import Path
 
-from .record import bench, bench_live, stage as record_stage
-from .run import live
 from . import catalog, report
 from .chains import stage as chains_stage
-from .pins import stage as pins_stage
-from .render import stage as render_stage
-from .review import audit, stage as review_stage
-from .check import fetch, stage as verify
+from .check import fetch
+from .check import stage as verify
 from .handin import build as handin_build
-from .pins import pinning as pins
-from .pins.forges import RAW_BASE
 from .model import DispelError
+from .pins import pinning as pins
+from .pins import stage as pins_stage
+from .pins.forges import RAW_BASE
 from .project import Project, dump_json, write_atomic
+from .record import bench, bench_live
+from .record import stage as record_stage
+from .render import stage as render_stage
+from .review import audit
+from .review import stage as review_stage
+from .run import live
 
 PROJECT = Project()
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     if args.live:  # the recording child of `dispel report --live` (dispel.run.live)
-        r = live.record_child(args.live, args.out, args.port, args.root, record_stage.checked_redact(args.redact))
-        print("\n".join(live.said_lines(r, report.running_line)))
+        lr = live.record_child(args.live, args.out, args.port, args.root, record_stage.checked_redact(args.redact))
+        print("\n".join(live.said_lines(lr, report.running_line)))
         return 0
     if args.scenario:
         if record_stage.scenario_mode(args.scenario, args.root) != record_stage.modes.running_mode():  # gevent: a patched process records

@@ -102,6 +102,14 @@ class Event:
     raised: bool = False
     return_line: int = 0  # the line it returned (or raised) from; 0 if it never did
 
+    @property
+    def returned(self) -> Value:
+        """``ret``, for a call the caller knows returned a recorded value (an AttributeError,
+        as ``ret.text`` would raise, when it did not)."""
+        if self.ret is None:
+            raise AttributeError(f"{self.func} (event {self.index}) returned no recorded value")
+        return self.ret
+
 
 def subtree_ends(parents: list[int]) -> list[int]:
     """For events given by their parents' indexes (a parent before its children), the index of
@@ -156,7 +164,7 @@ EDGE_RETURN = "return"  # the previous hop returned to this one, its caller
 EDGE_THREAD_START = "thread-start"  # Thread.start() in the previous hop's thread
 EDGE_WAKE = "wake-up"  # Condition.notify() woke the wait() in this thread
 EDGE_DATA = "data"  # another thread took the very object the previous hop passed on (a queue's put and get)
-EDGE_QUEUE = "via-redis"  # a message published in one process, read by another's listener (joins.py)
+EDGE_QUEUE = "via-redis"  # a message published in one process, read by another's listener (chains/across.py)
 EDGES = (EDGE_ENTRY, EDGE_CALL, EDGE_RETURN, EDGE_THREAD_START, EDGE_WAKE, EDGE_DATA, EDGE_QUEUE)
 
 

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .model import Chain, DispelError, Lock, TraceFile
 from .pins import pinning as pins
@@ -113,7 +114,7 @@ def read_text(path: Path, what: str) -> str:
         raise DispelError(f"cannot read {what} {path}: {exc}") from None
 
 
-def read_json(path: Path, what: str) -> object:
+def read_json(path: Path, what: str) -> Any:  # what the JSON holds
     text = read_text(path, what)
     try:
         return json.loads(text)

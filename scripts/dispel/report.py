@@ -25,27 +25,41 @@ from pathlib import Path
 
 import yaml
 
-from .render import annotation_files, app_notes, pages as render
-from .render import markup
 from . import catalog
-from .render import aids
-from .chains import build as chains_core, derive, derive_finders, fold
-from .check import completeness, fetch, integrity, prose
-from .pins import pinning as pins
-from .run import live_session, scenario_file
-from .run import scenario_values
+from .chains import build as chains_core
+from .chains import derive, derive_finders, fold
 from .chains.graph import JourneyError
-from .pins.forges import repo_url
-from .pins.installed import dependency_facts, distributions, hop_sources, license_rows, lines_by_source
-from .model import Chain, DispelError, Lock, TraceFile, normalize_dist
-from .model import text_lines
-from .project import Project, dump_json, read_text, swap_folder, write_all_atomic, write_atomic
 from .chains.stage import chain_files
-from .pins.stage import pin
-from .project import load_annotations, load_chains, load_lock, load_traces
-from .record.stage import checked_redact
-from .render.stage import hop_linker
+from .check import completeness, fetch, integrity, prose
 from .check.stage import CheckResult, check_completeness, check_integrity, check_proofs
+from .model import Chain, DispelError, Lock, TraceFile, normalize_dist, text_lines
+from .pins import pinning as pins
+from .pins.forges import repo_url
+from .pins.installed import (
+    dependency_facts,
+    distributions,
+    hop_sources,
+    license_rows,
+    lines_by_source,
+)
+from .pins.stage import pin
+from .project import (
+    Project,
+    dump_json,
+    load_annotations,
+    load_chains,
+    load_lock,
+    load_traces,
+    read_text,
+    swap_folder,
+    write_all_atomic,
+    write_atomic,
+)
+from .record.stage import checked_redact
+from .render import aids, annotation_files, app_notes, markup
+from .render import pages as render
+from .render.stage import hop_linker
+from .run import live_session, scenario_file, scenario_values
 
 MARKER = ".dispel-report"
 APP_FOLDER = "app"  # the app's traced files as they ran, kept with the report (its pages and check read them)  # in a folder dispel report built (it may replace only such a folder)
@@ -130,7 +144,7 @@ def _record(scenario: Path, traces: Path, timeout: float | None, root: Path | No
         argv += ["--timeout-file", str(timeout)]
     if root is not None:
         argv += ["--root", str(root)]
-    proc = subprocess.run(argv, cwd=os.getcwd(), capture_output=True, text=True)
+    proc = subprocess.run(argv, cwd=os.getcwd(), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         said = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         error = next((ln for ln in reversed(said) if ln.startswith("dispel: error: ")), said[-1] if said else "no message")
@@ -196,7 +210,9 @@ def fillable(chain: Chain, texts: Mapping[str, str]) -> tuple[dict[str, str], li
                 render.hop_annotation(chain, i, mine)
                 break
             except DispelError as exc:
-                key = annotation_files.select(mine, hop.func.key, chain.journey, hop.line)[0]
+                chosen = annotation_files.select(mine, hop.func.key, chain.journey, hop.line)
+                assert chosen is not None  # only a text that was chosen can fail to fill
+                key = chosen[0]
                 dropped.append(f"{key} on {chain.journey}: {exc}")
                 del mine[key]
     return mine, dropped
@@ -264,8 +280,8 @@ def committed_lock(project: Project, names: Iterable[str]) -> Lock | None:
 def versions_section(lock: Lock) -> str:
     """The versions the report traced, each with the commit its links are pinned to (from its lock)."""
     out = ["## The versions traced { #versions }\n",
-           "The app ran on these versions; every link of the journeys points into the commit of the installed version's tag, "
-           "proven by the installed files' git blobs.\n",
+           ("The app ran on these versions; every link of the journeys points into the commit of the installed version's tag, "
+           "proven by the installed files' git blobs.\n"),
            "| Library | Version | Pinned to |", "|---|---|---|"]
     for p in sorted(lock.dists, key=lambda p: p.dist):
         ref = p.commit or p.tag
@@ -282,22 +298,23 @@ def _journey_page(chain: Chain, links, excerpts, texts: Mapping[str, str], built
 
 def _reading_guide(project_index: str) -> str:
     """The project's "How to read a chain" section, without its paragraph about the sample's scenarios."""
-    m = re.search(r"^## How to read a chain.*?(?=^## |\Z)", project_index, re.S | re.M)
+    m = re.search(r"^## How to read a chain.*?(?=^## |\Z)", project_index, re.DOTALL | re.MULTILINE)
     text = m.group(0) if m else "## How to read a chain { #how-to-read-a-chain }\n"
-    return re.sub(r"\*\*The summary\*\*.*?\n\n", "", text, count=1, flags=re.S)
+    return re.sub(r"\*\*The summary\*\*.*?\n\n", "", text, count=1, flags=re.DOTALL)
 
 
 def render_index(sf: scenario_values.ScenarioFile, scenario_text: str, derived: Sequence[derive.Derived], built: Mapping[str, Chain],
                  skipped: Sequence[str], missing: Sequence[str], guide: str, trace: TraceFile | None = None,
                  running: Sequence[tuple[str, str]] = (), live: Sequence[str] | None = None) -> str:
     """The report's home page; ``live``: what the clients of a live recording did (live_session.home_lines)."""
-    title = sf.title or f"{sf.app.target}, traced"
+    app = scenario_file.app_spec(sf)
+    title = sf.title or f"{app.target}, traced"
     who = ("its own clients (a live recording: `dispel report --live`) talked to it" if live is not None else
            f"the clients of the scenario file {markup.inline_code(sf.source)} talked to it")
     out = [markup.generated_header(COMMAND), f"# {markup.md_text(title)}\n",
-           f"dispel ran {markup.inline_code(sf.app.target)} under its tracer while {who}, and derived one chain of calls per journey from the trace: "
+           (f"dispel ran {markup.inline_code(app.target)} under its tracer while {who}, and derived one chain of calls per journey from the trace: "
            "from the socket or the app's own line to the library code that did the work. The app's source as it ran "
-           "is [on its own page](sample_app.md).\n"]
+           "is [on its own page](sample_app.md).\n")]
     if live is not None:
         out.append("## What the clients did\n")
         out.append("Each client, its transport and its events, in the order the app received them (the scenario below replays them):\n")
@@ -412,13 +429,13 @@ def raised_lines(stderr: str, trace: TraceFile, built: Mapping[str, Chain], said
     out = []
     sites = [s for s in derive.raised_sites(trace) if s not in said]
     printed = set()
-    for said, file, line, func in app_notes.exceptions(stderr):
+    for message, file, line, func in app_notes.exceptions(stderr):
         site = next((s for s in sites if file.endswith("/" + s[0]) and s[1] == line and s[2].endswith(func)), None)
         if site is None:
             continue  # not the app's own code (a library's exception the app did not raise)
         printed.add(site)
         shown = derive.shown_by(built, site)
-        out.append(f"{said} ({site[0]}:{line}, in {site[2]}): " + (f"journey {shown} shows it" if shown else "no journey shows it"))
+        out.append(f"{message} ({site[0]}:{line}, in {site[2]}): " + (f"journey {shown} shows it" if shown else "no journey shows it"))
     for site in sites:  # caught without a traceback (an error handler): what the trace tells
         how = derive.caught_by(trace, site) if site not in printed else None
         if how:
@@ -457,7 +474,7 @@ def rerender(out: Path, project: Project, git_dirs: Iterable[str] = (), site: bo
 
 
 def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFile, root: Path | None, git_dirs: Iterable[str], site: bool,
-           live: Sequence[Mapping] | None = None):
+           live: Sequence[Mapping] | None = None) -> tuple[tuple[tuple[str, int, int], ...], tuple[str, ...], tuple[str, ...], dict[str, Chain]]:
     """Everything after the recording, into ``rp`` (a temporary folder): chains, pins, pages, site.
     Returns (journeys, skipped, unannotated) for a Report."""
     sf = scenario_file.parse(text, source)
@@ -492,7 +509,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     app_files = sorted({(f.source.path, (root / f.source.path).read_text(encoding="utf-8")) for f in trace.funcs.values()
                         if f.source.dist == derive_finders.APP_DIST and root is not None})
     files[rp.docs / "sample_app.md"] = render.render_sample_app(
-        app_files, "The app's source", f"The app {markup.inline_code(sf.app.target)} that the journeys trace, exactly as it ran.", COMMAND)
+        app_files, "The app's source", f"The app {markup.inline_code(scenario_file.app_spec(sf).target)} that the journeys trace, exactly as it ran.", COMMAND)
     rows = license_rows(built.values(), lock)
     traced = sorted({normalize_dist(h.func.source.dist) for c in built.values() for h in c.hops} - {"builtin", derive_finders.APP_DIST, "python"})
     files[rp.docs / "licensing.md"] = (header + render.render_licensing(rows).split("\n", 1)[1] + "\n" + aids.license_files_section(rows)
@@ -505,7 +522,7 @@ def _build(rp: Project, project: Project, text: str, source: str, trace: TraceFi
     files[rp.docs / "index.md"] = render_index(sf, text, derived, built, skipped, missing, guide, trace, unfinished(trace),
         None if live is None else live_session.home_lines(live_session.session(live))) + "\n" + versions_section(lock)
     files[rp.docs / "stylesheets" / "dispel.css"] = read_text(project.docs / "stylesheets" / "dispel.css", "the site's stylesheet")
-    files[tmp / "mkdocs.yml"] = mkdocs_config(read_text(project.root / "mkdocs.yml", "mkdocs.yml"), sf.title or sf.app.target, list(built))
+    files[tmp / "mkdocs.yml"] = mkdocs_config(read_text(project.root / "mkdocs.yml", "mkdocs.yml"), sf.title or scenario_file.app_spec(sf).target, list(built))
     files.update({tmp / APP_FOLDER / path: body for path, body in app_files})
     files[tmp / SCENARIO_COPY] = text
     if live is not None:
@@ -522,7 +539,7 @@ def _mkdocs(root: Path) -> None:
     env = {**os.environ, "SOURCE_DATE_EPOCH": SITE_EPOCH}
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--quiet", "--strict", "-f", str(root / "mkdocs.yml"), "-d", str(root / "site")],
-        cwd=root, capture_output=True, text=True, env=env,
+        cwd=root, capture_output=True, text=True, env=env, check=False,
     )
     if proc.returncode != 0:
         said = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
@@ -647,7 +664,7 @@ def _record_live(argv: list[str], stderr_path: Path) -> list[str]:
     with open(stderr_path, "w") as err:
         proc = subprocess.Popen(argv, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1,
                                 start_new_session=True)  # a terminal's Ctrl-C reaches only this process, which forwards it
-        stopped = []  # the child said it stopped recording: a Ctrl-C from now on stops this run
+        stopped: list[int] = []  # the child said it stopped recording: a Ctrl-C from now on stops this run
 
         def on_sigint(signum, frame) -> None:
             if not stopped and proc.poll() is None:

@@ -9,23 +9,23 @@ import sys
 
 os.environ["PURE_PYTHON"] = "1"  # before gevent is imported
 
-from gevent import monkey  # noqa: E402
+from gevent import monkey
 
 monkey.patch_all()
 
-import sysconfig  # noqa: E402
-from pathlib import Path  # noqa: E402
+import sysconfig
+from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from dispel.pins.installed import PYTHON_VERSION  # noqa: E402
-from dispel.record.cores import recorder_for  # noqa: E402
-from dispel.tracefiles.codec import Root, trace_to_json  # noqa: E402
-from dispel.tracefiles.recording import trace_from_recording  # noqa: E402
+import gevent
+from dispel.pins.installed import PYTHON_VERSION
+from dispel.record.cores import recorder_for
+from dispel.tracefiles.codec import Root, trace_to_json
+from dispel.tracefiles.recording import trace_from_recording
 
-import gevent  # noqa: E402
-from programs import green  # noqa: E402
+from programs import green
 
 GEVENT = str(Path(gevent.__file__).parent) + "/"
 TRACED = tuple(GEVENT + name for name in ("queue.py", "event.py", "greenlet.py"))

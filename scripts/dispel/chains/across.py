@@ -8,12 +8,20 @@ read with the same channel and message. The Redis server itself is not traced; i
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+import json
+from collections.abc import Mapping
 
 from .. import wire
-import json
-
-from ..model import EDGE_QUEUE, DispelError, Event, Relay, ThreadInfo, TraceFile, Value, WakeUp
+from ..model import (
+    EDGE_QUEUE,
+    DispelError,
+    Event,
+    Relay,
+    ThreadInfo,
+    TraceFile,
+    Value,
+    WakeUp,
+)
 from ..tracefiles.values import bytes_of
 
 SEP = "/"  # a merged trace's thread names are "<process role>/<thread>"
@@ -47,7 +55,7 @@ def merge(traces: Mapping[str, TraceFile]) -> TraceFile:
         base = len(events)
         top = 0
 
-        def shift(v: Value) -> Value:
+        def shift(v: Value, token_base: int = token_base) -> Value:
             return v if not v.token else Value(v.name, v.text, v.token + token_base)
 
         for e in t.events:

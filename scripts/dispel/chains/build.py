@@ -2,7 +2,7 @@
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .. import catalog
 from ..catalog import Journey
@@ -102,7 +102,7 @@ def build(
         elif e.raised and nxt is not None and nxt[1] == EDGE_RETURN:
             value = "raised an exception: it left this call here, at the highlighted line, to its caller"
         hops.append(Hop(func, line, e.thread, edge, i, value, text))
-    number = {}
+    number: dict[int, int] = {}
     for n, (i, _) in enumerate(steps, 1):
         number.setdefault(i, n)
     joins = tuple(sorted({Join(number[p], number[u], kind) for p, u, kind in made if p in number and u in number}, key=lambda j: (j.user, j.producer)))

@@ -31,16 +31,12 @@ A journey's page name is its kind and event, made safe for a file and a URL: ``o
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable
 
-from . import derive_packets
 from ..catalog import Journey
-from .hand_written import SWITCHING, find_handshake, happened_before
-from .graph import JourneyError, TraceGraph, is_sink, mentions, str_arg
-from .routes import value_trail
 from ..model import Chain, TraceFile
+from . import derive_packets
 from .derive_finders import (
     HANDLE_EVENT,
     RESERVED,
@@ -65,6 +61,9 @@ from .derive_finders import (
     recipients,
     sends,
 )
+from .graph import JourneyError, TraceGraph, is_sink, mentions, str_arg
+from .hand_written import SWITCHING, find_handshake, happened_before
+from .routes import value_trail
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,9 @@ def _callback_journey(g: TraceGraph, sc: str, handle: int, handler: int, trigger
     emit = emits[0]
     event = str_arg(g.ev(emit), "event") or "?"
     source, _ = emit_start(g, emit)
-    line = emit_site(g, emit)[1]
+    site = emit_site(g, emit)
+    assert site is not None  # emits has only calls with an app caller, which emit_site finds
+    line = site[1]
     caller = g.trace.funcs[g.ev(source).func]
     name = f"{slug('callback', event, namespace)}-{slug(caller.qualname.split('.')[-1])}-{line}"
     title = (f"emit({event!r}, callback={func.qualname.split('.')[-1]}) from {caller.qualname} line {line}: "
@@ -205,7 +206,7 @@ def derive_all(trace: TraceFile) -> tuple[list[Derived], list[str]]:
                                namespace, f"{func.source.path}:{func.first_line}"))
         internal = next((a for a in g.ancestors(i) if g.ev(a).func == "socketio.server:Server._handle_event_internal"), None)
         ack_id = next((a.text for a in g.ev(internal).args if a.name == "id"), "None") if internal is not None else "None"
-        if ack_id.isdigit():
+        if internal is not None and ack_id.isdigit():
             name = slug("ack", message, namespace)
             if name not in seen:
                 seen.add(name)
@@ -220,17 +221,17 @@ def derive_all(trace: TraceFile) -> tuple[list[Derived], list[str]]:
         site = emit_site(g, i)
         if site is None:
             continue  # a library's own emit
-        event = str_arg(g.ev(i), "event")
+        emitted = str_arg(g.ev(i), "event")
         server_emit = next((c for c in range(i, g.ev(i).end + 1) if g.ev(c).func == SERVER_EMIT), None)
-        if event is None or server_emit is None:
-            why = ("the event's name is not text in the trace" if event is None
+        if emitted is None or server_emit is None:
+            why = ("the event's name is not text in the trace" if emitted is None
                    else "SocketIO.emit never called python-socketio's Server.emit (it raised, or went to a message queue)")
-            notes.append(f"{where(g, i)}: emit({event!r}): {why}" if event else f"{where(g, i)}: an emit: {why}")
+            notes.append(f"{where(g, i)}: emit({emitted!r}): {why}" if emitted else f"{where(g, i)}: an emit: {why}")
             continue
         to = str_arg(g.ev(server_emit), "to") or str_arg(g.ev(server_emit), "room")
         namespace = str_arg(g.ev(server_emit), "namespace") or "/"
         kind = "emit" if to is not None and to.startswith("<sid-") else "broadcast"
-        sites.setdefault((kind, event, namespace, g.ev(site[0]).func, site[1]), []).append(i)
+        sites.setdefault((kind, emitted, namespace, g.ev(site[0]).func, site[1]), []).append(i)
     per_name: dict[str, int] = {}
     for kind, event, namespace, _, _ in sites:
         per_name[slug(kind, event, namespace)] = per_name.get(slug(kind, event, namespace), 0) + 1
@@ -301,17 +302,17 @@ def unshown(trace: TraceFile, built: Mapping[str, Chain]) -> list[str]:
         site = emit_site(g, i)
         if site is None:
             continue
-        key = (g.ev(site[0]).func, site[1])
-        if key in shown or key in sites:
+        at = (g.ev(site[0]).func, site[1])
+        if at in shown or at in sites:
             continue
-        sites.add(key)
-        func = trace.funcs[key[0]]
+        sites.add(at)
+        func = trace.funcs[at[0]]
         anc = g.ancestors(i)
         via = trace.funcs[g.ev(anc[anc.index(site[0]) - 1]).func].key
         event = str_arg(g.ev(i), "event")
-        reached = bool(event) and any(reaches(g, i, c) for c in sends(g, packet_needle(event)))
+        reached = bool(event and any(reaches(g, i, c) for c in sends(g, packet_needle(event))))
         why = ("no journey follows it yet" if reached else "no socket send of it is in the trace")
-        out.append(f"{func.source.path}:{key[1]}: {func.qualname} emitted {event!r} through {via}, and no journey shows it: {why}")
+        out.append(f"{func.source.path}:{at[1]}: {func.qualname} emitted {event!r} through {via}, and no journey shows it: {why}")
     return out
 
 def raised_sites(trace: TraceFile) -> list[tuple[str, int, str]]:

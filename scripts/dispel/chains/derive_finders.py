@@ -3,14 +3,22 @@ any app starts and ends (run, connect, on, emit, ack, disconnect); dispel.chains
 what happened and names them."""
 from __future__ import annotations
 
+import itertools
 import re
-from typing import Callable
+from collections.abc import Callable
 
-from .hand_written import CLOSE_FRAME, only_one, recv_before_text, fan_out, happened_before, with_producer
-from .graph import JourneyError, TraceGraph, is_sink, mentions, str_arg
-from .routes import thread_route, value_trail
 from ..model import Event
 from ..tracefiles.values import value_text_to_python
+from .graph import JourneyError, TraceGraph, is_sink, mentions, str_arg
+from .hand_written import (
+    CLOSE_FRAME,
+    fan_out,
+    happened_before,
+    only_one,
+    recv_before_text,
+    with_producer,
+)
+from .routes import thread_route, value_trail
 
 APP_DIST = "sample_app"  # the traced app's marker (dispel.model.Source)
 
@@ -84,7 +92,7 @@ def find_connect(g: TraceGraph):
     # is another message, and the chain follows this one's hand-off
     sending = [c for c in range(connect, g.ev(connect).end + 1) if g.ev(c).func == "socketio.server:Server._send_packet"
                and (handler is None or c > g.ev(handler).end)
-               and any(g.ev(k).func == "socketio.packet:Packet.encode" and g.ev(k).ret is not None and g.ev(k).ret.text[1:2] == "0"
+               and any(g.ev(k).func == "socketio.packet:Packet.encode" and g.ev(k).ret is not None and g.ev(k).returned.text[1:2] == "0"
                        for k in range(c, g.ev(c).end + 1))]
     put = [c for c in range(sending[0], g.ev(sending[0]).end + 1) if g.ev(c).func == "queue:Queue.put"][:1] if sending else []
     waypoints = [recv, connect, *([handler] if handler is not None else []), *put, sink]
@@ -94,12 +102,12 @@ def sent_bytes(e: Event) -> bytes:
     text = next((a.text for a in e.args if a.name == "data"), "")
     try:
         value = value_text_to_python(text)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any text the recorder wrote that does not parse means no bytes shown
         return b""
     return value if isinstance(value, bytes) else b""
 
 def registration(g: TraceGraph, message: str) -> list[int] | None:
-    """Where the app's import stored the handler of ``message`` (as the catalogue's register_part):
+    """Where the app's import stored the handler of ``message``:
     the module body, the first and last calls that name the event, the deepest call under the last.
     None when no call names it (a class-based Namespace registers its methods by the class)."""
     for module in g.find(lambda e: e.func.endswith(":<module>") and is_app(g, e.index) and e.parent < 0):
@@ -223,9 +231,9 @@ def skipped(g: TraceGraph, emit: int) -> list[int]:
         return []
     kids = g.children.get(manager, [])
     resumes = [c for c in kids if g.ev(c).func == "socketio.base_manager:BaseManager.get_participants"]
-    for a, b in zip(resumes, resumes[1:]):
+    for a, b in itertools.pairwise(resumes):
         sent = any(g.ev(c).func in ("socketio.server:Server._send_eio_packet", "socketio.server:Server._send_packet") and a < c < b for c in kids)
-        if not sent and g.ev(a).ret is not None and g.ev(a).ret.text != "None":
+        if not sent and g.ev(a).ret is not None and g.ev(a).returned.text != "None":
             return [manager, a, b]
     return []
 

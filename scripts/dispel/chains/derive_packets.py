@@ -30,14 +30,21 @@ followed raises JourneyError, which the report lists as not derived.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from .hand_written import CLOSE_FRAME, only_one, fan_out, happened_before, with_producer, woken_waits
-from .graph import JourneyError, TraceGraph, is_sink, mentions, str_arg
-from .routes import data_route, thread_route, value_trail
 from ..model import Event
 from ..tracefiles.values import value_text_to_python
+from .graph import JourneyError, TraceGraph, is_sink, mentions, str_arg
+from .hand_written import (
+    CLOSE_FRAME,
+    fan_out,
+    happened_before,
+    only_one,
+    with_producer,
+    woken_waits,
+)
+from .routes import data_route, thread_route, value_trail
 
 APP_DIST = "sample_app"  # the traced app's marker (as dispel.chains.derive_finders.APP_DIST)
 HANDLE_CONNECT = "socketio.server:Server._handle_connect"
@@ -111,7 +118,7 @@ def _sent(e: Event) -> bytes:
     """The bytes a socket send wrote (b'' when not shown)."""
     try:
         value = value_text_to_python(_arg(e, "data") or "")
-    except Exception:
+    except Exception:  # noqa: BLE001 - any text the recorder wrote that does not parse means no bytes shown
         return b""
     return value if isinstance(value, bytes) else b""
 
@@ -291,7 +298,7 @@ def find_route(view: int, emits: tuple[int, ...]) -> Callable:
             event = str_arg(g.ev(emit), "event") or ""
             needles = (f'"{event}"',)
             first: dict[str, int] = {}
-            for s in g.find(lambda e: is_sink("send", "sendall")(e) and mentions(e, needles)):
+            for s in g.find(lambda e: is_sink("send", "sendall")(e) and mentions(e, needles)):  # noqa: B023 - called before the loop moves on
                 if g.ev(s).thread not in first and g.ev(s).thread != thread and _reaches(g, emit, s):
                     first[g.ev(s).thread] = s
             sinks = sorted(first.values())
@@ -352,7 +359,7 @@ def find_server_disconnect(done: int) -> Callable:
         parts = [with_producer(g, [*start, source, done, packet, sink])]
         # the connection's close frames: the client's, read by that socket's reader, and the server's answer
         token = next((a.token for a in g.ev(sink).args if a.name == "self"), 0)
-        on_socket = lambda e: bool(token) and any(a.name == "self" and a.token == token for a in e.args)  # noqa: E731
+        on_socket = lambda e: bool(token) and any(a.name == "self" and a.token == token for a in e.args)
         closes = g.find(lambda e: is_sink("recv")(e) and on_socket(e) and e.ret is not None and e.ret.text.startswith(CLOSE_FRAME))
         if closes:
             answers = g.find(lambda e: is_sink("send")(e) and on_socket(e) and mentions(e, (CLOSE_FRAME,)), g.ev(closes[0]).thread, after=closes[0])

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from .. import catalog
-from . import build as chains, derive
 from ..catalog import Journey
+from ..model import Chain, DispelError, Source, TraceFile
+from . import build as chains
+from . import derive
 from .build import Finder
 from .graph import JourneyError, TraceGraph
-from ..model import Chain, DispelError, Source, TraceFile
 
 
 def derived(name: str) -> Finder:

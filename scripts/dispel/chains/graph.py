@@ -1,7 +1,7 @@
 """A trace as a graph (pure): events by index, children, ancestors and the waits each wake-up ended; what an event says."""
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..model import (
     EDGE_THREAD_START,

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Callable, Sequence
 
 from .. import wire
 from ..model import (
     Event,
 )
-from ..tracefiles.values import value_text_to_python
+from ..tracefiles.values import wire_bytes
 from . import across  # across processes
 from .graph import SOCKET_C, JourneyError, TraceGraph, is_sink, mentions
 from .routes import producer, thread_route, value_trail
@@ -46,11 +46,11 @@ def find_handshake(g: TraceGraph):
     accept = [i for i in g.find(is_sink("_accept"), starter, before=info.started_by + 1)]
     entry = only_one(accept[-1:], "the accept of the upgraded connection", "none")
     request = only_one(g.find(lambda e: is_sink("recv_into")(e) and e.ret is not None and _UPGRADE in e.ret.text, thread), "the recv_into of the upgrade request", g.ev(entry).func)
-    raw = value_text_to_python(g.ev(request).ret.text)
+    raw = wire_bytes(g.ev(request).returned.text)
     key = _header(raw, "Sec-WebSocket-Key")
     if key is None:
         raise JourneyError("the upgrade request carries no Sec-WebSocket-Key (last hop reached: socket.recv_into)")
-    accepted = _header(value_text_to_python(next(a.text for a in g.ev(sink).args if a.name == "data")), "Sec-WebSocket-Accept") or key
+    accepted = _header(wire_bytes(next(a.text for a in g.ev(sink).args if a.name == "data")), "Sec-WebSocket-Accept") or key
     # Follow the key (then the accept value computed from it) call by call: the first
     # call of each function that shows it is a waypoint.
     seen: set[str] = set()
@@ -96,21 +96,10 @@ def with_producer(g: TraceGraph, waypoints: list[int]) -> list[int]:
     return kept + [made, sink]
 
 
-def register_part(g: TraceGraph) -> list[int]:
-    module = only_one(g.find(lambda e: e.func.startswith("sample_app.app:") and e.func.endswith("<module>")), "the app's import", "none")
-    thread = g.ev(module).thread
-    named = g.find(lambda e: any(a.text == "'chat'" for a in e.args), thread, after=module)
-    first = only_one(named, "the registration of 'chat'", g.ev(module).func)
-    last = named[-1] if len(named) > 1 else first
-    # where the handler ends up: the deepest call under the last one that names the event
-    stored = g.descend(last, lambda e: True)
-    return [module, first, last, stored]
-
-
 def wire_of(g: TraceGraph, parts: list[list[int]], sink_arg: str) -> tuple:
     sink = g.ev(parts[-1][-1])
     data = next((a.text for a in sink.args if a.name == sink_arg), None)
-    return wire.decode_frame(value_text_to_python(data)) if data else ()
+    return wire.decode_frame(wire_bytes(data)) if data else ()
 
 
 def wire_frames(g: TraceGraph, parts: list[list[int]]) -> tuple:
@@ -120,11 +109,11 @@ def wire_frames(g: TraceGraph, parts: list[list[int]]) -> tuple:
     for part in parts:
         first, last = g.ev(part[0]), g.ev(part[-1])
         if is_sink("recv", "recv_into")(first) and first.ret is not None and first.ret.text.startswith("b'\\x8"):
-            frames.append(("read", wire.decode_frame(value_text_to_python(first.ret.text))))
+            frames.append(("read", wire.decode_frame(wire_bytes(first.ret.text))))
         if is_sink("send", "sendall")(last):
             data = next((a.text for a in last.args if a.name == "data"), "")
             if data.startswith("b'\\x8"):
-                frames.append(("sent", wire.decode_frame(value_text_to_python(data))))
+                frames.append(("sent", wire.decode_frame(wire_bytes(data))))
     if len(frames) == 1:
         return frames[0][1]
     # each tab names its frame: the layers of several frames would otherwise share their titles
@@ -134,11 +123,11 @@ def wire_frames(g: TraceGraph, parts: list[list[int]]) -> tuple:
 def wire_on(g: TraceGraph, parts: list[list[int]]) -> tuple:
     # the last part that starts at a socket read (a raising handler's journey ends with where it was caught)
     recv = g.ev(next(p[0] for p in reversed(parts) if is_sink("recv", "recv_into")(g.ev(p[0]))))
-    return wire.decode_frame(value_text_to_python(recv.ret.text)) if recv.ret else ()
+    return wire.decode_frame(wire_bytes(recv.ret.text)) if recv.ret else ()
 
 
 def wire_handshake(g: TraceGraph, parts: list[list[int]]) -> tuple:
-    request = value_text_to_python(g.ev(parts[0][1]).ret.text)
+    request = wire_bytes(g.ev(parts[0][1]).returned.text)
     response = _sent(g.ev(parts[0][-1]))
     return wire.decode_http(request, "request") + wire.decode_http(response, "response")
 
@@ -193,7 +182,7 @@ def find_upgrade(g: TraceGraph):
     probing = with_producer(g, value_trail(g, recv, answer, ("probe",)))
     flushing = _noop_part(g, thread)
     upgraded = only_one(g.find(lambda e: any(a.text == "'5'" for a in e.args), thread, after=answer), "the UPGRADE packet", "3probe")
-    recv5 = happened_before(g, upgraded, is_sink("recv", "recv_into"))
+    recv5 = only_one([r for r in [happened_before(g, upgraded, is_sink("recv", "recv_into"))] if r is not None], "the socket read of the UPGRADE packet", "UPGRADE")
     started = [t for t in g.trace.threads if t.started_by > upgraded and g.ev(t.started_by).thread == thread]
     writer = only_one([t.root for t in started[:1]], "the writer thread started after the upgrade", "UPGRADE")
     first_frame = only_one(g.find(is_sink("send"), g.ev(writer).thread), "the writer's first frame", "Thread.start")
@@ -247,7 +236,7 @@ def _first_read(g: TraceGraph, thread: str, what: str, last: str) -> int:
 def wire_polling(g: TraceGraph, parts: list[list[int]]) -> tuple:
     """The POST as read (head and body), then the GET's answer as written: its head, and the
     payload that went out as one chunk of the chunked body."""
-    request = value_text_to_python(g.ev(parts[1][0]).ret.text)
+    request = wire_bytes(g.ev(parts[1][0]).returned.text)
     written = [_sent(g.ev(i)) for i in g.find(is_sink("sendall"), g.ev(parts[2][-1]).thread, before=parts[2][-1] + 1)]
     head = next((w for w in written if w.startswith(b"HTTP/")), b"")
     return (
@@ -259,7 +248,7 @@ def wire_polling(g: TraceGraph, parts: list[list[int]]) -> tuple:
 
 
 def _sent(e: Event) -> bytes:
-    return value_text_to_python(next(a.text for a in e.args if a.name == "data"))
+    return wire_bytes(next(a.text for a in e.args if a.name == "data"))
 
 
 # ------------------------------------------------------------------ across processes (a merged trace, joins.py)
@@ -330,10 +319,10 @@ def wire_queue(g: TraceGraph, parts: list[list[int]]) -> tuple:
     publish = next(i for i in last if is_sink("sendall")(g.ev(i)) and mentions(g.ev(i), ("PUBLISH",)))
     read = next(i for i in last if is_sink("recv", "recv_into")(g.ev(i)) and g.ev(i).thread != g.ev(publish).thread)
     written = _sent(g.ev(publish))
-    channel, message = across.published_at(g.trace, publish)
+    _channel, message = across.published_at(g.trace, publish)
     return (
         wire.decode_publish(written)
-        + wire.decode_delivery(value_text_to_python(g.ev(read).ret.text), message)
+        + wire.decode_delivery(wire_bytes(g.ev(read).returned.text), message)
         + wire_of(g, [last], "data")
     )
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from .. import wire
 from ..model import (
@@ -25,7 +25,7 @@ _RECEIVER = ("self", "cls")
 
 def _texty(text: str) -> bool:
     """A string or bytes value long enough to say something (not '/', not b'')."""
-    body = text[1:] if text.startswith("b") else text
+    body = text.removeprefix("b")
     return body[:1] in ("'", '"') and len(body) >= 4
 
 
@@ -45,7 +45,7 @@ def _decides(v) -> bool:
 
 def v_short(v) -> bool:
     """A short string or bytes value (not worth comparing by text elsewhere, but a sibling that returned it made it)."""
-    body = v.text[1:] if v.text.startswith("b") else v.text
+    body = v.text.removeprefix("b")
     return v.name not in _RECEIVER and body[:1] in ("'", '"') and 2 < len(body) < 4
 
 
@@ -113,7 +113,7 @@ def producers(g: TraceGraph, c: int, floor: int = -1) -> list[tuple[int, int, st
             continue
         # An object made earlier and kept (a list, a deque): followed when it was parsed from text,
         # or built around text (a packet around its encoded payload).
-        maker = [m for m in g.find(lambda x: _made(x, v), e.thread, after=floor, before=c) if m not in above]
+        maker = [m for m in g.find(lambda x: _made(x, v), e.thread, after=floor, before=c) if m not in above]  # noqa: B023 - called before the loop moves on
         if maker:
             p, parsed = _down(g, maker[0], v)
             if parsed or _parsed_under_sibling(g, p, siblings):
@@ -123,7 +123,7 @@ def producers(g: TraceGraph, c: int, floor: int = -1) -> list[tuple[int, int, st
     loops = [s for s in siblings if _yields(g, s) and _resumed_after(g, s, c)]
     if loops:
         s = loops[-1]
-        v = g.ev(s).ret
+        v = g.ev(s).returned
         fed = _down(g, s, v)[0]
         out.append((fed, c, JOIN_YIELD))
         if v.token:
@@ -131,8 +131,10 @@ def producers(g: TraceGraph, c: int, floor: int = -1) -> list[tuple[int, int, st
             maker = [m for m in g.find(lambda x: _made(x, v), e.thread, after=floor, before=s) if m not in inside]
             if maker:
                 out.append((_down(g, maker[0], v)[0], fed, JOIN_STORED))
-    seen: set[int] = set()
-    return [p for p in out if not (p[0] in seen or seen.add(p[0]))]
+    firsts: dict[int, tuple[int, int, str]] = {}
+    for pair in out:
+        firsts.setdefault(pair[0], pair)  # the first pair of each producer, in order
+    return list(firsts.values())
 
 
 def short_made(g: TraceGraph, c: int) -> list[tuple[int, int, str]]:
@@ -144,7 +146,7 @@ def short_made(g: TraceGraph, c: int) -> list[tuple[int, int, str]]:
     siblings = [s for s in g.children.get(e.parent, []) if s < c]
     out = []
     for v in (a for a in e.args if v_short(a)):
-        made = [s for s in siblings if g.ev(s).ret is not None and g.ev(s).ret.text == v.text]
+        made = [s for s in siblings if g.ev(s).ret is not None and g.ev(s).returned.text == v.text]
         if made:
             out.append((_down(g, made[-1], v)[0], c, JOIN_RESULT))
     return out
@@ -192,7 +194,7 @@ def _floor(g: TraceGraph, part: Sequence[Step], thread: str) -> int:
 def _made_object(g: TraceGraph, i: int) -> int:
     """The object call i made (returned, or set up as an __init__), when a call outside it took it later; else 0."""
     e = g.ev(i)
-    token = e.ret.token if is_object(e) else 0
+    token = e.returned.token if is_object(e) else 0
     if not token and e.func.endswith(".__init__"):
         token = next((a.token for a in e.args if a.name == "self" and a.token), 0)
     if not token:
@@ -274,7 +276,7 @@ def parsers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
     # the first call on the reading thread that took it, and its parse
     seen = {_py_text(v.text) for v in returned} | {_py_text(a.text) for i, _ in part for a in g.ev(i).args}
     for text in sorted(carried - seen):
-        takers = g.find(lambda x: any(a.name not in _RECEIVER and a.text[:1] in ("'", '"', "b") and _py_text(a.text) == text for a in x.args),
+        takers = g.find(lambda x: any(a.name not in _RECEIVER and a.text[:1] in ("'", '"', "b") and _py_text(a.text) == text for a in x.args),  # noqa: B023 - called before the loop moves on
                         first.thread, after=first.end)
         if takers and len(text) >= 4:
             v = next(a for a in g.ev(takers[0]).args if a.name not in _RECEIVER and _py_text(a.text) == text)
@@ -313,7 +315,7 @@ def _acted_on(g: TraceGraph, part: Sequence[Step], parse: int) -> list[tuple[int
     out: list[tuple[int, int, str]] = []
     source = above[-1]
     for _ in range(2):
-        token = g.ev(source).ret.token if is_object(g.ev(source)) else 0
+        token = g.ev(source).returned.token if is_object(g.ev(source)) else 0
         parent = g.ev(source).parent
         nxt = [k for k in g.children.get(parent, []) if k > g.ev(source).end and any(a.token == token for a in g.ev(k).args)] if token else []
         if not nxt:
@@ -415,15 +417,15 @@ def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[
                 break
         joins += kept_text(g, part, {p for p, _, _ in joins})
         before: list[Step] = []
-        for m, x, r in handoffs(g, part, {i for i, _ in steps}):
+        for m, put, r in handoffs(g, part, {i for i, _ in steps}):
             if not _after_earlier_part(g, steps, m):
                 continue  # its own part must follow an earlier one (nothing to follow in a chain's first part)
             longer = insert_producer(g, part, r, 0, len(part))
             if longer is None:
                 continue
             part = _dedup(longer)
-            before += walk(g, [[m, x]])  # the object made and put on the queue, on its own thread
-            joins.append((x, r, JOIN_STORED))
+            before += walk(g, [[m, put]])  # the object made and put on the queue, on its own thread
+            joins.append((put, r, JOIN_STORED))
         steps += before + part
     return steps, joins
 
@@ -458,8 +460,8 @@ def composers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]
         whole = _py_text(e.ret.text) if e.ret is not None and _texty(e.ret.text) else None
         if not whole:
             continue
-        pieces = [c for c in g.children.get(i, []) if g.ev(c).ret is not None and _texty(g.ev(c).ret.text)
-                  and (t := _py_text(g.ev(c).ret.text)) and t != whole and t in whole]
+        pieces = [c for c in g.children.get(i, []) if g.ev(c).ret is not None and _texty(g.ev(c).returned.text)
+                  and (t := _py_text(g.ev(c).returned.text)) and t != whole and t in whole]
         if len(pieces) >= 2:
             out += [(c, i, JOIN_RESULT) for c in pieces]
     return out
@@ -496,16 +498,16 @@ def handoffs(g: TraceGraph, part: Sequence[Step], earlier: set[int]) -> list[tup
         for v in e.args:
             if not (v.token and v.text.startswith("<")) or v.token in done:
                 continue
-            gets = [r for r in g.find(lambda x: x.ret is not None and x.ret.token == v.token, e.thread, before=c)
-                    if r not in above and g.ev(g.ev(r).parent).ret is not None and g.ev(g.ev(r).parent).ret.token != v.token]
+            gets = [r for r in g.find(lambda x: x.ret is not None and x.ret.token == v.token, e.thread, before=c)  # noqa: B023 - called before the loop moves on
+                    if r not in above and g.ev(g.ev(r).parent).ret is not None and g.ev(g.ev(r).parent).returned.token != v.token]
             for r in gets[:1]:
                 box = next((a.token for a in g.ev(r).args if a.name == "self" and a.token), 0)
-                puts = g.find(lambda x: x.thread != e.thread and any(a.name == "self" and a.token == box for a in x.args)
-                              and any(a.token == v.token and a.name not in _RECEIVER for a in x.args)) if box else []
+                puts = g.find(lambda x: x.thread != e.thread and any(a.name == "self" and a.token == box for a in x.args)  # noqa: B023 - called before the loop moves on
+                              and any(a.token == v.token and a.name not in _RECEIVER for a in x.args)) if box else []  # noqa: B023 - called before the loop moves on
                 if not puts or puts[0] in on:
                     continue
                 x = puts[0]
-                makers = [m for m in g.find(lambda y: _made(y, v), g.ev(x).thread, before=x) if m not in set(g.ancestors(x))]
+                makers = [m for m in g.find(lambda y: _made(y, v), g.ev(x).thread, before=x) if m not in set(g.ancestors(x))]  # noqa: B023 - called before the loop moves on
                 if makers:
                     done.add(v.token)
                     out.append((makers[0], x, r))

@@ -1,7 +1,8 @@
 """Routes between waypoints (pure): along the call tree, across threads by happens-before edges, and by the data passed on."""
 from __future__ import annotations
 
-from typing import Sequence
+import itertools
+from collections.abc import Sequence
 
 from ..model import (
     EDGE_CALL,
@@ -65,7 +66,7 @@ def _text_producer(g: TraceGraph, sink: int, arg: str, above: set[int]) -> int |
         return None
     here = found[-1]
     while True:
-        kids = [c for c in g.children.get(here, []) if g.ev(c).ret is not None and g.ev(c).ret.text in texts]
+        kids = [c for c in g.children.get(here, []) if g.ev(c).ret is not None and g.ev(c).returned.text in texts]
         if not kids:
             return here
         here = kids[-1]
@@ -77,7 +78,7 @@ def consumer(g: TraceGraph, source: int) -> int | None:
     ret = g.ev(source).ret
     if ret is None or not ret.token:
         return None
-    takes = lambda e: any(a.token == ret.token for a in e.args)  # noqa: E731
+    takes = lambda e: any(a.token == ret.token for a in e.args)
     after = g.ev(source).end
     found = g.find(takes, g.ev(source).thread, after=after)
     if not found:
@@ -94,16 +95,16 @@ def object_producer(g: TraceGraph, after: int, handoff: int) -> int | None:
     if not made:
         return None
     here = made[-1]
-    token = g.ev(here).ret.token
+    token = g.ev(here).returned.token
     while True:
         # down through the calls that returned this object, then through the last
         # callee that returned any object or bytes: where it was made from
-        same = [c for c in g.children.get(here, []) if g.ev(c).ret is not None and g.ev(c).ret.token == token]
+        same = [c for c in g.children.get(here, []) if g.ev(c).ret is not None and g.ev(c).returned.token == token]
         kids = same or [c for c in g.children.get(here, []) if is_object(g.ev(c)) or _bytes_like(g.ev(c))]
         if not kids:
             return here
         here = kids[-1]
-        token = g.ev(here).ret.token
+        token = g.ev(here).returned.token
 
 
 def is_object(e: Event) -> bool:
@@ -122,7 +123,7 @@ def thread_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
     other thread is taken: what a thread hands on next is what it just did.
     """
     target = g.ev(b).thread
-    frontier = [(g.ev(a).thread, a, [])]
+    frontier: list[tuple[str, int, list[tuple[int, int, str]]]] = [(g.ev(a).thread, a, [])]
     seen = {g.ev(a).thread}
     while frontier:
         nxt = []
@@ -152,7 +153,7 @@ def data_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
     target = g.ev(b).thread
     for x in g.find(lambda e: any(v.token in tokens for v in e.args), ea.thread, after=a - 1):
         passed = {v.token for v in g.ev(x).args if v.token in tokens}
-        got = g.find(lambda e: e.ret is not None and e.ret.token in passed, target, before=b + 1)
+        got = g.find(lambda e: e.ret is not None and e.ret.token in passed, target, before=b + 1)  # noqa: B023 - called before the loop moves on
         if got:
             return [(x, got[-1], EDGE_DATA)]
     raise JourneyError(f"no hand-off leads from thread {ea.thread} to thread {target}")
@@ -187,7 +188,7 @@ def walk(g: TraceGraph, parts: Sequence[Sequence[int]]) -> list[Step]:
     steps: list[Step] = []
     for waypoints in parts:
         steps.append((waypoints[0], EDGE_ENTRY))
-        for a, b in zip(waypoints, waypoints[1:]):
+        for a, b in itertools.pairwise(waypoints):
             steps += connect(g, a, b)
     # A waypoint reached twice in a row (a trail point that is also on the path) is kept once.
     out: list[Step] = []

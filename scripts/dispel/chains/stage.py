@@ -5,7 +5,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .. import catalog
-from . import finders
 from ..model import (
     Chain,
     DispelError,
@@ -24,6 +23,7 @@ from ..project import (
 from ..tracefiles.codec import (
     chain_to_dict,
 )
+from . import finders
 
 
 def build_chains(traces: Mapping[str, TraceFile], only: Iterable[str] = ()) -> dict[str, Chain]:

@@ -16,11 +16,13 @@ reader) in the trace is not counted.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .. import wire
-from ..chains.build import scenario_trace  # a scenario's processes merged, with the edges between them
+from ..chains.build import (
+    scenario_trace,  # a scenario's processes merged, with the edges between them
+)
 from ..model import Chain, Event, TraceFile
 from ..tracefiles.values import value_text_to_python
 
@@ -228,9 +230,9 @@ def makers(t: _Trace, value: bytes | str, sink: int) -> list[int]:
         return []
     out = []
     for last in _latest_back(t, found, sink):
-        token = t.ev(last).ret.token
+        token = t.ev(last).returned.token
         if token:
-            first = [i for i in found if t.ev(i).ret.token == token]
+            first = [i for i in found if t.ev(i).returned.token == token]
             last = first[0] if first else last
         out.append(_down(t, last, t.ev(last).ret))
     return out
@@ -266,7 +268,7 @@ def _latest_back(t: _Trace, found: list[int], sink: int) -> list[int]:
 
 def _down(t: _Trace, i: int, v) -> int:
     while True:
-        same = [c for c in t.children.get(i, []) if t.ev(c).ret is not None and t.ev(c).ret.text == v.text]
+        same = [c for c in t.children.get(i, []) if t.ev(c).ret is not None and t.ev(c).returned.text == v.text]
         if not same:
             return i
         i = same[-1]
@@ -362,7 +364,7 @@ def head_reader(t: _Trace, data: bytes, source: int) -> int | None:
         for a in x.args:
             v = _py(a.text) if a.name not in ("self", "cls") else None
             text = v.decode("latin-1") if isinstance(v, bytes) else v
-            if text and text.count("\r\n") >= 2 and text.rstrip("\r\n") in head:
+            if v is not None and text and text.count("\r\n") >= 2 and text.rstrip("\r\n") in head:
                 return reader(t, v, source)
     return None
 

@@ -1,17 +1,16 @@
 """Drift (pure): what differs between committed generated files (chains, pages, traces) and a regeneration, named for a reader, and which differences the environment explains."""
 from __future__ import annotations
 
-
 import difflib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-
-from ..review.diff import compare_chains, describe as describe_chain_diff
 from ..model import Chain
-from .links import HEADING, HOP_HEADING, prose_lines, clipped
-
+from ..review.diff import compare_chains
+from ..review.diff import describe as describe_chain_diff
+from .links import HEADING, HOP_HEADING, clipped, prose_lines
 
 # --------------------------------------------------------------------------- drift
 
@@ -115,9 +114,15 @@ def _func_key(row: Sequence[object]) -> str:
     return f"{module}:{qualname}" + (f"@{first}" if overloaded else "")
 
 
-def _rows(data: Mapping[str, object], name: str) -> list[list[object]]:
+def _rows(data: Mapping[str, object], name: str) -> list[list[Any]]:
+    """The rows of one table of a parsed trace (JSON: their cells are whatever the file holds)."""
     rows = data.get(name)
     return [r for r in rows if isinstance(r, list)] if isinstance(rows, list) else []
+
+
+def _versions(data: Mapping[str, object]) -> dict[str, object]:
+    versions = data.get("versions")
+    return versions if isinstance(versions, dict) else {}
 
 
 def _names(items: Iterable[str], limit: int = 3) -> str:
@@ -136,8 +141,7 @@ def diff_traces(old: Mapping[str, object], new: Mapping[str, object]) -> list[st
     for key in ("schema", "scenario", "python"):
         if old.get(key) != new.get(key):
             out.append(f"{key}: {old.get(key)} → {new.get(key)}")
-    va = old.get("versions") if isinstance(old.get("versions"), dict) else {}
-    vb = new.get("versions") if isinstance(new.get("versions"), dict) else {}
+    va, vb = _versions(old), _versions(new)
     versions = [f"{d} {va.get(d, '(none)')} → {vb.get(d, '(none)')}" for d in sorted(set(va) | set(vb)) if va.get(d) != vb.get(d)]
     if versions:
         out.append(f"versions: {', '.join(versions)}")
@@ -171,7 +175,7 @@ def diff_traces(old: Mapping[str, object], new: Mapping[str, object]) -> list[st
 
 
 # The browser's version, in a trace file's header (its identity in the requests is a placeholder).
-_BROWSER_VERSION = re.compile(r'^ "versions": \{[^\n]*?"chromium": "([^"]*)"', re.M)
+_BROWSER_VERSION = re.compile(r'^ "versions": \{[^\n]*?"chromium": "([^"]*)"', re.MULTILINE)
 
 
 def browser_version(trace_text: str) -> str | None:
@@ -230,7 +234,8 @@ def _without_writer_polls(data: Mapping[str, object]) -> tuple[dict, dict, froze
             removed |= members
     except (IndexError, TypeError, KeyError):
         return None
-    index, kept = {-1: -1}, []
+    index: dict[int, int] = {-1: -1}
+    kept: list[list[Any]] = []
     for i, row in enumerate(events):
         if i not in removed:
             index[i] = len(kept)
@@ -289,7 +294,8 @@ def _diff_events(old: Mapping[str, object], new: Mapping[str, object]) -> list[s
     def resolve(data: Mapping[str, object]) -> list[tuple[object, ...]]:
         funcs = [_func_key(r) if len(r) >= 8 else "?" for r in _rows(data, "funcs")]
         threads = [r[0] if r else "?" for r in _rows(data, "threads")]
-        steps = data.get("steps") if isinstance(data.get("steps"), list) else []
+        steps = data.get("steps")
+        steps = steps if isinstance(steps, list) else []
 
         def name(seq: list, i: object) -> object:
             return seq[i] if isinstance(i, int) and 0 <= i < len(seq) else i
@@ -315,7 +321,7 @@ def _diff_events(old: Mapping[str, object], new: Mapping[str, object]) -> list[s
 
 
 def environment_reasons(
-    traces: Mapping[str, tuple[str, Sequence[tuple[str, str]]]], python: str, installed: Mapping[str, str]
+    traces: Mapping[str, tuple[str, Sequence[tuple[str, str]]]], python: str, installed: Mapping[str, str | None]
 ) -> list[str]:
     """Why a regeneration can differ: traces recorded on another Python or other library versions.
 

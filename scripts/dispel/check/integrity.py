@@ -116,7 +116,7 @@ class _Facts:
         get = self.ancestor(wait, GET)
         if get is None:
             return []
-        out = [self.ev[get].ret.token] if self.ev[get].ret else []
+        out = [self.ev[get].returned.token] if self.ev[get].ret else []
         parent = self.ev[get].parent
         k = get + 1
         while k < len(self.ev) and self.ev[k].thread == self.ev[get].thread:
@@ -224,8 +224,8 @@ def _message(f: _Facts, chain: Chain, part: list[int], carried: Mapping[int, int
         if any(a.token == token for a in e.args):
             encoded = _head(e.ret.text)
             if len(encoded) >= 4 and encoded not in sent:
-                return [f"{chain.journey}: hop {part[-1]} ({last.func.key}, {last.edge}): sends {sent[:60]}, not the packet "
-                        f"hop {n}'s {chain.hops[n - 1].edge} handed over (encoded {encoded[:60]!r} at event {k})"]
+                return [(f"{chain.journey}: hop {part[-1]} ({last.func.key}, {last.edge}): sends {sent[:60]}, not the packet "
+                        f"hop {n}'s {chain.hops[n - 1].edge} handed over (encoded {encoded[:60]!r} at event {k})")]
             return []
     return []
 

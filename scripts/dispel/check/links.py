@@ -11,8 +11,17 @@ from urllib.parse import unquote
 from markdown.extensions.toc import slugify
 
 from ..chains import fold
-from ..model import source_lines
-from ..model import PINNED_COMMIT, PYTHON, Chain, DispelError, FilePin, Hop, Lock, Pin
+from ..model import (
+    PINNED_COMMIT,
+    PYTHON,
+    Chain,
+    DispelError,
+    FilePin,
+    Hop,
+    Lock,
+    Pin,
+    source_lines,
+)
 from ..pins.forges import parse_source_url
 from ..pins.permalinks import ref as pin_ref
 from ..pins.pinning import blob_sha
@@ -31,7 +40,7 @@ _ATTR_ID = re.compile(r"\{[:\s]*[^{}]*?#([\w-]+)[^{}]*\}")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _SNIPPET = re.compile(r"""^\s*--8<--\s+(["'])(.+?)\1\s*$""")
 HOP_HEADING = re.compile(r"\{\s*#hop-(\d+)\s*\}")
-_EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)
+_EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
 # The bullets of a hop in a journey page (dispel.render.pages.render_hop) that carry its permalinks.
 LINE_LABEL = "**Executed line:**"
 DEF_LABEL = "**Definition:**"
@@ -125,7 +134,7 @@ def page_anchors(text: str) -> set[str]:
 
 def page_links(page: str, text: str) -> list[PageLink]:
     """Every Markdown and HTML link of a page, outside code, with its hop section and role."""
-    out = []
+    out: list[PageLink] = []
     hop = 0
     nth = -1
     for n, line in enumerate(prose_lines(text, markdown_fences=True), 1):
@@ -362,8 +371,8 @@ def without_stdlib_lines(chain: Chain) -> Chain:
     return dataclasses.replace(chain, hops=hops)
 
 
-_NUMBERS = {w: n for n, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())}
-_SCENARIO_COUNT = re.compile(rf"\b({'|'.join(_NUMBERS)}|\d+) scenarios are recorded", re.I)
+_NUMBERS = {w: n for n, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"])}
+_SCENARIO_COUNT = re.compile(rf"\b({'|'.join(_NUMBERS)}|\d+) scenarios are recorded", re.IGNORECASE)
 
 
 def stale_site_texts(
@@ -390,7 +399,7 @@ def stale_site_texts(
 
 def unlisted_pages(mkdocs_config: str, pages: Iterable[str]) -> list[str]:
     """Generated pages (paths relative to docs/) the mkdocs.yml navigation does not list."""
-    return [f"mkdocs.yml: the navigation does not list {p}" for p in pages if not re.search(rf":\s*{re.escape(p)}\s*$", mkdocs_config, re.M)]
+    return [f"mkdocs.yml: the navigation does not list {p}" for p in pages if not re.search(rf":\s*{re.escape(p)}\s*$", mkdocs_config, re.MULTILINE)]
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def paragraphs(markdown: str) -> list[str]:
                 block.append(line)
             fence = m.group(1)
             continue
-        if line.startswith("<div") or line.startswith("<svg") or line.startswith("</div"):
+        if line.startswith(("<div", "<svg", "</div")):
             flush()
             continue
         if not line:

@@ -27,9 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..chains import fold
+from ..model import Chain, Hop, Source, text_lines
 from ..render.annotation_files import SAMPLE_PHRASES, select, term_pattern
-from ..model import Chain, Hop, Source
-from ..model import text_lines
 from ..render.placeholders import (
     ANY_BRACES_RE,
     SOCKET_MODULE,
@@ -121,7 +120,7 @@ def page_prose(page: str) -> dict[int, str]:
             state = "skip"
             continue
         if state == "facts":
-            if line.startswith("- **") or line.startswith("    ") or not line.strip():
+            if line.startswith(("- **", "    ")) or not line.strip():
                 continue
             state = "text"
         if state == "text":
@@ -229,12 +228,12 @@ def _check_sentence(
             role = m.group(1).lower()
             if THREAD_NAME_PREFIXES[role] not in hop.thread:
                 problem("runs-on", f"says it runs on a {role} thread; the hop runs on {hop.thread}")
-        for m in HIGHLIGHTED_RE.finditer(text if stmt is not None else ""):
+        for m in HIGHLIGHTED_RE.finditer(text) if stmt is not None else ():
             code = m.group(1) or m.group(2) or m.group(3)
             quoted = re.sub(r"\s+", " ", code.strip()).removesuffix("()")
             if nxt is not None and _is_hop_name(quoted, nxt):
                 continue  # the line leads to the next hop: naming it is no quote of the line
-            if not all(part.strip() in stmt for part in quoted.split("…")):
+            if stmt is not None and not all(part.strip() in stmt for part in quoted.split("…")):
                 problem("highlighted", f"`{code}` is quoted as highlighted; the executed line {hop.line} is `{stmt}`")
     for m in BYTE_RE.finditer(text):
         byte = int(m.group(1), 16)

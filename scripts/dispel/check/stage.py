@@ -16,14 +16,8 @@ from importlib import metadata
 from pathlib import Path
 
 from .. import catalog
-from ..render import aids
 from ..chains import build as chains_core
 from ..chains.stage import build_chains, chain_files
-from . import completeness, fetch, integrity, pagecheck, prose
-from . import links as check_core
-from . import drift
-from ..review import oldest_venv
-from ..review import versions as versions_core
 from ..handin import document as handin
 from ..model import Chain, DispelError, Lock, Source
 from ..pins.forges import parse_source_url, raw_url
@@ -40,12 +34,16 @@ from ..project import (
     read_text,
 )
 from ..record.stage import record_in_new_interpreters
-from ..render import annotation_files
+from ..render import aids, annotation_files
 from ..render.stage import build_site
+from ..review import oldest_venv
+from ..review import versions as versions_core
 from ..review.stage import fetch_all
 from ..run import multiprocess as processes
 from ..run.browser import chromium_version, unavailable
 from ..tracefiles.values import live_secrets
+from . import completeness, drift, fetch, integrity, pagecheck, prose
+from . import links as check_core
 
 
 @dataclass
@@ -115,16 +113,16 @@ def check(
         )
     elif rerecord:
         clock = time.perf_counter()
-        names, why = rerecordable()
-        result.notes += [why] if why else []
+        names, left_out = rerecordable()
+        result.notes += [left_out] if left_out else []
         missing = processes.redis_missing()
         if missing:
             result.notes.append(f"the scenarios of several processes are not re-recorded: {missing}")
         else:
             names += catalog.DEFAULT_PROCESS_SCENARIOS
-        failures, notes = check_rerecord(project, names=names)
+        failures, rerecord_notes = check_rerecord(project, names=names)
         result.failures += failures
-        result.notes += notes
+        result.notes += rerecord_notes
         result.timings["re-record"] = time.perf_counter() - clock
     if lock is None:
         result.notes.append(f"no lock at {project.lock}: permalinks cannot be checked")
@@ -256,10 +254,11 @@ def check_oldest_set(project: Project, notes: list[str]) -> list[str]:
 def check_oldest_links(project: Project, links: list, notes: list[str] | None) -> list[check_core.LinkResult]:
     """The links of the oldest supported set, proven by blob against its venv (dispel.review.versions);
     without that venv, one line in ``notes`` says they are unproven, and none is counted."""
-    if not links:
+    oldest = oldest_set(project)[1]
+    if not links or oldest is None:  # (the oldest set's links come only with its lock)
         return []
     env = oldest_venv.venv(HERE)
-    proven = oldest_venv.check_links(links, oldest_set(project)[1], oldest_venv.site_packages(env))
+    proven = oldest_venv.check_links(links, oldest, oldest_venv.site_packages(env))
     if proven is None:
         if notes is not None:
             notes.append(versions_core.unproven_line(len(links), env, oldest_venv.VENV_ENV))
@@ -273,7 +272,7 @@ def online_contents(links: list, lock: Lock, fetcher: fetch.Fetcher, raw_base: s
     for link in links:
         sl = parse_source_url(link.target)
         found = check_core.lock_file(lock, sl.repo, sl.ref, sl.path) if sl else None
-        if isinstance(found, tuple):
+        if sl and isinstance(found, tuple):
             pin_, fpin = found
             urls[(pin_.dist, fpin.installed)] = raw_url(raw_base, pin_.repo, sl.ref, fpin.path)
     got = fetch_all(fetcher, urls.values(), raw_base)
@@ -397,7 +396,8 @@ def check_rerecord(project: Project, timeout: float = 120.0, names: Iterable[str
     a differing recording is kept. A scenario that differs is recorded once more, alone: on
     a loaded machine the recordings side by side can reach a race the scenario does not
     pin down, and that is said as a note when the second recording matches. (problems, notes)."""
-    problems, notes = [], []
+    problems: list[str] = []
+    notes: list[str] = []
     keep = Path(tempfile.mkdtemp(prefix="dispel-rerecord-"))
     names = list(catalog.DEFAULT_SCENARIOS if names is None else names)
     runs = record_in_new_interpreters(project, names, keep, timeout, capture=True)

@@ -14,21 +14,16 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
-from ..render import annotation_files, pages as render
-from ..render import markup
 from .. import catalog
 from ..chains import fold
-from . import document as handin
-from . import docx_format, pdf_format
-from ..check import prose
-from ..run import browser
+from ..check import drift, prose
 from ..check import links as check_core
-from ..check import drift
+from ..model import Chain, DispelError, Lock, text_lines
 from ..pins.installed import (
     PYTHON_VERSION,
     hop_sources,
@@ -37,11 +32,22 @@ from ..pins.installed import (
     lines_by_source,
     version_set,
 )
-from ..model import Chain, DispelError, Lock
-from ..model import text_lines
-from ..project import Project, read_text, swap_folder
-from ..project import load_annotations, load_chains, load_lock, load_traces, project_lock
+from ..project import (
+    Project,
+    load_annotations,
+    load_chains,
+    load_lock,
+    load_traces,
+    project_lock,
+    read_text,
+    swap_folder,
+)
+from ..render import annotation_files, markup
+from ..render import pages as render
 from ..render.stage import browsers_recorded, hop_linker
+from ..run import browser
+from . import document as handin
+from . import docx_format, pdf_format
 
 SITE_COMMAND = "make handin"  # = dispel handin --out site/handin
 REPORT_COMMAND = "dispel handin --report REPORT --out DIR"
@@ -65,7 +71,7 @@ def _excerpts(sources) -> dict:
 def _git_date(root: Path, rel: str) -> str:
     """The committer date of the last commit that changed ``rel`` (ISO 8601), "" when git does not know."""
     try:
-        done = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%cI", "--", rel], capture_output=True, text=True, timeout=30)
+        done = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%cI", "--", rel], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return done.stdout.strip() if done.returncode == 0 else ""
@@ -98,9 +104,9 @@ def site_handin(project: Project) -> Built:
 
 def report_handin(root: Path, project: Project) -> Built:
     """The hand-in of a report `dispel report` built, with the texts its pages have."""
-    from ..render import app_notes
-    from ..chains import derive
     from .. import report
+    from ..chains import derive
+    from ..render import app_notes
     from ..run import scenario_file
 
     root = root.resolve()
@@ -140,12 +146,13 @@ def report_handin(root: Path, project: Project) -> Built:
     sf = scenario_file.parse(read_text(root / report.SCENARIO_COPY, "the report's scenario file"), f"{name}.toml")
     versions, python = version_set(lock)
     stat = (rp.traces / f"{name}.json").stat()
-    when = datetime.fromtimestamp(int(stat.st_mtime), timezone.utc).isoformat()
+    when = datetime.fromtimestamp(int(stat.st_mtime), UTC).isoformat()
     source = f"when its trace file traces/{name}.json was written: the trace carries no date"
     made = handin.Made(tuple(versions), python, when, source, REPORT_COMMAND)
-    title = f"{sf.title or sf.app.target}: the hand-in"
+    spec = scenario_file.app_spec(sf)
+    title = f"{sf.title or spec.target}: the hand-in"
     intro = (
-        f"How the app {markup.inline_code(sf.app.target)} and the libraries under it do what they do, from the app's own "
+        f"How the app {markup.inline_code(spec.target)} and the libraries under it do what they do, from the app's own "
         "code down to the socket, traced by dispel while the scenario's clients talked to it. Every library link below "
         "points at the exact line that ran, at the commit its installed release was built from, and "
         "`dispel check --root REPORT --handin DIR` proves each one."
@@ -165,16 +172,18 @@ def true_shorts(chain: Chain, texts: dict[str, str], lines) -> dict[str, str]:
             try:
                 render.hop_short(chain, i, texts)
             except DispelError:
-                drop = annotation_files.select(texts, hop.func.key, chain.journey, hop.line)[0]
+                failed = annotation_files.select(texts, hop.func.key, chain.journey, hop.line)
+                assert failed is not None  # only a text that was chosen can fail to fill
+                drop = failed[0]
                 break
         if drop is None:
             shorts = {k[len(annotation_files.SHORT_MARK):]: v for k, v in texts.items() if k.startswith(annotation_files.SHORT_MARK)}
             found = prose.check_page(chain.journey, handin.short_page(chain, shorts), chain, lines) if shorts else []
             at = fold.chain_positions(chain).get(found[0].hop) if found and found[0].hop else None  # a page number -> its call's hop
-            hop = chain.hops[at - 1] if at else None
-            if hop is None:
+            untrue = chain.hops[at - 1] if at else None
+            if untrue is None:
                 return texts
-            chosen = annotation_files.select(shorts, hop.func.key, chain.journey, hop.line)
+            chosen = annotation_files.select(shorts, untrue.func.key, chain.journey, untrue.line)
             if chosen is None:
                 return texts
             drop = chosen[0]
@@ -216,7 +225,7 @@ def print_pdf(html: str, work: Path) -> bytes:
     argv = [str(browser.CHROMIUM), *browser.BROWSER_FLAGS, f"--user-data-dir={profile}", "--no-pdf-header-footer",
             f"--print-to-pdf={pdf}", page.as_uri()]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=PDF_TIMEOUT)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=PDF_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
         raise DispelError(f"Chromium did not print the PDF within {PDF_TIMEOUT:.0f} s; run again, or pass no --require-pdf to skip it") from None
     finally:
@@ -309,7 +318,7 @@ def check(folder: Path, b: Built) -> tuple[list[str], list[str], int]:
     if docx_path.is_file():
         try:
             found["report.docx"] = docx_format.docx_links(docx_path.read_bytes())
-        except Exception as exc:  # python-docx cannot read it back: that is the finding
+        except Exception as exc:  # noqa: BLE001 - python-docx cannot read it back: that is the finding
             failures.append(f"handin/report.docx: python-docx cannot read it back: {exc}")
     if pdf_path.is_file():
         found["report.pdf"] = pdf_format.pdf_links(pdf_path.read_bytes())

@@ -23,13 +23,12 @@ import markdown
 
 from ..chains import fold
 from ..check import prose
-from ..render import pages as render
 from ..check.links import PageLink
+from ..model import PYTHON, Chain, Source, normalize_dist, text_lines
 from ..pins.licenses import LicenseRow
-from ..model import PYTHON, Chain, Source, normalize_dist
-from ..model import text_lines
-from ..render.pagemodel import HopLinks, HopView, JourneyPage
+from ..render import pages as render
 from ..render.markup import inline_code, md_text
+from ..render.pagemodel import HopLinks, HopView, JourneyPage
 
 FILES = ("report.md", "report.docx", "report.pdf")
 MARKER = ".dispel-handin"  # in a folder dispel handin wrote (it may replace only such a folder)
@@ -137,7 +136,7 @@ def check_formats(found: Mapping[str, Sequence[str] | None], expected: Sequence[
         # A PDF link that wraps onto a second line is a second annotation with the same target:
         # in a PDF, each of the chain's links must be there, and none other.
         once = name.endswith(".pdf")
-        want = Counter(set(e.url for e in expected)) if once else Counter(e.url for e in expected)
+        want = Counter({e.url for e in expected}) if once else Counter(e.url for e in expected)
         got = Counter(set(links)) if once else Counter(links)
         for url, n in sorted((got - want).items()):
             out.append(f"handin/{name}: link {url} is not on the chain ({n}×): regenerate the hand-in (`dispel handin`)")
@@ -192,7 +191,7 @@ def _local(text: str, journey: str, journeys: Iterable[str] = ()) -> str:
 
     def one(m: re.Match) -> str:
         label, target = m.group(1), m.group(2)
-        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):
             return m.group(0)
         if target.startswith("#hop-") and target[5:].isdigit():
             return f"[{label}](#{_anchor(journey, int(target[5:]))})"
@@ -278,9 +277,9 @@ def to_markdown(h: HandIn, command: str) -> str:
         f"# {md_text(h.title)}\n",
         h.intro.strip() + "\n",
         "## General Information & Licensing { #licensing }\n",
-        "One table for each technology whose code runs on the chains below, read from its installed "
+        ("One table for each technology whose code runs on the chains below, read from its installed "
         "metadata and license file; the code repository is linked at the commit the links below are pinned to. "
-        "The descriptions are short summaries, not legal advice: each library's license file is the authority.\n",
+        "The descriptions are short summaries, not legal advice: each library's license file is the authority.\n"),
     ]
     journeys = [p.journey for p in h.pages]
     for r in h.licenses:
@@ -352,6 +351,7 @@ def to_html(md: str, title: str) -> str:
 
 def markdown_links(md: str) -> list[str]:
     """The external links of report.md, in order (as dispel check reads a page's links)."""
-    from ..check.links import is_external, page_links as md_page_links
+    from ..check.links import is_external
+    from ..check.links import page_links as md_page_links
 
     return [link.target for link in md_page_links("handin/report.md", md) if is_external(link.target)]

@@ -6,10 +6,8 @@ import hashlib
 import io
 import re
 import zipfile
-from datetime import datetime, timezone
-
-
-
+from datetime import UTC, datetime
+from typing import ClassVar
 
 # --------------------------------------------------------------------------- DOCX
 
@@ -19,7 +17,7 @@ DOCX_EPOCH = (1980, 1, 1, 0, 0, 0)  # every zip entry's time: the bytes do not d
 def recorded_datetime(iso: str) -> datetime:
     """The recording's time (UTC) for document properties; the zip epoch when it is not dated."""
     if iso:
-        return datetime.fromisoformat(iso).astimezone(timezone.utc).replace(tzinfo=None)
+        return datetime.fromisoformat(iso).astimezone(UTC).replace(tzinfo=None)
     return datetime(*DOCX_EPOCH)
 
 
@@ -55,12 +53,12 @@ def _fixed_zip(data: bytes) -> bytes:
 class _DocxWriter:
     """Walks the HTML Python-Markdown made and writes python-docx paragraphs, runs, tables and hyperlinks."""
 
-    HEADINGS = {"h1": 0, "h2": 1, "h3": 2, "h4": 3, "h5": 4, "h6": 5}
+    HEADINGS: ClassVar[dict[str, int]] = {"h1": 0, "h2": 1, "h3": 2, "h4": 3, "h5": 4, "h6": 5}
 
     def __init__(self, doc) -> None:
+        from docx.opc.constants import RELATIONSHIP_TYPE
         from docx.oxml import OxmlElement
         from docx.oxml.ns import qn
-        from docx.opc.constants import RELATIONSHIP_TYPE
 
         self.doc, self.el, self.qn, self.rt = doc, OxmlElement, qn, RELATIONSHIP_TYPE
 

@@ -5,14 +5,12 @@ import hashlib
 import re
 import zlib
 from collections.abc import Mapping
+
 from .docx_format import recorded_datetime
-
-
-
 
 # --------------------------------------------------------------------------- PDF
 
-_URI = re.compile(rb"/URI\s*(\((?:\\.|[^\\)])*\)|<[0-9A-Fa-f\s]*>)", re.S)
+_URI = re.compile(rb"/URI\s*(\((?:\\.|[^\\)])*\)|<[0-9A-Fa-f\s]*>)", re.DOTALL)
 _ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f"}
 
 
@@ -51,7 +49,7 @@ def pdf_date(iso: str) -> bytes:
 
 
 _XREF = re.compile(rb"\nxref\r?\n0 (\d+)\r?\n")
-_TRAILER = re.compile(rb"trailer\s*<<(.*?)>>\s*startxref\s*(\d+)\s*%%EOF\s*$", re.S)
+_TRAILER = re.compile(rb"trailer\s*<<(.*?)>>\s*startxref\s*(\d+)\s*%%EOF\s*$", re.DOTALL)
 
 
 def normalise_pdf(data: bytes, iso: str, producer: str = "Skia/PDF (Chromium), normalised by dispel") -> bytes:
@@ -92,7 +90,7 @@ def normalise_pdf(data: bytes, iso: str, producer: str = "Skia/PDF (Chromium), n
 
 def pdf_objects(data: bytes) -> dict[int, tuple[bytes, bytes | None]]:
     """Object number -> (its dictionary text, its stream's bytes inflated when FlateDecode)."""
-    out = {}
+    out: dict[int, tuple[bytes, bytes | None]] = {}
     for m in re.finditer(rb"(?m)^(\d+) 0 obj\s*", data):
         start = m.end()
         end = data.find(b"endobj", start)
@@ -117,10 +115,10 @@ def pdf_objects(data: bytes) -> dict[int, tuple[bytes, bytes | None]]:
 def _cmap(data: bytes) -> dict[bytes, str]:
     """A ToUnicode CMap's bfchar and bfrange entries: glyph code bytes -> text."""
     out: dict[bytes, str] = {}
-    for block in re.findall(rb"beginbfchar(.*?)endbfchar", data, re.S):
+    for block in re.findall(rb"beginbfchar(.*?)endbfchar", data, re.DOTALL):
         for src, dst in re.findall(rb"<([0-9A-Fa-f]+)>\s*<([0-9A-Fa-f]+)>", block):
             out[bytes.fromhex(src.decode())] = bytes.fromhex(dst.decode()).decode("utf-16-be", errors="replace")
-    for block in re.findall(rb"beginbfrange(.*?)endbfrange", data, re.S):
+    for block in re.findall(rb"beginbfrange(.*?)endbfrange", data, re.DOTALL):
         for lo, hi, dst in re.findall(rb"<([0-9A-Fa-f]+)>\s*<([0-9A-Fa-f]+)>\s*<([0-9A-Fa-f]+)>", block):
             a, b, width = int(lo, 16), int(hi, 16), len(lo) // 2
             first = int(dst, 16)
@@ -133,7 +131,7 @@ def _show(stream: bytes, fonts: Mapping[bytes, Mapping[bytes, str]]) -> str:
     """The text a content stream shows: its Tj/TJ strings through the current font's ToUnicode map."""
     out = []
     current: Mapping[bytes, str] = {}
-    for m in re.finditer(rb"/(\S+)\s+[\d.]+\s+Tf|\[((?:[^\]\\]|\\.)*)\]\s*TJ|(<[0-9A-Fa-f]*>|\((?:\\.|[^\\)])*\))\s*Tj|(ET)", stream, re.S):
+    for m in re.finditer(rb"/(\S+)\s+[\d.]+\s+Tf|\[((?:[^\]\\]|\\.)*)\]\s*TJ|(<[0-9A-Fa-f]*>|\((?:\\.|[^\\)])*\))\s*Tj|(ET)", stream, re.DOTALL):
         if m.group(1):
             current = fonts.get(m.group(1), {})
         elif m.group(4):
@@ -157,7 +155,8 @@ def pdf_page_texts(data: bytes) -> list[str]:
 
     def unicode_map(font: int) -> dict[bytes, str]:
         tu = ref(objs.get(font, (b"", None))[0], b"ToUnicode")
-        return _cmap(objs[tu][1]) if tu in objs and objs[tu][1] is not None else {}
+        stream = objs[tu][1] if tu is not None and tu in objs else None
+        return _cmap(stream) if stream is not None else {}
 
     catalog = next((h for h, _ in objs.values() if re.search(rb"/Type\s*/Catalog\b", h)), b"")
     pages: list[int] = []
@@ -168,14 +167,14 @@ def pdf_page_texts(data: bytes) -> list[str]:
             kids = re.search(rb"/Kids\s*\[([^\]]*)\]", head)
             for kid in re.findall(rb"(\d+)\s+0\s+R", kids.group(1) if kids else b""):
                 walk(int(kid))
-        elif re.search(rb"/Type\s*/Page\b", head):
+        elif n is not None and re.search(rb"/Type\s*/Page\b", head):  # (head is b"" when n is None)
             pages.append(n)
 
     walk(ref(catalog, b"Pages"))
     out = []
     for n in pages:
         head = objs[n][0]
-        font_dict = re.search(rb"/Font\s*<<(.*?)>>", head, re.S)
+        font_dict = re.search(rb"/Font\s*<<(.*?)>>", head, re.DOTALL)
         fonts = {name: unicode_map(int(num)) for name, num in re.findall(rb"/(\S+?)\s+(\d+)\s+0\s+R", font_dict.group(1) if font_dict else b"")}
         contents = re.search(rb"/Contents\s*(\[[^\]]*\]|\d+\s+0\s+R)", head)
         streams = [int(c) for c in re.findall(rb"(\d+)\s+0\s+R", contents.group(1))] if contents else []

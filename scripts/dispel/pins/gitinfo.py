@@ -1,4 +1,6 @@
-"""A thin wrapper over the `git` command: the one non-CLI module that runs a subprocess (only git).
+"""A thin wrapper over the `git` command, for pinning, auditing and checking: one of the IO shell
+modules that run a subprocess (the others start the recorder's children, the clients, the pacer,
+Chromium, mkdocs, and the hand-in's `git log` for a file's date).
 
 Every failure is a :class:`GitError` carrying one line: what failed, and what to do about it.
 Nothing here decides anything; choosing tags and mapping files is :mod:`dispel.pins.pinning`' job.

@@ -11,21 +11,40 @@ import platform
 import re
 import sys
 import sysconfig
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from types import CodeType
+from typing import Self
 
-from . import licenses, pinning as pins
 from ..catalog import DIST_NAMES
-from .forges import forge as forge_named, repo_url
-from ..model import PYTHON, Chain, DispelError, Func, Lock, Pin, Source, normalize_dist
-from ..model import text_lines
+from ..model import (
+    PYTHON,
+    Chain,
+    DispelError,
+    Func,
+    Lock,
+    Pin,
+    Source,
+    TraceFile,
+    normalize_dist,
+    text_lines,
+)
 from ..project import HERE, SCRIPTS, read_text
 from ..tracefiles.codec import Root, def_line, locate
+from . import licenses
+from . import pinning as pins
+from .forges import forge as forge_named
+from .forges import repo_url
 
-PYTHON_VERSION = "%d.%d.%d" % sys.version_info[:3]
+PYTHON_VERSION = "{}.{}.{}".format(*sys.version_info[:3])
+
+
+def first_header(meta: metadata.PackageMetadata, name: str) -> str | None:
+    """A metadata field's first value, None without one (``Message.get``, which the protocol
+    of Python 3.11's typing does not name)."""
+    return meta.get_all(name, [None])[0]
 
 
 def code_roots(extra: tuple[str, ...] = ()) -> list:
@@ -37,7 +56,7 @@ def code_roots(extra: tuple[str, ...] = ()) -> list:
             d = metadata.distribution(dist)
         except metadata.PackageNotFoundError:
             raise DispelError(f"distribution {dist!r} is not installed; run `make site` to install the pinned set") from None
-        base = str(Path(d.locate_file("")).resolve())
+        base = str(Path(str(d.locate_file(""))).resolve())
         tops = sorted({f.parts[0] for f in d.files or () if f.suffix == ".py" and len(f.parts) > 1})
         for top in tops:
             roots.append(Root(os.path.join(base, top, ""), base, dist, d.version))
@@ -119,16 +138,16 @@ class FlaskSecrets:
             except TypeError:  # an unhashable value: no string to learn
                 pass
 
-    def install(self) -> "FlaskSecrets":
+    def install(self) -> Self:
         from flask.config import Config
 
         note = self._note
 
-        def __setitem__(config, key, value):  # noqa: N807 - Config's own item assignment
+        def __setitem__(config, key, value):  # Config's own item assignment
             note(key, value)
             dict.__setitem__(config, key, value)
 
-        def __getitem__(config, key):  # noqa: N807
+        def __getitem__(config, key):
             value = dict.__getitem__(config, key)
             note(key, value)
             return value
@@ -164,7 +183,7 @@ class FlaskSecrets:
                 setattr(Config, name, saved)
         self._saved.clear()
 
-    def __enter__(self) -> "FlaskSecrets":
+    def __enter__(self) -> Self:
         return self.install()
 
     def __exit__(self, *exc: object) -> None:
@@ -180,7 +199,9 @@ def app_settings(watch: FlaskSecrets | None = None) -> list[tuple[str, object]]:
     in a stable order, for values.learn_secrets."""
     import gc
 
-    from flask.config import Config  # only a recording needs flask, and it has imported it already
+    from flask.config import (
+        Config,  # only a recording needs flask, and it has imported it already
+    )
 
     from ..tracefiles.values import SECRET_NAME
 
@@ -213,10 +234,8 @@ def distributions(names: Iterable[str], site: list[Path] | None = None) -> dict[
     found = {}
     for name in names:
         norm = normalize_dist(name)
-        kwargs: dict[str, object] = {"name": norm}
-        if site:
-            kwargs["path"] = [str(p) for p in site]
-        dist = next(iter(metadata.distributions(**kwargs)), None)
+        found_here = metadata.distributions(name=norm, path=[str(p) for p in site]) if site else metadata.distributions(name=norm)
+        dist = next(iter(found_here), None)
         if dist is not None:
             found[norm] = dist
     return found
@@ -242,7 +261,7 @@ def installed_blobs(
         for f in dist.files:
             rel = f.as_posix()
             if rel.endswith(".py") and not rel.startswith("../"):
-                path = Path(dist.locate_file(f))
+                path = Path(str(dist.locate_file(f)))
                 if path.is_file():
                     blobs[rel] = pins.blob_sha(path.read_bytes())
         out[name] = pins.Installed(name, dist.version, blobs, license_blobs(dist))
@@ -263,8 +282,8 @@ def license_blobs(dist: metadata.Distribution) -> dict[str, str]:
     out = {}
     for f in dist.files or ():
         rel = f.as_posix()
-        if ".dist-info/" in rel and re.search(r"LICEN[CS]E|COPYING", f.name, re.I):
-            path = Path(dist.locate_file(f))
+        if ".dist-info/" in rel and re.search(r"LICEN[CS]E|COPYING", f.name, re.IGNORECASE):
+            path = Path(str(dist.locate_file(f)))
             if path.is_file():
                 out[rel] = pins.blob_sha(path.read_bytes())
     return out
@@ -283,7 +302,7 @@ def installed_file(source: Source, app_root: Path | None = None) -> Path | None:
     if source.dist == "sample_app":
         return (app_root or SCRIPTS) / source.path
     dist = distributions([source.dist]).get(normalize_dist(source.dist))
-    return Path(dist.locate_file(source.path)) if dist is not None else None
+    return Path(str(dist.locate_file(source.path))) if dist is not None else None
 
 
 def hop_sources(chains: Iterable[Chain], app_root: Path | None = None) -> dict[Source, bytes]:
@@ -304,7 +323,7 @@ def hop_sources(chains: Iterable[Chain], app_root: Path | None = None) -> dict[S
     return out
 
 
-def lines_by_source(traces: dict, app_root: Path | None = None) -> dict:
+def lines_by_source(traces: Mapping[str, TraceFile], app_root: Path | None = None) -> dict[Source, list[str]]:
     """Source -> lines of the installed file, for every function a trace saw (for line texts)."""
     out = {}
     for trace in traces.values():
@@ -343,17 +362,17 @@ def license_rows(chains: Iterable[Chain], lock: Lock | None) -> list[licenses.Li
         if pin is not None:
             repo = repo_url(pin.forge, pin.repo, pin.commit or pin.tag)
         else:
-            forge, repo_name = pins.repo_from_metadata(name, meta.get_all("Project-URL") or [], meta.get("Home-page"))
+            forge, repo_name = pins.repo_from_metadata(name, meta.get_all("Project-URL") or [], first_header(meta, "Home-page"))
             repo = repo_url(forge, repo_name, "")
-        license_files = [f for f in dist.files or () if re.search(r"LICEN[CS]E|COPYING", f.name, re.I) and ".dist-info" in f.as_posix()]
-        text = "\n".join(Path(dist.locate_file(f)).read_text(encoding="utf-8", errors="replace") for f in license_files)
+        license_files = [f for f in dist.files or () if re.search(r"LICEN[CS]E|COPYING", f.name, re.IGNORECASE) and ".dist-info" in f.as_posix()]
+        text = "\n".join(Path(str(dist.locate_file(f))).read_text(encoding="utf-8", errors="replace") for f in license_files)
         facts.append(
             licenses.DistFacts(
                 meta["Name"],
                 dist.version,
                 repo,
-                license_expression=meta.get("License-Expression") or "",
-                license=meta.get("License") or "",
+                license_expression=first_header(meta, "License-Expression") or "",
+                license=first_header(meta, "License") or "",
                 classifiers=tuple(meta.get_all("Classifier") or ()),
                 license_text=text,
                 license_files=license_links(pin),
@@ -388,7 +407,7 @@ def dependency_facts(names: Iterable[str]) -> dict[str, tuple[str, str, tuple[tu
     try:
         from packaging.requirements import InvalidRequirement, Requirement
     except ImportError:  # pragma: no cover - packaging is in requirements.lock
-        Requirement = None  # type: ignore[assignment]
+        Requirement = None  # type: ignore[assignment, misc]
     out: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {}
     todo = sorted({normalize_dist(n) for n in names})
     while todo:

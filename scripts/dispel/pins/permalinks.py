@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .forges import SHA_RE, forge
 from ..model import PINNED_COMMIT, PINNED_DOCS, PINNED_TAG, DispelError, Func, Lock, Pin
+from .forges import SHA_RE, forge
 
 # C-level functions of the socket module -> the documented name (the anchor on docs.python.org).
 PY_DOCS = "https://docs.python.org/{minor}/library/{page}.html#{anchor}"

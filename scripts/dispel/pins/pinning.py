@@ -11,8 +11,17 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..model import (
+    LOCK_SCHEMA,
+    PINNED_COMMIT,
+    PINNED_TAG,
+    PYTHON,
+    DispelError,
+    FilePin,
+    Lock,
+    Pin,
+)
 from .forges import FORGES, REPO_RE, SHA_RE, repo_from_url
-from ..model import LOCK_SCHEMA, PINNED_COMMIT, PINNED_TAG, PYTHON, DispelError, FilePin, Lock, Pin
 
 PYTHON_REPO = "python/cpython"
 

@@ -15,14 +15,7 @@ from ..model import (
     Pin,
     normalize_dist,
 )
-from . import gitinfo
-from . import pinning as pins
-from .forges import check_repo, forge
-from .installed import (
-    PYTHON_VERSION,
-    distributions,
-    installed_blobs,
-)
+from ..pins.installed import first_header
 from ..project import (
     Project,
     dump_json,
@@ -30,6 +23,14 @@ from ..project import (
     load_traces,
     project_lock,
     write_atomic,
+)
+from . import gitinfo
+from . import pinning as pins
+from .forges import check_repo, forge
+from .installed import (
+    PYTHON_VERSION,
+    distributions,
+    installed_blobs,
 )
 
 
@@ -146,7 +147,7 @@ def _locate(names: list[str], found: Mapping, overrides: Mapping[str, str], mirr
             forge_name, repo = "github", overrides[name]
         else:
             urls = meta.get_all("Project-URL") or []
-            forge_name, repo = pins.repo_from_metadata(name, urls, meta.get("Home-page"))
+            forge_name, repo = pins.repo_from_metadata(name, urls, first_header(meta, "Home-page"))
         located[name] = (forge_name, mirrors[repo.lower()][0] if repo.lower() in mirrors else repo)
     unknown = sorted(mirrors[k][0] for k in set(mirrors) - {r.lower() for _, r in located.values()})
     if unknown:
@@ -172,7 +173,7 @@ def _pin_each(
             old = next((p for p in before.dists if p.dist == name), None) if before else None
             why = "--refresh" if refresh else pins.repin_reason(old, installed[name], repo)
             mirror = mirrors.get(repo.lower(), ("", None))[1]
-            if not why:
+            if not why and old is not None:  # (repin_reason gives a reason when old is None)
                 if not old.licenses and mirror is not None and old.commit:
                     # a kept entry learns its license files' paths from a mirror that has its commit
                     tree = gitinfo.tree_blobs(mirror, old.commit)

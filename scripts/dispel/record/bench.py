@@ -9,23 +9,24 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import threading
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from .. import catalog
+from ..model import DispelError
+from ..pins.installed import PYTHON_VERSION
+from ..project import Project
+from ..record.recorder import Tracer
 from ..run import runner as scenarios
 from ..run.launchers import ClientProcess
-from ..pins.installed import PYTHON_VERSION
-from ..model import DispelError
-from ..project import Project
 from .cores import available_cores, core_missing, recorder_for
 from .recorder import NullRecorder
 
@@ -54,7 +55,7 @@ class EmptySettrace(NullRecorder):
 
     def stop(self) -> None:
         sys.settrace(None)
-        threading.settrace(None)  # type: ignore[arg-type]
+        threading.settrace(None)
 
     def pause(self):
         return _SettraceOff(self._nothing)
@@ -106,7 +107,7 @@ def run_once(mode: str, timeout: float = 120.0) -> dict:
         app_module, mode = "dispel.run.green_sample", mode[len("gevent:"):]
         mode = f"core:{available_cores()[0]}" if mode == "core" else mode
     if mode.startswith("core:"):
-        recorder = recorder_for(scenarios.wanted_code(), mode[5:])
+        recorder: Tracer = recorder_for(scenarios.wanted_code(), mode[5:])
     else:
         recorder = {"untraced": NullRecorder, "empty-settrace": EmptySettrace, "viztracer": VizTracerAnchor}[mode]()
     port = scenarios.free_port()
@@ -121,7 +122,7 @@ def run_once(mode: str, timeout: float = 120.0) -> dict:
 
 def _timed(project: Project, argv: list[str], what: str, must_pass: bool = True) -> tuple[float, str]:
     begin = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=project.root)
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=project.root, check=False)
     took = time.perf_counter() - begin
     if proc.returncode != 0 and must_pass:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -174,12 +175,12 @@ def bench_queue(reps: int, say: Callable[[str], None] = print) -> None:
     runs: dict[str, list[tuple[float, float]]] = {"untraced": [], "traced": []}
     phases: dict[str, list[tuple[float, float]]] = {"untraced": [], "traced": []}
     for rep in range(reps):
-        for mode in runs:
+        for mode, mode_runs in runs.items():
             with tempfile.TemporaryDirectory(prefix="dispel-bench-queue-") as tmp:
                 timings: dict[str, float] = {}
                 processes.run(sc, Path(tmp), 120, timings, traced=mode == "traced")
-                steps = sum(v for k, v in timings.items() if k not in processes.PHASES)
-                runs[mode].append((timings["total"], steps))
+                step_time = sum(v for k, v in timings.items() if k not in processes.PHASES)
+                mode_runs.append((timings["total"], step_time))
                 phases[mode].append((timings["start"], timings["finish"]))
         say(f"  queue rep {rep + 1}: " + ", ".join(f"{m} {runs[m][-1][0]:.2f}s (steps {runs[m][-1][1]:.2f}s)" for m in runs))
     total = {m: statistics.median(t for t, _ in r) for m, r in runs.items()}
@@ -230,8 +231,8 @@ def bench(project: Project, reps: int = 5, skip_regen: bool = False, skip_scale:
             steps = [
                 ("record", me + ["record", "--out", str(t / "traces")]),
                 ("chains", me + ["chains", "--traces", str(t / "traces")]),
-                ("pin verification", [sys.executable, "-c", "import sys; from dispel.pins.stage import verify_installed; from dispel.project import Project, load_lock; "
-                                      "sys.exit(bool(verify_installed(load_lock(Project().lock))))"]),
+                ("pin verification", [sys.executable, "-c", ("import sys; from dispel.pins.stage import verify_installed; from dispel.project import Project, load_lock; "
+                                      "sys.exit(bool(verify_installed(load_lock(Project().lock))))")]),
                 ("render", me + ["render", "--chains", str(t / "traces" / "chains"), "--out", str(t / "docs")]),
                 ("mkdocs build", [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(t / "site")]),
             ]

@@ -55,7 +55,7 @@ c.disconnect()
 def peak_kib(pid: int) -> int:
     """A process's peak resident memory so far (VmHWM), KiB."""
     text = Path(f"/proc/{pid}/status").read_text()
-    m = re.search(r"^VmHWM:\s+(\d+) kB", text, re.M)
+    m = re.search(r"^VmHWM:\s+(\d+) kB", text, re.MULTILINE)
     if not m:
         raise DispelError("bench: the live workload needs /proc/PID/status (Linux) to read peak memory")
     return int(m.group(1))
@@ -72,7 +72,7 @@ def bench_live(say: Callable[[str], None] = print, seconds: float = SECONDS, fir
             cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         client = None
         try:
-            assert child.stdout is not None
+            assert child.stdout is not None and child.stderr is not None  # both piped
             line = child.stdout.readline()
             m = re.match(r"recording http://127\.0\.0\.1:(\d+)/", line)
             if not m:

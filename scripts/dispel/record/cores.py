@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from types import CodeType
-from typing import Callable
 
 from ..model import DispelError
 from .recorder import CRecorder, SettraceRecorder, _Recorder
 
-CORES: dict[str, type] = {"py": SettraceRecorder, "c": CRecorder}
+CORES: dict[str, type[_Recorder]] = {"py": SettraceRecorder, "c": CRecorder}
 
 
 def c_core_missing() -> str:
@@ -65,8 +65,11 @@ def recorder_for(want: Callable[[CodeType], bool], core: str | None = None) -> _
     return CORES[name](want)
 
 
-if hasattr(sys, "monitoring"):
-    from .sysmon import CSysmonRecorder, SysmonRecorder  # noqa: E402 - only where sys.monitoring exists
+if sys.version_info >= (3, 12) and hasattr(sys, "monitoring"):  # (the version check tells a type checker)
+    from .sysmon import (  # only where sys.monitoring exists
+        CSysmonRecorder,
+        SysmonRecorder,
+    )
 
     # sysmon: its callbacks in C when the extension is built; sysmon-py: always in Python
     CORES["sysmon"] = SysmonRecorder if c_core_missing() else CSysmonRecorder

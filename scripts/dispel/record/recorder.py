@@ -11,9 +11,10 @@ import threading
 import time
 from array import array
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import CodeType, FrameType
-from typing import Callable, Protocol
+from types import CodeType, FrameType, ModuleType
+from typing import Any, Protocol, Self
 
 SIZED = frozenset({list, tuple, dict, set})
 RAISED = object()  # the "value" of a call left by an exception
@@ -69,7 +70,7 @@ class Tracer(Protocol):
     @property
     def errors(self) -> list[str]: ...
 
-    def rows(self) -> "RawTrace": ...
+    def rows(self) -> RawTrace: ...
 
 
 MISSING = object()  # an argument the frame did not have (yet) when it was called
@@ -129,7 +130,7 @@ class RawTrace:
         r, rows = self.rets, len(self.codes)
         return {r[4 * i]: (r[4 * i + 1], v, r[4 * i + 2], r[4 * i + 3]) for i, v in enumerate(self.ret_values) if r[4 * i] < rows}
 
-    def cut(self, names: dict) -> "RawTrace":
+    def cut(self, names: dict) -> RawTrace:
         """This trace as the recording ended, once no thread records into it any more
         (``_Recorder._silence``): a row or a return a thread was still writing when it was
         silenced is left out, in place (nothing is copied). ``names``: the decisions made.
@@ -241,7 +242,7 @@ class _Decisions(dict):
 
 
 class _ThreadState:
-    __slots__ = ("serial", "stack", "trace", "last_none")
+    __slots__ = ("last_none", "serial", "stack", "trace")
 
     def __init__(self, serial: int) -> None:
         self.serial = serial
@@ -264,7 +265,7 @@ def _arg_names(code: CodeType) -> tuple[str, ...]:
 # which its return value (a count) hides.
 
 
-def _observed(data):  # noqa: ARG001 - the argument is what gets recorded
+def _observed(data):  # the argument is what gets recorded
     return None
 
 
@@ -361,14 +362,14 @@ class _Recorder:
 
     def __init__(self, want: Callable[[CodeType], bool]) -> None:
         self._want = want
-        self._raw = RawTrace(names=_Decisions(self._decide), core=self.core)
-        self._decisions = self._raw.names
-        self._states: dict[int, object] = {}
+        self._decisions = _Decisions(self._decide)
+        self._raw = RawTrace(names=self._decisions, core=self.core)
+        self._states: dict[int, Any] = {}  # thread ident -> its state, of the core's own kind
         self._pending_threads: dict[int, int] = {}  # id(Thread) -> row of its start()
         self._serials = 0
         self.probe_codes: dict[CodeType, str] = self._raw.probe_codes
         self._active = False
-        self._saved_socket: dict[str, Callable] = {}
+        self._saved_socket: dict[tuple[type, str], Callable | None] = {}
         self._thread_start_code = threading.Thread.start.__code__
         self._notify_code = threading.Condition.notify.__code__
         self._wait_code = threading.Condition.wait.__code__
@@ -377,7 +378,7 @@ class _Recorder:
         self._cut: RawTrace | None = None  # the rows as the recording ended (stop)
         self._every_state: list = []  # every thread's and greenlet's state, in the order made
         self._serials_of: dict[int, int] = {}  # id(state) -> its serial
-        self._green = None  # the greenlet module, while switches are followed
+        self._green: ModuleType | None = None  # the greenlet module, while switches are followed
         self._green_patched = False  # gevent patched threading: Threads are greenlets
         self._green_states: dict = {}  # greenlet -> its state (the greenlets are kept alive until the end)
         self._paused: set[int] = set()  # id() of the states of paused threads and greenlets
@@ -404,7 +405,7 @@ class _Recorder:
         self._active = False
         self._unfollow_greenlets()
         self._untrace_thread()
-        threading.settrace(None)  # type: ignore[arg-type]
+        threading.settrace(None)
         self._remove_probes()
         self._end()
 
@@ -424,14 +425,14 @@ class _Recorder:
     def _rows_now(self) -> RawTrace:
         return self._raw
 
-    def __enter__(self) -> "_Recorder":
+    def __enter__(self) -> Self:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def pause(self) -> "_Paused":
+    def pause(self) -> _Paused:
         """A context in which the calling thread (and threads it starts) is not traced."""
         return _Paused(self)
 
@@ -439,7 +440,7 @@ class _Recorder:
         """Everything recorded: once stopped, what was complete when it stopped."""
         return self._cut if self._cut is not None else self._rows_now()
 
-    def mark(self, step: str) -> "_Step":
+    def mark(self, step: str) -> _Step:
         """A context naming the rows recorded while a scenario step runs."""
         return _Step(self, step)
 
@@ -529,7 +530,7 @@ class _Recorder:
                 self._untrace_thread()
             else:
                 self._trace_thread(state)
-        except Exception as exc:  # never let the recorder break the program
+        except Exception as exc:  # noqa: BLE001 - never let the recorder break the program
             self._disable(exc)
 
     def _thread_hook(self, frame: FrameType, event: str, arg: object):
@@ -544,7 +545,7 @@ class _Recorder:
                 return None
             state = self._attach(self._get_ident(), start_row, id(thread_obj))
             return self._first_call(state, frame, event, arg)
-        except Exception as exc:  # never let the recorder break the program
+        except Exception as exc:  # noqa: BLE001 - never let the recorder break the program
             self._disable(exc)
             return None
 
@@ -556,7 +557,7 @@ class _Recorder:
         self._active = False
         self._unfollow_greenlets()
         self._untrace_thread()
-        threading.settrace(None)  # type: ignore[arg-type]
+        threading.settrace(None)
         self._raw.errors.append(f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------ a core's part
@@ -591,8 +592,10 @@ class SettraceRecorder(_Recorder):
         sys.settrace(None)
 
     def _first_call(self, state: _ThreadState, frame: FrameType, event: str, arg: object):
-        sys.settrace(state.trace)
-        return state.trace(frame, event, arg)
+        trace = state.trace
+        assert trace is not None  # set by _new_state
+        sys.settrace(trace)
+        return trace(frame, event, arg)
 
     def _silence(self) -> dict:
         # A thread still running keeps its trace function: it now wants no code, and the
@@ -671,7 +674,7 @@ class SettraceRecorder(_Recorder):
                     turns.notified(loc["self"])
                 push((row, frame))
                 return local
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - never let the recorder break the program
                 disable(exc)
                 return None
 
@@ -703,7 +706,7 @@ class SettraceRecorder(_Recorder):
                             add_ret_value(arg)
                         break
                 return local
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - never let the recorder break the program
                 disable(exc)
                 return None
 
@@ -818,7 +821,7 @@ def c_core(recorder: _Recorder):
     raw = recorder._raw
     turns = recorder._turns
     core = _ctracer.Core(
-        raw.names, raw.names.__missing__, raw.codes, raw.values, raw.ret_values, MISSING, RAISED,
+        raw.names, recorder._decisions.__missing__, raw.codes, raw.values, raw.ret_values, MISSING, RAISED,
         recorder._thread_start_code, recorder._notify_code, recorder._wait_code,
         recorder._started, turns.notified, turns.woken, recorder._disable,
     )
@@ -856,7 +859,6 @@ class CRecorder(_Recorder):
         # (trace_function_entry), so the C core records that call itself.
         sys.settrace(None)
         state.install()
-        return None
 
     def _silence(self) -> dict:
         self._core.stop()  # its profile functions, still set on running threads, return at once

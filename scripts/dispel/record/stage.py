@@ -25,8 +25,6 @@ from ..project import (
     read_text,
     write_atomic,
 )
-from .cores import CORES, core_name, recorder_for
-from .recorder import Tracer
 from ..run import modes
 from ..run import multiprocess as processes
 from ..run.browser import chromium_version
@@ -37,6 +35,8 @@ from ..tracefiles.codec import (
 )
 from ..tracefiles.recording import trace_from_recording
 from ..tracefiles.values import BROWSER_IDENTITY
+from .cores import CORES, core_name, recorder_for
+from .recorder import Tracer
 
 
 def record_scenario(
@@ -88,7 +88,7 @@ def record_file(path: Path, out: Path, timeout: float | None = None, port: int |
 
     app_errors = scenarios.AppErrors()
     with FlaskSecrets() as secrets:  # every Flask app's secrets: a factory's, a package's
-        module, _, flask_app = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port, app_errors)
+        _module, _, _flask_app = scenarios.run_file(sf, recorder, start, timeout or sf.timeout, port, app_errors)
     modules = app.modules()
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
     roots = [*code_roots(modes.traced_dists()), *app.roots(sys.path)]
@@ -115,8 +115,7 @@ def _app_on_path(path: Path, root: Path | None):
     import os
 
     from ..run import runner as scenarios
-    from ..run import scenario_file
-    from ..run import scenario_values
+    from ..run import scenario_file, scenario_values
 
     sf = scenario_file.one_app(scenario_file.parse(read_text(path, "scenario file"), path.name))
     unset = [name for name in scenario_values.env_names(sf) if name not in os.environ]
@@ -160,10 +159,10 @@ def scenario_mode(path: Path, root: Path | None = None) -> str:
 
     sf = scenario_file.one_app(scenario_file.parse(read_text(path, "scenario file"), path.name))
     proc = subprocess.run([sys.executable, "-c", _PROBE, str(path), str(root or "")], cwd=os.getcwd(),
-                          capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "DISPEL_GEVENT"})
+                          capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "DISPEL_GEVENT"}, check=False)
     said = proc.stdout.strip().splitlines()
     asked = said[-1].strip() if proc.returncode == 0 and said else ""
-    mode = modes.decide(asked, sf.app.async_mode)
+    mode = modes.decide(asked, scenario_file.app_spec(sf).async_mode)
     if mode == "gevent":
         why = modes.gevent_supported(metadata.version("python-engineio"))
         if why:
@@ -185,7 +184,7 @@ def record_file_patched(path: Path, out: Path, timeout: float | None = None, por
         argv += ["--port", str(port)]
     if root is not None:
         argv += ["--root", str(root)]
-    return subprocess.run(argv, cwd=os.getcwd(), env={**os.environ, "DISPEL_GEVENT": "1"}).returncode
+    return subprocess.run(argv, cwd=os.getcwd(), env={**os.environ, "DISPEL_GEVENT": "1"}, check=False).returncode
 
 
 def record_in_new_interpreters(

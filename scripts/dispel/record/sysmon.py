@@ -23,11 +23,14 @@ from types import CodeType
 
 from .recorder import MISSING, RAISED, SIZED, _Recorder, c_core, c_rows
 
+# Imported only where sys.monitoring exists (cores.py): a type checker set for 3.11 reads no further.
+assert sys.version_info >= (3, 12)
+
 TOOL = 2  # sys.monitoring.PROFILER_ID (coverage.py takes COVERAGE_ID, 1)
 
 
 class _SysmonThread:
-    __slots__ = ("serial", "stack", "on")
+    __slots__ = ("on", "serial", "stack")
 
     def __init__(self, serial: int) -> None:
         self.serial = serial
@@ -54,7 +57,10 @@ class SysmonRecorder(_Recorder):
     def _first_call(self, state, frame, event, arg):  # threads attach in the callbacks instead
         return None
 
-    _bootstrap_codes = (threading.Thread._bootstrap_inner.__code__, threading.Thread._bootstrap.__code__)
+    _bootstrap_codes = (
+        threading.Thread._bootstrap_inner.__code__,  # type: ignore[attr-defined]  # private: where every thread starts
+        threading.Thread._bootstrap.__code__,  # type: ignore[attr-defined]
+    )
 
     def _joining(self, code: CodeType, frame):
         """The state of a thread that has none, from a call of wanted ``code`` in ``frame``:
@@ -189,7 +195,7 @@ class SysmonRecorder(_Recorder):
                     if names is None:
                         return DISABLE if local else None
                     act(code, names, arg, getframe(1))
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - never let the recorder break the program
                     disable(exc)
                 return None
 

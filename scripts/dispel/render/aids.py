@@ -13,11 +13,24 @@ from dataclasses import dataclass, field
 
 from .. import catalog
 from ..model import (
-    EDGE_CALL, EDGE_DATA, EDGE_ENTRY, EDGE_QUEUE, EDGE_RETURN, EDGE_THREAD_START, EDGE_WAKE, EDGES,
-    JOIN_PARSED, JOIN_RESULT, JOIN_STORED, JOIN_YIELD, JOINS, Chain, TraceFile,
+    EDGE_CALL,
+    EDGE_DATA,
+    EDGE_ENTRY,
+    EDGE_QUEUE,
+    EDGE_RETURN,
+    EDGE_THREAD_START,
+    EDGE_WAKE,
+    EDGES,
+    JOIN_PARSED,
+    JOIN_RESULT,
+    JOIN_STORED,
+    JOIN_YIELD,
+    JOINS,
+    Chain,
+    TraceFile,
 )
-from .pagemodel import HopView, JourneyPage
 from .markup import generated_header, inline_code, md_text
+from .pagemodel import HopView, JourneyPage
 
 GLOSSARY_PAGE = "glossary.md"
 THREADS_PAGE = "threads.md"
@@ -173,7 +186,8 @@ def thread_facts(traces: Mapping[str, TraceFile]) -> dict[str, RoleFacts]:
             if notifier:
                 s["woken_by"].add((notifier, role_of(trace.events[w.notify].thread)))
     return {
-        role: RoleFacts(role, *(tuple(sorted(s[k])) for k in ("first", "started_by", "waits", "woken_by", "scenarios")), counts.get(role, 0))
+        role: RoleFacts(role, tuple(sorted(s["first"])), tuple(sorted(s["started_by"])), tuple(sorted(s["waits"])),
+                        tuple(sorted(s["woken_by"])), tuple(sorted(s["scenarios"])), counts.get(role, 0))
         for role, s in acc.items()
     }
 
@@ -214,11 +228,11 @@ def threads_page(facts: Mapping[str, RoleFacts], chains: Sequence[Chain], page_p
     out = [
         generated_header(),
         "# Threads\n",
-        "The threads the traced server ran, by role. A thread is named after the first function it ran "
+        ("The threads the traced server ran, by role. A thread is named after the first function it ran "
         "(the catalogue's thread roles) and numbered breadth first from the main thread, each after the thread that "
         "started it: `request-1`, `request-2`, … "
         f"What each role is for is in the [glossary]({GLOSSARY_PAGE}#thread-roles). Everything below is read from "
-        "the recorded traces and the chains; a function is shown as `module:qualname`.\n",
+        "the recorded traces and the chains; a function is shown as `module:qualname`.\n"),
         "| Role | Threads | Runs first | Journeys |",
         "|---|---:|---|---|",
     ]
@@ -254,39 +268,39 @@ def threads_page(facts: Mapping[str, RoleFacts], chains: Sequence[Chain], page_p
 # Protocol terms: definitions of the specifications' words, not facts of a recording.
 TERMS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("WebSocket (RFC 6455)", (
-        ("handshake", "the HTTP request with `Upgrade: websocket` and a random `Sec-WebSocket-Key`, answered by "
-         "`101 Switching Protocols`; after it, the TCP connection carries frames"),
-        ("`Sec-WebSocket-Accept`", "the 101 response's header: base64(SHA-1(the request's key + the RFC's fixed GUID)), "
-         "proof that the server understood the upgrade"),
-        ("frame", "the unit on the wire after the handshake: a FIN bit, an opcode, a mask bit, the payload length, "
-         "then the payload"),
+        ("handshake", ("the HTTP request with `Upgrade: websocket` and a random `Sec-WebSocket-Key`, answered by "
+         "`101 Switching Protocols`; after it, the TCP connection carries frames")),
+        ("`Sec-WebSocket-Accept`", ("the 101 response's header: base64(SHA-1(the request's key + the RFC's fixed GUID)), "
+         "proof that the server understood the upgrade")),
+        ("frame", ("the unit on the wire after the handshake: a FIN bit, an opcode, a mask bit, the payload length, "
+         "then the payload")),
         ("opcode", "what a frame carries: 1 text, 2 binary, 0 continuation, 8 close, 9 ping, 10 pong"),
         ("masking", "frames from the client are XORed with a 4-byte key sent in the frame; frames from the server are not"),
         ("message", "one or more frames, the last with FIN set, that together carry one text or binary payload"),
         ("permessage-deflate", "an extension that compresses each message's payload; agreed during the handshake"),
     )),
     ("Engine.IO (v4)", (
-        ("Engine.IO", "the transport protocol under Socket.IO: sessions, heartbeats, and two transports — "
-         "HTTP long-polling and WebSocket"),
+        ("Engine.IO", ("the transport protocol under Socket.IO: sessions, heartbeats, and two transports — "
+         "HTTP long-polling and WebSocket")),
         ("packet", "a one-character type then data: open `0`, close `1`, ping `2`, pong `3`, message `4`, upgrade `5`, noop `6`"),
         ("payload", "on long-polling, several packets in one HTTP body, separated by the record separator `\\x1e`"),
         ("sid", "the session id the server gives in the open packet; the client sends it back with every request"),
-        ("long-polling", "the client keeps one GET open, which the server answers when it has packets; packets to the "
-         "server go in POSTs"),
-        ("upgrade", "the switch from long-polling to WebSocket: the client probes the new WebSocket with `2probe`, the "
-         "server answers `3probe`, the client sends `5`"),
+        ("long-polling", ("the client keeps one GET open, which the server answers when it has packets; packets to the "
+         "server go in POSTs")),
+        ("upgrade", ("the switch from long-polling to WebSocket: the client probes the new WebSocket with `2probe`, the "
+         "server answers `3probe`, the client sends `5`")),
     )),
     ("Socket.IO (v5)", (
         ("Socket.IO", "the protocol on top of Engine.IO: namespaces, events, acknowledgements, and (in the server) rooms"),
-        ("packet", "inside an Engine.IO message: a type — connect `0`, disconnect `1`, event `2`, ack `3`, "
-         "connect_error `4`, binary event `5`, binary ack `6` — then an optional namespace and ack id, then JSON"),
+        ("packet", ("inside an Engine.IO message: a type — connect `0`, disconnect `1`, event `2`, ack `3`, "
+         "connect_error `4`, binary event `5`, binary ack `6` — then an optional namespace and ack id, then JSON")),
         ("event", "a named message with arguments: `42[\"name\",…]` is Engine.IO message `4`, Socket.IO event `2`"),
         ("namespace", "a channel multiplexed over one connection; the default is `/`"),
-        ("acknowledgement", "an event sent with an id; the receiver's handler's return value comes back in an ACK packet "
-         "with the same id"),
+        ("acknowledgement", ("an event sent with an id; the receiver's handler's return value comes back in an ACK packet "
+         "with the same id")),
         ("room", "a server-side group of clients in a namespace; `emit(..., to=room)` sends to each of them"),
-        ("message queue", "a broker (Redis, for one) through which several servers, or a process with no server, "
-         "emit to each other's clients"),
+        ("message queue", ("a broker (Redis, for one) through which several servers, or a process with no server, "
+         "emit to each other's clients")),
     )),
 )
 
@@ -296,9 +310,9 @@ def glossary_page(facts: Mapping[str, RoleFacts]) -> str:
     out = [
         generated_header(),
         "# Glossary\n",
-        "The words the journey pages use. The protocol terms are the specifications'; the thread roles, "
+        ("The words the journey pages use. The protocol terms are the specifications'; the thread roles, "
         "edges and joins are this site's, and the [threads page](threads.md) and the home page's "
-        "[how to read a chain](index.md#how-to-read-a-chain) show them at work.\n",
+        "[how to read a chain](index.md#how-to-read-a-chain) show them at work.\n"),
     ]
     for title, terms in TERMS:
         out.append(f"## {title}\n")
@@ -364,8 +378,8 @@ def layer_table(page: JourneyPage) -> str:
     found = layer_hops(page)
     out = [
         "## Where each layer is parsed and encoded { #layers }\n",
-        "The hops of this journey that parse a layer of a received message or encode a layer of a sent one. "
-        "The function links to its definition at the pinned commit; the hop number to its entry below.\n",
+        ("The hops of this journey that parse a layer of a received message or encode a layer of a sent one. "
+        "The function links to its definition at the pinned commit; the hop number to its entry below.\n"),
     ]
     if not found:
         out.append("*No hop of this journey parses or encodes a protocol layer.*\n")
@@ -487,9 +501,9 @@ def license_files_section(rows: Sequence) -> str:
     """Each library's license file(s) at the pinned commit (licenses.LicenseRow.license_files, proven by the lock)."""
     out = [
         "## The license files { #license-files }\n",
-        "Each library's license file in its repository, at the commit the links of this site are pinned to. "
+        ("Each library's license file in its repository, at the commit the links of this site are pinned to. "
         "The lock proves each one: the file the installed distribution ships has the same git blob hash as the "
-        "file at that path in the commit's tree.\n",
+        "file at that path in the commit's tree.\n"),
         "| Library | License file at the pinned commit |",
         "|---|---|",
     ]

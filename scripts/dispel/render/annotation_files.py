@@ -320,22 +320,6 @@ def unreviewed(chains: Iterable[Chain], annotations: Mapping[str, Annotation]) -
     return out
 
 
-def audit(
-    chains: Iterable[Chain],
-    annotations: Mapping[str, Annotation],
-    sources: Mapping[Source, str | bytes],
-    journeys: Iterable[str] = (),
-) -> list[Problem]:
-    """Missing, orphaned, stale and unreviewed annotations, in that order."""
-    chains = list(chains)
-    return (
-        missing(chains, annotations)
-        + orphaned(chains, annotations, journeys)
-        + stale(chains, annotations, sources)
-        + unreviewed(chains, annotations)
-    )
-
-
 def stub(func: Func, sources: Mapping[Source, str | bytes]) -> str:
     """A YAML entry to paste into an annotations file for an unannotated function."""
     fp = func_fingerprint(func, sources)
@@ -374,8 +358,8 @@ PROTOCOL_WORDS = frozenset(
         "include_self", "skip_sid", "broadcast", "upgrades", "pingInterval", "pingTimeout", "maxPayload",
     }
 )
-_PACKET_RE = re.compile(r"4?(?P<type>[2356])(?:\d+-)?(?:/[^,\[]*,)?\d*(?P<json>\[.*\])", re.S)
-_VALUE_RE = re.compile(r"(?P<name>\w+) = (?P<literal>.*)", re.S)
+_PACKET_RE = re.compile(r"4?(?P<type>[2356])(?:\d+-)?(?:/[^,\[]*,)?\d*(?P<json>\[.*\])", re.DOTALL)
+_VALUE_RE = re.compile(r"(?P<name>\w+) = (?P<literal>.*)", re.DOTALL)
 _NORMALIZED_RE = re.compile(r"<[\w-]+>")  # what the chains print for variable values: <sid-2>, <port>
 
 
@@ -456,7 +440,7 @@ def sample_vocabulary(chains: Iterable[Chain], app_dist: str = "sample_app") -> 
 def term_pattern(term: str) -> re.Pattern[str]:
     """How a term of the sample's vocabulary is found in a text (see the comment above SAMPLE_PHRASES)."""
     if term in SAMPLE_PHRASES:
-        return re.compile(r"\b" + re.escape(term) + r"\b", re.I)
+        return re.compile(r"\b" + re.escape(term) + r"\b", re.IGNORECASE)
     if term.isalpha():  # a word: only as a literal value
         q = re.escape(term)
         return re.compile(rf"'{q}'|\"{q}\"|(?<!`)`{q}`(?!`)")

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ..chains import derive_packets
-from ..chains.graph import str_arg
 from ..chains.derive import Derived
 from ..chains.derive_finders import APP_DIST, BACKGROUND, HANDLE_EVENT
+from ..chains.graph import str_arg
 from ..model import Chain, TraceFile
 
 GENERATED = "*Generated from the trace, not written by hand.*"

@@ -20,9 +20,9 @@ from ..model import (
     EDGE_CALL,
     EDGE_DATA,
     EDGE_ENTRY,
+    EDGE_QUEUE,
     EDGE_RETURN,
     EDGE_THREAD_START,
-    EDGE_QUEUE,
     EDGE_WAKE,
     JOIN_PARSED,
     JOIN_RESULT,
@@ -245,8 +245,8 @@ def _layout(rows: tuple[Row, ...], fit: int) -> _Layout:
         if i == 0 or r.edge == EDGE_ENTRY:
             sources.append(None)
         elif r.source is not None:
-            src = rows[r.source]
-            sources.append((r.source, x_of(r.source_layer or src.end)))
+            came = rows[r.source]
+            sources.append((r.source, x_of(r.source_layer or came.end)))
         else:
             sources.append((i - 1, x_of(rows[i - 1].end)))
     right_edge = width - MARGIN
@@ -260,7 +260,7 @@ def _layout(rows: tuple[Row, ...], fit: int) -> _Layout:
     bottom = y + 8
     # The legend, wrapped to the width.
     legend_rows: list[list[tuple[str, str, str]]] = [[]]
-    lx = MARGIN + 54
+    lx: float = MARGIN + 54
     for item in items:
         step = 36 + CHAR * len(item[0]) + 20
         if legend_rows[-1] and lx + step > right_edge:
@@ -294,9 +294,9 @@ def _label_place(r: Row, src: tuple[int, float] | None, x_of, right_edge: float,
 
 def _head(lay: _Layout, title: str) -> list[str]:
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="dispel-sequence" viewBox="0 0 {lay.width:g} {lay.height:g}" '
+        (f'<svg xmlns="http://www.w3.org/2000/svg" class="dispel-sequence" viewBox="0 0 {lay.width:g} {lay.height:g}" '
         f'width="{lay.width:g}" height="{lay.height:g}" role="img" aria-label="{escape(title or "sequence diagram")}" '
-        f'font-family="sans-serif" font-size="12">',
+        f'font-family="sans-serif" font-size="12">'),
         "<defs>",
     ]
     markers = [(f"arrow-{e}", c) for e, (c, _) in sorted(lay.styles.items())]
@@ -436,7 +436,7 @@ def _legend(lay: _Layout) -> list[str]:
     ly = lay.bottom + 24
     out = [_text(MARGIN, ly, ["edges:"], weight="bold")]
     for line in lay.legend:
-        lx = MARGIN + 54
+        lx: float = MARGIN + 54
         for name, colour, dash in line:
             dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
             out.append(f'<line x1="{lx:g}" y1="{ly - 4}" x2="{lx + 30:g}" y2="{ly - 4}" stroke="{colour}" stroke-width="2"{dash_attr}/>')

@@ -1,11 +1,9 @@
 """Markdown pieces (pure): escaping, inline code and fences, links to hops and lines, and one hop's entry (its source excerpt, observed value, links and text)."""
 from __future__ import annotations
 
-
 import re
 from collections.abc import Callable, Mapping, Sequence
 from html import escape
-
 
 from ..model import (
     EDGE_ENTRY,
@@ -20,7 +18,6 @@ from ..model import (
     Source,
 )
 from .pagemodel import HopLinks, Return
-
 
 RENDER_COMMAND = "dispel render"
 SAMPLE_APP_DIST = "sample_app"
@@ -285,9 +282,9 @@ def render_hop(
     for h in (hop, *(r.hop for r in returns)):
         if h.value is None or h.value in values:
             continue
-        at = (values_at or {}).get(h.value)
-        if at is not None and at != me:
-            facts.append(f"- **Observed value:** the same as at [hop {at}](#hop-{at})")
+        seen_at = (values_at or {}).get(h.value)
+        if seen_at is not None and seen_at != me:
+            facts.append(f"- **Observed value:** the same as at [hop {seen_at}](#hop-{seen_at})")
             continue
         values.append(h.value)
     if text_at is not None:

@@ -9,9 +9,6 @@ import markdown
 
 from .. import catalog
 from ..chains import fold
-from .annotation_files import KEY_MARK, SHORT_MARK, select
-from .diagram import CROSS_EDGES, LAYER_ORDER, JoinArc, Row, layer_of, layered_svg
-from ..pins.licenses import LicenseRow
 from ..model import (
     EDGE_ENTRY,
     Chain,
@@ -22,9 +19,26 @@ from ..model import (
     Source,
     WireLayer,
 )
+from ..pins.licenses import LicenseRow
+from .annotation_files import KEY_MARK, SHORT_MARK, select
+from .diagram import CROSS_EDGES, LAYER_ORDER, JoinArc, Row, layer_of, layered_svg
+from .markup import (
+    RENDER_COMMAND,
+    HopLinker,
+    code_block_id,
+    dist_label,
+    fenced,
+    generated_header,
+    hop_links,
+    inline_code,
+    language,
+    md_text,
+    md_title,
+    render_hop,
+    short_name,
+)
 from .pagemodel import HopLinks, HopView, JourneyPage, Return, Section
 from .placeholders import fill
-from .markup import HopLinker, RENDER_COMMAND, code_block_id, dist_label, fenced, generated_header, hop_links, inline_code, language, md_text, render_hop, short_name, md_title
 
 # --------------------------------------------------------------------------- a journey page
 
@@ -53,7 +67,7 @@ def diagram(chain: Chain, groups: Sequence[fold.Group]) -> str:
         source = row_of.get(came) if came >= 1 and edge != EDGE_ENTRY else None
         source_layer = layer_of(chain.hops[came - 1].func.source.dist) if source is not None else ""
         numbers = [n for e in group.entries for n in e.numbers]
-        where = {"hops": tuple(sorted(numbers)), "hop": number, "source": source, "source_layer": source_layer}
+        hops = tuple(sorted(numbers))
         if group.folded:
             layers = sorted({layer_of(chain.hops[n - 1].func.source.dist) for n in numbers}, key=LAYER_ORDER.index)
             span = fold.hop_ranges(group.shown)
@@ -62,13 +76,15 @@ def diagram(chain: Chain, groups: Sequence[fold.Group]) -> str:
             layers = [start, *(x for x in layers if x != start)]
             for n in numbers:
                 row_of[n] = len(rows)
-            rows.append(Row(first.thread, tuple(layers), f"{span}: {group.title}", edge, f"#hop-{group.entries[0].number}", folded=True, exit=last, **where))
+            rows.append(Row(first.thread, tuple(layers), f"{span}: {group.title}", edge, f"#hop-{group.entries[0].number}", folded=True, exit=last,
+                            hops=hops, hop=number, source=source, source_layer=source_layer))
             continue
         e = group.entries[0]
         for n in e.numbers:
             row_of[n] = len(rows)
         label = f"{e.number} {short_name(first.func)}"
-        rows.append(Row(first.thread, (layer_of(first.func.source.dist),), label, edge, f"#hop-{e.number}", **where))
+        rows.append(Row(first.thread, (layer_of(first.func.source.dist),), label, edge, f"#hop-{e.number}",
+                        hops=hops, hop=number, source=source, source_layer=source_layer))
     links = [JoinArc(row_of[j.producer], row_of[j.user], j.kind) for j in chain.joins if j.producer in row_of and j.user in row_of]
     svg = layered_svg(rows, links, title=f"{chain.journey}: {chain.title}")
     return f'<div class="dispel-diagram" markdown="0">\n{svg}\n</div>\n'
@@ -115,7 +131,7 @@ def hop_sections(
     def view(e: fold.Entry) -> HopView:
         hop = chain.hops[e.hop - 1]
         text = hop_annotation(chain, e.hop - 1, annotations, shown)
-        returns = []
+        made: list[Return] = []
         own = _text_key(chain, e.hop - 1, annotations)
         for n in e.returns:
             # a return shows a text of its own only when one is keyed to it (its line), not the call's text filled again
@@ -123,8 +139,8 @@ def hop_sections(
             at = texts.get(said.strip()) if said and said.strip() != (text or "").strip() else None
             if said and at is None:
                 texts.setdefault(said.strip(), e.number)
-            returns.append(Return(n, chain.hops[n - 1], chain.hops[n - 2], hop_links(chain.hops[n - 1], links), said, at))
-        returns = tuple(returns)
+            made.append(Return(n, chain.hops[n - 1], chain.hops[n - 2], hop_links(chain.hops[n - 1], links), said, at))
+        returns = tuple(made)
         before = dict(values)
         for h in (hop, *(r.hop for r in returns)):
             if h.value is not None:
@@ -212,8 +228,8 @@ def render_wire(wire: Sequence[WireLayer]) -> str:
     """The captured bytes, one content tab per protocol layer, each field decoded."""
     out = [
         "## The bytes on the wire { #wire }\n",
-        "The message as it was captured, peeled one protocol layer at a time: each tab shows the bytes "
-        "of that layer and what every field means.\n",
+        ("The message as it was captured, peeled one protocol layer at a time: each tab shows the bytes "
+        "of that layer and what every field means.\n"),
     ]
     for layer in wire:
         tab = [f'=== "{md_title(layer.layer)}"\n', fenced(layer.raw, "text", indent="    ")]
@@ -233,9 +249,9 @@ def render_relays(relays: Sequence[Relay]) -> str:
     """Every message through the queue in the scenario, and what each process that read it did."""
     out = [
         "## Through Redis { #redis }\n",
-        "The Redis server is not traced: it relays each `PUBLISH` to every connection subscribed to the "
+        ("The Redis server is not traced: it relays each `PUBLISH` to every connection subscribed to the "
         f"channel ([Redis Pub/Sub]({REDIS_PUBSUB})). Each row is one message read by one process's listener "
-        "thread, as the traces of the scenario show it: by the process that read it, then in the order of its reads.\n",
+        "thread, as the traces of the scenario show it: by the process that read it, then in the order of its reads.\n"),
         "| published by | event | room | read by | what the reader did |",
         "|---|---|---|---|---|",
     ]
@@ -269,8 +285,8 @@ def render_compared(chain: Chain, label: str, others: Sequence[tuple[str, Chain]
     """Content tabs with this chain and the chains it is compared with, hop by hop."""
     out = [
         "## Side by side { #side-by-side }\n",
-        "The same step, recorded another way: each tab lists a chain's hops, with the thread and the edge "
-        "that reached each one. A row links to that hop on its own page.\n",
+        ("The same step, recorded another way: each tab lists a chain's hops, with the thread and the edge "
+        "that reached each one. A row links to that hop on its own page.\n"),
     ]
     for title, other, page in [(label, chain, ""), *((t, c, f"{c.journey}.md") for t, c in others)]:
         rows = ["| # | Function | Thread | Reached by |", "|---:|---|---|---|"]
@@ -289,7 +305,7 @@ def hop_short(chain: Chain, index: int, annotations: Mapping[str, str], numbers:
     hop = chain.hops[index]
     found = select(annotations, hop.func.key, chain.journey, hop.line)
     short = annotations.get(SHORT_MARK + found[0]) if found else None
-    return fill(short, chain, index, found[0], inline_code, numbers) if short else None
+    return fill(short, chain, index, found[0], inline_code, numbers) if found and short else None
 
 
 def hop_annotation(chain: Chain, index: int, annotations: Mapping[str, str], numbers: Mapping[int, int] | None = None) -> str | None:
@@ -483,11 +499,11 @@ def render_licensing(rows: Sequence[LicenseRow]) -> str:
     out = [
         generated_header(),
         "# General Information & Licensing\n",
-        "The libraries whose code runs on the journeys of this report, as installed when it was rendered. "
+        ("The libraries whose code runs on the journeys of this report, as installed when it was rendered. "
         "The license type is read from each distribution's own metadata (its `License-Expression`, else "
         "its `License` field, else its trove classifiers, checked against the license file it ships); "
         "the *Read from* column says which. The short descriptions are this project's own summaries, "
-        "not legal advice: the license file of each library is the authority.\n",
+        "not legal advice: the license file of each library is the authority.\n"),
         "| Library | Code repository | License type | What sets it apart | Restrictions | Read from |",
         "|---|---|---|---|---|---|",
     ]

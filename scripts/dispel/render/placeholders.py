@@ -27,14 +27,15 @@ a hop fact in a journey summary), is a DispelError naming the annotation, the jo
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeGuard
 
 from ..model import Chain, DispelError, Hop
 from ..tracefiles.values import bytes_of
 from ..wire import OPCODES, frame_layout
 
 PLACEHOLDER_RE = re.compile(r"\{\{\s*(?P<name>[a-z]+)(?::(?P<arg>[^{}|?]+?)|\?(?P<yes>[^{}|]*)\|(?P<no>[^{}|]*))?\s*\}\}")
-ANY_BRACES_RE = re.compile(r"\{\{.*?\}\}", re.S)
+ANY_BRACES_RE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 FRAME_FIELDS = ("byte0", "byte1", "fin", "rsv1", "mask", "opcode", "length", "size")
 SOCKET_MODULE = "_socket"
 DEFLATE_HOP = ("wsproto.extensions", "PerMessageDeflate.")
@@ -51,14 +52,16 @@ def value_bytes(value: str | None) -> bytes | None:
 def printable_bytes(raw: str) -> bytes:
     """Undo wire.printable: ``\\xNN`` back to its byte, other characters as themselves."""
     out = bytearray()
-    for m in re.finditer(r"\\x([0-9a-f]{2})|(.)", raw, re.S):
+    for m in re.finditer(r"\\x([0-9a-f]{2})|(.)", raw, re.DOTALL):
         out += bytes([int(m.group(1), 16)]) if m.group(1) else m.group(2).encode("latin-1", "replace")
     return bytes(out)
 
 
-def is_frame(data: bytes | None) -> bool:
+def is_frame(data: bytes | None) -> TypeGuard[bytes]:
     """Bytes that start a WebSocket frame (a known opcode, a complete header)."""
-    return bool(data) and frame_layout(data) is not None and (data[0] & 0x0F) in OPCODES
+    if not data:
+        return False
+    return frame_layout(data) is not None and (data[0] & 0x0F) in OPCODES
 
 
 def thread_stretch(chain: Chain, index: int) -> range:
@@ -136,7 +139,8 @@ def _first_hop(hops: Sequence[Hop], key: str, start: int = 0) -> int | None:
 
 
 def fill(
-    text: str, chain: Chain, index: int | None, key: str, code: callable = lambda s: f"`{s}`", numbers: Mapping[int, int] | None = None
+    text: str, chain: Chain, index: int | None, key: str, code: Callable[[str], str] = lambda s: f"`{s}`",
+    numbers: Mapping[int, int] | None = None,
 ) -> str:
     """``text`` with its placeholders filled for hop ``index`` of ``chain`` (None: the journey summary).
 
@@ -154,7 +158,7 @@ def fill(
 class _Filler:
     """The placeholders of one text, filled for one hop (or the summary) of one chain."""
 
-    def __init__(self, chain: Chain, index: int | None, key: str, code: callable, numbers: Mapping[int, int]) -> None:
+    def __init__(self, chain: Chain, index: int | None, key: str, code: Callable[[str], str], numbers: Mapping[int, int]) -> None:
         self.chain, self.index, self.code, self.numbers = chain, index, code, numbers
         self.where = f"annotation {key} on {chain.journey}" + (f" hop {index + 1}" if index is not None else " (summary)")
         self.hop = chain.hops[index] if index is not None else None

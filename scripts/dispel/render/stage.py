@@ -16,8 +16,8 @@ from ..model import (
     Hop,
     Lock,
     normalize_dist,
+    text_lines,
 )
-from ..model import text_lines
 from ..pins import permalinks
 from ..pins.installed import (
     PYTHON_VERSION,
@@ -28,7 +28,6 @@ from ..pins.installed import (
     version_set,
 )
 from ..pins.stage import foreign_python
-from ..review import versions as versions_core
 from ..project import (
     Project,
     load_annotations,
@@ -39,6 +38,7 @@ from ..project import (
     read_text,
     write_all_atomic,
 )
+from ..review import versions as versions_core
 from . import aids, annotation_files
 from . import pages as render
 
@@ -61,7 +61,7 @@ def hop_linker(lock: Lock | None) -> Callable[[Hop], render.HopLinks | None]:
     def links(hop: Hop) -> render.HopLinks | None:
         if lock is None:
             return None
-        line = permalinks.link(lock, hop.func, hop.line if hop.line > 0 else 0)
+        line = permalinks.link(lock, hop.func, max(0, hop.line))
         if line is None:
             return None
         definition = line if hop.func.is_c else permalinks.link(lock, hop.func)
@@ -88,8 +88,8 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     traced = foreign_python(project)
     if traced and out.resolve() == project.docs.resolve():
         return Site((), (
-            f"kept the committed pages: they quote the standard library of Python {traced}, which recorded "
-            f"the traces, and this is Python {PYTHON_VERSION} (render them with CPython {traced})",
+            (f"kept the committed pages: they quote the standard library of Python {traced}, which recorded "
+            f"the traces, and this is Python {PYTHON_VERSION} (render them with CPython {traced})"),
         ))
     found = load_chains(project, chains_dir)
     lock = project_lock(project)
@@ -115,9 +115,9 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
     files.update(aid_pages(project, out, found))
     files[out / "sample_app.md"] = render.render_sample_app(sample_app_files())
     rows = license_rows(found.values(), lock)
-    traced = [normalize_dist(d) for d in {h.func.source.dist for c in found.values() for h in c.hops} - {"builtin", "sample_app", "python"}]
+    dists = [normalize_dist(d) for d in {h.func.source.dist for c in found.values() for h in c.hops} - {"builtin", "sample_app", "python"}]
     files[out / "licensing.md"] = (render.render_licensing(rows) + "\n" + aids.license_files_section(rows) + "\n"
-                                   + aids.dependency_tree(dependency_facts(traced), traced))
+                                   + aids.dependency_tree(dependency_facts(dists), dists))
     versions, python = version_set(lock)
     versions += browsers_recorded(project)
     files[out / "snippets" / "modules.md"] = layout.markdown_table()
@@ -156,7 +156,7 @@ def traces_commit(project: Project) -> tuple[str, str]:
     rel = project.traces.relative_to(project.root).as_posix() if project.traces.is_relative_to(project.root) else str(project.traces)
     try:
         done = subprocess.run(["git", "-C", str(project.root), "log", "-1", "--format=%cI %H", "--", rel],
-                              capture_output=True, text=True, timeout=30)
+                              capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return "", ""
     date, _, sha = done.stdout.strip().partition(" ") if done.returncode == 0 else ("", "", "")
@@ -168,7 +168,7 @@ def colophon(project: Project) -> aids.Colophon:
     config = project.root / "mkdocs.yml"
     name = "dispel"
     if config.is_file():
-        m = re.search(r'^site_name:\s*"?(.*?)"?\s*$', read_text(config, "mkdocs.yml"), re.M)
+        m = re.search(r'^site_name:\s*"?(.*?)"?\s*$', read_text(config, "mkdocs.yml"), re.MULTILINE)
         name = m.group(1) if m else name
     try:
         version = metadata.version("dispel")

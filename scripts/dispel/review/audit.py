@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field, replace
 from urllib.parse import unquote
 
 from ..chains import fold
-from ..pins.forges import SHA_RE, SHORT_SHA_RE
 from ..model import Chain
+from ..pins.forges import SHA_RE, SHORT_SHA_RE
 
 PINNED, SHORT, UNPINNED = "commit", "short commit", "branch/tag"
 YES, NO, UNKNOWN = "yes", "no", "unknown"
@@ -18,12 +18,12 @@ YES, NO, UNKNOWN = "yes", "no", "unknown"
 # writer got them wrong, so they run to the ")" that ends the link, not to the first space.
 _ANGLE = re.compile(r"\]\(\s*<([^>\n]*)>")
 _PAREN = re.compile(r"\]\(\s*(https?://[^\n]*?)\)(?=[\s.,;:!?)\]]|$)")
-_HREF = re.compile(r"""\bhref\s*=\s*(["'])(.*?)\1""", re.I)
-_BARE = re.compile(r"""https?://(?:www\.)?(?:github\.com|raw\.githubusercontent\.com)/[^\s<>"'`\]]*""", re.I)
+_HREF = re.compile(r"""\bhref\s*=\s*(["'])(.*?)\1""", re.IGNORECASE)
+_BARE = re.compile(r"""https?://(?:www\.)?(?:github\.com|raw\.githubusercontent\.com)/[^\s<>"'`\]]*""", re.IGNORECASE)
 _SOURCE = re.compile(
     r"https?://(?:www\.)?(?:github\.com/(?P<gh>[^/]+/[^/]+)/blob|raw\.githubusercontent\.com/(?P<raw>[^/]+/[^/]+))"
     r"/(?P<ref>[^/#?]+)(?:/(?P<path>[^#?]*))?(?:\?[^#]*)?(?:#(?P<frag>.*))?$",
-    re.I,
+    re.IGNORECASE,
 )
 _LINE_FRAG = re.compile(r"L(\d+)(?:C\d+)?(?:-L(\d+)(?:C\d+)?)?")
 _JUNK = ")]>\"',;`"
@@ -182,7 +182,7 @@ def parse_link(line: int, written: str) -> ReportLink | None:
 
 
 _MD_LABEL = re.compile(r"\[((?:[^\[\]]|\[[^\]]*\])*)\]\(\s*<?\s*$")
-_HTML_LABEL = re.compile(r"""^[^>]*>(.*?)</a\s*>""", re.I | re.S)
+_HTML_LABEL = re.compile(r"""^[^>]*>(.*?)</a\s*>""", re.IGNORECASE | re.DOTALL)
 
 
 def _label(line: str, column: int) -> str:
@@ -191,7 +191,7 @@ def _label(line: str, column: int) -> str:
     m = _MD_LABEL.search(line[:column])
     if m:
         return m.group(1).strip()
-    if re.search(r"""href\s*=\s*["']$""", line[:column], re.I):
+    if re.search(r"""href\s*=\s*["']$""", line[:column], re.IGNORECASE):
         m = _HTML_LABEL.match(line[column:])
         return re.sub(r"<[^>]+>", "", m.group(1)).strip() if m else ""
     return ""
@@ -357,7 +357,7 @@ def grade(
         fact = facts.get((link.repo.lower(), link.ref, link.path)) if link.path else None
         pdf = pdf_repair(link.path) if link.path else None
         repaired = facts.get((link.repo.lower(), link.ref, pdf[0])) if pdf else None
-        if repaired is not None and repaired.text is not None and (fact is None or fact.text is None):
+        if pdf and repaired is not None and repaired.text is not None and (fact is None or fact.text is None):
             # A PDF copy lost the underscores of a dunder file that exists at that commit: grade the repair.
             v.notes = [n for n in v.notes if "mangled by a PDF copy" not in n and "space in the path" not in n]
             v.notes.insert(0, f"repaired {pdf[1]!r} to {pdf[2]!r} (a PDF copy lost its underscores): {_url_with(link, pdf[0])}")

@@ -105,11 +105,11 @@ def compare_chains(journey: str, old: Chain | None, new: Chain | None) -> ChainD
             added += range(j1, j2)
     # A hop that left one place and arrived at another with the same function and thread moved.
     for i in list(removed):
-        j = next((j for j in added if _identity(b[j]) == _identity(a[i])), None)
-        if j is not None:
+        to = next((j for j in added if _identity(b[j]) == _identity(a[i])), None)
+        if to is not None:
             removed.remove(i)
-            added.remove(j)
-            changes.append(HopChange("moved", i + 1, j + 1, b[j], _fields(a[i], b[j])))
+            added.remove(to)
+            changes.append(HopChange("moved", i + 1, to + 1, b[to], _fields(a[i], b[to])))
     changes += [HopChange("removed", i + 1, 0, a[i]) for i in removed]
     changes += [HopChange("added", 0, j + 1, b[j]) for j in added]
     changes.sort(key=lambda c: (c.new or c.old, c.kind))
@@ -197,7 +197,7 @@ class PinChange:
     @property
     def version(self) -> str:
         if self.old is None:
-            return f"{self.dist} {self.new.version} (new)"
+            return f"{self.dist} {self.new.version} (new)" if self.new else self.dist  # (one of them is always there)
         if self.new is None:
             return f"{self.dist} {self.old.version} (gone)"
         if self.old.version == self.new.version:

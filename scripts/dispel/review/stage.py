@@ -31,11 +31,11 @@ from ..project import (
     project_lock,
 )
 from ..render import annotation_files
-from . import audit as audit_core
-from . import diff
 from ..tracefiles.codec import (
     chain_from_dict,
 )
+from . import audit as audit_core
+from . import diff
 
 
 def review(project: Project, ref: str = "HEAD") -> str:
@@ -98,8 +98,8 @@ def audit(
     mirrors = parse_git_dirs(git_dirs)
     stray = sorted(name for key, (name, _) in mirrors.items() if key not in {link.repo.lower() for link in links})
     if stray:
-        linked = ", ".join(sorted({link.repo for link in links})) or "none"
-        raise DispelError(f"--git-dir names {', '.join(stray)}, which no link of {report} points to (it links: {linked})")
+        repos = ", ".join(sorted({link.repo for link in links})) or "none"
+        raise DispelError(f"--git-dir names {', '.join(stray)}, which no link of {report} points to (it links: {repos})")
     locks = audit_locks(project, chains_dir)
     found = load_chains(project, chains_dir)
     facts = _audit_facts(audit_core.wanted_files(links), locks, mirrors, fetcher, raw_base)
@@ -165,7 +165,7 @@ def _audit_facts(
             continue
         if fetcher is not None:
             online[key] = raw_url(raw_base, repo, ref, path)
-    if online:
+    if online and fetcher is not None:  # (only a fetcher puts URLs in online)
         got = fetch_all(fetcher, online.values(), raw_base)
         for key, url in online.items():
             answer = got[url]

@@ -74,7 +74,7 @@ def pairs(old: Chain, new: Chain) -> tuple[list[Pair], diff.ChainDiff]:
 def _link(lock: Lock, hop: Hop) -> str:
     """The hop's executed line at the lock's commit, as a Markdown link; "—" where it has none."""
     try:
-        found = permalinks.link(lock, hop.func, hop.line if hop.line > 0 else 0)
+        found = permalinks.link(lock, hop.func, max(0, hop.line))
     except DispelError:
         found = None
     if found is None:
@@ -126,17 +126,17 @@ def render_journey(old: Chain, new: Chain, old_lock: Lock, new_lock: Lock) -> st
         generated_header(),
         f"# {md_text(journey)}: the oldest supported set and the lock's",
         "",
-        f"{md_text(new.title)}. The chain as recorded at the oldest supported set "
+        (f"{md_text(new.title)}. The chain as recorded at the oldest supported set "
         f"(`traces/{SET}/chains/{journey}.json`) against the lock's "
-        f"([`traces/chains/{journey}.json`](../chains/{journey}.md)); each link is pinned to its own side's commit.",
+        f"([`traces/chains/{journey}.json`](../chains/{journey}.md)); each link is pinned to its own side's commit."),
         "",
-        f"| | oldest supported set | the lock's |",
+        "| | oldest supported set | the lock's |",
         "|---|---|---|",
         f"| hops | {len(old.hops)} | {len(new.hops)} |",
         *_version_rows(old_lock, new_lock, (old, new)),
         "",
-        f"{len(both)} hops on both sides ({len(changed)} at another line or text, {len(moved)} moved); "
-        f"{len(added)} added, {len(removed)} removed.",
+        (f"{len(both)} hops on both sides ({len(changed)} at another line or text, {len(moved)} moved); "
+        f"{len(added)} added, {len(removed)} removed."),
         "",
     ]
     for note in d.notes:
@@ -170,9 +170,9 @@ def render_index(compared: Mapping[str, tuple[Chain, Chain]], old_lock: Lock, ne
         generated_header(),
         "# Versions: the oldest supported set and the lock's",
         "",
-        "dispel supports Flask-SocketIO from the oldest set of `constraints/oldest.txt` to the versions of "
+        ("dispel supports Flask-SocketIO from the oldest set of `constraints/oldest.txt` to the versions of "
         "`requirements.lock`. The sample app's journeys are recorded at both ends; each page below shows what "
-        "changed in a journey's chain between them, with `dispel diff`'s alignment.",
+        "changed in a journey's chain between them, with `dispel diff`'s alignment."),
         "",
         "| | oldest supported set | the lock's |",
         "|---|---|---|",

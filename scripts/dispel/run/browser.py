@@ -14,8 +14,8 @@ import threading
 from pathlib import Path
 
 from ..model import DispelError
-from .pacer import PacerProcess
 from ..project import SCRIPTS
+from .pacer import PacerProcess
 
 CHROMIUM = Path(os.environ.get("DISPEL_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("DISPEL_CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -58,7 +58,7 @@ def unavailable() -> str | None:
 def chromium_version() -> str | None:
     """The installed Chromium's version ("156.0.8078.108"), or None without one."""
     try:
-        out = subprocess.run([str(CHROMIUM), "--version"], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run([str(CHROMIUM), "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     found = re.search(r"\d+(?:\.\d+)+", out)
@@ -92,7 +92,7 @@ class Launch:
         def launch() -> None:
             try:
                 self.driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-            except BaseException as exc:  # taken by take()
+            except BaseException as exc:  # noqa: BLE001 - taken by take()
                 self.error = exc
 
         self._thread = threading.Thread(target=launch, name="dispel-chromium-launch", daemon=True)

@@ -16,16 +16,22 @@ import threading
 import time
 from urllib.parse import urlencode
 
-from .sample_client import PACE_SECONDS, disconnect_cleanly, patch_http_close, patch_websocket
-from .sample_client import no_timestamps
-from .scenario_values import Step, from_jsonable, resolve_env
 from ..wire import WS_KEY
+from .sample_client import (
+    PACE_SECONDS,
+    disconnect_cleanly,
+    no_timestamps,
+    patch_http_close,
+    patch_websocket,
+)
+from .scenario_values import Step, from_jsonable, resolve_env
 
 
 class ScenarioClient:
     def __init__(self, port: int, spec: dict, pace: float = PACE_SECONDS) -> None:
         import socketio
 
+        self.client: socketio.Client  # made below; the patches read it when they run
         patch_websocket(pace, lambda: self.client)
         patch_http_close()
         self.spec = spec
@@ -191,9 +197,11 @@ class ScenarioClient:
             body = json_module.dumps(s.body).encode("utf-8")
             headers.setdefault("Content-Type", "application/json")
         elif s.body_kind == "form":
+            assert isinstance(s.body, dict)  # scenario_file made a form body a table
             body = form_encode(sorted(s.body.items())).encode("utf-8")
             headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         elif s.body_kind == "raw":
+            assert isinstance(s.body, (bytes, str))  # scenario_file made a raw body text or bytes
             body = s.body if isinstance(s.body, bytes) else s.body.encode("utf-8")
             headers.setdefault("Content-Type", "application/octet-stream" if isinstance(s.body, bytes) else "text/plain; charset=utf-8")
         conn = http.client.HTTPConnection("127.0.0.1", self.server_port, timeout=s.timeout)
@@ -257,7 +265,7 @@ def _order_polling(pace: float) -> None:
             if pace and getattr(self, "_method", "") == "POST":
                 time.sleep(pace)
 
-    urllib3.connection.HTTPConnection.endheaders = endheaders
+    urllib3.connection.HTTPConnection.endheaders = endheaders  # type: ignore[method-assign]  # patched on purpose (see above)
 
 
 def main(argv: list[str]) -> int:
@@ -272,7 +280,7 @@ def main(argv: list[str]) -> int:
             break
         try:
             client.step(Step.from_json(json.loads(line)))
-        except Exception as exc:  # reported to the driver, which names the step
+        except Exception as exc:  # noqa: BLE001 - reported to the driver, which names the step
             print(f"error {type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
             continue
         print("ok", flush=True)

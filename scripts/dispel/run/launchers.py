@@ -6,10 +6,14 @@ import socket
 import subprocess
 import sys
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 from ..catalog import Scenario, client_names
 from ..model import DispelError
 from .pacer import PacerProcess
+
+if TYPE_CHECKING:
+    from .browser import BrowserClient
 
 
 def free_ports(n: int = 1) -> list[int]:
@@ -36,6 +40,7 @@ class ClientProcess:
         )
         # One selector for the whole run: opening one per step would take a file
         # descriptor at a random moment and shift the server's numbers.
+        assert self.proc.stdout  # opened with PIPE
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.proc.stdout, selectors.EVENT_READ)
 
@@ -83,7 +88,7 @@ class ClientStarter:
         elif port is not None:
             self.ready = [ClientProcess(port, sc.pace) for _ in client_names(sc)]
 
-    def __call__(self, port: int) -> object:
+    def __call__(self, port: int) -> ClientProcess | BrowserClient:
         if self.sc.client == "browser":
             from .browser import BrowserClient
 

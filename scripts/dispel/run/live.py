@@ -28,9 +28,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from .live_session import ACK, BINARY_ACK, BINARY_EVENT, CONNECT, DISCONNECT, EVENT, parse_packet, with_attachments
 from ..model import DispelError
+from .live_session import (
+    ACK,
+    BINARY_ACK,
+    BINARY_EVENT,
+    CONNECT,
+    DISCONNECT,
+    EVENT,
+    Packet,
+    parse_packet,
+    with_attachments,
+)
 
 STOP_HINT = "Ctrl-C stops the recording and builds the report"
 
@@ -49,12 +60,12 @@ class Observer(logging.Handler):
         self.clients: dict[str, int] = {}  # Engine.IO sid -> client number
         self.sids: dict[str, int] = {}  # Socket.IO sid -> client number
         self.transports: dict[int, str] = {}
-        self.manager = None  # the Socket.IO server's client manager (_client_of)
+        self.manager: Any = None  # the Socket.IO server's client manager (_client_of; python-socketio is untyped)
         self._asked: dict[tuple, str] = {}  # (Engine.IO sid, namespace, ack id) -> the event the server asked with
-        self._pending: dict[str, object] = {}  # Engine.IO sid -> a binary packet waiting for attachments
+        self._pending: dict[str, tuple[Packet, list[bytes]]] = {}  # Engine.IO sid -> a binary packet waiting for attachments
         self._lock = threading.Lock()
 
-    def emit(self, record: logging.LogRecord) -> None:  # noqa: D102 - logging's API
+    def emit(self, record: logging.LogRecord) -> None:
         try:
             if record.exc_info and record.exc_info[1] is not None:  # a handler raised: said now, its traceback on stderr as before
                 from .runner import describe_exception
@@ -64,14 +75,16 @@ class Observer(logging.Handler):
                 return
             with self._lock:
                 self._take(record)
-        except Exception:  # the console never breaks the app
+        except Exception:  # noqa: BLE001, S110 - the console never breaks the app
             pass
 
     def _note(self, n: int, **what) -> None:
         self.observations.append({"client": n, **what})
 
     def _take(self, record: logging.LogRecord) -> None:
-        msg, args = record.msg, record.args if isinstance(record.args, tuple) else ()
+        msg = record.msg
+        args: tuple[Any, ...] = record.args if isinstance(record.args, tuple) else ()  # a log call's arguments: anything
+        n: int | None  # the client a line is about
         if msg == "%s: Sending packet %s data %s" and len(args) == 3:
             sid, name, data = args
             if name == "OPEN" and isinstance(data, dict):
@@ -115,7 +128,7 @@ class Observer(logging.Handler):
         read, no traced call): an emit in the connect handler comes before the sid was sent."""
         try:
             eio_sid = self.manager.rooms.get(namespace, {}).get(None, {}).get(to)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the server's rooms as they are now: anything odd means no client
             return None
         return self.clients.get(eio_sid) if isinstance(eio_sid, str) else None
 
@@ -234,9 +247,9 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
     from ..pins.installed import FlaskSecrets, code_roots
     from ..project import write_atomic
     from ..record.cores import recorder_for
-    from ..tracefiles.recording import trace_from_recording
     from ..tracefiles import normalize
     from ..tracefiles.codec import trace_to_json
+    from ..tracefiles.recording import trace_from_recording
     from ..tracefiles.values import BROWSER_IDENTITY
     from . import runner as scenarios
 
@@ -300,7 +313,7 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
             def serve() -> None:
                 try:
                     sio.run(flask_app, host=host, port=port, allow_unsafe_werkzeug=True)
-                except BaseException as exc:
+                except BaseException as exc:  # noqa: BLE001 - reported by the caller, which names it
                     server_errors.append(exc)
 
             with recorder.pause():
@@ -319,10 +332,10 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
                         time.sleep(0.05)
                         observer.gone(sio.server.eio.sockets)
                 if server_errors:
-                    exc = server_errors[0]
-                    if isinstance(exc, OSError) and exc.errno == 98:
+                    failed = server_errors[0]
+                    if isinstance(failed, OSError) and failed.errno == 98:
                         raise DispelError(f"port {port} is already in use; choose another with --port or stop what holds it")
-                    raise DispelError(f"start: the app failed to start: {type(exc).__name__}: {exc}")
+                    raise DispelError(f"start: the app failed to start: {type(failed).__name__}: {failed}")
                 observer.say(f"stopped ({stop['why'] or f'after {duration:g}s'}): {len(observer.clients)} client"
                              f"{'s' if len(observer.clients) != 1 else ''} seen; writing the trace")
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the report forwards a second Ctrl-C as its own stop

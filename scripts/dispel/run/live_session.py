@@ -19,8 +19,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .scenario_values import BYTES_KEY, ENV_KEY, EnvRef, decode_bytes, to_jsonable
 from ..tracefiles.values import SECRET_NAME
+from .scenario_values import BYTES_KEY, ENV_KEY, EnvRef, decode_bytes, to_jsonable
 
 UPGRADE = "upgrade"  # the transport of a client that long-polled, then upgraded (scenario_file.TRANSPORTS)
 
@@ -82,11 +82,11 @@ def session(observations: Iterable[Mapping]) -> Session:
         elif do == "upgrade":
             transports[n] = UPGRADE
         elif do == "reply":  # the client's answer to the server's call: the replay's client answers the same
-            replies.setdefault(n, {}).setdefault(o.get("event", ""), tuple(decode_bytes(list(o.get("args") or ()))))
+            replies.setdefault(n, {}).setdefault(o.get("event", ""), tuple(decode_bytes(x) for x in o.get("args") or ()))
         elif do in ("connect", "emit", "disconnect", "close"):
             if do == "close":
                 closed.add(n)
-            a = Action(do, o.get("namespace") or "/", o.get("event", ""), tuple(decode_bytes(list(o.get("args") or ()))),
+            a = Action(do, o.get("namespace") or "/", o.get("event", ""), tuple(decode_bytes(x) for x in o.get("args") or ()),
                        bool(o.get("ack")), decode_bytes(o.get("auth")))
             order.append((n, len(actions[n])))
             actions[n].append(a)
@@ -216,7 +216,7 @@ def scenario_text(s: Session, target: str, factory: bool = False, flask: str = "
     no form for: null), each as one line. Steps are in the order the clients did them; each
     client connects all its namespaces with its first connect (dispel's client connects them together)."""
     left: list[str] = []
-    out = [f"# Saved by `dispel report --live`: what the clients did, replayed by dispel's own client.",
+    out = ["# Saved by `dispel report --live`: what the clients did, replayed by dispel's own client.",
            f"title = {json.dumps(title or f'{target}, a live session', ensure_ascii=False)}",
            f"timeout = {60 + 10 * len(s.order)}", "", "[app]", f"import = {json.dumps(target)}"]
     if factory:
@@ -260,18 +260,18 @@ def scenario_text(s: Session, target: str, factory: bool = False, flask: str = "
             connected.add(n)
             step.append('do = "connect"')
         elif a.do == "emit":
-            args = hide_secrets(list(a.args))
-            envs |= set(_envs(args))
-            if has_null(args):
+            sent = [hide_secrets(x) for x in a.args]
+            envs |= set(_envs(sent))
+            if has_null(sent):
                 left.append(f"client {c.number}'s emit {a.event!r} holds a null, which TOML cannot write: left out")
                 continue
             step += ['do = "emit"', f"event = {json.dumps(a.event, ensure_ascii=False)}"]
             if a.namespace != c.namespaces[0]:
                 step.append(f"namespace = {json.dumps(a.namespace)}")
-            if len(args) == 1:
-                step.append(f"data = {toml_value(args[0])}")
-            elif len(args) > 1:
-                step.append(f"args = {toml_value(args)}")
+            if len(sent) == 1:
+                step.append(f"data = {toml_value(sent[0])}")
+            elif len(sent) > 1:
+                step.append(f"args = {toml_value(sent)}")
             if a.ack:
                 step.append("ack = true")
         else:  # disconnect (a namespace), close (the whole connection)
@@ -300,8 +300,18 @@ def _envs(value: object) -> list[str]:
     return []
 
 
-__all__ = ["Action", "LiveClient", "Session", "session", "home_lines", "scenario_text", "hide_secrets", "env_name",
-           "BYTES_KEY", "ENV_KEY"]
+__all__ = [
+    "BYTES_KEY",
+    "ENV_KEY",
+    "Action",
+    "LiveClient",
+    "Session",
+    "env_name",
+    "hide_secrets",
+    "home_lines",
+    "scenario_text",
+    "session",
+]
 
 
 def observations_jsonable(observations: Sequence[Mapping]) -> list:

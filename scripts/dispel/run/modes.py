@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 GREEN_PACKAGES = ("eventlet", "gevent")
 
@@ -22,7 +22,7 @@ def unset_is_threading() -> Iterator[None]:
     Flask-SocketIO's own choice then falls to threading."""
     hidden = [name for name in GREEN_PACKAGES if name not in sys.modules]
     for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment] - the import system's "not importable"
+        sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not importable"
     try:
         yield
     finally:

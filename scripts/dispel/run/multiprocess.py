@@ -17,15 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..catalog import ProcessScenario
-from .launchers import ClientProcess
-from .deadline import Deadline
-from .launchers import free_ports
 from ..model import DispelError
 from ..project import write_all_atomic
+from .deadline import Deadline
+from .launchers import ClientProcess, free_ports
 
 # The channel Flask-SocketIO's message queue publishes on (SocketIO's default).
 CHANNEL = "flask-socketio"
@@ -132,12 +131,14 @@ class TracedProcess:
 
     def __init__(self, scenario: str, role: str, argv: list[str], cwd: Path | None = None) -> None:
         self.scenario, self.role = scenario, role
-        self.err = tempfile.TemporaryFile()
+        self.err = tempfile.TemporaryFile()  # noqa: SIM115 - the child's stderr for its lifetime; close() closes it
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True, bufsize=1, cwd=cwd
         )
+        assert self.proc.stdin and self.proc.stdout  # opened with PIPE
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         self.sel = selectors.DefaultSelector()
-        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
+        self.sel.register(self.stdout, selectors.EVENT_READ)
 
     def _fail(self, step: str, why: str) -> DispelError:
         return DispelError(f"scenario {self.scenario!r}: step {step!r}: process {self.role}: {why}")
@@ -145,7 +146,7 @@ class TracedProcess:
     def expect(self, step: str, want: str, timeout: float) -> str:
         if not self.sel.select(max(timeout, 0.01)):
             raise self._fail(step, f"no answer within {timeout:.1f}s (raise it with --timeout)")
-        answer = self.proc.stdout.readline().strip()
+        answer = self.stdout.readline().strip()
         if answer == want or answer.startswith(want + " "):
             return answer[len(want) + 1:]
         if answer.startswith("error "):
@@ -164,8 +165,8 @@ class TracedProcess:
     def send(self, line: str) -> None:
         """Send a command without waiting for its answer (expect() reads it)."""
         try:
-            self.proc.stdin.write(line + "\n")
-            self.proc.stdin.flush()
+            self.stdin.write(line + "\n")
+            self.stdin.flush()
         except OSError:
             pass  # it has exited: expect() says how
 
@@ -179,7 +180,7 @@ class TracedProcess:
             self.proc.kill()
         self.proc.wait()
         self.sel.close()
-        for f in (self.proc.stdin, self.proc.stdout, self.err):
+        for f in (self.stdin, self.stdout, self.err):
             try:
                 f.close()
             except OSError:
@@ -323,7 +324,7 @@ class _Run:
         for client in self.clients.values():
             try:
                 client.close()
-            except Exception:  # noqa: BLE001 - closing what is left, whatever state it is in
+            except Exception:  # noqa: BLE001, S110 - closing what is left, whatever state it is in
                 pass
         for child in self.children.values():
             child.close()

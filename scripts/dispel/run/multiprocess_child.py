@@ -27,14 +27,20 @@ import select
 import sys
 import threading
 import time
+from contextlib import AbstractContextManager
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from .. import catalog
-from . import modes
-from ..pins.installed import FlaskSecrets
 from ..model import DispelError
+from ..pins.installed import FlaskSecrets
 from ..record.recorder import NullRecorder
+from . import modes
+
+if TYPE_CHECKING:
+    from ..tracefiles.normalize import RawCall
 
 SETTLE_POLL = 0.005
 # Redis numbers its connections in the order they come: the id in a RESP3 HELLO reply.
@@ -65,8 +71,8 @@ def _listener_idle(manager) -> bool:
 class _Child:
     def __init__(self, role: str, kind: str, module: str, queue: str, port: int, out: str, redis_port: int, traced: bool = True,
                  redact: tuple[str, ...] = ()) -> None:
-        from . import runner as scenarios
         from ..record.cores import recorder_for
+        from . import runner as scenarios
 
         self.role, self.kind, self.module_name, self.queue, self.port, self.out = role, kind, module, queue, port, out
         self.redis_port = redis_port
@@ -76,12 +82,12 @@ class _Child:
             importlib.import_module(lib)
         self.traced = traced
         self.recorder = recorder_for(scenarios.wanted_code(extra)) if traced else NullRecorder()
-        self.steps: dict[str, object] = {}
-        self.module = None
+        self.steps: dict[str, AbstractContextManager[object]] = {}
+        self.module: ModuleType | None = None
         self.errors: list[BaseException] = []
         self.thread: threading.Thread | None = None
         self.server = None
-        self.recorded = None
+        self.recorded: tuple[list[RawCall], dict] | None = None
         self.secrets = FlaskSecrets()
         self.redact = redact  # --redact=REGEX: traced values matching one become <redacted>
 
@@ -96,14 +102,14 @@ class _Child:
             self.secrets.install()
         self.recorder.start()
         with self.recorder.mark("import"):
-            self.module = importlib.import_module(self.module_name)
+            self.module = module = importlib.import_module(self.module_name)
         if self.kind != "server":
             return
 
         def serve() -> None:
             try:
-                self.module.main(self.port, self.queue)
-            except BaseException as exc:  # reported to the parent
+                module.main(self.port, self.queue)
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
                 self.errors.append(exc)
 
         with self.recorder.mark("start"):
@@ -120,6 +126,11 @@ class _Child:
                 raise DispelError(f"the app failed to start: {type(exc).__name__}: {exc}")
             self.server = self.scenarios.find_server(self.port)
 
+    def _module(self) -> ModuleType:
+        if self.module is None:
+            raise DispelError(f"{self.role} has not imported its module: start it first")
+        return self.module
+
     def begin(self, step: str) -> None:
         mark = self.recorder.mark(step)
         mark.__enter__()
@@ -128,7 +139,7 @@ class _Child:
     def run(self, step: str) -> None:
         if self.kind != "emitter":
             raise DispelError(f"{self.role} is a server: it runs no step of its own")
-        self.module.main(self.queue)
+        self._module().main(self.queue)
 
     def settle(self, step: str, connected: int, timeout: float) -> None:
         if self.kind != "server":
@@ -139,7 +150,7 @@ class _Child:
     def end(self, step: str, timeout: float) -> None:
         if self.kind == "server":
             with self.recorder.pause():
-                manager = self.module.socketio.server.manager
+                manager = self._module().socketio.server.manager
                 seen = [0]
 
                 def idle() -> bool:
@@ -177,8 +188,8 @@ class _Child:
         """Write the trace, with every process's random ids (``ids``) as placeholders."""
         from ..pins.installed import code_roots
         from ..project import write_atomic
-        from ..tracefiles.recording import trace_from_recording
         from ..tracefiles.codec import trace_to_json
+        from ..tracefiles.recording import trace_from_recording
 
         if not self.traced:
             return
@@ -222,7 +233,7 @@ def _main(argv: list[str]) -> int:
 
     try:
         child.start(30.0)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure is answered to the parent, which names it
         answer(f"error {exc if isinstance(exc, DispelError) else f'{type(exc).__name__}: {exc}'}")
         return 1
     answer("ready")
@@ -250,7 +261,7 @@ def _main(argv: list[str]) -> int:
                 return 0
             else:
                 raise DispelError(f"unknown command {command!r}")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is answered to the parent, which names it
             answer(f"error {exc if isinstance(exc, DispelError) else f'{type(exc).__name__}: {exc}'}")
             continue
         answer("ok")

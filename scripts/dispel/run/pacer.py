@@ -314,7 +314,7 @@ class _Conn:
         self.requests = requests
         self.responses = ResponseStream()
         self.waiting: list[Unit] = []
-        self.server = None
+        self.server: socket.socket | None = None
         self.answered = threading.Event()  # cleared while an upgrade request waits for its 101
         self.answered.set()
         self.server_closed = threading.Event()
@@ -351,7 +351,8 @@ def main(argv: list[str]) -> int:
     """Prints ``listening PORT`` and forwards until stdin closes; with DISPEL_PACER_LOG=FILE,
     logs what it forwards there."""
     where = os.environ.get("DISPEL_PACER_LOG")
-    pacer = Pacer(int(argv[0]), log=open(where, "a", encoding="utf-8") if where else None)
+    # the log stays open as long as the process forwards (until stdin closes and the process ends)
+    pacer = Pacer(int(argv[0]), log=open(where, "a", encoding="utf-8") if where else None)  # noqa: SIM115
     pacer.start()
     print(f"listening {pacer.port}", flush=True)
     sys.stdin.read()

@@ -10,11 +10,11 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType
-from typing import Callable, Protocol
+from typing import Any, Protocol, Self, TypeVar
 
-from . import modes
 from ..catalog import (
     DISTS,
     HANDLER_THREADS,
@@ -23,10 +23,11 @@ from ..catalog import (
     scenario,
     split_step,
 )
-from .deadline import Deadline
-from .launchers import free_ports
 from ..model import DispelError
 from ..record.recorder import Tracer
+from . import modes
+from .deadline import Deadline
+from .launchers import free_ports
 
 
 def free_port() -> int:
@@ -83,7 +84,7 @@ class AppErrors(logging.Handler):
         super().__init__(logging.ERROR)
         self.step = "import"
         self.found: list[str] = []
-        self._hook = None
+        self._hook = threading.excepthook  # the hook in force when entered, put back on exit
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.exc_info and record.exc_info[1] is not None:
@@ -96,7 +97,7 @@ class AppErrors(logging.Handler):
     def in_step(self, step: str) -> list[str]:
         return [f.split(": ", 1)[1] for f in self.found if f.startswith(f"{step}: ")]
 
-    def __enter__(self) -> "AppErrors":
+    def __enter__(self) -> Self:
         for name in self.LOGGERS:
             logging.getLogger(name).addHandler(self)
         self._hook, threading.excepthook = threading.excepthook, self._excepthook
@@ -106,6 +107,9 @@ class AppErrors(logging.Handler):
         for name in self.LOGGERS:
             logging.getLogger(name).removeHandler(self)
         threading.excepthook = self._hook
+
+
+App = TypeVar("App")  # what load_app returns (the app's module, say) and serve_app takes
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -166,15 +170,15 @@ def drive(
     name: str,
     recorder: Tracer,
     start_client: Callable[[str, int], StepClient],
-    load_app: Callable[[], object],
-    serve_app: Callable[[object, int], None],
+    load_app: Callable[[], App],
+    serve_app: Callable[[App, int], None],
     steps: list[DriveStep],
     app_module: str,
     timeout: float = 30.0,
     port: int | None = None,
     timings: dict[str, float] | None = None,
     app_errors: AppErrors | None = None,
-):
+) -> App:
     """Import the app (``load_app``, traced under the mark "import"), serve it on a thread
     (``serve_app(app, port)``, mark "start"), then do ``steps`` one by one, each client
     started before its first step; returns what ``load_app`` returned. ``app_errors``
@@ -208,7 +212,7 @@ def drive(
                     module = load_app()
             except DispelError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the app's own code raises anything: reported as the app's error
                 raise DispelError(
                     f"import: cannot import app module {app_module!r}: {type(exc).__name__}: {exc}"
                 ) from None
@@ -216,7 +220,7 @@ def drive(
         def serve() -> None:
             try:
                 serve_app(module, port)
-            except BaseException as exc:  # reported by the driver, which names the step
+            except BaseException as exc:  # noqa: BLE001 - reported by the driver, which names the step
                 server_errors.append(exc)
 
         errors.step = "start"
@@ -224,14 +228,14 @@ def drive(
             thread = threading.Thread(target=serve, name="dispel-server", daemon=True)
             thread.start()
         with recorder.pause():
-            deadline.wait_for("start", lambda: server_errors or find_server(port) is not None)
+            deadline.wait_for("start", lambda: bool(server_errors) or find_server(port) is not None)
             if server_errors:
-                exc = server_errors[0]
-                if isinstance(exc, OSError) and exc.errno == 98:
+                failed = server_errors[0]
+                if isinstance(failed, OSError) and failed.errno == 98:
                     raise DispelError(
                         f"port {port} is already in use; choose another with --port or stop what holds it"
                     )
-                raise DispelError(f"start: the app failed to start: {type(exc).__name__}: {exc}")
+                raise DispelError(f"start: the app failed to start: {type(failed).__name__}: {failed}")
             server = find_server(port)
             for st in steps:
                 if st.who not in clients:
@@ -243,7 +247,7 @@ def drive(
                 with recorder.mark(st.mark):
                     try:
                         st.perform(client, deadline.left(label))
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - any failure of a step becomes one error line naming it
                         text = str(exc)
                         if text.rstrip().endswith("Error:"):  # an exception without a message
                             text = f"{text.rstrip()} no answer within the step's deadline"
@@ -333,7 +337,7 @@ class AppCode:
         import os
 
         return sorted(name for name, m in list(sys.modules.items())
-                      if isinstance(getattr(m, "__file__", None), str) and self(os.path.abspath(m.__file__)))
+                      if isinstance(file := getattr(m, "__file__", None), str) and self(os.path.abspath(file)))
 
 
 def load_socketio(spec, any_mode: bool = False):
@@ -350,12 +354,12 @@ def load_socketio(spec, any_mode: bool = False):
 
     try:
         module = importlib.import_module(spec.module)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the app's own code raises anything: reported as the app's error
         mode = _asked_async_mode(exc)
         if mode:
             raise _async_mode_error(mode, spec.target) from None
         raise DispelError(f"import: cannot import app module {spec.module!r}: {type(exc).__name__}: {exc}") from None
-    obj = module
+    obj: Any = module  # whatever the app's module holds under the attribute named
     for part in spec.attribute.split("."):
         if not hasattr(obj, part):
             raise DispelError(f"import: app module {spec.module!r} has no attribute {spec.attribute!r}; check [app] import = {spec.target!r}")
@@ -363,12 +367,12 @@ def load_socketio(spec, any_mode: bool = False):
     if spec.factory:
         try:
             obj = obj()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the app's own code raises anything: reported as the app's error
             mode = _asked_async_mode(exc)
             if mode:
                 raise _async_mode_error(mode, spec.target) from None
             raise DispelError(f"import: the factory {spec.target} raised {type(exc).__name__}: {exc}") from None
-    flask_app = None
+    flask_app: Flask | None = None
     if isinstance(obj, Flask):
         flask_app, obj = obj, obj.extensions.get("socketio")
         if not isinstance(obj, SocketIO):
@@ -506,9 +510,15 @@ def package_dirs(packages) -> list[str]:
 
     dirs: list[str] = []
     for pkg in packages:
-        spec = importlib.util.find_spec(pkg)
-        dirs.extend(os.path.join(loc, "") for loc in (spec.submodule_search_locations or ()) if spec)
+        dirs.extend(os.path.join(loc, "") for loc in (_spec(pkg).submodule_search_locations or ()))
     return dirs
+
+
+def _spec(pkg: str) -> importlib.machinery.ModuleSpec:
+    spec = importlib.util.find_spec(pkg)
+    if spec is None:
+        raise DispelError(f"package {pkg!r} is not installed; run `make site` to install the pinned set")
+    return spec
 
 
 def wanted_code(extra: tuple[str, ...] = (), app: Callable[[str], bool] | None = None) -> Callable[[CodeType], bool]:
@@ -519,10 +529,11 @@ def wanted_code(extra: tuple[str, ...] = (), app: Callable[[str], bool] | None =
 
     roots: list[str] = []
     for pkg in (d.package for d in DISTS):
-        spec = importlib.util.find_spec(pkg)
-        for loc in spec.submodule_search_locations or ():
+        for loc in _spec(pkg).submodule_search_locations or ():
             roots.append(os.path.join(loc, ""))
-    here = os.path.dirname(os.path.abspath(importlib.util.find_spec("sample_app").origin))
+    origin = _spec("sample_app").origin
+    assert origin is not None  # a regular package: its __init__.py
+    here = os.path.dirname(os.path.abspath(origin))
     roots.append(os.path.join(here, ""))
     roots.extend(extra)
     roots.extend(modes.traced_files())  # gevent's own modules, in gevent mode

@@ -58,9 +58,9 @@ def patch_websocket(pace: float, current_client) -> None:
             if pace:
                 time.sleep(pace)
 
-    websocket.WebSocket.__init__ = init
-    websocket.WebSocket.send_frame = send_frame
-    websocket.WebSocket.connect = connect
+    websocket.WebSocket.__init__ = init  # type: ignore[method-assign]  # patched on purpose (see above)
+    websocket.WebSocket.send_frame = send_frame  # type: ignore[method-assign]  # patched on purpose (see above)
+    websocket.WebSocket.connect = connect  # type: ignore[method-assign]  # patched on purpose (see above)
     original_close = websocket.WebSocket.close
 
     def close(self, *args, **kwargs):
@@ -76,7 +76,7 @@ def patch_websocket(pace: float, current_client) -> None:
             time.sleep(0.005)
         return original_close(self, *args, **kwargs)
 
-    websocket.WebSocket.close = close
+    websocket.WebSocket.close = close  # type: ignore[method-assign]  # patched on purpose (see above)
 
 
 def patch_http_close(timeout: float = 5.0) -> None:
@@ -88,7 +88,7 @@ def patch_http_close(timeout: float = 5.0) -> None:
     import http.client
     import socket
 
-    original_close_conn = http.client.HTTPResponse._close_conn
+    original_close_conn = http.client.HTTPResponse._close_conn  # type: ignore[attr-defined]  # private, patched on purpose
 
     def close_conn(self):
         sock = getattr(getattr(self.fp, "raw", None), "_sock", None)  # the socket under the response's file
@@ -101,7 +101,7 @@ def patch_http_close(timeout: float = 5.0) -> None:
                 pass
         return original_close_conn(self)
 
-    http.client.HTTPResponse._close_conn = close_conn
+    http.client.HTTPResponse._close_conn = close_conn  # type: ignore[attr-defined]  # private, patched on purpose
 
 
 def drained(client, timeout: float) -> None:
@@ -144,6 +144,7 @@ class _Steps:
     def __init__(self, port: int, pace: float) -> None:
         import socketio
 
+        self.client: socketio.Client  # made below; the patches read it when they run
         patch_websocket(pace, lambda: self.client)
         patch_http_close()
         self.url = f"http://127.0.0.1:{port}"
@@ -222,7 +223,7 @@ def main(argv: list[str]) -> int:
         count = int(parts[2]) if len(parts) > 2 else 1
         try:
             steps.step(name, timeout, count)
-        except Exception as exc:  # reported to the driver, which names the step
+        except Exception as exc:  # noqa: BLE001 - reported to the driver, which names the step
             print(f"error {name} {type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
             continue
         print(f"ok {name}", flush=True)

@@ -4,10 +4,10 @@ Pure: no IO, no import of the app. ``parse(text, source)`` returns a ``ScenarioF
 raises ``ScenarioError`` with one line that names the place: the TOML's line and column for
 a syntax error, the table or the step (``steps[3] (emit 'chat')``) for a wrong value.
 
-A file holds top-level tables, each read by the parser registered for it in ``SECTIONS``
-(name -> function of the raw table). A later format adds a table (a redis server, several
-processes) by adding a field with a default to ``ScenarioFile`` and an entry to ``SECTIONS``;
-files written for this version stay valid. An unknown table is an error naming the known
+A file holds the top-level tables ``SECTIONS`` names (name -> required), each read by its
+parser in ``parse``. A later format adds a table (as [broker] and [processes] were added) with
+a field with a default in ``ScenarioFile``, an entry in ``SECTIONS`` and its parser;
+files written for an earlier version stay valid. An unknown table is an error naming the known
 ones, so a typo is never silently ignored.
 
 Example (the README has the complete one)::
@@ -80,9 +80,32 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
-from .scenario_values import ASYNC_MODES, AppSpec, BROKERS, BrokerSpec, ClientSpec, DEFAULT_STEP_TIMEOUT, DEFAULT_TIMEOUT, DISCONNECT_BY, HTTP_METHODS, IMPORT_RE, MODULE_RE, NAME_RE, PROCESS_EVENTS, PROCESS_KINDS, PROCESS_ROOM, ProcessSpec, STEP_KINDS, ScenarioError, ScenarioFile, Step, TRANSPORTS, decode_bytes
+from .scenario_values import (
+    ASYNC_MODES,
+    BROKERS,
+    DEFAULT_STEP_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    DISCONNECT_BY,
+    HTTP_METHODS,
+    IMPORT_RE,
+    MODULE_RE,
+    NAME_RE,
+    PROCESS_EVENTS,
+    PROCESS_KINDS,
+    PROCESS_ROOM,
+    STEP_KINDS,
+    TRANSPORTS,
+    AppSpec,
+    BrokerSpec,
+    ClientSpec,
+    ProcessSpec,
+    ScenarioError,
+    ScenarioFile,
+    Step,
+    decode_bytes,
+)
 
 # --------------------------------------------------------------------------- helpers
 
@@ -278,7 +301,7 @@ def _steps(raw: object, source: str, clients: tuple[ClientSpec, ...], processes:
                 raise _err(source, where, "give data (one argument) or args (several), not both")
             if not isinstance(table["args"], list):
                 raise _err(source, where, f"args must be a list of the arguments, like args = [\"a\", 1], not {table['args']!r}")
-            args = tuple(_value(table["args"], source, where))
+            args = tuple(_value(a, source, where) for a in table["args"])
         extra = _step_extra(do, table, source, where)
         ack = table.get("ack", False)
         if not isinstance(ack, bool):
@@ -426,15 +449,14 @@ def _processes(raw: object, source: str) -> tuple[ProcessSpec, ...]:
     return tuple(out)
 
 
-# name -> (parser of the raw table, required). Later versions add entries here.
-SECTIONS: dict[str, tuple[Callable[..., object], bool]] = {
-    "app": (_app, True),  # not with [processes]
-    "clients": (_clients, True),
-    "steps": (_steps, True),
-    "broker": (_broker, False),  # with [processes] only
-    "processes": (_processes, False),
+# The top-level tables: name -> required (each read by its parser in parse).
+SECTIONS: dict[str, bool] = {
+    "app": True,  # not with [processes]
+    "clients": True,
+    "steps": True,
+    "broker": False,  # with [processes] only
+    "processes": False,
 }
-_READ_HERE = ("app", "clients", "steps", "broker", "processes")
 _SCALARS = ("title", "timeout", "redact")
 
 
@@ -477,7 +499,7 @@ def parse(text: str, source: str = "scenario.toml") -> ScenarioFile:
         known = ", ".join([*SECTIONS, *_SCALARS])
         raise _err(source, repr(unknown[0]), f"unknown top-level key or table; known: {known}")
     several = "processes" in raw
-    for name, (_, required) in SECTIONS.items():
+    for name, required in SECTIONS.items():
         if required and name not in raw and not (several and name == "app"):
             example = {"app": '[app] import = "app:socketio"', "clients": '[clients.a] transport = "websocket"',
                        "steps": '[[steps]] do = "connect"'}.get(name, f"[{name}]")
@@ -498,16 +520,18 @@ def parse(text: str, source: str = "scenario.toml") -> ScenarioFile:
     app = None if several else _app(raw["app"], source)
     clients = _clients(raw["clients"], source, processes)
     steps = _steps(raw["steps"], source, clients, processes)
-    extra = tuple(
-        (name, parse_section(raw[name], source)) for name, (parse_section, _) in SECTIONS.items()
-        if name not in _READ_HERE and name in raw
-    )
-    return ScenarioFile(source, app, clients, steps, title, timeout, extra, broker, processes, redact)
+    return ScenarioFile(source, app, clients, steps, title, timeout, broker, processes, redact)
 
 
 def one_app(sf: ScenarioFile) -> ScenarioFile:
     """``sf`` if it has one app to serve; a file of several processes is recorded by `dispel record NAME`."""
+    app_spec(sf)
+    return sf
+
+
+def app_spec(sf: ScenarioFile) -> AppSpec:
+    """The one app ``sf`` serves (ScenarioError, as one_app, for a file of several processes)."""
     if sf.app is None:
         raise ScenarioError(f"{sf.source}: [processes]: a file of several processes is not run on its own yet; "
                             "it is recorded as a catalogued scenario (`dispel record queue`)")
-    return sf
+    return sf.app

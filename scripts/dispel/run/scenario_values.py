@@ -1,13 +1,11 @@
 """A scenario file's frozen values (pure): the app, clients, steps, broker and processes it names, the format's constants, and the value forms a file may use (bytes as hex/base64, environment references)."""
 from __future__ import annotations
 
-
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..model import DispelError
-
 
 STEP_KINDS = ("connect", "emit", "expect", "join", "leave", "sleep", "disconnect", "http")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -171,13 +169,13 @@ class Step:
         return out
 
     @staticmethod
-    def from_json(d: Mapping) -> "Step":
+    def from_json(d: Mapping) -> Step:
         d = dict(d)
         for key in ("data", "body"):
             if key in d:
                 d[key] = from_jsonable(d[key])
         if "args" in d:
-            d["args"] = tuple(from_jsonable(d["args"]))
+            d["args"] = tuple(from_jsonable(a) for a in d["args"])
         if "headers" in d:
             d["headers"] = tuple(tuple(h) for h in d["headers"])
         return Step(**{k: d[k] for k in Step.__dataclass_fields__ if k in d})
@@ -191,8 +189,6 @@ class ScenarioFile:
     steps: tuple[Step, ...]
     title: str = ""
     timeout: float = DEFAULT_TIMEOUT
-    # tables a later version reads (SECTIONS), kept as parsed: name -> value
-    extra: tuple[tuple[str, object], ...] = field(default=())
     broker: BrokerSpec | None = None
     processes: tuple[ProcessSpec, ...] = ()
     # redact = ["REGEX", ...]: traced values matching one become <redacted> (as `--redact`)
@@ -278,7 +274,7 @@ def resolve_env(value: object, environ: Mapping[str, str]) -> object:
     return value
 
 
-def env_names(sf: "ScenarioFile") -> list[str]:
+def env_names(sf: ScenarioFile) -> list[str]:
     """The environment variables a scenario file's values read (``{ env = "NAME" }``), sorted."""
     found: set[str] = set()
 
@@ -298,5 +294,3 @@ def env_names(sf: "ScenarioFile") -> list[str]:
     for st in sf.steps:
         walk([st.data, list(st.args), st.body])
     return sorted(found)
-
-

@@ -2,19 +2,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ..model import (
     CHAIN_SCHEMA,
     TRACE_SCHEMA,
     Chain,
-    Relay,
     DispelError,
     Event,
     Func,
     Hop,
     Join,
+    Relay,
     Source,
     ThreadInfo,
     TraceFile,
@@ -53,9 +53,8 @@ def locate(roots: Iterable[Root], filename: str) -> tuple[Source, str] | None:
     if best is None:
         return None
     rel = filename[len(best.base):].lstrip("/")
-    module = rel[:-3] if rel.endswith(".py") else rel
-    if module.endswith("/__init__"):
-        module = module[: -len("/__init__")]
+    module = rel.removesuffix(".py")
+    module = module.removesuffix("/__init__")
     return Source(best.dist, best.version, best.lib_prefix + rel), module.replace("/", ".")
 
 

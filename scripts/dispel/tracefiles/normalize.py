@@ -142,10 +142,10 @@ class CallTree:
         self.idle: set[int] = set()  # rows of idle poll iterations, dropped with their subtrees
         self._signatures: dict[int, tuple] = {}
 
-    def ret_text(self, c: RawCall) -> str:
-        text = self.normalizer.value(c.func, "return", c.ret.value)
+    def ret_text(self, func: str, ret: Returned) -> str:
+        text = self.normalizer.value(func, "return", ret.value)
         # the size a container had when it was returned, which the caller saw
-        return f"{text[:-1]} len={c.ret.size}>" if c.ret.size >= 0 and text.startswith("<") else text
+        return f"{text[:-1]} len={ret.size}>" if ret.size >= 0 and text.startswith("<") else text
 
     def signature(self, row: int) -> tuple:
         """What a call did, as far as folding compares: function, line, values, folded subtree."""
@@ -153,7 +153,7 @@ class CallTree:
             c = self.row_of[row]
             kids = tuple(self.signature(k) for k in self.folded(self.children.get(row, [])))
             args = tuple((a.name, self.normalizer.value(c.func, a.name, a.value)) for a in c.args)
-            ret = None if c.ret is None else ("raised",) if c.ret.raised else self.ret_text(c)
+            ret = None if c.ret is None else ("raised",) if c.ret.raised else self.ret_text(c.func, c.ret)
             self._signatures[row] = (c.func, c.line, args, ret, kids)
         return self._signatures[row]
 
@@ -163,7 +163,7 @@ class CallTree:
         and what follows it, up to that next call, happen as often as the clock allows."""
         row_of = self.row_of
         # only calls that sometimes return something: an always-empty result is no poll
-        busy_sites = {(row_of[k].func, row_of[k].line) for k in kids if row_of[k].ret and row_of[k].ret.size > 0}
+        busy_sites = {(c.func, c.line) for c in (row_of[k] for k in kids) if c.ret and c.ret.size > 0}
         out: list[int] = []
         i = 0
         while i < len(kids):
@@ -242,7 +242,10 @@ class ThreadOrder:
             if start_row >= 0 and serial in tree.by_thread:
                 starter = tree.row_of[start_row].serial if start_row in tree.row_of else self.serials[0]
                 starts_of[starter].append((start_row, serial))
-        queue, placed, later, defer = [self.serials[0]], set(), [], True
+        queue: list[int] = [self.serials[0]]
+        placed: set[int] = set()
+        later: list[int] = []
+        defer = True
         while queue or later:
             if not queue:  # every other thread is placed: now the deferred ones, and what they started
                 queue, later, defer = later, [], False
@@ -380,7 +383,7 @@ def build_events(
         depth_of[idx] = depth_of[parent] + 1 if parent >= 0 else 0
         args = tuple(Value(a.name, tree.normalizer.value(c.func, a.name, a.value), tokens(a.oid, a.value)) for a in c.args)
         raised = bool(c.ret and c.ret.raised)
-        ret = Value("return", tree.ret_text(c), tokens(c.ret.oid, c.ret.value)) if c.ret and not raised else None
+        ret = Value("return", tree.ret_text(c.func, c.ret), tokens(c.ret.oid, c.ret.value)) if c.ret and not raised else None
         events.append(
             Event(
                 idx, c.func, threads.name[c.serial], parent, c.line, depth_of[idx], idx, thread_step[c.serial],
@@ -399,7 +402,7 @@ def wakeups(calls: list[RawCall], canon: Callable[[int], int]) -> tuple[WakeUp, 
     woke it (later ones found no waiter or woke another).
     """
     notifies: dict[tuple[int, int], list[RawCall]] = defaultdict(list)
-    waits: list[tuple[int, RawCall]] = []
+    waits: list[tuple[int, RawCall, Returned]] = []
     for c in calls:
         if not c.args:
             continue
@@ -407,11 +410,11 @@ def wakeups(calls: list[RawCall], canon: Callable[[int], int]) -> tuple[WakeUp, 
             if c.func in notify:
                 notifies[kind, c.args[0].oid].append(c)
             elif c.func in wait and c.ret is not None:
-                waits.append((kind, c))
+                waits.append((kind, c, c.ret))
     pairs = set()
-    for kind, w in waits:
+    for kind, w, returned in waits:
         for n in notifies.get((kind, w.args[0].oid), ()):
-            if w.row < n.row < w.ret.seq and n.serial != w.serial:
+            if w.row < n.row < returned.seq and n.serial != w.serial:
                 a, b = canon(n.row), canon(w.row)
                 if a >= 0 and b >= 0:
                     pairs.add((a, b))

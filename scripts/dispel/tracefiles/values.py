@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 import re
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 # Values of these types are rendered as they are; others by their type (and
@@ -56,7 +56,7 @@ class Normalizer:
         ]
         self._secret_re = re.compile("|".join(k for k, _ in self._subs)) if self._subs else None
         self.client_ports: dict[int, str] = {}
-        self._texts: dict[tuple[type, object], str] = {}  # text() of str and bytes values, as they repeat
+        self._texts: dict[tuple[type, object, int], str] = {}  # text() of str and bytes values, as they repeat
 
     def learn_client_port(self, port: int) -> None:
         """A peer's ephemeral port (from an accept): replaced wherever it shows."""
@@ -131,7 +131,8 @@ class Normalizer:
         key = (type(kept), kept, limit)
         text = self._texts.get(key)
         if text is None and self._whole:
-            whole = self._whole.get(kept.decode("latin-1") if isinstance(kept, bytes) else kept)
+            as_str = kept.decode("latin-1") if isinstance(kept, bytes) else kept
+            whole = self._whole.get(as_str) if isinstance(as_str, str) else None  # a secret is a string
             if whole is not None:
                 return repr(whole.encode("latin-1") if isinstance(kept, bytes) else whole)
         if text is None:
@@ -338,7 +339,8 @@ _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 def _texts_in(text: str):
     """Every string of a JSON document (one value per line, as dispel writes them) that may
     hold a credential, Python literals (a trace's value texts) decoded too."""
-    lower, lines = text.lower(), {}
+    lower = text.lower()
+    lines: dict[int, str] = {}
     for word in _HINT_WORDS:  # str.find: much faster than the regex over a whole trace
         at = lower.find(word)
         while at >= 0:
@@ -403,12 +405,12 @@ def _secret_text(text: str) -> bool:
     return not _is_placeholder(value)
 
 
-def value_text_to_python(text: str) -> object:
+def value_text_to_python(text: str) -> str | bytes:
     """Undo Normalizer.text for str and bytes values (used to decode wire bytes)."""
-    if text.startswith("b'") or text.startswith('b"'):
+    if text.startswith(("b'", 'b"')):
         return ast.literal_eval(text[1:]).encode("latin-1")
     if text[:1] in "'\"":
-        return ast.literal_eval(text)
+        return ast.literal_eval(text)  # a str: Normalizer.text quotes only strings
     return text
 
 
@@ -422,3 +424,12 @@ def bytes_of(text: str) -> bytes | None:
     except (ValueError, SyntaxError, UnicodeEncodeError):
         return None
     return value if isinstance(value, bytes) else None
+
+
+
+def wire_bytes(text: str) -> bytes:
+    """The bytes of a socket's read or write (bytes_of, for a text that must be bytes: TypeError otherwise)."""
+    data = bytes_of(text)
+    if data is None:
+        raise TypeError(f"not the text of a bytes value: {text[:40]!r}")
+    return data
