@@ -103,10 +103,10 @@ def test_every_core_cuts_a_task_that_never_ends_alike(tmp_path):
 
 def journeys_of(text: str, app: Path) -> dict[str, list[tuple]]:
     """The report's journeys of a trace: per journey, each hop's function, line, thread and edge."""
-    from dispel import report
+    from dispel import report_pages
     from dispel.pins.installed import lines_by_source
     from dispel.tracefiles.codec import trace_from_json
 
     trace = trace_from_json(text, "forever.json")
-    _, built, _ = report.build_chains(trace, lines_by_source({trace.scenario: trace}, app))
+    _, built, _ = report_pages.build_chains(trace, lines_by_source({trace.scenario: trace}, app))
     return {name: [(h.func.key, h.line, h.thread, h.edge) for h in chain.hops] for name, chain in sorted(built.items())}

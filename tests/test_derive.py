@@ -76,12 +76,12 @@ def test_generated_texts_for_the_apps_hops(traces):
 
 
 def test_a_text_that_cannot_be_filled_on_a_derived_journey_is_left_out_not_fatal(traces):
-    from dispel import report
+    from dispel import report_pages
 
     trace = traces["chat"]
     d = {x.journey.name: x for x in derive.derive(trace)}["emit-reply"]
     chain = chains.build(trace, d.journey, installed.lines_by_source({"chat": trace}), d.find)
     bad, good = chain.hops[1].func.key, chain.hops[2].func.key
-    mine, dropped = report.fillable(chain, {bad: "see {{hop:nowhere:nothing}}", good: "on {{thread}}"})
+    mine, dropped = report_pages.fillable(chain, {bad: "see {{hop:nowhere:nothing}}", good: "on {{thread}}"})
     assert bad not in mine and good in mine
     assert len(dropped) == 1 and dropped[0].startswith(f"{bad} on emit-reply:") and "nowhere:nothing" in dropped[0]

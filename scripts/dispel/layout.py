@@ -24,6 +24,7 @@ MODULES: dict[str, tuple[str, str]] = {
     "layout": (PURE, "this table"),
     "wire": (PURE, "wire bytes decoded layer by layer: HTTP, WebSocket frames, Engine.IO and Socket.IO packets"),
     "project": (SHELL, "a Project: its paths, atomic reads and writes, and the loaders of its traces, chains, lock and annotations"),
+    "report_pages": (GLUE, "a report's chains and pages from its trace: journeys built, texts filled and proven, home page, mkdocs config"),
     "report": (GLUE, "`dispel report`: the stages over a Project rooted at a temporary folder, renamed to `--out`"),
     # record/
     "record.recorder": (RECORDER, "the `sys.settrace` core (the reference), the C core's driver, and the Tracer protocol"),

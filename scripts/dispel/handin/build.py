@@ -104,7 +104,7 @@ def site_handin(project: Project) -> Built:
 
 def report_handin(root: Path, project: Project) -> Built:
     """The hand-in of a report `dispel report` built, with the texts its pages have."""
-    from .. import report
+    from .. import report, report_pages
     from ..chains import derive
     from ..render import app_notes
     from ..run import scenario_file
@@ -134,14 +134,14 @@ def report_handin(root: Path, project: Project) -> Built:
     pages = []
     for journey in [d.journey.name for d in derived] + sorted(set(built) - {d.journey.name for d in derived}):
         chain = built[journey]
-        mine, _ = report.fillable(chain, texts)
+        mine, _ = report_pages.fillable(chain, texts)
         final: list[dict] = []
 
         def page_of(t: dict, c: Chain = chain, final: list = final) -> str:
             final[:] = [t]
             return render.render_journey(c, linker, excerpts, t, built)
 
-        report.checked_page(chain, mine, page_of, prose_lines)  # the texts the report's page kept
+        report_pages.checked_page(chain, mine, page_of, prose_lines)  # the texts the report's page kept
         pages.append(render.journey_page(chain, linker, {}, true_shorts(chain, final[0], prose_lines), built))
     sf = scenario_file.parse(read_text(root / report.SCENARIO_COPY, "the report's scenario file"), f"{name}.toml")
     versions, python = version_set(lock)
