@@ -68,7 +68,7 @@ from .report_pages import (
 )
 from .run import live_session, scenario_file
 
-MARKER = ".dispel-report"
+MARKER = ".dispel-report"  # in a folder dispel report built (it may replace only such a folder)
 APP_FOLDER = "app"  # the app's traced files as they ran, kept with the report (its pages and check read them)
 SITE_EPOCH = "0"  # SOURCE_DATE_EPOCH for mkdocs: the sitemap's dates do not change between builds
 
