@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import catalog
+from ..chains import fold
 from ..check.links import PageLink, lock_file, recording_drift
 from ..model import Chain, DispelError, Hop, Lock
 from ..pins import permalinks
@@ -110,6 +111,11 @@ def _fields(fields: Sequence[tuple[str, str, str]]) -> str:
     return "; ".join(shown)
 
 
+def _calls(chain: Chain) -> int:
+    """The hops its journey page shows: one per recorded call (a return is its call's hop)."""
+    return len(set(fold.page_numbers(chain).values()))
+
+
 def _hop(hop: Hop) -> str:
     return f"{inline_code(hop.func.key)} ({md_text(hop.thread)})"
 
@@ -122,6 +128,8 @@ def render_journey(old: Chain, new: Chain, old_lock: Lock, new_lock: Lock) -> st
     moved = [p for p in both if p.kind == "moved"]
     changed = [p for p in both if p.kind == "changed"]
     journey = new.journey
+    # hops are named by the numbers their journey pages show (one per recorded call)
+    on, nn = fold.page_numbers(old), fold.page_numbers(new)
     out = [
         generated_header(),
         f"# {md_text(journey)}: the oldest supported set and the lock's",
@@ -132,11 +140,11 @@ def render_journey(old: Chain, new: Chain, old_lock: Lock, new_lock: Lock) -> st
         "",
         "| | oldest supported set | the lock's |",
         "|---|---|---|",
-        f"| hops | {len(old.hops)} | {len(new.hops)} |",
+        f"| hops | {_calls(old)} | {_calls(new)} |",
         *_version_rows(old_lock, new_lock, (old, new)),
         "",
-        (f"{len(both)} hops on both sides ({len(changed)} at another line or text, {len(moved)} moved); "
-        f"{len(added)} added, {len(removed)} removed."),
+        (f"{len({nn[p.new] for p in both})} hops on both sides ({len({nn[p.new] for p in changed})} at another line or text, "
+         f"{len({nn[p.new] for p in moved})} moved); {len({nn[c.new] for c in added})} added, {len({on[c.old] for c in removed})} removed."),
         "",
     ]
     for note in d.notes:
@@ -144,22 +152,22 @@ def render_journey(old: Chain, new: Chain, old_lock: Lock, new_lock: Lock) -> st
     if d.notes:
         out.append("")
     out += ["## Hops added", ""]
-    out += [f"- hop {c.new} {_hop(c.hop)} via {md_text(c.hop.edge)}: {_link(new_lock, c.hop)}"
+    out += [f"- hop {nn[c.new]} {_hop(c.hop)} via {md_text(c.hop.edge)}: {_link(new_lock, c.hop)}"
             for c in added] or ["None."]
     out += ["", "## Hops removed", ""]
-    out += [f"- hop {c.old} {_hop(c.hop)} via {md_text(c.hop.edge)}: {_link(old_lock, c.hop)}" for c in removed] or ["None."]
+    out += [f"- hop {on[c.old]} {_hop(c.hop)} via {md_text(c.hop.edge)}: {_link(old_lock, c.hop)}" for c in removed] or ["None."]
     out += ["", "## Hops moved", ""]
-    out += [f"- hop {p.old} → {p.new} {_hop(new.hops[p.new - 1])}"
+    out += [f"- hop {on[p.old]} → {nn[p.new]} {_hop(new.hops[p.new - 1])}"
             + (f": {_fields(p.fields)}" if p.fields else "")
             + f"; oldest {_link(old_lock, old.hops[p.old - 1])}, lock {_link(new_lock, new.hops[p.new - 1])}"
             for p in moved] or ["None."]
     out += ["", "## Lines changed", ""]
-    out += [f"- hop {p.old} → {p.new} {_hop(new.hops[p.new - 1])}: {_fields(p.fields)}"
+    out += [f"- hop {on[p.old]} → {nn[p.new]} {_hop(new.hops[p.new - 1])}: {_fields(p.fields)}"
             for p in changed] or ["None."]
     out += ["", "## Both sides", "", "| oldest hop | lock hop | function | oldest supported set | the lock's |", "|---|---|---|---|---|"]
     for p in both:
         a, b = old.hops[p.old - 1], new.hops[p.new - 1]
-        out.append(f"| {p.old} | {p.new} | {inline_code(b.func.key)} | "
+        out.append(f"| {on[p.old]} | {nn[p.new]} | {inline_code(b.func.key)} | "
                    f"{_link(old_lock, a)} | {_link(new_lock, b)} |")
     return "\n".join(out) + "\n"
 
@@ -183,10 +191,10 @@ def render_index(compared: Mapping[str, tuple[Chain, Chain]], old_lock: Lock, ne
     ]
     for journey, (old, new) in compared.items():
         both, d = pairs(old, new)
-        kinds = [c.kind for c in d.changes]
-        out.append(f"| [{md_text(journey)}]({journey}.md) | {len(old.hops)} → {len(new.hops)} | {len(both)} | "
-                   f"{sum(p.kind == 'changed' for p in both)} | {sum(p.kind == 'moved' for p in both)} | "
-                   f"{kinds.count('added')} | {kinds.count('removed')} |")
+        on, nn = fold.page_numbers(old), fold.page_numbers(new)
+        out.append(f"| [{md_text(journey)}]({journey}.md) | {_calls(old)} → {_calls(new)} | {len({nn[p.new] for p in both})} | "
+                   f"{len({nn[p.new] for p in both if p.kind == 'changed'})} | {len({nn[p.new] for p in both if p.kind == 'moved'})} | "
+                   f"{len({nn[c.new] for c in d.changes if c.kind == 'added'})} | {len({on[c.old] for c in d.changes if c.kind == 'removed'})} |")
     if absent:
         scenarios = sorted({j.scenario for j in catalog.JOURNEYS if j.name in absent})
         out += ["", "Not recorded at the oldest set: " + ", ".join(inline_code(j) for j in absent)
