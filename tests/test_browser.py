@@ -199,9 +199,12 @@ def test_browser_upgrade_agrees_with_the_python_clients_modulo_transport(recorde
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
             continue
+        # a return into a call both chains make, after the codec's detour (compression), is the codec's too
+        back = {k[0] for k in python} & {k[0] for k in browser}
         outside = [k for k in python[i1:i2] if k[0].partition(":")[0] not in TRANSPORT_MODULES] + [
             hop_key(h) for h in br_chain.hops[j1:j2]
             if h.func.key.partition(":")[0] not in TRANSPORT_MODULES and h.thread not in polled
+            and not (h.edge == "return" and h.func.key in back)
         ]
         assert not outside, f"upgrade: the chains differ outside the transport: {outside}"
 

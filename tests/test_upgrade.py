@@ -163,11 +163,11 @@ def test_an_upgrade_that_changes_no_traced_line(world, capsys):
     assert [p for p in pins_stage.verify_installed(lock, [w["site"]]) if not p.startswith("python")] == []
     # pinned, not yet regenerated: one line says so, instead of one per link into tiny's repository
     chains = load_chains(Project(w["project"]))
-    drift = check.recording_drift(chains.values(), lock)
-    assert drift == {"tiny": ("1.0", "1.1")}
+    versions_drift = check.recording_drift(chains.values(), lock)
+    assert versions_drift == {"tiny": ("1.0", "1.1")}
     into_tiny = check.LinkResult(check.PageLink("chains/greet.md", 9, f"https://github.com/acme/tiny/blob/{locked.pin('tiny').commit}/src/tiny/__init__.py#L2"), ["not pinned"])
     elsewhere = check.LinkResult(check.PageLink("index.md", 3, "https://github.com/acme/other/blob/x/src/other/__init__.py#L1"), ["broken"])
-    assert check.fold_recording_drift([into_tiny, elsewhere], lock, drift) == (
+    assert check.fold_recording_drift([into_tiny, elsewhere], lock, versions_drift) == (
         ["tiny: chains recorded with 1.0, lock 1.1: run make pin, then make regen (1 link into its repository fails until then)"],
         [elsewhere],
     )
