@@ -54,8 +54,11 @@ site: $(STAMP) $(OSTAMP)
 # pytest, then the checks; --rerecord also records the scenarios afresh and
 # compares them with the committed traces. Without Chromium (or with
 # DISPEL_CHROMIUM=/nonexistent) the browser's tests and re-recording are skipped, saying why.
+# The tests run on JOBS workers (pytest-xdist), a test file per worker at a time: the recordings
+# wait on their clients, so two workers keep two cores busy (JOBS=0 runs them in this process).
+JOBS    ?= 2
 test: lint $(OSTAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadfile)
 	$(BIN)/dispel check --rerecord
 
 # The gates before the tests: ruff (the package and the tests) and mypy (the package), both
