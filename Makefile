@@ -55,10 +55,16 @@ site: $(STAMP) $(OSTAMP)
 # compares them with the committed traces. Without Chromium (or with
 # DISPEL_CHROMIUM=/nonexistent) the browser's tests and re-recording are skipped, saying why.
 # The tests run on JOBS workers (pytest-xdist), a test file per worker at a time: the recordings
-# wait on their clients, so two workers keep two cores busy (JOBS=0 runs them in this process).
+# wait on their clients, so two workers keep two cores busy. Those marked `serial` run alone
+# afterwards (tests/conftest.py says why). JOBS=0 runs everything in this process.
 JOBS    ?= 2
 test: lint $(OSTAMP)
-	$(BIN)/python -m pytest $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadfile)
+ifeq ($(JOBS),0)
+	$(BIN)/python -m pytest
+else
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -m serial
+endif
 	$(BIN)/dispel check --rerecord
 
 # The gates before the tests: ruff (the package and the tests) and mypy (the package), both

@@ -49,11 +49,20 @@ ON_TRACED_PYTHON = (
 )
 
 
+# Tests whose recordings must come out exactly as another recording does (the same journeys, hop
+# for hop, or the committed annotations' hops) while a background task or a broadcast races the
+# writer's polls: `make test` runs them alone, after the others, so that no second worker loads the
+# machine while they record (a writer that takes two packets in one poll changes a chain).
+SERIAL_MODULES = {"test_install", "test_redaction", "test_cores", "test_live", "test_app_shapes"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the slow tests, skip the browser's where it cannot run, and those of the committed
-    traces on another Python than theirs (one reason line each)."""
+    """Mark the slow tests and those that record alone, skip the browser's where it cannot run,
+    and those of the committed traces on another Python than theirs (one reason line each)."""
     why = browser.unavailable()
     for item in items:
+        if item.module.__name__ in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
         if item.module.__name__ in SLOW_MODULES or item.get_closest_marker("browser") or item.get_closest_marker("scale"):
             item.add_marker(pytest.mark.slow)
         if why and item.get_closest_marker("browser"):
