@@ -160,13 +160,45 @@ def caught(g: TraceGraph, handler: int) -> tuple[list[int], list[list[int]]]:
     return [root], [[hook[0]]] if hook else []
 
 def recipients(g: TraceGraph, emit: int, needles: tuple[str, ...]) -> list[int]:
-    """The socket sends an emit led to: per thread, the first send showing the packet that a
-    hand-off from the emit reaches (an earlier send of the same event on that thread does not)."""
+    """The socket sends an emit led to: for each Engine.IO session it queued its packet for (a
+    ``Queue.put`` inside the emit), the first send showing the packet on the thread that took it
+    (see ``taken``). Without a recorded put (gevent's queues are not shown): per thread, the first
+    send showing the packet that a hand-off from the emit reaches (an earlier send of the same
+    event on that thread does not)."""
+    puts = [c for c in range(emit, g.ev(emit).end + 1) if g.ev(c).func == "queue:Queue.put"]
+    if puts:
+        return sorted({s for s in (taken(g, put, needles) for put in puts) if s is not None})
     first: dict[str, int] = {}
     for s in sends(g, needles):
         if g.ev(s).thread not in first and reaches(g, emit, s):
             first[g.ev(s).thread] = s
     return sorted(first.values())
+
+def taken(g: TraceGraph, put: int, needles: tuple[str, ...]) -> int | None:
+    """The first send showing needles on the thread that took the item ``put`` queued: the thread
+    its notify woke, when that thread's ``Queue.get`` returned this very item; else the thread
+    whose get of that queue returned it without waiting (a long-poll GET that came after the put);
+    else the thread its notify woke (which took another turn's item, when the trace kept one of a
+    task's identical turns)."""
+    queue = next((a.token for a in g.ev(put).args if a.name == "self" and a.token), 0)
+    item = next((a.token for a in g.ev(put).args if a.name == "item" and a.token), 0)
+    if not item:
+        return None
+
+    def took(e: Event) -> bool:
+        return (e.func == "queue:Queue.get" and e.ret is not None and e.ret.token == item
+                and any(a.name == "self" and a.token == queue for a in e.args))
+
+    woken = [y for x, y, _ in g.cross if put <= x <= g.ev(put).end]
+    sure = [y for y in woken if any(took(g.ev(a)) for a in g.ancestors(y))]
+    # then the take by identity; then a wake-up whose thread took an item of the same text (the
+    # trace kept one of a task's identical turns: its put stands for each turn's)
+    starts = sure + [i for i in g.find(took) if g.ev(i).thread != g.ev(put).thread][:1] + woken
+    for start in starts:
+        sent = g.find(lambda e: is_sink("send", "sendall")(e) and mentions(e, needles), g.ev(start).thread, after=start)
+        if sent:
+            return sent[0]
+    return None
 
 def packet_text(g: TraceGraph, emit: int) -> tuple[str, ...]:
     """The Socket.IO packet one emit encoded, as a frame shows it (``2["reply",{...}]`` after the

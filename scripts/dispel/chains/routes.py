@@ -165,13 +165,15 @@ def put_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
     """A packet that call a put on a queue (a ``Queue.put`` inside a) and b's thread took before
     b without waiting for it: Engine.IO queues a packet for a long-polling client, and the GET
     that carries it may come after the put, so no wake-up leads there. The hand-off is the take
-    (the latest call on b's thread before b that returned the item the put received)."""
+    (the latest call on b's thread before b that returned, from that queue, the item the put received)."""
     target = g.ev(b).thread
     for put in range(a, g.ev(a).end + 1):
         if g.ev(put).func != "queue:Queue.put":
             continue
         items = {v.token for v in g.ev(put).args if v.name == "item" and v.token}
-        got = g.find(lambda e: e.ret is not None and e.ret.token in items, target, before=b + 1)  # noqa: B023 - called before the loop moves on
+        queue = {v.token for v in g.ev(put).args if v.name == "self" and v.token}
+        got = g.find(lambda e: e.ret is not None and e.ret.token in items  # noqa: B023 - called before the loop moves on
+                     and any(v.name == "self" and v.token in queue for v in e.args), target, before=b + 1)  # noqa: B023
         if got:
             return [(put, got[-1], EDGE_DATA)]
     raise JourneyError(f"no hand-off leads from thread {g.ev(a).thread} to thread {target}")
