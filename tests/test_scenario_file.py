@@ -387,7 +387,7 @@ def test_the_example_apps_files_parse():
     from pathlib import Path
 
     apps = Path(__file__).resolve().parent / "programs" / "apps"
-    for path in sorted(apps.glob("*.toml")):
+    for path in sorted(apps.rglob("*.toml")):  # the apps in folders of their own too (shop/, taskboard/)
         parse(path.read_text(), path.name)
 
 
