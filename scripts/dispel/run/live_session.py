@@ -211,7 +211,8 @@ def has_null(value: object) -> bool:
     return False
 
 
-def scenario_text(s: Session, target: str, factory: bool = False, flask: str = "", title: str = "") -> tuple[str, list[str]]:
+def scenario_text(s: Session, target: str, factory: bool = False, flask: str = "", title: str = "",
+                  async_mode: str = "") -> tuple[str, list[str]]:
     """The scenario file that replays ``s`` (TOML), and what it cannot replay (a value TOML has
     no form for: null), each as one line. Steps are in the order the clients did them; each
     client connects all its namespaces with its first connect (dispel's client connects them together)."""
@@ -223,6 +224,8 @@ def scenario_text(s: Session, target: str, factory: bool = False, flask: str = "
         out.append("factory = true")
     if flask:
         out.append(f"flask = {json.dumps(flask)}")
+    if async_mode:
+        out.append(f"async_mode = {json.dumps(async_mode)}")
     out.append("")
     envs = set()
     for c in s.clients:
