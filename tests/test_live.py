@@ -405,7 +405,7 @@ def test_acceptance_the_chat_page_in_chromium_gives_the_browser_scenarios_journe
     why = browser.unavailable()
     if why:
         pytest.skip(why)
-    proc, port = start_live(tmp_path / "live", "--app", "sample_app.app:socketio", "--save-scenario", str(tmp_path / "browser.toml"),
+    proc, port = start_live(tmp_path / "live", "--app", "dispel.sample_app.app:socketio", "--save-scenario", str(tmp_path / "browser.toml"),
                             cwd=ROOT / "scripts")
     try:
         time.sleep(0.5)
@@ -439,7 +439,7 @@ def test_acceptance_the_chat_page_in_chromium_gives_the_browser_scenarios_journe
     # the one difference: the scenario serves the sample app through its main(), the live mode (as a
     # scenario file does) through SocketIO.run itself
     assert len(differences) == 1 and differences[0].startswith("run: live hops 1-1 (flask_socketio:SocketIO.run:"), differences
-    assert "where the browser scenario has hops 1-2 (sample_app.app:main:" in differences[0]
+    assert "where the browser scenario has hops 1-2 (dispel.sample_app.app:main:" in differences[0]
     # the saved scenario replays the session deterministically: twice, the same trace, byte for byte
     traces = []
     for n in (1, 2):

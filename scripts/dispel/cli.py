@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("record", help="run scenarios under the tracer; write traces/<scenario>.json")
     p.add_argument("scenarios", nargs="*", help=f"scenario names (default: {', '.join((*catalog.DEFAULT_SCENARIOS, *catalog.DEFAULT_PROCESS_SCENARIOS))})")
     p.add_argument("--timeout", type=float, default=30.0, help="deadline for a whole scenario, seconds")
-    p.add_argument("--app", default="sample_app.app", help="module of the app to trace")
+    p.add_argument("--app", default="dispel.sample_app.app", help="module of the app to trace")
     p.add_argument("--out", type=Path, default=PROJECT.traces, help="folder for trace files")
     p.add_argument("--port", type=int, default=None, help="port for the app (default: a free one)")
     _redact(p)
