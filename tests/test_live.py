@@ -275,6 +275,22 @@ def test_a_second_ctrl_c_during_the_build_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither the report nor its temporary folder
 
 
+def test_plain_http_requests_are_listed_and_replayed_when_they_carry_no_body():
+    obs = [{"client": 0, "do": "http", "method": "GET", "path": "/", "status": 200},
+           {"client": 1, "do": "open", "transport": "websocket"}, {"client": 1, "do": "connect", "namespace": "/"},
+           {"client": 0, "do": "http", "method": "POST", "path": "/api/cards", "status": 201},
+           {"client": 0, "do": "http", "method": "GET", "path": "/static/app.js", "status": 304},
+           {"client": 1, "do": "emit", "namespace": "/", "event": "chat", "args": ["hi"]}]
+    s = live_session.session(obs)
+    assert live_session.home_lines(s)[-1] == ("HTTP requests to the app, in order: GET / (200), POST /api/cards (201), "
+                                              "GET /static/app.js (304)")
+    text, left = live_session.scenario_text(s, "app:socketio")
+    steps = scenario_file.parse(text, "saved.toml").steps
+    assert [(st.do, st.client) for st in steps] == [("http", "c1"), ("connect", "c1"), ("emit", "c1")]
+    assert 'method = "GET"\npath = "/"\nstatus = 200' in text
+    assert [line.split(":")[0] for line in left] == ["HTTP POST /api/cards (201)", "HTTP GET /static/app.js (304)"]
+
+
 def test_repeated_console_lines_are_folded_into_a_count():
     from dispel.run.live import Repeats
 

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -109,12 +110,28 @@ class Observer(logging.Handler):
         except Exception:  # noqa: BLE001, S110 - the console never breaks the app
             pass
 
+    socketio_path = "/socket.io/"  # Engine.IO's requests, which the packets say more of
+
+    def _http(self, msg: object, args: tuple) -> None:
+        """werkzeug's request line (``"POST /api/x HTTP/1.1" 201 -``): a plain HTTP request to the app,
+        one that is not Engine.IO's, is said and observed (client 0: no Socket.IO client made it)."""
+        if not (isinstance(msg, str) and msg.endswith('"%s" %s %s') and len(args) == 3):
+            return
+        line = re.sub(r"\x1b\[[0-9;]*m", "", str(args[0])).split(" ")  # werkzeug colours some of them
+        if len(line) < 2 or (line[1] + "/").startswith(self.socketio_path) or not str(args[1]).isdigit():
+            return
+        self._note(0, do="http", method=line[0], path=line[1], status=int(args[1]))
+        self.say(f"HTTP {line[0]} {line[1]} -> {args[1]}")
+
     def _note(self, n: int, **what) -> None:
         self.observations.append({"client": n, **what})
 
     def _take(self, record: logging.LogRecord) -> None:
         msg = record.msg
         args: tuple[Any, ...] = record.args if isinstance(record.args, tuple) else ()  # a log call's arguments: anything
+        if record.name == "werkzeug":
+            self._http(msg, args)
+            return
         n: int | None  # the client a line is about
         if msg == "%s: Sending packet %s data %s" and len(args) == 3:
             sid, name, data = args
@@ -296,7 +313,6 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
     signal.signal(signal.SIGTERM, on_sigint)
     app = scenarios.AppCode(app_root)
     recorder = recorder_for(scenarios.wanted_code(app=app))
-    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
     logging.logThreads = False  # a log record would call threading.current_thread(), which is traced
     logging.logProcesses = False
     logging.logMultiprocessing = False
@@ -328,7 +344,9 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
                     raise DispelError(str(exc).replace("set factory = true", "pass --factory").replace(
                         "name it with [app] flask = ", "name it with --flask ").replace("check [app] import = ", "check --app ")) from None
             observer.manager = sio.server.manager
-            for logger in {sio.server.logger, sio.server.eio.logger}:
+            observer.socketio_path = getattr(getattr(sio, "sockio_mw", None), "engineio_path", None) or observer.socketio_path
+            # werkzeug's request lines: the app's plain HTTP requests (gevent's server logs none)
+            for logger in {sio.server.logger, sio.server.eio.logger, logging.getLogger("werkzeug")}:
                 loggers.append((logger, logger.level, logger.propagate, logger.handlers))
                 logger.handlers = [observer]  # their own handlers (a StreamHandler) would print every packet
                 logger.setLevel(logging.INFO)
