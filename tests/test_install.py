@@ -165,14 +165,19 @@ def test_the_installed_package_imports_from_any_folder_and_reads_no_repository(o
 @pytest.mark.slow
 def test_the_installed_sample_app_is_traced_as_the_app(oldest_venv, tmp_path):
     """The sample's own scenario file, from the installed package, run from a folder outside the
-    repository: the report's app hops are dispel.sample_app's (its files copied into the report),
-    and none of dispel's own modules is in the trace."""
+    repository: its folder in site-packages is the app's root and its modules the app's (dispel's
+    own package and site-packages are not, but for dispel.sample_app), the report's app hops are
+    dispel.sample_app's (its files copied into the report), and no other dispel module is traced."""
     venv = oldest_venv[0]
     site = site_packages(venv)
     assert site is not None
     proc = run([venv / "bin" / "dispel", "report", "--scenario", site / "dispel" / "sample_app" / "chat.toml", "--out",
                 tmp_path / "report", "--no-site"], cwd=tmp_path, env=no_network_env())
     assert proc.returncode == 0, proc.stderr
+    # the scenario's root is the sample's folder in site-packages: its modules are the app's there
+    said = re.search(r"^app: root (.*), (\d+) app modules \((.*)\)$", proc.stdout, re.MULTILINE)
+    assert said and Path(said.group(1)).resolve() == (site / "dispel" / "sample_app").resolve(), proc.stdout
+    assert said.group(3).split(", ") == ["dispel.sample_app", "dispel.sample_app.app"], said.group(0)
     report = tmp_path / "report"
     trace = json.loads((report / "traces" / "chat.json").read_text())
     funcs = [f for f in trace["funcs"] if f[0].split(".")[0] == "dispel"]
