@@ -292,8 +292,8 @@ def test_a_request_werkzeug_could_not_serve_is_named_in_a_later_steps_failure():
             '    encoded_payload += pkt.encode(b64=True)\nTypeError: can only concatenate str (not "bytes") to str\n')
     errors = AppErrors()
     errors.step = "steps[10] (emit 'snapshot', client viewer)"
-    errors.emit(logging.LogRecord("werkzeug", logging.ERROR, __file__, 1, text, None, None))
-    errors.emit(logging.LogRecord("werkzeug", logging.ERROR, __file__, 1, "code 400, message %s", ("Bad request",), None))
+    assert errors.werkzeug(logging.LogRecord("werkzeug", logging.ERROR, __file__, 1, text, None, None))
+    assert errors.werkzeug(logging.LogRecord("werkzeug", logging.ERROR, __file__, 1, "code 400, message %s", ("Bad request",), None))
     assert errors.before("steps[13] (expect 'cleared', client viewer)") == [
         ("steps[10] (emit 'snapshot', client viewer): TypeError: can only concatenate str (not \"bytes\") to str "
          "(raised at payload.py:21 in encode), serving a request")]

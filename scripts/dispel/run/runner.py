@@ -78,7 +78,7 @@ class AppErrors(logging.Handler):
     Engine.IO logs when a handler raises (``... handler error``, then carries on), and what a
     thread of the app let escape. A context: attached to those loggers and threading.excepthook."""
 
-    LOGGERS = ("engineio.server", "socketio.server", "flask_socketio", "werkzeug")
+    LOGGERS = ("engineio.server", "socketio.server", "flask_socketio")
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
@@ -89,9 +89,13 @@ class AppErrors(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.exc_info and record.exc_info[1] is not None:
             self.found.append(f"{self.step}: {describe_exception(record.exc_info[1])}")
-        elif record.name == "werkzeug" and isinstance(record.msg, str) and "Error on request" in record.msg:
-            # werkzeug logs the traceback's text, not the exception
+
+    def werkzeug(self, record: logging.LogRecord) -> bool:
+        """A filter on werkzeug's logger, not a handler: werkzeug looks for handlers when it first logs
+        (and the recorder sees it look). It logs a request that raised as the traceback's text."""
+        if isinstance(record.msg, str) and "Error on request" in record.msg:
             self.found.append(f"{self.step}: {describe_traceback(record.getMessage())}, serving a request")
+        return True
 
     def before(self, step: str) -> list[str]:
         """What was raised in the steps before ``step`` (each with the step it ran in)."""
@@ -108,12 +112,14 @@ class AppErrors(logging.Handler):
     def __enter__(self) -> Self:
         for name in self.LOGGERS:
             logging.getLogger(name).addHandler(self)
+        logging.getLogger("werkzeug").addFilter(self.werkzeug)
         self._hook, threading.excepthook = threading.excepthook, self._excepthook
         return self
 
     def __exit__(self, *exc: object) -> None:
         for name in self.LOGGERS:
             logging.getLogger(name).removeHandler(self)
+        logging.getLogger("werkzeug").removeFilter(self.werkzeug)
         threading.excepthook = self._hook
 
 
