@@ -41,7 +41,6 @@ MODULES: dict[str, tuple[str, str]] = {
     # run/
     "run.runner": (SHELL, "run an app in-process under a recorder and drive it, step by step, with a deadline"),
     "run.deadline": (PURE, "the deadline the steps of one run share"),
-    "run.green_sample": (SHELL, "the sample app's handlers on a gevent-mode server (the bench's gevent workload; a patched process only)"),
     "run.modes": (PURE, "Flask-SocketIO's async modes as a run has them: which one, what an app leaving it unset gets, gevent's server and greenlets"),
     "run.launchers": (SHELL, "the step clients' processes (the sample's, a scenario file's, the browser) and free ports"),
     "run.browser": (SHELL, "the official JavaScript client in headless Chromium"),
