@@ -98,6 +98,7 @@ MODULES: dict[str, tuple[str, str]] = {
     "review.diff": (PURE, "what changed between two versions of the chains and the lock"),
     "review.stage": (GLUE, "`dispel diff` and `dispel audit` over a Project"),
     "review.versions": (PURE, "the sample's journeys at the oldest supported set against the lock's: a page per journey from diff's alignment"),
+    "review.beside": (PURE, "a gevent journey's chain set beside its threading one: where they depart, lines moved, hand-offs between lanes"),
     "review.oldest_venv": (SHELL, "the oldest supported set's venv (.venv-oldest): its files prove that set's links, its dispel derives that set's chains again"),
     # handin/
     "handin.document": (PURE, "the course template's report from the page model, as Markdown and HTML; the links each format must hold"),
