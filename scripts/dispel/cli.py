@@ -68,7 +68,7 @@ def cmd_chains(args: argparse.Namespace) -> int:
     built = chains_stage.chains(PROJECT, args.journeys, args.traces)
     for name, chain in built.items():
         threads = len({h.thread for h in chain.hops})
-        print(f"chain {name}: {len(chain.hops)} hops on {threads} threads -> {PROJECT.shown(args.traces / 'chains' / (name + '.json'))}")
+        print(f"chain {name}: {len(chain.hops)} hops on {threads} thread{'s' * (threads != 1)} -> {PROJECT.shown(args.traces / 'chains' / (name + '.json'))}")
     return 0
 
 

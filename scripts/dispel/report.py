@@ -89,7 +89,7 @@ class Report:
 def console_lines(done: Report, no_site: bool) -> list[str]:
     """What `dispel report` prints about what it built, a line each."""
     out = list(done.said)
-    out += [f"journey {name}: {hops} hops on {threads} threads" for name, hops, threads in done.journeys]
+    out += [f"journey {name}: {hops} hops on {threads} thread{'s' * (threads != 1)}" for name, hops, threads in done.journeys]
     out += [f"not derived: {line}" for line in done.skipped]
     out += [f"the app raised: {line}" for line in done.raised]
     if done.unannotated:
