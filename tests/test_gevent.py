@@ -330,3 +330,15 @@ def test_departures_are_the_stretches_between_hops_on_both_sides():
     both, parts = beside.departures(threading, gevent)
     assert [(p.old, p.new) for p in both] == [(1, 1), (5, 2), (6, 3)]
     assert parts == [beside.Departure((1, 1), (2, 3, 4), ())]
+
+
+@pytest.mark.slow
+def test_the_gevent_scenario_records_the_committed_trace_again(tmp_path):
+    """`dispel record gevent` starts a monkey-patched interpreter itself; its trace is the committed one, byte for byte."""
+    from dispel.check.stage import _rerecord_drift
+
+    proc = subprocess.run([sys.executable, "-m", "dispel", "record", "gevent", "--out", str(tmp_path)],
+                          cwd=Project().root, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "recorded gevent:" in proc.stdout
+    assert _rerecord_drift(Project(), tmp_path, "gevent", []) == []
