@@ -102,7 +102,7 @@ def missing(mode: str) -> str:
 def run_once(mode: str, timeout: float = 120.0) -> dict:
     """One run of the bench scenario in this interpreter under ``mode``: its figures. A gevent mode
     runs the sample app in this interpreter, which gevent has patched (_PATCHED): it picks gevent mode."""
-    app_module = "sample_app.app"
+    app_module = "dispel.sample_app.app"
     if mode.startswith("gevent:"):
         mode = mode[len("gevent:"):]
         mode = f"core:{available_cores()[0]}" if mode == "core" else mode
