@@ -72,10 +72,12 @@ def woken_waits(g: TraceGraph, scope: int) -> list[int]:
 
 def happened_before(g: TraceGraph, e: int, pred: Callable[[Event], bool]) -> int | None:
     """The latest call matching pred that happens-before position e: on e's thread before it,
-    else before the hand-off that led into e's thread, and so on back."""
+    else before the hand-off that led into e's thread, and so on back. A hand-off into e itself
+    counts (in gevent mode a wake-up lands on the traced call around gevent's wait, which may be
+    the very call whose end e is)."""
     while True:
         thread = g.ev(e).thread
-        arrivals = [(y, x) for x, y, _ in g.cross if g.ev(y).thread == thread and y < e]
+        arrivals = [(y, x) for x, y, _ in g.cross if g.ev(y).thread == thread and (y < e or y == e and g.ev(e).end == e)]
         start = max(arrivals)[0] if arrivals else -1
         hits = g.find(pred, thread, after=start, before=e)
         if hits:

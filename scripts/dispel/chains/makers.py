@@ -181,6 +181,14 @@ def insert_producer(g: TraceGraph, steps: list[Step], p: int, start: int, stop: 
     last = steps[stop - 1][0]
     if stop == len(steps) and steps[stop - 1][1] != EDGE_RETURN and last < p <= g.ev(last).end:
         return steps + tree_path(g, last, p)  # inside the part's last call: the part ends down there
+    for j in range(stop - 2, start - 1, -1):
+        # inside a call that handed off to another thread next (in gevent mode a wake-up is drawn on the
+        # traced call around gevent's own set or put, so the call goes on past the hand-off): ran under
+        # it before the hand-off, a detour down and back up to it
+        a, b = steps[j][0], steps[j + 1][0]
+        if (g.ev(a).thread == thread and g.ev(b).thread != thread and steps[j][1] != EDGE_RETURN
+                and a < p <= g.ev(a).end):
+            return steps[: j + 1] + tree_path(g, a, p) + tree_path(g, p, a) + steps[j + 1 :]
     return None
 
 

@@ -213,7 +213,8 @@ def pages(docs: Path, old_chains: Mapping[str, Chain], new_chains: Mapping[str, 
     if not compared:
         return {}
     files = {docs / PAGES / f"{j}.md": render_journey(o, n, old_lock, new_lock) for j, (o, n) in compared.items()}
-    absent = [j for j in catalog.JOURNEY_NAMES if j in new_chains and j not in old_chains]
+    # the gevent journeys are set beside their threading ones on their own pages, not across version sets
+    absent = [j for j in catalog.JOURNEY_NAMES if j in new_chains and j not in old_chains and not catalog.journey(j).beside]
     files[docs / PAGES / "index.md"] = render_index(compared, old_lock, new_lock, absent)
     return files
 
