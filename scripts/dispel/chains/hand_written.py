@@ -102,6 +102,17 @@ def wire_of(g: TraceGraph, parts: list[list[int]], sink_arg: str) -> tuple:
     return wire.decode_frame(wire_bytes(data)) if data else ()
 
 
+def wire_close(g: TraceGraph, parts: list[list[int]]) -> tuple:
+    """The server's close frame, which a disconnect's page decodes: the first socket send of a close
+    frame among the waypoints after the first part (the CLOSE's part ends at it; where the server's
+    frame answers the client's instead, the last part sends it)."""
+    for part in parts[1:]:
+        for w in part:
+            if is_sink("send", "sendall")(g.ev(w)) and mentions(g.ev(w), (CLOSE_FRAME, CLOSE_FRAME.replace("'", '"'))):
+                return wire_of(g, [[w]], "data")
+    return ()
+
+
 def wire_frames(g: TraceGraph, parts: list[list[int]]) -> tuple:
     """Every WebSocket frame a part starts by reading or ends by writing, in order (a binary
     event's two frames, a call's ask and the client's ACK, the close frames)."""
