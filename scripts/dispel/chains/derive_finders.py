@@ -344,7 +344,7 @@ def find_disconnect(g: TraceGraph, websocket: bool = True):
     # frame answers the client's (python-engineio 4.4: the CLOSE closes the Engine.IO socket with no
     # frame of its own, and simple-websocket's reader answers the client's close frame)
     answered = recv1 is not None and reaches(g, closed[0], sent[0])
-    if answered:
+    if recv1 is not None and answered:
         parts.append(with_producer(g, [recv1, *value_trail(g, recv1, sent[0], ("'1'",))[1:]]))
     elif recv1 is not None:
         parts.append(close_handled(g, recv1, closed[0]))

@@ -268,11 +268,11 @@ def parsers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
             for v in took:
                 # a call on the thread took the text first, off the part (python-engineio 4.4 reads an
                 # Engine.IO message's payload as JSON before Socket.IO parses it): its parse too
-                first = [x for x in g.find(lambda x: _takes(x, v), e.thread, after=_floor(g, part, e.thread), before=i)  # noqa: B023 - called before the loop moves on
-                         if x not in on and x not in g.ancestors(i)]
-                p = _parse_of(g, first[0], v, itself=True) if first else None
+                earlier = [x for x in g.find(lambda x: _takes(x, v), e.thread, after=_floor(g, part, e.thread), before=i)  # noqa: B023 - called before the loop moves on
+                           if x not in on and x not in g.ancestors(i)]
+                p = _parse_of(g, earlier[0], v, itself=True) if earlier else None
                 if p is not None and p not in on:
-                    out.append((p, first[0], JOIN_PARSED))
+                    out.append((p, earlier[0], JOIN_PARSED))
             for v in returned + took:
                 if _takes(e, v):
                     p = _parse_of(g, i, v)
@@ -473,7 +473,7 @@ def echoes(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
             continue
         data = _py_bytes(next((a.text for a in e.args if a.name == "data"), ""))
         layout = wire.frame_layout(data) if data and not data.startswith((b"GET ", b"POST ", b"HTTP/")) else None
-        if layout is None or (data[0] >> 4) & 0x4:
+        if data is None or layout is None or (data[0] >> 4) & 0x4:
             continue
         start, _ = layout
         payload = data[start:] if not data[1] >> 7 else wire.xor_mask(data[start:], data[start - 4 : start])
