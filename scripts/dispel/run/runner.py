@@ -78,7 +78,7 @@ class AppErrors(logging.Handler):
     Engine.IO logs when a handler raises (``... handler error``, then carries on), and what a
     thread of the app let escape. A context: attached to those loggers and threading.excepthook."""
 
-    LOGGERS = ("engineio.server", "socketio.server", "flask_socketio")
+    LOGGERS = ("engineio.server", "socketio.server", "flask_socketio", "werkzeug")
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
@@ -89,6 +89,14 @@ class AppErrors(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.exc_info and record.exc_info[1] is not None:
             self.found.append(f"{self.step}: {describe_exception(record.exc_info[1])}")
+        elif record.name == "werkzeug" and isinstance(record.msg, str) and "Error on request" in record.msg:
+            # werkzeug logs the traceback's text, not the exception
+            self.found.append(f"{self.step}: {describe_traceback(record.getMessage())}, serving a request")
+
+    def before(self, step: str) -> list[str]:
+        """What was raised in the steps before ``step`` (each with the step it ran in)."""
+        mine = [f for f in self.found if f.startswith(f"{step}: ")]
+        return [f for f in self.found if f not in mine]
 
     def _excepthook(self, args) -> None:
         if args.exc_value is not None and not isinstance(args.exc_value, SystemExit):
@@ -110,6 +118,17 @@ class AppErrors(logging.Handler):
 
 
 App = TypeVar("App")  # what load_app returns (the app's module, say) and serve_app takes
+
+
+def describe_traceback(text: str) -> str:
+    """A traceback's text -> ``TypeError: ... (raised at payload.py:21 in encode)``, as describe_exception."""
+    import os
+    import re
+
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', text)
+    at = f" (raised at {os.path.basename(frames[-1][0])}:{frames[-1][1]} in {frames[-1][2]})" if frames else ""
+    return f"{lines[-1].strip() if lines else 'an error'}{at}"
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -185,7 +204,8 @@ def drive(
     collects the exceptions the app raised, by step; a step that fails says them too."""
     deadline = Deadline(timeout, name)
     errors = app_errors if app_errors is not None else AppErrors()
-    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
+    # werkzeug's request lines stay off the console; its errors (a request that raised) are said (AppErrors)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     # With a long switch interval a thread keeps the GIL until it blocks, so each
     # thread's sequence of calls no longer depends on preemption: traces repeat.
     old_interval = sys.getswitchinterval()
@@ -254,6 +274,8 @@ def drive(
                         raised = errors.in_step(label)
                         if raised:
                             text += f"; in this step the app raised {'; '.join(raised)}"
+                        elif errors.before(label):  # what an earlier step broke may be why this one waited in vain
+                            text += f"; earlier, the app raised {'; '.join(f'in {e}' for e in errors.before(label))}"
                         raise DispelError(f"scenario {name!r}: {text}") from None
                     # The server may still be finishing what the step caused.
                     if st.connects:
