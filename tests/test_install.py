@@ -228,13 +228,14 @@ def test_same_journeys_at_both_ends(oldest_report, newest_report):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="at the oldest set the disconnect journey's Engine.IO CLOSE is decoded on the request "
-                   "thread, which its chain does not reach (simple-websocket 0.10 answers the close on the reader): "
-                   "the completeness rule names 3 values; every link is proven")
 def test_check_root_passes_at_the_oldest_set(oldest_venv, oldest_report):
+    """Every link proven, and every wire value with its maker or reader on its chain: the disconnect's
+    CLOSE decoded on the request thread, the close code the reader's answer echoes."""
     proc = run([oldest_venv[0] / "bin" / "dispel", "check", "--root", oldest_report], cwd=APPS, env=no_network_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"links checked: (\d+), verified: \1, failed: 0", proc.stdout + proc.stderr)
+    m = re.search(r"completeness: (\d+) of (\d+) wire values", proc.stdout + proc.stderr)
+    assert m and m.group(1) == m.group(2) and int(m.group(2)) > 0, proc.stdout
 
 
 def def_of(tree: ast.AST, qualname: str) -> ast.AST:
