@@ -280,21 +280,17 @@ def test_a_long_polling_file_client_talks_through_the_pacer_and_stops_it():
     assert polling.pacer.proc.poll() is not None, "the pacer was left running"
 
 
-def test_a_request_werkzeug_could_not_serve_is_named_in_a_later_steps_failure():
-    """werkzeug logs the traceback's text of a request that raised (no exception object): AppErrors
-    reads it, and a step that later waits in vain names it (the step it happened in, where it was raised)."""
+def test_what_an_earlier_step_raised_is_named_when_a_later_step_waits_in_vain():
     import logging
 
     from dispel.run.runner import AppErrors
 
-    text = ('Error on request:\nTraceback (most recent call last):\n  File "/x/engineio/base_server.py", line 253, in _ok\n'
-            '    payload.Payload(packets=packets).encode(\n  File "/x/engineio/payload.py", line 21, in encode\n'
-            '    encoded_payload += pkt.encode(b64=True)\nTypeError: can only concatenate str (not "bytes") to str\n')
     errors = AppErrors()
-    errors.step = "steps[10] (emit 'snapshot', client viewer)"
-    assert errors.werkzeug(logging.LogRecord("werkzeug", logging.ERROR, __file__, 1, text, None, None))
-    assert errors.werkzeug(logging.LogRecord("werkzeug", logging.ERROR, __file__, 1, "code 400, message %s", ("Bad request",), None))
-    assert errors.before("steps[13] (expect 'cleared', client viewer)") == [
-        ("steps[10] (emit 'snapshot', client viewer): TypeError: can only concatenate str (not \"bytes\") to str "
-         "(raised at payload.py:21 in encode), serving a request")]
-    assert errors.before("steps[10] (emit 'snapshot', client viewer)") == []
+    errors.step = "steps[3] (emit 'stroke', client pen)"
+    try:
+        {}["room"]
+    except KeyError as exc:
+        errors.emit(logging.LogRecord("socketio.server", logging.ERROR, __file__, 1, "handler error", None, (KeyError, exc, exc.__traceback__)))
+    earlier = errors.before("steps[5] (expect 'cleared', client viewer)")
+    assert len(earlier) == 1 and earlier[0].startswith("steps[3] (emit 'stroke', client pen): KeyError: 'room' (raised at test_scenario.py:")
+    assert errors.before("steps[3] (emit 'stroke', client pen)") == []

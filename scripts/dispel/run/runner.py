@@ -90,13 +90,6 @@ class AppErrors(logging.Handler):
         if record.exc_info and record.exc_info[1] is not None:
             self.found.append(f"{self.step}: {describe_exception(record.exc_info[1])}")
 
-    def werkzeug(self, record: logging.LogRecord) -> bool:
-        """A filter on werkzeug's logger, not a handler: werkzeug looks for handlers when it first logs
-        (and the recorder sees it look). It logs a request that raised as the traceback's text."""
-        if isinstance(record.msg, str) and "Error on request" in record.msg:
-            self.found.append(f"{self.step}: {describe_traceback(record.getMessage())}, serving a request")
-        return True
-
     def before(self, step: str) -> list[str]:
         """What was raised in the steps before ``step`` (each with the step it ran in)."""
         mine = [f for f in self.found if f.startswith(f"{step}: ")]
@@ -112,29 +105,16 @@ class AppErrors(logging.Handler):
     def __enter__(self) -> Self:
         for name in self.LOGGERS:
             logging.getLogger(name).addHandler(self)
-        logging.getLogger("werkzeug").addFilter(self.werkzeug)
         self._hook, threading.excepthook = threading.excepthook, self._excepthook
         return self
 
     def __exit__(self, *exc: object) -> None:
         for name in self.LOGGERS:
             logging.getLogger(name).removeHandler(self)
-        logging.getLogger("werkzeug").removeFilter(self.werkzeug)
         threading.excepthook = self._hook
 
 
 App = TypeVar("App")  # what load_app returns (the app's module, say) and serve_app takes
-
-
-def describe_traceback(text: str) -> str:
-    """A traceback's text -> ``TypeError: ... (raised at payload.py:21 in encode)``, as describe_exception."""
-    import os
-    import re
-
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', text)
-    at = f" (raised at {os.path.basename(frames[-1][0])}:{frames[-1][1]} in {frames[-1][2]})" if frames else ""
-    return f"{lines[-1].strip() if lines else 'an error'}{at}"
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -210,8 +190,9 @@ def drive(
     collects the exceptions the app raised, by step; a step that fails says them too."""
     deadline = Deadline(timeout, name)
     errors = app_errors if app_errors is not None else AppErrors()
-    # werkzeug's request lines stay off the console; its errors (a request that raised) are said (AppErrors)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    # werkzeug stays quiet: before 3.0 it logs an error at the end of every WebSocket request, and a
+    # log record would call threading.current_thread(), which is traced
+    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
     # With a long switch interval a thread keeps the GIL until it blocks, so each
     # thread's sequence of calls no longer depends on preemption: traces repeat.
     old_interval = sys.getswitchinterval()
