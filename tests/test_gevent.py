@@ -342,3 +342,19 @@ def test_the_gevent_scenario_records_the_committed_trace_again(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "recorded gevent:" in proc.stdout
     assert _rerecord_drift(Project(), tmp_path, "gevent", []) == []
+
+
+def test_a_gevent_pages_lanes_are_greenlets_and_a_threading_pages_threads():
+    import json
+
+    from dispel.render import pages
+    from dispel.tracefiles.codec import chain_from_dict
+
+    root = Path(__file__).resolve().parent.parent
+    green = chain_from_dict(json.loads((root / "traces" / "chains" / "gevent-on.json").read_text()))
+    plain = chain_from_dict(json.loads((root / "traces" / "chains" / "on.json").read_text()))
+    assert (pages.lane_kind(green), pages.lane_kind(plain)) == ("greenlet", "thread")
+    from dispel.chains import fold
+
+    svg = pages.diagram(green, tuple(fold.groups(green, frozenset(), frozenset())))
+    assert ">greenlet<" in svg and ">thread<" not in svg
