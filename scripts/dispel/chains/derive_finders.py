@@ -19,7 +19,7 @@ from .hand_written import (
     recv_before_text,
     with_producer,
 )
-from .routes import handoff_route, value_trail
+from .routes import EIO_POLL, EIO_SEND, green_takes, handoff_route, value_trail
 
 APP_DIST = "sample_app"  # the traced app's marker (dispel.model.Source)
 
@@ -162,12 +162,17 @@ def caught(g: TraceGraph, handler: int) -> tuple[list[int], list[list[int]]]:
 def recipients(g: TraceGraph, emit: int, needles: tuple[str, ...]) -> list[int]:
     """The socket sends an emit led to: for each Engine.IO session it queued its packet for (a
     ``Queue.put`` inside the emit), the first send showing the packet on the thread that took it
-    (see ``taken``). Without a recorded put (gevent's queues are not shown): per thread, the first
-    send showing the packet that a hand-off from the emit reaches (an earlier send of the same
-    event on that thread does not)."""
+    (see ``taken``). In gevent mode, whose queues the trace leaves out: for each ``Socket.send``
+    inside the emit (the put on one session's queue), the first send showing the packet on the
+    greenlet that took it (see ``green_taken``). Else: per thread, the first send showing the
+    packet that a hand-off from the emit reaches (an earlier send of the same event on that
+    thread does not)."""
     puts = [c for c in range(emit, g.ev(emit).end + 1) if g.ev(c).func == "queue:Queue.put"]
     if puts:
         return sorted({s for s in (taken(g, put, needles) for put in puts) if s is not None})
+    sent = [c for c in range(emit, g.ev(emit).end + 1) if g.green and g.ev(c).func == EIO_SEND]
+    if sent:
+        return sorted({s for s in (green_taken(g, c, needles) for c in sent) if s is not None})
     first: dict[str, int] = {}
     for s in sends(g, needles):
         if g.ev(s).thread not in first and reaches(g, emit, s):
@@ -198,6 +203,20 @@ def taken(g: TraceGraph, put: int, needles: tuple[str, ...]) -> int | None:
         sent = g.find(lambda e: is_sink("send", "sendall")(e) and mentions(e, needles), g.ev(start).thread, after=start)
         if sent:
             return sent[0]
+    return None
+
+def green_taken(g: TraceGraph, send: int, needles: tuple[str, ...]) -> int | None:
+    """gevent mode: the first send showing needles on the greenlet that took the packet Engine.IO's
+    ``Socket.send`` queued: a greenlet its put woke whose poll took that very packet, else the
+    first greenlet whose poll took it without waiting (``routes.green_take``: a long-poll GET that
+    came after the put)."""
+    woken = [y for x, y, _ in g.cross if send <= x <= g.ev(send).end]
+    takers = [g.ev(y).thread for y in woken] + [g.ev(i).thread for i in g.find(lambda e: e.func == EIO_POLL)]
+    for thread in dict.fromkeys(takers):
+        for poll in green_takes(g, send, thread)[:1]:
+            sent = g.find(lambda e: is_sink("send", "sendall")(e) and mentions(e, needles), thread, after=poll)
+            if sent:
+                return sent[0]
     return None
 
 def packet_text(g: TraceGraph, emit: int) -> tuple[str, ...]:

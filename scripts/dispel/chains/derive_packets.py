@@ -50,6 +50,7 @@ APP_DIST = "sample_app"  # the traced app's marker (as dispel.chains.derive_find
 HANDLE_CONNECT = "socketio.server:Server._handle_connect"
 SIO_PACKET = "socketio.packet:Packet.__init__"
 EIO_PACKET = "engineio.packet:Packet.__init__"
+PAYLOAD_ENCODE = "engineio.payload:Payload.encode"  # a long-poll's body: its packets as one text
 CONNECT_ERROR = "4"  # socketio.packet.CONNECT_ERROR
 SERVER_EMIT = "socketio.server:Server.emit"
 SERVER_CALL = "socketio.server:Server.call"
@@ -153,7 +154,23 @@ def _is_body(g: TraceGraph, s: int, data: bytes) -> bool:
     before = [_sent(g.ev(i)) for i in g.find(is_sink("send", "sendall"), g.ev(s).thread, before=s)[-2:]]
     if len(before) == 2 and before[1] == b"\r\n" and re.fullmatch(rb"[0-9a-f]+", before[0]) and int(before[0], 16) == len(data):
         return True
+    if g.green and before and not before[-1]:
+        # gevent's WSGI server writes the head from a bytearray, whose bytes the trace does not
+        # keep: the body is then the text Engine.IO's Payload.encode returned last on that thread
+        encoded = g.find(lambda e: e.func == PAYLOAD_ENCODE and e.ret is not None, g.ev(s).thread, before=s)
+        return bool(encoded) and _text(g.ev(encoded[-1]).returned.text).encode("utf-8", "replace") == data
     return bool(before) and before[-1].startswith(b"HTTP/") and f"Content-Length: {len(data)}\r\n".encode() in before[-1]
+
+
+def _text(shown: str) -> str:
+    """The string a value's text shows ('' when it shows none: another type, or cut short)."""
+    if shown[:1] not in ("'", '"'):
+        return ""
+    try:
+        value = value_text_to_python(shown)
+    except (ValueError, SyntaxError):
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 def _payloads(g: TraceGraph, opcode: int, test: Callable[[bytes], bool]) -> list[int]:

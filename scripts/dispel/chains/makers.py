@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from .. import wire
 from ..model import (
     EDGE_CALL,
+    EDGE_ENTRY,
     EDGE_RETURN,
     JOIN_PARSED,
     JOIN_RESULT,
@@ -172,9 +173,12 @@ def insert_producer(g: TraceGraph, steps: list[Step], p: int, start: int, stop: 
     between two steps of its thread that happened before and after it, or under the part's last
     call (the part then ends there). None when no such point."""
     thread = g.ev(p).thread
+    # in gevent mode a part goes from one top call of a greenlet to its next (entered from gevent's
+    # own code, which is not shown: routes.tree_path), and a producer may be a top call between them
+    within = (EDGE_CALL, EDGE_RETURN, EDGE_ENTRY) if g.green else (EDGE_CALL, EDGE_RETURN)
     for j in range(stop - 2, start - 1, -1):
         a, b = steps[j][0], steps[j + 1][0]
-        if g.ev(a).thread != thread or g.ev(b).thread != thread or steps[j + 1][1] not in (EDGE_CALL, EDGE_RETURN):
+        if g.ev(a).thread != thread or g.ev(b).thread != thread or steps[j + 1][1] not in within:
             continue
         if _step_time(g, steps, j) <= p < _step_time(g, steps, j + 1):
             return steps[: j + 1] + tree_path(g, a, p) + tree_path(g, p, b) + steps[j + 2 :]

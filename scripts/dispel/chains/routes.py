@@ -13,6 +13,10 @@ from ..model import (
 )
 from .graph import JourneyError, TraceGraph, mentions
 
+QUEUE_PUT = "queue:Queue.put"
+EIO_SEND = "engineio.socket:Socket.send"  # puts a packet on its client's queue (Socket.queue)
+EIO_POLL = "engineio.socket:Socket.poll"  # takes the queued packets: a long-poll GET's, a WebSocket writer's
+
 # ------------------------------------------------------------------ connecting waypoints
 
 Step = tuple[int, str]  # (event index, edge that reached it)
@@ -154,6 +158,12 @@ def data_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
     tokens = {v.token for v in (*ea.args, *([ea.ret] if ea.ret else ())) if v.token}
     target = g.ev(b).thread
     for x in g.find(lambda e: any(v.token in tokens for v in e.args), ea.thread, after=a - 1):
+        if g.green and g.ev(x).func == EIO_SEND:
+            # gevent: the packet's take by its identity (the socket it passes on is no hand-off)
+            poll = green_take(g, x, target, before=b + 1)
+            if poll is not None:
+                return [(x, poll, EDGE_DATA)]
+            continue
         passed = {v.token for v in g.ev(x).args if v.token in tokens}
         got = g.find(lambda e: e.ret is not None and e.ret.token in passed, target, before=b + 1)  # noqa: B023 - called before the loop moves on
         if got:
@@ -165,10 +175,17 @@ def put_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
     """A packet that call a put on a queue (a ``Queue.put`` inside a) and b's thread took before
     b without waiting for it: Engine.IO queues a packet for a long-polling client, and the GET
     that carries it may come after the put, so no wake-up leads there. The hand-off is the take
-    (the latest call on b's thread before b that returned, from that queue, the item the put received)."""
+    (the latest call on b's thread before b that returned, from that queue, the item the put received);
+    in gevent mode, whose queue calls the trace leaves out, the poll that took the packet a
+    ``Socket.send`` inside a queued (``green_take``)."""
     target = g.ev(b).thread
     for put in range(a, g.ev(a).end + 1):
-        if g.ev(put).func != "queue:Queue.put":
+        if g.green and g.ev(put).func == EIO_SEND:
+            poll = green_take(g, put, target, before=b + 1)
+            if poll is not None:
+                return [(put, poll, EDGE_DATA)]
+            continue
+        if g.ev(put).func != QUEUE_PUT:
             continue
         items = {v.token for v in g.ev(put).args if v.name == "item" and v.token}
         queue = {v.token for v in g.ev(put).args if v.name == "self" and v.token}
@@ -177,6 +194,46 @@ def put_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
         if got:
             return [(put, got[-1], EDGE_DATA)]
     raise JourneyError(f"no hand-off leads from thread {g.ev(a).thread} to thread {target}")
+
+
+def is_put(g: TraceGraph, a: int) -> bool:
+    """Does call a put a message on a queue: ``Queue.put``, or in gevent mode (whose put the trace
+    leaves out) Engine.IO's ``Socket.send``, which puts the packet on its client's queue?"""
+    return g.ev(a).func == QUEUE_PUT or (g.green and g.ev(a).func == EIO_SEND)
+
+
+def green_takes(g: TraceGraph, send: int, thread: str, before: int | None = None) -> list[int]:
+    """gevent mode: the ``Socket.poll`` calls on ``thread`` (before ``before``) that took the
+    packet Engine.IO's ``Socket.send`` (call ``send``) put on its client's queue, in order: gevent's
+    ``Queue.put`` and ``get`` are not in the trace, and a long-poll GET that came after the put
+    took the packet without a wake-up. Found by the packet's identity: the last poll before a call
+    on ``thread`` that took that very packet (its ``encode``), when that poll is of the same socket."""
+    args = {v.name: v.token for v in g.ev(send).args}
+    pkt, sock = args.get("pkt", 0), args.get("self", 0)
+    if not pkt or not sock:
+        return []
+    after = g.ev(send).end if thread == g.ev(send).thread else -1
+    out: list[int] = []
+    for used in g.find(lambda e: any(v.token == pkt for v in e.args), thread, after=after):
+        polls = g.find(lambda e: e.func == EIO_POLL, thread, after=after, before=used)
+        if (polls and polls[-1] not in out and (before is None or polls[-1] < before)
+                and any(v.name == "self" and v.token == sock for v in g.ev(polls[-1]).args)):
+            out.append(polls[-1])
+    return out
+
+
+def green_take(g: TraceGraph, send: int, thread: str, before: int | None = None) -> int | None:
+    """The last poll on ``thread`` before ``before`` that took ``send``'s packet (``green_takes``)."""
+    polls = green_takes(g, send, thread, before)
+    return polls[-1] if polls else None
+
+
+def green_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
+    """gevent mode: from Engine.IO's ``Socket.send`` a to the poll on b's thread, before b, that took its packet."""
+    poll = green_take(g, a, g.ev(b).thread, before=b + 1)
+    if poll is None:
+        raise JourneyError(f"no poll on thread {g.ev(b).thread} took the packet {g.ev(a).func} queued on thread {g.ev(a).thread}")
+    return [(a, poll, EDGE_DATA)]
 
 
 def handoff_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
@@ -194,10 +251,10 @@ def connect(g: TraceGraph, a: int, b: int) -> list[Step]:
         return []
     if g.ev(a).thread == g.ev(b).thread:
         return tree_path(g, a, b)
-    if g.ev(a).func == "queue:Queue.put" and not any(a <= x <= g.ev(a).end for x, _, _ in g.cross):
+    if is_put(g, a) and not any(a <= x <= g.ev(a).end for x, _, _ in g.cross):
         # a put that woke no one (the taker was awake): the taker's get of that very item is
         # the hand-off; a later wake-up from this thread would be another message's
-        route = data_route(g, a, b)
+        route = green_route(g, a, b) if g.ev(a).func == EIO_SEND else data_route(g, a, b)
     else:
         try:
             route = thread_route(g, a, b)

@@ -7,7 +7,9 @@ claim is checked against the recorded trace:
   ``call`` is a callee of the previous hop's call, a ``return`` its caller, a ``thread-start``
   the recorded Thread.start and the new thread's first frame, a ``wake-up`` a recorded notify
   and the wait it ended, a ``data`` hand-off an object the previous hop passed on and the next
-  one took, a ``via-redis`` a recorded edge between processes;
+  one took (in gevent mode, whose queue calls the trace leaves out, also Engine.IO's
+  ``Socket.send`` and the ``Socket.poll`` of that socket on another greenlet after which that
+  greenlet took the very packet sent), a ``via-redis`` a recorded edge between processes;
 - or the hop starts a new part (``entry``) whose first event happened after an event of an
   earlier part (happens-before over the recorded edges: same thread later, or reached by
   thread starts, wake-ups and edges between processes), or is a socket read: the client's
@@ -48,6 +50,8 @@ from ..wire import decode_frame, frame_layout
 PUT = "queue:Queue.put"
 GET = "queue:Queue.get"
 WAIT = "threading:Condition.wait"
+EIO_SEND = "engineio.socket:Socket.send"  # puts a packet on its client's queue
+EIO_POLL = "engineio.socket:Socket.poll"  # takes the queued packets
 SENDS = ("_socket:socket.send", "_socket:socket.sendall")
 # A part may also begin where a client's bytes came in: its cause is the client, outside the trace.
 READS = ("_socket:socket.recv", "_socket:socket.recv_into", "_socket:socket._accept")
@@ -68,6 +72,7 @@ class _Facts:
         self.starts = {(t.started_by, t.root) for t in trace.threads if t.started_by >= 0}
         self.wakes = {(w.notify, w.wait) for w in trace.wakeups}
         self.links = {(a, b) for a, b, kind in links if kind == EDGE_QUEUE}
+        self.green = any(t.name == "hub" for t in trace.threads)  # a gevent program's trace
         self.notifies: dict[int, int] = {}  # wait -> how many recorded notifies ended it
         for w in trace.wakeups:
             self.notifies[w.wait] = self.notifies.get(w.wait, 0) + 1
@@ -102,6 +107,24 @@ class _Facts:
             best[t] = i
             todo += [b for a, b in self.cross_from.get(t, ()) if a >= i]
         return best
+
+    def green_take(self, send: Event, poll: Event) -> int:
+        """gevent mode, whose queue calls the trace leaves out: the packet Engine.IO's
+        ``Socket.send`` put on its client's queue, when the ``Socket.poll`` of that socket on
+        another greenlet took it (a call of that greenlet after the poll, before its next poll,
+        took that very packet); else 0."""
+        if not self.green or send.func != EIO_SEND or poll.func != EIO_POLL or send.thread == poll.thread:
+            return 0
+        mine = {v.name: v.token for v in send.args}
+        packet = mine.get("pkt", 0)
+        if not packet or not any(v.name == "self" and v.token == mine.get("self") for v in poll.args):
+            return 0
+        k = poll.end + 1
+        while k < len(self.ev) and self.ev[k].thread == poll.thread and self.ev[k].func != EIO_POLL:
+            if any(v.token == packet for v in self.ev[k].args):
+                return packet
+            k += 1
+        return 0
 
     def put_item(self, notify: int) -> int:
         """The token of the object the notifying thread put on a queue (0: no queue's put)."""
@@ -197,9 +220,13 @@ def _edge(f: _Facts, edge: str, prev: Event, cur: Event, carried: dict[int, int]
         return None
     if edge == EDGE_DATA:
         tokens = {v.token for v in prev.args if v.token}
-        if not (cur.ret is not None and cur.ret.token and cur.ret.token in tokens):
+        if cur.ret is not None and cur.ret.token and cur.ret.token in tokens:
+            carried[n] = cur.ret.token
+            return None
+        packet = f.green_take(prev, cur)
+        if not packet:
             return "it did not return an object the previous hop passed on"
-        carried[n] = cur.ret.token
+        carried[n] = packet
         return None
     if edge == EDGE_QUEUE:
         return None if (prev.index, cur.index) in f.links else "no recorded edge between processes joins it to the previous hop"
