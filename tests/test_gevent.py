@@ -358,3 +358,44 @@ def test_a_gevent_pages_lanes_are_greenlets_and_a_threading_pages_threads():
 
     svg = pages.diagram(green, tuple(fold.groups(green, frozenset(), frozenset())))
     assert ">greenlet<" in svg and ">thread<" not in svg
+
+
+# ---------------------------------------------------------------- taskboard in gevent mode: a long-polling recipient
+
+
+@pytest.mark.slow
+def test_taskboard_in_gevent_mode_follows_bob_s_packets_from_engineio_s_queue_to_his_get(tmp_path):
+    """taskboard/ with async_mode = "gevent" (its scenario file with that one line more): the
+    broadcast bob alone receives and the DISCONNECT its on_leave sends him leave on his long-poll
+    GETs. gevent's Queue.put and get are not in the trace: each is followed from Engine.IO's
+    Socket.send to the poll of his socket whose greenlet then encoded that very packet (a data
+    hand-off when his GET came after the put, else the wake-up), and check --root proves them."""
+    import json
+    import re
+
+    board = APPS / "taskboard"
+    text = (board / "taskboard.toml").read_text()
+    assert "\nfactory = true\n" in text and "async_mode" not in text
+    scenario = tmp_path / "taskboard.toml"
+    scenario.write_text(text.replace("\nfactory = true\n", '\nfactory = true\nasync_mode = "gevent"\n'))
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "dispel", "report", "--scenario", str(scenario), "--root", str(board),
+                           "--out", str(out), "--no-site"], cwd=board, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    said = proc.stdout.splitlines()
+    assert not [ln for ln in said if ln.startswith("not derived: ")], said
+    (line,) = [ln for ln in said if ln.startswith("completeness: ")]
+    done, total = (int(n) for n in re.findall(r"\d+", line)[:2])
+    assert done == total > 0, line
+    assert "hub" in [name for name, *_ in json.loads((out / "traces" / "taskboard.json").read_text())["threads"]]  # recorded on greenlets
+    chains = {p.stem: json.loads(p.read_text()) for p in (out / "traces" / "chains").glob("*.json")}
+    assert {"broadcast-card_moved-board", "server-disconnect-on_leave"} <= set(chains), sorted(chains)
+    for name, said_packet in (("broadcast-card_moved-board", "card_moved"), ("server-disconnect-on_leave", "41/board,")):
+        hops = chains[name]["hops"]
+        handoff = [n for n, h in enumerate(hops) if h["edge"] in ("data", "wake-up") and h["func"]["qualname"] == "Socket.poll"]
+        assert handoff, f"{name}: no hand-off to a Socket.poll"
+        assert hops[handoff[0] - 1]["func"]["qualname"] == "Socket.send" and hops[handoff[0]]["thread"].startswith("request-")
+        assert hops[-1]["func"]["qualname"] == "socket.sendall" and said_packet in (hops[-1]["value"] or ""), hops[-1]
+    check = subprocess.run([sys.executable, "-m", "dispel", "check", "--root", str(out)], cwd=Path(__file__).resolve().parent.parent,
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0 and check.stdout.startswith("0 problem(s)"), check.stdout + check.stderr
