@@ -21,7 +21,9 @@ these rules look for what Flask-SocketIO itself calls, so they hold for any app:
   as a part. A background task's emit starts at ``start_background_task``. When several call
   sites send one event, each journey's name ends in the function and the line. Each recipient is
   the thread that took the packet the emit queued for its session: the writer its put woke, or a
-  long-polling client's GET that took it from the queue without waiting;
+  long-polling client's GET that took it from the queue without waiting (in gevent mode, whose
+  queue calls the trace leaves out, the greenlet whose ``Socket.poll`` of that session's socket
+  was followed by the encode of that very packet);
 - ``callback:<event>``: an emit with a ``callback``: its frame with the ack id, then the client's
   ACK read, ``Manager.trigger_callback``, the app's callback and the first thing it does;
 - ``ack:<event>``: an event that came with an ack id, from the read to the ACK packet's frame;
