@@ -176,3 +176,8 @@ def relay(n):
     q.put(None)
     t.join()
     return len(done)
+
+
+def nested(n):
+    """Loops of four lengths in turn: four shapes of one call, each repeated."""
+    return [loop(i % 4) for i in range(n)]
