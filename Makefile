@@ -28,9 +28,9 @@ $(STAMP): requirements.lock pyproject.toml scripts/dispel/record/_ctracer.c
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	# bytecode for dispel's own modules too (pip compiled the others): every dispel process
 	# would otherwise compile them again where PYTHONDONTWRITEBYTECODE is set
-	$(BIN)/python -m compileall -q scripts/dispel scripts/sample_app
+	$(BIN)/python -m compileall -q scripts/dispel
 	$(BIN)/python -c "from dispel.record.cores import c_core_missing as m; m() and print('note: ' + m() + ' (it needs gcc and the Python headers); the Python cores record instead')"
-	if command -v npm >/dev/null; then npm ci --prefix scripts/sample_app --no-audit --no-fund --silent; else echo "note: npm not found, skipping scripts/sample_app's JavaScript client (the browser scenario needs it)"; fi
+	if command -v npm >/dev/null; then npm ci --prefix scripts/dispel/sample_app --no-audit --no-fund --silent; else echo "note: npm not found, skipping scripts/dispel/sample_app's JavaScript client (the browser scenario needs it)"; fi
 	touch $(STAMP)
 
 # Without the registry the second venv is left out, in one line: `dispel check` then says the

@@ -19,7 +19,7 @@ from dispel.render.pages import HopLinks
 PAYLOAD = '<b>hi</b> & "quotes"'
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
-APP = Source("sample_app", "0", "sample_app/app.py")
+APP = Source("sample_app", "0", "dispel/sample_app/app.py")
 SIO = Source("python-socketio", "5.16.3", "socketio/server.py")
 STDLIB = Source("python", "3.11.7", "Lib/queue.py")
 WS = Source("simple-websocket", "1.1.0", "simple_websocket/ws.py")
@@ -56,7 +56,7 @@ WS_LINES = (
 )
 
 HOPS = (
-    Hop(Func("sample_app.app", "on_chat", APP, 5, 6), 6, "handler-1", EDGE_ENTRY, 10, line_text='emit("reply", {"echo": message})'),
+    Hop(Func("dispel.sample_app.app", "on_chat", APP, 5, 6), 6, "handler-1", EDGE_ENTRY, 10, line_text='emit("reply", {"echo": message})'),
     Hop(Func("socketio.server", "Server.emit", SIO, 2, 5), 5, "handler-1", EDGE_CALL, 11, value='42["reply",{"echo":"' + PAYLOAD.replace('"', '\\"') + '"}]'),
     Hop(Func("queue", "Queue.put", STDLIB, 140, 181), 181, "handler-1", EDGE_CALL, 12, value="value with ``` backticks and `one`"),
     Hop(Func("simple_websocket.ws", "Base._thread", WS, 2, 5), 5, "ws-writer-1", EDGE_WAKE, 20, value="x" * 5000),
@@ -104,5 +104,5 @@ RUN = Chain(
 ANNOTATIONS = {
     "journey:emit": "How an **emit** reaches the socket.",
     "socketio.server:Server.emit": "Encodes the packet; see `Server._encode`.",
-    "sample_app.app:on_chat": "The user's handler.",
+    "dispel.sample_app.app:on_chat": "The user's handler.",
 }

@@ -85,12 +85,12 @@ def test_missing_lists_unannotated_hops_and_summaries():
     problems = ann.missing([EMIT], notes("socketio.server:Server.emit:\n  text: x\n"))
     assert [p.key for p in problems] == [
         "journey:emit",
-        "sample_app.app:on_chat",
+        "dispel.sample_app.app:on_chat",
         "queue:Queue.put",
         "simple_websocket.ws:Base._thread",
         "socket:socket.send",
     ]
-    assert problems[1].message == "sample_app.app:on_chat (hop emit#1) has no annotation"
+    assert problems[1].message == "dispel.sample_app.app:on_chat (hop emit#1) has no annotation"
 
 
 def test_orphaned_lists_annotations_on_no_chain():
@@ -157,12 +157,12 @@ def test_select_prefers_the_most_specific_text():
 
 
 def test_a_keyed_text_covers_its_journey_and_is_orphaned_elsewhere():
-    keyed = notes(GOOD + "sample_app.app:on_chat@emit:\n  text: x\nsample_app.app:on_chat@on:\n  text: y\n"
-                  "sample_app.app:on_chat@emit#L9:\n  text: z\n")
-    assert "sample_app.app:on_chat" not in [p.key for p in ann.missing([EMIT], keyed)]
+    keyed = notes(GOOD + "dispel.sample_app.app:on_chat@emit:\n  text: x\ndispel.sample_app.app:on_chat@on:\n  text: y\n"
+                  "dispel.sample_app.app:on_chat@emit#L9:\n  text: z\n")
+    assert "dispel.sample_app.app:on_chat" not in [p.key for p in ann.missing([EMIT], keyed)]
     assert [p.message for p in ann.orphaned([EMIT], keyed)] == [
-        "emit.yml:13: sample_app.app:on_chat@on: sample_app.app:on_chat is not on journey 'on'",
-        "emit.yml:15: sample_app.app:on_chat@emit#L9: no hop of sample_app.app:on_chat on 'emit' executes line 9",
+        "emit.yml:13: dispel.sample_app.app:on_chat@on: dispel.sample_app.app:on_chat is not on journey 'on'",
+        "emit.yml:15: dispel.sample_app.app:on_chat@emit#L9: no hop of dispel.sample_app.app:on_chat on 'emit' executes line 9",
     ]
 
 
@@ -173,5 +173,5 @@ def test_a_general_text_is_unreviewed_on_a_journey_not_in_its_list():
     assert [(p.kind, p.key) for p in problems] == [("unreviewed", "socketio.server:Server.emit"), ("unreviewed", "socket:socket.send")]
     assert problems[0].message.startswith("emit.yml:4: socketio.server:Server.emit is unreviewed on broadcast (hop 2);")
     # a text keyed to the journey is reviewed there; confirming adds the journey to the list
-    keyed = notes(GOOD.replace("reviewed: [emit]", "reviewed: [emit, broadcast]") + "sample_app.app:on_chat@broadcast:\n  text: x\n")
+    keyed = notes(GOOD.replace("reviewed: [emit]", "reviewed: [emit, broadcast]") + "dispel.sample_app.app:on_chat@broadcast:\n  text: x\n")
     assert ann.unreviewed([EMIT, other], keyed) == []

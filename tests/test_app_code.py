@@ -33,6 +33,28 @@ def test_every_module_under_the_root_is_the_apps_but_venvs_site_packages_and_dis
     assert not scenarios.AppCode("/")(sys.modules["json"].__file__), "nor the standard library"
 
 
+def test_the_sample_app_inside_dispel_is_an_app_and_the_rest_of_dispel_is_not():
+    """dispel.sample_app ships inside the dispel package: the recorder's filter for the catalogue's
+    scenarios (wanted_code) and a scenario file's app filter (AppCode, rooted at the sample's folder
+    or above dispel) take its code, and never the code of dispel's own modules."""
+    from dispel import cli
+    from dispel.record import recorder
+    from dispel.sample_app import app as sample
+
+    want = scenarios.wanted_code()
+    for func in (sample.on_chat, sample.on_join, sample.main):
+        assert want(func.__code__), func.__qualname__
+    for func in (cli.main, scenarios.run, scenarios.wanted_code, recorder.SettraceRecorder.start):
+        assert not want(func.__code__), func.__qualname__
+    sample_dir = Path(sample.__file__).parent
+    for root in (sample_dir, sample_dir.parent, sample_dir.parent.parent):
+        app = scenarios.AppCode(str(root))
+        assert app(sample.__file__) and app(str(sample_dir / "cluster.py")), root
+        assert not app(cli.__file__) and not app(scenarios.__file__), root
+    source, module = locate(scenarios.AppCode(str(sample_dir)).roots([]), sample.__file__)
+    assert (source.dist, source.path, module) == ("sample_app", "app.py", "app")
+
+
 def test_a_src_layout_names_modules_from_src_and_keeps_paths_from_the_root(tmp_path):
     app = scenarios.AppCode(str(tmp_path))
     roots = app.roots([str(tmp_path / "src"), str(tmp_path), "/usr/lib/python3"])

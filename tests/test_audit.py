@@ -228,7 +228,7 @@ INIT_CHAIN = Chain(
     "run",
     "chat",
     (
-        Hop(Func("sample_app.app", "main", Source("sample_app", "0", "sample_app/app.py"), 1, 2), 1, "main", "entry", 0),
+        Hop(Func("dispel.sample_app.app", "main", Source("sample_app", "0", "dispel/sample_app/app.py"), 1, 2), 1, "main", "entry", 0),
         Hop(Func("pkg", "start", Source("pkg", "2.0", "pkg/__init__.py"), 4, 5), 5, "main", "call", 1),
         Hop(Func("_socket", "socket.bind", Source("builtin", "3.11.7", ""), 0, 0), 0, "main", "call", 2),
     ),

@@ -23,7 +23,7 @@ from dispel.run import browser
 from dispel.tracefiles.codec import trace_from_json
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIENT_JS = ROOT / "scripts" / "sample_app" / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
+CLIENT_JS = ROOT / "scripts" / "dispel" / "sample_app" / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
 TIMEOUT = 60  # the scenario's --timeout; the subprocess gets a little more for start-up and writing
 
 # Where a chain may differ by transport: the WebSocket frame codec. Chromium offers
@@ -47,7 +47,7 @@ def recorded(tmp_path_factory):
     if not (browser.CHROMIUM.is_file() and browser.CHROMEDRIVER.is_file()):
         pytest.skip(f"no {browser.CHROMIUM} / {browser.CHROMEDRIVER}: apt-get install chromium chromium-driver")
     if not CLIENT_JS.is_file():
-        pytest.skip("no socket.io-client in scripts/sample_app/node_modules: npm ci --prefix scripts/sample_app")
+        pytest.skip("no socket.io-client in scripts/dispel/sample_app/node_modules: npm ci --prefix scripts/dispel/sample_app")
     out = tmp_path_factory.mktemp("browser")
     before = chromium_pids()
     began = time.monotonic()
@@ -249,8 +249,8 @@ def test_the_served_js_client_has_no_etag():
     # werkzeug would build it from the file's mtime and absolute path, which differ per
     # checkout; its text and length would then make a fresh clone's trace differ.
     if not CLIENT_JS.is_file():
-        pytest.skip("no socket.io-client in scripts/sample_app/node_modules: npm ci --prefix scripts/sample_app")
-    from sample_app.app import app
+        pytest.skip("no socket.io-client in scripts/dispel/sample_app/node_modules: npm ci --prefix scripts/dispel/sample_app")
+    from dispel.sample_app.app import app
 
     response = app.test_client().get("/vendor/socket.io.min.js")
     assert response.status_code == 200 and response.data.startswith(b"/*")

@@ -159,7 +159,7 @@ def test_run_goes_from_the_app_to_bind_listen_accept(built):
     # socketio.run -> Flask.run -> werkzeug's server -> socketserver -> the socket calls.
     in_order(
         built["run"],
-        "sample_app.app:main",
+        "dispel.sample_app.app:main",
         "flask_socketio:SocketIO.run",
         "flask.app:Flask.run",
         "werkzeug.serving:run_simple",
@@ -195,7 +195,7 @@ def test_handshake_follows_the_key_to_the_101(built):
 def test_on_registers_then_dispatches_across_three_threads(built):
     chain = built["on"]
     assert [h.edge for h in chain.hops].count(EDGE_ENTRY) == 2  # registration, then dispatch
-    in_order(chain, "sample_app.app:<module>", "flask_socketio:SocketIO.on", "socketio.base_server:BaseServer.on")
+    in_order(chain, "dispel.sample_app.app:<module>", "flask_socketio:SocketIO.on", "socketio.base_server:BaseServer.on")
     in_order(
         chain,
         "_socket:socket.recv",
@@ -205,7 +205,7 @@ def test_on_registers_then_dispatches_across_three_threads(built):
         "engineio.socket:Socket.receive",
         "socketio.server:Server._handle_eio_message",
         "threading:Thread.start",
-        "sample_app.app:on_chat",
+        "dispel.sample_app.app:on_chat",
     )
     threads = [h.thread for h in chain.hops if h.edge in (EDGE_WAKE, EDGE_THREAD_START)]
     assert threads == ["request-1", "handler-1"]
@@ -215,7 +215,7 @@ def test_emit_crosses_to_the_writer_and_ends_on_the_frame(built):
     chain = built["emit"]
     in_order(
         chain,
-        "sample_app.app:on_chat",
+        "dispel.sample_app.app:on_chat",
         "flask_socketio:emit",
         "socketio.server:Server.emit",
         "socketio.packet:Packet.encode",
@@ -239,7 +239,7 @@ def test_ack_carries_the_id_and_answers_with_the_return_value(built):
         "_socket:socket.recv",
         "socketio.server:Server._handle_eio_message",
         "threading:Thread.start",
-        "sample_app.app:on_shout",
+        "dispel.sample_app.app:on_shout",
         "socketio.server:Server._handle_event_internal",
         "socketio.server:Server._send_packet",
         "queue:Queue.put",
@@ -255,7 +255,7 @@ def test_broadcast_stores_the_room_and_reaches_both_members(built):
     chain = built["broadcast"]
     parts = [i for i, h in enumerate(chain.hops) if h.edge == EDGE_ENTRY]
     assert len(parts) == 3  # the room kept, then one frame per client in it
-    in_order(chain, "sample_app.app:on_join", "flask_socketio:join_room", "socketio.base_manager:BaseManager.basic_enter_room")
+    in_order(chain, "dispel.sample_app.app:on_join", "flask_socketio:join_room", "socketio.base_manager:BaseManager.basic_enter_room")
     sinks = [h for h in chain.hops if h.func.key == "_socket:socket.send"]
     assert len(sinks) == 2 and len({h.thread for h in sinks}) == 2, "two writer threads, one per member"
     assert all('"joined"' in h.value for h in sinks)
@@ -269,7 +269,7 @@ def test_disconnect_in_the_order_the_client_leaves(built):
         "_socket:socket.recv",
         "socketio.server:Server._handle_eio_message",
         "socketio.server:Server._handle_disconnect",
-        "sample_app.app:on_disconnect",
+        "dispel.sample_app.app:on_disconnect",
         "socketio.base_manager:BaseManager.basic_leave_room",
         "engineio.socket:Socket.close",
         "threading:Condition.wait",
@@ -318,7 +318,7 @@ def test_polling_waits_in_a_get_and_answers_with_the_packets_a_post_caused(built
         chain,
         "engineio.socket:Socket.handle_get_request", "engineio.socket:Socket.poll",  # the GET waits
         "engineio.socket:Socket.handle_post_request", "engineio.payload:Payload.__init__", "engineio.socket:Socket.receive",
-        "socketio.server:Server._handle_connect", "sample_app.app:on_connect", "queue:Queue.put",  # the POST's packet
+        "socketio.server:Server._handle_connect", "dispel.sample_app.app:on_connect", "queue:Queue.put",  # the POST's packet
         "threading:Condition.wait", "engineio.payload:Payload.encode", "_socket:socket.sendall",  # the GET answers
     )
     wake = next(i for i, h in enumerate(chain.hops) if h.edge == EDGE_WAKE)

@@ -62,12 +62,12 @@ def test_generated_texts_for_the_apps_hops(traces):
     derived = derive.derive(trace)
     built = {d.journey.name: chains.build(trace, d.journey, lines, d.find) for d in derived}
     texts = app_notes.app_texts(trace, built, lines)
-    assert texts["sample_app.app:on_chat"] == (
+    assert texts["dispel.sample_app.app:on_chat"] == (
         f"{app_notes.GENERATED} The app's handler of 'chat' on namespace `/`: Flask-SocketIO's `SocketIO._handle_event` "
         "calls it. It emits 'reply' at line 25: `emit(\"reply\", {\"echo\": message})`."
     )
-    assert "It emits 'joined' at line 31" in texts["sample_app.app:on_join"]
-    assert texts["sample_app.app:<module>"].startswith(f"{app_notes.GENERATED} The app's module body")
+    assert "It emits 'joined' at line 31" in texts["dispel.sample_app.app:on_join"]
+    assert texts["dispel.sample_app.app:<module>"].startswith(f"{app_notes.GENERATED} The app's module body")
     summaries = app_notes.summaries(derived, built)
     assert "`on_chat`" in summaries["journey:on-chat"] and "`'chat'`" in summaries["journey:on-chat"]
     # the sample's keyed texts and journey summaries are not reused for another app's journeys

@@ -275,6 +275,78 @@ def test_a_second_ctrl_c_during_the_build_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither the report nor its temporary folder
 
 
+def test_plain_http_requests_are_listed_and_replayed_when_they_carry_no_body():
+    obs = [{"client": 0, "do": "http", "method": "GET", "path": "/", "status": 200},
+           {"client": 1, "do": "open", "transport": "websocket"}, {"client": 1, "do": "connect", "namespace": "/"},
+           {"client": 0, "do": "http", "method": "POST", "path": "/api/cards", "status": 201},
+           {"client": 0, "do": "http", "method": "GET", "path": "/static/app.js", "status": 304},
+           {"client": 1, "do": "emit", "namespace": "/", "event": "chat", "args": ["hi"]}]
+    s = live_session.session(obs)
+    assert live_session.home_lines(s)[-1] == ("HTTP requests to the app, in order: GET / (200), POST /api/cards (201), "
+                                              "GET /static/app.js (304)")
+    text, left = live_session.scenario_text(s, "app:socketio")
+    steps = scenario_file.parse(text, "saved.toml").steps
+    assert [(st.do, st.client) for st in steps] == [("http", "c1"), ("connect", "c1"), ("emit", "c1")]
+    assert 'method = "GET"\npath = "/"\nstatus = 200' in text
+    assert [line.split(":")[0] for line in left] == ["HTTP POST /api/cards (201)", "HTTP GET /static/app.js (304)"]
+
+
+def test_repeated_console_lines_are_folded_into_a_count():
+    from dispel.run.live import Repeats
+
+    now = [0.0]
+    said: list[str] = []
+    say = Repeats(said.append, every=5.0, clock=lambda: now[0])
+    for line in ["client 1 connected (WebSocket)", *["emit 'tick' to all [/]"] * 4]:
+        say(line)
+        now[0] += 1.0
+    assert said == ["client 1 connected (WebSocket)", "emit 'tick' to all [/]"]  # the three after it are counted
+    now[0] += 3.0  # five seconds since the line was said: the count is said while they keep coming
+    say("emit 'tick' to all [/]")
+    say("emit 'tick' to all [/]")
+    say("client 1 disconnected")  # a different line says the count first
+    assert said[2:] == ["  … 4 more like it", "  … 1 more like it", "client 1 disconnected"]
+
+
+UNSET_MODE_APP = """from flask import Flask
+from flask_socketio import SocketIO, emit
+
+app = Flask(__name__)
+socketio = SocketIO(app)  # async_mode left unset: Flask-SocketIO would pick gevent, which is installed
+
+
+@socketio.on("ping_me")
+def ping_me(data):
+    emit("pong", data)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["", "gevent"])
+def test_an_app_that_leaves_async_mode_unset_is_recorded_live_in_threading_or_the_mode_asked_for(tmp_path, mode):
+    (tmp_path / "unset_app.py").write_text(UNSET_MODE_APP)
+    (tmp_path / "drive.toml").write_text('[app]\nimport = "unset_app:socketio"\n[clients.a]\ntransport = "websocket"\n'
+                                         '[[steps]]\ndo = "connect"\n[[steps]]\ndo = "emit"\nevent = "ping_me"\ndata = 1\n'
+                                         '[[steps]]\ndo = "expect"\nevent = "pong"\n[[steps]]\ndo = "disconnect"\n')
+    extra = ("--async-mode", mode) if mode else ()
+    proc, port = start_live(tmp_path / "live", "--app", "unset_app:socketio", *extra, "--save-scenario",
+                            str(tmp_path / "saved.toml"), cwd=tmp_path)
+    try:
+        drive(port, tmp_path / "drive.toml")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    trace = json.loads((tmp_path / "live" / "traces" / "live.json").read_text())
+    green = "hub" in [name for name, *_ in trace["threads"]]  # gevent's hub is a lane of its own
+    assert green == (mode == "gevent"), trace["threads"]
+    assert ('async_mode = "gevent"' in (tmp_path / "saved.toml").read_text()) == (mode == "gevent")
+    assert "on-ping_me" in journeys(tmp_path / "live") and "emit-pong" in journeys(tmp_path / "live")
+
+
 def test_a_saved_scenario_whose_secret_is_not_set_is_one_line(tmp_path):
     (tmp_path / "app.py").write_text("from flask import Flask\nfrom flask_socketio import SocketIO\n"
                                      "app = Flask(__name__)\nsocketio = SocketIO(app, async_mode='threading')\n")
@@ -333,7 +405,7 @@ def test_acceptance_the_chat_page_in_chromium_gives_the_browser_scenarios_journe
     why = browser.unavailable()
     if why:
         pytest.skip(why)
-    proc, port = start_live(tmp_path / "live", "--app", "sample_app.app:socketio", "--save-scenario", str(tmp_path / "browser.toml"),
+    proc, port = start_live(tmp_path / "live", "--app", "dispel.sample_app.app:socketio", "--save-scenario", str(tmp_path / "browser.toml"),
                             cwd=ROOT / "scripts")
     try:
         time.sleep(0.5)
@@ -367,7 +439,7 @@ def test_acceptance_the_chat_page_in_chromium_gives_the_browser_scenarios_journe
     # the one difference: the scenario serves the sample app through its main(), the live mode (as a
     # scenario file does) through SocketIO.run itself
     assert len(differences) == 1 and differences[0].startswith("run: live hops 1-1 (flask_socketio:SocketIO.run:"), differences
-    assert "where the browser scenario has hops 1-2 (sample_app.app:main:" in differences[0]
+    assert "where the browser scenario has hops 1-2 (dispel.sample_app.app:main:" in differences[0]
     # the saved scenario replays the session deterministically: twice, the same trace, byte for byte
     traces = []
     for n in (1, 2):

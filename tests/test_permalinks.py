@@ -101,7 +101,7 @@ def test_link_dispatches_on_the_kind_of_code() -> None:
     assert permalinks.link(lock, stdlib).pinned == "tag"
     c_send = Func("_socket", "socket.send", Source("builtin", "", ""), 0, 0)
     assert permalinks.link(lock, c_send).pinned == "docs"
-    app = Func("sample_app.app", "on_chat", Source("sample_app", "", "sample_app/app.py"), 1, 3)
+    app = Func("dispel.sample_app.app", "on_chat", Source("sample_app", "", "dispel/sample_app/app.py"), 1, 3)
     assert permalinks.link(lock, app) is None
     upgraded = Func("engineio.socket", "Socket.send", Source("python-engineio", "4.14.0", "engineio/socket.py"), 1, 2)
     with pytest.raises(DispelError, match="lock pins 4.13.3"):

@@ -271,7 +271,7 @@ def run_dispel(*argv: str, cwd: Path = ROOT, env: dict | None = None) -> subproc
 @pytest.mark.traced_python  # renders with the project's lock, which pins the traces' Python
 def test_a_known_secret_is_in_no_trace_chain_or_page(tmp_path):
     """SECRET_KEY from the environment, in every default scenario this machine can record,
-    the queue's three processes included (sample_app.cluster serves app.py's app)."""
+    the queue's three processes included (dispel.sample_app.cluster serves app.py's app)."""
     env = {**os.environ, "SECRET_KEY": SECRETS["env"]}
     traces = tmp_path / "traces"
     names, _ = verify.rerecordable()  # without Chromium, all but the browser's

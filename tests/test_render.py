@@ -33,7 +33,7 @@ def test_placeholder_matches_gold(gold):
 
 
 def test_sample_app_page_matches_gold(gold):
-    gold("sample_app.md", render.render_sample_app([("sample_app/app.py", "\n".join(EXCERPTS[APP]) + "\n")]))
+    gold("sample_app.md", render.render_sample_app([("dispel/sample_app/app.py", "\n".join(EXCERPTS[APP]) + "\n")]))
 
 
 def test_licensing_page_matches_gold(gold):
@@ -78,14 +78,14 @@ def test_long_values_are_cut_with_a_note():
 
 def test_sample_app_hop_links_into_the_site():
     page = render.render_journey(EMIT, HOP_LINKS, EXCERPTS, ANNOTATIONS)
-    assert "(<../sample_app.md#__codelineno-sample-app-app-py-6>)" in page
-    assert markup.line_anchor("sample_app/app.py", 6) == "__codelineno-sample-app-app-py-6"
+    assert "(<../sample_app.md#__codelineno-dispel-sample-app-app-py-6>)" in page
+    assert markup.line_anchor("dispel/sample_app/app.py", 6) == "__codelineno-dispel-sample-app-app-py-6"
 
 
 def test_sample_app_page_carries_the_line_anchors_it_is_linked_by():
-    page = render.render_sample_app([("sample_app/app.py", "a = 1\n\n\nb = 2\n")])
+    page = render.render_sample_app([("dispel/sample_app/app.py", "a = 1\n\n\nb = 2\n")])
     for line in range(1, 5):
-        assert f'id="{markup.line_anchor("sample_app/app.py", line)}"' in page
+        assert f'id="{markup.line_anchor("dispel/sample_app/app.py", line)}"' in page
     # No blank line inside the raw HTML block, or Markdown would cut it in two.
     block = page[page.index("<div") :]
     assert "\n\n" not in block.rstrip("\n")

@@ -45,7 +45,7 @@ def test_a_chain_file_becomes_its_page(tmp_path):
     assert PAYLOAD in page and "## The bytes on the wire" in page
     # Library hops link to a 40-hex commit from the lock; the app's hops into the site.
     assert "https://github.com/miguelgrinberg/python-socketio/blob/" in page
-    assert "../sample_app.md#__codelineno-sample-app-app-py-" in page
+    assert "../sample_app.md#__codelineno-dispel-sample-app-app-py-" in page
     assert "Not recorded yet" in (tmp_path / "docs" / "chains" / "run.md").read_text(encoding="utf-8")
 
 

@@ -53,6 +53,19 @@ def test_trace_holds_the_stack_on_the_thread_it_ran_on(trace, func, thread):
     assert any(e.thread.startswith(thread) for e in found), {e.thread for e in found}
 
 
+def test_the_sample_app_is_traced_as_the_app_and_dispel_itself_is_not(trace):
+    """The sample app lives inside the dispel package (dispel.sample_app): its module body and
+    handlers are in the trace as the app's (dist ``sample_app``, paths from scripts/), and no
+    other module of dispel (the driver, the recorder, the runner) is."""
+    ours = {k: f for k, f in trace.funcs.items() if f.module.split(".")[0] == "dispel"}
+    assert {f.module for f in ours.values()} <= {"dispel.sample_app", "dispel.sample_app.app"}, sorted(ours)
+    for name in ("<module>", "main", "on_connect", "on_chat", "on_join", "on_shout", "on_disconnect"):
+        func = trace.funcs[f"dispel.sample_app.app:{name}"]
+        assert (func.source.dist, func.source.path) == ("sample_app", "dispel/sample_app/app.py")
+    assert {e.thread for e in events_of(trace, "dispel.sample_app.app:on_chat")} == {"handler-1"}
+    assert not [f for f in trace.funcs.values() if f.source.dist == "sample_app" and not f.module.startswith("dispel.sample_app")]
+
+
 def test_c_level_send_carries_the_reply_frame(trace):
     sends = [e for e in events_of(trace, "_socket:socket.send") if any('"reply"' in a.text for a in e.args)]
     assert len(sends) == 1 and sends[0].thread.startswith("eio-writer")
@@ -89,7 +102,7 @@ def test_committed_trace_matches_a_fresh_recording(trace):
 def test_no_threads_or_listening_sockets_left():
     # In-process, so that what the run leaves behind can be seen.
     port = scenarios.free_port()
-    record_stage.record_scenario("chat", timeout=30, app="sample_app.app", port=port)
+    record_stage.record_scenario("chat", timeout=30, app="dispel.sample_app.app", port=port)
     left = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
     server_like = [n for n in left if any(w in n for w in catalog.PER_CONNECTION_THREADS + catalog.HANDLER_THREADS + ("dispel-server",))]
     assert not server_like, left

@@ -128,11 +128,11 @@ title = "Two servers"
 kind = "redis"
 
 [processes.server-a]
-import = "sample_app.cluster"
+import = "dispel.sample_app.cluster"
 kind = "server"
 
 [processes.emitter]
-import = "sample_app.emitter"
+import = "dispel.sample_app.emitter"
 kind = "emitter"
 
 [clients.1]
@@ -167,7 +167,7 @@ def test_several_processes():
     sf = parse(SEVERAL, "q.toml")
     assert sf.app is None and sf.broker is not None and sf.broker.kind == "redis"
     assert [(p.role, p.kind, p.module) for p in sf.processes] == [
-        ("server-a", "server", "sample_app.cluster"), ("emitter", "emitter", "sample_app.emitter")]
+        ("server-a", "server", "dispel.sample_app.cluster"), ("emitter", "emitter", "dispel.sample_app.emitter")]
     assert [(c.name, c.process) for c in sf.clients] == [("1", "server-a")]
     assert [(s.do, s.client, s.process, s.event, s.count) for s in sf.steps] == [
         ("connect", "1", "", "", 1), ("join", "1", "", "join", 1), ("emit", "", "emitter", "", 1),
@@ -189,7 +189,7 @@ BAD_SEVERAL = [
     ("broker without processes", GOOD + '\n[broker]\nkind = "redis"\n', "[broker]: a broker joins several processes"),
     ("unknown broker", several('kind = "redis"', 'kind = "kafka"'), "[broker]: kind = 'kafka' is not one of: redis"),
     ("unknown process kind", several('kind = "emitter"', 'kind = "worker"'), "[processes.emitter]: kind = 'worker'"),
-    ("bad module", several('"sample_app.emitter"', '"sample_app:emitter"'), "[processes.emitter]: import = 'sample_app:emitter' must be a module"),
+    ("bad module", several('"dispel.sample_app.emitter"', '"sample_app:emitter"'), "[processes.emitter]: import = 'sample_app:emitter' must be a module"),
     ("unknown process key", several('kind = "server"', 'knd = "server"'), "[processes.server-a]: unknown key 'knd'"),
     ("no server", several('kind = "server"', 'kind = "emitter"'), "[processes]: needs a server process"),
     ("client on no server", several('process = "server-a"', 'process = "emitter"'), "[clients.1]: process = 'emitter' is not a server process"),
@@ -220,13 +220,13 @@ def test_the_process_client_can_do_what_the_format_allows():
 
 
 def test_the_queue_scenario_is_its_file():
-    """The catalogue's queue scenario is read from scripts/sample_app/queue.toml: the file's
+    """The catalogue's queue scenario is read from scripts/dispel/sample_app/queue.toml: the file's
     steps are the runner's steps, its processes and clients the runner's."""
     from pathlib import Path
 
     from dispel import catalog
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "sample_app" / "queue.toml"
+    path = Path(__file__).resolve().parents[1] / "scripts" / "dispel" / "sample_app" / "queue.toml"
     sf = parse(path.read_text(), "queue.toml")
     sc = catalog.PROCESS_SCENARIOS["queue"]
     assert catalog.PROCESS_SCENARIO_FILES["queue"].resolve() == path

@@ -1,7 +1,7 @@
 """The one catalogue: scenarios, journeys, traced distributions, standard-library files, thread roles.
 
 Data, and one read: at import it reads the scenarios of several processes from
-scripts/sample_app/*.toml (PROCESS_SCENARIO_FILES), parsed by the pure parser of scenario files.
+scripts/dispel/sample_app/*.toml (PROCESS_SCENARIO_FILES), parsed by the pure parser of scenario files.
 A leaf otherwise: it imports nothing of dispel but DispelError and that parser.
 Every other module reads what it needs from here, so that adding a journey or a traced library
 is one edit.
@@ -166,7 +166,7 @@ DEFAULT_SCENARIOS = tuple(sorted(name for name, sc in SCENARIOS.items() if sc.de
 class Process:
     """A traced process of a scenario of several: its role (the trace file is
     traces/<scenario>.<role>.json), its kind: "server" (an app served as one of several servers
-    joined by the message queue, like sample_app.cluster) or "emitter" (like sample_app.emitter,
+    joined by the message queue, like dispel.sample_app.cluster) or "emitter" (like dispel.sample_app.emitter,
     which has no Socket.IO server of its own), and the module it runs."""
 
     role: str
@@ -224,9 +224,9 @@ def from_file(sf: scenario_values.ScenarioFile, name: str) -> ProcessScenario:
 
 
 # The scenario files of several processes, beside the sample app.
-PROCESS_SCENARIO_FILES = {"queue": Path(__file__).resolve().parents[1] / "sample_app" / "queue.toml"}
+PROCESS_SCENARIO_FILES = {"queue": Path(__file__).resolve().parent / "sample_app" / "queue.toml"}
 PROCESS_SCENARIOS = {
-    name: from_file(scenario_file.parse(path.read_text(encoding="utf-8"), f"scripts/sample_app/{path.name}"), name)
+    name: from_file(scenario_file.parse(path.read_text(encoding="utf-8"), f"scripts/dispel/sample_app/{path.name}"), name)
     for name, path in PROCESS_SCENARIO_FILES.items()
 }
 

@@ -49,10 +49,11 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    if args.live or args.app or args.save_scenario or args.duration:
+    if args.live or args.app or args.save_scenario or args.duration or args.async_mode:
         done = report.live_report(args.app, args.out, PROJECT, args.git_dir, site=not args.no_site, redact=args.redact, root=args.root,
                                   port=args.port, host=args.host, duration=args.duration, factory=args.factory, flask=args.flask or "",
-                                  save_scenario=args.save_scenario, live=args.live, scenario=args.scenario)
+                                  save_scenario=args.save_scenario, live=args.live, scenario=args.scenario,
+                                  async_mode=args.async_mode or "")
         return _said(done, args.no_site)
     done = report.report(args.scenario, args.out, PROJECT, args.git_dir, args.timeout, site=not args.no_site, redact=args.redact,
                          root=args.root)
@@ -68,7 +69,7 @@ def cmd_chains(args: argparse.Namespace) -> int:
     built = chains_stage.chains(PROJECT, args.journeys, args.traces)
     for name, chain in built.items():
         threads = len({h.thread for h in chain.hops})
-        print(f"chain {name}: {len(chain.hops)} hops on {threads} threads -> {PROJECT.shown(args.traces / 'chains' / (name + '.json'))}")
+        print(f"chain {name}: {len(chain.hops)} hops on {threads} thread{'s' * (threads != 1)} -> {PROJECT.shown(args.traces / 'chains' / (name + '.json'))}")
     return 0
 
 
@@ -192,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("record", help="run scenarios under the tracer; write traces/<scenario>.json")
     p.add_argument("scenarios", nargs="*", help=f"scenario names (default: {', '.join((*catalog.DEFAULT_SCENARIOS, *catalog.DEFAULT_PROCESS_SCENARIOS))})")
     p.add_argument("--timeout", type=float, default=30.0, help="deadline for a whole scenario, seconds")
-    p.add_argument("--app", default="sample_app.app", help="module of the app to trace")
+    p.add_argument("--app", default="dispel.sample_app.app", help="module of the app to trace")
     p.add_argument("--out", type=Path, default=PROJECT.traces, help="folder for trace files")
     p.add_argument("--port", type=int, default=None, help="port for the app (default: a free one)")
     _redact(p)
@@ -211,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p.add_argument(flag, type=kind, default=default, help=f"with --live: {help}")
     p.add_argument("--factory", action="store_true", help="with --live: --app names a factory returning the SocketIO object or Flask app")
+    p.add_argument("--async-mode", default=None, metavar="MODE",
+                   help="with --live: threading or gevent, for an app that leaves async_mode unset (default: threading)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the report (replaced only if dispel built it)")
     _git_dirs(p, "a local git mirror for a distribution the lock does not pin at its installed version (repeatable)")
     p.add_argument("--timeout", type=float, default=None, help="deadline for the whole run, seconds (default: the file's timeout)")

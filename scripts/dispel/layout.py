@@ -9,13 +9,14 @@ GLUE = "stage glue"  # one stage over a Project: gathers facts (shell), calls th
 ENTRY = "entry point"  # parses a command line or runs as a process of its own
 RECORDER = "recorder"  # traces a live program (the only code that does)
 DATA = "data"  # values only, but read once at import from files that ship with dispel
+SAMPLE = "traced sample"  # the sample app: traced as the app (never as dispel), driven by the scenarios
 
-KINDS = (PURE, DATA, SHELL, GLUE, ENTRY, RECORDER)
+KINDS = (PURE, DATA, SHELL, GLUE, ENTRY, RECORDER, SAMPLE)
 # A pure module may import only these kinds.
 PURE_MAY_IMPORT = frozenset({PURE, DATA})
 
 # dotted name under dispel -> (kind, what it holds). Subpackages (their folder is the stage):
-# record, tracefiles, run, chains, pins, render, check, review, handin.
+# record, tracefiles, run, chains, pins, render, check, review, handin; and sample_app, the traced sample.
 MODULES: dict[str, tuple[str, str]] = {
     "__main__": (ENTRY, "`python -m dispel`"),
     "cli": (ENTRY, "the `dispel` command: parses arguments, calls a stage, says what it did"),
@@ -105,6 +106,10 @@ MODULES: dict[str, tuple[str, str]] = {
     "handin.docx_format": (PURE, "that report as a Word document (python-docx), its links and text read back"),
     "handin.pdf_format": (PURE, "Chromium's PDF of it normalised, its links and text read back"),
     "handin.build": (GLUE, "`dispel handin` and `dispel check --handin`: facts gathered, files written, links read back"),
+    # sample_app/ (with its templates, its scenario files and the npm client's package.json)
+    "sample_app.app": (SAMPLE, "the chat app the catalogue's scenarios trace: a Flask app, a SocketIO, its handlers and `main(port)`"),
+    "sample_app.cluster": (SAMPLE, "the same app as one of several servers joined by a message queue (the `queue` scenario)"),
+    "sample_app.emitter": (SAMPLE, "a process that is no server, emitting through the message queue (the `queue` scenario)"),
 }
 
 # What each subpackage is, for the table's headings.
@@ -119,6 +124,7 @@ PACKAGES: dict[str, str] = {
     "check": "everything made, verified",
     "review": "side commands: diff and audit; the two ends of the supported range compared",
     "handin": "the hand-in",
+    "sample_app": "the sample app: what the project's own scenarios trace",
 }
 
 

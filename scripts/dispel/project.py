@@ -19,7 +19,7 @@ from .render import annotation_files
 from .tracefiles.codec import chain_from_dict, trace_from_json
 
 PACKAGE = Path(__file__).resolve().parent
-# The folder that holds the packages dispel and sample_app: <root>/scripts/ in a checkout,
+# The folder that holds the package dispel (and in it the sample app, dispel.sample_app): <root>/scripts/ in a checkout,
 # site-packages/ when installed.
 SCRIPTS = PACKAGE.parent
 # The project's inputs that a report reads (its lock, the oldest set's lock, the annotations, the

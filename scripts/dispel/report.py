@@ -89,7 +89,7 @@ class Report:
 def console_lines(done: Report, no_site: bool) -> list[str]:
     """What `dispel report` prints about what it built, a line each."""
     out = list(done.said)
-    out += [f"journey {name}: {hops} hops on {threads} threads" for name, hops, threads in done.journeys]
+    out += [f"journey {name}: {hops} hops on {threads} thread{'s' * (threads != 1)}" for name, hops, threads in done.journeys]
     out += [f"not derived: {line}" for line in done.skipped]
     out += [f"the app raised: {line}" for line in done.raised]
     if done.unannotated:
@@ -418,15 +418,15 @@ def derived_again(project: Project, found: Mapping[str, Chain], app: Path) -> li
 def live_report(app: str, out: Path, project: Project, git_dirs: Iterable[str] = (), site: bool = True, redact: Iterable[str] = (),
                 root: Path | None = None, port: int | None = None, host: str = "127.0.0.1", duration: float | None = None,
                 factory: bool = False, flask: str = "", save_scenario: Path | None = None, live: bool = True,
-                scenario: Path | None = None) -> Report:
+                scenario: Path | None = None, async_mode: str = "") -> Report:
     """`dispel report --live`: the recording child (dispel.run.live.record_live) serves the app until
     the first Ctrl-C (forwarded to it) or ``duration``; then the report is built as for a scenario
     file, from the trace and a scenario written from what the clients did (live_session), which
     ``save_scenario`` also keeps. A second Ctrl-C, or any failure, leaves nothing behind."""
-    from .run.live import child_settings, parse_target
+    from .run.live import child_settings, live_mode, parse_target
 
     if not live:
-        raise DispelError("--app, --save-scenario and --duration go with --live; add --live to record while you use the app")
+        raise DispelError("--app, --save-scenario, --duration and --async-mode go with --live; add --live to record while you use the app")
     if scenario is not None:
         raise DispelError("give --live --app MODULE:ATTR or --scenario FILE, not both")
     if not app:
@@ -445,19 +445,20 @@ def live_report(app: str, out: Path, project: Project, git_dirs: Iterable[str] =
     try:
         rp = Project(tmp)
         session_file = tmp / ".live-observations.json"
-        argv = [sys.executable, "-m", "dispel", "record", "--out", str(rp.traces),
-                "--live", child_settings(spec.target, session_file, factory, flask, host, duration)]
+        settings = child_settings(spec.target, session_file, factory, flask, host, duration)
+        mode = live_mode(settings, root, async_mode)
+        argv = [sys.executable, "-m", "dispel", "record", "--out", str(rp.traces), "--live", settings]
         argv += [a for pattern in redact for a in ("--redact", pattern)]
         argv += ["--port", str(port)] if port else []
         argv += ["--root", str(root)] if root else []
-        said = _record_live(argv, tmp / ".live-stderr")
+        said = _record_live(argv, tmp / ".live-stderr", gevent=mode == "gevent")
         observations = json.loads(read_text(session_file, "the live session"))
         stderr = (tmp / ".live-stderr").read_text(errors="replace")
         session_file.unlink()
         (tmp / ".live-stderr").unlink()
         trace = load_traces(rp)["live"]
         root = app_root(trace, [root or Path.cwd()])
-        text, left = live_session.scenario_text(live_session.session(observations), spec.target, factory, flask)
+        text, left = live_session.scenario_text(live_session.session(observations), spec.target, factory, flask, async_mode=async_mode)
         said += [f"not in the saved scenario: {line}" for line in left]
         seed = committed_lock(project, report_dists(trace))
         if seed is not None:
@@ -475,13 +476,14 @@ def live_report(app: str, out: Path, project: Project, git_dirs: Iterable[str] =
     return Report(out, *done[:3], raised=tuple(raised_lines(stderr, trace, done[3])), said=tuple(said))
 
 
-def _record_live(argv: list[str], stderr_path: Path) -> list[str]:
+def _record_live(argv: list[str], stderr_path: Path, gevent: bool = False) -> list[str]:
     """Run the live recording child, its console passed through as it happens; the first Ctrl-C
     here is forwarded to it (it stops recording and writes its trace), a second one stops this
     run (KeyboardInterrupt: the caller removes what it wrote). Returns the lines it said for the
     console after it stopped (SAID_PREFIXES); its error, as a DispelError."""
     with open(stderr_path, "w") as err:
-        proc = subprocess.Popen(argv, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1,
+        env = {k: v for k, v in os.environ.items() if k != "DISPEL_GEVENT"} | ({"DISPEL_GEVENT": "1"} if gevent else {})
+        proc = subprocess.Popen(argv, cwd=os.getcwd(), env=env, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1,
                                 start_new_session=True)  # a terminal's Ctrl-C reaches only this process, which forwards it
         stopped: list[int] = []  # the child said it stopped recording: a Ctrl-C from now on stops this run
 

@@ -133,7 +133,7 @@ def wire_handshake(g: TraceGraph, parts: list[list[int]]) -> tuple:
 
 
 def _user_handler(g: TraceGraph, name: str) -> list[int]:
-    return g.find(lambda e: e.func.startswith("sample_app.") and e.func.endswith(f":{name}"))
+    return g.find(lambda e: e.func.startswith("dispel.sample_app.") and e.func.endswith(f":{name}"))
 
 
 def recv_before_text(g: TraceGraph, needles: Sequence[str], not_thread: str = "") -> int:
@@ -291,7 +291,7 @@ def find_emit_external(g: TraceGraph):
     """From the emitter's emit, through its PUBLISH and Redis, to server-b's listener and the
     frame it writes to its client."""
     needles = ('"news"',)
-    main = only_one(g.find(lambda e: e.func == "sample_app.emitter:main"), "the emitter's main", "none")
+    main = only_one(g.find(lambda e: e.func == "dispel.sample_app.emitter:main"), "the emitter's main", "none")
     publish = only_one(_publishes(g, "emitter", needles), "the emitter's PUBLISH", "emit")
     to_publish = value_trail(g, main, publish, needles)
     return [with_producer(g, to_publish + _queue_leg(g, publish, "server-b", needles, "the news"))], needles + ("PUBLISH",)
@@ -301,7 +301,7 @@ def find_across_servers(g: TraceGraph):
     """Client 1's join on server-a: its frame written by server-a itself, and its PUBLISH,
     read by server-b's listener, which writes the frame to its own client."""
     needles = ('"joined"',)
-    handler = only_one(g.find(lambda e: _in("server-a")(e) and e.func == "sample_app.app:on_join"), "server-a's join handler", "none")
+    handler = only_one(g.find(lambda e: _in("server-a")(e) and e.func == "dispel.sample_app.app:on_join"), "server-a's join handler", "none")
     local = only_one(_frame_after(g, handler, "server-a", needles)[:1], "the frame server-a wrote to its client", "on_join")
     publish = only_one(
         [i for i in _publishes(g, "server-a", needles) if g.ev(i).thread == g.ev(handler).thread],

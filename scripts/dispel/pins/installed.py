@@ -31,7 +31,7 @@ from ..model import (
     normalize_dist,
     text_lines,
 )
-from ..project import HERE, SCRIPTS, read_text
+from ..project import HERE, PACKAGE, SCRIPTS, read_text
 from ..tracefiles.codec import Root, def_line, locate
 from . import licenses
 from . import pinning as pins
@@ -62,7 +62,7 @@ def code_roots(extra: tuple[str, ...] = ()) -> list:
             roots.append(Root(os.path.join(base, top, ""), base, dist, d.version))
     stdlib = sysconfig.get_paths()["stdlib"]
     roots.append(Root(os.path.join(stdlib, ""), stdlib, "python", PYTHON_VERSION, "Lib/"))
-    roots.append(Root(str(SCRIPTS / "sample_app") + "/", str(SCRIPTS), "sample_app", "local"))
+    roots.append(Root(str(PACKAGE / "sample_app") + "/", str(SCRIPTS), "sample_app", "local"))
     return roots
 
 
@@ -341,7 +341,7 @@ def sample_app_files() -> list[tuple[str, str]]:
     root = SCRIPTS
     paths = sorted(
         p
-        for p in (root / "sample_app").rglob("*")
+        for p in (PACKAGE / "sample_app").rglob("*")
         if p.is_file()
         and p.suffix in {".py", ".html", ".js", ".css"}
         # the app's own files: not installed packages or caches

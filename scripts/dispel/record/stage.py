@@ -188,7 +188,7 @@ def record_file_patched(path: Path, out: Path, timeout: float | None = None, por
 
 
 def record_in_new_interpreters(
-    project: Project, names: Iterable[str], out: Path, timeout: float, app: str = "sample_app.app", redact: Iterable[str] = (), capture: bool = False
+    project: Project, names: Iterable[str], out: Path, timeout: float, app: str = "dispel.sample_app.app", redact: Iterable[str] = (), capture: bool = False
 ) -> dict[str, subprocess.CompletedProcess]:
     """`dispel record NAME` for each name, in new interpreters running side by side: a second
     run in the same process would find the app and its drivers imported already, and its
@@ -240,7 +240,7 @@ def checked_redact(patterns: Iterable[str]) -> tuple[str, ...]:
 
 
 def record(
-    project: Project, names: Iterable[str], out: Path, timeout: float = 30.0, app: str = "sample_app.app",
+    project: Project, names: Iterable[str], out: Path, timeout: float = 30.0, app: str = "dispel.sample_app.app",
     port: int | None = None, redact: Iterable[str] = (),
 ) -> Recording:
     """Record scenarios into ``out``/<scenario>.json. One scenario runs here; several run each

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from ..model import DispelError
-from ..project import SCRIPTS
+from ..project import PACKAGE
 from .pacer import PacerProcess
 
 CHROMIUM = Path(os.environ.get("DISPEL_CHROMIUM", "/usr/bin/chromium"))
@@ -25,7 +25,7 @@ BROWSER_FLAGS = (
 )
 INSTALL_HINT = "apt-get install chromium chromium-driver"
 # The official client, which the sample app serves to the page (installed by `npm ci`).
-CLIENT_JS = SCRIPTS / "sample_app" / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
+CLIENT_JS = PACKAGE / "sample_app" / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
 
 
 SELENIUM_MISSING = "selenium is not installed: pip install 'dispel[browser]' (the browser scenario's extra)"
@@ -51,7 +51,7 @@ def unavailable() -> str | None:
     if selenium_missing():
         return selenium_missing()
     if not CLIENT_JS.is_file():
-        return "the official Socket.IO client is not installed: `npm ci --prefix scripts/sample_app`"
+        return "the official Socket.IO client is not installed: `npm ci --prefix scripts/dispel/sample_app`"
     return None
 
 
@@ -138,7 +138,7 @@ class BrowserClient:
             self.driver.get(f"http://127.0.0.1:{self.pacer.port}/chat")
             if not self.driver.execute_script("return typeof io === 'function' && typeof window.dispelStep === 'function'"):
                 raise DispelError(
-                    "the app's /chat page has no Socket.IO client: install it with `npm ci --prefix scripts/sample_app`"
+                    "the app's /chat page has no Socket.IO client: install it with `npm ci --prefix scripts/dispel/sample_app`"
                 )
         except WebDriverException as exc:
             self.close()

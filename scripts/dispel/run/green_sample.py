@@ -1,8 +1,9 @@
-"""The sample app on greenlets (`dispel bench`'s gevent workload): sample_app/app.py's app and handlers,
+"""The sample app on greenlets (`dispel bench`'s gevent workload): dispel/sample_app/app.py's app and handlers,
 served in gevent mode. Import it only in a process that gevent has monkey-patched first (as a gunicorn
 gevent worker is). Not the sample app's own file: no journey runs it."""
 from flask_socketio import SocketIO
-from sample_app.app import app, main, socketio
+
+from dispel.sample_app.app import app, main, socketio
 
 __all__ = ["app", "main", "socketio"]
 

@@ -15,10 +15,12 @@ dispel's code, which no recorder traces.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model import DispelError
+from . import modes
 from .live_session import (
     ACK,
     BINARY_ACK,
@@ -44,6 +47,35 @@ from .live_session import (
 )
 
 STOP_HINT = "Ctrl-C stops the recording and builds the report"
+
+
+class Repeats:
+    """The console's ``say``, with identical lines in a row folded (a background task that emits at
+    100 Hz would flood it): the first is passed on; the ones after it are counted, and the count is
+    said before the next different line, or every ``every`` seconds while they keep coming."""
+
+    def __init__(self, out: Callable[[str], None], every: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.out, self.every, self.clock = out, every, clock
+        self.last: str | None = None
+        self.more = 0
+        self.since = 0.0  # when the last line about this run of lines was said
+        self._lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        with self._lock:
+            if line == self.last:
+                self.more += 1
+                if self.clock() - self.since >= self.every:
+                    self._flush()
+                return
+            self._flush()
+            self.out(line)
+            self.last, self.since = line, self.clock()
+
+    def _flush(self) -> None:
+        if self.more:
+            self.out(f"  … {self.more} more like it")
+            self.more, self.since = 0, self.clock()
 
 
 class Observer(logging.Handler):
@@ -78,12 +110,28 @@ class Observer(logging.Handler):
         except Exception:  # noqa: BLE001, S110 - the console never breaks the app
             pass
 
+    socketio_path = "/socket.io/"  # Engine.IO's requests, which the packets say more of
+
+    def _http(self, msg: object, args: tuple) -> None:
+        """werkzeug's request line (``"POST /api/x HTTP/1.1" 201 -``): a plain HTTP request to the app,
+        one that is not Engine.IO's, is said and observed (client 0: no Socket.IO client made it)."""
+        if not (isinstance(msg, str) and msg.endswith('"%s" %s %s') and len(args) == 3):
+            return
+        line = re.sub(r"\x1b\[[0-9;]*m", "", str(args[0])).split(" ")  # werkzeug colours some of them
+        if len(line) < 2 or (line[1] + "/").startswith(self.socketio_path) or not str(args[1]).isdigit():
+            return
+        self._note(0, do="http", method=line[0], path=line[1], status=int(args[1]))
+        self.say(f"HTTP {line[0]} {line[1]} -> {args[1]}")
+
     def _note(self, n: int, **what) -> None:
         self.observations.append({"client": n, **what})
 
     def _take(self, record: logging.LogRecord) -> None:
         msg = record.msg
         args: tuple[Any, ...] = record.args if isinstance(record.args, tuple) else ()  # a log call's arguments: anything
+        if record.name == "werkzeug":
+            self._http(msg, args)
+            return
         n: int | None  # the client a line is about
         if msg == "%s: Sending packet %s data %s" and len(args) == 3:
             sid, name, data = args
@@ -254,16 +302,7 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
     from ..tracefiles.values import BROWSER_IDENTITY
     from . import runner as scenarios
 
-    app_root = str((root or Path.cwd()).resolve())
-    if not Path(app_root).is_dir():
-        raise DispelError(f"--root {root} is not a folder; name the folder that holds the app's code")
-    folders = [d for d in dict.fromkeys((app_root, os.path.join(app_root, "src"), os.getcwd())) if os.path.isdir(d)]
-    why = scenarios.shadowing(folders)
-    if why:
-        raise DispelError(f"import: {why}")
-    for d in reversed(folders):
-        if d not in sys.path:
-            sys.path.insert(0, d)
+    app_root = _app_on_path(root)
     port = port or scenarios.free_port()
     check_port(host, port)
     stop = {"why": ""}
@@ -275,11 +314,10 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
     signal.signal(signal.SIGTERM, on_sigint)
     app = scenarios.AppCode(app_root)
     recorder = recorder_for(scenarios.wanted_code(app=app))
-    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
     logging.logThreads = False  # a log record would call threading.current_thread(), which is traced
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    observer = Observer(lambda line: print(line, flush=True) if say is print else say(line))
+    observer = Observer(Repeats(lambda line: print(line, flush=True) if say is print else say(line)))
     old_interval = sys.getswitchinterval()
     sys.setswitchinterval(5.0)  # as a scenario records (scenarios.drive)
     for lib in (*(d.package for d in catalog.DISTS), "werkzeug.serving"):
@@ -300,12 +338,16 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
             recorder.start()
             with recorder.mark("import"):
                 try:
-                    _, sio, flask_app = scenarios.load_socketio(spec)
+                    # an app that leaves async_mode unset runs in the mode this process runs (as a scenario's does)
+                    with modes.unset_is_threading() if modes.running_mode() == "threading" else contextlib.nullcontext():
+                        _, sio, flask_app = scenarios.load_socketio(spec)
                 except DispelError as exc:  # its hints name a scenario file's [app]; here they are options
                     raise DispelError(str(exc).replace("set factory = true", "pass --factory").replace(
                         "name it with [app] flask = ", "name it with --flask ").replace("check [app] import = ", "check --app ")) from None
             observer.manager = sio.server.manager
-            for logger in {sio.server.logger, sio.server.eio.logger}:
+            observer.socketio_path = getattr(getattr(sio, "sockio_mw", None), "engineio_path", None) or observer.socketio_path
+            # werkzeug's request lines: the app's plain HTTP requests (gevent's server logs none)
+            for logger in {sio.server.logger, sio.server.eio.logger, logging.getLogger("werkzeug")}:
                 loggers.append((logger, logger.level, logger.propagate, logger.handlers))
                 logger.handlers = [observer]  # their own handlers (a StreamHandler) would print every packet
                 logger.setLevel(logging.INFO)
@@ -313,7 +355,8 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
 
             def serve() -> None:
                 try:
-                    sio.run(flask_app, host=host, port=port, allow_unsafe_werkzeug=True)
+                    unsafe = {} if modes.running_mode() == "gevent" else {"allow_unsafe_werkzeug": True}  # werkzeug's
+                    sio.run(flask_app, host=host, port=port, **unsafe)
                 except BaseException as exc:  # noqa: BLE001 - reported by the caller, which names it
                     server_errors.append(exc)
 
@@ -359,7 +402,7 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
         raise DispelError(f"no Socket.IO traffic: no client connected to port {port} while recording; open the app's page "
                           "(or start its client) against that URL, use it, then press Ctrl-C; nothing was built")
     versions = {d: metadata.version(d) for d in catalog.DIST_NAMES}
-    roots = [*code_roots(), *app.roots(sys.path)]
+    roots = [*code_roots(modes.traced_dists()), *app.roots(sys.path)]
     running: list[normalize.Running] = []
     # a browser's version (User-Agent, client hints) is no fact of the app: placeholders, as in the browser scenario
     trace = trace_from_recording(recorder, "live", port, roots, versions, secrets.settings(), deny,
@@ -371,6 +414,54 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
     modules = app.modules()
     said = f"app: root {app_root}, {len(modules)} app module{'s' if len(modules) != 1 else ''} ({', '.join(modules[:6])}{', …' if len(modules) > 6 else ''})"
     return LiveRecorded(target, count_redacted(text), len(observer.clients), tuple(running), said, trace.folded)
+
+
+def _app_on_path(root: Path | None) -> str:
+    """Put the app's folders first on sys.path (the root, its ``src/``, the working directory) after
+    checking that no app file there shadows the standard library; the root, resolved."""
+    from . import runner as scenarios
+
+    app_root = str((root or Path.cwd()).resolve())
+    if not Path(app_root).is_dir():
+        raise DispelError(f"--root {root} is not a folder; name the folder that holds the app's code")
+    folders = [d for d in dict.fromkeys((app_root, os.path.join(app_root, "src"), os.getcwd())) if os.path.isdir(d)]
+    why = scenarios.shadowing(folders)
+    if why:
+        raise DispelError(f"import: {why}")
+    for d in reversed(folders):
+        if d not in sys.path:
+            sys.path.insert(0, d)
+    return app_root
+
+
+def probe_mode(settings: str, root: str) -> None:
+    """Print the async_mode the live app passes to Flask-SocketIO ("" when it leaves it unset): run in
+    a probe process by live_mode, since the import cannot be undone."""
+    from . import runner as scenarios
+
+    s = json.loads(settings)
+    _app_on_path(Path(root) if root else None)
+    print(scenarios.asked_mode(parse_target(s["target"], s["factory"], s["flask"])))
+
+
+_PROBE = "import sys; from dispel.run.live import probe_mode; probe_mode(sys.argv[1], sys.argv[2])"
+
+
+def live_mode(settings: str, root: Path | None, wanted: str = "") -> str:
+    """The async mode the live app is recorded in (modes.decide): the app's own async_mode (read by
+    importing it in a probe process), else ``wanted`` (--async-mode), else threading. A conflict,
+    eventlet, or gevent with a python-engineio too old for it: one error line."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", _PROBE, settings, str(root or "")], cwd=os.getcwd(), capture_output=True,
+                          text=True, env={k: v for k, v in os.environ.items() if k != "DISPEL_GEVENT"}, check=False)
+    said = proc.stdout.strip().splitlines()
+    mode = modes.decide(said[-1].strip() if proc.returncode == 0 and said else "", wanted)
+    if mode == "gevent":
+        why = modes.gevent_supported(metadata.version("python-engineio"))
+        if why:
+            raise DispelError(why)
+    return mode
 
 
 def child_settings(target: str, session: Path, factory: bool = False, flask: str = "", host: str = "127.0.0.1",

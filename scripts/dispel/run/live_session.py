@@ -6,7 +6,9 @@ dispel's own client (`--save-scenario`).
 Pure: no IO. An observation is a dict (JSON as the recording child wrote it, bytes as
 ``{"bytes": "base64:..."}``): ``{"client": 1, "do": "open", "transport": "polling"}``,
 ``"upgrade"``, ``"connect"`` (namespace, auth), ``"emit"`` (namespace, event, args, ack),
-``"disconnect"`` (namespace), ``"close"``.
+``"disconnect"`` (namespace), ``"close"``; and, as client 0 (no Socket.IO client made it), a plain
+HTTP request to the app: ``{"client": 0, "do": "http", "method": "POST", "path": "/api/x", "status": 201}``
+(werkzeug's request line: no headers, no body).
 
 A value under a secret-named key (values.SECRET_NAME: token, password, api_key ...) is written
 to the scenario as ``{ env = "DISPEL_SECRET_<KEY>" }``, which the replay reads from its
@@ -59,9 +61,26 @@ class LiveClient:
 
 
 @dataclass(frozen=True)
+class Request:
+    """A plain HTTP request to the app (not Engine.IO's), as werkzeug logged it."""
+
+    method: str
+    path: str
+    status: int
+
+    @property
+    def text(self) -> str:
+        return f"{self.method} {self.path} ({self.status})"
+
+
+BODIED = ("POST", "PUT", "PATCH")  # requests that usually carry a body, which the live recording does not keep
+
+
+@dataclass(frozen=True)
 class Session:
     clients: tuple[LiveClient, ...]
     order: tuple[tuple[int, int], ...] = field(default=())  # (client number, index of its action), as they happened
+    requests: tuple[Request, ...] = ()  # in order: client 0's entries in ``order`` index them
 
 
 def session(observations: Iterable[Mapping]) -> Session:
@@ -71,10 +90,14 @@ def session(observations: Iterable[Mapping]) -> Session:
     closed: set[int] = set()
     order: list[tuple[int, int]] = []
     replies: dict[int, dict[str, tuple]] = {}
+    requests: list[Request] = []
     for o in observations:
         n = int(o["client"])
         do = o["do"]
-        if do == "open":
+        if n == 0 and do == "http":
+            order.append((0, len(requests)))
+            requests.append(Request(str(o.get("method", "GET")), str(o.get("path", "/")), int(o.get("status", 200))))
+        elif do == "open":
             transports[n] = o.get("transport", "websocket")
             actions.setdefault(n, [])
         elif n not in transports:
@@ -92,7 +115,7 @@ def session(observations: Iterable[Mapping]) -> Session:
             actions[n].append(a)
     clients = tuple(LiveClient(n, transports[n], tuple(actions[n]), n in closed, tuple(sorted(replies.get(n, {}).items())))
                     for n in sorted(transports))
-    return Session(clients, tuple(order))
+    return Session(clients, tuple(order), tuple(requests))
 
 
 def transport_text(transport: str) -> str:
@@ -114,6 +137,8 @@ def home_lines(s: Session) -> list[str]:
         done = ", ".join(action_text(a) for a in c.actions if a.do != "close") or "nothing after the handshake"
         end = "; it disconnected" if c.closed else "; it was still connected when the recording stopped"
         out.append(f"client {c.number} ({transport_text(c.transport)}): {done}{end}")
+    if s.requests:
+        out.append("HTTP requests to the app, in order: " + ", ".join(r.text for r in s.requests))
     return out
 
 
@@ -211,7 +236,8 @@ def has_null(value: object) -> bool:
     return False
 
 
-def scenario_text(s: Session, target: str, factory: bool = False, flask: str = "", title: str = "") -> tuple[str, list[str]]:
+def scenario_text(s: Session, target: str, factory: bool = False, flask: str = "", title: str = "",
+                  async_mode: str = "") -> tuple[str, list[str]]:
     """The scenario file that replays ``s`` (TOML), and what it cannot replay (a value TOML has
     no form for: null), each as one line. Steps are in the order the clients did them; each
     client connects all its namespaces with its first connect (dispel's client connects them together)."""
@@ -223,6 +249,8 @@ def scenario_text(s: Session, target: str, factory: bool = False, flask: str = "
         out.append("factory = true")
     if flask:
         out.append(f"flask = {json.dumps(flask)}")
+    if async_mode:
+        out.append(f"async_mode = {json.dumps(async_mode)}")
     out.append("")
     envs = set()
     for c in s.clients:
@@ -251,6 +279,19 @@ def scenario_text(s: Session, target: str, factory: bool = False, flask: str = "
     connected: set[int] = set()
     by_number = {c.number: c for c in s.clients}
     for n, i in s.order:
+        if n == 0:  # a plain HTTP request, made as the file's first client (scenario_file: an http step's client)
+            r = s.requests[i]
+            if r.method in BODIED:
+                left.append(f"HTTP {r.text}: its body is not recorded live; add it as an http step (json = ..., README) "
+                            "if the replay needs it")
+            elif r.status == 304:
+                left.append(f"HTTP {r.text}: the browser's cached copy was still good, which a replay without its cache "
+                            "headers would not get: left out")
+            elif s.clients:
+                out += ["[[steps]]", f"client = {json.dumps(s.clients[0].name)}", 'do = "http"',
+                        f"method = {json.dumps(r.method)}", f"path = {json.dumps(r.path, ensure_ascii=False)}",
+                        f"status = {r.status}", ""]
+            continue
         c = by_number[n]
         a = c.actions[i]
         step = ["[[steps]]", f"client = {json.dumps(c.name)}"]

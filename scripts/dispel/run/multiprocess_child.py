@@ -98,7 +98,7 @@ class _Child:
 
         logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
         sys.setswitchinterval(5.0)  # as scenarios.run: each thread keeps the GIL until it blocks
-        if self.traced:  # every Flask app's secrets, whichever module makes it (sample_app.cluster serves app.py's)
+        if self.traced:  # every Flask app's secrets, whichever module makes it (dispel.sample_app.cluster serves app.py's)
             self.secrets.install()
         self.recorder.start()
         with self.recorder.mark("import"):

@@ -138,7 +138,7 @@ def run(
     name: str,
     recorder: Tracer,
     start_client: Callable[[int], StepClient],
-    app_module: str = "sample_app.app",
+    app_module: str = "dispel.sample_app.app",
     timeout: float = 30.0,
     port: int | None = None,
     timings: dict[str, float] | None = None,
@@ -285,8 +285,9 @@ def drive(
 class AppCode:
     """The app's code: every ``.py`` file under the project root, wherever it lives (a package, a
     src layout, a wrapper module), but never a virtual environment, installed packages, the
-    interpreter's own files or dispel itself, even inside that folder. Called with a code
-    object's file name (once per code object, by the recorder's filter)."""
+    interpreter's own files or dispel itself, even inside that folder; dispel's sample app
+    (``dispel.sample_app``, wherever dispel is installed) is an app like any other. Called with a
+    code object's file name (once per code object, by the recorder's filter)."""
 
     SKIP = frozenset({"site-packages", "dist-packages", "__pycache__", "node_modules", "__pypackages__", ".git", ".tox", ".nox"})
 
@@ -299,12 +300,15 @@ class AppCode:
         paths = sysconfig.get_paths()
         not_app = {sys.prefix, sys.base_prefix, sys.exec_prefix, paths["stdlib"], paths["purelib"], paths["platlib"], here}
         self._not_app = tuple(os.path.join(os.path.abspath(p), "") for p in not_app)
+        self._sample = os.path.join(here, "sample_app", "")
         self._venvs: dict[str, bool] = {}
 
     def __call__(self, filename: str) -> bool:
         import os
 
-        if not filename.endswith(".py") or not filename.startswith(self.root) or filename.startswith(self._not_app):
+        if not filename.endswith(".py") or not filename.startswith(self.root):
+            return False
+        if filename.startswith(self._not_app) and not filename.startswith(self._sample):
             return False
         parts = filename[len(self.root):].split("/")[:-1]
         folder = self.root
@@ -531,7 +535,7 @@ def wanted_code(extra: tuple[str, ...] = (), app: Callable[[str], bool] | None =
     for pkg in (d.package for d in DISTS):
         for loc in _spec(pkg).submodule_search_locations or ():
             roots.append(os.path.join(loc, ""))
-    origin = _spec("sample_app").origin
+    origin = _spec("dispel.sample_app").origin
     assert origin is not None  # a regular package: its __init__.py
     here = os.path.dirname(os.path.abspath(origin))
     roots.append(os.path.join(here, ""))

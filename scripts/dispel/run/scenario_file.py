@@ -50,7 +50,7 @@ ConnectionRefusedError; ``do = "disconnect"`` with ``by = "server"`` waits for t
 disconnect(); ``args = [...]`` emits several arguments; ``[clients.a.replies]`` maps an event the
 server asks with (socketio.call, a callback) to the value the client acks it with.
 
-Several processes joined by a message queue (scripts/sample_app/queue.toml) replace ``[app]``
+Several processes joined by a message queue (scripts/dispel/sample_app/queue.toml) replace ``[app]``
 by a ``[broker]`` and ``[processes.<role>]`` tables; each client names the server process it
 connects to, and a step names a client or an emitter process::
 
@@ -58,11 +58,11 @@ connects to, and a step names a client or an emitter process::
     kind = "redis"                   # a Redis server the run starts and stops (not traced)
 
     [processes.server-a]
-    import = "sample_app.cluster"    # a module whose main(port, message_queue) serves
+    import = "dispel.sample_app.cluster"    # a module whose main(port, message_queue) serves
     kind = "server"
 
     [processes.emitter]
-    import = "sample_app.emitter"    # a module whose main(message_queue) emits
+    import = "dispel.sample_app.emitter"    # a module whose main(message_queue) emits
     kind = "emitter"
 
     [clients.1]
@@ -439,7 +439,7 @@ def _processes(raw: object, source: str) -> tuple[ProcessSpec, ...]:
         _take(table, ("import", "kind"), source, where)
         module = _string(table, "import", source, where)
         if not MODULE_RE.match(module):
-            raise _err(source, where, f"import = {module!r} must be a module, like \"sample_app.cluster\"")
+            raise _err(source, where, f"import = {module!r} must be a module, like \"dispel.sample_app.cluster\"")
         kind = _string(table, "kind", source, where, "server")
         if kind not in PROCESS_KINDS:
             raise _err(source, where, f"kind = {kind!r} is not one of: {', '.join(PROCESS_KINDS)}")

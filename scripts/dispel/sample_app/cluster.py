@@ -5,7 +5,7 @@ The same Flask app and handlers as app.py, served by a SocketIO made with ``mess
 """
 from flask_socketio import SocketIO
 
-from sample_app import app as chat
+from dispel.sample_app import app as chat
 
 socketio = None
 
