@@ -105,7 +105,7 @@ class RawTrace:
     threads: dict = field(default_factory=dict)
     # (step name, first row, end row)
     steps: list = field(default_factory=list)
-    # greenlet switches, in order: (calls recorded so far, serial switched from, serial switched to)
+    # each greenlet's first switch, in order: (calls recorded so far, serial switched from, serial switched to)
     switches: list = field(default_factory=list)
     greenlets: dict = field(default_factory=dict)  # serial of a greenlet made at a switch -> "hub" or "greenlet"
     errors: list = field(default_factory=list)  # why the recorder disabled itself
@@ -539,9 +539,11 @@ class _Recorder:
             if state is None:  # a new greenlet: a new serial, its start found after the run (greenlet_starts)
                 state = self._green_states[target] = self._attach(ident, -1, id(target))
                 self._raw.greenlets[self._serials_of[id(state)]] = "hub" if _is_hub(target) else "greenlet"
+                # only a greenlet's first switch is kept (all greenlet_starts reads): a long run's
+                # switches do not pile up, and only these pin the rows (record.fold)
+                self._raw.switches.append((len(self._raw.codes), self._serials_of[id(here)], self._serials_of[id(state)]))
+                self._pin(len(self._raw.codes))
             self._states[ident] = state
-            self._raw.switches.append((len(self._raw.codes), self._serials_of[id(here)], self._serials_of[id(state)]))
-            self._pin(len(self._raw.codes))
             if id(state) in self._paused:
                 self._untrace_thread()
             else:
