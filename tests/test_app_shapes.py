@@ -4,6 +4,7 @@ from its own folder as a new user would: pages and chains byte-identical, `dispe
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,51 @@ def test_a_factory_in_a_src_layout_is_the_app_with_every_module_under_its_root(s
     assert on_add[-1]["func"]["module"] == "shopapp.events" and on_add[-1]["func"]["path"] == "src/shopapp/events.py"
     assert (report / "app" / "src" / "shopapp" / "events.py").read_text() == (APPS / "shop" / "src" / "shopapp" / "events.py").read_text()
     assert "src/shopapp/cart.py" in (report / "docs" / "sample_app.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def taskboard(tmp_path_factory):
+    # built once: a long-polling client and a task that never ends make its trace vary from run to
+    # run (the README's Limits), and its journeys must be derived in each
+    out = tmp_path_factory.mktemp("taskboard") / "report"
+    proc = dispel("report", "--scenario", "taskboard.toml", "--out", str(out), "--no-site", cwd=APPS / "taskboard")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, proc.stdout.splitlines()
+
+
+def test_a_refused_connect_first_and_a_long_polling_recipient_leave_no_journey_underived(taskboard):
+    """taskboard/: eve is refused before ann connects, bob polls: the connect journey is ann's (the
+    first accepted), the disconnect journey the first DISCONNECT a client sent that completes, and
+    the broadcast bob alone receives is followed through Engine.IO's queue to his GET."""
+    report, said = taskboard
+    chains = {p.stem: json.loads(p.read_text()) for p in (report / "traces" / "chains").glob("*.json")}
+    assert {"connect", "disconnect", "connect-refused-board", "broadcast-card_moved-board", "http-create_card"} <= set(chains), sorted(chains)
+    missing = [ln for ln in said if ln.startswith("not derived: ")]
+    assert not [ln for ln in missing if ln.startswith(("not derived: connect:", "not derived: disconnect:", "not derived: broadcast-card_moved"))]
+    assert not [ln for ln in missing if "BoardNamespace.on_disconnect" in ln or "card_moved" in ln], missing
+    (line,) = [ln for ln in said if ln.startswith("completeness: ")]
+    done, total = (int(n) for n in re.findall(r"\d+", line)[:2])
+    assert done == total > 0, line
+
+    def funcs(name: str) -> list[str]:
+        return [h["func"]["module"] + ":" + h["func"]["qualname"] for h in chains[name]["hops"]]
+
+    # the CONNECT answer with the accepted client's sid, not the refusal's CONNECT_ERROR
+    assert '40/board,{"sid"' in (chains["connect"]["hops"][-1]["value"] or "")
+    connects = {n: {h["event"] for h in chains[n]["hops"] if h["func"]["qualname"] == "Server._handle_connect"}
+                for n in ("connect", "connect-refused-board")}
+    assert connects["connect"] and connects["connect-refused-board"] and not connects["connect"] & connects["connect-refused-board"]
+    # the client's DISCONNECT reaches the app's handler (called again without a reason), then the close frames
+    assert "taskboard.events:BoardNamespace.on_disconnect" in funcs("disconnect")
+    # bob's broadcast: Engine.IO's put, taken by his GET's get (a data hand-off), sent as the body
+    moved = chains["broadcast-card_moved-board"]["hops"]
+    assert "data" in [h["edge"] for h in moved] and moved[-1]["func"]["qualname"] == "socket.sendall"
+    assert moved[-1]["thread"].startswith("request-") and "card_moved" in (moved[-1]["value"] or "")
+    # the http step that names no client ran as the file's first client (ann)
+    steps = json.loads((report / "traces" / "taskboard.json").read_text())["steps"]
+    assert [s for s in steps if s.endswith("-http")] == ["9-bob-http", "11-ann-http"]
+    check = dispel("check", "--root", str(report), cwd=ROOT)
+    assert check.returncode == 0 and check.stdout.startswith("0 problem(s)"), check.stdout + check.stderr
 
 
 def test_check_root_compares_the_chains_with_those_derived_from_the_trace(shop, tmp_path):

@@ -85,3 +85,163 @@ def test_a_text_that_cannot_be_filled_on_a_derived_journey_is_left_out_not_fatal
     mine, dropped = report_pages.fillable(chain, {bad: "see {{hop:nowhere:nothing}}", good: "on {{thread}}"})
     assert bad not in mine and good in mine
     assert len(dropped) == 1 and dropped[0].startswith(f"{bad} on emit-reply:") and "nowhere:nothing" in dropped[0]
+
+
+# ------------------------------------------------------------------ the finders on small frozen traces
+# Each row: (thread, depth, "module:qualname", {argument: text or (text, token)}, return text or
+# (text, token) or None). A module named "app" is the app's code; "_socket" the C socket methods.
+
+
+def tiny(rows, wakeups=()):
+    from dispel.model import (
+        Event,
+        Func,
+        Source,
+        ThreadInfo,
+        TraceFile,
+        Value,
+        WakeUp,
+        with_ends,
+    )
+
+    def value(name, v):
+        return Value(name, *v) if isinstance(v, tuple) else Value(name, v)
+
+    funcs, events, stacks, roots = {}, [], {}, {}
+    for i, (thread, depth, key, args, ret) in enumerate(rows):
+        module, qualname = key.split(":")
+        dist = "sample_app" if module == "app" else "builtin" if module == "_socket" else "lib"
+        funcs[key] = Func(module, qualname, Source(dist, "1", f"{module}.py"), 1, 9)
+        stack = stacks.setdefault(thread, [])
+        del stack[depth:]
+        roots.setdefault(thread, i)
+        events.append(Event(i, key, thread, stack[-1] if stack else -1, 1, depth, i, "s",
+                            tuple(value(n, v) for n, v in args.items()), None if ret is None else value("return", ret)))
+        stack.append(i)
+    threads = tuple(ThreadInfo(name, -1, root) for name, root in roots.items())
+    return TraceFile("tiny", "3.11.7", (), ("s",), funcs, threads, tuple(with_ends(events)), tuple(WakeUp(n, w) for n, w in wakeups))
+
+
+CONNECT = "socketio.server:Server._handle_connect"
+HANDLE = "flask_socketio:SocketIO._handle_event"
+
+
+def test_connect_follows_the_first_accepted_connect_not_a_refused_one_before_it():
+    from dispel.chains.graph import TraceGraph
+
+    g = TraceGraph(tiny([
+        # eve: refused (python-socketio made the CONNECT_ERROR packet, type 4)
+        ("request-1", 0, "threading:Thread.run", {}, "None"),
+        ("request-1", 1, "_socket:socket.recv", {}, "b'\\x81\\x0240'"),
+        ("request-1", 1, CONNECT, {"namespace": "'/'"}, "None"),
+        ("request-1", 2, "socketio.packet:Packet.__init__", {"packet_type": "4"}, "None"),
+        ("request-1", 1, "_socket:socket.send", {"data": "b'\\x81\\x0644{\"message\":\"no\"}'"}, "9"),
+        # ann: accepted, her handler ran, the answer with her sid
+        ("request-2", 0, "threading:Thread.run", {}, "None"),
+        ("request-2", 1, "_socket:socket.recv", {}, "b'\\x81\\x0240'"),
+        ("request-2", 1, CONNECT, {"namespace": "'/'"}, "None"),
+        ("request-2", 2, HANDLE, {"message": "'connect'"}, "None"),
+        ("request-2", 3, "app:on_connect", {}, "None"),
+        ("request-2", 1, "_socket:socket.send", {"data": "b'\\x81\\x1040{\"sid\":\"<sid-2>\"}'"}, "18"),
+    ]))
+    parts, _ = derive.find_connect(g)
+    assert parts == [[6, 7, 9, 10]]  # not the refused _handle_connect (2), which comes first
+
+
+def disconnects():
+    """Two sessions ending: one closed by Engine.IO (its _handle_disconnect called from
+    _handle_eio_disconnect, no close frame follows it), one whose client sent DISCONNECT and then
+    CLOSE, answered by its writer's close frame; another session's writer sent a close frame
+    earlier in the trace, and its reader read the client's close frame later."""
+    closed_by_eio = [
+        ("request-1", 0, "threading:Thread.run", {}, "None"),
+        ("request-1", 1, "socketio.server:Server._handle_eio_disconnect", {}, "None"),
+        ("request-1", 2, "socketio.server:Server._handle_disconnect", {"namespace": "'/'"}, "None"),
+    ]
+    asked = [
+        ("request-2", 0, "threading:Thread.run", {}, "None"),
+        ("request-2", 1, "_socket:socket.recv", {}, "b'\\x81\\x0241'"),
+        ("request-2", 1, "engineio.packet:Packet.__init__", {"encoded_packet": "'41'"}, "None"),
+        ("request-2", 1, "socketio.server:Server._handle_eio_message", {}, "None"),
+        ("request-2", 2, "socketio.server:Server._handle_disconnect", {"namespace": "'/'"}, "None"),
+        # a handler that takes no reason: the first call raised TypeError before entering it
+        ("request-2", 3, HANDLE, {"message": "'disconnect'"}, None),
+        ("request-2", 3, HANDLE, {"message": "'disconnect'"}, "None"),
+        ("request-2", 4, "app:on_disconnect", {}, "None"),
+        ("request-2", 1, "_socket:socket.recv", {}, "b'\\x81\\x011'"),
+        ("request-2", 1, "engineio.socket:Socket.receive", {}, "'1'"),
+        ("request-2", 2, "engineio.socket:Socket.close", {}, "None"),
+        ("request-2", 3, "threading:Condition.notify", {}, "None"),
+    ]
+    rows = closed_by_eio + asked + [
+        ("eio-writer-1", 0, "threading:Thread.run", {}, "None"),
+        ("eio-writer-1", 1, "_socket:socket.send", {"self": ("<socket>", 5), "data": "b'\\x88\\x02\\x03\\xe8'"}, "4"),
+        ("eio-writer-2", 0, "threading:Thread.run", {}, "None"),
+        ("eio-writer-2", 1, "threading:Condition.wait", {}, "True"),
+        ("eio-writer-2", 1, "_socket:socket.send", {"self": ("<socket>", 7), "data": "b'\\x88\\x02\\x03\\xe8'"}, "4"),
+        ("ws-reader-2", 0, "threading:Thread.run", {}, "None"),
+        ("ws-reader-2", 1, "_socket:socket.recv", {"self": ("<socket>", 7)}, "b'\\x88\\x82\\x00\\x00\\x00\\x00\\x03\\xe8'"),
+        ("ws-reader-2", 1, "socket:socket.close", {}, "None"),
+        ("ws-reader-1", 0, "threading:Thread.run", {}, "None"),
+        ("ws-reader-1", 1, "_socket:socket.recv", {"self": ("<socket>", 5)}, "b'\\x88\\x82\\x00\\x00\\x00\\x00\\x03\\xe8'"),
+        ("ws-reader-1", 1, "socket:socket.close", {}, "None"),
+    ]
+    return tiny(rows, wakeups=[(14, 18)])  # Socket.close's put woke eio-writer-2's wait
+
+
+def test_disconnect_follows_the_clients_disconnect_to_its_own_close_frames():
+    from dispel.chains.graph import TraceGraph
+
+    trace = disconnects()
+    names = [f"{e.thread}:{e.func.split(':')[1]}" for e in trace.events]
+    g = TraceGraph(trace)
+    parts, _ = derive.find_disconnect(g)
+    farewell, closing, last = parts
+    # the client's DISCONNECT (request-2), not Engine.IO's close of request-1's session, which
+    # comes first; its handler through the call that entered it (the second)
+    assert farewell[0] == 4 and farewell[-1] == 10 and names[10] == "request-2:on_disconnect"
+    # its CLOSE led to its own writer's close frame (eio-writer-2), not to eio-writer-1's, earlier
+    assert [names[i] for i in (closing[0], closing[-1])] == ["request-2:socket.recv", "eio-writer-2:socket.send"]
+    # the client's close frame read on that connection, and the reader closing the socket
+    assert [names[i] for i in last] == ["ws-reader-2:socket.recv", "ws-reader-2:socket.close"]
+
+
+def test_an_emit_taken_by_a_waiting_free_long_poll_is_followed_through_the_queue():
+    """Engine.IO queues the packet for a long-polling client; its GET, already past its wait or
+    arriving later, takes it without waiting: no wake-up, the take of the very item is the hand-off."""
+    from dispel.chains import routes
+    from dispel.chains.graph import JourneyError, TraceGraph
+    from dispel.chains.hand_written import with_producer
+    from dispel.model import EDGE_DATA
+
+    g = TraceGraph(tiny([
+        ("request-3", 0, "threading:Thread.run", {}, "None"),
+        ("request-3", 1, "engineio.socket:Socket.poll", {}, "<list>"),
+        ("request-3", 2, "queue:Queue.get", {"self": ("<Queue>", 3)}, ("<Packet>", 9)),
+        ("request-3", 1, "engineio.packet:Packet.encode", {"self": ("<Packet>", 9)}, "'42[\"moved\",1]'"),
+        ("request-3", 1, "_socket:socket.sendall", {"data": ("b'42[\"moved\",1]'", 11)}, "None"),
+        ("handler-1", 0, "threading:Thread.run", {}, "None"),
+        ("handler-1", 1, "app:on_move", {}, "None"),
+        ("handler-1", 2, "flask_socketio:SocketIO.emit", {"event": "'moved'"}, "None"),
+        ("handler-1", 3, "queue:Queue.put", {"self": ("<Queue>", 3), "item": ("<Packet>", 9)}, "None"),
+        ("handler-1", 4, "threading:Condition.notify", {}, "None"),
+        # a later GET whose wait that notify ended (as the trace keeps it), which took another packet
+        ("request-4", 0, "threading:Thread.run", {}, "None"),
+        ("request-4", 1, "engineio.socket:Socket.poll", {}, "<list>"),
+        ("request-4", 2, "queue:Queue.get", {"self": ("<Queue>", 3)}, ("<Packet>", 10)),
+        ("request-4", 3, "threading:Condition.wait", {}, "True"),
+        ("request-4", 1, "engineio.packet:Packet.encode", {"self": ("<Packet>", 10)}, "'42[\"moved\",1]'"),
+        ("request-4", 1, "_socket:socket.sendall", {"data": "b'42[\"moved\",1]'"}, "None"),
+    ], wakeups=[(9, 13)]))
+    emit, sink = 7, 4
+    with pytest.raises(JourneyError):
+        routes.thread_route(g, emit, sink)
+    assert routes.handoff_route(g, emit, sink) == [(8, 2, EDGE_DATA)]
+    # the GET that took this very packet; not the one the notify woke, which took another
+    assert derive.reaches(g, emit, sink) and derive.recipients(g, emit, ('"moved"',)) == [sink]
+    trail = routes.value_trail(g, 6, sink, ('"moved"',))
+    assert trail == [6, 8, 3, 4]  # the handler, the put, the encode on the GET's thread, the body
+    assert (2, EDGE_DATA) in routes.walk(g, [trail])
+    # the body's bytes were made by an untraced str.encode: their text's encoder made them
+    assert with_producer(g, [8, 4]) == [8, 3, 4]
+    assert not derive.reaches(g, 9, sink)  # a call that put nothing hands nothing over

@@ -322,6 +322,19 @@ def test_steps_for_real_apps():
         "index", "do", "client", "timeout", "event", "data", "has_data", "ack", "namespace", "count", "seconds"}
 
 
+def test_http_and_sleep_without_a_client_run_as_the_first_client():
+    # they need no connection: in a file of several clients they run as the file's first one
+    text = real('client = "a"\ndo = "http"\nmethod', 'do = "http"\nmethod') + '\n[[steps]]\ndo = "sleep"\nseconds = 0.1\n'
+    steps = parse(text, "board.toml").steps
+    assert (steps[1].do, steps[1].client, steps[1].label) == ("http", "a", "steps[2] (http POST /notices, client a)")
+    assert (steps[-1].do, steps[-1].client) == ("sleep", "a")
+    first_z = '[app]\nimport = "a:b"\n[clients.z]\n[clients.a]\n[[steps]]\ndo = "http"\npath = "/"\n[[steps]]\ndo = "sleep"\n'
+    assert [s.client for s in parse(first_z, "z.toml").steps] == ["z", "z"]
+    # any other step still asks which client
+    with pytest.raises(ScenarioError, match=r"steps\[3\]: connect: which client\? give client = one of: a, b"):
+        parse(real('client = "a"\ndo = "connect"', 'do = "connect"'), "board.toml")
+
+
 def real(old: str, new: str) -> str:
     assert old in REAL
     return REAL.replace(old, new, 1)
@@ -374,7 +387,7 @@ def test_the_example_apps_files_parse():
     from pathlib import Path
 
     apps = Path(__file__).resolve().parent / "programs" / "apps"
-    for path in sorted(apps.glob("*.toml")):
+    for path in sorted(apps.rglob("*.toml")):  # the apps in folders of their own too (shop/, taskboard/)
         parse(path.read_text(), path.name)
 
 

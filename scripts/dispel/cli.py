@@ -52,8 +52,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.live or args.app or args.save_scenario or args.duration or args.async_mode:
         done = report.live_report(args.app, args.out, PROJECT, args.git_dir, site=not args.no_site, redact=args.redact, root=args.root,
                                   port=args.port, host=args.host, duration=args.duration, factory=args.factory, flask=args.flask or "",
-                                  save_scenario=args.save_scenario, live=args.live, scenario=args.scenario,
-                                  async_mode=args.async_mode or "")
+                                  save_scenario=args.save_scenario, live=args.live, scenario=args.scenario, async_mode=args.async_mode or "")
         return _said(done, args.no_site)
     done = report.report(args.scenario, args.out, PROJECT, args.git_dir, args.timeout, site=not args.no_site, redact=args.redact,
                          root=args.root)
@@ -209,11 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind, default, help in (
         ("--app", str, None, "the app, as [app] import in a scenario file (MODULE:ATTR)"), ("--flask", str, None, "the Flask app, if the SocketIO object does not know it"), ("--port", int, None, "the port to serve on (default: a free one)"),
         ("--host", str, "127.0.0.1", "the address to serve on (default: this machine only)"), ("--duration", float, None, "stop after SECONDS (default: at Ctrl-C)"), ("--save-scenario", Path, None, "also write what the clients did as a scenario file that replays it"),
+        ("--async-mode", str, None, "threading or gevent, for an app that leaves async_mode unset (default: threading)"),
     ):
         p.add_argument(flag, type=kind, default=default, help=f"with --live: {help}")
     p.add_argument("--factory", action="store_true", help="with --live: --app names a factory returning the SocketIO object or Flask app")
-    p.add_argument("--async-mode", default=None, metavar="MODE",
-                   help="with --live: threading or gevent, for an app that leaves async_mode unset (default: threading)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the report (replaced only if dispel built it)")
     _git_dirs(p, "a local git mirror for a distribution the lock does not pin at its installed version (repeatable)")
     p.add_argument("--timeout", type=float, default=None, help="deadline for the whole run, seconds (default: the file's timeout)")

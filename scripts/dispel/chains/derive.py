@@ -5,8 +5,9 @@ these rules look for what Flask-SocketIO itself calls, so they hold for any app:
 
 - ``run``: the app's ``SocketIO.run`` (or its own function that called it) to bind, listen, accept;
 - ``handshake``: the accepted connection to the 101 (the catalogue's finder: it names no handler);
-- ``connect``: python-socketio's ``_handle_connect`` of the first namespace, from the socket read
-  before it, through the app's connect handler (if any) to the frame of the CONNECT answer;
+- ``connect``: python-socketio's first ``_handle_connect`` that the app accepted (a refused one is
+  ``connect-refused``), from the socket read before it, through the app's connect handler (if
+  any) to the frame of the CONNECT answer;
 - ``on:<event>``: every handler ``SocketIO._handle_event`` called (``@socketio.on``, ``on_event``,
   ``Namespace.on_<event>``, the catch-all ``'*'``, any namespace), from the socket read that
   carried the event to the handler; the first call per (namespace, event, handler); a handler
@@ -18,12 +19,14 @@ these rules look for what Flask-SocketIO itself calls, so they hold for any app:
   another message); a broadcast when python-socketio's ``Server.emit`` was addressed to a room or
   to everyone rather than to one sid, with the participant it skipped (``include_self=False``)
   as a part. A background task's emit starts at ``start_background_task``. When several call
-  sites send one event, each journey's name ends in the function and the line;
+  sites send one event, each journey's name ends in the function and the line. Each recipient is
+  the thread that took the packet the emit queued for its session: the writer its put woke, or a
+  long-polling client's GET that took it from the queue without waiting;
 - ``callback:<event>``: an emit with a ``callback``: its frame with the ack id, then the client's
   ACK read, ``Manager.trigger_callback``, the app's callback and the first thing it does;
 - ``ack:<event>``: an event that came with an ack id, from the read to the ACK packet's frame;
-- ``disconnect``: the DISCONNECT packet to python-socketio's ``_handle_disconnect`` and the
-  app's handler, then the server's close frame.
+- ``disconnect``: the first DISCONNECT packet a client sent whose close can be followed, to
+  python-socketio's ``_handle_disconnect`` and the app's handler, then the server's close frame.
 
 A journey's page name is its kind and event, made safe for a file and a URL: ``on:message`` on
 ``/chat`` is ``on-message-chat``; the catch-all is ``on-any``.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from ..model import Event
 from ..tracefiles.values import value_text_to_python
+from .derive_packets import refusal
 from .graph import JourneyError, TraceGraph, is_sink, mentions, str_arg
 from .hand_written import (
     CLOSE_FRAME,
@@ -18,7 +19,7 @@ from .hand_written import (
     recv_before_text,
     with_producer,
 )
-from .routes import thread_route, value_trail
+from .routes import handoff_route, value_trail
 
 APP_DIST = "sample_app"  # the traced app's marker (dispel.model.Source)
 
@@ -77,7 +78,11 @@ def find_run(g: TraceGraph):
     return [[entry, bind, listen, accept]], ()
 
 def find_connect(g: TraceGraph):
-    connect = only_one(g.find(lambda e: e.func == "socketio.server:Server._handle_connect"), "Server._handle_connect", "none")
+    """The first connect the app accepted: a refused one (its CONNECT_ERROR packet) is the
+    journey ``connect-refused`` (dispel.chains.derive_packets), and no answer with a sid follows it."""
+    connects = g.find(lambda e: e.func == "socketio.server:Server._handle_connect")
+    only_one(connects, "Server._handle_connect", "none")
+    connect = only_one([c for c in connects if refusal(g, c) is None], "an accepted connect (every CONNECT was refused)", "Server._handle_connect")
     recv = happened_before(g, connect, is_sink("recv", "recv_into"))
     if recv is None:
         raise JourneyError("no socket read happened before the CONNECT packet (last hop reached: none)")
@@ -87,7 +92,7 @@ def find_connect(g: TraceGraph):
     answer = ('"sid"',)
     sinks = [s for s in sends(g, answer) if b"0{" in sent_bytes(g.ev(s))[:12] or b"0/" in sent_bytes(g.ev(s))[:12]]
     sio = [s for s in sinks if b"40" in sent_bytes(g.ev(s))[:12]]
-    sink = only_one(sio, "the socket send of the CONNECT answer", "Server._handle_connect")
+    sink = only_one([s for s in sio if reaches(g, connect, s)], "the socket send of the CONNECT answer", "Server._handle_connect")
     # the answer's own send: what the handler emitted meanwhile (its packets were queued first)
     # is another message, and the chain follows this one's hand-off
     sending = [c for c in range(connect, g.ev(connect).end + 1) if g.ev(c).func == "socketio.server:Server._send_packet"
@@ -155,13 +160,45 @@ def caught(g: TraceGraph, handler: int) -> tuple[list[int], list[list[int]]]:
     return [root], [[hook[0]]] if hook else []
 
 def recipients(g: TraceGraph, emit: int, needles: tuple[str, ...]) -> list[int]:
-    """The socket sends an emit led to: per thread, the first send showing the packet that a
-    hand-off from the emit reaches (an earlier send of the same event on that thread does not)."""
+    """The socket sends an emit led to: for each Engine.IO session it queued its packet for (a
+    ``Queue.put`` inside the emit), the first send showing the packet on the thread that took it
+    (see ``taken``). Without a recorded put (gevent's queues are not shown): per thread, the first
+    send showing the packet that a hand-off from the emit reaches (an earlier send of the same
+    event on that thread does not)."""
+    puts = [c for c in range(emit, g.ev(emit).end + 1) if g.ev(c).func == "queue:Queue.put"]
+    if puts:
+        return sorted({s for s in (taken(g, put, needles) for put in puts) if s is not None})
     first: dict[str, int] = {}
     for s in sends(g, needles):
         if g.ev(s).thread not in first and reaches(g, emit, s):
             first[g.ev(s).thread] = s
     return sorted(first.values())
+
+def taken(g: TraceGraph, put: int, needles: tuple[str, ...]) -> int | None:
+    """The first send showing needles on the thread that took the item ``put`` queued: the thread
+    its notify woke, when that thread's ``Queue.get`` returned this very item; else the thread
+    whose get of that queue returned it without waiting (a long-poll GET that came after the put);
+    else the thread its notify woke (which took another turn's item, when the trace kept one of a
+    task's identical turns)."""
+    queue = next((a.token for a in g.ev(put).args if a.name == "self" and a.token), 0)
+    item = next((a.token for a in g.ev(put).args if a.name == "item" and a.token), 0)
+    if not item:
+        return None
+
+    def took(e: Event) -> bool:
+        return (e.func == "queue:Queue.get" and e.ret is not None and e.ret.token == item
+                and any(a.name == "self" and a.token == queue for a in e.args))
+
+    woken = [y for x, y, _ in g.cross if put <= x <= g.ev(put).end]
+    sure = [y for y in woken if any(took(g.ev(a)) for a in g.ancestors(y))]
+    # then the take by identity; then a wake-up whose thread took an item of the same text (the
+    # trace kept one of a task's identical turns: its put stands for each turn's)
+    starts = sure + [i for i in g.find(took) if g.ev(i).thread != g.ev(put).thread][:1] + woken
+    for start in starts:
+        sent = g.find(lambda e: is_sink("send", "sendall")(e) and mentions(e, needles), g.ev(start).thread, after=start)
+        if sent:
+            return sent[0]
+    return None
 
 def packet_text(g: TraceGraph, emit: int) -> tuple[str, ...]:
     """The Socket.IO packet one emit encoded, as a frame shows it (``2["reply",{...}]`` after the
@@ -266,11 +303,12 @@ def fanned(g: TraceGraph, emit: int) -> int:
     return sum(1 for c in range(emit, g.ev(emit).end + 1) if g.ev(c).func == "socketio.server:Server._send_eio_packet")
 
 def reaches(g: TraceGraph, a: int, b: int) -> bool:
-    """Can a hand-off lead from a's thread (at a) to b? (b comes after a, then.)"""
+    """Can a hand-off lead from a's thread (at a) to b: a wake-up or a thread start, or the take of
+    a packet a put on a queue (a long-polling GET)? (b comes after a, then.)"""
     if g.ev(a).thread == g.ev(b).thread:
         return a < b
     try:
-        thread_route(g, a, b)
+        handoff_route(g, a, b)
     except JourneyError:
         return False
     return True
@@ -316,14 +354,38 @@ def own_handoff(g: TraceGraph, internal: int, handler: int) -> tuple[int, bool] 
 def find_disconnect(g: TraceGraph, websocket: bool = True):
     """As the catalogue's finder, with what it knows of the sample app taken from the trace: the
     app's disconnect handler is the one ``_handle_event`` called for 'disconnect', and the room
-    whose cleanup is shown is the first one the app joined (``join_room``), if any."""
-    done = only_one(g.find(lambda e: e.func == "socketio.server:Server._handle_disconnect"), "Server._handle_disconnect", "none")
+    whose cleanup is shown is the first one the app joined (``join_room``), if any.
+
+    The disconnect followed is the first that the client asked for with its DISCONNECT packet
+    (python-socketio's ``_handle_eio_message`` called ``_handle_disconnect``; Engine.IO's own close
+    of a session calls it from ``_handle_eio_disconnect``) and that completes: the CLOSE it led to
+    reached the server's close frame. A session whose close cannot be followed (one that another
+    connection ended first, a refused client's) does not hide a later one that can."""
+    dones = g.find(lambda e: e.func == "socketio.server:Server._handle_disconnect")
+    only_one(dones, "Server._handle_disconnect", "none")
+    asked = [d for d in dones if g.ev(g.ev(d).parent).func == "socketio.server:Server._handle_eio_message"]
+    first: JourneyError | None = None
+    for done in asked + [d for d in dones if d not in asked]:
+        try:
+            return _disconnect(g, done, websocket)
+        except JourneyError as e:
+            first = first or e
+    assert first is not None
+    raise first
+
+def _disconnect(g: TraceGraph, done: int, websocket: bool):
     thread = g.ev(done).thread
     namespace = str_arg(g.ev(done), "namespace") or "/"
     said = ("'41'",) if namespace == "/" else (f"'41{namespace},",)
-    recv41 = recv_before_text(g, said)
+    # the read of this DISCONNECT packet: the one that happened before its _handle_disconnect
+    told = happened_before(g, done, lambda e: mentions(e, said))
+    recv41 = happened_before(g, g.ev(told).end, is_sink("recv", "recv_into")) if told is not None else None
+    if recv41 is None:
+        recv41 = recv_before_text(g, said)
     handles = g.find(lambda e: e.func == HANDLE_EVENT and str_arg(e, "message") == "disconnect", thread, after=done, before=g.ev(done).end + 1)
-    handler = handler_of(g, handles[0]) if handles else None
+    # the call that reached the app's handler: Flask-SocketIO calls a handler that takes no reason
+    # again without it, after the first call raised TypeError before entering it
+    handler = next((h for h in (handler_of(g, x) for x in handles) if h is not None), None)
     target = handler if handler is not None else done
     farewell = [recv41, *value_trail(g, recv41, target, said)[1:]]
     joined = [str_arg(g.ev(i), "room") for i in g.find(lambda e: e.func == "flask_socketio:join_room")]
@@ -339,12 +401,17 @@ def find_disconnect(g: TraceGraph, websocket: bool = True):
     closed = g.find(lambda e: e.ret is not None and e.ret.text == "'1'", thread, after=after)
     sent = g.find(lambda e: is_sink("send")(e) and any(a.text.startswith(close_frame) for a in e.args) and e.thread != thread)
     recv1 = happened_before(g, g.ev(closed[0]).end, is_sink("recv", "recv_into")) if closed and sent else None
-    if recv1 is not None and reaches(g, recv1, sent[0]):
+    # the close frame this CLOSE led to (another session's, sent earlier, is not it)
+    sent = [s for s in sent if recv1 is not None and reaches(g, recv1, s)]
+    if recv1 is not None and sent:
         parts.append(with_producer(g, [recv1, *value_trail(g, recv1, sent[0], ("'1'",))[1:]]))
     elif websocket:  # the page decodes the close frame of this part
         raise JourneyError("Engine.IO's CLOSE never led to the server's close frame (last hop reached: the disconnect handler)")
-    # The client's own close frame, read last: the reader thread ends and closes the socket.
-    frames = g.find(lambda e: is_sink("recv")(e) and e.ret is not None and e.ret.text.startswith(close_frame))
+    # The client's own close frame, read last: the reader thread ends and closes the socket (on
+    # the connection whose close frame the server sent, when it sent one).
+    socket = {a.token for s in sent[:1] for a in g.ev(s).args if a.name == "self" and a.token}
+    frames = g.find(lambda e: is_sink("recv")(e) and e.ret is not None and e.ret.text.startswith(close_frame)
+                    and (not socket or any(a.name == "self" and a.token in socket for a in e.args)))
     if frames:
         shut = g.find(lambda e: e.func == "socket:socket.close", g.ev(frames[-1]).thread, after=frames[-1])
         if shut:

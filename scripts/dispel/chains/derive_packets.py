@@ -193,14 +193,14 @@ def _reads_before(g: TraceGraph, i: int) -> int:
 # ------------------------------------------------------------------ a refused connect
 
 
-def _refusal(g: TraceGraph, handle: int) -> int | None:
+def refusal(g: TraceGraph, handle: int) -> int | None:
     """The CONNECT_ERROR packet a _handle_connect made, if it refused."""
     return next((p for p in _inside(g, handle, SIO_PACKET) if _arg(g.ev(p), "packet_type") == CONNECT_ERROR), None)
 
 
 def find_refused(handle: int) -> Callable:
     def find(g: TraceGraph):
-        made = _refusal(g, handle)
+        made = refusal(g, handle)
         if made is None:
             raise JourneyError("the connect was not refused (last hop reached: Server._handle_connect)")
         recv = _reads_before(g, handle)
@@ -385,7 +385,7 @@ def journeys(g: TraceGraph) -> list[Found]:
             out.append(found)
 
     for handle in g.find(lambda e: e.func == HANDLE_CONNECT):
-        if _refusal(g, handle) is not None:
+        if refusal(g, handle) is not None:
             namespace = str_arg(g.ev(handle), "namespace") or "/"
             add(Found(_name("connect-refused", "", namespace),
                       f"A refused connect on {namespace}: the connect handler refuses, the CONNECT_ERROR packet on the wire",

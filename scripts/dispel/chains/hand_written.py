@@ -12,7 +12,7 @@ from ..model import (
 from ..tracefiles.values import wire_bytes
 from . import across  # across processes
 from .graph import SOCKET_C, JourneyError, TraceGraph, is_sink, mentions
-from .routes import producer, thread_route, value_trail
+from .routes import handoff_route, producer, value_trail
 
 # ------------------------------------------------------------------ journeys
 
@@ -153,9 +153,9 @@ def fan_out(g: TraceGraph, source: int, sinks: Sequence[int], sent: Sequence[str
     client, from the loop that fans the packet out (the caller both hand-offs share) down to
     that client's frame."""
     parts = [with_producer(g, value_trail(g, source, sinks[0], sent))]
-    first_handoff = thread_route(g, source, sinks[0])[0][0]
+    first_handoff = handoff_route(g, source, sinks[0])[0][0]
     for sink in sinks[1:]:
-        handoff = thread_route(g, source, sink)[0][0]
+        handoff = handoff_route(g, source, sink)[0][0]
         mine = g.ancestors(handoff)
         fork = next(x for x in g.ancestors(first_handoff) if x in mine)
         branch = mine[mine.index(fork) - 1]  # the fork's call that leads to this client

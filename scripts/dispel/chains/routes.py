@@ -50,7 +50,9 @@ def producer(g: TraceGraph, sink: int, arg: str = "data") -> int | None:
     found = g.find(lambda e: e.ret is not None and e.ret.token == token, g.ev(sink).thread, before=sink)
     found = [i for i in found if i not in above]
     if not found:
-        return None
+        # bytes made by a call the trace does not show (a long-poll body: ``str.encode`` of the
+        # payload's text), from the text a recorded call returned
+        return _text_producer(g, sink, arg, above)
     return g.descend(found[0], _bytes_like)
 
 
@@ -159,6 +161,33 @@ def data_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
     raise JourneyError(f"no hand-off leads from thread {ea.thread} to thread {target}")
 
 
+def put_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
+    """A packet that call a put on a queue (a ``Queue.put`` inside a) and b's thread took before
+    b without waiting for it: Engine.IO queues a packet for a long-polling client, and the GET
+    that carries it may come after the put, so no wake-up leads there. The hand-off is the take
+    (the latest call on b's thread before b that returned, from that queue, the item the put received)."""
+    target = g.ev(b).thread
+    for put in range(a, g.ev(a).end + 1):
+        if g.ev(put).func != "queue:Queue.put":
+            continue
+        items = {v.token for v in g.ev(put).args if v.name == "item" and v.token}
+        queue = {v.token for v in g.ev(put).args if v.name == "self" and v.token}
+        got = g.find(lambda e: e.ret is not None and e.ret.token in items  # noqa: B023 - called before the loop moves on
+                     and any(v.name == "self" and v.token in queue for v in e.args), target, before=b + 1)  # noqa: B023
+        if got:
+            return [(put, got[-1], EDGE_DATA)]
+    raise JourneyError(f"no hand-off leads from thread {g.ev(a).thread} to thread {target}")
+
+
+def handoff_route(g: TraceGraph, a: int, b: int) -> list[tuple[int, int, str]]:
+    """The cross-thread edges from a to b: by wake-ups and thread starts (thread_route), else
+    the take of a packet a put on a queue (put_route)."""
+    try:
+        return thread_route(g, a, b)
+    except JourneyError:
+        return put_route(g, a, b)
+
+
 def connect(g: TraceGraph, a: int, b: int) -> list[Step]:
     """Steps from waypoint a (excluded) to waypoint b (included)."""
     if a == b:
@@ -203,7 +232,7 @@ def value_trail(g: TraceGraph, start: int, end: int, needles: Sequence[str]) -> 
     passes through, the first call after arriving whose values show it."""
     points = [start]
     here = start
-    route = thread_route(g, start, end)
+    route = handoff_route(g, start, end)
     legs = [(g.ev(start).thread, start)] + [(g.ev(y).thread, y) for _, y, _ in route]
     for i, (thread, arrive) in enumerate(legs):
         stop = end if thread == g.ev(end).thread and i == len(legs) - 1 else None
@@ -221,7 +250,11 @@ def value_trail(g: TraceGraph, start: int, end: int, needles: Sequence[str]) -> 
         if hits:
             points.append(hits[0])
             here = hits[0]
-        elif i + 1 < len(legs) and stop is not None:
+        if i + 1 < len(legs) and route[i][2] == EDGE_DATA:
+            # a queue's put that woke no one: the put itself, which connect joins to the take
+            points.append(route[i][0])
+            here = route[i][0]
+        elif not hits and i + 1 < len(legs) and stop is not None:
             # The value is not visible here (held in objects): show what this thread
             # made right before handing off, the object it then passed on.
             made = object_producer(g, after, stop)

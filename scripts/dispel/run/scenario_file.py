@@ -28,8 +28,8 @@ Example (the README has the complete one)::
     query = { token = "abc" }
 
     [[steps]]
-    client = "a"                     # may be left out when there is one client
-    do = "connect"
+    client = "a"                     # may be left out when there is one client (and on http
+    do = "connect"                   # and sleep, which need no connection: the first client)
 
     [[steps]]
     do = "emit"
@@ -45,7 +45,7 @@ Example (the README has the complete one)::
     # data = { head = { bytes = "hex:8950" } }   # also check what arrived (bytes as a one-key table)
 
 For real apps: ``do = "http"`` (method, path, json/form/body, headers, status) requests the app's
-own server; ``do = "connect"`` with ``refused = "message"`` expects the connect handler's
+own server, needing no connect (without ``client``, the file's first client sends it); ``do = "connect"`` with ``refused = "message"`` expects the connect handler's
 ConnectionRefusedError; ``do = "disconnect"`` with ``by = "server"`` waits for the app's
 disconnect(); ``args = [...]`` emits several arguments; ``[clients.a.replies]`` maps an event the
 server asks with (socketio.call, a callback) to the value the client acks it with.
@@ -254,6 +254,8 @@ _STEP_KEYS = {
     "http": ("method", "path", "json", "form", "body", "status", "headers", "timeout"),
 }
 _HTTP_BODIES = ("json", "form", "body")
+# steps that need no connection: without ``client``, the file's first client runs them
+_ANY_CLIENT = ("http", "sleep")
 
 
 def _steps(raw: object, source: str, clients: tuple[ClientSpec, ...], processes: tuple[ProcessSpec, ...] = ()) -> tuple[Step, ...]:
@@ -273,9 +275,9 @@ def _steps(raw: object, source: str, clients: tuple[ClientSpec, ...], processes:
             raise _err(source, where, f"do = {do!r} is not one of: {', '.join(STEP_KINDS)}")
         client = table.get("client")
         if client is None:
-            if len(names) != 1:
+            if len(names) != 1 and do not in _ANY_CLIENT:
                 raise _err(source, where, f"{do}: which client? give client = one of: {', '.join(names)}")
-            client = names[0]
+            client = names[0]  # one client, or a step that needs no connection: the file's first
         if client not in names:
             raise _err(source, where, f"{do}: unknown client {client!r}; the file's clients: {', '.join(names)}")
         where = f"steps[{i}] ({do}, client {client})"

@@ -1,0 +1,3 @@
+from flask_socketio import SocketIO
+
+socketio = SocketIO()
