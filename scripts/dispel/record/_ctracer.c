@@ -183,7 +183,8 @@ typedef struct {
     /* record.fold: bounded memory */
     Py_ssize_t fold_after; /* calls of one shape kept under one open call */
     Py_ssize_t barrier;    /* rows below it are named elsewhere (a start, a step, a switch): never folded */
-    PyObject *folded;      /* dict: (parent row, offset in the parent) -> calls folded */
+    int64_t *folded;       /* (parent row, offset in the parent, calls folded) per place folded under */
+    Py_ssize_t nfolded, folded_cap, folded_hit;  /* folded_hit: the place counted last */
     struct Thread **threads;  /* every Thread of this core (borrowed; each removes itself when freed) */
     Py_ssize_t nthreads, threads_cap;
 } Core;
@@ -215,7 +216,7 @@ Core_dealloc(Core *self)
     Py_CLEAR(self->boot);
     Py_CLEAR(self->boot_outer);
     table_clear(&self->seen);
-    Py_CLEAR(self->folded);
+    PyMem_Free(self->folded);
     PyMem_Free(self->threads);
     states_version++;  /* no thread-local slot may name this core any more */
     PyMem_Free(self->ints.data);
@@ -242,9 +243,6 @@ Core_init(Core *self, PyObject *args, PyObject *kwds)
         Py_XSETREF(*slots[i], o[i]);
     }
     table_clear(&self->seen);  /* the decisions of another dict */
-    if (self->folded == NULL && (self->folded = PyDict_New()) == NULL) {
-        return -1;
-    }
     if (self->fold_after == 0) {
         self->fold_after = PY_SSIZE_T_MAX;  /* until the recorder sets it */
     }
@@ -254,7 +252,27 @@ Core_init(Core *self, PyObject *args, PyObject *kwds)
 static PyMemberDef Core_members[] = {
     {"fold_after", T_PYSSIZET, offsetof(Core, fold_after), 0, "Calls of one shape kept under one open call (record.fold)."},
     {"barrier", T_PYSSIZET, offsetof(Core, barrier), 0, "Rows below it are never folded (record.fold)."},
-    {"folded", T_OBJECT, offsetof(Core, folded), READONLY, "(parent row, offset in the parent) -> calls folded."},
+    {NULL}
+};
+
+static PyObject *
+Core_get_folded(Core *self, void *Py_UNUSED(closure))
+{
+    PyObject *out = PyDict_New();
+    for (Py_ssize_t i = 0; out != NULL && i < self->nfolded; i++) {
+        int64_t *f = self->folded + 3 * i;
+        PyObject *key = Py_BuildValue("(LL)", (long long)f[0], (long long)f[1]), *n = PyLong_FromLongLong(f[2]);
+        if (key == NULL || n == NULL || PyDict_SetItem(out, key, n) < 0) {
+            Py_CLEAR(out);
+        }
+        Py_XDECREF(key);
+        Py_XDECREF(n);
+    }
+    return out;
+}
+
+static PyGetSetDef Core_getset[] = {
+    {"folded", (getter)Core_get_folded, NULL, "(parent row, offset in the parent) -> calls folded (record.fold).", NULL},
     {NULL}
 };
 
@@ -314,6 +332,7 @@ static PyTypeObject CoreType = {
     .tp_dealloc = (destructor)Core_dealloc,
     .tp_methods = Core_methods,
     .tp_members = Core_members,
+    .tp_getset = Core_getset,
 };
 
 /* ------------------------------------------------------------------ Thread */
@@ -662,18 +681,30 @@ fold(Thread *t)
         PyErr_SetString(PyExc_RuntimeError, "fold: the rows are not where the stack says");
         return -1;
     }
-    PyObject *key = Py_BuildValue("(nL)", t->rows[top - 1], (long long)ints[3 * first + 2]);
-    if (key == NULL) {
-        return -1;
+    int64_t parent = t->rows[top - 1], offset = ints[3 * first + 2];
+    Py_ssize_t hit = c->folded_hit;
+    if (hit >= c->nfolded || c->folded[3 * hit] != parent || c->folded[3 * hit + 1] != offset) {
+        for (hit = c->nfolded - 1; hit >= 0 && (c->folded[3 * hit] != parent || c->folded[3 * hit + 1] != offset); hit--) {
+        }
+        if (hit < 0) {
+            if (c->nfolded == c->folded_cap) {
+                Py_ssize_t cap = c->folded_cap ? 2 * c->folded_cap : 16;
+                int64_t *grown = PyMem_Realloc(c->folded, (size_t)(3 * cap) * sizeof(int64_t));
+                if (grown == NULL) {
+                    PyErr_NoMemory();
+                    return -1;
+                }
+                c->folded = grown;
+                c->folded_cap = cap;
+            }
+            hit = c->nfolded++;
+            c->folded[3 * hit] = parent;
+            c->folded[3 * hit + 1] = offset;
+            c->folded[3 * hit + 2] = 0;
+        }
+        c->folded_hit = hit;
     }
-    PyObject *was = PyDict_GetItemWithError(c->folded, key);
-    PyObject *now = was == NULL ? (PyErr_Occurred() ? NULL : PyLong_FromLong(1)) : PyLong_FromSsize_t(PyLong_AsSsize_t(was) + 1);
-    int err = now == NULL ? -1 : PyDict_SetItem(c->folded, key, now);
-    Py_XDECREF(now);
-    Py_DECREF(key);
-    if (err < 0) {
-        return -1;
-    }
+    c->folded[3 * hit + 2]++;
     Py_ssize_t tail = n - first, rtail = nr - rfirst;
     /* fresh[i]: the new row of old row first + i, -1 when dropped; kept[i]: rows kept before it (+ first) */
     Py_ssize_t *fresh = PyMem_Malloc((size_t)(2 * tail + 1 + 2 * rtail + 1) * sizeof(Py_ssize_t) + 1);
@@ -720,8 +751,8 @@ fold(Thread *t)
     }
     kept[tail] = j;
     /* the values where each kept tail row's begin now, for the open calls renumbered below */
-    value_at = PyMem_Malloc((size_t)(tail + 1) * sizeof(Py_ssize_t));
-    if (value_at == NULL) {
+    value_at = j > first ? PyMem_Malloc((size_t)(j - first) * sizeof(Py_ssize_t)) : NULL;
+    if (j > first && value_at == NULL) {
         PyErr_NoMemory();
         goto error;
     }
@@ -765,8 +796,8 @@ fold(Thread *t)
     }
     Py_SET_SIZE(ret_values, rj);
     c->rets.len = 4 * rj;
-    /* the open calls of every thread recorded since */
-    for (Py_ssize_t ti = 0; ti < c->nthreads; ti++) {
+    /* the open calls of every thread recorded since (none when no other thread recorded) */
+    for (Py_ssize_t ti = 0; j > first && ti < c->nthreads; ti++) {
         Thread *o = c->threads[ti];
         for (Py_ssize_t d = o->depth - 1; d >= 0 && o->rows[d] >= first; d--) {
             Py_ssize_t row = fresh[o->rows[d] - first];
@@ -779,35 +810,19 @@ fold(Thread *t)
         }
     }
     /* the counts of calls folded under calls recorded since */
-    PyObject *k, *v, *moved = PyList_New(0);
-    Py_ssize_t pos = 0;
-    if (moved == NULL) {
-        goto error;
-    }
-    while (PyDict_Next(c->folded, &pos, &k, &v)) {
-        Py_ssize_t p = PyLong_AsSsize_t(PyTuple_GET_ITEM(k, 0));
-        if (p >= first && p < n) {
-            PyObject *item = Py_BuildValue("(OnOO)", k, fresh[p - first], PyTuple_GET_ITEM(k, 1), v);
-            if (item == NULL || PyList_Append(moved, item) < 0) {
-                Py_XDECREF(item);
-                Py_DECREF(moved);
-                goto error;
-            }
-            Py_DECREF(item);
+    Py_ssize_t fj = 0;  /* the places under a call taken out go with it */
+    for (Py_ssize_t i = 0; i < c->nfolded; i++) {
+        int64_t p = c->folded[3 * i];
+        if (p >= first && p < n && (p = fresh[p - first]) < 0) {
+            continue;
         }
+        c->folded[3 * fj] = p;
+        c->folded[3 * fj + 1] = c->folded[3 * i + 1];
+        c->folded[3 * fj + 2] = c->folded[3 * i + 2];
+        fj++;
     }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(moved); i++) {
-        PyObject *item = PyList_GET_ITEM(moved, i);
-        PyObject *nk = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 1), PyTuple_GET_ITEM(item, 2));
-        if (nk == NULL || PyDict_DelItem(c->folded, PyTuple_GET_ITEM(item, 0)) < 0 ||
-            PyDict_SetItem(c->folded, nk, PyTuple_GET_ITEM(item, 3)) < 0) {
-            Py_XDECREF(nk);
-            Py_DECREF(moved);
-            goto error;
-        }
-        Py_DECREF(nk);
-    }
-    Py_DECREF(moved);
+    c->nfolded = fj;
+    c->folded_hit = 0;
     PyMem_Free(value_at);
     PyMem_Free(fresh);
     Py_DECREF(trash);

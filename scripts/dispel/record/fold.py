@@ -118,6 +118,7 @@ def fold(raw: Any, names: Any, done: list, serial: int, parent: list, states: li
             kept = ret_new[last_none[1] - rfirst] >= 0 if last_none[1] - rfirst < len(ret_new) else False
             state.last_none = (last_none[0], ret_index(last_none[1])) if kept else None
     for (p, offset), k in list(raw.folded.items()):
-        if p >= first:
+        if p >= first:  # the places under a call taken out go with it
             del raw.folded[p, offset]
-            raw.folded[new[p - first], offset] = k
+            if p < n and new[p - first] >= 0:
+                raw.folded[new[p - first], offset] = k
