@@ -11,7 +11,7 @@ at once and only counted, in ``RawTrace.folded`` (parent row, offset in the pare
 Rows are numbered in the global order of calls, which orders returns and wake-ups: taking
 rows out renumbers the rows recorded after them by other threads (their ints, their returns,
 the stacks of their open calls); everything else that names a row (a Thread.start, a step,
-a greenlet switch) pins the rows before it (``barrier``): a call that began before the
+a greenlet's first switch) pins the rows before it (``barrier``): a call that began before the
 barrier is never folded. Rows kept keep their order, so every wake-up between kept rows
 stays exact; a wait whose notify was folded (or the reverse) simply has no wake-up.
 
