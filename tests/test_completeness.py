@@ -246,3 +246,25 @@ def test_audit_says_how_many_values_have_both(built):
     line = stages.chains_completeness(Project(ROOT), built, None)
     m = __import__("re").fullmatch(r"completeness: (\d+) of (\d+) wire values have their maker or reader on the chain \((\d+) pages\)", line)
     assert m and m.group(1) == m.group(2) and int(m.group(3)) == len(built)
+
+
+def test_every_page_of_the_oldest_set_has_every_maker_and_reader():
+    """The chains recorded at the oldest supported set (traces/oldest/, derived by that set's own
+    dispel; `dispel check` compares them with a fresh derivation) hold the same rule: there, the
+    disconnect's CLOSE is decoded on the request thread and only queues the end (python-engineio
+    4.4), and the server's close frame is the reader's answer to the client's, its code the one the
+    parse of the client's frame unmasked (simple-websocket 0.10, wsproto 1.2)."""
+    folder = ROOT / "traces" / "oldest"
+    traces = {p.stem: trace_from_json(p.read_text()) for p in folder.glob("*.json") if not p.name.endswith(".lock.json")}
+    built = {p.stem: chain_from_dict(json.loads(p.read_text())) for p in sorted((folder / "chains").glob("*.json"))}
+    per_page = completeness.site_findings(traces, built)
+    assert completeness.problems([f for fs in per_page.values() for f in fs]) == []
+    chain = built["disconnect"]
+    trace = traces[chain.scenario]
+    close = [f for f in per_page["disconnect"] if f.way == "received" and f.value == "1"]
+    decoded = {func(trace, i) for f in close for i in f.found}
+    assert "engineio.packet:Packet.decode" in decoded
+    code = next(f for f in per_page["disconnect"] if f.way == "sent" and f.value == "\\x03\\xe8")
+    assert func(trace, code.found[0]) == "wsproto.frame_protocol:XorMaskerSimple.process"
+    answer = next(h for h in chain.hops if h.func.key == "_socket:socket.send")
+    assert answer.thread == chain.hops[-1].thread and chain.hops[-1].func.key == "socket:socket.close"

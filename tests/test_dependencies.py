@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Imported by the tests' own programs and apps, not from an installed distribution.
-LOCAL = {"dispel", "conftest", "programs", "samples", "shopapp", "taskboard", "__future__"}
+LOCAL = {"dispel", "conftest", "programs", "samples", "tiny_traces", "shopapp", "taskboard", "__future__"}
 
 
 def _norm(name: str) -> str:

@@ -272,3 +272,94 @@ def test_the_python_core_and_the_default_core_write_the_same_gevent_app_trace(tm
         assert proc.returncode == 0, proc.stderr
         written[core] = (out / "green_chat.json").read_bytes()
     assert len(set(written.values())) == 1, "the cores differ on the gevent app"
+
+
+# ---------------------------------------------------------------- the sample app's gevent scenario (the committed trace and chains)
+
+from dispel import catalog
+from dispel.project import Project, load_chains, load_traces
+
+GEVENT_PAGES = ("gevent-handshake", "gevent-on", "gevent-emit", "gevent-ack", "gevent-disconnect")
+
+
+def test_the_gevent_scenario_is_chat_s_steps_in_gevent_mode_and_its_journeys_are_set_beside_threading_ones():
+    green, chat = catalog.scenario("gevent"), catalog.scenario("chat")
+    assert green.async_mode == "gevent" and green.steps == chat.steps and green.default
+    for name in GEVENT_PAGES:
+        j = catalog.journey(name)
+        assert j.scenario == "gevent" and catalog.journey(j.beside).scenario == "chat"
+
+
+@pytest.mark.parametrize("name", GEVENT_PAGES)
+def test_each_gevent_journey_reaches_a_socket_send_or_receive_on_greenlet_lanes(name):
+    chain = load_chains(Project())[name]
+    assert SOCKET_IO & {h.func.key for h in chain.hops}, f"{name} reaches no socket send or receive"
+    assert not [h for h in chain.hops if h.func.source.dist == "gevent"]
+    trace = load_traces(Project())["gevent"]
+    greenlets = {t.name for t in trace.threads}
+    assert {h.thread for h in chain.hops} <= greenlets
+
+
+def test_the_sample_s_gevent_trace_has_the_handler_greenlet_wake_the_writer_s_on_emit():
+    trace = load_traces(Project())["gevent"]
+    ev = trace.events
+    assert "hub" in {t.name for t in trace.threads}
+    wakes = [(ev[w.notify], ev[w.wait]) for w in trace.wakeups
+             if ev[w.notify].thread.startswith("handler-") and ev[w.wait].thread.startswith("eio-writer-")]
+    assert wakes
+    assert {(p.func, g.func) for p, g in wakes} == {("engineio.socket:Socket.send", "engineio.socket:Socket.poll")}
+    emit = load_chains(Project())["gevent-emit"]
+    hand = [(a.thread, b.thread, b.edge) for a, b in zip(emit.hops, emit.hops[1:]) if a.thread != b.thread]
+    assert hand == [("handler-1", "eio-writer-1", "wake-up")]
+
+
+def test_a_gevent_page_has_greenlet_lanes_and_ends_beside_the_threading_chain():
+    from dispel.review import beside
+
+    text = (Project().docs / "chains" / "gevent-emit.md").read_text(encoding="utf-8")
+    assert beside.HEADING in text and "](emit.md#hop-" in text
+    assert "`hub`" in (Project().docs / "chains" / "gevent-handshake.md").read_text(encoding="utf-8")
+
+
+def test_departures_are_the_stretches_between_hops_on_both_sides():
+    from dispel.model import Chain, Func, Hop, Source
+    from dispel.review import beside
+
+    def chain(name, spec):
+        src = Source("d", "1", "m.py")
+        return Chain(name, name, "s", tuple(
+            Hop(Func("m", f, src, 1, 2), 1, thread, "call" if i else "entry", i) for i, (f, thread) in enumerate(spec)))
+
+    threading = chain("t", [("a", "request-1"), ("put", "request-1"), ("notify", "request-1"), ("wait", "eio-writer-1"), ("poll", "eio-writer-1"), ("send", "eio-writer-1")])
+    gevent = chain("g", [("a", "request-2"), ("poll", "eio-writer-2"), ("send", "eio-writer-2")])
+    both, parts = beside.departures(threading, gevent)
+    assert [(p.old, p.new) for p in both] == [(1, 1), (5, 2), (6, 3)]
+    assert parts == [beside.Departure((1, 1), (2, 3, 4), ())]
+
+
+@pytest.mark.slow
+def test_the_gevent_scenario_records_the_committed_trace_again(tmp_path):
+    """`dispel record gevent` starts a monkey-patched interpreter itself; its trace is the committed one, byte for byte."""
+    from dispel.check.stage import _rerecord_drift
+
+    proc = subprocess.run([sys.executable, "-m", "dispel", "record", "gevent", "--out", str(tmp_path)],
+                          cwd=Project().root, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "recorded gevent:" in proc.stdout
+    assert _rerecord_drift(Project(), tmp_path, "gevent", []) == []
+
+
+def test_a_gevent_pages_lanes_are_greenlets_and_a_threading_pages_threads():
+    import json
+
+    from dispel.render import pages
+    from dispel.tracefiles.codec import chain_from_dict
+
+    root = Path(__file__).resolve().parent.parent
+    green = chain_from_dict(json.loads((root / "traces" / "chains" / "gevent-on.json").read_text()))
+    plain = chain_from_dict(json.loads((root / "traces" / "chains" / "on.json").read_text()))
+    assert (pages.lane_kind(green), pages.lane_kind(plain)) == ("greenlet", "thread")
+    from dispel.chains import fold
+
+    svg = pages.diagram(green, tuple(fold.groups(green, frozenset(), frozenset())))
+    assert ">greenlet<" in svg and ">thread<" not in svg

@@ -1,7 +1,9 @@
 """dispel installed into a user's environment at the oldest supported set (constraints/oldest.txt).
 
-A venv gets the oldest set from the registry, then `pip install <a git clone of HEAD>` (not
-editable); its `dispel report` traces an example app with no git and no network (the committed
+A wheel is built from a git clone of HEAD (`pip wheel --no-deps`): it holds the package `dispel`
+only, the sample app (dispel.sample_app) and its scenario files and templates inside it. A venv
+gets the oldest set from the registry, then `pip install` of that wheel (not editable), which
+imports from any folder and reads nothing from a repository; its `dispel report` traces an example app with no git and no network (the committed
 lock of the oldest set, traces/oldest/pins.lock.json, is reused) and `dispel check --root`
 passes. The journeys are compared with the same app's report at the lock's versions (this venv).
 Skipped with one line when pip cannot reach the registry. About 50-85 s on 2 cores (the venv and
@@ -15,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -66,17 +69,26 @@ def no_network_env() -> dict:
 
 
 @pytest.fixture(scope="session")
-def oldest_venv(tmp_path_factory) -> tuple[Path, list[str], list[str]]:
-    """A venv at the oldest set with dispel installed (not editable) from a clone of HEAD;
+def dispel_wheel(tmp_path_factory) -> Path:
+    """dispel's wheel, as a user would build it: `pip wheel --no-deps` of a git clone of HEAD
+    (what is committed, nothing else of this checkout), by this environment's pip."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    clone = tmp / "dispel"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    pip(Path(sys.prefix), "wheel", "--quiet", "--no-deps", "--wheel-dir", tmp / "dist", clone)
+    (wheel,) = (tmp / "dist").glob("dispel-*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="session")
+def oldest_venv(tmp_path_factory, dispel_wheel) -> tuple[Path, list[str], list[str]]:
+    """A venv at the oldest set with dispel installed (not editable) from its wheel;
     with ``pip freeze`` before and after dispel's install."""
-    tmp = tmp_path_factory.mktemp("oldest")
-    venv = tmp / "venv"
+    venv = tmp_path_factory.mktemp("oldest") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip(venv, "install", "--quiet", "-r", CONSTRAINTS)
     before = freeze(venv)
-    clone = tmp / "dispel"
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
-    pip(venv, "install", "--quiet", clone)
+    pip(venv, "install", "--quiet", dispel_wheel)
     return venv, before, freeze(venv)
 
 
@@ -110,6 +122,70 @@ def test_install_adds_packages_only(oldest_venv):
     # the package carries what a report reads: nothing comes from a repository
     shipped = run([venv / "bin" / "python", "-c", "from dispel.project import HERE, SHIPPED; print(HERE == SHIPPED)"], cwd=APPS)
     assert shipped.stdout.strip() == "True", shipped.stderr
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_the_package_dispel_only_with_the_sample_app_inside(dispel_wheel):
+    """No top-level package but dispel (the sample app is dispel.sample_app); every committed file
+    of the sample that runs or is read (modules, scenario files, templates) is in it, and nothing
+    built beside it (node_modules, bytecode)."""
+    names = zipfile.ZipFile(dispel_wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"dispel"} and len(tops) == 2, sorted(tops)
+    listed = run(["git", "ls-files", "scripts/dispel/sample_app"]).stdout.split()
+    wanted = {f.removeprefix("scripts/") for f in listed if f.endswith((".py", ".toml", ".html"))}
+    assert {"dispel/sample_app/app.py", "dispel/sample_app/queue.toml", "dispel/sample_app/templates/chat.html"} <= wanted
+    assert wanted <= set(names), sorted(wanted - set(names))
+    assert not [n for n in names if "node_modules" in n or "__pycache__" in n]
+    tops_txt = next((n for n in names if n.endswith(".dist-info/top_level.txt")), None)
+    if tops_txt:
+        assert zipfile.ZipFile(dispel_wheel).read(tops_txt).decode().split() == ["dispel"]
+
+
+@pytest.mark.slow
+def test_the_installed_package_imports_from_any_folder_and_reads_no_repository(oldest_venv, tmp_path):
+    """From a folder outside the repository: dispel.catalog imports (it reads the queue scenario's
+    file at import), from site-packages; the sample app is dispel.sample_app there, and no top-level
+    sample_app exists."""
+    venv = oldest_venv[0]
+    code = ("import importlib.util, dispel.catalog as c, dispel.sample_app as s, dispel.project as p\n"
+            "print(c.PROCESS_SCENARIO_FILES['queue']); print(s.__file__); print(p.HERE == p.SHIPPED)\n"
+            "print(importlib.util.find_spec('sample_app'))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    proc = run([venv / "bin" / "python", "-c", code], cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    queue, sample, shipped, top = proc.stdout.splitlines()
+    site = site_packages(venv)
+    assert site is not None
+    assert Path(queue) == site / "dispel" / "sample_app" / "queue.toml" and Path(queue).is_file()
+    assert Path(sample) == site / "dispel" / "sample_app" / "__init__.py"
+    assert (shipped, top) == ("True", "None")
+
+
+@pytest.mark.slow
+def test_the_installed_sample_app_is_traced_as_the_app(oldest_venv, tmp_path):
+    """The sample's own scenario file, from the installed package, run from a folder outside the
+    repository: its folder in site-packages is the app's root and its modules the app's (dispel's
+    own package and site-packages are not, but for dispel.sample_app), the report's app hops are
+    dispel.sample_app's (its files copied into the report), and no other dispel module is traced."""
+    venv = oldest_venv[0]
+    site = site_packages(venv)
+    assert site is not None
+    proc = run([venv / "bin" / "dispel", "report", "--scenario", site / "dispel" / "sample_app" / "chat.toml", "--out",
+                tmp_path / "report", "--no-site"], cwd=tmp_path, env=no_network_env())
+    assert proc.returncode == 0, proc.stderr
+    # the scenario's root is the sample's folder in site-packages: its modules are the app's there
+    said = re.search(r"^app: root (.*), (\d+) app modules \((.*)\)$", proc.stdout, re.MULTILINE)
+    assert said and Path(said.group(1)).resolve() == (site / "dispel" / "sample_app").resolve(), proc.stdout
+    assert said.group(3).split(", ") == ["dispel.sample_app", "dispel.sample_app.app"], said.group(0)
+    report = tmp_path / "report"
+    trace = json.loads((report / "traces" / "chat.json").read_text())
+    funcs = [f for f in trace["funcs"] if f[0].split(".")[0] == "dispel"]
+    assert {f[0] for f in funcs} == {"dispel.sample_app", "dispel.sample_app.app"}, sorted({f[0] for f in funcs})
+    assert {f[2] for f in funcs} == {"sample_app"}
+    assert {"on_connect", "on_chat", "on_join", "on_shout", "on_disconnect"} <= {f[1] for f in funcs}
+    assert (report / "app" / "dispel" / "sample_app" / "app.py").read_bytes() == (site / "dispel" / "sample_app" / "app.py").read_bytes()
+    assert {"on-chat", "emit-reply", "ack-shout", "disconnect"} <= {p.stem for p in (report / "traces" / "chains").glob("*.json")}
 
 
 @pytest.mark.slow
@@ -152,13 +228,14 @@ def test_same_journeys_at_both_ends(oldest_report, newest_report):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="at the oldest set the disconnect journey's Engine.IO CLOSE is decoded on the request "
-                   "thread, which its chain does not reach (simple-websocket 0.10 answers the close on the reader): "
-                   "the completeness rule names 3 values; every link is proven")
 def test_check_root_passes_at_the_oldest_set(oldest_venv, oldest_report):
+    """Every link proven, and every wire value with its maker or reader on its chain: the disconnect's
+    CLOSE decoded on the request thread, the close code the reader's answer echoes."""
     proc = run([oldest_venv[0] / "bin" / "dispel", "check", "--root", oldest_report], cwd=APPS, env=no_network_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"links checked: (\d+), verified: \1, failed: 0", proc.stdout + proc.stderr)
+    m = re.search(r"completeness: (\d+) of (\d+) wire values", proc.stdout + proc.stderr)
+    assert m and m.group(1) == m.group(2) and int(m.group(2)) > 0, proc.stdout
 
 
 def def_of(tree: ast.AST, qualname: str) -> ast.AST:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -48,6 +49,40 @@ def test_a_placeholder_that_changed_a_bulk_string_length_still_parses():
     # the trace wrote <host-id@emitter> where 32 hex digits were: the length no longer fits
     data = b'*3\r\n$7\r\nPUBLISH\r\n$14\r\nflask-socketio\r\n$40\r\n{"host_id": "<host-id@emitter>"}\r\n'
     assert wire.published(data) == (b"flask-socketio", b'{"host_id": "<host-id@emitter>"}')
+
+
+class _Named:  # a class a pickle names: the reader must refuse it, never import or call it
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+# python-socketio 5.8's RedisManager publishes pickle.dumps(dict); from 5.9 on, JSON
+MESSAGES = [
+    ("JSON", b'{"event": "news", "room": null}', {"event": "news", "room": None}),
+    ("pickle of plain values", pickle.dumps({"event": "news", "data": {"n": [1, (2, b"x")]}, "room": None}),
+     {"event": "news", "data": {"n": [1, (2, b"x")]}, "room": None}),
+    ("pickle, protocol 2 (no frame)", pickle.dumps({"event": "news"}, protocol=2), {"event": "news"}),
+    ("pickle that names a class", pickle.dumps({"event": _Named()}), None),
+    ("pickle of a set (a class by name)", pickle.dumps({"event": {1, 2}}, protocol=2), None),
+    ("pickle of a list", pickle.dumps(["news"]), None),
+    ("truncated pickle", pickle.dumps({"event": "news"})[:-3], None),
+    ("neither", b"\x80\x04garbage", None),
+]
+
+
+@pytest.mark.parametrize("data, expected", [m[1:] for m in MESSAGES], ids=[m[0] for m in MESSAGES])
+def test_a_published_message_is_read_as_json_or_as_a_pickle_of_plain_values(data, expected):
+    assert wire.queue_message(data) == expected
+
+
+def test_a_placeholder_in_a_pickled_string_is_read_as_itself():
+    # the trace wrote <host-id@emitter> where 32 hex digits were: the string's length byte and the
+    # FRAME's size no longer fit
+    real = pickle.dumps({"event": "news", "host_id": "0123456789abcdef0123456789abcdef"})
+    traced = real.replace(b"0123456789abcdef0123456789abcdef", b"<host-id@emitter>")
+    assert wire.queue_message(traced) == {"event": "news", "host_id": "<host-id@emitter>"}
+    layers = wire.decode_publish(b"*3\r\n$7\r\nPUBLISH\r\n$14\r\nflask-socketio\r\n$%d\r\n%s\r\n" % (len(real), traced))
+    assert layers[1].layer.startswith("pickled dict") and [f.name for f in layers[1].fields] == ["event", "host_id"]
 
 
 # ------------------------------------------------------------------ joins (pure, on the committed traces)
@@ -199,3 +234,21 @@ def test_relays_say_what_each_server_did_with_each_message():
     assert "emitter" not in {r.reader for r in relays}
     page = render.render_relays(relays)
     assert "`emitter` published and read nothing" in page and "no client of the room on this server" in page
+
+
+def test_the_oldest_set_publishes_pickles_and_its_journeys_cross_by_them():
+    """At python-socketio 5.8.0 (traces/oldest/) the messages through Redis are pickles: the same
+    two journeys cross processes by a via-redis edge, each PUBLISH read as a dict with its event,
+    and server-a's own client gets the room's event from server-a's listener, reading it back."""
+    traces = {n: trace_from_json((ROOT / "traces" / "oldest" / f"{n}.json").read_text(), n) for n in SC.trace_names()}
+    merged = joins.merge(traces)
+    edges = joins.queue_edges(merged)
+    assert edges and all(q.message.startswith(b"\x80") for q in edges)
+    relays = joins.relays(merged)
+    did = {(r.publisher, r.event, r.reader): (r.handled, r.sent) for r in relays}
+    assert did[("emitter", "news", "server-a")] == did[("emitter", "news", "server-b")] == (True, 1)
+    assert did[("server-a", "joined", "server-a")] == (True, 1)  # 5.16 skips its own message; 5.8 sends from it
+    built = finders.build_all(traces, None, ["emit-external", "broadcast-across-servers"])
+    for name, chain in built.items():
+        assert any(h.edge == EDGE_QUEUE for h in chain.hops), name
+        assert any(layer.layer.startswith("pickled dict") for layer in chain.wire), name

@@ -278,3 +278,19 @@ def test_a_long_polling_file_client_talks_through_the_pacer_and_stops_it():
         polling.close()
         websocket.close()
     assert polling.pacer.proc.poll() is not None, "the pacer was left running"
+
+
+def test_what_an_earlier_step_raised_is_named_when_a_later_step_waits_in_vain():
+    import logging
+
+    from dispel.run.runner import AppErrors
+
+    errors = AppErrors()
+    errors.step = "steps[3] (emit 'stroke', client pen)"
+    try:
+        {}["room"]
+    except KeyError as exc:
+        errors.emit(logging.LogRecord("socketio.server", logging.ERROR, __file__, 1, "handler error", None, (KeyError, exc, exc.__traceback__)))
+    earlier = errors.before("steps[5] (expect 'cleared', client viewer)")
+    assert len(earlier) == 1 and earlier[0].startswith("steps[3] (emit 'stroke', client pen): KeyError: 'room' (raised at test_scenario.py:")
+    assert errors.before("steps[3] (emit 'stroke', client pen)") == []

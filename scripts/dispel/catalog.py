@@ -105,6 +105,9 @@ class Scenario:
     pace: float | None = None
     # recorded by `dispel record` without names and compared by `dispel check --rerecord`
     default: bool = True
+    # the app's async mode: "threading", or "gevent" (recorded in a process gevent monkey-patches
+    # before the app is imported, as a gunicorn gevent worker does; the sample app leaves it unset)
+    async_mode: str = "threading"
 
 
 def split_step(spec: str) -> tuple[str, str, int]:
@@ -150,6 +153,12 @@ SCENARIOS = {
         + tuple(f"c{i}:disconnect" for i in range(1, 21)),
         pace=0.002,
         default=False,
+    ),
+    "gevent": Scenario(
+        "gevent",
+        "The chat scenario's Python client and steps, the sample app in gevent mode (monkey-patched before its import, as a gunicorn gevent worker runs it).",
+        ("connect", "chat", "join", "ack", "disconnect"),
+        async_mode="gevent",
     ),
     # Repeatable because the browser talks through dispel.run.pacer (see there).
     "browser": Scenario(
@@ -266,6 +275,9 @@ class Journey:
     # Where the same step runs differently by transport or by client: (this page's tab label,
     # ((label, journey), ...)).
     compared: tuple[str, tuple[tuple[str, str], ...]] | None = None
+    # A journey of a scenario in another async mode (gevent): the threading journey its page's
+    # side-by-side section aligns it with (dispel.review.modes).
+    beside: str = ""
 
 
 JOURNEYS: tuple[Journey, ...] = (
@@ -314,6 +326,20 @@ JOURNEYS: tuple[Journey, ...] = (
         "chat", "disconnect", "disconnect",
     ),
 )
+# The sample app in gevent mode: the chat scenario's journeys found the same way, each set beside its threading one.
+GEVENT_JOURNEYS: tuple[Journey, ...] = (
+    Journey("gevent-handshake", "The handshake in gevent mode: from the hub's accept to 101 Switching Protocols, on greenlets",
+            "gevent", "handshake", "handshake", beside="handshake"),
+    Journey("gevent-on", "@socketio.on('chat') in gevent mode: the frame read on one greenlet, the handler run on another",
+            "gevent", "on", "on", beside="on"),
+    Journey("gevent-emit", "emit('reply') in gevent mode: from the handler's greenlet through the queue to the writer's",
+            "gevent", "emit", "sent", beside="emit"),
+    Journey("gevent-ack", "An acknowledgement in gevent mode: the ACK packet written back by the writer's greenlet",
+            "gevent", "ack", "sent", beside="ack"),
+    Journey("gevent-disconnect", "The client leaves, in gevent mode: DISCONNECT, the handler, CLOSE, the close frame",
+            "gevent", "disconnect", "disconnect", beside="disconnect"),
+)
+JOURNEYS += GEVENT_JOURNEYS
 JOURNEY_NAMES = tuple(j.name for j in JOURNEYS)
 
 

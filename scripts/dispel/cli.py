@@ -53,9 +53,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         done = report.live_report(args.app, args.out, PROJECT, args.git_dir, site=not args.no_site, redact=args.redact, root=args.root,
                                   port=args.port, host=args.host, duration=args.duration, factory=args.factory, flask=args.flask or "",
                                   save_scenario=args.save_scenario, live=args.live, scenario=args.scenario, async_mode=args.async_mode or "")
-        return _said(done, args.no_site)
-    done = report.report(args.scenario, args.out, PROJECT, args.git_dir, args.timeout, site=not args.no_site, redact=args.redact,
-                         root=args.root)
+    else:
+        done = report.report(args.scenario, args.out, PROJECT, args.git_dir, args.timeout, site=not args.no_site, redact=args.redact, root=args.root)
     return _said(done, args.no_site)
 
 

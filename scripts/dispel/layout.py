@@ -43,7 +43,6 @@ MODULES: dict[str, tuple[str, str]] = {
     # run/
     "run.runner": (SHELL, "run an app in-process under a recorder and drive it, step by step, with a deadline"),
     "run.deadline": (PURE, "the deadline the steps of one run share"),
-    "run.green_sample": (SHELL, "the sample app's handlers on a gevent-mode server (the bench's gevent workload; a patched process only)"),
     "run.modes": (PURE, "Flask-SocketIO's async modes as a run has them: which one, what an app leaving it unset gets, gevent's server and greenlets"),
     "run.launchers": (SHELL, "the step clients' processes (the sample's, a scenario file's, the browser) and free ports"),
     "run.browser": (SHELL, "the official JavaScript client in headless Chromium"),
@@ -101,6 +100,7 @@ MODULES: dict[str, tuple[str, str]] = {
     "review.diff": (PURE, "what changed between two versions of the chains and the lock"),
     "review.stage": (GLUE, "`dispel diff` and `dispel audit` over a Project"),
     "review.versions": (PURE, "the sample's journeys at the oldest supported set against the lock's: a page per journey from diff's alignment"),
+    "review.beside": (PURE, "a gevent journey's chain set beside its threading one: where they depart, lines moved, hand-offs between lanes"),
     "review.oldest_venv": (SHELL, "the oldest supported set's venv (.venv-oldest): its files prove that set's links, its dispel derives that set's chains again"),
     # handin/
     "handin.document": (PURE, "the course template's report from the page model, as Markdown and HTML; the links each format must hold"),

@@ -37,6 +37,7 @@ from .pins.installed import (
 )
 from .pins.stage import pin
 from .project import (
+    SCRIPTS,
     Project,
     dump_json,
     load_annotations,
@@ -176,9 +177,11 @@ def shown_in(line: str, built: Mapping[str, Chain], sites: Sequence[tuple[str, i
 
 
 def app_root(trace: TraceFile, folders: Sequence[Path]) -> Path | None:
-    """The folder the app's files (trace paths) are found in: the first of ``folders`` holding them all."""
+    """The folder the app's files (trace paths) are found in: the first of ``folders`` holding them all,
+    else the folder dispel is installed in, where the sample app's paths start (``dispel/sample_app/app.py``:
+    its scenario files run from any folder, in a checkout or installed)."""
     paths = {f.source.path for f in trace.funcs.values() if f.source.dist == derive_finders.APP_DIST}
-    for folder in folders:
+    for folder in (*folders, SCRIPTS):
         if paths and all((folder / p).is_file() for p in paths):
             return folder
     return None

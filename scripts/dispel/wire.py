@@ -1,7 +1,10 @@
 """Wire bytes decoded layer by layer: HTTP, WebSocket frames (RFC 6455), Engine.IO v4 and Socket.IO v5 packets (pure)."""
 from __future__ import annotations
 
+import io
 import json
+import pickle
+import re
 
 from .model import WireField, WireLayer
 
@@ -286,14 +289,55 @@ def delivered(data: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def _json_layer(payload: bytes) -> list[WireLayer]:
+class _PlainValues(pickle.Unpickler):
+    """An unpickler that names no class or function: only plain values come out (dicts, lists,
+    tuples, str, bytes, numbers, True, False, None), and no code of the pickle's choosing runs."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"{module}.{name} is not a plain value")
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("a persistent id is not a plain value")
+
+
+# A short str a trace's placeholder replaced (SHORT_BINUNICODE: its length byte counts the value
+# before; ``<host-id@server-a>``, ``<sid-2>``): the length byte is made that of the placeholder.
+_PLACEHOLDER_STR = re.compile(rb"\x8c[\x00-\xff](<[a-z]+[-@][a-z0-9@-]{0,40}>)")
+
+
+def plain_pickle(data: bytes) -> object:
+    """The plain values a pickle (protocol 2 or later) holds, read without running any code: a
+    pickle that names a class or function is refused (None), as is anything else that does not
+    load. A trace's placeholders in its strings are read as they are: the FRAME's size, counted
+    before them, is left out, and a placeholder's length byte is its own."""
+    if len(data) < 3 or data[0] != 0x80:
+        return None
+    body = data[:2] + data[11:] if data[2] == 0x95 else data  # FRAME: opcode and 8-byte size
+    body = _PLACEHOLDER_STR.sub(lambda m: b"\x8c" + bytes([len(m.group(1))]) + m.group(1), body)
     try:
-        value = json.loads(payload)
+        return _PlainValues(io.BytesIO(body)).load()
+    except Exception:  # noqa: BLE001 - any pickle that does not load as plain values is not shown
+        return None
+
+
+def queue_message(message: bytes) -> dict | None:
+    """A message python-socketio's PubSubManager published: JSON (python-socketio 5.9 on), or a
+    pickle of a dict (5.8's RedisManager, ``pickle.dumps``), read as plain values only; None for
+    anything else."""
+    try:
+        value = json.loads(message)
     except ValueError:
+        value = plain_pickle(message)
+    return value if isinstance(value, dict) else None
+
+
+def _json_layer(payload: bytes) -> list[WireLayer]:
+    value = queue_message(payload)
+    if value is None:
         return []
-    if not isinstance(value, dict):
-        return []
-    fields = tuple(WireField(k, json.dumps(v, ensure_ascii=False), "") for k, v in value.items())
+    fields = tuple(WireField(str(k), json.dumps(v, ensure_ascii=False, default=repr), "") for k, v in value.items())
+    if payload[:1] == b"\x80":
+        return [WireLayer("pickled dict (python-socketio 5.8's RedisManager, read as plain values)", printable(payload), fields)]
     return [WireLayer("JSON message (python-socketio's PubSubManager)", payload.decode("utf-8", "replace"), fields)]
 
 

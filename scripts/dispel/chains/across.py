@@ -158,8 +158,8 @@ def delivery(merged: TraceFile, publish: int, reader_process: str) -> int:
 def relays(merged: TraceFile) -> tuple[Relay, ...]:
     """For every message read from the queue, in the order of the reads: who published it,
     which process read it, whether its listener handled it (or skipped it as its own), and
-    how many packets that process then handed to its clients (calls of Server._send_eio_packet
-    under its _handle_emit)."""
+    how many packets that process then handed to its clients (calls of Engine.IO's Socket.send under
+    its _handle_emit: python-socketio 5.8 and 5.16 reach it by other names)."""
     out = []
     events = merged.events
     for q in sorted(queue_edges(merged), key=lambda q: q.read):
@@ -171,11 +171,8 @@ def relays(merged: TraceFile) -> tuple[Relay, ...]:
         )
         sent = 0
         if handled is not None:
-            sent = sum(1 for e in events[handled:events[handled].end + 1] if e.func.endswith(":Server._send_eio_packet"))
-        try:
-            message = json.loads(q.message)
-        except ValueError:
-            message = {}
+            sent = sum(1 for e in events[handled:events[handled].end + 1] if e.func == "engineio.socket:Socket.send")
+        message = wire.queue_message(q.message) or {}  # JSON, or 5.8's pickle read as plain values
         out.append(Relay(
             process_of(events[q.publish].thread), str(message.get("event", "")), json.dumps(message.get("room")),
             process_of(read.thread), handled is not None, sent,

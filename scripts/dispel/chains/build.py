@@ -25,6 +25,7 @@ from .hand_written import (
     find_emit_external,
     find_polling,
     find_upgrade,
+    wire_close,
     wire_frames,
     wire_handshake,
     wire_of,
@@ -60,7 +61,7 @@ WIRES: dict[str, Callable[[TraceGraph, list[list[int]]], tuple]] = {
     "on": wire_on,
     "sent": lambda g, parts: wire_of(g, parts, "data"),
     "frames": wire_frames,
-    "disconnect": lambda g, parts: wire_of(g, [parts[1]], "data"),
+    "disconnect": wire_close,
     "polling": wire_polling,
     "queue": wire_queue,
 }

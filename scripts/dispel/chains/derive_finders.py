@@ -403,17 +403,46 @@ def _disconnect(g: TraceGraph, done: int, websocket: bool):
     recv1 = happened_before(g, g.ev(closed[0]).end, is_sink("recv", "recv_into")) if closed and sent else None
     # the close frame this CLOSE led to (another session's, sent earlier, is not it)
     sent = [s for s in sent if recv1 is not None and reaches(g, recv1, s)]
-    if recv1 is not None and sent:
+    # Did the CLOSE, where it was decoded, lead to the server's close frame? (python-engineio 4.13:
+    # Socket.close queues the end and the writer closes the WebSocket.) Else the server's close
+    # frame answers the client's (python-engineio 4.4: the CLOSE closes the Engine.IO socket with no
+    # frame of its own, and simple-websocket's reader answers the client's close frame)
+    answered = recv1 is not None and bool(sent) and reaches(g, closed[0], sent[0])
+    if recv1 is not None and answered:
         parts.append(with_producer(g, [recv1, *value_trail(g, recv1, sent[0], ("'1'",))[1:]]))
+    elif recv1 is not None and sent:
+        parts.append(close_handled(g, recv1, closed[0]))
     elif websocket:  # the page decodes the close frame of this part
         raise JourneyError("Engine.IO's CLOSE never led to the server's close frame (last hop reached: the disconnect handler)")
     # The client's own close frame, read last: the reader thread ends and closes the socket (on
-    # the connection whose close frame the server sent, when it sent one).
+    # the connection whose close frame the server sent, when it sent one; and, when the CLOSE did
+    # not lead to that frame, the reader answers the client's close frame with it first).
     socket = {a.token for s in sent[:1] for a in g.ev(s).args if a.name == "self" and a.token}
     frames = g.find(lambda e: is_sink("recv")(e) and e.ret is not None and e.ret.text.startswith(close_frame)
                     and (not socket or any(a.name == "self" and a.token in socket for a in e.args)))
     if frames:
-        shut = g.find(lambda e: e.func == "socket:socket.close", g.ev(frames[-1]).thread, after=frames[-1])
+        reader = g.ev(frames[-1]).thread
+        shut = g.find(lambda e: e.func == "socket:socket.close", reader, after=frames[-1])
         if shut:
-            parts.append([frames[-1], shut[0]])
+            answer = [] if answered else [s for s in sent if g.ev(s).thread == reader and frames[-1] < s < shut[0]]
+            parts.append([frames[-1], *answer[:1], shut[0]])
     return parts, rooms + said + ("'1'", CLOSE_FRAME[2:])
+
+def close_handled(g: TraceGraph, recv: int, got: int) -> list[int]:
+    """The waypoints of Engine.IO's CLOSE that led to no close frame: from its read to the thread
+    that got it (``got`` returned ``'1'``), to the call there that decoded it (the first that took
+    it, and down through the callees that took it too), to the call that took the decoded packet,
+    and on to the hand-off that call made (the end queued for the writer), if it made one."""
+    one = lambda e: any(a.text == "'1'" for a in e.args if a.name not in ("self", "cls"))
+    takers = g.find(one, g.ev(got).thread, after=g.ev(got).end)
+    if not takers:
+        raise JourneyError("Engine.IO's CLOSE was never decoded (last hop reached: the read of the CLOSE)")
+    decode = g.descend(takers[0], one)
+    packet = next((a.token for a in g.ev(takers[0]).args if a.name == "self" and a.token), 0)
+    users = g.find(lambda e: any(a.token == packet and a.name != "self" for a in e.args), g.ev(got).thread, after=g.ev(takers[0]).end) if packet else []
+    waypoints = [recv, *value_trail(g, recv, decode, ("'1'",))[1:]]
+    if users:
+        waypoints.append(users[0])
+        handoff = [x for x, _, _ in g.cross if users[0] <= x <= g.ev(users[0]).end]
+        waypoints += handoff[:1]
+    return waypoints

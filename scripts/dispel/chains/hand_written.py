@@ -72,10 +72,12 @@ def woken_waits(g: TraceGraph, scope: int) -> list[int]:
 
 def happened_before(g: TraceGraph, e: int, pred: Callable[[Event], bool]) -> int | None:
     """The latest call matching pred that happens-before position e: on e's thread before it,
-    else before the hand-off that led into e's thread, and so on back."""
+    else before the hand-off that led into e's thread, and so on back. A hand-off into e itself
+    counts (in gevent mode a wake-up lands on the traced call around gevent's wait, which may be
+    the very call whose end e is)."""
     while True:
         thread = g.ev(e).thread
-        arrivals = [(y, x) for x, y, _ in g.cross if g.ev(y).thread == thread and y < e]
+        arrivals = [(y, x) for x, y, _ in g.cross if g.ev(y).thread == thread and (y < e or y == e and g.ev(e).end == e)]
         start = max(arrivals)[0] if arrivals else -1
         hits = g.find(pred, thread, after=start, before=e)
         if hits:
@@ -100,6 +102,17 @@ def wire_of(g: TraceGraph, parts: list[list[int]], sink_arg: str) -> tuple:
     sink = g.ev(parts[-1][-1])
     data = next((a.text for a in sink.args if a.name == sink_arg), None)
     return wire.decode_frame(wire_bytes(data)) if data else ()
+
+
+def wire_close(g: TraceGraph, parts: list[list[int]]) -> tuple:
+    """The server's close frame, which a disconnect's page decodes: the first socket send of a close
+    frame among the waypoints after the first part (the CLOSE's part ends at it; where the server's
+    frame answers the client's instead, the last part sends it)."""
+    for part in parts[1:]:
+        for w in part:
+            if is_sink("send", "sendall")(g.ev(w)) and mentions(g.ev(w), (CLOSE_FRAME, CLOSE_FRAME.replace("'", '"'))):
+                return wire_of(g, [[w]], "data")
+    return ()
 
 
 def wire_frames(g: TraceGraph, parts: list[list[int]]) -> tuple:
@@ -258,9 +271,15 @@ def _in(process: str) -> Callable[[Event], bool]:
     return lambda e: across.process_of(e.thread) == process
 
 
-def _publishes(g: TraceGraph, process: str, needles: Sequence[str]) -> list[int]:
-    """The PUBLISH writes of ``process`` whose message shows needles."""
-    return g.find(lambda e: _in(process)(e) and is_sink("sendall")(e) and mentions(e, ("PUBLISH",)) and mentions(e, needles))
+def _publishes(g: TraceGraph, process: str, event: str) -> list[int]:
+    """The PUBLISH writes of ``process`` whose message emits ``event`` (a message read as JSON or,
+    from python-socketio 5.8's RedisManager, as a pickle of plain values: wire.queue_message)."""
+    def emits(e: Event) -> bool:
+        found = wire.published(_sent(e)) if is_sink("sendall")(e) and mentions(e, ("PUBLISH",)) else None
+        message = wire.queue_message(found[1]) if found else None
+        return message is not None and message.get("event") == event
+
+    return g.find(lambda e: _in(process)(e) and emits(e))
 
 
 def _queue_leg(g: TraceGraph, publish: int, process: str, needles: Sequence[str], what: str) -> list[int]:
@@ -287,12 +306,25 @@ def _frame_after(g: TraceGraph, call: int, process: str, needles: Sequence[str])
     return g.find(lambda e: is_sink("send")(e) and mentions(e, needles), g.ev(y).thread, after=y)
 
 
+def _frames_reached(g: TraceGraph, call: int, process: str, needles: Sequence[str]) -> list[int]:
+    """The frames showing needles that ``process`` wrote after a hand-off from ``call`` led there
+    (across processes too: through the message queue)."""
+    def reached(s: int) -> bool:
+        try:
+            handoff_route(g, call, s)
+        except JourneyError:
+            return False
+        return True
+
+    return [s for s in g.find(lambda e: _in(process)(e) and is_sink("send")(e) and mentions(e, needles)) if g.ev(s).thread != g.ev(call).thread and reached(s)]
+
+
 def find_emit_external(g: TraceGraph):
     """From the emitter's emit, through its PUBLISH and Redis, to server-b's listener and the
     frame it writes to its client."""
     needles = ('"news"',)
     main = only_one(g.find(lambda e: e.func == "dispel.sample_app.emitter:main"), "the emitter's main", "none")
-    publish = only_one(_publishes(g, "emitter", needles), "the emitter's PUBLISH", "emit")
+    publish = only_one(_publishes(g, "emitter", "news"), "the emitter's PUBLISH", "emit")
     to_publish = value_trail(g, main, publish, needles)
     return [with_producer(g, to_publish + _queue_leg(g, publish, "server-b", needles, "the news"))], needles + ("PUBLISH",)
 
@@ -302,9 +334,12 @@ def find_across_servers(g: TraceGraph):
     read by server-b's listener, which writes the frame to its own client."""
     needles = ('"joined"',)
     handler = only_one(g.find(lambda e: _in("server-a")(e) and e.func == "dispel.sample_app.app:on_join"), "server-a's join handler", "none")
-    local = only_one(_frame_after(g, handler, "server-a", needles)[:1], "the frame server-a wrote to its client", "on_join")
+    # python-socketio 5.16 sends to its own clients right away; 5.8 publishes only, and its own
+    # listener, reading the message back from Redis, sends it: the first frame the handler leads to
+    local = only_one((_frame_after(g, handler, "server-a", needles) or _frames_reached(g, handler, "server-a", needles))[:1],
+                     "the frame server-a wrote to its client", "on_join")
     publish = only_one(
-        [i for i in _publishes(g, "server-a", needles) if g.ev(i).thread == g.ev(handler).thread],
+        [i for i in _publishes(g, "server-a", "joined") if g.ev(i).thread == g.ev(handler).thread],
         "server-a's PUBLISH of the room's event", "on_join",
     )
     parts = [with_producer(g, value_trail(g, handler, local, needles))]

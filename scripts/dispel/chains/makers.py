@@ -181,6 +181,14 @@ def insert_producer(g: TraceGraph, steps: list[Step], p: int, start: int, stop: 
     last = steps[stop - 1][0]
     if stop == len(steps) and steps[stop - 1][1] != EDGE_RETURN and last < p <= g.ev(last).end:
         return steps + tree_path(g, last, p)  # inside the part's last call: the part ends down there
+    for j in range(stop - 2, start - 1, -1):
+        # inside a call that handed off to another thread next (in gevent mode a wake-up is drawn on the
+        # traced call around gevent's own set or put, so the call goes on past the hand-off): ran under
+        # it before the hand-off, a detour down and back up to it
+        a, b = steps[j][0], steps[j + 1][0]
+        if (g.ev(a).thread == thread and g.ev(b).thread != thread and steps[j][1] != EDGE_RETURN
+                and a < p <= g.ev(a).end):
+            return steps[: j + 1] + tree_path(g, a, p) + tree_path(g, p, a) + steps[j + 1 :]
     return None
 
 
@@ -260,10 +268,19 @@ def parsers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
                            if any(a.name not in _RECEIVER and a.text.startswith("b") and _py_bytes(a.text) == squeezed for a in g.ev(x).args)]
                 if inflate:
                     out.append((inflate[-1], p, JOIN_PARSED))
+    on = {i for i, _ in part}
     for i, edge in part:
         e = g.ev(i)
         if edge == EDGE_CALL:
             took = [a for a in e.args if a.name not in _RECEIVER and a.text[:1] in ("'", '"') and _py_text(a.text) in carried]
+            for v in took:
+                # a call on the thread took the text first, off the part (python-engineio 4.4 reads an
+                # Engine.IO message's payload as JSON before Socket.IO parses it): its parse too
+                earlier = [x for x in g.find(lambda x: _takes(x, v), e.thread, after=_floor(g, part, e.thread), before=i)  # noqa: B023 - called before the loop moves on
+                           if x not in on and x not in g.ancestors(i)]
+                p = _parse_of(g, earlier[0], v, itself=True) if earlier else None
+                if p is not None and p not in on:
+                    out.append((p, earlier[0], JOIN_PARSED))
             for v in returned + took:
                 if _takes(e, v):
                     p = _parse_of(g, i, v)
@@ -388,7 +405,7 @@ def walk_with_producers(g: TraceGraph, parts: Sequence[Sequence[int]]) -> tuple[
         for _ in range(PRODUCER_ROUNDS):
             # the producers of what each call received first: a parse joins to the call that used its result
             found = []
-            extra = (parsers(g, part) + compressors(g, part) if not seen else []) + composers(g, part)
+            extra = (parsers(g, part) + compressors(g, part) + echoes(g, part) if not seen else []) + composers(g, part)
             for k in range(1, len(part)):
                 c, edge = part[k]
                 if edge == EDGE_CALL and g.ev(c).parent == part[k - 1][0] and c not in seen:
@@ -448,6 +465,37 @@ def compressors(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str
     took = [i for i in g.find(lambda x: any(a.name not in _RECEIVER and a.text[:1] in ("'", '"', "b") and _py_text(a.text) == clear.decode("utf-8", "replace")
                                             for a in x.args), e.thread, before=sink) if i not in above]
     return [(took[-1], sink, JOIN_RESULT)] if took else []
+
+
+def echoes(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:
+    """Where the payload of a frame the part sends was made when no call made it on its own: the
+    latest call on the send's thread, since the part reached that thread and outside the send's
+    callers, that returned those very bytes (wsproto's answer to a close frame carries the code the
+    client sent, unmasked by the parse of its frame), down through the callees that returned them too:
+    (that call, the send, ``result``)."""
+    on = {i for i, _ in part}
+    out: list[tuple[int, int, str]] = []
+    for sink, _ in part:
+        e = g.ev(sink)
+        if e.func not in (SOCKET_C + "send", SOCKET_C + "sendall"):
+            continue
+        data = _py_bytes(next((a.text for a in e.args if a.name == "data"), ""))
+        layout = wire.frame_layout(data) if data and not data.startswith((b"GET ", b"POST ", b"HTTP/")) else None
+        if data is None or layout is None or (data[0] >> 4) & 0x4:
+            continue
+        start, _ = layout
+        payload = data[start:] if not data[1] >> 7 else wire.xor_mask(data[start:], data[start - 4 : start])
+        if len(payload) < 2 or any(_returns(g.ev(i), payload) for i in on):
+            continue
+        above = set(g.ancestors(sink))
+        made = [x for x in g.find(lambda x: _returns(x, payload), e.thread, after=_floor(g, part, e.thread), before=sink) if x not in above]  # noqa: B023 - called before the loop moves on
+        if made:
+            out.append((g.descend(made[-1], lambda x: _returns(x, payload)), sink, JOIN_RESULT))  # noqa: B023 - called before the loop moves on
+    return out
+
+
+def _returns(e: Event, data: bytes) -> bool:
+    return e.ret is not None and e.ret.text[:2] in ("b'", 'b"') and _py_bytes(e.ret.text) == data
 
 
 def composers(g: TraceGraph, part: Sequence[Step]) -> list[tuple[int, int, str]]:

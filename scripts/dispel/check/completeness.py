@@ -423,14 +423,15 @@ def findings(trace: TraceFile, chain: Chain, page: str | None = None, links: Seq
     return out
 
 
-def problems(results: Sequence[Finding]) -> list[str]:
-    """One line per value whose maker or reader is not on its page's chain."""
+def problems(results: Sequence[Finding], pages: str = "docs/chains/{}.md") -> list[str]:
+    """One line per value whose maker or reader is not on its page's chain (``pages``: where a
+    journey's page is, its name in braces)."""
     lines = []
     for f in results:
         if f.missing:
             who = "maker" if f.way == "sent" else "reader"
             calls = ", ".join(f"{n} (event {i})" for n, i in zip(f.names, f.missing))
-            lines.append(f"completeness: docs/chains/{f.page}.md: the {f.way} value `{f.value}` has no {who} on its chain "
+            lines.append(f"completeness: {pages.format(f.page)}: the {f.way} value `{f.value}` has no {who} on its chain "
                          f"(the trace's {who}: {calls}); make the chain take it in (dispel.chains), then `dispel chains`")
     return lines
 

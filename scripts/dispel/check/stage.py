@@ -240,6 +240,10 @@ def check_oldest_set(project: Project, notes: list[str]) -> list[str]:
     if not old_chains or old_lock is None:
         return []
     out = versions_core.version_drift(old_chains.values(), old_lock)
+    # every wire value of those chains has its maker or reader on them, as the lock's must
+    per_page = completeness.site_findings(load_traces(project, project.traces / versions_core.SET), old_chains)
+    out += completeness.problems([f for results in per_page.values() for f in results],
+                                 f"docs/{versions_core.PAGES}/{{}}.md (traces/{versions_core.SET}/chains)")
     env = oldest_venv.venv(HERE)
     drift = oldest_venv.chains_drift(project.traces / versions_core.SET, env)
     if drift is None:  # said on the line of the unproven links when there is one: one line for the missing venv

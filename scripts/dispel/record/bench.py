@@ -35,8 +35,8 @@ from .recorder import NullRecorder
 # a bench-only extra). Then "core:NAME" for each recorder core.
 ANCHORS = ("untraced", "empty-settrace", "viztracer")
 MODES = (*ANCHORS, "core:py", "core:c", "core:sysmon", "core:sysmon-py")
-# The same workload in gevent mode (run.green_sample: dispel/sample_app/app.py's handlers on a gevent-mode server), each
-# run in an interpreter gevent monkey-patched first: untraced, and under the default core.
+# The same workload in gevent mode (the sample app, which leaves async_mode unset, in an interpreter gevent
+# monkey-patched first, as the `gevent` scenario runs it): untraced, and under the default core.
 GEVENT_MODES = ("gevent:untraced", "gevent:core")
 _PATCHED = ("import os, runpy, sys; os.environ['PURE_PYTHON'] = '1'; from gevent import monkey; monkey.patch_all(); "
             "runpy.run_module('dispel.record.bench', run_name='__main__')")
@@ -101,10 +101,10 @@ def missing(mode: str) -> str:
 
 def run_once(mode: str, timeout: float = 120.0) -> dict:
     """One run of the bench scenario in this interpreter under ``mode``: its figures. A gevent mode
-    runs run.green_sample in this interpreter, which gevent has patched (_PATCHED)."""
+    runs the sample app in this interpreter, which gevent has patched (_PATCHED): it picks gevent mode."""
     app_module = "dispel.sample_app.app"
     if mode.startswith("gevent:"):
-        app_module, mode = "dispel.run.green_sample", mode[len("gevent:"):]
+        mode = mode[len("gevent:"):]
         mode = f"core:{available_cores()[0]}" if mode == "core" else mode
     if mode.startswith("core:"):
         recorder: Tracer = recorder_for(scenarios.wanted_code(), mode[5:])

@@ -48,6 +48,9 @@ def record_scenario(
     )
 
     sc = catalog.scenario(name)  # unknown names fail before anything runs
+    if sc.async_mode != modes.running_mode():
+        raise DispelError(f"scenario {name!r} runs the app in {sc.async_mode} mode, and this process runs {modes.running_mode()}: "
+                          f"record it with `dispel record {name}`, which starts a process in its mode")
     recorder = recorder or recorder_for(scenarios.wanted_code())
     port = port or scenarios.free_port()
     starter = ClientStarter(sc, port)  # the clients start now, beside the app's import
@@ -62,7 +65,8 @@ def record_scenario(
         # client hints) only as placeholders (values.BROWSER_IDENTITY).
         versions["chromium"] = chromium_version() or "unknown"
     patterns = BROWSER_IDENTITY if sc.client == "browser" else ()
-    return trace_from_recording(recorder, name, port, code_roots(), versions, secrets.settings(), deny, patterns=patterns)
+    roots = code_roots(modes.traced_dists())  # gevent's too in gevent mode (its calls are left out, its files known)
+    return trace_from_recording(recorder, name, port, roots, versions, secrets.settings(), deny, patterns=patterns)
 
 
 def record_file(path: Path, out: Path, timeout: float | None = None, port: int | None = None, deny: tuple[str, ...] = (),
@@ -192,7 +196,10 @@ def record_in_new_interpreters(
 ) -> dict[str, subprocess.CompletedProcess]:
     """`dispel record NAME` for each name, in new interpreters running side by side: a second
     run in the same process would find the app and its drivers imported already, and its
-    trace would differ. Each gets a port of its own. Name -> its finished process."""
+    trace would differ. Each gets a port of its own, and a scenario in gevent mode a process
+    gevent monkey-patches first (DISPEL_GEVENT=1, see __main__). Name -> its finished process."""
+    import os
+
     names = list(names)
     ports = free_ports(len(names))
     pipe = subprocess.PIPE if capture else None
@@ -200,7 +207,10 @@ def record_in_new_interpreters(
     for name, port in zip(names, ports):
         argv = [sys.executable, "-m", "dispel", "record", name, "--out", str(out), "--timeout", str(timeout), "--app", app]
         argv += ["--port", str(port)] + [a for pattern in redact for a in ("--redact", pattern)]
-        procs[name] = (argv, subprocess.Popen(argv, cwd=project.root, stdout=pipe, stderr=pipe, text=True))
+        env = {k: v for k, v in os.environ.items() if k not in ("DISPEL_GEVENT", "PURE_PYTHON")}
+        if name in catalog.SCENARIOS and catalog.SCENARIOS[name].async_mode == "gevent":
+            env["DISPEL_GEVENT"] = "1"
+        procs[name] = (argv, subprocess.Popen(argv, cwd=project.root, stdout=pipe, stderr=pipe, text=True, env=env))
     done = {}
     for name, (argv, proc) in procs.items():
         stdout, stderr = proc.communicate()
@@ -252,7 +262,8 @@ def record(
         if name not in catalog.PROCESS_SCENARIOS:
             catalog.scenario(name)
     redact = checked_redact(redact)
-    if len(names) > 1:
+    other_mode = any(catalog.SCENARIOS[n].async_mode != modes.running_mode() for n in names if n in catalog.SCENARIOS)
+    if len(names) > 1 or other_mode:
         # Each in a fresh interpreter; one that fails (say, no chromium for "browser")
         # has said why, and the others are still recorded.
         runs = record_in_new_interpreters(project, names, out, timeout, app, redact)

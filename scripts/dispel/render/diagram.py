@@ -312,8 +312,8 @@ def _head(lay: _Layout, title: str) -> list[str]:
     return out
 
 
-def _bands(lay: _Layout) -> list[str]:
-    """Thread bands: consecutive rows on one thread, shaded in turn, named on the left."""
+def _bands(lay: _Layout, lane: str = "thread") -> list[str]:
+    """Thread bands: consecutive rows on one thread (``lane``: or greenlet), shaded in turn, named on the left."""
     rows, tops, out = lay.rows, lay.tops, []
     band_start = 0
     shade = 0
@@ -331,7 +331,7 @@ def _bands(lay: _Layout) -> list[str]:
             if process and (band_start == 0 or rows[band_start - 1].thread.rpartition("/")[0] != process):
                 # a process swimlane begins: a rule across, and the process named above the thread
                 out.append(f'<line x1="0" y1="{top:g}" x2="{lay.width:g}" y2="{top:g}" stroke="currentColor" stroke-width="2" class="process"/>')
-            head = [*wrap("process " + process, name_chars, " -"), "thread"] if process else ["thread"]
+            head = [*wrap("process " + process, name_chars, " -"), lane] if process else [lane]
             out.append(_text(8, top + LINE + 2, [*head, *wrap(name, name_chars, " -")], cls="thread", weight="bold"))
             shade += 1
             band_start = i
@@ -453,12 +453,13 @@ def _legend(lay: _Layout) -> list[str]:
 
 
 def layered_svg(
-    rows: list[Row] | tuple[Row, ...], links: list[JoinArc] | tuple[JoinArc, ...] = (), *, title: str = "", fit: int = FIT
+    rows: list[Row] | tuple[Row, ...], links: list[JoinArc] | tuple[JoinArc, ...] = (), *, title: str = "", fit: int = FIT,
+    lane: str = "thread",
 ) -> str:
     """The SVG text of a layered sequence diagram, at most ``fit`` pixels wide when its columns
     can narrow that far (MIN_COLUMN). Deterministic, and without blank lines, so Markdown keeps
     it as one raw HTML block."""
     _check_rows(rows)
     lay = _layout(tuple(rows), fit)
-    out = _head(lay, title) + _bands(lay) + _lifelines(lay) + _joins(lay, links) + _arrows(lay) + _marks(lay) + _legend(lay)
+    out = _head(lay, title) + _bands(lay, lane) + _lifelines(lay) + _joins(lay, links) + _arrows(lay) + _marks(lay) + _legend(lay)
     return "\n".join([*out, "</svg>"])

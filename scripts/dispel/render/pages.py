@@ -52,6 +52,12 @@ def lifelines(chain: Chain) -> list[str]:
     return seen
 
 
+def lane_kind(chain: Chain) -> str:
+    """What a lane of the chain is: a greenlet for a catalogue scenario run in gevent mode, else a thread."""
+    scenario = catalog.SCENARIOS.get(chain.scenario)
+    return "greenlet" if scenario is not None and scenario.async_mode == "gevent" else "thread"
+
+
 def diagram(chain: Chain, groups: Sequence[fold.Group]) -> str:
     """The layered sequence diagram: one row per key entry, one mark per folded run. Each row's
     arrow leaves the row and column of the hop its edge came from: the recorded caller of a call
@@ -86,7 +92,7 @@ def diagram(chain: Chain, groups: Sequence[fold.Group]) -> str:
         rows.append(Row(first.thread, (layer_of(first.func.source.dist),), label, edge, f"#hop-{e.number}",
                         hops=hops, hop=number, source=source, source_layer=source_layer))
     links = [JoinArc(row_of[j.producer], row_of[j.user], j.kind) for j in chain.joins if j.producer in row_of and j.user in row_of]
-    svg = layered_svg(rows, links, title=f"{chain.journey}: {chain.title}")
+    svg = layered_svg(rows, links, title=f"{chain.journey}: {chain.title}", lane=lane_kind(chain))
     return f'<div class="dispel-diagram" markdown="0">\n{svg}\n</div>\n'
 
 
@@ -381,15 +387,15 @@ def emit_journey(page: JourneyPage) -> str:
     out.append(
         f'!!! info "Reading this page"\n'
         f"    Recorded by scenario {inline_code(chain.scenario)}: {sum(len(s.entries) for s in page.sections)} hops (one per recorded call) across "
-        f"{len(page.threads)} thread(s){_parts_note(page)}, {page.key_count} of them key hops shown in the open. Each hop below is a function that really ran, with the line that "
+        f"{len(page.threads)} {lane_kind(chain)}(s){_parts_note(page)}, {page.key_count} of them key hops shown in the open. Each hop below is a function that really ran, with the line that "
         "led on to the next hop highlighted in its source. See [how to read a chain](../index.md#how-to-read-a-chain).\n"
     )
     out.append("## Sequence { #sequence }\n")
     out.append(
         "One column per layer of the stack, from the app down to the socket, and time running downwards; "
-        "each thread is a shaded band named on the left. Every arrow leaves the hop it came from: a call runs "
+        f"each {lane_kind(chain)} is a shaded band named on the left. Every arrow leaves the hop it came from: a call runs "
         "down its caller's column and across to the function called, a return (dashed) from the call that "
-        "returned; a hand-off to another thread is drawn by its kind; a dotted green curve joins a "
+        f"returned; a hand-off to another {lane_kind(chain)} is drawn by its kind; a dotted green curve joins a "
         "value's producer to the hop that used it. A dashed box stands for hops folded on this page. "
         "Click a label to jump to the hop.\n"
     )
@@ -398,7 +404,7 @@ def emit_journey(page: JourneyPage) -> str:
     out.append(
         "One hop is one recorded call: when the chain comes back to a call already listed (a return, the end "
         "of a wait), that call's entry shows the line it ran then too. The key hops are shown in the open: "
-        "where a part starts, the app's own code, the first hop in each library, every hand-off between threads, "
+        f"where a part starts, the app's own code, the first hop in each library, every hand-off between {lane_kind(chain)}s, "
         "the calls that made a value another hop used, the sinks and the hops the summary cites. The hops "
         "between them are folded into collapsible blocks, titled by what they hold.\n"
     )

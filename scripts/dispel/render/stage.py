@@ -38,6 +38,7 @@ from ..project import (
     read_text,
     write_all_atomic,
 )
+from ..review import beside
 from ..review import versions as versions_core
 from . import aids, annotation_files
 from . import pages as render
@@ -68,6 +69,17 @@ def hop_linker(lock: Lock | None) -> Callable[[Hop], render.HopLinks | None]:
         return render.HopLinks(line.url, definition.url if definition else "", line.pinned)
 
     return links
+
+
+def line_url(lock: Lock | None) -> Callable[[Hop], str]:
+    """A hop's executed line at the lock's commit ("" without one), for the side-by-side sections."""
+    links = hop_linker(lock)
+
+    def url(hop: Hop) -> str:
+        found = links(hop)
+        return found.line if found else ""
+
+    return url
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,9 @@ def build_site(project: Project, chains_dir: Path | None = None, docs: Path | No
         else:
             view = render.journey_page(chain, hop_linker(lock), excerpts, texts, found)
             files[page] = aids.with_journey_aids(render.emit_journey(view), view)
+            beside_mode = catalog.journey(journey).beside
+            if beside_mode and beside_mode in found:
+                files[page] = beside.with_section(files[page], beside.section(found[beside_mode], chain, line_url(lock)))
     files.update(aid_pages(project, out, found))
     files[out / "sample_app.md"] = render.render_sample_app(sample_app_files())
     rows = license_rows(found.values(), lock)

@@ -90,6 +90,11 @@ class AppErrors(logging.Handler):
         if record.exc_info and record.exc_info[1] is not None:
             self.found.append(f"{self.step}: {describe_exception(record.exc_info[1])}")
 
+    def before(self, step: str) -> list[str]:
+        """What was raised in the steps before ``step`` (each with the step it ran in)."""
+        mine = [f for f in self.found if f.startswith(f"{step}: ")]
+        return [f for f in self.found if f not in mine]
+
     def _excepthook(self, args) -> None:
         if args.exc_value is not None and not isinstance(args.exc_value, SystemExit):
             self.found.append(f"{self.step}: {describe_exception(args.exc_value)}")
@@ -185,6 +190,8 @@ def drive(
     collects the exceptions the app raised, by step; a step that fails says them too."""
     deadline = Deadline(timeout, name)
     errors = app_errors if app_errors is not None else AppErrors()
+    # werkzeug stays quiet: before 3.0 it logs an error at the end of every WebSocket request, and a
+    # log record would call threading.current_thread(), which is traced
     logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
     # With a long switch interval a thread keeps the GIL until it blocks, so each
     # thread's sequence of calls no longer depends on preemption: traces repeat.
@@ -254,6 +261,8 @@ def drive(
                         raised = errors.in_step(label)
                         if raised:
                             text += f"; in this step the app raised {'; '.join(raised)}"
+                        elif errors.before(label):  # what an earlier step broke may be why this one waited in vain
+                            text += f"; earlier, the app raised {'; '.join(f'in {e}' for e in errors.before(label))}"
                         raise DispelError(f"scenario {name!r}: {text}") from None
                     # The server may still be finishing what the step caused.
                     if st.connects:

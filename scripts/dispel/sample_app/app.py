@@ -6,8 +6,8 @@ from flask_socketio import SocketIO, emit, join_room
 
 app = Flask(__name__)
 app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", "change-me-in-production")
-# threading mode: no eventlet/gevent, so the WebSocket runs on simple-websocket.
-socketio = SocketIO(app, async_mode="threading")
+# async_mode left to the runner: threading (simple-websocket on threads) or gevent.
+socketio = SocketIO(app)
 
 
 @app.route("/")
