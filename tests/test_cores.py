@@ -112,3 +112,29 @@ def journeys_of(text: str, app: Path) -> dict[str, list[tuple]]:
     trace = trace_from_json(text, "forever.json")
     _, built, _ = report_pages.build_chains(trace, lines_by_source({trace.scenario: trace}, app))
     return {name: [(h.func.key, h.line, h.thread, h.edge) for h in chain.hops] for name, chain in sorted(built.items())}
+
+
+@pytest.mark.skipif(len(available_cores()) < 2, reason="only the Python core runs on this interpreter")
+@pytest.mark.parametrize("program", ["loop", "nested"])
+def test_every_core_folds_repeated_iterations_alike(program):
+    # record.fold on tiny programs: every core keeps the same K iterations of each shape and
+    # counts the same rest, so they write the same bytes.
+    from conftest import ROOTS, want
+    from dispel.record.cores import recorder_for
+    from dispel.tracefiles.codec import trace_to_json
+    from dispel.tracefiles.recording import trace_from_recording
+    from programs import threads as prog
+
+    run = {"loop": lambda: prog.loop(5000), "nested": lambda: prog.nested(400)}[program]
+    written = {}
+    for core in available_cores():
+        recorder = recorder_for(want, core)
+        recorder.fold_after = 3
+        with recorder:
+            run()
+        assert recorder.rows().folded, f"core {core} folded nothing"
+        written[core] = trace_to_json(trace_from_recording(recorder, program, 0, ROOTS, {}))
+    reference = written.pop("py")
+    assert '"folded": {"main": ' in reference
+    for core, text in written.items():
+        assert text == reference, f"core {core} and the Python core fold {program} differently"

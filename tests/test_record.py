@@ -1,6 +1,7 @@
 """The recorder on tiny programs, with each core this interpreter has: threads, queues, exceptions in traced code and in the recorder itself."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 
@@ -158,3 +159,62 @@ def test_a_thread_still_running_at_the_end_is_cut_where_it_is():
     root = trace.events[next(t.root for t in trace.threads if t.name == cut.thread)]
     assert root.ret is None and not root.raised, "its first call never returned"
     thread.join(5)
+
+
+# ---------------------------------------------------------------- bounded memory (record.fold)
+
+K = 3  # a small FOLD_AFTER, so that tiny programs reach it
+
+
+def folding_record(fn, fold_after=K):
+    recorder = recorder_for(want)
+    recorder.fold_after = fold_after
+    return record(fn, recorder)
+
+
+def test_a_loop_of_10000_identical_iterations_keeps_k_of_them_and_a_count():
+    _, rec = folding_record(lambda: prog.loop(10_000))
+    raw = rec.rows()
+    # the loop's row, then K iterations of its body: work(i), turn(i) -> Payload(...), consume(...)
+    assert len(raw.codes) <= 1 + 4 * K + 2, len(raw.codes)
+    assert len(raw.ret_values) == len(raw.codes) and len(raw.rets) == 4 * len(raw.ret_values)
+    assert sorted(raw.folded.values()) == [10_000 - K, 10_000 - K]  # work's line and turn's line, under loop
+    trace = tracefiles_recording.trace_from_recording(rec, "loop", 0, ROOTS, {})
+    assert trace.folded == (("main", 10_000 - K),)
+    work = [e for e in trace.events if e.func == "programs.threads:work"]
+    assert len(work) == K and [e.args[0].text for e in work][1:] == ["1", "2"], "the first K are kept"  # (0 reads as the port 0)
+
+
+def test_the_kept_iterations_are_the_trace_of_a_loop_that_made_k():
+    # Folding takes rows out whole: what stays is what a loop of K turns records, but for the
+    # loop's own argument and return (its n and total) and the header's count.
+    many = tracefiles_recording.trace_from_recording(folding_record(lambda: prog.loop(500))[1], "loop", 0, ROOTS, {})
+    few = tracefiles_recording.trace_from_recording(folding_record(lambda: prog.loop(K), fold_after=10**9)[1], "loop", 0, ROOTS, {})
+    assert few.folded == () and many.folded == (("main", 500 - K),)
+    strip = lambda t: [dataclasses.replace(e, args=(), ret=None) if e.func == "programs.threads:loop" else e for e in t.events]
+    assert strip(many) == strip(few)
+
+
+def test_two_threads_in_step_fold_on_both_sides_and_keep_exact_wake_ups():
+    _, rec = folding_record(lambda: prog.relay(300))
+    raw = rec.rows()
+    assert len(raw.codes) < 400, len(raw.codes)  # unfolded: over 300 iterations of a dozen calls each
+    trace = tracefiles_recording.trace_from_recording(rec, "relay", 0, ROOTS, {})
+    folded = dict(trace.folded)
+    assert folded.get("main", 0) > 250 and sum(folded.values()) > 500, trace.folded
+    # every wake-up left joins a kept put's notify to a kept wait of the other thread, in order
+    events = trace.events
+    for w in trace.wakeups:
+        notify, wait = events[w.notify], events[w.wait]
+        assert notify.func == "threading:Condition.notify" and wait.func == "threading:Condition.wait"
+        assert notify.thread == "main" and wait.thread != "main"
+    assert trace.wakeups, "the kept iterations keep their wake-ups"
+
+
+def test_calls_that_started_a_thread_are_never_folded():
+    # A Thread.start is named by its thread: the rows before it are pinned.
+    _, rec = folding_record(lambda: [prog.launch() for _ in range(10)])
+    raw = rec.rows()
+    starts = [row for row, c in enumerate(raw.codes) if c is threading.Thread.start.__code__]
+    assert len(starts) == 10
+    assert sorted(start for serial, (start, _) in raw.threads.items() if serial != 1) == starts

@@ -244,7 +244,7 @@ def test_arrows_from_the_previous_row_are_caught(monkeypatch):
 
     chain, events = next((c, e) for c, e in journeys_and_events() if c.journey == "emit")
     drawn = render.layered_svg
-    monkeypatch.setattr(render, "layered_svg", lambda rows, links, title: drawn([replace(r, source=None, source_layer="") for r in rows], links, title=title))
+    monkeypatch.setattr(render, "layered_svg", lambda rows, links, **kw: drawn([replace(r, source=None, source_layer="") for r in rows], links, **kw))
     html = render.diagram(chain, fold.groups(chain))
     problems = arrow_problems(chain, events, parse(html.split("\n", 1)[1].rsplit("\n</div>", 1)[0]))
     assert any("socket.send" in p for p in problems), problems

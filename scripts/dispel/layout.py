@@ -30,6 +30,7 @@ MODULES: dict[str, tuple[str, str]] = {
     # record/
     "record.recorder": (RECORDER, "the `sys.settrace` core (the reference), the C core's driver, and the Tracer protocol"),
     "record.sysmon": (RECORDER, "the `sys.monitoring` core (Python 3.12 and later)"),
+    "record.fold": (RECORDER, "bounded memory: a repeated call's rows taken out and counted while recording (the Python cores')"),
     "record.cores": (SHELL, "the cores by name, and which one records (`DISPEL_CORE`)"),
     "record.stage": (GLUE, "`dispel record`: scenarios run under a recorder, each written as a trace file"),
     "record.bench": (ENTRY, "`dispel bench`: tracing overhead, memory and stage times side by side"),

@@ -155,6 +155,8 @@ class TraceFile:
     wakeups: tuple[WakeUp, ...]
     # the process's role in a scenario of several processes ("server-a", "emitter"); "" for one
     process: str = ""
+    # (thread, iterations) the recorder kept a count of instead of rows (record.fold), by thread
+    folded: tuple[tuple[str, int], ...] = ()
 
 
 # Edges a chain can take from one hop to the next.

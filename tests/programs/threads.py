@@ -141,3 +141,43 @@ def leaves_a_loop_running(state):
     while state["turns"] < 20:  # a few turns recorded before the recording stops
         time.sleep(0.001)
     return t
+
+
+def turn(i):
+    return consume(Payload(str(i)))
+
+
+def loop(n):
+    """A loop whose body is the same calls every time (record.fold keeps a count of them)."""
+    total = 0
+    for i in range(n):
+        total += work(i)
+        turn(i)
+    return total
+
+
+def drain(q, done):
+    while True:
+        item = q.get()
+        if item is None:
+            return
+        done.append(consume(item))
+
+
+def relay(n):
+    """Two threads in step: the main thread puts n items, a consumer gets each after a wait."""
+    q = queue.Queue()
+    done = []
+    t = threading.Thread(target=drain, args=(q, done))
+    t.start()
+    for i in range(n):
+        time.sleep(0.0005)
+        q.put(Payload(str(i)))
+    q.put(None)
+    t.join()
+    return len(done)
+
+
+def nested(n):
+    """Loops of four lengths in turn: four shapes of one call, each repeated."""
+    return [loop(i % 4) for i in range(n)]

@@ -180,6 +180,13 @@ typedef struct {
     PyObject *disable;     /* sys.monitoring.DISABLE */
     PyObject *boot, *boot_outer;  /* Thread._bootstrap_inner's and Thread._bootstrap's code */
     DecisionTable seen;    /* the decisions again, by code object address (see DecisionTable) */
+    /* record.fold: bounded memory */
+    Py_ssize_t fold_after; /* calls of one shape kept under one open call */
+    Py_ssize_t barrier;    /* rows below it are named elsewhere (a start, a step, a switch): never folded */
+    int64_t *folded;       /* (parent row, offset in the parent, calls folded) per place folded under */
+    Py_ssize_t nfolded, folded_cap, folded_hit;  /* folded_hit: the place counted last */
+    struct Thread **threads;  /* every Thread of this core (borrowed; each removes itself when freed) */
+    Py_ssize_t nthreads, threads_cap;
 } Core;
 
 #define CORE_SLOTS 14
@@ -209,6 +216,8 @@ Core_dealloc(Core *self)
     Py_CLEAR(self->boot);
     Py_CLEAR(self->boot_outer);
     table_clear(&self->seen);
+    PyMem_Free(self->folded);
+    PyMem_Free(self->threads);
     states_version++;  /* no thread-local slot may name this core any more */
     PyMem_Free(self->ints.data);
     PyMem_Free(self->rets.data);
@@ -234,8 +243,38 @@ Core_init(Core *self, PyObject *args, PyObject *kwds)
         Py_XSETREF(*slots[i], o[i]);
     }
     table_clear(&self->seen);  /* the decisions of another dict */
+    if (self->fold_after == 0) {
+        self->fold_after = PY_SSIZE_T_MAX;  /* until the recorder sets it */
+    }
     return 0;
 }
+
+static PyMemberDef Core_members[] = {
+    {"fold_after", T_PYSSIZET, offsetof(Core, fold_after), 0, "Calls of one shape kept under one open call (record.fold)."},
+    {"barrier", T_PYSSIZET, offsetof(Core, barrier), 0, "Rows below it are never folded (record.fold)."},
+    {NULL}
+};
+
+static PyObject *
+Core_get_folded(Core *self, void *Py_UNUSED(closure))
+{
+    PyObject *out = PyDict_New();
+    for (Py_ssize_t i = 0; out != NULL && i < self->nfolded; i++) {
+        int64_t *f = self->folded + 3 * i;
+        PyObject *key = Py_BuildValue("(LL)", (long long)f[0], (long long)f[1]), *n = PyLong_FromLongLong(f[2]);
+        if (key == NULL || n == NULL || PyDict_SetItem(out, key, n) < 0) {
+            Py_CLEAR(out);
+        }
+        Py_XDECREF(key);
+        Py_XDECREF(n);
+    }
+    return out;
+}
+
+static PyGetSetDef Core_getset[] = {
+    {"folded", (getter)Core_get_folded, NULL, "(parent row, offset in the parent) -> calls folded (record.fold).", NULL},
+    {NULL}
+};
 
 static PyObject *
 int64_bytes(I64Buf *b)
@@ -292,30 +331,140 @@ static PyTypeObject CoreType = {
     .tp_init = (initproc)Core_init,
     .tp_dealloc = (destructor)Core_dealloc,
     .tp_methods = Core_methods,
+    .tp_members = Core_members,
+    .tp_getset = Core_getset,
 };
 
 /* ------------------------------------------------------------------ Thread */
 
 static PyTypeObject ThreadType;
 
+/* The shapes of one open call's children (record.fold), counted: open addressing, key 0 empty. */
 typedef struct {
+    uint64_t *keys;
+    Py_ssize_t *counts;
+    Py_ssize_t used, cap;
+} Shapes;
+
+#define MAX_SHAPES 256  /* record.fold.MAX_SHAPES */
+
+typedef struct Thread {
     PyObject_HEAD
     Core *core;
     int64_t serial;
     PyObject **frames;     /* the stack of recorded calls still running: frame and row */
     Py_ssize_t *rows;
+    Py_ssize_t *vat, *rat; /* where each one's values begin, and the returns recorded after its call */
+    uint64_t *acc;         /* the hash of each one's children so far (record.fold) */
+    Shapes **shapes;       /* each one's children's shapes, counted (NULL until one returns) */
     Py_ssize_t depth, cap;
     char on;               /* sys.monitoring: whether this thread is traced now (not paused) */
 } Thread;
+
+static void
+shapes_free(Shapes *sh)
+{
+    if (sh != NULL) {
+        PyMem_Free(sh->keys);
+        PyMem_Free(sh->counts);
+        PyMem_Free(sh);
+    }
+}
+
+/* Count one more child of ``shape``; how many now, 0 when not counted; -1 on error. */
+static Py_ssize_t
+shapes_count(Shapes **where, uint64_t shape)
+{
+    Shapes *sh = *where;
+    if (shape == 0) {
+        shape = 1;
+    }
+    if (sh == NULL) {
+        sh = *where = PyMem_Calloc(1, sizeof(Shapes));
+        if (sh == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    if (2 * (sh->used + 1) > sh->cap) {
+        if (sh->used >= MAX_SHAPES) {
+            size_t mask = (size_t)sh->cap - 1;
+            for (size_t i = (size_t)(shape * 0x9E3779B97F4A7C15ULL) & mask;; i = (i + 1) & mask) {
+                if (sh->keys[i] == shape) {
+                    return ++sh->counts[i];
+                }
+                if (sh->keys[i] == 0) {
+                    return 0;
+                }
+            }
+        }
+        Py_ssize_t cap = sh->cap ? 2 * sh->cap : 8;
+        uint64_t *keys = PyMem_Calloc((size_t)cap, sizeof(uint64_t));
+        Py_ssize_t *counts = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
+        if (keys == NULL || counts == NULL) {
+            PyMem_Free(keys);
+            PyMem_Free(counts);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t j = 0; j < sh->cap; j++) {
+            if (sh->keys[j] != 0) {
+                size_t i = (size_t)(sh->keys[j] * 0x9E3779B97F4A7C15ULL) & ((size_t)cap - 1);
+                while (keys[i] != 0) {
+                    i = (i + 1) & ((size_t)cap - 1);
+                }
+                keys[i] = sh->keys[j];
+                counts[i] = sh->counts[j];
+            }
+        }
+        PyMem_Free(sh->keys);
+        PyMem_Free(sh->counts);
+        sh->keys = keys;
+        sh->counts = counts;
+        sh->cap = cap;
+    }
+    size_t mask = (size_t)sh->cap - 1;
+    size_t i = (size_t)(shape * 0x9E3779B97F4A7C15ULL) & mask;
+    while (sh->keys[i] != 0 && sh->keys[i] != shape) {
+        i = (i + 1) & mask;
+    }
+    if (sh->keys[i] == 0) {
+        sh->keys[i] = shape;
+        sh->used++;
+    }
+    return ++sh->counts[i];
+}
+
+static inline uint64_t
+mix(uint64_t h, uint64_t v)
+{
+    h ^= v + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2);
+    h *= 0xBF58476D1CE4E5B9ULL;
+    return h ^ (h >> 31);
+}
 
 static void
 Thread_dealloc(Thread *self)
 {
     for (Py_ssize_t i = 0; i < self->depth; i++) {
         Py_DECREF(self->frames[i]);
+        shapes_free(self->shapes[i]);
     }
     PyMem_Free(self->frames);
     PyMem_Free(self->rows);
+    PyMem_Free(self->vat);
+    PyMem_Free(self->rat);
+    PyMem_Free(self->acc);
+    PyMem_Free(self->shapes);
+    if (self->core != NULL) {
+        Core *c = self->core;
+        for (Py_ssize_t i = 0; i < c->nthreads; i++) {
+            if (c->threads[i] == self) {
+                c->threads[i] = c->threads[--c->nthreads];
+                break;
+            }
+        }
+    }
     Py_XDECREF(self->core);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -329,8 +478,24 @@ Thread_init(Thread *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!L", kwlist, &CoreType, &core, &serial)) {
         return -1;
     }
+    if (self->core != NULL) {
+        PyErr_SetString(PyExc_TypeError, "a Thread is made once");
+        return -1;
+    }
+    Core *c = (Core *)core;
+    if (c->nthreads == c->threads_cap) {
+        Py_ssize_t cap = c->threads_cap ? 2 * c->threads_cap : 16;
+        struct Thread **threads = PyMem_Realloc(c->threads, (size_t)cap * sizeof(struct Thread *));
+        if (threads == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        c->threads = threads;
+        c->threads_cap = cap;
+    }
+    c->threads[c->nthreads++] = self;
     Py_INCREF(core);
-    Py_XSETREF(self->core, (Core *)core);
+    self->core = c;
     self->serial = serial;
     self->on = 1;
     return 0;
@@ -355,30 +520,44 @@ fail(Core *c)
     return 0;
 }
 
+#define GROW(field, type) do { \
+        type *p_ = PyMem_Realloc(t->field, (size_t)cap * sizeof(type)); \
+        if (p_ == NULL) { PyErr_NoMemory(); return -1; } \
+        t->field = p_; \
+    } while (0)
+
 static int
-push(Thread *t, PyObject *frame, Py_ssize_t row)
+push(Thread *t, PyObject *frame, Py_ssize_t row, Py_ssize_t vat, Py_ssize_t rat)
 {
     if (t->depth == t->cap) {
         Py_ssize_t cap = t->cap ? t->cap * 2 : 64;
-        PyObject **frames = PyMem_Realloc(t->frames, (size_t)cap * sizeof(PyObject *));
-        if (frames == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        t->frames = frames;
-        Py_ssize_t *rows = PyMem_Realloc(t->rows, (size_t)cap * sizeof(Py_ssize_t));
-        if (rows == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        t->rows = rows;
+        GROW(frames, PyObject *);
+        GROW(rows, Py_ssize_t);
+        GROW(vat, Py_ssize_t);
+        GROW(rat, Py_ssize_t);
+        GROW(acc, uint64_t);
+        GROW(shapes, Shapes *);
         t->cap = cap;
     }
     Py_INCREF(frame);
     t->frames[t->depth] = frame;
     t->rows[t->depth] = row;
+    t->vat[t->depth] = vat;
+    t->rat[t->depth] = rat;
+    t->acc[t->depth] = 0;
+    t->shapes[t->depth] = NULL;
     t->depth++;
     return 0;
+}
+
+/* Drop the top of ``t``'s stack (its frame reference and its shapes). */
+static void
+drop_top(Thread *t)
+{
+    t->depth--;
+    Py_DECREF(t->frames[t->depth]);
+    shapes_free(t->shapes[t->depth]);
+    t->shapes[t->depth] = NULL;
 }
 
 /* What is recorded of ``code``'s calls: its argument names (a tuple), or None; borrowed.
@@ -434,6 +613,10 @@ record_call(Thread *t, PyFrameObject *frame, PyObject *code, PyObject *names)
         ints[1] = t->rows[t->depth - 1];
         ints[2] = PyFrame_GetLasti((PyFrameObject *)t->frames[t->depth - 1]);
     }
+    /* on the stack before the callbacks below, which may let another thread fold (and renumber it) */
+    if (push(t, (PyObject *)frame, row, PyList_GET_SIZE(c->values), PyList_GET_SIZE(c->ret_values)) < 0) {
+        return -1;
+    }
     if (PyList_Append(c->codes, code) < 0 || buf_push(&c->ints, ints, 3) < 0) {
         return -1;
     }
@@ -450,6 +633,9 @@ record_call(Thread *t, PyFrameObject *frame, PyObject *code, PyObject *names)
         /* their first argument (self: the Thread, the Condition) is what the callback needs */
         PyObject *self_arg = PyList_GET_ITEM(c->values, PyList_GET_SIZE(c->values) - n), *r;
         if (code == c->start_code) {
+            if (c->barrier < row + 1) {
+                c->barrier = row + 1;  /* the new thread is joined to this row */
+            }
             PyObject *rowobj = PyLong_FromSsize_t(row);
             if (rowobj == NULL) {
                 return -1;
@@ -465,7 +651,7 @@ record_call(Thread *t, PyFrameObject *frame, PyObject *code, PyObject *names)
         }
         Py_DECREF(r);
     }
-    return push(t, (PyObject *)frame, row);
+    return 0;
 }
 
 static int
@@ -476,6 +662,176 @@ on_call(Thread *t, PyFrameObject *frame)
     int err = names == NULL ? -1 : (names == Py_None ? 0 : record_call(t, frame, code, names));
     Py_DECREF(code);
     return err < 0 ? fail(t->core) : 0;
+}
+
+/* record.fold, in C: take the call on top of ``t``'s stack (just returned, its return not
+ * recorded) and every row under it out of the rows, renumbering the rows other threads
+ * recorded since (their ints, returns and open calls); count it under its caller. -1 on error. */
+static int
+fold(Thread *t)
+{
+    Core *c = t->core;
+    Py_ssize_t top = t->depth - 1;
+    Py_ssize_t first = t->rows[top], vfirst = t->vat[top], rfirst = t->rat[top];
+    PyListObject *codes = (PyListObject *)c->codes, *values = (PyListObject *)c->values;
+    PyListObject *ret_values = (PyListObject *)c->ret_values;
+    Py_ssize_t n = Py_SIZE(codes), nv = Py_SIZE(values), nr = Py_SIZE(ret_values);
+    int64_t *ints = c->ints.data, *rets = c->rets.data;
+    if (first > n || 3 * n > c->ints.len || vfirst > nv || rfirst > nr || 4 * nr > c->rets.len) {
+        PyErr_SetString(PyExc_RuntimeError, "fold: the rows are not where the stack says");
+        return -1;
+    }
+    int64_t parent = t->rows[top - 1], offset = ints[3 * first + 2];
+    Py_ssize_t hit = c->folded_hit;
+    if (hit >= c->nfolded || c->folded[3 * hit] != parent || c->folded[3 * hit + 1] != offset) {
+        for (hit = c->nfolded - 1; hit >= 0 && (c->folded[3 * hit] != parent || c->folded[3 * hit + 1] != offset); hit--) {
+        }
+        if (hit < 0) {
+            if (c->nfolded == c->folded_cap) {
+                Py_ssize_t cap = c->folded_cap ? 2 * c->folded_cap : 16;
+                int64_t *grown = PyMem_Realloc(c->folded, (size_t)(3 * cap) * sizeof(int64_t));
+                if (grown == NULL) {
+                    PyErr_NoMemory();
+                    return -1;
+                }
+                c->folded = grown;
+                c->folded_cap = cap;
+            }
+            hit = c->nfolded++;
+            c->folded[3 * hit] = parent;
+            c->folded[3 * hit + 1] = offset;
+            c->folded[3 * hit + 2] = 0;
+        }
+        c->folded_hit = hit;
+    }
+    c->folded[3 * hit + 2]++;
+    Py_ssize_t tail = n - first, rtail = nr - rfirst;
+    /* fresh[i]: the new row of old row first + i, -1 when dropped; kept[i]: rows kept before it (+ first) */
+    Py_ssize_t *fresh = PyMem_Malloc((size_t)(2 * tail + 1 + 2 * rtail + 1) * sizeof(Py_ssize_t) + 1);
+    PyObject *trash = PyList_New(0);  /* what is dropped, let go of once the rows are whole again */
+    if (fresh == NULL || trash == NULL) {
+        PyMem_Free(fresh);
+        Py_XDECREF(trash);
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t *kept = fresh + tail, *ret_fresh = kept + tail + 1, *ret_kept = ret_fresh + rtail;
+    Py_ssize_t *value_at = NULL;
+    Py_ssize_t j = first, vj = vfirst, at = vfirst;
+    for (Py_ssize_t r = first; r < n; r++) {
+        PyObject *code = codes->ob_item[r];
+        PyObject *names = table_get(&c->seen, code);
+        Py_ssize_t k = names != NULL && PyTuple_Check(names) ? PyTuple_GET_SIZE(names) : 0;
+        kept[r - first] = j;
+        if (ints[3 * r] == t->serial) {
+            fresh[r - first] = -1;
+            if (PyList_Append(trash, code) < 0) {
+                goto error;
+            }
+            Py_DECREF(code);
+            for (Py_ssize_t i = 0; i < k; i++) {
+                if (PyList_Append(trash, values->ob_item[at + i]) < 0) {
+                    goto error;
+                }
+                Py_DECREF(values->ob_item[at + i]);
+            }
+        }
+        else {
+            int64_t parent = ints[3 * r + 1];
+            fresh[r - first] = j;
+            codes->ob_item[j] = code;
+            ints[3 * j] = ints[3 * r];
+            ints[3 * j + 1] = parent >= first ? fresh[parent - first] : parent;
+            ints[3 * j + 2] = ints[3 * r + 2];
+            memmove(values->ob_item + vj, values->ob_item + at, (size_t)k * sizeof(PyObject *));
+            vj += k;
+            j++;
+        }
+        at += k;
+    }
+    kept[tail] = j;
+    /* the values where each kept tail row's begin now, for the open calls renumbered below */
+    value_at = j > first ? PyMem_Malloc((size_t)(j - first) * sizeof(Py_ssize_t)) : NULL;
+    if (j > first && value_at == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    for (Py_ssize_t r = first, v = vfirst; r < j; r++) {
+        PyObject *names = table_get(&c->seen, codes->ob_item[r]);
+        value_at[r - first] = v;
+        v += names != NULL && PyTuple_Check(names) ? PyTuple_GET_SIZE(names) : 0;
+    }
+    for (Py_ssize_t r = j; r < n; r++) {
+        codes->ob_item[r] = NULL;
+    }
+    Py_SET_SIZE(codes, j);
+    c->ints.len = 3 * j;
+    for (Py_ssize_t i = vj; i < nv; i++) {
+        values->ob_item[i] = NULL;
+    }
+    Py_SET_SIZE(values, vj);
+    Py_ssize_t rj = rfirst;
+    for (Py_ssize_t i = rfirst; i < nr; i++) {
+        int64_t row = rets[4 * i], seq = rets[4 * i + 1];
+        ret_kept[i - rfirst] = rj;
+        if (row >= first && fresh[row - first] < 0) {
+            ret_fresh[i - rfirst] = -1;
+            if (PyList_Append(trash, ret_values->ob_item[i]) < 0) {
+                goto error;
+            }
+            Py_DECREF(ret_values->ob_item[i]);
+            continue;
+        }
+        ret_fresh[i - rfirst] = rj;
+        rets[4 * rj] = row >= first ? fresh[row - first] : row;
+        rets[4 * rj + 1] = seq >= first ? kept[seq - first] : seq;
+        rets[4 * rj + 2] = rets[4 * i + 2];
+        rets[4 * rj + 3] = rets[4 * i + 3];
+        ret_values->ob_item[rj] = ret_values->ob_item[i];
+        rj++;
+    }
+    ret_kept[rtail] = rj;
+    for (Py_ssize_t i = rj; i < nr; i++) {
+        ret_values->ob_item[i] = NULL;
+    }
+    Py_SET_SIZE(ret_values, rj);
+    c->rets.len = 4 * rj;
+    /* the open calls of every thread recorded since (none when no other thread recorded) */
+    for (Py_ssize_t ti = 0; j > first && ti < c->nthreads; ti++) {
+        Thread *o = c->threads[ti];
+        for (Py_ssize_t d = o->depth - 1; d >= 0 && o->rows[d] >= first; d--) {
+            Py_ssize_t row = fresh[o->rows[d] - first];
+            if (row < 0) {  /* the folded call itself, still on t's stack */
+                continue;
+            }
+            o->rows[d] = row;
+            o->vat[d] = value_at[row - first];
+            o->rat[d] = o->rat[d] >= rfirst ? ret_kept[o->rat[d] - rfirst] : o->rat[d];
+        }
+    }
+    /* the counts of calls folded under calls recorded since */
+    Py_ssize_t fj = 0;  /* the places under a call taken out go with it */
+    for (Py_ssize_t i = 0; i < c->nfolded; i++) {
+        int64_t p = c->folded[3 * i];
+        if (p >= first && p < n && (p = fresh[p - first]) < 0) {
+            continue;
+        }
+        c->folded[3 * fj] = p;
+        c->folded[3 * fj + 1] = c->folded[3 * i + 1];
+        c->folded[3 * fj + 2] = c->folded[3 * i + 2];
+        fj++;
+    }
+    c->nfolded = fj;
+    c->folded_hit = 0;
+    PyMem_Free(value_at);
+    PyMem_Free(fresh);
+    Py_DECREF(trash);
+    return 0;
+error:
+    PyMem_Free(value_at);
+    PyMem_Free(fresh);
+    Py_DECREF(trash);
+    return -1;
 }
 
 /* A return (arg NULL: the frame is left by an exception) of a recorded call. -1 on error. */
@@ -491,26 +847,23 @@ on_return(Thread *t, PyFrameObject *frame, PyObject *arg)
         return 0;  /* not a recorded call */
     }
     /* calls above it that never returned (as the Python core pops them) */
+    Py_ssize_t left = t->depth - 1 - i;
     while (t->depth - 1 > i) {
-        t->depth--;
-        Py_DECREF(t->frames[t->depth]);
+        drop_top(t);
     }
-    t->depth--;
-    Py_ssize_t row = t->rows[i];
-    PyObject *f = t->frames[i];  /* our reference, dropped at the end */
     PyCodeObject *code = PyFrame_GetCode(frame);
     if ((PyObject *)code == c->wait_code) {
+        /* may let another thread fold, and renumber this stack: its rows are read after it */
         PyObject *self_arg = frame_arg(frame, 0);  /* the Condition */
         PyObject *r = PyObject_CallOneArg(c->on_woken, self_arg ? self_arg : Py_None);
         Py_XDECREF(self_arg);
         if (r == NULL) {
             Py_DECREF(code);
-            Py_DECREF(f);
             return -1;
         }
         Py_DECREF(r);
     }
-    Py_DECREF(code);
+    Py_ssize_t row = t->rows[i];
     /* the rows so far place the return in the global order of calls */
     int64_t rets[4] = {row, PyList_GET_SIZE(c->codes), PyFrame_GetLasti(frame), -1};
     PyObject *value = c->raised;  /* arg is NULL when the frame is left by an exception */
@@ -520,6 +873,28 @@ on_return(Thread *t, PyFrameObject *frame, PyObject *arg)
             rets[3] = PyObject_Size(arg);
         }
     }
+    if (i > 0) {  /* record.fold: this call's shape, counted under its caller */
+        uint64_t shape = mix(mix(mix(mix(mix((uint64_t)(uintptr_t)code, (uint64_t)c->ints.data[3 * row + 2]),
+                                             (uint64_t)rets[2]), (uint64_t)((rets[3] > 0) - (rets[3] < 0))),
+                                 t->acc[i]), (uint64_t)left);
+        t->acc[i - 1] = mix(t->acc[i - 1], shape);
+        Py_ssize_t count = shapes_count(&t->shapes[i - 1], shape);
+        if (count < 0) {
+            Py_DECREF(code);
+            return -1;
+        }
+        if (count > c->fold_after && row >= c->barrier) {
+            Py_DECREF(code);
+            int err = fold(t);
+            drop_top(t);
+            return err;
+        }
+    }
+    Py_DECREF(code);
+    PyObject *f = t->frames[i];  /* our reference, dropped below */
+    t->depth--;
+    shapes_free(t->shapes[i]);
+    t->shapes[i] = NULL;
     if (buf_push(&c->rets, rets, 4) < 0 || PyList_Append(c->ret_values, value) < 0) {
         Py_DECREF(f);
         return -1;

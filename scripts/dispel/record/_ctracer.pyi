@@ -4,6 +4,10 @@ from types import CodeType
 from typing import Any
 
 class Core:
+    fold_after: int  # record.fold: calls of one shape kept under one open call
+    barrier: int  # record.fold: rows below it are never folded
+    @property
+    def folded(self) -> dict[tuple[int, int], int]: ...  # (parent row, offset in the parent) -> calls folded
     def __init__(
         self, decisions: dict[CodeType, tuple[str, ...] | None], decide: Callable[[CodeType], tuple[str, ...] | None],
         codes: list[CodeType], values: list[object], ret_values: list[object], missing: object, raised: object,

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,10 +74,15 @@ def bench_live(say: Callable[[str], None] = print, seconds: float = SECONDS, fir
         client = None
         try:
             assert child.stdout is not None and child.stderr is not None  # both piped
-            line = child.stdout.readline()
-            m = re.match(r"recording http://127\.0\.0\.1:(\d+)/", line)
+            m = None
+            for line in child.stdout:  # the task's first emits may be said before the URL
+                m = re.match(r"recording http://127\.0\.0\.1:(\d+)/", line)
+                if m:
+                    break
             if not m:
-                raise DispelError(f"bench: the live recording did not start: {(child.stderr.read().strip().splitlines() or [line])[-1]}")
+                raise DispelError(f"bench: the live recording did not start: {(child.stderr.read().strip().splitlines() or ['(no output)'])[-1]}")
+            # the console says a line per emit: read on, or the full pipe stops the task
+            threading.Thread(target=child.stdout.read, daemon=True).start()
             time.sleep(0.5)
             began = time.monotonic()
             client = subprocess.Popen([sys.executable, "-c", CLIENT, m.group(1), str(seconds)], stdout=subprocess.PIPE, text=True)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import CodeType, FrameType, ModuleType
 from typing import Any, Protocol, Self
 
+from .fold import ACC, FOLD_AFTER, FRAME, RAISED_AT, ROW, counted, entry, fold
+
 SIZED = frozenset({list, tuple, dict, set})
 RAISED = object()  # the "value" of a call left by an exception
 
@@ -103,12 +105,14 @@ class RawTrace:
     threads: dict = field(default_factory=dict)
     # (step name, first row, end row)
     steps: list = field(default_factory=list)
-    # greenlet switches, in order: (calls recorded so far, serial switched from, serial switched to)
+    # each greenlet's first switch, in order: (calls recorded so far, serial switched from, serial switched to)
     switches: list = field(default_factory=list)
     greenlets: dict = field(default_factory=dict)  # serial of a greenlet made at a switch -> "hub" or "greenlet"
     errors: list = field(default_factory=list)  # why the recorder disabled itself
     # the probes' code objects -> the C socket method each stands for
     probe_codes: dict = field(default_factory=dict)
+    # calls folded while recording (record.fold): (parent row, offset in the parent) -> how many
+    folded: dict = field(default_factory=dict)
     core: str = "py"  # which recorder core filled it (not part of the trace file: every core writes the same bytes)
 
     def __len__(self) -> int:
@@ -149,6 +153,7 @@ class RawTrace:
         m = min(len(self.rets) // 4, len(self.ret_values))
         del self.rets[4 * m:]
         del self.ret_values[m:]
+        self.folded = {k: v for k, v in self.folded.items() if k[0] < n}
         self.names = names
         return self
 
@@ -246,7 +251,7 @@ class _ThreadState:
 
     def __init__(self, serial: int) -> None:
         self.serial = serial
-        self.stack: list[tuple[int, FrameType]] = []
+        self.stack: list[list] = []  # record.fold.entry per open recorded call
         self.trace: Callable | None = None
         self.last_none: tuple | None = None  # (frame, index of its return) of the last return of None
 
@@ -382,6 +387,16 @@ class _Recorder:
         self._green_patched = False  # gevent patched threading: Threads are greenlets
         self._green_states: dict = {}  # greenlet -> its state (the greenlets are kept alive until the end)
         self._paused: set[int] = set()  # id() of the states of paused threads and greenlets
+        self.fold_after = FOLD_AFTER  # record.fold: calls of one shape kept under one open call
+        self._barrier = [0]  # record.fold: rows below it are named elsewhere, and never folded
+
+    def _pin(self, rows: int) -> None:
+        """Rows before ``rows`` are named outside the rows (a start, a step, a switch): never fold them."""
+        self._barrier[0] = max(self._barrier[0], rows)
+
+    def _open_states(self) -> list:
+        """Every thread's and greenlet's state that may have calls open, each once."""
+        return list({id(s): s for s in (*self._states.values(), *self._green_states.values())}.values())
 
     def _decide(self, code: CodeType) -> tuple[str, ...] | None:
         return _arg_names(code) if (code in self.probe_codes or self._want(code)) else None
@@ -524,8 +539,11 @@ class _Recorder:
             if state is None:  # a new greenlet: a new serial, its start found after the run (greenlet_starts)
                 state = self._green_states[target] = self._attach(ident, -1, id(target))
                 self._raw.greenlets[self._serials_of[id(state)]] = "hub" if _is_hub(target) else "greenlet"
+                # only a greenlet's first switch is kept (all greenlet_starts reads): a long run's
+                # switches do not pile up, and only these pin the rows (record.fold)
+                self._raw.switches.append((len(self._raw.codes), self._serials_of[id(here)], self._serials_of[id(state)]))
+                self._pin(len(self._raw.codes))
             self._states[ident] = state
-            self._raw.switches.append((len(self._raw.codes), self._serials_of[id(here)], self._serials_of[id(state)]))
             if id(state) in self._paused:
                 self._untrace_thread()
             else:
@@ -552,6 +570,7 @@ class _Recorder:
     def _started(self, thread_obj: threading.Thread, row: int) -> None:
         """Thread.start was called (row): its thread's first event joins it to that row."""
         self._pending_threads[id(thread_obj)] = row
+        self._pin(row + 1)
 
     def _disable(self, exc: BaseException) -> None:
         self._active = False
@@ -602,8 +621,8 @@ class SettraceRecorder(_Recorder):
         # calls it has open no longer report their return.
         made = self._decisions.refuse_all()
         for state in list(self._every_state):
-            for _, frame in list(state.stack):
-                frame.f_trace = None
+            for e in list(state.stack):
+                e[FRAME].f_trace = None
         return made
 
     # Python >= 3.12: a trace function's return event does not say whether the frame
@@ -636,6 +655,8 @@ class SettraceRecorder(_Recorder):
         """The trace functions of one thread: closures, so the hot path looks nothing up
         by thread id or attribute (coverage.py's CTracer does the same in C)."""
         codes, add_code, add_ints, add_values, add_ret, add_ret_value = self._appenders()
+        raw = self._raw
+        ints, values = raw.ints, raw.values
         decisions = self._decisions
         missing = itertools.repeat(MISSING)
         stack = state.stack
@@ -647,9 +668,9 @@ class SettraceRecorder(_Recorder):
         turns = self._turns
         sized = SIZED
         disable = self._disable
-        raised_at: dict[int, int] = {}
         monitored = hasattr(sys, "monitoring")
-        raw_values = self._raw.ret_values
+        raw_values = raw.ret_values
+        fold_after, barrier, open_states = self.fold_after, self._barrier, self._open_states
 
         def trace(frame, event, arg):
             try:
@@ -660,19 +681,19 @@ class SettraceRecorder(_Recorder):
                 frame.f_trace_lines = False
                 row = len(codes)
                 if stack:
-                    parent, parent_frame = stack[-1]
-                    line = parent_frame.f_lasti  # an offset; its line is looked up after the run
+                    parent = stack[-1]
+                    parent_row, line = parent[ROW], parent[FRAME].f_lasti  # an offset; its line is looked up after the run
                 else:
-                    parent, line = -1, 0
+                    parent_row, line = -1, 0
                 loc = frame.f_locals  # CPython has built this dict for the trace call anyway
+                push(entry(row, frame, len(values), len(raw_values)))
                 add_code(code)
-                add_ints((serial, parent, line))
+                add_ints((serial, parent_row, line))
                 add_values(map(loc.get, names, missing))
                 if code is start_code:
                     started(loc["self"], row)
                 elif code is notify_code:
                     turns.notified(loc["self"])
-                push((row, frame))
                 return local
             except Exception as exc:  # noqa: BLE001 - never let the recorder break the program
                 disable(exc)
@@ -682,35 +703,50 @@ class SettraceRecorder(_Recorder):
             try:
                 if event == "exception":
                     # where the exception was raised in (or passed through) the frame
-                    if stack and stack[-1][1] is frame:
-                        raised_at[stack[-1][0]] = frame.f_lasti
+                    if stack and stack[-1][FRAME] is frame:
+                        stack[-1][RAISED_AT] = frame.f_lasti
                     return local
                 if event != "return":
                     return local
-                while stack:
-                    row, f = pop()
-                    if f is frame:
-                        if frame.f_code is wait_code:
-                            turns.woken(frame.f_locals.get("self"))
-                        # len(codes) places the return in the global order of
-                        # calls: what wake-up edges are matched by.
-                        offset = frame.f_lasti
-                        if arg is None and monitored:
-                            state.last_none = (frame, len(raw_values))  # RAISED if a PY_UNWIND follows
-                        if arg is None and not monitored and left_by_exception(frame.f_code, offset, raised_at.get(row)):
-                            add_ret((row, len(codes), offset, -1))
-                            add_ret_value(RAISED)
-                        else:
-                            # a container's size now is what the caller got (empty polls are idle)
-                            add_ret((row, len(codes), offset, len(arg) if type(arg) in sized else -1))
-                            add_ret_value(arg)
-                        break
+                left = 0  # calls above it that never returned
+                while stack and stack[-1][FRAME] is not frame:
+                    pop()
+                    left += 1
+                if not stack:
+                    return local
+                if frame.f_code is wait_code:
+                    turns.woken(frame.f_locals.get("self"))  # may let other threads fold: rows are read after it
+                e = pop()
+                row = e[ROW]
+                # len(codes) places the return in the global order of
+                # calls: what wake-up edges are matched by.
+                offset = frame.f_lasti
+                if arg is None and not monitored and left_by_exception(frame.f_code, offset, e[RAISED_AT]):
+                    value, size = RAISED, -1
+                else:
+                    # a container's size now is what the caller got (empty polls are idle)
+                    value, size = arg, (len(arg) if type(arg) in sized else -1)
+                if stack:  # record.fold: this call's shape, counted under its caller
+                    shape = hash((id(frame.f_code), ints[3 * row + 2], offset, (size > 0) - (size < 0), e[ACC], left))
+                    parent = stack[-1]
+                    parent[ACC] = hash((parent[ACC], shape))
+                    if counted(parent, shape) > fold_after and row >= barrier[0]:
+                        fold(raw, decisions, e, serial, parent, open_states(), _stack_of)
+                        return local
+                if arg is None and monitored:
+                    state.last_none = (frame, len(raw_values))  # RAISED if a PY_UNWIND follows
+                add_ret((row, len(codes), offset, size))
+                add_ret_value(value)
                 return local
             except Exception as exc:  # noqa: BLE001 - never let the recorder break the program
                 disable(exc)
                 return None
 
         return trace
+
+
+def _stack_of(state) -> list:
+    return state.stack
 
 
 class _WakeTurns:
@@ -809,9 +845,12 @@ class _Step:
 
     def __enter__(self) -> None:
         self._first = len(self._recorder._raw)
+        self._recorder._pin(self._first)
 
     def __exit__(self, *exc: object) -> None:
-        self._recorder._raw.steps.append((self._name, self._first, len(self._recorder._raw)))
+        end = len(self._recorder._raw)
+        self._recorder._pin(end)
+        self._recorder._raw.steps.append((self._name, self._first, end))
 
 
 def c_core(recorder: _Recorder):
@@ -832,6 +871,7 @@ def c_rows(raw: RawTrace, core) -> RawTrace:
     """``raw`` with the ints the C core kept in its own buffers."""
     raw.ints = array("q", core.ints())
     raw.rets = array("q", core.rets())
+    raw.folded = dict(core.folded)
     return raw
 
 
@@ -843,6 +883,13 @@ class CRecorder(_Recorder):
     def __init__(self, want: Callable[[CodeType], bool]) -> None:
         super().__init__(want)
         self._core, self._thread_type = c_core(self)
+
+    def start(self) -> None:
+        self._core.fold_after = self.fold_after
+        super().start()
+
+    def _pin(self, rows: int) -> None:
+        self._core.barrier = max(self._core.barrier, rows)
 
     def _new_state(self, serial: int):
         return self._thread_type(self._core, serial)

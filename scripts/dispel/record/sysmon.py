@@ -21,7 +21,8 @@ import sys
 import threading
 from types import CodeType
 
-from .recorder import MISSING, RAISED, SIZED, _Recorder, c_core, c_rows
+from .fold import ACC, FRAME, ROW, counted, entry, fold
+from .recorder import MISSING, RAISED, SIZED, _Recorder, _stack_of, c_core, c_rows
 
 # Imported only where sys.monitoring exists (cores.py): a type checker set for 3.11 reads no further.
 assert sys.version_info >= (3, 12)
@@ -128,6 +129,9 @@ class SysmonRecorder(_Recorder):
     def _callbacks(self):
         """The callbacks (PY_START and PY_RESUME, PY_RETURN and PY_YIELD, PY_UNWIND, PY_THROW), as closures over what they use (the hot path looks nothing up by attribute)."""
         codes, add_code, add_ints, add_values, add_ret, add_ret_value = self._appenders()
+        raw = self._raw
+        ints, values, ret_values = raw.ints, raw.values, raw.ret_values
+        fold_after, barrier, open_states = self.fold_after, self._barrier, self._open_states
         decisions = self._decisions
         missing = itertools.repeat(MISSING)
         states = self._states
@@ -154,37 +158,46 @@ class SysmonRecorder(_Recorder):
             stack = state.stack
             row = len(codes)
             if stack:
-                parent, parent_frame = stack[-1]
-                line = parent_frame.f_lasti
+                parent = stack[-1]
+                parent_row, line = parent[ROW], parent[FRAME].f_lasti
             else:
-                parent, line = -1, 0
+                parent_row, line = -1, 0
             loc = frame.f_locals
+            stack.append(entry(row, frame, len(values), len(ret_values)))
             add_code(code)
-            add_ints((state.serial, parent, line))
+            add_ints((state.serial, parent_row, line))
             add_values(map(loc.get, names, missing))
             if code is start_code:
                 started(loc["self"], row)
             elif code is notify_code:
                 turns.notified(loc["self"])
-            stack.append((row, frame))
 
         def leave(code: CodeType, value, frame) -> None:
             state = states.get(get_ident())
             if state is None or not state.on:
                 return
             stack = state.stack
-            while stack:
-                row, f = stack.pop()
-                if f is frame:
-                    if code is wait_code:
-                        turns.woken(frame.f_locals.get("self"))
-                    offset = frame.f_lasti
-                    if value is RAISED:
-                        add_ret((row, len(codes), offset, -1))
-                    else:
-                        add_ret((row, len(codes), offset, len(value) if type(value) in sized else -1))
-                    add_ret_value(value)
+            left = 0  # calls above it that never returned
+            while stack and stack[-1][FRAME] is not frame:
+                stack.pop()
+                left += 1
+            if not stack:
+                return
+            if code is wait_code:
+                turns.woken(frame.f_locals.get("self"))  # may let other threads fold: rows are read after it
+            e = stack.pop()
+            row = e[ROW]
+            offset = frame.f_lasti
+            size = -1 if value is RAISED or type(value) not in sized else len(value)
+            if stack:  # record.fold: this call's shape, counted under its caller
+                shape = hash((id(code), ints[3 * row + 2], offset, (size > 0) - (size < 0), e[ACC], left))
+                parent = stack[-1]
+                parent[ACC] = hash((parent[ACC], shape))
+                if counted(parent, shape) > fold_after and row >= barrier[0]:
+                    fold(raw, decisions, e, state.serial, parent, open_states(), _stack_of)
                     return
+            add_ret((row, len(codes), offset, size))
+            add_ret_value(value)
 
         def guarded(act, local: bool):
             """A callback: ``act(code, names, arg, frame)`` for wanted code, errors disable the
@@ -217,6 +230,13 @@ class CSysmonRecorder(SysmonRecorder):
         super().__init__(want)
         self._core, self._thread_type = c_core(self)
         self._core.monitor(self._states, self._joining, sys.monitoring.DISABLE, *self._bootstrap_codes)
+
+    def start(self) -> None:
+        self._core.fold_after = self.fold_after
+        super().start()
+
+    def _pin(self, rows: int) -> None:
+        self._core.barrier = max(self._core.barrier, rows)
 
     def _new_state(self, serial: int):
         return self._thread_type(self._core, serial)

@@ -276,6 +276,7 @@ class LiveRecorded:
     clients: int
     running: tuple = ()
     app: str = ""
+    folded: tuple = ()  # (thread, iterations) kept as a count instead of rows (record.fold)
 
 
 def count_redacted(text: str) -> int:
@@ -412,7 +413,7 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
     write_atomic(session_out, json.dumps(observer.observations, indent=1, sort_keys=True) + "\n")
     modules = app.modules()
     said = f"app: root {app_root}, {len(modules)} app module{'s' if len(modules) != 1 else ''} ({', '.join(modules[:6])}{', …' if len(modules) > 6 else ''})"
-    return LiveRecorded(target, count_redacted(text), len(observer.clients), tuple(running), said)
+    return LiveRecorded(target, count_redacted(text), len(observer.clients), tuple(running), said, trace.folded)
 
 
 def _app_on_path(root: Path | None) -> str:
@@ -478,4 +479,12 @@ def record_child(settings: str, out: Path, port: int | None, root: Path | None, 
 def said_lines(r: LiveRecorded, running_line: Callable) -> list[str]:
     """What the recording child says once it wrote the trace (the report passes them on)."""
     out = [f"redacted {r.redacted} value{'s' if r.redacted != 1 else ''} (secret settings and credentials; the trace keeps none of them)", r.app]
+    if r.folded:
+        out.append(folded_line(r.folded))
     return out + ([running_line(r.running)] if r.running else [])
+
+
+def folded_line(folded) -> str:
+    """The console's line for the iterations the recorder kept a count of instead of rows (record.fold)."""
+    return "kept a count instead of rows for repeated iterations (memory stays bounded): " + ", ".join(
+        f"{thread} ({n} iterations)" for thread, n in folded)

@@ -84,6 +84,7 @@ def trace_to_json(trace: TraceFile) -> str:
         "schema": TRACE_SCHEMA,
         "scenario": trace.scenario,
         **({"process": trace.process} if trace.process else {}),
+        **({"folded": dict(trace.folded)} if trace.folded else {}),
         "python": trace.python,
         "versions": dict(trace.versions),
         "steps": list(trace.steps),
@@ -173,6 +174,7 @@ def trace_from_json(text: str, origin: str = "trace file") -> TraceFile:
             events=tuple(events),
             wakeups=wakeups,
             process=data.get("process", ""),
+            folded=tuple(sorted((str(k), int(v)) for k, v in data.get("folded", {}).items())),
         )
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise DispelError(f"{origin} is malformed ({type(exc).__name__}: {exc}); re-record it with `dispel record`") from None

@@ -430,7 +430,7 @@ class Running(NamedTuple):
 
     thread: str  # its name in the trace (or the thread it was folded into)
     task: str  # the function it was in: its outermost unfinished call of the app's code, else the one its run() was in
-    iterations: int  # calls made from the busiest line of that function (a loop's turns), before folding
+    iterations: int  # calls made from the busiest line of that function (a loop's turns), before folding (the recorder's too)
 
 
 def _open_path(tree: CallTree, row: int) -> list[int]:
@@ -456,9 +456,11 @@ def app_tasks_cut(tree: CallTree, funcs: Mapping[str, Func]) -> frozenset[int]:
     return frozenset(out)
 
 
-def running_threads(calls: list[RawCall], threads: ThreadOrder, funcs: Mapping[str, Func]) -> tuple[Running, ...]:
+def running_threads(calls: list[RawCall], threads: ThreadOrder, funcs: Mapping[str, Func],
+                    folded: Mapping[tuple[int, int], int] | None = None) -> tuple[Running, ...]:
     """The threads whose first call never returned: they were still running at the cut.
-    Counted from the raw calls, before folding (which keeps one of identical iterations)."""
+    Counted from the raw calls, before folding (which keeps one of identical iterations), with
+    the calls the recorder folded (``folded``: (parent row, line) -> calls, record.fold)."""
     tree = threads.tree
     out = []
     for serial in threads.serials:
@@ -470,9 +472,26 @@ def running_threads(calls: list[RawCall], threads: ThreadOrder, funcs: Mapping[s
         sites: dict[tuple[str, int], int] = defaultdict(int)
         for k in tree.children.get(task, []):
             sites[(tree.row_of[k].func, tree.row_of[k].line)] += 1
+        for func, line in list(sites):
+            sites[(func, line)] += (folded or {}).get((task, line), 0)
         name = threads.name.get(serial) or threads.name.get(_folded_into(threads, serial), f"thread #{serial}")
         out.append(Running(name, tree.row_of[task].func, max(sites.values(), default=0)))
     return tuple(out)
+
+
+def recorder_folds(calls: list[RawCall], threads: ThreadOrder, folded: Mapping[tuple[int, int], int]) -> tuple[tuple[str, int], ...]:
+    """(thread, iterations) the recorder kept a count of instead of rows (record.fold), by thread
+    name: under each call, the calls folded from its busiest line (a loop's turns), summed."""
+    serial_of = {c.row: c.serial for c in calls}
+    busiest: dict[int, int] = defaultdict(int)  # parent row -> calls folded from its busiest line
+    for (parent, _line), n in folded.items():
+        busiest[parent] = max(busiest[parent], n)
+    out: dict[str, int] = defaultdict(int)
+    for parent, n in busiest.items():
+        serial = serial_of.get(parent)
+        if serial is not None:
+            out[threads.name.get(serial) or threads.name.get(_folded_into(threads, serial), f"thread #{serial}")] += n
+    return tuple(sorted(out.items()))
 
 
 def _folded_into(threads: ThreadOrder, serial: int) -> int:
@@ -531,10 +550,12 @@ def normalize(
     normalizer: Normalizer,
     running: list[Running] | None = None,
     greenlets: Mapping[int, str] | None = None,
+    folded: Mapping[tuple[int, int], int] | None = None,
 ) -> TraceFile:
     """A deterministic TraceFile from raw calls: the steps above, in order. ``running``, when
     given, is extended with the threads still running at the cut (step 7). ``greenlets``: the
-    serials that are greenlets (a gevent program) -> "hub" or "greenlet", their name when no role fits."""
+    serials that are greenlets (a gevent program) -> "hub" or "greenlet", their name when no role fits;
+    ``folded``: the calls the recorder kept a count of, (parent row, line) -> calls (record.fold)."""
     every = calls
     calls, lift = opaque_calls(calls, frozenset(k for k, f in funcs.items() if f.source.dist in OPAQUE_DISTS))
     thread_starts = {s: _lifted_start(every, calls, lift, r) for s, r in thread_starts.items()}
@@ -552,7 +573,7 @@ def normalize(
         infos.append(ThreadInfo(threads.name[s], threads.canon(start_row) if start_row >= 0 else -1, first))
     used = {e.func for e in events}
     if running is not None:
-        running.extend(running_threads(calls, threads, funcs))
+        running.extend(running_threads(calls, threads, funcs, folded))
     return TraceFile(
         scenario=scenario,
         python=python,
@@ -562,4 +583,5 @@ def normalize(
         threads=tuple(infos),
         events=tuple(events),
         wakeups=wakeups(every, lambda row: threads.canon(lift.get(row, (row, 0))[0])),
+        folded=recorder_folds(every, threads, folded or {}),
     )

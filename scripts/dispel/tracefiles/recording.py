@@ -71,5 +71,6 @@ def trace_from_recording(
         Normalizer(port, secrets, {**machine_paths(), **(paths or {})}, deny, ports, patterns),
         running,
         raw.greenlets,
+        {(p, line_at(raw.codes[p], offset)): n for (p, offset), n in raw.folded.items() if 0 <= p < len(raw.codes)},
     )
     return dataclasses.replace(trace, process=process) if process else trace
