@@ -130,14 +130,7 @@ def _app_on_path(path: Path, root: Path | None):
     app_root = str(root.resolve()) if root else folder
     if root is not None and not Path(app_root).is_dir():
         raise DispelError(f"--root {root} is not a folder; name the folder that holds the app's code")
-    src = os.path.join(app_root, "src")
-    folders = [d for d in dict.fromkeys((folder, app_root, src, os.getcwd())) if os.path.isdir(d)]
-    why = scenarios.shadowing(folders)
-    if why:
-        raise DispelError(f"import: {why}")
-    for d in reversed(folders):
-        if d not in sys.path:
-            sys.path.insert(0, d)
+    scenarios.app_folders_first([folder, app_root, os.path.join(app_root, "src"), os.getcwd()])
     return sf, app_root
 
 

@@ -424,13 +424,7 @@ def _app_on_path(root: Path | None) -> str:
     app_root = str((root or Path.cwd()).resolve())
     if not Path(app_root).is_dir():
         raise DispelError(f"--root {root} is not a folder; name the folder that holds the app's code")
-    folders = [d for d in dict.fromkeys((app_root, os.path.join(app_root, "src"), os.getcwd())) if os.path.isdir(d)]
-    why = scenarios.shadowing(folders)
-    if why:
-        raise DispelError(f"import: {why}")
-    for d in reversed(folders):
-        if d not in sys.path:
-            sys.path.insert(0, d)
+    scenarios.app_folders_first([app_root, os.path.join(app_root, "src"), os.getcwd()])
     return app_root
 
 

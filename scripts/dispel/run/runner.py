@@ -10,7 +10,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import CodeType
 from typing import Any, Protocol, Self, TypeVar
@@ -452,6 +452,20 @@ def asked_mode(spec) -> str:
         except DispelError:
             return ""
     return (getattr(obj, "server_options", None) or {}).get("async_mode") or ""
+
+
+def app_folders_first(folders: Sequence[str]) -> None:
+    """Put the app's ``folders`` first on sys.path (in that order), once no app file there shadows
+    the standard library (shadowing: an error of one line)."""
+    import os
+
+    folders = [d for d in dict.fromkeys(folders) if os.path.isdir(d)]
+    why = shadowing(folders)
+    if why:
+        raise DispelError(f"import: {why}")
+    for d in reversed(folders):
+        if d not in sys.path:
+            sys.path.insert(0, d)
 
 
 def shadowing(folders) -> str:
