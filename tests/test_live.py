@@ -186,6 +186,21 @@ def start_live(out: Path, *extra: str, cwd: Path = APPS) -> tuple[subprocess.Pop
     return proc, int(m.group(1))
 
 
+def live_session(out: Path, scenario: Path, *extra: str, cwd: Path = APPS) -> tuple[int, str, str]:
+    """A live recording (``extra``: its options) driven by ``scenario``'s steps, stopped by SIGINT:
+    its exit status, stdout and stderr."""
+    proc, port = start_live(out, *extra, cwd=cwd)
+    try:
+        drive(port, scenario)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, stdout, stderr
+
+
 def drive(port: int, scenario: Path) -> None:
     """The scenario file's steps, done by its real client (dispel.scenario_client) in a subprocess."""
     from dispel.run.launchers import FileClientProcess
@@ -214,16 +229,9 @@ def journeys(report: Path) -> dict[str, list[str]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("app", ["ns_chat", "one_reply"])  # namespaces; two clients, acks and a call to the client
 def test_a_live_session_stopped_by_sigint_builds_the_scenarios_journeys_and_its_saved_scenario_replays_them(tmp_path, app):
-    proc, port = start_live(tmp_path / "live", "--app", f"{app}:socketio", "--save-scenario", str(tmp_path / "saved.toml"))
-    try:
-        drive(port, APPS / f"{app}.toml")
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr
+    code, stdout, stderr = live_session(tmp_path / "live", APPS / f"{app}.toml", "--app", f"{app}:socketio",
+                                       "--save-scenario", str(tmp_path / "saved.toml"))
+    assert code == 0, stderr
     said = stdout.splitlines()
     assert "client 1 connected (WebSocket)" in said and "client 1 disconnected" in said
     assert any(re.match(r"redacted \d+ values? ", line) for line in said)
@@ -329,17 +337,9 @@ def test_an_app_that_leaves_async_mode_unset_is_recorded_live_in_threading_or_th
                                          '[[steps]]\ndo = "connect"\n[[steps]]\ndo = "emit"\nevent = "ping_me"\ndata = 1\n'
                                          '[[steps]]\ndo = "expect"\nevent = "pong"\n[[steps]]\ndo = "disconnect"\n')
     extra = ("--async-mode", mode) if mode else ()
-    proc, port = start_live(tmp_path / "live", "--app", "unset_app:socketio", *extra, "--save-scenario",
-                            str(tmp_path / "saved.toml"), cwd=tmp_path)
-    try:
-        drive(port, tmp_path / "drive.toml")
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr
+    code, _, stderr = live_session(tmp_path / "live", tmp_path / "drive.toml", "--app", "unset_app:socketio", *extra,
+                                   "--save-scenario", str(tmp_path / "saved.toml"), cwd=tmp_path)
+    assert code == 0, stderr
     trace = json.loads((tmp_path / "live" / "traces" / "live.json").read_text())
     green = "hub" in [name for name, *_ in trace["threads"]]  # gevent's hub is a lane of its own
     assert green == (mode == "gevent"), trace["threads"]
