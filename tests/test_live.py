@@ -186,7 +186,7 @@ def start_live(out: Path, *extra: str, cwd: Path = APPS) -> tuple[subprocess.Pop
     return proc, int(m.group(1))
 
 
-def live_session(out: Path, scenario: Path, *extra: str, cwd: Path = APPS) -> tuple[int, str, str]:
+def live_recording(out: Path, scenario: Path, *extra: str, cwd: Path = APPS) -> tuple[int, str, str]:
     """A live recording (``extra``: its options) driven by ``scenario``'s steps, stopped by SIGINT:
     its exit status, stdout and stderr."""
     proc, port = start_live(out, *extra, cwd=cwd)
@@ -229,7 +229,7 @@ def journeys(report: Path) -> dict[str, list[str]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("app", ["ns_chat", "one_reply"])  # namespaces; two clients, acks and a call to the client
 def test_a_live_session_stopped_by_sigint_builds_the_scenarios_journeys_and_its_saved_scenario_replays_them(tmp_path, app):
-    code, stdout, stderr = live_session(tmp_path / "live", APPS / f"{app}.toml", "--app", f"{app}:socketio",
+    code, stdout, stderr = live_recording(tmp_path / "live", APPS / f"{app}.toml", "--app", f"{app}:socketio",
                                        "--save-scenario", str(tmp_path / "saved.toml"))
     assert code == 0, stderr
     said = stdout.splitlines()
@@ -337,7 +337,7 @@ def test_an_app_that_leaves_async_mode_unset_is_recorded_live_in_threading_or_th
                                          '[[steps]]\ndo = "connect"\n[[steps]]\ndo = "emit"\nevent = "ping_me"\ndata = 1\n'
                                          '[[steps]]\ndo = "expect"\nevent = "pong"\n[[steps]]\ndo = "disconnect"\n')
     extra = ("--async-mode", mode) if mode else ()
-    code, _, stderr = live_session(tmp_path / "live", tmp_path / "drive.toml", "--app", "unset_app:socketio", *extra,
+    code, _, stderr = live_recording(tmp_path / "live", tmp_path / "drive.toml", "--app", "unset_app:socketio", *extra,
                                    "--save-scenario", str(tmp_path / "saved.toml"), cwd=tmp_path)
     assert code == 0, stderr
     trace = json.loads((tmp_path / "live" / "traces" / "live.json").read_text())
