@@ -282,8 +282,8 @@ def scenario_text(s: Session, target: str, factory: bool = False, flask: str = "
         if n == 0:  # a plain HTTP request, made as the file's first client (scenario_file: an http step's client)
             r = s.requests[i]
             if r.method in BODIED:
-                left.append(f"HTTP {r.text}: its body is not recorded live; add it as an http step (json = ..., README) "
-                            "if the replay needs it")
+                left.append(f"HTTP {r.text}: a request that may carry a body, whose headers and body are not recorded live; "
+                            "add it as an http step (json = ..., headers = ..., README) if the replay needs it")
             elif r.status == 304:
                 left.append(f"HTTP {r.text}: the browser's cached copy was still good, which a replay without its cache "
                             "headers would not get: left out")
