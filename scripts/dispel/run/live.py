@@ -355,8 +355,7 @@ def record_live(spec, out: Path, session_out: Path, port: int | None = None, hos
 
             def serve() -> None:
                 try:
-                    unsafe = {} if modes.running_mode() == "gevent" else {"allow_unsafe_werkzeug": True}  # werkzeug's
-                    sio.run(flask_app, host=host, port=port, **unsafe)
+                    sio.run(flask_app, host=host, port=port, **modes.run_options())
                 except BaseException as exc:  # noqa: BLE001 - reported by the caller, which names it
                     server_errors.append(exc)
 

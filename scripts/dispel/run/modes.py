@@ -31,6 +31,12 @@ def unset_is_threading() -> Iterator[None]:
                 del sys.modules[name]
 
 
+def run_options() -> dict[str, bool]:
+    """What ``SocketIO.run`` is also given in this process's mode: werkzeug's ``allow_unsafe_werkzeug``
+    in threading mode, nothing in gevent mode (Flask-SocketIO before 5.3.5 passes it on to gevent's server)."""
+    return {} if running_mode() == "gevent" else {"allow_unsafe_werkzeug": True}
+
+
 def running_mode() -> str:
     """The async mode this process runs apps in: "gevent" when gevent has monkey-patched it
     (`DISPEL_GEVENT=1 python -m dispel`, see __main__), else "threading"."""

@@ -515,9 +515,7 @@ def run_file(sf, recorder: Tracer, start_client: Callable[[str, int], StepClient
 
     def serve(module, port: int) -> None:
         _, sio, flask_app = loaded
-        # allow_unsafe_werkzeug is werkzeug's: Flask-SocketIO before 5.3.5 passes it on to gevent's server
-        unsafe = {} if modes.running_mode() == "gevent" else {"allow_unsafe_werkzeug": True}
-        sio.run(flask_app, host="127.0.0.1", port=port, **unsafe)
+        sio.run(flask_app, host="127.0.0.1", port=port, **modes.run_options())
 
     return drive(sf.source, recorder, start_client, load, serve, steps, sf.app.module, timeout, port, app_errors=app_errors)
 
